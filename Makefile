@@ -1,0 +1,54 @@
+# SessionGate developer entry points. `make test` is what CI (.ci/run) runs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+# Tests never reach AWS: fake credentials keep boto3 from looking for real ones.
+TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
+            AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+
+.PHONY: setup setup-sam lint typecheck validate unit test build deploy clean
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# aws-sam-cli pins boto3 exactly: it lives in its own venv.
+setup-sam: $(SAM_VENV)/.installed
+$(SAM_VENV)/.installed: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+validate: setup setup-sam
+	$(BIN)/cfn-lint template.yaml
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
+
+unit: setup
+	$(TEST_ENV) $(BIN)/pytest -q
+
+# The README's test command: every gate CI runs.
+test: lint typecheck validate unit
+
+build: setup-sam
+	PYENV_VERSION=$${PYENV_VERSION:-3.11.7:3.12.1} $(SAM_VENV)/bin/sam build
+
+deploy: build
+	$(SAM_VENV)/bin/sam deploy --guided
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

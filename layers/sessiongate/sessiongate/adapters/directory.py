@@ -1,0 +1,81 @@
+"""IAM: read principals, set and remove SessionGate's slot tags (and nothing else)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..guardrails import PrincipalFacts
+from ..identity import PrincipalType
+
+
+class PrincipalGone(Exception):
+    """The IAM user or role does not exist (any more)."""
+
+
+class TagLimitExceeded(Exception):
+    """IAM refused the tags: the principal would exceed 50 tags."""
+
+
+class Directory:
+    def __init__(self, iam: Any) -> None:
+        self._iam = iam
+
+    def get_principal(self, kind: PrincipalType, name: str) -> PrincipalFacts | None:
+        try:
+            if kind is PrincipalType.USER:
+                entity = self._iam.get_user(UserName=name)["User"]
+            else:
+                entity = self._iam.get_role(RoleName=name)["Role"]
+        except self._iam.exceptions.NoSuchEntityException:
+            return None
+        # GetUser/GetRole return the principal's tags (at most 50): no ListTags call needed.
+        tags = {t["Key"]: t["Value"] for t in entity.get("Tags", [])}
+        return PrincipalFacts(
+            arn=entity["Arn"],
+            name=entity.get("UserName") or entity.get("RoleName") or name,
+            path=entity.get("Path", "/"),
+            kind=kind.value,
+            tags=tags,
+        )
+
+    def tags(self, kind: PrincipalType, name: str) -> dict[str, str]:
+        if kind is PrincipalType.USER:
+            return self._tags(self._iam.list_user_tags, UserName=name)
+        return self._tags(self._iam.list_role_tags, RoleName=name)
+
+    def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None:
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        try:
+            if kind is PrincipalType.USER:
+                self._iam.tag_user(UserName=name, Tags=tag_list)
+            else:
+                self._iam.tag_role(RoleName=name, Tags=tag_list)
+        except self._iam.exceptions.NoSuchEntityException as exc:
+            raise PrincipalGone(name) from exc
+        except self._iam.exceptions.LimitExceededException as exc:
+            raise TagLimitExceeded(name) from exc
+
+    def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool:
+        """Remove ``keys``; ``False`` when the principal no longer exists (nothing left to remove)."""
+        key_list = list(keys)
+        try:
+            if kind is PrincipalType.USER:
+                self._iam.untag_user(UserName=name, TagKeys=key_list)
+            else:
+                self._iam.untag_role(RoleName=name, TagKeys=key_list)
+        except self._iam.exceptions.NoSuchEntityException:
+            return False
+        return True
+
+    @staticmethod
+    def _tags(call: Any, **kwargs: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        marker: str | None = None
+        while True:
+            page = call(**kwargs, **({"Marker": marker} if marker else {}))
+            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+            if not page.get("IsTruncated"):
+                return tags
+            marker = page["Marker"]
+

@@ -1,0 +1,256 @@
+"""DynamoDB ledger: grant records and per-(principal, slot) claims, all writes conditional.
+
+Items (single table, partition key ``pk``):
+- ``GRANT#<grant_id>``: the grant record (see :class:`sessiongate.model.Grant`). Live grants (PROVISIONING,
+  ACTIVE) also carry ``live = "LIVE"`` and ``expires_at`` for the sparse ``live-by-expiry`` index.
+- ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it.
+  A slot is only ever taken when absent, and only released by its holder's revocation *after* the
+  holder's tag is gone, so a newer grant's tag can never be removed by an older grant's revocation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, fields
+from typing import Any
+
+from ..errors import TransientError
+from ..model import Grant, GrantStatus
+
+LIVE_INDEX = "live-by-expiry"
+_GRANT_FIELDS = {f.name for f in fields(Grant)}
+
+
+def _ser(value: Any) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    return TypeSerializer().serialize(value)  # type: ignore[no-any-return]
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    des = TypeDeserializer()
+    return {k: des.deserialize(v) for k, v in item.items()}
+
+
+def grant_key(grant_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"GRANT#{grant_id}"}}
+
+
+def slot_key(principal_arn: str, slot: int) -> dict[str, Any]:
+    return {"pk": {"S": f"SLOT#{principal_arn}#{slot}"}}
+
+
+def to_grant(item: dict[str, Any]) -> Grant:
+    plain = _plain(item)
+    values = {k: v for k, v in plain.items() if k in _GRANT_FIELDS}
+    values["status"] = GrantStatus(values["status"])
+    for name in ("duration_minutes", "slot"):
+        if values.get(name) is not None:
+            values[name] = int(values[name])
+    return Grant(**values)
+
+
+class Ledger:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_grant(self, grant_id: str) -> Grant | None:
+        item = self._db.get_item(TableName=self._table, Key=grant_key(grant_id), ConsistentRead=True).get(
+            "Item"
+        )
+        return to_grant(item) if item else None
+
+    def slot_holder(self, principal_arn: str, slot: int) -> str | None:
+        item = self._db.get_item(
+            TableName=self._table, Key=slot_key(principal_arn, slot), ConsistentRead=True
+        ).get("Item")
+        return str(item["grant_id"]["S"]) if item else None
+
+    def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
+        """Live grants (PROVISIONING/ACTIVE), optionally only those expiring before a timestamp."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": LIVE_INDEX,
+            "KeyConditionExpression": "live = :live",
+            "ExpressionAttributeValues": {":live": {"S": "LIVE"}},
+        }
+        if expiring_before is not None:
+            kwargs["KeyConditionExpression"] += " AND expires_at < :before"
+            kwargs["ExpressionAttributeValues"][":before"] = {"S": expiring_before}
+        grant_ids: list[str] = []
+        paginator = self._db.get_paginator("query")
+        for page in paginator.paginate(**kwargs):
+            grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
+        # The index is eventually consistent: re-read each record before acting on it.
+        grants = [self.get_grant(gid) for gid in grant_ids]
+        return [
+            g for g in grants if g is not None and g.status in (GrantStatus.ACTIVE, GrantStatus.PROVISIONING)
+        ]
+
+    # -- writes ------------------------------------------------------------------------------
+    def create(self, grant: Grant) -> bool:
+        """Write a new record; ``False`` when one with this id exists already (a duplicate)."""
+        values = asdict(grant)
+        values["status"] = grant.status.value
+        values["pk"] = f"GRANT#{grant.grant_id}"
+        values["kind"] = "grant"
+        if grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
+            values["live"] = "LIVE"
+            values["expires_at"] = grant.expires_at or grant.created_at
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_item(values),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def claim_slot(self, grant: Grant, slot: int, expires_at: str) -> bool:
+        """Take slot ``slot`` of the grant's principal for the grant. ``False`` if another grant holds it."""
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _item(
+                                {
+                                    "pk": f"SLOT#{grant.principal_arn}#{slot}",
+                                    "kind": "slot",
+                                    "grant_id": grant.grant_id,
+                                    "instance_id": grant.instance_id,
+                                    "expires_at": expires_at,
+                                }
+                            ),
+                            "ConditionExpression": "attribute_not_exists(pk) OR grant_id = :gid",
+                            "ExpressionAttributeValues": {":gid": {"S": grant.grant_id}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": grant_key(grant.grant_id),
+                            "UpdateExpression": "SET slot = :slot, expires_at = :exp",
+                            "ConditionExpression": "#s = :prov",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": {
+                                ":slot": {"N": str(slot)},
+                                ":exp": {"S": expires_at},
+                                ":prov": {"S": GrantStatus.PROVISIONING.value},
+                            },
+                        }
+                    },
+                ]
+            )
+        except self._db.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if (
+                reasons
+                and reasons[0] == "ConditionalCheckFailed"
+                and (len(reasons) < 2 or reasons[1] == "None")
+            ):
+                return False
+            raise TransientError(f"slot claim for {grant.grant_id} cancelled: {reasons}") from exc
+        grant.slot, grant.expires_at = slot, expires_at
+        return True
+
+    def release_slot(self, principal_arn: str, slot: int, grant_id: str) -> None:
+        # Not ours (or already gone): nothing to release.
+        with contextlib.suppress(self._db.exceptions.ConditionalCheckFailedException):
+            self._db.delete_item(
+                TableName=self._table,
+                Key=slot_key(principal_arn, slot),
+                ConditionExpression="grant_id = :gid",
+                ExpressionAttributeValues={":gid": {"S": grant_id}},
+            )
+
+    def activate(self, grant: Grant, schedule_name: str) -> bool:
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=grant_key(grant.grant_id),
+                UpdateExpression="SET #s = :active, schedule_name = :sched",
+                ConditionExpression="#s = :prov",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":active": {"S": GrantStatus.ACTIVE.value},
+                    ":prov": {"S": GrantStatus.PROVISIONING.value},
+                    ":sched": {"S": schedule_name},
+                },
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        grant.status, grant.schedule_name = GrantStatus.ACTIVE, schedule_name
+        return True
+
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> None:
+        """Turn a PROVISIONING record into DENIED (a denial found after the record was written)."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=grant_key(grant.grant_id),
+            UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
+            ConditionExpression="#s = :prov",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":denied": {"S": GrantStatus.DENIED.value},
+                ":prov": {"S": GrantStatus.PROVISIONING.value},
+                ":d": _ser(denials),
+            },
+        )
+        grant.status, grant.denials = GrantStatus.DENIED, denials
+
+    def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool:
+        """Mark the grant REVOKED and, when it holds its slot, free the slot in the same transaction.
+
+        ``False`` when the grant was not live any more (another revocation won the race).
+        """
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": grant_key(grant.grant_id),
+                    "UpdateExpression": "SET #s = :revoked, revoked_at = :at, revoke_reason = :why, "
+                    "revoked_by = :by REMOVE live",
+                    "ConditionExpression": "#s IN (:active, :prov)",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {
+                        ":revoked": {"S": GrantStatus.REVOKED.value},
+                        ":active": {"S": GrantStatus.ACTIVE.value},
+                        ":prov": {"S": GrantStatus.PROVISIONING.value},
+                        ":at": {"S": at},
+                        ":why": {"S": reason},
+                        ":by": {"S": by},
+                    },
+                }
+            }
+        ]
+        if release_slot and grant.slot is not None:
+            items.append(
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": slot_key(grant.principal_arn, grant.slot),
+                        "ConditionExpression": "grant_id = :gid",
+                        "ExpressionAttributeValues": {":gid": {"S": grant.grant_id}},
+                    }
+                }
+            )
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except self._db.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return False
+            raise TransientError(f"revoke of {grant.grant_id} cancelled: {reasons}") from exc
+        grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
+        return True

@@ -1,0 +1,39 @@
+"""SNS fan-out of lifecycle events. A notification failure never blocks a grant or a revocation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..observability import logger, metrics
+
+
+class Notifier:
+    def __init__(self, sns: Any, topic_arn: str) -> None:
+        self._sns = sns
+        self._topic_arn = topic_arn
+
+    def publish(self, event_type: str, payload: Mapping[str, Any], *, subject: str) -> bool:
+        attributes = {"event_type": event_type}
+        for name in ("instance_id", "principal_arn", "account"):
+            value = payload.get(name)
+            if isinstance(value, str) and value:
+                attributes[name] = value
+        try:
+            self._sns.publish(
+                TopicArn=self._topic_arn,
+                Subject=subject[:100],
+                Message=json.dumps({"event_type": event_type, **payload}, default=str, sort_keys=True),
+                MessageAttributes={
+                    k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
+                },
+            )
+        except (ClientError, BotoCoreError):
+            # Audit lives in the ledger and the logs; the notification is best effort.
+            logger().exception("notification failed", extra={"event_type": event_type})
+            metrics().add("NotificationFailures")
+            return False
+        return True

@@ -1,0 +1,244 @@
+"""Change Manager front door: the pure part.
+
+Turns an EventBridge ``Change Request Status Update`` event plus the change request as re-read from SSM
+(``GetAutomationExecution``) into one :class:`AccessApproved`, or into denials. The event alone is never
+trusted: status, requester, approvers and parameters all come from the SSM record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import InvalidInput
+from .identity import INSTANCE_ID_RE, PRINCIPAL_NAME_RE, PrincipalType, may_be_same, parse_identity
+from .model import AccessApproved, Denial, Origin
+from .settings import Settings
+
+DETAIL_TYPE = "Change Request Status Update"
+SOURCE = "aws.ssm"
+DUE_SOURCE = "sessiongate.scheduler"
+OPS_ITEM_RE = re.compile(r"^oi-[0-9a-f]{12}$")
+EXECUTION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Change request (automation) statuses reached only after every approval was given.
+APPROVED_STATES = frozenset(
+    {
+        "Approved",
+        "Scheduled",
+        "Pending",
+        "Waiting",
+        "InProgress",
+        "RunbookInProgress",
+        "Success",
+        "CompletedWithSuccess",
+        "ChangeCalendarOverrideApproved",
+    }
+)
+# Runbook parameters of AllowSsmSessionStartRunbook.
+P_INSTANCE, P_TYPE, P_NAME, P_MINUTES = "InstanceId", "PrincipalType", "PrincipalName", "ValidityMinutes"
+
+
+@dataclass(frozen=True)
+class ChangeRequestRef:
+    """What an incoming trigger says about a change request: only a pointer to re-read."""
+
+    ops_item_id: str
+    change_request_id: str | None
+    status: str
+    template_name: str | None
+    created_by: str | None
+
+    @classmethod
+    def from_event(cls, event: object) -> ChangeRequestRef:
+        if not isinstance(event, Mapping):
+            raise InvalidInput("event must be an object")
+        detail = event.get("detail")
+        if not isinstance(detail, Mapping):
+            raise InvalidInput("event has no detail object", field="detail")
+        if event.get("source") == DUE_SOURCE:
+            # Our own deferred trigger (a ScheduledTime in the future): only the pointer.
+            return cls(_ops_item(detail), _opt(detail, "change-request-id"), "Approved", None, None)
+        if event.get("source") != SOURCE or event.get("detail-type") != DETAIL_TYPE:
+            raise InvalidInput(
+                f"unexpected event {event.get('source')!r}/{event.get('detail-type')!r}", field="detail-type"
+            )
+        status = detail.get("ops-item-status")
+        if not isinstance(status, str):
+            raise InvalidInput("ops-item-status is missing", field="ops-item-status")
+        template = detail.get("change-template-document-name")
+        if not isinstance(template, str) or not template:
+            raise InvalidInput(
+                "change-template-document-name is missing", field="change-template-document-name"
+            )
+        return cls(
+            ops_item_id=_ops_item(detail),
+            change_request_id=_opt(detail, "change-request-id"),
+            status=status,
+            template_name=template,
+            created_by=_opt(detail, "ops-item-created-by"),
+        )
+
+    def due_event_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"ops-item-id": self.ops_item_id}
+        if self.change_request_id:
+            detail["change-request-id"] = self.change_request_id
+        return detail
+
+
+def interpret(
+    ref: ChangeRequestRef,
+    execution: Mapping[str, Any],
+    settings: Settings,
+    *,
+    account: str,
+    now: datetime,
+) -> AccessApproved | list[Denial]:
+    """Build the normalized request from the SSM record, or say why it cannot be granted."""
+    denials: list[Denial] = []
+    if execution.get("AutomationSubtype") != "ChangeRequest":
+        denials.append(Denial("not_a_change_request", "the SSM execution is not a change request"))
+    if execution.get("DocumentName") != settings.change_template_name:
+        denials.append(
+            Denial("unknown_template", f"change template {execution.get('DocumentName')!r} is not ours")
+        )
+    if execution.get("OpsItemId") != ref.ops_item_id:
+        denials.append(Denial("ops_item_mismatch", "the change request belongs to another OpsItem"))
+    status = execution.get("AutomationExecutionStatus")
+    if status not in APPROVED_STATES:
+        denials.append(Denial("change_request_not_approved", f"change request status is {status!r}"))
+
+    approvals, approvers, approved_at = _approvals(execution.get("StepExecutions") or [])
+    if not approvals:
+        denials.append(Denial("change_request_not_approved", "the change request has no approval step"))
+    elif any(a != "Approved" for a in approvals):
+        denials.append(Denial("change_request_not_approved", f"approval steps are {approvals}"))
+    if not approvers:
+        denials.append(Denial("approvers_unknown", "cannot tell who approved the change request"))
+
+    requester = execution.get("ExecutedBy")
+    if not isinstance(requester, str) or parse_identity(requester) is None:
+        denials.append(Denial("requester_unknown", "the change request has no parseable requester"))
+        requester = ""
+    elif ref.created_by and not may_be_same(parse_identity(ref.created_by), parse_identity(requester)):
+        denials.append(Denial("requester_mismatch", "event and SSM disagree about the requester"))
+
+    execution_id = execution.get("AutomationExecutionId")
+    if not isinstance(execution_id, str) or not EXECUTION_ID_RE.fullmatch(execution_id):
+        denials.append(Denial("change_request_unknown", "the change request has no valid execution id"))
+    elif ref.change_request_id and ref.change_request_id != execution_id:
+        denials.append(
+            Denial("change_request_mismatch", "event and SSM disagree about the change request id")
+        )
+
+    params, param_denials = _runbook_parameters(execution.get("Runbooks") or [], settings)
+    denials += param_denials
+    if denials:
+        return denials
+
+    scheduled = execution.get("ScheduledTime")
+    starts = [t for t in (scheduled, approved_at) if isinstance(t, datetime)]
+    not_before = max(starts) if starts else now
+    return AccessApproved(
+        grant_id=f"cm-{execution_id}",
+        origin=Origin.CHANGE_MANAGER,
+        origin_ref=ref.ops_item_id,
+        account=account,
+        instance_id=params[P_INSTANCE],
+        principal_type=PrincipalType.parse(params[P_TYPE]),
+        principal_name=params[P_NAME],
+        requester_arn=requester,
+        approver_arns=tuple(approvers),
+        duration_minutes=int(params[P_MINUTES]),
+        not_before=not_before,
+        approved_at=approved_at or now,
+        reason=str(execution.get("ChangeRequestName") or "")[:512],
+    )
+
+
+def _approvals(steps: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], datetime | None]:
+    """Statuses of the ``aws:approve`` steps, the ARNs that approved, and when the last approval ended."""
+    statuses: list[str] = []
+    approvers: list[str] = []
+    approved_at: datetime | None = None
+    for step in steps:
+        if step.get("Action") != "aws:approve":
+            continue
+        outputs = step.get("Outputs") or {}
+        status_values = outputs.get("ApprovalStatus") or [step.get("StepStatus", "Unknown")]
+        statuses.append(str(status_values[0]))
+        for raw in outputs.get("ApproverDecisions") or []:
+            for decision in _decisions(raw):
+                approver = decision.get("Approver")
+                if (
+                    decision.get("Decision") == "Approve"
+                    and isinstance(approver, str)
+                    and approver not in approvers
+                ):
+                    approvers.append(approver)
+        end = step.get("ExecutionEndTime")
+        if isinstance(end, datetime) and (approved_at is None or end > approved_at):
+            approved_at = end
+    return statuses, approvers, approved_at
+
+
+def _decisions(raw: object) -> list[Mapping[str, Any]]:
+    """ApproverDecisions entries arrive as JSON text (an object or a list of objects)."""
+    value: object = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return []
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, Mapping)]
+    return []
+
+
+def _runbook_parameters(
+    runbooks: Sequence[Mapping[str, Any]], settings: Settings
+) -> tuple[dict[str, str], list[Denial]]:
+    if len(runbooks) != 1:
+        return {}, [Denial("invalid_parameters", f"expected exactly one runbook, found {len(runbooks)}")]
+    raw = runbooks[0].get("Parameters") or {}
+    params: dict[str, str] = {}
+    denials: list[Denial] = []
+    for name in (P_INSTANCE, P_TYPE, P_NAME, P_MINUTES):
+        values = raw.get(name)
+        if values is None and name == P_MINUTES:
+            params[name] = str(settings.default_validity_minutes)
+            continue
+        if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], str):
+            denials.append(Denial("invalid_parameters", f"runbook parameter {name} must have one value"))
+            continue
+        params[name] = values[0].strip()
+    if denials:
+        return params, denials
+    if not INSTANCE_ID_RE.fullmatch(params[P_INSTANCE]):
+        denials.append(
+            Denial("invalid_parameters", f"{P_INSTANCE} {params[P_INSTANCE][:40]!r} is not an instance id")
+        )
+    if params[P_TYPE].lower() not in ("user", "role"):
+        denials.append(Denial("invalid_parameters", f"{P_TYPE} must be User or Role"))
+    if not PRINCIPAL_NAME_RE.fullmatch(params[P_NAME]):
+        denials.append(Denial("invalid_parameters", f"{P_NAME} {params[P_NAME][:64]!r} is not an IAM name"))
+    if not params[P_MINUTES].isdigit() or not 1 <= int(params[P_MINUTES]) <= 100_000:
+        denials.append(Denial("invalid_parameters", f"{P_MINUTES} must be a positive whole number"))
+    return params, denials
+
+
+def _ops_item(detail: Mapping[str, Any]) -> str:
+    value = detail.get("ops-item-id")
+    if not isinstance(value, str) or not OPS_ITEM_RE.fullmatch(value):
+        raise InvalidInput(f"ops-item-id {str(value)[:40]!r} is not an OpsItem id", field="ops-item-id")
+    return value
+
+
+def _opt(detail: Mapping[str, Any], name: str) -> str | None:
+    value = detail.get(name)
+    return value if isinstance(value, str) and value else None

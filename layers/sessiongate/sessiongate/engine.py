@@ -1,0 +1,439 @@
+"""The engine: grant, revoke and the Change Manager front door, orchestrating pure rules and adapters.
+
+Every step converges on redelivery (EventBridge and Scheduler deliver at least once):
+- the grant record is created with a conditional write, so a duplicate finds it and stops;
+- a slot is claimed with a conditional write naming the grant, so a retry re-claims its own slot;
+- tags are overwritten with the same values; the revoke schedule has a deterministic name;
+- revocation untags only while the slot still names the grant, then frees slot and record together.
+Denials are decisions: recorded in the ledger, notified, and returned, never raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from . import guardrails, slots
+from .adapters.bus import Bus
+from .adapters.changes import ChangeRequests
+from .adapters.directory import Directory, PrincipalGone, TagLimitExceeded
+from .adapters.inventory import Inventory
+from .adapters.ledger import Ledger
+from .adapters.notifier import Notifier
+from .adapters.scheduler import REVOKE_PREFIX, START_PREFIX, Schedules
+from .changerequest import DUE_SOURCE, ChangeRequestRef, interpret
+from .clock import Clock, parse_iso, to_iso
+from .errors import InvalidInput, TransientError
+from .identity import PrincipalType, principal_arn
+from .model import (
+    ACCESS_APPROVED,
+    EVENT_SOURCE,
+    GRANT_ID_RE,
+    AccessApproved,
+    Denial,
+    Grant,
+    GrantStatus,
+    Origin,
+    Outcome,
+)
+from .observability import logger, metrics
+from .settings import Settings
+
+# A PROVISIONING grant younger than this may still be in the hands of a running grant invocation.
+PROVISIONING_GRACE = timedelta(minutes=5)
+# Scheduler's at() precision: a start this close is "now".
+START_TOLERANCE = timedelta(seconds=60)
+
+REASON_EXPIRED = "expired"
+
+
+class OriginVerifier(Protocol):
+    """Re-reads the origin of an approval (SSM change request, native request record)."""
+
+    def verify(self, request: AccessApproved) -> list[Denial]: ...
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    ledger: Ledger
+    directory: Directory
+    inventory: Inventory
+    schedules: Schedules
+    notifier: Notifier
+    clock: Clock
+    bus: Bus | None = None
+    changes: ChangeRequests | None = None
+    verifiers: Mapping[Origin, OriginVerifier] | None = None
+
+    # ------------------------------------------------------------------------------ triggers
+    def on_access_approved(self, event: object) -> Outcome:
+        """EventBridge delivery of ``AccessApproved`` from the SessionGate bus."""
+        if (
+            not isinstance(event, Mapping)
+            or event.get("source") != EVENT_SOURCE
+            or event.get("detail-type") != ACCESS_APPROVED
+        ):
+            return self._reject("AccessApproved", InvalidInput("not a sessiongate AccessApproved event"))
+        return self.grant(event.get("detail"))
+
+    def on_revoke_schedule(self, event: object) -> Outcome:
+        """Scheduler delivery of ``{"grant_id": ..., "reason": "expired"}`` at a grant's expiry."""
+        if not isinstance(event, Mapping) or event.get("reason") != REASON_EXPIRED:
+            return self._reject("Revoke", InvalidInput("not a SessionGate revoke schedule payload"))
+        return self.revoke(event.get("grant_id"), reason=REASON_EXPIRED, by="scheduler")
+
+    # ------------------------------------------------------------------------------ grant
+    def grant(self, detail: object) -> Outcome:
+        try:
+            request = AccessApproved.from_detail(detail)
+        except InvalidInput as exc:
+            return self._reject("AccessApproved", exc)
+        log = logger()
+        log.append_keys(
+            grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name
+        )
+        existing = self.ledger.get_grant(request.grant_id)
+        if existing is not None and existing.status is not GrantStatus.PROVISIONING:
+            log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})
+            metrics().add("DuplicateDeliveries")
+            return Outcome("duplicate", request.grant_id, {"status": existing.status.value})
+
+        now = self.clock.now()
+        principal = self.directory.get_principal(request.principal_type, request.principal_name)
+        instance = self.inventory.describe(
+            request.instance_id, check_managed=self.settings.require_ssm_managed
+        )
+        denials = guardrails.evaluate(
+            request, principal, instance, self.settings, now, account=self.settings.account_id
+        )
+        if not denials:
+            denials = self._verify_origin(request)
+        arn = principal.arn if principal else self._arn(request.principal_type, request.principal_name)
+
+        if existing is None:
+            if denials:
+                return self._deny_new(self._record(request, arn, now, GrantStatus.DENIED), denials)
+            grant = self._record(request, arn, now, GrantStatus.PROVISIONING)
+            if not self.ledger.create(grant):
+                # A concurrent duplicate created it first: carry on with its record (claims are idempotent).
+                current = self.ledger.get_grant(request.grant_id)
+                if current is None or current.status is not GrantStatus.PROVISIONING:
+                    return Outcome("duplicate", request.grant_id)
+                grant = current
+        else:
+            grant = existing
+            if denials:
+                return self._abandon(grant, denials)
+        assert principal is not None  # guardrails deny a missing principal
+
+        if grant.slot is None:
+            if slots.foreign_tag_count(principal.tags, self.settings.slot_count) + 2 > slots.IAM_TAG_LIMIT:
+                return self._abandon(
+                    grant, [Denial("tag_limit", "the principal has no room for two more tags")]
+                )
+            expires = now + timedelta(minutes=request.duration_minutes)
+            for slot in slots.slot_preference(self.settings.slot_count, principal.tags):
+                if self.ledger.claim_slot(grant, slot, to_iso(expires)):
+                    break
+            else:
+                return self._abandon(
+                    grant,
+                    [
+                        Denial(
+                            "no_free_slot",
+                            f"all {self.settings.slot_count} slots of the principal are in use",
+                        )
+                    ],
+                )
+        assert grant.slot is not None
+        assert grant.expires is not None
+        log.append_keys(slot=grant.slot, principal_arn=grant.principal_arn)
+
+        try:
+            self.directory.tag(
+                request.principal_type,
+                request.principal_name,
+                slots.tags_for(grant.slot, request.instance_id, request.bound_user_id),
+            )
+        except TagLimitExceeded:
+            return self._abandon(grant, [Denial("tag_limit", "IAM refused the tag: 50 tags per principal")])
+        except PrincipalGone:
+            return self._abandon(grant, [Denial("principal_not_found", "the principal was deleted")])
+
+        schedule_name = REVOKE_PREFIX + grant.grant_id
+        self.schedules.create_once(
+            schedule_name,
+            grant.expires,
+            self.settings.revoke_target_arn,
+            {"grant_id": grant.grant_id, "reason": REASON_EXPIRED},
+        )
+        if not self.ledger.activate(grant, schedule_name):
+            current = self.ledger.get_grant(grant.grant_id)
+            status = current.status.value if current else "missing"
+            # Revoked while we were provisioning: the revocation owns cleanup (and the reconciler
+            # removes any tag that no live grant explains).
+            log.warning("grant changed state during provisioning", extra={"status": status})
+            return Outcome("superseded", grant.grant_id, {"status": status})
+
+        metrics().add("Grants")
+        log.info("access granted", extra={"expires_at": grant.expires_at})
+        self.notifier.publish(
+            "AccessGranted",
+            self._payload(grant),
+            subject=f"SessionGate: {grant.principal_name} may open a session on {grant.instance_id}",
+        )
+        return Outcome(
+            "granted",
+            grant.grant_id,
+            {"slot": grant.slot, "expires_at": grant.expires_at, "principal_arn": grant.principal_arn},
+        )
+
+    # ------------------------------------------------------------------------------ revoke
+    def revoke(self, grant_id: object, *, reason: str = REASON_EXPIRED, by: str = "scheduler") -> Outcome:
+        if not isinstance(grant_id, str) or not GRANT_ID_RE.fullmatch(grant_id):
+            return self._reject("Revoke", InvalidInput("grant_id is missing or invalid", field="grant_id"))
+        log = logger()
+        log.append_keys(grant_id=grant_id)
+        grant = self.ledger.get_grant(grant_id)
+        if grant is None:
+            log.warning("revoke for an unknown grant")
+            metrics().add("RevokeUnknownGrant")
+            return Outcome("ignored", grant_id, {"why": "unknown grant"})
+        if grant.status in (GrantStatus.REVOKED, GrantStatus.DENIED):
+            metrics().add("DuplicateDeliveries")
+            return Outcome("duplicate", grant_id, {"status": grant.status.value})
+        now = self.clock.now()
+        if (
+            grant.status is GrantStatus.PROVISIONING
+            and now - parse_iso(grant.created_at) < PROVISIONING_GRACE
+        ):
+            # Raise: the retry comes back once the grant invocation has finished either way.
+            raise TransientError(f"grant {grant_id} is still being provisioned")
+        log.append_keys(
+            instance_id=grant.instance_id,
+            principal_arn=grant.principal_arn,
+            slot=grant.slot,
+            revoke_reason=reason,
+        )
+
+        holds_slot = False
+        if grant.slot is not None:
+            holds_slot = self.ledger.slot_holder(grant.principal_arn, grant.slot) == grant_id
+            if holds_slot:
+                self.directory.untag(
+                    PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
+                )
+            else:
+                log.warning("slot no longer held by this grant: tags left untouched")
+        if not self.ledger.complete_revoke(
+            grant, at=to_iso(now), reason=reason, by=by, release_slot=holds_slot
+        ):
+            return Outcome("duplicate", grant_id, {"status": "REVOKED"})
+        if reason != REASON_EXPIRED and grant.schedule_name:
+            self.schedules.delete(grant.schedule_name)
+
+        metrics().add("Revocations")
+        if reason == REASON_EXPIRED and grant.expires is not None:
+            metrics().add("RevocationLag", max(0.0, (now - grant.expires).total_seconds()), unit="Seconds")
+        log.info("access revoked")
+        self.notifier.publish(
+            "AccessRevoked",
+            {**self._payload(grant), "reason": reason, "revoked_by": by},
+            subject=f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
+        )
+        return Outcome("revoked", grant_id, {"reason": reason, "untagged": holds_slot})
+
+    # ------------------------------------------------------------------------------ Change Manager
+    def on_change_request(self, event: object) -> Outcome:
+        if self.changes is None or self.bus is None:
+            raise RuntimeError("the Change Manager adapter needs the changes and bus adapters")
+        try:
+            ref = ChangeRequestRef.from_event(event)
+        except InvalidInput as exc:
+            return self._reject("ChangeRequest", exc)
+        log = logger()
+        log.append_keys(ops_item_id=ref.ops_item_id, change_request_id=ref.change_request_id)
+        if ref.status != "Approved":
+            log.info("change request status is not Approved: nothing to do", extra={"status": ref.status})
+            return Outcome("ignored", None, {"why": f"status {ref.status}"})
+        if ref.template_name is not None and ref.template_name != self.settings.change_template_name:
+            return self._reject(
+                "ChangeRequest",
+                InvalidInput(
+                    f"change template {ref.template_name[:128]!r} is not SessionGate's", field="template"
+                ),
+            )
+        execution = self.changes.find(ref.ops_item_id)
+        if execution is None:
+            return self._reject(
+                "ChangeRequest",
+                InvalidInput(f"no single change request found for {ref.ops_item_id}", field="ops-item-id"),
+            )
+        now = self.clock.now()
+        result = interpret(ref, execution, self.settings, account=self.settings.account_id, now=now)
+        if isinstance(result, list):
+            execution_id = str(execution.get("AutomationExecutionId", ""))
+            grant_id = f"cm-{execution_id}"
+            if not GRANT_ID_RE.fullmatch(grant_id):
+                return self._reject("ChangeRequest", InvalidInput("; ".join(d.message for d in result)))
+            record = Grant(
+                grant_id=grant_id,
+                status=GrantStatus.DENIED,
+                origin=Origin.CHANGE_MANAGER.value,
+                origin_ref=ref.ops_item_id,
+                account=self.settings.account_id,
+                instance_id="",
+                principal_type="",
+                principal_name="",
+                principal_arn="",
+                requester_arn=str(execution.get("ExecutedBy") or ""),
+                approver_arns=[],
+                duration_minutes=0,
+                created_at=to_iso(now),
+            )
+            return self._deny_new(record, result)
+        request = result
+        log.append_keys(grant_id=request.grant_id)
+        if request.not_before - now > START_TOLERANCE:
+            self.schedules.create_once(
+                START_PREFIX + request.grant_id,
+                request.not_before,
+                self.settings.adapter_target_arn,
+                {"source": DUE_SOURCE, "detail-type": "Change Request Due", "detail": ref.due_event_detail()},
+            )
+            log.info(
+                "change request scheduled for later: grant deferred",
+                extra={"not_before": to_iso(request.not_before)},
+            )
+            return Outcome("deferred", request.grant_id, {"not_before": to_iso(request.not_before)})
+        self.bus.emit_approved(request)
+        log.info("AccessApproved emitted")
+        return Outcome("emitted", request.grant_id)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _verify_origin(self, request: AccessApproved) -> list[Denial]:
+        verifier = (self.verifiers or {}).get(request.origin)
+        if verifier is None:
+            return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")]
+        return verifier.verify(request)
+
+    def _arn(self, kind: PrincipalType, name: str) -> str:
+        return principal_arn(self.settings.partition, self.settings.account_id, kind, name)
+
+    def _record(self, request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
+        return Grant(
+            grant_id=request.grant_id,
+            status=status,
+            origin=request.origin.value,
+            origin_ref=request.origin_ref,
+            account=request.account,
+            instance_id=request.instance_id,
+            principal_type=request.principal_type.value,
+            principal_name=request.principal_name,
+            principal_arn=arn,
+            requester_arn=request.requester_arn,
+            approver_arns=list(request.approver_arns),
+            duration_minutes=request.duration_minutes,
+            created_at=to_iso(now),
+            bound_user_id=request.bound_user_id,
+            reason=request.reason,
+        )
+
+    def _deny_new(self, record: Grant, denials: list[Denial]) -> Outcome:
+        record = replace(record, status=GrantStatus.DENIED, denials=[d.as_dict() for d in denials])
+        if not self.ledger.create(record):
+            return Outcome("duplicate", record.grant_id)
+        return self._notify_denied(record)
+
+    def _abandon(self, grant: Grant, denials: list[Denial]) -> Outcome:
+        """Deny a grant whose record exists (PROVISIONING): undo what it did, then record the denial."""
+        if (
+            grant.slot is not None
+            and self.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id
+        ):
+            self.directory.untag(
+                PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
+            )
+            self.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
+        self.ledger.mark_denied(grant, [d.as_dict() for d in denials])
+        return self._notify_denied(grant)
+
+    def _notify_denied(self, grant: Grant) -> Outcome:
+        codes = [d["code"] for d in grant.denials]
+        logger().warning("access denied", extra={"grant_id": grant.grant_id, "denials": grant.denials})
+        for code in codes:
+            metrics().add("Denials", reason=code)
+        self.notifier.publish(
+            "AccessDenied",
+            {**self._payload(grant), "denials": grant.denials},
+            subject=f"SessionGate: request {grant.grant_id} denied ({', '.join(codes)[:60]})",
+        )
+        return Outcome("denied", grant.grant_id, {"denials": grant.denials})
+
+    def _reject(self, what: str, exc: InvalidInput) -> Outcome:
+        """A malformed trigger: logged, counted and notified; never retried, nothing changed in IAM."""
+        logger().error("event rejected", extra={"trigger": what, "problem": str(exc), "field": exc.field})
+        metrics().add("RejectedEvents", reason=what)
+        self.notifier.publish(
+            "EventRejected",
+            {"trigger": what, "problem": str(exc), "field": exc.field, "account": self.settings.account_id},
+            subject=f"SessionGate: rejected a malformed {what} trigger",
+        )
+        return Outcome("rejected", None, {"problem": str(exc), "field": exc.field})
+
+    @staticmethod
+    def _payload(grant: Grant) -> dict[str, Any]:
+        return {
+            "grant_id": grant.grant_id,
+            "status": grant.status.value,
+            "account": grant.account,
+            "instance_id": grant.instance_id,
+            "principal_arn": grant.principal_arn,
+            "principal_name": grant.principal_name,
+            "origin": grant.origin,
+            "origin_ref": grant.origin_ref,
+            "requester_arn": grant.requester_arn,
+            "approver_arns": grant.approver_arns,
+            "expires_at": grant.expires_at,
+            "slot": grant.slot,
+        }
+
+
+@dataclass
+class ChangeManagerVerifier:
+    """Re-reads the change request at grant time and checks that the event says what SSM says."""
+
+    changes: ChangeRequests
+    settings: Settings
+    clock: Clock
+
+    def verify(self, request: AccessApproved) -> list[Denial]:
+        execution_id = request.grant_id.removeprefix("cm-")
+        execution = self.changes.get(execution_id)
+        if execution is None:
+            return [Denial("origin_not_found", f"change request {execution_id} does not exist")]
+        ref = ChangeRequestRef(request.origin_ref, execution_id, "Approved", None, None)
+        truth = interpret(
+            ref, execution, self.settings, account=self.settings.account_id, now=self.clock.now()
+        )
+        if isinstance(truth, list):
+            return truth
+        differing = [
+            name
+            for name in (
+                "instance_id",
+                "principal_type",
+                "principal_name",
+                "duration_minutes",
+                "requester_arn",
+            )
+            if getattr(truth, name) != getattr(request, name)
+        ]
+        if set(truth.approver_arns) != set(request.approver_arns):
+            differing.append("approver_arns")
+        if differing:
+            return [Denial("origin_mismatch", f"the event disagrees with the change request on {differing}")]
+        return []

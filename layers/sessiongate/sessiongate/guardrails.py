@@ -1,0 +1,159 @@
+"""Guardrails (DESIGN section 4): pure checks over facts the adapters gathered.
+
+Every check fails closed: missing facts deny. The result is the full list of denials so an audit record
+says everything that was wrong, not just the first thing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .identity import Identity, may_be_same, parse_identity
+from .model import AccessApproved, Denial
+from .settings import Settings
+
+# Instance states in which a session can be started or soon could be.
+USABLE_INSTANCE_STATES = frozenset({"pending", "running"})
+# Scheduler fires at() schedules within a minute: tolerate that much early arrival.
+CLOCK_TOLERANCE = timedelta(seconds=90)
+
+
+@dataclass(frozen=True)
+class PrincipalFacts:
+    arn: str
+    name: str
+    path: str
+    kind: str  # user | role
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    instance_id: str
+    state: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    ssm_managed: bool | None = None  # None: not checked
+
+
+def check_approval(request: AccessApproved) -> list[Denial]:
+    """Separation of duties: nobody approves their own access, and someone must have approved."""
+    denials: list[Denial] = []
+    if not request.approver_arns:
+        denials.append(Denial("no_approvers", "no approver is recorded for this request"))
+    requester = parse_identity(request.requester_arn)
+    for approver_arn in request.approver_arns:
+        approver = parse_identity(approver_arn)
+        if approver is None:
+            denials.append(
+                Denial("approver_unknown", f"approver {approver_arn[:200]!r} is not an IAM/STS ARN")
+            )
+            continue
+        if may_be_same(approver, requester):
+            denials.append(Denial("self_approval", f"approver {approver.display} may be the requester"))
+        operator = Identity(
+            approver.partition, request.account, request.principal_type.value, request.principal_name
+        )
+        if may_be_same(approver, operator):
+            denials.append(
+                Denial("approver_is_operator", f"approver {approver.display} would receive the access")
+            )
+    return denials
+
+
+def check_timing(request: AccessApproved, settings: Settings, now: datetime) -> list[Denial]:
+    denials: list[Denial] = []
+    if not 1 <= request.duration_minutes <= settings.max_validity_minutes:
+        denials.append(
+            Denial(
+                "duration_exceeds_max",
+                f"duration {request.duration_minutes} min is outside 1..{settings.max_validity_minutes}",
+            )
+        )
+    if request.not_before - now > CLOCK_TOLERANCE:
+        denials.append(Denial("not_yet_valid", "the approval starts in the future"))
+    window = timedelta(minutes=settings.approval_start_window_minutes)
+    if now - request.not_before > window:
+        denials.append(
+            Denial(
+                "approval_stale",
+                f"the approval was not used within {settings.approval_start_window_minutes} min",
+            )
+        )
+    return denials
+
+
+def check_principal(
+    request: AccessApproved, principal: PrincipalFacts | None, settings: Settings
+) -> list[Denial]:
+    if principal is None:
+        return [
+            Denial(
+                "principal_not_found",
+                f"IAM {request.principal_type.value} {request.principal_name!r} does not exist",
+            )
+        ]
+    denials: list[Denial] = []
+    if principal.path.startswith(settings.engine_role_path):
+        denials.append(Denial("principal_is_engine", "SessionGate never grants access to its own roles"))
+    if not any(principal.path.startswith(prefix) for prefix in settings.operator_path_prefixes):
+        denials.append(Denial("principal_path_not_allowed", f"path {principal.path!r} is not allowed"))
+    for pattern in settings.excluded_principals:
+        if fnmatch.fnmatchcase(principal.name.lower(), pattern.lower()):
+            denials.append(Denial("principal_excluded", f"{principal.name!r} matches excluded {pattern!r}"))
+            break
+    if settings.operator_required_tag is not None:
+        key, value = settings.operator_required_tag
+        if _tag(principal.tags, key) != value:
+            denials.append(Denial("principal_not_operator", f"principal lacks tag {key}={value}"))
+    return denials
+
+
+def check_instance(
+    request: AccessApproved, instance: InstanceFacts | None, settings: Settings
+) -> list[Denial]:
+    if instance is None:
+        return [Denial("instance_not_found", f"instance {request.instance_id} does not exist")]
+    denials: list[Denial] = []
+    if instance.state not in USABLE_INSTANCE_STATES:
+        denials.append(Denial("instance_not_usable", f"instance is {instance.state}"))
+    if settings.instance_required_tag is not None:
+        key, value = settings.instance_required_tag
+        if _tag(instance.tags, key) != value:
+            denials.append(Denial("instance_not_in_scope", f"instance lacks tag {key}={value}"))
+    if settings.instance_denied_tag is not None:
+        key, value = settings.instance_denied_tag
+        if _tag(instance.tags, key) == value:
+            denials.append(Denial("instance_excluded", f"instance carries tag {key}={value}"))
+    if settings.require_ssm_managed and instance.ssm_managed is not True:
+        denials.append(Denial("instance_not_managed", "instance is not a managed node of Systems Manager"))
+    return denials
+
+
+def evaluate(
+    request: AccessApproved,
+    principal: PrincipalFacts | None,
+    instance: InstanceFacts | None,
+    settings: Settings,
+    now: datetime,
+    *,
+    account: str,
+) -> list[Denial]:
+    denials = []
+    if request.account != account:
+        denials.append(Denial("account_mismatch", f"request is for account {request.account}"))
+    denials += check_approval(request)
+    denials += check_timing(request, settings, now)
+    denials += check_principal(request, principal, settings)
+    denials += check_instance(request, instance, settings)
+    return denials
+
+
+def _tag(tags: Mapping[str, str], key: str) -> str | None:
+    lowered = key.lower()
+    for k, v in tags.items():
+        if k.lower() == lowered:
+            return v
+    return None

@@ -1,0 +1,129 @@
+"""Configuration, read from the environment once per cold start and validated as a whole."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from .errors import ConfigError
+from .slots import MAX_SLOTS
+
+_TAG_RE = re.compile(r"^([\w .:/=+\-@]{1,128})=([\w .:/=+\-@]{0,256})$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    account_id: str = ""
+    partition: str = "aws"
+    table_name: str = ""
+    topic_arn: str = ""
+    event_bus_name: str = ""
+    schedule_group: str = ""
+    revoke_target_arn: str = ""
+    adapter_target_arn: str = ""
+    scheduler_role_arn: str = ""
+    schedule_dlq_arn: str = ""
+    change_template_name: str = "AllowSsmSessionStartTemplate"
+    default_validity_minutes: int = 10
+    max_validity_minutes: int = 60
+    slot_count: int = 5
+    approval_start_window_minutes: int = 60
+    engine_role_path: str = "/sessiongate/"
+    operator_path_prefixes: tuple[str, ...] = ("/",)
+    excluded_principals: tuple[str, ...] = ()
+    operator_required_tag: tuple[str, str] | None = None
+    instance_required_tag: tuple[str, str] | None = None
+    instance_denied_tag: tuple[str, str] | None = None
+    require_ssm_managed: bool = True
+
+    # Environment variable of each field.
+    ENV: ClassVar[dict[str, str]] = {
+        "account_id": "SESSIONGATE_ACCOUNT_ID",
+        "partition": "SESSIONGATE_PARTITION",
+        "table_name": "SESSIONGATE_TABLE",
+        "topic_arn": "SESSIONGATE_TOPIC_ARN",
+        "event_bus_name": "SESSIONGATE_EVENT_BUS",
+        "schedule_group": "SESSIONGATE_SCHEDULE_GROUP",
+        "revoke_target_arn": "SESSIONGATE_REVOKE_TARGET_ARN",
+        "adapter_target_arn": "SESSIONGATE_ADAPTER_TARGET_ARN",
+        "scheduler_role_arn": "SESSIONGATE_SCHEDULER_ROLE_ARN",
+        "schedule_dlq_arn": "SESSIONGATE_SCHEDULE_DLQ_ARN",
+        "change_template_name": "SESSIONGATE_CHANGE_TEMPLATE",
+        "default_validity_minutes": "SESSIONGATE_DEFAULT_VALIDITY_MINUTES",
+        "max_validity_minutes": "SESSIONGATE_MAX_VALIDITY_MINUTES",
+        "slot_count": "SESSIONGATE_SLOT_COUNT",
+        "approval_start_window_minutes": "SESSIONGATE_APPROVAL_START_WINDOW_MINUTES",
+        "engine_role_path": "SESSIONGATE_ENGINE_ROLE_PATH",
+        "operator_path_prefixes": "SESSIONGATE_OPERATOR_PATH_PREFIXES",
+        "excluded_principals": "SESSIONGATE_EXCLUDED_PRINCIPALS",
+        "operator_required_tag": "SESSIONGATE_OPERATOR_REQUIRED_TAG",
+        "instance_required_tag": "SESSIONGATE_INSTANCE_REQUIRED_TAG",
+        "instance_denied_tag": "SESSIONGATE_INSTANCE_DENIED_TAG",
+        "require_ssm_managed": "SESSIONGATE_REQUIRE_SSM_MANAGED",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], require: Sequence[str] = ()) -> Settings:
+        """Build settings from ``env``; every problem is reported at once in one :class:`ConfigError`."""
+        values: dict[str, object] = {}
+        problems: list[str] = []
+        defaults = cls()
+        for f in fields(cls):
+            var = cls.ENV[f.name]
+            raw = env.get(var, "").strip()
+            if not raw:
+                if f.name in require:
+                    problems.append(f"{var} is required")
+                continue
+            default = getattr(defaults, f.name)
+            try:
+                values[f.name] = _convert(f.name, raw, default)
+            except ValueError as exc:
+                problems.append(f"{var}: {exc}")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        problems = []
+        if not 1 <= self.default_validity_minutes <= self.max_validity_minutes:
+            problems.append("default validity must be between 1 and the maximum validity")
+        if not 1 <= self.max_validity_minutes <= 1440:
+            problems.append("maximum validity must be 1..1440 minutes")
+        if not 1 <= self.slot_count <= MAX_SLOTS:
+            problems.append(f"slot count must be 1..{MAX_SLOTS}")
+        if self.approval_start_window_minutes < 1:
+            problems.append("approval start window must be at least 1 minute")
+        if not (self.engine_role_path.startswith("/") and self.engine_role_path.endswith("/")):
+            problems.append("engine role path must start and end with '/'")
+        if self.engine_role_path == "/":
+            problems.append("engine role path must not be '/' (it would exclude every principal)")
+        if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
+            problems.append("account id must be 12 digits")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        lowered = raw.lower()
+        if lowered not in {"true", "false"}:
+            raise ValueError("must be true or false")
+        return lowered == "true"
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+    if isinstance(default, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if name.endswith("_tag"):
+        match = _TAG_RE.match(raw)
+        if not match:
+            raise ValueError(f"must be KEY=VALUE, got {raw!r}")
+        return match.group(1), match.group(2)
+    return raw
