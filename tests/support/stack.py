@@ -1,0 +1,285 @@
+"""An in-process SessionGate stack on moto: the resources template.yaml declares, and helpers to poke it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from sessiongate.clock import ManualClock, to_iso
+from sessiongate.engine import Engine
+from sessiongate.model import AccessApproved, Origin
+from sessiongate.identity import PrincipalType
+from sessiongate.runtime import build_engine
+from sessiongate.settings import Settings
+
+from .fake_ssm import FakeSsm
+from .template import resource
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
+STACK = "sessiongate-test"
+TEMPLATE_NAME = "AllowSsmSessionStartTemplate"
+
+
+_CALLS: Counter[str] = Counter()
+
+
+@functools.cache
+def _client(service: str) -> Any:
+    """boto3 clients are costly to build: share them across tests (moto intercepts every client)."""
+    c = boto3.client(service, region_name=REGION, config=Config(retries={"mode": "standard"}))
+    c.meta.events.register("before-call.*.*", _count)
+    return c
+
+
+def _count(model: Any, **_: Any) -> None:
+    _CALLS[f"{model.service_model.service_name}:{model.name}"] += 1
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    clock: ManualClock
+    ssm: FakeSsm
+    notification_queue: str = ""
+    bus_queue: str = ""
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def client(self, service: str) -> Any:
+        if service == "ssm":
+            return self.ssm
+        global _CALLS
+        _CALLS = self.calls
+        return _client(service)
+
+    def engine(self, settings: Settings | None = None) -> Engine:
+        return build_engine(settings or self.settings, clock=self.clock, client=self.client)
+
+    # -- fixtures -----------------------------------------------------------------------------
+    def user(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
+        iam = self.client("iam")
+        arn: str = iam.create_user(UserName=name, Path=path)["User"]["Arn"]
+        if tags:
+            iam.tag_user(UserName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        return arn
+
+    def role(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
+        iam = self.client("iam")
+        trust = {"Version": "2012-10-17", "Statement": []}
+        arn: str = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+            "Arn"
+        ]
+        if tags:
+            iam.tag_role(RoleName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        return arn
+
+    def instance(self, *, managed: bool = True, tags: dict[str, str] | None = None) -> str:
+        ec2 = self.client("ec2")
+        kwargs: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": 1, "MaxCount": 1}
+        if tags:
+            kwargs["TagSpecifications"] = [
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ]
+        instance_id: str = ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
+        if managed:
+            self.ssm.managed.add(instance_id)
+        return instance_id
+
+    def tags(self, kind: str, name: str) -> dict[str, str]:
+        iam = self.client("iam")
+        if kind == "user":
+            tags = iam.list_user_tags(UserName=name)["Tags"]
+        else:
+            tags = iam.list_role_tags(RoleName=name)["Tags"]
+        return {t["Key"]: t["Value"] for t in tags}
+
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        scheduler = self.client("scheduler")
+        names = [s["Name"] for s in scheduler.list_schedules(GroupName=self.settings.schedule_group)["Schedules"]]
+        return {n: scheduler.get_schedule(Name=n, GroupName=self.settings.schedule_group) for n in names}
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "message": json.loads(body["Message"]),
+                "subject": body.get("Subject"),
+                "attributes": {k: v["Value"] for k, v in body.get("MessageAttributes", {}).items()},
+            }
+            for body in self._drain(self.notification_queue)
+        ]
+
+    def bus_events(self) -> list[dict[str, Any]]:
+        return self._drain(self.bus_queue)
+
+    def _drain(self, url: str) -> list[dict[str, Any]]:
+        sqs = self.client("sqs")
+        out = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                out.append(json.loads(m["Body"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    def approved(
+        self,
+        *,
+        instance_id: str,
+        principal: str,
+        kind: str = "user",
+        requester: str | None = None,
+        approvers: tuple[str, ...] | None = None,
+        minutes: int = 10,
+        grant_id: str | None = None,
+        not_before: datetime | None = None,
+        origin: Origin = Origin.CHANGE_MANAGER,
+    ) -> AccessApproved:
+        """An AccessApproved request; Change Manager ones get a matching SSM change request."""
+        execution_id = str(uuid.uuid4())
+        request = AccessApproved(
+            grant_id=grant_id or f"cm-{execution_id}",
+            origin=origin,
+            origin_ref=f"oi-{uuid.uuid4().hex[:12]}",
+            account=ACCOUNT,
+            instance_id=instance_id,
+            principal_type=PrincipalType(kind),
+            principal_name=principal,
+            requester_arn=requester or f"arn:aws:iam::{ACCOUNT}:user/{principal}",
+            approver_arns=approvers if approvers is not None else (f"arn:aws:iam::{ACCOUNT}:user/approver",),
+            duration_minutes=minutes,
+            not_before=not_before or self.clock.now(),
+            approved_at=not_before or self.clock.now(),
+        )
+        if origin is Origin.CHANGE_MANAGER and request.grant_id.startswith("cm-"):
+            self.ssm.add_execution(change_request(request))
+        return request
+
+    def event(self, request: AccessApproved) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "source": "sessiongate",
+            "detail-type": "AccessApproved",
+            "account": ACCOUNT,
+            "region": REGION,
+            "time": to_iso(self.clock.now()),
+            "resources": [],
+            "detail": request.to_detail(),
+        }
+
+
+def change_request(
+    request: AccessApproved,
+    *,
+    status: str = "Success",
+    approval: str = "Approved",
+    scheduled: datetime | None = None,
+    decisions: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A GetAutomationExecution record of a change request that says what ``request`` says."""
+    approved_at = request.approved_at
+    if decisions is None:
+        decisions = [
+            {"Approver": arn, "Decision": "Approve", "ApprovalDecisionTime": to_iso(approved_at), "Comment": "ok"}
+            for arn in request.approver_arns
+        ]
+    execution: dict[str, Any] = {
+        "AutomationExecutionId": request.grant_id.removeprefix("cm-"),
+        "DocumentName": TEMPLATE_NAME,
+        "DocumentVersion": "1",
+        "AutomationExecutionStatus": status,
+        "AutomationSubtype": "ChangeRequest",
+        "ExecutedBy": request.requester_arn,
+        "OpsItemId": request.origin_ref,
+        "ChangeRequestName": "shell for debugging",
+        "ExecutionStartTime": approved_at - timedelta(minutes=5),
+        "StepExecutions": [
+            {
+                "StepName": "ApproveSessionAccess",
+                "Action": "aws:approve",
+                "StepStatus": "Success",
+                "ExecutionStartTime": approved_at - timedelta(minutes=5),
+                "ExecutionEndTime": approved_at,
+                "Outputs": {
+                    "ApprovalStatus": [approval],
+                    "ApproverDecisions": [json.dumps(d) for d in decisions],
+                },
+            }
+        ],
+        "Runbooks": [
+            {
+                "DocumentName": "AllowSsmSessionStartRunbook",
+                "DocumentVersion": "$DEFAULT",
+                "Parameters": {
+                    "InstanceId": [request.instance_id],
+                    "PrincipalType": [request.principal_type.value.capitalize()],
+                    "PrincipalName": [request.principal_name],
+                    "ValidityMinutes": [str(request.duration_minutes)],
+                },
+            }
+        ],
+    }
+    if scheduled is not None:
+        execution["ScheduledTime"] = scheduled
+    return execution
+
+
+def settings(**overrides: Any) -> Settings:
+    base = Settings(
+        account_id=ACCOUNT,
+        table_name=f"{STACK}-grants",
+        topic_arn=f"arn:aws:sns:{REGION}:{ACCOUNT}:change-manager-ssm-approval",
+        event_bus_name=f"{STACK}-bus",
+        schedule_group=STACK,
+        revoke_target_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-revoke-access",
+        adapter_target_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-adapt-change-request",
+        scheduler_role_arn=f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{STACK}-scheduler",
+        schedule_dlq_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-schedule-dlq",
+        excluded_principals=("Admin*", "*Administrator*", "OrganizationAccountAccessRole"),
+        instance_denied_tag=("SessionGate", "deny"),
+    )
+    return Settings(**{**base.__dict__, **overrides})
+
+
+def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
+    """Create, inside an active ``mock_aws``, the resources the engine talks to."""
+    stack = Stack(settings=settings(**overrides), clock=clock or ManualClock(START), ssm=FakeSsm())
+    s = stack.settings
+    table = resource("GrantsTable")["Properties"]
+    stack.client("dynamodb").create_table(
+        TableName=s.table_name,
+        AttributeDefinitions=table["AttributeDefinitions"],
+        KeySchema=table["KeySchema"],
+        GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
+        BillingMode=table["BillingMode"],
+    )
+    sqs, sns, events = stack.client("sqs"), stack.client("sns"), stack.client("events")
+    topic = sns.create_topic(Name="change-manager-ssm-approval")["TopicArn"]
+    assert topic == s.topic_arn
+    stack.notification_queue = sqs.create_queue(QueueName="notifications")["QueueUrl"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=_queue_arn(stack.notification_queue))
+    events.create_event_bus(Name=s.event_bus_name)
+    stack.bus_queue = sqs.create_queue(QueueName="bus-tap")["QueueUrl"]
+    events.put_rule(Name="tap", EventBusName=s.event_bus_name, EventPattern=json.dumps({"source": ["sessiongate"]}))
+    events.put_targets(
+        Rule="tap", EventBusName=s.event_bus_name, Targets=[{"Id": "q", "Arn": _queue_arn(stack.bus_queue)}]
+    )
+    sqs.create_queue(QueueName=f"{STACK}-schedule-dlq")
+    stack.client("scheduler").create_schedule_group(Name=s.schedule_group)
+    stack.client("ec2")  # warm the client
+    stack.calls.clear()
+    return stack
+
+
+def _queue_arn(url: str) -> str:
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{url.rsplit('/', 1)[-1]}"

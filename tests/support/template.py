@@ -1,0 +1,47 @@
+"""Read template.yaml as data (CloudFormation short-form tags become their long-form dicts)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct)
+
+
+@functools.cache
+def template() -> dict[str, Any]:
+    with TEMPLATE.open() as fh:
+        return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def resource(logical_id: str) -> dict[str, Any]:
+    return template()["Resources"][logical_id]  # type: ignore[no-any-return]
+
+
+def function_statements(logical_id: str) -> list[dict[str, Any]]:
+    props = resource(logical_id)["Properties"]
+    return [s for policy in props["Policies"] for s in policy["Statement"]]

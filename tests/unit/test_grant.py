@@ -1,0 +1,382 @@
+"""Grant: guardrails, ledger, slot tags, revoke schedule, notifications (moto + SSM fake)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from sessiongate.model import GrantStatus, Origin
+from tests.support.stack import ACCOUNT, Stack, change_request
+
+
+def test_happy_path_tags_principal_schedules_revocation_and_notifies(stack: Stack) -> None:
+    stack.user("alice")
+    instance = stack.instance()
+    request = stack.approved(instance_id=instance, principal="alice")
+
+    outcome = stack.engine().on_access_approved(stack.event(request))
+
+    assert outcome.result == "granted", outcome
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": instance}
+    grant = stack.engine().ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert grant.status is GrantStatus.ACTIVE
+    assert grant.slot == 1
+    assert grant.expires_at == "2026-11-24T09:10:00Z"
+    schedules = stack.schedules()
+    assert list(schedules) == [f"sg-revoke-{request.grant_id}"]
+    schedule = schedules[f"sg-revoke-{request.grant_id}"]
+    assert schedule["ScheduleExpression"] == "at(2026-11-24T09:10:00)"
+    assert schedule["ScheduleExpressionTimezone"] == "UTC"
+    assert schedule["ActionAfterCompletion"] == "DELETE"
+    assert schedule["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert schedule["Target"]["Arn"] == stack.settings.revoke_target_arn
+    assert schedule["Target"]["RoleArn"] == stack.settings.scheduler_role_arn
+    assert schedule["Target"]["DeadLetterConfig"] == {"Arn": stack.settings.schedule_dlq_arn}
+    assert json.loads(schedule["Target"]["Input"]) == {"grant_id": request.grant_id, "reason": "expired"}
+    [note] = stack.notifications()
+    assert note["attributes"] == {
+        "event_type": "AccessGranted",
+        "instance_id": instance,
+        "principal_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "account": ACCOUNT,
+    }
+    assert note["message"]["expires_at"] == "2026-11-24T09:10:00Z"
+
+
+def test_role_principal_is_tagged(stack: Stack) -> None:
+    stack.role("ops-oncall")
+    instance = stack.instance()
+    request = stack.approved(instance_id=instance, principal="ops-oncall", kind="role")
+    assert stack.engine().grant(request.to_detail()).result == "granted"
+    assert stack.tags("role", "ops-oncall") == {"SecurityAllowSessionInstance": instance}
+
+
+def _denied(stack: Stack, outcome: object, code: str, principal: str = "alice", kind: str = "user") -> None:
+    assert getattr(outcome, "result", None) == "denied", outcome
+    codes = [d["code"] for d in outcome.detail["denials"]]  # type: ignore[attr-defined]
+    assert code in codes, codes
+    # Nothing changed in IAM, no schedule, and the decision is recorded and notified.
+    if principal:
+        try:
+            assert not any(k.startswith("SecurityAllowSession") for k in stack.tags(kind, principal))
+        except stack.client("iam").exceptions.NoSuchEntityException:
+            pass
+    assert stack.schedules() == {}
+    grant = stack.engine().ledger.get_grant(outcome.grant_id)  # type: ignore[attr-defined]
+    assert grant is not None
+    assert grant.status is GrantStatus.DENIED
+    assert code in [d["code"] for d in grant.denials]
+    notes = stack.notifications()
+    assert [n["attributes"]["event_type"] for n in notes] == ["AccessDenied"]
+
+
+def test_self_approval_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    requester = f"arn:aws:iam::{ACCOUNT}:user/bob"
+    request = stack.approved(
+        instance_id=stack.instance(), principal="alice", requester=requester, approvers=(requester,)
+    )
+    _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
+
+
+def test_approval_by_a_session_of_the_requesting_role_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(
+        instance_id=stack.instance(),
+        principal="alice",
+        requester=f"arn:aws:iam::{ACCOUNT}:role/Ops",
+        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/carol",),
+    )
+    _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
+
+
+def test_different_sessions_of_a_shared_role_may_approve_each_other(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(
+        instance_id=stack.instance(),
+        principal="alice",
+        requester=f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_1234/dave@example.com",
+        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_1234/erin@example.com",),
+    )
+    assert stack.engine().grant(request.to_detail()).result == "granted"
+
+
+def test_approver_who_receives_the_access_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(
+        instance_id=stack.instance(),
+        principal="alice",
+        requester=f"arn:aws:iam::{ACCOUNT}:user/bob",
+        approvers=(f"arn:aws:iam::{ACCOUNT}:user/alice",),
+    )
+    _denied(stack, stack.engine().grant(request.to_detail()), "approver_is_operator")
+
+
+def test_no_approver_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice", approvers=())
+    _denied(stack, stack.engine().grant(request.to_detail()), "no_approvers")
+
+
+def test_unparseable_approver_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice", approvers=("JaneDoe",))
+    _denied(stack, stack.engine().grant(request.to_detail()), "approver_unknown")
+
+
+def test_missing_principal_is_denied(stack: Stack) -> None:
+    request = stack.approved(instance_id=stack.instance(), principal="ghost")
+    _denied(stack, stack.engine().grant(request.to_detail()), "principal_not_found", principal="")
+
+
+@pytest.mark.parametrize("name", ["AdminAlice", "PlatformAdministrator", "OrganizationAccountAccessRole"])
+def test_excluded_admin_like_principals_are_denied(stack: Stack, name: str) -> None:
+    stack.role(name)
+    request = stack.approved(instance_id=stack.instance(), principal=name, kind="role")
+    _denied(stack, stack.engine().grant(request.to_detail()), "principal_excluded", principal=name, kind="role")
+
+
+def test_engine_roles_are_never_granted(stack: Stack) -> None:
+    stack.role("grant-role", path="/sessiongate/")
+    request = stack.approved(instance_id=stack.instance(), principal="grant-role", kind="role")
+    _denied(stack, stack.engine().grant(request.to_detail()), "principal_is_engine", principal="grant-role", kind="role")
+
+
+def test_principal_outside_the_allowed_paths_is_denied(stack: Stack) -> None:
+    stack.user("alice", path="/contractors/")
+    engine = stack.engine(stack.settings.__class__(**{**stack.settings.__dict__, "operator_path_prefixes": ("/ops/",)}))
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    _denied(stack, engine.grant(request.to_detail()), "principal_path_not_allowed")
+
+
+def test_principal_without_required_operator_tag_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    settings = stack.settings.__class__(**{**stack.settings.__dict__, "operator_required_tag": ("Team", "ops")})
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    _denied(stack, stack.engine(settings).grant(request.to_detail()), "principal_not_operator")
+
+
+def test_missing_instance_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id="i-0123456789abcdef0", principal="alice")
+    _denied(stack, stack.engine().grant(request.to_detail()), "instance_not_found")
+
+
+def test_unmanaged_instance_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(managed=False), principal="alice")
+    _denied(stack, stack.engine().grant(request.to_detail()), "instance_not_managed")
+
+
+def test_instance_with_the_deny_tag_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(tags={"SessionGate": "deny"}), principal="alice")
+    _denied(stack, stack.engine().grant(request.to_detail()), "instance_excluded")
+
+
+def test_instance_out_of_scope_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    settings = stack.settings.__class__(**{**stack.settings.__dict__, "instance_required_tag": ("Env", "dev")})
+    request = stack.approved(instance_id=stack.instance(tags={"Env": "prod"}), principal="alice")
+    _denied(stack, stack.engine(settings).grant(request.to_detail()), "instance_not_in_scope")
+
+
+def test_duration_over_the_maximum_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice", minutes=61)
+    _denied(stack, stack.engine().grant(request.to_detail()), "duration_exceeds_max")
+
+
+def test_stale_approval_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    stack.clock.advance(timedelta(minutes=61))
+    _denied(stack, stack.engine().grant(request.to_detail()), "approval_stale")
+
+
+def test_approval_that_starts_later_is_denied_now(stack: Stack) -> None:
+    stack.user("alice")
+    later = stack.clock.now() + timedelta(hours=1)
+    request = stack.approved(instance_id=stack.instance(), principal="alice", not_before=later)
+    _denied(stack, stack.engine().grant(request.to_detail()), "not_yet_valid")
+
+
+def test_event_that_disagrees_with_the_change_request_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    stack.user("mallory")
+    instance = stack.instance()
+    request = stack.approved(instance_id=instance, principal="alice")
+    forged = {**request.to_detail(), "principal_name": "mallory"}
+    outcome = stack.engine().grant(forged)
+    _denied(stack, outcome, "origin_mismatch", principal="mallory")
+
+
+def test_event_for_an_unknown_change_request_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    stack.ssm.executions.clear()
+    _denied(stack, stack.engine().grant(request.to_detail()), "origin_not_found")
+
+
+def test_change_request_rejected_in_ssm_is_denied_at_grant_time(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    stack.ssm.add_execution(change_request(request, status="Rejected", approval="Rejected"))
+    _denied(stack, stack.engine().grant(request.to_detail()), "change_request_not_approved")
+
+
+def test_native_origin_without_a_verifier_fails_closed(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(
+        instance_id=stack.instance(), principal="alice", origin=Origin.NATIVE, grant_id="rq-0001"
+    )
+    _denied(stack, stack.engine().grant(request.to_detail()), "origin_unverifiable")
+
+
+def test_account_mismatch_is_denied(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    detail = {**request.to_detail(), "account": "210987654321"}
+    _denied(stack, stack.engine().grant(detail), "account_mismatch")
+
+
+# ------------------------------------------------------------------------------ slots and races
+def test_two_instances_take_two_slots(stack: Stack) -> None:
+    stack.user("alice")
+    first, second = stack.instance(), stack.instance()
+    engine = stack.engine()
+    a = engine.grant(stack.approved(instance_id=first, principal="alice").to_detail())
+    b = engine.grant(stack.approved(instance_id=second, principal="alice").to_detail())
+    assert (a.detail["slot"], b.detail["slot"]) == (1, 2)
+    assert stack.tags("user", "alice") == {
+        "SecurityAllowSessionInstance": first,
+        "SecurityAllowSessionInstance2": second,
+    }
+    assert len(stack.schedules()) == 2
+
+
+def test_a_slot_claimed_by_a_concurrent_grant_is_skipped(stack: Stack) -> None:
+    """Two grants race for slot 1 (the other one claimed it, its tag not yet written): we take slot 2."""
+    stack.user("alice")
+    engine = stack.engine()
+    rival = stack.approved(instance_id=stack.instance(), principal="alice")
+    ours = stack.approved(instance_id=stack.instance(), principal="alice")
+    rival_grant = engine._record(rival, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING)
+    assert engine.ledger.create(rival_grant)
+    assert engine.ledger.claim_slot(rival_grant, 1, "2026-11-24T09:10:00Z")
+
+    outcome = engine.grant(ours.to_detail())
+
+    assert outcome.detail["slot"] == 2
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance2": ours.instance_id}
+
+
+def test_no_free_slot_is_denied_and_leaves_other_grants_alone(stack: Stack) -> None:
+    stack.user("alice")
+    settings = stack.settings.__class__(**{**stack.settings.__dict__, "slot_count": 1})
+    engine = stack.engine(settings)
+    first = stack.approved(instance_id=stack.instance(), principal="alice")
+    assert engine.grant(first.to_detail()).result == "granted"
+    stack.notifications()
+    second = stack.approved(instance_id=stack.instance(), principal="alice")
+    outcome = engine.grant(second.to_detail())
+    assert outcome.result == "denied"
+    assert [d["code"] for d in outcome.detail["denials"]] == ["no_free_slot"]
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": first.instance_id}
+
+
+def test_principal_with_no_room_for_tags_is_denied(stack: Stack) -> None:
+    stack.user("alice", tags={f"k{i}": "v" for i in range(49)})
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    outcome = stack.engine().grant(request.to_detail())
+    assert outcome.result == "denied"
+    assert [d["code"] for d in outcome.detail["denials"]] == ["tag_limit"]
+    assert len(stack.tags("user", "alice")) == 49
+
+
+# ------------------------------------------------------------------------------ redelivery
+def test_duplicate_delivery_grants_once(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    engine = stack.engine()
+    assert engine.on_access_approved(stack.event(request)).result == "granted"
+    stack.notifications()
+    stack.calls.clear()
+
+    again = engine.on_access_approved(stack.event(request))
+
+    assert again.result == "duplicate"
+    assert dict(stack.calls) == {"dynamodb:GetItem": 1}
+    assert len(stack.schedules()) == 1
+    assert stack.notifications() == []
+
+
+def test_redelivery_after_a_crash_mid_grant_converges(stack: Stack) -> None:
+    """The first attempt died after tagging (before the schedule): the retry finishes the same grant."""
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    engine = stack.engine()
+    original = engine.schedules.create_once
+
+    def crash(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("Lambda timed out")
+
+    engine.schedules.create_once = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        engine.grant(request.to_detail())
+    assert engine.ledger.get_grant(request.grant_id).status is GrantStatus.PROVISIONING  # type: ignore[union-attr]
+    engine.schedules.create_once = original  # type: ignore[method-assign]
+
+    outcome = engine.grant(request.to_detail())
+
+    assert outcome.result == "granted"
+    assert outcome.detail["slot"] == 1
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
+    assert len(stack.schedules()) == 1
+
+
+def test_denial_is_recorded_once_under_duplicate_delivery(stack: Stack) -> None:
+    request = stack.approved(instance_id=stack.instance(), principal="ghost")
+    engine = stack.engine()
+    assert engine.grant(request.to_detail()).result == "denied"
+    assert engine.grant(request.to_detail()).result == "duplicate"
+    assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["AccessDenied"]
+
+
+# ------------------------------------------------------------------------------ malformed events
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.pop("instance_id"), "instance_id"),
+        (lambda d: d.update(instance_id="i-123; rm -rf /"), "instance_id"),
+        (lambda d: d.update(principal_name="alice/../admin"), "principal_name"),
+        (lambda d: d.update(principal_type="group"), "principal_type"),
+        (lambda d: d.update(duration_minutes="10"), "duration_minutes"),
+        (lambda d: d.update(duration_minutes=True), "duration_minutes"),
+        (lambda d: d.update(approver_arns="arn:aws:iam::123456789012:user/x"), "approver_arns"),
+        (lambda d: d.update(requester_arn="bob"), "requester_arn"),
+        (lambda d: d.update(not_before="yesterday"), "not_before"),
+        (lambda d: d.update(not_before="2026-11-24T09:00:00"), "not_before"),
+        (lambda d: d.update(grant_id="x" * 80), "grant_id"),
+        (lambda d: d.update(schema_version="2"), "schema_version"),
+        (lambda d: d.update(origin="email"), "origin"),
+    ],
+)
+def test_malformed_detail_is_rejected_without_touching_iam(stack: Stack, mutate: object, field: str) -> None:
+    stack.user("alice")
+    detail = stack.approved(instance_id=stack.instance(), principal="alice").to_detail()
+    mutate(detail)  # type: ignore[operator]
+    outcome = stack.engine().grant(detail)
+    assert outcome.result == "rejected"
+    assert outcome.detail["field"] == field
+    assert stack.tags("user", "alice") == {}
+    [note] = stack.notifications()
+    assert note["attributes"]["event_type"] == "EventRejected"
+
+
+@pytest.mark.parametrize("event", [None, [], "AccessApproved", {"source": "aws.ssm", "detail-type": "AccessApproved"}])
+def test_wrong_envelope_is_rejected(stack: Stack, event: object) -> None:
+    assert stack.engine().on_access_approved(event).result == "rejected"
