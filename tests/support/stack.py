@@ -201,7 +201,7 @@ def change_request(
         "AutomationSubtype": "ChangeRequest",
         "ExecutedBy": request.requester_arn,
         "OpsItemId": request.origin_ref,
-        "ChangeRequestName": "shell for debugging",
+        "ChangeRequestName": request.reason or "shell for debugging",
         "ExecutionStartTime": approved_at - timedelta(minutes=5),
         "StepExecutions": [
             {

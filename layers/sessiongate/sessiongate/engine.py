@@ -38,7 +38,7 @@ from .model import (
     Origin,
     Outcome,
 )
-from .observability import logger, metrics
+from .observability import bind, logger, metrics
 from .settings import Settings
 
 # A PROVISIONING grant younger than this may still be in the hands of a running grant invocation.
@@ -91,10 +91,7 @@ class Engine:
             request = AccessApproved.from_detail(detail)
         except InvalidInput as exc:
             return self._reject("AccessApproved", exc)
-        log = logger()
-        log.append_keys(
-            grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name
-        )
+        log = bind(grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name)
         existing = self.ledger.get_grant(request.grant_id)
         if existing is not None and existing.status is not GrantStatus.PROVISIONING:
             log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})
@@ -195,8 +192,7 @@ class Engine:
     def revoke(self, grant_id: object, *, reason: str = REASON_EXPIRED, by: str = "scheduler") -> Outcome:
         if not isinstance(grant_id, str) or not GRANT_ID_RE.fullmatch(grant_id):
             return self._reject("Revoke", InvalidInput("grant_id is missing or invalid", field="grant_id"))
-        log = logger()
-        log.append_keys(grant_id=grant_id)
+        log = bind(grant_id=grant_id)
         grant = self.ledger.get_grant(grant_id)
         if grant is None:
             log.warning("revoke for an unknown grant")
@@ -254,8 +250,7 @@ class Engine:
             ref = ChangeRequestRef.from_event(event)
         except InvalidInput as exc:
             return self._reject("ChangeRequest", exc)
-        log = logger()
-        log.append_keys(ops_item_id=ref.ops_item_id, change_request_id=ref.change_request_id)
+        log = bind(ops_item_id=ref.ops_item_id, change_request_id=ref.change_request_id)
         if ref.status != "Approved":
             log.info("change request status is not Approved: nothing to do", extra={"status": ref.status})
             return Outcome("ignored", None, {"why": f"status {ref.status}"})

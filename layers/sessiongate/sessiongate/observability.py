@@ -21,6 +21,28 @@ def logger() -> Any:
     return Logger(service=SERVICE)
 
 
+# Keys the engine binds per operation; cleared before each bind so one operation's keys never leak
+# into the next one's log lines in a warm container.
+CONTEXT_KEYS = (
+    "grant_id",
+    "instance_id",
+    "principal_name",
+    "principal_arn",
+    "slot",
+    "revoke_reason",
+    "ops_item_id",
+    "change_request_id",
+)
+
+
+def bind(**keys: Any) -> Any:
+    """Start a new operation's log context; returns the logger."""
+    log = logger()
+    log.remove_keys(list(CONTEXT_KEYS))
+    log.append_keys(**keys)
+    return log
+
+
 @functools.cache
 def _metrics() -> Any:
     from aws_lambda_powertools import Metrics

@@ -1,0 +1,262 @@
+"""Change Manager adapter: the event is only a pointer; SSM's record decides."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from sessiongate.adapters.changes import ChangeRequests
+from sessiongate.model import AccessApproved, GrantStatus
+from tests.conftest import load_event
+from tests.support.stack import ACCOUNT, Stack, change_request
+
+SAMPLE_EXECUTION_ID = "d0585556-80f6-4522-8dad-dada6d45b67d"
+
+
+def _sample_request() -> AccessApproved:
+    return AccessApproved.from_detail(load_event("access_approved.json")["detail"])
+
+
+@pytest.fixture
+def approved_event(stack: Stack) -> dict[str, Any]:
+    stack.ssm.add_execution(change_request(_sample_request()))
+    return load_event("change_request_approved.json")
+
+
+def test_approved_change_request_emits_one_normalized_access_approved(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
+    outcome = stack.engine().on_change_request(approved_event)
+
+    assert outcome.result == "emitted"
+    [event] = stack.bus_events()
+    assert event["source"] == "sessiongate"
+    assert event["detail-type"] == "AccessApproved"
+    assert event["detail"] == load_event("access_approved.json")["detail"]
+    assert stack.ssm.calls == ["DescribeAutomationExecutions", "GetAutomationExecution"]
+
+
+def test_duplicate_approved_events_converge_on_one_grant(stack: Stack, approved_event: dict[str, Any]) -> None:
+    engine = stack.engine()
+    engine.on_change_request(approved_event)
+    engine.on_change_request(copy.deepcopy(approved_event))
+    events = stack.bus_events()
+    assert [e["detail"]["grant_id"] for e in events] == [f"cm-{SAMPLE_EXECUTION_ID}"] * 2
+    # Make the sample's principal and instance real, then deliver both events to the grant.
+    stack.user("alice")
+    instance = stack.instance()
+    stack.ssm.executions[SAMPLE_EXECUTION_ID]["Runbooks"][0]["Parameters"]["InstanceId"] = [instance]
+    results = []
+    for event in events:
+        event["detail"]["instance_id"] = instance
+        results.append(engine.on_access_approved(event).result)
+    assert results == ["granted", "duplicate"]
+    assert len(stack.schedules()) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"AutomationExecutionStatus": "PendingApproval"}, "change_request_not_approved"),
+        ({"AutomationExecutionStatus": "Rejected"}, "change_request_not_approved"),
+        ({"AutomationExecutionStatus": "Failed"}, "change_request_not_approved"),
+        ({"ExecutedBy": "arn:aws:iam::123456789012:user/mallory"}, "requester_mismatch"),
+        ({"DocumentName": "SomeOtherTemplate"}, "unknown_template"),
+    ],
+)
+def test_ssm_record_that_is_not_an_approved_change_request_is_denied(
+    stack: Stack, approved_event: dict[str, Any], change: dict[str, Any], code: str
+) -> None:
+    stack.ssm.executions[SAMPLE_EXECUTION_ID].update(change)
+    outcome = stack.engine().on_change_request(approved_event)
+    assert outcome.result == "denied"
+    assert code in [d["code"] for d in outcome.detail["denials"]]
+    assert stack.bus_events() == []
+    record = stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}")
+    assert record is not None
+    assert record.status is GrantStatus.DENIED
+
+
+def test_automation_that_is_not_a_change_request_is_rejected(stack: Stack, approved_event: dict[str, Any]) -> None:
+    stack.ssm.executions[SAMPLE_EXECUTION_ID]["AutomationSubtype"] = "AccessRequest"
+    assert stack.engine().on_change_request(approved_event).result == "rejected"
+    assert stack.bus_events() == []
+
+
+def test_rejected_approval_step_is_denied(stack: Stack) -> None:
+    stack.ssm.add_execution(change_request(_sample_request(), approval="Rejected"))
+    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    assert outcome.result == "denied"
+    assert "change_request_not_approved" in [d["code"] for d in outcome.detail["denials"]]
+
+
+def test_unknown_approvers_fail_closed(stack: Stack) -> None:
+    stack.ssm.add_execution(change_request(_sample_request(), decisions=[]))
+    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    assert outcome.result == "denied"
+    assert "approvers_unknown" in [d["code"] for d in outcome.detail["denials"]]
+
+
+def test_reject_decisions_do_not_count_as_approvals(stack: Stack) -> None:
+    decisions = [{"Approver": f"arn:aws:iam::{ACCOUNT}:user/bob", "Decision": "Reject"}]
+    stack.ssm.add_execution(change_request(_sample_request(), decisions=decisions))
+    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    assert "approvers_unknown" in [d["code"] for d in outcome.detail["denials"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("InstanceId", ["i-nothex"]),
+        ("InstanceId", ["i-0a1b2c3d4e5f60718", "i-0a1b2c3d4e5f60719"]),
+        ("PrincipalType", ["Group"]),
+        ("PrincipalName", ["alice bob"]),
+        ("ValidityMinutes", ["-5"]),
+        ("ValidityMinutes", ["ten"]),
+    ],
+)
+def test_invalid_runbook_parameters_are_denied(stack: Stack, name: str, values: list[str]) -> None:
+    execution = change_request(_sample_request())
+    execution["Runbooks"][0]["Parameters"][name] = values
+    stack.ssm.add_execution(execution)
+    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    assert outcome.result == "denied"
+    assert [d["code"] for d in outcome.detail["denials"]] == ["invalid_parameters"]
+
+
+def test_missing_validity_uses_the_configured_default(stack: Stack) -> None:
+    execution = change_request(_sample_request())
+    del execution["Runbooks"][0]["Parameters"]["ValidityMinutes"]
+    stack.ssm.add_execution(execution)
+    assert stack.engine().on_change_request(load_event("change_request_approved.json")).result == "emitted"
+    [event] = stack.bus_events()
+    assert event["detail"]["duration_minutes"] == stack.settings.default_validity_minutes
+
+
+def test_future_scheduled_time_defers_the_grant_until_then(stack: Stack) -> None:
+    later = stack.clock.now() + timedelta(hours=2)
+    stack.ssm.add_execution(change_request(_sample_request(), status="Scheduled", scheduled=later))
+    engine = stack.engine()
+
+    outcome = engine.on_change_request(load_event("change_request_approved.json"))
+
+    assert outcome.result == "deferred"
+    assert stack.bus_events() == []
+    [(name, schedule)] = stack.schedules().items()
+    assert name == f"sg-start-cm-{SAMPLE_EXECUTION_ID}"
+    assert schedule["ScheduleExpression"] == "at(2026-11-24T11:00:00)"
+    assert schedule["Target"]["Arn"] == stack.settings.adapter_target_arn
+    due = json.loads(schedule["Target"]["Input"])
+    assert due == load_event("change_request_due.json")
+
+    # At ScheduledTime the schedule fires: the adapter re-reads SSM and now emits.
+    stack.clock.advance(timedelta(hours=2))
+    assert engine.on_change_request(due).result == "emitted"
+    [event] = stack.bus_events()
+    assert event["detail"]["not_before"] == "2026-11-24T11:00:00Z"
+
+
+def test_deferral_is_idempotent(stack: Stack) -> None:
+    later = stack.clock.now() + timedelta(hours=2)
+    stack.ssm.add_execution(change_request(_sample_request(), status="Scheduled", scheduled=later))
+    engine = stack.engine()
+    for _ in range(2):
+        assert engine.on_change_request(load_event("change_request_approved.json")).result == "deferred"
+    assert len(stack.schedules()) == 1
+
+
+def test_due_event_for_a_change_request_cancelled_meanwhile_is_denied(stack: Stack) -> None:
+    stack.ssm.add_execution(change_request(_sample_request(), status="Cancelled"))
+    outcome = stack.engine().on_change_request(load_event("change_request_due.json"))
+    assert outcome.result == "denied"
+
+
+def test_event_for_another_template_is_rejected(stack: Stack, approved_event: dict[str, Any]) -> None:
+    approved_event["detail"]["change-template-document-name"] = "SomebodyElsesTemplate"
+    outcome = stack.engine().on_change_request(approved_event)
+    assert outcome.result == "rejected"
+    assert stack.ssm.calls == []
+    [note] = stack.notifications()
+    assert note["attributes"]["event_type"] == "EventRejected"
+
+
+def test_non_approved_status_is_ignored(stack: Stack, approved_event: dict[str, Any]) -> None:
+    approved_event["detail"]["ops-item-status"] = "InProgress"
+    assert stack.engine().on_change_request(approved_event).result == "ignored"
+    assert stack.ssm.calls == []
+
+
+def test_change_request_missing_in_ssm_is_rejected(stack: Stack) -> None:
+    assert stack.engine().on_change_request(load_event("change_request_approved.json")).result == "rejected"
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda e: e["detail"].pop("ops-item-id"),
+        lambda e: e["detail"].update({"ops-item-id": "oi-XYZ"}),
+        lambda e: e["detail"].update({"ops-item-id": ["oi-0123456789ab"]}),
+        lambda e: e["detail"].pop("ops-item-status"),
+        lambda e: e["detail"].pop("change-template-document-name"),
+        lambda e: e.update({"detail": "nope"}),
+        lambda e: e.update({"source": "aws.ec2"}),
+        lambda e: e.update({"detail-type": "Something Else"}),
+    ],
+)
+def test_malformed_change_manager_events_are_rejected(stack: Stack, mutate: Any) -> None:
+    event = load_event("change_request_approved.json")
+    mutate(event)
+    outcome = stack.engine().on_change_request(event)
+    assert outcome.result == "rejected"
+    assert stack.ssm.calls == []
+
+
+def test_change_requests_adapter_calls_ssm_as_documented() -> None:
+    """The exact SSM requests (botocore Stubber validates them against the service model)."""
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    execution = change_request(_sample_request())
+    with Stubber(ssm) as stub:
+        stub.add_response(
+            "describe_automation_executions",
+            {
+                "AutomationExecutionMetadataList": [
+                    {
+                        "AutomationExecutionId": SAMPLE_EXECUTION_ID,
+                        "AutomationSubtype": "ChangeRequest",
+                        "OpsItemId": "oi-0123456789ab",
+                    }
+                ]
+            },
+            {"Filters": [{"Key": "OpsItemId", "Values": ["oi-0123456789ab"]}]},
+        )
+        stub.add_response(
+            "get_automation_execution",
+            {"AutomationExecution": execution},
+            {"AutomationExecutionId": SAMPLE_EXECUTION_ID},
+        )
+        found = ChangeRequests(ssm).find("oi-0123456789ab")
+        stub.assert_no_pending_responses()
+    assert found is not None
+    assert found["AutomationExecutionId"] == SAMPLE_EXECUTION_ID
+
+
+def test_two_change_requests_for_one_ops_item_are_ambiguous() -> None:
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    meta = {"AutomationSubtype": "ChangeRequest", "OpsItemId": "oi-0123456789ab"}
+    with Stubber(ssm) as stub:
+        stub.add_response(
+            "describe_automation_executions",
+            {
+                "AutomationExecutionMetadataList": [
+                    {**meta, "AutomationExecutionId": SAMPLE_EXECUTION_ID},
+                    {**meta, "AutomationExecutionId": "11111111-2222-3333-4444-555555555555"},
+                ]
+            },
+        )
+        assert ChangeRequests(ssm).find("oi-0123456789ab") is None
