@@ -15,8 +15,8 @@ from botocore.config import Config
 
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
-from sessiongate.model import AccessApproved, Origin
 from sessiongate.identity import PrincipalType
+from sessiongate.model import AccessApproved, Origin
 from sessiongate.runtime import build_engine
 from sessiongate.settings import Settings
 
@@ -75,9 +75,9 @@ class Stack:
     def role(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
         iam = self.client("iam")
         trust = {"Version": "2012-10-17", "Statement": []}
-        arn: str = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
-            "Arn"
-        ]
+        arn: str = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=json.dumps(trust))[
+            "Role"
+        ]["Arn"]
         if tags:
             iam.tag_role(RoleName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
         return arn
@@ -104,7 +104,9 @@ class Stack:
 
     def schedules(self) -> dict[str, dict[str, Any]]:
         scheduler = self.client("scheduler")
-        names = [s["Name"] for s in scheduler.list_schedules(GroupName=self.settings.schedule_group)["Schedules"]]
+        names = [
+            s["Name"] for s in scheduler.list_schedules(GroupName=self.settings.schedule_group)["Schedules"]
+        ]
         return {n: scheduler.get_schedule(Name=n, GroupName=self.settings.schedule_group) for n in names}
 
     def notifications(self) -> list[dict[str, Any]]:
@@ -190,7 +192,12 @@ def change_request(
     approved_at = request.approved_at
     if decisions is None:
         decisions = [
-            {"Approver": arn, "Decision": "Approve", "ApprovalDecisionTime": to_iso(approved_at), "Comment": "ok"}
+            {
+                "Approver": arn,
+                "Decision": "Approve",
+                "ApprovalDecisionTime": to_iso(approved_at),
+                "Comment": "ok",
+            }
             for arn in request.approver_arns
         ]
     execution: dict[str, Any] = {
@@ -270,7 +277,9 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=_queue_arn(stack.notification_queue))
     events.create_event_bus(Name=s.event_bus_name)
     stack.bus_queue = sqs.create_queue(QueueName="bus-tap")["QueueUrl"]
-    events.put_rule(Name="tap", EventBusName=s.event_bus_name, EventPattern=json.dumps({"source": ["sessiongate"]}))
+    events.put_rule(
+        Name="tap", EventBusName=s.event_bus_name, EventPattern=json.dumps({"source": ["sessiongate"]})
+    )
     events.put_targets(
         Rule="tap", EventBusName=s.event_bus_name, Targets=[{"Id": "q", "Arn": _queue_arn(stack.bus_queue)}]
     )

@@ -42,7 +42,9 @@ def test_approved_change_request_emits_one_normalized_access_approved(
     assert stack.ssm.calls == ["DescribeAutomationExecutions", "GetAutomationExecution"]
 
 
-def test_duplicate_approved_events_converge_on_one_grant(stack: Stack, approved_event: dict[str, Any]) -> None:
+def test_duplicate_approved_events_converge_on_one_grant(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
     engine = stack.engine()
     engine.on_change_request(approved_event)
     engine.on_change_request(copy.deepcopy(approved_event))
@@ -83,7 +85,9 @@ def test_ssm_record_that_is_not_an_approved_change_request_is_denied(
     assert record.status is GrantStatus.DENIED
 
 
-def test_automation_that_is_not_a_change_request_is_rejected(stack: Stack, approved_event: dict[str, Any]) -> None:
+def test_automation_that_is_not_a_change_request_is_rejected(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
     stack.ssm.executions[SAMPLE_EXECUTION_ID]["AutomationSubtype"] = "AccessRequest"
     assert stack.engine().on_change_request(approved_event).result == "rejected"
     assert stack.bus_events() == []

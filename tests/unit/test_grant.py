@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -136,25 +137,33 @@ def test_missing_principal_is_denied(stack: Stack) -> None:
 def test_excluded_admin_like_principals_are_denied(stack: Stack, name: str) -> None:
     stack.role(name)
     request = stack.approved(instance_id=stack.instance(), principal=name, kind="role")
-    _denied(stack, stack.engine().grant(request.to_detail()), "principal_excluded", principal=name, kind="role")
+    _denied(
+        stack, stack.engine().grant(request.to_detail()), "principal_excluded", principal=name, kind="role"
+    )
 
 
 def test_engine_roles_are_never_granted(stack: Stack) -> None:
     stack.role("grant-role", path="/sessiongate/")
     request = stack.approved(instance_id=stack.instance(), principal="grant-role", kind="role")
-    _denied(stack, stack.engine().grant(request.to_detail()), "principal_is_engine", principal="grant-role", kind="role")
+    _denied(
+        stack,
+        stack.engine().grant(request.to_detail()),
+        "principal_is_engine",
+        principal="grant-role",
+        kind="role",
+    )
 
 
 def test_principal_outside_the_allowed_paths_is_denied(stack: Stack) -> None:
     stack.user("alice", path="/contractors/")
-    engine = stack.engine(stack.settings.__class__(**{**stack.settings.__dict__, "operator_path_prefixes": ("/ops/",)}))
+    engine = stack.engine(replace(stack.settings, operator_path_prefixes=("/ops/",)))
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     _denied(stack, engine.grant(request.to_detail()), "principal_path_not_allowed")
 
 
 def test_principal_without_required_operator_tag_is_denied(stack: Stack) -> None:
     stack.user("alice")
-    settings = stack.settings.__class__(**{**stack.settings.__dict__, "operator_required_tag": ("Team", "ops")})
+    settings = replace(stack.settings, operator_required_tag=("Team", "ops"))
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     _denied(stack, stack.engine(settings).grant(request.to_detail()), "principal_not_operator")
 
@@ -179,7 +188,7 @@ def test_instance_with_the_deny_tag_is_denied(stack: Stack) -> None:
 
 def test_instance_out_of_scope_is_denied(stack: Stack) -> None:
     stack.user("alice")
-    settings = stack.settings.__class__(**{**stack.settings.__dict__, "instance_required_tag": ("Env", "dev")})
+    settings = replace(stack.settings, instance_required_tag=("Env", "dev"))
     request = stack.approved(instance_id=stack.instance(tags={"Env": "prod"}), principal="alice")
     _denied(stack, stack.engine(settings).grant(request.to_detail()), "instance_not_in_scope")
 
@@ -264,7 +273,9 @@ def test_a_slot_claimed_by_a_concurrent_grant_is_skipped(stack: Stack) -> None:
     engine = stack.engine()
     rival = stack.approved(instance_id=stack.instance(), principal="alice")
     ours = stack.approved(instance_id=stack.instance(), principal="alice")
-    rival_grant = engine._record(rival, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING)
+    rival_grant = engine._record(
+        rival, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    )
     assert engine.ledger.create(rival_grant)
     assert engine.ledger.claim_slot(rival_grant, 1, "2026-11-24T09:10:00Z")
 
@@ -276,7 +287,7 @@ def test_a_slot_claimed_by_a_concurrent_grant_is_skipped(stack: Stack) -> None:
 
 def test_no_free_slot_is_denied_and_leaves_other_grants_alone(stack: Stack) -> None:
     stack.user("alice")
-    settings = stack.settings.__class__(**{**stack.settings.__dict__, "slot_count": 1})
+    settings = replace(stack.settings, slot_count=1)
     engine = stack.engine(settings)
     first = stack.approved(instance_id=stack.instance(), principal="alice")
     assert engine.grant(first.to_detail()).result == "granted"
@@ -377,6 +388,8 @@ def test_malformed_detail_is_rejected_without_touching_iam(stack: Stack, mutate:
     assert note["attributes"]["event_type"] == "EventRejected"
 
 
-@pytest.mark.parametrize("event", [None, [], "AccessApproved", {"source": "aws.ssm", "detail-type": "AccessApproved"}])
+@pytest.mark.parametrize(
+    "event", [None, [], "AccessApproved", {"source": "aws.ssm", "detail-type": "AccessApproved"}]
+)
 def test_wrong_envelope_is_rejected(stack: Stack, event: object) -> None:
     assert stack.engine().on_access_approved(event).result == "rejected"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -78,7 +79,7 @@ def test_revoke_of_a_grant_whose_slot_another_grant_holds_leaves_the_tag(stack: 
     # Simulate the slot lock having moved to grant B (its tag now in the slot).
     engine.ledger.release_slot(a_grant.principal_arn, 1, a)
     b = stack.approved(instance_id=stack.instance(), principal="alice")
-    one_slot = stack.engine(stack.settings.__class__(**{**stack.settings.__dict__, "slot_count": 1}))
+    one_slot = stack.engine(replace(stack.settings, slot_count=1))
     assert one_slot.grant(b.to_detail()).detail["slot"] == 1
 
     outcome = engine.revoke(a)
@@ -123,7 +124,9 @@ def test_revoke_of_a_grant_still_provisioning_is_retried(stack: Stack) -> None:
     stack.user("alice")
     engine = stack.engine()
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    grant = engine._record(request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING)
+    grant = engine._record(
+        request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    )
     engine.ledger.create(grant)
     with pytest.raises(TransientError):
         engine.revoke(request.grant_id)
@@ -137,7 +140,13 @@ def test_revoke_for_an_unknown_grant_is_ignored(stack: Stack) -> None:
 
 @pytest.mark.parametrize(
     "event",
-    [{}, {"grant_id": "x"}, {"grant_id": "../../etc", "reason": "expired"}, {"grant_id": 7, "reason": "expired"}, []],
+    [
+        {},
+        {"grant_id": "x"},
+        {"grant_id": "../../etc", "reason": "expired"},
+        {"grant_id": 7, "reason": "expired"},
+        [],
+    ],
 )
 def test_malformed_revoke_payload_is_rejected(stack: Stack, event: object) -> None:
     assert stack.engine().on_revoke_schedule(event).result == "rejected"

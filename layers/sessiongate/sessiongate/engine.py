@@ -91,7 +91,9 @@ class Engine:
             request = AccessApproved.from_detail(detail)
         except InvalidInput as exc:
             return self._reject("AccessApproved", exc)
-        log = bind(grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name)
+        log = bind(
+            grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name
+        )
         existing = self.ledger.get_grant(request.grant_id)
         if existing is not None and existing.status is not GrantStatus.PROVISIONING:
             log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})

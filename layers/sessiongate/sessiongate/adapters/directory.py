@@ -78,4 +78,3 @@ class Directory:
             if not page.get("IsTruncated"):
                 return tags
             marker = page["Marker"]
-

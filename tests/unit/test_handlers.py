@@ -1,0 +1,137 @@
+"""The Lambda handlers end to end on moto: Change Manager event -> adapter -> grant -> revoke.
+
+Also counts the AWS calls of one grant and one revoke (botocore before-call hooks).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from sessiongate import runtime
+from sessiongate.adapters import aws
+from sessiongate.errors import ConfigError
+from sessiongate.model import AccessApproved
+from sessiongate.settings import Settings
+from tests.conftest import load_event
+from tests.support.stack import Stack, change_request
+
+EXECUTION_ID = "d0585556-80f6-4522-8dad-dada6d45b67d"
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "sessiongate-test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sessiongate-test"
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+
+
+def handler(name: str) -> Any:
+    return importlib.import_module(f"functions.{name}.app").lambda_handler
+
+
+@pytest.fixture
+def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The handlers as Lambda runs them: configuration from the environment, clients from the runtime."""
+    for f in fields(Settings):
+        value = getattr(stack.settings, f.name)
+        if isinstance(value, tuple) and len(value) == 2 and f.name.endswith("_tag"):
+            value = "=".join(value)
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif value is None:
+            continue
+        monkeypatch.setenv(
+            Settings.ENV[f.name], str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    monkeypatch.setattr(aws, "client", lambda service, region=None: stack.client(service))
+    monkeypatch.setattr(runtime, "build_engine", _with_clock(runtime.build_engine, stack))
+    runtime.engine.cache_clear()
+    yield stack
+    runtime.engine.cache_clear()
+
+
+def _with_clock(build: Any, stack: Stack) -> Any:
+    def wrapped(settings: Settings, **kwargs: Any) -> Any:
+        return build(settings, clock=stack.clock, **kwargs)
+
+    return wrapped
+
+
+def test_change_manager_approval_flows_through_all_three_handlers(deployed: Stack) -> None:
+    stack = deployed
+    stack.user("alice")
+    instance = stack.instance()
+    request = AccessApproved.from_detail(
+        {**load_event("access_approved.json")["detail"], "instance_id": instance}
+    )
+    stack.ssm.add_execution(change_request(request))
+
+    adapted = handler("adapt_change_request")(load_event("change_request_approved.json"), LambdaContext())
+    assert adapted == {"result": "emitted", "grant_id": f"cm-{EXECUTION_ID}"}
+    [approved] = stack.bus_events()
+
+    stack.calls.clear()
+    stack.ssm.calls.clear()
+    granted = handler("grant_access")(approved, LambdaContext())
+    grant_calls = {**stack.calls, **{f"ssm:{c}": 1 for c in stack.ssm.calls}}
+    assert granted["result"] == "granted"
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": instance}
+
+    stack.clock.advance(timedelta(minutes=10))
+    schedule = stack.schedules()[f"sg-revoke-cm-{EXECUTION_ID}"]
+    stack.calls.clear()
+    revoked = handler("revoke_access")(json.loads(schedule["Target"]["Input"]), LambdaContext())
+    revoke_calls = dict(stack.calls)
+    assert revoked["result"] == "revoked"
+    assert stack.tags("user", "alice") == {}
+
+    # The AWS calls of one grant and one revoke, as recorded here (reported in the README).
+    assert grant_calls == {
+        "dynamodb:GetItem": 1,
+        "iam:GetUser": 1,
+        "ec2:DescribeInstances": 1,
+        "ssm:DescribeInstanceInformation": 1,
+        "ssm:GetAutomationExecution": 1,
+        "dynamodb:PutItem": 1,
+        "dynamodb:TransactWriteItems": 1,
+        "iam:TagUser": 1,
+        "scheduler:CreateSchedule": 1,
+        "dynamodb:UpdateItem": 1,
+        "sns:Publish": 1,
+    }
+    assert revoke_calls == {
+        "dynamodb:GetItem": 2,
+        "iam:UntagUser": 1,
+        "dynamodb:TransactWriteItems": 1,
+        "sns:Publish": 1,
+    }
+
+
+def test_sample_revoke_event_for_an_unknown_grant_is_ignored(deployed: Stack) -> None:
+    result = handler("revoke_access")(load_event("revoke_schedule.json"), LambdaContext())
+    assert result == {"result": "ignored", "grant_id": f"cm-{EXECUTION_ID}", "why": "unknown grant"}
+
+
+def test_sample_access_approved_for_missing_principal_is_denied(deployed: Stack) -> None:
+    request = AccessApproved.from_detail(load_event("access_approved.json")["detail"])
+    deployed.ssm.add_execution(change_request(request))
+    result = handler("grant_access")(load_event("access_approved.json"), LambdaContext())
+    assert result["result"] == "denied"
+    assert {d["code"] for d in result["denials"]} >= {"principal_not_found", "instance_not_found"}
+
+
+def test_missing_configuration_fails_at_cold_start(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SESSIONGATE_TABLE")
+    monkeypatch.setenv("SESSIONGATE_MAX_VALIDITY_MINUTES", "lots")
+    with pytest.raises(ConfigError) as err:
+        handler("grant_access")(load_event("access_approved.json"), LambdaContext())
+    assert "SESSIONGATE_TABLE is required" in str(err.value)
+    assert "SESSIONGATE_MAX_VALIDITY_MINUTES: must be an integer" in str(err.value)
