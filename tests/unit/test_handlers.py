@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from sessiongate import runtime
-from sessiongate.adapters import aws
 from sessiongate.errors import ConfigError
 from sessiongate.model import AccessApproved
 from sessiongate.settings import Settings
@@ -51,18 +50,9 @@ def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         monkeypatch.setenv(
             Settings.ENV[f.name], str(value).lower() if isinstance(value, bool) else str(value)
         )
-    monkeypatch.setattr(aws, "client", lambda service, region=None: stack.client(service))
-    monkeypatch.setattr(runtime, "build_engine", _with_clock(runtime.build_engine, stack))
-    runtime.engine.cache_clear()
+    runtime.override(clock=stack.clock, client=stack.client)
     yield stack
-    runtime.engine.cache_clear()
-
-
-def _with_clock(build: Any, stack: Stack) -> Any:
-    def wrapped(settings: Settings, **kwargs: Any) -> Any:
-        return build(settings, clock=stack.clock, **kwargs)
-
-    return wrapped
+    runtime.override()
 
 
 def test_change_manager_approval_flows_through_all_three_handlers(deployed: Stack) -> None:

@@ -57,7 +57,19 @@ def build_engine(
     )
 
 
+# Set only by the offline sandbox (``sandbox/``), which runs these same handlers on moto with a
+# virtual clock; Lambda never sets them.
+_OVERRIDES: dict[str, Any] = {}
+
+
+def override(*, clock: Clock | None = None, client: ClientFactory | None = None) -> None:
+    """Make every engine built from now on use this clock and client factory (sandbox only)."""
+    _OVERRIDES.clear()
+    _OVERRIDES.update({k: v for k, v in {"clock": clock, "client": client}.items() if v is not None})
+    engine.cache_clear()
+
+
 @functools.cache
 def engine(role: str) -> Engine:
     """The process-wide engine of a function role (``grant``, ``revoke``, ``adapter``)."""
-    return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]))
+    return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]), **_OVERRIDES)
