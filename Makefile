@@ -10,7 +10,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam lint typecheck validate unit test build deploy clean
+.PHONY: setup setup-sam lint typecheck validate unit test demo scenarios build deploy clean
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
@@ -40,6 +40,16 @@ validate: setup setup-sam
 
 unit: setup
 	$(TEST_ENV) $(BIN)/pytest -q
+
+# The README's main job: the original walkthrough, offline (moto + virtual clock), as a timeline.
+demo: setup
+	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox demo
+
+# Every shipped scenario (also part of `make unit`).
+scenarios: setup
+	@for f in scenarios/*.yaml; do \
+	  $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f | tail -n 1 || exit 1; \
+	done
 
 # The README's test command: every gate CI runs.
 test: lint typecheck validate unit

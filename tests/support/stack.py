@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from sandbox.fake_ssm import FakeSsm
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
 from sessiongate.identity import PrincipalType
@@ -20,7 +21,6 @@ from sessiongate.model import AccessApproved, Origin
 from sessiongate.runtime import build_engine
 from sessiongate.settings import Settings
 
-from .fake_ssm import FakeSsm
 from .template import resource
 
 ACCOUNT = "123456789012"

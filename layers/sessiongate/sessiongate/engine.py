@@ -376,14 +376,20 @@ class Engine:
         metrics().add("RejectedEvents", reason=what)
         self.notifier.publish(
             "EventRejected",
-            {"trigger": what, "problem": str(exc), "field": exc.field, "account": self.settings.account_id},
+            {
+                "at": to_iso(self.clock.now()),
+                "trigger": what,
+                "problem": str(exc),
+                "field": exc.field,
+                "account": self.settings.account_id,
+            },
             subject=f"SessionGate: rejected a malformed {what} trigger",
         )
         return Outcome("rejected", None, {"problem": str(exc), "field": exc.field})
 
-    @staticmethod
-    def _payload(grant: Grant) -> dict[str, Any]:
+    def _payload(self, grant: Grant) -> dict[str, Any]:
         return {
+            "at": to_iso(self.clock.now()),
             "grant_id": grant.grant_id,
             "status": grant.status.value,
             "account": grant.account,

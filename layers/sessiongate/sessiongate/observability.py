@@ -7,6 +7,7 @@ X-Ray SDK import cost (~84 ms) is not paid otherwise.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,8 @@ class _MetricsFacade:
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
         if dimensions:
+            if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+                return  # single_metric does not honour Powertools' switch itself
             # Dimensioned metrics go out as their own EMF blob so dimensions never leak into others.
             with single_metric(
                 name=name,

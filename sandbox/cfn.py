@@ -1,0 +1,260 @@
+"""template.yaml -> CloudFormation (SAM translator, offline) -> resources with resolved properties."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+LOCAL_PREFIX = "s3://sandbox-local/"
+
+
+@dataclass(frozen=True)
+class Resource:
+    logical_id: str
+    type: str
+    properties: dict[str, Any]
+    physical_id: str
+    arn: str
+
+
+@dataclass
+class Stack:
+    """A resolved stack: resources by logical id, with their physical ids and ARNs."""
+
+    name: str
+    account: str
+    region: str
+    parameters: dict[str, Any]
+    resources: dict[str, Resource] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources.values() if r.type == type_]
+
+    def by_arn(self, arn: str) -> Resource | None:
+        return next((r for r in self.resources.values() if r.arn == arn), None)
+
+
+class _NoManagedPolicies:
+    """SAM asks IAM for AWS managed policy ARNs; offline we know the one it uses."""
+
+    def load(self) -> dict[str, str]:
+        return {
+            "AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        }
+
+
+def transform(parameters: dict[str, Any], account: str, region: str) -> dict[str, Any]:
+    from samtranslator.translator.transform import transform as sam_transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse(TEMPLATE.read_text())
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        # Local code paths become placeholder S3 URIs (as `sam validate` does); the sandbox maps back.
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = LOCAL_PREFIX + props[key]
+    pseudo = {"AWS::Region": region, "AWS::AccountId": account, "AWS::Partition": "aws"}
+    # The translator looks the region up through boto3 even when it is given as a pseudo parameter.
+    previous = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = region
+    try:
+        return sam_transform(template, {**parameters, **pseudo}, _NoManagedPolicies())  # type: ignore[no-any-return]
+    finally:
+        if previous is None:
+            del os.environ["AWS_DEFAULT_REGION"]
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = previous
+
+
+def load(name: str, account: str, region: str, overrides: dict[str, Any] | None = None) -> Stack:
+    """Transform and resolve template.yaml as stack ``name`` with parameter ``overrides``."""
+    cfn = transform(overrides or {}, account, region)
+    params = {k: v.get("Default") for k, v in cfn.get("Parameters", {}).items()}
+    for key, value in (overrides or {}).items():
+        if key not in params:
+            raise ValueError(f"template has no parameter {key!r}")
+        params[key] = value
+    stack = Stack(name=name, account=account, region=region, parameters=params)
+    resolver = _Resolver(stack, cfn)
+    for logical_id, resource in cfn["Resources"].items():
+        if not resolver.condition(resource.get("Condition")):
+            continue
+        stack.resources[logical_id] = Resource(
+            logical_id=logical_id,
+            type=resource["Type"],
+            properties={},
+            physical_id=resolver.physical_id(logical_id),
+            arn=resolver.arn(logical_id),
+        )
+    for logical_id, res in list(stack.resources.items()):
+        props = resolver.resolve(copy.deepcopy(cfn["Resources"][logical_id].get("Properties", {})))
+        stack.resources[logical_id] = Resource(res.logical_id, res.type, props, res.physical_id, res.arn)
+    return stack
+
+
+class _NoValue:
+    pass
+
+
+NO_VALUE = _NoValue()
+
+
+class _Resolver:
+    def __init__(self, stack: Stack, cfn: dict[str, Any]) -> None:
+        self.stack = stack
+        self.cfn = cfn
+        self.conditions = cfn.get("Conditions", {})
+
+    # -- names --------------------------------------------------------------------------------
+    def _props(self, logical_id: str) -> dict[str, Any]:
+        return self.cfn["Resources"][logical_id].get("Properties", {})  # type: ignore[no-any-return]
+
+    def name(self, logical_id: str) -> str:
+        props = self._props(logical_id)
+        type_ = self.cfn["Resources"][logical_id]["Type"]
+        key = {
+            "AWS::Lambda::Function": "FunctionName",
+            "AWS::SNS::Topic": "TopicName",
+            "AWS::Events::EventBus": "Name",
+            "AWS::Scheduler::ScheduleGroup": "Name",
+            "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+            "AWS::SSM::Document": "Name",
+            "AWS::Lambda::LayerVersion": "LayerName",
+        }.get(type_)
+        if key and key in props:
+            return str(self.resolve(copy.deepcopy(props[key])))
+        return f"{self.stack.name}-{logical_id}"[:64]
+
+    def physical_id(self, logical_id: str) -> str:
+        type_ = self.cfn["Resources"][logical_id]["Type"]
+        if type_ in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy"):
+            return self.arn(logical_id)
+        if type_ == "AWS::SQS::Queue":
+            return (
+                f"https://sqs.{self.stack.region}.amazonaws.com/{self.stack.account}/{self.name(logical_id)}"
+            )
+        return self.name(logical_id)
+
+    def arn(self, logical_id: str) -> str:
+        s, type_ = self.stack, self.cfn["Resources"][logical_id]["Type"]
+        name = self.name(logical_id)
+        region, account = s.region, s.account
+        return {
+            "AWS::IAM::Role": lambda: (
+                f"arn:aws:iam::{account}:role{self._props(logical_id).get('Path', '/')}{name}"
+            ),
+            "AWS::IAM::ManagedPolicy": lambda: f"arn:aws:iam::{account}:policy/{name}",
+            "AWS::Lambda::Function": lambda: f"arn:aws:lambda:{region}:{account}:function:{name}",
+            "AWS::SQS::Queue": lambda: f"arn:aws:sqs:{region}:{account}:{name}",
+            "AWS::SNS::Topic": lambda: f"arn:aws:sns:{region}:{account}:{name}",
+            "AWS::Events::EventBus": lambda: f"arn:aws:events:{region}:{account}:event-bus/{name}",
+            "AWS::Events::Rule": lambda: f"arn:aws:events:{region}:{account}:rule/{name}",
+            "AWS::DynamoDB::Table": lambda: f"arn:aws:dynamodb:{region}:{account}:table/{name}",
+            "AWS::Scheduler::ScheduleGroup": lambda: (
+                f"arn:aws:scheduler:{region}:{account}:schedule-group/{name}"
+            ),
+            "AWS::Lambda::LayerVersion": lambda: f"arn:aws:lambda:{region}:{account}:layer:{name}:1",
+        }.get(type_, lambda: name)()
+
+    # -- intrinsics ---------------------------------------------------------------------------
+    def condition(self, name: str | None) -> bool:
+        if name is None:
+            return True
+        return bool(self._cond(self.conditions[name]))
+
+    def _cond(self, expr: Any) -> Any:
+        if isinstance(expr, dict) and len(expr) == 1:
+            ((fn, arg),) = expr.items()
+            if fn == "Fn::Equals":
+                a, b = (self.resolve(copy.deepcopy(x)) for x in arg)
+                return str(a) == str(b)
+            if fn == "Fn::Not":
+                return not self._cond(arg[0])
+            if fn == "Fn::And":
+                return all(self._cond(a) for a in arg)
+            if fn == "Fn::Or":
+                return any(self._cond(a) for a in arg)
+            if fn == "Condition":
+                return self.condition(arg)
+        return self.resolve(expr)
+
+    def ref(self, name: str) -> Any:
+        s = self.stack
+        pseudo = {
+            "AWS::StackName": s.name,
+            "AWS::AccountId": s.account,
+            "AWS::Region": s.region,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": NO_VALUE,
+        }
+        if name in pseudo:
+            return pseudo[name]
+        if name in s.parameters:
+            return s.parameters[name]
+        if name in s.resources:
+            return s.resources[name].physical_id
+        raise KeyError(f"unresolvable Ref {name}")
+
+    def get_att(self, logical_id: str, attribute: str) -> Any:
+        res = self.stack.resources[logical_id]
+        if attribute == "Arn":
+            return res.arn
+        if attribute == "Name":
+            return res.physical_id
+        if attribute == "QueueName":
+            return res.physical_id.rsplit("/", 1)[-1]
+        raise KeyError(f"unsupported GetAtt {logical_id}.{attribute}")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            items = [self.resolve(v) for v in value]
+            return [v for v in items if v is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            ((fn, arg),) = value.items()
+            if fn == "Ref":
+                return self.ref(arg)
+            if fn == "Fn::GetAtt":
+                parts = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.get_att(parts[0], parts[1])
+            if fn == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                return self._sub(text, {k: self.resolve(v) for k, v in variables.items()})
+            if fn == "Fn::If":
+                name, yes, no = arg
+                return self.resolve(yes if self.condition(name) else no)
+            if fn == "Fn::Join":
+                sep, items = arg
+                return sep.join(str(i) for i in self.resolve(items))
+            if fn == "Fn::Select":
+                index, items = arg
+                return self.resolve(items)[int(index)]
+        out = {}
+        for k, v in value.items():
+            resolved = self.resolve(v)
+            if resolved is not NO_VALUE:
+                out[k] = resolved
+        return out
+
+    def _sub(self, text: str, variables: dict[str, Any]) -> str:
+        def replace(match: re.Match[str]) -> str:
+            expr = match.group(1)
+            if expr.startswith("!"):
+                return "${" + expr[1:] + "}"
+            if expr in variables:
+                return str(variables[expr])
+            if "." in expr and expr.split(".", 1)[0] in self.stack.resources:
+                logical_id, attribute = expr.split(".", 1)
+                return str(self.get_att(logical_id, attribute))
+            return str(self.ref(expr))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)

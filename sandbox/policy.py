@@ -1,0 +1,102 @@
+"""'May principal P start a session on instance I now?' answered by an IAM policy evaluator.
+
+principalmapper's ``local_check_authorization_full`` evaluates policies with conditions and policy
+variables such as ``${aws:PrincipalTag/...}`` (moto's evaluator does not). The policies are the ones
+attached to the principal in (moto) IAM, as created from template.yaml; the tags are the principal's
+tags as IAM holds them at that moment.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import json
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+# principalmapper 1.1.5 predates Python 3.10's removal of these aliases.
+for _name in ("Mapping", "MutableMapping", "Iterable", "Callable"):
+    if not hasattr(collections, _name):
+        setattr(collections, _name, getattr(collections.abc, _name))
+
+from principalmapper.common import Node, Policy  # noqa: E402
+from principalmapper.querying.query_interface import local_check_authorization_full  # noqa: E402
+
+SESSION_DOCUMENT = "SSM-SessionManagerRunShell"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    instance_allowed: bool
+    document_allowed: bool
+    tags: dict[str, str]
+
+
+class SessionChecker:
+    def __init__(self, iam: Any, region: str, account: str) -> None:
+        self._iam = iam
+        self._region = region
+        self._account = account
+
+    def may_start_session(self, kind: str, name: str, instance_id: str) -> Decision:
+        node = self._node(kind, name)
+        instance_arn = f"arn:aws:ec2:{self._region}:{self._account}:instance/{instance_id}"
+        document_arn = f"arn:aws:ssm:{self._region}:{self._account}:document/{SESSION_DOCUMENT}"
+        # StartSession is authorized against the instance and the session document (both must allow).
+        on_instance = local_check_authorization_full(node, "ssm:StartSession", instance_arn, {})
+        on_document = local_check_authorization_full(
+            node, "ssm:StartSession", document_arn, {"ssm:SessionDocumentAccessCheck": "true"}
+        )
+        return Decision(on_instance and on_document, on_instance, on_document, dict(node.tags))
+
+    def _node(self, kind: str, name: str) -> Node:
+        iam = self._iam
+        if kind == "user":
+            entity = iam.get_user(UserName=name)["User"]
+            attached = iam.list_attached_user_policies(UserName=name)["AttachedPolicies"]
+            inline = [
+                (p, iam.get_user_policy(UserName=name, PolicyName=p)["PolicyDocument"])
+                for p in iam.list_user_policies(UserName=name)["PolicyNames"]
+            ]
+            tags = iam.list_user_tags(UserName=name)["Tags"]
+            entity_id, trust = entity["UserId"], None
+        else:
+            entity = iam.get_role(RoleName=name)["Role"]
+            attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+            inline = [
+                (p, iam.get_role_policy(RoleName=name, PolicyName=p)["PolicyDocument"])
+                for p in iam.list_role_policies(RoleName=name)["PolicyNames"]
+            ]
+            tags = iam.list_role_tags(RoleName=name)["Tags"]
+            entity_id, trust = entity["RoleId"], _doc(entity.get("AssumeRolePolicyDocument", {}))
+        policies = [
+            Policy(p["PolicyArn"], p["PolicyName"], self._managed_document(p["PolicyArn"])) for p in attached
+        ]
+        policies += [Policy(entity["Arn"], policy_name, _doc(doc)) for policy_name, doc in inline]
+        return Node(
+            arn=entity["Arn"],
+            id_value=entity_id,
+            attached_policies=policies,
+            group_memberships=[],
+            trust_policy=trust,
+            instance_profile=None,
+            num_access_keys=0,
+            active_password=False,
+            is_admin=False,
+            permissions_boundary=None,
+            has_mfa=False,
+            tags={t["Key"]: t["Value"] for t in tags},
+        )
+
+    def _managed_document(self, arn: str) -> dict[str, Any]:
+        policy = self._iam.get_policy(PolicyArn=arn)["Policy"]
+        version = self._iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])
+        return _doc(version["PolicyVersion"]["Document"])
+
+
+def _doc(document: Any) -> dict[str, Any]:
+    if isinstance(document, str):
+        return json.loads(urllib.parse.unquote(document))  # type: ignore[no-any-return]
+    return document  # type: ignore[no-any-return]

@@ -1,0 +1,481 @@
+"""Scenarios: principals, instances, requests, approvals, clock advances and checks, played on a World.
+
+Every fact a check or the report states is read back from the emulated AWS state (tags from IAM,
+schedules from Scheduler, grants from the DynamoDB table, lifecycle events from the SNS topic), never
+from the engine's return values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sessiongate.clock import to_iso
+from sessiongate.slots import INSTANCE_KEY, USER_KEY
+
+from .policy import SessionChecker
+from .world import ACCOUNT, REGION, World
+
+STEP_KINDS = (
+    "request",
+    "approve",
+    "reject",
+    "advance",
+    "tamper",
+    "session",
+    "tags",
+    "grant",
+    "schedules",
+    "notified",
+)
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+
+
+class ScenarioError(Exception):
+    """The scenario file is wrong (a user mistake): reported without a traceback."""
+
+
+@dataclass
+class Check:
+    step: int
+    what: str
+    expected: Any
+    actual: Any
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.expected == self.actual)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "check": self.what,
+            "expected": self.expected,
+            "actual": self.actual,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class Report:
+    scenario: str
+    description: str
+    checks: list[Check] = field(default_factory=list)
+    timeline: list[dict[str, str]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    principals: dict[str, dict[str, str]] = field(default_factory=dict)
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    revocations: list[dict[str, Any]] = field(default_factory=list)
+    failed_invocations: list[dict[str, Any]] = field(default_factory=list)
+    aws_calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks) and not self.failed_invocations
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "description": self.description,
+            "passed": self.passed,
+            "checks": [c.as_dict() for c in self.checks],
+            "checks_passed": sum(c.passed for c in self.checks),
+            "checks_failed": sum(not c.passed for c in self.checks),
+            "events": self.events,
+            "principals": self.principals,
+            "active_grants": self.grants,
+            "schedules": self.schedules,
+            "revocations": self.revocations,
+            "failed_invocations": self.failed_invocations,
+            "timeline": self.timeline,
+            "aws_calls": self.aws_calls,
+        }
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise ScenarioError(f"{path}: a scenario is a mapping with a 'steps' list")
+    data.setdefault("name", Path(path).stem)
+    return data
+
+
+def parse_duration(text: object) -> timedelta:
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise ScenarioError(f"duration {text!r} must look like 90s, 11m, 2h or 1d")
+    n, unit = int(match.group(1)), match.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+class Runner:
+    def __init__(self, scenario: dict[str, Any]) -> None:
+        self.scenario = scenario
+        self.report = Report(scenario["name"], str(scenario.get("description", "")).strip())
+        self.principals: dict[str, dict[str, Any]] = {}
+        self.instances: dict[str, str] = {}
+        self.requests: dict[str, dict[str, Any]] = {}
+        self._seen_events: list[dict[str, Any]] = []
+
+    # -- setup -------------------------------------------------------------------------------------
+    def run(self) -> Report:
+        start = self.scenario.get("start")
+        kwargs: dict[str, Any] = {"parameters": dict(self.scenario.get("parameters") or {})}
+        if start:
+            kwargs["start"] = _time(start)
+        try:
+            world = World(**kwargs)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+        with world:
+            self.world = world
+            self.checker = SessionChecker(world.client("iam"), REGION, ACCOUNT)
+            self._setup()
+            for index, step in enumerate(self.scenario["steps"], start=1):
+                self._step(index, step)
+            self._finish()
+        return self.report
+
+    def _setup(self) -> None:
+        iam, ec2 = self.world.client("iam"), self.world.client("ec2")
+        operator_policy = self.world.stack.resources["AllowStartSsmSessionBasedOnIamTags"].arn
+        for name, spec in (self.scenario.get("principals") or {}).items():
+            spec = spec or {}
+            kind = spec.get("type", "user")
+            if kind not in ("user", "role"):
+                raise ScenarioError(f"principal {name}: type must be user or role")
+            path = spec.get("path", "/")
+            tags = [{"Key": k, "Value": str(v)} for k, v in (spec.get("tags") or {}).items()]
+            if kind == "user":
+                arn = iam.create_user(UserName=name, Path=path, Tags=tags)["User"]["Arn"]
+                iam.attach_user_policy(UserName=name, PolicyArn=operator_policy)
+            else:
+                trust = '{"Version":"2012-10-17","Statement":[]}'
+                arn = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=trust, Tags=tags)[
+                    "Role"
+                ]["Arn"]
+                iam.attach_role_policy(RoleName=name, PolicyArn=operator_policy)
+            self.principals[name] = {"type": kind, "arn": arn}
+        for name, spec in (self.scenario.get("instances") or {}).items():
+            spec = spec or {}
+            kwargs: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": 1, "MaxCount": 1}
+            tags = [{"Key": k, "Value": str(v)} for k, v in (spec.get("tags") or {}).items()]
+            if tags:
+                kwargs["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tags}]
+            instance_id = ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
+            if spec.get("managed", True):
+                self.world.ssm.managed.add(instance_id)
+            self.instances[name] = instance_id
+            self._say(
+                "setup",
+                f"instance {name} is {instance_id}"
+                + ("" if spec.get("managed", True) else " (not SSM-managed)"),
+            )
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _step(self, index: int, step: object) -> None:
+        if not isinstance(step, dict) or len(step) != 1:
+            raise ScenarioError(
+                f"step {index}: each step is a mapping with one key of {', '.join(STEP_KINDS)}"
+            )
+        ((kind, spec),) = step.items()
+        if kind not in STEP_KINDS:
+            raise ScenarioError(
+                f"step {index}: unknown step {kind!r} (expected one of {', '.join(STEP_KINDS)})"
+            )
+        if kind == "advance":
+            delta = parse_duration(spec)
+            self.world.advance(delta)
+            self._collect()
+            self._say("clock", f"{spec} pass")
+            return
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"step {index}: {kind} needs a mapping")
+        getattr(self, f"_{kind}")(index, spec)
+        self._collect()
+
+    def _request(self, index: int, spec: dict[str, Any]) -> None:
+        rid = self._need(spec, "id", index)
+        by = self._principal(self._need(spec, "by", index), index)
+        target_name = spec.get("for", spec["by"])
+        target = self._principal(target_name, index)
+        instance = self._instance(self._need(spec, "instance", index), index)
+        minutes = spec.get("minutes", self.world.stack.parameters.get("ApprovalValidityMinutes", 10))
+        params: dict[str, Any] = {
+            "DocumentName": "AllowSsmSessionStartTemplate",
+            "ChangeRequestName": spec.get("reason", f"shell on {spec['instance']} for {target_name}"),
+            "Runbooks": [
+                {
+                    "DocumentName": "AllowSsmSessionStartRunbook",
+                    "Parameters": {
+                        "InstanceId": [instance],
+                        "PrincipalType": [target["type"].capitalize()],
+                        "PrincipalName": [target_name],
+                        "ValidityMinutes": [str(minutes)],
+                    },
+                }
+            ],
+        }
+        if "start_in" in spec:
+            params["ScheduledTime"] = self.world.clock.now() + parse_duration(spec["start_in"])
+        execution_id = self.world.ssm.start_change_request_execution(
+            requester_arn=by["arn"], now=self.world.clock.now(), **params
+        )["AutomationExecutionId"]
+        self.requests[rid] = {"execution_id": execution_id, "grant_id": f"cm-{execution_id}"}
+        when = f", starting in {spec['start_in']}" if "start_in" in spec else ""
+        self._say(
+            spec["by"],
+            f"requests a shell on {spec['instance']} for {target_name}, {minutes} min{when} [{rid}]",
+        )
+
+    def _approve(self, index: int, spec: dict[str, Any], signal: str = "Approve") -> None:
+        request = self._request_of(spec, index)
+        by = self._principal(self._need(spec, "by", index), index)
+        signal_params: dict[str, Any] = {
+            "AutomationExecutionId": request["execution_id"],
+            "SignalType": signal,
+        }
+        if spec.get("comment"):
+            signal_params["Payload"] = {"Comment": [str(spec["comment"])]}
+        status = self.world.ssm.send_automation_signal(
+            signer_arn=by["arn"], now=self.world.clock.now(), **signal_params
+        )
+        self._say(
+            spec["by"], f"{'approves' if signal == 'Approve' else 'rejects'} [{spec['request']}] -> {status}"
+        )
+        if status in ("Approved", "Scheduled", "Rejected"):
+            # Change Manager publishes the status change on the default bus; the router takes it from there.
+            self.world.put_event(
+                self.world.ssm.status_event(
+                    request["execution_id"], account=ACCOUNT, region=REGION, now=self.world.clock.now()
+                )
+            )
+            self.world.settle()
+
+    def _reject(self, index: int, spec: dict[str, Any]) -> None:
+        self._approve(index, spec, signal="Reject")
+
+    def _tamper(self, index: int, spec: dict[str, Any]) -> None:
+        """Someone with IAM rights sets tags by hand, bypassing SessionGate (drift)."""
+        name = self._need(spec, "principal", index)
+        principal = self._principal(name, index)
+        tags = [
+            {"Key": k, "Value": self.instances.get(str(v), str(v))}
+            for k, v in (spec.get("tags") or {}).items()
+        ]
+        iam = self.world.client("iam")
+        if principal["type"] == "user":
+            iam.tag_user(UserName=name, Tags=tags)
+        else:
+            iam.tag_role(RoleName=name, Tags=tags)
+        self._say(name, f"tags set by hand: {', '.join(t['Key'] for t in tags)}")
+
+    def _session(self, index: int, spec: dict[str, Any]) -> None:
+        name = self._need(spec, "principal", index)
+        principal = self._principal(name, index)
+        instance = self._instance(self._need(spec, "instance", index), index)
+        expected = self._need(spec, "expect", index)
+        decision = self.checker.may_start_session(principal["type"], name, instance)
+        actual = "allowed" if decision.allowed else "denied"
+        self._say(name, f"starts a session on {spec['instance']}: {actual.upper()}")
+        self._check(index, f"session {name} -> {spec['instance']}", expected, actual)
+
+    def _tags(self, index: int, spec: dict[str, Any]) -> None:
+        name = self._need(spec, "principal", index)
+        expected = {k: self.instances.get(str(v), v) for k, v in (spec.get("expect") or {}).items()}
+        self._check(index, f"slot tags of {name}", expected, self._slot_tags(name))
+
+    def _grant(self, index: int, spec: dict[str, Any]) -> None:
+        request = self._request_of(spec, index)
+        item = self._grant_item(request["grant_id"])
+        status = item["status"] if item else "none"
+        self._check(index, f"grant of [{spec['request']}]", self._need(spec, "expect", index), status)
+        if "denial" in spec:
+            codes = [d["code"] for d in (item or {}).get("denials", [])]
+            self._check(
+                index,
+                f"denial of [{spec['request']}]",
+                spec["denial"],
+                spec["denial"] if spec["denial"] in codes else codes,
+            )
+
+    def _schedules(self, index: int, spec: dict[str, Any]) -> None:
+        self._check(index, "pending schedules", self._need(spec, "expect", index), len(self._schedule_list()))
+
+    def _notified(self, index: int, spec: dict[str, Any]) -> None:
+        event_type = self._need(spec, "event_type", index)
+        grant_id = self._request_of(spec, index)["grant_id"] if "request" in spec else None
+        seen = any(
+            e["event_type"] == event_type and (grant_id is None or e.get("grant_id") == grant_id)
+            for e in self.report.events
+        )
+        label = f"notification {event_type}" + (f" for [{spec['request']}]" if grant_id else "")
+        self._check(index, label, spec.get("expect", True), seen)
+
+    # -- reading the emulated AWS state ------------------------------------------------------------
+    def _slot_tags(self, name: str) -> dict[str, str]:
+        iam = self.world.client("iam")
+        principal = self.principals[name]
+        if principal["type"] == "user":
+            tags = iam.list_user_tags(UserName=name)["Tags"]
+        else:
+            tags = iam.list_role_tags(RoleName=name)["Tags"]
+        return {t["Key"]: t["Value"] for t in tags if t["Key"].startswith((INSTANCE_KEY, USER_KEY))}
+
+    def _grant_item(self, grant_id: str) -> dict[str, Any] | None:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        table = self.world.stack.resources["GrantsTable"].physical_id
+        item = (
+            self.world.client("dynamodb")
+            .get_item(TableName=table, Key={"pk": {"S": f"GRANT#{grant_id}"}}, ConsistentRead=True)
+            .get("Item")
+        )
+        if not item:
+            return None
+        des = TypeDeserializer()
+        return {k: des.deserialize(v) for k, v in item.items()}
+
+    def _schedule_list(self) -> list[dict[str, Any]]:
+        scheduler = self.world.client("scheduler")
+        group = self.world.stack.resources["ScheduleGroup"].physical_id
+        out = []
+        for summary in scheduler.list_schedules(GroupName=group)["Schedules"]:
+            s = scheduler.get_schedule(Name=summary["Name"], GroupName=group)
+            out.append(
+                {
+                    "name": s["Name"],
+                    "expression": s["ScheduleExpression"],
+                    "timezone": s.get("ScheduleExpressionTimezone"),
+                    "target": s["Target"]["Arn"],
+                    "action_after_completion": s.get("ActionAfterCompletion"),
+                }
+            )
+        return out
+
+    def _collect(self) -> None:
+        for note in self.world.notifications():
+            event = {
+                "at": note["message"].get("at") or to_iso(self.world.clock.now()),
+                "event_type": note["attributes"].get("event_type"),
+            }
+            message = note["message"]
+            for key in (
+                "grant_id",
+                "principal_arn",
+                "instance_id",
+                "expires_at",
+                "reason",
+                "denials",
+                "problem",
+            ):
+                if message.get(key) not in (None, "", []):
+                    event[key] = message[key]
+            self.report.events.append(event)
+            self.report.timeline.append(
+                {"at": event["at"], "actor": "sessiongate", "text": _describe(event, self.instances)}
+            )
+
+    def _finish(self) -> None:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        for name in self.principals:
+            self.report.principals[name] = self._slot_tags(name)
+        table = self.world.stack.resources["GrantsTable"].physical_id
+        des = TypeDeserializer()
+        for item in self.world.client("dynamodb").scan(TableName=table)["Items"]:
+            plain = {k: des.deserialize(v) for k, v in item.items()}
+            if plain.get("kind") == "grant" and plain.get("status") == "ACTIVE":
+                grant = {k: plain.get(k) for k in ("grant_id", "principal_arn", "instance_id", "expires_at")}
+                grant["slot"] = int(plain["slot"]) if plain.get("slot") is not None else None
+                self.report.grants.append(grant)
+        self.report.schedules = self._schedule_list()
+        self.report.revocations = [
+            {
+                "schedule": f.name,
+                "due": to_iso(f.due),
+                "fired": to_iso(f.fired),
+                "lag_seconds": (f.fired - f.due).seconds,
+            }
+            for f in self.world.fired
+        ]
+        self.report.failed_invocations = [
+            {"at": to_iso(i.at), "function": i.function, "trigger": i.trigger, "error": i.error}
+            for i in self.world.invocations
+            if i.error
+        ]
+        self.report.aws_calls = dict(sorted(self.world.calls.items()))
+        self.report.timeline.sort(key=lambda line: line["at"])  # stable: same-time lines keep their order
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _check(self, index: int, what: str, expected: Any, actual: Any) -> None:
+        check = Check(index, what, expected, actual)
+        self.report.checks.append(check)
+        mark = "ok  " if check.passed else "FAIL"
+        self._say("check", f"{mark} {what}: expected {expected!r}, got {actual!r}")
+
+    def _say(self, actor: str, text: str) -> None:
+        self.report.timeline.append({"at": to_iso(self.world.clock.now()), "actor": actor, "text": text})
+
+    def _need(self, spec: dict[str, Any], key: str, index: int) -> Any:
+        if key not in spec:
+            raise ScenarioError(f"step {index}: missing {key!r}")
+        return spec[key]
+
+    def _principal(self, name: str, index: int) -> dict[str, Any]:
+        if name not in self.principals:
+            raise ScenarioError(f"step {index}: unknown principal {name!r} (declare it under principals)")
+        return self.principals[name]
+
+    def _instance(self, name: str, index: int) -> str:
+        if name not in self.instances:
+            raise ScenarioError(f"step {index}: unknown instance {name!r} (declare it under instances)")
+        return self.instances[name]
+
+    def _request_of(self, spec: dict[str, Any], index: int) -> dict[str, Any]:
+        rid = self._need(spec, "request", index)
+        if rid not in self.requests:
+            raise ScenarioError(f"step {index}: unknown request {rid!r}")
+        return self.requests[rid]
+
+
+def _describe(event: dict[str, Any], instances: dict[str, str]) -> str:
+    names = {v: k for k, v in instances.items()}
+    principal = str(event.get("principal_arn", "")).rsplit("/", 1)[-1]
+    instance = names.get(event.get("instance_id", ""), event.get("instance_id", ""))
+    kind = event["event_type"]
+    if kind == "AccessGranted":
+        return f"GRANTED {principal} -> {instance} until {event.get('expires_at')}"
+    if kind == "AccessRevoked":
+        return f"REVOKED {principal} -> {instance} ({event.get('reason')})"
+    if kind == "AccessDenied":
+        codes = ", ".join(d["code"] for d in event.get("denials", []))
+        return f"DENIED {principal or '?'} -> {instance or '?'}: {codes}"
+    return f"{kind}: {event.get('problem', '')}"
+
+
+def _time(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ScenarioError(f"start {value!r} is not an ISO-8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def run_file(path: str | Path) -> Report:
+    return Runner(load(path)).run()

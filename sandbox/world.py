@@ -1,0 +1,363 @@
+"""The sandbox world: moto resources from template.yaml, the real handlers, a router and a scheduler.
+
+Nothing here re-implements engine behaviour. The world only does what AWS would do around the
+handlers: deliver events that match the template's rule patterns, fire one-time schedules when the
+virtual clock reaches them, retry failed async invocations and park them in the OnFailure queue.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sessiongate import runtime
+from sessiongate.clock import ManualClock, to_iso
+
+from . import cfn
+from .fake_ssm import FakeSsm
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+DEFAULT_START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
+# Lambda async invocations: 1 try + EventInvokeConfig.MaximumRetryAttempts (2 in the template).
+ASYNC_ATTEMPTS = 3
+_FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "sandbox",
+    "AWS_SECRET_ACCESS_KEY": "sandbox",
+    "AWS_SESSION_TOKEN": "sandbox",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+@dataclass
+class Invocation:
+    at: datetime
+    function: str
+    trigger: str
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Fired:
+    name: str
+    due: datetime
+    fired: datetime
+
+
+@dataclass
+class _LambdaContext:
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = "sandbox"
+
+
+@dataclass
+class Function:
+    logical_id: str
+    name: str
+    arn: str
+    module: str
+    environment: dict[str, str]
+    on_failure_queue: str | None = None
+
+    def handler(self) -> Callable[[Any, Any], Any]:
+        return importlib.import_module(self.module).lambda_handler  # type: ignore[no-any-return]
+
+
+@dataclass
+class World:
+    parameters: dict[str, Any] = field(default_factory=dict)
+    start: datetime = DEFAULT_START
+    stack_name: str = "sessiongate"
+    quiet: bool = True  # keep the handlers' JSON logs and EMF metrics off stdout
+
+    def __post_init__(self) -> None:
+        from moto import mock_aws
+
+        self._saved_env = {k: os.environ.get(k) for k in _FAKE_CREDENTIALS}
+        os.environ.update(_FAKE_CREDENTIALS)
+        os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+        self.clock = ManualClock(self.start)
+        self.ssm = FakeSsm()
+        self.calls: Counter[str] = Counter()
+        self.invocations: list[Invocation] = []
+        self.fired: list[Fired] = []
+        self.faults: dict[str, int] = {}  # operation -> remaining injected failures
+        self._clients: dict[str, Any] = {}
+        self._mock = mock_aws()
+        self._mock.start()
+        try:
+            self.stack = cfn.load(
+                self.stack_name, ACCOUNT, REGION, {k: str(v) for k, v in self.parameters.items()}
+            )
+            self.functions: dict[str, Function] = {}
+            self._rule_queues: dict[str, tuple[str, str]] = {}  # queue url -> (rule, function arn)
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        runtime.override(clock=self.clock, client=self.client)
+
+    # -- AWS clients (moto), counted --------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        if service == "ssm":
+            return self.ssm
+        if service not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            c = boto3.client(service, region_name=REGION, config=Config(retries={"mode": "standard"}))
+            c.meta.events.register("before-call.*.*", self._before_call)
+            self._clients[service] = c
+        return self._clients[service]
+
+    def _before_call(self, model: Any, **_: Any) -> None:
+        operation = f"{model.service_model.service_name}:{model.name}"
+        self.calls[operation] += 1
+        remaining = self.faults.get(operation, 0)
+        if remaining:
+            from botocore.exceptions import ClientError
+
+            self.faults[operation] = remaining - 1
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "injected"}}, model.name)
+
+    def close(self) -> None:
+        runtime.override()
+        self._mock.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- resources from the template -------------------------------------------------------------
+    def _build(self) -> None:
+        s = self.stack
+        iam, sqs, sns, events = (
+            self.client("iam"),
+            self.client("sqs"),
+            self.client("sns"),
+            self.client("events"),
+        )
+        for r in s.of_type("AWS::SQS::Queue"):
+            sqs.create_queue(QueueName=r.physical_id.rsplit("/", 1)[-1])
+        for r in s.of_type("AWS::SNS::Topic"):
+            sns.create_topic(Name=r.arn.rsplit(":", 1)[-1])
+            tap = sqs.create_queue(QueueName=f"sandbox-tap-{r.logical_id}")["QueueUrl"]
+            sns.subscribe(TopicArn=r.arn, Protocol="sqs", Endpoint=self._queue_arn(tap))
+            self.notification_tap = tap
+        for r in s.of_type("AWS::DynamoDB::Table"):
+            p = r.properties
+            kwargs: dict[str, Any] = {
+                k: p[k] for k in ("AttributeDefinitions", "KeySchema", "BillingMode") if k in p
+            }
+            if "GlobalSecondaryIndexes" in p:
+                kwargs["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
+            self.client("dynamodb").create_table(TableName=r.physical_id, **kwargs)
+        for r in s.of_type("AWS::Events::EventBus"):
+            events.create_event_bus(Name=r.physical_id)
+        for r in s.of_type("AWS::Scheduler::ScheduleGroup"):
+            self.client("scheduler").create_schedule_group(Name=r.physical_id)
+        for r in s.of_type("AWS::IAM::ManagedPolicy"):
+            iam.create_policy(
+                PolicyName=r.arn.rsplit("/", 1)[-1], PolicyDocument=json.dumps(r.properties["PolicyDocument"])
+            )
+        for r in s.of_type("AWS::IAM::Role"):
+            p = r.properties
+            iam.create_role(
+                RoleName=r.physical_id,
+                Path=p.get("Path", "/"),
+                AssumeRolePolicyDocument=json.dumps(p["AssumeRolePolicyDocument"]),
+            )
+            for policy in p.get("Policies", []):
+                # SAM's generated OnFailure policies carry no Version (IAM then assumes 2008-10-17,
+                # which moto refuses); ours all say 2012-10-17.
+                document = {"Version": "2012-10-17", **policy["PolicyDocument"]}
+                iam.put_role_policy(
+                    RoleName=r.physical_id,
+                    PolicyName=policy["PolicyName"],
+                    PolicyDocument=json.dumps(document),
+                )
+        for r in s.of_type("AWS::SSM::Document"):
+            self.ssm.documents[r.physical_id] = {
+                "type": r.properties["DocumentType"],
+                "content": r.properties["Content"],
+            }
+        self._build_functions()
+        for r in s.of_type("AWS::Events::Rule"):
+            self._build_rule(r)
+
+    def _build_functions(self) -> None:
+        invoke_configs = {
+            r.properties["FunctionName"]: r.properties
+            for r in self.stack.of_type("AWS::Lambda::EventInvokeConfig")
+        }
+        for r in self.stack.of_type("AWS::Lambda::Function"):
+            code = r.properties["Code"]["S3Key"].strip("/")  # e.g. functions/grant_access
+            module = code.replace("/", ".") + "." + r.properties["Handler"].split(".")[0]
+            env = {k: str(v) for k, v in r.properties.get("Environment", {}).get("Variables", {}).items()}
+            failure = invoke_configs.get(r.physical_id, {}).get("DestinationConfig", {}).get("OnFailure", {})
+            queue = failure.get("Destination")
+            self.functions[r.arn] = Function(
+                logical_id=r.logical_id,
+                name=r.physical_id,
+                arn=r.arn,
+                module=module,
+                environment=env,
+                on_failure_queue=self._queue_url(queue) if queue else None,
+            )
+            # Lambda gives every function its own environment; the engine reads distinct keys, so the
+            # union is the same environment each function sees.
+            os.environ.update(env)
+        if self.quiet:
+            os.environ["POWERTOOLS_LOG_LEVEL"] = "CRITICAL"
+            os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+
+    def _build_rule(self, r: cfn.Resource) -> None:
+        p = r.properties
+        bus = p.get("EventBusName", "default")
+        events, sqs = self.client("events"), self.client("sqs")
+        events.put_rule(Name=r.physical_id, EventBusName=bus, EventPattern=json.dumps(p["EventPattern"]))
+        for target in p["Targets"]:
+            # moto matches the template's pattern and delivers to this queue; the router invokes the target.
+            url = sqs.create_queue(QueueName=f"sandbox-rule-{r.logical_id}"[:80])["QueueUrl"]
+            events.put_targets(
+                Rule=r.physical_id,
+                EventBusName=bus,
+                Targets=[{"Id": target["Id"], "Arn": self._queue_arn(url)}],
+            )
+            self._rule_queues[url] = (r.logical_id, target["Arn"])
+
+    # -- delivery --------------------------------------------------------------------------------
+    def invoke(self, function_arn: str, event: Any, *, trigger: str) -> Invocation:
+        """Invoke a function asynchronously as Lambda does: retries, then the OnFailure queue."""
+        function = self.functions[function_arn]
+        context = _LambdaContext(function.name, function.arn)
+        invocation = Invocation(self.clock.now(), function.logical_id, trigger)
+        for _attempt in range(ASYNC_ATTEMPTS):
+            try:
+                invocation.result = function.handler()(json.loads(json.dumps(event)), context)
+                invocation.error = None
+                break
+            except Exception as exc:  # noqa: BLE001 - a Lambda runtime catches everything the handler raises
+                invocation.error = f"{type(exc).__name__}: {exc}"
+                invocation.result = traceback.format_exception_only(exc)[-1].strip()
+        if invocation.error and function.on_failure_queue:
+            self.client("sqs").send_message(
+                QueueUrl=function.on_failure_queue,
+                MessageBody=json.dumps({"requestPayload": event, "errorMessage": invocation.error}),
+            )
+        self.invocations.append(invocation)
+        return invocation
+
+    def settle(self, limit: int = 1000) -> None:
+        """Deliver routed events until none are left."""
+        sqs = self.client("sqs")
+        for _ in range(limit):
+            delivered = False
+            for url, (rule, target) in self._rule_queues.items():
+                for message in self._receive(sqs, url):
+                    self.invoke(target, json.loads(message["Body"]), trigger=f"rule {rule}")
+                    delivered = True
+            if not delivered:
+                return
+        raise RuntimeError("events kept flowing: the system did not settle")
+
+    def put_event(self, entry: dict[str, Any]) -> None:
+        result = self.client("events").put_events(Entries=[entry])
+        if result.get("FailedEntryCount"):
+            raise RuntimeError(f"put_events failed: {result}")
+
+    # -- time ------------------------------------------------------------------------------------
+    def advance(self, delta: timedelta, *, step: timedelta = timedelta(seconds=30)) -> None:
+        """Move the virtual clock, firing due schedules at each step (Scheduler's ~1 minute precision)."""
+        end = self.clock.now() + delta
+        self.settle()
+        while self.clock.now() < end:
+            self.clock.set(min(end, self.clock.now() + step))
+            self.fire_due()
+            self.settle()
+
+    def fire_due(self) -> list[Fired]:
+        scheduler = self.client("scheduler")
+        fired = []
+        for group in self.stack.of_type("AWS::Scheduler::ScheduleGroup"):
+            for summary in scheduler.list_schedules(GroupName=group.physical_id)["Schedules"]:
+                schedule = scheduler.get_schedule(Name=summary["Name"], GroupName=group.physical_id)
+                due = schedule_due(schedule)
+                if due is None or due > self.clock.now() or schedule.get("State") == "DISABLED":
+                    continue
+                target = schedule["Target"]
+                self.invoke(
+                    target["Arn"],
+                    json.loads(target.get("Input", "{}")),
+                    trigger=f"schedule {schedule['Name']}",
+                )
+                record = Fired(schedule["Name"], due, self.clock.now())
+                self.fired.append(record)
+                fired.append(record)
+                if schedule.get("ActionAfterCompletion") == "DELETE":
+                    scheduler.delete_schedule(Name=schedule["Name"], GroupName=group.physical_id)
+        return fired
+
+    # -- observation -----------------------------------------------------------------------------
+    def notifications(self) -> list[dict[str, Any]]:
+        out = []
+        for message in self._receive(self.client("sqs"), self.notification_tap):
+            body = json.loads(message["Body"])
+            out.append(
+                {
+                    "subject": body.get("Subject"),
+                    "attributes": {k: v["Value"] for k, v in body.get("MessageAttributes", {}).items()},
+                    "message": json.loads(body["Message"]),
+                }
+            )
+        return out
+
+    def function_arn(self, logical_id: str) -> str:
+        return self.stack.resources[logical_id].arn
+
+    def _receive(self, sqs: Any, url: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return out
+            for m in messages:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            out += messages
+
+    def _queue_arn(self, url: str) -> str:
+        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{url.rsplit('/', 1)[-1]}"
+
+    def _queue_url(self, arn: str) -> str:
+        return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
+
+
+def schedule_due(schedule: dict[str, Any]) -> datetime | None:
+    """When a one-time ``at()`` schedule is due, honouring ``ScheduleExpressionTimezone``."""
+    expression = schedule.get("ScheduleExpression", "")
+    if not (expression.startswith("at(") and expression.endswith(")")):
+        return None
+    local = datetime.fromisoformat(expression[3:-1])
+    zone = ZoneInfo(schedule.get("ScheduleExpressionTimezone") or "UTC")
+    return local.replace(tzinfo=zone).astimezone(UTC)
+
+
+__all__ = ["ACCOUNT", "REGION", "World", "schedule_due", "to_iso"]

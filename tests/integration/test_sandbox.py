@@ -1,0 +1,202 @@
+"""The offline sandbox: scenarios, the report's sources, routing, schedules and failure handling."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import cli
+from sandbox.scenario import Runner, ScenarioError, load, parse_duration, run_file
+from sandbox.world import World, schedule_due
+
+SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_shipped_scenarios_pass(path: Path) -> None:
+    report = run_file(path)
+    failed = [c.as_dict() for c in report.checks if not c.passed]
+    assert report.passed, (failed, report.failed_invocations)
+    assert report.checks
+
+
+def test_demo_prints_a_timeline_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "GRANTED alice -> web until 2026-11-24T09:10:00Z" in out
+    assert "REVOKED alice -> web (expired)" in out
+    assert "DENIED mallory -> web: self_approval" in out
+    assert out.strip().splitlines()[-1].startswith("== PASSED")
+
+
+def _scenario(steps: list[Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "principals": {"alice": {"type": "user"}, "bob": {"type": "user"}},
+        "instances": {"web": {}},
+        "steps": steps,
+        **extra,
+    }
+
+
+def test_report_states_iam_tags_not_the_engines_bookkeeping() -> None:
+    report = Runner(
+        _scenario([{"tamper": {"principal": "alice", "tags": {"SecurityAllowSessionInstance3": "web"}}}])
+    ).run()
+    # No grant exists, yet the tag is reported: it is read back from IAM.
+    assert list(report.principals["alice"]) == ["SecurityAllowSessionInstance3"]
+    assert report.grants == []
+
+
+def test_session_check_evaluates_the_policy_against_current_tags() -> None:
+    report = Runner(
+        _scenario(
+            [
+                {"session": {"principal": "alice", "instance": "web", "expect": "denied"}},
+                {"tamper": {"principal": "alice", "tags": {"SecurityAllowSessionInstance4": "web"}}},
+                {"session": {"principal": "alice", "instance": "web", "expect": "allowed"}},
+                {
+                    "tamper": {
+                        "principal": "alice",
+                        "tags": {"SecurityAllowSessionInstance4": "i-0123456789abcdef0"},
+                    }
+                },
+                {"session": {"principal": "alice", "instance": "web", "expect": "denied"}},
+            ]
+        )
+    ).run()
+    assert [c.actual for c in report.checks] == ["denied", "allowed", "denied"]
+
+
+def test_a_wrong_expectation_fails_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "wrong.yaml"
+    path.write_text(
+        json.dumps(_scenario([{"session": {"principal": "alice", "instance": "web", "expect": "allowed"}}]))
+    )
+    assert cli.main(["run", str(path)]) == 1
+    assert "FAIL session alice -> web" in capsys.readouterr().out
+
+
+def test_json_report_lists_events_tags_grants_schedules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "grant.yaml"
+    steps = [
+        {"request": {"id": "r1", "by": "alice", "instance": "web", "minutes": 5}},
+        {"approve": {"request": "r1", "by": "bob"}},
+    ]
+    path.write_text(json.dumps(_scenario(steps)))
+    assert cli.main(["run", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] is True
+    assert [e["event_type"] for e in report["events"]] == ["AccessGranted"]
+    [grant] = report["active_grants"]
+    assert grant["slot"] == 1
+    assert report["principals"]["alice"] == {"SecurityAllowSessionInstance": grant["instance_id"]}
+    [schedule] = report["schedules"]
+    assert schedule["expression"] == "at(2026-11-24T09:05:00)"
+    assert schedule["action_after_completion"] == "DELETE"
+    assert report["aws_calls"]["iam:TagUser"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("steps: [{fly: {}}]", "unknown step 'fly'"),
+        (
+            "steps: [{session: {principal: nobody, instance: web, expect: denied}}]",
+            "unknown principal 'nobody'",
+        ),
+        ("steps: [{advance: soon}]", "must look like 90s"),
+        ("steps: [{approve: {request: r9, by: alice}}]", "unknown request 'r9'"),
+        ("steps: 5", "a scenario is a mapping"),
+        ("steps: [", "is not valid YAML"),
+        ("parameters: {NoSuchParameter: 1}\nsteps: []", "template has no parameter 'NoSuchParameter'"),
+    ],
+)
+def test_scenario_mistakes_are_reported_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("principals: {alice: {}}\ninstances: {web: {}}\n" + content)
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_missing_scenario_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "no/such/file.yaml"]) == 2
+    assert "cannot read scenario" in capsys.readouterr().err
+
+
+def test_schedule_due_honours_the_time_zone() -> None:
+    due = schedule_due(
+        {"ScheduleExpression": "at(2026-11-24T10:00:00)", "ScheduleExpressionTimezone": "Europe/Berlin"}
+    )
+    assert due == datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    assert schedule_due({"ScheduleExpression": "rate(5 minutes)"}) is None
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("2h") == timedelta(hours=2)
+    with pytest.raises(ScenarioError):
+        parse_duration("5 minutes")
+
+
+def test_events_are_routed_only_when_the_template_pattern_matches() -> None:
+    with World() as world:
+        foreign = {
+            "Source": "aws.ssm",
+            "DetailType": "Change Request Status Update",
+            "Detail": json.dumps({"ops-item-status": "Approved", "change-template-document-name": "NotOurs"}),
+        }
+        world.put_event(foreign)
+        world.settle()
+        assert world.invocations == []
+
+
+def test_a_handler_that_keeps_failing_lands_in_the_on_failure_queue() -> None:
+    scenario = _scenario(
+        [
+            {"request": {"id": "r1", "by": "alice", "instance": "web"}},
+            {"approve": {"request": "r1", "by": "bob"}},
+        ]
+    )
+    runner = Runner(scenario)
+    original = World.__post_init__
+
+    def with_faults(self: World) -> None:
+        original(self)
+        self.faults["iam:TagUser"] = 100  # IAM keeps throttling beyond botocore's retries
+
+    World.__post_init__ = with_faults  # type: ignore[method-assign]
+    try:
+        report = runner.run()
+    finally:
+        World.__post_init__ = original  # type: ignore[method-assign]
+    assert not report.passed
+    [failure] = report.failed_invocations
+    assert failure["function"] == "GrantAccessFunction"
+    assert "ThrottlingException" in failure["error"]
+    assert report.principals["alice"] == {}
+
+
+def test_fake_ssm_refuses_requests_botocore_would_refuse() -> None:
+    with World() as world, pytest.raises(AssertionError, match="Runbooks"):
+        world.ssm.start_change_request_execution(
+            requester_arn="arn:aws:iam::123456789012:user/alice",
+            now=world.clock.now(),
+            DocumentName="AllowSsmSessionStartTemplate",
+        )
+
+
+def test_scenario_loader_names_scenarios_after_their_file(tmp_path: Path) -> None:
+    path = tmp_path / "named.yaml"
+    path.write_text("steps: []")
+    assert load(path)["name"] == "named"
