@@ -51,6 +51,12 @@ class SessionChecker:
         )
         return Decision(on_instance and on_document, on_instance, on_document, dict(node.tags))
 
+    def authorized(
+        self, kind: str, name: str, action: str, resource: str, context: dict[str, Any] | None = None
+    ) -> bool:
+        """Whether the principal's attached and inline policies allow ``action`` on ``resource``."""
+        return bool(local_check_authorization_full(self._node(kind, name), action, resource, context or {}))
+
     def _node(self, kind: str, name: str) -> Node:
         iam = self._iam
         if kind == "user":
