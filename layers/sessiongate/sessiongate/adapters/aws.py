@@ -7,9 +7,17 @@ Standard retries back off on throttling and on IAM ``ConcurrentModification``-st
 from __future__ import annotations
 
 import functools
+import random
 from typing import Any
 
 RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 6}}
+# IAM answers 409 ConcurrentModification when two writes to one principal overlap. It is transient, but
+# botocore's standard mode does not retry it (not a throttling, 5xx or modeled-retryable error), so it is
+# added to botocore's own retry loop for IAM, with the same capped exponential backoff.
+EXTRA_RETRYABLE = {"iam": frozenset({"ConcurrentModification"})}
+MAX_ATTEMPTS = 6
+BASE_DELAY = 0.2
+MAX_DELAY = 5.0
 
 
 @functools.cache
@@ -17,7 +25,31 @@ def client(service: str, region: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client(service, region_name=region, config=Config(**RETRY_CONFIG))
+    made = boto3.session.Session().client(service, region_name=region, config=Config(**RETRY_CONFIG))
+    extend_retries(made, service)
+    return made
+
+
+def extend_retries(made: Any, service: str) -> None:
+    """Teach botocore's retry loop the service's extra transient error codes (no-op for others)."""
+    codes = EXTRA_RETRYABLE.get(service)
+    if codes:
+        event = f"needs-retry.{made.meta.service_model.service_id.hyphenize()}"
+        made.meta.events.register(
+            event, functools.partial(_retry_delay, codes), unique_id=f"sessiongate-{event}"
+        )
+
+
+def _retry_delay(
+    codes: frozenset[str], response: Any = None, attempts: int = 1, caught_exception: Any = None, **_: Any
+) -> float | None:
+    """botocore ``needs-retry`` handler: a delay in seconds to retry after, or ``None`` to not retry."""
+    if response is None or attempts >= MAX_ATTEMPTS:
+        return None
+    code = response[1].get("Error", {}).get("Code") if isinstance(response[1], dict) else None
+    if code not in codes:
+        return None
+    return min(MAX_DELAY, BASE_DELAY * 2 ** (attempts - 1)) * (0.5 + random.random() / 2)  # noqa: S311
 
 
 def error_code(exc: BaseException) -> str:

@@ -1,0 +1,70 @@
+"""Fault injection at the HTTP layer: AWS error responses that botocore parses and retries as real ones.
+
+A fault is registered on a client's ``before-send`` event for one operation, so botocore sees a genuine
+error response (protocol-correct body and status) and applies its own retry logic to it, exactly as it
+would to a real throttle or conflict; moto answers once the fault is used up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+from moto.core.botocore_stubber import MockRawResponse
+
+THROTTLING = "ThrottlingException"
+CONCURRENT_MODIFICATION = "ConcurrentModification"
+
+
+@dataclass
+class Fault:
+    operation: str  # e.g. "iam:TagUser"
+    code: str
+    remaining: int
+    status: int = 400
+    injected: int = 0
+
+
+def error_response(service_model: Any, code: str, status: int, url: str) -> AWSResponse:
+    protocol = service_model.protocol
+    if protocol in ("query", "ec2"):
+        body = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+            "<Message>injected by the sandbox</Message></Error>"
+            "<RequestId>sandbox</RequestId></ErrorResponse>"
+        ).encode()
+        headers = {"Content-Type": "text/xml"}
+    else:
+        body = json.dumps({"__type": code, "message": "injected by the sandbox"}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-ErrorType": code}
+    return AWSResponse(url, status, headers, MockRawResponse(body))
+
+
+class FaultInjector:
+    def __init__(self) -> None:
+        self.faults: list[Fault] = []
+
+    def add(self, operation: str, code: str, times: int, status: int | None = None) -> Fault:
+        default = 409 if code == CONCURRENT_MODIFICATION else 400
+        fault = Fault(operation, code, times, status or default)
+        self.faults.append(fault)
+        return fault
+
+    def attach(self, client: Any) -> None:
+        model = client.meta.service_model
+        prefix = model.service_id.hyphenize()
+
+        def before_send(request: Any, event_name: str = "", **_: Any) -> AWSResponse | None:
+            operation = f"{model.service_name}:{event_name.rsplit('.', 1)[-1]}"
+            for fault in self.faults:
+                if fault.operation == operation and fault.remaining > 0:
+                    fault.remaining -= 1
+                    fault.injected += 1
+                    return error_response(model, fault.code, fault.status, request.url)
+            return None
+
+        client.meta.events.register(
+            f"before-send.{prefix}", before_send, unique_id=f"sandbox-faults-{prefix}"
+        )
