@@ -62,7 +62,11 @@ class FaultInjector:
                 if fault.operation == operation and fault.remaining > 0:
                     fault.remaining -= 1
                     fault.injected += 1
-                    return error_response(model, fault.code, fault.status, request.url)
+                    url = request.url
+                    # botocore emits before-send to every handler and takes the first answer: point the
+                    # request elsewhere so moto's handler (which runs after this one) does not act on it.
+                    request.url = "https://fault-injected.sandbox.invalid/"
+                    return error_response(model, fault.code, fault.status, url)
             return None
 
         client.meta.events.register(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -19,10 +20,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sessiongate import runtime
+from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
 from . import cfn
 from .fake_ssm import FakeSsm
+from .faults import FaultInjector
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -92,7 +95,9 @@ class World:
         self.calls: Counter[str] = Counter()
         self.invocations: list[Invocation] = []
         self.fired: list[Fired] = []
-        self.faults: dict[str, int] = {}  # operation -> remaining injected failures
+        self.faults = FaultInjector()
+        self.retry_sleeps: list[float] = []
+        self._periodic: list[list[Any]] = []  # [rule, target arn, period, next due]
         self._clients: dict[str, Any] = {}
         self._mock = mock_aws()
         self._mock.start()
@@ -107,6 +112,11 @@ class World:
             self.close()
             raise
         runtime.override(clock=self.clock, client=self.client)
+        # botocore's retry backoff sleeps for real; here it is recorded, and time stays virtual.
+        import botocore.endpoint
+
+        self._real_time = botocore.endpoint.time
+        botocore.endpoint.time = _VirtualSleep(self.retry_sleeps)
 
     # -- AWS clients (moto), counted --------------------------------------------------------------
     def client(self, service: str) -> Any:
@@ -116,22 +126,21 @@ class World:
             import boto3
             from botocore.config import Config
 
-            c = boto3.client(service, region_name=REGION, config=Config(retries={"mode": "standard"}))
+            c = boto3.client(service, region_name=REGION, config=Config(**aws.RETRY_CONFIG))
+            aws.extend_retries(c, service)
             c.meta.events.register("before-call.*.*", self._before_call)
+            self.faults.attach(c)
             self._clients[service] = c
         return self._clients[service]
 
     def _before_call(self, model: Any, **_: Any) -> None:
-        operation = f"{model.service_model.service_name}:{model.name}"
-        self.calls[operation] += 1
-        remaining = self.faults.get(operation, 0)
-        if remaining:
-            from botocore.exceptions import ClientError
-
-            self.faults[operation] = remaining - 1
-            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "injected"}}, model.name)
+        self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
     def close(self) -> None:
+        import botocore.endpoint
+
+        if hasattr(self, "_real_time"):
+            botocore.endpoint.time = self._real_time
         runtime.override()
         self._mock.stop()
         for key, value in self._saved_env.items():
@@ -231,6 +240,12 @@ class World:
 
     def _build_rule(self, r: cfn.Resource) -> None:
         p = r.properties
+        if "ScheduleExpression" in p:
+            # Scheduled rules (the reconciler) fire on the virtual clock.
+            period = rate_period(p["ScheduleExpression"])
+            for target in p["Targets"]:
+                self._periodic.append([r.logical_id, target["Arn"], period, self.clock.now() + period])
+            return
         bus = p.get("EventBusName", "default")
         events, sqs = self.client("events"), self.client("sqs")
         events.put_rule(Name=r.physical_id, EventBusName=bus, EventPattern=json.dumps(p["EventPattern"]))
@@ -297,6 +312,12 @@ class World:
     def fire_due(self) -> list[Fired]:
         scheduler = self.client("scheduler")
         fired = []
+        for periodic in self._periodic:
+            rule, target, period, due = periodic
+            while due <= self.clock.now():
+                self.invoke(target, _scheduled_event(rule, due), trigger=f"rule {rule}")
+                due += period
+            periodic[3] = due
         for group in self.stack.of_type("AWS::Scheduler::ScheduleGroup"):
             for summary in scheduler.list_schedules(GroupName=group.physical_id)["Schedules"]:
                 schedule = scheduler.get_schedule(Name=summary["Name"], GroupName=group.physical_id)
@@ -348,6 +369,43 @@ class World:
 
     def _queue_url(self, arn: str) -> str:
         return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
+
+
+class _VirtualSleep:
+    """Stands in for the ``time`` module inside botocore.endpoint: retries do not wait for real."""
+
+    def __init__(self, sleeps: list[float]) -> None:
+        self._sleeps = sleeps
+
+    def sleep(self, seconds: float) -> None:
+        self._sleeps.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        import time
+
+        return getattr(time, name)
+
+
+def rate_period(expression: str) -> timedelta:
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not match:
+        raise ValueError(f"unsupported schedule expression {expression!r}")
+    unit = match.group(2).rstrip("s") + "s"
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def _scheduled_event(rule: str, at: datetime) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": f"sandbox-{rule}-{int(at.timestamp())}",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": to_iso(at),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}"],
+        "detail": {},
+    }
 
 
 def schedule_due(schedule: dict[str, Any]) -> datetime | None:

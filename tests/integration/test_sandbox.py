@@ -173,7 +173,7 @@ def test_a_handler_that_keeps_failing_lands_in_the_on_failure_queue() -> None:
 
     def with_faults(self: World) -> None:
         original(self)
-        self.faults["iam:TagUser"] = 100  # IAM keeps throttling beyond botocore's retries
+        self.faults.add("iam:TagUser", "Throttling", times=100)  # beyond botocore's retries
 
     World.__post_init__ = with_faults  # type: ignore[method-assign]
     try:
@@ -183,7 +183,8 @@ def test_a_handler_that_keeps_failing_lands_in_the_on_failure_queue() -> None:
     assert not report.passed
     [failure] = report.failed_invocations
     assert failure["function"] == "GrantAccessFunction"
-    assert "ThrottlingException" in failure["error"]
+    assert "(Throttling)" in failure["error"]
+    assert "reached max retries" in failure["error"]
     assert report.principals["alice"] == {}
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from . import guardrails, slots
 from .adapters.bus import Bus
 from .adapters.changes import ChangeRequests
@@ -47,6 +49,9 @@ PROVISIONING_GRACE = timedelta(minutes=5)
 START_TOLERANCE = timedelta(seconds=60)
 
 REASON_EXPIRED = "expired"
+# Scheduler fires at() schedules within a minute: the reconciler only steps in after that.
+RECONCILE_TOLERANCE = timedelta(seconds=90)
+REPAIR_HOLDER = "reconciler-repair"
 
 
 class OriginVerifier(Protocol):
@@ -244,6 +249,104 @@ class Engine:
         )
         return Outcome("revoked", grant_id, {"reason": reason, "untagged": holds_slot})
 
+    # ------------------------------------------------------------------------------ reconciler
+    def reconcile(self) -> Outcome:
+        """Repair what lost or failed deliveries left behind; report every repair.
+
+        1. ACTIVE grants past expiry (their schedule was lost or failed): revoke them.
+        2. PROVISIONING grants stuck past the grace period: undo and deny them (or revoke if expired).
+        3. ACTIVE grants whose revoke schedule is missing: re-create it.
+        4. Slot tags that no live grant explains (drift, manual tagging) on principals that hold the
+           operator policy or a live grant: remove them, holding the slot's lock while doing so.
+        Every item is attempted; if any repair failed the run raises at the end (alarm, retry).
+        """
+        log = bind()
+        now = self.clock.now()
+        repairs: dict[str, list[str]] = {
+            "revoked": [],
+            "abandoned": [],
+            "schedules_recreated": [],
+            "drift_removed": [],
+        }
+        failures: list[str] = []
+        live = self.ledger.live_grants()
+        for grant in live:
+            try:
+                kind = self._reconcile_grant(grant, now)
+            except (TransientError, ClientError, BotoCoreError) as exc:
+                log.exception("reconciler could not repair a grant", extra={"grant_id": grant.grant_id})
+                failures.append(f"{grant.grant_id}: {exc}")
+                continue
+            if kind:
+                repairs[kind].append(grant.grant_id)
+        principals = {(PrincipalType(g.principal_type), g.principal_name) for g in live}
+        if self.settings.operator_policy_arn:
+            principals |= self.directory.policy_principals(self.settings.operator_policy_arn)
+        for kind_, name in sorted(principals):
+            try:
+                repairs["drift_removed"] += self._remove_drift(kind_, name)
+            except (ClientError, BotoCoreError) as exc:
+                log.exception("reconciler could not check a principal", extra={"principal_name": name})
+                failures.append(f"{kind_.value}/{name}: {exc}")
+        total = sum(len(v) for v in repairs.values())
+        for kind, items in repairs.items():
+            if items:
+                metrics().add("ReconcilerRepairs", len(items), repair=kind)
+        if total:
+            log.warning("reconciler repaired drift", extra={"repairs": repairs})
+            self.notifier.publish(
+                "ReconcilerRepaired",
+                {"at": to_iso(now), "account": self.settings.account_id, "repairs": repairs},
+                subject=f"SessionGate: reconciler made {total} repair(s)",
+            )
+        if failures:
+            raise TransientError(f"reconciler left {len(failures)} item(s) unrepaired: {failures[:5]}")
+        return Outcome("reconciled", None, {"repairs": repairs, "checked_grants": len(live)})
+
+    def _reconcile_grant(self, grant: Grant, now: datetime) -> str | None:
+        expires = grant.expires
+        if grant.status is GrantStatus.PROVISIONING:
+            if now - parse_iso(grant.created_at) < PROVISIONING_GRACE:
+                return None  # a grant invocation may still be working on it
+            if grant.slot is not None and expires is not None and now >= expires:
+                return "revoked" if self.revoke(grant.grant_id, by="reconciler").result == "revoked" else None
+            outcome = self._abandon(
+                grant, [Denial("provisioning_timeout", "the grant never finished provisioning")]
+            )
+            return "abandoned" if outcome.result == "denied" else None
+        if expires is not None and now >= expires + RECONCILE_TOLERANCE:
+            return "revoked" if self.revoke(grant.grant_id, by="reconciler").result == "revoked" else None
+        name = grant.schedule_name or REVOKE_PREFIX + grant.grant_id
+        if expires is not None and now < expires and not self.schedules.exists(name):
+            self.schedules.create_once(
+                name,
+                expires,
+                self.settings.revoke_target_arn,
+                {"grant_id": grant.grant_id, "reason": REASON_EXPIRED},
+            )
+            return "schedules_recreated"
+        return None
+
+    def _remove_drift(self, kind: PrincipalType, name: str) -> list[str]:
+        principal = self.directory.get_principal(kind, name)
+        if principal is None:
+            return []
+        removed = []
+        lowered = {k.lower() for k in principal.tags}
+        for slot in range(1, self.settings.slot_count + 1):
+            keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
+            if not keys or self.ledger.slot_holder(principal.arn, slot) is not None:
+                continue
+            # Hold the free slot while untagging, so a grant cannot take it and tag it meanwhile.
+            if not self.ledger.lock_free_slot(principal.arn, slot, REPAIR_HOLDER):
+                continue
+            try:
+                self.directory.untag(kind, name, keys)
+            finally:
+                self.ledger.release_slot(principal.arn, slot, REPAIR_HOLDER)
+            removed.append(f"{principal.arn}#{slot}")
+        return removed
+
     # ------------------------------------------------------------------------------ Change Manager
     def on_change_request(self, event: object) -> Outcome:
         if self.changes is None or self.bus is None:
@@ -355,7 +458,8 @@ class Engine:
                 PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
             )
             self.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
-        self.ledger.mark_denied(grant, [d.as_dict() for d in denials])
+        if not self.ledger.mark_denied(grant, [d.as_dict() for d in denials]):
+            return Outcome("superseded", grant.grant_id)
         return self._notify_denied(grant)
 
     def _notify_denied(self, grant: Grant) -> Outcome:

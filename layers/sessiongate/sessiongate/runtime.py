@@ -20,6 +20,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "grant": _COMMON + _SCHEDULING + ("revoke_target_arn",),
     "revoke": _COMMON,
     "adapter": _COMMON + _SCHEDULING + ("event_bus_name", "adapter_target_arn"),
+    "reconcile": _COMMON + _SCHEDULING + ("revoke_target_arn", "operator_policy_arn"),
 }
 
 

@@ -23,6 +23,7 @@ class Settings:
     schedule_group: str = ""
     revoke_target_arn: str = ""
     adapter_target_arn: str = ""
+    operator_policy_arn: str = ""
     scheduler_role_arn: str = ""
     schedule_dlq_arn: str = ""
     change_template_name: str = "AllowSsmSessionStartTemplate"
@@ -48,6 +49,7 @@ class Settings:
         "schedule_group": "SESSIONGATE_SCHEDULE_GROUP",
         "revoke_target_arn": "SESSIONGATE_REVOKE_TARGET_ARN",
         "adapter_target_arn": "SESSIONGATE_ADAPTER_TARGET_ARN",
+        "operator_policy_arn": "SESSIONGATE_OPERATOR_POLICY_ARN",
         "scheduler_role_arn": "SESSIONGATE_SCHEDULER_ROLE_ARN",
         "schedule_dlq_arn": "SESSIONGATE_SCHEDULE_DLQ_ARN",
         "change_template_name": "SESSIONGATE_CHANGE_TEMPLATE",

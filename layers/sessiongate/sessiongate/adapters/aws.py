@@ -49,7 +49,7 @@ def _retry_delay(
     code = response[1].get("Error", {}).get("Code") if isinstance(response[1], dict) else None
     if code not in codes:
         return None
-    return min(MAX_DELAY, BASE_DELAY * 2 ** (attempts - 1)) * (0.5 + random.random() / 2)  # noqa: S311
+    return float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempts - 1)) * (0.5 + random.random() / 2))  # noqa: S311
 
 
 def error_code(exc: BaseException) -> str:

@@ -44,6 +44,19 @@ class Directory:
             return self._tags(self._iam.list_user_tags, UserName=name)
         return self._tags(self._iam.list_role_tags, RoleName=name)
 
+    def policy_principals(self, policy_arn: str) -> set[tuple[PrincipalType, str]]:
+        """Users and roles the policy is attached to, directly or through a group."""
+        found: set[tuple[PrincipalType, str]] = set()
+        groups: list[str] = []
+        for page in self._iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=policy_arn):
+            found |= {(PrincipalType.USER, u["UserName"]) for u in page.get("PolicyUsers", [])}
+            found |= {(PrincipalType.ROLE, r["RoleName"]) for r in page.get("PolicyRoles", [])}
+            groups += [g["GroupName"] for g in page.get("PolicyGroups", [])]
+        for group in groups:
+            for page in self._iam.get_paginator("get_group").paginate(GroupName=group):
+                found |= {(PrincipalType.USER, u["UserName"]) for u in page.get("Users", [])}
+        return found
+
     def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None:
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         try:

@@ -193,21 +193,37 @@ class Ledger:
         grant.status, grant.schedule_name = GrantStatus.ACTIVE, schedule_name
         return True
 
-    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> None:
-        """Turn a PROVISIONING record into DENIED (a denial found after the record was written)."""
-        self._db.update_item(
-            TableName=self._table,
-            Key=grant_key(grant.grant_id),
-            UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
-            ConditionExpression="#s = :prov",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":denied": {"S": GrantStatus.DENIED.value},
-                ":prov": {"S": GrantStatus.PROVISIONING.value},
-                ":d": _ser(denials),
-            },
-        )
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
+        """Turn a PROVISIONING record into DENIED; ``False`` if it is not PROVISIONING any more."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=grant_key(grant.grant_id),
+                UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
+                ConditionExpression="#s = :prov",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":denied": {"S": GrantStatus.DENIED.value},
+                    ":prov": {"S": GrantStatus.PROVISIONING.value},
+                    ":d": _ser(denials),
+                },
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
         grant.status, grant.denials = GrantStatus.DENIED, denials
+        return True
+
+    def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool:
+        """Hold a *free* slot under ``holder`` (drift repair), so no grant takes it meanwhile."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_item({"pk": f"SLOT#{principal_arn}#{slot}", "kind": "slot", "grant_id": holder}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool:
         """Mark the grant REVOKED and, when it holds its slot, free the slot in the same transaction.
