@@ -17,6 +17,7 @@ import yaml
 
 from sessiongate.clock import to_iso
 from sessiongate.slots import INSTANCE_KEY, USER_KEY
+from sessiongate.slots import instance_key as slot_key
 
 from .policy import SessionChecker
 from .world import ACCOUNT, REGION, World
@@ -27,6 +28,10 @@ STEP_KINDS = (
     "reject",
     "advance",
     "tamper",
+    "fault",
+    "drop_schedule",
+    "redeliver",
+    "reconcile",
     "session",
     "tags",
     "grant",
@@ -73,11 +78,18 @@ class Report:
     schedules: list[dict[str, Any]] = field(default_factory=list)
     revocations: list[dict[str, Any]] = field(default_factory=list)
     failed_invocations: list[dict[str, Any]] = field(default_factory=list)
+    invariant_violations: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)
     aws_calls: dict[str, int] = field(default_factory=dict)
+    expect_failed_invocations: bool = False
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks) and not self.failed_invocations
+        return (
+            all(c.passed for c in self.checks)
+            and not self.invariant_violations
+            and (self.expect_failed_invocations or not self.failed_invocations)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +105,8 @@ class Report:
             "schedules": self.schedules,
             "revocations": self.revocations,
             "failed_invocations": self.failed_invocations,
+            "invariant_violations": self.invariant_violations,
+            "faults": self.faults,
             "timeline": self.timeline,
             "aws_calls": self.aws_calls,
         }
@@ -128,7 +142,9 @@ class Runner:
         self.principals: dict[str, dict[str, Any]] = {}
         self.instances: dict[str, str] = {}
         self.requests: dict[str, dict[str, Any]] = {}
-        self._seen_events: list[dict[str, Any]] = []
+        self._faults: list[Any] = []
+        self._leak_seen: dict[tuple[str, str], datetime] = {}
+        self.report.expect_failed_invocations = bool(scenario.get("expect_failed_invocations", False))
 
     # -- setup -------------------------------------------------------------------------------------
     def run(self) -> Report:
@@ -144,8 +160,10 @@ class Runner:
             self.world = world
             self.checker = SessionChecker(world.client("iam"), REGION, ACCOUNT)
             self._setup()
+            self.period = timedelta(minutes=int(world.stack.parameters.get("ReconcilerRateMinutes") or 5))
             for index, step in enumerate(self.scenario["steps"], start=1):
                 self._step(index, step)
+                self._invariants(index)
             self._finish()
         return self.report
 
@@ -159,15 +177,17 @@ class Runner:
                 raise ScenarioError(f"principal {name}: type must be user or role")
             path = spec.get("path", "/")
             tags = [{"Key": k, "Value": str(v)} for k, v in (spec.get("tags") or {}).items()]
+            operator = spec.get("operator", True)  # false: the operator policy is not attached
             if kind == "user":
                 arn = iam.create_user(UserName=name, Path=path, Tags=tags)["User"]["Arn"]
-                iam.attach_user_policy(UserName=name, PolicyArn=operator_policy)
+                if operator:
+                    iam.attach_user_policy(UserName=name, PolicyArn=operator_policy)
             else:
                 trust = '{"Version":"2012-10-17","Statement":[]}'
-                arn = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=trust, Tags=tags)[
-                    "Role"
-                ]["Arn"]
-                iam.attach_role_policy(RoleName=name, PolicyArn=operator_policy)
+                role = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=trust, Tags=tags)
+                arn = role["Role"]["Arn"]
+                if operator:
+                    iam.attach_role_policy(RoleName=name, PolicyArn=operator_policy)
             self.principals[name] = {"type": kind, "arn": arn}
         for name, spec in (self.scenario.get("instances") or {}).items():
             spec = spec or {}
@@ -283,6 +303,53 @@ class Runner:
             iam.tag_role(RoleName=name, Tags=tags)
         self._say(name, f"tags set by hand: {', '.join(t['Key'] for t in tags)}")
 
+    def _fault(self, index: int, spec: dict[str, Any]) -> None:
+        """Make the next ``times`` attempts of an AWS operation fail with ``code`` (botocore retries)."""
+        operation = self._need(spec, "operation", index)
+        if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", str(operation)):
+            raise ScenarioError(f"step {index}: operation must look like iam:TagUser")
+        code, times = str(spec.get("code", "ThrottlingException")), int(spec.get("times", 1))
+        fault = self.world.faults.add(operation, code, times)
+        self.report.faults.append({"step": index, "operation": operation, "code": code, "times": times})
+        self._faults.append(fault)
+        self._say("fault", f"next {times} call(s) of {operation} fail with {code}")
+
+    def _drop_schedule(self, index: int, spec: dict[str, Any]) -> None:
+        """Lose a grant's revoke schedule (deleted by hand, or never delivered)."""
+        request = self._request_of(spec, index)
+        group = self.world.stack.resources["ScheduleGroup"].physical_id
+        scheduler = self.world.client("scheduler")
+        try:
+            scheduler.delete_schedule(Name=f"sg-revoke-{request['grant_id']}", GroupName=group)
+            self._say("fault", f"revoke schedule of [{spec['request']}] is lost")
+        except scheduler.exceptions.ResourceNotFoundException:
+            self._say("fault", f"[{spec['request']}] had no revoke schedule to lose")
+
+    def _redeliver(self, index: int, spec: dict[str, Any]) -> None:
+        """Deliver a trigger again (EventBridge and Scheduler deliver at least once)."""
+        request = self._request_of(spec, index)
+        what = spec.get("what", "approval")
+        if what == "approval":
+            self.world.put_event(
+                self.world.ssm.status_event(
+                    request["execution_id"], account=ACCOUNT, region=REGION, now=self.world.clock.now()
+                )
+            )
+            self.world.settle()
+        elif what == "revoke":
+            payload = {"grant_id": request["grant_id"], "reason": "expired"}
+            self.world.invoke(
+                self.world.function_arn("RevokeAccessFunction"), payload, trigger="redelivered schedule"
+            )
+        else:
+            raise ScenarioError(f"step {index}: redeliver what must be approval or revoke")
+        self._say("fault", f"{what} of [{spec['request']}] delivered again")
+
+    def _reconcile(self, index: int, spec: dict[str, Any]) -> None:
+        arn = self.world.function_arn("ReconcileGrantsFunction")
+        self.world.invoke(arn, {"source": "aws.events", "detail-type": "Scheduled Event"}, trigger="scenario")
+        self._say("reconciler", "runs")
+
     def _session(self, index: int, spec: dict[str, Any]) -> None:
         name = self._need(spec, "principal", index)
         principal = self._principal(name, index)
@@ -324,6 +391,59 @@ class Runner:
         )
         label = f"notification {event_type}" + (f" for [{spec['request']}]" if grant_id else "")
         self._check(index, label, spec.get("expect", True), seen)
+
+    # -- invariants ----------------------------------------------------------------------------------
+    def _invariants(self, index: int) -> None:
+        """After every step: tags match live grants; nothing expired outlives one reconciler period."""
+        now = self.world.clock.now()
+        grace = self.period + timedelta(seconds=90)
+        items = self._items()
+        grants = [i for i in items if i.get("kind") == "grant"]
+        holders = {i["pk"].removeprefix("SLOT#"): i.get("grant_id") for i in items if i.get("kind") == "slot"}
+        by_id = {g["grant_id"]: g for g in grants}
+        tags = {name: self._slot_tags(name) for name in self.principals}
+        for grant in grants:
+            if grant.get("status") != "ACTIVE":
+                continue
+            expires = _time(grant["expires_at"])
+            name = grant["principal_arn"].rsplit("/", 1)[-1]
+            key = slot_key(int(grant["slot"]))
+            if now < expires and tags.get(name, {}).get(key) != grant["instance_id"]:
+                self._violate(index, "lost_tag", f"{grant['grant_id']} is active but {name} lacks {key}")
+            if now > expires + grace:
+                self._violate(
+                    index, "overdue_grant", f"{grant['grant_id']} expired {to_iso(expires)}, still active"
+                )
+        for name, slot_tags in tags.items():
+            arn = self.principals[name]["arn"]
+            for key, value in slot_tags.items():
+                if not key.startswith(INSTANCE_KEY):
+                    continue
+                slot = int(key.removeprefix(INSTANCE_KEY) or 1)
+                holder = by_id.get(str(holders.get(f"{arn}#{slot}")))
+                explained = holder is not None and holder.get("status") in ("ACTIVE", "PROVISIONING")
+                explained = explained and holder is not None and holder.get("instance_id") == value
+                seen = self._leak_seen.setdefault((name, key), now) if not explained else None
+                if explained:
+                    self._leak_seen.pop((name, key), None)
+                elif seen is not None and now - seen > grace:
+                    self._violate(index, "leaked_tag", f"{name} keeps {key}={value} with no live grant")
+
+    def _violate(self, index: int, kind: str, text: str) -> None:
+        violation = {"step": index, "at": to_iso(self.world.clock.now()), "invariant": kind, "detail": text}
+        if violation not in self.report.invariant_violations:
+            self.report.invariant_violations.append(violation)
+            self._say("INVARIANT", f"{kind}: {text}")
+
+    def _items(self) -> list[dict[str, Any]]:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        table = self.world.stack.resources["GrantsTable"].physical_id
+        des = TypeDeserializer()
+        items = []
+        for page in self.world.client("dynamodb").get_paginator("scan").paginate(TableName=table):
+            items += [{k: des.deserialize(v) for k, v in item.items()} for item in page["Items"]]
+        return items
 
     # -- reading the emulated AWS state ------------------------------------------------------------
     def _slot_tags(self, name: str) -> dict[str, str]:
@@ -381,6 +501,7 @@ class Runner:
                 "reason",
                 "denials",
                 "problem",
+                "repairs",
             ):
                 if message.get(key) not in (None, "", []):
                     event[key] = message[key]
@@ -390,14 +511,9 @@ class Runner:
             )
 
     def _finish(self) -> None:
-        from boto3.dynamodb.types import TypeDeserializer
-
         for name in self.principals:
             self.report.principals[name] = self._slot_tags(name)
-        table = self.world.stack.resources["GrantsTable"].physical_id
-        des = TypeDeserializer()
-        for item in self.world.client("dynamodb").scan(TableName=table)["Items"]:
-            plain = {k: des.deserialize(v) for k, v in item.items()}
+        for plain in self._items():
             if plain.get("kind") == "grant" and plain.get("status") == "ACTIVE":
                 grant = {k: plain.get(k) for k in ("grant_id", "principal_arn", "instance_id", "expires_at")}
                 grant["slot"] = int(plain["slot"]) if plain.get("slot") is not None else None
@@ -418,6 +534,8 @@ class Runner:
             if i.error
         ]
         self.report.aws_calls = dict(sorted(self.world.calls.items()))
+        for record, fault in zip(self.report.faults, self._faults, strict=True):
+            record["injected"] = fault.injected
         self.report.timeline.sort(key=lambda line: line["at"])  # stable: same-time lines keep their order
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -464,6 +582,9 @@ def _describe(event: dict[str, Any], instances: dict[str, str]) -> str:
     if kind == "AccessDenied":
         codes = ", ".join(d["code"] for d in event.get("denials", []))
         return f"DENIED {principal or '?'} -> {instance or '?'}: {codes}"
+    if kind == "ReconcilerRepaired":
+        done = {k: len(v) for k, v in event.get("repairs", {}).items() if v}
+        return "RECONCILER repaired " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in done.items())
     return f"{kind}: {event.get('problem', '')}"
 
 

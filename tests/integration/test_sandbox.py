@@ -201,3 +201,34 @@ def test_scenario_loader_names_scenarios_after_their_file(tmp_path: Path) -> Non
     path = tmp_path / "named.yaml"
     path.write_text("steps: []")
     assert load(path)["name"] == "named"
+
+
+def test_a_leak_the_reconciler_cannot_see_is_reported_as_an_invariant_violation() -> None:
+    scenario = _scenario(
+        [
+            {"tamper": {"principal": "eve", "tags": {"SecurityAllowSessionInstance": "web"}}},
+            {"advance": "12m"},
+        ]
+    )
+    # eve does not hold the operator policy: outside the reconciler's scope, so the tag stays.
+    scenario["principals"]["eve"] = {"type": "user", "operator": False}
+    report = Runner(scenario).run()
+    assert not report.passed
+    assert [v["invariant"] for v in report.invariant_violations] == ["leaked_tag"]
+    assert report.principals["eve"] == {
+        "SecurityAllowSessionInstance": report.principals["eve"]["SecurityAllowSessionInstance"]
+    }
+
+
+def test_fault_injections_are_reported_with_what_they_did() -> None:
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "faults-and-duplicates.yaml"
+    report = run_file(path)
+    assert report.passed
+    injected = {f["operation"]: f["injected"] for f in report.faults}
+    assert injected["iam:TagUser"] == 2
+    assert injected["dynamodb:TransactWriteItems"] == 2
+    assert injected["sns:Publish"] >= 2  # the outage swallowed notifications...
+    assert [e["event_type"] for e in report.events].count(
+        "AccessGranted"
+    ) == 1  # ...but not the first grant's
+    assert report.invariant_violations == []

@@ -1,0 +1,183 @@
+"""Reconciler: lost schedules, stuck grants and tag drift are repaired and reported."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from sessiongate.engine import Engine
+from sessiongate.errors import TransientError
+from sessiongate.model import GrantStatus
+from tests.support.stack import ACCOUNT, Stack
+
+
+@pytest.fixture
+def engine(stack: Stack) -> Engine:
+    iam = stack.client("iam")
+    policy = iam.create_policy(
+        PolicyName="AllowStartSsmSessionBasedOnIamTags",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
+    stack.settings = replace(stack.settings, operator_policy_arn=policy)
+    return stack.engine()
+
+
+def _operator(stack: Stack, name: str, **tags: str) -> None:
+    stack.user(name, tags=tags or None)
+    stack.client("iam").attach_user_policy(UserName=name, PolicyArn=stack.settings.operator_policy_arn)
+
+
+def _grant(stack: Stack, engine: Engine, principal: str = "alice", minutes: int = 10) -> str:
+    request = stack.approved(instance_id=stack.instance(), principal=principal, minutes=minutes)
+    assert engine.grant(request.to_detail()).result == "granted"
+    return request.grant_id
+
+
+def _repairs(outcome: object) -> dict[str, list[str]]:
+    return outcome.detail["repairs"]  # type: ignore[attr-defined,no-any-return]
+
+
+def test_nothing_to_repair_sends_nothing(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    _grant(stack, engine)
+    stack.notifications()
+    outcome = engine.reconcile()
+    assert outcome.result == "reconciled"
+    assert all(not v for v in _repairs(outcome).values())
+    assert stack.notifications() == []
+
+
+def test_overdue_grant_whose_schedule_was_lost_is_revoked(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    grant_id = _grant(stack, engine)
+    engine.schedules.delete(f"sg-revoke-{grant_id}")
+    stack.clock.advance(timedelta(minutes=12))
+    stack.notifications()
+
+    outcome = engine.reconcile()
+
+    assert _repairs(outcome)["revoked"] == [grant_id]
+    assert stack.tags("user", "alice") == {}
+    grant = engine.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.status is GrantStatus.REVOKED
+    assert grant.revoked_by == "reconciler"
+    types = [n["attributes"]["event_type"] for n in stack.notifications()]
+    assert types == ["AccessRevoked", "ReconcilerRepaired"]
+
+
+def test_grant_just_past_expiry_is_left_to_its_schedule(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    grant_id = _grant(stack, engine)
+    stack.clock.advance(timedelta(minutes=10, seconds=30))
+    assert _repairs(engine.reconcile())["revoked"] == []
+    assert engine.ledger.get_grant(grant_id).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
+
+
+def test_lost_schedule_of_a_live_grant_is_recreated(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    grant_id = _grant(stack, engine)
+    engine.schedules.delete(f"sg-revoke-{grant_id}")
+    outcome = engine.reconcile()
+    assert _repairs(outcome)["schedules_recreated"] == [grant_id]
+    schedule = stack.schedules()[f"sg-revoke-{grant_id}"]
+    assert schedule["ScheduleExpression"] == "at(2026-11-24T09:10:00)"
+
+
+def test_stuck_provisioning_grant_is_undone_and_denied(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+
+    def crash(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("timed out")
+
+    original = engine.schedules.create_once
+    engine.schedules.create_once = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        engine.grant(request.to_detail())
+    engine.schedules.create_once = original  # type: ignore[method-assign]
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
+
+    assert _repairs(engine.reconcile())["abandoned"] == []  # still within the grace period
+    stack.clock.advance(timedelta(minutes=6))
+    outcome = engine.reconcile()
+
+    assert _repairs(outcome)["abandoned"] == [request.grant_id]
+    assert stack.tags("user", "alice") == {}
+    grant = engine.ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert grant.status is GrantStatus.DENIED
+    assert grant.denials[0]["code"] == "provisioning_timeout"
+    assert engine.ledger.slot_holder(grant.principal_arn, 1) is None
+    # A late redelivery of the same approval does not bring it back.
+    assert engine.grant(request.to_detail()).result == "duplicate"
+
+
+def test_hand_made_slot_tags_are_removed_and_others_kept(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    _operator(stack, "eve", Team="red", SecurityAllowSessionInstance3="i-0123456789abcdef0")
+    grant_id = _grant(stack, engine)
+    stack.client("iam").tag_user(
+        UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance2", "Value": "i-0123456789abcdef0"}]
+    )
+
+    outcome = engine.reconcile()
+
+    assert sorted(_repairs(outcome)["drift_removed"]) == [
+        f"arn:aws:iam::{ACCOUNT}:user/alice#2",
+        f"arn:aws:iam::{ACCOUNT}:user/eve#3",
+    ]
+    grant = engine.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": grant.instance_id}
+    assert stack.tags("user", "eve") == {"Team": "red"}
+    # The repair lock is released: the slot is free for grants again.
+    assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/eve", 3) is None
+
+
+def test_drift_repair_leaves_a_slot_that_a_grant_holds(stack: Stack, engine: Engine) -> None:
+    """A grant that has claimed its slot and tagged but not yet activated is not drift."""
+    _operator(stack, "alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    grant = engine._record(
+        request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    )
+    engine.ledger.create(grant)
+    engine.ledger.claim_slot(grant, 1, "2026-11-24T09:10:00Z")
+    stack.client("iam").tag_user(
+        UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance", "Value": request.instance_id}]
+    )
+
+    assert _repairs(engine.reconcile())["drift_removed"] == []
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
+
+
+def test_one_failing_repair_does_not_stop_the_others(stack: Stack, engine: Engine) -> None:
+    _operator(stack, "alice")
+    _operator(stack, "bob")
+    a, b = _grant(stack, engine, "alice"), _grant(stack, engine, "bob")
+    for grant_id in (a, b):
+        engine.schedules.delete(f"sg-revoke-{grant_id}")
+    stack.clock.advance(timedelta(minutes=15))
+    real_revoke = engine.revoke
+
+    def flaky(grant_id: object, **kwargs: object) -> object:
+        if grant_id == a:
+            raise TransientError("IAM unavailable")
+        return real_revoke(grant_id, **kwargs)  # type: ignore[arg-type]
+
+    engine.revoke = flaky  # type: ignore[method-assign]
+    with pytest.raises(TransientError, match="1 item"):
+        engine.reconcile()
+    assert engine.ledger.get_grant(b).status is GrantStatus.REVOKED  # type: ignore[union-attr]
+    assert engine.ledger.get_grant(a).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
+    engine.revoke = real_revoke  # type: ignore[method-assign]
+    assert _repairs(engine.reconcile())["revoked"] == [a]
