@@ -32,6 +32,7 @@ STEP_KINDS = (
     "drop_schedule",
     "redeliver",
     "reconcile",
+    "revoke",
     "session",
     "tags",
     "grant",
@@ -315,10 +316,16 @@ class Runner:
         self._say("fault", f"next {times} call(s) of {operation} fail with {code}")
 
     def _drop_schedule(self, index: int, spec: dict[str, Any]) -> None:
-        """Lose a grant's revoke schedule (deleted by hand, or never delivered)."""
-        request = self._request_of(spec, index)
+        """Lose a revoke schedule (deleted by hand, never delivered); ``request: all`` loses them all."""
         group = self.world.stack.resources["ScheduleGroup"].physical_id
         scheduler = self.world.client("scheduler")
+        if spec.get("request") == "all":
+            names = [s["Name"] for s in scheduler.list_schedules(GroupName=group)["Schedules"]]
+            for name in names:
+                scheduler.delete_schedule(Name=name, GroupName=group)
+            self._say("fault", f"all {len(names)} pending schedule(s) are lost")
+            return
+        request = self._request_of(spec, index)
         try:
             scheduler.delete_schedule(Name=f"sg-revoke-{request['grant_id']}", GroupName=group)
             self._say("fault", f"revoke schedule of [{spec['request']}] is lost")
@@ -349,6 +356,15 @@ class Runner:
         arn = self.world.function_arn("ReconcileGrantsFunction")
         self.world.invoke(arn, {"source": "aws.events", "detail-type": "Scheduled Event"}, trigger="scenario")
         self._say("reconciler", "runs")
+
+    def _revoke(self, index: int, spec: dict[str, Any]) -> None:
+        """Early revoke ("I'm done") through the engine's revoke path, as the API does."""
+        from sessiongate import runtime
+
+        request = self._request_of(spec, index)
+        by = self._principal(self._need(spec, "by", index), index)
+        outcome = runtime.engine("revoke").revoke(request["grant_id"], reason="done", by=by["arn"])
+        self._say(spec["by"], f"is done with [{spec['request']}] -> {outcome.result}")
 
     def _session(self, index: int, spec: dict[str, Any]) -> None:
         name = self._need(spec, "principal", index)
