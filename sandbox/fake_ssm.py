@@ -61,6 +61,7 @@ class FakeSsm:
         self.documents: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.managed: set[str] = set()
+        self.sessions: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
 
     # -- API --------------------------------------------------------------------------------
@@ -109,6 +110,39 @@ class FakeSsm:
                 "GetAutomationExecution",
             )
         return self._respond("GetAutomationExecution", {"AutomationExecution": copy.deepcopy(execution)})
+
+    # -- Session Manager -------------------------------------------------------------------------
+    def open_session(self, *, owner_arn: str, user_id: str, target: str, now: datetime) -> str:
+        """A session as StartSession creates it (``<aws:userid>-<random>`` ids, owner = caller ARN)."""
+        session_id = f"{user_id.split(':')[-1]}-{uuid.uuid4().hex[:17]}"
+        self.sessions[session_id] = {
+            "SessionId": session_id,
+            "Target": target,
+            "Status": "Connected",
+            "StartDate": now,
+            "DocumentName": "SSM-SessionManagerRunShell",
+            "Owner": owner_arn,
+        }
+        return session_id
+
+    def describe_sessions(self, **params: Any) -> dict[str, Any]:
+        self._validate("DescribeSessions", params)
+        active = params["State"] == "Active"
+        wanted = {f["key"]: f["value"] for f in params.get("Filters", [])}
+        found = [
+            copy.deepcopy(s)
+            for s in self.sessions.values()
+            if (s["Status"] in ("Connected", "Connecting")) == active
+            and all(s.get(k) == v for k, v in wanted.items() if k in ("Target", "Owner"))
+        ]
+        return self._respond("DescribeSessions", {"Sessions": found})
+
+    def terminate_session(self, **params: Any) -> dict[str, Any]:
+        self._validate("TerminateSession", params)
+        session = self.sessions.get(params["SessionId"])
+        if session is not None:
+            session["Status"] = "Terminated"
+        return self._respond("TerminateSession", {"SessionId": params["SessionId"]})
 
     # -- Change Manager: what the console / CLI and approvers do -------------------------------
     def start_change_request_execution(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import copy
 import json
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -40,14 +42,18 @@ class SessionChecker:
         self._region = region
         self._account = account
 
-    def may_start_session(self, kind: str, name: str, instance_id: str) -> Decision:
-        node = self._node(kind, name)
+    def may_start_session(
+        self, kind: str, name: str, instance_id: str, user_id: str | None = None
+    ) -> Decision:
+        """``user_id``: the ``aws:userid`` of one role session (``<RoleId>:<session name>``)."""
+        node = self._node(kind, name, user_id)
+        context = {"aws:userid": user_id} if user_id else {}
         instance_arn = f"arn:aws:ec2:{self._region}:{self._account}:instance/{instance_id}"
         document_arn = f"arn:aws:ssm:{self._region}:{self._account}:document/{SESSION_DOCUMENT}"
         # StartSession is authorized against the instance and the session document (both must allow).
-        on_instance = local_check_authorization_full(node, "ssm:StartSession", instance_arn, {})
+        on_instance = local_check_authorization_full(node, "ssm:StartSession", instance_arn, dict(context))
         on_document = local_check_authorization_full(
-            node, "ssm:StartSession", document_arn, {"ssm:SessionDocumentAccessCheck": "true"}
+            node, "ssm:StartSession", document_arn, {**context, "ssm:SessionDocumentAccessCheck": "true"}
         )
         return Decision(on_instance and on_document, on_instance, on_document, dict(node.tags))
 
@@ -57,7 +63,7 @@ class SessionChecker:
         """Whether the principal's attached and inline policies allow ``action`` on ``resource``."""
         return bool(local_check_authorization_full(self._node(kind, name), action, resource, context or {}))
 
-    def _node(self, kind: str, name: str) -> Node:
+    def _node(self, kind: str, name: str, user_id: str | None = None) -> Node:
         iam = self._iam
         if kind == "user":
             entity = iam.get_user(UserName=name)["User"]
@@ -77,10 +83,16 @@ class SessionChecker:
             ]
             tags = iam.list_role_tags(RoleName=name)["Tags"]
             entity_id, trust = entity["RoleId"], _doc(entity.get("AssumeRolePolicyDocument", {}))
-        policies = [
-            Policy(p["PolicyArn"], p["PolicyName"], self._managed_document(p["PolicyArn"])) for p in attached
+        tag_map = {t["Key"]: t["Value"] for t in tags}
+        variables = {f"aws:PrincipalTag/{k}": v for k, v in tag_map.items()}
+        variables["aws:userid"] = user_id or entity_id
+        documents = [
+            (p["PolicyArn"], p["PolicyName"], self._managed_document(p["PolicyArn"])) for p in attached
         ]
-        policies += [Policy(entity["Arn"], policy_name, _doc(doc)) for policy_name, doc in inline]
+        documents += [(entity["Arn"], policy_name, _doc(doc)) for policy_name, doc in inline]
+        policies = [
+            Policy(arn, pname, _resolve_condition_variables(doc, variables)) for arn, pname, doc in documents
+        ]
         return Node(
             arn=entity["Arn"],
             id_value=entity_id,
@@ -93,13 +105,38 @@ class SessionChecker:
             is_admin=False,
             permissions_boundary=None,
             has_mfa=False,
-            tags={t["Key"]: t["Value"] for t in tags},
+            tags=tag_map,
         )
 
     def _managed_document(self, arn: str) -> dict[str, Any]:
         policy = self._iam.get_policy(PolicyArn=arn)["Policy"]
         version = self._iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])
         return _doc(version["PolicyVersion"]["Document"])
+
+
+_UNRESOLVED = "\x00unresolved-policy-variable"
+
+
+def _resolve_condition_variables(document: dict[str, Any], variables: dict[str, str]) -> dict[str, Any]:
+    """Substitute ``${...}`` policy variables in Condition values, as IAM does at request time.
+
+    principalmapper substitutes variables in resources but not in condition values. A variable with no
+    value (a missing tag) resolves to something that matches nothing, as in IAM.
+    """
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: variables.get(m.group(1), _UNRESOLVED), value)
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return value
+
+    out = copy.deepcopy(document)
+    statements = out.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        for operator, block in statement.get("Condition", {}).items():
+            statement["Condition"][operator] = {key: sub(value) for key, value in block.items()}
+    return out
 
 
 def _doc(document: Any) -> dict[str, Any]:

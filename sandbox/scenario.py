@@ -174,8 +174,24 @@ class Runner:
         for name, spec in (self.scenario.get("principals") or {}).items():
             spec = spec or {}
             kind = spec.get("type", "user")
+            if kind == "session":
+                # One person's session of a (shared) role, e.g. an IAM Identity Center user.
+                role = spec.get("role")
+                if role not in self.principals or self.principals[role]["type"] != "role":
+                    raise ScenarioError(
+                        f"principal {name}: a session needs 'role' naming a role declared before it"
+                    )
+                role_arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{name}"
+                role_id = iam.get_role(RoleName=role)["Role"]["RoleId"]
+                self.principals[name] = {
+                    "type": "session",
+                    "role": role,
+                    "arn": role_arn,
+                    "userid": f"{role_id}:{name}",
+                }
+                continue
             if kind not in ("user", "role"):
-                raise ScenarioError(f"principal {name}: type must be user or role")
+                raise ScenarioError(f"principal {name}: type must be user, role or session")
             path = spec.get("path", "/")
             tags = [{"Key": k, "Value": str(v)} for k, v in (spec.get("tags") or {}).items()]
             operator = spec.get("operator", True)  # false: the operator policy is not attached
@@ -233,6 +249,8 @@ class Runner:
         by = self._principal(self._need(spec, "by", index), index)
         target_name = spec.get("for", spec["by"])
         target = self._principal(target_name, index)
+        if target["type"] == "session":  # a session asks for its role
+            target_name, target = target["role"], self.principals[target["role"]]
         instance = self._instance(self._need(spec, "instance", index), index)
         minutes = spec.get("minutes", self.world.stack.parameters.get("ApprovalValidityMinutes", 10))
         params: dict[str, Any] = {
@@ -301,7 +319,7 @@ class Runner:
         if principal["type"] == "user":
             iam.tag_user(UserName=name, Tags=tags)
         else:
-            iam.tag_role(RoleName=name, Tags=tags)
+            iam.tag_role(RoleName=principal.get("role", name), Tags=tags)
         self._say(name, f"tags set by hand: {', '.join(t['Key'] for t in tags)}")
 
     def _fault(self, index: int, spec: dict[str, Any]) -> None:
@@ -371,14 +389,19 @@ class Runner:
         principal = self._principal(name, index)
         instance = self._instance(self._need(spec, "instance", index), index)
         expected = self._need(spec, "expect", index)
-        decision = self.checker.may_start_session(principal["type"], name, instance)
+        if principal["type"] == "session":
+            decision = self.checker.may_start_session(
+                "role", principal["role"], instance, principal["userid"]
+            )
+        else:
+            decision = self.checker.may_start_session(principal["type"], name, instance)
         actual = "allowed" if decision.allowed else "denied"
         self._say(name, f"starts a session on {spec['instance']}: {actual.upper()}")
         self._check(index, f"session {name} -> {spec['instance']}", expected, actual)
 
     def _tags(self, index: int, spec: dict[str, Any]) -> None:
         name = self._need(spec, "principal", index)
-        expected = {k: self.instances.get(str(v), v) for k, v in (spec.get("expect") or {}).items()}
+        expected = {k: self._value(v) for k, v in (spec.get("expect") or {}).items()}
         self._check(index, f"slot tags of {name}", expected, self._slot_tags(name))
 
     def _grant(self, index: int, spec: dict[str, Any]) -> None:
@@ -417,7 +440,7 @@ class Runner:
         grants = [i for i in items if i.get("kind") == "grant"]
         holders = {i["pk"].removeprefix("SLOT#"): i.get("grant_id") for i in items if i.get("kind") == "slot"}
         by_id = {g["grant_id"]: g for g in grants}
-        tags = {name: self._slot_tags(name) for name in self.principals}
+        tags = {name: self._slot_tags(name) for name, p in self.principals.items() if p["type"] != "session"}
         for grant in grants:
             if grant.get("status") != "ACTIVE":
                 continue
@@ -465,6 +488,8 @@ class Runner:
     def _slot_tags(self, name: str) -> dict[str, str]:
         iam = self.world.client("iam")
         principal = self.principals[name]
+        if principal["type"] == "session":
+            name, principal = principal["role"], self.principals[principal["role"]]
         if principal["type"] == "user":
             tags = iam.list_user_tags(UserName=name)["Tags"]
         else:
@@ -527,8 +552,9 @@ class Runner:
             )
 
     def _finish(self) -> None:
-        for name in self.principals:
-            self.report.principals[name] = self._slot_tags(name)
+        for name, principal in self.principals.items():
+            if principal["type"] != "session":
+                self.report.principals[name] = self._slot_tags(name)
         for plain in self._items():
             if plain.get("kind") == "grant" and plain.get("status") == "ACTIVE":
                 grant = {k: plain.get(k) for k in ("grant_id", "principal_arn", "instance_id", "expires_at")}
@@ -563,6 +589,15 @@ class Runner:
 
     def _say(self, actor: str, text: str) -> None:
         self.report.timeline.append({"at": to_iso(self.world.clock.now()), "actor": actor, "text": text})
+
+    def _value(self, value: object) -> object:
+        """Scenario names stand for what AWS holds: instance name -> id, session name -> aws:userid."""
+        if str(value) in self.instances:
+            return self.instances[str(value)]
+        principal = self.principals.get(str(value))
+        if principal is not None and principal["type"] == "session":
+            return principal["userid"]
+        return value
 
     def _need(self, spec: dict[str, Any], key: str, index: int) -> Any:
         if key not in spec:

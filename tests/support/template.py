@@ -42,6 +42,11 @@ def resource(logical_id: str) -> dict[str, Any]:
     return template()["Resources"][logical_id]  # type: ignore[no-any-return]
 
 
+def unwrap(statement: dict[str, Any]) -> dict[str, Any]:
+    """A statement behind ``Fn::If`` (a condition), taken as if the condition held."""
+    return statement["Fn::If"][1] if "Fn::If" in statement else statement  # type: ignore[no-any-return]
+
+
 def function_statements(logical_id: str) -> list[dict[str, Any]]:
     props = resource(logical_id)["Properties"]
-    return [s for policy in props["Policies"] for s in policy["Statement"]]
+    return [unwrap(s) for policy in props["Policies"] for s in policy["Statement"]]

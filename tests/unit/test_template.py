@@ -10,7 +10,7 @@ from moto.events.models import EventPattern
 
 from sessiongate import slots
 from tests.conftest import load_event
-from tests.support.template import function_statements, resource, template
+from tests.support.template import function_statements, resource, template, unwrap
 
 ENGINE_FUNCTIONS = ["GrantAccessFunction", "RevokeAccessFunction", "AdaptChangeRequestFunction"]
 
@@ -76,22 +76,19 @@ def test_runbook_neither_sleeps_nor_tags() -> None:
     }
 
 
-def _flatten_statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for statement in policy["Statement"]:
-        if "Fn::If" in statement:
-            statement = statement["Fn::If"][1]
-        out.append(statement)
-    return out
-
-
-def test_operator_policy_has_one_start_session_statement_per_slot() -> None:
+def test_operator_policy_has_an_unbound_and_a_bound_statement_per_slot() -> None:
     doc = resource("AllowStartSsmSessionBasedOnIamTags")["Properties"]["PolicyDocument"]
-    statements = {s["Sid"]: s for s in _flatten_statements(doc)}
+    statements = {s["Sid"]: s for s in map(unwrap, doc["Statement"])}
     for slot in range(1, 6):
-        s = statements[f"StartSessionSlot{slot}"]
-        assert s["Action"] == "ssm:StartSession"
-        assert "${!aws:PrincipalTag/" + slots.instance_key(slot) + "}" in s["Resource"]["Fn::Sub"]
+        unbound, bound = statements[f"StartSessionSlot{slot}"], statements[f"StartSessionBoundSlot{slot}"]
+        for s in (unbound, bound):
+            assert s["Action"] == "ssm:StartSession"
+            assert "${!aws:PrincipalTag/" + slots.instance_key(slot) + "}" in s["Resource"]["Fn::Sub"]
+        # Unbound only while the slot has no session binding; bound only for that one session.
+        assert unbound["Condition"] == {"Null": {f"aws:PrincipalTag/{slots.user_key(slot)}": "true"}}
+        assert bound["Condition"] == {
+            "StringEquals": {"aws:userid": "${aws:PrincipalTag/" + slots.user_key(slot) + "}"}
+        }
     assert statements["SessionDocument"]["Resource"]["Fn::Sub"].endswith(
         "document/SSM-SessionManagerRunShell"
     )
@@ -100,7 +97,10 @@ def test_operator_policy_has_one_start_session_statement_per_slot() -> None:
     assert own["Resource"]["Fn::Sub"].endswith("session/${!aws:userid}-*")
     # Nothing else grants StartSession.
     starters = [sid for sid, s in statements.items() if "ssm:StartSession" in json.dumps(s["Action"])]
-    assert sorted(starters) == sorted([f"StartSessionSlot{k}" for k in range(1, 6)] + ["SessionDocument"])
+    expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound")] + [
+        "SessionDocument"
+    ]
+    assert sorted(starters) == sorted(expected)
 
 
 @pytest.mark.parametrize("function", ENGINE_FUNCTIONS)

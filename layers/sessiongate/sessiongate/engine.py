@@ -25,10 +25,11 @@ from .adapters.inventory import Inventory
 from .adapters.ledger import Ledger
 from .adapters.notifier import Notifier
 from .adapters.scheduler import REVOKE_PREFIX, START_PREFIX, Schedules
+from .adapters.sessions import Sessions
 from .changerequest import DUE_SOURCE, ChangeRequestRef, interpret
 from .clock import Clock, parse_iso, to_iso
 from .errors import InvalidInput, TransientError
-from .identity import PrincipalType, principal_arn
+from .identity import Identity, PrincipalType, principal_arn
 from .model import (
     ACCESS_APPROVED,
     EVENT_SOURCE,
@@ -72,6 +73,7 @@ class Engine:
     bus: Bus | None = None
     changes: ChangeRequests | None = None
     verifiers: Mapping[Origin, OriginVerifier] | None = None
+    sessions: Sessions | None = None
 
     # ------------------------------------------------------------------------------ triggers
     def on_access_approved(self, event: object) -> Outcome:
@@ -107,6 +109,10 @@ class Engine:
 
         now = self.clock.now()
         principal = self.directory.get_principal(request.principal_type, request.principal_name)
+        if principal is not None:
+            bound = guardrails.bind_to_requester(request, principal, self.settings)
+            if bound != request.bound_user_id:
+                request = replace(request, bound_user_id=bound)
         instance = self.inventory.describe(
             request.instance_id, check_managed=self.settings.require_ssm_managed
         )
@@ -229,6 +235,10 @@ class Engine:
                 self.directory.untag(
                     PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
                 )
+                if self.settings.terminate_sessions_on_expiry and self.sessions is not None:
+                    ended = self._end_sessions(grant)
+                    if ended:
+                        log.info("open sessions terminated", extra={"sessions": ended})
             else:
                 log.warning("slot no longer held by this grant: tags left untouched")
         if not self.ledger.complete_revoke(
@@ -248,6 +258,12 @@ class Engine:
             subject=f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
         )
         return Outcome("revoked", grant_id, {"reason": reason, "untagged": holds_slot})
+
+    def _end_sessions(self, grant: Grant) -> list[str]:
+        owner = Identity(self.settings.partition, grant.account, grant.principal_type, grant.principal_name)
+        session_name = grant.bound_user_id.split(":", 1)[1] if grant.bound_user_id else None
+        assert self.sessions is not None
+        return self.sessions.terminate(grant.instance_id, owner, session_name)
 
     # ------------------------------------------------------------------------------ reconciler
     def reconcile(self) -> Outcome:

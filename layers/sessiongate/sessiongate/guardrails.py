@@ -28,6 +28,7 @@ class PrincipalFacts:
     path: str
     kind: str  # user | role
     tags: Mapping[str, str] = field(default_factory=dict)
+    id: str = ""  # UserId / RoleId (the first part of aws:userid)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,47 @@ def check_principal(
         key, value = settings.operator_required_tag
         if _tag(principal.tags, key) != value:
             denials.append(Denial("principal_not_operator", f"principal lacks tag {key}={value}"))
+    if is_shared_role(principal, settings) and not request.bound_user_id:
+        if settings.bind_shared_role_sessions:
+            denials.append(
+                Denial(
+                    "shared_role_unbindable", "a shared role is granted only to the requester's own session"
+                )
+            )
+        else:
+            denials.append(
+                Denial(
+                    "shared_role_refused",
+                    f"{principal.name!r} looks shared: tagging it opens the instance to all",
+                )
+            )
     return denials
+
+
+def is_shared_role(principal: PrincipalFacts, settings: Settings) -> bool:
+    return principal.kind == "role" and any(
+        fnmatch.fnmatchcase(principal.name.lower(), p.lower()) for p in settings.shared_role_patterns
+    )
+
+
+def bind_to_requester(request: AccessApproved, principal: PrincipalFacts, settings: Settings) -> str | None:
+    """For a shared role, the ``aws:userid`` of the requester's own session of that role, if any."""
+    if (
+        request.bound_user_id
+        or not settings.bind_shared_role_sessions
+        or not is_shared_role(principal, settings)
+    ):
+        return request.bound_user_id
+    requester = parse_identity(request.requester_arn)
+    if (
+        requester is None
+        or requester.kind != "role"
+        or requester.session is None
+        or requester.name.lower() != principal.name.lower()
+        or not principal.id
+    ):
+        return None
+    return f"{principal.id}:{requester.session}"
 
 
 def check_instance(

@@ -35,6 +35,7 @@ def build_engine(
     from .adapters.ledger import Ledger
     from .adapters.notifier import Notifier
     from .adapters.scheduler import Schedules
+    from .adapters.sessions import Sessions
 
     make = client or aws.LazyClient
     clock = clock or SystemClock()
@@ -55,6 +56,7 @@ def build_engine(
         bus=Bus(make("events"), settings.event_bus_name),
         changes=changes,
         verifiers={Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock)},
+        sessions=Sessions(make("ssm")),
     )
 
 

@@ -38,6 +38,9 @@ class Settings:
     instance_required_tag: tuple[str, str] | None = None
     instance_denied_tag: tuple[str, str] | None = None
     require_ssm_managed: bool = True
+    terminate_sessions_on_expiry: bool = False
+    shared_role_patterns: tuple[str, ...] = ("AWSReservedSSO_*",)
+    bind_shared_role_sessions: bool = False
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -64,6 +67,9 @@ class Settings:
         "instance_required_tag": "SESSIONGATE_INSTANCE_REQUIRED_TAG",
         "instance_denied_tag": "SESSIONGATE_INSTANCE_DENIED_TAG",
         "require_ssm_managed": "SESSIONGATE_REQUIRE_SSM_MANAGED",
+        "terminate_sessions_on_expiry": "SESSIONGATE_TERMINATE_SESSIONS_ON_EXPIRY",
+        "shared_role_patterns": "SESSIONGATE_SHARED_ROLE_PATTERNS",
+        "bind_shared_role_sessions": "SESSIONGATE_BIND_SHARED_ROLE_SESSIONS",
     }
 
     @classmethod

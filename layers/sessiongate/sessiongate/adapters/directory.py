@@ -37,6 +37,7 @@ class Directory:
             path=entity.get("Path", "/"),
             kind=kind.value,
             tags=tags,
+            id=entity.get("UserId") or entity.get("RoleId") or "",
         )
 
     def tags(self, kind: PrincipalType, name: str) -> dict[str, str]:

@@ -1,0 +1,79 @@
+"""Live sessions: with TerminateSessionsOnExpiry, revocation also ends the sessions the grant allowed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import boto3
+from botocore.stub import Stubber
+
+from sessiongate.adapters.sessions import Sessions
+from sessiongate.identity import parse_identity
+from tests.support.stack import ACCOUNT, Stack
+
+ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
+
+
+def _grant(stack: Stack) -> tuple[str, str]:
+    stack.user("alice")
+    instance = stack.instance()
+    request = stack.approved(instance_id=instance, principal="alice")
+    assert stack.engine().grant(request.to_detail()).result == "granted"
+    return request.grant_id, instance
+
+
+def test_revoke_terminates_the_principals_sessions_on_that_instance_only(stack: Stack) -> None:
+    stack.settings = replace(stack.settings, terminate_sessions_on_expiry=True)
+    grant_id, instance = _grant(stack)
+    other = stack.instance()
+    now = stack.clock.now()
+    mine = stack.ssm.open_session(owner_arn=ALICE, user_id="AIDAALICE", target=instance, now=now)
+    elsewhere = stack.ssm.open_session(owner_arn=ALICE, user_id="AIDAALICE", target=other, now=now)
+    someone = stack.ssm.open_session(
+        owner_arn=f"arn:aws:iam::{ACCOUNT}:user/bob", user_id="AIDABOB", target=instance, now=now
+    )
+
+    assert stack.engine().revoke(grant_id).result == "revoked"
+
+    status = {sid: s["Status"] for sid, s in stack.ssm.sessions.items()}
+    assert status == {mine: "Terminated", elsewhere: "Connected", someone: "Connected"}
+
+
+def test_sessions_are_left_alone_unless_configured(stack: Stack) -> None:
+    grant_id, instance = _grant(stack)
+    sid = stack.ssm.open_session(owner_arn=ALICE, user_id="AIDAALICE", target=instance, now=stack.clock.now())
+    assert stack.engine().revoke(grant_id).result == "revoked"
+    assert stack.ssm.sessions[sid]["Status"] == "Connected"
+    assert "DescribeSessions" not in stack.ssm.calls
+
+
+def test_sessions_adapter_pages_and_matches_role_sessions() -> None:
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    role = f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops"
+    with Stubber(ssm) as stub:
+        stub.add_response(
+            "describe_sessions",
+            {
+                "Sessions": [
+                    {"SessionId": "AROA1:dave-1", "Owner": f"{role}/dave", "Target": "i-0123456789abcdef0"},
+                    {"SessionId": "AROA1:erin-1", "Owner": f"{role}/erin", "Target": "i-0123456789abcdef0"},
+                ],
+                "NextToken": "page2",
+            },
+            {"State": "Active", "Filters": [{"key": "Target", "value": "i-0123456789abcdef0"}]},
+        )
+        stub.add_response("terminate_session", {"SessionId": "AROA1:dave-1"}, {"SessionId": "AROA1:dave-1"})
+        stub.add_response(
+            "describe_sessions",
+            {"Sessions": [{"SessionId": "x-1", "Owner": f"arn:aws:iam::{ACCOUNT}:user/ops"}]},
+            {
+                "State": "Active",
+                "Filters": [{"key": "Target", "value": "i-0123456789abcdef0"}],
+                "NextToken": "page2",
+            },
+        )
+        owner = parse_identity(f"arn:aws:iam::{ACCOUNT}:role/Ops")
+        assert owner is not None
+        ended = Sessions(ssm).terminate("i-0123456789abcdef0", owner, session_name="dave")
+        stub.assert_no_pending_responses()
+    assert ended == ["AROA1:dave-1"]
