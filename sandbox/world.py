@@ -168,9 +168,10 @@ class World:
             sqs.create_queue(QueueName=r.physical_id.rsplit("/", 1)[-1])
         for r in s.of_type("AWS::SNS::Topic"):
             sns.create_topic(Name=r.arn.rsplit(":", 1)[-1])
-            tap = sqs.create_queue(QueueName=f"sandbox-tap-{r.logical_id}")["QueueUrl"]
-            sns.subscribe(TopicArn=r.arn, Protocol="sqs", Endpoint=self._queue_arn(tap))
-            self.notification_tap = tap
+        # The lifecycle topic is tapped (an SQS subscriber) so the sandbox sees what subscribers see.
+        topic = s.resources["NotificationTopic"].arn
+        self.notification_tap = sqs.create_queue(QueueName="sandbox-tap-notifications")["QueueUrl"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=self._queue_arn(self.notification_tap))
         for r in s.of_type("AWS::DynamoDB::Table"):
             p = r.properties
             kwargs: dict[str, Any] = {

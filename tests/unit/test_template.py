@@ -175,3 +175,25 @@ def test_every_function_has_a_log_group_with_retention_and_a_failure_destination
 def _actions(statement: dict[str, Any]) -> list[str]:
     actions = statement["Action"]
     return [actions] if isinstance(actions, str) else list(actions)
+
+
+def test_every_dead_letter_queue_has_an_alarm_to_the_alarm_topic() -> None:
+    resources = template()["Resources"]
+    queues = {k for k, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    alarmed = set()
+    for r in resources.values():
+        if r["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        assert r["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        for dimension in r["Properties"].get("Dimensions", []):
+            value = dimension["Value"]
+            if isinstance(value, dict) and "Fn::GetAtt" in value:
+                alarmed.add(value["Fn::GetAtt"][0])
+    assert queues <= alarmed, queues - alarmed
+
+
+def test_alarm_topic_key_lets_cloudwatch_publish() -> None:
+    statements = resource("AlarmTopicKey")["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert cloudwatch
+    assert cloudwatch[0]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
