@@ -374,6 +374,15 @@ def test_denial_is_recorded_once_under_duplicate_delivery(stack: Stack) -> None:
         (lambda d: d.update(grant_id="x" * 80), "grant_id"),
         (lambda d: d.update(schema_version="2"), "schema_version"),
         (lambda d: d.update(origin="email"), "origin"),
+        (lambda d: d.update(reason="x" * 100_000), "reason"),
+        (
+            lambda d: d.update(approver_arns=[f"arn:aws:iam::123456789012:user/a{i}" for i in range(26)]),
+            "approver_arns",
+        ),
+        (lambda d: d.update(principal_name="a" * 65), "principal_name"),
+        (lambda d: d.update(instance_id="i-0123456789abcdef0\n"), "instance_id"),
+        (lambda d: d.update(origin_ref="o" * 300), "origin_ref"),
+        (lambda d: d.update(bound_user_id="AROA:x; rm"), "bound_user_id"),
     ],
 )
 def test_malformed_detail_is_rejected_without_touching_iam(stack: Stack, mutate: object, field: str) -> None:
