@@ -10,7 +10,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam lint typecheck validate unit test demo scenarios build deploy clean
+.PHONY: setup setup-sam lint typecheck validate unit test demo scenarios bench bench-quick build deploy clean
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
@@ -50,6 +50,18 @@ scenarios: setup
 	@for f in scenarios/*.yaml; do \
 	  $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f | tail -n 1 || exit 1; \
 	done
+
+# Benchmarks (not part of the test run). `bench` takes ~15 min on 2 cores (10,000 requests).
+BENCH := $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m
+bench: setup
+	$(BENCH) bench.api_calls; \
+	$(BENCH) bench.cold_import; \
+	$(BENCH) bench.old_design; \
+	$(BENCH) bench.throughput --requests 10000 --workers 2
+
+bench-quick: setup
+	$(BENCH) bench.api_calls; $(BENCH) bench.cold_import --runs 5; $(BENCH) bench.old_design; \
+	$(BENCH) bench.throughput --requests 1000 --workers 2
 
 # The README's test command: every gate CI runs.
 test: lint typecheck validate unit

@@ -7,7 +7,9 @@ virtual clock reaches them, retry failed async invocations and park them in the 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import os
 import re
@@ -47,6 +49,7 @@ class Invocation:
     trigger: str
     result: Any = None
     error: str | None = None
+    calls: Counter[str] = field(default_factory=Counter)  # AWS calls made by this invocation
 
 
 @dataclass
@@ -98,6 +101,7 @@ class World:
         self.faults = FaultInjector()
         self.retry_sleeps: list[float] = []
         self._periodic: list[list[Any]] = []  # [rule, target arn, period, next due]
+        self._schedule_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._clients: dict[str, Any] = {}
         self._mock = mock_aws()
         self._mock.start()
@@ -236,8 +240,9 @@ class World:
             # union is the same environment each function sees.
             os.environ.update(env)
         if self.quiet:
+            # Logs off; EMF metric lines (printed to stdout, as in Lambda) are captured per invocation.
+            # (POWERTOOLS_METRICS_DISABLED would keep every metric in memory instead of flushing it.)
             os.environ["POWERTOOLS_LOG_LEVEL"] = "CRITICAL"
-            os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
 
     def _build_rule(self, r: cfn.Resource) -> None:
         p = r.properties
@@ -266,14 +271,18 @@ class World:
         function = self.functions[function_arn]
         context = _LambdaContext(function.name, function.arn)
         invocation = Invocation(self.clock.now(), function.logical_id, trigger)
+        before, ssm_before = Counter(self.calls), len(self.ssm.calls)
         for _attempt in range(ASYNC_ATTEMPTS):
             try:
-                invocation.result = function.handler()(json.loads(json.dumps(event)), context)
+                with contextlib.redirect_stdout(io.StringIO()) if self.quiet else contextlib.nullcontext():
+                    invocation.result = function.handler()(json.loads(json.dumps(event)), context)
                 invocation.error = None
                 break
             except Exception as exc:  # noqa: BLE001 - a Lambda runtime catches everything the handler raises
                 invocation.error = f"{type(exc).__name__}: {exc}"
                 invocation.result = traceback.format_exception_only(exc)[-1].strip()
+        invocation.calls = self.calls - before
+        invocation.calls.update(f"ssm:{op}" for op in self.ssm.calls[ssm_before:])
         if invocation.error and function.on_failure_queue:
             self.client("sqs").send_message(
                 QueueUrl=function.on_failure_queue,
@@ -320,8 +329,19 @@ class World:
                 due += period
             periodic[3] = due
         for group in self.stack.of_type("AWS::Scheduler::ScheduleGroup"):
-            for summary in scheduler.list_schedules(GroupName=group.physical_id)["Schedules"]:
-                schedule = scheduler.get_schedule(Name=summary["Name"], GroupName=group.physical_id)
+            summaries = [
+                summary
+                for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group.physical_id)
+                for summary in page["Schedules"]
+            ]
+            for summary in summaries:
+                # get_schedule once per schedule version: the sandbox lists often, schedules rarely change.
+                key = (group.physical_id, summary["Name"], str(summary.get("LastModificationDate")))
+                if key not in self._schedule_cache:
+                    self._schedule_cache[key] = scheduler.get_schedule(
+                        Name=summary["Name"], GroupName=group.physical_id
+                    )
+                schedule = self._schedule_cache[key]
                 due = schedule_due(schedule)
                 if due is None or due > self.clock.now() or schedule.get("State") == "DISABLED":
                     continue
@@ -334,6 +354,7 @@ class World:
                 record = Fired(schedule["Name"], due, self.clock.now())
                 self.fired.append(record)
                 fired.append(record)
+                self._schedule_cache.pop(key, None)
                 if schedule.get("ActionAfterCompletion") == "DELETE":
                     scheduler.delete_schedule(Name=schedule["Name"], GroupName=group.physical_id)
         return fired

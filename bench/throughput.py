@@ -1,0 +1,209 @@
+"""N requests granted and revoked through the sandbox (the real handlers on moto) on its virtual clock.
+
+Every request goes the whole way: a change request created and approved in the SSM fake, the Change
+Manager event routed by the template's rule to the adapter, AccessApproved routed to the grant handler,
+the revoke schedule fired by the virtual Scheduler. A second run loses every pending schedule each
+virtual minute, so the reconciler alone revokes. Figures come from AWS state: revocation lag is
+``revoked_at - expires_at`` from the ledger, leaked tags are read from IAM at the end. Requests are
+split over ``--workers`` processes (one moto world each).
+
+    python -m bench.throughput --requests 10000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+import warnings
+from datetime import timedelta
+from typing import Any
+
+MINUTE = timedelta(minutes=1)
+
+
+def shard(requests: int, per_minute: int, validity: int, drop_schedules: bool, seed: int) -> dict[str, Any]:
+    """One process, one moto world: grant and revoke ``requests`` requests."""
+    warnings.filterwarnings("ignore")
+    from sandbox.world import ACCOUNT, REGION, World
+    from sessiongate.clock import parse_iso
+    from sessiongate.slots import INSTANCE_KEY
+
+    world = World()
+    try:
+        iam, ec2, ssm = world.client("iam"), world.client("ec2"), world.ssm
+        policy = world.stack.resources["AllowStartSsmSessionBasedOnIamTags"].arn
+        operators = max(1, per_minute * validity // 3)  # at most ~3 live grants per operator
+        for i in range(operators):
+            iam.create_user(UserName=f"op{i}")
+            iam.attach_user_policy(UserName=f"op{i}", PolicyArn=policy)
+        approver = iam.create_user(UserName="approver")["User"]["Arn"]
+        reservation = ec2.run_instances(ImageId="ami-12c6146b", MinCount=20, MaxCount=20)
+        instances = [i["InstanceId"] for i in reservation["Instances"]]
+        ssm.managed.update(instances)
+
+        started = time.perf_counter()
+        sent = 0
+        while sent < requests:
+            for _ in range(min(per_minute, requests - sent)):
+                op = f"op{(sent + seed) % operators}"
+                execution = ssm.start_change_request_execution(
+                    requester_arn=f"arn:aws:iam::{ACCOUNT}:user/{op}",
+                    now=world.clock.now(),
+                    DocumentName="AllowSsmSessionStartTemplate",
+                    Runbooks=[
+                        {
+                            "DocumentName": "AllowSsmSessionStartRunbook",
+                            "Parameters": {
+                                "InstanceId": [instances[sent % len(instances)]],
+                                "PrincipalType": ["User"],
+                                "PrincipalName": [op],
+                                "ValidityMinutes": [str(validity)],
+                            },
+                        }
+                    ],
+                )["AutomationExecutionId"]
+                ssm.send_automation_signal(
+                    signer_arn=approver,
+                    now=world.clock.now(),
+                    AutomationExecutionId=execution,
+                    SignalType="Approve",
+                )
+                world.put_event(
+                    ssm.status_event(execution, account=ACCOUNT, region=REGION, now=world.clock.now())
+                )
+                sent += 1
+            _minute(world, drop_schedules)
+        # Every validity ends, plus two reconciler periods.
+        for _ in range(validity + 11):
+            _minute(world, drop_schedules)
+        wall = time.perf_counter() - started
+
+        grants = _grants(world)
+        lags = [
+            (parse_iso(g["revoked_at"]) - parse_iso(g["expires_at"])).total_seconds()
+            for g in grants
+            if g["status"] == "REVOKED"
+        ]
+        leaked = sum(
+            1
+            for i in range(operators)
+            for t in iam.list_user_tags(UserName=f"op{i}")["Tags"]
+            if t["Key"].startswith(INSTANCE_KEY)
+        )
+        return {
+            "requests": requests,
+            "granted": sum(1 for g in grants if g["status"] in ("ACTIVE", "REVOKED")),
+            "denied": sum(1 for g in grants if g["status"] == "DENIED"),
+            "still_active": sum(1 for g in grants if g["status"] == "ACTIVE"),
+            "wall_seconds": wall,
+            "lags": lags,
+            "leaked_tags": leaked,
+            "failed_invocations": sum(1 for i in world.invocations if i.error),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    finally:
+        world.close()
+
+
+def _minute(world: Any, drop_schedules: bool) -> None:
+    world.settle()
+    if drop_schedules:
+        scheduler = world.client("scheduler")
+        group = world.stack.resources["ScheduleGroup"].physical_id
+        for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group):
+            for schedule in page["Schedules"]:
+                scheduler.delete_schedule(Name=schedule["Name"], GroupName=group)
+    world.advance(MINUTE, step=MINUTE)
+
+
+def _grants(world: Any) -> list[dict[str, Any]]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    des = TypeDeserializer()
+    table = world.stack.resources["GrantsTable"].physical_id
+    out = []
+    for page in world.client("dynamodb").get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            plain = {k: des.deserialize(v) for k, v in item.items()}
+            if plain.get("kind") == "grant":
+                out.append(plain)
+    return out
+
+
+def run(requests: int, workers: int, per_minute: int, validity: int, drop_schedules: bool) -> dict[str, Any]:
+    sizes = [requests // workers + (1 if i < requests % workers else 0) for i in range(workers)]
+    jobs = [(n, max(1, per_minute // workers), validity, drop_schedules, i) for i, n in enumerate(sizes) if n]
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        parts = pool.starmap(shard, jobs)
+    wall = time.perf_counter() - started
+    lags = sorted(lag for p in parts for lag in p["lags"])
+    granted = sum(p["granted"] for p in parts)
+    return {
+        "mode": "schedules lost" if drop_schedules else "scheduler",
+        "requests": requests,
+        "granted": granted,
+        "denied": sum(p["denied"] for p in parts),
+        "still_active": sum(p["still_active"] for p in parts),
+        "wall_seconds": round(wall, 1),
+        "grants_per_second": round(granted / wall, 1),
+        "lag_p50_seconds": _pct(lags, 50),
+        "lag_p99_seconds": _pct(lags, 99),
+        "lag_max_seconds": lags[-1] if lags else None,
+        "leaked_tags": sum(p["leaked_tags"] for p in parts),
+        "failed_invocations": sum(p["failed_invocations"] for p in parts),
+        "peak_rss_mib_per_worker": round(max(p["peak_rss_mib"] for p in parts), 1),
+    }
+
+
+def _pct(values: list[float], pct: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return round(statistics.quantiles(values, n=100, method="inclusive")[pct - 1], 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2, help="processes, one moto world each")
+    parser.add_argument(
+        "--per-minute", type=int, default=100, help="arrivals per virtual minute, all workers"
+    )
+    parser.add_argument("--validity", type=int, default=10, help="minutes of access per grant")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rows = [
+        run(args.requests, args.workers, args.per_minute, args.validity, drop_schedules=False),
+        run(max(1, args.requests // 10), args.workers, args.per_minute, args.validity, drop_schedules=True),
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for key in rows[0]:
+            print(f"{key:<26}" + "".join(f"{r[key]!s:>18}" for r in rows))
+    sched, lost = rows
+    ok = all(r["leaked_tags"] == 0 and r["failed_invocations"] == 0 and r["still_active"] == 0 for r in rows)
+    ok = ok and (sched["lag_p99_seconds"] or 0) <= 60 and (lost["lag_max_seconds"] or 0) <= 5 * 60 + 90
+    print(
+        f"throughput: {sched['granted']} grants+revocations in {sched['wall_seconds']} s "
+        f"({sched['grants_per_second']}/s); revocation lag p50/p99 {sched['lag_p50_seconds']}/"
+        f"{sched['lag_p99_seconds']} s with Scheduler, p99/max {lost['lag_p99_seconds']}/"
+        f"{lost['lag_max_seconds']} s with every schedule lost; leaked tags "
+        f"{sched['leaked_tags'] + lost['leaked_tags']}; "
+        f"peak RSS {sched['peak_rss_mib_per_worker']} MiB/worker "
+        f"-> {'OK' if ok else 'GOAL MISSED'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
