@@ -8,6 +8,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..notifications import render
 from ..observability import logger, metrics
 
 
@@ -26,7 +27,8 @@ class Notifier:
             self._sns.publish(
                 TopicArn=self._topic_arn,
                 Subject=subject[:100],
-                Message=json.dumps({"event_type": event_type, **payload}, default=str, sort_keys=True),
+                MessageStructure="json",
+                Message=json.dumps(render(event_type, payload)),
                 MessageAttributes={
                     k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
                 },

@@ -1,0 +1,116 @@
+"""What each kind of subscriber receives (SNS ``MessageStructure=json``): pure formatting.
+
+- ``email``: a readable text: who, what, when, why, and the command to use next.
+- ``https``: an AWS Chatbot custom notification (Slack, Microsoft Teams, Chime).
+- ``sqs``, ``lambda``, ``default``: the raw JSON event, for programs.
+Message attributes (``event_type``, ``instance_id``, ``principal_arn``, ``account``) are set by the
+notifier, so subscriptions can filter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+_TITLES = {
+    "AccessGranted": "Access granted",
+    "AccessRevoked": "Access revoked",
+    "AccessDenied": "Access denied",
+    "EventRejected": "Malformed trigger rejected",
+    "ReconcilerRepaired": "Reconciler repaired drift",
+}
+
+
+def render(event_type: str, payload: Mapping[str, Any]) -> dict[str, str]:
+    """The per-protocol messages of one lifecycle event."""
+    raw = json.dumps({"event_type": event_type, **payload}, default=str, sort_keys=True)
+    return {
+        "default": raw,
+        "sqs": raw,
+        "lambda": raw,
+        "email": _email(event_type, payload),
+        "https": json.dumps(_chatbot(event_type, payload), default=str),
+    }
+
+
+def _who(payload: Mapping[str, Any]) -> str:
+    return str(payload.get("principal_arn") or payload.get("principal_name") or "?")
+
+
+def _lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:
+    instance = payload.get("instance_id") or "?"
+    lines: list[str] = []
+    if event_type == "AccessGranted":
+        lines += [
+            f"{_who(payload)} may start Session Manager sessions on {instance}"
+            f" until {payload.get('expires_at')} UTC.",
+            f"Requested by {payload.get('requester_arn')};"
+            f" approved by {', '.join(payload.get('approver_arns') or [])}.",
+            "",
+            "Connect:",
+            f"  aws ssm start-session --target {instance}",
+        ]
+    elif event_type == "AccessRevoked":
+        lines += [
+            f"Access of {_who(payload)} to {instance} was revoked at {payload.get('at')} UTC "
+            f"({payload.get('reason')}, by {payload.get('revoked_by')}).",
+            "New sessions are refused; open sessions end at the Session Manager limits"
+            " (or now, if SessionGate terminates them).",
+        ]
+    elif event_type == "AccessDenied":
+        lines.append(f"The request {payload.get('grant_id')} for {_who(payload)} on {instance} was denied:")
+        lines += [f"  - {d.get('code')}: {d.get('message')}" for d in payload.get("denials") or []]
+        lines.append(f"Requested by {payload.get('requester_arn') or '?'}. Nothing was changed in IAM.")
+    elif event_type == "ReconcilerRepaired":
+        repairs = payload.get("repairs") or {}
+        lines.append("The reconciler repaired what lost or failed deliveries left behind:")
+        lines += [f"  - {k.replace('_', ' ')}: {', '.join(v)}" for k, v in repairs.items() if v]
+        lines.append("Check the DLQs and the function logs for the cause.")
+    else:
+        lines.append(f"{payload.get('trigger')}: {payload.get('problem')} (field {payload.get('field')}).")
+    lines += ["", f"Grant: {payload.get('grant_id') or '-'}   Account: {payload.get('account') or '-'}"]
+    if payload.get("origin"):
+        lines.append(f"Origin: {payload.get('origin')} {payload.get('origin_ref') or ''}".rstrip())
+    return lines
+
+
+def _email(event_type: str, payload: Mapping[str, Any]) -> str:
+    return (
+        f"SessionGate - {_TITLES.get(event_type, event_type)}\n\n"
+        + "\n".join(_lines(event_type, payload))
+        + "\n"
+    )
+
+
+def _chatbot(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """AWS Chatbot custom notification schema (version 1.0)."""
+    lines = _lines(event_type, payload)
+    next_steps = []
+    if event_type == "AccessGranted":
+        next_steps.append(f"`aws ssm start-session --target {payload.get('instance_id')}`")
+    if event_type in ("ReconcilerRepaired", "EventRejected"):
+        next_steps.append("Check the SessionGate dead-letter queues and function logs")
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": str(payload.get("grant_id") or event_type),
+        "content": {
+            "textType": "client-markdown",
+            "title": f"SessionGate: {_TITLES.get(event_type, event_type)}",
+            "description": "\n".join(line for line in lines if line),
+            "nextSteps": next_steps,
+            "keywords": [k for k in (event_type, payload.get("instance_id"), payload.get("account")) if k],
+        },
+        "metadata": {
+            "threadId": str(payload.get("grant_id") or event_type),
+            "summary": f"{_TITLES.get(event_type, event_type)}: {_who(payload)}"
+            f" -> {payload.get('instance_id') or '-'}",
+            "eventType": event_type,
+            "relatedResources": [r for r in (payload.get("principal_arn"), payload.get("instance_id")) if r],
+            "additionalContext": {
+                "grant_id": payload.get("grant_id"),
+                "expires_at": payload.get("expires_at"),
+            },
+        },
+    }
