@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
+SCAN_VENV := .venv-scan
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 # Tests never reach AWS: fake credentials keep boto3 from looking for real ones.
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam lint typecheck validate unit test demo scenarios bench bench-quick build deploy clean
+.PHONY: setup setup-sam setup-scan scan lint typecheck validate unit test demo scenarios bench bench-quick build deploy clean
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
@@ -26,6 +27,21 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
 	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
 	touch $@
+
+# checkov pins an old boto3 and parliament its own deps: the scanners live in their own venv.
+setup-scan: $(SCAN_VENV)/.installed
+$(SCAN_VENV)/.installed: requirements-scan.txt
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet --upgrade pip
+	$(SCAN_VENV)/bin/pip install --quiet -r requirements-scan.txt
+	touch $@
+
+# checkov on the SAM-transformed template, parliament on every IAM policy (skips carry reasons:
+# .checkov.yaml, tools/lint_policies.py).
+scan: setup setup-scan
+	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m tools.render_template build
+	$(SCAN_VENV)/bin/checkov -f build/template.cfn.json --config-file .checkov.yaml
+	$(SCAN_VENV)/bin/python tools/lint_policies.py build/policies
 
 lint: setup
 	$(BIN)/ruff check .
@@ -64,7 +80,7 @@ bench-quick: setup
 	$(BENCH) bench.throughput --requests 1000 --workers 2
 
 # The README's test command: every gate CI runs.
-test: lint typecheck validate unit
+test: lint typecheck validate scan unit
 
 build: setup-sam
 	PYENV_VERSION=$${PYENV_VERSION:-3.11.7:3.12.1} $(SAM_VENV)/bin/sam build
@@ -73,4 +89,4 @@ deploy: build
 	$(SAM_VENV)/bin/sam deploy --guided
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""Write what the scanners read: the SAM-transformed template and every IAM policy, resolved.
+
+    python -m tools.render_template build/
+- ``build/template.cfn.json``: template.yaml after the SAM transform (offline), for checkov;
+- ``build/policies/<resource>.<policy>.json``: each IAM policy with intrinsics resolved for a
+  sample stack, for parliament.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from sandbox import cfn
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path((argv or sys.argv[1:] or ["build"])[0])
+    (out / "policies").mkdir(parents=True, exist_ok=True)
+    (out / "template.cfn.json").write_text(
+        json.dumps(cfn.transform({}, ACCOUNT, REGION), indent=1, default=str)
+    )
+    stack = cfn.load("sessiongate", ACCOUNT, REGION)
+    count = 0
+    for resource in stack.resources.values():
+        documents = []
+        if resource.type == "AWS::IAM::Role":
+            documents = [
+                (p["PolicyName"], p["PolicyDocument"]) for p in resource.properties.get("Policies", [])
+            ]
+        elif resource.type == "AWS::IAM::ManagedPolicy":
+            documents = [("policy", resource.properties["PolicyDocument"])]
+        for name, document in documents:
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{resource.logical_id}.{name}")
+            (out / "policies" / f"{safe}.json").write_text(
+                json.dumps({"Version": "2012-10-17", **document}, indent=1)
+            )
+            count += 1
+    print(f"wrote {out / 'template.cfn.json'} and {count} policies under {out / 'policies'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
