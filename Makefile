@@ -51,7 +51,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 validate: setup setup-sam
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml member/template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 
 unit: setup

@@ -45,6 +45,7 @@ def error_response(service_model: Any, code: str, status: int, url: str) -> AWSR
 class FaultInjector:
     def __init__(self) -> None:
         self.faults: list[Fault] = []
+        self._attached: list[tuple[Any, str, str]] = []
 
     def add(self, operation: str, code: str, times: int, status: int | None = None) -> Fault:
         default = 409 if code == CONCURRENT_MODIFICATION else 400
@@ -69,6 +70,12 @@ class FaultInjector:
                     return error_response(model, fault.code, fault.status, url)
             return None
 
-        client.meta.events.register(
-            f"before-send.{prefix}", before_send, unique_id=f"sandbox-faults-{prefix}"
-        )
+        event, unique_id = f"before-send.{prefix}", f"sandbox-faults-{prefix}-{id(self)}"
+        client.meta.events.register(event, before_send, unique_id=unique_id)
+        self._attached.append((client, event, unique_id))
+
+    def detach(self) -> None:
+        """Remove this injector from every client it was attached to (clients outlive tests)."""
+        for client, event, unique_id in self._attached:
+            client.meta.events.unregister(event, unique_id=unique_id)
+        self._attached.clear()

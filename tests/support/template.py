@@ -32,9 +32,12 @@ def _construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[st
 _CfnLoader.add_multi_constructor("!", _construct)
 
 
+MEMBER_TEMPLATE = ROOT / "member" / "template.yaml"
+
+
 @functools.cache
-def template() -> dict[str, Any]:
-    with TEMPLATE.open() as fh:
+def template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open() as fh:
         return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 

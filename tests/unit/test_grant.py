@@ -245,11 +245,11 @@ def test_native_origin_without_a_verifier_fails_closed(stack: Stack) -> None:
     _denied(stack, stack.engine().grant(request.to_detail()), "origin_unverifiable")
 
 
-def test_account_mismatch_is_denied(stack: Stack) -> None:
+def test_unknown_account_is_denied(stack: Stack) -> None:
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     detail = {**request.to_detail(), "account": "210987654321"}
-    _denied(stack, stack.engine().grant(detail), "account_mismatch")
+    _denied(stack, stack.engine().grant(detail), "account_not_allowed", principal="")
 
 
 # ------------------------------------------------------------------------------ slots and races

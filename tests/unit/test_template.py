@@ -10,7 +10,7 @@ from moto.events.models import EventPattern
 
 from sessiongate import slots
 from tests.conftest import load_event
-from tests.support.template import function_statements, resource, template, unwrap
+from tests.support.template import MEMBER_TEMPLATE, function_statements, resource, template, unwrap
 
 ENGINE_FUNCTIONS = ["GrantAccessFunction", "RevokeAccessFunction", "AdaptChangeRequestFunction"]
 
@@ -66,8 +66,10 @@ def test_runbook_neither_sleeps_nor_tags() -> None:
     content = resource("SessionStartRunbook")["Properties"]["Content"]
     actions = [step["action"] for step in content["mainSteps"]]
     assert "aws:sleep" not in actions
-    assert "aws:executeAwsApi" not in actions  # the old TagUser/UntagUser calls
+    apis = [step["inputs"].get("Api", "") for step in content["mainSteps"] if "inputs" in step]
+    assert not any("Tag" in api for api in apis)  # the old TagUser/UntagUser calls
     assert set(content["parameters"]) == {
+        "AccountId",
         "InstanceId",
         "PrincipalType",
         "PrincipalName",
@@ -197,3 +199,31 @@ def test_alarm_topic_key_lets_cloudwatch_publish() -> None:
     cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
     assert cloudwatch
     assert cloudwatch[0]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+
+
+def test_member_stack_gives_operators_the_same_policy() -> None:
+    member = template(MEMBER_TEMPLATE)["Resources"]["AllowStartSsmSessionBasedOnIamTags"]["Properties"]
+    engine = resource("AllowStartSsmSessionBasedOnIamTags")["Properties"]
+    assert member["ManagedPolicyName"] == engine["ManagedPolicyName"]
+    assert member["PolicyDocument"] == engine["PolicyDocument"]
+
+
+def test_member_role_trusts_only_engine_roles_with_the_external_id() -> None:
+    role = template(MEMBER_TEMPLATE)["Resources"]["SessionGateMemberRole"]["Properties"]
+    assert (role["RoleName"], role["Path"]) == ("SessionGateMember", "/sessiongate/")
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
+    assert trust["Condition"]["ArnLike"]["aws:PrincipalArn"]["Fn::Sub"].endswith(":role/sessiongate/*")
+    [policy] = role["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    tagging = statements["SetAndClearSlotTagsOnly"]["Condition"]
+    assert set(tagging["ForAllValues:StringEquals"]["aws:TagKeys"]) == set(slots.all_keys(5))
+    assert tagging["Null"] == {"aws:TagKeys": "false"}
+    assert statements["NeverTagSessionGateItself"]["Effect"] == "Deny"
+
+
+def test_engine_assumes_only_member_roles_of_listed_accounts() -> None:
+    for function in ("GrantAccessFunction", "RevokeAccessFunction", "ReconcileGrantsFunction"):
+        [assume] = [s for s in function_statements(function) if s.get("Sid") == "ActInMemberAccounts"]
+        assert assume["Resource"]["Fn::Sub"].endswith(":role/sessiongate/SessionGateMember")
+        assert assume["Condition"] == {"StringEquals": {"aws:ResourceAccount": {"Ref": "MemberAccounts"}}}

@@ -15,7 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from .errors import InvalidInput
-from .identity import INSTANCE_ID_RE, PRINCIPAL_NAME_RE, PrincipalType, may_be_same, parse_identity
+from .identity import (
+    ACCOUNT_RE,
+    INSTANCE_ID_RE,
+    PRINCIPAL_NAME_RE,
+    PrincipalType,
+    may_be_same,
+    parse_identity,
+)
 from .model import AccessApproved, Denial, Origin
 from .settings import Settings
 
@@ -40,6 +47,7 @@ APPROVED_STATES = frozenset(
 )
 # Runbook parameters of AllowSsmSessionStartRunbook.
 P_INSTANCE, P_TYPE, P_NAME, P_MINUTES = "InstanceId", "PrincipalType", "PrincipalName", "ValidityMinutes"
+P_ACCOUNT = "AccountId"  # optional: a member account (Organizations); "this", empty or absent = this one
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,7 @@ def interpret(
         grant_id=f"cm-{execution_id}",
         origin=Origin.CHANGE_MANAGER,
         origin_ref=ref.ops_item_id,
-        account=account,
+        account=params.get(P_ACCOUNT) or account,
         instance_id=params[P_INSTANCE],
         principal_type=PrincipalType.parse(params[P_TYPE]),
         principal_name=params[P_NAME],
@@ -217,6 +225,16 @@ def _runbook_parameters(
             denials.append(Denial("invalid_parameters", f"runbook parameter {name} must have one value"))
             continue
         params[name] = values[0].strip()
+    target_account = raw.get(P_ACCOUNT)
+    if target_account not in (None, [], [""], ["this"]):
+        if (
+            not isinstance(target_account, list)
+            or len(target_account) != 1
+            or not ACCOUNT_RE.fullmatch(str(target_account[0]))
+        ):
+            denials.append(Denial("invalid_parameters", f"{P_ACCOUNT} must be one 12-digit account id"))
+        else:
+            params[P_ACCOUNT] = str(target_account[0])
     if denials:
         return params, denials
     if not INSTANCE_ID_RE.fullmatch(params[P_INSTANCE]):

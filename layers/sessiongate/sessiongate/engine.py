@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import guardrails, slots
+from .adapters.accounts import MemberAccounts, MemberUnavailable
 from .adapters.bus import Bus
 from .adapters.changes import ChangeRequests
 from .adapters.directory import Directory, PrincipalGone, TagLimitExceeded
@@ -55,6 +56,10 @@ RECONCILE_TOLERANCE = timedelta(seconds=90)
 REPAIR_HOLDER = "reconciler-repair"
 
 
+class AccountNotAllowed(Exception):
+    """The account is neither SessionGate's own nor a configured member account."""
+
+
 class OriginVerifier(Protocol):
     """Re-reads the origin of an approval (SSM change request, native request record)."""
 
@@ -74,6 +79,7 @@ class Engine:
     changes: ChangeRequests | None = None
     verifiers: Mapping[Origin, OriginVerifier] | None = None
     sessions: Sessions | None = None
+    accounts: MemberAccounts | None = None
 
     # ------------------------------------------------------------------------------ triggers
     def on_access_approved(self, event: object) -> Outcome:
@@ -108,20 +114,23 @@ class Engine:
             return Outcome("duplicate", request.grant_id, {"status": existing.status.value})
 
         now = self.clock.now()
-        principal = self.directory.get_principal(request.principal_type, request.principal_name)
+        try:
+            directory, inventory, _ = self._in(request.account)
+        except MemberUnavailable as exc:
+            return self._deny_early(request, existing, now, [Denial("member_role_unavailable", str(exc))])
+        except AccountNotAllowed:
+            denial = Denial("account_not_allowed", f"account {request.account} is not a SessionGate account")
+            return self._deny_early(request, existing, now, [denial])
+        principal = directory.get_principal(request.principal_type, request.principal_name)
         if principal is not None:
             bound = guardrails.bind_to_requester(request, principal, self.settings)
             if bound != request.bound_user_id:
                 request = replace(request, bound_user_id=bound)
-        instance = self.inventory.describe(
-            request.instance_id, check_managed=self.settings.require_ssm_managed
-        )
-        denials = guardrails.evaluate(
-            request, principal, instance, self.settings, now, account=self.settings.account_id
-        )
+        instance = inventory.describe(request.instance_id, check_managed=self.settings.require_ssm_managed)
+        denials = guardrails.evaluate(request, principal, instance, self.settings, now)
         if not denials:
             denials = self._verify_origin(request)
-        arn = principal.arn if principal else self._arn(request.principal_type, request.principal_name)
+        arn = principal.arn if principal else self._arn(request)
 
         if existing is None:
             if denials:
@@ -163,7 +172,7 @@ class Engine:
         log.append_keys(slot=grant.slot, principal_arn=grant.principal_arn)
 
         try:
-            self.directory.tag(
+            directory.tag(
                 request.principal_type,
                 request.principal_name,
                 slots.tags_for(grant.slot, request.instance_id, request.bound_user_id),
@@ -232,11 +241,16 @@ class Engine:
         if grant.slot is not None:
             holds_slot = self.ledger.slot_holder(grant.principal_arn, grant.slot) == grant_id
             if holds_slot:
-                self.directory.untag(
+                try:
+                    directory, _, sessions = self._in(grant.account)
+                except (MemberUnavailable, AccountNotAllowed) as exc:
+                    # Never skipped silently: raise, so the revocation is retried and alarmed.
+                    raise TransientError(f"cannot reach account {grant.account} to revoke: {exc}") from exc
+                directory.untag(
                     PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
                 )
-                if self.settings.terminate_sessions_on_expiry and self.sessions is not None:
-                    ended = self._end_sessions(grant)
+                if self.settings.terminate_sessions_on_expiry:
+                    ended = self._end_sessions(grant, sessions)
                     if ended:
                         log.info("open sessions terminated", extra={"sessions": ended})
             else:
@@ -259,11 +273,20 @@ class Engine:
         )
         return Outcome("revoked", grant_id, {"reason": reason, "untagged": holds_slot})
 
-    def _end_sessions(self, grant: Grant) -> list[str]:
+    def _end_sessions(self, grant: Grant, sessions: Sessions | None) -> list[str]:
+        if sessions is None:
+            return []
         owner = Identity(self.settings.partition, grant.account, grant.principal_type, grant.principal_name)
         session_name = grant.bound_user_id.split(":", 1)[1] if grant.bound_user_id else None
-        assert self.sessions is not None
-        return self.sessions.terminate(grant.instance_id, owner, session_name)
+        return sessions.terminate(grant.instance_id, owner, session_name)
+
+    def _in(self, account: str) -> tuple[Directory, Inventory, Sessions | None]:
+        """The IAM/EC2/SSM adapters of ``account``: this one, or a member through its role."""
+        if account == self.settings.account_id:
+            return self.directory, self.inventory, self.sessions
+        if account not in self.settings.member_accounts or self.accounts is None:
+            raise AccountNotAllowed(account)
+        return self.accounts.adapters(account, self.clock.now())
 
     # ------------------------------------------------------------------------------ reconciler
     def reconcile(self) -> Outcome:
@@ -295,15 +318,26 @@ class Engine:
                 continue
             if kind:
                 repairs[kind].append(grant.grant_id)
-        principals = {(PrincipalType(g.principal_type), g.principal_name) for g in live}
-        if self.settings.operator_policy_arn:
-            principals |= self.directory.policy_principals(self.settings.operator_policy_arn)
-        for kind_, name in sorted(principals):
+        principals = {(g.account, PrincipalType(g.principal_type), g.principal_name) for g in live}
+        for account in (self.settings.account_id, *self.settings.member_accounts):
             try:
-                repairs["drift_removed"] += self._remove_drift(kind_, name)
-            except (ClientError, BotoCoreError) as exc:
+                directory, _, _ = self._in(account)
+                if self.settings.operator_policy_arn:
+                    # The member stack creates the operator policy under the same name in each account.
+                    policy = self.settings.operator_policy_arn.replace(
+                        f":{self.settings.account_id}:", f":{account}:"
+                    )
+                    principals |= {(account, k, n) for k, n in directory.policy_principals(policy)}
+            except (MemberUnavailable, ClientError, BotoCoreError) as exc:
+                log.exception("reconciler could not list operators", extra={"account": account})
+                failures.append(f"account {account}: {exc}")
+        for account, kind_, name in sorted(principals):
+            try:
+                directory, _, _ = self._in(account)
+                repairs["drift_removed"] += self._remove_drift(directory, kind_, name)
+            except (MemberUnavailable, AccountNotAllowed, ClientError, BotoCoreError) as exc:
                 log.exception("reconciler could not check a principal", extra={"principal_name": name})
-                failures.append(f"{kind_.value}/{name}: {exc}")
+                failures.append(f"{account}/{kind_.value}/{name}: {exc}")
         total = sum(len(v) for v in repairs.values())
         for kind, items in repairs.items():
             if items:
@@ -343,8 +377,8 @@ class Engine:
             return "schedules_recreated"
         return None
 
-    def _remove_drift(self, kind: PrincipalType, name: str) -> list[str]:
-        principal = self.directory.get_principal(kind, name)
+    def _remove_drift(self, directory: Directory, kind: PrincipalType, name: str) -> list[str]:
+        principal = directory.get_principal(kind, name)
         if principal is None:
             return []
         removed = []
@@ -357,7 +391,7 @@ class Engine:
             if not self.ledger.lock_free_slot(principal.arn, slot, REPAIR_HOLDER):
                 continue
             try:
-                self.directory.untag(kind, name, keys)
+                directory.untag(kind, name, keys)
             finally:
                 self.ledger.release_slot(principal.arn, slot, REPAIR_HOLDER)
             removed.append(f"{principal.arn}#{slot}")
@@ -436,8 +470,18 @@ class Engine:
             return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")]
         return verifier.verify(request)
 
-    def _arn(self, kind: PrincipalType, name: str) -> str:
-        return principal_arn(self.settings.partition, self.settings.account_id, kind, name)
+    def _arn(self, request: AccessApproved) -> str:
+        return principal_arn(
+            self.settings.partition, request.account, request.principal_type, request.principal_name
+        )
+
+    def _deny_early(
+        self, request: AccessApproved, existing: Grant | None, now: datetime, denials: list[Denial]
+    ) -> Outcome:
+        """Deny before anything was read from the target account."""
+        if existing is not None:
+            return self._abandon(existing, denials)
+        return self._deny_new(self._record(request, self._arn(request), now, GrantStatus.DENIED), denials)
 
     def _record(self, request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
         return Grant(
@@ -470,7 +514,8 @@ class Engine:
             grant.slot is not None
             and self.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id
         ):
-            self.directory.untag(
+            directory, _, _ = self._in(grant.account)
+            directory.untag(
                 PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
             )
             self.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
@@ -547,6 +592,7 @@ class ChangeManagerVerifier:
         differing = [
             name
             for name in (
+                "account",
                 "instance_id",
                 "principal_type",
                 "principal_name",

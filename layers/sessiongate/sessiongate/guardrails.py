@@ -179,13 +179,8 @@ def evaluate(
     instance: InstanceFacts | None,
     settings: Settings,
     now: datetime,
-    *,
-    account: str,
 ) -> list[Denial]:
-    denials = []
-    if request.account != account:
-        denials.append(Denial("account_mismatch", f"request is for account {request.account}"))
-    denials += check_approval(request)
+    denials = check_approval(request)
     denials += check_timing(request, settings, now)
     denials += check_principal(request, principal, settings)
     denials += check_instance(request, instance, settings)

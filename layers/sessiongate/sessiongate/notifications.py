@@ -19,7 +19,16 @@ _TITLES = {
     "AccessDenied": "Access denied",
     "EventRejected": "Malformed trigger rejected",
     "ReconcilerRepaired": "Reconciler repaired drift",
+    # Native front door (request API).
+    "AccessRequested": "Access requested",
+    "ApprovalRecorded": "Approval recorded, more needed",
+    "AccessApproved": "Access approved",
+    "AccessRejected": "Access request rejected",
+    "AccessRequestCancelled": "Access request cancelled",
+    "AccessRequestExpired": "Access request expired unapproved",
+    "BreakGlassUsed": "BREAK-GLASS access self-approved",
 }
+_NATIVE = frozenset(list(_TITLES)[5:])
 
 
 def render(event_type: str, payload: Mapping[str, Any]) -> dict[str, str]:
@@ -67,11 +76,46 @@ def _lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:
         lines.append("The reconciler repaired what lost or failed deliveries left behind:")
         lines += [f"  - {k.replace('_', ' ')}: {', '.join(v)}" for k, v in repairs.items() if v]
         lines.append("Check the DLQs and the function logs for the cause.")
+    elif event_type in _NATIVE:
+        lines += _native_lines(event_type, payload)
     else:
         lines.append(f"{payload.get('trigger')}: {payload.get('problem')} (field {payload.get('field')}).")
     lines += ["", f"Grant: {payload.get('grant_id') or '-'}   Account: {payload.get('account') or '-'}"]
     if payload.get("origin"):
         lines.append(f"Origin: {payload.get('origin')} {payload.get('origin_ref') or ''}".rstrip())
+    return lines
+
+
+def _native_lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:
+    request_id = payload.get("request_id")
+    lines = [
+        f"{payload.get('requester_arn')} asks for {payload.get('duration_minutes')} min of Session Manager"
+        f" access to {payload.get('instance_id')} as {_who(payload)}.",
+        f"Reason: {payload.get('reason')}"
+        + (f" (ticket {payload['ticket']})" if payload.get("ticket") else ""),
+    ]
+    if payload.get("extends"):
+        lines.append(f"This extends request {payload.get('extends')}.")
+    if event_type == "BreakGlassUsed":
+        lines.insert(0, "BREAK-GLASS: the requester approved their own access under the emergency rule.")
+        lines.append("Review it now; revoke with:")
+        lines.append(f"  sessiongate revoke {request_id}")
+    elif event_type in ("AccessRequested", "ApprovalRecorded"):
+        for level in payload.get("approval_progress") or []:
+            count = f"{level.get('approved')}/{level.get('required')}"
+            lines.append(f"  level {level.get('level')} ({level.get('name')}): {count}")
+        lines += [
+            "",
+            "Decide with:",
+            f"  sessiongate approve {request_id}",
+            f"  sessiongate reject {request_id} --comment ...",
+        ]
+    elif event_type == "AccessApproved":
+        lines.append(
+            f"Approved by {', '.join(payload.get('approver_arns') or [])}; the grant follows shortly."
+        )
+    elif payload.get("comment"):
+        lines.append(f"Comment: {payload.get('comment')}")
     return lines
 
 

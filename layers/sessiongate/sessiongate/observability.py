@@ -33,6 +33,9 @@ CONTEXT_KEYS = (
     "revoke_reason",
     "ops_item_id",
     "change_request_id",
+    "request_id",
+    "caller_arn",
+    "route",
 )
 
 

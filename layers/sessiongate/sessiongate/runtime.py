@@ -5,14 +5,18 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, SystemClock
 from .engine import ChangeManagerVerifier, Engine
 from .model import Origin
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .native_api import RequestApi
+
 ClientFactory = Callable[[str], Any]
+MemberClientFactory = Callable[[str, dict[str, str] | None], Any]
 
 _COMMON = ("account_id", "table_name", "topic_arn", "schedule_group")
 _SCHEDULING = ("scheduler_role_arn", "schedule_dlq_arn")
@@ -21,13 +25,26 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "revoke": _COMMON,
     "adapter": _COMMON + _SCHEDULING + ("event_bus_name", "adapter_target_arn"),
     "reconcile": _COMMON + _SCHEDULING + ("revoke_target_arn", "operator_policy_arn"),
+    # Native front door: the request API also revokes early through the engine (same path as expiry).
+    "requests": (
+        *_COMMON,
+        "requests_table",
+        "event_bus_name",
+        "approval_policy_parameter",
+        "break_glass_approver_arn",
+    ),
 }
 
 
 def build_engine(
-    settings: Settings, *, clock: Clock | None = None, client: ClientFactory | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
 ) -> Engine:
     from .adapters import aws
+    from .adapters.accounts import MemberAccounts
     from .adapters.bus import Bus
     from .adapters.changes import ChangeRequests
     from .adapters.directory import Directory
@@ -55,8 +72,63 @@ def build_engine(
         clock=clock,
         bus=Bus(make("events"), settings.event_bus_name),
         changes=changes,
-        verifiers={Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock)},
+        verifiers=_verifiers(settings, changes, clock, make),
         sessions=Sessions(make("ssm")),
+        accounts=MemberAccounts(
+            make("sts"),
+            member_client or aws.client_with,
+            partition=settings.partition,
+            role_path=settings.engine_role_path,
+            role_name=settings.member_role_name,
+            external_id=settings.member_external_id,
+        )
+        if settings.member_accounts
+        else None,
+    )
+
+
+def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFactory) -> dict[Origin, Any]:
+    """Origin verifiers; without a requests table native grants stay unverifiable (denied)."""
+    verifiers: dict[Origin, Any] = {Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock)}
+    if settings.requests_table:
+        from .adapters.requests import RequestStore
+        from .native_service import NativeVerifier
+
+        verifiers[Origin.NATIVE] = NativeVerifier(
+            RequestStore(make("dynamodb"), settings.requests_table), settings
+        )
+    return verifiers
+
+
+def build_request_api(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
+) -> RequestApi:
+    """The native front door: request API over the request store, the policy and the engine."""
+    from .adapters import aws
+    from .adapters.requests import PolicySource, RequestStore
+    from .native_api import RequestApi
+    from .native_service import NativeService
+
+    make = client or aws.LazyClient
+    clock = clock or SystemClock()
+    core = build_engine(settings, clock=clock, client=client, member_client=member_client)
+    assert core.bus is not None
+    return RequestApi(
+        NativeService(
+            settings=settings,
+            store=RequestStore(make("dynamodb"), settings.requests_table),
+            policies=PolicySource(make("ssm"), settings.approval_policy_parameter, clock),
+            inventory=core.inventory,
+            directory=core.directory,
+            bus=core.bus,
+            notifier=core.notifier,
+            engine=core,
+            clock=clock,
+        )
     )
 
 
@@ -65,14 +137,27 @@ def build_engine(
 _OVERRIDES: dict[str, Any] = {}
 
 
-def override(*, clock: Clock | None = None, client: ClientFactory | None = None) -> None:
-    """Make every engine built from now on use this clock and client factory (sandbox only)."""
+def override(
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
+) -> None:
+    """Make every engine built from now on use this clock and these client factories (sandbox only)."""
     _OVERRIDES.clear()
-    _OVERRIDES.update({k: v for k, v in {"clock": clock, "client": client}.items() if v is not None})
+    given = {"clock": clock, "client": client, "member_client": member_client}
+    _OVERRIDES.update({k: v for k, v in given.items() if v is not None})
     engine.cache_clear()
+    request_api.cache_clear()
 
 
 @functools.cache
 def engine(role: str) -> Engine:
     """The process-wide engine of a function role (``grant``, ``revoke``, ``adapter``)."""
     return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]), **_OVERRIDES)
+
+
+@functools.cache
+def request_api() -> RequestApi:
+    """The process-wide native request API (role ``requests``)."""
+    return build_request_api(Settings.from_env(os.environ, require=REQUIRED["requests"]), **_OVERRIDES)

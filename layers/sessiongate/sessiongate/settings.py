@@ -41,6 +41,14 @@ class Settings:
     terminate_sessions_on_expiry: bool = False
     shared_role_patterns: tuple[str, ...] = ("AWSReservedSSO_*",)
     bind_shared_role_sessions: bool = False
+    member_accounts: tuple[str, ...] = ()
+    member_role_name: str = "SessionGateMember"
+    member_external_id: str = ""
+    # Native front door (request API).
+    requests_table: str = ""
+    approval_policy_parameter: str = ""
+    pending_request_ttl_minutes: int = 60
+    break_glass_approver_arn: str = ""
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -70,6 +78,13 @@ class Settings:
         "terminate_sessions_on_expiry": "SESSIONGATE_TERMINATE_SESSIONS_ON_EXPIRY",
         "shared_role_patterns": "SESSIONGATE_SHARED_ROLE_PATTERNS",
         "bind_shared_role_sessions": "SESSIONGATE_BIND_SHARED_ROLE_SESSIONS",
+        "member_accounts": "SESSIONGATE_MEMBER_ACCOUNTS",
+        "member_role_name": "SESSIONGATE_MEMBER_ROLE_NAME",
+        "member_external_id": "SESSIONGATE_MEMBER_EXTERNAL_ID",
+        "requests_table": "SESSIONGATE_REQUESTS_TABLE",
+        "approval_policy_parameter": "SESSIONGATE_APPROVAL_POLICY_PARAMETER",
+        "pending_request_ttl_minutes": "SESSIONGATE_PENDING_REQUEST_TTL_MINUTES",
+        "break_glass_approver_arn": "SESSIONGATE_BREAK_GLASS_APPROVER_ARN",
     }
 
     @classmethod
@@ -110,6 +125,15 @@ class Settings:
             problems.append("engine role path must start and end with '/'")
         if self.engine_role_path == "/":
             problems.append("engine role path must not be '/' (it would exclude every principal)")
+        bad = [a for a in self.member_accounts if not re.fullmatch(r"\d{12}", a)]
+        if bad:
+            problems.append(f"member accounts must be 12-digit ids, got {bad}")
+        if not 1 <= self.pending_request_ttl_minutes <= 10080:
+            problems.append("pending request TTL must be 1..10080 minutes")
+        if self.break_glass_approver_arn and not re.fullmatch(
+            r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", self.break_glass_approver_arn
+        ):
+            problems.append("break-glass approver must be an IAM role ARN")
         if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
             problems.append("account id must be 12 digits")
         if problems:

@@ -60,6 +60,18 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def client_with(service: str, credentials: dict[str, str] | None = None) -> Any:
+    """A client for another account's credentials (not cached: credentials expire)."""
+    if credentials is None:
+        return client(service)
+    import boto3
+    from botocore.config import Config
+
+    made = boto3.session.Session(**credentials).client(service, config=Config(**RETRY_CONFIG))
+    extend_retries(made, service)
+    return made
+
+
 class LazyClient:
     """Stands in for a boto3 client and builds it on first attribute access (cold-start friendly)."""
 

@@ -1,0 +1,103 @@
+"""Member accounts (AWS Organizations): act in another account through its SessionGate member role.
+
+The engine runs in one account; each member account runs the member stack (member/template.yaml) whose
+role trusts only the engine's roles (path ``/sessiongate/`` of the engine account) and asks for an
+external id. Grants, revocations and drift repair use clients built from that role's credentials; the
+ledger, schedules and notifications stay central.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .aws import error_code
+from .directory import Directory
+from .inventory import Inventory
+from .sessions import Sessions
+
+# Errors that mean "the member role is missing, or does not trust us": a decision, not a retry.
+UNAVAILABLE = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "NoSuchEntity",
+    "InvalidClientTokenId",
+    "RegionDisabledException",
+}
+REFRESH_BEFORE = timedelta(minutes=5)
+
+ClientMaker = Callable[[str, dict[str, str] | None], Any]
+
+
+class MemberUnavailable(Exception):
+    """The member account's role cannot be assumed (missing, untrusted, or account closed)."""
+
+
+@dataclass
+class _Session:
+    directory: Directory
+    inventory: Inventory
+    sessions: Sessions
+    expires: datetime
+
+
+class MemberAccounts:
+    def __init__(
+        self,
+        sts: Any,
+        make: ClientMaker,
+        *,
+        partition: str,
+        role_path: str,
+        role_name: str,
+        external_id: str,
+        session_name: str = "sessiongate",
+    ) -> None:
+        self._sts = sts
+        self._make = make
+        self._partition = partition
+        self._role_path = role_path
+        self._role_name = role_name
+        self._external_id = external_id
+        self._session_name = session_name
+        self._cache: dict[str, _Session] = {}
+
+    def role_arn(self, account: str) -> str:
+        return f"arn:{self._partition}:iam::{account}:role{self._role_path}{self._role_name}"
+
+    def adapters(self, account: str, now: datetime) -> tuple[Directory, Inventory, Sessions]:
+        cached = self._cache.get(account)
+        if cached is None or cached.expires - REFRESH_BEFORE <= now:
+            cached = self._assume(account)
+            self._cache[account] = cached
+        return cached.directory, cached.inventory, cached.sessions
+
+    def _assume(self, account: str) -> _Session:
+        kwargs: dict[str, Any] = {"RoleArn": self.role_arn(account), "RoleSessionName": self._session_name}
+        if self._external_id:
+            kwargs["ExternalId"] = self._external_id
+        try:
+            credentials = self._sts.assume_role(**kwargs)["Credentials"]
+        except ClientError as exc:
+            if error_code(exc) in UNAVAILABLE:
+                raise MemberUnavailable(f"cannot assume {kwargs['RoleArn']}: {error_code(exc)}") from exc
+            raise
+        creds = {
+            "aws_access_key_id": credentials["AccessKeyId"],
+            "aws_secret_access_key": credentials["SecretAccessKey"],
+            "aws_session_token": credentials["SessionToken"],
+        }
+        expires = credentials.get("Expiration")
+        if not isinstance(expires, datetime):
+            expires = datetime.now(UTC) + timedelta(hours=1)
+        ssm = self._make("ssm", creds)
+        return _Session(
+            directory=Directory(self._make("iam", creds)),
+            inventory=Inventory(self._make("ec2", creds), ssm),
+            sessions=Sessions(ssm),
+            expires=expires,
+        )

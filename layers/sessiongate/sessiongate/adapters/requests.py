@@ -1,0 +1,180 @@
+"""DynamoDB store of native requests (the requests table) and the approval policy from SSM.
+
+Items (partition key ``request_id``):
+- every field of :class:`sessiongate.native.Request`; ``version`` increases by one per write and every
+  write is conditional on the version read (optimistic locking), so of two concurrent decisions only
+  one lands and the other re-reads;
+- ``pending = "PENDING"`` only while PENDING, for the sparse ``pending-by-created`` index (approvers'
+  inbox); ``requester_arn`` + ``created_at`` for the ``by-requester`` index ("mine").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..approval_policy import ApprovalPolicy, PolicyError
+from ..clock import Clock
+from ..errors import TransientError
+from ..identity import PrincipalType
+from ..native import Approval, Request, RequestStatus
+
+PENDING_INDEX = "pending-by-created"
+REQUESTER_INDEX = "by-requester"
+POLICY_CACHE = timedelta(seconds=60)
+_FIELDS = {f.name for f in fields(Request)}
+
+
+def _ser(value: Any) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    return TypeSerializer().serialize(value)  # type: ignore[no-any-return]
+
+
+def to_item(request: Request) -> dict[str, Any]:
+    values = asdict(request)
+    values["status"] = request.status.value
+    values["principal_type"] = request.principal_type.value
+    values["approvals"] = [a.as_dict() for a in request.approvals]
+    values["denials"] = list(request.denials)
+    values["history"] = list(request.history)
+    if request.status is RequestStatus.PENDING:
+        values["pending"] = RequestStatus.PENDING.value
+    return {k: _ser(v) for k, v in values.items() if v is not None and v != "" and v != []}
+
+
+def from_item(item: dict[str, Any]) -> Request:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    des = TypeDeserializer()
+    plain = {k: des.deserialize(v) for k, v in item.items() if k in _FIELDS}
+    plain["status"] = RequestStatus(plain["status"])
+    plain["principal_type"] = PrincipalType(plain["principal_type"])
+    plain["approvals"] = tuple(Approval.from_dict(a) for a in plain.get("approvals", []))
+    plain["approver_arns"] = tuple(plain.get("approver_arns", []))
+    plain["denials"] = tuple(plain.get("denials", []))
+    plain["history"] = tuple(plain.get("history", []))
+    for name in ("duration_minutes", "extension_count", "version"):
+        if name in plain:
+            plain[name] = int(plain[name])
+    return Request(**plain)
+
+
+class RequestStore:
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    def get(self, request_id: str) -> Request | None:
+        item = self._db.get_item(
+            TableName=self._table, Key={"request_id": {"S": request_id}}, ConsistentRead=True
+        ).get("Item")
+        return from_item(item) if item else None
+
+    def create(self, request: Request) -> bool:
+        """Write a new request; ``False`` if the id exists already."""
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=to_item(request),
+                ConditionExpression="attribute_not_exists(request_id)",
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def replace(self, request: Request, *, expected_version: int) -> bool:
+        """Write the next version; ``False`` when someone else wrote since ``expected_version``."""
+        if request.version != expected_version + 1:
+            raise ValueError("replace() needs the next version of the record")
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=to_item(request),
+                ConditionExpression="#v = :expected",
+                ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues={":expected": {"N": str(expected_version)}},
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def create_extension(self, parent: Request, *, expected_version: int, child: Request) -> bool:
+        """Bump the parent's extension counter and create the extension request, atomically."""
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": to_item(parent),
+                            "ConditionExpression": "#v = :expected",
+                            "ExpressionAttributeNames": {"#v": "version"},
+                            "ExpressionAttributeValues": {":expected": {"N": str(expected_version)}},
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": to_item(child),
+                            "ConditionExpression": "attribute_not_exists(request_id)",
+                        }
+                    },
+                ]
+            )
+        except self._db.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons:
+                return False
+            raise TransientError(f"extension of {parent.request_id} cancelled: {reasons}") from exc
+        return True
+
+    def by_requester(self, requester_arn: str, *, limit: int) -> list[Request]:
+        return self._query(REQUESTER_INDEX, "requester_arn", requester_arn, limit)
+
+    def pending(self, *, limit: int) -> list[Request]:
+        return self._query(PENDING_INDEX, "pending", RequestStatus.PENDING.value, limit)
+
+    def _query(self, index: str, key: str, value: str, limit: int) -> list[Request]:
+        ids: list[str] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": key},
+            "ExpressionAttributeValues": {":v": {"S": value}},
+            "ScanIndexForward": False,
+        }
+        while len(ids) < limit:
+            page = self._db.query(**kwargs)
+            ids += [item["request_id"]["S"] for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        # The indexes are eventually consistent: re-read every record before showing or acting on it.
+        found = [self.get(i) for i in ids[:limit]]
+        return [r for r in found if r is not None]
+
+
+class PolicySource:
+    """The approval policy document in an SSM parameter, re-read at most once a minute."""
+
+    def __init__(self, ssm: Any, parameter_name: str, clock: Clock) -> None:
+        self._ssm = ssm
+        self._name = parameter_name
+        self._clock = clock
+        self._cached: tuple[datetime, ApprovalPolicy] | None = None
+
+    def get(self) -> ApprovalPolicy:
+        """The current policy; raises :class:`PolicyError` when it is missing or invalid (fail closed)."""
+        now = self._clock.now()
+        if self._cached is not None and now - self._cached[0] < POLICY_CACHE:
+            return self._cached[1]
+        try:
+            value = self._ssm.get_parameter(Name=self._name)["Parameter"]["Value"]
+        except self._ssm.exceptions.ParameterNotFound:
+            raise PolicyError(f"the approval policy parameter {self._name} does not exist") from None
+        policy = ApprovalPolicy.parse_json(value)
+        self._cached = (now, policy)
+        return policy

@@ -1,0 +1,335 @@
+"""Approval policy of the native front door: who may approve which instances (pure, no AWS).
+
+The policy is a JSON document (SSM parameter named by the ``ApprovalPolicyParameterName`` stack
+parameter)::
+
+    {
+      "version": 1,
+      "rules": [
+        {
+          "name": "production",
+          "instances": {"tags": {"Environment": "prod"}},
+          "requesters": ["arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Ops_*/*"],
+          "max_duration_minutes": 30,
+          "levels": [
+            {"name": "team leads", "approvers": ["arn:aws:iam::123456789012:role/TeamLead"],
+             "min_approvals": 2},
+            {"name": "security", "approvers": ["arn:aws:iam::123456789012:user/sec-*"]}
+          ],
+          "break_glass": {"enabled": true, "max_duration_minutes": 15, "min_reason_length": 20}
+        },
+        {"name": "everything else", "levels": [{"approvers": ["arn:aws:iam::123456789012:role/Ops*"]}]}
+      ]
+    }
+
+- The first rule whose ``instances`` selector matches the instance applies (``ids``: any of these
+  instance ids; ``tags``: every tag equal, values may use ``*``; both given: both must hold; no
+  selector: every instance). No matching rule: the request is refused.
+- ``levels`` are approved in order; level k+1 may approve only once level k has ``min_approvals``
+  (default 1) distinct approvers. An approver counts once per request.
+- Patterns are ARN globs, case-insensitive, matched against the signed caller's ARN and, for role
+  sessions, the role's ARN ``arn:aws:iam::ACCOUNT:role/NAME`` (STS ARNs carry no IAM path: write role
+  patterns without the path); user ARNs also match without their path.
+- ``requesters`` (optional) limits who may request under the rule.
+- Nobody approves their own request, nor a request whose access they would receive
+  (:func:`identity.may_be_same`, fail closed). ``break_glass`` is the one exception: the requester
+  approves alone, with a reason, for at most ``max_duration_minutes`` (default 15), all approvers are
+  notified and the record is flagged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
+from .native import Approval, Request, bad_request, conflict, forbidden
+
+POLICY_VERSION = 1
+MAX_RULES = 100
+MAX_LEVELS = 5
+MAX_PATTERNS = 50
+MAX_MIN_APPROVALS = 10
+DEFAULT_BREAK_GLASS_MINUTES = 15
+DEFAULT_BREAK_GLASS_REASON = 20
+
+
+class PolicyError(Exception):
+    """The policy document is invalid: the API refuses every decision until it is fixed (fail closed)."""
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    approvers: tuple[str, ...]
+    min_approvals: int = 1
+
+
+@dataclass(frozen=True)
+class BreakGlass:
+    enabled: bool = False
+    max_duration_minutes: int = DEFAULT_BREAK_GLASS_MINUTES
+    min_reason_length: int = DEFAULT_BREAK_GLASS_REASON
+    requesters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    levels: tuple[Level, ...]
+    instance_ids: tuple[str, ...] = ()
+    instance_tags: tuple[tuple[str, str], ...] = ()
+    requesters: tuple[str, ...] = ()
+    max_duration_minutes: int | None = None
+    break_glass: BreakGlass = BreakGlass()
+
+    def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
+        if self.instance_ids and instance_id not in self.instance_ids:
+            return False
+        return all(
+            key in tags and fnmatch.fnmatchcase(tags[key], pattern) for key, pattern in self.instance_tags
+        )
+
+    def may_request(self, arn: str) -> bool:
+        return not self.requesters or arn_matches(arn, self.requesters)
+
+    def may_review(self, arn: str) -> bool:
+        """An approver at any level (may see, reject and revoke requests under this rule)."""
+        return any(arn_matches(arn, level.approvers) for level in self.levels)
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    rules: tuple[Rule, ...]
+
+    def rule_for(self, instance_id: str, tags: Mapping[str, str]) -> Rule | None:
+        return next((r for r in self.rules if r.matches(instance_id, tags)), None)
+
+    def rule_named(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+    @classmethod
+    def parse_json(cls, text: str) -> ApprovalPolicy:
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise PolicyError(f"the approval policy is not JSON: {exc}") from None
+        return cls.parse(document)
+
+    @classmethod
+    def parse(cls, document: object) -> ApprovalPolicy:
+        doc = _mapping(document, "policy", {"version", "rules", "description"})
+        if doc.get("version") != POLICY_VERSION:
+            raise PolicyError(f"policy version must be {POLICY_VERSION}")
+        rules = doc.get("rules")
+        if not isinstance(rules, list) or not 1 <= len(rules) <= MAX_RULES:
+            raise PolicyError(f"policy.rules must be a list of 1..{MAX_RULES} rules")
+        parsed = tuple(_rule(r, i) for i, r in enumerate(rules))
+        names = [r.name for r in parsed]
+        if len(set(names)) != len(names):
+            raise PolicyError("rule names must be unique")
+        return cls(parsed)
+
+
+# ---------------------------------------------------------------------------------------- matching
+def arn_forms(arn: str) -> list[str]:
+    """The ARNs a pattern may match for one caller (see the module docstring)."""
+    forms = [arn]
+    identity = parse_identity(arn)
+    if identity is not None and identity.kind in ("role", "user"):
+        forms.append(f"arn:{identity.partition}:iam::{identity.account}:{identity.kind}/{identity.name}")
+    return forms
+
+
+def arn_matches(arn: str, patterns: Sequence[str]) -> bool:
+    forms = [f.lower() for f in arn_forms(arn)]
+    return any(fnmatch.fnmatchcase(form, pattern.lower()) for form in forms for pattern in patterns)
+
+
+# ---------------------------------------------------------------------------------------- decisions
+def counted(rule: Rule, approvals: Sequence[Approval]) -> list[int]:
+    """Approvals per level that still count under the current rule (approver still matches the level)."""
+    counts = [0] * len(rule.levels)
+    for approval in approvals:
+        if 0 <= approval.level < len(rule.levels) and arn_matches(
+            approval.approver_arn, rule.levels[approval.level].approvers
+        ):
+            counts[approval.level] += 1
+    return counts
+
+
+def current_level(rule: Rule, approvals: Sequence[Approval]) -> int | None:
+    """The first level still short of approvals; ``None`` when every level is met."""
+    counts = counted(rule, approvals)
+    for index, level in enumerate(rule.levels):
+        if counts[index] < level.min_approvals:
+            return index
+    return None
+
+
+def progress(rule: Rule, approvals: Sequence[Approval]) -> list[dict[str, Any]]:
+    counts = counted(rule, approvals)
+    return [
+        {"level": index + 1, "name": level.name, "approved": counts[index], "required": level.min_approvals}
+        for index, level in enumerate(rule.levels)
+    ]
+
+
+def approver_level(rule: Rule, request: Request, approver_arn: str) -> int:
+    """The level ``approver_arn`` approves at now; raises :class:`ApiError` with the reason it may not."""
+    check_not_involved(request, approver_arn)
+    approver = parse_identity(approver_arn)
+    for previous in request.approvals:
+        if may_be_same(approver, parse_identity(previous.approver_arn)):
+            raise conflict("already_approved", "you have approved this request already")
+    level = current_level(rule, request.approvals)
+    if level is None:
+        raise conflict("invalid_state", "every approval level is already met")
+    if arn_matches(approver_arn, rule.levels[level].approvers):
+        return level
+    if any(arn_matches(approver_arn, later.approvers) for later in rule.levels[level + 1 :]):
+        raise forbidden(
+            "level_not_reached",
+            f"level {level + 1} ({rule.levels[level].name}) must approve before your level can",
+        )
+    raise forbidden("not_an_approver", f"you are not an approver of rule {rule.name!r}")
+
+
+def check_not_involved(request: Request, approver_arn: str) -> None:
+    """Separation of duties (fail closed): not the requester, and not who receives the access."""
+    approver = parse_identity(approver_arn)
+    if approver is None or may_be_same(approver, parse_identity(request.requester_arn)):
+        raise forbidden("self_approval", "you cannot approve or reject your own request")
+    operator = Identity(
+        approver.partition, request.account, request.principal_type.value, request.principal_name
+    )
+    if may_be_same(approver, operator):
+        raise forbidden(
+            "approver_is_operator",
+            f"you would receive this access ({request.principal_type.value} {request.principal_name})",
+        )
+
+
+def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, reason: str) -> None:
+    glass = rule.break_glass
+    if not glass.enabled:
+        raise forbidden("break_glass_not_allowed", f"rule {rule.name!r} does not allow break-glass access")
+    if glass.requesters and not arn_matches(requester_arn, glass.requesters):
+        raise forbidden("break_glass_not_allowed", f"you may not use break-glass under rule {rule.name!r}")
+    if duration_minutes > glass.max_duration_minutes:
+        raise bad_request(
+            f"break-glass access is capped at {glass.max_duration_minutes} minutes",
+            "break_glass_duration_over_cap",
+        )
+    if len(reason) < glass.min_reason_length:
+        raise bad_request(
+            f"break-glass needs a reason of at least {glass.min_reason_length} characters",
+            "break_glass_reason_too_short",
+        )
+
+
+def check_duration(rule: Rule, duration_minutes: int) -> None:
+    if rule.max_duration_minutes is not None and duration_minutes > rule.max_duration_minutes:
+        raise bad_request(
+            f"rule {rule.name!r} allows at most {rule.max_duration_minutes} minutes", "invalid_duration"
+        )
+
+
+# ---------------------------------------------------------------------------------------- parsing
+def _mapping(value: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{where} must be an object")
+    unknown = set(value) - allowed
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {sorted(unknown)}")
+    return value
+
+
+def _patterns(value: object, where: str, *, required: bool) -> tuple[str, ...]:
+    if value is None and not required:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not (1 if required else 0) <= len(value) <= MAX_PATTERNS
+        or not all(isinstance(p, str) and p.startswith("arn:") and len(p) <= 2048 for p in value)
+    ):
+        raise PolicyError(
+            f"{where} must be a list of up to {MAX_PATTERNS} ARN patterns (starting with 'arn:')"
+        )
+    return tuple(value)
+
+
+def _int(value: object, where: str, low: int, high: int, default: int | None) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PolicyError(f"{where} must be an integer from {low} to {high}")
+    return value
+
+
+def _rule(value: object, index: int) -> Rule:
+    where = f"rules[{index}]"
+    data = _mapping(
+        value,
+        where,
+        {"name", "description", "instances", "requesters", "levels", "max_duration_minutes", "break_glass"},
+    )
+    name = data.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        raise PolicyError(f"{where}.name must be a string of 1..64 characters")
+    instances = _mapping(data.get("instances", {}), f"{where}.instances", {"ids", "tags"})
+    ids = instances.get("ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) and INSTANCE_ID_RE.fullmatch(i) for i in ids):
+        raise PolicyError(f"{where}.instances.ids must be a list of instance ids")
+    tags = instances.get("tags", {})
+    if not isinstance(tags, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise PolicyError(f"{where}.instances.tags must map tag keys to (glob) values")
+    levels = data.get("levels")
+    if not isinstance(levels, list) or not 1 <= len(levels) <= MAX_LEVELS:
+        raise PolicyError(f"{where}.levels must be a list of 1..{MAX_LEVELS} levels")
+    parsed_levels = []
+    for k, level in enumerate(levels):
+        lw = f"{where}.levels[{k}]"
+        ld = _mapping(level, lw, {"name", "approvers", "min_approvals"})
+        approvers = _patterns(ld.get("approvers"), f"{lw}.approvers", required=True)
+        minimum = _int(ld.get("min_approvals"), f"{lw}.min_approvals", 1, MAX_MIN_APPROVALS, 1)
+        assert minimum is not None
+        level_name = ld.get("name", f"level {k + 1}")
+        if not isinstance(level_name, str) or not 1 <= len(level_name) <= 64:
+            raise PolicyError(f"{lw}.name must be a string of 1..64 characters")
+        parsed_levels.append(Level(level_name, approvers, minimum))
+    glass = _mapping(
+        data.get("break_glass", {}),
+        f"{where}.break_glass",
+        {"enabled", "max_duration_minutes", "min_reason_length", "requesters"},
+    )
+    enabled = glass.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise PolicyError(f"{where}.break_glass.enabled must be true or false")
+    glass_minutes = _int(
+        glass.get("max_duration_minutes"), f"{where}.break_glass.max_duration_minutes", 1, 60, 15
+    )
+    glass_reason = _int(glass.get("min_reason_length"), f"{where}.break_glass.min_reason_length", 1, 300, 20)
+    assert glass_minutes is not None
+    assert glass_reason is not None
+    return Rule(
+        name=name,
+        levels=tuple(parsed_levels),
+        instance_ids=tuple(ids),
+        instance_tags=tuple(sorted(tags.items())),
+        requesters=_patterns(data.get("requesters"), f"{where}.requesters", required=False),
+        max_duration_minutes=_int(
+            data.get("max_duration_minutes"), f"{where}.max_duration_minutes", 1, 1440, None
+        ),
+        break_glass=BreakGlass(
+            enabled,
+            glass_minutes,
+            glass_reason,
+            _patterns(glass.get("requesters"), f"{where}.break_glass.requesters", required=False),
+        ),
+    )

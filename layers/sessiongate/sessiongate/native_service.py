@@ -1,0 +1,606 @@
+"""The native front door: create, approve, reject, cancel, revoke and extend requests.
+
+Orchestrates the pure rules (:mod:`native`, :mod:`approval_policy`) and the adapters; hands approved
+requests to the engine as ``AccessApproved`` (origin ``native``) on the SessionGate bus, and revokes
+through :meth:`Engine.revoke` (the same path as expiry). Every state change is a conditional write; the
+writer that moves a request to APPROVED is the only one that emits, so two approvers clicking at once
+produce one grant.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from .adapters.bus import Bus
+from .adapters.directory import Directory
+from .adapters.inventory import Inventory
+from .adapters.notifier import Notifier
+from .adapters.requests import PolicySource, RequestStore
+from .approval_policy import (
+    ApprovalPolicy,
+    PolicyError,
+    Rule,
+    approver_level,
+    check_break_glass,
+    check_duration,
+    check_not_involved,
+    current_level,
+    progress,
+)
+from .clock import Clock, parse_iso, to_iso
+from .engine import REASON_EXPIRED, Engine
+from .errors import TransientError
+from .identity import may_be_same, parse_identity
+from .model import AccessApproved, Denial, GrantStatus
+from .native import (
+    LIVE,
+    MAX_EXTENSIONS,
+    OPEN,
+    ApiError,
+    Approval,
+    Caller,
+    Page,
+    Request,
+    RequestStatus,
+    check_request_id,
+    conflict,
+    extension_id,
+    forbidden,
+    parse_comment,
+    parse_create,
+    parse_extend,
+    pending_deadline,
+    request_id_of,
+    same_caller,
+)
+from .observability import bind, metrics
+from .settings import Settings
+
+# Conditional-write retries of one API call before it answers 409 "conflict".
+WRITE_ATTEMPTS = 3
+MAX_LIST = 50
+REASON_DONE = "done"
+REASON_REVOKED = "revoked"
+REASON_EXTENDED = "extended"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class NativeService:
+    settings: Settings
+    store: RequestStore
+    policies: PolicySource
+    inventory: Inventory
+    directory: Directory
+    bus: Bus
+    notifier: Notifier
+    engine: Engine
+    clock: Clock
+    ids: Callable[[], str] = field(default=new_request_id)
+
+    # ------------------------------------------------------------------------------ create
+    def create(self, caller: Caller, body: object) -> dict[str, Any]:
+        data = parse_create(
+            body,
+            default_minutes=self.settings.default_validity_minutes,
+            max_minutes=self.settings.max_validity_minutes,
+        )
+        self._check_account(caller)
+        rule, _ = self._rule_for(data.instance_id)
+        if not rule.may_request(caller.arn):
+            raise forbidden("not_a_requester", f"rule {rule.name!r} does not let you request access")
+        check_duration(rule, data.duration_minutes)
+        if data.break_glass:
+            check_break_glass(rule, caller.arn, data.duration_minutes, data.reason)
+        principal = self.directory.get_principal(caller.principal_type, caller.principal_name)
+        if principal is None:
+            raise forbidden(
+                "principal_not_found", f"IAM {caller.principal_type.value} {caller.principal_name} not found"
+            )
+        for mine in self.store.by_requester(caller.arn, limit=MAX_LIST):
+            mine = self._sync(mine)
+            if mine.instance_id == data.instance_id and mine.status in OPEN and mine.extends is None:
+                raise conflict(
+                    "duplicate_request",
+                    f"you have request {mine.request_id} ({mine.status.value}) for {data.instance_id}",
+                )
+        now = self.clock.now()
+        request = Request(
+            request_id=self.ids(),
+            status=RequestStatus.PENDING,
+            account=caller.account,
+            instance_id=data.instance_id,
+            principal_type=caller.principal_type,
+            principal_name=caller.principal_name,
+            principal_arn=principal.arn,
+            requester_arn=caller.arn,
+            duration_minutes=data.duration_minutes,
+            reason=data.reason,
+            ticket=data.ticket,
+            created_at=to_iso(now),
+            pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
+            rule=rule.name,
+            history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
+        )
+        log = bind(
+            request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
+        )
+        if not self.store.create(request):
+            raise TransientError(f"request id {request.request_id} collided")
+        metrics().add("NativeRequests")
+        if not data.break_glass:
+            log.info("access requested", extra={"rule": rule.name})
+            self._notify("AccessRequested", request, rule=rule)
+            return self._view(request, rule)
+        # Break-glass: the requester approves alone. The engine never accepts the requester as approver
+        # of record, so SessionGate's request API role is recorded as the approver (the policy rule that
+        # allowed it), the requester's self-approval is kept in ``approvals``, and the record is flagged.
+        approved = request.transition(
+            RequestStatus.APPROVED,
+            at=now,
+            by=caller.arn,
+            break_glass=True,
+            approvals=(Approval(caller.arn, -1, to_iso(now), data.reason),),
+            approver_arns=(self.settings.break_glass_approver_arn,),
+            approved_at=to_iso(now),
+            decided_by=caller.arn,
+            version=request.version + 1,
+        )
+        if not self.store.replace(approved, expected_version=request.version):
+            raise conflict("conflict", "the request changed meanwhile; check its status")
+        log.warning("break-glass access self-approved", extra={"rule": rule.name})
+        metrics().add("BreakGlass")
+        self._notify("BreakGlassUsed", approved, rule=rule)
+        return self._view(self._emit(approved), rule)
+
+    # ------------------------------------------------------------------------------ read
+    def get(self, caller: Caller, request_id: str) -> dict[str, Any]:
+        request = self._load(request_id)
+        rule = self._current_rule(request, required=False)
+        if not (same_caller(caller.arn, request.requester_arn) or self._may_review(caller, request, rule)):
+            raise forbidden("not_allowed", "only the requester and the approvers may see this request")
+        return self._view(request, rule)
+
+    def list_mine(self, caller: Caller, limit: int) -> dict[str, Any]:
+        found = [self._sync(r) for r in self.store.by_requester(caller.arn, limit=min(limit, MAX_LIST))]
+        return Page(found).view()
+
+    def list_to_approve(self, caller: Caller, limit: int) -> dict[str, Any]:
+        """Pending requests the caller may approve now (their level is the current one)."""
+        out = []
+        for request in self.store.pending(limit=MAX_LIST):
+            request = self._sync(request)
+            if request.status is not RequestStatus.PENDING:
+                continue
+            rule = self._current_rule(request, required=False)
+            if rule is None:
+                continue
+            try:
+                approver_level(rule, request, caller.arn)
+            except ApiError:
+                continue
+            out.append(request)
+            if len(out) >= limit:
+                break
+        return Page(out).view()
+
+    # ------------------------------------------------------------------------------ decisions
+    def approve(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+        comment = parse_comment(body, required=False)
+        for _ in range(WRITE_ATTEMPTS):
+            request = self._pending(request_id)
+            rule = self._current_rule(request, required=True)
+            assert rule is not None
+            level = approver_level(rule, request, caller.arn)
+            now = self.clock.now()
+            approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
+            if current_level(rule, approvals) is None:
+                updated = request.transition(
+                    RequestStatus.APPROVED,
+                    at=now,
+                    by=caller.arn,
+                    approvals=approvals,
+                    approver_arns=tuple(a.approver_arn for a in approvals),
+                    approved_at=to_iso(now),
+                    decided_by=caller.arn,
+                    version=request.version + 1,
+                )
+            else:
+                updated = replace(request, approvals=approvals, version=request.version + 1)
+            if self.store.replace(updated, expected_version=request.version):
+                break
+        else:
+            raise conflict("conflict", "the request kept changing while you approved it; try again")
+        log = bind(
+            request_id=request_id, instance_id=updated.instance_id, principal_arn=updated.principal_arn
+        )
+        if updated.status is RequestStatus.APPROVED:
+            log.info("request approved", extra={"approvers": list(updated.approver_arns)})
+            self._notify("AccessApproved", updated, rule=rule)
+            updated = self._emit(updated)
+        else:
+            log.info("approval recorded", extra={"level": level + 1})
+            self._notify("ApprovalRecorded", updated, rule=rule)
+        return self._view(updated, rule)
+
+    def reject(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+        comment = parse_comment(body, required=True)
+        for _ in range(WRITE_ATTEMPTS):
+            request = self._pending(request_id)
+            rule = self._current_rule(request, required=True)
+            assert rule is not None
+            check_not_involved(request, caller.arn)
+            if not rule.may_review(caller.arn):
+                raise forbidden("not_an_approver", f"you are not an approver of rule {rule.name!r}")
+            updated = request.transition(
+                RequestStatus.REJECTED,
+                at=self.clock.now(),
+                by=caller.arn,
+                decided_by=caller.arn,
+                comment=comment,
+                version=request.version + 1,
+            )
+            if self.store.replace(updated, expected_version=request.version):
+                break
+        else:
+            raise conflict("conflict", "the request kept changing; try again")
+        bind(request_id=request_id).info("request rejected")
+        self._notify("AccessRejected", updated, rule=rule)
+        return self._view(updated, rule)
+
+    def cancel(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+        comment = parse_comment(body, required=False, name="reason")
+        for _ in range(WRITE_ATTEMPTS):
+            request = self._load(request_id)
+            if not same_caller(caller.arn, request.requester_arn):
+                raise forbidden("not_requester", "only the requester may cancel a request")
+            if request.status is not RequestStatus.PENDING:
+                raise conflict(
+                    "not_pending",
+                    f"request {request_id} is {request.status.value}: only PENDING can be cancelled",
+                )
+            updated = request.transition(
+                RequestStatus.CANCELLED,
+                at=self.clock.now(),
+                by=caller.arn,
+                comment=comment,
+                version=request.version + 1,
+            )
+            if self.store.replace(updated, expected_version=request.version):
+                break
+        else:
+            raise conflict("conflict", "the request kept changing; try again")
+        bind(request_id=request_id).info("request cancelled")
+        self._notify("AccessRequestCancelled", updated)
+        return self._view(updated, None)
+
+    def revoke(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+        """Early revocation: "I'm done" by the requester, or an approver of the request's rule."""
+        comment = parse_comment(body, required=False, name="reason")
+        request = self._load(request_id)
+        is_requester = same_caller(caller.arn, request.requester_arn)
+        if not is_requester:
+            rule = self._current_rule(request, required=False)
+            if not self._may_review(caller, request, rule):
+                raise forbidden("not_allowed", "only the requester or an approver may revoke this access")
+        if request.status not in LIVE:
+            raise conflict("not_active", f"request {request_id} is {request.status.value}: nothing to revoke")
+        reason = REASON_DONE if is_requester else REASON_REVOKED
+        revoked = self._revoke(request, reason=reason, by=caller.arn, comment=comment)
+        for n in range(1, revoked.extension_count + 1):
+            child = self.store.get(extension_id(request_id, n))
+            if child is not None and child.status in LIVE:
+                self._revoke(self._sync(child), reason=reason, by=caller.arn, comment=comment)
+        return self._view(revoked, None)
+
+    def extend(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+        """A new request (``<id>-x<n>``) for the same instance and principal; approved like any other."""
+        data = parse_extend(
+            body,
+            default_minutes=self.settings.default_validity_minutes,
+            max_minutes=self.settings.max_validity_minutes,
+        )
+        for _ in range(WRITE_ATTEMPTS):
+            parent = self._load(request_id)
+            if not same_caller(caller.arn, parent.requester_arn):
+                raise forbidden("not_requester", "only the requester may extend their access")
+            if parent.status is not RequestStatus.ACTIVE:
+                raise conflict(
+                    "not_active",
+                    f"request {request_id} is {parent.status.value}: only ACTIVE access can be extended",
+                )
+            if parent.extension_count >= MAX_EXTENSIONS:
+                raise conflict("too_many_extensions", f"at most {MAX_EXTENSIONS} extensions per request")
+            rule, _ = self._rule_for(parent.instance_id)
+            check_duration(rule, data.duration_minutes)
+            now = self.clock.now()
+            n = parent.extension_count + 1
+            child = Request(
+                request_id=extension_id(parent.request_id, n),
+                status=RequestStatus.PENDING,
+                account=parent.account,
+                instance_id=parent.instance_id,
+                principal_type=parent.principal_type,
+                principal_name=parent.principal_name,
+                principal_arn=parent.principal_arn,
+                requester_arn=parent.requester_arn,
+                duration_minutes=data.duration_minutes,
+                reason=data.reason,
+                ticket=parent.ticket,
+                created_at=to_iso(now),
+                pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
+                rule=rule.name,
+                extends=parent.request_id,
+                history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
+            )
+            bumped = replace(parent, extension_count=n, version=parent.version + 1)
+            if self.store.create_extension(bumped, expected_version=parent.version, child=child):
+                break
+        else:
+            raise conflict("conflict", "the request kept changing; try again")
+        bind(request_id=child.request_id).info("extension requested", extra={"extends": parent.request_id})
+        self._notify("AccessRequested", child, rule=rule)
+        return self._view(child, rule)
+
+    # ------------------------------------------------------------------------------ sync with the engine
+    def _load(self, request_id: str) -> Request:
+        request = self.store.get(check_request_id(request_id))
+        if request is None:
+            raise ApiError(404, "not_found", f"no request {request_id}")
+        return self._sync(request)
+
+    def _pending(self, request_id: str) -> Request:
+        request = self._load(request_id)
+        if request.status is RequestStatus.EXPIRED and request.approved_at is None:
+            raise conflict("request_expired", f"request {request_id} expired before it was approved")
+        if request.status is not RequestStatus.PENDING:
+            raise conflict(
+                "not_pending", f"request {request_id} is {request.status.value}, no longer PENDING"
+            )
+        return request
+
+    def _sync(self, request: Request) -> Request:
+        """Bring the record up to date: pending expiry, and the grant's fate from the engine's ledger."""
+        now = self.clock.now()
+        if request.status is RequestStatus.PENDING:
+            if now < parse_iso(request.pending_expires_at):
+                return request
+            return self._move(
+                request, RequestStatus.EXPIRED, now, "sessiongate", notify="AccessRequestExpired"
+            )
+        grant = self.engine.ledger.get_grant(request.grant_id)
+        if request.status is RequestStatus.APPROVED:
+            if grant is None:
+                return self._emit(request) if request.emitted_at is None else request
+            if grant.status is GrantStatus.ACTIVE:
+                active = self._move(
+                    request, RequestStatus.ACTIVE, now, "sessiongate", expires_at=grant.expires_at
+                )
+                if active.status is RequestStatus.ACTIVE:
+                    self._retire_parent(active)
+                return active
+            if grant.status is GrantStatus.DENIED:
+                return self._move(
+                    request, RequestStatus.DENIED, now, "sessiongate", denials=tuple(grant.denials)
+                )
+        if request.status in LIVE and grant is not None and grant.status is GrantStatus.REVOKED:
+            to = RequestStatus.EXPIRED if grant.revoke_reason == REASON_EXPIRED else RequestStatus.REVOKED
+            return self._move(
+                request, to, now, grant.revoked_by or "sessiongate", comment=grant.revoke_reason or ""
+            )
+        if (
+            request.status in (RequestStatus.REVOKED, RequestStatus.CANCELLED)
+            and grant is not None
+            and grant.status is GrantStatus.ACTIVE
+        ):
+            # Revoked while the engine was granting: finish the revocation now.
+            self._engine_revoke(request, reason=REASON_REVOKED, by="sessiongate")
+        return request
+
+    def _move(
+        self, request: Request, to: RequestStatus, now: datetime, by: str, notify: str = "", **changes: Any
+    ) -> Request:
+        updated = request.transition(to, at=now, by=by, version=request.version + 1, **changes)
+        if not self.store.replace(updated, expected_version=request.version):
+            current = self.store.get(request.request_id)
+            return current if current is not None else request
+        if notify:
+            self._notify(notify, updated)
+        return updated
+
+    def _retire_parent(self, child: Request) -> None:
+        """An extension's grant is active: the grant it replaces is revoked (both coexisted briefly)."""
+        if child.extends is None:
+            return
+        parent = self.store.get(child.extends)
+        if parent is None:
+            return
+        parent = self._sync(parent)
+        if parent.status in LIVE:
+            self._revoke(parent, reason=REASON_EXTENDED, by=f"sessiongate:{child.request_id}", comment="")
+
+    def _revoke(self, request: Request, *, reason: str, by: str, comment: str) -> Request:
+        now = self.clock.now()
+        if (
+            request.status is RequestStatus.ACTIVE
+            or self.engine.ledger.get_grant(request.grant_id) is not None
+        ):
+            self._engine_revoke(request, reason=reason, by=by)
+        for _ in range(WRITE_ATTEMPTS):
+            if request.status not in LIVE:
+                return request
+            updated = request.transition(
+                RequestStatus.REVOKED, at=now, by=by, comment=comment or reason, version=request.version + 1
+            )
+            if self.store.replace(updated, expected_version=request.version):
+                return updated
+            fresh = self.store.get(request.request_id)
+            if fresh is None:
+                break
+            request = fresh
+        return request
+
+    def _engine_revoke(self, request: Request, *, reason: str, by: str) -> None:
+        try:
+            outcome = self.engine.revoke(request.grant_id, reason=reason, by=by)
+        except TransientError:
+            raise conflict(
+                "grant_in_progress", "the grant is still being set up; try again in a minute"
+            ) from None
+        bind(request_id=request.request_id).info("grant revoked early", extra={"result": outcome.result})
+
+    def _emit(self, request: Request) -> Request:
+        """Hand the approved request to the engine; marked so a read re-emits if this one failed."""
+        self.bus.emit_approved(request.to_access_approved())
+        marked = replace(request, emitted_at=to_iso(self.clock.now()), version=request.version + 1)
+        if self.store.replace(marked, expected_version=request.version):
+            return marked
+        current = self.store.get(request.request_id)
+        return current if current is not None else request
+
+    # ------------------------------------------------------------------------------ helpers
+    def _check_account(self, caller: Caller) -> None:
+        if caller.account != self.settings.account_id:
+            raise forbidden("account_not_allowed", f"account {caller.account} is not SessionGate's account")
+
+    def _policy(self) -> ApprovalPolicy:
+        try:
+            return self.policies.get()
+        except PolicyError as exc:
+            bind().error("approval policy unusable", extra={"problem": str(exc)})
+            metrics().add("PolicyErrors")
+            raise ApiError(
+                503, "policy_unavailable", "the approval policy cannot be used; tell the SessionGate admins"
+            ) from None
+
+    def _rule_for(self, instance_id: str) -> tuple[Rule, dict[str, str]]:
+        instance = self.inventory.describe(instance_id, check_managed=False)
+        if instance is None:
+            raise ApiError(404, "instance_not_found", f"instance {instance_id} does not exist")
+        rule = self._policy().rule_for(instance_id, dict(instance.tags))
+        if rule is None:
+            raise forbidden("no_matching_rule", f"no approval rule covers instance {instance_id}")
+        return rule, dict(instance.tags)
+
+    def _current_rule(self, request: Request, *, required: bool) -> Rule | None:
+        """The rule that covers the request's instance now (the policy and tags may have changed)."""
+        try:
+            return self._rule_for(request.instance_id)[0]
+        except ApiError:
+            if required:
+                raise
+            return None
+
+    def _may_review(self, caller: Caller, request: Request, rule: Rule | None) -> bool:
+        if any(
+            may_be_same(parse_identity(caller.arn), parse_identity(a.approver_arn)) for a in request.approvals
+        ):
+            return True
+        return rule is not None and rule.may_review(caller.arn)
+
+    def _view(self, request: Request, rule: Rule | None) -> dict[str, Any]:
+        view = request.view()
+        if rule is not None and request.status is RequestStatus.PENDING:
+            view["approval_progress"] = progress(rule, request.approvals)
+        grant = self.engine.ledger.get_grant(request.grant_id) if request.status in LIVE else None
+        if grant is not None:
+            view["grant"] = {"status": grant.status.value, "expires_at": grant.expires_at, "slot": grant.slot}
+        return {"request": view}
+
+    def _notify(self, event_type: str, request: Request, *, rule: Rule | None = None) -> None:
+        payload: dict[str, Any] = {
+            "at": to_iso(self.clock.now()),
+            "request_id": request.request_id,
+            "grant_id": request.grant_id,
+            "status": request.status.value,
+            "account": request.account,
+            "instance_id": request.instance_id,
+            "principal_arn": request.principal_arn,
+            "principal_name": request.principal_name,
+            "requester_arn": request.requester_arn,
+            "approver_arns": [a.approver_arn for a in request.approvals],
+            "duration_minutes": request.duration_minutes,
+            "reason": request.reason,
+            "ticket": request.ticket,
+            "break_glass": request.break_glass,
+            "origin": "native",
+            "origin_ref": request.request_id,
+        }
+        if request.extends:
+            payload["extends"] = request.extends
+        if request.comment:
+            payload["comment"] = request.comment
+        if rule is not None:
+            payload["rule"] = rule.name
+            if request.status is RequestStatus.PENDING:
+                payload["approval_progress"] = progress(rule, request.approvals)
+            level = current_level(rule, request.approvals)
+            if level is not None and request.status is RequestStatus.PENDING:
+                payload["next_approvers"] = list(rule.levels[level].approvers)
+            if request.break_glass:
+                payload["notify_approvers"] = sorted({p for lv in rule.levels for p in lv.approvers})
+        subject = {
+            "AccessRequested": f"SessionGate: approve {request.principal_name} on {request.instance_id}?",
+            "ApprovalRecorded": f"SessionGate: more approvals needed for request {request.request_id}",
+            "AccessApproved": f"SessionGate: request {request.request_id} approved",
+            "AccessRejected": f"SessionGate: request {request.request_id} rejected",
+            "AccessRequestCancelled": f"SessionGate: request {request.request_id} cancelled",
+            "AccessRequestExpired": f"SessionGate: request {request.request_id} expired unapproved",
+            "BreakGlassUsed": f"SessionGate: BREAK-GLASS {request.principal_name} on {request.instance_id}",
+        }.get(event_type, f"SessionGate: {event_type}")
+        self.notifier.publish(event_type, payload, subject=subject)
+
+
+@dataclass
+class NativeVerifier:
+    """Re-reads the request record at grant time: it must be APPROVED and say what the event says."""
+
+    store: RequestStore
+    settings: Settings
+
+    def verify(self, request: AccessApproved) -> list[Denial]:
+        request_id = request_id_of(request.grant_id)
+        if request_id is None or request.origin_ref != request_id:
+            return [Denial("origin_mismatch", "a native grant id is rq-<request id> and names its request")]
+        record = self.store.get(request_id)
+        if record is None:
+            return [Denial("origin_not_found", f"request {request_id} does not exist")]
+        if record.status is not RequestStatus.APPROVED:
+            return [
+                Denial("origin_not_approved", f"request {request_id} is {record.status.value}, not APPROVED")
+            ]
+        differing = [
+            name
+            for name in (
+                "account",
+                "instance_id",
+                "principal_type",
+                "principal_name",
+                "duration_minutes",
+                "requester_arn",
+            )
+            if getattr(record, name) != getattr(request, name)
+        ]
+        if set(record.approver_arns) != set(request.approver_arns) or not record.approver_arns:
+            differing.append("approver_arns")
+        if differing:
+            return [
+                Denial("origin_mismatch", f"the event disagrees with request {request_id} on {differing}")
+            ]
+        if record.break_glass:
+            if record.approver_arns != (self.settings.break_glass_approver_arn,) or not any(
+                a.level == -1 and same_caller(a.approver_arn, record.requester_arn) for a in record.approvals
+            ):
+                return [
+                    Denial("origin_mismatch", f"break-glass request {request_id} is not recorded as such")
+                ]
+        elif record.approver_arns != tuple(a.approver_arn for a in record.approvals):
+            return [Denial("origin_mismatch", f"request {request_id}'s approvers of record are inconsistent")]
+        return []
