@@ -26,8 +26,35 @@ from typing import Any
 MINUTE = timedelta(minutes=1)
 
 
-def shard(requests: int, per_minute: int, validity: int, drop_schedules: bool, seed: int) -> dict[str, Any]:
-    """One process, one moto world: grant and revoke ``requests`` requests."""
+def shard(
+    requests: int, per_minute: int, validity: int, drop_schedules: bool, seed: int, world_size: int
+) -> dict[str, Any]:
+    """One process: grant and revoke ``requests`` requests, in fresh worlds of ``world_size`` each.
+
+    moto's TransactWriteItems deep-copies the whole table on every call (its rollback), so one world's
+    cost grows with the square of its ledger; fresh worlds keep the emulator, not SessionGate, linear.
+    """
+    parts = []
+    done = 0
+    while done < requests:
+        n = min(world_size, requests - done)
+        parts.append(_world(n, per_minute, validity, drop_schedules, seed + done))
+        done += n
+    return {
+        "requests": requests,
+        "granted": sum(p["granted"] for p in parts),
+        "denied": sum(p["denied"] for p in parts),
+        "still_active": sum(p["still_active"] for p in parts),
+        "wall_seconds": sum(p["wall_seconds"] for p in parts),
+        "lags": [lag for p in parts for lag in p["lags"]],
+        "leaked_tags": sum(p["leaked_tags"] for p in parts),
+        "failed_invocations": sum(p["failed_invocations"] for p in parts),
+        "peak_rss_mib": max(p["peak_rss_mib"] for p in parts),
+    }
+
+
+def _world(requests: int, per_minute: int, validity: int, drop_schedules: bool, seed: int) -> dict[str, Any]:
+    """One moto world: grant and revoke ``requests`` requests."""
     warnings.filterwarnings("ignore")
     from sandbox.world import ACCOUNT, REGION, World
     from sessiongate.clock import parse_iso
@@ -135,9 +162,12 @@ def _grants(world: Any) -> list[dict[str, Any]]:
     return out
 
 
-def run(requests: int, workers: int, per_minute: int, validity: int, drop_schedules: bool) -> dict[str, Any]:
+def run(
+    requests: int, workers: int, per_minute: int, validity: int, drop_schedules: bool, world_size: int
+) -> dict[str, Any]:
     sizes = [requests // workers + (1 if i < requests % workers else 0) for i in range(workers)]
-    jobs = [(n, max(1, per_minute // workers), validity, drop_schedules, i) for i, n in enumerate(sizes) if n]
+    rate = max(1, per_minute // workers)
+    jobs = [(n, rate, validity, drop_schedules, i, world_size) for i, n in enumerate(sizes) if n]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         parts = pool.starmap(shard, jobs)
@@ -179,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         "--per-minute", type=int, default=100, help="arrivals per virtual minute, all workers"
     )
     parser.add_argument("--validity", type=int, default=10, help="minutes of access per grant")
+    parser.add_argument("--world-size", type=int, default=100, help="requests per fresh moto world")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    common = (args.workers, args.per_minute, args.validity)
     rows = [
-        run(args.requests, args.workers, args.per_minute, args.validity, drop_schedules=False),
-        run(max(1, args.requests // 10), args.workers, args.per_minute, args.validity, drop_schedules=True),
+        run(args.requests, *common, drop_schedules=False, world_size=args.world_size),
+        run(max(1, args.requests // 10), *common, drop_schedules=True, world_size=args.world_size),
     ]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from moto.core.model_instances import reset_model_data
+
 from sessiongate import runtime
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
@@ -281,6 +283,9 @@ class World:
             except Exception as exc:  # noqa: BLE001 - a Lambda runtime catches everything the handler raises
                 invocation.error = f"{type(exc).__name__}: {exc}"
                 invocation.result = traceback.format_exception_only(exc)[-1].strip()
+        # moto keeps every model instance it ever built for its server dashboard, including the full
+        # table copy DynamoDB makes for each TransactWriteItems: drop those references.
+        reset_model_data()
         invocation.calls = self.calls - before
         invocation.calls.update(f"ssm:{op}" for op in self.ssm.calls[ssm_before:])
         if invocation.error and function.on_failure_queue:
