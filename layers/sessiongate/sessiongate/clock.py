@@ -45,7 +45,3 @@ def parse_iso(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without a timezone: {value!r}")
     return parsed.astimezone(UTC)
-
-
-def minutes(n: int) -> timedelta:
-    return timedelta(minutes=n)

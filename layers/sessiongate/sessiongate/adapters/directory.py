@@ -40,11 +40,6 @@ class Directory:
             id=entity.get("UserId") or entity.get("RoleId") or "",
         )
 
-    def tags(self, kind: PrincipalType, name: str) -> dict[str, str]:
-        if kind is PrincipalType.USER:
-            return self._tags(self._iam.list_user_tags, UserName=name)
-        return self._tags(self._iam.list_role_tags, RoleName=name)
-
     def policy_principals(self, policy_arn: str) -> set[tuple[PrincipalType, str]]:
         """Users and roles the policy is attached to, directly or through a group."""
         found: set[tuple[PrincipalType, str]] = set()
@@ -81,14 +76,3 @@ class Directory:
         except self._iam.exceptions.NoSuchEntityException:
             return False
         return True
-
-    @staticmethod
-    def _tags(call: Any, **kwargs: str) -> dict[str, str]:
-        tags: dict[str, str] = {}
-        marker: str | None = None
-        while True:
-            page = call(**kwargs, **({"Marker": marker} if marker else {}))
-            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-            if not page.get("IsTruncated"):
-                return tags
-            marker = page["Marker"]
