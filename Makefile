@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyp
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
 # aws-sam-cli pins boto3 exactly: it lives in its own venv.

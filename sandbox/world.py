@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -74,12 +76,22 @@ class Function:
     logical_id: str
     name: str
     arn: str
-    module: str
+    source: Path  # the handler file, as Lambda finds it in CodeUri
+    entry: str  # the handler function's name
     environment: dict[str, str]
     on_failure_queue: str | None = None
+    _loaded: Callable[[Any, Any], Any] | None = None
 
     def handler(self) -> Callable[[Any, Any], Any]:
-        return importlib.import_module(self.module).lambda_handler  # type: ignore[no-any-return]
+        """Load the handler from its CodeUri like Lambda does (the file, not an installed module)."""
+        if self._loaded is None:
+            spec = importlib.util.spec_from_file_location(f"sandbox_handler_{self.logical_id}", self.source)
+            if spec is None or spec.loader is None:
+                raise RuntimeError(f"cannot load {self.source}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self._loaded = getattr(module, self.entry)
+        return self._loaded
 
 
 @dataclass
@@ -226,7 +238,7 @@ class World:
         }
         for r in self.stack.of_type("AWS::Lambda::Function"):
             code = r.properties["Code"]["S3Key"].strip("/")  # e.g. functions/grant_access
-            module = code.replace("/", ".") + "." + r.properties["Handler"].split(".")[0]
+            module, entry = r.properties["Handler"].rsplit(".", 1)
             env = {k: str(v) for k, v in r.properties.get("Environment", {}).get("Variables", {}).items()}
             failure = invoke_configs.get(r.physical_id, {}).get("DestinationConfig", {}).get("OnFailure", {})
             queue = failure.get("Destination")
@@ -234,7 +246,8 @@ class World:
                 logical_id=r.logical_id,
                 name=r.physical_id,
                 arn=r.arn,
-                module=module,
+                source=cfn.ROOT / code / f"{module}.py",
+                entry=entry,
                 environment=env,
                 on_failure_queue=self._queue_url(queue) if queue else None,
             )

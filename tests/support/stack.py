@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -18,7 +19,8 @@ from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
 from sessiongate.identity import PrincipalType
 from sessiongate.model import AccessApproved, Origin
-from sessiongate.runtime import build_engine
+from sessiongate.native_api import RequestApi
+from sessiongate.runtime import build_engine, build_request_api
 from sessiongate.settings import Settings
 
 from .template import resource
@@ -28,6 +30,13 @@ REGION = "us-east-1"
 START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 STACK = "sessiongate-test"
 TEMPLATE_NAME = "AllowSsmSessionStartTemplate"
+BREAK_GLASS_APPROVER = f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{STACK}-RequestApiFunctionRole"
+# Settings of the native front door (request API); a stack has them after Stack.enable_native().
+NATIVE_SETTINGS: dict[str, Any] = {
+    "requests_table": f"{STACK}-requests",
+    "approval_policy_parameter": f"/{STACK}/approval-policy",
+    "break_glass_approver_arn": BREAK_GLASS_APPROVER,
+}
 
 
 _CALLS: Counter[str] = Counter()
@@ -63,6 +72,26 @@ class Stack:
 
     def engine(self, settings: Settings | None = None) -> Engine:
         return build_engine(settings or self.settings, clock=self.clock, client=self.client)
+
+    # -- native front door --------------------------------------------------------------------
+    def enable_native(self) -> None:
+        """Configure the native front door (the requests table exists in every stack)."""
+        self.settings = Settings(**{**self.settings.__dict__, **NATIVE_SETTINGS})
+
+    def native_client(self, service: str) -> Any:
+        """Like :meth:`client`, but SSM parameters (the approval policy) come from moto's SSM."""
+        return SsmWithParameters(self.ssm, _client("ssm")) if service == "ssm" else self.client(service)
+
+    def put_approval_policy(self, policy: dict[str, Any] | str) -> None:
+        _client("ssm").put_parameter(
+            Name=self.settings.approval_policy_parameter,
+            Type="String",
+            Value=policy if isinstance(policy, str) else json.dumps(policy),
+            Overwrite=True,
+        )
+
+    def request_api(self, settings: Settings | None = None) -> RequestApi:
+        return build_request_api(settings or self.settings, clock=self.clock, client=self.native_client)
 
     # -- fixtures -----------------------------------------------------------------------------
     def user(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
@@ -180,6 +209,20 @@ class Stack:
         }
 
 
+class SsmWithParameters:
+    """The SSM fake (change requests, sessions, managed nodes) plus moto's parameter store."""
+
+    def __init__(self, fake: FakeSsm, real: Any) -> None:
+        self._fake, self._real = fake, real
+        self.exceptions = SimpleNamespace(
+            ParameterNotFound=real.exceptions.ParameterNotFound,
+            AutomationExecutionNotFoundException=fake.exceptions.AutomationExecutionNotFoundException,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real if name.endswith("_parameter") else self._fake, name)
+
+
 def change_request(
     request: AccessApproved,
     *,
@@ -269,6 +312,14 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
         KeySchema=table["KeySchema"],
         GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
         BillingMode=table["BillingMode"],
+    )
+    requests = resource("RequestsTable")["Properties"]
+    stack.client("dynamodb").create_table(
+        TableName=NATIVE_SETTINGS["requests_table"],
+        AttributeDefinitions=requests["AttributeDefinitions"],
+        KeySchema=requests["KeySchema"],
+        GlobalSecondaryIndexes=requests["GlobalSecondaryIndexes"],
+        BillingMode=requests["BillingMode"],
     )
     sqs, sns, events = stack.client("sqs"), stack.client("sns"), stack.client("events")
     topic = sns.create_topic(Name="change-manager-ssm-approval")["TopicArn"]

@@ -1,0 +1,368 @@
+"""``sessiongate`` command line: the native request path (and Change Manager requests) from a terminal.
+
+    sessiongate request --instance i-0123456789abcdef0 --minutes 30 --reason "restart nginx"
+    sessiongate list [--approvals]
+    sessiongate approve|reject|cancel|revoke|status ID
+    sessiongate extend ID --minutes 15 --reason "still debugging"
+    sessiongate connect ID          # waits for the grant, then runs `aws ssm start-session`
+    sessiongate change-request ...  # accounts that use Change Manager
+
+Credentials are the user's normal AWS credentials (``--profile``, environment, SSO); the endpoint comes
+from ``--endpoint`` or ``SESSIONGATE_ENDPOINT`` (the stack output ``RequestApiEndpoint``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from botocore.exceptions import BotoCoreError
+
+from .client import ApiClient, CliError, HttpTransport, Transport, region_of
+
+CHANGE_TEMPLATE = "AllowSsmSessionStartTemplate"
+CHANGE_RUNBOOK = "AllowSsmSessionStartRunbook"
+TERMINAL = {"REVOKED", "EXPIRED", "REJECTED", "CANCELLED", "DENIED"}
+
+Runner = Callable[[list[str]], int]
+
+
+def _run(command: list[str]) -> int:
+    # The command is built from a validated instance id and the user's own profile/region options.
+    return subprocess.call(command)  # noqa: S603
+
+
+@dataclass
+class Context:
+    """What the commands need; tests replace the transport, the session, the runner and the sleep."""
+
+    args: argparse.Namespace
+    out: TextIO
+    transport: Transport | None = None
+    session: Any = None
+    runner: Runner = _run
+    sleep: Callable[[float], None] = time.sleep
+    _api: ApiClient | None = field(default=None, init=False)
+
+    def boto_session(self) -> Any:
+        if self.session is None:
+            import boto3
+            from botocore.exceptions import ProfileNotFound
+
+            try:
+                self.session = boto3.Session(profile_name=self.args.profile, region_name=self.args.region)
+            except ProfileNotFound as exc:
+                raise CliError(str(exc), "profile_not_found") from None
+        return self.session
+
+    def api(self) -> ApiClient:
+        if self._api is None:
+            endpoint = self.args.endpoint or os.environ.get("SESSIONGATE_ENDPOINT", "")
+            if not endpoint:
+                raise CliError(
+                    "no API endpoint: pass --endpoint or set SESSIONGATE_ENDPOINT "
+                    "(the stack output RequestApiEndpoint)",
+                    "no_endpoint",
+                )
+            session = self.boto_session()
+            credentials = session.get_credentials()
+            if credentials is None:
+                raise CliError(
+                    "no AWS credentials found: configure a profile (--profile) or sign in (aws sso login)",
+                    "no_credentials",
+                )
+            region = self.args.region or region_of(endpoint) or session.region_name
+            if not region:
+                raise CliError("no AWS region: pass --region", "no_region")
+            self._api = ApiClient(
+                endpoint, credentials.get_frozen_credentials(), region, self.transport or HttpTransport()
+            )
+        return self._api
+
+    def region(self) -> str | None:
+        endpoint = self.args.endpoint or os.environ.get("SESSIONGATE_ENDPOINT", "")
+        return self.args.region or region_of(endpoint) or self.boto_session().region_name
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_request(ctx: Context) -> Any:
+    a = ctx.args
+    body: dict[str, Any] = {"instance_id": a.instance, "reason": a.reason}
+    if a.minutes is not None:
+        body["duration_minutes"] = a.minutes
+    if a.ticket:
+        body["ticket"] = a.ticket
+    if a.break_glass:
+        body["break_glass"] = True
+    return ctx.api().call("POST", "/requests", body)
+
+
+def cmd_list(ctx: Context) -> Any:
+    path = "/approvals" if ctx.args.approvals else "/requests"
+    return ctx.api().call("GET", path, query={"limit": str(ctx.args.limit)})
+
+
+def cmd_status(ctx: Context) -> Any:
+    return ctx.api().call("GET", f"/requests/{_id(ctx.args.id)}")
+
+
+def _decision(verb: str, field_name: str) -> Callable[[Context], Any]:
+    def run(ctx: Context) -> Any:
+        value = getattr(ctx.args, field_name, None)
+        body = {field_name: value} if value else {}
+        return ctx.api().call("POST", f"/requests/{_id(ctx.args.id)}/{verb}", body)
+
+    return run
+
+
+def cmd_extend(ctx: Context) -> Any:
+    body: dict[str, Any] = {"reason": ctx.args.reason}
+    if ctx.args.minutes is not None:
+        body["duration_minutes"] = ctx.args.minutes
+    return ctx.api().call("POST", f"/requests/{_id(ctx.args.id)}/extend", body)
+
+
+def cmd_connect(ctx: Context) -> Any:
+    """Wait until the request's grant is ACTIVE, then start the session (the tag may take seconds)."""
+    request_id = _id(ctx.args.id)
+    waited = 0.0
+    while True:
+        request = ctx.api().call("GET", f"/requests/{request_id}")["request"]
+        status = request["status"]
+        if status == "ACTIVE":
+            break
+        if status in TERMINAL or (status == "PENDING" and not ctx.args.wait_for_approval):
+            hint = " (use --wait-for-approval to wait for approvers)" if status == "PENDING" else ""
+            raise CliError(f"request {request_id} is {status}: no session to start{hint}", "not_active")
+        if waited >= ctx.args.timeout:
+            raise CliError(f"request {request_id} is still {status} after {ctx.args.timeout:g} s", "timeout")
+        if ctx.args.output == "text":
+            print(f"waiting: request {request_id} is {status} ...", file=sys.stderr)
+        ctx.sleep(ctx.args.interval)
+        waited += ctx.args.interval
+    aws = shutil.which("aws")
+    if aws is None:
+        raise CliError(
+            "the AWS CLI (aws) is not on PATH; install it and its Session Manager plugin", "no_aws"
+        )
+    command = [aws, "ssm", "start-session", "--target", request["instance_id"]]
+    region = ctx.region()
+    if region:
+        command += ["--region", region]
+    if ctx.args.profile:
+        command += ["--profile", ctx.args.profile]
+    code = ctx.runner(command)
+    if code:
+        raise CliError(f"aws ssm start-session exited with {code}", "session_failed")
+    return {"request": request, "session": "ended"}
+
+
+def cmd_change_request(ctx: Context) -> Any:
+    """A Change Manager change request (template AllowSsmSessionStartTemplate) for accounts that use it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    a = ctx.args
+    ssm = ctx.boto_session().client("ssm", region_name=ctx.args.region)
+    try:
+        response = ssm.start_change_request_execution(
+            DocumentName=CHANGE_TEMPLATE,
+            ChangeRequestName=a.reason[:1024],
+            Runbooks=[
+                {
+                    "DocumentName": CHANGE_RUNBOOK,
+                    "DocumentVersion": "$DEFAULT",
+                    "Parameters": {
+                        "InstanceId": [a.instance],
+                        "PrincipalType": [a.principal_type.capitalize()],
+                        "PrincipalName": [a.principal_name],
+                        "ValidityMinutes": [str(a.minutes)],
+                    },
+                }
+            ],
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise CliError(f"Change Manager refused the request: {exc}", "change_manager") from None
+    return {"change_request": {"automation_execution_id": response["AutomationExecutionId"]}}
+
+
+# ------------------------------------------------------------------------------------------ output
+def render(result: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result, indent=2, sort_keys=True)
+    if "requests" in result:
+        rows = result["requests"]
+        if not rows:
+            return "no requests"
+        lines = [f"{'REQUEST':<38} {'STATUS':<10} {'INSTANCE':<20} {'MIN':>4}  REQUESTER"]
+        for r in rows:
+            lines.append(
+                f"{r['request_id']:<38} {r['status']:<10} {r['instance_id']:<20} {r['duration_minutes']:>4}"
+                f"  {r['requester_arn']}"
+            )
+        return "\n".join(lines)
+    if "request" in result:
+        r = result["request"]
+        lines = [
+            f"request    {r['request_id']}",
+            f"status     {r['status']}" + ("  [BREAK-GLASS]" if r.get("break_glass") else ""),
+            f"instance   {r['instance_id']}",
+            f"principal  {r['principal_arn']}",
+            f"requester  {r['requester_arn']}",
+            f"duration   {r['duration_minutes']} min",
+            f"reason     {r['reason']}",
+        ]
+        for level in r.get("approval_progress", []):
+            count = f"{level['approved']}/{level['required']}"
+            lines.append(f"level {level['level']}    {level['name']}: {count}")
+        lines += [f"approved   by {a['approver_arn']} at {a['at']}" for a in r.get("approvals", [])]
+        grant = r.get("grant") or {}
+        if grant.get("expires_at"):
+            lines.append(f"expires    {grant['expires_at']}")
+        if r.get("comment"):
+            lines.append(f"comment    {r['comment']}")
+        if r.get("extends"):
+            lines.append(f"extends    {r['extends']}")
+        if r["status"] == "ACTIVE":
+            lines.append(f"connect    sessiongate connect {r['request_id']}")
+        return "\n".join(lines)
+    if "change_request" in result:
+        return f"change request started: {result['change_request']['automation_execution_id']}"
+    return json.dumps(result, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _id(value: str) -> str:
+    value = value.strip()
+    if not value or not all(c.isalnum() or c == "-" for c in value) or len(value) > 64:
+        raise CliError(f"{value[:64]!r} is not a request id", "bad_id")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--endpoint", default=argparse.SUPPRESS, help="API URL (or SESSIONGATE_ENDPOINT)")
+    common.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to sign with")
+    common.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the API")
+    common.add_argument(
+        "--output", choices=["text", "json"], default=argparse.SUPPRESS, help="output format (default: text)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="sessiongate",
+        description="Request, approve and use time-boxed SSM Session Manager access (SessionGate).",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, fn: Callable[[Context], Any]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("request", "ask for a shell on an instance", cmd_request)
+    p.add_argument("--instance", required=True, help="EC2 instance id (i-...)")
+    p.add_argument("--minutes", type=_positive, help="how long the access lasts once granted")
+    p.add_argument("--reason", required=True, help="why you need it (shown to approvers)")
+    p.add_argument("--ticket", help="ticket reference, e.g. INC-1234")
+    p.add_argument(
+        "--break-glass",
+        action="store_true",
+        help="emergency: approve your own request (only where the policy allows; capped, flagged, notified)",
+    )
+    p = add("list", "list your requests, or those waiting for your approval", cmd_list)
+    p.add_argument("--approvals", action="store_true", help="requests you may approve now")
+    p.add_argument("--limit", type=_positive, default=25, help="at most this many (1-50)")
+    p = add("status", "show one request", cmd_status)
+    p.add_argument("id", help="request id")
+    p = add("approve", "approve a request of someone else", _decision("approve", "comment"))
+    p.add_argument("id", help="request id")
+    p.add_argument("--comment", help="optional comment")
+    p = add("reject", "reject a request", _decision("reject", "comment"))
+    p.add_argument("id", help="request id")
+    p.add_argument("--comment", required=True, help="why (shown to the requester)")
+    p = add("cancel", "withdraw your pending request", _decision("cancel", "reason"))
+    p.add_argument("id", help="request id")
+    p.add_argument("--reason", help="optional reason")
+    p = add("revoke", 'end access now ("I\'m done", or as an approver)', _decision("revoke", "reason"))
+    p.add_argument("id", help="request id")
+    p.add_argument("--reason", help="optional reason")
+    p = add("extend", "ask for more time on active access (needs a new approval)", cmd_extend)
+    p.add_argument("id", help="request id of the active access")
+    p.add_argument("--minutes", type=_positive, help="length of the extension from its grant")
+    p.add_argument("--reason", required=True, help="why you need more time")
+    p = add("connect", "wait for the grant, then run `aws ssm start-session`", cmd_connect)
+    p.add_argument("id", help="request id")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the grant (default 120)")
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between checks (default 3)")
+    p.add_argument("--wait-for-approval", action="store_true", help="also wait while the request is PENDING")
+    p = add(
+        "change-request",
+        f"create a Change Manager request ({CHANGE_TEMPLATE}) instead of a native one",
+        cmd_change_request,
+    )
+    p.add_argument("--instance", required=True, help="EC2 instance id (i-...)")
+    p.add_argument("--principal-type", choices=["user", "role"], required=True, help="who receives access")
+    p.add_argument("--principal-name", required=True, help="IAM user or role name that receives access")
+    p.add_argument("--minutes", type=_positive, required=True, help="validity in minutes")
+    p.add_argument("--reason", required=True, help="change request name / reason")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    transport: Transport | None = None,
+    session: Any = None,
+    runner: Runner | None = None,
+    sleep: Callable[[float], None] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
+    for name, default in (("endpoint", None), ("profile", None), ("region", None), ("output", "text")):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    ctx = Context(args, out, transport, session)
+    if runner is not None:
+        ctx.runner = runner
+    if sleep is not None:
+        ctx.sleep = sleep
+    try:
+        result = args.fn(ctx)
+    except CliError as exc:
+        if args.output == "json":
+            print(json.dumps({"error": exc.code, "message": exc.message, "status": exc.status}), file=err)
+        else:
+            print(f"sessiongate: error: {exc.message} ({exc.code})", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("sessiongate: interrupted", file=err)
+        return 130
+    except BotoCoreError as exc:  # credentials expired, SSO token missing, ...: one line, no traceback
+        print(f"sessiongate: error: {exc}", file=err)
+        return 1
+    print(render(result, args.output), file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

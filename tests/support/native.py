@@ -1,0 +1,174 @@
+"""The native front door in tests: API Gateway (HTTP API, IAM auth) events and an in-process gateway.
+
+``Gateway`` stands in for API Gateway between the CLI and the request API handler: it accepts only
+routes template.yaml declares, checks the SigV4 ``Authorization`` header (service ``execute-api``) and
+re-computes its signature with the secret of the signing access key, then puts the identity that key
+belongs to (never anything from the body) into ``requestContext.authorizer.iam`` as API Gateway does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+
+from sessiongate_cli.client import Response
+from tests.conftest import load_event
+from tests.support.stack import ACCOUNT, REGION
+from tests.support.template import resource
+
+ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
+BOB = f"arn:aws:sts::{ACCOUNT}:assumed-role/Approvers/bob@example.com"
+CAROL = f"arn:aws:sts::{ACCOUNT}:assumed-role/Approvers/carol@example.com"
+DAVE = f"arn:aws:iam::{ACCOUNT}:user/dave"
+SECURITY = f"arn:aws:sts::{ACCOUNT}:assumed-role/Security/sam@example.com"
+EVE = f"arn:aws:iam::{ACCOUNT}:user/eve"
+
+# Level 1 of "prod" needs two of the Approvers role's sessions (or dave), level 2 one Security session.
+POLICY: dict[str, Any] = {
+    "version": 1,
+    "rules": [
+        {
+            "name": "prod",
+            "instances": {"tags": {"Environment": "prod"}},
+            "levels": [
+                {
+                    "name": "leads",
+                    "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Approvers", DAVE],
+                    "min_approvals": 2,
+                },
+                {"name": "security", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Security"]},
+            ],
+            "max_duration_minutes": 30,
+            "break_glass": {"enabled": True, "max_duration_minutes": 15, "min_reason_length": 20},
+        },
+        {
+            "name": "default",
+            "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Approvers", DAVE]}],
+        },
+    ],
+}
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "sessiongate-test-request-api"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sessiongate-test-request-api"
+    aws_request_id: str = "5f0c8a1e-7b61-11e6-9a41-93e812345678"
+
+
+CONTEXT = LambdaContext()
+
+
+def api_event(
+    route: str,
+    caller: str | None,
+    *,
+    body: Any = None,
+    request_id: str | None = None,
+    query: dict[str, str] | None = None,
+    raw_body: str | None = None,
+) -> dict[str, Any]:
+    """An HTTP API payload-2.0 event (from events/api_create_request.json) for ``route`` by ``caller``."""
+    event = copy.deepcopy(load_event("api_create_request.json"))
+    method, path = route.split(" ", 1)
+    raw_path = path.replace("{id}", request_id or "")
+    event["routeKey"] = event["requestContext"]["routeKey"] = route
+    event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
+    event["requestContext"]["http"]["method"] = method
+    event["pathParameters"] = {"id": request_id} if request_id is not None else None
+    event["queryStringParameters"] = query
+    event["body"] = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
+    if caller is None:
+        del event["requestContext"]["authorizer"]
+    else:
+        iam = event["requestContext"]["authorizer"]["iam"]
+        iam["userArn"] = caller
+        iam["accountId"] = caller.split(":")[4] if caller.count(":") >= 5 else ""
+    return event
+
+
+def declared_routes() -> list[str]:
+    events = resource("RequestApiFunction")["Properties"]["Events"].values()
+    return [f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}" for e in events]
+
+
+_AUTH = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)"
+    r"/aws4_request, SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})$"
+)
+
+
+@dataclass
+class Gateway:
+    """In-process API Gateway: SigV4 check, identity from the access key, route match, handler call."""
+
+    handler: Any
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # access key -> (secret, caller ARN)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def credentials(self, arn: str) -> dict[str, str]:
+        """Register fake credentials for ``arn``; returns boto3.Session keyword arguments."""
+        key = f"AKIATEST{len(self.keys):012d}"
+        secret = f"secret-of-{arn}"
+        self.keys[key] = (secret, arn)
+        return {"aws_access_key_id": key, "aws_secret_access_key": secret, "region_name": REGION}
+
+    def send(self, request: Any) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        match = _AUTH.match(headers.get("authorization", ""))
+        if not match or match["service"] != "execute-api" or match["region"] != REGION:
+            return Response(403, b'{"message": "Missing Authentication Token"}')
+        if match["key"] not in self.keys:
+            return Response(403, b'{"message": "The security token included in the request is invalid."}')
+        secret, arn = self.keys[match["key"]]
+        if not self._signature_ok(request, headers, match, secret):
+            return Response(403, b'{"message": "The request signature we calculated does not match"}')
+        url = urlsplit(request.url)
+        route, request_id = self._route(request.method, url.path)
+        if route is None:
+            return Response(404, b'{"message": "Not Found"}')
+        body = request.body.decode() if isinstance(request.body, bytes) else request.body
+        event = api_event(
+            route,
+            arn,
+            request_id=request_id,
+            query=dict(parse_qsl(url.query)) or None,
+            raw_body=body or None,
+        )
+        event["requestContext"]["authorizer"]["iam"]["accessKey"] = match["key"]
+        self.seen.append({"route": route, "authorization": headers["authorization"], "body": body})
+        result = self.handler(event, CONTEXT)
+        return Response(result["statusCode"], result["body"].encode())
+
+    @staticmethod
+    def _route(method: str, path: str) -> tuple[str | None, str | None]:
+        for route in declared_routes():
+            route_method, template = route.split(" ", 1)
+            pattern = "^" + re.escape(template).replace(re.escape("{id}"), "(?P<id>[^/]+)") + "$"
+            found = re.match(pattern, path)
+            if route_method == method and found:
+                return route, found.groupdict().get("id")
+        return None, None
+
+    @staticmethod
+    def _signature_ok(request: Any, headers: dict[str, str], match: re.Match[str], secret: str) -> bool:
+        signed = match["signed"].split(";")
+        copy_ = AWSRequest(
+            method=request.method,
+            url=request.url,
+            data=request.body,
+            headers={name: headers[name] for name in signed if name in headers},
+        )
+        copy_.context["timestamp"] = headers["x-amz-date"]
+        auth = SigV4Auth(ReadOnlyCredentials(match["key"], secret, None), "execute-api", REGION)
+        canonical = auth.canonical_request(copy_)
+        return bool(auth.signature(auth.string_to_sign(copy_, canonical), copy_) == match["signature"])

@@ -1,0 +1,275 @@
+"""The ``sessiongate`` CLI against the real request API handler (in-process gateway, SigV4 checked)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from sessiongate_cli.main import build_parser, main
+from tests.support.native import ALICE, BOB, CONTEXT, EVE, Gateway
+from tests.support.stack import Stack
+from tests.unit.test_native_api import deployed, handler  # noqa: F401 - the fixture
+
+ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+
+
+@pytest.fixture
+def gateway(deployed: Stack) -> Gateway:  # noqa: F811
+    return Gateway(handler("request_api"))
+
+
+class Cli:
+    def __init__(self, gateway: Gateway, arn: str) -> None:
+        self.gateway = gateway
+        self.session = boto3.Session(**gateway.credentials(arn))
+        self.commands: list[list[str]] = []
+
+    def run(self, *argv: str, sleep: Any = None) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(
+            ["--endpoint", ENDPOINT, *argv],
+            transport=self.gateway,
+            session=self.session,
+            runner=lambda command: self.commands.append(command) or 0,
+            sleep=sleep or (lambda _s: None),
+            out=out,
+            err=err,
+        )
+        assert "Traceback" not in out.getvalue() + err.getvalue()
+        return code, out.getvalue(), err.getvalue()
+
+    def json(self, *argv: str, **kwargs: Any) -> dict[str, Any]:
+        code, out, err = self.run(*argv, "--output", "json", **kwargs)
+        assert code == 0, err
+        return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_request_approve_grant_connect_revoke_through_the_cli(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stack = deployed
+    alice, bob = Cli(gateway, ALICE), Cli(gateway, BOB)
+    instance = stack.instance()
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+
+    created = alice.json("request", "--instance", instance, "--minutes", "20", "--reason", "rotate logs")
+    request_id = created["request"]["request_id"]
+    assert created["request"]["requester_arn"] == ALICE
+    # The identity came from the signature: the body carried none, and the header was SigV4 for execute-api.
+    seen = gateway.seen[0]
+    assert json.loads(seen["body"]) == {
+        "instance_id": instance,
+        "duration_minutes": 20,
+        "reason": "rotate logs",
+    }
+    assert seen["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIATEST")
+    assert "/us-east-1/execute-api/aws4_request" in seen["authorization"]
+
+    code, out, _ = bob.run("list", "--approvals")
+    assert code == 0
+    assert request_id in out
+    code, out, _ = bob.run("approve", request_id, "--comment", "go")
+    assert code == 0
+    assert "status     APPROVED" in out
+
+    # connect waits for the grant: the engine runs the bus event while the CLI sleeps.
+    def grant_meanwhile(_seconds: float) -> None:
+        for event in stack.bus_events():
+            assert handler("grant_access")(event, CONTEXT)["result"] == "granted"
+
+    code, _, err = alice.run("--region", "us-east-1", "connect", request_id, sleep=grant_meanwhile)
+    assert code == 0, err
+    assert alice.commands == [
+        ["/usr/bin/aws", "ssm", "start-session", "--target", instance, "--region", "us-east-1"]
+    ]
+    status = alice.json("status", request_id)["request"]
+    assert status["status"] == "ACTIVE"
+    assert status["grant"]["expires_at"] == "2026-11-24T09:20:00Z"
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": instance}
+
+    code, out, _ = alice.run("revoke", request_id, "--reason", "done")
+    assert code == 0
+    assert "status     REVOKED" in out
+    assert stack.tags("user", "alice") == {}
+    assert [r["status"] for r in alice.json("list")["requests"]] == ["REVOKED"]
+
+
+def test_identity_is_the_signers_not_a_claim(deployed: Stack, gateway: Gateway) -> None:  # noqa: F811
+    alice = Cli(gateway, ALICE)
+    request_id = alice.json("request", "--instance", deployed.instance(), "--reason", "x")["request"][
+        "request_id"
+    ]
+    code, _, err = alice.run("approve", request_id)
+    assert code == 1
+    assert err == "sessiongate: error: you cannot approve or reject your own request (self_approval)\n"
+    code, _, err = Cli(gateway, EVE).run("--output", "json", "revoke", request_id)
+    assert code == 1
+    assert json.loads(err)["error"] == "not_allowed"
+
+
+def test_a_bad_signature_is_refused_by_the_gateway(deployed: Stack, gateway: Gateway) -> None:  # noqa: F811
+    cli = Cli(gateway, ALICE)
+    key = cli.session.get_credentials().access_key
+    gateway.keys[key] = ("another secret", ALICE)
+    code, _, err = cli.run("list")
+    assert code == 1
+    assert "refused the signature" in err
+
+
+def test_extend_and_cancel(deployed: Stack, gateway: Gateway) -> None:  # noqa: F811
+    alice, bob = Cli(gateway, ALICE), Cli(gateway, BOB)
+    first = alice.json("request", "--instance", deployed.instance(), "--reason", "x")["request"]["request_id"]
+    assert alice.json("cancel", first)["request"]["status"] == "CANCELLED"
+    second = alice.json("request", "--instance", deployed.instance(), "--reason", "y")["request"][
+        "request_id"
+    ]
+    bob.json("approve", second)
+    for event in deployed.bus_events():
+        handler("grant_access")(event, CONTEXT)
+    extension = alice.json("extend", second, "--minutes", "5", "--reason", "more")["request"]
+    assert extension["request_id"] == f"{second}-x1"
+    assert extension["status"] == "PENDING"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["request"],
+        ["list"],
+        ["status"],
+        ["approve"],
+        ["reject"],
+        ["cancel"],
+        ["revoke"],
+        ["extend"],
+        ["connect"],
+        ["change-request"],
+    ],
+)
+def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: sessiongate" in capsys.readouterr().out
+
+
+def test_every_api_route_has_a_command() -> None:
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert {
+        "request",
+        "list",
+        "status",
+        "approve",
+        "reject",
+        "cancel",
+        "revoke",
+        "extend",
+        "connect",
+    } <= commands
+
+
+def test_usage_mistakes_are_readable(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cli = Cli(gateway, ALICE)
+    code, _, err = cli.run("request", "--instance", "i-nope", "--reason", "x")
+    assert code == 1
+    assert "instance_id must be an EC2 instance id" in err
+    code, _, err = cli.run("status", "0123456789abcdef0123456789abcdef")
+    assert (code, err) == (1, "sessiongate: error: no request 0123456789abcdef0123456789abcdef (not_found)\n")
+    code, _, err = cli.run("connect", "0123456789abcdef0123456789abcdef")
+    assert code == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["request", "--instance", "i-0123456789abcdef0", "--reason", "x", "--minutes", "ten"])
+    assert exit_.value.code == 2
+    assert "'ten' is not a whole number" in capsys.readouterr().err
+
+    monkeypatch.delenv("SESSIONGATE_ENDPOINT", raising=False)
+    err_io = io.StringIO()
+    assert main(["list"], session=cli.session, err=err_io) == 1
+    assert "no API endpoint" in err_io.getvalue()
+    err_io = io.StringIO()
+    no_credentials = boto3.Session(region_name="us-east-1")
+    monkeypatch.setattr(no_credentials, "get_credentials", lambda: None)
+    assert main(["--endpoint", ENDPOINT, "list"], session=no_credentials, err=err_io) == 1
+    assert "no AWS credentials found" in err_io.getvalue()
+
+
+def test_connect_refuses_a_pending_request_unless_told_to_wait(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+) -> None:
+    alice = Cli(gateway, ALICE)
+    request_id = alice.json("request", "--instance", deployed.instance(), "--reason", "x")["request"][
+        "request_id"
+    ]
+    code, _, err = alice.run("connect", request_id)
+    assert code == 1
+    assert "is PENDING" in err
+    assert "--wait-for-approval" in err
+    code, _, err = alice.run(
+        "connect", request_id, "--wait-for-approval", "--timeout", "6", "--interval", "3"
+    )
+    assert code == 1
+    assert "still PENDING after 6 s (timeout)" in err
+    assert alice.commands == []
+
+
+def test_change_manager_request(capsys: pytest.CaptureFixture[str]) -> None:
+    session = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1")
+    ssm = session.client("ssm")
+    stubber = Stubber(ssm)
+    stubber.add_response(
+        "start_change_request_execution",
+        {"AutomationExecutionId": "d0585556-80f6-4522-8dad-dada6d45b67d"},
+        {
+            "DocumentName": "AllowSsmSessionStartTemplate",
+            "ChangeRequestName": "debug the payment worker",
+            "Runbooks": [
+                {
+                    "DocumentName": "AllowSsmSessionStartRunbook",
+                    "DocumentVersion": "$DEFAULT",
+                    "Parameters": {
+                        "InstanceId": ["i-0a1b2c3d4e5f60718"],
+                        "PrincipalType": ["Role"],
+                        "PrincipalName": ["ops-oncall"],
+                        "ValidityMinutes": ["30"],
+                    },
+                }
+            ],
+        },
+    )
+    stubber.add_client_error("start_change_request_execution", "AccessDeniedException", "not allowed")
+    session.client = lambda *_a, **_k: ssm  # type: ignore[method-assign]
+    argv = [
+        "change-request",
+        "--instance",
+        "i-0a1b2c3d4e5f60718",
+        "--principal-type",
+        "role",
+        "--principal-name",
+        "ops-oncall",
+        "--minutes",
+        "30",
+        "--reason",
+        "debug the payment worker",
+    ]
+    with stubber:
+        assert main(argv, session=session) == 0
+        assert "change request started: d0585556-80f6-4522-8dad-dada6d45b67d" in capsys.readouterr().out
+        assert main(argv, session=session) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("sessiongate: error: Change Manager refused the request")
+        assert "Traceback" not in err

@@ -1,0 +1,599 @@
+"""Native front door through the Lambda handlers: HTTP API events -> request API -> bus -> grant -> revoke.
+
+Every handler runs as Lambda runs it (configuration from the environment, clients from the runtime) on
+moto; identities come from ``requestContext.authorizer.iam.userArn`` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from dataclasses import fields, replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from sessiongate import runtime
+from sessiongate.model import GrantStatus, Origin
+from sessiongate.settings import Settings
+from tests.conftest import load_event
+from tests.support.native import (
+    ALICE,
+    BOB,
+    CAROL,
+    CONTEXT,
+    DAVE,
+    EVE,
+    POLICY,
+    SECURITY,
+    api_event,
+    declared_routes,
+)
+from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack
+
+
+def handler(name: str) -> Any:
+    return importlib.import_module(f"functions.{name}.app").lambda_handler
+
+
+@pytest.fixture
+def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """The handlers with the environment template.yaml gives them and the policy in SSM."""
+    stack.enable_native()
+    for f in fields(Settings):
+        value = getattr(stack.settings, f.name)
+        if isinstance(value, tuple) and len(value) == 2 and f.name.endswith("_tag"):
+            value = "=".join(value)
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif value is None:
+            continue
+        monkeypatch.setenv(
+            Settings.ENV[f.name], str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    stack.put_approval_policy(POLICY)
+    stack.user("alice")
+    runtime.override(clock=stack.clock, client=stack.native_client)
+    yield stack
+    runtime.override()
+
+
+def call(route: str, caller: str | None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    response = handler("request_api")(api_event(route, caller, **kwargs), CONTEXT)
+    assert response["headers"]["content-type"] == "application/json"
+    body = json.loads(response["body"])
+    assert "Traceback" not in response["body"]
+    return response["statusCode"], body
+
+
+def create(stack: Stack, *, tags: dict[str, str] | None = None, caller: str = ALICE, **body: Any) -> str:
+    instance = body.pop("instance_id", None) or stack.instance(tags=tags)
+    status, out = call(
+        "POST /requests", caller, body={"instance_id": instance, "reason": "restart nginx", **body}
+    )
+    assert status == 201, out
+    return str(out["request"]["request_id"])
+
+
+def approve(request_id: str, caller: str, comment: str = "") -> tuple[int, dict[str, Any]]:
+    return call(
+        "POST /requests/{id}/approve",
+        caller,
+        request_id=request_id,
+        body={"comment": comment} if comment else None,
+    )
+
+
+def grant_from_bus(stack: Stack) -> list[dict[str, Any]]:
+    """Deliver the bus's AccessApproved events to the grant handler, as the EventBridge rule does."""
+    return [handler("grant_access")(e, CONTEXT) for e in stack.bus_events()]
+
+
+def event_types(stack: Stack) -> list[str]:
+    return [n["attributes"]["event_type"] for n in stack.notifications()]
+
+
+# ---------------------------------------------------------------------------------------- the full path
+def test_request_approve_grant_revoke_through_the_handlers(deployed: Stack) -> None:
+    stack = deployed
+    instance = stack.instance()
+    event = load_event("api_create_request.json")
+    event["body"] = json.dumps({**json.loads(event["body"]), "instance_id": instance})
+
+    created = handler("request_api")(event, CONTEXT)
+    assert created["statusCode"] == 201
+    request = json.loads(created["body"])["request"]
+    request_id = request["request_id"]
+    assert request["status"] == "PENDING"
+    assert request["requester_arn"] == ALICE  # from the signature, not the body
+    assert request["principal_arn"] == ALICE
+    assert request["approval_progress"] == [{"level": 1, "name": "ops", "approved": 0, "required": 1}]
+    assert request["pending_expires_at"] == "2026-11-24T10:00:00Z"
+    [requested] = stack.notifications()
+    assert requested["attributes"] == {
+        "event_type": "AccessRequested",
+        "instance_id": instance,
+        "principal_arn": ALICE,
+        "account": ACCOUNT,
+    }
+    assert requested["message"]["next_approvers"] == POLICY["rules"][1]["levels"][0]["approvers"]
+
+    sample = load_event("api_approve_request.json")
+    sample["pathParameters"]["id"] = request_id
+    approved = handler("request_api")(sample, CONTEXT)
+    assert approved["statusCode"] == 200, approved
+    assert json.loads(approved["body"])["request"]["status"] == "APPROVED"
+    assert event_types(stack) == ["AccessApproved"]
+    [bus_event] = stack.bus_events()
+    detail = bus_event["detail"]
+    assert detail["origin"] == "native"
+    assert detail["grant_id"] == f"rq-{request_id}"
+    assert detail["origin_ref"] == request_id
+    assert detail["requester_arn"] == ALICE
+    assert detail["approver_arns"] == [BOB]
+    assert (detail["principal_type"], detail["principal_name"], detail["duration_minutes"]) == (
+        "user",
+        "alice",
+        15,
+    )
+    assert detail["reason"] == "restart nginx after the config change (ticket INC-4711)"
+
+    granted = handler("grant_access")(bus_event, CONTEXT)
+    assert granted["result"] == "granted", granted
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": instance}
+    stack.notifications()
+
+    status, out = call("GET /requests/{id}", ALICE, request_id=request_id)
+    assert status == 200
+    assert out["request"]["status"] == "ACTIVE"
+    assert out["request"]["grant"] == {"status": "ACTIVE", "expires_at": "2026-11-24T09:15:00Z", "slot": 1}
+
+    status, out = call(
+        "POST /requests/{id}/revoke", ALICE, request_id=request_id, body={"reason": "done here"}
+    )
+    assert status == 200, out
+    assert out["request"]["status"] == "REVOKED"
+    assert stack.tags("user", "alice") == {}
+    assert stack.schedules() == {}  # the expiry schedule went with the early revocation
+    [revoked] = stack.notifications()
+    assert revoked["attributes"]["event_type"] == "AccessRevoked"
+    assert revoked["message"]["reason"] == "done"
+    assert revoked["message"]["revoked_by"] == ALICE
+    grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.status is GrantStatus.REVOKED
+    assert [h["status"] for h in out["request"]["history"]] == ["PENDING", "APPROVED", "ACTIVE", "REVOKED"]
+
+
+def test_every_route_is_declared_and_served() -> None:
+    from sessiongate.native_api import ROUTES
+
+    assert sorted(declared_routes()) == sorted(ROUTES)
+
+
+def test_expiry_moves_an_active_request_to_expired(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    stack.clock.advance(timedelta(minutes=10))
+    schedule = stack.schedules()[f"sg-revoke-rq-{request_id}"]
+    assert handler("revoke_access")(json.loads(schedule["Target"]["Input"]), CONTEXT)["result"] == "revoked"
+    status, out = call("GET /requests/{id}", ALICE, request_id=request_id)
+    assert (status, out["request"]["status"]) == (200, "EXPIRED")
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+    assert (status, out["error"]) == (409, "not_active")
+
+
+# ---------------------------------------------------------------------------------------- races
+def test_two_approvers_at_once_produce_exactly_one_grant(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Carol's approval lands between Bob's read and Bob's write: Bob's conditional write fails."""
+    stack = deployed
+    request_id = create(stack)
+    store = runtime.request_api().service.store
+    original = store.replace
+    interleaved: list[tuple[int, dict[str, Any]]] = []
+    started: list[bool] = []
+
+    def racing_replace(request: Any, *, expected_version: int) -> bool:
+        if not started:
+            started.append(True)
+            interleaved.append(approve(request_id, CAROL))  # the other click, served meanwhile
+        return original(request, expected_version=expected_version)
+
+    monkeypatch.setattr(store, "replace", racing_replace)
+    bob = approve(request_id, BOB)
+    carol = interleaved[0]
+
+    assert carol[0] == 200
+    assert carol[1]["request"]["status"] == "APPROVED"
+    assert bob == (
+        409,
+        {"error": "not_pending", "message": f"request {request_id} is APPROVED, no longer PENDING"},
+    )
+    [bus_event] = stack.bus_events()
+    assert bus_event["detail"]["approver_arns"] == [CAROL]
+    assert event_types(stack).count("AccessApproved") == 1
+
+
+def test_concurrent_approvals_of_a_two_approval_level_both_count(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With N=2 the losing writer re-reads and its approval completes the level: one APPROVED, one emit."""
+    stack = deployed
+    request_id = create(stack, tags={"Environment": "prod"})
+    store = runtime.request_api().service.store
+    original = store.replace
+    interleaved: list[tuple[int, dict[str, Any]]] = []
+    started: list[bool] = []
+
+    def racing_replace(request: Any, *, expected_version: int) -> bool:
+        if not started:
+            started.append(True)
+            interleaved.append(approve(request_id, CAROL))
+        return original(request, expected_version=expected_version)
+
+    monkeypatch.setattr(store, "replace", racing_replace)
+    status, out = approve(request_id, BOB)
+    assert status == 200
+    assert interleaved[0][0] == 200
+    approvers = [a["approver_arn"] for a in out["request"]["approvals"]]
+    assert approvers == [CAROL, BOB]
+    assert out["request"]["status"] == "PENDING"  # level 2 (security) still to come
+    assert stack.bus_events() == []
+
+
+# ---------------------------------------------------------------------------------------- policy levels
+def test_n_of_m_and_second_level(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, tags={"Environment": "prod"}, duration_minutes=20)
+    stack.notifications()
+
+    status, out = approve(request_id, BOB)
+    assert status == 200
+    assert out["request"]["status"] == "PENDING"
+    assert out["request"]["approval_progress"][0] == {
+        "level": 1,
+        "name": "leads",
+        "approved": 1,
+        "required": 2,
+    }
+    assert stack.bus_events() == []  # 1 of 2: no grant
+    assert event_types(stack) == ["ApprovalRecorded"]
+
+    assert approve(request_id, SECURITY)[1]["error"] == "level_not_reached"
+    assert approve(request_id, BOB)[1]["error"] == "already_approved"
+    assert call("GET /approvals", SECURITY)[1]["count"] == 0
+    assert call("GET /approvals", CAROL)[1]["requests"][0]["request_id"] == request_id
+
+    status, out = approve(request_id, CAROL)
+    assert out["request"]["status"] == "PENDING"
+    assert out["request"]["approval_progress"][1] == {
+        "level": 2,
+        "name": "security",
+        "approved": 0,
+        "required": 1,
+    }
+    assert stack.bus_events() == []
+    assert call("GET /approvals", CAROL)[1]["count"] == 0
+    assert call("GET /approvals", SECURITY)[1]["count"] == 1
+
+    status, out = approve(request_id, SECURITY)
+    assert (status, out["request"]["status"]) == (200, "APPROVED")
+    [bus_event] = stack.bus_events()
+    assert bus_event["detail"]["approver_arns"] == [BOB, CAROL, SECURITY]
+    [granted] = [handler("grant_access")(bus_event, CONTEXT)]
+    assert granted["result"] == "granted"
+
+
+def test_rule_limits_duration(deployed: Stack) -> None:
+    status, out = call(
+        "POST /requests",
+        ALICE,
+        body={
+            "instance_id": deployed.instance(tags={"Environment": "prod"}),
+            "reason": "x",
+            "duration_minutes": 45,
+        },
+    )
+    assert (status, out["error"]) == (400, "invalid_duration")
+
+
+def test_no_rule_for_the_instance_is_refused(deployed: Stack) -> None:
+    deployed.put_approval_policy({"version": 1, "rules": [POLICY["rules"][0]]})
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["error"]) == (403, "no_matching_rule")
+
+
+def test_invalid_policy_fails_closed(deployed: Stack) -> None:
+    deployed.put_approval_policy('{"version": 1, "rules": [{"name": "x", "levels": []}]}')
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["error"]) == (503, "policy_unavailable")
+
+
+# ---------------------------------------------------------------------------------------- denials
+def test_requester_cannot_approve_their_own_request(deployed: Stack) -> None:
+    request_id = create(deployed)
+    assert approve(request_id, ALICE) == (
+        403,
+        {"error": "self_approval", "message": "you cannot approve or reject your own request"},
+    )
+    assert deployed.bus_events() == []
+
+
+def test_another_session_of_the_requesting_role_is_the_operator(deployed: Stack) -> None:
+    """Bob's role is an approver role, but a grant to the role would give Carol's session access too."""
+    deployed.role("Approvers")
+    request_id = create(deployed, caller=BOB)
+    status, out = approve(request_id, CAROL)
+    assert (status, out["error"]) == (403, "approver_is_operator")
+    assert approve(request_id, DAVE)[0] == 200
+
+
+def test_not_an_approver(deployed: Stack) -> None:
+    request_id = create(deployed)
+    assert approve(request_id, EVE)[1]["error"] == "not_an_approver"
+    status, out = call("GET /requests/{id}", EVE, request_id=request_id)
+    assert (status, out["error"]) == (403, "not_allowed")
+
+
+def test_pending_request_expires(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack)
+    stack.notifications()
+    stack.clock.advance(timedelta(minutes=60))
+    status, out = approve(request_id, BOB)
+    assert (status, out["error"]) == (409, "request_expired")
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "EXPIRED"
+    assert event_types(stack) == ["AccessRequestExpired"]
+    assert stack.bus_events() == []
+    assert call("GET /approvals", BOB)[1]["count"] == 0
+
+
+def test_cancel_only_by_the_requester_and_only_pending(deployed: Stack) -> None:
+    request_id = create(deployed)
+    status, out = call("POST /requests/{id}/cancel", BOB, request_id=request_id)
+    assert (status, out["error"]) == (403, "not_requester")
+    status, out = call(
+        "POST /requests/{id}/cancel", ALICE, request_id=request_id, body={"reason": "fixed it"}
+    )
+    assert (status, out["request"]["status"]) == (200, "CANCELLED")
+    assert approve(request_id, BOB)[1]["error"] == "not_pending"
+    assert call("POST /requests/{id}/cancel", ALICE, request_id=request_id)[1]["error"] == "not_pending"
+
+
+def test_reject_needs_a_comment_and_an_approver(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack)
+    stack.notifications()
+    route = "POST /requests/{id}/reject"
+    assert call(route, BOB, request_id=request_id)[1]["error"] == "missing_comment"
+    assert call(route, EVE, request_id=request_id, body={"comment": "no"})[1]["error"] == "not_an_approver"
+    assert call(route, ALICE, request_id=request_id, body={"comment": "no"})[1]["error"] == "self_approval"
+    status, out = call(route, BOB, request_id=request_id, body={"comment": "use the runbook instead"})
+    assert (status, out["request"]["status"], out["request"]["comment"]) == (
+        200,
+        "REJECTED",
+        "use the runbook instead",
+    )
+    [note] = stack.notifications()
+    assert note["attributes"]["event_type"] == "AccessRejected"
+    assert note["message"]["comment"] == "use the runbook instead"
+    assert approve(request_id, CAROL)[1]["error"] == "not_pending"
+
+
+def test_revoke_by_an_unrelated_caller_is_refused_and_by_an_approver_allowed(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    status, out = call("POST /requests/{id}/revoke", EVE, request_id=request_id)
+    assert (status, out["error"]) == (403, "not_allowed")
+    assert stack.tags("user", "alice") != {}
+    status, out = call("POST /requests/{id}/revoke", CAROL, request_id=request_id)
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    assert stack.tags("user", "alice") == {}
+
+
+def test_revoke_before_the_grant_stops_the_grant(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack)
+    approve(request_id, BOB)
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    [outcome] = grant_from_bus(stack)
+    assert outcome["result"] == "denied"
+    assert [d["code"] for d in outcome["denials"]] == ["origin_not_approved"]
+    assert stack.tags("user", "alice") == {}
+
+
+def test_duplicate_open_request_for_the_same_instance_is_refused(deployed: Stack) -> None:
+    instance = deployed.instance()
+    create(deployed, instance_id=instance)
+    status, out = call("POST /requests", ALICE, body={"instance_id": instance, "reason": "again"})
+    assert (status, out["error"]) == (409, "duplicate_request")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"reason": "x"}, "invalid_instance_id"),
+        ({"instance_id": "i-123", "reason": "x"}, "invalid_instance_id"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718"}, "missing_reason"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "   "}, "missing_reason"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": 0}, "invalid_duration"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": 61}, "invalid_duration"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": "10"}, "invalid_duration"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "ticket": "a b"}, "invalid_ticket"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "break_glass": "yes"}, "invalid_break_glass"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "requester_arn": BOB}, "identity_in_body"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "principal_name": "bob"}, "identity_in_body"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "colour": "red"}, "unknown_field"),
+        (["not", "an", "object"], "invalid_body"),
+    ],
+)
+def test_bad_input_is_a_400(deployed: Stack, body: Any, code: str) -> None:
+    status, out = call("POST /requests", ALICE, body=body)
+    assert (status, out["error"]) == (400, code)
+    assert set(out) == {"error", "message"}
+
+
+def test_malformed_requests(deployed: Stack) -> None:
+    assert call("POST /requests", ALICE, raw_body="{not json")[1]["error"] == "invalid_body"
+    assert call("POST /requests", None, body={})[0] == 401
+    status, out = call("POST /requests", f"arn:aws:iam::{ACCOUNT}:root", body={})
+    assert (status, out["error"]) == (403, "unsupported_caller")
+    status, out = call("POST /requests", f"arn:aws:sts::{ACCOUNT}:federated-user/x", body={})
+    assert (status, out["error"]) == (403, "unsupported_caller")
+    assert call("GET /requests/{id}", ALICE, request_id="../../etc")[0] == 404
+    assert call("GET /requests/{id}", ALICE, request_id="0" * 32)[0] == 404
+    assert call("DELETE /requests", ALICE)[0] == 404
+    assert call("GET /requests", ALICE, query={"limit": "500"})[1]["error"] == "invalid_limit"
+    status, out = call("POST /requests", ALICE, body={"instance_id": "i-0123456789abcdef0", "reason": "x"})
+    assert (status, out["error"]) == (404, "instance_not_found")
+    status, out = call(
+        "POST /requests",
+        f"arn:aws:iam::{ACCOUNT}:user/ghost",
+        body={"instance_id": deployed.instance(), "reason": "x"},
+    )
+    assert (status, out["error"]) == (403, "principal_not_found")
+    status, out = call(
+        "POST /requests",
+        "arn:aws:iam::210987654321:user/alice",
+        body={"instance_id": deployed.instance(), "reason": "x"},
+    )
+    assert (status, out["error"]) == (403, "account_not_allowed")
+
+
+def test_list_mine_shows_only_my_requests(deployed: Stack) -> None:
+    deployed.user("dave")
+    mine = create(deployed)
+    create(deployed, caller=DAVE)
+    status, out = call("GET /requests", ALICE)
+    assert status == 200
+    assert [r["request_id"] for r in out["requests"]] == [mine]
+
+
+# ---------------------------------------------------------------------------------------- break-glass
+def test_break_glass_self_approval_is_capped_flagged_and_notified(deployed: Stack) -> None:
+    stack = deployed
+    prod = stack.instance(tags={"Environment": "prod"})
+    reason = "prod is down, database failover stuck"
+    base = {"instance_id": prod, "break_glass": True}
+    short = call("POST /requests", ALICE, body={**base, "reason": "urgent"})
+    assert (short[0], short[1]["error"]) == (400, "break_glass_reason_too_short")
+    long = call("POST /requests", ALICE, body={**base, "reason": reason, "duration_minutes": 20})
+    assert (long[0], long[1]["error"]) == (400, "break_glass_duration_over_cap")
+    elsewhere = call(
+        "POST /requests", ALICE, body={**base, "instance_id": stack.instance(), "reason": reason}
+    )
+    assert (elsewhere[0], elsewhere[1]["error"]) == (403, "break_glass_not_allowed")
+
+    status, out = call("POST /requests", ALICE, body={**base, "reason": reason, "duration_minutes": 15})
+    assert status == 201, out
+    request = out["request"]
+    assert (request["status"], request["break_glass"]) == ("APPROVED", True)
+    assert request["approvals"][0]["approver_arn"] == ALICE
+    [note] = stack.notifications()
+    assert note["attributes"]["event_type"] == "BreakGlassUsed"
+    assert note["message"]["notify_approvers"] == sorted(
+        {p for level in POLICY["rules"][0]["levels"] for p in level["approvers"]}
+    )
+    assert note["subject"] == f"SessionGate: BREAK-GLASS alice on {prod}"
+    [bus_event] = stack.bus_events()
+    assert bus_event["detail"]["approver_arns"] == [BREAK_GLASS_APPROVER]
+    assert bus_event["detail"]["reason"].startswith("[BREAK-GLASS] ")
+    [outcome] = [handler("grant_access")(bus_event, CONTEXT)]
+    assert outcome["result"] == "granted", outcome
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": prod}
+
+
+# ---------------------------------------------------------------------------------------- extend
+def test_extend_is_a_new_approval_then_the_old_grant_is_revoked(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    instance = call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["instance_id"]
+    stack.clock.advance(timedelta(minutes=8))
+
+    assert call("POST /requests/{id}/extend", BOB, request_id=request_id, body={"reason": "x"})[1][
+        "error"
+    ] == ("not_requester")
+    status, out = call(
+        "POST /requests/{id}/extend",
+        ALICE,
+        request_id=request_id,
+        body={"reason": "still digging", "duration_minutes": 20},
+    )
+    assert status == 201, out
+    child_id = out["request"]["request_id"]
+    assert child_id == f"{request_id}-x1"
+    assert out["request"]["extends"] == request_id
+    assert approve(child_id, ALICE)[1]["error"] == "self_approval"
+    assert approve(child_id, CAROL)[1]["request"]["status"] == "APPROVED"
+    [bus_event] = stack.bus_events()
+    assert bus_event["detail"]["grant_id"] == f"rq-{request_id}-x1"
+    assert len(bus_event["detail"]["grant_id"]) <= 48
+    assert handler("grant_access")(bus_event, CONTEXT)["result"] == "granted"
+    # Both grants hold a slot until the API sees the new one active.
+    assert stack.tags("user", "alice") == {
+        "SecurityAllowSessionInstance": instance,
+        "SecurityAllowSessionInstance2": instance,
+    }
+
+    child = call("GET /requests/{id}", ALICE, request_id=child_id)[1]["request"]
+    assert child["status"] == "ACTIVE"
+    assert child["grant"]["expires_at"] == "2026-11-24T09:28:00Z"
+    parent = call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]
+    assert (parent["status"], parent["comment"]) == ("REVOKED", "extended")
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance2": instance}
+
+    # "I'm done" on the original request also ends the extension.
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=child_id)
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    assert stack.tags("user", "alice") == {}
+
+
+def test_extend_needs_active_access(deployed: Stack) -> None:
+    request_id = create(deployed)
+    status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
+    assert (status, out["error"]) == (409, "not_active")
+
+
+# ---------------------------------------------------------------------------------------- verifier
+def test_forged_native_events_are_denied_by_the_verifier(deployed: Stack) -> None:
+    stack = deployed
+    pending_id = create(stack)
+    forged = stack.approved(
+        instance_id=stack.instance(),
+        principal="alice",
+        requester=ALICE,
+        approvers=(BOB,),
+        grant_id=f"rq-{pending_id}",
+        origin=Origin.NATIVE,
+    )
+    forged = replace(forged, origin_ref=pending_id)
+    outcome = handler("grant_access")(stack.event(forged), CONTEXT)
+    assert [d["code"] for d in outcome["denials"]] == ["origin_not_approved"]  # 1 of N-of-M is not enough
+
+    unknown = replace(forged, grant_id=f"rq-{'e' * 32}", origin_ref="e" * 32)
+    outcome = handler("grant_access")(stack.event(unknown), CONTEXT)
+    assert [d["code"] for d in outcome["denials"]] == ["origin_not_found"]
+
+    approved_id = create(stack)
+    approve(approved_id, BOB)
+    [real] = stack.bus_events()
+    tampered = json.loads(json.dumps(real))
+    tampered["detail"]["duration_minutes"] = 60
+    tampered["detail"]["approver_arns"] = [CAROL]
+    outcome = handler("grant_access")(tampered, CONTEXT)
+    [denial] = outcome["denials"]
+    assert denial["code"] == "origin_mismatch"
+    assert "duration_minutes" in denial["message"]
+    assert "approver_arns" in denial["message"]
+    assert stack.tags("user", "alice") == {}
