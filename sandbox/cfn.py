@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ def transform(parameters: dict[str, Any], account: str, region: str) -> dict[str
     from samtranslator.translator.transform import transform as sam_transform
     from samtranslator.yaml_helper import yaml_parse
 
+    # The translator records usage metrics nobody publishes offline, then warns about them on exit.
+    logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)
     template = yaml_parse(TEMPLATE.read_text())
     for resource in template["Resources"].values():
         props = resource.get("Properties", {})
@@ -126,6 +129,7 @@ class _Resolver:
             "AWS::Scheduler::ScheduleGroup": "Name",
             "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
             "AWS::SSM::Document": "Name",
+            "AWS::SSM::Parameter": "Name",
             "AWS::Lambda::LayerVersion": "LayerName",
         }.get(type_)
         if key and key in props:
@@ -235,6 +239,9 @@ class _Resolver:
             if fn == "Fn::Join":
                 sep, items = arg
                 return sep.join(str(i) for i in self.resolve(items))
+            if fn == "Fn::Split":
+                sep, text = arg
+                return str(self.resolve(text)).split(sep)
             if fn == "Fn::Select":
                 index, items = arg
                 return self.resolve(items)[int(index)]

@@ -52,12 +52,27 @@ class _Exceptions:
         pass
 
 
+class _WithFallback(_Exceptions):
+    def __init__(self, fallback: Any) -> None:
+        self._fallback = fallback
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fallback, name)
+
+
 class FakeSsm:
-    """Holds change request executions and managed nodes; answers like the SSM client."""
+    """Holds change request executions and managed nodes; answers like the SSM client.
+
+    Any other SSM operation (parameters, which moto emulates) goes to ``fallback``, a moto SSM client,
+    when one is given.
+    """
 
     exceptions = _Exceptions
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: Any = None) -> None:
+        self.fallback: Any = None
+        if fallback is not None:
+            self.attach(fallback)
         self.documents: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
         self.managed: set[str] = set()
@@ -276,6 +291,18 @@ class FakeSsm:
                 }
             ),
         }
+
+    def attach(self, fallback: Any) -> None:
+        """Send the operations this fake does not serve to ``fallback`` (a moto SSM client)."""
+        self.fallback = fallback
+        # One namespace for both: the fake's own errors plus moto's (ParameterNotFound, ...).
+        self.exceptions = _WithFallback(fallback.exceptions)  # type: ignore[assignment]
+
+    def __getattr__(self, name: str) -> Any:
+        fallback = self.__dict__.get("fallback")
+        if fallback is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(fallback, name)
 
     # -- helpers ----------------------------------------------------------------------------
     def add_execution(self, execution: dict[str, Any]) -> None:

@@ -7,6 +7,9 @@ from the engine's return values.
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,7 @@ from sessiongate.clock import to_iso
 from sessiongate.slots import INSTANCE_KEY, USER_KEY
 from sessiongate.slots import instance_key as slot_key
 
+from . import cfn
 from .policy import SessionChecker
 from .world import ACCOUNT, REGION, World
 
@@ -33,6 +37,9 @@ STEP_KINDS = (
     "redeliver",
     "reconcile",
     "revoke",
+    "extend",
+    "cancel",
+    "status",
     "session",
     "tags",
     "grant",
@@ -221,6 +228,30 @@ class Runner:
                 f"instance {name} is {instance_id}"
                 + ("" if spec.get("managed", True) else " (not SSM-managed)"),
             )
+        if "approval_policy" in self.scenario:
+            self._set_approval_policy(self.scenario["approval_policy"])
+
+    def _set_approval_policy(self, policy: object) -> None:
+        """The native API's approval policy (the SSM parameter); principal names stand for their ARNs."""
+
+        def arns(value: object) -> object:
+            if isinstance(value, dict):
+                return {k: arns(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [arns(v) for v in value]
+            if isinstance(value, str) and value in self.principals:
+                return self.principals[value]["arn"]
+            return value
+
+        if not isinstance(policy, dict):
+            raise ScenarioError("approval_policy must be a mapping (the policy document, see the README)")
+        name = self.world.stack.resources["RequestApiFunction"].properties["Environment"]["Variables"][
+            "SESSIONGATE_APPROVAL_POLICY_PARAMETER"
+        ]
+        self.world.client("ssm").put_parameter(
+            Name=name, Value=json.dumps(arns(policy)), Type="String", Overwrite=True
+        )
+        self._say("setup", f"approval policy {name} set ({len(policy.get('rules') or [])} rule(s))")
 
     # -- steps ------------------------------------------------------------------------------------
     def _step(self, index: int, step: object) -> None:
@@ -245,6 +276,9 @@ class Runner:
         self._collect()
 
     def _request(self, index: int, spec: dict[str, Any]) -> None:
+        if self._via_api(spec, index):
+            self._api_request(index, spec)
+            return
         rid = self._need(spec, "id", index)
         by = self._principal(self._need(spec, "by", index), index)
         target_name = spec.get("for", spec["by"])
@@ -282,6 +316,21 @@ class Runner:
 
     def _approve(self, index: int, spec: dict[str, Any], signal: str = "Approve") -> None:
         request = self._request_of(spec, index)
+        if "api_id" in request:
+            body = {"comment": str(spec["comment"])} if spec.get("comment") else {}
+            verb = "approve" if signal == "Approve" else "reject"
+            if verb == "reject" and not body:
+                body = {"comment": "rejected in the sandbox"}
+            self._api_call(
+                index,
+                spec,
+                self._need(spec, "by", index),
+                f"POST /requests/{{id}}/{verb}",
+                request_id=request["api_id"],
+                body=body,
+                label=f"{verb}s [{spec['request']}]",
+            )
+            return
         by = self._principal(self._need(spec, "by", index), index)
         signal_params: dict[str, Any] = {
             "AutomationExecutionId": request["execution_id"],
@@ -380,9 +429,139 @@ class Runner:
         from sessiongate import runtime
 
         request = self._request_of(spec, index)
+        if "api_id" in request:
+            body = {"reason": str(spec["reason"])} if spec.get("reason") else {}
+            self._api_call(
+                index,
+                spec,
+                self._need(spec, "by", index),
+                "POST /requests/{id}/revoke",
+                request_id=request["api_id"],
+                body=body,
+                label=f"revokes [{spec['request']}]",
+            )
+            return
         by = self._principal(self._need(spec, "by", index), index)
         outcome = runtime.engine("revoke").revoke(request["grant_id"], reason="done", by=by["arn"])
         self._say(spec["by"], f"is done with [{spec['request']}] -> {outcome.result}")
+
+    def _extend(self, index: int, spec: dict[str, Any]) -> None:
+        """The requester asks for more time on ACTIVE access (a new request, approved like any other)."""
+        request = self._native(spec, index, "extend")
+        rid = self._need(spec, "id", index)
+        body: dict[str, Any] = {"reason": str(spec.get("reason", "need more time"))}
+        if "minutes" in spec:
+            body["duration_minutes"] = spec["minutes"]
+        answer = self._api_call(
+            index,
+            spec,
+            self._need(spec, "by", index),
+            "POST /requests/{id}/extend",
+            request_id=request["api_id"],
+            body=body,
+            label=f"asks to extend [{spec['request']}] as [{rid}]",
+        )
+        if answer is not None:
+            self.requests[rid] = {
+                "api_id": answer["request_id"],
+                "grant_id": answer["grant_id"],
+                "by": spec["by"],
+            }
+
+    def _cancel(self, index: int, spec: dict[str, Any]) -> None:
+        request = self._native(spec, index, "cancel")
+        self._api_call(
+            index,
+            spec,
+            self._need(spec, "by", index),
+            "POST /requests/{id}/cancel",
+            request_id=request["api_id"],
+            body={},
+            label=f"cancels [{spec['request']}]",
+        )
+
+    def _status(self, index: int, spec: dict[str, Any]) -> None:
+        """The request's status as the API reports it to ``by`` (default: its requester)."""
+        request = self._native(spec, index, "status")
+        by = spec.get("by", request["by"])
+        answer = self._api_call(index, {}, by, "GET /requests/{id}", request_id=request["api_id"], label=None)
+        actual = answer["status"] if answer is not None else "unreadable"
+        self._check(index, f"request [{spec['request']}] status", self._need(spec, "expect", index), actual)
+
+    # -- the native request API, called as API Gateway would (IAM auth: identity from the signature) --
+    def _via_api(self, spec: dict[str, Any], index: int) -> bool:
+        via = spec.get("via", "change_manager")
+        if via not in ("change_manager", "api"):
+            raise ScenarioError(f"step {index}: via must be change_manager or api")
+        return bool(via == "api")
+
+    def _native(self, spec: dict[str, Any], index: int, step: str) -> dict[str, Any]:
+        request = self._request_of(spec, index)
+        if "api_id" not in request:
+            raise ScenarioError(f"step {index}: {step} works on requests made with via: api")
+        return request
+
+    def _api_request(self, index: int, spec: dict[str, Any]) -> None:
+        rid = self._need(spec, "id", index)
+        by = self._need(spec, "by", index)
+        if spec.get("for", by) != by:
+            raise ScenarioError(f"step {index}: through the API a caller requests access for itself only")
+        body: dict[str, Any] = {
+            "instance_id": self._instance(self._need(spec, "instance", index), index),
+            "reason": str(spec.get("reason", f"shell on {spec['instance']}")),
+        }
+        if "minutes" in spec:
+            body["duration_minutes"] = spec["minutes"]
+        if spec.get("break_glass"):
+            body["break_glass"] = True
+        if "ticket" in spec:
+            body["ticket"] = str(spec["ticket"])
+        answer = self._api_call(
+            index,
+            spec,
+            by,
+            "POST /requests",
+            body=body,
+            label=f"requests a shell on {spec['instance']} through the API [{rid}]",
+        )
+        if answer is not None:
+            self.requests[rid] = {"api_id": answer["request_id"], "grant_id": answer["grant_id"], "by": by}
+
+    def _api_call(
+        self,
+        index: int,
+        spec: dict[str, Any],
+        caller: str,
+        route: str,
+        *,
+        request_id: str | None = None,
+        body: dict[str, Any] | None = None,
+        label: str | None,
+    ) -> dict[str, Any] | None:
+        """One API call by ``caller``; checks ``expect_error`` (an error code) when the step gives one."""
+        principal = self._principal(caller, index)
+        event = _api_event(route, principal["arn"], request_id, body)
+        invocation = self.world.invoke(
+            self.world.function_arn("RequestApiFunction"), event, trigger=f"api {route}", sync=True
+        )
+        if invocation.error:
+            status, answer = 502, {"error": "handler_failed", "message": invocation.error}
+        else:
+            status, answer = invocation.result["statusCode"], json.loads(invocation.result["body"])
+            answer = answer.get("request", answer)  # a request's view, or an error
+        self.world.settle()  # AccessApproved on the bus -> grant
+        ok = 200 <= status < 300
+        if label is not None:
+            outcome = answer.get("status", "ok") if ok else f"{status} {answer.get('error')}"
+            self._say(caller, f"{label} -> {outcome}")
+        if "expect_error" in spec or (label is not None and not ok):
+            self._check(
+                index,
+                f"API {route} by {caller}",
+                spec.get("expect_error", "success"),
+                answer.get("error", "success") if not ok else "success",
+            )
+        return answer if ok else None
 
     def _session(self, index: int, spec: dict[str, Any]) -> None:
         name = self._need(spec, "principal", index)
@@ -636,7 +815,30 @@ def _describe(event: dict[str, Any], instances: dict[str, str]) -> str:
     if kind == "ReconcilerRepaired":
         done = {k: len(v) for k, v in event.get("repairs", {}).items() if v}
         return "RECONCILER repaired " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in done.items())
-    return f"{kind}: {event.get('problem', '')}"
+    if event.get("problem"):
+        return f"{kind}: {event['problem']}"
+    return f"{kind} {principal or '?'} -> {instance or '?'}"  # the request API's lifecycle
+
+
+def _api_event(route: str, caller_arn: str, request_id: str | None, body: Any) -> dict[str, Any]:
+    """An HTTP API (payload 2.0, AWS_IAM) event for ``route``, from the sample in events/."""
+    event = copy.deepcopy(_api_sample())
+    method, path = route.split(" ", 1)
+    raw_path = path.replace("{id}", request_id or "")
+    event["routeKey"] = event["requestContext"]["routeKey"] = route
+    event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
+    event["requestContext"]["http"]["method"] = method
+    event["pathParameters"] = {"id": request_id} if request_id is not None else None
+    event["body"] = json.dumps(body) if body is not None else None
+    identity = event["requestContext"]["authorizer"]["iam"]
+    identity.update(userArn=caller_arn, accountId=caller_arn.split(":")[4], accessKey="ASIASANDBOX")
+    return event
+
+
+@functools.cache
+def _api_sample() -> dict[str, Any]:
+    sample: dict[str, Any] = json.loads((cfn.ROOT / "events" / "api_create_request.json").read_text())
+    return sample
 
 
 def _time(value: object) -> datetime:

@@ -138,8 +138,14 @@ class World:
 
     # -- AWS clients (moto), counted --------------------------------------------------------------
     def client(self, service: str) -> Any:
+        """A client for ``service``; SSM is the change-request fake in front of moto's SSM."""
         if service == "ssm":
+            if self.ssm.fallback is None:
+                self.ssm.attach(self._moto_client("ssm"))
             return self.ssm
+        return self._moto_client(service)
+
+    def _moto_client(self, service: str) -> Any:
         if service not in self._clients:
             import boto3
             from botocore.config import Config
@@ -222,6 +228,9 @@ class World:
                     PolicyName=policy["PolicyName"],
                     PolicyDocument=json.dumps(document),
                 )
+        for r in s.of_type("AWS::SSM::Parameter"):
+            p = r.properties
+            self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])
         for r in s.of_type("AWS::SSM::Document"):
             self.ssm.documents[r.physical_id] = {
                 "type": r.properties["DocumentType"],
@@ -281,13 +290,14 @@ class World:
             self._rule_queues[url] = (r.logical_id, target["Arn"])
 
     # -- delivery --------------------------------------------------------------------------------
-    def invoke(self, function_arn: str, event: Any, *, trigger: str) -> Invocation:
-        """Invoke a function asynchronously as Lambda does: retries, then the OnFailure queue."""
+    def invoke(self, function_arn: str, event: Any, *, trigger: str, sync: bool = False) -> Invocation:
+        """Invoke a function as Lambda does: asynchronously (retries, then the OnFailure queue), or
+        synchronously (``sync``, as API Gateway does: one attempt, the caller sees the error)."""
         function = self.functions[function_arn]
         context = _LambdaContext(function.name, function.arn)
         invocation = Invocation(self.clock.now(), function.logical_id, trigger)
         before, ssm_before = Counter(self.calls), len(self.ssm.calls)
-        for _attempt in range(ASYNC_ATTEMPTS):
+        for _attempt in range(1 if sync else ASYNC_ATTEMPTS):
             try:
                 with contextlib.redirect_stdout(io.StringIO()) if self.quiet else contextlib.nullcontext():
                     invocation.result = function.handler()(json.loads(json.dumps(event)), context)
@@ -301,7 +311,7 @@ class World:
         reset_model_data()
         invocation.calls = self.calls - before
         invocation.calls.update(f"ssm:{op}" for op in self.ssm.calls[ssm_before:])
-        if invocation.error and function.on_failure_queue:
+        if invocation.error and function.on_failure_queue and not sync:
             self.client("sqs").send_message(
                 QueueUrl=function.on_failure_queue,
                 MessageBody=json.dumps({"requestPayload": event, "errorMessage": invocation.error}),

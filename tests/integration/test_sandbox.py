@@ -116,6 +116,16 @@ def test_json_report_lists_events_tags_grants_schedules(
         ("steps: 5", "a scenario is a mapping"),
         ("steps: [", "is not valid YAML"),
         ("parameters: {NoSuchParameter: 1}\nsteps: []", "template has no parameter 'NoSuchParameter'"),
+        (
+            "steps: [{request: {id: r1, by: alice, instance: web, via: fax}}]",
+            "via must be change_manager or api",
+        ),
+        (
+            "steps: [{request: {id: r1, by: alice, instance: web}},"
+            " {extend: {request: r1, id: r2, by: alice}}]",
+            "extend works on requests made with via: api",
+        ),
+        ("approval_policy: [bob]\nsteps: []", "approval_policy must be a mapping"),
     ],
 )
 def test_scenario_mistakes_are_reported_without_a_traceback(
@@ -232,3 +242,33 @@ def test_fault_injections_are_reported_with_what_they_did() -> None:
         "AccessGranted"
     ) == 1  # ...but not the first grant's
     assert report.invariant_violations == []
+
+
+def test_native_requests_go_through_the_request_api_and_the_approval_policy_parameter() -> None:
+    # No approval_policy in the scenario: the stack's own parameter, built from NativeApproverArns.
+    bob = "arn:aws:iam::123456789012:user/bob"
+    steps = [
+        {"request": {"via": "api", "id": "r1", "by": "alice", "instance": "web", "minutes": 5}},
+        {"approve": {"request": "r1", "by": "alice"}},  # self-approval: refused by the API
+        {"approve": {"request": "r1", "by": "bob"}},
+    ]
+    report = Runner(_scenario(steps, parameters={"NativeApproverArns": bob})).run()
+    [refused] = report.checks
+    assert (refused.expected, refused.actual, refused.passed) == ("success", "self_approval", False)
+    assert not report.passed  # an API refusal the scenario did not expect fails the run
+    [grant] = report.grants
+    assert grant["grant_id"].startswith("rq-")
+    assert report.principals["alice"] == {"SecurityAllowSessionInstance": grant["instance_id"]}
+    types = [e["event_type"] for e in report.events]
+    assert types == ["AccessRequested", "AccessApproved", "AccessGranted"]
+
+
+def test_without_approvers_configured_nobody_can_approve_a_native_request() -> None:
+    steps = [
+        {"request": {"via": "api", "id": "r1", "by": "alice", "instance": "web"}},
+        {"approve": {"request": "r1", "by": "bob", "expect_error": "not_an_approver"}},
+        {"status": {"request": "r1", "expect": "PENDING"}},
+        {"tags": {"principal": "alice", "expect": {}}},
+    ]
+    report = Runner(_scenario(steps)).run()
+    assert report.passed, [c.as_dict() for c in report.checks]
