@@ -7,8 +7,6 @@ from the engine's return values.
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from sessiongate.clock import to_iso
 from sessiongate.slots import INSTANCE_KEY, USER_KEY
 from sessiongate.slots import instance_key as slot_key
 
-from . import cfn
+from .apigw import api_event
 from .policy import SessionChecker
 from .world import ACCOUNT, REGION, World
 
@@ -321,15 +319,7 @@ class Runner:
             verb = "approve" if signal == "Approve" else "reject"
             if verb == "reject" and not body:
                 body = {"comment": "rejected in the sandbox"}
-            self._api_call(
-                index,
-                spec,
-                self._need(spec, "by", index),
-                f"POST /requests/{{id}}/{verb}",
-                request_id=request["api_id"],
-                body=body,
-                label=f"{verb}s [{spec['request']}]",
-            )
+            self._act(index, spec, request, verb, body, f"{verb}s [{spec['request']}]")
             return
         by = self._principal(self._need(spec, "by", index), index)
         signal_params: dict[str, Any] = {
@@ -431,15 +421,7 @@ class Runner:
         request = self._request_of(spec, index)
         if "api_id" in request:
             body = {"reason": str(spec["reason"])} if spec.get("reason") else {}
-            self._api_call(
-                index,
-                spec,
-                self._need(spec, "by", index),
-                "POST /requests/{id}/revoke",
-                request_id=request["api_id"],
-                body=body,
-                label=f"revokes [{spec['request']}]",
-            )
+            self._act(index, spec, request, "revoke", body, f"revokes [{spec['request']}]")
             return
         by = self._principal(self._need(spec, "by", index), index)
         outcome = runtime.engine("revoke").revoke(request["grant_id"], reason="done", by=by["arn"])
@@ -452,14 +434,8 @@ class Runner:
         body: dict[str, Any] = {"reason": str(spec.get("reason", "need more time"))}
         if "minutes" in spec:
             body["duration_minutes"] = spec["minutes"]
-        answer = self._api_call(
-            index,
-            spec,
-            self._need(spec, "by", index),
-            "POST /requests/{id}/extend",
-            request_id=request["api_id"],
-            body=body,
-            label=f"asks to extend [{spec['request']}] as [{rid}]",
+        answer = self._act(
+            index, spec, request, "extend", body, f"asks to extend [{spec['request']}] as [{rid}]"
         )
         if answer is not None:
             self.requests[rid] = {
@@ -470,15 +446,7 @@ class Runner:
 
     def _cancel(self, index: int, spec: dict[str, Any]) -> None:
         request = self._native(spec, index, "cancel")
-        self._api_call(
-            index,
-            spec,
-            self._need(spec, "by", index),
-            "POST /requests/{id}/cancel",
-            request_id=request["api_id"],
-            body={},
-            label=f"cancels [{spec['request']}]",
-        )
+        self._act(index, spec, request, "cancel", {}, f"cancels [{spec['request']}]")
 
     def _status(self, index: int, spec: dict[str, Any]) -> None:
         """The request's status as the API reports it to ``by`` (default: its requester)."""
@@ -500,6 +468,14 @@ class Runner:
         if "api_id" not in request:
             raise ScenarioError(f"step {index}: {step} works on requests made with via: api")
         return request
+
+    def _act(
+        self, index: int, spec: dict[str, Any], request: dict[str, Any], verb: str, body: Any, label: str
+    ) -> dict[str, Any] | None:
+        """``POST /requests/{id}/<verb>`` on a native request, by the step's ``by``."""
+        by = self._need(spec, "by", index)
+        route = f"POST /requests/{{id}}/{verb}"
+        return self._api_call(index, spec, by, route, request_id=request["api_id"], body=body, label=label)
 
     def _api_request(self, index: int, spec: dict[str, Any]) -> None:
         rid = self._need(spec, "id", index)
@@ -540,7 +516,7 @@ class Runner:
     ) -> dict[str, Any] | None:
         """One API call by ``caller``; checks ``expect_error`` (an error code) when the step gives one."""
         principal = self._principal(caller, index)
-        event = _api_event(route, principal["arn"], request_id, body)
+        event = api_event(route, principal["arn"], request_id=request_id, body=body)
         invocation = self.world.invoke(
             self.world.function_arn("RequestApiFunction"), event, trigger=f"api {route}", sync=True
         )
@@ -818,27 +794,6 @@ def _describe(event: dict[str, Any], instances: dict[str, str]) -> str:
     if event.get("problem"):
         return f"{kind}: {event['problem']}"
     return f"{kind} {principal or '?'} -> {instance or '?'}"  # the request API's lifecycle
-
-
-def _api_event(route: str, caller_arn: str, request_id: str | None, body: Any) -> dict[str, Any]:
-    """An HTTP API (payload 2.0, AWS_IAM) event for ``route``, from the sample in events/."""
-    event = copy.deepcopy(_api_sample())
-    method, path = route.split(" ", 1)
-    raw_path = path.replace("{id}", request_id or "")
-    event["routeKey"] = event["requestContext"]["routeKey"] = route
-    event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
-    event["requestContext"]["http"]["method"] = method
-    event["pathParameters"] = {"id": request_id} if request_id is not None else None
-    event["body"] = json.dumps(body) if body is not None else None
-    identity = event["requestContext"]["authorizer"]["iam"]
-    identity.update(userArn=caller_arn, accountId=caller_arn.split(":")[4], accessKey="ASIASANDBOX")
-    return event
-
-
-@functools.cache
-def _api_sample() -> dict[str, Any]:
-    sample: dict[str, Any] = json.loads((cfn.ROOT / "events" / "api_create_request.json").read_text())
-    return sample
 
 
 def _time(value: object) -> datetime:

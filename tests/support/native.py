@@ -1,5 +1,7 @@
 """The native front door in tests: API Gateway (HTTP API, IAM auth) events and an in-process gateway.
 
+``api_event`` (from the sandbox) builds the handler's event from events/api_create_request.json.
+
 ``Gateway`` stands in for API Gateway between the CLI and the request API handler: it accepts only
 routes template.yaml declares, checks the SigV4 ``Authorization`` header (service ``execute-api``) and
 re-computes its signature with the secret of the signing access key, then puts the identity that key
@@ -8,8 +10,6 @@ belongs to (never anything from the body) into ``requestContext.authorizer.iam``
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +19,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from sandbox.apigw import api_event
 from sessiongate_cli.client import Response
-from tests.conftest import load_event
 from tests.support.stack import ACCOUNT, REGION
 from tests.support.template import resource
 
@@ -66,34 +66,6 @@ class LambdaContext:
 
 
 CONTEXT = LambdaContext()
-
-
-def api_event(
-    route: str,
-    caller: str | None,
-    *,
-    body: Any = None,
-    request_id: str | None = None,
-    query: dict[str, str] | None = None,
-    raw_body: str | None = None,
-) -> dict[str, Any]:
-    """An HTTP API payload-2.0 event (from events/api_create_request.json) for ``route`` by ``caller``."""
-    event = copy.deepcopy(load_event("api_create_request.json"))
-    method, path = route.split(" ", 1)
-    raw_path = path.replace("{id}", request_id or "")
-    event["routeKey"] = event["requestContext"]["routeKey"] = route
-    event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
-    event["requestContext"]["http"]["method"] = method
-    event["pathParameters"] = {"id": request_id} if request_id is not None else None
-    event["queryStringParameters"] = query
-    event["body"] = raw_body if raw_body is not None else (json.dumps(body) if body is not None else None)
-    if caller is None:
-        del event["requestContext"]["authorizer"]
-    else:
-        iam = event["requestContext"]["authorizer"]["iam"]
-        iam["userArn"] = caller
-        iam["accountId"] = caller.split(":")[4] if caller.count(":") >= 5 else ""
-    return event
 
 
 def declared_routes() -> list[str]:

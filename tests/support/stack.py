@@ -6,7 +6,7 @@ import functools
 import json
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -343,3 +343,18 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
 
 def _queue_arn(url: str) -> str:
     return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{url.rsplit('/', 1)[-1]}"
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The Lambda environment variables that configure ``settings`` (as template.yaml sets them)."""
+    env = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple) and len(value) == 2 and f.name.endswith("_tag"):
+            value = "=".join(value)
+        elif isinstance(value, tuple):
+            value = ",".join(value)
+        elif value is None:
+            continue
+        env[Settings.ENV[f.name]] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,9 +17,8 @@ import pytest
 from sessiongate import runtime
 from sessiongate.errors import ConfigError
 from sessiongate.model import AccessApproved
-from sessiongate.settings import Settings
 from tests.conftest import load_event
-from tests.support.stack import Stack, change_request
+from tests.support.stack import Stack, change_request, environment
 
 EXECUTION_ID = "d0585556-80f6-4522-8dad-dada6d45b67d"
 
@@ -39,17 +38,8 @@ def handler(name: str) -> Any:
 @pytest.fixture
 def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """The handlers as Lambda runs them: configuration from the environment, clients from the runtime."""
-    for f in fields(Settings):
-        value = getattr(stack.settings, f.name)
-        if isinstance(value, tuple) and len(value) == 2 and f.name.endswith("_tag"):
-            value = "=".join(value)
-        elif isinstance(value, tuple):
-            value = ",".join(value)
-        elif value is None:
-            continue
-        monkeypatch.setenv(
-            Settings.ENV[f.name], str(value).lower() if isinstance(value, bool) else str(value)
-        )
+    for name, value in environment(stack.settings).items():
+        monkeypatch.setenv(name, value)
     runtime.override(clock=stack.clock, client=stack.client)
     yield stack
     runtime.override()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +17,6 @@ import pytest
 
 from sessiongate import runtime
 from sessiongate.model import GrantStatus, Origin
-from sessiongate.settings import Settings
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
@@ -31,7 +30,7 @@ from tests.support.native import (
     api_event,
     declared_routes,
 )
-from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack
+from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack, environment
 
 
 def handler(name: str) -> Any:
@@ -42,17 +41,8 @@ def handler(name: str) -> Any:
 def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """The handlers with the environment template.yaml gives them and the policy in SSM."""
     stack.enable_native()
-    for f in fields(Settings):
-        value = getattr(stack.settings, f.name)
-        if isinstance(value, tuple) and len(value) == 2 and f.name.endswith("_tag"):
-            value = "=".join(value)
-        elif isinstance(value, tuple):
-            value = ",".join(value)
-        elif value is None:
-            continue
-        monkeypatch.setenv(
-            Settings.ENV[f.name], str(value).lower() if isinstance(value, bool) else str(value)
-        )
+    for name, value in environment(stack.settings).items():
+        monkeypatch.setenv(name, value)
     stack.put_approval_policy(POLICY)
     stack.user("alice")
     runtime.override(clock=stack.clock, client=stack.native_client)

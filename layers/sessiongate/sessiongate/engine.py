@@ -41,6 +41,7 @@ from .model import (
     GrantStatus,
     Origin,
     Outcome,
+    disagreements,
 )
 from .observability import bind, logger, metrics
 from .settings import Settings
@@ -589,20 +590,7 @@ class ChangeManagerVerifier:
         )
         if isinstance(truth, list):
             return truth
-        differing = [
-            name
-            for name in (
-                "account",
-                "instance_id",
-                "principal_type",
-                "principal_name",
-                "duration_minutes",
-                "requester_arn",
-            )
-            if getattr(truth, name) != getattr(request, name)
-        ]
-        if set(truth.approver_arns) != set(request.approver_arns):
-            differing.append("approver_arns")
+        differing = disagreements(truth, request)
         if differing:
             return [Denial("origin_mismatch", f"the event disagrees with the change request on {differing}")]
         return []

@@ -215,3 +215,21 @@ def _time(detail: Mapping[str, Any], name: str) -> datetime:
         return parse_iso(value)
     except ValueError:
         raise InvalidInput(f"{name} is not an ISO-8601 timestamp with a timezone", field=name) from None
+
+
+ORIGIN_FIELDS = (
+    "account",
+    "instance_id",
+    "principal_type",
+    "principal_name",
+    "duration_minutes",
+    "requester_arn",
+)
+
+
+def disagreements(truth: Any, event: AccessApproved) -> list[str]:
+    """The fields on which ``event`` differs from what its origin records (no approvers: differs)."""
+    differing = [name for name in ORIGIN_FIELDS if getattr(truth, name) != getattr(event, name)]
+    if set(truth.approver_arns) != set(event.approver_arns) or not truth.approver_arns:
+        differing.append("approver_arns")
+    return differing

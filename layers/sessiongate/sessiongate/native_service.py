@@ -35,7 +35,7 @@ from .clock import Clock, parse_iso, to_iso
 from .engine import REASON_EXPIRED, Engine
 from .errors import TransientError
 from .identity import may_be_same, parse_identity
-from .model import AccessApproved, Denial, GrantStatus
+from .model import AccessApproved, Denial, GrantStatus, disagreements
 from .native import (
     LIVE,
     MAX_EXTENSIONS,
@@ -194,30 +194,30 @@ class NativeService:
     # ------------------------------------------------------------------------------ decisions
     def approve(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
         comment = parse_comment(body, required=False)
-        for _ in range(WRITE_ATTEMPTS):
-            request = self._pending(request_id)
+        rule: Rule | None = None
+
+        def approved(request: Request) -> Request:
+            nonlocal rule
             rule = self._current_rule(request, required=True)
             assert rule is not None
             level = approver_level(rule, request, caller.arn)
             now = self.clock.now()
             approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
-            if current_level(rule, approvals) is None:
-                updated = request.transition(
-                    RequestStatus.APPROVED,
-                    at=now,
-                    by=caller.arn,
-                    approvals=approvals,
-                    approver_arns=tuple(a.approver_arn for a in approvals),
-                    approved_at=to_iso(now),
-                    decided_by=caller.arn,
-                    version=request.version + 1,
-                )
-            else:
-                updated = replace(request, approvals=approvals, version=request.version + 1)
-            if self.store.replace(updated, expected_version=request.version):
-                break
-        else:
-            raise conflict("conflict", "the request kept changing while you approved it; try again")
+            if current_level(rule, approvals) is not None:
+                return replace(request, approvals=approvals, version=request.version + 1)
+            return request.transition(
+                RequestStatus.APPROVED,
+                at=now,
+                by=caller.arn,
+                approvals=approvals,
+                approver_arns=tuple(a.approver_arn for a in approvals),
+                approved_at=to_iso(now),
+                decided_by=caller.arn,
+                version=request.version + 1,
+            )
+
+        updated = self._write(lambda: self._pending(request_id), approved)
+        assert rule is not None
         log = bind(
             request_id=request_id, instance_id=updated.instance_id, principal_arn=updated.principal_arn
         )
@@ -226,20 +226,22 @@ class NativeService:
             self._notify("AccessApproved", updated, rule=rule)
             updated = self._emit(updated)
         else:
-            log.info("approval recorded", extra={"level": level + 1})
+            log.info("approval recorded", extra={"level": updated.approvals[-1].level + 1})
             self._notify("ApprovalRecorded", updated, rule=rule)
         return self._view(updated, rule)
 
     def reject(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
         comment = parse_comment(body, required=True)
-        for _ in range(WRITE_ATTEMPTS):
-            request = self._pending(request_id)
+        rule: Rule | None = None
+
+        def rejected(request: Request) -> Request:
+            nonlocal rule
             rule = self._current_rule(request, required=True)
             assert rule is not None
             check_not_involved(request, caller.arn)
             if not rule.may_review(caller.arn):
                 raise forbidden("not_an_approver", f"you are not an approver of rule {rule.name!r}")
-            updated = request.transition(
+            return request.transition(
                 RequestStatus.REJECTED,
                 at=self.clock.now(),
                 by=caller.arn,
@@ -247,18 +249,16 @@ class NativeService:
                 comment=comment,
                 version=request.version + 1,
             )
-            if self.store.replace(updated, expected_version=request.version):
-                break
-        else:
-            raise conflict("conflict", "the request kept changing; try again")
+
+        updated = self._write(lambda: self._pending(request_id), rejected)
         bind(request_id=request_id).info("request rejected")
         self._notify("AccessRejected", updated, rule=rule)
         return self._view(updated, rule)
 
     def cancel(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
         comment = parse_comment(body, required=False, name="reason")
-        for _ in range(WRITE_ATTEMPTS):
-            request = self._load(request_id)
+
+        def cancelled(request: Request) -> Request:
             if not same_caller(caller.arn, request.requester_arn):
                 raise forbidden("not_requester", "only the requester may cancel a request")
             if request.status is not RequestStatus.PENDING:
@@ -266,17 +266,15 @@ class NativeService:
                     "not_pending",
                     f"request {request_id} is {request.status.value}: only PENDING can be cancelled",
                 )
-            updated = request.transition(
+            return request.transition(
                 RequestStatus.CANCELLED,
                 at=self.clock.now(),
                 by=caller.arn,
                 comment=comment,
                 version=request.version + 1,
             )
-            if self.store.replace(updated, expected_version=request.version):
-                break
-        else:
-            raise conflict("conflict", "the request kept changing; try again")
+
+        updated = self._write(lambda: self._load(request_id), cancelled)
         bind(request_id=request_id).info("request cancelled")
         self._notify("AccessRequestCancelled", updated)
         return self._view(updated, None)
@@ -403,6 +401,15 @@ class NativeService:
             # Revoked while the engine was granting: finish the revocation now.
             self._engine_revoke(request, reason=REASON_REVOKED, by="sessiongate")
         return request
+
+    def _write(self, load: Callable[[], Request], change: Callable[[Request], Request]) -> Request:
+        """Optimistic update: re-read and re-decide when another writer got there first."""
+        for _ in range(WRITE_ATTEMPTS):
+            request = load()
+            updated = change(request)
+            if self.store.replace(updated, expected_version=request.version):
+                return updated
+        raise conflict("conflict", "the request kept changing meanwhile; check its status and try again")
 
     def _move(
         self, request: Request, to: RequestStatus, now: datetime, by: str, notify: str = "", **changes: Any
@@ -576,20 +583,7 @@ class NativeVerifier:
             return [
                 Denial("origin_not_approved", f"request {request_id} is {record.status.value}, not APPROVED")
             ]
-        differing = [
-            name
-            for name in (
-                "account",
-                "instance_id",
-                "principal_type",
-                "principal_name",
-                "duration_minutes",
-                "requester_arn",
-            )
-            if getattr(record, name) != getattr(request, name)
-        ]
-        if set(record.approver_arns) != set(request.approver_arns) or not record.approver_arns:
-            differing.append("approver_arns")
+        differing = disagreements(record, request)
         if differing:
             return [
                 Denial("origin_mismatch", f"the event disagrees with request {request_id} on {differing}")
