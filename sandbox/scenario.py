@@ -416,15 +416,13 @@ class Runner:
 
     def _revoke(self, index: int, spec: dict[str, Any]) -> None:
         """Early revoke ("I'm done") through the engine's revoke path, as the API does."""
-        from sessiongate import runtime
-
         request = self._request_of(spec, index)
         if "api_id" in request:
             body = {"reason": str(spec["reason"])} if spec.get("reason") else {}
             self._act(index, spec, request, "revoke", body, f"revokes [{spec['request']}]")
             return
         by = self._principal(self._need(spec, "by", index), index)
-        outcome = runtime.engine("revoke").revoke(request["grant_id"], reason="done", by=by["arn"])
+        outcome = self.world.engine("revoke").revoke(request["grant_id"], reason="done", by=by["arn"])
         self._say(spec["by"], f"is done with [{spec['request']}] -> {outcome.result}")
 
     def _extend(self, index: int, spec: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import os
 import re
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,8 +36,15 @@ from .faults import FaultInjector
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 DEFAULT_START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
-# Lambda async invocations: 1 try + EventInvokeConfig.MaximumRetryAttempts (2 in the template).
-ASYNC_ATTEMPTS = 3
+# Lambda's async retries when a function has no EventInvokeConfig (the template sets one on each).
+DEFAULT_ASYNC_RETRIES = 2
+# The function each engine role runs in (functions/<verb_noun>/app.py calls runtime.engine(role)).
+ROLE_FUNCTIONS = {
+    "grant": "GrantAccessFunction",
+    "revoke": "RevokeAccessFunction",
+    "adapter": "AdaptChangeRequestFunction",
+    "reconcile": "ReconcileGrantsFunction",
+}
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "sandbox",
     "AWS_SECRET_ACCESS_KEY": "sandbox",
@@ -80,6 +87,7 @@ class Function:
     entry: str  # the handler function's name
     environment: dict[str, str]
     on_failure_queue: str | None = None
+    async_retries: int = DEFAULT_ASYNC_RETRIES  # EventInvokeConfig.MaximumRetryAttempts
     _loaded: Callable[[Any, Any], Any] | None = None
 
     def handler(self) -> Callable[[Any, Any], Any]:
@@ -249,8 +257,13 @@ class World:
             code = r.properties["Code"]["S3Key"].strip("/")  # e.g. functions/grant_access
             module, entry = r.properties["Handler"].rsplit(".", 1)
             env = {k: str(v) for k, v in r.properties.get("Environment", {}).get("Variables", {}).items()}
-            failure = invoke_configs.get(r.physical_id, {}).get("DestinationConfig", {}).get("OnFailure", {})
+            config = invoke_configs.get(r.physical_id, {})
+            failure = config.get("DestinationConfig", {}).get("OnFailure", {})
             queue = failure.get("Destination")
+            if self.quiet:
+                # Logs off; EMF metric lines (printed to stdout, as in Lambda) are captured per
+                # invocation. (POWERTOOLS_METRICS_DISABLED would keep every metric in memory.)
+                env["POWERTOOLS_LOG_LEVEL"] = "CRITICAL"
             self.functions[r.arn] = Function(
                 logical_id=r.logical_id,
                 name=r.physical_id,
@@ -259,14 +272,37 @@ class World:
                 entry=entry,
                 environment=env,
                 on_failure_queue=self._queue_url(queue) if queue else None,
+                async_retries=int(config.get("MaximumRetryAttempts", DEFAULT_ASYNC_RETRIES)),
             )
-            # Lambda gives every function its own environment; the engine reads distinct keys, so the
-            # union is the same environment each function sees.
-            os.environ.update(env)
-        if self.quiet:
-            # Logs off; EMF metric lines (printed to stdout, as in Lambda) are captured per invocation.
-            # (POWERTOOLS_METRICS_DISABLED would keep every metric in memory instead of flushing it.)
-            os.environ["POWERTOOLS_LOG_LEVEL"] = "CRITICAL"
+
+    @contextlib.contextmanager
+    def _environment(self, function: Function) -> Iterator[None]:
+        """Run with exactly ``function``'s own environment variables, as Lambda gives each function.
+
+        Variables of the other functions are removed meanwhile, so a setting that only another
+        function declares is missing here too (as it would be when deployed).
+        """
+        others = {k for f in self.functions.values() for k in f.environment} - set(function.environment)
+        saved = {k: os.environ.get(k) for k in others | set(function.environment)}
+        for key in others:
+            os.environ.pop(key, None)
+        os.environ.update(function.environment)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def function(self, logical_id: str) -> Function:
+        return next(f for f in self.functions.values() if f.logical_id == logical_id)
+
+    def engine(self, role: str) -> Any:
+        """The engine as the function of ``role`` builds it (its own environment), e.g. ``revoke``."""
+        with self._environment(self.function(ROLE_FUNCTIONS[role])):
+            return runtime.engine(role)
 
     def _build_rule(self, r: cfn.Resource) -> None:
         p = r.properties
@@ -297,9 +333,12 @@ class World:
         context = _LambdaContext(function.name, function.arn)
         invocation = Invocation(self.clock.now(), function.logical_id, trigger)
         before, ssm_before = Counter(self.calls), len(self.ssm.calls)
-        for _attempt in range(1 if sync else ASYNC_ATTEMPTS):
+        for _attempt in range(1 if sync else 1 + function.async_retries):
             try:
-                with contextlib.redirect_stdout(io.StringIO()) if self.quiet else contextlib.nullcontext():
+                with (
+                    contextlib.redirect_stdout(io.StringIO()) if self.quiet else contextlib.nullcontext(),
+                    self._environment(function),
+                ):
                     invocation.result = function.handler()(json.loads(json.dumps(event)), context)
                 invocation.error = None
                 break

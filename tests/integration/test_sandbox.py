@@ -272,3 +272,26 @@ def test_without_approvers_configured_nobody_can_approve_a_native_request() -> N
     ]
     report = Runner(_scenario(steps)).run()
     assert report.passed, [c.as_dict() for c in report.checks]
+
+
+def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry() -> None:
+    """Each grant and revocation succeeds on its first attempt while SNS fails every publish."""
+    steps = [
+        {"fault": {"operation": "sns:Publish", "code": "InternalError", "times": 100}},
+        {"request": {"id": "r1", "by": "alice", "instance": "web", "minutes": 5}},
+        {"approve": {"request": "r1", "by": "bob"}},
+        {"advance": "6m"},
+        {"grant": {"request": "r1", "expect": "REVOKED"}},
+        {"tags": {"principal": "alice", "expect": {}}},
+    ]
+    runner = Runner(_scenario(steps))
+    report = runner.run()
+    assert report.passed, [c.as_dict() for c in report.checks]
+    assert report.events == []  # every notification was lost...
+    attempts = [
+        (i.function, i.error, (i.result or {}).get("result"))
+        for i in runner.world.invocations
+        if i.function in ("GrantAccessFunction", "RevokeAccessFunction")
+    ]
+    # ...yet one attempt each did its work (a raised notification failure would show as a retry).
+    assert attempts == [("GrantAccessFunction", None, "granted"), ("RevokeAccessFunction", None, "revoked")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,7 +62,7 @@ def test_change_manager_approval_flows_through_all_three_handlers(deployed: Stac
     stack.calls.clear()
     stack.ssm.calls.clear()
     granted = handler("grant_access")(approved, LambdaContext())
-    grant_calls = {**stack.calls, **{f"ssm:{c}": 1 for c in stack.ssm.calls}}
+    grant_calls = {**stack.calls, **Counter(f"ssm:{c}" for c in stack.ssm.calls)}
     assert granted["result"] == "granted"
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": instance}
 
@@ -115,3 +116,36 @@ def test_missing_configuration_fails_at_cold_start(deployed: Stack, monkeypatch:
         handler("grant_access")(load_event("access_approved.json"), LambdaContext())
     assert "SESSIONGATE_TABLE is required" in str(err.value)
     assert "SESSIONGATE_MAX_VALIDITY_MINUTES: must be an integer" in str(err.value)
+
+
+def test_sample_scheduled_event_runs_the_reconciler(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """events/reconcile_schedule.json (EventBridge's rate() rule) removes a hand-made slot tag."""
+    iam = deployed.client("iam")
+    policy = iam.create_policy(
+        PolicyName="AllowStartSsmSessionBasedOnIamTags",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
+    monkeypatch.setenv("SESSIONGATE_OPERATOR_POLICY_ARN", policy)
+    deployed.user("alice", tags={"SecurityAllowSessionInstance2": "i-0123456789abcdef0"})
+    iam.attach_user_policy(UserName="alice", PolicyArn=policy)
+
+    result = handler("reconcile_grants")(load_event("reconcile_schedule.json"), LambdaContext())
+
+    assert result["result"] == "reconciled"
+    assert result["repairs"]["drift_removed"] == ["arn:aws:iam::123456789012:user/alice#2"]
+    assert deployed.tags("user", "alice") == {}
+
+
+def test_grant_without_the_break_glass_approver_of_record_fails_at_cold_start(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The native verifier compares against it: missing, every break-glass grant would be denied."""
+    monkeypatch.setenv("SESSIONGATE_REQUESTS_TABLE", "sessiongate-requests")
+    monkeypatch.delenv("SESSIONGATE_BREAK_GLASS_APPROVER_ARN", raising=False)
+    with pytest.raises(ConfigError, match="SESSIONGATE_BREAK_GLASS_APPROVER_ARN is required"):
+        handler("grant_access")(load_event("access_approved.json"), LambdaContext())

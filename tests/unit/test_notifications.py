@@ -46,6 +46,15 @@ def test_chatbot_payload_follows_the_custom_notification_schema() -> None:
     assert chat["content"]["title"] == "SessionGate: Access granted"
     assert chat["content"]["nextSteps"] == ["`aws ssm start-session --target i-0123456789abcdef0`"]
     assert chat["metadata"]["threadId"] == "cm-1"
+    assert chat["metadata"]["additionalContext"] == {"grant_id": "cm-1", "expires_at": "2026-11-24T09:10:00Z"}
+
+
+def test_chatbot_context_holds_strings_only() -> None:
+    """Chatbot's additionalContext is a string map: a denial has no expiry, and says nothing of it."""
+    denied = {k: v for k, v in GRANTED.items() if k != "expires_at"}
+    chat = json.loads(render("AccessDenied", denied)["https"])
+    assert chat["metadata"]["additionalContext"] == {"grant_id": "cm-1"}
+    assert all(isinstance(v, str) for v in chat["metadata"]["additionalContext"].values())
 
 
 def test_programs_get_the_raw_event() -> None:

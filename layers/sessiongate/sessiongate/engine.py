@@ -123,10 +123,10 @@ class Engine:
             denial = Denial("account_not_allowed", f"account {request.account} is not a SessionGate account")
             return self._deny_early(request, existing, now, [denial])
         principal = directory.get_principal(request.principal_type, request.principal_name)
-        if principal is not None:
-            bound = guardrails.bind_to_requester(request, principal, self.settings)
-            if bound != request.bound_user_id:
-                request = replace(request, bound_user_id=bound)
+        # The session binding is SessionGate's own derivation, whatever the event says.
+        bound = guardrails.bind_to_requester(request, principal, self.settings) if principal else None
+        if bound != request.bound_user_id:
+            request = replace(request, bound_user_id=bound)
         instance = inventory.describe(request.instance_id, check_managed=self.settings.require_ssm_managed)
         denials = guardrails.evaluate(request, principal, instance, self.settings, now)
         if not denials:
@@ -386,7 +386,16 @@ class Engine:
         lowered = {k.lower() for k in principal.tags}
         for slot in range(1, self.settings.slot_count + 1):
             keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
-            if not keys or self.ledger.slot_holder(principal.arn, slot) is not None:
+            holder = self.ledger.slot_holder(principal.arn, slot)
+            if holder is not None and holder != REPAIR_HOLDER and not self._is_live(holder):
+                # A lock left behind by a grant that is no longer live: it explains no tag and
+                # would keep the slot from every future grant. Release it (only if still that holder).
+                self.ledger.release_slot(principal.arn, slot, holder)
+                bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
+                holder = None
+                if not keys:
+                    removed.append(f"{principal.arn}#{slot} (stale lock)")
+            if not keys or holder is not None:
                 continue
             # Hold the free slot while untagging, so a grant cannot take it and tag it meanwhile.
             if not self.ledger.lock_free_slot(principal.arn, slot, REPAIR_HOLDER):
@@ -397,6 +406,10 @@ class Engine:
                 self.ledger.release_slot(principal.arn, slot, REPAIR_HOLDER)
             removed.append(f"{principal.arn}#{slot}")
         return removed
+
+    def _is_live(self, grant_id: str) -> bool:
+        grant = self.ledger.get_grant(grant_id)
+        return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
 
     # ------------------------------------------------------------------------------ Change Manager
     def on_change_request(self, event: object) -> Outcome:

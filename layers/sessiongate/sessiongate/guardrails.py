@@ -133,13 +133,13 @@ def is_shared_role(principal: PrincipalFacts, settings: Settings) -> bool:
 
 
 def bind_to_requester(request: AccessApproved, principal: PrincipalFacts, settings: Settings) -> str | None:
-    """For a shared role, the ``aws:userid`` of the requester's own session of that role, if any."""
-    if (
-        request.bound_user_id
-        or not settings.bind_shared_role_sessions
-        or not is_shared_role(principal, settings)
-    ):
-        return request.bound_user_id
+    """For a shared role, the ``aws:userid`` of the requester's own session of that role, if any.
+
+    Always derived from the requester and the principal as IAM reports it, never taken from the
+    event: a ``bound_user_id`` in an event would otherwise pick who may use a shared role.
+    """
+    if not settings.bind_shared_role_sessions or not is_shared_role(principal, settings):
+        return None
     requester = parse_identity(request.requester_arn)
     if (
         requester is None

@@ -152,9 +152,9 @@ def _chatbot(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
             f" -> {payload.get('instance_id') or '-'}",
             "eventType": event_type,
             "relatedResources": [r for r in (payload.get("principal_arn"), payload.get("instance_id")) if r],
+            # Chatbot's additionalContext is a map of strings: absent values are left out, not null.
             "additionalContext": {
-                "grant_id": payload.get("grant_id"),
-                "expires_at": payload.get("expires_at"),
+                k: str(payload[k]) for k in ("grant_id", "expires_at", "request_id") if payload.get(k)
             },
         },
     }

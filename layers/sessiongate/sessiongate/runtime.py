@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, SystemClock
 from .engine import ChangeManagerVerifier, Engine
+from .errors import ConfigError
 from .model import Origin
 from .settings import Settings
 
@@ -91,6 +92,12 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
     """Origin verifiers; without a requests table native grants stay unverifiable (denied)."""
     verifiers: dict[Origin, Any] = {Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock)}
     if settings.requests_table:
+        if not settings.break_glass_approver_arn:
+            # Without it every break-glass grant would be denied as origin_mismatch: say so at cold start.
+            raise ConfigError(
+                "invalid configuration: SESSIONGATE_BREAK_GLASS_APPROVER_ARN is required with "
+                "SESSIONGATE_REQUESTS_TABLE (the approver of record of break-glass requests)"
+            )
         from .adapters.requests import RequestStore
         from .native_service import NativeVerifier
 

@@ -141,7 +141,11 @@ class Ledger:
                             "TableName": self._table,
                             "Key": grant_key(grant.grant_id),
                             "UpdateExpression": "SET slot = :slot, expires_at = :exp",
-                            "ConditionExpression": "#s = :prov",
+                            # One slot per grant: a duplicate invocation that read the record before
+                            # another claimed a slot must not claim a second one (its tag would leak).
+                            "ConditionExpression": (
+                                "#s = :prov AND (attribute_not_exists(slot) OR slot = :slot)"
+                            ),
                             "ExpressionAttributeNames": {"#s": "status"},
                             "ExpressionAttributeValues": {
                                 ":slot": {"N": str(slot)},
@@ -154,11 +158,15 @@ class Ledger:
             )
         except self._db.exceptions.TransactionCanceledException as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if (
-                reasons
-                and reasons[0] == "ConditionalCheckFailed"
-                and (len(reasons) < 2 or reasons[1] == "None")
-            ):
+            if len(reasons) >= 2 and reasons[1] == "ConditionalCheckFailed":
+                # The record moved on meanwhile: a concurrent invocation of this grant claimed a
+                # slot (adopt it: its lock names this grant), or the grant left PROVISIONING.
+                current = self.get_grant(grant.grant_id)
+                if current is not None and current.status is GrantStatus.PROVISIONING and current.slot:
+                    grant.slot, grant.expires_at = current.slot, current.expires_at
+                    return True
+                raise TransientError(f"grant {grant.grant_id} changed while claiming a slot") from exc
+            if reasons and reasons[0] == "ConditionalCheckFailed":
                 return False
             raise TransientError(f"slot claim for {grant.grant_id} cancelled: {reasons}") from exc
         grant.slot, grant.expires_at = slot, expires_at
