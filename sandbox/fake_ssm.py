@@ -128,8 +128,13 @@ class FakeSsm:
 
     # -- Session Manager -------------------------------------------------------------------------
     def open_session(self, *, owner_arn: str, user_id: str, target: str, now: datetime) -> str:
-        """A session as StartSession creates it (``<aws:userid>-<random>`` ids, owner = caller ARN)."""
-        session_id = f"{user_id.split(':')[-1]}-{uuid.uuid4().hex[:17]}"
+        """A session as StartSession creates it (owner = caller ARN).
+
+        Ids start with the caller: an IAM user's with the user name (``<aws:username>-<random>``); a
+        role session's with what follows the colon of its ``aws:userid`` (``user_id``), unchanged.
+        """
+        prefix = owner_arn.rsplit("/", 1)[-1] if ":user/" in owner_arn else user_id.split(":")[-1]
+        session_id = f"{prefix}-{uuid.uuid4().hex[:17]}"
         self.sessions[session_id] = {
             "SessionId": session_id,
             "Target": target,

@@ -18,6 +18,13 @@ ALLOWED = [
         "ssm:SessionDocumentAccessCheck is documented for ssm:StartSession (Session Manager: enforce a "
         "session document permission check); parliament's bundled action data predates the key.",
     ),
+    (
+        "RESOURCE_STAR",
+        r".*\.key-policy\.json",
+        r".*",
+        'In a KMS key policy, Resource "*" means the key the policy is attached to and nothing else '
+        "(AWS KMS key policies); every key policy must say so.",
+    ),
 ]
 
 

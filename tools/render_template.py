@@ -2,8 +2,8 @@
 
     python -m tools.render_template build/
 - ``build/template.cfn.json``: template.yaml after the SAM transform (offline), for checkov;
-- ``build/policies/<resource>.<policy>.json``: each IAM policy with intrinsics resolved for a
-  sample stack, for parliament.
+- ``build/policies/<resource>.<policy>.json``: each IAM policy (identity policies, KMS key policies,
+  SNS topic and SQS queue policies) with intrinsics resolved for a sample stack, for parliament.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             ]
         elif resource.type == "AWS::IAM::ManagedPolicy":
             documents = [("policy", resource.properties["PolicyDocument"])]
+        elif resource.type == "AWS::KMS::Key":
+            documents = [("key-policy", resource.properties["KeyPolicy"])]
+        elif resource.type in ("AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy"):
+            documents = [("resource-policy", resource.properties["PolicyDocument"])]
         for name, document in documents:
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{resource.logical_id}.{name}")
             (out / "policies" / f"{safe}.json").write_text(

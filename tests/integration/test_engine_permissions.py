@@ -29,7 +29,16 @@ def _role(world: World, logical_id: str) -> str:
     return world.stack.resources[logical_id].physical_id
 
 
-@pytest.mark.parametrize("function", ["GrantAccessFunctionRole", "RevokeAccessFunctionRole"])
+# Every engine role that may remove slot tags (the reconciler repairs drift, the request API revokes early).
+UNTAGGING_ROLES = [
+    "GrantAccessFunctionRole",
+    "RevokeAccessFunctionRole",
+    "ReconcileGrantsFunctionRole",
+    "RequestApiFunctionRole",
+]
+
+
+@pytest.mark.parametrize("function", UNTAGGING_ROLES)
 @pytest.mark.parametrize(
     ("action", "resource", "keys", "allowed"),
     [
@@ -75,14 +84,14 @@ def test_grant_role_tags_only_slot_keys(
     )
 
 
-@pytest.mark.parametrize("target", ["GrantAccessFunctionRole", "RevokeAccessFunctionRole", "SchedulerRole"])
+@pytest.mark.parametrize("target", [*UNTAGGING_ROLES, "SchedulerRole"])
 def test_engine_roles_cannot_tag_or_untag_sessiongate_roles(
     iam: tuple[World, SessionChecker], target: str
 ) -> None:
     world, checker = iam
     arn = world.stack.resources[target].arn
     context = {"aws:TagKeys": ["SecurityAllowSessionInstance"]}
-    for function in ("GrantAccessFunctionRole", "RevokeAccessFunctionRole"):
+    for function in UNTAGGING_ROLES:
         for action in ("iam:TagRole", "iam:UntagRole"):
             assert not checker.authorized("role", _role(world, function), action, arn, context), (
                 function,
@@ -97,6 +106,51 @@ def test_revoke_role_cannot_tag(iam: tuple[World, SessionChecker]) -> None:
     assert not checker.authorized(
         "role", _role(world, "RevokeAccessFunctionRole"), "iam:TagUser", USER, context
     )
+
+
+@pytest.mark.parametrize("function", ["ReconcileGrantsFunctionRole", "RequestApiFunctionRole"])
+def test_reconciler_and_request_api_only_untag(iam: tuple[World, SessionChecker], function: str) -> None:
+    world, checker = iam
+    role = _role(world, function)
+    for keys in (["SecurityAllowSessionInstance"], ["Owner"]):
+        for action, resource in (("iam:TagUser", USER), ("iam:TagRole", ROLE)):
+            assert not checker.authorized("role", role, action, resource, {"aws:TagKeys": keys}), (
+                action,
+                keys,
+            )
+
+
+@pytest.mark.parametrize("function", UNTAGGING_ROLES)
+@pytest.mark.parametrize("action", ["iam:ListUserTags", "iam:ListRoleTags"])
+def test_engine_roles_hold_no_list_tags_rights(
+    iam: tuple[World, SessionChecker], function: str, action: str
+) -> None:
+    """The engine reads tags with GetUser/GetRole; List*Tags (never allowed under the TagKeys
+    condition anyway) are gone."""
+    world, checker = iam
+    resource = USER if action == "iam:ListUserTags" else ROLE
+    assert not checker.authorized("role", _role(world, function), action, resource)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("SecurityAllowSessionInstance", "i-0123456789abcdef0", True),
+        ("SecurityAllowSessionInstance", "not-an-instance", False),
+        (slots.instance_key(3), "arn:aws:ec2:*:*:instance/*", False),
+        (slots.user_key(2), "AROAEXAMPLEROLEID:dave@example.com", True),
+        (slots.user_key(2), "AIDAALICE", False),
+        (slots.user_key(2), "*", False),
+    ],
+)
+def test_grant_role_tags_only_well_formed_values(
+    iam: tuple[World, SessionChecker], key: str, value: str, allowed: bool
+) -> None:
+    world, checker = iam
+    role = _role(world, "GrantAccessFunctionRole")
+    context = {"aws:TagKeys": [key], f"aws:RequestTag/{key}": value}
+    for action, resource in (("iam:TagUser", USER), ("iam:TagRole", ROLE)):
+        assert checker.authorized("role", role, action, resource, context) is allowed, (action, key, value)
 
 
 def test_adapter_cannot_touch_iam_tags_at_all(iam: tuple[World, SessionChecker]) -> None:
@@ -151,3 +205,139 @@ def test_tag_key_guard_stops_everyone_else(iam: tuple[World, SessionChecker]) ->
             "user", "admin-tester", action, USER, {"aws:TagKeys": ["SecurityAllowSessionInstance"]}
         )
     assert checker.authorized("user", "admin-tester", "iam:TagUser", USER, {"aws:TagKeys": ["Owner"]})
+
+
+def _guarded_admin(world: World, name: str) -> str:
+    iam_client = world.client("iam")
+    admin_policy = iam_client.create_policy(
+        PolicyName=f"{name}-admin",
+        PolicyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}',
+    )["Policy"]["Arn"]
+    iam_client.create_user(UserName=name)
+    iam_client.attach_user_policy(UserName=name, PolicyArn=admin_policy)
+    iam_client.attach_user_policy(
+        UserName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+    )
+    return name
+
+
+ANY_CASE_SLOT_KEYS = [
+    "securityallowsessioninstance",
+    "SECURITYALLOWSESSIONINSTANCE",
+    "securityAllowSessionInstance2",
+    "SecurityallowsessionInstance5",
+    "securityallowsessioninstance10",
+    "SECURITYALLOWSESSIONUSER1",
+    "securityallowsessionuser10",
+]
+
+
+@pytest.mark.parametrize("key", ANY_CASE_SLOT_KEYS)
+def test_tag_key_guard_ignores_letter_case(iam: tuple[World, SessionChecker], key: str) -> None:
+    """IAM tag keys are case-insensitive: a lower- or upper-case slot key is the same tag to IAM."""
+    world, checker = iam
+    admin = f"guarded-{ANY_CASE_SLOT_KEYS.index(key)}"
+    _guarded_admin(world, admin)
+    for action, resource in (
+        ("iam:TagUser", USER),
+        ("iam:TagRole", ROLE),
+        ("iam:UntagUser", USER),
+        ("iam:UntagRole", ROLE),
+    ):
+        context = {"aws:TagKeys": [key, "Owner"], f"aws:RequestTag/{key}": "i-0123456789abcdef0"}
+        assert not checker.authorized("user", admin, action, resource, context), (action, key)
+
+
+def test_tag_key_guard_covers_principals_created_with_tags(iam: tuple[World, SessionChecker]) -> None:
+    world, checker = iam
+    admin = _guarded_admin(world, "guarded-creator")
+    for key in ("SecurityAllowSessionInstance", "securityallowsessioninstance3", "SecurityAllowSessionUser1"):
+        context = {"aws:TagKeys": [key], f"aws:RequestTag/{key}": "i-0123456789abcdef0"}
+        assert not checker.authorized(
+            "user", admin, "iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/x", context
+        )
+        assert not checker.authorized(
+            "user", admin, "iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/x", context
+        )
+        # A session tag overrides the role's tag in aws:PrincipalTag: no slot keys as session tags either.
+        assert not checker.authorized(
+            "user", admin, "sts:TagSession", f"arn:aws:iam::{ACCOUNT}:role/x", context
+        )
+    # Everything else stays the admin's business.
+    assert checker.authorized("user", admin, "iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/x")
+    assert checker.authorized(
+        "user", admin, "iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/x", {"aws:TagKeys": ["Owner"]}
+    )
+    assert checker.authorized("user", admin, "iam:TagUser", USER, {"aws:TagKeys": ["SecurityInstance"]})
+
+
+def test_scp_sample_denies_slot_keys_in_any_case() -> None:
+    import json
+    from pathlib import Path
+
+    from principalmapper.common import Node, Policy
+    from principalmapper.querying.query_interface import local_check_authorization_full
+
+    scp = json.loads((Path(__file__).resolve().parents[2] / "docs" / "scp-deny-slot-tags.json").read_text())
+    admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+    def node(arn: str) -> Node:
+        return Node(
+            arn=arn,
+            id_value="AIDAEXAMPLE",
+            attached_policies=[Policy(arn, "admin", admin)],
+            group_memberships=[],
+            trust_policy={} if ":role/" in arn else None,
+            instance_profile=None,
+            num_access_keys=0,
+            active_password=False,
+            is_admin=True,
+            permissions_boundary=None,
+            has_mfa=False,
+            tags={},
+        )
+
+    # SCPs filter: FullAWSAccess (the default SCP) allows, the sample denies.
+    full_access = Policy(
+        "arn:aws:organizations::aws:policy/service_control_policy/p-FullAWSAccess", "full", admin
+    )
+    scps = [[full_access, Policy("arn:aws:organizations::111111111111:policy/p-1", "scp", scp)]]
+
+    def allowed(who: Node, action: str, key: str) -> bool:
+        return bool(
+            local_check_authorization_full(
+                who, action, USER, {"aws:TagKeys": [key]}, service_control_policy_groups=scps
+            )
+        )
+
+    someone = node(f"arn:aws:iam::{ACCOUNT}:user/someone")
+    engine = node(f"arn:aws:iam::{ACCOUNT}:role/sessiongate/sessiongate-grant")
+    for key in [*ANY_CASE_SLOT_KEYS, *slots.all_keys(slots.MAX_SLOTS)]:
+        for action in ("iam:TagUser", "iam:UntagUser", "iam:CreateUser", "iam:CreateRole", "sts:TagSession"):
+            assert not allowed(someone, action, key), (action, key)
+        assert allowed(engine, "iam:TagUser", key)
+    assert allowed(someone, "iam:TagUser", "Owner")
+
+
+def test_users_end_their_own_sessions_only(iam: tuple[World, SessionChecker]) -> None:
+    """Session ids of IAM users start with the user name; the operator policy lets them end their own."""
+    world, checker = iam
+    iam_client = world.client("iam")
+    operator_policy = world.stack.resources["AllowStartSsmSessionBasedOnIamTags"].arn
+    for name in ("op-carol", "op-dave"):
+        iam_client.create_user(UserName=name)
+        iam_client.attach_user_policy(UserName=name, PolicyArn=operator_policy)
+    carol = iam_client.get_user(UserName="op-carol")["User"]
+    own = world.ssm.open_session(
+        owner_arn=carol["Arn"], user_id=carol["UserId"], target="i-0123456789abcdef0", now=world.clock.now()
+    )
+    assert own.startswith("op-carol-")
+    session = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/"
+    for action in ("ssm:TerminateSession", "ssm:ResumeSession"):
+        assert checker.authorized("user", "op-carol", action, session + own)
+        assert not checker.authorized("user", "op-dave", action, session + own)
+    # Role sessions keep the aws:userid form; aws:username does not exist for them.
+    role = iam_client.create_role(RoleName="op-role", AssumeRolePolicyDocument="{}")["Role"]
+    iam_client.attach_role_policy(RoleName="op-role", PolicyArn=operator_policy)
+    assert checker.authorized("role", "op-role", "ssm:TerminateSession", f"{session}{role['RoleId']}-abc")
+    assert not checker.authorized("role", "op-role", "ssm:TerminateSession", f"{session}op-carol-abc")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+import pytest
 
 from sessiongate import slots
 from tests.support.native import declared_routes
-from tests.support.template import function_statements, resource, template
+from tests.support.template import TEMPLATE, function_statements, resource, template
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -86,3 +89,69 @@ def test_default_policy_parameter_is_a_valid_policy() -> None:
     assert fallback.rules[0].levels[0].approvers[0].startswith("arn:aws:iam::000000000000:")
     with_approvers = value[1]["Fn::Sub"][0].replace("${Approvers}", "arn:aws:iam::123456789012:role/A")
     assert ApprovalPolicy.parse_json(with_approvers).rules[0].name == "default"
+
+
+def _runtime_role(function: str) -> str:
+    """The runtime role (sessiongate.runtime.REQUIRED key) the function's handler builds its engine for."""
+    code = resource(function)["Properties"]["CodeUri"]
+    source = (TEMPLATE.parent / code / "app.py").read_text()
+    if "request_api()" in source:
+        return "requests"
+    [role] = re.findall(r'engine\("(\w+)"\)', source)
+    return role
+
+
+FUNCTIONS = [
+    logical_id
+    for logical_id, r in template()["Resources"].items()
+    if r["Type"] == "AWS::Serverless::Function"
+]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_function_environment_holds_the_settings_its_role_requires(function: str) -> None:
+    """Each function sees only its own environment plus Globals: nothing borrowed from another function."""
+    from sessiongate.runtime import REQUIRED
+    from sessiongate.settings import Settings
+
+    env = set(resource(function)["Properties"].get("Environment", {}).get("Variables", {}))
+    env |= set(template()["Globals"]["Function"]["Environment"]["Variables"])
+    missing = {Settings.ENV[name] for name in REQUIRED[_runtime_role(function)]} - env
+    assert not missing, missing
+
+
+def test_grant_function_knows_the_break_glass_approver_of_record() -> None:
+    """The grant's NativeVerifier compares break-glass records with settings.break_glass_approver_arn."""
+    from sessiongate.settings import Settings
+
+    variable = Settings.ENV["break_glass_approver_arn"]
+    grant = resource("GrantAccessFunction")["Properties"]["Environment"]["Variables"]
+    api = resource("RequestApiFunction")["Properties"]["Environment"]["Variables"]
+    assert grant[variable] == api[variable] == {"Fn::GetAtt": ["RequestApiFunctionRole", "Arn"]}
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("arn:aws:iam::111122223333:role/A", True),
+        ("arn:aws:iam::111122223333:role/A,arn:aws:iam::111122223333:role/team/*", True),
+        ("arn:aws:sts::111122223333:assumed-role/Approvers/*", True),
+        ("arn:aws:iam::111122223333:role/A, arn:aws:iam::111122223333:role/B", False),
+        (" arn:aws:iam::111122223333:role/A", False),
+        ("arn:aws:iam::111122223333:role/A,", False),
+        ("arn:aws:iam::111122223333:role/A,,arn:aws:iam::111122223333:role/B", False),
+        ('arn:aws:iam::111122223333:role/A"]}', False),
+    ],
+)
+def test_native_approver_arns_cannot_carry_spaces(value: str, accepted: bool) -> None:
+    """The default policy splits on "," as is: "a, b" would make an approver pattern with a leading space."""
+    parameter = template()["Parameters"]["NativeApproverArns"]
+    assert parameter["ConstraintDescription"]
+    assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is accepted
+    if accepted and value:
+        from sessiongate.approval_policy import ApprovalPolicy
+
+        text = resource("ApprovalPolicyParameter")["Properties"]["Value"]["Fn::If"][1]["Fn::Sub"][0]
+        policy = ApprovalPolicy.parse_json(text.replace("${Approvers}", '", "'.join(value.split(","))))
+        assert list(policy.rules[0].levels[0].approvers) == value.split(",")

@@ -10,7 +10,14 @@ from moto.events.models import EventPattern
 
 from sessiongate import slots
 from tests.conftest import load_event
-from tests.support.template import MEMBER_TEMPLATE, function_statements, resource, template, unwrap
+from tests.support.template import (
+    MEMBER_TEMPLATE,
+    TEMPLATE,
+    function_statements,
+    resource,
+    template,
+    unwrap,
+)
 
 ENGINE_FUNCTIONS = ["GrantAccessFunction", "RevokeAccessFunction", "AdaptChangeRequestFunction"]
 
@@ -96,7 +103,11 @@ def test_operator_policy_has_an_unbound_and_a_bound_statement_per_slot() -> None
     )
     own = statements["OwnSessionsOnly"]
     assert own["Action"] == ["ssm:TerminateSession", "ssm:ResumeSession"]
-    assert own["Resource"]["Fn::Sub"].endswith("session/${!aws:userid}-*")
+    # Role sessions' ids start with aws:userid, IAM users' with the user name.
+    assert [r["Fn::Sub"].rsplit("/", 1)[-1] for r in own["Resource"]] == [
+        "${!aws:userid}-*",
+        "${!aws:username}-*",
+    ]
     # Nothing else grants StartSession.
     starters = [sid for sid, s in statements.items() if "ssm:StartSession" in json.dumps(s["Action"])]
     expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound")] + [
@@ -114,7 +125,10 @@ def test_engine_roles_live_under_the_sessiongate_path(function: str) -> None:
 @pytest.mark.parametrize("function", ["GrantAccessFunction", "RevokeAccessFunction"])
 def test_engine_may_touch_only_slot_tag_keys_and_never_its_own_roles(function: str) -> None:
     statements = function_statements(function)
-    tagging = [s for s in statements if s["Effect"] == "Allow" and any("Tag" in a for a in _actions(s))]
+    # "tag" in any case: the revoke role's only tagging actions are iam:Untag* (List*Tags are gone).
+    tagging = [
+        s for s in statements if s["Effect"] == "Allow" and any("tag" in a.lower() for a in _actions(s))
+    ]
     assert tagging, "no tagging statement"
     for s in tagging:
         condition = s["Condition"]
@@ -154,10 +168,101 @@ def test_scheduler_role_invokes_only_the_engine_targets() -> None:
 
 
 def test_tag_key_guard_denies_everyone_but_the_engine() -> None:
-    [statement] = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]["Statement"]
+    statements = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]["Statement"]
+    [statement] = [s for s in statements if "ForAnyValue:StringLike" in s["Condition"]]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"] == ["SecurityAllowSession*"]
     assert "role/sessiongate/*" in statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::Sub"]
+
+
+GUARDED_ACTIONS = {
+    "iam:TagUser",
+    "iam:TagRole",
+    "iam:UntagUser",
+    "iam:UntagRole",
+    "iam:CreateUser",
+    "iam:CreateRole",
+    "sts:TagSession",
+}
+
+
+def _guard_statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc["Statement"])
+
+
+@pytest.mark.parametrize("source", ["engine", "member", "scp"])
+def test_tag_key_guard_covers_every_slot_key_in_any_case_and_tags_at_creation(source: str) -> None:
+    """IAM tag keys are case-insensitive: the guard compares every possible slot key ignoring case."""
+    if source == "engine":
+        doc = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]
+    elif source == "member":
+        doc = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
+    else:
+        doc = json.loads((TEMPLATE.parent / "docs" / "scp-deny-slot-tags.json").read_text())
+    statements = _guard_statements(doc)
+    assert all(s["Effect"] == "Deny" for s in statements)
+    [any_case] = [s for s in statements if "ForAnyValue:StringEqualsIgnoreCase" in s["Condition"]]
+    assert set(any_case["Condition"]["ForAnyValue:StringEqualsIgnoreCase"]["aws:TagKeys"]) == set(
+        slots.all_keys(slots.MAX_SLOTS)
+    )
+    for s in statements:
+        assert set(_actions(s)) == GUARDED_ACTIONS
+        assert "role/sessiongate/*" in json.dumps(s["Condition"]["ArnNotLike"]["aws:PrincipalArn"])
+
+
+def test_member_guard_is_the_engine_guard() -> None:
+    member = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
+    assert member == resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]
+
+
+def _tag_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in statements
+        if s["Effect"] == "Allow" and any(a in ("iam:TagUser", "iam:TagRole") for a in _actions(s))
+    ]
+
+
+def _member_statements() -> list[dict[str, Any]]:
+    [policy] = template(MEMBER_TEMPLATE)["Resources"]["SessionGateMemberRole"]["Properties"]["Policies"]
+    return list(policy["PolicyDocument"]["Statement"])
+
+
+EXPECTED_REQUEST_TAG_VALUES = {
+    **{f"aws:RequestTag/{slots.instance_key(k)}": "i-*" for k in range(1, 6)},
+    **{f"aws:RequestTag/{slots.user_key(k)}": "AROA*:*" for k in range(1, 6)},
+}
+
+
+@pytest.mark.parametrize("where", ["GrantAccessFunction", "member"])
+def test_tagging_constrains_tag_values(where: str) -> None:
+    """Slot values are instance ids and role-session user ids (<RoleId>:<session>), nothing else."""
+    statements = _member_statements() if where == "member" else function_statements(where)
+    tagging = _tag_statements(statements)
+    assert tagging
+    for s in tagging:
+        assert s["Condition"]["StringLikeIfExists"] == EXPECTED_REQUEST_TAG_VALUES
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "GrantAccessFunction",
+        "RevokeAccessFunction",
+        "ReconcileGrantsFunction",
+        "RequestApiFunction",
+        "member",
+    ],
+)
+def test_no_list_tags_under_a_tag_keys_condition(where: str) -> None:
+    """List*Tags requests carry no aws:TagKeys: under the Null check they could never be allowed.
+
+    The engine reads tags through GetUser/GetRole, so they are not granted at all.
+    """
+    statements = _member_statements() if where == "member" else function_statements(where)
+    for s in statements:
+        if s["Effect"] == "Allow":
+            assert not {"iam:ListUserTags", "iam:ListRoleTags"} & set(_actions(s)), s.get("Sid")
 
 
 def test_every_function_has_a_log_group_with_retention_and_a_failure_destination() -> None:
@@ -223,7 +328,109 @@ def test_member_role_trusts_only_engine_roles_with_the_external_id() -> None:
 
 
 def test_engine_assumes_only_member_roles_of_listed_accounts() -> None:
-    for function in ("GrantAccessFunction", "RevokeAccessFunction", "ReconcileGrantsFunction"):
+    # The request API too: member-account requests look up, and "I'm done" revokes, in that account.
+    for function in (
+        "GrantAccessFunction",
+        "RevokeAccessFunction",
+        "ReconcileGrantsFunction",
+        "RequestApiFunction",
+    ):
         [assume] = [s for s in function_statements(function) if s.get("Sid") == "ActInMemberAccounts"]
         assert assume["Resource"]["Fn::Sub"].endswith(":role/sessiongate/SessionGateMember")
         assert assume["Condition"] == {"StringEquals": {"aws:ResourceAccount": {"Ref": "MemberAccounts"}}}
+
+
+# ---------------------------------------------------------------- notification topic encryption
+PUBLISHERS = [
+    "GrantAccessFunction",
+    "RevokeAccessFunction",
+    "AdaptChangeRequestFunction",
+    "ReconcileGrantsFunction",
+    "RequestApiFunction",
+]
+
+
+def test_notification_topic_has_a_customer_managed_key_change_manager_may_use() -> None:
+    """Change Manager (ssm.amazonaws.com) cannot use the AWS managed SNS key."""
+    assert resource("NotificationTopic")["Properties"]["KmsMasterKeyId"] == {"Ref": "NotificationTopicKey"}
+    key = resource("NotificationTopicKey")["Properties"]
+    assert key["EnableKeyRotation"] is True
+    statements = key["KeyPolicy"]["Statement"]
+    [admin] = [
+        s
+        for s in statements
+        if s["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    ]
+    assert admin["Action"] == "kms:*"
+    [ssm] = [s for s in statements if s["Principal"] == {"Service": "ssm.amazonaws.com"}]
+    assert ssm["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert ssm["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert len(statements) == 2
+
+
+def test_notification_topic_policy_lets_change_manager_publish() -> None:
+    policy = resource("NotificationTopicPolicy")
+    assert policy["Type"] == "AWS::SNS::TopicPolicy"
+    assert policy["Condition"] == "ChangeManagerEnabled"
+    assert policy["Properties"]["Topics"] == [{"Ref": "NotificationTopic"}]
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "ssm.amazonaws.com"}
+    assert statement["Action"] == "sns:Publish"
+    assert statement["Resource"] == {"Ref": "NotificationTopic"}
+    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+
+
+@pytest.mark.parametrize("function", PUBLISHERS)
+def test_publishers_may_use_the_topic_key_through_sns_only(function: str) -> None:
+    statements = function_statements(function)
+    assert any("sns:Publish" in _actions(s) for s in statements)
+    [kms] = [s for s in statements if any(a.startswith("kms:") for a in _actions(s))]
+    assert kms["Effect"] == "Allow"
+    assert sorted(_actions(kms)) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert kms["Resource"]["Fn::Sub"].endswith(":key/${NotificationTopicKey}")
+    assert kms["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}
+    }
+
+
+# ---------------------------------------------------------------- reconciler alarm and schedule
+def _repairs_alarmed() -> set[str]:
+    metrics = resource("ReconcilerRepairsAlarm")["Properties"]["Metrics"]
+    kinds = set()
+    for metric in metrics:
+        if "MetricStat" not in metric:
+            continue
+        m = metric["MetricStat"]["Metric"]
+        assert (m["Namespace"], m["MetricName"]) == ("SessionGate", "ReconcilerRepairs")
+        dimensions = {d["Name"]: d["Value"] for d in m["Dimensions"]}
+        assert dimensions.pop("service") == "sessiongate"
+        kinds.add(dimensions.pop("repair"))
+        assert not dimensions
+    return kinds
+
+
+def test_reconciler_repairs_alarm_counts_every_kind_of_repair(stack: Any) -> None:
+    """Lost schedules and stuck (abandoned) grants raise the alarm too, not only revocations and drift."""
+    outcome = stack.engine().reconcile()
+    reported = set(outcome.detail["repairs"])
+    assert {"revoked", "drift_removed", "schedules_recreated", "abandoned"} <= reported
+    assert _repairs_alarmed() == reported
+    [total] = [m for m in resource("ReconcilerRepairsAlarm")["Properties"]["Metrics"] if m.get("ReturnData")]
+    assert total["Expression"] == "SUM(METRICS())"
+
+
+@pytest.mark.parametrize(
+    ("minutes", "expression"), [(1, "rate(1 minute)"), (5, "rate(5 minutes)"), (60, "rate(60 minutes)")]
+)
+def test_reconciler_schedule_expression_is_valid_for_every_rate(minutes: int, expression: str) -> None:
+    """EventBridge accepts rate(1 minute) but not rate(1 minutes)."""
+    from sandbox import cfn
+
+    stack = cfn.load("sessiongate", "123456789012", "us-east-1", {"ReconcilerRateMinutes": minutes})
+    [rule] = [
+        r
+        for r in stack.of_type("AWS::Events::Rule")
+        if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
+    ]
+    assert rule.properties["ScheduleExpression"] == expression
