@@ -14,6 +14,10 @@ from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 SERVICE = "execute-api"
+# Plain http only to this machine (tests, a local emulator): signed requests never cross a network in clear.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# API Gateway throttling (429) and SessionGate's own "could not finish" (503): retrying later helps.
+RETRY_LATER = frozenset({429, 503})
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
 
@@ -63,8 +67,14 @@ def region_of(endpoint: str) -> str | None:
 class ApiClient:
     def __init__(self, endpoint: str, credentials: Any, region: str, transport: Transport) -> None:
         parts = urlsplit(endpoint)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise CliError(f"the endpoint {endpoint!r} is not an https:// URL", "bad_endpoint")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS)
+        ):
+            raise CliError(
+                f"the endpoint {endpoint!r} is not an https:// URL "
+                "(plain http is accepted only for localhost and 127.0.0.1)",
+                "bad_endpoint",
+            )
         self._endpoint = endpoint.rstrip("/")
         self._credentials = credentials
         self._region = region
@@ -93,6 +103,17 @@ class ApiClient:
         if not isinstance(payload, dict):
             payload = {}
         if response.status >= 400:
+            if response.status in RETRY_LATER:
+                said = str(payload.get("message") or "").strip()
+                if "try again" in said.lower():
+                    said = said[: said.lower().index("try again")]
+                said = said.rstrip(" .,;")
+                busy = "too many requests" if response.status == 429 else "SessionGate is unavailable"
+                raise CliError(
+                    f"{said or busy}; try again shortly",
+                    str(payload.get("error") or ("throttled" if response.status == 429 else "unavailable")),
+                    response.status,
+                )
             if "error" in payload:
                 raise CliError(str(payload.get("message", "")), str(payload["error"]), response.status)
             if response.status == 403:

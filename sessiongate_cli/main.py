@@ -1,6 +1,6 @@
 """``sessiongate`` command line: the native request path (and Change Manager requests) from a terminal.
 
-    sessiongate request --instance i-0123456789abcdef0 --minutes 30 --reason "restart nginx"
+    sessiongate request --instance i-0123456789abcdef0 --minutes 30 --reason "restart nginx" [--account ID]
     sessiongate list [--approvals]
     sessiongate approve|reject|cancel|revoke|status ID
     sessiongate extend ID --minutes 15 --reason "still debugging"
@@ -31,6 +31,7 @@ from .client import ApiClient, CliError, HttpTransport, Transport, region_of
 CHANGE_TEMPLATE = "AllowSsmSessionStartTemplate"
 CHANGE_RUNBOOK = "AllowSsmSessionStartRunbook"
 TERMINAL = {"REVOKED", "EXPIRED", "REJECTED", "CANCELLED", "DENIED"}
+MAX_LIMIT = 50  # the API's page size cap
 
 Runner = Callable[[list[str]], int]
 
@@ -102,6 +103,8 @@ def cmd_request(ctx: Context) -> Any:
         body["ticket"] = a.ticket
     if a.break_glass:
         body["break_glass"] = True
+    if a.account:
+        body["account"] = a.account
     return ctx.api().call("POST", "/requests", body)
 
 
@@ -213,6 +216,7 @@ def render(result: Any, fmt: str) -> str:
         lines = [
             f"request    {r['request_id']}",
             f"status     {r['status']}" + ("  [BREAK-GLASS]" if r.get("break_glass") else ""),
+            f"account    {r['account']}",
             f"instance   {r['instance_id']}",
             f"principal  {r['principal_arn']}",
             f"requester  {r['requester_arn']}",
@@ -256,6 +260,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _limit(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LIMIT}")
+    return value
+
+
+def _account(text: str) -> str:
+    value = text.strip()
+    if len(value) != 12 or not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 12-digit AWS account id")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--endpoint", default=argparse.SUPPRESS, help="API URL (or SESSIONGATE_ENDPOINT)")
@@ -282,13 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why you need it (shown to approvers)")
     p.add_argument("--ticket", help="ticket reference, e.g. INC-1234")
     p.add_argument(
+        "--account",
+        type=_account,
+        help="target AWS account (default: your own); access goes to your same-named user/role there",
+    )
+    p.add_argument(
         "--break-glass",
         action="store_true",
         help="emergency: approve your own request (only where the policy allows; capped, flagged, notified)",
     )
     p = add("list", "list your requests, or those waiting for your approval", cmd_list)
     p.add_argument("--approvals", action="store_true", help="requests you may approve now")
-    p.add_argument("--limit", type=_positive, default=25, help="at most this many (1-50)")
+    p.add_argument("--limit", type=_limit, default=25, help=f"at most this many (1-{MAX_LIMIT})")
     p = add("status", "show one request", cmd_status)
     p.add_argument("id", help="request id")
     p = add("approve", "approve a request of someone else", _decision("approve", "comment"))

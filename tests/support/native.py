@@ -15,23 +15,28 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from sandbox.apigw import api_event
 from sessiongate_cli.client import Response
-from tests.support.stack import ACCOUNT, REGION
+from tests.support.stack import ACCOUNT, REGION, Stack
 from tests.support.template import resource
 
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
-BOB = f"arn:aws:sts::{ACCOUNT}:assumed-role/Approvers/bob@example.com"
-CAROL = f"arn:aws:sts::{ACCOUNT}:assumed-role/Approvers/carol@example.com"
+# An IAM Identity Center permission-set role: its session names are IdC user names, so Bob and Carol
+# are two people (two session names of an ordinary role could be one person, see identity.may_be_same).
+APPROVERS_ROLE = "AWSReservedSSO_Approvers_0123456789abcdef"
+BOB = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS_ROLE}/bob@example.com"
+CAROL = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS_ROLE}/carol@example.com"
 DAVE = f"arn:aws:iam::{ACCOUNT}:user/dave"
 SECURITY = f"arn:aws:sts::{ACCOUNT}:assumed-role/Security/sam@example.com"
 EVE = f"arn:aws:iam::{ACCOUNT}:user/eve"
 
-# Level 1 of "prod" needs two of the Approvers role's sessions (or dave), level 2 one Security session.
+# Level 1 of "prod" needs two approvers: IdC users of the Approvers permission set (or dave);
+# level 2 one Security session.
 POLICY: dict[str, Any] = {
     "version": 1,
     "rules": [
@@ -41,7 +46,7 @@ POLICY: dict[str, Any] = {
             "levels": [
                 {
                     "name": "leads",
-                    "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Approvers", DAVE],
+                    "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}", DAVE],
                     "min_approvals": 2,
                 },
                 {"name": "security", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Security"]},
@@ -51,7 +56,7 @@ POLICY: dict[str, Any] = {
         },
         {
             "name": "default",
-            "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Approvers", DAVE]}],
+            "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}", DAVE]}],
         },
     ],
 }
@@ -144,3 +149,19 @@ class Gateway:
         auth = SigV4Auth(ReadOnlyCredentials(match["key"], secret, None), "execute-api", REGION)
         canonical = auth.canonical_request(copy_)
         return bool(auth.signature(auth.string_to_sign(copy_, canonical), copy_) == match["signature"])
+
+
+MEMBER = "210987654321"
+
+
+def member_session(stack: Stack, account: str = MEMBER) -> Any:
+    """A boto3 session acting in a member account (moto: assumed credentials pick the account)."""
+    creds = stack.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="setup"
+    )["Credentials"]
+    return boto3.session.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=REGION,
+    )

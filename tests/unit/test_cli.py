@@ -11,6 +11,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from sessiongate_cli.client import Response
 from sessiongate_cli.main import build_parser, main
 from tests.support.native import ALICE, BOB, CONTEXT, EVE, Gateway
 from tests.support.stack import Stack
@@ -273,3 +274,88 @@ def test_change_manager_request(capsys: pytest.CaptureFixture[str]) -> None:
         err = capsys.readouterr().err
         assert err.startswith("sessiongate: error: Change Manager refused the request")
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("limit", "problem"), [("0", "must be at least 1"), ("51", "must be at most 50")])
+def test_limit_is_checked_before_calling_the_api(
+    limit: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--endpoint", ENDPOINT, "list", "--limit", limit])
+    assert exit_.value.code == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_account_option_is_sent_and_validated(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    alice = Cli(gateway, ALICE)
+    instance = deployed.instance()
+    code, _, err = alice.run("request", "--instance", instance, "--reason", "x", "--account", "555555555555")
+    assert code == 1
+    assert "(account_not_allowed)" in err
+    assert json.loads(gateway.seen[-1]["body"])["account"] == "555555555555"
+    with pytest.raises(SystemExit) as exit_:
+        main(["request", "--instance", instance, "--reason", "x", "--account", "12345"])
+    assert exit_.value.code == 2
+    assert "'12345' is not a 12-digit AWS account id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [
+        ("http://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com", False),
+        ("ftp://example.com", False),
+        ("https://", False),
+        ("http://localhost:3000", True),
+        ("http://127.0.0.1:3000", True),
+    ],
+)
+def test_only_https_endpoints_except_on_this_machine(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+    endpoint: str,
+    ok: bool,
+) -> None:
+    cli = Cli(gateway, ALICE)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["--endpoint", endpoint, "--region", "us-east-1", "list"],
+        transport=gateway,
+        session=cli.session,
+        out=out,
+        err=err,
+    )
+    if ok:
+        assert (code, out.getvalue().strip()) == (0, "no requests"), err.getvalue()
+    else:
+        assert code == 1
+        assert "is not an https:// URL" in err.getvalue()
+        assert "(bad_endpoint)" in err.getvalue()
+        assert gateway.seen == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (429, b'{"message":"Too Many Requests"}', "Too Many Requests; try again shortly (throttled)"),
+        (429, b"", "too many requests; try again shortly (throttled)"),
+        (
+            503,
+            b'{"error": "temporarily_unavailable", "message": "SessionGate could not finish; try again"}',
+            "SessionGate could not finish; try again shortly (temporarily_unavailable)",
+        ),
+        (503, b"<html>", "SessionGate is unavailable; try again shortly (unavailable)"),
+    ],
+)
+def test_busy_answers_say_try_again_shortly(status: int, body: bytes, expected: str) -> None:
+    class Busy:
+        def send(self, request: Any) -> Response:
+            return Response(status, body)
+
+    session = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1")
+    err = io.StringIO()
+    assert main(["--endpoint", ENDPOINT, "list"], transport=Busy(), session=session, err=err) == 1
+    assert err.getvalue() == f"sessiongate: error: {expected}\n"

@@ -94,6 +94,29 @@ def test_approval_by_a_session_of_the_requesting_role_is_denied(stack: Stack) ->
     _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
 
 
+def test_another_session_of_the_requesters_ordinary_role_is_self_approval(stack: Stack) -> None:
+    """Whoever assumes an ordinary role names the session: Ops/carol may be Ops/dave assuming it again."""
+    stack.user("alice")
+    request = stack.approved(
+        instance_id=stack.instance(),
+        principal="alice",
+        requester=f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/dave",
+        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/carol",),
+    )
+    _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
+
+
+def test_one_idc_user_in_another_permission_set_is_self_approval(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(
+        instance_id=stack.instance(),
+        principal="alice",
+        requester=f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_1234/dave@example.com",
+        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Approvers_5678/dave@example.com",),
+    )
+    _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
+
+
 def test_different_sessions_of_a_shared_role_may_approve_each_other(stack: Stack) -> None:
     stack.user("alice")
     request = stack.approved(

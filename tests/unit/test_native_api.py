@@ -13,24 +13,30 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
+from sandbox.faults import FaultInjector
 from sessiongate import runtime
 from sessiongate.model import GrantStatus, Origin
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
+    APPROVERS_ROLE,
     BOB,
     CAROL,
     CONTEXT,
     DAVE,
     EVE,
+    MEMBER,
     POLICY,
     SECURITY,
     api_event,
     declared_routes,
+    member_session,
 )
-from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack, environment
+from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, REGION, Stack, environment
 
 
 def handler(name: str) -> Any:
@@ -317,11 +323,33 @@ def test_requester_cannot_approve_their_own_request(deployed: Stack) -> None:
 
 def test_another_session_of_the_requesting_role_is_the_operator(deployed: Stack) -> None:
     """Bob's role is an approver role, but a grant to the role would give Carol's session access too."""
-    deployed.role("Approvers")
+    deployed.role(APPROVERS_ROLE)
     request_id = create(deployed, caller=BOB)
     status, out = approve(request_id, CAROL)
     assert (status, out["error"]) == (403, "approver_is_operator")
     assert approve(request_id, DAVE)[0] == 200
+
+
+def test_one_person_cannot_approve_twice_through_two_session_names(deployed: Stack) -> None:
+    """Ordinary role sessions are named by whoever assumes the role: they count as one approver."""
+    lead = f"arn:aws:iam::{ACCOUNT}:role/TeamLead"
+    deployed.put_approval_policy(
+        {"version": 1, "rules": [{"name": "two", "levels": [{"approvers": [lead], "min_approvals": 2}]}]}
+    )
+    request_id = create(deployed)
+    first = f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob"
+    assert approve(request_id, first)[0] == 200
+    status, out = approve(request_id, f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob-again")
+    assert (status, out["error"]) == (409, "already_approved")
+    assert deployed.bus_events() == []
+
+
+def test_the_requester_in_another_permission_set_is_still_the_requester(deployed: Stack) -> None:
+    ops = "AWSReservedSSO_Ops_fedcba9876543210"
+    deployed.role(ops)
+    request_id = create(deployed, caller=f"arn:aws:sts::{ACCOUNT}:assumed-role/{ops}/bob@example.com")
+    assert approve(request_id, BOB)[1]["error"] == "self_approval"
+    assert approve(request_id, CAROL)[0] == 200
 
 
 def test_not_an_approver(deployed: Stack) -> None:
@@ -587,3 +615,213 @@ def test_forged_native_events_are_denied_by_the_verifier(deployed: Stack) -> Non
     assert "duration_minutes" in denial["message"]
     assert "approver_arns" in denial["message"]
     assert stack.tags("user", "alice") == {}
+
+
+# ---------------------------------------------------------------------------------------- rule changes
+def test_approval_after_the_instance_moved_to_another_rule_is_refused(deployed: Stack) -> None:
+    """Re-tagging prod -> dev must not turn a two-level request into a one-level one."""
+    stack = deployed
+    instance = stack.instance(tags={"Environment": "prod"})
+    request_id = create(stack, instance_id=instance, duration_minutes=20)
+    stack.client("ec2").create_tags(Resources=[instance], Tags=[{"Key": "Environment", "Value": "dev"}])
+    status, out = approve(request_id, BOB)
+    assert (status, out["error"]) == (409, "rule_changed")
+    assert "'prod'" in out["message"]
+    assert "'default'" in out["message"]
+    assert call("GET /approvals", BOB)[1]["count"] == 0
+    assert stack.bus_events() == []
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "PENDING"
+
+
+# ---------------------------------------------------------------------------------------- default duration
+def test_default_duration_respects_the_rule_and_break_glass_caps(deployed: Stack) -> None:
+    stack = deployed
+    policy = json.loads(json.dumps(POLICY))
+    policy["rules"][0]["max_duration_minutes"] = 8  # below the global default (15)
+    policy["rules"][0]["break_glass"]["max_duration_minutes"] = 5
+    stack.put_approval_policy(policy)
+    prod = stack.instance(tags={"Environment": "prod"})
+    status, out = call("POST /requests", ALICE, body={"instance_id": prod, "reason": "look"})
+    assert status == 201, out
+    assert out["request"]["duration_minutes"] == 8
+    assert call("POST /requests/{id}/cancel", ALICE, request_id=out["request"]["request_id"])[0] == 200
+    reason = "prod is down, database failover stuck"
+    status, out = call(
+        "POST /requests", ALICE, body={"instance_id": prod, "reason": reason, "break_glass": True}
+    )
+    assert status == 201, out
+    assert out["request"]["duration_minutes"] == 5
+    # Elsewhere the global default still applies.
+    status, out = call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "x"})
+    assert out["request"]["duration_minutes"] == stack.settings.default_validity_minutes
+
+
+def test_default_extension_duration_respects_the_rule_cap(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, tags={"Environment": "prod"}, duration_minutes=5)
+    for approver in (BOB, CAROL, SECURITY):
+        approve(request_id, approver)
+    grant_from_bus(stack)
+    policy = json.loads(json.dumps(POLICY))
+    policy["rules"][0]["max_duration_minutes"] = 7
+    stack.put_approval_policy(policy)
+    stack.clock.advance(timedelta(minutes=1))  # the policy is cached briefly
+    status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
+    assert status == 201, out
+    assert out["request"]["duration_minutes"] == 7
+
+
+# ------------------------------------------------------------------------------- revoke vs pending extension
+def test_revoke_cancels_a_pending_extension_which_can_then_not_be_approved(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
+    child_id = out["request"]["request_id"]
+    stack.notifications()
+
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id, body={"reason": "done"})
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    child = call("GET /requests/{id}", ALICE, request_id=child_id)[1]["request"]
+    assert (child["status"], child["comment"]) == ("CANCELLED", "parent revoked")
+    assert "AccessRequestCancelled" in event_types(stack)
+    assert approve(child_id, CAROL)[1]["error"] == "not_pending"
+    assert stack.bus_events() == []
+    assert stack.tags("user", "alice") == {}
+
+
+def test_an_extension_of_revoked_access_cannot_be_approved(deployed: Stack) -> None:
+    """Even if the cascade missed the extension (e.g. written before this fix), approval refuses it."""
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    child_id = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})[1][
+        "request"
+    ]["request_id"]
+    service = runtime.request_api().service
+    parent = service.store.get(request_id)
+    assert parent is not None
+    service._revoke(parent, reason="done", by=ALICE, comment="")  # the parent alone, as before the fix
+    status, out = approve(child_id, CAROL)
+    assert (status, out["error"]) == (409, "parent_not_live")
+    assert stack.bus_events() == []
+    assert stack.tags("user", "alice") == {}
+
+
+# ---------------------------------------------------------------------------------------- member accounts
+@pytest.fixture
+def member(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A member account with alice and an instance; the handlers act there through the member role."""
+    stack = deployed
+    stack.settings = replace(stack.settings, member_accounts=(MEMBER,), member_external_id="org-secret-1")
+    for name, value in environment(stack.settings).items():
+        monkeypatch.setenv(name, value)
+
+    def member_client(service: str, credentials: dict[str, str] | None) -> Any:
+        if service == "ssm":
+            return stack.ssm
+        assert credentials is not None
+        return boto3.client(
+            service, region_name=REGION, config=Config(retries={"mode": "standard"}), **credentials
+        )
+
+    runtime.override(clock=stack.clock, client=stack.native_client, member_client=member_client)
+    session = member_session(stack)
+    session.client("iam").create_user(UserName="alice")
+    return session
+
+
+def member_instance(stack: Stack, session: Any, **tags: str) -> str:
+    kwargs: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": 1, "MaxCount": 1}
+    if tags:
+        kwargs["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ]
+    instance: str = session.client("ec2").run_instances(**kwargs)["Instances"][0]["InstanceId"]
+    stack.ssm.managed.add(instance)
+    return instance
+
+
+def member_tags(session: Any) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in session.client("iam").list_user_tags(UserName="alice")["Tags"]}
+
+
+def test_a_request_for_a_member_account_is_granted_and_revoked_there(deployed: Stack, member: Any) -> None:
+    stack = deployed
+    instance = member_instance(stack, member, Environment="prod")
+    status, out = call(
+        "POST /requests", ALICE, body={"instance_id": instance, "reason": "replication", "account": MEMBER}
+    )
+    assert status == 201, out
+    request = out["request"]
+    assert request["account"] == MEMBER
+    assert request["rule"] == "prod"  # matched on the member instance's tags
+    assert request["principal_arn"] == f"arn:aws:iam::{MEMBER}:user/alice"
+    assert request["requester_arn"] == ALICE
+    request_id = request["request_id"]
+    for approver in (BOB, CAROL, SECURITY):
+        assert approve(request_id, approver)[0] == 200
+    [bus_event] = stack.bus_events()
+    assert bus_event["detail"]["account"] == MEMBER
+    assert handler("grant_access")(bus_event, CONTEXT)["result"] == "granted"
+    assert member_tags(member) == {"SecurityAllowSessionInstance": instance}
+    assert stack.client("iam").list_user_tags(UserName="alice")["Tags"] == []
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "ACTIVE"
+
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    assert member_tags(member) == {}
+
+
+def test_member_account_requests_look_up_instance_and_principal_in_that_account(
+    deployed: Stack, member: Any
+) -> None:
+    stack = deployed
+    here = stack.instance()  # exists in the engine account only
+    status, out = call("POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": MEMBER})
+    assert (status, out["error"]) == (404, "instance_not_found")
+    stack.user("dave")  # dave exists here, not in the member account
+    there = member_instance(stack, member)
+    status, out = call("POST /requests", DAVE, body={"instance_id": there, "reason": "x", "account": MEMBER})
+    assert (status, out["error"]) == (403, "principal_not_found")
+    assert MEMBER in out["message"]
+
+
+def test_target_account_must_be_sessiongates_or_a_member(deployed: Stack, member: Any) -> None:
+    stack = deployed
+    instance = stack.instance()
+    for account, expected in [
+        ("555555555555", (403, "account_not_allowed")),
+        ("12345", (400, "invalid_account")),
+        (210987654321, (400, "invalid_account")),
+    ]:
+        status, out = call(
+            "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": account}
+        )
+        assert (status, out["error"]) == expected
+    status, out = call(
+        "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": ACCOUNT}
+    )
+    assert (status, out["request"]["account"]) == (201, ACCOUNT)
+
+
+def test_member_accounts_are_refused_when_none_are_configured(deployed: Stack) -> None:
+    status, out = call(
+        "POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x", "account": MEMBER}
+    )
+    assert (status, out["error"]) == (403, "account_not_allowed")
+
+
+def test_a_missing_member_role_is_a_clear_503(deployed: Stack, member: Any) -> None:
+    stack = deployed
+    instance = member_instance(stack, member)
+    faults = FaultInjector()
+    faults.attach(stack.client("sts"))
+    faults.add("sts:AssumeRole", "AccessDenied", times=1, status=403)
+    status, out = call(
+        "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": MEMBER}
+    )
+    assert (status, out["error"]) == (503, "member_role_unavailable")
+    assert MEMBER in out["message"]

@@ -26,7 +26,7 @@ from sessiongate.native import (
     same_caller,
 )
 from sessiongate.notifications import render
-from tests.support.native import ALICE, BOB, CAROL, DAVE, POLICY, SECURITY
+from tests.support.native import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY
 from tests.support.stack import ACCOUNT
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -113,11 +113,13 @@ def test_invalid_policies_are_refused(mutate: Any) -> None:
 
 
 def test_role_patterns_match_sessions_and_user_patterns_ignore_paths() -> None:
-    role = f"arn:aws:iam::{ACCOUNT}:role/Approvers"
+    role = f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}"
     assert ap.arn_matches(BOB, [role])
-    assert ap.arn_matches(BOB, [f"arn:aws:sts::{ACCOUNT}:assumed-role/approvers/*@example.com"])
-    assert not ap.arn_matches(BOB, [f"arn:aws:iam::{ACCOUNT}:role/Approvers2"])
-    assert not ap.arn_matches(BOB, ["arn:aws:iam::210987654321:role/Approvers"])
+    assert ap.arn_matches(
+        BOB, [f"arn:aws:sts::{ACCOUNT}:assumed-role/awsreservedsso_approvers_*/*@example.com"]
+    )
+    assert not ap.arn_matches(BOB, [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}2"])
+    assert not ap.arn_matches(BOB, [f"arn:aws:iam::210987654321:role/{APPROVERS_ROLE}"])
     assert ap.arn_matches(f"arn:aws:iam::{ACCOUNT}:user/team/dave", [DAVE])
 
 
@@ -156,17 +158,54 @@ def test_approvals_that_no_longer_match_the_rule_do_not_count() -> None:
     [
         (ALICE, ALICE, "self_approval"),
         (ALICE, f"arn:aws:iam::{ACCOUNT}:root", "self_approval"),
-        (BOB, f"arn:aws:iam::{ACCOUNT}:role/Approvers", "self_approval"),
+        (BOB, f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}", "self_approval"),
         (BOB, CAROL, "approver_is_operator"),
         (ALICE, "not-an-arn", "self_approval"),
     ],
 )
 def test_separation_of_duties_fails_closed(requester: str, approver: str, code: str) -> None:
-    kind, name = ("role", "Approvers") if "assumed-role" in requester else ("user", "alice")
+    kind, name = ("role", APPROVERS_ROLE) if "assumed-role" in requester else ("user", "alice")
     r = request(requester_arn=requester, principal_type=PrincipalType(kind), principal_name=name)
     with pytest.raises(ApiError) as err:
         ap.check_not_involved(r, approver)
     assert (err.value.status, err.value.code) == (403, code)
+
+
+IDC_OPS = "AWSReservedSSO_Ops_fedcba9876543210"
+
+
+def test_one_idc_user_in_two_permission_sets_cannot_approve_their_own_request() -> None:
+    requester = f"arn:aws:sts::{ACCOUNT}:assumed-role/{IDC_OPS}/alice@example.com"
+    r = request(requester_arn=requester, principal_type=PrincipalType.ROLE, principal_name=IDC_OPS)
+    with pytest.raises(ApiError) as err:
+        ap.approver_level(
+            policy().rules[0], r, f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS_ROLE}/alice@example.com"
+        )
+    assert err.value.code == "self_approval"
+    assert ap.approver_level(policy().rules[0], r, BOB) == 0
+
+
+def test_one_person_counts_once_across_permission_sets_and_session_names() -> None:
+    rule = ap.Rule(
+        "r",
+        (
+            ap.Level(
+                "leads",
+                (f"arn:aws:iam::{ACCOUNT}:role/TeamLead", f"arn:aws:iam::{ACCOUNT}:role/AWSReservedSSO_*"),
+                2,
+            ),
+        ),
+    )
+    lead = f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob"
+    once = request(approvals=(Approval(lead, 0, "t"),))
+    with pytest.raises(ApiError) as err:
+        ap.approver_level(rule, once, f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob-again")
+    assert err.value.code == "already_approved"
+    idc = request(approvals=(Approval(BOB, 0, "t"),))
+    with pytest.raises(ApiError) as err:
+        ap.approver_level(rule, idc, f"arn:aws:sts::{ACCOUNT}:assumed-role/{IDC_OPS}/Bob@example.com")
+    assert err.value.code == "already_approved"
+    assert ap.approver_level(rule, idc, CAROL) == 0
 
 
 def test_break_glass_rules() -> None:
@@ -223,7 +262,7 @@ def test_callers() -> None:
     role = caller_from_context(ctx(BOB))
     assert (role.principal_type, role.principal_name, role.account) == (
         PrincipalType.ROLE,
-        "Approvers",
+        APPROVERS_ROLE,
         ACCOUNT,
     )
     for bad, status in [
@@ -231,7 +270,7 @@ def test_callers() -> None:
         ({"authorizer": {"jwt": {}}}, 401),
         (ctx(None), 401),
         (ctx(f"arn:aws:iam::{ACCOUNT}:root"), 403),
-        (ctx(f"arn:aws:iam::{ACCOUNT}:role/Approvers"), 403),
+        (ctx(f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}"), 403),
         (ctx(ALICE, account="210987654321"), 403),
     ]:
         with pytest.raises(ApiError) as err:
@@ -239,7 +278,7 @@ def test_callers() -> None:
         assert err.value.status == status
     assert same_caller(BOB, BOB.replace("Approvers", "approvers"))
     assert not same_caller(BOB, CAROL)
-    assert not same_caller(BOB, f"arn:aws:iam::{ACCOUNT}:role/Approvers")
+    assert not same_caller(BOB, f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}")
 
 
 def test_create_input_defaults_and_limits() -> None:

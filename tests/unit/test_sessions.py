@@ -77,3 +77,31 @@ def test_sessions_adapter_pages_and_matches_role_sessions() -> None:
         ended = Sessions(ssm).terminate("i-0123456789abcdef0", owner, session_name="dave")
         stub.assert_no_pending_responses()
     assert ended == ["AROA1:dave-1"]
+
+
+def test_revoke_ends_sessions_of_the_granted_role_only_not_the_same_idc_user_elsewhere() -> None:
+    """An IdC user is one person across permission sets, but only the granted role's sessions go."""
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ops = f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_1234"
+    other = f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_ReadOnly_5678"
+    with Stubber(ssm) as stub:
+        stub.add_response(
+            "describe_sessions",
+            {
+                "Sessions": [
+                    {"SessionId": "s-ops-dave", "Owner": f"{ops}/dave@example.com"},
+                    {"SessionId": "s-ops-erin", "Owner": f"{ops}/erin@example.com"},
+                    {"SessionId": "s-ro-dave", "Owner": f"{other}/dave@example.com"},
+                ]
+            },
+            {"State": "Active", "Filters": [{"key": "Target", "value": "i-0123456789abcdef0"}]},
+        )
+        stub.add_response("terminate_session", {"SessionId": "s-ops-dave"}, {"SessionId": "s-ops-dave"})
+        stub.add_response("terminate_session", {"SessionId": "s-ops-erin"}, {"SessionId": "s-ops-erin"})
+        owner = parse_identity(
+            f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Ops_1234"
+        )
+        assert owner is not None
+        ended = Sessions(ssm).terminate("i-0123456789abcdef0", owner)
+        stub.assert_no_pending_responses()
+    assert ended == ["s-ops-dave", "s-ops-erin"]

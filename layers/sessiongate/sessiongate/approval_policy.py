@@ -32,9 +32,11 @@ parameter)::
   patterns without the path); user ARNs also match without their path.
 - ``requesters`` (optional) limits who may request under the rule.
 - Nobody approves their own request, nor a request whose access they would receive
-  (:func:`identity.may_be_same`, fail closed). ``break_glass`` is the one exception: the requester
-  approves alone, with a reason, for at most ``max_duration_minutes`` (default 15), all approvers are
-  notified and the record is flagged.
+  (:func:`identity.may_be_same`, fail closed): sessions of one ordinary role may all be one person
+  (whoever assumes a role names the session), and an IAM Identity Center user is one person in every
+  permission set (``AWSReservedSSO_*`` roles, session name = IdC user name). ``break_glass`` is the
+  one exception: the requester approves alone, with a reason, for at most ``max_duration_minutes``
+  (default 15), all approvers are notified and the record is flagged.
 """
 
 from __future__ import annotations
@@ -229,6 +231,16 @@ def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, rea
             f"break-glass needs a reason of at least {glass.min_reason_length} characters",
             "break_glass_reason_too_short",
         )
+
+
+def default_duration(rule: Rule, default_minutes: int, *, break_glass: bool) -> int:
+    """The duration of a request that names none: the global default, within the rule's caps."""
+    caps = [default_minutes]
+    if rule.max_duration_minutes is not None:
+        caps.append(rule.max_duration_minutes)
+    if break_glass:
+        caps.append(rule.break_glass.max_duration_minutes)
+    return min(caps)
 
 
 def check_duration(rule: Rule, duration_minutes: int) -> None:

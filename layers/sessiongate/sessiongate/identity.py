@@ -1,8 +1,8 @@
 """IAM identities: validation of names and ARNs, and the "is this the same person?" test.
 
 Separation of duties depends on :func:`may_be_same`, so it is deliberately conservative: when two
-identities *could* be the same principal (a role and one of its sessions, an unparseable ARN) it says
-yes, and the caller denies.
+identities *could* be the same person (a role and one of its sessions, two sessions of one ordinary
+role, an unparseable ARN) it says yes, and the caller denies.
 """
 
 from __future__ import annotations
@@ -20,6 +20,23 @@ _ARN_RE = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):(?P<service>iam|sts)::(?P<account>\d{12}):"
     r"(?P<resource>[A-Za-z0-9+=,.@_/:-]{1,1600})$"
 )
+
+
+IDC_ROLE_PREFIX = "AWSReservedSSO_"
+"""Role names of IAM Identity Center permission sets (``AWSReservedSSO_<PermissionSet>_<hash>``).
+
+A role session name is chosen by whoever calls ``sts:AssumeRole``, so for an ordinary role it says
+nothing about who the caller is: one person can assume the role twice under two names. Only for the
+roles IAM Identity Center creates for permission sets does IdC itself set the session name, to the
+IdC user name, so there (and only there) the session name identifies a person, across permission sets
+and accounts. An STS ARN carries no role path, so the name prefix is all :func:`may_be_same` can see:
+keep ordinary roles out of this namespace (SCP: deny ``iam:CreateRole`` on ``role/AWSReservedSSO_*``).
+"""
+
+
+def is_idc_role(name: str) -> bool:
+    """True for the name of an IAM Identity Center permission-set role (see :data:`IDC_ROLE_PREFIX`)."""
+    return name.startswith(IDC_ROLE_PREFIX)
 
 
 class PrincipalType(StrEnum):
@@ -75,21 +92,35 @@ def parse_identity(arn: str) -> Identity | None:
 
 
 def may_be_same(a: Identity | None, b: Identity | None) -> bool:
-    """True unless ``a`` and ``b`` are provably different principals (fail closed)."""
+    """True unless ``a`` and ``b`` are provably different people (fail closed).
+
+    - unparseable, or either is the root user of the other's account: may be the same;
+    - two sessions of IAM Identity Center roles (any permission sets, any accounts of the partition):
+      the same person iff the session names (IdC user names) are equal, case-insensitively;
+    - two identities of one ordinary role (bare or sessions, whatever the session names): may be the
+      same, since whoever assumes the role picks the session name;
+    - a bare role and any of its sessions: may be the same (the role is all of them);
+    - anything else (different users, different roles, a user and a role): different.
+    """
     if a is None or b is None:
         return True
-    if a.account != b.account or a.partition != b.partition:
+    if a.partition != b.partition:
+        return False
+    if (
+        a.kind == b.kind == "role"
+        and a.session is not None
+        and b.session is not None
+        and is_idc_role(a.name)
+        and is_idc_role(b.name)
+    ):
+        return a.session.lower() == b.session.lower()
+    if a.account != b.account:
         return False
     if a.kind == "root" or b.kind == "root":
         # The root user can act as anything in its account.
         return True
-    if a.kind != b.kind or a.name.lower() != b.name.lower():
-        return False
-    # Same user, or same role: two *named* sessions of one role are two different people
-    # (e.g. IAM Identity Center users sharing a permission-set role); a bare role is all of them.
-    if a.session is None or b.session is None:
-        return True
-    return a.session == b.session
+    # Same user, or same role (its sessions may all be one person): maybe the same.
+    return a.kind == b.kind and a.name.lower() == b.name.lower()
 
 
 def principal_arn(partition: str, account: str, kind: PrincipalType, name: str, path: str = "/") -> str:

@@ -11,7 +11,9 @@ requests table, so two approvers clicking at once cannot both make the move:
 APPROVED -> ACTIVE/REVOKED/EXPIRED/DENIED follow the engine's grant record (``rq-<request id>``) and
 are written when the API next reads the request (the grant ledger stays the source of truth).
 
-Identities always come from the signed caller (API Gateway's IAM authorizer), never from a body.
+Identities always come from the signed caller (API Gateway's IAM authorizer), never from a body. A
+request may name a target ``account`` (SessionGate's own or a configured member account): the access is
+then for the principal of the caller's type and name in that account.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from .clock import parse_iso, to_iso
-from .identity import INSTANCE_ID_RE, Identity, PrincipalType, parse_identity
+from .identity import ACCOUNT_RE, INSTANCE_ID_RE, Identity, PrincipalType, parse_identity
 from .model import GRANT_ID_RE, MAX_REASON, AccessApproved, Origin
 
 GRANT_PREFIX = "rq-"
@@ -309,15 +311,18 @@ class CreateInput:
     reason: str
     ticket: str = ""
     break_glass: bool = False
+    account: str | None = None  # the target account; None: the caller's
+    default_duration: bool = False  # duration_minutes was not given: the service caps the default
 
 
 @dataclass(frozen=True)
 class ExtendInput:
     duration_minutes: int
     reason: str
+    default_duration: bool = False
 
 
-_CREATE_FIELDS = frozenset({"instance_id", "duration_minutes", "reason", "ticket", "break_glass"})
+_CREATE_FIELDS = frozenset({"instance_id", "duration_minutes", "reason", "ticket", "break_glass", "account"})
 _IDENTITY_FIELDS = frozenset(
     {
         "requester",
@@ -340,6 +345,9 @@ def parse_create(body: object, *, default_minutes: int, max_minutes: int) -> Cre
         )
     duration = _duration(data.get("duration_minutes", default_minutes), max_minutes)
     reason = _text(data.get("reason"), "reason", MAX_REQUEST_REASON, required=True)
+    account = data.get("account")
+    if account is not None and (not isinstance(account, str) or not ACCOUNT_RE.fullmatch(account)):
+        raise bad_request("account must be a 12-digit AWS account id", "invalid_account")
     ticket = data.get("ticket", "")
     if ticket != "" and (not isinstance(ticket, str) or not TICKET_RE.fullmatch(ticket)):
         raise bad_request(
@@ -348,7 +356,15 @@ def parse_create(body: object, *, default_minutes: int, max_minutes: int) -> Cre
     break_glass = data.get("break_glass", False)
     if not isinstance(break_glass, bool):
         raise bad_request("break_glass must be true or false", "invalid_break_glass")
-    return CreateInput(instance_id, duration, reason, ticket, break_glass)
+    return CreateInput(
+        instance_id,
+        duration,
+        reason,
+        ticket,
+        break_glass,
+        account=account,
+        default_duration="duration_minutes" not in data,
+    )
 
 
 def parse_extend(body: object, *, default_minutes: int, max_minutes: int) -> ExtendInput:
@@ -356,6 +372,7 @@ def parse_extend(body: object, *, default_minutes: int, max_minutes: int) -> Ext
     return ExtendInput(
         _duration(data.get("duration_minutes", default_minutes), max_minutes),
         _text(data.get("reason"), "reason", MAX_REQUEST_REASON, required=True),
+        default_duration="duration_minutes" not in data,
     )
 
 

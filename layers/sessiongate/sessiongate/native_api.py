@@ -3,7 +3,8 @@
 Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
 ``requestContext.authorizer.iam.userArn``, never the body):
 
-    POST /requests                  create     {instance_id, duration_minutes?, reason, ticket?, break_glass?}
+    POST /requests                  create     {instance_id, duration_minutes?, reason, ticket?, break_glass?,
+                                                account?}
     GET  /requests                  mine             ?limit=
     GET  /approvals                 pending for me   ?limit=
     GET  /requests/{id}             one request

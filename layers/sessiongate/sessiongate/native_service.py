@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from .adapters.accounts import MemberUnavailable
 from .adapters.bus import Bus
 from .adapters.directory import Directory
 from .adapters.inventory import Inventory
@@ -29,6 +30,7 @@ from .approval_policy import (
     check_duration,
     check_not_involved,
     current_level,
+    default_duration,
     progress,
 )
 from .clock import Clock, parse_iso, to_iso
@@ -66,6 +68,7 @@ MAX_LIST = 50
 REASON_DONE = "done"
 REASON_REVOKED = "revoked"
 REASON_EXTENDED = "extended"
+REASON_PARENT_REVOKED = "parent revoked"
 
 
 def new_request_id() -> str:
@@ -93,20 +96,35 @@ class NativeService:
             max_minutes=self.settings.max_validity_minutes,
         )
         self._check_account(caller)
-        rule, _ = self._rule_for(data.instance_id)
+        # The access is for the caller's own user or role; in a member account, for the principal of the
+        # same type and name there (identities never come from the body).
+        account = data.account or caller.account
+        directory, inventory = self._adapters(account)
+        rule, _ = self._rule_for(data.instance_id, account, inventory)
         if not rule.may_request(caller.arn):
             raise forbidden("not_a_requester", f"rule {rule.name!r} does not let you request access")
-        check_duration(rule, data.duration_minutes)
+        duration = data.duration_minutes
+        if data.default_duration:
+            duration = default_duration(
+                rule, self.settings.default_validity_minutes, break_glass=data.break_glass
+            )
+        check_duration(rule, duration)
         if data.break_glass:
-            check_break_glass(rule, caller.arn, data.duration_minutes, data.reason)
-        principal = self.directory.get_principal(caller.principal_type, caller.principal_name)
+            check_break_glass(rule, caller.arn, duration, data.reason)
+        principal = directory.get_principal(caller.principal_type, caller.principal_name)
         if principal is None:
             raise forbidden(
-                "principal_not_found", f"IAM {caller.principal_type.value} {caller.principal_name} not found"
+                "principal_not_found",
+                f"IAM {caller.principal_type.value} {caller.principal_name} not found in account {account}",
             )
         for mine in self.store.by_requester(caller.arn, limit=MAX_LIST):
             mine = self._sync(mine)
-            if mine.instance_id == data.instance_id and mine.status in OPEN and mine.extends is None:
+            if (
+                mine.instance_id == data.instance_id
+                and mine.account == account
+                and mine.status in OPEN
+                and mine.extends is None
+            ):
                 raise conflict(
                     "duplicate_request",
                     f"you have request {mine.request_id} ({mine.status.value}) for {data.instance_id}",
@@ -115,13 +133,13 @@ class NativeService:
         request = Request(
             request_id=self.ids(),
             status=RequestStatus.PENDING,
-            account=caller.account,
+            account=account,
             instance_id=data.instance_id,
             principal_type=caller.principal_type,
             principal_name=caller.principal_name,
             principal_arn=principal.arn,
             requester_arn=caller.arn,
-            duration_minutes=data.duration_minutes,
+            duration_minutes=duration,
             reason=data.reason,
             ticket=data.ticket,
             created_at=to_iso(now),
@@ -180,7 +198,7 @@ class NativeService:
             if request.status is not RequestStatus.PENDING:
                 continue
             rule = self._current_rule(request, required=False)
-            if rule is None:
+            if rule is None or rule.name != request.rule:
                 continue
             try:
                 approver_level(rule, request, caller.arn)
@@ -200,7 +218,23 @@ class NativeService:
             nonlocal rule
             rule = self._current_rule(request, required=True)
             assert rule is not None
+            if rule.name != request.rule:
+                # The instance's tags (or the policy) changed since the request: approving under the
+                # new rule could weaken it (prod -> dev). The requester asks again under the new rule.
+                raise conflict(
+                    "rule_changed",
+                    f"request {request_id} was made under rule {request.rule!r}, the instance now falls "
+                    f"under {rule.name!r}: make a new request",
+                )
             level = approver_level(rule, request, caller.arn)
+            if request.extends is not None:
+                parent = self._load(request.extends)
+                if parent.status not in LIVE:
+                    raise conflict(
+                        "parent_not_live",
+                        f"the access this extends (request {request.extends}) is {parent.status.value}: "
+                        "make a new request",
+                    )
             now = self.clock.now()
             approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
             if current_level(rule, approvals) is not None:
@@ -293,10 +327,34 @@ class NativeService:
         reason = REASON_DONE if is_requester else REASON_REVOKED
         revoked = self._revoke(request, reason=reason, by=caller.arn, comment=comment)
         for n in range(1, revoked.extension_count + 1):
-            child = self.store.get(extension_id(request_id, n))
-            if child is not None and child.status in LIVE:
-                self._revoke(self._sync(child), reason=reason, by=caller.arn, comment=comment)
+            self._end_child(extension_id(request_id, n), reason=reason, by=caller.arn, comment=comment)
         return self._view(revoked, None)
+
+    def _end_child(self, child_id: str, *, reason: str, by: str, comment: str) -> None:
+        """The parent was revoked: a PENDING extension is cancelled (it must not bring access back once
+        approved), a live one revoked. Re-read on a lost race (an approval landing meanwhile)."""
+        for _ in range(WRITE_ATTEMPTS):
+            child = self.store.get(child_id)
+            if child is None:
+                return
+            child = self._sync(child)
+            if child.status in LIVE:
+                self._revoke(child, reason=reason, by=by, comment=comment)
+                return
+            if child.status is not RequestStatus.PENDING:
+                return
+            cancelled = child.transition(
+                RequestStatus.CANCELLED,
+                at=self.clock.now(),
+                by=by,
+                comment=REASON_PARENT_REVOKED,
+                version=child.version + 1,
+            )
+            if self.store.replace(cancelled, expected_version=child.version):
+                bind(request_id=child_id).info("pending extension cancelled", extra={"why": "parent revoked"})
+                self._notify("AccessRequestCancelled", cancelled)
+                return
+        raise conflict("conflict", f"extension {child_id} kept changing; revoke it too")
 
     def extend(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
         """A new request (``<id>-x<n>``) for the same instance and principal; approved like any other."""
@@ -316,8 +374,11 @@ class NativeService:
                 )
             if parent.extension_count >= MAX_EXTENSIONS:
                 raise conflict("too_many_extensions", f"at most {MAX_EXTENSIONS} extensions per request")
-            rule, _ = self._rule_for(parent.instance_id)
-            check_duration(rule, data.duration_minutes)
+            rule, _ = self._rule_for(parent.instance_id, parent.account)
+            duration = data.duration_minutes
+            if data.default_duration:
+                duration = default_duration(rule, self.settings.default_validity_minutes, break_glass=False)
+            check_duration(rule, duration)
             now = self.clock.now()
             n = parent.extension_count + 1
             child = Request(
@@ -329,7 +390,7 @@ class NativeService:
                 principal_name=parent.principal_name,
                 principal_arn=parent.principal_arn,
                 requester_arn=parent.requester_arn,
-                duration_minutes=data.duration_minutes,
+                duration_minutes=duration,
                 reason=data.reason,
                 ticket=parent.ticket,
                 created_at=to_iso(now),
@@ -487,10 +548,39 @@ class NativeService:
                 503, "policy_unavailable", "the approval policy cannot be used; tell the SessionGate admins"
             ) from None
 
-    def _rule_for(self, instance_id: str) -> tuple[Rule, dict[str, str]]:
-        instance = self.inventory.describe(instance_id, check_managed=False)
+    def _adapters(self, account: str) -> tuple[Directory, Inventory]:
+        """IAM and EC2 of ``account``: SessionGate's own, or a member's through its member role."""
+        if account == self.settings.account_id:
+            return self.directory, self.inventory
+        accounts = self.engine.accounts
+        if account not in self.settings.member_accounts or accounts is None:
+            raise forbidden(
+                "account_not_allowed",
+                f"account {account} is neither SessionGate's account nor one of its member accounts",
+            )
+        try:
+            directory, inventory, _ = accounts.adapters(account, self.clock.now())
+        except MemberUnavailable as exc:
+            bind().error("member account unavailable", extra={"account": account, "problem": str(exc)})
+            metrics().add("MemberUnavailable")
+            raise ApiError(
+                503,
+                "member_role_unavailable",
+                f"SessionGate cannot act in account {account} (its member role is missing or does not "
+                "trust SessionGate); tell the SessionGate admins",
+            ) from None
+        return directory, inventory
+
+    def _rule_for(
+        self, instance_id: str, account: str, inventory: Inventory | None = None
+    ) -> tuple[Rule, dict[str, str]]:
+        if inventory is None:
+            inventory = self._adapters(account)[1]
+        instance = inventory.describe(instance_id, check_managed=False)
         if instance is None:
-            raise ApiError(404, "instance_not_found", f"instance {instance_id} does not exist")
+            raise ApiError(
+                404, "instance_not_found", f"instance {instance_id} does not exist in account {account}"
+            )
         rule = self._policy().rule_for(instance_id, dict(instance.tags))
         if rule is None:
             raise forbidden("no_matching_rule", f"no approval rule covers instance {instance_id}")
@@ -499,7 +589,7 @@ class NativeService:
     def _current_rule(self, request: Request, *, required: bool) -> Rule | None:
         """The rule that covers the request's instance now (the policy and tags may have changed)."""
         try:
-            return self._rule_for(request.instance_id)[0]
+            return self._rule_for(request.instance_id, request.account)[0]
         except ApiError:
             if required:
                 raise
