@@ -577,6 +577,30 @@ def test_extend_is_a_new_approval_then_the_old_grant_is_revoked(deployed: Stack)
     assert stack.tags("user", "alice") == {}
 
 
+def test_an_extension_can_be_extended_and_done_ends_the_whole_chain(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    first = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
+    assert first[0] == 201, first
+    x1 = first[1]["request"]["request_id"]
+    approve(x1, CAROL)
+    grant_from_bus(stack)
+    assert call("GET /requests/{id}", ALICE, request_id=x1)[1]["request"]["status"] == "ACTIVE"
+
+    status, out = call("POST /requests/{id}/extend", ALICE, request_id=x1, body={"reason": "even more"})
+    assert status == 201, out
+    x2 = out["request"]["request_id"]
+    assert (x2, out["request"]["extends"]) == (f"{request_id}-x2", x1)  # numbered on the first request
+
+    # "I'm done" on the live extension also withdraws the pending one: it can never bring access back.
+    assert call("POST /requests/{id}/revoke", ALICE, request_id=x1)[1]["request"]["status"] == "REVOKED"
+    assert call("GET /requests/{id}", ALICE, request_id=x2)[1]["request"]["status"] == "CANCELLED"
+    assert approve(x2, CAROL)[0] == 409
+    assert stack.tags("user", "alice") == {}
+
+
 def test_extend_needs_active_access(deployed: Stack) -> None:
     request_id = create(deployed)
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})

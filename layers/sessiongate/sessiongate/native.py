@@ -288,9 +288,13 @@ def request_id_of(grant_id: str) -> str | None:
     return request_id if REQUEST_ID_RE.fullmatch(request_id) else None
 
 
+def root_id(request_id: str) -> str:
+    """The first request of an access: extensions are ``<root>-x<n>``."""
+    return request_id.split("-x", 1)[0]
+
+
 def extension_id(parent_id: str, n: int) -> str:
-    base = parent_id.split("-x", 1)[0]
-    return f"{base}-x{n}"
+    return f"{root_id(parent_id)}-x{n}"
 
 
 def check_request_id(value: object) -> str:

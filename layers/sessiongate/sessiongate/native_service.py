@@ -57,6 +57,7 @@ from .native import (
     parse_extend,
     pending_deadline,
     request_id_of,
+    root_id,
     same_caller,
 )
 from .observability import bind, metrics
@@ -326,8 +327,12 @@ class NativeService:
             raise conflict("not_active", f"request {request_id} is {request.status.value}: nothing to revoke")
         reason = REASON_DONE if is_requester else REASON_REVOKED
         revoked = self._revoke(request, reason=reason, by=caller.arn, comment=comment)
-        for n in range(1, revoked.extension_count + 1):
-            self._end_child(extension_id(request_id, n), reason=reason, by=caller.arn, comment=comment)
+        # Done is done: every other request of this access (extensions, numbered on the root) ends too.
+        first = root_id(request_id)
+        root = revoked if first == request_id else self.store.get(first)
+        for n in range(1, (root.extension_count if root else 0) + 1):
+            if extension_id(first, n) != request_id:
+                self._end_child(extension_id(first, n), reason=reason, by=caller.arn, comment=comment)
         return self._view(revoked, None)
 
     def _end_child(self, child_id: str, *, reason: str, by: str, comment: str) -> None:
@@ -372,7 +377,10 @@ class NativeService:
                     "not_active",
                     f"request {request_id} is {parent.status.value}: only ACTIVE access can be extended",
                 )
-            if parent.extension_count >= MAX_EXTENSIONS:
+            # Extensions of one access are numbered on its first request (``<root>-x<n>``), so an
+            # extension can itself be extended; the root's version guards the numbering.
+            root = parent if parent.extends is None else self._load(root_id(parent.request_id))
+            if root.extension_count >= MAX_EXTENSIONS:
                 raise conflict("too_many_extensions", f"at most {MAX_EXTENSIONS} extensions per request")
             rule, _ = self._rule_for(parent.instance_id, parent.account)
             duration = data.duration_minutes
@@ -380,9 +388,9 @@ class NativeService:
                 duration = default_duration(rule, self.settings.default_validity_minutes, break_glass=False)
             check_duration(rule, duration)
             now = self.clock.now()
-            n = parent.extension_count + 1
+            n = root.extension_count + 1
             child = Request(
-                request_id=extension_id(parent.request_id, n),
+                request_id=extension_id(root.request_id, n),
                 status=RequestStatus.PENDING,
                 account=parent.account,
                 instance_id=parent.instance_id,
@@ -399,8 +407,8 @@ class NativeService:
                 extends=parent.request_id,
                 history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
             )
-            bumped = replace(parent, extension_count=n, version=parent.version + 1)
-            if self.store.create_extension(bumped, expected_version=parent.version, child=child):
+            bumped = replace(root, extension_count=n, version=root.version + 1)
+            if self.store.create_extension(bumped, expected_version=root.version, child=child):
                 break
         else:
             raise conflict("conflict", "the request kept changing; try again")
