@@ -1,4 +1,5 @@
-"""Request API Lambda (HTTP API, IAM auth): the native front door's create/approve/reject/revoke/extend."""
+"""Request API Lambda (HTTP API, IAM auth): the native front door's create/approve/reject/revoke/extend,
+and on a schedule the expiry of pending requests nobody decided on."""
 
 from typing import Any
 
@@ -8,4 +9,6 @@ from sessiongate.runtime import request_api
 
 @lambda_entry
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event.get("source") == "aws.events":  # the pending-request sweep (a scheduled rule)
+        return request_api().on_schedule(event)
     return request_api().handle(event)

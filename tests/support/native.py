@@ -75,7 +75,11 @@ CONTEXT = LambdaContext()
 
 def declared_routes() -> list[str]:
     events = resource("RequestApiFunction")["Properties"]["Events"].values()
-    return [f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}" for e in events]
+    return [
+        f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}"
+        for e in events
+        if e["Type"] == "HttpApi"
+    ]
 
 
 _AUTH = re.compile(

@@ -352,6 +352,28 @@ def test_the_requester_in_another_permission_set_is_still_the_requester(deployed
     assert approve(request_id, CAROL)[0] == 200
 
 
+def test_the_scheduled_sweep_expires_pending_requests_nobody_looked_at(deployed: Stack) -> None:
+    stack = deployed
+    old = create(stack)
+    stack.clock.advance(timedelta(minutes=59))
+    fresh = create(stack)
+    stack.notifications()
+    stack.clock.advance(timedelta(minutes=2))
+
+    result = handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)
+
+    assert result == {"result": "swept", "expired": 1}
+    [note] = stack.notifications()
+    assert note["attributes"]["event_type"] == "AccessRequestExpired"
+    assert note["message"]["request_id"] == old
+    statuses = {
+        r: call("GET /requests/{id}", ALICE, request_id=r)[1]["request"]["status"] for r in (old, fresh)
+    }
+    assert statuses == {old: "EXPIRED", fresh: "PENDING"}
+    # A second run finds nothing more to do.
+    assert handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)["expired"] == 0
+
+
 def test_not_an_approver(deployed: Stack) -> None:
     request_id = create(deployed)
     assert approve(request_id, EVE)[1]["error"] == "not_an_approver"

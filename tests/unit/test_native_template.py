@@ -21,7 +21,9 @@ def _actions(statement: dict[str, Any]) -> list[str]:
 def test_every_route_uses_iam_authorization_and_payload_2() -> None:
     api = resource("RequestApi")["Properties"]
     assert api["Auth"] == {"EnableIamAuthorizer": True, "DefaultAuthorizer": "AWS_IAM"}
-    events = resource("RequestApiFunction")["Properties"]["Events"]
+    events = {
+        name: e for name, e in resource("RequestApiFunction")["Properties"]["Events"].items() if name != SWEEP
+    }
     assert len(events) == len(declared_routes()) == 9
     for event in events.values():
         assert event["Type"] == "HttpApi"
@@ -29,6 +31,22 @@ def test_every_route_uses_iam_authorization_and_payload_2() -> None:
         assert props["ApiId"] == {"Ref": "RequestApi"}
         assert props["Auth"] == {"Authorizer": "AWS_IAM"}
         assert props["PayloadFormatVersion"] == "2.0"
+
+
+SWEEP = "ExpirePendingRequests"
+
+
+def test_pending_requests_are_swept_on_the_reconciler_schedule() -> None:
+    events = resource("RequestApiFunction")["Properties"]["Events"]
+    sweep = events[SWEEP]
+    assert sweep["Type"] == "Schedule"
+    assert (
+        sweep["Properties"]["Schedule"]
+        == resource("ReconcileGrantsFunction")["Properties"]["Events"]["Every"]["Properties"]["Schedule"]
+    )
+    assert sweep["Properties"]["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["EventDeliveryDeadLetterQueue", "Arn"]}
+    }
 
 
 def test_api_has_access_logs_with_retention_and_throttling() -> None:

@@ -54,6 +54,13 @@ ROUTES: dict[str, tuple[int, Route]] = {
 class RequestApi:
     service: NativeService
 
+    def on_schedule(self, event: object) -> dict[str, Any]:
+        """EventBridge's scheduled rule: expire pending requests nobody decided on in time."""
+        if not isinstance(event, Mapping) or event.get("detail-type") != "Scheduled Event":
+            logger().warning("not a scheduled event: ignored")
+            return {"result": "ignored"}
+        return self.service.expire_pending()
+
     def handle(self, event: object) -> dict[str, Any]:
         try:
             if not isinstance(event, Mapping):

@@ -66,6 +66,8 @@ from .settings import Settings
 # Conditional-write retries of one API call before it answers 409 "conflict".
 WRITE_ATTEMPTS = 3
 MAX_LIST = 50
+# Pending requests the scheduled sweep looks at per run (the oldest first).
+SWEEP_LIMIT = 500
 REASON_DONE = "done"
 REASON_REVOKED = "revoked"
 REASON_EXTENDED = "extended"
@@ -178,6 +180,19 @@ class NativeService:
         metrics().add("BreakGlass")
         self._notify("BreakGlassUsed", approved, rule=rule)
         return self._view(self._emit(approved), rule)
+
+    # ------------------------------------------------------------------------------ housekeeping
+    def expire_pending(self) -> dict[str, Any]:
+        """Scheduled: pending requests whose time ran out become EXPIRED (and are notified as such)
+        even when nobody reads them; oldest first, at most ``SWEEP_LIMIT`` a run."""
+        expired = sum(
+            self._sync(request).status is RequestStatus.EXPIRED
+            for request in self.store.pending(limit=SWEEP_LIMIT, oldest_first=True)
+        )
+        if expired:
+            metrics().add("PendingRequestsExpired", expired)
+            bind().info("pending requests expired", extra={"expired": expired})
+        return {"result": "swept", "expired": expired}
 
     # ------------------------------------------------------------------------------ read
     def get(self, caller: Caller, request_id: str) -> dict[str, Any]:

@@ -133,10 +133,12 @@ class RequestStore:
     def by_requester(self, requester_arn: str, *, limit: int) -> list[Request]:
         return self._query(REQUESTER_INDEX, "requester_arn", requester_arn, limit)
 
-    def pending(self, *, limit: int) -> list[Request]:
-        return self._query(PENDING_INDEX, "pending", RequestStatus.PENDING.value, limit)
+    def pending(self, *, limit: int, oldest_first: bool = False) -> list[Request]:
+        return self._query(PENDING_INDEX, "pending", RequestStatus.PENDING.value, limit, oldest_first)
 
-    def _query(self, index: str, key: str, value: str, limit: int) -> list[Request]:
+    def _query(
+        self, index: str, key: str, value: str, limit: int, oldest_first: bool = False
+    ) -> list[Request]:
         ids: list[str] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
@@ -144,7 +146,7 @@ class RequestStore:
             "KeyConditionExpression": "#k = :v",
             "ExpressionAttributeNames": {"#k": key},
             "ExpressionAttributeValues": {":v": {"S": value}},
-            "ScanIndexForward": False,
+            "ScanIndexForward": oldest_first,
         }
         while len(ids) < limit:
             page = self._db.query(**kwargs)
