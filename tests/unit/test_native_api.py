@@ -552,6 +552,28 @@ def test_break_glass_self_approval_is_capped_flagged_and_notified(deployed: Stac
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": prod}
 
 
+def test_break_glass_is_limited_per_day(deployed: Stack) -> None:
+    """Self-approval is for emergencies: after max_per_day uses in 24 hours, approvers are needed."""
+    stack = deployed
+    policy = json.loads(json.dumps(POLICY))
+    policy["rules"][0]["break_glass"]["max_per_day"] = 2
+    stack.put_approval_policy(policy)
+    reason = "prod is down, database failover stuck"
+
+    def glass() -> tuple[int, dict[str, Any]]:
+        body = {"instance_id": stack.instance(tags={"Environment": "prod"}), "break_glass": True}
+        return call("POST /requests", ALICE, body={**body, "reason": reason, "duration_minutes": 10})
+
+    assert glass()[0] == 201
+    stack.clock.advance(timedelta(hours=1))
+    assert glass()[0] == 201
+    status, out = glass()
+    assert (status, out["error"]) == (403, "break_glass_quota")
+    assert "2 time(s) in the last 24 hours" in out["message"]
+    stack.clock.advance(timedelta(hours=23, minutes=1))  # the first use is now older than a day
+    assert glass()[0] == 201
+
+
 # ---------------------------------------------------------------------------------------- extend
 def test_extend_is_a_new_approval_then_the_old_grant_is_revoked(deployed: Stack) -> None:
     stack = deployed

@@ -99,6 +99,7 @@ def test_first_matching_rule_applies() -> None:
         lambda d: d["rules"][0].update(instances={"ids": ["web-1"]}),
         lambda d: d["rules"][0]["break_glass"].update(max_duration_minutes=600),
         lambda d: d["rules"][0]["break_glass"].update(enabled="yes"),
+        lambda d: d["rules"][0]["break_glass"].update(max_per_day=0),
         lambda d: d["rules"][1].update(name="prod"),
         lambda d: d["rules"][0].update(approvers=[BOB]),
     ],

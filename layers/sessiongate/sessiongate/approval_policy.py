@@ -57,6 +57,7 @@ MAX_PATTERNS = 50
 MAX_MIN_APPROVALS = 10
 DEFAULT_BREAK_GLASS_MINUTES = 15
 DEFAULT_BREAK_GLASS_REASON = 20
+DEFAULT_BREAK_GLASS_PER_DAY = 3
 
 
 class PolicyError(Exception):
@@ -76,6 +77,9 @@ class BreakGlass:
     max_duration_minutes: int = DEFAULT_BREAK_GLASS_MINUTES
     min_reason_length: int = DEFAULT_BREAK_GLASS_REASON
     requesters: tuple[str, ...] = ()
+    # Self-approvals a requester may make in any 24 hours (all rules): break-glass is for emergencies,
+    # not a way around approvers.
+    max_per_day: int = DEFAULT_BREAK_GLASS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -318,7 +322,7 @@ def _rule(value: object, index: int) -> Rule:
     glass = _mapping(
         data.get("break_glass", {}),
         f"{where}.break_glass",
-        {"enabled", "max_duration_minutes", "min_reason_length", "requesters"},
+        {"enabled", "max_duration_minutes", "min_reason_length", "requesters", "max_per_day"},
     )
     enabled = glass.get("enabled", False)
     if not isinstance(enabled, bool):
@@ -327,8 +331,12 @@ def _rule(value: object, index: int) -> Rule:
         glass.get("max_duration_minutes"), f"{where}.break_glass.max_duration_minutes", 1, 60, 15
     )
     glass_reason = _int(glass.get("min_reason_length"), f"{where}.break_glass.min_reason_length", 1, 300, 20)
+    glass_per_day = _int(
+        glass.get("max_per_day"), f"{where}.break_glass.max_per_day", 1, 24, DEFAULT_BREAK_GLASS_PER_DAY
+    )
     assert glass_minutes is not None
     assert glass_reason is not None
+    assert glass_per_day is not None
     return Rule(
         name=name,
         levels=tuple(parsed_levels),
@@ -343,5 +351,6 @@ def _rule(value: object, index: int) -> Rule:
             glass_minutes,
             glass_reason,
             _patterns(glass.get("requesters"), f"{where}.break_glass.requesters", required=False),
+            glass_per_day,
         ),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .adapters.accounts import MemberUnavailable
@@ -68,6 +68,7 @@ WRITE_ATTEMPTS = 3
 MAX_LIST = 50
 # Pending requests the scheduled sweep looks at per run (the oldest first).
 SWEEP_LIMIT = 500
+DAY = timedelta(hours=24)
 REASON_DONE = "done"
 REASON_REVOKED = "revoked"
 REASON_EXTENDED = "extended"
@@ -120,8 +121,17 @@ class NativeService:
                 "principal_not_found",
                 f"IAM {caller.principal_type.value} {caller.principal_name} not found in account {account}",
             )
-        for mine in self.store.by_requester(caller.arn, limit=MAX_LIST):
-            mine = self._sync(mine)
+        now = self.clock.now()
+        recent = [self._sync(mine) for mine in self.store.by_requester(caller.arn, limit=MAX_LIST)]
+        if data.break_glass:
+            used = sum(r.break_glass and now - parse_iso(r.created_at) < DAY for r in recent)
+            if used >= rule.break_glass.max_per_day:
+                raise forbidden(
+                    "break_glass_quota",
+                    f"you used break-glass {used} time(s) in the last 24 hours (at most "
+                    f"{rule.break_glass.max_per_day} under rule {rule.name!r}): ask an approver",
+                )
+        for mine in recent:
             if (
                 mine.instance_id == data.instance_id
                 and mine.account == account
@@ -132,7 +142,6 @@ class NativeService:
                     "duplicate_request",
                     f"you have request {mine.request_id} ({mine.status.value}) for {data.instance_id}",
                 )
-        now = self.clock.now()
         request = Request(
             request_id=self.ids(),
             status=RequestStatus.PENDING,
