@@ -6,7 +6,7 @@ import functools
 import json
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -94,6 +94,20 @@ class Stack:
         return build_request_api(settings or self.settings, clock=self.clock, client=self.native_client)
 
     # -- fixtures -----------------------------------------------------------------------------
+    def operator_policy(self) -> str:
+        """The operator managed policy (its name, a stand-in document); the reconciler's scope."""
+        arn: str = self.client("iam").create_policy(
+            PolicyName="AllowStartSsmSessionBasedOnIamTags",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
+                }
+            ),
+        )["Policy"]["Arn"]
+        self.settings = replace(self.settings, operator_policy_arn=arn)
+        return arn
+
     def user(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
         iam = self.client("iam")
         arn: str = iam.create_user(UserName=name, Path=path)["User"]["Arn"]

@@ -121,15 +121,7 @@ def test_missing_configuration_fails_at_cold_start(deployed: Stack, monkeypatch:
 def test_sample_scheduled_event_runs_the_reconciler(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """events/reconcile_schedule.json (EventBridge's rate() rule) removes a hand-made slot tag."""
     iam = deployed.client("iam")
-    policy = iam.create_policy(
-        PolicyName="AllowStartSsmSessionBasedOnIamTags",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
-            }
-        ),
-    )["Policy"]["Arn"]
+    policy = deployed.operator_policy()
     monkeypatch.setenv("SESSIONGATE_OPERATOR_POLICY_ARN", policy)
     deployed.user("alice", tags={"SecurityAllowSessionInstance2": "i-0123456789abcdef0"})
     iam.attach_user_policy(UserName="alice", PolicyArn=policy)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
@@ -52,18 +51,7 @@ def test_a_duplicate_that_read_the_record_before_the_slot_claim_takes_no_second_
 
 @pytest.fixture
 def operator_policy(stack: Stack) -> str:
-    iam = stack.client("iam")
-    arn: str = iam.create_policy(
-        PolicyName="AllowStartSsmSessionBasedOnIamTags",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
-            }
-        ),
-    )["Policy"]["Arn"]
-    stack.settings = replace(stack.settings, operator_policy_arn=arn)
-    return arn
+    return stack.operator_policy()
 
 
 def test_reconciler_releases_a_lock_left_by_a_grant_that_is_no_longer_live(

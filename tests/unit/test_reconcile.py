@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,17 +14,7 @@ from tests.support.stack import ACCOUNT, Stack
 
 @pytest.fixture
 def engine(stack: Stack) -> Engine:
-    iam = stack.client("iam")
-    policy = iam.create_policy(
-        PolicyName="AllowStartSsmSessionBasedOnIamTags",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
-            }
-        ),
-    )["Policy"]["Arn"]
-    stack.settings = replace(stack.settings, operator_policy_arn=policy)
+    stack.operator_policy()
     return stack.engine()
 
 
