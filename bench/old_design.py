@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         ("one principal, at once", "1 (one tag key)", f"{SLOTS_PER_PRINCIPAL} (tag slots)"),
         ("held while access lasts", "1 Automation execution asleep", "0 (a schedule waits, nothing runs)"),
         ("request #101 at peak", "queued Pending: access starts late", "granted at once"),
-        ("revocation if the runner fails", "never (tag stays)", "retried, DLQ, reconciler <= 5 min"),
+        ("revocation if the runner fails", "never (tag stays)", "retried, DLQ, reconciler <= 5 min + 90 s"),
     ]
     width = max(len(r[0]) for r in rows) + 2
     print(f"{'':<{width}}{'old runbook design':<38}SessionGate")

@@ -115,3 +115,19 @@ def test_a_session_binding_in_the_event_is_never_believed(stack: Stack, binding:
     assert outcome.result == "denied", outcome
     assert [d["code"] for d in outcome.detail["denials"]] == [code]
     assert stack.tags("role", SSO_ROLE) == {}
+
+
+def test_a_repair_lock_left_by_a_reconciler_run_that_died_is_released(
+    stack: Stack, operator_policy: str
+) -> None:
+    stack.user("alice", tags={"SecurityAllowSessionInstance2": "i-0123456789abcdef0"})
+    stack.client("iam").attach_user_policy(UserName="alice", PolicyArn=operator_policy)
+    arn = f"arn:aws:iam::{ACCOUNT}:user/alice"
+    engine = stack.engine()
+    assert engine.ledger.lock_free_slot(arn, 2, "reconciler-repair")  # the run died holding it
+
+    outcome = engine.reconcile()
+
+    assert outcome.detail["repairs"]["drift_removed"] == [f"{arn}#2"]
+    assert stack.tags("user", "alice") == {}
+    assert engine.ledger.slot_holder(arn, 2) is None

@@ -114,3 +114,23 @@ def test_names_compare_case_insensitively() -> None:
         parse_identity("arn:aws:iam::111111111111:user/Alice"),
         parse_identity("arn:aws:iam::111111111111:user/alice"),
     )
+
+
+def test_person_key_follows_who_may_be_the_same_person() -> None:
+    """Per-person quotas count one person once, however they sign in, as may_be_same sees them."""
+    from sessiongate.identity import person_key
+
+    def key(arn: str) -> str:
+        identity = parse_identity(arn)
+        assert identity is not None
+        return person_key(identity)
+
+    ops = "arn:aws:sts::123456789012:assumed-role/ops"
+    assert key(f"{ops}/alice") == key(f"{ops}/alice2") == key("arn:aws:iam::123456789012:role/ops")
+    sso = "arn:aws:sts::{}:assumed-role/AWSReservedSSO_{}_0123456789abcdef/alice@example.com"
+    assert key(sso.format("123456789012", "Ops")) == key(sso.format("210987654321", "Admin"))
+    assert key(sso.format("123456789012", "Ops")) != key(
+        sso.format("123456789012", "Ops").replace("alice", "bob")
+    )
+    assert key("arn:aws:iam::123456789012:user/alice") != key("arn:aws:iam::123456789012:user/bob")
+    assert key("arn:aws:iam::123456789012:user/alice") != key(f"{ops}/alice")

@@ -645,6 +645,46 @@ def test_an_extension_can_be_extended_and_done_ends_the_whole_chain(deployed: St
     assert stack.tags("user", "alice") == {}
 
 
+def test_done_on_the_first_request_ends_the_extension_that_replaced_it(deployed: Stack) -> None:
+    """Users keep the first id: "I'm done" on it must end the live extension, not answer not_active."""
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    x1 = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})[1][
+        "request"
+    ]["request_id"]
+    approve(x1, CAROL)
+    grant_from_bus(stack)
+    assert call("GET /requests/{id}", ALICE, request_id=x1)[1]["request"]["status"] == "ACTIVE"
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "REVOKED"
+
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+
+    assert status == 200, out
+    assert call("GET /requests/{id}", ALICE, request_id=x1)[1]["request"]["status"] == "REVOKED"
+    assert stack.tags("user", "alice") == {}
+    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+    assert (status, out["error"]) == (409, "not_active")  # nothing of this access is live any more
+
+
+def test_a_second_pending_extension_stays_approvable_while_the_access_lives(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    x1, x2 = (
+        call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": r})[1]["request"][
+            "request_id"
+        ]
+        for r in ("more", "even more")
+    )
+    approve(x1, CAROL)
+    grant_from_bus(stack)  # x1 replaces the first request, which is now REVOKED (extended)
+    status, out = approve(x2, CAROL)
+    assert (status, out["request"]["status"]) == (200, "APPROVED")
+
+
 def test_extend_needs_active_access(deployed: Stack) -> None:
     request_id = create(deployed)
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
@@ -752,7 +792,7 @@ def test_revoke_cancels_a_pending_extension_which_can_then_not_be_approved(deplo
     status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id, body={"reason": "done"})
     assert (status, out["request"]["status"]) == (200, "REVOKED")
     child = call("GET /requests/{id}", ALICE, request_id=child_id)[1]["request"]
-    assert (child["status"], child["comment"]) == ("CANCELLED", "parent revoked")
+    assert (child["status"], child["comment"]) == ("CANCELLED", "access revoked")
     assert "AccessRequestCancelled" in event_types(stack)
     assert approve(child_id, CAROL)[1]["error"] == "not_pending"
     assert stack.bus_events() == []
@@ -841,6 +881,33 @@ def test_a_request_for_a_member_account_is_granted_and_revoked_there(deployed: S
     status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
     assert (status, out["request"]["status"]) == (200, "REVOKED")
     assert member_tags(member) == {}
+
+
+def test_the_request_api_cannot_tag_in_member_accounts(deployed: Stack, member: Any) -> None:
+    """The member role may tag (for the grant function); the request API's session there may not."""
+    stack = deployed
+    seen: list[dict[str, Any]] = []
+    stack.client("sts").meta.events.register(
+        "provide-client-params.sts.AssumeRole", lambda params, **_: seen.append(dict(params))
+    )
+    instance = member_instance(stack, member)
+    status, out = call(
+        "POST /requests", ALICE, body={"instance_id": instance, "reason": "replication", "account": MEMBER}
+    )
+    assert status == 201, out
+    [assumed] = seen
+    assert assumed["RoleArn"] == f"arn:aws:iam::{MEMBER}:role/sessiongate/SessionGateMember"
+    assert assumed["RoleSessionName"] == "sessiongate-requests"
+    actions = {a for st in json.loads(assumed["Policy"])["Statement"] for a in st["Action"]}
+    assert {"iam:GetUser", "iam:UntagUser", "ec2:DescribeInstances"} <= actions
+    assert not {a for a in actions if a.split(":")[1].startswith(("Tag", "Create", "Put", "Attach"))}
+    # The grant function's own session is not narrowed (it must tag).
+    request_id = out["request"]["request_id"]
+    for approver in (BOB, CAROL, SECURITY):
+        approve(request_id, approver)
+    seen.clear()
+    assert grant_from_bus(stack)[0]["result"] == "granted"
+    assert [("Policy" in a, a["RoleSessionName"]) for a in seen] == [(False, "sessiongate")]
 
 
 def test_member_account_requests_look_up_instance_and_principal_in_that_account(

@@ -387,8 +387,9 @@ class Engine:
         for slot in range(1, self.settings.slot_count + 1):
             keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
             holder = self.ledger.slot_holder(principal.arn, slot)
-            if holder is not None and holder != REPAIR_HOLDER and not self._is_live(holder):
-                # A lock left behind by a grant that is no longer live: it explains no tag and
+            if holder is not None and (holder == REPAIR_HOLDER or not self._is_live(holder)):
+                # A lock left behind by a grant that is no longer live, or by a reconciler run that
+                # died mid-repair (runs never overlap: reserved concurrency 1), explains no tag and
                 # would keep the slot from every future grant. Release it (only if still that holder).
                 self.ledger.release_slot(principal.arn, slot, holder)
                 bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})

@@ -123,5 +123,16 @@ def may_be_same(a: Identity | None, b: Identity | None) -> bool:
     return a.kind == b.kind and a.name.lower() == b.name.lower()
 
 
+def person_key(identity: Identity) -> str:
+    """Who is behind ``identity``, as :func:`may_be_same` tells people apart (for per-person quotas).
+
+    An IAM Identity Center user is one person across permission sets and accounts (the session name);
+    every session of an ordinary role counts as the role; a user is itself.
+    """
+    if identity.kind == "role" and identity.session is not None and is_idc_role(identity.name):
+        return f"{identity.partition}:idc:{identity.session.lower()}"
+    return f"{identity.partition}:{identity.account}:{identity.kind}:{identity.name.lower()}"
+
+
 def principal_arn(partition: str, account: str, kind: PrincipalType, name: str, path: str = "/") -> str:
     return f"arn:{partition}:iam::{account}:{kind.value}{path}{name}"

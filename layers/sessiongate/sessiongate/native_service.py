@@ -36,7 +36,7 @@ from .approval_policy import (
 from .clock import Clock, parse_iso, to_iso
 from .engine import REASON_EXPIRED, Engine
 from .errors import TransientError
-from .identity import may_be_same, parse_identity
+from .identity import may_be_same, parse_identity, person_key
 from .model import AccessApproved, Denial, GrantStatus, disagreements
 from .native import (
     LIVE,
@@ -72,7 +72,7 @@ DAY = timedelta(hours=24)
 REASON_DONE = "done"
 REASON_REVOKED = "revoked"
 REASON_EXTENDED = "extended"
-REASON_PARENT_REVOKED = "parent revoked"
+REASON_ACCESS_REVOKED = "access revoked"
 
 
 def new_request_id() -> str:
@@ -121,17 +121,8 @@ class NativeService:
                 "principal_not_found",
                 f"IAM {caller.principal_type.value} {caller.principal_name} not found in account {account}",
             )
-        now = self.clock.now()
-        recent = [self._sync(mine) for mine in self.store.by_requester(caller.arn, limit=MAX_LIST)]
-        if data.break_glass:
-            used = sum(r.break_glass and now - parse_iso(r.created_at) < DAY for r in recent)
-            if used >= rule.break_glass.max_per_day:
-                raise forbidden(
-                    "break_glass_quota",
-                    f"you used break-glass {used} time(s) in the last 24 hours (at most "
-                    f"{rule.break_glass.max_per_day} under rule {rule.name!r}): ask an approver",
-                )
-        for mine in recent:
+        for mine in self.store.by_requester(caller.arn, limit=MAX_LIST):
+            mine = self._sync(mine)
             if (
                 mine.instance_id == data.instance_id
                 and mine.account == account
@@ -142,6 +133,7 @@ class NativeService:
                     "duplicate_request",
                     f"you have request {mine.request_id} ({mine.status.value}) for {data.instance_id}",
                 )
+        now = self.clock.now()
         request = Request(
             request_id=self.ids(),
             status=RequestStatus.PENDING,
@@ -162,6 +154,20 @@ class NativeService:
         log = bind(
             request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
         )
+        if data.break_glass:
+            # Counted per person (any session or permission set of theirs), atomically, last.
+            identity = parse_identity(caller.arn)
+            assert identity is not None  # the caller was parsed when the request came in
+            limit = rule.break_glass.max_per_day
+            if (
+                self.store.take_quota(f"breakglass#{person_key(identity)}", now=now, window=DAY, limit=limit)
+                is None
+            ):
+                raise forbidden(
+                    "break_glass_quota",
+                    f"you used break-glass {limit} time(s) in the last 24 hours (at most {limit} under "
+                    f"rule {rule.name!r}): ask an approver",
+                )
         if not self.store.create(request):
             raise TransientError(f"request id {request.request_id} collided")
         metrics().add("NativeRequests")
@@ -252,14 +258,15 @@ class NativeService:
                     f"under {rule.name!r}: make a new request",
                 )
             level = approver_level(rule, request, caller.arn)
-            if request.extends is not None:
-                parent = self._load(request.extends)
-                if parent.status not in LIVE:
-                    raise conflict(
-                        "parent_not_live",
-                        f"the access this extends (request {request.extends}) is {parent.status.value}: "
-                        "make a new request",
-                    )
+            if request.extends is not None and not any(
+                member.status in LIVE
+                for member in self._family(request)
+                if member.request_id != request.request_id
+            ):
+                raise conflict(
+                    "parent_not_live",
+                    f"the access this extends (request {request.extends}) has ended: make a new request",
+                )
             now = self.clock.now()
             approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
             if current_level(rule, approvals) is not None:
@@ -339,7 +346,12 @@ class NativeService:
         return self._view(updated, None)
 
     def revoke(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
-        """Early revocation: "I'm done" by the requester, or an approver of the request's rule."""
+        """Early revocation: "I'm done" by the requester, or an approver of the request's rule.
+
+        It ends the whole access, whichever of its requests is named (the first one or an extension):
+        pending extensions are cancelled (approved later, they would bring access back) and live
+        requests revoked. Every request is attempted; a 409 names any that could not be ended yet.
+        """
         comment = parse_comment(body, required=False, name="reason")
         request = self._load(request_id)
         is_requester = same_caller(caller.arn, request.requester_arn)
@@ -347,43 +359,56 @@ class NativeService:
             rule = self._current_rule(request, required=False)
             if not self._may_review(caller, request, rule):
                 raise forbidden("not_allowed", "only the requester or an approver may revoke this access")
-        if request.status not in LIVE:
+        family = self._family(request)
+        if not any(member.status in LIVE for member in family):
             raise conflict("not_active", f"request {request_id} is {request.status.value}: nothing to revoke")
         reason = REASON_DONE if is_requester else REASON_REVOKED
-        revoked = self._revoke(request, reason=reason, by=caller.arn, comment=comment)
-        # Done is done: every other request of this access (extensions, numbered on the root) ends too.
-        first = root_id(request_id)
-        root = revoked if first == request_id else self.store.get(first)
-        for n in range(1, (root.extension_count if root else 0) + 1):
-            if extension_id(first, n) != request_id:
-                self._end_child(extension_id(first, n), reason=reason, by=caller.arn, comment=comment)
-        return self._view(revoked, None)
+        left = []
+        # Pending ones first, so none of them can turn live behind the revocations.
+        for member in sorted(family, key=lambda r: r.status is not RequestStatus.PENDING):
+            if member.status in LIVE or member.status is RequestStatus.PENDING:
+                try:
+                    self._end(member.request_id, reason=reason, by=caller.arn, comment=comment)
+                except ApiError as exc:
+                    left.append(f"{member.request_id} ({exc.code})")
+        if left:
+            raise conflict("partly_revoked", f"not ended yet: {', '.join(left)}; revoke again shortly")
+        return self._view(self._load(request_id), None)
 
-    def _end_child(self, child_id: str, *, reason: str, by: str, comment: str) -> None:
-        """The parent was revoked: a PENDING extension is cancelled (it must not bring access back once
-        approved), a live one revoked. Re-read on a lost race (an approval landing meanwhile)."""
+    def _family(self, request: Request) -> list[Request]:
+        """The requests of one access: the first request and its extensions (``<first>-x<n>``), synced."""
+        first = request if request.extends is None else self.store.get(root_id(request.request_id))
+        if first is None:
+            return [request]
+        members = [first]
+        for n in range(1, first.extension_count + 1):
+            member = self.store.get(extension_id(first.request_id, n))
+            if member is not None:
+                members.append(member)
+        return [self._sync(m) for m in members]
+
+    def _end(self, request_id: str, *, reason: str, by: str, comment: str) -> None:
+        """End one request of an access: revoke it if live, cancel it if pending (re-read on a lost
+        race, e.g. an approval landing meanwhile)."""
         for _ in range(WRITE_ATTEMPTS):
-            child = self.store.get(child_id)
-            if child is None:
+            request = self._load(request_id)
+            if request.status in LIVE:
+                self._revoke(request, reason=reason, by=by, comment=comment)
                 return
-            child = self._sync(child)
-            if child.status in LIVE:
-                self._revoke(child, reason=reason, by=by, comment=comment)
+            if request.status is not RequestStatus.PENDING:
                 return
-            if child.status is not RequestStatus.PENDING:
-                return
-            cancelled = child.transition(
+            cancelled = request.transition(
                 RequestStatus.CANCELLED,
                 at=self.clock.now(),
                 by=by,
-                comment=REASON_PARENT_REVOKED,
-                version=child.version + 1,
+                comment=REASON_ACCESS_REVOKED,
+                version=request.version + 1,
             )
-            if self.store.replace(cancelled, expected_version=child.version):
-                bind(request_id=child_id).info("pending extension cancelled", extra={"why": "parent revoked"})
+            if self.store.replace(cancelled, expected_version=request.version):
+                bind(request_id=request_id).info("pending request cancelled", extra={"why": "access revoked"})
                 self._notify("AccessRequestCancelled", cancelled)
                 return
-        raise conflict("conflict", f"extension {child_id} kept changing; revoke it too")
+        raise conflict("conflict", f"request {request_id} kept changing")
 
     def extend(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
         """A new request (``<id>-x<n>``) for the same instance and principal; approved like any other."""

@@ -43,6 +43,7 @@ def build_engine(
     clock: Clock | None = None,
     client: ClientFactory | None = None,
     member_client: MemberClientFactory | None = None,
+    member_session: tuple[str, dict[str, Any] | None] = ("sessiongate", None),
 ) -> Engine:
     from .adapters import aws
     from .adapters.accounts import MemberAccounts
@@ -82,6 +83,8 @@ def build_engine(
             role_path=settings.engine_role_path,
             role_name=settings.member_role_name,
             external_id=settings.member_external_id,
+            session_name=member_session[0],
+            session_policy=member_session[1],
         )
         if settings.member_accounts
         else None,
@@ -122,7 +125,16 @@ def build_request_api(
 
     make = client or aws.LazyClient
     clock = clock or SystemClock()
-    core = build_engine(settings, clock=clock, client=client, member_client=member_client)
+    from .adapters.accounts import READ_AND_UNTAG_ONLY
+
+    # In member accounts the request API only reads and revokes: its role session there cannot tag.
+    core = build_engine(
+        settings,
+        clock=clock,
+        client=client,
+        member_client=member_client,
+        member_session=("sessiongate-requests", READ_AND_UNTAG_ONLY),
+    )
     assert core.bus is not None
     return RequestApi(
         NativeService(

@@ -8,6 +8,7 @@ ledger, schedules and notifications stay central.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,30 @@ UNAVAILABLE = {
     "RegionDisabledException",
 }
 REFRESH_BEFORE = timedelta(minutes=5)
+
+# The request API acts in member accounts only to look up (instance tags, the principal) and to revoke
+# early. The member role may also *tag*, so the request API narrows its session to reads and untagging:
+# effective rights are the role's policy intersected with this session policy.
+READ_AND_UNTAG_ONLY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "ReadAndUntagOnly",
+            "Effect": "Allow",
+            "Action": [
+                "iam:GetUser",
+                "iam:GetRole",
+                "iam:UntagUser",
+                "iam:UntagRole",
+                "ec2:DescribeInstances",
+                "ssm:DescribeInstanceInformation",
+                "ssm:DescribeSessions",
+                "ssm:TerminateSession",
+            ],
+            "Resource": "*",
+        }
+    ],
+}
 
 ClientMaker = Callable[[str, dict[str, str] | None], Any]
 
@@ -56,6 +81,7 @@ class MemberAccounts:
         role_name: str,
         external_id: str,
         session_name: str = "sessiongate",
+        session_policy: dict[str, Any] | None = None,
     ) -> None:
         self._sts = sts
         self._make = make
@@ -64,6 +90,7 @@ class MemberAccounts:
         self._role_name = role_name
         self._external_id = external_id
         self._session_name = session_name
+        self._session_policy = session_policy
         self._cache: dict[str, _Session] = {}
 
     def role_arn(self, account: str) -> str:
@@ -80,6 +107,8 @@ class MemberAccounts:
         kwargs: dict[str, Any] = {"RoleArn": self.role_arn(account), "RoleSessionName": self._session_name}
         if self._external_id:
             kwargs["ExternalId"] = self._external_id
+        if self._session_policy is not None:
+            kwargs["Policy"] = json.dumps(self._session_policy)
         try:
             credentials = self._sts.assume_role(**kwargs)["Credentials"]
         except ClientError as exc:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..approval_policy import ApprovalPolicy, PolicyError
-from ..clock import Clock
+from ..clock import Clock, to_iso
 from ..errors import TransientError
 from ..identity import PrincipalType
 from ..native import Approval, Request, RequestStatus
@@ -129,6 +129,40 @@ class RequestStore:
                 return False
             raise TransientError(f"extension of {parent.request_id} cancelled: {reasons}") from exc
         return True
+
+    def take_quota(self, key: str, *, now: datetime, window: timedelta, limit: int) -> int | None:
+        """Record one use of quota ``key`` unless ``limit`` uses fall within ``window`` before ``now``.
+
+        Returns the uses already made in the window, or ``None`` when the quota is exhausted. The item
+        (``request_id = quota#<key>``, in neither index) is written conditionally on its version, so
+        two concurrent uses cannot both take the last one.
+        """
+        item_id = f"quota#{key}"
+        since = to_iso(now - window)
+        for _ in range(3):
+            item = self._db.get_item(
+                TableName=self._table, Key={"request_id": {"S": item_id}}, ConsistentRead=True
+            ).get("Item")
+            version = int(item["version"]["N"]) if item else 0
+            uses = [u["S"] for u in item.get("uses", {}).get("L", [])] if item else []
+            recent = [u for u in uses if u > since]
+            if len(recent) >= limit:
+                return None
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item={
+                        "request_id": {"S": item_id},
+                        "uses": {"L": [{"S": u} for u in [*recent, to_iso(now)]]},
+                        "version": {"N": str(version + 1)},
+                    },
+                    ConditionExpression="attribute_not_exists(request_id) OR version = :v",
+                    ExpressionAttributeValues={":v": {"N": str(version)}},
+                )
+            except self._db.exceptions.ConditionalCheckFailedException:
+                continue
+            return len(recent)
+        raise TransientError(f"quota {key} kept changing")
 
     def by_requester(self, requester_arn: str, *, limit: int) -> list[Request]:
         return self._query(REQUESTER_INDEX, "requester_arn", requester_arn, limit)
