@@ -620,6 +620,10 @@ class Runner:
                     self._leak_seen.pop((name, key), None)
                 elif seen is not None and now - seen > grace:
                     self._violate(index, "leaked_tag", f"{name} keeps {key}={value} with no live grant")
+        # A tag that is gone starts a new clock if it comes back (tagged again later).
+        present = {(name, key) for name, slot_tags in tags.items() for key in slot_tags}
+        for gone in set(self._leak_seen) - present:
+            del self._leak_seen[gone]
 
     def _violate(self, index: int, kind: str, text: str) -> None:
         violation = {"step": index, "at": to_iso(self.world.clock.now()), "invariant": kind, "detail": text}

@@ -1,5 +1,6 @@
 """Property-based: random interleavings of grants, time, lost schedules, duplicate deliveries, early
-revocations and reconciler runs, played on the sandbox. After every step the runner checks:
+revocations, reconciler runs, transient AWS faults (IAM conflicts and throttling, DynamoDB throttling,
+an SNS outage) and hand-made slot tags, played on the sandbox. After every step the runner checks:
 - a live (ACTIVE, unexpired) grant's tag is on its principal (no revocation removed another's tag);
 - no slot tag outlives one reconciler period without a live grant explaining it;
 - no grant stays ACTIVE longer than one reconciler period past its expiry.
@@ -18,6 +19,14 @@ from sandbox.scenario import Runner
 
 OPERATORS = ["alice", "carol"]
 INSTANCES = ["web", "db", "cache"]
+# Transient faults botocore retries (at most 2 in a row: its standard mode makes 3 attempts), and an
+# SNS outage, which must never block anything.
+FAULTS = [
+    ("iam:TagUser", "ConcurrentModification", 2),
+    ("iam:UntagUser", "Throttling", 2),
+    ("dynamodb:TransactWriteItems", "ThrottlingException", 2),
+    ("sns:Publish", "InternalError", 30),
+]
 
 operation = st.one_of(
     st.tuples(st.just("grant"), st.sampled_from(OPERATORS), st.sampled_from(INSTANCES), st.integers(1, 20)),
@@ -28,6 +37,9 @@ operation = st.one_of(
     st.tuples(st.just("early_revoke"), st.integers(0, 7)),
     st.tuples(st.just("reconcile")),
     st.tuples(st.just("drop_all")),
+    st.tuples(st.just("fault"), st.sampled_from(FAULTS)),
+    # eve holds the operator policy but is never granted anything: any slot tag on her is drift.
+    st.tuples(st.just("tamper"), st.integers(1, 5), st.sampled_from(INSTANCES)),
 )
 
 
@@ -47,6 +59,12 @@ def _steps(ops: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
             steps.append({"reconcile": {}})
         elif kind == "drop_all":
             steps.append({"drop_schedule": {"request": "all"}})
+        elif kind == "fault":
+            operation, code, times = op[1]
+            steps.append({"fault": {"operation": operation, "code": code, "times": times}})
+        elif kind == "tamper":
+            key = "SecurityAllowSessionInstance" + ("" if op[1] == 1 else str(op[1]))
+            steps.append({"tamper": {"principal": "eve", "tags": {key: op[2]}}})
         elif requests:
             rid, owner = requests[op[1] % len(requests)]
             if kind == "drop":
@@ -61,7 +79,7 @@ def _steps(ops: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     # of each expiry (checked after every step), and leave nothing behind.
     steps.append({"drop_schedule": {"request": "all"}})
     steps.append({"advance": "30m"})
-    for name in OPERATORS:
+    for name in [*OPERATORS, "eve"]:
         steps.append({"tags": {"principal": name, "expect": {}}})
     return steps
 
@@ -71,7 +89,7 @@ def _steps(ops: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
 def test_invariants_hold_under_any_interleaving(ops: list[tuple[Any, ...]]) -> None:
     scenario = {
         "name": "property",
-        "principals": {"alice": {}, "carol": {}, "bob": {}},
+        "principals": {"alice": {}, "carol": {}, "bob": {}, "eve": {}},
         "instances": {name: {} for name in INSTANCES},
         "steps": _steps(ops),
     }

@@ -295,3 +295,16 @@ def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry() -> None:
     ]
     # ...yet one attempt each did its work (a raised notification failure would show as a retry).
     assert attempts == [("GrantAccessFunction", None, "granted"), ("RevokeAccessFunction", None, "revoked")]
+
+
+def test_a_tag_made_again_after_the_reconciler_removed_it_gets_a_new_period() -> None:
+    """The leak clock of a removed tag restarts when someone tags again (no false leaked_tag)."""
+    tamper = {"tamper": {"principal": "alice", "tags": {"SecurityAllowSessionInstance2": "web"}}}
+    steps = [tamper, {"advance": "5m"}, tamper, {"advance": "4m"}]
+    report = Runner(_scenario(steps)).run()
+    assert report.invariant_violations == []
+    # ...and the second tag is removed by the next run all the same.
+    late = Runner(
+        _scenario([*steps, {"advance": "2m"}, {"tags": {"principal": "alice", "expect": {}}}])
+    ).run()
+    assert late.passed, [c.as_dict() for c in late.checks]
