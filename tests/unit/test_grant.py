@@ -83,36 +83,28 @@ def test_self_approval_is_denied(stack: Stack) -> None:
     _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
 
 
-def test_approval_by_a_session_of_the_requesting_role_is_denied(stack: Stack) -> None:
+STS = f"arn:aws:sts::{ACCOUNT}:assumed-role"
+
+
+@pytest.mark.parametrize(
+    ("requester", "approver"),
+    [
+        # A role is every one of its sessions.
+        (f"arn:aws:iam::{ACCOUNT}:role/Ops", f"{STS}/Ops/carol"),
+        # Whoever assumes an ordinary role names the session: Ops/carol may be Ops/dave assuming it again.
+        (f"{STS}/Ops/dave", f"{STS}/Ops/carol"),
+        # One IAM Identity Center user in another permission set is the same person.
+        (
+            f"{STS}/AWSReservedSSO_Ops_1234/dave@example.com",
+            f"{STS}/AWSReservedSSO_Approvers_5678/dave@example.com",
+        ),
+    ],
+    ids=["role-and-its-session", "two-sessions-of-an-ordinary-role", "one-idc-user-two-permission-sets"],
+)
+def test_approver_who_may_be_the_requester_is_denied(stack: Stack, requester: str, approver: str) -> None:
     stack.user("alice")
     request = stack.approved(
-        instance_id=stack.instance(),
-        principal="alice",
-        requester=f"arn:aws:iam::{ACCOUNT}:role/Ops",
-        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/carol",),
-    )
-    _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
-
-
-def test_another_session_of_the_requesters_ordinary_role_is_self_approval(stack: Stack) -> None:
-    """Whoever assumes an ordinary role names the session: Ops/carol may be Ops/dave assuming it again."""
-    stack.user("alice")
-    request = stack.approved(
-        instance_id=stack.instance(),
-        principal="alice",
-        requester=f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/dave",
-        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/carol",),
-    )
-    _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
-
-
-def test_one_idc_user_in_another_permission_set_is_self_approval(stack: Stack) -> None:
-    stack.user("alice")
-    request = stack.approved(
-        instance_id=stack.instance(),
-        principal="alice",
-        requester=f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_1234/dave@example.com",
-        approvers=(f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Approvers_5678/dave@example.com",),
+        instance_id=stack.instance(), principal="alice", requester=requester, approvers=(approver,)
     )
     _denied(stack, stack.engine().grant(request.to_detail()), "self_approval")
 
