@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDLERS = ["grant_access", "revoke_access", "adapt_change_request", "reconcile_grants"]
+HANDLERS = ["grant_access", "revoke_access", "adapt_change_request", "reconcile_grants", "request_api"]
 GOAL = 1.5
 
 
