@@ -108,6 +108,16 @@ class Stack:
         self.settings = replace(self.settings, operator_policy_arn=arn)
         return arn
 
+    def member_client(self, service: str, credentials: dict[str, str] | None) -> Any:
+        """A client acting in a member account with the credentials the engine assumed there (moto's
+        multi-account support); SSM stays the change-request fake."""
+        if service == "ssm":
+            return self.ssm
+        assert credentials is not None
+        return boto3.client(
+            service, region_name=REGION, config=Config(retries={"mode": "standard"}), **credentials
+        )
+
     def user(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
         iam = self.client("iam")
         arn: str = iam.create_user(UserName=name, Path=path)["User"]["Arn"]

@@ -13,9 +13,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from sandbox.faults import FaultInjector
 from sessiongate import runtime
@@ -36,7 +34,7 @@ from tests.support.native import (
     declared_routes,
     member_session,
 )
-from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, REGION, Stack, environment
+from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack, environment
 
 
 def handler(name: str) -> Any:
@@ -827,15 +825,7 @@ def member(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in environment(stack.settings).items():
         monkeypatch.setenv(name, value)
 
-    def member_client(service: str, credentials: dict[str, str] | None) -> Any:
-        if service == "ssm":
-            return stack.ssm
-        assert credentials is not None
-        return boto3.client(
-            service, region_name=REGION, config=Config(retries={"mode": "standard"}), **credentials
-        )
-
-    runtime.override(clock=stack.clock, client=stack.native_client, member_client=member_client)
+    runtime.override(clock=stack.clock, client=stack.native_client, member_client=stack.member_client)
     session = member_session(stack)
     session.client("iam").create_user(UserName="alice")
     return session

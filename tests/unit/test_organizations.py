@@ -12,7 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
 
 from sandbox.faults import FaultInjector
 from sessiongate.errors import TransientError
@@ -52,15 +51,9 @@ def member(stack: Stack) -> Member:
 
 
 def _engine(stack: Stack, calls: list[dict[str, Any]] | None = None) -> Any:
-    def member_client(service: str, credentials: dict[str, str] | None) -> Any:
-        if service == "ssm":
-            return stack.ssm
-        assert credentials is not None
-        return boto3.client(
-            service, region_name=REGION, config=Config(retries={"mode": "standard"}), **credentials
-        )
-
-    return build_engine(stack.settings, clock=stack.clock, client=stack.client, member_client=member_client)
+    return build_engine(
+        stack.settings, clock=stack.clock, client=stack.client, member_client=stack.member_client
+    )
 
 
 def _request(stack: Stack, member: Member, **kwargs: Any) -> Any:
