@@ -93,20 +93,7 @@ class SessionChecker:
         policies = [
             Policy(arn, pname, _resolve_condition_variables(doc, variables)) for arn, pname, doc in documents
         ]
-        return Node(
-            arn=entity["Arn"],
-            id_value=entity_id,
-            attached_policies=policies,
-            group_memberships=[],
-            trust_policy=trust,
-            instance_profile=None,
-            num_access_keys=0,
-            active_password=False,
-            is_admin=False,
-            permissions_boundary=None,
-            has_mfa=False,
-            tags=tag_map,
-        )
+        return principal_node(entity["Arn"], entity_id, policies, trust=trust, tags=tag_map)
 
     def _managed_document(self, arn: str) -> dict[str, Any]:
         policy = self._iam.get_policy(PolicyArn=arn)["Policy"]
@@ -115,6 +102,32 @@ class SessionChecker:
 
 
 _UNRESOLVED = "\x00unresolved-policy-variable"
+
+
+def principal_node(
+    arn: str,
+    entity_id: str,
+    policies: list[Any],
+    *,
+    trust: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    is_admin: bool = False,
+) -> Any:
+    """A principalmapper principal: ``policies`` attached, no groups, keys, boundary or MFA."""
+    return Node(
+        arn=arn,
+        id_value=entity_id,
+        attached_policies=policies,
+        group_memberships=[],
+        trust_policy=trust,
+        instance_profile=None,
+        num_access_keys=0,
+        active_password=False,
+        is_admin=is_admin,
+        permissions_boundary=None,
+        has_mfa=False,
+        tags=tags or {},
+    )
 
 
 def _resolve_condition_variables(document: dict[str, Any], variables: dict[str, str]) -> dict[str, Any]:

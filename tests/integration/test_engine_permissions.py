@@ -278,24 +278,14 @@ def test_scp_sample_denies_slot_keys_in_any_case() -> None:
     from principalmapper.common import Node, Policy
     from principalmapper.querying.query_interface import local_check_authorization_full
 
+    from sandbox.policy import principal_node
+
     scp = json.loads((Path(__file__).resolve().parents[2] / "docs" / "scp-deny-slot-tags.json").read_text())
     admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
     def node(arn: str) -> Node:
-        return Node(
-            arn=arn,
-            id_value="AIDAEXAMPLE",
-            attached_policies=[Policy(arn, "admin", admin)],
-            group_memberships=[],
-            trust_policy={} if ":role/" in arn else None,
-            instance_profile=None,
-            num_access_keys=0,
-            active_password=False,
-            is_admin=True,
-            permissions_boundary=None,
-            has_mfa=False,
-            tags={},
-        )
+        trust = {} if ":role/" in arn else None
+        return principal_node(arn, "AIDAEXAMPLE", [Policy(arn, "admin", admin)], trust=trust, is_admin=True)
 
     # SCPs filter: FullAWSAccess (the default SCP) allows, the sample denies.
     full_access = Policy(

@@ -85,6 +85,21 @@ def grant_from_bus(stack: Stack) -> list[dict[str, Any]]:
     return [handler("grant_access")(e, CONTEXT) for e in stack.bus_events()]
 
 
+def active(stack: Stack) -> str:
+    """A 10-minute request of alice's, approved by bob and granted: ACTIVE."""
+    request_id = create(stack, duration_minutes=10)
+    approve(request_id, BOB)
+    grant_from_bus(stack)
+    return request_id
+
+
+def extend(request_id: str, reason: str = "more") -> str:
+    """Alice asks to extend ``request_id``; the new request's id."""
+    status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": reason})
+    assert status == 201, out
+    return str(out["request"]["request_id"])
+
+
 def event_types(stack: Stack) -> list[str]:
     return [n["attributes"]["event_type"] for n in stack.notifications()]
 
@@ -621,12 +636,8 @@ def test_extend_is_a_new_approval_then_the_old_grant_is_revoked(deployed: Stack)
 
 def test_an_extension_can_be_extended_and_done_ends_the_whole_chain(deployed: Stack) -> None:
     stack = deployed
-    request_id = create(stack, duration_minutes=10)
-    approve(request_id, BOB)
-    grant_from_bus(stack)
-    first = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
-    assert first[0] == 201, first
-    x1 = first[1]["request"]["request_id"]
+    request_id = active(stack)
+    x1 = extend(request_id)
     approve(x1, CAROL)
     grant_from_bus(stack)
     assert call("GET /requests/{id}", ALICE, request_id=x1)[1]["request"]["status"] == "ACTIVE"
@@ -646,12 +657,8 @@ def test_an_extension_can_be_extended_and_done_ends_the_whole_chain(deployed: St
 def test_done_on_the_first_request_ends_the_extension_that_replaced_it(deployed: Stack) -> None:
     """Users keep the first id: "I'm done" on it must end the live extension, not answer not_active."""
     stack = deployed
-    request_id = create(stack, duration_minutes=10)
-    approve(request_id, BOB)
-    grant_from_bus(stack)
-    x1 = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})[1][
-        "request"
-    ]["request_id"]
+    request_id = active(stack)
+    x1 = extend(request_id)
     approve(x1, CAROL)
     grant_from_bus(stack)
     assert call("GET /requests/{id}", ALICE, request_id=x1)[1]["request"]["status"] == "ACTIVE"
@@ -668,15 +675,8 @@ def test_done_on_the_first_request_ends_the_extension_that_replaced_it(deployed:
 
 def test_a_second_pending_extension_stays_approvable_while_the_access_lives(deployed: Stack) -> None:
     stack = deployed
-    request_id = create(stack, duration_minutes=10)
-    approve(request_id, BOB)
-    grant_from_bus(stack)
-    x1, x2 = (
-        call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": r})[1]["request"][
-            "request_id"
-        ]
-        for r in ("more", "even more")
-    )
+    request_id = active(stack)
+    x1, x2 = extend(request_id), extend(request_id, "even more")
     approve(x1, CAROL)
     grant_from_bus(stack)  # x1 replaces the first request, which is now REVOKED (extended)
     status, out = approve(x2, CAROL)
@@ -780,11 +780,8 @@ def test_default_extension_duration_respects_the_rule_cap(deployed: Stack) -> No
 # ------------------------------------------------------------------------------- revoke vs pending extension
 def test_revoke_cancels_a_pending_extension_which_can_then_not_be_approved(deployed: Stack) -> None:
     stack = deployed
-    request_id = create(stack, duration_minutes=10)
-    approve(request_id, BOB)
-    grant_from_bus(stack)
-    status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
-    child_id = out["request"]["request_id"]
+    request_id = active(stack)
+    child_id = extend(request_id)
     stack.notifications()
 
     status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id, body={"reason": "done"})
@@ -800,12 +797,8 @@ def test_revoke_cancels_a_pending_extension_which_can_then_not_be_approved(deplo
 def test_an_extension_of_revoked_access_cannot_be_approved(deployed: Stack) -> None:
     """Even if the cascade missed the extension (e.g. written before this fix), approval refuses it."""
     stack = deployed
-    request_id = create(stack, duration_minutes=10)
-    approve(request_id, BOB)
-    grant_from_bus(stack)
-    child_id = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})[1][
-        "request"
-    ]["request_id"]
+    request_id = active(stack)
+    child_id = extend(request_id)
     service = runtime.request_api().service
     parent = service.store.get(request_id)
     assert parent is not None
