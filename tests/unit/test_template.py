@@ -101,13 +101,22 @@ def test_operator_policy_has_an_unbound_and_a_bound_statement_per_slot() -> None
     assert statements["SessionDocument"]["Resource"]["Fn::Sub"].endswith(
         "document/SSM-SessionManagerRunShell"
     )
-    own = statements["OwnSessionsOnly"]
-    assert own["Action"] == ["ssm:TerminateSession", "ssm:ResumeSession"]
-    # Role sessions' ids start with aws:userid, IAM users' with the user name.
-    assert [r["Fn::Sub"].rsplit("/", 1)[-1] for r in own["Resource"]] == [
-        "${!aws:userid}-*",
-        "${!aws:username}-*",
-    ]
+    own, by_tag = statements["OwnSessionsOnly"], statements["OwnSessionsByTag"]
+    assert own["Action"] == by_tag["Action"] == ["ssm:TerminateSession", "ssm:ResumeSession"]
+    # IAM users' session ids start with the user name; role sessions' with the role session name, which
+    # no policy variable holds: those are matched by the tag Session Manager puts on every session.
+    assert own["Resource"]["Fn::Sub"].endswith(":session/${!aws:username}-*")
+    assert by_tag["Resource"]["Fn::Sub"].endswith(":session/*")
+    assert by_tag["Condition"] == {
+        "StringEquals": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}
+    }
+    assert "aws:userid}-*" not in json.dumps(doc)  # never matches a session id
+    # AWS's current end-user policy grants the data channel; only in this account and Region.
+    channel = statements["OpenSessionDataChannel"]
+    assert channel["Action"] == "ssmmessages:OpenDataChannel"
+    assert channel["Resource"]["Fn::Sub"] == (
+        "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:session/*"
+    )
     # Nothing else grants StartSession.
     starters = [sid for sid, s in statements.items() if "ssm:StartSession" in json.dumps(s["Action"])]
     expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound")] + [
