@@ -443,3 +443,26 @@ def test_reconciler_schedule_expression_is_valid_for_every_rate(minutes: int, ex
         if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
     ]
     assert rule.properties["ScheduleExpression"] == expression
+
+
+def test_schedule_group_name_fits_schedulers_limits_for_any_stack_name() -> None:
+    """Stack names may have 128 characters, schedule group names 64 (botocore's ScheduleGroupName)."""
+    import re
+
+    import botocore.session
+
+    from sandbox import cfn
+
+    shape = botocore.session.get_session().get_service_model("scheduler").shape_for("ScheduleGroupName")
+    pattern, longest = shape.metadata["pattern"], shape.metadata["max"]
+    names = set()
+    for stack_name in ("s", "a" + "-b2" * 42 + "c"):  # 1 and 128 characters
+        assert re.fullmatch(r"[a-zA-Z][-a-zA-Z0-9]{0,127}", stack_name)
+        stack = cfn.load(stack_name, "123456789012", "us-east-1")
+        group = stack.resources["ScheduleGroup"].physical_id
+        assert 1 <= len(group) <= longest and re.fullmatch(pattern, group), group
+        # The engine and the IAM statements name the same group.
+        grant_env = stack.resources["GrantAccessFunction"].properties["Environment"]["Variables"]
+        assert grant_env["SESSIONGATE_SCHEDULE_GROUP"] == group
+        names.add(group)
+    assert len(names) == 2  # one group per stack
