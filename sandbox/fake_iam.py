@@ -52,9 +52,10 @@ def is_protected_role(path: str) -> bool:
 def valid_tag_value(value: str) -> bool:
     """Whether ``value`` matches IAM's ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*`` (letters, separators,
     numbers and ``_ . : / = + - @``)."""
-    return all(
-        unicodedata.category(c)[0] in "LZN" or c in _TAG_VALUE_PUNCTUATION for c in value
-    ) and len(value) <= 256
+    return (
+        all(unicodedata.category(c)[0] in "LZN" or c in _TAG_VALUE_PUNCTUATION for c in value)
+        and len(value) <= 256
+    )
 
 
 def _check_values(tags: list[dict[str, str]]) -> None:

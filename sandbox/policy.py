@@ -83,8 +83,9 @@ class SessionChecker:
         session_tags: dict[str, str],
         user_id: str | None = None,
     ) -> bool:
-        """``action`` (ssm:TerminateSession, ssm:ResumeSession) on a session, with the session's resource
-        tags (``ssm:resourceTag/aws:ssmmessages:session-id`` ...) in the request context, as SSM sends them."""
+        """``action`` (ssm:TerminateSession, ssm:ResumeSession) on a session, with the session's
+        resource tags (``ssm:resourceTag/aws:ssmmessages:session-id`` ...) in the request context, as
+        SSM sends them."""
         arn = f"arn:aws:ssm:{self._region}:{self._account}:session/{session_id}"
         context = {f"ssm:resourceTag/{k}": v for k, v in session_tags.items()}
         return self.authorized(kind, name, action, arn, context, user_id)

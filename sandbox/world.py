@@ -29,8 +29,7 @@ from sessiongate import runtime
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
-from . import cfn
-from . import fake_iam
+from . import cfn, fake_iam
 from .fake_ssm import FakeSsm
 from .faults import FaultInjector
 

@@ -85,7 +85,8 @@ def test_identity_center_roles_are_unmodifiable(iam: Any, operation: str) -> Non
     assert error.response["Error"]["Code"] == code
     assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
     assert error.response["Error"]["Message"] == (
-        f"Cannot perform the operation on the protected role '{IDC_ROLE}' - this role is only modifiable by AWS"
+        f"Cannot perform the operation on the protected role '{IDC_ROLE}' "
+        "- this role is only modifiable by AWS"
     )
     assert iam.list_role_tags(RoleName=IDC_ROLE)["Tags"] == []
 

@@ -460,7 +460,8 @@ def test_schedule_group_name_fits_schedulers_limits_for_any_stack_name() -> None
         assert re.fullmatch(r"[a-zA-Z][-a-zA-Z0-9]{0,127}", stack_name)
         stack = cfn.load(stack_name, "123456789012", "us-east-1")
         group = stack.resources["ScheduleGroup"].physical_id
-        assert 1 <= len(group) <= longest and re.fullmatch(pattern, group), group
+        assert 1 <= len(group) <= longest, group
+        assert re.fullmatch(pattern, group), group
         # The engine and the IAM statements name the same group.
         grant_env = stack.resources["GrantAccessFunction"].properties["Environment"]["Variables"]
         assert grant_env["SESSIONGATE_SCHEDULE_GROUP"] == group
