@@ -14,10 +14,9 @@ exception classes (``client.exceptions.UnmodifiableEntityException``) like a rea
    botocore's model does not list the error for TagRole/UntagRole, but it is a service-wide error shape
    (``UnmodifiableEntityException``) that botocore maps for any operation; tags are changed only through
    the permission set, so IAM refuses TagRole and UntagRole on these roles like any other write.
-2. Tag values must match ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*`` (botocore's ``tagValueType``; IAM User
-   Guide, "Tags for AWS Identity and Access Management resources": tag naming rules). moto checks keys
-   only; IAM answers ``ValidationError`` (HTTP 400) for a value outside the pattern, in the message
-   format moto already uses for keys.
+2. Tag values must match ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*`` (botocore's ``tagValueType``; IAM API
+   Reference, "Tag"). moto checks keys only; IAM answers ``ValidationError`` (HTTP 400) for a value
+   outside the pattern, in the message format moto already uses for keys.
 """
 
 from __future__ import annotations

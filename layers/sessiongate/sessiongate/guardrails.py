@@ -24,9 +24,9 @@ CLOCK_TOLERANCE = timedelta(seconds=90)
 # UnmodifiableEntity to every write on them, TagRole included: they change only through their permission
 # set (IAM Identity Center User Guide, "IAM roles created by IAM Identity Center").
 IDENTITY_CENTER_ROLE_PATH = "/aws-reserved/sso.amazonaws.com/"
-# IAM tag values: [\p{L}\p{Z}\p{N}_.:/=+\-@]*, at most 256 characters (IAM User Guide, "Tags for AWS
-# Identity and Access Management resources"; botocore's tagValueType). Role session names may also
-# contain "," ([\w+=,.@-]*, STS AssumeRole RoleSessionName), which no tag value can hold.
+# IAM tag values: [\p{L}\p{Z}\p{N}_.:/=+\-@]*, at most 256 characters (IAM API Reference, "Tag";
+# botocore's tagValueType). Role session names may also contain "," ([\w+=,.@-]*: STS API Reference,
+# "AssumeRole", RoleSessionName), which no tag value can hold.
 TAG_VALUE_PUNCTUATION = frozenset("_.:/=+-@")
 TAG_VALUE_MAX = 256
 
@@ -141,7 +141,7 @@ def check_principal(
 def unmodifiable_denial(name: str) -> Denial:
     return Denial(
         "principal_unmodifiable",
-        f"IAM lets only AWS modify {name!r} (an IAM Identity Center role): it cannot carry SessionGate tags",
+        f"IAM lets only AWS modify {name!r} (as it does IAM Identity Center's roles): it cannot carry SessionGate tags",
     )
 
 
