@@ -141,7 +141,8 @@ def check_principal(
 def unmodifiable_denial(name: str) -> Denial:
     return Denial(
         "principal_unmodifiable",
-        f"IAM lets only AWS modify {name!r} (as it does IAM Identity Center's roles): it cannot carry SessionGate tags",
+        f"IAM lets only AWS modify {name!r} (as it does IAM Identity Center's roles): "
+        "it cannot carry SessionGate tags",
     )
 
 
