@@ -6,6 +6,7 @@ import copy
 import logging
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,11 @@ class _Resolver:
         s = self.stack
         pseudo = {
             "AWS::StackName": s.name,
+            # CloudFormation's stack id: arn:...:stack/<name>/<uuid>, the UUID fixed per stack name here.
+            "AWS::StackId": (
+                f"arn:aws:cloudformation:{s.region}:{s.account}:stack/{s.name}/"
+                f"{uuid.uuid5(uuid.NAMESPACE_URL, f'{s.account}/{s.region}/{s.name}')}"
+            ),
             "AWS::AccountId": s.account,
             "AWS::Region": s.region,
             "AWS::Partition": "aws",

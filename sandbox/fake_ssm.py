@@ -77,6 +77,7 @@ class FakeSsm:
         self.executions: dict[str, dict[str, Any]] = {}
         self.managed: set[str] = set()
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.session_tags: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
 
     # -- API --------------------------------------------------------------------------------
@@ -128,10 +129,15 @@ class FakeSsm:
 
     # -- Session Manager -------------------------------------------------------------------------
     def open_session(self, *, owner_arn: str, user_id: str, target: str, now: datetime) -> str:
-        """A session as StartSession creates it (owner = caller ARN).
+        """A session as StartSession creates it (owner = caller ARN, ``user_id`` = its ``aws:userid``).
 
-        Ids start with the caller: an IAM user's with the user name (``<aws:username>-<random>``); a
-        role session's with what follows the colon of its ``aws:userid`` (``user_id``), unchanged.
+        Ids are the caller's name, ``-``, then 17 hex characters: an IAM user's user name
+        (``<aws:username>-<hex>``), a role session's role session name (what follows the colon of its
+        ``aws:userid``), never the ``aws:userid`` itself ("Step 3: Control session access to managed
+        nodes", About session ID ARN formats: ``JohnDoe-1a2b3c4d5eEXAMPLE``). Session Manager tags the
+        session ``aws:ssmmessages:session-id`` = the caller's ``aws:userid`` and
+        ``aws:ssmmessages:target-id`` = the target ("Additional sample IAM policies for Session Manager",
+        Example 4, method 2); :meth:`resource_tags` gives them to the sandbox's policy evaluation.
         """
         prefix = owner_arn.rsplit("/", 1)[-1] if ":user/" in owner_arn else user_id.split(":")[-1]
         session_id = f"{prefix}-{uuid.uuid4().hex[:17]}"
@@ -143,7 +149,15 @@ class FakeSsm:
             "DocumentName": "SSM-SessionManagerRunShell",
             "Owner": owner_arn,
         }
+        self.session_tags[session_id] = {
+            "aws:ssmmessages:session-id": user_id,
+            "aws:ssmmessages:target-id": target,
+        }
         return session_id
+
+    def resource_tags(self, session_id: str) -> dict[str, str]:
+        """The tags Session Manager put on a session (not part of the DescribeSessions output)."""
+        return dict(self.session_tags.get(session_id, {}))
 
     def describe_sessions(self, **params: Any) -> dict[str, Any]:
         self._validate("DescribeSessions", params)

@@ -58,10 +58,37 @@ class SessionChecker:
         return Decision(on_instance and on_document, on_instance, on_document, dict(node.tags))
 
     def authorized(
-        self, kind: str, name: str, action: str, resource: str, context: dict[str, Any] | None = None
+        self,
+        kind: str,
+        name: str,
+        action: str,
+        resource: str,
+        context: dict[str, Any] | None = None,
+        user_id: str | None = None,
     ) -> bool:
-        """Whether the principal's attached and inline policies allow ``action`` on ``resource``."""
-        return bool(local_check_authorization_full(self._node(kind, name), action, resource, context or {}))
+        """Whether the principal's attached and inline policies allow ``action`` on ``resource``.
+
+        ``user_id``: as in :meth:`may_start_session`, the ``aws:userid`` of one role session.
+        """
+        node = self._node(kind, name, user_id)
+        full = {**({"aws:userid": user_id} if user_id else {}), **(context or {})}
+        return bool(local_check_authorization_full(node, action, resource, full))
+
+    def may_act_on_session(
+        self,
+        kind: str,
+        name: str,
+        action: str,
+        session_id: str,
+        session_tags: dict[str, str],
+        user_id: str | None = None,
+    ) -> bool:
+        """``action`` (ssm:TerminateSession, ssm:ResumeSession) on a session, with the session's
+        resource tags (``ssm:resourceTag/aws:ssmmessages:session-id`` ...) in the request context, as
+        SSM sends them."""
+        arn = f"arn:aws:ssm:{self._region}:{self._account}:session/{session_id}"
+        context = {f"ssm:resourceTag/{k}": v for k, v in session_tags.items()}
+        return self.authorized(kind, name, action, arn, context, user_id)
 
     def _node(self, kind: str, name: str, user_id: str | None = None) -> Node:
         iam = self._iam

@@ -29,7 +29,7 @@ from sessiongate import runtime
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
-from . import cfn
+from . import cfn, fake_iam
 from .fake_ssm import FakeSsm
 from .faults import FaultInjector
 
@@ -125,6 +125,7 @@ class World:
         self._periodic: list[list[Any]] = []  # [rule, target arn, period, next due]
         self._schedule_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._clients: dict[str, Any] = {}
+        fake_iam.install()  # IAM's refusals moto lacks (protected roles, tag value pattern)
         self._mock = mock_aws()
         self._mock.start()
         try:

@@ -19,6 +19,15 @@ ALLOWED = [
         "session document permission check); parliament's bundled action data predates the key.",
     ),
     (
+        "RESOURCE_MISMATCH",
+        r".*AllowStartSsmSessionBasedOnIamTags.*",
+        r".*ssmmessages:OpenDataChannel.*",
+        "AWS scopes ssmmessages:OpenDataChannel to session ARNs: the Session Manager end-user policy "
+        "(Sample IAM policies for Session Manager) and AWS managed policies such as "
+        "AmazonEKSLocalOutpostServiceRolePolicy (arn:aws:ssm:*:*:session/*); parliament's bundled action "
+        "data predates that resource type.",
+    ),
+    (
         "RESOURCE_STAR",
         r".*\.key-policy\.json",
         r".*",

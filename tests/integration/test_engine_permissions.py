@@ -7,6 +7,7 @@ evaluator cannot. The same questions against real IAM are in tests/aws (opt-in).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -321,13 +322,36 @@ def test_users_end_their_own_sessions_only(iam: tuple[World, SessionChecker]) ->
     own = world.ssm.open_session(
         owner_arn=carol["Arn"], user_id=carol["UserId"], target="i-0123456789abcdef0", now=world.clock.now()
     )
-    assert own.startswith("op-carol-")
-    session = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/"
+    assert re.fullmatch(r"op-carol-[0-9a-f]{17}", own)
+    tags = world.ssm.resource_tags(own)
     for action in ("ssm:TerminateSession", "ssm:ResumeSession"):
-        assert checker.authorized("user", "op-carol", action, session + own)
-        assert not checker.authorized("user", "op-dave", action, session + own)
-    # Role sessions keep the aws:userid form; aws:username does not exist for them.
-    role = iam_client.create_role(RoleName="op-role", AssumeRolePolicyDocument="{}")["Role"]
-    iam_client.attach_role_policy(RoleName="op-role", PolicyArn=operator_policy)
-    assert checker.authorized("role", "op-role", "ssm:TerminateSession", f"{session}{role['RoleId']}-abc")
-    assert not checker.authorized("role", "op-role", "ssm:TerminateSession", f"{session}op-carol-abc")
+        assert checker.may_act_on_session("user", "op-carol", action, own, tags)
+        assert not checker.may_act_on_session("user", "op-dave", action, own, tags)
+
+
+def test_role_sessions_end_their_own_sessions_only(iam: tuple[World, SessionChecker]) -> None:
+    """A role session's id starts with its role session name, not with aws:userid (RoleId:session): it is
+    known as its own by the session's aws:ssmmessages:session-id tag (Session Manager, method 2)."""
+    world, checker = iam
+    iam_client = world.client("iam")
+    operator_policy = world.stack.resources["AllowStartSsmSessionBasedOnIamTags"].arn
+    role = iam_client.create_role(RoleName="op-shared", AssumeRolePolicyDocument="{}")["Role"]
+    iam_client.attach_role_policy(RoleName="op-shared", PolicyArn=operator_policy)
+    erin, frank = f"{role['RoleId']}:erin", f"{role['RoleId']}:frank"
+    sts = f"arn:aws:sts::{ACCOUNT}:assumed-role/op-shared/"
+    own = world.ssm.open_session(
+        owner_arn=sts + "erin", user_id=erin, target="i-0123456789abcdef0", now=world.clock.now()
+    )
+    assert re.fullmatch(r"erin-[0-9a-f]{17}", own)
+    tags = world.ssm.resource_tags(own)
+    assert tags["aws:ssmmessages:session-id"] == erin
+    for action in ("ssm:TerminateSession", "ssm:ResumeSession"):
+        assert checker.may_act_on_session("role", "op-shared", action, own, tags, user_id=erin)
+        # Another session of the same role, and a session with no tag, are not its own.
+        assert not checker.may_act_on_session("role", "op-shared", action, own, tags, user_id=frank)
+        assert not checker.may_act_on_session("role", "op-shared", action, own, {}, user_id=erin)
+    # The data channel of a session (opened with the token StartSession returned) in this account.
+    session_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/{own}"
+    assert checker.authorized("role", "op-shared", "ssmmessages:OpenDataChannel", session_arn, user_id=erin)
+    elsewhere = f"arn:aws:ssm:{REGION}:210987654321:session/{own}"
+    assert not checker.authorized("role", "op-shared", "ssmmessages:OpenDataChannel", elsewhere, user_id=erin)

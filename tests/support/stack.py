@@ -14,6 +14,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from sandbox import fake_iam
 from sandbox.fake_ssm import FakeSsm
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
@@ -327,6 +328,7 @@ def settings(**overrides: Any) -> Settings:
 
 def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
     """Create, inside an active ``mock_aws``, the resources the engine talks to."""
+    fake_iam.install()  # the same IAM refusals as the sandbox (protected roles, tag value pattern)
     stack = Stack(settings=settings(**overrides), clock=clock or ManualClock(START), ssm=FakeSsm())
     s = stack.settings
     table = resource("GrantsTable")["Properties"]

@@ -101,13 +101,22 @@ def test_operator_policy_has_an_unbound_and_a_bound_statement_per_slot() -> None
     assert statements["SessionDocument"]["Resource"]["Fn::Sub"].endswith(
         "document/SSM-SessionManagerRunShell"
     )
-    own = statements["OwnSessionsOnly"]
-    assert own["Action"] == ["ssm:TerminateSession", "ssm:ResumeSession"]
-    # Role sessions' ids start with aws:userid, IAM users' with the user name.
-    assert [r["Fn::Sub"].rsplit("/", 1)[-1] for r in own["Resource"]] == [
-        "${!aws:userid}-*",
-        "${!aws:username}-*",
-    ]
+    own, by_tag = statements["OwnSessionsOnly"], statements["OwnSessionsByTag"]
+    assert own["Action"] == by_tag["Action"] == ["ssm:TerminateSession", "ssm:ResumeSession"]
+    # IAM users' session ids start with the user name; role sessions' with the role session name, which
+    # no policy variable holds: those are matched by the tag Session Manager puts on every session.
+    assert own["Resource"]["Fn::Sub"].endswith(":session/${!aws:username}-*")
+    assert by_tag["Resource"]["Fn::Sub"].endswith(":session/*")
+    assert by_tag["Condition"] == {
+        "StringEquals": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}
+    }
+    assert "aws:userid}-*" not in json.dumps(doc)  # never matches a session id
+    # AWS's current end-user policy grants the data channel; only in this account and Region.
+    channel = statements["OpenSessionDataChannel"]
+    assert channel["Action"] == "ssmmessages:OpenDataChannel"
+    assert channel["Resource"]["Fn::Sub"] == (
+        "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:session/*"
+    )
     # Nothing else grants StartSession.
     starters = [sid for sid, s in statements.items() if "ssm:StartSession" in json.dumps(s["Action"])]
     expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound")] + [
@@ -434,3 +443,27 @@ def test_reconciler_schedule_expression_is_valid_for_every_rate(minutes: int, ex
         if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
     ]
     assert rule.properties["ScheduleExpression"] == expression
+
+
+def test_schedule_group_name_fits_schedulers_limits_for_any_stack_name() -> None:
+    """Stack names may have 128 characters, schedule group names 64 (botocore's ScheduleGroupName)."""
+    import re
+
+    import botocore.session
+
+    from sandbox import cfn
+
+    shape = botocore.session.get_session().get_service_model("scheduler").shape_for("ScheduleGroupName")
+    pattern, longest = shape.metadata["pattern"], shape.metadata["max"]
+    names = set()
+    for stack_name in ("s", "a" + "-b2" * 42 + "c"):  # 1 and 128 characters
+        assert re.fullmatch(r"[a-zA-Z][-a-zA-Z0-9]{0,127}", stack_name)
+        stack = cfn.load(stack_name, "123456789012", "us-east-1")
+        group = stack.resources["ScheduleGroup"].physical_id
+        assert 1 <= len(group) <= longest, group
+        assert re.fullmatch(pattern, group), group
+        # The engine and the IAM statements name the same group.
+        grant_env = stack.resources["GrantAccessFunction"].properties["Environment"]["Variables"]
+        assert grant_env["SESSIONGATE_SCHEDULE_GROUP"] == group
+        names.add(group)
+    assert len(names) == 2  # one group per stack

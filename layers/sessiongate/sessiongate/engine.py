@@ -21,7 +21,7 @@ from . import guardrails, slots
 from .adapters.accounts import MemberAccounts, MemberUnavailable
 from .adapters.bus import Bus
 from .adapters.changes import ChangeRequests
-from .adapters.directory import Directory, PrincipalGone, TagLimitExceeded
+from .adapters.directory import Directory, PrincipalGone, PrincipalUnmodifiable, TagLimitExceeded
 from .adapters.inventory import Inventory
 from .adapters.ledger import Ledger
 from .adapters.notifier import Notifier
@@ -182,6 +182,8 @@ class Engine:
             return self._abandon(grant, [Denial("tag_limit", "IAM refused the tag: 50 tags per principal")])
         except PrincipalGone:
             return self._abandon(grant, [Denial("principal_not_found", "the principal was deleted")])
+        except PrincipalUnmodifiable:
+            return self._abandon(grant, [guardrails.unmodifiable_denial(request.principal_name)])
 
         schedule_name = REVOKE_PREFIX + grant.grant_id
         self.schedules.create_once(

@@ -7,6 +7,7 @@ says everything that was wrong, not just the first thing.
 from __future__ import annotations
 
 import fnmatch
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,15 @@ from .settings import Settings
 USABLE_INSTANCE_STATES = frozenset({"pending", "running"})
 # Scheduler fires at() schedules within a minute: tolerate that much early arrival.
 CLOCK_TOLERANCE = timedelta(seconds=90)
+# The roles IAM Identity Center provisions for permission sets (AWSReservedSSO_*). IAM answers
+# UnmodifiableEntity to every write on them, TagRole included: they change only through their permission
+# set (IAM Identity Center User Guide, "IAM roles created by IAM Identity Center").
+IDENTITY_CENTER_ROLE_PATH = "/aws-reserved/sso.amazonaws.com/"
+# IAM tag values: [\p{L}\p{Z}\p{N}_.:/=+\-@]*, at most 256 characters (IAM API Reference, "Tag";
+# botocore's tagValueType). Role session names may also contain "," ([\w+=,.@-]*: STS API Reference,
+# "AssumeRole", RoleSessionName), which no tag value can hold.
+TAG_VALUE_PUNCTUATION = frozenset("_.:/=+-@")
+TAG_VALUE_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,8 @@ def check_principal(
             )
         ]
     denials: list[Denial] = []
+    if principal.kind == "role" and principal.path.startswith(IDENTITY_CENTER_ROLE_PATH):
+        denials.append(unmodifiable_denial(principal.name))
     if principal.path.startswith(settings.engine_role_path):
         denials.append(Denial("principal_is_engine", "SessionGate never grants access to its own roles"))
     if not any(principal.path.startswith(prefix) for prefix in settings.operator_path_prefixes):
@@ -124,6 +136,35 @@ def check_principal(
                 )
             )
     return denials
+
+
+def unmodifiable_denial(name: str) -> Denial:
+    return Denial(
+        "principal_unmodifiable",
+        f"IAM lets only AWS modify {name!r} (as it does IAM Identity Center's roles): "
+        "it cannot carry SessionGate tags",
+    )
+
+
+def check_binding(request: AccessApproved) -> list[Denial]:
+    """The session binding becomes an IAM tag value: it must be one IAM accepts, checked before any write."""
+    value = request.bound_user_id
+    if value is None or valid_tag_value(value):
+        return []
+    return [
+        Denial(
+            "session_name_untaggable",
+            "the role session name has characters an IAM tag value cannot hold (such as ','): "
+            "start the session under a name of letters, digits and _.:/=+-@ only",
+        )
+    ]
+
+
+def valid_tag_value(value: str) -> bool:
+    """Whether IAM accepts ``value`` as a tag value (letters, separators, numbers, ``_.:/=+-@``)."""
+    return len(value) <= TAG_VALUE_MAX and all(
+        unicodedata.category(c)[0] in "LZN" or c in TAG_VALUE_PUNCTUATION for c in value
+    )
 
 
 def is_shared_role(principal: PrincipalFacts, settings: Settings) -> bool:
@@ -183,6 +224,7 @@ def evaluate(
     denials = check_approval(request)
     denials += check_timing(request, settings, now)
     denials += check_principal(request, principal, settings)
+    denials += check_binding(request)
     denials += check_instance(request, instance, settings)
     return denials
 

@@ -17,6 +17,11 @@ class TagLimitExceeded(Exception):
     """IAM refused the tags: the principal would exceed 50 tags."""
 
 
+class PrincipalUnmodifiable(Exception):
+    """IAM refused the write: the role is modifiable only by AWS (``UnmodifiableEntity``), as are the
+    roles IAM Identity Center provisions under ``/aws-reserved/sso.amazonaws.com/``."""
+
+
 class Directory:
     def __init__(self, iam: Any) -> None:
         self._iam = iam
@@ -64,15 +69,26 @@ class Directory:
             raise PrincipalGone(name) from exc
         except self._iam.exceptions.LimitExceededException as exc:
             raise TagLimitExceeded(name) from exc
+        except self._iam.exceptions.UnmodifiableEntityException as exc:
+            raise PrincipalUnmodifiable(name) from exc
 
     def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool:
-        """Remove ``keys``; ``False`` when the principal no longer exists (nothing left to remove)."""
+        """Remove ``keys``; ``False`` when there is nothing SessionGate could remove.
+
+        That is when the principal no longer exists, or when IAM answers ``UnmodifiableEntity``: IAM
+        refuses TagRole on such a role exactly as it refuses UntagRole, so no slot tag can be on it and
+        a retry could never succeed (IAM Identity Center User Guide, "IAM roles created by IAM Identity
+        Center": those roles change only through their permission set).
+        """
         key_list = list(keys)
         try:
             if kind is PrincipalType.USER:
                 self._iam.untag_user(UserName=name, TagKeys=key_list)
             else:
                 self._iam.untag_role(RoleName=name, TagKeys=key_list)
-        except self._iam.exceptions.NoSuchEntityException:
+        except (
+            self._iam.exceptions.NoSuchEntityException,
+            self._iam.exceptions.UnmodifiableEntityException,
+        ):
             return False
         return True
