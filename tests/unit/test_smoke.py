@@ -1,0 +1,452 @@
+"""The opt-in smoke run (``smoke/``), offline: its plan, its refusals, and its teardown against moto.
+
+``sam`` is a subprocess: the tests replace it with a fake that records the exact command lines and,
+like the real one, creates or deletes the CloudFormation stack (in moto).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+from botocore.validate import validate_parameters
+from moto import mock_aws
+
+from sessiongate_cli.client import Response
+from smoke import state as state_file
+from smoke.__main__ import main
+from smoke.plan import DEFAULT_OTHER_INSTANCE
+from smoke.state import State
+
+ACCOUNT = "123456789012"  # moto's account
+INSTANCE = "i-0123456789abcdef0"
+REGION = "us-east-1"
+SAM = "/opt/sam/bin/sam"
+
+
+class FakeCloudFormation:
+    """The CloudFormation calls the run and its teardown make (moto's needs extras this repo does not
+    install): requests and responses validated against botocore's model, like ``Stubber``; a stack that
+    does not exist is a ``ValidationError`` ("Stack with id X does not exist", DescribeStacks API
+    reference), which ends the ``stack_delete_complete`` waiter successfully."""
+
+    def __init__(self) -> None:
+        self.stacks: dict[str, dict[str, Any]] = {}
+        self._params: dict[str, Any] = {}
+
+    def attach(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.cloudformation.*", self._request)
+        client.meta.events.register("before-call.cloudformation.*", self._answer)
+
+    def _request(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        validate_parameters(params, model.input_shape)
+        self._params = dict(params)
+
+    def _answer(self, model: Any, **_: Any) -> Any:
+        name = self._params.get("StackName", "")
+        if model.name != "DescribeStacks":
+            raise AssertionError(f"unexpected CloudFormation call {model.name}")
+        if name not in self.stacks:
+            error = {"Error": {"Code": "ValidationError", "Message": f"Stack with id {name} does not exist"}}
+            return AWSResponse(None, 400, {}, None), error
+        parsed = {"Stacks": [self.stacks[name]]}
+        validate_parameters(parsed, model.output_shape)
+        return AWSResponse(None, 200, {}, None), parsed
+
+
+CFN = FakeCloudFormation()
+POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
+}
+
+
+class FakeSam:
+    """Records each command. Like the real template, deploy creates two managed policies and the topic
+    (in moto) and the stack's outputs; delete deletes them, and fails as CloudFormation does
+    (DELETE_FAILED, exit 1) while a policy is still attached to someone."""
+
+    def __init__(self, *, deploy: int = 0, delete: int = 0) -> None:
+        self.commands: list[list[str]] = []
+        self.codes = {"build": 0, "deploy": deploy, "delete": delete}
+
+    def __call__(self, command: list[str]) -> int:
+        self.commands.append(command)
+        verb = command[1]
+        if verb == "deploy":
+            self._deploy(command[command.index("--stack-name") + 1])
+        if verb == "delete" and self.codes["delete"] == 0:
+            return self._delete(command[command.index("--stack-name") + 1])
+        return self.codes[verb]
+
+    def _deploy(self, stack: str) -> None:
+        iam = boto3.client("iam")
+        policies = [
+            iam.create_policy(PolicyName=f"{stack}-{n}", PolicyDocument=json.dumps(POLICY))["Policy"]["Arn"]
+            for n in ("operator", "invoke")
+        ]
+        topic = boto3.client("sns").create_topic(Name=stack)["TopicArn"]
+        outputs = {
+            "RequestApiEndpoint": "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+            "OperatorPolicyArn": policies[0],
+            "RequestApiInvokePolicyArn": policies[1],
+            "NotificationTopicArn": topic,
+        }
+        CFN.stacks[stack] = {
+            "StackName": stack,
+            "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{stack}/1",
+            "CreationTime": datetime.now(UTC),
+            "StackStatus": "CREATE_COMPLETE",
+            "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()],
+        }
+
+    def _delete(self, stack: str) -> int:
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in CFN.stacks[stack]["Outputs"]}
+        iam = boto3.client("iam")
+        try:
+            for key in ("OperatorPolicyArn", "RequestApiInvokePolicyArn"):
+                iam.delete_policy(PolicyArn=outputs[key])
+        except ClientError:
+            return 1
+        boto3.client("sns").delete_topic(TopicArn=outputs["NotificationTopicArn"])
+        del CFN.stacks[stack]
+        return 0
+
+
+class Session:
+    """The caller's boto3 session on moto. CloudFormation is the fake above; SSM (not in moto) answers
+    DescribeInstanceInformation through botocore's Stubber; ``fail`` refuses one operation (an
+    injected failure)."""
+
+    def __init__(
+        self, credentials: dict[str, str] | None = None, *, managed: bool = True, fail: str = ""
+    ) -> None:
+        self._boto = boto3.session.Session(region_name=REGION, **(credentials or {}))
+        self.managed = managed
+        self.fail = fail
+
+    def client(self, service: str, config: Any = None) -> Any:
+        client = self._boto.client(service, config=config)
+        if service == "cloudformation":
+            CFN.attach(client)
+        if service == "ssm":
+            stubber = Stubber(client)
+            found = [{"InstanceId": INSTANCE, "PingStatus": "Online"}] if self.managed else []
+            stubber.add_response(
+                "describe_instance_information",
+                {"InstanceInformationList": found},
+                {"Filters": [{"Key": "InstanceIds", "Values": [INSTANCE]}]},
+            )
+            stubber.activate()
+        if self.fail.startswith(f"{service}."):
+
+            def refuse(**_: Any) -> None:
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "injected"}}, self.fail)
+
+            client.meta.events.register(f"before-call.{self.fail}", refuse)
+        return client
+
+    def get_credentials(self) -> Any:
+        return self._boto.get_credentials()
+
+
+class RefusingApi:
+    """The request API refusing the operator's request (400): a step that fails mid-run."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.operator_keys: list[str] = []
+
+    def send(self, request: Any) -> Response:
+        self.requests.append(request)
+        iam = boto3.client("iam")
+        for user in iam.list_users()["Users"]:
+            keys = iam.list_access_keys(UserName=user["UserName"])["AccessKeyMetadata"]
+            self.operator_keys += [k["AccessKeyId"] for k in keys]
+        body = {"error": "bad_request", "message": "instance_id is not usable"}
+        return Response(400, json.dumps(body).encode())
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+    CFN.stacks.clear()
+
+
+@pytest.fixture
+def approver(aws: None) -> dict[str, str]:
+    """Credentials of a role session (the usual caller), so the approver is the role's ARN."""
+    iam = boto3.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"}],
+    }
+    role = iam.create_role(RoleName="SmokeApprover", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    creds = boto3.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName="me")["Credentials"]
+    return {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "SESSIONGATE_SMOKE_ACCOUNT": ACCOUNT,
+        "SESSIONGATE_SMOKE_INSTANCE": INSTANCE,
+        "SESSIONGATE_SMOKE_STATE": str(tmp_path / "state.json"),
+        "AWS_DEFAULT_REGION": REGION,
+        **extra,
+    }
+
+
+def _main(argv: list[str], **kwargs: Any) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, out=out, err=err, **kwargs)
+    assert "Traceback" not in out.getvalue() + err.getvalue()
+    return code, out.getvalue(), err.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ the plan
+def test_plan_lists_what_it_creates_and_calls_without_touching_aws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_aws(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the plan made an AWS session")
+
+    monkeypatch.setattr(boto3.session, "Session", no_aws)
+    code, out, _ = _main(["--sam", SAM, "plan"], env=_env(tmp_path))
+    assert code == 0
+    plan = json.loads(out)
+    stack = plan["stack_name"]
+    assert stack.startswith("sessiongate-smoke-")
+    assert len(stack) == len("sessiongate-smoke-") + 8
+    assert plan["other_instance_id"] == DEFAULT_OTHER_INSTANCE
+    build, deploy = plan["commands"]
+    assert build == [SAM, "build", "--template-file", "template.yaml", "--build-dir", ".aws-sam/smoke-build"]
+    assert deploy[:4] == [SAM, "deploy", "--template-file", ".aws-sam/smoke-build/template.yaml"]
+    overrides = deploy[deploy.index("--parameter-overrides") + 1 : deploy.index("--tags")]
+    assert f"NotificationTopicName={stack}" in overrides
+    assert "EnableChangeManager=false" in overrides
+    assert any(o.startswith("NativeApproverArns=<caller ARN") for o in overrides)
+    assert any("sg-smoke-operator-" in c for c in plan["creates"])
+    assert f"{SAM} delete --stack-name {stack} --region {REGION} --no-prompts" in plan["teardown"]
+
+
+def test_plan_runs_without_any_input(tmp_path: Path) -> None:
+    code, out, _ = _main(["plan"], env={})
+    assert code == 0
+    assert json.loads(out)["account"] == "<SESSIONGATE_SMOKE_ACCOUNT>"
+
+
+# ------------------------------------------------------------------------------------------ refusals
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"SESSIONGATE_SMOKE_ACCOUNT": ""}, "SESSIONGATE_SMOKE_ACCOUNT is not set"),
+        ({"SESSIONGATE_SMOKE_ACCOUNT": "12345"}, "is not the 12-digit id"),
+        ({"SESSIONGATE_SMOKE_INSTANCE": ""}, "SESSIONGATE_SMOKE_INSTANCE is not set"),
+        ({"SESSIONGATE_SMOKE_INSTANCE": "web-1"}, "is not the id of an existing SSM managed instance"),
+        ({"SESSIONGATE_SMOKE_OTHER_INSTANCE": INSTANCE}, "must differ"),
+        ({"AWS_DEFAULT_REGION": ""}, "no AWS region"),
+    ],
+)
+def test_missing_or_wrong_input_exits_2_before_any_call(
+    tmp_path: Path, change: dict[str, str], message: str
+) -> None:
+    sam = FakeSam()
+    code, out, err = _main(["run"], env=_env(tmp_path) | change, runner=sam, session=object())
+    assert code == 2
+    assert message in err
+    assert out == ""
+    assert sam.commands == []
+
+
+def test_refuses_an_account_other_than_the_one_named(tmp_path: Path, approver: dict[str, str]) -> None:
+    sam = FakeSam()
+    env = _env(tmp_path, SESSIONGATE_SMOKE_ACCOUNT="111122223333")
+    code, _, err = _main(["run"], env=env, runner=sam, session=Session(approver), transport=RefusingApi())
+    assert code == 2
+    assert f"the caller's account is {ACCOUNT}, not SESSIONGATE_SMOKE_ACCOUNT=111122223333" in err
+    assert sam.commands == []
+    assert not (tmp_path / "state.json").exists()
+    assert boto3.client("iam").list_users()["Users"] == []
+
+
+def test_refuses_an_account_that_already_runs_sessiongate(tmp_path: Path, approver: dict[str, str]) -> None:
+    boto3.client("iam").create_policy(
+        PolicyName="AllowStartSsmSessionBasedOnIamTags",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
+            }
+        ),
+    )
+    sam = FakeSam()
+    code, _, err = _main(["run"], env=_env(tmp_path), runner=sam, session=Session(approver))
+    assert code == 2
+    assert "AllowStartSsmSessionBasedOnIamTags already exists" in err
+    assert sam.commands == []
+
+
+def test_refuses_an_instance_that_is_not_managed(tmp_path: Path, approver: dict[str, str]) -> None:
+    sam = FakeSam()
+    code, _, err = _main(["run"], env=_env(tmp_path), runner=sam, session=Session(approver, managed=False))
+    assert code == 2
+    assert f"{INSTANCE} is not an SSM managed instance" in err
+    assert sam.commands == []
+
+
+# ------------------------------------------------------------------------------------------ teardown
+def _gone(call: Any, code: str) -> bool:
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"] == code
+    return False
+
+
+def _assert_all_gone(stack: str, user: str) -> None:
+    iam = boto3.client("iam")
+    assert _gone(lambda: iam.get_user(UserName=user), "NoSuchEntity")
+    assert boto3.client("sqs").list_queues().get("QueueUrls", []) == []
+    assert boto3.client("sns").list_subscriptions()["Subscriptions"] == []
+    assert stack not in CFN.stacks
+    assert boto3.client("iam").list_policies(Scope="Local")["Policies"] == []
+    assert boto3.client("sns").list_topics()["Topics"] == []
+
+
+def test_a_failing_step_mid_run_still_deletes_everything_it_created(
+    tmp_path: Path, approver: dict[str, str]
+) -> None:
+    sam, api = FakeSam(), RefusingApi()
+    code, out, _ = _main(
+        ["--sam", SAM, "run"], env=_env(tmp_path), runner=sam, session=Session(approver), transport=api
+    )
+    assert code == 1
+    report = json.loads((next(tmp_path.glob("report-*.json"))).read_text())
+    stack = report["stack_name"]
+    suffix = stack.removeprefix("sessiongate-smoke-")
+    assert report["ok"] is False, report["steps"]
+    assert report["failed_step"] == "operator requests 2 min on the instance", report["steps"]
+    assert [s["name"] for s in report["steps"] if s["ok"]] == [
+        "sam build",
+        "sam deploy",
+        "create the operator (temporary IAM user)",
+        "subscribe a queue to the notification topic",
+    ]
+    # The operator signed with its own new key; the caller was named approver by its role's ARN.
+    [request] = api.requests
+    [key] = api.operator_keys
+    assert f"Credential={key}/" in str(request.headers["Authorization"])
+    assert "/us-east-1/execute-api/aws4_request" in str(request.headers["Authorization"])
+    deploy = sam.commands[1]
+    assert f"NativeApproverArns=arn:aws:iam::{ACCOUNT}:role/SmokeApprover" in deploy
+    assert sam.commands == [
+        [SAM, "build", "--template-file", "template.yaml", "--build-dir", ".aws-sam/smoke-build"],
+        deploy,
+        [SAM, "delete", "--stack-name", stack, "--region", REGION, "--no-prompts"],
+    ]
+    assert [(t["name"], t["ok"]) for t in report["teardown"]] == [
+        (f"delete access keys of sg-smoke-operator-{suffix}", True),
+        (f"detach policies from sg-smoke-operator-{suffix}", True),
+        (f"delete user sg-smoke-operator-{suffix}", True),
+        ("unsubscribe the queue", True),
+        (f"delete queue {report['teardown'][4]['name'].split(' ', 2)[2]}", True),
+        (f"delete stack {stack}", True),
+    ]
+    _assert_all_gone(stack, f"sg-smoke-operator-{suffix}")
+    assert not (tmp_path / "state.json").exists()
+    calls = report["aws_calls"]["by_operation"]
+    assert calls["iam:CreateUser"] == 1
+    assert calls["iam:DeleteUser"] == 1
+    assert calls["execute-api:POST /requests (operator)"] == 1
+    assert report["aws_calls"]["total"] == sum(calls.values())
+    assert json.loads(out[out.index("{") : out.rindex("}") + 1]) == report
+
+
+def _leftovers(tmp_path: Path) -> tuple[State, Path]:
+    """What a crashed run leaves: a user with keys and policies, a subscribed queue, a stack."""
+    stack, user = "sessiongate-smoke-0badf00d", "sg-smoke-operator-0badf00d"
+    FakeSam()([SAM, "deploy", "--stack-name", stack])
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in CFN.stacks[stack]["Outputs"]}
+    iam, sqs, sns = boto3.client("iam"), boto3.client("sqs"), boto3.client("sns")
+    iam.create_user(UserName=user)
+    iam.attach_user_policy(UserName=user, PolicyArn=outputs["OperatorPolicyArn"])
+    iam.attach_user_policy(UserName=user, PolicyArn=outputs["RequestApiInvokePolicyArn"])
+    iam.create_access_key(UserName=user)
+    url = sqs.create_queue(QueueName=stack)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscription = sns.subscribe(
+        TopicArn=outputs["NotificationTopicArn"], Protocol="sqs", Endpoint=arn, ReturnSubscriptionArn=True
+    )["SubscriptionArn"]
+    st = State(stack, REGION, ACCOUNT, SAM, True, user, url, subscription)
+    path = tmp_path / "state.json"
+    state_file.save(path, st)
+    return st, path
+
+
+def test_teardown_only_cleans_what_a_crashed_run_left(tmp_path: Path, aws: None) -> None:
+    st, path = _leftovers(tmp_path)
+    sam = FakeSam()
+    code, out, _ = _main(["teardown", "--state", str(path)], env={}, runner=sam, session=Session())
+    assert code == 0, out
+    assert sam.commands == [
+        [SAM, "delete", "--stack-name", st.stack_name, "--region", REGION, "--no-prompts"]
+    ]
+    _assert_all_gone(st.stack_name, str(st.user_name))
+    assert not path.exists()
+    code, out, _ = _main(["teardown", "--state", str(path)], env={}, runner=sam)
+    assert (code, out.strip()) == (0, f"smoke: nothing to tear down ({path} lists nothing)")
+
+
+def test_a_failing_teardown_step_does_not_stop_the_others_and_can_be_resumed(
+    tmp_path: Path, aws: None
+) -> None:
+    st, path = _leftovers(tmp_path)
+    sam = FakeSam()
+    code, out, _ = _main(
+        ["teardown", "--state", str(path)], env={}, runner=sam, session=Session(fail="sqs.DeleteQueue")
+    )
+    assert code == 1
+    steps = {s["name"]: s for s in json.loads(out)["teardown"]}
+    assert steps[f"delete queue {st.queue_url}"]["ok"] is False
+    assert "AccessDenied" in steps[f"delete queue {st.queue_url}"]["error"]
+    assert all(s["ok"] for name, s in steps.items() if not name.startswith("delete queue"))
+    assert _gone(lambda: boto3.client("iam").get_user(UserName=str(st.user_name)), "NoSuchEntity")
+    assert boto3.client("sns").list_subscriptions()["Subscriptions"] == []
+    left = state_file.load(path)
+    assert left is not None
+    assert (left.queue_url, left.user_name, left.stack) == (st.queue_url, None, False)
+    # Resumed: only the queue is left to delete.
+    code, out, _ = _main(["teardown", "--state", str(path)], env={}, runner=sam, session=Session())
+    assert code == 0
+    assert [s["name"] for s in json.loads(out)["teardown"]] == [f"delete queue {st.queue_url}"]
+    _assert_all_gone(st.stack_name, str(st.user_name))
+    assert not path.exists()
+
+
+def test_a_failing_sam_delete_is_recorded_and_the_stack_stays_listed(tmp_path: Path, aws: None) -> None:
+    _st, path = _leftovers(tmp_path)
+    code, out, _ = _main(
+        ["teardown", "--state", str(path)], env={}, runner=FakeSam(delete=1), session=Session()
+    )
+    assert code == 1
+    [stack_step] = [s for s in json.loads(out)["teardown"] if s["name"].startswith("delete stack")]
+    assert stack_step["ok"] is False
+    assert "exited with 1" in stack_step["error"]
+    left = state_file.load(path)
+    assert left is not None
+    assert left.stack
+    assert left.user_name is None
