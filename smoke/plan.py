@@ -194,13 +194,16 @@ def plan(
             "cloudformation:ListStackResources (cost-relevant resources)",
         ],
         "teardown": [
+            "(also after a failed step; what is left stays in the state file for `make smoke-teardown`)",
             "iam:ListAccessKeys + iam:DeleteAccessKey",
             "iam:ListAttachedUserPolicies + iam:DetachUserPolicy",
             "iam:DeleteUser",
             "sns:Unsubscribe",
             "sqs:DeleteQueue",
+            "cloudformation:ListStackResources (names of the retained DynamoDB tables)",
             " ".join(delete_command(inputs.sam, inputs.stack_name, inputs.region)),
             "cloudformation:DescribeStacks until the stack is gone (waiter stack_delete_complete)",
+            "dynamodb:DeleteTable for the stack's tables (DeletionPolicy Retain: CloudFormation keeps them)",
         ],
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -18,9 +18,13 @@ class State:
     user_name: str | None = None
     queue_url: str | None = None
     subscription_arn: str | None = None
+    # DynamoDB tables with DeletionPolicy Retain: CloudFormation keeps them, the teardown deletes them.
+    retained_tables: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.stack or self.user_name or self.queue_url or self.subscription_arn)
+        return not (
+            self.stack or self.user_name or self.queue_url or self.subscription_arn or self.retained_tables
+        )
 
 
 def save(path: Path, state: State) -> None:

@@ -2,14 +2,17 @@
 
 Order matters only for success, never for trying: keys and policies go before the user (IAM refuses to
 delete a user that still has them: DeleteConflict), the user before the stack (CloudFormation cannot
-delete the operator policy while it is attached). A step that fails is recorded and the next one is
-tried anyway; whatever is left stays in the state file for ``--teardown-only``.
+delete the operator policy while it is attached). The stack's DynamoDB tables have ``DeletionPolicy:
+Retain`` (template.yaml): their names are read from the stack before it is deleted and the tables are
+deleted once the stack is gone. A step that fails is recorded and the next one is tried anyway;
+whatever is left stays in the state file for ``python -m smoke teardown``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,16 @@ from .state import State
 ClientFactory = Callable[[str], Any]
 Runner = Callable[[list[str]], int]
 # Errors meaning "already gone": deleting twice converges.
-GONE = frozenset({"NoSuchEntity", "NotFound", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+GONE = frozenset(
+    {
+        "NoSuchEntity",
+        "NotFound",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "ResourceNotFoundException",
+    }
+)
+RETAINED = "AWS::DynamoDB::Table"
 STEP_ERRORS = (ClientError, BotoCoreError, OSError, RuntimeError)
 
 
@@ -48,6 +60,17 @@ def _stack_exists(cfn: Any, name: str) -> bool:
             return False
         raise
     return any(s["StackStatus"] != "DELETE_COMPLETE" for s in stacks)
+
+
+def _retained(cfn: Any, name: str) -> list[str]:
+    tables: list[str] = []
+    for page in cfn.get_paginator("list_stack_resources").paginate(StackName=name):
+        tables += [
+            r["PhysicalResourceId"]
+            for r in page["StackResourceSummaries"]
+            if r["ResourceType"] == RETAINED and r.get("PhysicalResourceId")
+        ]
+    return tables
 
 
 def teardown(
@@ -118,6 +141,8 @@ def teardown(
         def delete_stack() -> None:
             if not _stack_exists(cfn, st.stack_name):
                 return
+            st.retained_tables = sorted(set(st.retained_tables) | set(_retained(cfn, st.stack_name)))
+            state_file.save(path, st)
             code = runner(delete_command)
             if code != 0:
                 raise RuntimeError(f"{' '.join(delete_command[1:3])} exited with {code}")
@@ -132,4 +157,16 @@ def teardown(
             st.stack = False
 
         step(f"delete stack {st.stack_name}", delete_stack, forget_stack)
+    if st.retained_tables and not st.stack:
+        ddb = client("dynamodb")
+        for table in list(st.retained_tables):
+
+            def forget_table(table: str = table) -> None:
+                st.retained_tables.remove(table)
+
+            step(f"delete retained table {table}", partial(_delete_table, ddb, table), forget_table)
     return steps
+
+
+def _delete_table(ddb: Any, table: str) -> None:
+    ddb.delete_table(TableName=table)

@@ -41,6 +41,7 @@ class FakeCloudFormation:
 
     def __init__(self) -> None:
         self.stacks: dict[str, dict[str, Any]] = {}
+        self.resources: dict[str, list[dict[str, Any]]] = {}
         self._params: dict[str, Any] = {}
 
     def attach(self, client: Any) -> None:
@@ -53,12 +54,15 @@ class FakeCloudFormation:
 
     def _answer(self, model: Any, **_: Any) -> Any:
         name = self._params.get("StackName", "")
-        if model.name != "DescribeStacks":
-            raise AssertionError(f"unexpected CloudFormation call {model.name}")
         if name not in self.stacks:
             error = {"Error": {"Code": "ValidationError", "Message": f"Stack with id {name} does not exist"}}
             return AWSResponse(None, 400, {}, None), error
-        parsed = {"Stacks": [self.stacks[name]]}
+        if model.name == "DescribeStacks":
+            parsed: dict[str, Any] = {"Stacks": [self.stacks[name]]}
+        elif model.name == "ListStackResources":
+            parsed = {"StackResourceSummaries": self.resources[name]}
+        else:
+            raise AssertionError(f"unexpected CloudFormation call {model.name}")
         validate_parameters(parsed, model.output_shape)
         return AWSResponse(None, 200, {}, None), parsed
 
@@ -71,9 +75,10 @@ POLICY = {
 
 
 class FakeSam:
-    """Records each command. Like the real template, deploy creates two managed policies and the topic
-    (in moto) and the stack's outputs; delete deletes them, and fails as CloudFormation does
-    (DELETE_FAILED, exit 1) while a policy is still attached to someone."""
+    """Records each command. Like the real template, deploy creates two managed policies, the topic and
+    two DynamoDB tables (in moto) and the stack's outputs; delete deletes them but the tables
+    (``DeletionPolicy: Retain``), and fails as CloudFormation does (DELETE_FAILED, exit 1) while a
+    policy is still attached to someone."""
 
     def __init__(self, *, deploy: int = 0, delete: int = 0) -> None:
         self.commands: list[list[str]] = []
@@ -95,6 +100,25 @@ class FakeSam:
             for n in ("operator", "invoke")
         ]
         topic = boto3.client("sns").create_topic(Name=stack)["TopicArn"]
+        ddb = boto3.client("dynamodb")
+        tables = [f"{stack}-GrantsTable-1A2B", f"{stack}-RequestsTable-3C4D"]
+        for table in tables:
+            ddb.create_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        CFN.resources[stack] = [
+            {
+                "LogicalResourceId": table.split("-")[-2],
+                "PhysicalResourceId": table,
+                "ResourceType": "AWS::DynamoDB::Table",
+                "LastUpdatedTimestamp": datetime.now(UTC),
+                "ResourceStatus": "CREATE_COMPLETE",
+            }
+            for table in tables
+        ]
         outputs = {
             "RequestApiEndpoint": "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
             "OperatorPolicyArn": policies[0],
@@ -118,7 +142,7 @@ class FakeSam:
         except ClientError:
             return 1
         boto3.client("sns").delete_topic(TopicArn=outputs["NotificationTopicArn"])
-        del CFN.stacks[stack]
+        del CFN.stacks[stack], CFN.resources[stack]
         return 0
 
 
@@ -181,6 +205,7 @@ def aws() -> Iterator[None]:
     with mock_aws():
         yield
     CFN.stacks.clear()
+    CFN.resources.clear()
 
 
 @pytest.fixture
@@ -325,6 +350,7 @@ def _assert_all_gone(stack: str, user: str) -> None:
     assert stack not in CFN.stacks
     assert boto3.client("iam").list_policies(Scope="Local")["Policies"] == []
     assert boto3.client("sns").list_topics()["Topics"] == []
+    assert boto3.client("dynamodb").list_tables()["TableNames"] == []
 
 
 def test_a_failing_step_mid_run_still_deletes_everything_it_created(
@@ -365,6 +391,8 @@ def test_a_failing_step_mid_run_still_deletes_everything_it_created(
         ("unsubscribe the queue", True),
         (f"delete queue {report['teardown'][4]['name'].split(' ', 2)[2]}", True),
         (f"delete stack {stack}", True),
+        (f"delete retained table {stack}-GrantsTable-1A2B", True),
+        (f"delete retained table {stack}-RequestsTable-3C4D", True),
     ]
     _assert_all_gone(stack, f"sg-smoke-operator-{suffix}")
     assert not (tmp_path / "state.json").exists()
