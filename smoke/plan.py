@@ -170,8 +170,8 @@ def plan(
         "creates": [
             f"CloudFormation stack {inputs.stack_name} "
             "(template.yaml; its cost-relevant resources are listed in the report)",
-            "sam's managed artifact bucket stack aws-sam-cli-managed-default, if the account has none "
-            "(shared by every sam deploy: kept)",
+            "sam's managed artifact bucket stack aws-sam-cli-managed-default, if the account and Region have "
+            "none (shared by every sam deploy there: kept)",
             f"IAM user {inputs.user_name} (tag {TAG_KEY}) with the stack's OperatorPolicyArn and "
             "RequestApiInvokePolicyArn attached, and one access key",
             f"SQS queue {inputs.queue_name} subscribed to the stack's NotificationTopicArn",
@@ -187,9 +187,10 @@ def plan(
             f"operator: POST /requests ({GRANT_MINUTES} min, retried while the new key is not yet valid)",
             "caller: POST /requests/{id}/approve",
             "poll iam:ListUserTags until the slot tag names the instance (approval-to-tag)",
+            "caller: GET /requests/{id} until ACTIVE (the grant's expires_at)",
             "iam:SimulatePrincipalPolicy ssm:StartSession: allowed on the instance, not on the other",
             "poll iam:ListUserTags until the tag is gone (expiry-to-untag, EventBridge Scheduler)",
-            "iam:SimulatePrincipalPolicy again: denied on the instance",
+            "iam:SimulatePrincipalPolicy again: denied on the instance; GET /requests/{id} until EXPIRED",
             "sqs:ReceiveMessage: AccessGranted and AccessRevoked (notification delays)",
             "cloudformation:ListStackResources (cost-relevant resources)",
         ],
