@@ -224,6 +224,9 @@ class Smoke:
         else:
             record["ok"] = True
         finally:
+            if "ok" not in record:  # interrupted (Ctrl-C) or an error no step expects: teardown still runs
+                record.update(ok=False, error="interrupted")
+                self.report.failed = name
             record["seconds"] = round(self.deps.now() - started, 3)
             self.report.steps.append(record)
             self.deps.out.write(f"smoke: {name}: {'ok' if record['ok'] else record['error']}\n")

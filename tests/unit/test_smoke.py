@@ -6,8 +6,11 @@ like the real one, creates or deletes the CloudFormation stack (in moto).
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +24,20 @@ from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 from moto import mock_aws
 
+from sandbox import cfn
+from sandbox.cfn import _Resolver
+from sandbox.policy import _doc, _resolve_condition_variables, principal_node
 from sessiongate_cli.client import Response
 from smoke import state as state_file
 from smoke.__main__ import main
-from smoke.plan import DEFAULT_OTHER_INSTANCE
+from smoke.plan import DEFAULT_OTHER_INSTANCE, read_inputs
+from smoke.run import Deps, run
 from smoke.state import State
+from tests.support.native import Gateway
+from tests.support.template import template
+
+from principalmapper.common import Policy  # isort: skip  (after sandbox.policy, which patches collections)
+from principalmapper.querying.query_interface import local_check_authorization_full  # isort: skip
 
 ACCOUNT = "123456789012"  # moto's account
 INSTANCE = "i-0123456789abcdef0"
@@ -72,6 +84,10 @@ POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}],
 }
+INVOKE = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}],
+}
 
 
 class FakeSam:
@@ -80,9 +96,12 @@ class FakeSam:
     (``DeletionPolicy: Retain``), and fails as CloudFormation does (DELETE_FAILED, exit 1) while a
     policy is still attached to someone."""
 
-    def __init__(self, *, deploy: int = 0, delete: int = 0) -> None:
+    def __init__(
+        self, *, deploy: int = 0, delete: int = 0, operator_policy: dict[str, Any] | None = None
+    ) -> None:
         self.commands: list[list[str]] = []
         self.codes = {"build": 0, "deploy": deploy, "delete": delete}
+        self.operator_policy = operator_policy or POLICY
 
     def __call__(self, command: list[str]) -> int:
         self.commands.append(command)
@@ -96,8 +115,8 @@ class FakeSam:
     def _deploy(self, stack: str) -> None:
         iam = boto3.client("iam")
         policies = [
-            iam.create_policy(PolicyName=f"{stack}-{n}", PolicyDocument=json.dumps(POLICY))["Policy"]["Arn"]
-            for n in ("operator", "invoke")
+            iam.create_policy(PolicyName=f"{stack}-{n}", PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
+            for n, doc in (("operator", self.operator_policy), ("invoke", INVOKE))
         ]
         topic = boto3.client("sns").create_topic(Name=stack)["TopicArn"]
         ddb = boto3.client("dynamodb")
@@ -152,16 +171,34 @@ class Session:
     injected failure)."""
 
     def __init__(
-        self, credentials: dict[str, str] | None = None, *, managed: bool = True, fail: str = ""
+        self,
+        credentials: dict[str, str] | None = None,
+        *,
+        managed: bool = True,
+        fail: str = "",
+        simulator: Any = None,
+        gateway: Any = None,
     ) -> None:
         self._boto = boto3.session.Session(region_name=REGION, **(credentials or {}))
         self.managed = managed
         self.fail = fail
+        self.simulator = simulator
+        self.gateway = gateway
+
+    def _new_key(self, parsed: dict[str, Any], **_: Any) -> None:
+        """The gateway learns each new access key (as API Gateway knows IAM's keys)."""
+        key = parsed["AccessKey"]
+        arn = f"arn:aws:iam::{ACCOUNT}:user/{key['UserName']}"
+        self.gateway.keys[key["AccessKeyId"]] = (key["SecretAccessKey"], arn)
 
     def client(self, service: str, config: Any = None) -> Any:
         client = self._boto.client(service, config=config)
         if service == "cloudformation":
             CFN.attach(client)
+        if service == "iam" and self.simulator is not None:
+            self.simulator.attach(client)
+        if service == "iam" and self.gateway is not None:
+            client.meta.events.register("after-call.iam.CreateAccessKey", self._new_key)
         if service == "ssm":
             stubber = Stubber(client)
             found = [{"InstanceId": INSTANCE, "PingStatus": "Online"}] if self.managed else []
@@ -478,3 +515,209 @@ def test_a_failing_sam_delete_is_recorded_and_the_stack_stays_listed(tmp_path: P
     assert left is not None
     assert left.stack
     assert left.user_name is None
+
+
+# ------------------------------------------------------------------------------------------ a whole run
+APPROVER_SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/SmokeApprover/me"
+
+
+@functools.cache
+def operator_policy() -> dict[str, Any]:
+    """The operator policy exactly as template.yaml resolves it with the default parameters (5 slots)."""
+    raw = template()
+    defaults = {k: v.get("Default") for k, v in raw["Parameters"].items()}
+    resolver = _Resolver(
+        cfn.Stack(name="sessiongate-smoke-test", account=ACCOUNT, region=REGION, parameters=defaults), raw
+    )
+    document = raw["Resources"]["AllowStartSsmSessionBasedOnIamTags"]["Properties"]["PolicyDocument"]
+    return resolver.resolve(copy.deepcopy(document))  # type: ignore[no-any-return]
+
+
+class Clock:
+    """Virtual time: starts at the real time, moves only when the run sleeps."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+        self.on_tick: list[Any] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+        for tick in self.on_tick:
+            tick(self.t)
+
+
+class FakeSessionGate:
+    """The deployed stack as the smoke run sees it, behind the in-process gateway (SigV4 checked):
+    the request API's three routes, the grant (tag + AccessGranted on approval by an approver the
+    deployed policy names) and Scheduler's revocation ``lag`` seconds after expiry (untag +
+    AccessRevoked)."""
+
+    def __init__(self, sam: FakeSam, clock: Clock, lag: float = 25.0) -> None:
+        self.sam, self.clock, self.lag = sam, clock, lag
+        self.request: dict[str, Any] = {}
+        self.routes: list[tuple[str, str]] = []
+        clock.on_tick.append(self.tick)
+
+    def _stack(self) -> tuple[str, dict[str, str]]:
+        [stack] = CFN.stacks.values()
+        return stack["StackName"], {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+    def _publish(self, event_type: str) -> None:
+        boto3.client("sns").publish(
+            TopicArn=self._stack()[1]["NotificationTopicArn"],
+            Message=json.dumps({"event_type": event_type, "grant_id": "rq-r1"}),
+            MessageAttributes={"event_type": {"DataType": "String", "StringValue": event_type}},
+        )
+
+    def __call__(self, event: dict[str, Any], _context: Any) -> dict[str, Any]:
+        route = event["routeKey"]
+        caller = event["requestContext"]["authorizer"]["iam"]["userArn"]
+        self.routes.append((route, caller))
+        if route == "POST /requests":
+            body = json.loads(event["body"])
+            self.request = {
+                "request_id": "r1",
+                "status": "PENDING",
+                "principal_arn": caller,
+                "instance_id": body["instance_id"],
+                "duration_minutes": body["duration_minutes"],
+            }
+            return {"statusCode": 201, "body": json.dumps({"request": self.request})}
+        if route == "POST /requests/{id}/approve":
+            deploy = self.sam.commands[1]
+            [approvers] = [a.split("=", 1)[1] for a in deploy if a.startswith("NativeApproverArns=")]
+            role = f"arn:aws:iam::{ACCOUNT}:role/{caller.split('/')[1]}"
+            if caller == self.request["principal_arn"] or role not in approvers.split(","):
+                return {"statusCode": 403, "body": json.dumps({"error": "not_an_approver", "message": "no"})}
+            user = self.request["principal_arn"].split("/")[-1]
+            boto3.client("iam").tag_user(
+                UserName=user,
+                Tags=[{"Key": "SecurityAllowSessionInstance", "Value": self.request["instance_id"]}],
+            )
+            expires = self.clock.now() + 60 * self.request["duration_minutes"]
+            self.request.update(status="ACTIVE", expires_at=iso(expires), _expires=expires)
+            self._publish("AccessGranted")
+            return {"statusCode": 200, "body": json.dumps({"request": self.view()})}
+        if route == "GET /requests/{id}":
+            return {"statusCode": 200, "body": json.dumps({"request": self.view()})}
+        return {"statusCode": 404, "body": json.dumps({"error": "not_found", "message": route})}
+
+    def view(self) -> dict[str, Any]:
+        return {k: v for k, v in self.request.items() if not k.startswith("_")}
+
+    def tick(self, now: float) -> None:
+        if self.request.get("status") == "ACTIVE" and now >= self.request["_expires"] + self.lag:
+            user = self.request["principal_arn"].split("/")[-1]
+            boto3.client("iam").untag_user(UserName=user, TagKeys=["SecurityAllowSessionInstance"])
+            self.request["status"] = "EXPIRED"
+            self._publish("AccessRevoked")
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Simulator:
+    """iam:SimulatePrincipalPolicy, which moto lacks: the user's attached policies (from moto IAM)
+    evaluated by principalmapper with only the context entries given (the simulator evaluates "the
+    policies and the inputs that you provide", SimulatePrincipalPolicy API reference)."""
+
+    def __init__(self) -> None:
+        self._params: dict[str, Any] = {}
+        self.calls: list[dict[str, Any]] = []
+
+    def attach(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.iam.SimulatePrincipalPolicy", self._request)
+        client.meta.events.register("before-call.iam.SimulatePrincipalPolicy", self._answer)
+
+    def _request(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        validate_parameters(params, model.input_shape)
+        self._params = dict(params)
+        self.calls.append(self._params)
+
+    def _answer(self, model: Any, **_: Any) -> Any:
+        p = self._params
+        iam = boto3.client("iam")
+        user = iam.get_user(UserName=p["PolicySourceArn"].split("/")[-1])["User"]
+        tags = {
+            e["ContextKeyName"].split("/", 1)[1]: e["ContextKeyValues"][0]
+            for e in p.get("ContextEntries", [])
+            if e["ContextKeyName"].startswith("aws:PrincipalTag/")
+        }
+        variables = {f"aws:PrincipalTag/{k}": v for k, v in tags.items()} | {"aws:userid": user["UserId"]}
+        policies = []
+        for attached in iam.list_attached_user_policies(UserName=user["UserName"])["AttachedPolicies"]:
+            arn = attached["PolicyArn"]
+            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+            resolved = _resolve_condition_variables(_doc(document), variables)
+            policies.append(Policy(arn, attached["PolicyName"], resolved))
+        node = principal_node(user["Arn"], user["UserId"], policies, tags=tags)
+        results = [
+            {
+                "EvalActionName": action,
+                "EvalResourceName": resource,
+                "EvalDecision": "allowed"
+                if local_check_authorization_full(node, action, resource, {})
+                else "implicitDeny",
+            }
+            for action in p["ActionNames"]
+            for resource in p["ResourceArns"]
+        ]
+        parsed = {"EvaluationResults": results, "IsTruncated": False}
+        validate_parameters(parsed, model.output_shape)
+        return AWSResponse(None, 200, {}, None), parsed
+
+
+def test_a_whole_run_measures_and_leaves_nothing(tmp_path: Path, approver: dict[str, str]) -> None:
+    clock, sam, simulator = Clock(), FakeSam(operator_policy=operator_policy()), Simulator()
+    stack_fake = FakeSessionGate(sam, clock)
+    gateway = Gateway(stack_fake)
+    session = Session(approver, simulator=simulator, gateway=gateway)
+    gateway.keys[approver["aws_access_key_id"]] = (approver["aws_secret_access_key"], APPROVER_SESSION)
+    inputs = read_inputs(_env(tmp_path), region=REGION, sam=SAM)
+    out = io.StringIO()
+    code = run(inputs, Deps(session, sam, gateway, out, sleep=clock.sleep, now=clock.now))
+    report = json.loads(inputs.report_path.read_text())
+    assert code == 0, (report["steps"], report["checks"])
+    assert report["ok"] is True
+    user = f"arn:aws:iam::{ACCOUNT}:user/{inputs.user_name}"
+    assert stack_fake.routes == [
+        ("POST /requests", user),
+        ("POST /requests/{id}/approve", APPROVER_SESSION),
+        ("GET /requests/{id}", APPROVER_SESSION),
+        ("GET /requests/{id}", APPROVER_SESSION),
+    ]
+    assert [(c["name"], c["actual"]) for c in report["checks"]] == [
+        ("request is pending", "PENDING"),
+        ("StartSession on the instance", "allowed"),
+        ("StartSession on the other instance", "not allowed"),
+        ("StartSession on the instance", "not allowed"),
+    ]
+    # The simulator got the tags as context entries while granted, none after the revocation.
+    assert [c["ContextEntries"] for c in simulator.calls] == [
+        [
+            {
+                "ContextKeyName": "aws:PrincipalTag/SecurityAllowSessionInstance",
+                "ContextKeyValues": [INSTANCE],
+                "ContextKeyType": "string",
+            }
+        ]
+    ] * 2 + [[]]
+    figures = report["figures"]
+    assert figures["approval_to_tag_seconds"] == 0
+    # The fake revokes 25 s after expiry; the run polls every 2 s, so it sees the untag within 2 s.
+    assert 25 <= figures["expiry_to_untag_seconds"] < 27
+    kinds = [n["event_type"] for n in figures["notifications"]]
+    assert kinds == ["AccessGranted", "AccessRevoked"]
+    assert all(0 <= n["sns_to_sqs_seconds"] < 5 for n in figures["notifications"])
+    assert [r["type"] for r in report["stack_resources"]["cost_relevant"]] == ["AWS::DynamoDB::Table"] * 2
+    assert all(t["ok"] for t in report["teardown"])
+    _assert_all_gone(inputs.stack_name, inputs.user_name)
+    assert not inputs.state_path.exists()
+    calls = report["aws_calls"]["by_operation"]
+    assert calls["iam:SimulatePrincipalPolicy"] == 3
+    assert calls["execute-api:POST /requests/{id}/approve (approver)"] == 1
