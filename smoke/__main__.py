@@ -57,8 +57,8 @@ def main(
     runner: Any = None,
     transport: Any = None,
 ) -> int:
-    """Exit 0: passed; 1: a step or a check failed (everything created was deleted, see the report);
-    2: an input is missing or wrong, or the account is not the one named (nothing was created)."""
+    """Exit 0: passed; 1: a step, a check or the teardown failed (see the report); 2: an input is
+    missing or wrong, or the account is not the one named (nothing was created); 130: interrupted."""
     env = os.environ if env is None else env
     out = out or sys.stdout
     err = err or sys.stderr
@@ -83,6 +83,10 @@ def main(
         # Before anything was created (preflight): no credentials, no permission to ask, ...
         err.write(f"smoke: cannot check the account: {exc}\n")
         return 2
+    except KeyboardInterrupt:
+        # The run's teardown has run by now (try/finally); what it could not delete is in the state file.
+        err.write("smoke: interrupted; run `make smoke-teardown` if the state file still lists resources\n")
+        return 130
 
 
 def _teardown(

@@ -721,3 +721,26 @@ def test_a_whole_run_measures_and_leaves_nothing(tmp_path: Path, approver: dict[
     calls = report["aws_calls"]["by_operation"]
     assert calls["iam:SimulatePrincipalPolicy"] == 3
     assert calls["execute-api:POST /requests/{id}/approve (approver)"] == 1
+
+
+class InterruptedSam(FakeSam):
+    """Ctrl-C while sam deploy runs (the stack exists by then)."""
+
+    def __call__(self, command: list[str]) -> int:
+        code = super().__call__(command)
+        if command[1] == "deploy":
+            raise KeyboardInterrupt
+        return code
+
+
+def test_ctrl_c_mid_run_still_tears_down(tmp_path: Path, approver: dict[str, str]) -> None:
+    sam = InterruptedSam()
+    code, _, err = _main(["run"], env=_env(tmp_path), runner=sam, session=Session(approver))
+    assert code == 130
+    assert "interrupted" in err
+    report = json.loads(next(tmp_path.glob("report-*.json")).read_text())
+    assert report["failed_step"] == "sam deploy"
+    assert [t["ok"] for t in report["teardown"]] == [True, True, True]
+    assert [c[1] for c in sam.commands] == ["build", "deploy", "delete"]
+    _assert_all_gone(report["stack_name"], "nobody")
+    assert not (tmp_path / "state.json").exists()
