@@ -234,15 +234,16 @@ class Smoke:
     def remember(self) -> None:
         state_file.save(self.inputs.state_path, self.state)
 
-    def api(self, credentials: Any, label: str) -> Callable[..., dict[str, Any]]:
-        client = ApiClient(
-            self.outputs["RequestApiEndpoint"], credentials, self.inputs.region, self.deps.transport
-        )
+    def api(self, credentials: Callable[[], Any], label: str) -> Callable[..., dict[str, Any]]:
+        """Signed calls of the request API through the CLI's client; ``credentials`` is asked at every
+        call, so refreshable credentials (SSO, an assumed role) stay valid through a long run."""
 
         def call(
             method: str, path: str, body: dict[str, Any] | None = None, name: str = ""
         ) -> dict[str, Any]:
             self.counter.add(f"execute-api:{method} {name or path} ({label})")
+            endpoint = self.outputs["RequestApiEndpoint"]
+            client = ApiClient(endpoint, credentials(), self.inputs.region, self.deps.transport)
             return client.call(method, path, body)
 
         return call
@@ -305,9 +306,8 @@ class Smoke:
             operator_credentials = ReadOnlyCredentials(key["AccessKeyId"], key["SecretAccessKey"], None)
         with self.step("subscribe a queue to the notification topic"):
             self._subscribe()
-        operator = self.api(operator_credentials, "operator")
-        frozen = self.deps.session.get_credentials().get_frozen_credentials()
-        caller = self.api(frozen, "approver")
+        operator = self.api(lambda: operator_credentials, "operator")
+        caller = self.api(lambda: self.deps.session.get_credentials().get_frozen_credentials(), "approver")
         with self.step(f"operator requests {GRANT_MINUTES} min on the instance") as rec:
             body = {
                 "instance_id": i.instance_id,
@@ -365,6 +365,7 @@ class Smoke:
                 "allowed" if after == "allowed" else "not allowed",
             )
             view = self._poll_request(caller, request_id, "EXPIRED", self.deps.now() + 60)
+            r.check("request after expiry", "EXPIRED", str(view["status"]))
         with self.step("lifecycle notifications"):
             r.figures["notifications"] = self._notifications(approved_at, due)
         with self.step("stack resources"):
@@ -382,6 +383,8 @@ class Smoke:
             "QueueArn"
         ]
         topic = self.outputs["NotificationTopicArn"]
+        # The queue policy may take a moment to let SNS deliver ("SubscribeQueue", AWS SDK for .NET API
+        # reference): the subscription is made before the request, minutes before the first event.
         sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": _queue_policy(queue_arn, topic)})
         arn = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, ReturnSubscriptionArn=True)[
             "SubscriptionArn"

@@ -696,6 +696,7 @@ def test_a_whole_run_measures_and_leaves_nothing(tmp_path: Path, approver: dict[
         ("StartSession on the instance", "allowed"),
         ("StartSession on the other instance", "not allowed"),
         ("StartSession on the instance", "not allowed"),
+        ("request after expiry", "EXPIRED"),
     ]
     # The simulator got the tags as context entries while granted, none after the revocation.
     assert [c["ContextEntries"] for c in simulator.calls] == [
