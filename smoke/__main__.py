@@ -103,6 +103,14 @@ def _teardown(
     def client(service: str) -> Any:
         return counter.client(boto, service)
 
+    # In another account every delete would answer NoSuchEntity ("already gone") and the state would be
+    # dropped with the resources still there: refuse instead.
+    account = client("sts").get_caller_identity()["Account"]
+    if account != st.account:
+        raise InputError(
+            f"{path} lists resources in account {st.account}, but the credentials are of {account}"
+        )
+
     command = smoke_plan.delete_command(st.sam, st.stack_name, st.region)
     steps = teardown(st, path, client, runner, delete_command=command)
     out.write(json.dumps({"teardown": steps, "aws_calls": counter.report()}, indent=2) + "\n")

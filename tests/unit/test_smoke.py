@@ -30,7 +30,7 @@ from sandbox.policy import _doc, _resolve_condition_variables, principal_node
 from sessiongate_cli.client import Response
 from smoke import state as state_file
 from smoke.__main__ import main
-from smoke.plan import DEFAULT_OTHER_INSTANCE, read_inputs
+from smoke.plan import DEFAULT_OTHER_INSTANCE, InputError, approver_arn, read_inputs
 from smoke.run import Deps, run
 from smoke.state import State
 from tests.support.native import Gateway
@@ -745,3 +745,39 @@ def test_ctrl_c_mid_run_still_tears_down(tmp_path: Path, approver: dict[str, str
     assert [c[1] for c in sam.commands] == ["build", "deploy", "delete"]
     _assert_all_gone(report["stack_name"], "nobody")
     assert not (tmp_path / "state.json").exists()
+
+
+def test_teardown_refuses_credentials_of_another_account(tmp_path: Path, aws: None) -> None:
+    st, path = _leftovers(tmp_path)
+    elsewhere = State(st.stack_name, REGION, "111122223333", SAM, True, st.user_name, st.queue_url)
+    state_file.save(path, elsewhere)
+    sam = FakeSam()
+    code, _, err = _main(["teardown", "--state", str(path)], env={}, runner=sam, session=Session())
+    assert code == 2
+    assert f"lists resources in account 111122223333, but the credentials are of {ACCOUNT}" in err
+    assert sam.commands == []
+    assert state_file.load(path) == elsewhere
+    assert boto3.client("iam").get_user(UserName=str(st.user_name))["User"]["UserName"] == st.user_name
+
+
+@pytest.mark.parametrize(
+    ("caller", "approver"),
+    [
+        (f"arn:aws:iam::{ACCOUNT}:user/ops/alice", f"arn:aws:iam::{ACCOUNT}:user/ops/alice"),
+        (
+            f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Admin_0123/alice@example.com",
+            f"arn:aws:iam::{ACCOUNT}:role/AWSReservedSSO_Admin_0123",
+        ),
+        (f"arn:aws-cn:sts::{ACCOUNT}:assumed-role/Ops/s", f"arn:aws-cn:iam::{ACCOUNT}:role/Ops"),
+    ],
+)
+def test_the_caller_becomes_the_approver(caller: str, approver: str) -> None:
+    assert approver_arn(caller) == approver
+
+
+@pytest.mark.parametrize(
+    "caller", [f"arn:aws:iam::{ACCOUNT}:root", f"arn:aws:sts::{ACCOUNT}:federated-user/bob", "bob"]
+)
+def test_root_and_federated_callers_cannot_approve(caller: str) -> None:
+    with pytest.raises(InputError, match="cannot"):
+        approver_arn(caller)
