@@ -27,11 +27,11 @@ from moto import mock_aws
 from sandbox import cfn
 from sandbox.cfn import _Resolver
 from sandbox.policy import _doc, _resolve_condition_variables, principal_node
-from sessiongate_cli.client import Response
+from sessiongate_cli.client import CliError, Response
 from smoke import state as state_file
 from smoke.__main__ import main
 from smoke.plan import DEFAULT_OTHER_INSTANCE, InputError, approver_arn, read_inputs
-from smoke.run import Deps, run
+from smoke.run import KEY_RETRY_DELAYS, Deps, Smoke, run
 from smoke.state import State
 from tests.support.native import Gateway
 from tests.support.template import template
@@ -781,3 +781,47 @@ def test_the_caller_becomes_the_approver(caller: str, approver: str) -> None:
 def test_root_and_federated_callers_cannot_approve(caller: str) -> None:
     with pytest.raises(InputError, match="cannot"):
         approver_arn(caller)
+
+
+def _smoke(tmp_path: Path, slept: list[float]) -> Smoke:
+    inputs = read_inputs(_env(tmp_path), region=REGION, sam=SAM)
+    return Smoke(inputs, Deps(None, FakeSam(), RefusingApi(), io.StringIO(), sleep=slept.append))
+
+
+def test_a_new_key_is_retried_while_iam_does_not_accept_it_yet(tmp_path: Path) -> None:
+    slept: list[float] = []
+    answers: list[Any] = [
+        CliError("the API refused the signature", "forbidden", 403),
+        CliError("the API refused the signature", "forbidden", 403),
+        {"request": {"request_id": "r1"}},
+    ]
+
+    def call() -> dict[str, Any]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    assert _smoke(tmp_path, slept)._retry_new_key(call) == {"request": {"request_id": "r1"}}
+    assert slept == [2.0, 4.0]
+
+
+def test_retries_are_bounded_and_sessiongate_refusals_are_not_retried(tmp_path: Path) -> None:
+    slept: list[float] = []
+    smoke = _smoke(tmp_path, slept)
+
+    def forbidden() -> dict[str, Any]:
+        raise CliError("the API refused the signature", "forbidden", 403)
+
+    with pytest.raises(CliError):
+        smoke._retry_new_key(forbidden)
+    assert slept == list(KEY_RETRY_DELAYS)
+    assert sum(slept) < 120
+    slept.clear()
+
+    def not_a_requester() -> dict[str, Any]:
+        raise CliError("no", "no_matching_rule", 403)
+
+    with pytest.raises(CliError, match="no"):
+        smoke._retry_new_key(not_a_requester)
+    assert slept == []
