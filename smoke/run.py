@@ -50,8 +50,9 @@ COST_RELEVANT = frozenset(
         "AWS::SSM::Parameter",
     }
 )
-# IAM is eventually consistent ("Troubleshoot IAM: Changes that I make are not always immediately
-# visible", IAM User Guide): a new access key or a just-attached policy can be refused for seconds.
+# IAM is eventually consistent (IAM User Guide, "Troubleshoot general issues", section "Changes that I
+# make are not always immediately visible"): a new access key or a just-attached policy can be refused
+# for a while, so the first signed request is retried with a bounded backoff.
 KEY_RETRY_DELAYS = (2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0, 15.0)  # about 90 s in all
 TAG_POLL_SECONDS = 1.0
 UNTAG_POLL_SECONDS = 2.0
