@@ -825,3 +825,21 @@ def test_retries_are_bounded_and_sessiongate_refusals_are_not_retried(tmp_path: 
     with pytest.raises(CliError, match="no"):
         smoke._retry_new_key(not_a_requester)
     assert slept == []
+
+
+def test_refuses_to_start_while_an_earlier_run_left_resources(
+    tmp_path: Path, approver: dict[str, str]
+) -> None:
+    earlier = State(
+        "sessiongate-smoke-0badf00d", REGION, ACCOUNT, SAM, user_name="sg-smoke-operator-0badf00d"
+    )
+    state_file.save(tmp_path / "state.json", earlier)
+    sam = FakeSam()
+    code, _, err = _main(["run"], env=_env(tmp_path), runner=sam, session=Session(approver))
+    assert code == 2
+    assert (
+        "lists resources of an earlier run (sessiongate-smoke-0badf00d): run `make smoke-teardown` first"
+        in err
+    )
+    assert sam.commands == []
+    assert state_file.load(tmp_path / "state.json") == earlier
