@@ -843,3 +843,43 @@ def test_refuses_to_start_while_an_earlier_run_left_resources(
     )
     assert sam.commands == []
     assert state_file.load(tmp_path / "state.json") == earlier
+
+
+class PendingSubscription(Session):
+    """SNS leaves the queue's subscription pending (as for a queue it does not trust yet) and sends the
+    SubscriptionConfirmation message with its token to the queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.confirmed: list[dict[str, Any]] = []
+
+    def client(self, service: str, config: Any = None) -> Any:
+        client = super().client(service, config)
+        if service == "sns":
+            client.meta.events.register("before-call.sns.GetSubscriptionAttributes", self._pending)
+            client.meta.events.register("before-parameter-build.sns.ConfirmSubscription", self._confirm)
+        return client
+
+    def _pending(self, **_: Any) -> Any:
+        sqs = boto3.client("sqs")
+        [url] = sqs.list_queues()["QueueUrls"]
+        confirmation = {"Type": "SubscriptionConfirmation", "Token": "tok-123", "TopicArn": "t"}
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(confirmation))
+        return AWSResponse(None, 200, {}, None), {"Attributes": {"PendingConfirmation": "true"}}
+
+    def _confirm(self, params: dict[str, Any], **_: Any) -> None:
+        self.confirmed.append(dict(params))
+
+
+def test_a_pending_subscription_is_confirmed_with_the_token_sns_sent(tmp_path: Path, aws: None) -> None:
+    session = PendingSubscription()
+    inputs = read_inputs(_env(tmp_path), region=REGION, sam=SAM)
+    smoke = Smoke(inputs, Deps(session, FakeSam(), RefusingApi(), io.StringIO()))
+    topic = boto3.client("sns").create_topic(Name="t")["TopicArn"]
+    smoke.outputs = {"NotificationTopicArn": topic}
+    smoke._subscribe()
+    assert session.confirmed == [{"TopicArn": topic, "Token": "tok-123", "AuthenticateOnUnsubscribe": "true"}]
+    saved = state_file.load(inputs.state_path)
+    assert saved is not None
+    assert saved.subscription_arn == smoke.state.subscription_arn
+    assert saved.subscription_arn.startswith(topic + ":")
