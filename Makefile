@@ -11,7 +11,8 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam setup-scan scan lint typecheck validate unit test demo scenarios bench bench-quick build deploy clean
+.PHONY: setup setup-sam setup-scan scan lint typecheck validate unit test demo scenarios bench bench-quick build deploy clean \
+        smoke smoke-plan smoke-teardown
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
@@ -88,6 +89,19 @@ build: setup-sam
 
 deploy: build
 	$(SAM_VENV)/bin/sam deploy --guided
+
+# Opt-in end-to-end run on a real account (never part of `test`; README "Verify on your account").
+# `smoke` refuses to start unless SESSIONGATE_SMOKE_ACCOUNT is the caller's account and
+# SESSIONGATE_SMOKE_INSTANCE names a managed instance; it deletes what it created, also on failure.
+SMOKE := PYTHONPATH=layers/sessiongate:. $(BIN)/python -m smoke --sam $(SAM_VENV)/bin/sam
+smoke-plan: setup
+	$(SMOKE) plan
+
+smoke: setup setup-sam
+	PYENV_VERSION=$${PYENV_VERSION:-3.11.7:3.12.1} $(SMOKE) run
+
+smoke-teardown: setup setup-sam
+	$(SMOKE) teardown
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache
