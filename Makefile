@@ -62,11 +62,12 @@ unit: setup
 demo: setup
 	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox demo
 
-# Every shipped scenario (also part of `make unit`).
+# Every shipped scenario (also part of `make unit`): one result line per file; fails if any failed.
 scenarios: setup
-	@for f in scenarios/*.yaml; do \
-	  $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f | tail -n 1 || exit 1; \
-	done
+	@failed=0; for f in scenarios/*.yaml; do \
+	  out=$$($(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f 2>&1) || failed=1; \
+	  echo "$$f: $$(tail -n 1 <<<"$$out")"; \
+	done; exit $$failed
 
 # Benchmarks (not part of the test run). `bench` takes ~15 min on 2 cores (10,000 requests).
 BENCH := $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m
