@@ -69,7 +69,8 @@ scenarios: setup
 	  echo "$$f: $$(tail -n 1 <<<"$$out")"; \
 	done; exit $$failed
 
-# Benchmarks (not part of the test run). `bench` takes ~15 min on 2 cores (10,000 requests).
+# Benchmarks (not part of the test run). `bench` takes about 25 min on 2 cores (10,000 requests;
+# the README's Benchmarks section has the measured run).
 BENCH := $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m
 bench: setup
 	$(BENCH) bench.api_calls; \
