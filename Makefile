@@ -17,7 +17,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@echo "Installing the development tools into $(VENV) (the first time takes a while)"
+	$(BIN)/pip install -r requirements-dev.txt
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
@@ -26,7 +27,8 @@ setup-sam: $(SAM_VENV)/.installed
 $(SAM_VENV)/.installed: requirements-sam.txt
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	@echo "Installing the SAM CLI into $(SAM_VENV)"
+	$(SAM_VENV)/bin/pip install -r requirements-sam.txt
 	touch $@
 
 # checkov pins an old boto3 and parliament its own deps: the scanners live in their own venv.
@@ -34,7 +36,8 @@ setup-scan: $(SCAN_VENV)/.installed
 $(SCAN_VENV)/.installed: requirements-scan.txt
 	$(PYTHON) -m venv $(SCAN_VENV)
 	$(SCAN_VENV)/bin/pip install --quiet --upgrade pip
-	$(SCAN_VENV)/bin/pip install --quiet -r requirements-scan.txt
+	@echo "Installing the scanners (checkov, parliament) into $(SCAN_VENV)"
+	$(SCAN_VENV)/bin/pip install -r requirements-scan.txt
 	touch $@
 
 # checkov on the SAM-transformed template, parliament on every IAM policy (skips carry reasons:
