@@ -213,8 +213,8 @@ def validate(data: dict[str, Any], *, require_checks: bool = True) -> None:
             raise ScenarioError(f"step {index}: {kind} needs a mapping")
         for key in spec:
             if key not in fields:
-                allowed = f"allowed: {', '.join(sorted(fields))}" if fields else "it takes none"
-                raise ScenarioError(f"step {index} ({kind}): unknown field {key!r} ({allowed})")
+                hint = f"allowed: {', '.join(sorted(fields))}" if fields else "it takes none"
+                raise ScenarioError(f"step {index} ({kind}): unknown field {key!r} ({hint})")
         checks += kind in CHECK_STEPS or "expect_error" in spec
     if require_checks and not checks:
         raise ScenarioError(
