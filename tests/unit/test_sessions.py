@@ -126,15 +126,28 @@ def _connect(stack: Stack, instance: str) -> str:
     )
 
 
-def test_an_extension_keeps_the_open_session_until_the_extension_ends(stack: Stack) -> None:
+@pytest.mark.parametrize("reason", ["extended", "expired"])
+def test_an_extension_keeps_the_open_session_until_the_extension_ends(stack: Stack, reason: str) -> None:
+    """Replaced by the extension, or run out before the request API retired it: the access continues."""
     old, new, instance = _extended(stack)
     session = _connect(stack, instance)
+    if reason == "expired":
+        stack.clock.advance(timedelta(minutes=10))
 
-    assert stack.engine().revoke(old, reason="extended", by="sessiongate:r-x1").result == "revoked"
+    assert stack.engine().revoke(old, reason=reason, by="sessiongate:r-x1").result == "revoked"
     assert stack.ssm.sessions[session]["Status"] == "Connected"  # the access continues
 
     stack.clock.advance(timedelta(minutes=20))
     assert stack.engine().revoke(new).result == "revoked"
+    assert stack.ssm.sessions[session]["Status"] == "Terminated"
+
+
+def test_done_ends_the_sessions_even_while_another_grant_lives(stack: Stack) -> None:
+    old, _, instance = _extended(stack)
+    session = _connect(stack, instance)
+
+    assert stack.engine().revoke(old, reason="done", by=ALICE).result == "revoked"
+
     assert stack.ssm.sessions[session]["Status"] == "Terminated"
 
 

@@ -253,10 +253,13 @@ class Engine:
                     PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
                 )
                 if self.settings.terminate_sessions_on_expiry:
-                    successor = self._successor(grant, now) if reason == REASON_EXTENDED else None
+                    # An extension replaced this grant (or it ran out while its extension is live, the
+                    # request API not having retired it yet): the same person keeps the same instance,
+                    # so nothing ends now; the sessions end when the successor's own access does. An
+                    # explicit revocation (done, revoked by an approver) always ends them.
+                    continues = reason in (REASON_EXTENDED, REASON_EXPIRED)
+                    successor = self._successor(grant, now) if continues else None
                     if successor is not None:
-                        # The same person keeps the same instance under the new grant: nothing ends
-                        # now; the sessions end when the successor's own access does.
                         log.info("open sessions kept: access continues", extra={"successor": successor})
                     else:
                         ended = self._end_sessions(grant, sessions)
