@@ -667,7 +667,12 @@ class Runner:
         self._check(index, f"connect {name} -> {spec['instance']}", "connected", actual)
 
     def _live_sessions(self, index: int, spec: dict[str, Any]) -> None:
-        """How many sessions DescribeSessions(State=Active) shows for the principal on the instance."""
+        """How many sessions DescribeSessions(State=Active) shows for the principal on the instance.
+
+        SSM API Reference, DescribeSessions: Active lists the sessions not terminated; a Session's
+        Owner is the AWS user (ARN) that started it. Counted by asking the (fake) service, not from
+        what connect steps remember.
+        """
         name = self._need(spec, "principal", index)
         principal = self._principal(name, index)
         instance = self._instance(self._need(spec, "instance", index), index)
