@@ -18,7 +18,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt layers/sessiongate/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@echo "Installing the development tools into $(VENV) (the first time takes a while)"
+	$(BIN)/pip install -r requirements-dev.txt
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
@@ -27,7 +28,8 @@ setup-sam: $(SAM_VENV)/.installed
 $(SAM_VENV)/.installed: requirements-sam.txt
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	@echo "Installing the SAM CLI into $(SAM_VENV)"
+	$(SAM_VENV)/bin/pip install -r requirements-sam.txt
 	touch $@
 
 # checkov pins an old boto3 and parliament its own deps: the scanners live in their own venv.
@@ -35,7 +37,8 @@ setup-scan: $(SCAN_VENV)/.installed
 $(SCAN_VENV)/.installed: requirements-scan.txt
 	$(PYTHON) -m venv $(SCAN_VENV)
 	$(SCAN_VENV)/bin/pip install --quiet --upgrade pip
-	$(SCAN_VENV)/bin/pip install --quiet -r requirements-scan.txt
+	@echo "Installing the scanners (checkov, parliament) into $(SCAN_VENV)"
+	$(SCAN_VENV)/bin/pip install -r requirements-scan.txt
 	touch $@
 
 # checkov on the SAM-transformed template, parliament on every IAM policy (skips carry reasons:
@@ -63,13 +66,15 @@ unit: setup
 demo: setup
 	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox demo
 
-# Every shipped scenario (also part of `make unit`).
+# Every shipped scenario (also part of `make unit`): one result line per file; fails if any failed.
 scenarios: setup
-	@for f in scenarios/*.yaml; do \
-	  $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f | tail -n 1 || exit 1; \
-	done
+	@failed=0; for f in scenarios/*.yaml; do \
+	  out=$$($(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f 2>&1) || failed=1; \
+	  echo "$$f: $$(tail -n 1 <<<"$$out")"; \
+	done; exit $$failed
 
-# Benchmarks (not part of the test run). `bench` takes ~15 min on 2 cores (10,000 requests).
+# Benchmarks (not part of the test run). `bench` takes about 25 min on 2 cores (10,000 requests;
+# the README's Benchmarks section has the measured run).
 BENCH := $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m
 bench: setup
 	$(BENCH) bench.api_calls; \

@@ -24,25 +24,65 @@ from .apigw import api_event
 from .policy import SessionChecker
 from .world import ACCOUNT, REGION, World
 
-STEP_KINDS = (
-    "request",
-    "approve",
-    "reject",
-    "advance",
-    "tamper",
-    "fault",
-    "drop_schedule",
-    "redeliver",
-    "reconcile",
-    "revoke",
-    "extend",
-    "cancel",
-    "status",
-    "session",
-    "tags",
-    "grant",
-    "schedules",
-    "notified",
+# What a scenario file may say: one table, checked before anything runs (a key not listed here is a
+# mistake, reported with its place). Free-form mappings (parameters, approval_policy, tags, a tags
+# step's expect) are not listed: their content is checked where it is used.
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "start",
+        "parameters",
+        "principals",
+        "instances",
+        "approval_policy",
+        "expect_failed_invocations",
+        "steps",
+    }
+)
+PRINCIPAL_KEYS = frozenset({"type", "role", "path", "tags", "operator"})
+INSTANCE_KEYS = frozenset({"tags", "managed"})
+# Each step kind with its fields; None: the step's value is not a mapping (advance: a duration).
+STEP_FIELDS: dict[str, frozenset[str] | None] = {
+    "request": frozenset(
+        {
+            "id",
+            "by",
+            "for",
+            "instance",
+            "minutes",
+            "reason",
+            "start_in",
+            "via",
+            "break_glass",
+            "ticket",
+            "expect_error",
+        }
+    ),
+    "approve": frozenset({"request", "by", "comment", "expect_error", "ssm_lag"}),
+    "reject": frozenset({"request", "by", "comment", "expect_error"}),
+    "advance": None,
+    "tamper": frozenset({"principal", "tags"}),
+    "fault": frozenset({"operation", "code", "times"}),
+    "drop_schedule": frozenset({"request"}),
+    "redeliver": frozenset({"request", "what"}),
+    "reconcile": frozenset(),
+    "revoke": frozenset({"request", "by", "reason", "expect_error"}),
+    "extend": frozenset({"request", "id", "by", "minutes", "reason", "expect_error"}),
+    "cancel": frozenset({"request", "by", "expect_error"}),
+    "status": frozenset({"request", "by", "expect"}),
+    "session": frozenset({"principal", "instance", "expect"}),
+    "connect": frozenset({"principal", "instance"}),
+    "live_sessions": frozenset({"principal", "instance", "expect"}),
+    "tags": frozenset({"principal", "expect"}),
+    "grant": frozenset({"request", "expect", "denial"}),
+    "schedules": frozenset({"expect"}),
+    "notified": frozenset({"event_type", "request", "expect"}),
+}
+STEP_KINDS = tuple(STEP_FIELDS)
+# Steps that check something (so does any step with expect_error): a scenario needs at least one.
+CHECK_STEPS = frozenset(
+    {"status", "session", "connect", "live_sessions", "tags", "grant", "schedules", "notified"}
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 
@@ -129,8 +169,59 @@ def load(path: str | Path) -> dict[str, Any]:
         raise ScenarioError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise ScenarioError(f"{path}: a scenario is a mapping with a 'steps' list")
+    try:
+        validate(data)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
     data.setdefault("name", Path(path).stem)
     return data
+
+
+def validate(data: dict[str, Any], *, require_checks: bool = True) -> None:
+    """Refuse keys the format does not know (with their place) and, for a file, a scenario without checks."""
+
+    def known(keys: object, allowed: frozenset[str], where: str) -> None:
+        for key in keys if isinstance(keys, dict) else ():
+            if key not in allowed:
+                raise ScenarioError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+    known(data, TOP_LEVEL_KEYS, "top level")
+    for section, allowed in (("principals", PRINCIPAL_KEYS), ("instances", INSTANCE_KEYS)):
+        entries = data.get(section) or {}
+        if not isinstance(entries, dict):
+            raise ScenarioError(f"{section} must be a mapping of names")
+        for name, spec in entries.items():
+            if spec is not None and not isinstance(spec, dict):
+                raise ScenarioError(f"{section[:-1]} {name}: needs a mapping")
+            known(spec, allowed, f"{section[:-1]} {name}")
+    checks = 0
+    for index, step in enumerate(data.get("steps") or [], start=1):
+        if not isinstance(step, dict) or len(step) != 1:
+            raise ScenarioError(
+                f"step {index}: each step is a mapping with one key of {', '.join(STEP_KINDS)}"
+            )
+        ((kind, spec),) = step.items()
+        if kind not in STEP_FIELDS:
+            raise ScenarioError(
+                f"step {index}: unknown step {kind!r} (expected one of {', '.join(STEP_KINDS)})"
+            )
+        fields = STEP_FIELDS[kind]
+        if fields is None:
+            parse_duration(spec)
+            continue
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"step {index}: {kind} needs a mapping")
+        for key in spec:
+            if key not in fields:
+                hint = f"allowed: {', '.join(sorted(fields))}" if fields else "it takes none"
+                raise ScenarioError(f"step {index} ({kind}): unknown field {key!r} ({hint})")
+        checks += kind in CHECK_STEPS or "expect_error" in spec
+    if require_checks and not checks:
+        raise ScenarioError(
+            "the scenario checks nothing: add a check step ("
+            + ", ".join(sorted(CHECK_STEPS))
+            + ") or an expect_error"
+        )
 
 
 def parse_duration(text: object) -> timedelta:
@@ -150,7 +241,9 @@ class Runner:
         self.requests: dict[str, dict[str, Any]] = {}
         self._faults: list[Any] = []
         self._leak_seen: dict[tuple[str, str], datetime] = {}
+        self._sessions: list[dict[str, Any]] = []  # opened by connect steps: principal, instance, id
         self.report.expect_failed_invocations = bool(scenario.get("expect_failed_invocations", False))
+        validate(scenario, require_checks=False)
 
     # -- setup -------------------------------------------------------------------------------------
     def run(self) -> Report:
@@ -542,15 +635,83 @@ class Runner:
         principal = self._principal(name, index)
         instance = self._instance(self._need(spec, "instance", index), index)
         expected = self._need(spec, "expect", index)
+        actual = "allowed" if self._may_start(name, principal, instance) else "denied"
+        self._say(name, f"starts a session on {spec['instance']}: {actual.upper()}")
+        self._check(index, f"session {name} -> {spec['instance']}", expected, actual)
+
+    def _may_start(self, name: str, principal: dict[str, Any], instance: str) -> bool:
+        """StartSession's IAM decision for the principal on the instance, from its current tags."""
         if principal["type"] == "session":
             decision = self.checker.may_start_session(
                 "role", principal["role"], instance, principal["userid"]
             )
         else:
             decision = self.checker.may_start_session(principal["type"], name, instance)
-        actual = "allowed" if decision.allowed else "denied"
-        self._say(name, f"starts a session on {spec['instance']}: {actual.upper()}")
-        self._check(index, f"session {name} -> {spec['instance']}", expected, actual)
+        return decision.allowed
+
+    def _connect(self, index: int, spec: dict[str, Any]) -> None:
+        """The operator opens a live session (StartSession): allowed by the same policy evaluation as
+        ``session``, then held open in (fake) Session Manager until it is terminated."""
+        name = self._need(spec, "principal", index)
+        principal = self._principal(name, index)
+        instance = self._instance(self._need(spec, "instance", index), index)
+        allowed = self._may_start(name, principal, instance)
+        if allowed:
+            owner, user_id = self._session_owner(name, principal)
+            session_id = self.world.ssm.open_session(
+                owner_arn=owner, user_id=user_id, target=instance, now=self.world.clock.now()
+            )
+            self._sessions.append({"principal": name, "instance": spec["instance"], "id": session_id})
+        actual = "connected" if allowed else "denied"
+        self._say(name, f"opens a session on {spec['instance']}: {actual.upper()}")
+        self._check(index, f"connect {name} -> {spec['instance']}", "connected", actual)
+
+    def _live_sessions(self, index: int, spec: dict[str, Any]) -> None:
+        """How many sessions DescribeSessions(State=Active) shows for the principal on the instance.
+
+        SSM API Reference, DescribeSessions: Active lists the sessions not terminated; a Session's
+        Owner is the AWS user (ARN) that started it. Counted by asking the (fake) service, not from
+        what connect steps remember.
+        """
+        name = self._need(spec, "principal", index)
+        principal = self._principal(name, index)
+        instance = self._instance(self._need(spec, "instance", index), index)
+        expected = self._need(spec, "expect", index)
+        owner = self._session_owner(name, principal)[0]
+        if principal["type"] == "role":  # any session of the role
+            owner = owner.rsplit("/", 1)[0] + "/"
+        live = [
+            s
+            for s in self._describe_sessions("Active", instance)
+            if s.get("Owner") == owner or (owner.endswith("/") and str(s.get("Owner")).startswith(owner))
+        ]
+        self._check(index, f"live sessions of {name} on {spec['instance']}", expected, len(live))
+
+    def _session_owner(self, name: str, principal: dict[str, Any]) -> tuple[str, str]:
+        """The Owner ARN Session Manager records for the principal's session, and its aws:userid.
+
+        An IAM user's session is owned by the user's ARN; a role's by the role session's ARN (a
+        ``role`` principal connects with a session named after the role).
+        """
+        iam = self.world.client("iam")
+        if principal["type"] == "user":
+            return principal["arn"], iam.get_user(UserName=name)["User"]["UserId"]
+        if principal["type"] == "session":
+            return principal["arn"], principal["userid"]
+        role_id = iam.get_role(RoleName=name)["Role"]["RoleId"]
+        return f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}/{name}", f"{role_id}:{name}"
+
+    def _describe_sessions(self, state: str, instance: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"State": state}
+        if instance is not None:
+            params["Filters"] = [{"key": "Target", "value": instance}]
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.world.ssm.describe_sessions(**params)
+            found += page.get("Sessions", [])
+            if not page.get("NextToken"):
+                return found
+            params["NextToken"] = page["NextToken"]
 
     def _tags(self, index: int, spec: dict[str, Any]) -> None:
         name = self._need(spec, "principal", index)
@@ -685,6 +846,13 @@ class Runner:
         return out
 
     def _collect(self) -> None:
+        open_ids = {s["id"] for s in self._sessions if not s.get("ended")}
+        if open_ids:
+            ended = {s["SessionId"] for s in self._describe_sessions("History")} & open_ids
+            for session in self._sessions:
+                if session["id"] in ended:
+                    session["ended"] = True
+                    self._say(session["principal"], f"session on {session['instance']} has been terminated")
         for note in self.world.notifications():
             event = {
                 "at": note["message"].get("at") or to_iso(self.world.clock.now()),

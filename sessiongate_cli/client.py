@@ -64,17 +64,22 @@ def region_of(endpoint: str) -> str | None:
     return match.group(1) if match else None
 
 
+def check_endpoint(endpoint: str) -> None:
+    """Refuse anything but an https:// URL (plain http only on this machine), before any signing."""
+    parts = urlsplit(endpoint)
+    if not parts.hostname or not (
+        parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS)
+    ):
+        raise CliError(
+            f"the endpoint {endpoint!r} is not an https:// URL "
+            "(plain http is accepted only for localhost and 127.0.0.1)",
+            "bad_endpoint",
+        )
+
+
 class ApiClient:
     def __init__(self, endpoint: str, credentials: Any, region: str, transport: Transport) -> None:
-        parts = urlsplit(endpoint)
-        if not parts.hostname or not (
-            parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOCAL_HOSTS)
-        ):
-            raise CliError(
-                f"the endpoint {endpoint!r} is not an https:// URL "
-                "(plain http is accepted only for localhost and 127.0.0.1)",
-                "bad_endpoint",
-            )
+        check_endpoint(endpoint)
         self._endpoint = endpoint.rstrip("/")
         self._credentials = credentials
         self._region = region

@@ -26,12 +26,13 @@ from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError
 
-from .client import ApiClient, CliError, HttpTransport, Transport, region_of
+from .client import ApiClient, CliError, HttpTransport, Transport, check_endpoint, region_of
 
 CHANGE_TEMPLATE = "AllowSsmSessionStartTemplate"
 CHANGE_RUNBOOK = "AllowSsmSessionStartRunbook"
 TERMINAL = {"REVOKED", "EXPIRED", "REJECTED", "CANCELLED", "DENIED"}
 MAX_LIMIT = 50  # the API's page size cap
+NO_REGION = "no AWS region: pass --region, set AWS_REGION or give your profile a region"
 
 Runner = Callable[[list[str]], int]
 
@@ -73,6 +74,7 @@ class Context:
                     "(the stack output RequestApiEndpoint)",
                     "no_endpoint",
                 )
+            check_endpoint(endpoint)  # a mistyped URL is reported as such, whatever the credentials
             session = self.boto_session()
             credentials = session.get_credentials()
             if credentials is None:
@@ -82,7 +84,7 @@ class Context:
                 )
             region = self.args.region or region_of(endpoint) or session.region_name
             if not region:
-                raise CliError("no AWS region: pass --region", "no_region")
+                raise CliError(NO_REGION, "no_region")
             self._api = ApiClient(
                 endpoint, credentials.get_frozen_credentials(), region, self.transport or HttpTransport()
             )
@@ -91,6 +93,13 @@ class Context:
     def region(self) -> str | None:
         endpoint = self.args.endpoint or os.environ.get("SESSIONGATE_ENDPOINT", "")
         return self.args.region or region_of(endpoint) or self.boto_session().region_name
+
+    def aws_region(self) -> str:
+        """The region for direct AWS calls (--region, else the profile's or AWS_REGION): never guessed."""
+        region = self.args.region or self.boto_session().region_name
+        if not region:
+            raise CliError(NO_REGION, "no_region")
+        return str(region)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -173,7 +182,7 @@ def cmd_change_request(ctx: Context) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
 
     a = ctx.args
-    ssm = ctx.boto_session().client("ssm", region_name=ctx.args.region)
+    ssm = ctx.boto_session().client("ssm", region_name=ctx.aws_region())
     try:
         response = ssm.start_change_request_execution(
             DocumentName=CHANGE_TEMPLATE,
@@ -275,13 +284,15 @@ def _account(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint", default=argparse.SUPPRESS, help="API URL (or SESSIONGATE_ENDPOINT)")
-    common.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to sign with")
-    common.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the API")
-    common.add_argument(
+    # Options of every command; the API's commands also take --endpoint (change-request calls SSM).
+    aws = argparse.ArgumentParser(add_help=False)
+    aws.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to sign with")
+    aws.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the API")
+    aws.add_argument(
         "--output", choices=["text", "json"], default=argparse.SUPPRESS, help="output format (default: text)"
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[aws])
+    common.add_argument("--endpoint", default=argparse.SUPPRESS, help="API URL (or SESSIONGATE_ENDPOINT)")
     parser = argparse.ArgumentParser(
         prog="sessiongate",
         description="Request, approve and use time-boxed SSM Session Manager access (SessionGate).",
@@ -289,8 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, help_text: str, fn: Callable[[Context], Any]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def add(
+        name: str, help_text: str, fn: Callable[[Context], Any], *, api: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common if api else aws])
         p.set_defaults(fn=fn)
         return p
 
@@ -339,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "change-request",
         f"create a Change Manager request ({CHANGE_TEMPLATE}) instead of a native one",
         cmd_change_request,
+        api=False,
     )
     p.add_argument("--instance", required=True, help="EC2 instance id (i-...)")
     p.add_argument("--principal-type", choices=["user", "role"], required=True, help="who receives access")

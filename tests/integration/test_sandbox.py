@@ -88,6 +88,7 @@ def test_json_report_lists_events_tags_grants_schedules(
     steps = [
         {"request": {"id": "r1", "by": "alice", "instance": "web", "minutes": 5}},
         {"approve": {"request": "r1", "by": "bob"}},
+        {"grant": {"request": "r1", "expect": "ACTIVE"}},
     ]
     path.write_text(json.dumps(_scenario(steps)))
     assert cli.main(["run", str(path), "--json"]) == 0
@@ -112,20 +113,23 @@ def test_json_report_lists_events_tags_grants_schedules(
             "unknown principal 'nobody'",
         ),
         ("steps: [{advance: soon}]", "must look like 90s"),
-        ("steps: [{approve: {request: r9, by: alice}}]", "unknown request 'r9'"),
+        ("steps: [{approve: {request: r9, by: alice}}, {schedules: {expect: 0}}]", "unknown request 'r9'"),
         ("steps: 5", "a scenario is a mapping"),
         ("steps: [", "is not valid YAML"),
-        ("parameters: {NoSuchParameter: 1}\nsteps: []", "template has no parameter 'NoSuchParameter'"),
         (
-            "steps: [{request: {id: r1, by: alice, instance: web, via: fax}}]",
+            "parameters: {NoSuchParameter: 1}\nsteps: [{schedules: {expect: 0}}]",
+            "template has no parameter 'NoSuchParameter'",
+        ),
+        (
+            "steps: [{request: {id: r1, by: alice, instance: web, via: fax}}, {schedules: {expect: 0}}]",
             "via must be change_manager or api",
         ),
         (
             "steps: [{request: {id: r1, by: alice, instance: web}},"
-            " {extend: {request: r1, id: r2, by: alice}}]",
+            " {extend: {request: r1, id: r2, by: alice}}, {schedules: {expect: 0}}]",
             "extend works on requests made with via: api",
         ),
-        ("approval_policy: [bob]\nsteps: []", "approval_policy must be a mapping"),
+        ("approval_policy: [bob]\nsteps: [{schedules: {expect: 0}}]", "approval_policy must be a mapping"),
     ],
 )
 def test_scenario_mistakes_are_reported_without_a_traceback(
@@ -137,6 +141,67 @@ def test_scenario_mistakes_are_reported_without_a_traceback(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("stpes: []\nsteps: [{schedules: {expect: 0}}]", "top level: unknown key 'stpes'"),
+        (
+            "principals: {alice: {type: user, tgas: {a: b}}}\nsteps: [{schedules: {expect: 0}}]",
+            "principal alice: unknown key 'tgas'",
+        ),
+        ("instances: {web: {manged: false}}\nsteps: [{schedules: {expect: 0}}]", "instance web: unknown key"),
+        (
+            "steps: [{schedules: {expect: 0}}, {approve: {request: r1, by: bob, coment: ok}}]",
+            "step 2 (approve): unknown field 'coment'",
+        ),
+        ("steps: [{schedules: {expect: 0, at: 5m}}]", "step 1 (schedules): unknown field 'at'"),
+        ("steps: [{reconcile: {now: true}}, {schedules: {expect: 0}}]", "step 1 (reconcile): unknown field"),
+        ("steps: [{advance: 5m}]", "the scenario checks nothing"),
+        ("steps: []", "the scenario checks nothing"),
+    ],
+)
+def test_unknown_keys_and_checkless_files_are_refused_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "wrong.yaml"
+    path.write_text(content)
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert str(path) in err
+
+
+def test_every_step_kind_in_the_table_has_a_handler_and_approve_takes_ssm_lag() -> None:
+    from sandbox.scenario import STEP_FIELDS
+
+    assert [k for k in STEP_FIELDS if k != "advance" and not hasattr(Runner, f"_{k}")] == []
+    approve = STEP_FIELDS["approve"]
+    assert approve is not None
+    assert "ssm_lag" in approve
+
+
+def test_connect_opens_a_live_session_only_when_the_policy_allows_it() -> None:
+    live = {"live_sessions": {"principal": "alice", "instance": "web", "expect": 1}}
+    report = Runner(
+        _scenario(
+            [
+                {"connect": {"principal": "alice", "instance": "web"}},  # no tag: refused
+                {"tamper": {"principal": "alice", "tags": {"SecurityAllowSessionInstance4": "web"}}},
+                {"connect": {"principal": "alice", "instance": "web"}},
+                live,
+                {"live_sessions": {"principal": "bob", "instance": "web", "expect": 0}},
+            ]
+        )
+    ).run()
+    assert [(c.what, c.actual, c.passed) for c in report.checks] == [
+        ("connect alice -> web", "denied", False),
+        ("connect alice -> web", "connected", True),
+        ("live sessions of alice on web", 1, True),
+        ("live sessions of bob on web", 0, True),
+    ]
+    assert not report.passed
 
 
 def test_missing_scenario_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,7 +274,7 @@ def test_fake_ssm_refuses_requests_botocore_would_refuse() -> None:
 
 def test_scenario_loader_names_scenarios_after_their_file(tmp_path: Path) -> None:
     path = tmp_path / "named.yaml"
-    path.write_text("steps: []")
+    path.write_text("steps: [{schedules: {expect: 0}}]")
     assert load(path)["name"] == "named"
 
 

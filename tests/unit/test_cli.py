@@ -276,6 +276,55 @@ def test_change_manager_request(capsys: pytest.CaptureFixture[str]) -> None:
         assert "Traceback" not in err
 
 
+def test_change_request_needs_a_region_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    session = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b")
+    argv = ["change-request", "--instance", "i-0a1b2c3d4e5f60718", "--principal-type", "user"]
+    argv += ["--principal-name", "alice", "--minutes", "30", "--reason", "debug"]
+    assert main(argv, session=session) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "sessiongate: error: no AWS region: pass --region, set AWS_REGION or give your profile a region"
+        " (no_region)\n"
+    )
+
+
+def test_change_request_help_offers_no_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    """change-request talks to SSM directly: the API endpoint option would only mislead."""
+    for command, has_endpoint in (("change-request", False), ("request", True)):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert ("--endpoint" in shown) is has_endpoint, command
+        assert "--region" in shown
+    with pytest.raises(SystemExit) as exit_:
+        main(["change-request", "--endpoint", ENDPOINT, "--instance", "i-0a1b2c3d4e5f60718"])
+    assert exit_.value.code == 2
+
+
+def test_a_malformed_endpoint_is_reported_before_credentials_are_looked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_credentials = boto3.Session(region_name="us-east-1")
+    looked: list[bool] = []
+    monkeypatch.setattr(no_credentials, "get_credentials", lambda: looked.append(True))
+    err = io.StringIO()
+    assert (
+        main(
+            ["--endpoint", "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com", "list"],
+            session=no_credentials,
+            err=err,
+        )
+        == 1
+    )
+    assert "is not an https:// URL" in err.getvalue()
+    assert "(bad_endpoint)" in err.getvalue()
+    assert looked == []
+
+
 @pytest.mark.parametrize(("limit", "problem"), [("0", "must be at least 1"), ("51", "must be at most 50")])
 def test_limit_is_checked_before_calling_the_api(
     limit: str, problem: str, capsys: pytest.CaptureFixture[str]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import boto3
+import pytest
 from botocore.stub import Stubber
 
 from sessiongate.adapters.sessions import Sessions
@@ -105,3 +107,61 @@ def test_revoke_ends_sessions_of_the_granted_role_only_not_the_same_idc_user_els
         ended = Sessions(ssm).terminate("i-0123456789abcdef0", owner)
         stub.assert_no_pending_responses()
     assert ended == ["s-ops-dave", "s-ops-erin"]
+
+
+def _extended(stack: Stack, *, elsewhere: bool = False) -> tuple[str, str, str]:
+    """alice's grant on an instance and a second grant (the extension: there, or ``elsewhere``)."""
+    stack.settings = replace(stack.settings, terminate_sessions_on_expiry=True)
+    grant_id, instance = _grant(stack)
+    request = stack.approved(
+        instance_id=stack.instance() if elsewhere else instance, principal="alice", minutes=20
+    )
+    assert stack.engine().grant(request.to_detail()).result == "granted"
+    return grant_id, request.grant_id, instance
+
+
+def _connect(stack: Stack, instance: str) -> str:
+    return stack.ssm.open_session(
+        owner_arn=ALICE, user_id="AIDAALICE", target=instance, now=stack.clock.now()
+    )
+
+
+@pytest.mark.parametrize("reason", ["extended", "expired"])
+def test_an_extension_keeps_the_open_session_until_the_extension_ends(stack: Stack, reason: str) -> None:
+    """Replaced by the extension, or run out before the request API retired it: the access continues."""
+    old, new, instance = _extended(stack)
+    session = _connect(stack, instance)
+    if reason == "expired":
+        stack.clock.advance(timedelta(minutes=10))
+
+    assert stack.engine().revoke(old, reason=reason, by="sessiongate:r-x1").result == "revoked"
+    assert stack.ssm.sessions[session]["Status"] == "Connected"  # the access continues
+
+    stack.clock.advance(timedelta(minutes=20))
+    assert stack.engine().revoke(new).result == "revoked"
+    assert stack.ssm.sessions[session]["Status"] == "Terminated"
+
+
+def test_done_ends_the_sessions_even_while_another_grant_lives(stack: Stack) -> None:
+    old, _, instance = _extended(stack)
+    session = _connect(stack, instance)
+
+    assert stack.engine().revoke(old, reason="done", by=ALICE).result == "revoked"
+
+    assert stack.ssm.sessions[session]["Status"] == "Terminated"
+
+
+@pytest.mark.parametrize("successor", ["revoked", "elsewhere", "expired"])
+def test_extended_without_a_live_successor_on_that_instance_still_ends_the_sessions(
+    stack: Stack, successor: str
+) -> None:
+    old, new, instance = _extended(stack, elsewhere=successor == "elsewhere")
+    if successor == "revoked":
+        assert stack.engine().revoke(new, reason="revoked", by="admin").result == "revoked"
+    if successor == "expired":
+        stack.clock.advance(timedelta(minutes=21))  # its schedule has not fired yet
+    session = _connect(stack, instance)
+
+    assert stack.engine().revoke(old, reason="extended", by="sessiongate:r-x1").result == "revoked"
+
+    assert stack.ssm.sessions[session]["Status"] == "Terminated"

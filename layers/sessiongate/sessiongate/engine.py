@@ -52,6 +52,8 @@ PROVISIONING_GRACE = timedelta(minutes=5)
 START_TOLERANCE = timedelta(seconds=60)
 
 REASON_EXPIRED = "expired"
+# An extension's grant replaced this one (the request API revokes the parent with this reason).
+REASON_EXTENDED = "extended"
 # Scheduler fires at() schedules within a minute: the reconciler only steps in after that.
 RECONCILE_TOLERANCE = timedelta(seconds=90)
 REPAIR_HOLDER = "reconciler-repair"
@@ -253,9 +255,18 @@ class Engine:
                     PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
                 )
                 if self.settings.terminate_sessions_on_expiry:
-                    ended = self._end_sessions(grant, sessions)
-                    if ended:
-                        log.info("open sessions terminated", extra={"sessions": ended})
+                    # An extension replaced this grant (or it ran out while its extension is live, the
+                    # request API not having retired it yet): the same person keeps the same instance,
+                    # so nothing ends now; the sessions end when the successor's own access does. An
+                    # explicit revocation (done, revoked by an approver) always ends them.
+                    continues = reason in (REASON_EXTENDED, REASON_EXPIRED)
+                    successor = self._successor(grant, now) if continues else None
+                    if successor is not None:
+                        log.info("open sessions kept: access continues", extra={"successor": successor})
+                    else:
+                        ended = self._end_sessions(grant, sessions)
+                        if ended:
+                            log.info("open sessions terminated", extra={"sessions": ended})
             else:
                 log.warning("slot no longer held by this grant: tags left untouched")
         if not self.ledger.complete_revoke(
@@ -275,6 +286,32 @@ class Engine:
             subject=f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
         )
         return Outcome("revoked", grant_id, {"reason": reason, "untagged": holds_slot})
+
+    def _successor(self, grant: Grant, now: datetime) -> str | None:
+        """The live grant that continues ``grant``'s access, if any, read from the ledger.
+
+        It holds another slot of the same principal and is ACTIVE, unexpired, for the same account,
+        instance and bound session. Anything less (the extension denied, revoked, expired, elsewhere,
+        or bound to another session) is no continuation: the revocation ends the sessions as usual.
+        """
+        for slot in range(1, self.settings.slot_count + 1):
+            if slot == grant.slot:
+                continue
+            holder = self.ledger.slot_holder(grant.principal_arn, slot)
+            if holder is None or holder in (grant.grant_id, REPAIR_HOLDER):
+                continue
+            other = self.ledger.get_grant(holder)
+            if (
+                other is not None
+                and other.status is GrantStatus.ACTIVE
+                and other.slot == slot
+                and (other.account, other.principal_arn, other.instance_id, other.bound_user_id)
+                == (grant.account, grant.principal_arn, grant.instance_id, grant.bound_user_id)
+                and other.expires is not None
+                and now < other.expires
+            ):
+                return other.grant_id
+        return None
 
     def _end_sessions(self, grant: Grant, sessions: Sessions | None) -> list[str]:
         if sessions is None:

@@ -34,7 +34,7 @@ from .approval_policy import (
     progress,
 )
 from .clock import Clock, parse_iso, to_iso
-from .engine import REASON_EXPIRED, Engine
+from .engine import REASON_EXPIRED, REASON_EXTENDED, Engine
 from .errors import TransientError
 from .identity import may_be_same, parse_identity, person_key
 from .model import AccessApproved, Denial, GrantStatus, disagreements
@@ -71,7 +71,6 @@ SWEEP_LIMIT = 500
 DAY = timedelta(hours=24)
 REASON_DONE = "done"
 REASON_REVOKED = "revoked"
-REASON_EXTENDED = "extended"
 REASON_ACCESS_REVOKED = "access revoked"
 
 
