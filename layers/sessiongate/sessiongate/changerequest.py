@@ -119,7 +119,7 @@ def awaiting_approval(execution: Mapping[str, Any]) -> bool:
     steps = [s for s in execution.get("StepExecutions") or [] if s.get("Action") == "aws:approve"]
     return any(
         s.get("StepStatus") in AWAITING_STEP_STATES
-        and not (s.get("Outputs") or {}).get("ApprovalStatus", [None])[0] == "Rejected"
+        and (s.get("Outputs") or {}).get("ApprovalStatus") != ["Rejected"]
         for s in steps
     )
 
