@@ -453,9 +453,10 @@ class FakeSsm:
         return getattr(fallback, name)
 
     # -- helpers ----------------------------------------------------------------------------
-    def create_document(self, name: str, document_type: str, content: dict[str, Any]) -> None:
-        """Register a document as CreateDocument would; a change template whose approval counts are
-        not integers is refused (SSM answers InvalidDocumentContent; here a ValueError)."""
+    def register_document(self, name: str, document_type: str, content: dict[str, Any]) -> None:
+        """Register a stack's document (setup, not the API: CreateDocument takes text). A change
+        template whose approval counts are not integers is refused (SSM refuses such a document with
+        InvalidDocumentContent; here a ValueError, which the sandbox reports as a stack error)."""
         if document_type == "Automation.ChangeTemplate":
             for step in content.get("mainSteps", []):
                 if step.get("action") == "aws:approve":

@@ -7,6 +7,7 @@ from the engine's return values.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -207,10 +208,8 @@ class Runner:
                     iam.attach_user_policy(UserName=name, PolicyArn=operator_policy)
                 for group in spec.get("groups") or []:
                     # IAM groups the user belongs to (e.g. the Change Manager approver group).
-                    try:
+                    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
                         iam.create_group(GroupName=str(group))
-                    except iam.exceptions.EntityAlreadyExistsException:
-                        pass
                     iam.add_user_to_group(GroupName=str(group), UserName=name)
             else:
                 trust = '{"Version":"2012-10-17","Statement":[]}'
@@ -371,7 +370,9 @@ class Runner:
 
     def _publish_status(self, execution_id: str) -> None:
         self.world.put_event(
-            self.world.ssm.status_event(execution_id, account=ACCOUNT, region=REGION, now=self.world.clock.now())
+            self.world.ssm.status_event(
+                execution_id, account=ACCOUNT, region=REGION, now=self.world.clock.now()
+            )
         )
 
     def _reject(self, index: int, spec: dict[str, Any]) -> None:

@@ -255,7 +255,7 @@ class World:
             p = r.properties
             self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])
         for r in s.of_type("AWS::SSM::Document"):
-            self.ssm.create_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
+            self.ssm.register_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
         self._build_functions()
         for r in s.of_type("AWS::Events::Rule"):
             self._build_rule(r)
