@@ -345,12 +345,16 @@ def test_change_request_on_a_later_page_is_found() -> None:
 
 
 def test_only_change_requests_are_asked_for(stack: Stack, approved_event: dict[str, Any]) -> None:
-    """Another automation linked to the OpsItem neither hides the change request nor passes for it."""
-    other = copy.deepcopy(stack.ssm.executions[SAMPLE_EXECUTION_ID])
-    other.update(
-        AutomationExecutionId="11111111-2222-3333-4444-555555555555", AutomationSubtype="AccessRequest"
-    )
-    stack.ssm.add_execution(other)
+    """Other automations linked to the OpsItem (a full first page of them) neither hide the change
+    request nor pass for it: SSM is asked for change requests only (AutomationSubtype filter)."""
+    change = stack.ssm.executions.pop(SAMPLE_EXECUTION_ID)
+    for n in range(50):
+        other = copy.deepcopy(change)
+        other.update(
+            AutomationExecutionId=f"11111111-2222-3333-4444-{n:012d}", AutomationSubtype="AccessRequest"
+        )
+        stack.ssm.add_execution(other)
+    stack.ssm.add_execution(change)
     assert stack.engine().on_change_request(approved_event).result == "emitted"
 
 
