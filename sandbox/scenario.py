@@ -199,6 +199,8 @@ class Runner:
                 continue
             if kind not in ("user", "role"):
                 raise ScenarioError(f"principal {name}: type must be user, role or session")
+            if spec.get("groups") and kind != "user":
+                raise ScenarioError(f"principal {name}: only users belong to IAM groups")
             path = spec.get("path", "/")
             tags = [{"Key": k, "Value": str(v)} for k, v in (spec.get("tags") or {}).items()]
             operator = spec.get("operator", True)  # false: the operator policy is not attached
