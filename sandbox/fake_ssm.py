@@ -397,6 +397,7 @@ class FakeSsm:
         check_output(_MODEL.shape_for("AutomationExecution"), execution, "AutomationExecution")
         if visible_after:
             self.lagging[execution["AutomationExecutionId"]] = (before, now + visible_after)
+        self._respond(op, {})  # SendAutomationSignal answers an empty structure
         return str(execution["AutomationExecutionStatus"])
 
     def start_runbook(self, execution_id: str, *, now: datetime) -> str:
