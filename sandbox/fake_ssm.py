@@ -1,7 +1,10 @@
 """A thin fake of the SSM APIs moto lacks (change requests, automation executions, managed nodes).
 
 Requests are validated against botocore's input shapes and responses against its output shapes, so the
-fake cannot drift from the real API's request/response structure.
+fake cannot drift from the real API's request/response structure. It raises only errors the model
+declares for the operation (tests/unit/test_fake_ssm.py lists, per operation, every declared error and
+the situation the fake raises it in, or why it never does), and its approval steps accept only the
+change template's approvers.
 """
 
 from __future__ import annotations
