@@ -25,6 +25,8 @@ def measure() -> dict[str, Counter[str]]:
         iam, ssm = world.client("iam"), world.ssm
         iam.create_user(UserName="alice")
         approver = iam.create_user(UserName="bob")["User"]["Arn"]
+        iam.create_group(GroupName="SessionGateApprovers")  # the change template's approver group
+        iam.add_user_to_group(GroupName="SessionGateApprovers", UserName="bob")
         instance = world.client("ec2").run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)[
             "Instances"
         ][0]["InstanceId"]

@@ -69,6 +69,8 @@ def _world(requests: int, per_minute: int, validity: int, drop_schedules: bool, 
             iam.create_user(UserName=f"op{i}")
             iam.attach_user_policy(UserName=f"op{i}", PolicyArn=policy)
         approver = iam.create_user(UserName="approver")["User"]["Arn"]
+        iam.create_group(GroupName="SessionGateApprovers")  # the change template's approver group
+        iam.add_user_to_group(GroupName="SessionGateApprovers", UserName="approver")
         reservation = ec2.run_instances(ImageId="ami-12c6146b", MinCount=20, MaxCount=20)
         instances = [i["InstanceId"] for i in reservation["Instances"]]
         ssm.managed.update(instances)

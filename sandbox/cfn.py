@@ -87,6 +87,7 @@ def load(name: str, account: str, region: str, overrides: dict[str, Any] | None 
         params[key] = value
     stack = Stack(name=name, account=account, region=region, parameters=params)
     resolver = _Resolver(stack, cfn)
+    resolver.check_rules()
     for logical_id, resource in cfn["Resources"].items():
         if not resolver.condition(resource.get("Condition")):
             continue
@@ -188,7 +189,20 @@ class _Resolver:
                 return any(self._cond(a) for a in arg)
             if fn == "Condition":
                 return self.condition(arg)
+            if fn == "Fn::Contains":  # rule functions (Rules section)
+                values, value = (self.resolve(copy.deepcopy(x)) for x in arg)
+                return str(value) in [str(v) for v in values]
         return self.resolve(expr)
+
+    def check_rules(self) -> None:
+        """The template's ``Rules``: like CloudFormation, refuse parameters an assertion rejects
+        ("CloudFormation template Rules syntax") before any resource exists."""
+        for name, rule in self.cfn.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self._cond(rule["RuleCondition"]):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self._cond(assertion["Assert"]):
+                    raise ValueError(f"rule {name}: {assertion.get('AssertDescription', 'assertion failed')}")
 
     def ref(self, name: str) -> Any:
         s = self.stack
@@ -208,7 +222,13 @@ class _Resolver:
         if name in pseudo:
             return pseudo[name]
         if name in s.parameters:
-            return s.parameters[name]
+            value = s.parameters[name]
+            kind = str(self.cfn.get("Parameters", {}).get(name, {}).get("Type", "String"))
+            if kind == "CommaDelimitedList" or kind.startswith("List<"):
+                return value
+            # Ref of a String or Number parameter is a string ("CloudFormation template Parameters
+            # syntax": a Number parameter's value becomes a string where it is used).
+            return str(value)
         if name in s.resources:
             return s.resources[name].physical_id
         raise KeyError(f"unresolvable Ref {name}")

@@ -7,6 +7,7 @@ from the engine's return values.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 
 from sessiongate.clock import to_iso
 from sessiongate.slots import INSTANCE_KEY, USER_KEY
@@ -40,7 +42,7 @@ TOP_LEVEL_KEYS = frozenset(
         "steps",
     }
 )
-PRINCIPAL_KEYS = frozenset({"type", "role", "path", "tags", "operator"})
+PRINCIPAL_KEYS = frozenset({"type", "role", "path", "tags", "operator", "groups"})
 INSTANCE_KEYS = frozenset({"tags", "managed"})
 # Each step kind with its fields; None: the step's value is not a mapping (advance: a duration).
 STEP_FIELDS: dict[str, frozenset[str] | None] = {
@@ -77,7 +79,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "tags": frozenset({"principal", "expect"}),
     "grant": frozenset({"request", "expect", "denial"}),
     "schedules": frozenset({"expect"}),
-    "notified": frozenset({"event_type", "request", "expect"}),
+    "notified": frozenset({"event_type", "request", "expect", "count"}),
 }
 STEP_KINDS = tuple(STEP_FIELDS)
 # Steps that check something (so does any step with expect_error): a scenario needs at least one.
@@ -290,6 +292,8 @@ class Runner:
                 continue
             if kind not in ("user", "role"):
                 raise ScenarioError(f"principal {name}: type must be user, role or session")
+            if spec.get("groups") and kind != "user":
+                raise ScenarioError(f"principal {name}: only users belong to IAM groups")
             path = spec.get("path", "/")
             tags = [{"Key": k, "Value": str(v)} for k, v in (spec.get("tags") or {}).items()]
             operator = spec.get("operator", True)  # false: the operator policy is not attached
@@ -297,6 +301,11 @@ class Runner:
                 arn = iam.create_user(UserName=name, Path=path, Tags=tags)["User"]["Arn"]
                 if operator:
                     iam.attach_user_policy(UserName=name, PolicyArn=operator_policy)
+                for group in spec.get("groups") or []:
+                    # IAM groups the user belongs to (e.g. the Change Manager approver group).
+                    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+                        iam.create_group(GroupName=str(group))
+                    iam.add_user_to_group(GroupName=str(group), UserName=name)
             else:
                 trust = '{"Version":"2012-10-17","Statement":[]}'
                 role = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=trust, Tags=tags)
@@ -421,20 +430,45 @@ class Runner:
         }
         if spec.get("comment"):
             signal_params["Payload"] = {"Comment": [str(spec["comment"])]}
-        status = self.world.ssm.send_automation_signal(
-            signer_arn=by["arn"], now=self.world.clock.now(), **signal_params
-        )
-        self._say(
-            spec["by"], f"{'approves' if signal == 'Approve' else 'rejects'} [{spec['request']}] -> {status}"
-        )
+        # ssm_lag: SSM's reads show the decision only this long after it (eventual consistency), while
+        # Change Manager publishes the status change at once; once it shows, the runbook starts and
+        # RunbookInProgress is published too.
+        lag = parse_duration(spec["ssm_lag"]) if "ssm_lag" in spec else None
+        verb = "approves" if signal == "Approve" else "rejects"
+        ssm = self.world.ssm
+        try:
+            status = ssm.send_automation_signal(
+                signer_arn=by["arn"], now=self.world.clock.now(), visible_after=lag, **signal_params
+            )
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            self._say(spec["by"], f"{verb} [{spec['request']}] -> refused: {code}")
+            self._check(index, f"{signal} by {spec['by']}", spec.get("expect_error", "success"), code)
+            return
+        if "expect_error" in spec:
+            self._check(index, f"{signal} by {spec['by']}", spec["expect_error"], "success")
+        lagging = f" (SSM shows it after {spec['ssm_lag']})" if lag else ""
+        self._say(spec["by"], f"{verb} [{spec['request']}] -> {status}{lagging}")
         if status in ("Approved", "Scheduled", "Rejected"):
             # Change Manager publishes the status change on the default bus; the router takes it from there.
-            self.world.put_event(
-                self.world.ssm.status_event(
-                    request["execution_id"], account=ACCOUNT, region=REGION, now=self.world.clock.now()
-                )
-            )
+            self._publish_status(request["execution_id"])
             self.world.settle()
+        if lag and status == "Approved":
+            execution_id = request["execution_id"]
+
+            def runbook_starts() -> None:
+                ssm.start_runbook(execution_id, now=self.world.clock.now())
+                self._say("ssm", f"runbook of [{spec['request']}] starts -> RunbookInProgress")
+                self._publish_status(execution_id)
+
+            self.world.at(self.world.clock.now() + lag, runbook_starts)
+
+    def _publish_status(self, execution_id: str) -> None:
+        self.world.put_event(
+            self.world.ssm.status_event(
+                execution_id, account=ACCOUNT, region=REGION, now=self.world.clock.now()
+            )
+        )
 
     def _reject(self, index: int, spec: dict[str, Any]) -> None:
         self._approve(index, spec, signal="Reject")
@@ -738,12 +772,16 @@ class Runner:
     def _notified(self, index: int, spec: dict[str, Any]) -> None:
         event_type = self._need(spec, "event_type", index)
         grant_id = self._request_of(spec, index)["grant_id"] if "request" in spec else None
-        seen = any(
-            e["event_type"] == event_type and (grant_id is None or e.get("grant_id") == grant_id)
+        matching = [
+            e
             for e in self.report.events
-        )
+            if e["event_type"] == event_type and (grant_id is None or e.get("grant_id") == grant_id)
+        ]
         label = f"notification {event_type}" + (f" for [{spec['request']}]" if grant_id else "")
-        self._check(index, label, spec.get("expect", True), seen)
+        if "count" in spec:  # exactly this many such notifications so far
+            self._check(index, f"{label} count", spec["count"], len(matching))
+            return
+        self._check(index, label, spec.get("expect", True), bool(matching))
 
     # -- invariants ----------------------------------------------------------------------------------
     def _invariants(self, index: int) -> None:

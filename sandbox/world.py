@@ -116,13 +116,14 @@ class World:
         os.environ.update(_FAKE_CREDENTIALS)
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         self.clock = ManualClock(self.start)
-        self.ssm = FakeSsm()
+        self.ssm = FakeSsm(clock=self.clock, group_members=self._group_members)
         self.calls: Counter[str] = Counter()
         self.invocations: list[Invocation] = []
         self.fired: list[Fired] = []
         self.faults = FaultInjector()
         self.retry_sleeps: list[float] = []
         self._periodic: list[list[Any]] = []  # [rule, target arn, period, next due]
+        self._timers: list[tuple[datetime, int, Callable[[], None]]] = []  # what AWS does later on its own
         self._schedule_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._clients: dict[str, Any] = {}
         fake_iam.install()  # IAM's refusals moto lacks (protected roles, tag value pattern)
@@ -165,6 +166,20 @@ class World:
             self.faults.attach(c)
             self._clients[service] = c
         return self._clients[service]
+
+    def _group_members(self, group: str) -> set[str]:
+        """IAM group members (user ARNs), for the SSM fake's IamGroup approvers; read from IAM with an
+        uncounted client (this is SSM's lookup, not a call SessionGate makes)."""
+        if "iam-uncounted" not in self._clients:
+            import boto3
+
+            self._clients["iam-uncounted"] = boto3.client("iam", region_name=REGION)
+        iam = self._clients["iam-uncounted"]
+        try:
+            users = iam.get_group(GroupName=group)["Users"]
+        except iam.exceptions.NoSuchEntityException:
+            return set()
+        return {u["Arn"] for u in users}
 
     def _before_call(self, model: Any, **_: Any) -> None:
         self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
@@ -241,10 +256,7 @@ class World:
             p = r.properties
             self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])
         for r in s.of_type("AWS::SSM::Document"):
-            self.ssm.documents[r.physical_id] = {
-                "type": r.properties["DocumentType"],
-                "content": r.properties["Content"],
-            }
+            self.ssm.register_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
         self._build_functions()
         for r in s.of_type("AWS::Events::Rule"):
             self._build_rule(r)
@@ -387,7 +399,16 @@ class World:
             self.fire_due()
             self.settle()
 
+    def at(self, when: datetime, action: Callable[[], None]) -> None:
+        """Something an AWS service does later on its own (e.g. Change Manager starting the runbook and
+        publishing the status change): run ``action`` once the virtual clock reaches ``when``."""
+        self._timers.append((when, len(self._timers), action))
+
     def fire_due(self) -> list[Fired]:
+        due_timers = sorted(t for t in self._timers if t[0] <= self.clock.now())
+        self._timers = [t for t in self._timers if t[0] > self.clock.now()]
+        for _when, _order, action in due_timers:
+            action()
         scheduler = self.client("scheduler")
         fired = []
         for periodic in self._periodic:

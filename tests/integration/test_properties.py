@@ -89,7 +89,7 @@ def _steps(ops: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
 def test_invariants_hold_under_any_interleaving(ops: list[tuple[Any, ...]]) -> None:
     scenario = {
         "name": "property",
-        "principals": {"alice": {}, "carol": {}, "bob": {}, "eve": {}},
+        "principals": {"alice": {}, "carol": {}, "bob": {"groups": ["SessionGateApprovers"]}, "eve": {}},
         "instances": {name: {} for name in INSTANCES},
         "steps": _steps(ops),
     }

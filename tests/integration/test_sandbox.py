@@ -36,7 +36,10 @@ def test_demo_prints_a_timeline_and_exits_zero(capsys: pytest.CaptureFixture[str
 def _scenario(steps: list[Any], **extra: Any) -> dict[str, Any]:
     return {
         "name": "t",
-        "principals": {"alice": {"type": "user"}, "bob": {"type": "user"}},
+        "principals": {
+            "alice": {"type": "user"},
+            "bob": {"type": "user", "groups": ["SessionGateApprovers"]},
+        },
         "instances": {"web": {}},
         "steps": steps,
         **extra,

@@ -12,11 +12,16 @@ import pytest
 from botocore.stub import Stubber
 
 from sessiongate.adapters.changes import ChangeRequests
+from sessiongate.errors import TransientError
 from sessiongate.model import AccessApproved, GrantStatus
 from tests.conftest import load_event
 from tests.support.stack import ACCOUNT, Stack, change_request
 
 SAMPLE_EXECUTION_ID = "d0585556-80f6-4522-8dad-dada6d45b67d"
+CHANGE_REQUEST_FILTERS = [
+    {"Key": "OpsItemId", "Values": ["oi-0123456789ab"]},
+    {"Key": "AutomationSubtype", "Values": ["ChangeRequest"]},
+]
 
 
 def _sample_request() -> AccessApproved:
@@ -65,7 +70,6 @@ def test_duplicate_approved_events_converge_on_one_grant(
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        ({"AutomationExecutionStatus": "PendingApproval"}, "change_request_not_approved"),
         ({"AutomationExecutionStatus": "Rejected"}, "change_request_not_approved"),
         ({"AutomationExecutionStatus": "Failed"}, "change_request_not_approved"),
         ({"ExecutedBy": "arn:aws:iam::123456789012:user/mallory"}, "requester_mismatch"),
@@ -190,10 +194,74 @@ def test_event_for_another_template_is_rejected(stack: Stack, approved_event: di
     assert note["attributes"]["event_type"] == "EventRejected"
 
 
-def test_non_approved_status_is_ignored(stack: Stack, approved_event: dict[str, Any]) -> None:
-    approved_event["detail"]["ops-item-status"] = "InProgress"
+@pytest.mark.parametrize("status", ["Open", "PendingApproval", "Rejected", "CompletedWithSuccess"])
+def test_statuses_before_approval_or_after_the_runbook_are_ignored(
+    stack: Stack, approved_event: dict[str, Any], status: str
+) -> None:
+    approved_event["detail"]["ops-item-status"] = status
     assert stack.engine().on_change_request(approved_event).result == "ignored"
     assert stack.ssm.calls == []
+
+
+@pytest.mark.parametrize("status", ["Approved", "Scheduled", "RunbookInProgress", "InProgress"])
+def test_every_status_after_approval_reads_ssm_and_emits_the_same_grant(
+    stack: Stack, approved_event: dict[str, Any], status: str
+) -> None:
+    """A late or missing Approved event is covered by the statuses that follow it."""
+    approved_event["detail"]["ops-item-status"] = status
+    assert stack.engine().on_change_request(approved_event).result == "emitted"
+    [event] = stack.bus_events()
+    assert event["detail"]["grant_id"] == f"cm-{SAMPLE_EXECUTION_ID}"
+
+
+def _lagging(stack: Stack, seconds: float) -> None:
+    """SSM shows the sample change request as still waiting for approval for ``seconds`` more."""
+    approved = stack.ssm.executions[SAMPLE_EXECUTION_ID]
+    pending = copy.deepcopy(approved)
+    pending["AutomationExecutionStatus"] = "PendingApproval"
+    pending["StepExecutions"][0].update(StepStatus="Waiting", Outputs={})
+    del pending["StepExecutions"][0]["ExecutionEndTime"]
+    stack.ssm.clock = stack.clock
+    stack.ssm.lagging[SAMPLE_EXECUTION_ID] = (pending, stack.clock.now() + timedelta(seconds=seconds))
+
+
+def test_approval_ssm_shows_a_few_seconds_late_is_re_read_and_emitted(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
+    _lagging(stack, 5)
+    start = stack.clock.now()
+    outcome = stack.engine().on_change_request(approved_event)
+    assert outcome.result == "emitted"
+    assert len(stack.bus_events()) == 1
+    assert stack.clock.now() - start == timedelta(seconds=7)  # waited 1 s, 2 s, 4 s: then it showed
+    assert stack.notifications() == []
+    assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+
+
+def test_approval_ssm_does_not_show_yet_is_transient_never_a_denial(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
+    _lagging(stack, 600)
+    start = stack.clock.now()
+    with pytest.raises(TransientError, match="not shown as approved yet"):
+        stack.engine().on_change_request(approved_event)
+    assert stack.clock.now() - start == timedelta(seconds=15)  # bounded: 1 + 2 + 4 + 8 s of waiting
+    assert stack.ssm.calls.count("DescribeAutomationExecutions") == 5
+    assert stack.bus_events() == []
+    assert stack.notifications() == []  # no AccessDenied
+    assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+
+
+def test_in_progress_without_approval_in_ssm_waits_for_a_later_event(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
+    """InProgress alone does not say the request was approved: no waiting, no retry, no denial."""
+    _lagging(stack, 600)
+    approved_event["detail"]["ops-item-status"] = "InProgress"
+    start = stack.clock.now()
+    assert stack.engine().on_change_request(approved_event).result == "ignored"
+    assert stack.clock.now() == start
+    assert stack.notifications() == []
 
 
 def test_change_request_missing_in_ssm_is_rejected(stack: Stack) -> None:
@@ -237,7 +305,7 @@ def test_change_requests_adapter_calls_ssm_as_documented() -> None:
                     }
                 ]
             },
-            {"Filters": [{"Key": "OpsItemId", "Values": ["oi-0123456789ab"]}]},
+            {"Filters": CHANGE_REQUEST_FILTERS, "MaxResults": 50},
         )
         stub.add_response(
             "get_automation_execution",
@@ -248,6 +316,46 @@ def test_change_requests_adapter_calls_ssm_as_documented() -> None:
         stub.assert_no_pending_responses()
     assert found is not None
     assert found["AutomationExecutionId"] == SAMPLE_EXECUTION_ID
+
+
+def test_change_request_on_a_later_page_is_found() -> None:
+    """DescribeAutomationExecutions pages (NextToken): the adapter reads every page."""
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    execution = change_request(_sample_request())
+    meta = {"AutomationSubtype": "ChangeRequest", "OpsItemId": "oi-0123456789ab"}
+    with Stubber(ssm) as stub:
+        stub.add_response(
+            "describe_automation_executions",
+            {"AutomationExecutionMetadataList": [], "NextToken": "page-2"},
+            {"Filters": CHANGE_REQUEST_FILTERS, "MaxResults": 50},
+        )
+        stub.add_response(
+            "describe_automation_executions",
+            {"AutomationExecutionMetadataList": [{**meta, "AutomationExecutionId": SAMPLE_EXECUTION_ID}]},
+            {"Filters": CHANGE_REQUEST_FILTERS, "MaxResults": 50, "NextToken": "page-2"},
+        )
+        stub.add_response(
+            "get_automation_execution",
+            {"AutomationExecution": execution},
+            {"AutomationExecutionId": SAMPLE_EXECUTION_ID},
+        )
+        found = ChangeRequests(ssm).find("oi-0123456789ab")
+        stub.assert_no_pending_responses()
+    assert found is not None
+
+
+def test_only_change_requests_are_asked_for(stack: Stack, approved_event: dict[str, Any]) -> None:
+    """Other automations linked to the OpsItem (a full first page of them) neither hide the change
+    request nor pass for it: SSM is asked for change requests only (AutomationSubtype filter)."""
+    change = stack.ssm.executions.pop(SAMPLE_EXECUTION_ID)
+    for n in range(50):
+        other = copy.deepcopy(change)
+        other.update(
+            AutomationExecutionId=f"11111111-2222-3333-4444-{n:012d}", AutomationSubtype="AccessRequest"
+        )
+        stack.ssm.add_execution(other)
+    stack.ssm.add_execution(change)
+    assert stack.engine().on_change_request(approved_event).result == "emitted"
 
 
 def test_two_change_requests_for_one_ops_item_are_ambiguous() -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from sessiongate.errors import TransientError
 from sessiongate.model import GrantStatus, Origin
 from tests.support.stack import ACCOUNT, Stack, change_request
 
@@ -250,6 +251,20 @@ def test_change_request_rejected_in_ssm_is_denied_at_grant_time(stack: Stack) ->
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     stack.ssm.add_execution(change_request(request, status="Rejected", approval="Rejected"))
     _denied(stack, stack.engine().grant(request.to_detail()), "change_request_not_approved")
+
+
+def test_change_request_ssm_does_not_show_approved_yet_is_retried_not_denied(stack: Stack) -> None:
+    """The grant's own re-read may lag behind the adapter's (eventual consistency): raise, retry."""
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    pending = change_request(request, status="PendingApproval")
+    pending["StepExecutions"][0].update(StepStatus="Waiting", Outputs={})
+    stack.ssm.add_execution(pending)
+    with pytest.raises(TransientError, match="not shown as approved yet"):
+        stack.engine().grant(request.to_detail())
+    assert stack.engine().ledger.get_grant(request.grant_id) is None
+    assert stack.notifications() == []
+    assert stack.tags("user", "alice") == {}
 
 
 def test_native_origin_without_a_verifier_fails_closed(stack: Stack) -> None:

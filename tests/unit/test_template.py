@@ -32,10 +32,70 @@ def test_change_manager_rule_matches_the_documented_event_shape_for_our_template
     pattern = _pattern("AdaptChangeRequestFunction", "ChangeRequestApproved")
     event = load_event("change_request_approved.json")
     assert pattern.matches_event(event)
-    for key, value in [("ops-item-status", "InProgress"), ("change-template-document-name", "Other")]:
+    for key, value in [("ops-item-status", "PendingApproval"), ("change-template-document-name", "Other")]:
         other = json.loads(json.dumps(event))
         other["detail"][key] = value
         assert not pattern.matches_event(other)
+
+
+@pytest.mark.parametrize(
+    ("status", "routed"),
+    [
+        ("Approved", True),
+        ("Scheduled", True),
+        ("RunbookInProgress", True),
+        ("InProgress", True),
+        ("Open", False),
+        ("PendingApproval", False),
+        ("Rejected", False),
+        ("CompletedWithSuccess", False),
+    ],
+)
+def test_change_manager_rule_routes_the_statuses_after_approval(status: str, routed: bool) -> None:
+    """A late or lost Approved event is made up for by the statuses that follow it."""
+    event = load_event("change_request_approved.json")
+    event["detail"]["ops-item-status"] = status
+    assert _pattern("AdaptChangeRequestFunction", "ChangeRequestApproved").matches_event(event) is routed
+
+
+def test_change_template_approval_counts_are_integers_in_the_document() -> None:
+    """MinRequiredApprovals is a Number parameter; Ref would put the string "2" into the document."""
+    from sandbox import cfn
+
+    for count in ("1", "2", "5"):
+        stack = cfn.load("sg", "123456789012", "us-east-1", {"MinRequiredApprovals": count})
+        inputs = stack.resources["ChangeTemplate"].properties["Content"]["mainSteps"][0]["inputs"]
+        assert inputs["MinRequiredApprovals"] == int(count)
+        assert type(inputs["MinRequiredApprovals"]) is int
+        [line] = inputs["EnhancedApprovals"]["Approvers"]
+        assert line["minRequiredApprovals"] == 0  # per-level approvals: each line may contribute
+
+
+@pytest.mark.parametrize(
+    ("approver_type", "approvals", "accepted"),
+    [
+        ("IamUser", "1", True),
+        ("IamUser", "2", False),
+        ("SSOUser", "3", False),
+        ("IamGroup", "5", True),
+        ("IamRole", "2", True),
+        ("SSOGroup", "2", True),
+    ],
+)
+def test_approvals_one_approver_can_never_give_are_refused_at_deploy_time(
+    approver_type: str, approvals: str, accepted: bool
+) -> None:
+    """The template's Rules refuse the parameters before anything is created (as CloudFormation does)."""
+    from sandbox import cfn
+
+    overrides = {"ApproverType": approver_type, "MinRequiredApprovals": approvals}
+    if accepted:
+        cfn.load("sg", "123456789012", "us-east-1", overrides)
+    else:
+        with pytest.raises(ValueError, match="ApprovalsCanBeMet"):
+            cfn.load("sg", "123456789012", "us-east-1", overrides)
+    # Without the Change Manager front door there is nothing to refuse.
+    cfn.load("sg", "123456789012", "us-east-1", {**overrides, "EnableChangeManager": "false"})
 
 
 def test_grant_rule_listens_for_access_approved_on_the_sessiongate_bus() -> None:

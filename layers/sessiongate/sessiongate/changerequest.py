@@ -45,6 +45,17 @@ APPROVED_STATES = frozenset(
         "ChangeCalendarOverrideApproved",
     }
 )
+# ``ops-item-status`` values of a ``Change Request Status Update`` event that the adapter acts on (botocore's
+# OpsItemStatus enum). Approved, Scheduled and RunbookInProgress come only after every approval was given;
+# InProgress is routed too (it is the status of the published sample event, "Amazon EventBridge event
+# examples for Systems Manager") but does not by itself say that the request was approved. Events are
+# best effort and may come in any order, so each one re-reads SSM and the grant is idempotent: a late,
+# repeated or missing Approved event still grants exactly once.
+ROUTED_STATUSES = ("Approved", "Scheduled", "RunbookInProgress", "InProgress")
+APPROVAL_IMPLIED = frozenset({"Approved", "Scheduled", "RunbookInProgress"})
+# SSM records of a change request still waiting for its approvals (AutomationExecutionStatus, StepStatus).
+AWAITING_STATES = frozenset({"PendingApproval"})
+AWAITING_STEP_STATES = frozenset({"Pending", "InProgress", "Waiting"})
 # Runbook parameters of AllowSsmSessionStartRunbook.
 P_INSTANCE, P_TYPE, P_NAME, P_MINUTES = "InstanceId", "PrincipalType", "PrincipalName", "ValidityMinutes"
 P_ACCOUNT = "AccountId"  # optional: a member account (Organizations); "this", empty or absent = this one
@@ -95,6 +106,22 @@ class ChangeRequestRef:
         if self.change_request_id:
             detail["change-request-id"] = self.change_request_id
         return detail
+
+
+def awaiting_approval(execution: Mapping[str, Any]) -> bool:
+    """SSM still shows the change request waiting for approval (no decision against it yet).
+
+    After an event that implies approval this is SSM lagging behind its own event (eventual
+    consistency): transient, re-read later. A rejection or any other end state is not "awaiting".
+    """
+    if execution.get("AutomationExecutionStatus") in AWAITING_STATES:
+        return True
+    steps = [s for s in execution.get("StepExecutions") or [] if s.get("Action") == "aws:approve"]
+    return any(
+        s.get("StepStatus") in AWAITING_STEP_STATES
+        and (s.get("Outputs") or {}).get("ApprovalStatus") != ["Rejected"]
+        for s in steps
+    )
 
 
 def interpret(

@@ -27,7 +27,14 @@ from .adapters.ledger import Ledger
 from .adapters.notifier import Notifier
 from .adapters.scheduler import REVOKE_PREFIX, START_PREFIX, Schedules
 from .adapters.sessions import Sessions
-from .changerequest import DUE_SOURCE, ChangeRequestRef, interpret
+from .changerequest import (
+    APPROVAL_IMPLIED,
+    DUE_SOURCE,
+    ROUTED_STATUSES,
+    ChangeRequestRef,
+    awaiting_approval,
+    interpret,
+)
 from .clock import Clock, parse_iso, to_iso
 from .errors import InvalidInput, TransientError
 from .identity import Identity, PrincipalType, principal_arn
@@ -57,6 +64,12 @@ REASON_EXTENDED = "extended"
 # Scheduler fires at() schedules within a minute: the reconciler only steps in after that.
 RECONCILE_TOLERANCE = timedelta(seconds=90)
 REPAIR_HOLDER = "reconciler-repair"
+# Change Manager may publish Approved before GetAutomationExecution shows the approval (SSM is eventually
+# consistent). The adapter re-reads after each of these waits (15 s in all, within the function's 30 s
+# timeout); still not shown, it raises TransientError: Lambda retries the event twice (after 1 and
+# 3 minutes), then parks it in FailedInvocationsQueue (alarmed). Meanwhile the later status events
+# (Scheduled, RunbookInProgress) re-drive the same idempotent path, so the grant happens once.
+APPROVAL_RECHECK_DELAYS = (1.0, 2.0, 4.0, 8.0)
 
 
 class AccountNotAllowed(Exception):
@@ -460,8 +473,8 @@ class Engine:
         except InvalidInput as exc:
             return self._reject("ChangeRequest", exc)
         log = bind(ops_item_id=ref.ops_item_id, change_request_id=ref.change_request_id)
-        if ref.status != "Approved":
-            log.info("change request status is not Approved: nothing to do", extra={"status": ref.status})
+        if ref.status not in ROUTED_STATUSES:
+            log.info("change request status is not routed: nothing to do", extra={"status": ref.status})
             return Outcome("ignored", None, {"why": f"status {ref.status}"})
         if ref.template_name is not None and ref.template_name != self.settings.change_template_name:
             return self._reject(
@@ -471,6 +484,20 @@ class Engine:
                 ),
             )
         execution = self.changes.find(ref.ops_item_id)
+        if execution is not None and awaiting_approval(execution):
+            if ref.status not in APPROVAL_IMPLIED:
+                # InProgress alone does not say the request was approved: a later event will.
+                log.info("change request not approved yet", extra={"status": ref.status})
+                return Outcome("ignored", None, {"why": "change request not approved yet"})
+            for delay in APPROVAL_RECHECK_DELAYS:
+                self.clock.sleep(delay)
+                execution = self.changes.find(ref.ops_item_id)
+                if execution is None or not awaiting_approval(execution):
+                    break
+            else:
+                metrics().add("ApprovalNotVisibleYet")
+                log.warning("SSM does not show the approval yet: retrying", extra={"status": ref.status})
+                raise TransientError(f"change request of {ref.ops_item_id} is not shown as approved yet")
         if execution is None:
             return self._reject(
                 "ChangeRequest",
@@ -637,6 +664,9 @@ class ChangeManagerVerifier:
         execution = self.changes.get(execution_id)
         if execution is None:
             return [Denial("origin_not_found", f"change request {execution_id} does not exist")]
+        if awaiting_approval(execution):
+            # The adapter saw the approval; this read does not yet (eventual consistency): retry later.
+            raise TransientError(f"change request {execution_id} is not shown as approved yet")
         ref = ChangeRequestRef(request.origin_ref, execution_id, "Approved", None, None)
         truth = interpret(
             ref, execution, self.settings, account=self.settings.account_id, now=self.clock.now()

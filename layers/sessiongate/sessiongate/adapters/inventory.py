@@ -39,7 +39,15 @@ class Inventory:
     def _is_managed(self, instance_id: str) -> bool:
         if self._ssm is None:
             return False
-        info = self._ssm.describe_instance_information(
-            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
-        ).get("InstanceInformationList", [])
+        try:
+            info = self._ssm.describe_instance_information(
+                Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
+            ).get("InstanceInformationList", [])
+        except ClientError as exc:
+            # SSM answers InvalidInstanceId for an instance whose SSM Agent never registered (or is not
+            # running, or that the caller may not see): not a managed node (botocore SSM model,
+            # "InvalidInstanceId"; DescribeInstanceInformation in the SSM API Reference).
+            if error_code(exc) == "InvalidInstanceId":
+                return False
+            raise
         return any(i.get("InstanceId") == instance_id for i in info)
