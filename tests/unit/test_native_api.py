@@ -478,6 +478,8 @@ def test_duplicate_open_request_for_the_same_instance_is_refused(deployed: Stack
         ({"instance_id": "i-123", "reason": "x"}, "invalid_instance_id"),
         ({"instance_id": "i-0a1b2c3d4e5f60718"}, "missing_reason"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "   "}, "missing_reason"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "ok\u2028APPROVED"}, "invalid_reason"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "\u200b\u200b"}, "invalid_reason"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": 0}, "invalid_duration"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": 61}, "invalid_duration"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": "10"}, "invalid_duration"),

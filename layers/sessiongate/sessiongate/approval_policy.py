@@ -49,6 +49,7 @@ from typing import Any
 
 from .identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from .native import Approval, Request, bad_request, conflict, forbidden
+from .text import visible_length
 
 POLICY_VERSION = 1
 MAX_RULES = 100
@@ -230,9 +231,10 @@ def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, rea
             f"break-glass access is capped at {glass.max_duration_minutes} minutes",
             "break_glass_duration_over_cap",
         )
-    if len(reason) < glass.min_reason_length:
+    if visible_length(reason) < glass.min_reason_length:
         raise bad_request(
-            f"break-glass needs a reason of at least {glass.min_reason_length} characters",
+            f"break-glass needs a reason of at least {glass.min_reason_length} visible characters "
+            "(spaces and combining marks do not count)",
             "break_glass_reason_too_short",
         )
 

@@ -25,6 +25,7 @@ from .identity import (
 )
 from .model import AccessApproved, Denial, Origin
 from .settings import Settings
+from .text import forbidden_characters
 
 DETAIL_TYPE = "Change Request Status Update"
 SOURCE = "aws.ssm"
@@ -144,6 +145,16 @@ def interpret(
 
     params, param_denials = _runbook_parameters(execution.get("Runbooks") or [], settings)
     denials += param_denials
+    reason = str(execution.get("ChangeRequestName") or "")[:512]
+    if forbidden_characters(reason):
+        # The change request's name is the grant's reason, shown in e-mail and chat (see text.py).
+        denials.append(
+            Denial(
+                "invalid_reason",
+                "the change request name must be one line of visible text "
+                f"(refused: {', '.join(forbidden_characters(reason))})",
+            )
+        )
     if denials:
         return denials
 
@@ -163,7 +174,7 @@ def interpret(
         duration_minutes=int(params[P_MINUTES]),
         not_before=not_before,
         approved_at=approved_at or now,
-        reason=str(execution.get("ChangeRequestName") or "")[:512],
+        reason=reason,
     )
 
 
