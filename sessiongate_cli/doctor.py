@@ -1,9 +1,10 @@
 """``sessiongate doctor``: is a deployment protected as README's deployment steps say? (read-only)
 
-Signed with the caller's own credentials; every call is a read (CloudFormation ListStackResources and
-DescribeStacks, IAM ListEntitiesForPolicy and ListRoles, Organizations ListPolicies and
-DescribePolicy, DynamoDB GetResourcePolicy, SNS ListSubscriptionsByTopic). Each check answers OK,
-MISSING, WARN or CANNOT CHECK (the caller may not read it: that is not a pass) with a one-line fix.
+Signed with the caller's own credentials; every call is a read (CloudFormation ListStackResources
+and DescribeStacks, IAM ListEntitiesForPolicy and ListRoles, Organizations ListPolicies,
+DescribePolicy and ListTargetsForPolicy, DynamoDB GetResourcePolicy, SNS ListSubscriptionsByTopic).
+Each check answers OK, MISSING, WARN or CANNOT CHECK (the caller may not read it: that is not a
+pass) with a one-line fix.
 
 Resources are found by type in the stack (``ListStackResources``: ``DescribeStackResources`` returns
 only the first 100), and by a word in the logical id where one type has several roles: the tag-key
@@ -185,7 +186,10 @@ def _scp_with_slot_keys(client: _Clients) -> str | tuple[None, str] | None:
         for page in org.get_paginator("list_policies").paginate(Filter="SERVICE_CONTROL_POLICY"):
             for summary in page.get("Policies", []):
                 content = org.describe_policy(PolicyId=summary["Id"])["Policy"].get("Content", "")
-                if SLOT_PREFIX.lower() in str(content).lower():
+                if SLOT_PREFIX.lower() not in str(content).lower():
+                    continue
+                # An SCP protects only where it is attached (a root, an OU or an account).
+                if org.list_targets_for_policy(PolicyId=summary["Id"]).get("Targets"):
                     return str(summary.get("Name") or summary["Id"])
     except ClientError as exc:
         return None, f"cannot check ({_code(exc)})"

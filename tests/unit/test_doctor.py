@@ -225,9 +225,12 @@ def test_an_scp_naming_the_slot_keys_stands_in_for_the_guard(session: Any) -> No
     org = session.client("organizations")
     org.create_organization(FeatureSet="ALL")
     with open("docs/scp-deny-slot-tags.json") as scp:
-        org.create_policy(
+        policy = org.create_policy(
             Content=scp.read(), Description="", Name="deny-slot-tags", Type="SERVICE_CONTROL_POLICY"
-        )
+        )["Policy"]["PolicySummary"]["Id"]
+    _, report, _ = run(session)
+    assert statuses(report)["tag-key guard"] == "MISSING"  # an SCP attached to nothing protects nothing
+    org.attach_policy(PolicyId=policy, TargetId=org.list_roots()["Roots"][0]["Id"])
     _, report, _ = run(session)
     assert statuses(report)["tag-key guard"] == "OK"
 
