@@ -189,6 +189,8 @@ def _approvals(steps: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]
         outputs = step.get("Outputs") or {}
         status_values = outputs.get("ApprovalStatus") or [step.get("StepStatus", "Unknown")]
         statuses.append(str(status_values[0]))
+        # An approver is known by ARN only: SSM's automation records carry no sts:SourceIdentity (no
+        # such member anywhere in botocore's SSM service model), so may_be_same compares ARNs.
         for raw in outputs.get("ApproverDecisions") or []:
             for decision in _decisions(raw):
                 approver = decision.get("Approver")

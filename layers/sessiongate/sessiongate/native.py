@@ -111,6 +111,11 @@ def caller_from_context(request_context: object) -> Caller:
     IAM users sign as ``arn:...:iam::A:user/path/name``; role sessions as
     ``arn:...:sts::A:assumed-role/Role/session`` (the principal that receives access is the role).
     Anything else (root, federated users, no IAM identity) cannot use the native path.
+
+    The IAM authorizer context carries ``accessKey``, ``accountId``, ``callerId``, ``cognitoIdentity``,
+    ``principalOrgId``, ``userArn`` and ``userId`` (AWS doc "Create AWS Lambda proxy integrations for
+    HTTP APIs in API Gateway", payload format 2.0), and no ``sts:SourceIdentity``: the API cannot see a
+    caller's source identity, so people are told apart by :func:`identity.may_be_same` on the ARN.
     """
     iam = {}
     if isinstance(request_context, Mapping):
