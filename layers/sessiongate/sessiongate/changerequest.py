@@ -20,8 +20,8 @@ from .identity import (
     INSTANCE_ID_RE,
     PRINCIPAL_NAME_RE,
     PrincipalType,
-    may_be_same,
     parse_identity,
+    same_principal,
 )
 from .model import AccessApproved, Denial, Origin
 from .settings import Settings
@@ -132,7 +132,7 @@ def interpret(
     if not isinstance(requester, str) or parse_identity(requester) is None:
         denials.append(Denial("requester_unknown", "the change request has no parseable requester"))
         requester = ""
-    elif ref.created_by and not may_be_same(parse_identity(ref.created_by), parse_identity(requester)):
+    elif ref.created_by and not _same_principal(ref.created_by, requester):
         denials.append(Denial("requester_mismatch", "event and SSM disagree about the requester"))
 
     execution_id = execution.get("AutomationExecutionId")
@@ -176,6 +176,13 @@ def interpret(
         approved_at=approved_at or now,
         reason=reason,
     )
+
+
+def _same_principal(a: str, b: str) -> bool:
+    """A consistency check of two AWS records, not separation of duties: the same principal (a role and
+    its sessions), never the wider "may be the same person" of :func:`may_be_same`."""
+    x, y = parse_identity(a), parse_identity(b)
+    return x is not None and y is not None and same_principal(x, y)
 
 
 def _approvals(steps: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], datetime | None]:
