@@ -206,19 +206,27 @@ def _trust_policies(client: _Clients) -> list[Check]:
         "allow-list the session tag keys in the trust statement allowing sts:TagSession "
         "(Condition ForAllValues:StringEquals aws:TagKeys [the keys your IdP passes])"
     )
-    flagged = []
+    idc_fix = (
+        "IAM Identity Center's role cannot be edited: its attributes for access control must not "
+        "include a SecurityAllowSession* key"
+    )
+    flagged: list[tuple[str, str]] = []
     try:
         for page in client("iam").get_paginator("list_roles").paginate():
             for role in page["Roles"]:
+                path = str(role.get("Path", "/"))
+                if path.startswith("/aws-service-role/"):
+                    continue  # service-linked: trusts an AWS service only, and cannot be edited
                 if any(_tags_unrestricted(s) for s in _statements(role.get("AssumeRolePolicyDocument"))):
-                    flagged.append(str(role["RoleName"]))
+                    idc = path.startswith("/aws-reserved/sso.amazonaws.com/")
+                    flagged.append((str(role["RoleName"]), idc_fix if idc else fix))
     except (ClientError, BotoCoreError) as exc:
         return [_cannot(name, exc, "cannot list roles")]
     if not flagged:
         return [Check(name, OK, "no role trust policy allows sts:TagSession with the slot keys")]
     return [
-        Check(name, MISSING, f"role {role} trusts sts:TagSession without restricting the tag keys", fix)
-        for role in flagged
+        Check(name, MISSING, f"role {role} trusts sts:TagSession without restricting the tag keys", how)
+        for role, how in flagged
     ]
 
 

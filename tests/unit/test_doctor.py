@@ -184,12 +184,19 @@ def test_a_bare_deployment_reports_every_missing_piece(session: Any) -> None:
     }
     trust = next(c for c in report["doctor"]["checks"] if c["check"] == "session-tag trust")
     assert "idp-users" in trust["detail"]
+    assert "ForAllValues:StringEquals aws:TagKeys" in trust["fix"]
     assert all(c["fix"] for c in report["doctor"]["checks"] if c["status"] != "OK")
 
 
 def test_a_protected_deployment_passes(session: Any) -> None:
     iam = session.client("iam")
     iam.create_role(RoleName="idp-users", AssumeRolePolicyDocument=json.dumps(ALLOW_LISTED_TRUST))
+    # Service-linked roles trust AWS services only and cannot be edited: not flagged.
+    iam.create_role(
+        RoleName="AWSServiceRoleForSomething",
+        Path="/aws-service-role/x.amazonaws.com/",
+        AssumeRolePolicyDocument=json.dumps(OPEN_TRUST),
+    )
     iam.create_group(GroupName="admins")
     iam.attach_group_policy(GroupName="admins", PolicyArn=session.physical("SessionGateTagKeyGuard"))
     for logical in ("GrantsTable", "RequestsTable"):
