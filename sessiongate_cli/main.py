@@ -6,6 +6,7 @@
     sessiongate extend ID --minutes 15 --reason "still debugging"
     sessiongate connect ID          # waits for the grant, then runs `aws ssm start-session`
     sessiongate change-request ...  # accounts that use Change Manager
+    sessiongate doctor [--stack-name sessiongate]   # is the deployment protected? (read-only)
 
 Credentials are the user's normal AWS credentials (``--profile``, environment, SSO); the endpoint comes
 from ``--endpoint`` or ``SESSIONGATE_ENDPOINT`` (the stack output ``RequestApiEndpoint``).
@@ -205,8 +206,40 @@ def cmd_change_request(ctx: Context) -> Any:
     return {"change_request": {"automation_execution_id": response["AutomationExecutionId"]}}
 
 
+def cmd_doctor(ctx: Context) -> Any:
+    """Check a deployment (read-only, with the caller's credentials); see :mod:`sessiongate_cli.doctor`."""
+    from botocore.exceptions import ClientError
+
+    from . import doctor
+
+    session = ctx.boto_session()
+    if session.get_credentials() is None:
+        raise CliError(
+            "no AWS credentials found: configure a profile (--profile) or sign in (aws sso login)",
+            "no_credentials",
+        )
+    region = ctx.args.region or session.region_name
+    if not region:
+        raise CliError("no AWS region: pass --region", "no_region", status=2)
+    try:
+        checks = doctor.run(session, ctx.args.stack_name, region)
+    except doctor.StackNotFound as exc:
+        raise CliError(str(exc), "stack_not_found", status=2) from None
+    except ClientError as exc:
+        raise CliError(f"cannot read stack {ctx.args.stack_name!r}: {exc}", "cannot_read_stack") from None
+    result = doctor.as_json(ctx.args.stack_name, checks)
+    result["doctor"]["text"] = doctor.as_text(checks)
+    result["doctor"]["exit_code"] = doctor.exit_code(checks)
+    return result
+
+
 # ------------------------------------------------------------------------------------------ output
 def render(result: Any, fmt: str) -> str:
+    if "doctor" in result:
+        report = dict(result["doctor"])
+        text = report.pop("text")
+        report.pop("exit_code")
+        return json.dumps({"doctor": report}, indent=2, sort_keys=True) if fmt == "json" else text
     if fmt == "json":
         return json.dumps(result, indent=2, sort_keys=True)
     if "requests" in result:
@@ -359,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--principal-name", required=True, help="IAM user or role name that receives access")
     p.add_argument("--minutes", type=_positive, required=True, help="validity in minutes")
     p.add_argument("--reason", required=True, help="change request name / reason")
+    p = add(
+        "doctor",
+        "check a deployment: guard or SCP in place, session-tag trust, table policies, alarm subscribers "
+        "(read-only; exit 0 all OK, 1 something missing or not checkable, 2 usage error)",
+        cmd_doctor,
+    )
+    p.add_argument("--stack-name", default="sessiongate", help="SessionGate's stack (default: sessiongate)")
     return parser
 
 
@@ -390,7 +430,7 @@ def main(
             print(json.dumps({"error": exc.code, "message": exc.message, "status": exc.status}), file=err)
         else:
             print(f"sessiongate: error: {exc.message} ({exc.code})", file=err)
-        return 1
+        return 2 if args.command == "doctor" and exc.status == 2 else 1
     except KeyboardInterrupt:
         print("sessiongate: interrupted", file=err)
         return 130
@@ -398,6 +438,8 @@ def main(
         print(f"sessiongate: error: {exc}", file=err)
         return 1
     print(render(result, args.output), file=out)
+    if isinstance(result, dict) and "doctor" in result:
+        return int(result["doctor"]["exit_code"])
     return 0
 
 

@@ -73,6 +73,8 @@ def test_duplicate_approved_events_converge_on_one_grant(
         ({"AutomationExecutionStatus": "Rejected"}, "change_request_not_approved"),
         ({"AutomationExecutionStatus": "Failed"}, "change_request_not_approved"),
         ({"ExecutedBy": "arn:aws:iam::123456789012:user/mallory"}, "requester_mismatch"),
+        # alice of another account may be the same person, but it is not the same requester record.
+        ({"ExecutedBy": "arn:aws:iam::210987654321:user/alice"}, "requester_mismatch"),
         ({"DocumentName": "SomeOtherTemplate"}, "unknown_template"),
     ],
 )

@@ -154,6 +154,7 @@ def test_extend_and_cancel(deployed: Stack, gateway: Gateway) -> None:  # noqa: 
         ["extend"],
         ["connect"],
         ["change-request"],
+        ["doctor"],
     ],
 )
 def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:

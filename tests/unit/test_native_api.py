@@ -452,6 +452,18 @@ def test_revoke_by_an_unrelated_caller_is_refused_and_by_an_approver_allowed(dep
     assert stack.tags("user", "alice") == {}
 
 
+def test_a_session_named_like_an_approver_is_not_that_approver(deployed: Stack) -> None:
+    """Seeing a request because one approved it is a permission: the very approver only, not everyone
+    who may be the same person (a session of another role named "dave" may be dave, or may not)."""
+    request_id = create(deployed)
+    assert approve(request_id, DAVE)[0] == 200
+    assert call("GET /requests/{id}", DAVE, request_id=request_id)[0] == 200
+    status, out = call(
+        "GET /requests/{id}", f"arn:aws:sts::{ACCOUNT}:assumed-role/Other/dave", request_id=request_id
+    )
+    assert (status, out["error"]) == (403, "not_allowed")
+
+
 def test_revoke_before_the_grant_stops_the_grant(deployed: Stack) -> None:
     stack = deployed
     request_id = create(stack)
@@ -478,6 +490,8 @@ def test_duplicate_open_request_for_the_same_instance_is_refused(deployed: Stack
         ({"instance_id": "i-123", "reason": "x"}, "invalid_instance_id"),
         ({"instance_id": "i-0a1b2c3d4e5f60718"}, "missing_reason"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "   "}, "missing_reason"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "ok\u2028APPROVED"}, "invalid_reason"),
+        ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "\u200b\u200b"}, "invalid_reason"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": 0}, "invalid_duration"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": 61}, "invalid_duration"),
         ({"instance_id": "i-0a1b2c3d4e5f60718", "reason": "x", "duration_minutes": "10"}, "invalid_duration"),

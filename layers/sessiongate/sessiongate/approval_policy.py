@@ -32,11 +32,12 @@ parameter)::
   patterns without the path); user ARNs also match without their path.
 - ``requesters`` (optional) limits who may request under the rule.
 - Nobody approves their own request, nor a request whose access they would receive
-  (:func:`identity.may_be_same`, fail closed): sessions of one ordinary role may all be one person
-  (whoever assumes a role names the session), and an IAM Identity Center user is one person in every
-  permission set (``AWSReservedSSO_*`` roles, session name = IdC user name). ``break_glass`` is the
-  one exception: the requester approves alone, with a reason, for at most ``max_duration_minutes``
-  (default 15), all approvers are notified and the record is flagged.
+  (:func:`identity.may_be_same`, fail closed, whatever the accounts): sessions of one ordinary role
+  may all be one person (whoever assumes a role names the session), an IAM Identity Center user is
+  one person in every permission set (``AWSReservedSSO_*`` roles, session name = IdC user name), a
+  role session named like a user may be that user, and root and federated users may be anyone.
+  ``break_glass`` is the one exception: the requester approves alone, with a reason, for at most
+  ``max_duration_minutes`` (default 15), all approvers are notified and the record is flagged.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any
 
 from .identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from .native import Approval, Request, bad_request, conflict, forbidden
+from .text import visible_length
 
 POLICY_VERSION = 1
 MAX_RULES = 100
@@ -230,9 +232,10 @@ def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, rea
             f"break-glass access is capped at {glass.max_duration_minutes} minutes",
             "break_glass_duration_over_cap",
         )
-    if len(reason) < glass.min_reason_length:
+    if visible_length(reason) < glass.min_reason_length:
         raise bad_request(
-            f"break-glass needs a reason of at least {glass.min_reason_length} characters",
+            f"break-glass needs a reason of at least {glass.min_reason_length} visible characters "
+            "(spaces and combining marks do not count)",
             "break_glass_reason_too_short",
         )
 

@@ -20,11 +20,12 @@ from .identity import (
     INSTANCE_ID_RE,
     PRINCIPAL_NAME_RE,
     PrincipalType,
-    may_be_same,
     parse_identity,
+    same_principal,
 )
 from .model import AccessApproved, Denial, Origin
 from .settings import Settings
+from .text import forbidden_characters
 
 DETAIL_TYPE = "Change Request Status Update"
 SOURCE = "aws.ssm"
@@ -158,7 +159,7 @@ def interpret(
     if not isinstance(requester, str) or parse_identity(requester) is None:
         denials.append(Denial("requester_unknown", "the change request has no parseable requester"))
         requester = ""
-    elif ref.created_by and not may_be_same(parse_identity(ref.created_by), parse_identity(requester)):
+    elif ref.created_by and not _same_principal(ref.created_by, requester):
         denials.append(Denial("requester_mismatch", "event and SSM disagree about the requester"))
 
     execution_id = execution.get("AutomationExecutionId")
@@ -171,6 +172,16 @@ def interpret(
 
     params, param_denials = _runbook_parameters(execution.get("Runbooks") or [], settings)
     denials += param_denials
+    reason = str(execution.get("ChangeRequestName") or "")[:512]
+    if forbidden_characters(reason):
+        # The change request's name is the grant's reason, shown in e-mail and chat (see text.py).
+        denials.append(
+            Denial(
+                "invalid_reason",
+                "the change request name must be one line of visible text "
+                f"(refused: {', '.join(forbidden_characters(reason))})",
+            )
+        )
     if denials:
         return denials
 
@@ -190,8 +201,15 @@ def interpret(
         duration_minutes=int(params[P_MINUTES]),
         not_before=not_before,
         approved_at=approved_at or now,
-        reason=str(execution.get("ChangeRequestName") or "")[:512],
+        reason=reason,
     )
+
+
+def _same_principal(a: str, b: str) -> bool:
+    """A consistency check of two AWS records, not separation of duties: the same principal (a role and
+    its sessions), never the wider "may be the same person" of :func:`may_be_same`."""
+    x, y = parse_identity(a), parse_identity(b)
+    return x is not None and y is not None and same_principal(x, y)
 
 
 def _approvals(steps: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], datetime | None]:
@@ -205,6 +223,8 @@ def _approvals(steps: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]
         outputs = step.get("Outputs") or {}
         status_values = outputs.get("ApprovalStatus") or [step.get("StepStatus", "Unknown")]
         statuses.append(str(status_values[0]))
+        # An approver is known by ARN only: SSM's automation records carry no sts:SourceIdentity (no
+        # such member anywhere in botocore's SSM service model), so may_be_same compares ARNs.
         for raw in outputs.get("ApproverDecisions") or []:
             for decision in _decisions(raw):
                 approver = decision.get("Approver")

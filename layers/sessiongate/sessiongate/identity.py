@@ -2,7 +2,12 @@
 
 Separation of duties depends on :func:`may_be_same`, so it is deliberately conservative: when two
 identities *could* be the same person (a role and one of its sessions, two sessions of one ordinary
-role, an unparseable ARN) it says yes, and the caller denies.
+role, same-named principals in two accounts, an unparseable ARN) it says yes, and the caller denies.
+
+One rule for every account: the native API gives a caller in SessionGate's account the access of the
+principal of the same type and name in a member account, so SessionGate treats same-named principals
+as one person whatever their accounts (an identity outside the stack's accounts gains nothing from
+being told apart, so the account is simply not compared).
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class Identity:
     kind: str  # user | role | root | federated-user | other
     name: str
     session: str | None = None
+    # ``sts:SourceIdentity`` of the session, when the caller's channel reports it (see README "Who is the
+    # same person": neither API Gateway's IAM authorizer context nor SSM's approval records carry it).
+    source_identity: str | None = None
 
     @property
     def display(self) -> str:
@@ -91,21 +99,51 @@ def parse_identity(arn: str) -> Identity | None:
     return None
 
 
-def may_be_same(a: Identity | None, b: Identity | None) -> bool:
-    """True unless ``a`` and ``b`` are provably different people (fail closed).
+# Who can act as any principal: the root user (anything in its account) and federated users
+# (``sts:GetFederationToken`` lets its caller, an IAM user or root, pick any name). Through the same-name
+# rule across accounts, "anyone in the account" is "maybe anyone".
+ANYONE_KINDS = frozenset({"root", "federated-user"})
 
-    - unparseable, or either is the root user of the other's account: may be the same;
-    - two sessions of IAM Identity Center roles (any permission sets, any accounts of the partition):
-      the same person iff the session names (IdC user names) are equal, case-insensitively;
-    - two identities of one ordinary role (bare or sessions, whatever the session names): may be the
-      same, since whoever assumes the role picks the session name;
-    - a bare role and any of its sessions: may be the same (the role is all of them);
+
+def person_names(identity: Identity) -> frozenset[str]:
+    """Names that identify the person behind ``identity`` (lower case).
+
+    A user's name; a role session's name (for IAM Identity Center roles IdC sets it to the user name;
+    for ordinary roles the assumer picks it, so an equal name *may* be the same person, e.g. a trust
+    policy requiring ``sts:RoleSessionName`` = ``${aws:username}``); the ``sts:SourceIdentity`` when
+    known (set once, kept through role chaining, cannot be changed by the session).
+    """
+    names = set()
+    if identity.kind == "user":
+        names.add(identity.name.lower())
+    if identity.kind == "role" and identity.session is not None:
+        names.add(identity.session.lower())
+    if identity.source_identity:
+        names.add(identity.source_identity.lower())
+    return frozenset(names)
+
+
+def may_be_same(a: Identity | None, b: Identity | None) -> bool:
+    """True unless ``a`` and ``b`` are provably different people (fail closed). Accounts are not compared.
+
+    - unparseable, or either is a root user or a federated user: may be the same;
+    - they share a person name (:func:`person_names`: a user name, a role session name, a source
+      identity): may be the same (user ``alice`` and ``assumed-role/Approver/alice``, two IdC
+      permission sets of ``alice@example.com``, two sessions with source identity ``alice``);
+    - two sessions of IAM Identity Center roles with different session names: different people;
+    - two identities of one ordinary role name (bare or sessions, whatever the session names): may be
+      the same, since whoever assumes the role picks the session name;
+    - one user name (in any account): may be the same;
     - anything else (different users, different roles, a user and a role): different.
     """
     if a is None or b is None:
         return True
     if a.partition != b.partition:
         return False
+    if a.kind in ANYONE_KINDS or b.kind in ANYONE_KINDS:
+        return True
+    if person_names(a) & person_names(b):
+        return True
     if (
         a.kind == b.kind == "role"
         and a.session is not None
@@ -113,25 +151,33 @@ def may_be_same(a: Identity | None, b: Identity | None) -> bool:
         and is_idc_role(a.name)
         and is_idc_role(b.name)
     ):
-        return a.session.lower() == b.session.lower()
-    if a.account != b.account:
-        return False
-    if a.kind == "root" or b.kind == "root":
-        # The root user can act as anything in its account.
-        return True
+        return False  # IdC set both session names, and they differ
     # Same user, or same role (its sessions may all be one person): maybe the same.
     return a.kind == b.kind and a.name.lower() == b.name.lower()
+
+
+def same_principal(a: Identity, b: Identity) -> bool:
+    """``b`` is the principal ``a`` or one of its sessions (same account): whose sessions a grant opened."""
+    return (a.partition, a.account, a.kind, a.name.lower()) == (
+        b.partition,
+        b.account,
+        b.kind,
+        b.name.lower(),
+    )
 
 
 def person_key(identity: Identity) -> str:
     """Who is behind ``identity``, as :func:`may_be_same` tells people apart (for per-person quotas).
 
-    An IAM Identity Center user is one person across permission sets and accounts (the session name);
-    every session of an ordinary role counts as the role; a user is itself.
+    The source identity when known; an IAM Identity Center user is one person across permission sets
+    and accounts (the session name); every session of an ordinary role counts as the role; a user is
+    itself. Accounts are not part of the key (one person across the stack's accounts).
     """
+    if identity.source_identity:
+        return f"{identity.partition}:person:{identity.source_identity.lower()}"
     if identity.kind == "role" and identity.session is not None and is_idc_role(identity.name):
         return f"{identity.partition}:idc:{identity.session.lower()}"
-    return f"{identity.partition}:{identity.account}:{identity.kind}:{identity.name.lower()}"
+    return f"{identity.partition}:{identity.kind}:{identity.name.lower()}"
 
 
 def principal_arn(partition: str, account: str, kind: PrincipalType, name: str, path: str = "/") -> str:

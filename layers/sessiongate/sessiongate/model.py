@@ -12,6 +12,7 @@ from typing import Any
 from .clock import parse_iso, to_iso
 from .errors import InvalidInput
 from .identity import ACCOUNT_RE, INSTANCE_ID_RE, PRINCIPAL_NAME_RE, PrincipalType, parse_identity
+from .text import forbidden_characters
 
 SCHEMA_VERSION = "1"
 EVENT_SOURCE = "sessiongate"
@@ -113,6 +114,11 @@ class AccessApproved:
         reason = detail.get("reason", "")
         if not isinstance(reason, str) or len(reason) > MAX_REASON:
             raise InvalidInput(f"reason must be a string of at most {MAX_REASON} characters", field="reason")
+        if forbidden_characters(reason):
+            raise InvalidInput(
+                f"reason must be one line of visible text (refused: {forbidden_characters(reason)})",
+                field="reason",
+            )
         return cls(
             grant_id=_match(detail, "grant_id", GRANT_ID_RE),
             origin=origin,

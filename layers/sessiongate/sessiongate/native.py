@@ -28,6 +28,7 @@ from typing import Any
 from .clock import parse_iso, to_iso
 from .identity import ACCOUNT_RE, INSTANCE_ID_RE, Identity, PrincipalType, parse_identity
 from .model import GRANT_ID_RE, MAX_REASON, AccessApproved, Origin
+from .text import forbidden_characters, visible_length
 
 GRANT_PREFIX = "rq-"
 # Request ids: 32 hex digits; an extension of request R is ``R-x<n>``. ``rq-`` + id stays within the
@@ -110,6 +111,11 @@ def caller_from_context(request_context: object) -> Caller:
     IAM users sign as ``arn:...:iam::A:user/path/name``; role sessions as
     ``arn:...:sts::A:assumed-role/Role/session`` (the principal that receives access is the role).
     Anything else (root, federated users, no IAM identity) cannot use the native path.
+
+    The IAM authorizer context carries ``accessKey``, ``accountId``, ``callerId``, ``cognitoIdentity``,
+    ``principalOrgId``, ``userArn`` and ``userId`` (AWS doc "Create AWS Lambda proxy integrations for
+    HTTP APIs in API Gateway", payload format 2.0), and no ``sts:SourceIdentity``: the API cannot see a
+    caller's source identity, so people are told apart by :func:`identity.may_be_same` on the ARN.
     """
     iam = {}
     if isinstance(request_context, Mapping):
@@ -415,10 +421,18 @@ def _text(value: object, name: str, limit: int, *, required: bool) -> str:
     if not isinstance(value, str):
         raise bad_request(f"{name} must be a string", f"invalid_{name}")
     value = value.strip()
-    if required and not value:
+    bad = forbidden_characters(value)
+    if bad:
+        # One visible line: these would hide or reorder text in e-mail and chat (see text.py).
+        raise bad_request(
+            f"{name} must be one line of visible text: control, format (bidi, zero-width) and line or "
+            f"paragraph separator characters are refused ({', '.join(bad)})",
+            f"invalid_{name}",
+        )
+    if required and not visible_length(value):
         raise bad_request(f"{name} is required", f"missing_{name}")
-    if len(value) > limit or any(ord(c) < 32 and c not in "\t" for c in value):
-        raise bad_request(f"{name} must be at most {limit} printable characters", f"invalid_{name}")
+    if len(value) > limit:
+        raise bad_request(f"{name} must be at most {limit} characters", f"invalid_{name}")
     return value
 
 

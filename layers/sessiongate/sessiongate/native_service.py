@@ -36,7 +36,7 @@ from .approval_policy import (
 from .clock import Clock, parse_iso, to_iso
 from .engine import REASON_EXPIRED, REASON_EXTENDED, Engine
 from .errors import TransientError
-from .identity import may_be_same, parse_identity, person_key
+from .identity import parse_identity, person_key
 from .model import AccessApproved, Denial, GrantStatus, disagreements
 from .native import (
     LIVE,
@@ -652,9 +652,9 @@ class NativeService:
             return None
 
     def _may_review(self, caller: Caller, request: Request, rule: Rule | None) -> bool:
-        if any(
-            may_be_same(parse_identity(caller.arn), parse_identity(a.approver_arn)) for a in request.approvals
-        ):
+        # A permission, not separation of duties: only the very approver (same_caller), not everyone
+        # who may be the same person (a session merely named like an approver is not that approver).
+        if any(same_caller(caller.arn, a.approver_arn) for a in request.approvals):
             return True
         return rule is not None and rule.may_review(caller.arn)
 

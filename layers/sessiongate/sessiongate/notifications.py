@@ -10,8 +10,10 @@ notifier, so subscriptions can filter.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from .text import escape_markdown, one_line
 
 _TITLES = {
     "AccessGranted": "Access granted",
@@ -31,6 +33,10 @@ _TITLES = {
 _NATIVE = frozenset(list(_TITLES)[5:])
 
 
+# Text that people (or malformed triggers) supply: shown as one line in e-mail, escaped in chat.
+FREE_TEXT = ("reason", "comment", "ticket", "problem", "trigger", "field", "revoked_by")
+
+
 def render(event_type: str, payload: Mapping[str, Any]) -> dict[str, str]:
     """The per-protocol messages of one lifecycle event."""
     raw = json.dumps({"event_type": event_type, **payload}, default=str, sort_keys=True)
@@ -38,9 +44,25 @@ def render(event_type: str, payload: Mapping[str, Any]) -> dict[str, str]:
         "default": raw,
         "sqs": raw,
         "lambda": raw,
-        "email": _email(event_type, payload),
-        "https": json.dumps(_chatbot(event_type, payload), default=str),
+        "email": _email(event_type, _displayed(payload, one_line)),
+        "https": json.dumps(_chatbot(event_type, _displayed(payload, escape_markdown)), default=str),
     }
+
+
+def _displayed(payload: Mapping[str, Any], show: Callable[[object], str]) -> dict[str, Any]:
+    """``payload`` with its free text made safe to show (input checks refuse such text; this also
+    covers older records and triggers that were never checked)."""
+    shown = dict(payload)
+    for key in FREE_TEXT:
+        if payload.get(key):
+            shown[key] = show(payload[key])
+    if isinstance(payload.get("denials"), list):
+        shown["denials"] = [
+            {"code": show(d.get("code")), "message": show(d.get("message"))}
+            for d in payload["denials"]
+            if isinstance(d, Mapping)
+        ]
+    return shown
 
 
 def _who(payload: Mapping[str, Any]) -> str:

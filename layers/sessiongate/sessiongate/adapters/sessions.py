@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..identity import Identity, may_be_same, parse_identity
+from ..identity import Identity, parse_identity, same_principal
 
 
 class Sessions:
@@ -22,7 +22,7 @@ class Sessions:
             page = self._ssm.describe_sessions(**kwargs)
             for session in page.get("Sessions", []):
                 started_by = parse_identity(str(session.get("Owner", "")))
-                if started_by is None or not may_be_same(started_by, owner):
+                if started_by is None or not same_principal(owner, started_by):
                     continue
                 if session_name is not None and started_by.session != session_name:
                     continue
