@@ -134,6 +134,10 @@ class _Resolver:
         }.get(type_)
         if key and key in props:
             return str(self.resolve(copy.deepcopy(props[key])))
+        if type_ == "AWS::DynamoDB::Table":
+            # CloudFormation names an unnamed table <stack>-<logical id>-<random suffix>; the engine
+            # roles' policies rely on that form (the tables' resource policies name the roles).
+            return f"{self.stack.name}-{logical_id}-SANDBOX0TABLE"
         return f"{self.stack.name}-{logical_id}"[:64]
 
     def physical_id(self, logical_id: str) -> str:
