@@ -58,10 +58,24 @@ class SessionChecker:
         return Decision(on_instance and on_document, on_instance, on_document, dict(node.tags))
 
     def authorized(
-        self, kind: str, name: str, action: str, resource: str, context: dict[str, Any] | None = None
+        self,
+        kind: str,
+        name: str,
+        action: str,
+        resource: str,
+        context: dict[str, Any] | None = None,
+        *,
+        resource_policy: dict[str, Any] | None = None,
     ) -> bool:
-        """Whether the principal's attached and inline policies allow ``action`` on ``resource``."""
-        return bool(local_check_authorization_full(self._node(kind, name), action, resource, context or {}))
+        """Whether the principal's attached and inline policies (and ``resource_policy``, the resource's
+        own policy, e.g. a DynamoDB table's) allow ``action`` on ``resource``."""
+        node = self._node(kind, name)
+        owner = self._account if resource_policy is not None else None
+        return bool(
+            local_check_authorization_full(
+                node, action, resource, context or {}, resource_policy=resource_policy, resource_owner=owner
+            )
+        )
 
     def _node(self, kind: str, name: str, user_id: str | None = None) -> Node:
         iam = self._iam
