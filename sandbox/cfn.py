@@ -84,6 +84,10 @@ def load(name: str, account: str, region: str, overrides: dict[str, Any] | None 
         if key not in params:
             raise ValueError(f"template has no parameter {key!r}")
         params[key] = value
+    for key, spec in cfn.get("Parameters", {}).items():
+        # A CommaDelimitedList is a list to Ref, Join and conditions ("" is [""], as in CloudFormation).
+        if spec.get("Type") == "CommaDelimitedList" and isinstance(params[key], str):
+            params[key] = params[key].split(",")
     stack = Stack(name=name, account=account, region=region, parameters=params)
     resolver = _Resolver(stack, cfn)
     for logical_id, resource in cfn["Resources"].items():
