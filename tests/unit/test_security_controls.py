@@ -356,3 +356,61 @@ def test_scp_samples_fit_the_scp_size_limit(name: str) -> None:
     document = json.loads((cfn.ROOT / "docs" / name).read_text())
     assert len(json.dumps(document, separators=(",", ":"))) <= 4096
     assert "EDIT" in json.dumps(document)  # the values to replace are marked
+
+
+# ---------------------------------------------------------------- dedicated engine account topology
+def _member_template() -> dict[str, Any]:
+    from tests.support.template import MEMBER_TEMPLATE, template
+
+    return template(MEMBER_TEMPLATE)
+
+
+def test_member_stack_holds_no_engine_state() -> None:
+    """In the recommended topology a workload account holds one role and two policies of SessionGate's:
+    its administrators have nothing of the engine (functions, tables, rules, schedules, keys) to change."""
+    types = {r["Type"] for r in _member_template()["Resources"].values()}
+    assert types == {"AWS::IAM::Role", "AWS::IAM::ManagedPolicy"}
+
+
+def _member_trust(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The member role's trust policy, resolved for ``parameters`` (as CloudFormation would)."""
+    member = _member_template()
+    params = {k: v.get("Default") for k, v in member["Parameters"].items()} | parameters
+    for key, spec in member["Parameters"].items():
+        if spec["Type"] == "CommaDelimitedList" and isinstance(params[key], str):
+            params[key] = params[key].split(",")
+    stack = Stack(name="sessiongate-member", account="222222222222", region=REGION, parameters=params)
+    resolver = cfn._Resolver(stack, member)
+    role = member["Resources"]["SessionGateMemberRole"]["Properties"]
+    return resolver.resolve(role["AssumeRolePolicyDocument"])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("with_engine_role_arns", [True, False])
+def test_member_role_trusts_exactly_the_engine_roles(with_engine_role_arns: bool) -> None:
+    """Finding 7: with EngineRoleArns, a role someone else creates at /sessiongate/ of the engine account
+    cannot act in the member account; without, the path is trusted (documented as weaker)."""
+    from sandbox.policy import Policy, local_check_authorization_full, principal_node
+
+    engine, member = "111111111111", "222222222222"
+    grant = f"arn:aws:iam::{engine}:role/sessiongate/sessiongate-GrantAccessFunctionRole-ABC"
+    squatter = f"arn:aws:iam::{engine}:role/sessiongate/squatter"
+    parameters = {"EngineAccountId": engine, "ExternalId": "the-external-id"}
+    if with_engine_role_arns:
+        parameters["EngineRoleArns"] = f"{grant},arn:aws:iam::{engine}:role/sessiongate/other-engine-role"
+    trust = _member_trust(parameters)
+    target = f"arn:aws:iam::{member}:role/sessiongate/SessionGateMember"
+    may_assume = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+    def assumes(who: str, external_id: str = "the-external-id") -> bool:
+        node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", may_assume)], trust={})
+        context = {"sts:ExternalId": external_id}
+        return bool(
+            local_check_authorization_full(
+                node, "sts:AssumeRole", target, context, resource_policy=trust, resource_owner=member
+            )
+        )
+
+    assert assumes(grant)
+    assert not assumes(grant, "wrong")
+    assert not assumes(f"arn:aws:iam::{member}:role/Admin")  # the workload account's own admins
+    assert assumes(squatter) is not with_engine_role_arns
