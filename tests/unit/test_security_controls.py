@@ -236,6 +236,8 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "sg-revoke-cm-1", "groupName": group}),
         ("monitoring.amazonaws.com", "DisableAlarmActions", {"alarmNames": ["sessiongate-ReconcilerNot-A"]}),
         ("sns.amazonaws.com", "Unsubscribe", {"topicArn": stack.resources["AlarmTopic"].arn}),
+        ("kms.amazonaws.com", "DisableKey", {"keyId": stack.resources["AlarmTopicKey"].arn}),
+        ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": stack.resources["AlarmTopicKey"].physical_id}),
     ]
 
 
