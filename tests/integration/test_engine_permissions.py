@@ -574,6 +574,8 @@ PROTECTED = [
     ),
     ("cloudwatch:DisableAlarmActions", f"arn:aws:cloudwatch:{REGION}:{ENGINE}:alarm:sessiongate-Recon-A", {}),
     ("sns:Unsubscribe", f"arn:aws:sns:{REGION}:{ENGINE}:sessiongate-AlarmTopic-A", {}),
+    # The member accounts' session-tag forwarder.
+    ("events:DisableRule", f"arn:aws:events:{REGION}:222222222222:rule/sessiongate-session-tag-forward", {}),
 ]
 
 

@@ -368,10 +368,44 @@ def _member_template() -> dict[str, Any]:
 
 
 def test_member_stack_holds_no_engine_state() -> None:
-    """In the recommended topology a workload account holds one role and two policies of SessionGate's:
-    its administrators have nothing of the engine (functions, tables, rules, schedules, keys) to change."""
-    types = {r["Type"] for r in _member_template()["Resources"].values()}
-    assert types == {"AWS::IAM::Role", "AWS::IAM::ManagedPolicy"}
+    """In the recommended topology a workload account holds SessionGate's member role, two policies and a
+    rule that only forwards session-tag events: its administrators have nothing of the engine (functions,
+    tables, schedules, keys, topics) to change."""
+    resources = _member_template()["Resources"]
+    types = {r["Type"] for r in resources.values()}
+    assert types == {
+        "AWS::IAM::Role",
+        "AWS::IAM::ManagedPolicy",
+        "AWS::Events::Rule",
+        "AWS::SQS::Queue",
+        "AWS::SQS::QueuePolicy",
+    }
+    [rule] = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
+
+
+def test_member_accounts_forward_session_tag_events_to_the_engine_alert() -> None:
+    """Finding 3 (detective) where operators are: the member rule matches what the engine rule matches,
+    forwards it with a role that can only put events on the engine account's default bus, and the
+    engine accepts those events from its member accounts only."""
+    from tests.support.template import resource
+
+    member = _member_template()["Resources"]
+    forward = member["SessionTagForwardRule"]["Properties"]
+    engine_rule = resource("SessionTagAlertRule")["Properties"]
+    assert forward["EventPattern"] == engine_rule["EventPattern"]
+    assert forward["State"] == engine_rule["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    [target] = forward["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SessionTagForwardDeadLetterQueue", "Arn"]}}
+    [policy] = member["SessionTagForwardRole"]["Properties"]["Policies"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == ("events:PutEvents", target["Arn"])
+    bus_policy = resource("MemberSessionTagEvents")
+    assert bus_policy["Condition"] == "HasMemberAccounts"
+    assert bus_policy["Properties"]["EventBusName"] == "default"
+    assert bus_policy["Properties"]["Statement"]["Principal"] == {"AWS": {"Ref": "MemberAccounts"}}
+    assert bus_policy["Properties"]["Statement"]["Action"] == "events:PutEvents"
 
 
 def _member_trust(parameters: dict[str, Any]) -> dict[str, Any]:
