@@ -247,6 +247,8 @@ class World:
                 "type": r.properties["DocumentType"],
                 "content": r.properties["Content"],
             }
+        # Not created: AWS::Lambda::CodeSigningConfig (optional; the sandbox runs each handler from its
+        # CodeUri, there is no deployment package to sign) and the alarms (no CloudWatch evaluation).
         self._build_functions()
         for r in s.of_type("AWS::Events::Rule"):
             if r.properties.get("EventPattern", {}).get("detail-type") == [CLOUDTRAIL_API_CALL]:
