@@ -85,6 +85,10 @@ def load(name: str, account: str, region: str, overrides: dict[str, Any] | None 
         if key not in params:
             raise ValueError(f"template has no parameter {key!r}")
         params[key] = value
+    for key, spec in cfn.get("Parameters", {}).items():
+        # A CommaDelimitedList is a list to Ref, Join and conditions ("" is [""], as in CloudFormation).
+        if spec.get("Type") == "CommaDelimitedList" and isinstance(params[key], str):
+            params[key] = params[key].split(",")
     stack = Stack(name=name, account=account, region=region, parameters=params)
     resolver = _Resolver(stack, cfn)
     resolver.check_rules()
@@ -136,6 +140,10 @@ class _Resolver:
         }.get(type_)
         if key and key in props:
             return str(self.resolve(copy.deepcopy(props[key])))
+        if type_ == "AWS::DynamoDB::Table":
+            # CloudFormation names an unnamed table <stack>-<logical id>-<random suffix>; the engine
+            # roles' policies rely on that form (the tables' resource policies name the roles).
+            return f"{self.stack.name}-{logical_id}-SANDBOX0TABLE"
         return f"{self.stack.name}-{logical_id}"[:64]
 
     def physical_id(self, logical_id: str) -> str:

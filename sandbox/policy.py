@@ -65,14 +65,22 @@ class SessionChecker:
         resource: str,
         context: dict[str, Any] | None = None,
         user_id: str | None = None,
+        *,
+        resource_policy: dict[str, Any] | None = None,
     ) -> bool:
-        """Whether the principal's attached and inline policies allow ``action`` on ``resource``.
+        """Whether the principal's attached and inline policies (and ``resource_policy``, the resource's
+        own policy, e.g. a DynamoDB table's) allow ``action`` on ``resource``.
 
         ``user_id``: as in :meth:`may_start_session`, the ``aws:userid`` of one role session.
         """
         node = self._node(kind, name, user_id)
         full = {**({"aws:userid": user_id} if user_id else {}), **(context or {})}
-        return bool(local_check_authorization_full(node, action, resource, full))
+        owner = self._account if resource_policy is not None else None
+        return bool(
+            local_check_authorization_full(
+                node, action, resource, full, resource_policy=resource_policy, resource_owner=owner
+            )
+        )
 
     def may_act_on_session(
         self,

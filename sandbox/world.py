@@ -38,6 +38,7 @@ REGION = "us-east-1"
 DEFAULT_START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 # Lambda's async retries when a function has no EventInvokeConfig (the template sets one on each).
 DEFAULT_ASYNC_RETRIES = 2
+CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
 # The function each engine role runs in (functions/<verb_noun>/app.py calls runtime.engine(role)).
 ROLE_FUNCTIONS = {
     "grant": "GrantAccessFunction",
@@ -227,6 +228,8 @@ class World:
             }
             if "GlobalSecondaryIndexes" in p:
                 kwargs["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
+            # Not created: the ResourcePolicy (moto does not evaluate resource policies; the handlers run
+            # with the sandbox's credentials). tests/integration/test_engine_permissions.py evaluates it.
             self.client("dynamodb").create_table(TableName=r.physical_id, **kwargs)
         for r in s.of_type("AWS::Events::EventBus"):
             events.create_event_bus(Name=r.physical_id)
@@ -257,8 +260,15 @@ class World:
             self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])
         for r in s.of_type("AWS::SSM::Document"):
             self.ssm.register_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
+        # Not created: AWS::Lambda::CodeSigningConfig (optional; the sandbox runs each handler from its
+        # CodeUri, there is no deployment package to sign) and the alarms (no CloudWatch evaluation).
         self._build_functions()
         for r in s.of_type("AWS::Events::Rule"):
+            if r.properties.get("EventPattern", {}).get("detail-type") == [CLOUDTRAIL_API_CALL]:
+                # Not created: the SecurityAlert rules match CloudTrail records of AWS API calls, and
+                # nothing in the sandbox records API calls through CloudTrail. Their patterns are tested
+                # against sample CloudTrail events in tests/unit/test_security_controls.py.
+                continue
             self._build_rule(r)
 
     def _build_functions(self) -> None:

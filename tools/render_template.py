@@ -3,7 +3,8 @@
     python -m tools.render_template build/
 - ``build/template.cfn.json``: template.yaml after the SAM transform (offline), for checkov;
 - ``build/policies/<resource>.<policy>.json``: each IAM policy (identity policies, KMS key policies,
-  SNS topic and SQS queue policies) with intrinsics resolved for a sample stack, for parliament.
+  SNS topic, SQS queue and DynamoDB table policies) with intrinsics resolved for a sample stack (with
+  deployers, so every statement is present), and the SCP samples under docs/, for parliament.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "template.cfn.json").write_text(
         json.dumps(cfn.transform({}, ACCOUNT, REGION), indent=1, default=str)
     )
-    stack = cfn.load("sessiongate", ACCOUNT, REGION)
+    stack = cfn.load(
+        "sessiongate", ACCOUNT, REGION, {"DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer"}
+    )
     count = 0
     for resource in stack.resources.values():
         documents = []
@@ -38,12 +41,17 @@ def main(argv: list[str] | None = None) -> int:
             documents = [("key-policy", resource.properties["KeyPolicy"])]
         elif resource.type in ("AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy"):
             documents = [("resource-policy", resource.properties["PolicyDocument"])]
+        elif resource.type == "AWS::DynamoDB::Table" and "ResourcePolicy" in resource.properties:
+            documents = [("resource-policy", resource.properties["ResourcePolicy"]["PolicyDocument"])]
         for name, document in documents:
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{resource.logical_id}.{name}")
             (out / "policies" / f"{safe}.json").write_text(
                 json.dumps({"Version": "2012-10-17", **document}, indent=1)
             )
             count += 1
+    for sample in sorted((cfn.ROOT / "docs").glob("scp-*.json")):
+        (out / "policies" / f"docs.{sample.name}").write_text(sample.read_text())
+        count += 1
     print(f"wrote {out / 'template.cfn.json'} and {count} policies under {out / 'policies'}")
     return 0
 

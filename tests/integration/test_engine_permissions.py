@@ -7,12 +7,15 @@ evaluator cannot. The same questions against real IAM are in tests/aws (opt-in).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from sandbox.policy import SessionChecker
+from sandbox import cfn
+from sandbox.policy import Policy, SessionChecker, local_check_authorization_full, principal_node
 from sandbox.world import ACCOUNT, REGION, World
 from sessiongate import slots
 
@@ -302,10 +305,21 @@ def test_scp_sample_denies_slot_keys_in_any_case() -> None:
         )
 
     someone = node(f"arn:aws:iam::{ACCOUNT}:user/someone")
-    engine = node(f"arn:aws:iam::{ACCOUNT}:role/sessiongate/sessiongate-grant")
+    # The sample's exempt engine role (an exact ARN to be replaced by the EngineRoleArns output) ...
+    engine = node(scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"][0])
+    # ... and not whoever creates a role at the same path.
+    squatter = node("arn:aws:iam::111111111111:role/sessiongate/mine")
     for key in [*ANY_CASE_SLOT_KEYS, *slots.all_keys(slots.MAX_SLOTS)]:
-        for action in ("iam:TagUser", "iam:UntagUser", "iam:CreateUser", "iam:CreateRole", "sts:TagSession"):
+        for action in (
+            "iam:TagUser",
+            "iam:UntagUser",
+            "iam:CreateUser",
+            "iam:CreateRole",
+            "sts:TagSession",
+            "sts:GetFederationToken",
+        ):
             assert not allowed(someone, action, key), (action, key)
+            assert not allowed(squatter, action, key), (action, key)
         assert allowed(engine, "iam:TagUser", key)
     assert allowed(someone, "iam:TagUser", "Owner")
 
@@ -355,3 +369,286 @@ def test_role_sessions_end_their_own_sessions_only(iam: tuple[World, SessionChec
     assert checker.authorized("role", "op-shared", "ssmmessages:OpenDataChannel", session_arn, user_id=erin)
     elsewhere = f"arn:aws:ssm:{REGION}:210987654321:session/{own}"
     assert not checker.authorized("role", "op-shared", "ssmmessages:OpenDataChannel", elsewhere, user_id=erin)
+
+
+# ---------------------------------------------------------------- control-plane protection (issue 13)
+ADMIN_DOCUMENT = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+def _admin(world: World, name: str, *extra_policies: str, path: str = "/") -> str:
+    """A role ``name`` holding AdministratorAccess-like rights (and ``extra_policies``, by logical id)."""
+    iam_client = world.client("iam")
+    iam_client.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument="{}")
+    iam_client.put_role_policy(RoleName=name, PolicyName="admin", PolicyDocument=json.dumps(ADMIN_DOCUMENT))
+    for logical_id in extra_policies:
+        iam_client.attach_role_policy(RoleName=name, PolicyArn=world.stack.resources[logical_id].arn)
+    return name
+
+
+SESSION_TAG_KEYS = [
+    "SecurityAllowSessionInstance",
+    "securityallowsessioninstance",
+    "SECURITYALLOWSESSIONUSER3",
+]
+
+
+@pytest.mark.parametrize("key", SESSION_TAG_KEYS)
+@pytest.mark.parametrize("action", ["sts:TagSession", "sts:GetFederationToken"])
+def test_operator_policy_denies_slot_keys_as_session_tags(
+    iam: tuple[World, SessionChecker], key: str, action: str
+) -> None:
+    """Finding 3: a session tag overrides the principal tag; an operator may not set slot keys as one."""
+    world, checker = iam
+    name = f"op-sts-{SESSION_TAG_KEYS.index(key)}-{action.split(':')[1]}"
+    _admin(world, name)  # e.g. rights to assume a role whose trust allows sts:TagSession
+    target = f"arn:aws:iam::{ACCOUNT}:role/tag-session-allowed"
+    context = {"aws:TagKeys": [key], f"aws:RequestTag/{key}": "i-0123456789abcdef0"}
+    assert checker.authorized("role", name, action, target, context)  # without the operator policy
+    world.client("iam").attach_role_policy(
+        RoleName=name, PolicyArn=world.stack.resources["AllowStartSsmSessionBasedOnIamTags"].arn
+    )
+    assert not checker.authorized("role", name, action, target, context)
+    # Other session tags stay allowed.
+    assert checker.authorized("role", name, action, target, {"aws:TagKeys": ["Project"]})
+
+
+def test_guard_exempts_exact_engine_roles_not_their_path(iam: tuple[World, SessionChecker]) -> None:
+    """Finding 7: a role someone else creates at /sessiongate/ is not SessionGate."""
+    world, checker = iam
+    squatter = _admin(world, "squatter", "SessionGateTagKeyGuard", path="/sessiongate/")
+    context = {"aws:TagKeys": ["SecurityAllowSessionInstance"]}
+    for action in ("iam:TagUser", "iam:UntagUser", "sts:TagSession", "sts:GetFederationToken"):
+        assert not checker.authorized("role", squatter, action, USER, context), action
+    # The engine's own role stays exempt even if the guard is (wrongly) attached to it.
+    grant = _role(world, "GrantAccessFunctionRole")
+    world.client("iam").attach_role_policy(
+        RoleName=grant, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+    )
+    try:
+        assert checker.authorized("role", grant, "iam:TagUser", USER, context)
+        scheduler_role = world.stack.resources["SchedulerRole"].arn
+        to_scheduler = {"iam:PassedToService": "scheduler.amazonaws.com"}
+        assert checker.authorized("role", grant, "iam:PassRole", scheduler_role, to_scheduler)
+    finally:
+        world.client("iam").detach_role_policy(
+            RoleName=grant, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+        )
+
+
+ROLE_WRITES = [
+    "iam:PutRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:DeleteRole",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:PassRole",
+]
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["GrantAccessFunctionRole", "ReconcileGrantsFunctionRole", "RequestApiFunctionRole", "SchedulerRole"],
+)
+def test_guard_denies_changing_or_passing_sessiongate_roles(
+    iam: tuple[World, SessionChecker], target: str
+) -> None:
+    """Finding 4/7: no IAM writes on SessionGate's roles, no passing them to a function of one's own."""
+    world, checker = iam
+    name = f"guarded-iam-{target}"
+    _admin(world, name, "SessionGateTagKeyGuard")
+    arn = world.stack.resources[target].arn
+    for action in ROLE_WRITES:
+        context = {"iam:PassedToService": "lambda.amazonaws.com"} if action == "iam:PassRole" else {}
+        assert not checker.authorized("role", name, action, arn, context), action
+    assert not checker.authorized(
+        "role", name, "iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/sessiongate/x"
+    )
+    # Everything else stays the admin's business.
+    assert checker.authorized("role", name, "iam:PutRolePolicy", f"arn:aws:iam::{ACCOUNT}:role/app")
+    assert checker.authorized("role", name, "iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/app/x")
+
+
+def _table(world: World, logical_id: str) -> tuple[str, dict[str, Any]]:
+    table = world.stack.resources[logical_id]
+    return table.arn, table.properties["ResourcePolicy"]["PolicyDocument"]
+
+
+TABLE_WRITES = [
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLUpdate",
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "writer"),
+    [("GrantsTable", "GrantAccessFunctionRole"), ("RequestsTable", "RequestApiFunctionRole")],
+)
+def test_only_the_engine_writes_its_tables(
+    iam: tuple[World, SessionChecker], table: str, writer: str
+) -> None:
+    """Finding 2: a DynamoDB admin can read the ledger but not forge or alter a record."""
+    world, checker = iam
+    arn, policy = _table(world, table)
+    admin = _admin(world, f"dynamodb-admin-{table}")
+    for action in TABLE_WRITES:
+        assert checker.authorized("role", admin, action, arn)  # IAM alone allows it ...
+        assert not checker.authorized("role", admin, action, arn, resource_policy=policy), (
+            action
+        )  # ... not here
+    assert checker.authorized("role", admin, "dynamodb:GetItem", arn, resource_policy=policy)
+    writer_role = _role(world, writer)
+    assert checker.authorized("role", writer_role, "dynamodb:PutItem", arn, resource_policy=policy)
+
+
+def test_grant_role_cannot_write_requests(iam: tuple[World, SessionChecker]) -> None:
+    world, checker = iam
+    arn, policy = _table(world, "RequestsTable")
+    grant = _role(world, "GrantAccessFunctionRole")
+    assert checker.authorized("role", grant, "dynamodb:GetItem", arn, resource_policy=policy)
+    assert not checker.authorized("role", grant, "dynamodb:PutItem", arn, resource_policy=policy)
+
+
+def test_only_deployers_change_the_tables() -> None:
+    """With DeployerArns, only they change table settings and policies (others: Deny in the policy)."""
+    deployer = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
+    stack = cfn.load("sessiongate", ACCOUNT, REGION, {"DeployerArns": deployer})
+    for logical_id in ("GrantsTable", "RequestsTable"):
+        table = stack.resources[logical_id]
+        policy = table.properties["ResourcePolicy"]["PolicyDocument"]
+        for who, expected in ((deployer, True), (f"arn:aws:iam::{ACCOUNT}:role/dynamodb-admin", False)):
+            node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", ADMIN_DOCUMENT)], trust={})
+            for action in (
+                "dynamodb:PutResourcePolicy",
+                "dynamodb:DeleteResourcePolicy",
+                "dynamodb:UpdateTable",
+                "dynamodb:DeleteTable",
+                "dynamodb:CreateTableReplica",
+            ):
+                decision = local_check_authorization_full(
+                    node, action, table.arn, {}, resource_policy=policy, resource_owner=ACCOUNT
+                )
+                assert decision is expected, (logical_id, who, action)
+
+
+def test_only_the_emitting_roles_put_events_on_the_bus(iam: tuple[World, SessionChecker]) -> None:
+    world, checker = iam
+    bus = world.stack.resources["EventBus"].arn
+    statement = world.stack.resources["EventBusPutGuard"].properties["Statement"]
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    squatter = _admin(world, "events-squatter", path="/sessiongate/")
+    assert checker.authorized("role", squatter, "events:PutEvents", bus)
+    assert not checker.authorized("role", squatter, "events:PutEvents", bus, resource_policy=policy)
+    for emitter in ("RequestApiFunctionRole", "AdaptChangeRequestFunctionRole"):
+        assert checker.authorized(
+            "role", _role(world, emitter), "events:PutEvents", bus, resource_policy=policy
+        )
+    assert not checker.authorized(
+        "role", _role(world, "GrantAccessFunctionRole"), "events:PutEvents", bus, resource_policy=policy
+    )
+
+
+def _scp(name: str) -> dict[str, Any]:
+    return json.loads((cfn.ROOT / "docs" / name).read_text())  # type: ignore[no-any-return]
+
+
+def _scp_allows(scp: dict[str, Any], who: str, action: str, resource: str, context: dict[str, Any]) -> bool:
+    node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", ADMIN_DOCUMENT)], trust={}, is_admin=True)
+    full_access = Policy(
+        "arn:aws:organizations::aws:policy/service_control_policy/p-FullAWSAccess", "full", ADMIN_DOCUMENT
+    )
+    scps = [[full_access, Policy("arn:aws:organizations::111111111111:policy/p-1", "scp", scp)]]
+    return bool(
+        local_check_authorization_full(node, action, resource, context, service_control_policy_groups=scps)
+    )
+
+
+ENGINE = "111111111111"
+FUNCTION = f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-grant-access"
+PROTECTED = [
+    ("lambda:UpdateFunctionCode", FUNCTION, {}),
+    ("lambda:UpdateFunctionConfiguration", FUNCTION, {}),
+    ("lambda:PublishLayerVersion", f"arn:aws:lambda:{REGION}:{ENGINE}:layer:sessiongate-engine", {}),
+    ("iam:PassRole", f"arn:aws:iam::{ENGINE}:role/sessiongate/sessiongate-GrantAccessFunctionRole-X", {}),
+    (
+        "iam:PutRolePolicy",
+        f"arn:aws:iam::{ENGINE}:role/sessiongate/sessiongate-GrantAccessFunctionRole-X",
+        {},
+    ),
+    ("iam:CreateRole", f"arn:aws:iam::{ENGINE}:role/sessiongate/mine", {}),
+    ("iam:UpdateAssumeRolePolicy", "arn:aws:iam::222222222222:role/sessiongate/SessionGateMember", {}),
+    ("dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{ENGINE}:table/sessiongate-GrantsTable-ABC", {}),
+    (
+        "dynamodb:DeleteResourcePolicy",
+        f"arn:aws:dynamodb:{REGION}:{ENGINE}:table/sessiongate-RequestsTable-A",
+        {},
+    ),
+    (
+        "events:DisableRule",
+        f"arn:aws:events:{REGION}:{ENGINE}:rule/sessiongate-ReconcileGrantsFunctionEvery-A",
+        {},
+    ),
+    ("events:PutEvents", f"arn:aws:events:{REGION}:{ENGINE}:event-bus/sessiongate-bus", {}),
+    (
+        "scheduler:DeleteSchedule",
+        f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate/sg-revoke-cm-1",
+        {},
+    ),
+    ("cloudwatch:DisableAlarmActions", f"arn:aws:cloudwatch:{REGION}:{ENGINE}:alarm:sessiongate-Recon-A", {}),
+    ("sns:Unsubscribe", f"arn:aws:sns:{REGION}:{ENGINE}:sessiongate-AlarmTopic-A", {}),
+    # The member accounts' session-tag forwarder.
+    ("events:DisableRule", f"arn:aws:events:{REGION}:222222222222:rule/sessiongate-session-tag-forward", {}),
+]
+
+
+@pytest.mark.parametrize(("action", "resource", "context"), PROTECTED)
+def test_scp_sample_protects_sessiongate_resources(
+    action: str, resource: str, context: dict[str, Any]
+) -> None:
+    """Finding 4: outside the deployers, nobody in the organization changes SessionGate's control plane."""
+    scp = _scp("scp-protect-sessiongate.json")
+    [deployer] = [
+        arn for arn in scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] if "deployer" in arn
+    ]
+    assert _scp_allows(
+        scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource.replace("sessiongate", "other"), context
+    )
+    assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, context)
+    assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/sessiongate/squatter", action, resource, context)
+    assert _scp_allows(scp, deployer, action, resource, context)
+
+
+def test_scp_sample_lets_the_engine_run() -> None:
+    scp = _scp("scp-protect-sessiongate.json")
+    engine = scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"][1]
+    assert ":role/sessiongate/" in engine
+    assert "*" not in engine
+    for action, resource in (
+        ("iam:PassRole", f"arn:aws:iam::{ENGINE}:role/sessiongate/sessiongate-SchedulerRole-A"),
+        ("dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{ENGINE}:table/sessiongate-GrantsTable-ABC"),
+        ("scheduler:CreateSchedule", f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate/sg-revoke-1"),
+        ("scheduler:DeleteSchedule", f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate/sg-revoke-1"),
+        ("events:PutEvents", f"arn:aws:events:{REGION}:{ENGINE}:event-bus/sessiongate-bus"),
+    ):
+        assert _scp_allows(scp, engine, action, resource, {}), action
+    # ... but the engine does not change code.
+    assert not _scp_allows(scp, engine, "lambda:UpdateFunctionCode", FUNCTION, {})
+
+
+@pytest.mark.parametrize("key", ["SessionGate", "sessiongate", "EDIT-InstanceRequiredTag-key"])
+@pytest.mark.parametrize("action", ["ec2:CreateTags", "ec2:DeleteTags"])
+def test_scp_sample_protects_instance_scope_tags(key: str, action: str) -> None:
+    """Finding 8: the instance tag keys the approval policy relies on are changed by tag admins only."""
+    scp = _scp("scp-deny-slot-tags.json")
+    [statement] = [s for s in scp["Statement"] if "ec2:CreateTags" in s["Action"]]
+    admins = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    instance = f"arn:aws:ec2:{REGION}:222222222222:instance/i-0123456789abcdef0"
+    context = {"aws:TagKeys": [key]}
+    assert not _scp_allows(scp, "arn:aws:iam::222222222222:role/Admin", action, instance, context)
+    for admin in admins:
+        assert _scp_allows(scp, admin.replace("*", "222222222222"), action, instance, context)
+    assert _scp_allows(
+        scp, "arn:aws:iam::222222222222:role/Admin", action, instance, {"aws:TagKeys": ["Owner"]}
+    )

@@ -236,12 +236,24 @@ def test_scheduler_role_invokes_only_the_engine_targets() -> None:
     ]
 
 
+# The engine roles that set or clear slot tags: the guard exempts exactly these (finding 7: no path).
+SLOT_TAGGING_ROLES = [
+    {"Fn::GetAtt": ["GrantAccessFunctionRole", "Arn"]},
+    {"Fn::GetAtt": ["RevokeAccessFunctionRole", "Arn"]},
+    {"Fn::GetAtt": ["ReconcileGrantsFunctionRole", "Arn"]},
+    {"Fn::GetAtt": ["RequestApiFunctionRole", "Arn"]},
+]
+
+
 def test_tag_key_guard_denies_everyone_but_the_engine() -> None:
     statements = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]["Statement"]
-    [statement] = [s for s in statements if "ForAnyValue:StringLike" in s["Condition"]]
+    [statement] = [s for s in statements if "ForAnyValue:StringLike" in s.get("Condition", {})]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"]["ForAnyValue:StringLike"]["aws:TagKeys"] == ["SecurityAllowSession*"]
-    assert "role/sessiongate/*" in statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::Sub"]
+    assert statement["Condition"] == {
+        "ForAnyValue:StringLike": {"aws:TagKeys": ["SecurityAllowSession*"]},
+        "ArnNotEquals": {"aws:PrincipalArn": SLOT_TAGGING_ROLES},
+    }
 
 
 GUARDED_ACTIONS = {
@@ -252,6 +264,7 @@ GUARDED_ACTIONS = {
     "iam:CreateUser",
     "iam:CreateRole",
     "sts:TagSession",
+    "sts:GetFederationToken",
 }
 
 
@@ -270,18 +283,41 @@ def test_tag_key_guard_covers_every_slot_key_in_any_case_and_tags_at_creation(so
         doc = json.loads((TEMPLATE.parent / "docs" / "scp-deny-slot-tags.json").read_text())
     statements = _guard_statements(doc)
     assert all(s["Effect"] == "Deny" for s in statements)
-    [any_case] = [s for s in statements if "ForAnyValue:StringEqualsIgnoreCase" in s["Condition"]]
+    slot_statements = [s for s in statements if "aws:TagKeys" in json.dumps(s.get("Condition", {}))]
+    if source == "scp":  # the sample also guards instance tag keys (finding 8), tested apart
+        slot_statements = [s for s in slot_statements if "ec2:CreateTags" not in _actions(s)]
+    [any_case] = [s for s in slot_statements if "ForAnyValue:StringEqualsIgnoreCase" in s["Condition"]]
     assert set(any_case["Condition"]["ForAnyValue:StringEqualsIgnoreCase"]["aws:TagKeys"]) == set(
         slots.all_keys(slots.MAX_SLOTS)
     )
-    for s in statements:
+    assert len(slot_statements) == 2
+    for s in slot_statements:
         assert set(_actions(s)) == GUARDED_ACTIONS
-        assert "role/sessiongate/*" in json.dumps(s["Condition"]["ArnNotLike"]["aws:PrincipalArn"])
+        # Exact role ARNs only (finding 7): no exemption of a path anyone who creates roles can claim.
+        exempt = json.dumps(s["Condition"].get("ArnNotEquals") or s["Condition"]["ArnNotLike"])
+        assert "role/sessiongate/*" not in exempt
+        assert "GetAtt" in exempt or source == "scp"
+
+
+def _without_exemptions(doc: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The guard's statements as (Sid, Action, Condition minus the exempt principals)."""
+    out = []
+    for s in doc["Statement"]:
+        condition = {k: v for k, v in s.get("Condition", {}).items() if k != "ArnNotEquals"}
+        out.append((s["Sid"], s["Action"], condition))
+    return out
 
 
 def test_member_guard_is_the_engine_guard() -> None:
+    """Same statements; each exempts its own account's SessionGate roles (exact ARNs)."""
     member = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
-    assert member == resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]
+    engine = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]
+    assert _without_exemptions(member) == _without_exemptions(engine)
+    for s in member["Statement"]:
+        if "ArnNotEquals" in s.get("Condition", {}):
+            assert s["Condition"]["ArnNotEquals"] == {
+                "aws:PrincipalArn": {"Fn::GetAtt": ["SessionGateMemberRole", "Arn"]}
+            }
 
 
 def _tag_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -386,8 +422,13 @@ def test_member_role_trusts_only_engine_roles_with_the_external_id() -> None:
     role = template(MEMBER_TEMPLATE)["Resources"]["SessionGateMemberRole"]["Properties"]
     assert (role["RoleName"], role["Path"]) == ("SessionGateMember", "/sessiongate/")
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
-    assert trust["Condition"]["ArnLike"]["aws:PrincipalArn"]["Fn::Sub"].endswith(":role/sessiongate/*")
+    condition, exact, by_path = trust["Condition"]["Fn::If"]
+    assert condition == "HasEngineRoleArns"
+    for branch in (exact, by_path):
+        assert branch["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
+    # The engine roles' exact ARNs (EngineRoleArns output) when given; the path only as the fallback.
+    assert exact["ArnEquals"] == {"aws:PrincipalArn": {"Ref": "EngineRoleArns"}}
+    assert by_path["ArnLike"]["aws:PrincipalArn"]["Fn::Sub"].endswith(":role/sessiongate/*")
     [policy] = role["Policies"]
     statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
     tagging = statements["SetAndClearSlotTagsOnly"]["Condition"]

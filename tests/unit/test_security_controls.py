@@ -1,0 +1,452 @@
+"""Control-plane protection (issue 13, SECURITY.md): what template.yaml promises, resolved as deployed.
+
+The policies' effect is evaluated in tests/integration/test_engine_permissions.py; here: who the table
+policies name, the dead-man's switch, the CloudTrail-driven SecurityAlert rules against CloudTrail
+records of the attacks, code signing and the SCP samples' size.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from moto.events.models import EventPattern
+
+from sandbox import cfn
+from sandbox.cfn import Stack
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+DEPLOYER = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
+TABLE_WRITES = {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    return cfn.load("sessiongate", ACCOUNT, REGION, {"DeployerArns": DEPLOYER})
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _writers(stack: Stack, table: str) -> set[str]:
+    """ARNs of the roles whose own policies allow writing ``table`` (as IAM would match the resource)."""
+    import fnmatch
+
+    arn = stack.resources[table].arn
+    writers = set()
+    for role in stack.of_type("AWS::IAM::Role"):
+        for policy in role.properties.get("Policies", []):
+            for s in _as_list(policy["PolicyDocument"]["Statement"]):
+                if s["Effect"] != "Allow" or not TABLE_WRITES & set(_as_list(s["Action"])):
+                    continue
+                if any(fnmatch.fnmatchcase(arn, r) for r in _as_list(s["Resource"])):
+                    writers.add(role.arn)
+    return writers
+
+
+@pytest.mark.parametrize("table", ["GrantsTable", "RequestsTable"])
+def test_table_policy_names_exactly_the_roles_that_write_the_table(stack: Stack, table: str) -> None:
+    """Finding 2: everyone but the engine roles that write a table is denied writes by its policy."""
+    policy = stack.resources[table].properties["ResourcePolicy"]["PolicyDocument"]
+    [writes] = [s for s in policy["Statement"] if set(s["Action"]) == TABLE_WRITES]
+    assert (writes["Effect"], writes["Principal"]) == ("Deny", "*")
+    exempt = set(writes["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
+    assert exempt == _writers(stack, table)
+    assert all("*" not in arn for arn in exempt)
+    # The statement applies to this table (the roles name it by pattern to avoid a dependency cycle).
+    import fnmatch
+
+    assert any(fnmatch.fnmatchcase(stack.resources[table].arn, r) for r in writes["Resource"])
+
+
+@pytest.mark.parametrize("table", ["GrantsTable", "RequestsTable"])
+def test_only_deployers_change_table_settings_and_policies(stack: Stack, table: str) -> None:
+    policy = stack.resources[table].properties["ResourcePolicy"]["PolicyDocument"]
+    [control] = [s for s in policy["Statement"] if "dynamodb:PutResourcePolicy" in s["Action"]]
+    assert {"dynamodb:DeleteResourcePolicy", "dynamodb:UpdateTable", "dynamodb:DeleteTable"} <= set(
+        control["Action"]
+    )
+    assert control["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [DEPLOYER]}}
+    # Without deployers nobody is singled out (the stack's own updates must keep working).
+    default = cfn.load("sessiongate", ACCOUNT, REGION)
+    statements = default.resources[table].properties["ResourcePolicy"]["PolicyDocument"]["Statement"]
+    assert [s["Sid"] for s in statements] == [s["Sid"] for s in policy["Statement"]][:1]
+
+
+@pytest.mark.parametrize("minutes", [1, 5, 60])
+def test_reconciler_dead_mans_switch_fires_after_two_silent_periods(minutes: int) -> None:
+    """Finding 5: a disabled reconciler rule raises ReconcilerNotRunning after two of its periods."""
+    stack = cfn.load("sessiongate", ACCOUNT, REGION, {"ReconcilerRateMinutes": minutes})
+    alarm = stack.resources["ReconcilerNotRunningAlarm"].properties
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "AWS/Lambda",
+        "Invocations",
+        "Sum",
+    )
+    assert alarm["Dimensions"] == [
+        {"Name": "FunctionName", "Value": stack.resources["ReconcileGrantsFunction"].physical_id}
+    ]
+    assert alarm["TreatMissingData"] == "breaching"  # no invocation = no datapoint = breaching
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    window = alarm["Period"] * int(alarm["EvaluationPeriods"])
+    assert window == 2 * minutes * 60
+    assert int(alarm["DatapointsToAlarm"]) == int(alarm["EvaluationPeriods"])
+    # Each bucket is at most half a period: a running reconciler leaves no window of all-empty buckets.
+    assert alarm["Period"] <= minutes * 60 or minutes == 1
+    assert alarm["AlarmActions"] == [stack.resources["AlarmTopic"].physical_id]
+
+
+# ---------------------------------------------------------------- CloudTrail-driven SecurityAlert rules
+def _cloudtrail(
+    source: str, event_name: str, parameters: dict[str, Any], identity: dict[str, Any]
+) -> dict[str, Any]:
+    """An "AWS API Call via CloudTrail" event as EventBridge delivers it (CloudTrail record contents)."""
+    return {
+        "version": "0",
+        "id": "1",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": f"aws.{source.split('.')[0]}",
+        "account": ACCOUNT,
+        "time": "2026-11-24T09:00:00Z",
+        "region": REGION,
+        "resources": [],
+        "detail": {
+            "eventSource": source,
+            "eventName": event_name,
+            "userIdentity": identity,
+            "requestParameters": parameters,
+        },
+    }
+
+
+def _assumed(role_arn: str) -> dict[str, Any]:
+    name = role_arn.rsplit("/", 1)[-1]
+    return {
+        "type": "AssumedRole",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}/session",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role_arn}},
+    }
+
+
+ADMIN = _assumed(f"arn:aws:iam::{ACCOUNT}:role/LambdaAdmin")
+SQUATTER = _assumed(f"arn:aws:iam::{ACCOUNT}:role/sessiongate/squatter")
+IAM_USER = {"type": "IAMUser", "arn": f"arn:aws:iam::{ACCOUNT}:user/bob"}
+ROOT = {"type": "Root", "arn": f"arn:aws:iam::{ACCOUNT}:root"}
+SCHEDULER_SERVICE = {"type": "AWSService", "invokedBy": "scheduler.amazonaws.com"}
+
+
+def _fields_of_array_elements(node: Any) -> Any:
+    """EventBridge matches a pattern field against that field of every object in an event array
+    (aws/event-ruler, the matcher behind EventBridge: "Arrays", ArrayMembership); moto's matcher does
+    not, so arrays of objects become objects of arrays first (no pattern here relies on array consistency)."""
+    if isinstance(node, dict):
+        return {k: _fields_of_array_elements(v) for k, v in node.items()}
+    if isinstance(node, list) and node and all(isinstance(item, dict) for item in node):
+        keys = {k for item in node for k in item}
+        return {k: [_fields_of_array_elements(item[k]) for item in node if k in item] for k in keys}
+    return node
+
+
+def _matches(stack: Stack, rule: str, event: dict[str, Any]) -> bool:
+    pattern = EventPattern.load(json.dumps(stack.resources[rule].properties["EventPattern"]))
+    return bool(pattern.matches_event(_fields_of_array_elements(event)))
+
+
+def _sts(event_name: str, **parameters: Any) -> dict[str, Any]:
+    return _cloudtrail("sts.amazonaws.com", event_name, parameters, ADMIN)
+
+
+@pytest.mark.parametrize(
+    ("event", "alerts"),
+    [
+        (_sts("AssumeRole", tags=[{"key": "SecurityAllowSessionInstance", "value": "i-0abc"}]), True),
+        (
+            _sts("AssumeRole", tags=[{"key": "Project", "value": "x"}, {"key": "securityallowsessionuser1"}]),
+            True,
+        ),
+        (
+            _sts("GetFederationToken", tags=[{"key": "SECURITYALLOWSESSIONINSTANCE3", "value": "i-0abc"}]),
+            True,
+        ),
+        (_sts("AssumeRole", transitiveTagKeys=["SecurityAllowSessionInstance2"]), True),
+        (_sts("AssumeRole", tags=[{"key": "Project", "value": "x"}]), False),
+        (_sts("AssumeRole", roleArn="arn:aws:iam::1:role/SecurityAllowSessionInstance"), False),
+    ],
+)
+def test_session_tag_rule_alerts_on_slot_keys_in_any_case(
+    stack: Stack, event: dict[str, Any], alerts: bool
+) -> None:
+    """Finding 3 (detective): a session created with a slot key as a session tag raises a SecurityAlert."""
+    assert _matches(stack, "SessionTagAlertRule", event) is alerts
+
+
+def test_session_tag_rule_receives_read_only_calls(stack: Stack) -> None:
+    # GetFederationToken is a read-only management event: delivered only in this rule state.
+    assert (
+        stack.resources["SessionTagAlertRule"].properties["State"]
+        == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    )
+
+
+def _engine_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
+    grant_role = stack.resources["GrantAccessFunctionRole"]
+    return [
+        (
+            "lambda.amazonaws.com",
+            "UpdateFunctionCode20150331v2",
+            {"functionName": "sessiongate-grant-access"},
+        ),
+        (
+            "lambda.amazonaws.com",
+            "UpdateFunctionConfiguration20150331v2",
+            {"functionName": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sessiongate-reconcile-grants"},
+        ),
+        ("lambda.amazonaws.com", "PublishLayerVersion20181031", {"layerName": "sessiongate-engine"}),
+        # CreateFunction + iam:PassRole of an engine role: foreign code with the engine's rights.
+        ("lambda.amazonaws.com", "CreateFunction20150331", {"functionName": "mine", "role": grant_role.arn}),
+        ("iam.amazonaws.com", "PutRolePolicy", {"roleName": grant_role.physical_id, "policyName": "x"}),
+        ("iam.amazonaws.com", "CreateRole", {"roleName": "mine", "path": "/sessiongate/"}),
+    ]
+
+
+def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
+    grants = stack.resources["GrantsTable"]
+    reconciler_rule = next(
+        r.physical_id
+        for r in stack.of_type("AWS::Events::Rule")
+        if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
+    )
+    group = stack.resources["ScheduleGroup"].physical_id
+    return [
+        ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": grants.physical_id}),
+        ("dynamodb.amazonaws.com", "DeleteResourcePolicy", {"resourceArn": grants.arn}),
+        ("events.amazonaws.com", "DisableRule", {"name": reconciler_rule}),
+        ("events.amazonaws.com", "RemoveTargets", {"rule": reconciler_rule, "ids": ["x"]}),
+        ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "sg-revoke-cm-1", "groupName": group}),
+        ("monitoring.amazonaws.com", "DisableAlarmActions", {"alarmNames": ["sessiongate-ReconcilerNot-A"]}),
+        ("sns.amazonaws.com", "Unsubscribe", {"topicArn": stack.resources["AlarmTopic"].arn}),
+        ("kms.amazonaws.com", "DisableKey", {"keyId": stack.resources["AlarmTopicKey"].arn}),
+        ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": stack.resources["AlarmTopicKey"].physical_id}),
+    ]
+
+
+@pytest.mark.parametrize("who", [ADMIN, SQUATTER, IAM_USER, ROOT])
+def test_engine_and_state_changes_by_others_alert(stack: Stack, who: dict[str, Any]) -> None:
+    """Findings 4 and 5 (detective): changes to SessionGate's code, roles or state by others alert."""
+    for rule, events in (
+        ("EngineChangeAlertRule", _engine_events(stack)),
+        ("StateChangeAlertRule", _state_events(stack)),
+    ):
+        for source, name, parameters in events:
+            assert _matches(stack, rule, _cloudtrail(source, name, parameters, who)), (
+                rule,
+                name,
+                who["type"],
+            )
+
+
+def test_the_engine_and_the_deployers_do_not_alert(stack: Stack) -> None:
+    engine_roles = [
+        stack.resources[r].arn
+        for r in (
+            "GrantAccessFunctionRole",
+            "RevokeAccessFunctionRole",
+            "ReconcileGrantsFunctionRole",
+            "RequestApiFunctionRole",
+        )
+    ]
+    for rule, events in (
+        ("EngineChangeAlertRule", _engine_events(stack)),
+        ("StateChangeAlertRule", _state_events(stack)),
+    ):
+        for source, name, parameters in events:
+            for role in [*engine_roles, DEPLOYER]:
+                event = _cloudtrail(source, name, parameters, _assumed(role))
+                assert not _matches(stack, rule, event), (rule, name, role)
+    # Scheduler deletes a fired one-time schedule itself (ActionAfterCompletion=DELETE).
+    [schedule] = [e for e in _state_events(stack) if e[1] == "DeleteSchedule"]
+    assert not _matches(stack, "StateChangeAlertRule", _cloudtrail(*schedule, SCHEDULER_SERVICE))
+
+
+def test_unrelated_changes_do_not_alert(stack: Stack) -> None:
+    for rule, (source, name, parameters) in (
+        (
+            "EngineChangeAlertRule",
+            ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", {"functionName": "app"}),
+        ),
+        ("EngineChangeAlertRule", ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app-role"})),
+        ("StateChangeAlertRule", ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"})),
+        (
+            "StateChangeAlertRule",
+            ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "x", "groupName": "default"}),
+        ),
+    ):
+        assert not _matches(stack, rule, _cloudtrail(source, name, parameters, ADMIN)), (rule, name)
+
+
+SECURITY_RULES = ["SessionTagAlertRule", "EngineChangeAlertRule", "StateChangeAlertRule"]
+
+
+@pytest.mark.parametrize("rule", SECURITY_RULES)
+def test_security_rules_notify_the_alarm_topic_with_a_dead_letter_queue(stack: Stack, rule: str) -> None:
+    [target] = stack.resources[rule].properties["Targets"]
+    assert target["Arn"] == stack.resources["AlarmTopic"].physical_id
+    assert target["DeadLetterConfig"]["Arn"] == stack.resources["EventDeliveryDeadLetterQueue"].arn
+    template = target["InputTransformer"]["InputTemplate"]
+    assert json.loads(template.replace("<", "").replace(">", ""))["event"] == "SecurityAlert"
+    # EventBridge may publish to the (KMS-encrypted) alarm topic, for these rules only.
+    topic_policy = stack.resources["AlarmTopicPolicy"].properties["PolicyDocument"]["Statement"]
+    [events] = [s for s in topic_policy if s["Principal"] == {"Service": "events.amazonaws.com"}]
+    assert stack.resources[rule].arn in events["Condition"]["ArnEquals"]["aws:SourceArn"]
+    key_policy = stack.resources["AlarmTopicKey"].properties["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "events.amazonaws.com"} for s in key_policy)
+    # ... and every SecurityAlert also counts in the alarm.
+    alarm = stack.resources["SecurityAlertAlarm"].properties
+    rules = {
+        m["MetricStat"]["Metric"]["Dimensions"][0]["Value"] for m in alarm["Metrics"] if "MetricStat" in m
+    }
+    assert stack.resources[rule].physical_id in rules
+
+
+@pytest.mark.parametrize("rule", SECURITY_RULES)
+def test_security_rule_patterns_fit_eventbridge_limits(rule: str) -> None:
+    """An event pattern is at most 4096 characters (EventBridge API reference, PutRule/Rule)."""
+    deployers = ",".join(
+        f"arn:aws:iam::{ACCOUNT}:role/deployer-with-a-long-role-name-{i:02d}" for i in range(4)
+    )
+    stack = cfn.load("sessiongate-production-eu", ACCOUNT, REGION, {"DeployerArns": deployers})
+    pattern = json.dumps(stack.resources[rule].properties["EventPattern"], separators=(",", ":"))
+    # Real role names carry CloudFormation's 13-character suffix the sandbox's names lack.
+    assert len(pattern) + 13 * pattern.count(":role/sessiongate/") <= 4096
+
+
+# ---------------------------------------------------------------- code signing
+def test_code_signing_is_off_by_default() -> None:
+    stack = cfn.load("sessiongate", ACCOUNT, REGION)
+    assert "CodeSigningConfig" not in stack.resources
+    assert all("CodeSigningConfigArn" not in f.properties for f in stack.of_type("AWS::Lambda::Function"))
+
+
+def test_code_signing_enforced_on_every_function_when_configured() -> None:
+    """Finding 4 (optional): with signing profiles, Lambda refuses code not signed by them."""
+    profile = f"arn:aws:signer:{REGION}:{ACCOUNT}:/signing-profiles/SessionGate/abcdef0123"
+    stack = cfn.load("sessiongate", ACCOUNT, REGION, {"CodeSigningProfileVersionArns": profile})
+    config = stack.resources["CodeSigningConfig"].properties
+    assert config["AllowedPublishers"]["SigningProfileVersionArns"] == [profile]
+    assert config["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] == "Enforce"
+    functions = stack.of_type("AWS::Lambda::Function")
+    assert len(functions) == 5
+    for function in functions:
+        assert function.properties["CodeSigningConfigArn"] == stack.resources["CodeSigningConfig"].physical_id
+
+
+# ---------------------------------------------------------------- SCP samples
+@pytest.mark.parametrize("name", ["scp-deny-slot-tags.json", "scp-protect-sessiongate.json"])
+def test_scp_samples_fit_the_scp_size_limit(name: str) -> None:
+    """An SCP is at most 5,120 characters (AWS Organizations quotas); the samples leave room to edit."""
+    document = json.loads((cfn.ROOT / "docs" / name).read_text())
+    assert len(json.dumps(document, separators=(",", ":"))) <= 4096
+    assert "EDIT" in json.dumps(document)  # the values to replace are marked
+
+
+# ---------------------------------------------------------------- dedicated engine account topology
+def _member_template() -> dict[str, Any]:
+    from tests.support.template import MEMBER_TEMPLATE, template
+
+    return template(MEMBER_TEMPLATE)
+
+
+def test_member_stack_holds_no_engine_state() -> None:
+    """In the recommended topology a workload account holds SessionGate's member role, two policies and a
+    rule that only forwards session-tag events: its administrators have nothing of the engine (functions,
+    tables, schedules, keys, topics) to change."""
+    resources = _member_template()["Resources"]
+    types = {r["Type"] for r in resources.values()}
+    assert types == {
+        "AWS::IAM::Role",
+        "AWS::IAM::ManagedPolicy",
+        "AWS::Events::Rule",
+        "AWS::SQS::Queue",
+        "AWS::SQS::QueuePolicy",
+    }
+    [rule] = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
+
+
+def test_member_accounts_forward_session_tag_events_to_the_engine_alert() -> None:
+    """Finding 3 (detective) where operators are: the member rule matches what the engine rule matches,
+    forwards it with a role that can only put events on the engine account's default bus, and the
+    engine accepts those events from its member accounts only."""
+    from tests.support.template import resource
+
+    member = _member_template()["Resources"]
+    forward = member["SessionTagForwardRule"]["Properties"]
+    engine_rule = resource("SessionTagAlertRule")["Properties"]
+    assert forward["EventPattern"] == engine_rule["EventPattern"]
+    assert forward["State"] == engine_rule["State"] == "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+    [target] = forward["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["SessionTagForwardDeadLetterQueue", "Arn"]}}
+    [policy] = member["SessionTagForwardRole"]["Properties"]["Policies"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == ("events:PutEvents", target["Arn"])
+    bus_policy = resource("MemberSessionTagEvents")
+    assert bus_policy["Condition"] == "HasMemberAccounts"
+    assert bus_policy["Properties"]["EventBusName"] == "default"
+    assert bus_policy["Properties"]["Statement"]["Principal"] == {"AWS": {"Ref": "MemberAccounts"}}
+    assert bus_policy["Properties"]["Statement"]["Action"] == "events:PutEvents"
+
+
+def _member_trust(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The member role's trust policy, resolved for ``parameters`` (as CloudFormation would)."""
+    member = _member_template()
+    params = {k: v.get("Default") for k, v in member["Parameters"].items()} | parameters
+    for key, spec in member["Parameters"].items():
+        if spec["Type"] == "CommaDelimitedList" and isinstance(params[key], str):
+            params[key] = params[key].split(",")
+    stack = Stack(name="sessiongate-member", account="222222222222", region=REGION, parameters=params)
+    resolver = cfn._Resolver(stack, member)
+    role = member["Resources"]["SessionGateMemberRole"]["Properties"]
+    return resolver.resolve(role["AssumeRolePolicyDocument"])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("with_engine_role_arns", [True, False])
+def test_member_role_trusts_exactly_the_engine_roles(with_engine_role_arns: bool) -> None:
+    """Finding 7: with EngineRoleArns, a role someone else creates at /sessiongate/ of the engine account
+    cannot act in the member account; without, the path is trusted (documented as weaker)."""
+    from sandbox.policy import Policy, local_check_authorization_full, principal_node
+
+    engine, member = "111111111111", "222222222222"
+    grant = f"arn:aws:iam::{engine}:role/sessiongate/sessiongate-GrantAccessFunctionRole-ABC"
+    squatter = f"arn:aws:iam::{engine}:role/sessiongate/squatter"
+    parameters = {"EngineAccountId": engine, "ExternalId": "the-external-id"}
+    if with_engine_role_arns:
+        parameters["EngineRoleArns"] = f"{grant},arn:aws:iam::{engine}:role/sessiongate/other-engine-role"
+    trust = _member_trust(parameters)
+    target = f"arn:aws:iam::{member}:role/sessiongate/SessionGateMember"
+    may_assume = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+    def assumes(who: str, external_id: str = "the-external-id") -> bool:
+        node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", may_assume)], trust={})
+        context = {"sts:ExternalId": external_id}
+        return bool(
+            local_check_authorization_full(
+                node, "sts:AssumeRole", target, context, resource_policy=trust, resource_owner=member
+            )
+        )
+
+    assert assumes(grant)
+    assert not assumes(grant, "wrong")
+    assert not assumes(f"arn:aws:iam::{member}:role/Admin")  # the workload account's own admins
+    assert assumes(squatter) is not with_engine_role_arns
