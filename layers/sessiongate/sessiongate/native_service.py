@@ -254,9 +254,9 @@ class NativeService:
             if self.clock.now() - parse_iso(request.approved_at) < EMIT_GRACE:
                 return []  # the approving call may still be emitting it
             if not self._approved_by_api(request):
-                # Written into the table by someone else: never handed to the engine.
+                # Possibly written into the table by someone else: never handed to the engine.
                 bind(request_id=request.request_id).error(
-                    "approved request not approved through the request API: not handed to the engine"
+                    "approved request not handed to the engine: nothing proves the request API approved it"
                 )
                 metrics().add("UnverifiedApprovals")
                 return []
@@ -269,20 +269,15 @@ class NativeService:
 
     def _approved_by_api(self, request: Request) -> bool:
         """Whether the request API itself approved this record; only such records are handed to the
-        engine by the sweep (a read never hands anything over).
+        engine again by the sweep (and a read never hands anything over).
 
-        PLACEHOLDER, to be pointed at the approval MAC (``approval_mac``, a KMS HMAC the request API
-        generates when it approves) once that is merged. Until then this only checks that the record is
-        shaped as the API writes approvals, which anyone with ``dynamodb:PutItem`` on the table can
-        imitate: the grant-time verifier stays the gate.
+        PLACEHOLDER, the one place to point at the approval MAC check (``approval_mac``, the KMS HMAC
+        the request API generates when it approves) once that is merged. Until then nothing proves
+        that the API approved a record (anyone with ``dynamodb:PutItem`` on the table can write one that
+        looks so), so none is handed over again: fail closed. A failed hand-over then stays APPROVED
+        (logged, metric ``UnverifiedApprovals``) until the requester revokes it and asks again.
         """
-        if request.status is not RequestStatus.APPROVED or not request.approvals:
-            return False
-        if request.approved_at is None or request.decided_by is None:
-            return False
-        if request.break_glass:
-            return request.approver_arns == (self.settings.break_glass_approver_arn,)
-        return request.approver_arns == tuple(a.approver_arn for a in request.approvals)
+        return False
 
     # ------------------------------------------------------------------------------ read
     def get(self, caller: Caller, request_id: str) -> dict[str, Any]:
