@@ -474,6 +474,27 @@ def test_a_revocation_requested_while_provisioning_makes_the_grant_undo_itself(s
     assert stack.notifications() == []
 
 
+def test_an_invocation_that_loses_the_activation_to_a_duplicate_leaves_the_grant_alone(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    engine, duplicate = stack.engine(), stack.engine()
+    original = engine.schedules.create_once
+    outcomes = []
+
+    def duplicate_finishes_first(*args: object, **kwargs: object) -> bool:
+        outcomes.append(duplicate.grant(request.to_detail()))
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    engine.schedules.create_once = duplicate_finishes_first  # type: ignore[method-assign]
+    outcome = engine.grant(request.to_detail())
+
+    assert [o.result for o in outcomes] == ["granted"]
+    assert outcome.result == "duplicate"
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
+    assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) == request.grant_id
+    assert engine.ledger.get_grant(request.grant_id).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
+
+
 # ------------------------------------------------------------------------------ malformed events
 @pytest.mark.parametrize(
     ("mutate", "field"),

@@ -210,10 +210,11 @@ class Engine:
         )
 
     def _activation_lost(self, grant: Grant, directory: Directory) -> Outcome:
-        """The grant did not go ACTIVE: a revocation was asked for while it was being provisioned (the
-        tombstone), or another invocation revoked or abandoned it. Whatever this invocation tagged is
-        undone while its slot lock still names it (so no other grant's tag is touched); a requested
-        revocation is completed here, so the grant ends REVOKED and is announced once.
+        """This invocation could not activate the grant: a revocation was asked for while it was being
+        provisioned (the tombstone), another invocation revoked or abandoned it, or a duplicate
+        invocation activated it (then nothing is undone). Otherwise the tag is removed while the slot
+        lock still names this grant (so no other grant's tag is touched), and a requested revocation is
+        completed here: the grant ends REVOKED and is announced once.
 
         Left as they are: the revoke schedule (it fires once on a REVOKED grant, a no-op) and open
         sessions (none can predate this tag by more than the provisioning itself); the grant role has
@@ -221,6 +222,10 @@ class Engine:
         """
         log = bind(grant_id=grant.grant_id)
         current = self.ledger.get_grant(grant.grant_id)
+        if current is not None and current.status is GrantStatus.ACTIVE:
+            # A duplicate invocation of this grant activated it: the tag and slot are the grant's own.
+            log.info("grant activated by a concurrent invocation")
+            return Outcome("duplicate", grant.grant_id, {"status": current.status.value})
         requested = self.ledger.revoke_request(grant.grant_id)
         assert grant.slot is not None
         holds = self.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id
