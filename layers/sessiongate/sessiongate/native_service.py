@@ -218,7 +218,8 @@ class NativeService:
            takes them off the sweep's list; an extension found ACTIVE first retires the grant it
            replaces (revoked, reason ``extended``).
         At most ``SWEEP_LIMIT`` of each a run. Every approved request is attempted; if any failed, the
-        run raises at the end (retried, then the dead-letter queue, alarmed).
+        run raises at the end (Lambda retries it, the request API's error alarm fires, the next run
+        tries again).
         """
         log = bind()
         expired = sum(
