@@ -861,8 +861,8 @@ class Runner:
             .get_item(TableName=table, Key={"pk": {"S": f"GRANT#{grant_id}"}}, ConsistentRead=True)
             .get("Item")
         )
-        if not item:
-            return None
+        if not item or "status" not in item:
+            return None  # no grant (an item holding only a revocation request is none)
         des = TypeDeserializer()
         return {k: des.deserialize(v) for k, v in item.items()}
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from sessiongate.clock import to_iso
 from sessiongate.errors import TransientError
 from sessiongate.model import GrantStatus, Origin
 from tests.support.stack import ACCOUNT, Stack, change_request
@@ -385,6 +386,128 @@ def test_denial_is_recorded_once_under_duplicate_delivery(stack: Stack) -> None:
     assert engine.grant(request.to_detail()).result == "denied"
     assert engine.grant(request.to_detail()).result == "duplicate"
     assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["AccessDenied"]
+
+
+# ------------------------------------------------------------------------------ revocation requests
+APPROVER = f"arn:aws:iam::{ACCOUNT}:user/approver"
+
+
+def test_the_ledger_never_creates_or_activates_a_live_grant_over_a_revocation_request(stack: Stack) -> None:
+    stack.user("alice")
+    engine = stack.engine()
+    ledger = engine.ledger
+    at = to_iso(stack.clock.now())
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    provisioning = engine._record(
+        request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    )
+
+    ledger.request_revoke(request.grant_id, at=at, reason="done", by=APPROVER)
+    ledger.request_revoke(request.grant_id, at="2026-11-24T09:09:00Z", reason="revoked", by="someone else")
+    assert ledger.get_grant(request.grant_id) is None  # a revocation request is no grant
+    requested = ledger.revoke_request(request.grant_id)
+    assert requested is not None
+    assert (requested.at, requested.reason, requested.by) == (at, "done", APPROVER)  # the first one stays
+    assert not ledger.create(provisioning)
+    assert ledger.create(replace(provisioning, status=GrantStatus.DENIED))  # not live: it may be recorded
+    assert ledger.get_grant(request.grant_id).status is GrantStatus.DENIED  # type: ignore[union-attr]
+
+    other = stack.approved(instance_id=stack.instance(), principal="alice")
+    record = engine._record(other, provisioning.principal_arn, stack.clock.now(), GrantStatus.PROVISIONING)
+    assert ledger.create(record)
+    ledger.request_revoke(other.grant_id, at=at, reason="done", by=APPROVER)
+    assert not ledger.activate(record, "sg-revoke-x")
+    current = ledger.get_grant(other.grant_id)
+    assert current is not None
+    assert (current.status, current.schedule_name) == (GrantStatus.PROVISIONING, None)
+    assert ledger.revoke_request(other.grant_id) is not None
+
+
+def test_a_revocation_requested_before_the_grant_is_recorded_ends_it_revoked(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    engine = stack.engine()
+    engine.ledger.request_revoke(
+        request.grant_id, at=to_iso(stack.clock.now()), reason="revoked", by=APPROVER
+    )
+
+    outcome = engine.grant(request.to_detail())
+
+    assert (outcome.result, outcome.detail["untagged"]) == ("revoked", False)
+    assert stack.tags("user", "alice") == {}
+    assert stack.schedules() == {}
+    grant = engine.ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert (grant.status, grant.revoke_reason, grant.revoked_by, grant.slot) == (
+        GrantStatus.REVOKED,
+        "revoked",
+        APPROVER,
+        None,
+    )
+    assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["AccessRevoked"]
+    assert engine.grant(request.to_detail()).result == "duplicate"
+    assert stack.notifications() == []
+
+
+def test_a_revocation_requested_while_provisioning_makes_the_grant_undo_itself(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    engine = stack.engine()
+    original = engine.schedules.create_once
+    tagged: list[dict[str, str]] = []
+
+    def revoke_requested_meanwhile(*args: object, **kwargs: object) -> bool:
+        tagged.append(stack.tags("user", "alice"))
+        engine.ledger.request_revoke(
+            request.grant_id, at=to_iso(stack.clock.now()), reason="done", by=request.requester_arn
+        )
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    engine.schedules.create_once = revoke_requested_meanwhile  # type: ignore[method-assign]
+    outcome = engine.grant(request.to_detail())
+    engine.schedules.create_once = original  # type: ignore[method-assign]
+
+    assert tagged == [{"SecurityAllowSessionInstance": request.instance_id}]
+    assert (outcome.result, outcome.detail["untagged"]) == ("revoked", True)
+    assert stack.tags("user", "alice") == {}
+    assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) is None
+    grant = engine.ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert (grant.status, grant.revoke_reason, grant.revoked_by) == (
+        GrantStatus.REVOKED,
+        "done",
+        request.requester_arn,
+    )
+    [note] = stack.notifications()
+    assert (note["attributes"]["event_type"], note["message"]["reason"]) == ("AccessRevoked", "done")
+    # The schedule the grant had made fires on a revoked grant: nothing happens, nothing is announced.
+    stack.clock.advance(timedelta(minutes=10))
+    assert (
+        engine.on_revoke_schedule({"grant_id": request.grant_id, "reason": "expired"}).result == "duplicate"
+    )
+    assert engine.grant(request.to_detail()).result == "duplicate"
+    assert stack.notifications() == []
+
+
+def test_an_invocation_that_loses_the_activation_to_a_duplicate_leaves_the_grant_alone(stack: Stack) -> None:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    engine, duplicate = stack.engine(), stack.engine()
+    original = engine.schedules.create_once
+    outcomes = []
+
+    def duplicate_finishes_first(*args: object, **kwargs: object) -> bool:
+        outcomes.append(duplicate.grant(request.to_detail()))
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    engine.schedules.create_once = duplicate_finishes_first  # type: ignore[method-assign]
+    outcome = engine.grant(request.to_detail())
+
+    assert [o.result for o in outcomes] == ["granted"]
+    assert outcome.result == "duplicate"
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
+    assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) == request.grant_id
+    assert engine.ledger.get_grant(request.grant_id).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------ malformed events

@@ -17,7 +17,11 @@ import pytest
 
 from sandbox.faults import FaultInjector
 from sessiongate import runtime
+from sessiongate.adapters.scheduler import Schedules
+from sessiongate.identity import PrincipalType
 from sessiongate.model import GrantStatus, Origin
+from sessiongate.native import Approval, Request, RequestStatus
+from sessiongate.native_service import NativeService, NativeVerifier
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
@@ -98,6 +102,12 @@ def extend(request_id: str, reason: str = "more") -> str:
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": reason})
     assert status == 201, out
     return str(out["request"]["request_id"])
+
+
+def sweep() -> dict[str, Any]:
+    """The request API's scheduled run (the reconciler's EventBridge schedule)."""
+    result: dict[str, Any] = handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)
+    return result
 
 
 def event_types(stack: Stack) -> list[str]:
@@ -373,9 +383,9 @@ def test_the_scheduled_sweep_expires_pending_requests_nobody_looked_at(deployed:
     stack.notifications()
     stack.clock.advance(timedelta(minutes=2))
 
-    result = handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)
+    result = sweep()
 
-    assert result == {"result": "swept", "expired": 1}
+    assert result == {"result": "swept", "expired": 1, "reemitted": 0, "settled": 0}
     [note] = stack.notifications()
     assert note["attributes"]["event_type"] == "AccessRequestExpired"
     assert note["message"]["request_id"] == old
@@ -384,7 +394,7 @@ def test_the_scheduled_sweep_expires_pending_requests_nobody_looked_at(deployed:
     }
     assert statuses == {old: "EXPIRED", fresh: "PENDING"}
     # A second run finds nothing more to do.
-    assert handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)["expired"] == 0
+    assert sweep()["expired"] == 0
 
 
 def test_not_an_approver(deployed: Stack) -> None:
@@ -545,6 +555,217 @@ def test_list_mine_shows_only_my_requests(deployed: Stack) -> None:
     assert [r["request_id"] for r in out["requests"]] == [mine]
 
 
+# ------------------------------------------------------------------------- reads never write, emit or revoke
+def stored(request_id: str) -> Request:
+    record = runtime.request_api().service.store.get(request_id)
+    assert record is not None
+    return record
+
+
+def read_everything(request_id: str) -> list[str]:
+    """Every read route, as the requester and as an approver; the statuses they report."""
+    statuses = [
+        call("GET /requests/{id}", who, request_id=request_id)[1]["request"]["status"] for who in (ALICE, BOB)
+    ]
+    statuses += [
+        r["status"] for r in call("GET /requests", ALICE)[1]["requests"] if r["request_id"] == request_id
+    ]
+    call("GET /approvals", BOB)
+    return statuses
+
+
+def test_a_read_never_hands_a_forged_approval_to_the_engine(deployed: Stack) -> None:
+    """Finding 2: with dynamodb:PutItem one writes an APPROVED record naming any approver; reading it
+    must not emit it (nor write it), and the sweep hands over only what the request API approved."""
+    stack = deployed
+    forged = Request(
+        request_id="f" * 32,
+        status=RequestStatus.APPROVED,
+        account=ACCOUNT,
+        instance_id=stack.instance(),
+        principal_type=PrincipalType.USER,
+        principal_name="alice",
+        principal_arn=ALICE,
+        requester_arn=ALICE,
+        duration_minutes=10,
+        reason="forged",
+        created_at="2026-11-24T08:59:00Z",
+        pending_expires_at="2026-11-24T09:59:00Z",
+        rule="default",
+        approvals=(Approval(BOB, 0, "2026-11-24T08:59:30Z"),),
+        approver_arns=(BOB,),
+        approved_at="2026-11-24T08:59:30Z",
+        decided_by=BOB,
+    )
+    assert runtime.request_api().service.store.create(forged)  # what PutItem on the table does
+
+    assert read_everything(forged.request_id) == ["APPROVED"] * 3
+    assert stack.bus_events() == []
+    assert stored(forged.request_id) == forged  # not written (version, emitted_at, history unchanged)
+
+    stack.clock.advance(timedelta(minutes=5))
+    assert sweep() == {"result": "swept", "expired": 0, "reemitted": 0, "settled": 0}
+    assert stack.bus_events() == []
+    assert stack.engine().ledger.get_grant(forged.grant_id) is None
+    assert stack.tags("user", "alice") == {}
+
+
+def test_a_failed_hand_over_is_repeated_by_the_sweep_not_by_a_read(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = deployed
+    request_id = create(stack)
+    faults = FaultInjector()
+    faults.attach(stack.client("events"))
+    faults.add("events:PutEvents", "InternalException", times=10, status=500)
+    try:
+        status, out = approve(request_id, BOB)
+    finally:
+        faults.detach()
+    assert (status, out["error"]) == (503, "temporarily_unavailable")
+    before = stored(request_id)
+    assert (before.status, before.emitted_at) == (RequestStatus.APPROVED, None)
+
+    stack.clock.advance(timedelta(minutes=2))
+    assert read_everything(request_id) == ["APPROVED"] * 3
+    assert stack.bus_events() == []
+    assert stored(request_id) == before
+
+    # The sweep hands over again what the request API approved (as the approval MAC will tell).
+    monkeypatch.setattr(
+        NativeService, "_approved_by_api", lambda self, record: record.request_id == request_id
+    )
+    assert sweep()["reemitted"] == 1
+    [bus_event] = stack.bus_events()
+    assert bus_event["detail"]["approver_arns"] == [BOB]
+    assert handler("grant_access")(bus_event, CONTEXT)["result"] == "granted"
+    handed_over = stored(request_id)
+    assert handed_over.emitted_at is not None
+
+    # A read reports what the ledger says, and still writes nothing.
+    view = call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]
+    assert (view["status"], view["expires_at"]) == ("ACTIVE", "2026-11-24T09:12:00Z")
+    assert [h["status"] for h in view["history"]] == ["PENDING", "APPROVED", "ACTIVE"]
+    assert stored(request_id) == handed_over
+    # The sweep writes it, once; the record then leaves the sweep's list.
+    assert sweep() == {"result": "swept", "expired": 0, "reemitted": 0, "settled": 1}
+    assert stored(request_id).status is RequestStatus.ACTIVE
+    assert sweep()["settled"] == 0
+    assert stack.bus_events() == []
+
+
+def test_a_read_past_the_pending_ttl_reports_expired_and_writes_nothing(deployed: Stack) -> None:
+    stack = deployed
+    request_id = create(stack)
+    stack.notifications()
+    before = stored(request_id)
+    stack.clock.advance(timedelta(minutes=61))
+
+    assert read_everything(request_id) == ["EXPIRED"] * 3
+    assert call("GET /approvals", BOB)[1]["count"] == 0
+    assert stored(request_id) == before
+    assert stack.notifications() == []
+
+    assert sweep()["expired"] == 1
+    assert stored(request_id).status is RequestStatus.EXPIRED
+    assert event_types(stack) == ["AccessRequestExpired"]
+
+
+def test_a_read_revokes_nothing(deployed: Stack) -> None:
+    """A record marked REVOKED while its grant is ACTIVE (written before revocations left a tombstone):
+    reading it must not revoke (the engine's revoke path and the sweep do that)."""
+    stack = deployed
+    request_id = active(stack)
+    stack.notifications()
+    record = stored(request_id)
+    service = runtime.request_api().service
+    revoked = record.transition(
+        RequestStatus.REVOKED, at=stack.clock.now(), by=ALICE, version=record.version + 1
+    )
+    assert service.store.replace(revoked, expected_version=record.version)
+
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "REVOKED"
+    call("GET /requests", ALICE)
+
+    assert stack.tags("user", "alice") != {}
+    grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.status is GrantStatus.ACTIVE
+    assert stack.notifications() == []
+    assert stored(request_id) == revoked
+
+
+# ----------------------------------------------------------------------- revocation during provisioning
+def test_a_revocation_after_the_grants_check_is_honoured(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 12: the grant verifies the record APPROVED; then "I'm done" lands, finds no grant yet and
+    answers REVOKED; the grant must then not go ACTIVE."""
+    stack = deployed
+    request_id = create(stack)
+    approve(request_id, BOB)
+    stack.notifications()
+    answers: list[tuple[int, dict[str, Any]]] = []
+    verify = NativeVerifier.verify
+
+    def verify_then_revoke(self: NativeVerifier, request: Any) -> Any:
+        denials = verify(self, request)
+        answers.append(call("POST /requests/{id}/revoke", ALICE, request_id=request_id))
+        return denials
+
+    monkeypatch.setattr(NativeVerifier, "verify", verify_then_revoke)
+    [outcome] = grant_from_bus(stack)
+
+    [(status, out)] = answers
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    assert outcome["result"] == "revoked", outcome
+    assert stack.tags("user", "alice") == {}
+    grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert (grant.status, grant.revoke_reason, grant.revoked_by) == (GrantStatus.REVOKED, "done", ALICE)
+    assert event_types(stack) == ["AccessRevoked"]
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "REVOKED"
+
+
+def test_a_revocation_while_the_grant_is_provisioning_is_honoured(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approver revokes after the grant recorded and tagged, before it activated: the API answers
+    REVOKED at once, and the grant undoes its tag and ends REVOKED (announced once), never ACTIVE."""
+    stack = deployed
+    request_id = create(stack)
+    approve(request_id, BOB)
+    stack.notifications()
+    answers: list[tuple[int, dict[str, Any]]] = []
+    seen_tags: list[dict[str, str]] = []
+    create_once = Schedules.create_once
+
+    def schedule_then_revoke(self: Schedules, *args: Any, **kwargs: Any) -> Any:
+        result = create_once(self, *args, **kwargs)
+        seen_tags.append(stack.tags("user", "alice"))
+        answers.append(call("POST /requests/{id}/revoke", CAROL, request_id=request_id))
+        return result
+
+    monkeypatch.setattr(Schedules, "create_once", schedule_then_revoke)
+    [bus_event] = stack.bus_events()
+    outcome = handler("grant_access")(bus_event, CONTEXT)
+    monkeypatch.undo()
+
+    assert seen_tags[0] != {}  # the grant had tagged when the revocation landed
+    [(status, out)] = answers
+    assert (status, out["request"]["status"]) == (200, "REVOKED")
+    assert (outcome["result"], outcome["untagged"]) == ("revoked", True)
+    assert stack.tags("user", "alice") == {}
+    grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert (grant.status, grant.revoke_reason, grant.revoked_by) == (GrantStatus.REVOKED, "revoked", CAROL)
+    assert stack.engine().ledger.slot_holder(ALICE, 1) is None
+    assert event_types(stack) == ["AccessRevoked"]
+    # Redelivered, the grant stays revoked and is not announced again.
+    assert handler("grant_access")(bus_event, CONTEXT)["result"] == "duplicate"
+    assert stack.notifications() == []
+
+
 # ---------------------------------------------------------------------------------------- break-glass
 def test_break_glass_self_approval_is_capped_flagged_and_notified(deployed: Stack) -> None:
     stack = deployed
@@ -629,7 +850,7 @@ def test_extend_is_a_new_approval_then_the_old_grant_is_revoked(deployed: Stack)
     assert bus_event["detail"]["grant_id"] == f"rq-{request_id}-x1"
     assert len(bus_event["detail"]["grant_id"]) <= 48
     assert handler("grant_access")(bus_event, CONTEXT)["result"] == "granted"
-    # Both grants hold a slot until the API sees the new one active.
+    # Both grants hold a slot until the sweep sees the new one active (a read retires nothing).
     assert stack.tags("user", "alice") == {
         "SecurityAllowSessionInstance": instance,
         "SecurityAllowSessionInstance2": instance,
@@ -638,6 +859,9 @@ def test_extend_is_a_new_approval_then_the_old_grant_is_revoked(deployed: Stack)
     child = call("GET /requests/{id}", ALICE, request_id=child_id)[1]["request"]
     assert child["status"] == "ACTIVE"
     assert child["grant"]["expires_at"] == "2026-11-24T09:28:00Z"
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "ACTIVE"
+    assert len(stack.tags("user", "alice")) == 2
+    assert sweep()["settled"] == 1  # the extension's record is written ACTIVE, the old grant retired
     parent = call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]
     assert (parent["status"], parent["comment"]) == ("REVOKED", "extended")
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance2": instance}
@@ -675,6 +899,7 @@ def test_done_on_the_first_request_ends_the_extension_that_replaced_it(deployed:
     x1 = extend(request_id)
     approve(x1, CAROL)
     grant_from_bus(stack)
+    sweep()  # retires the first request's grant
     assert call("GET /requests/{id}", ALICE, request_id=x1)[1]["request"]["status"] == "ACTIVE"
     assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "REVOKED"
 

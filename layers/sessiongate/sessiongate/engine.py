@@ -155,7 +155,10 @@ class Engine:
             if not self.ledger.create(grant):
                 # A concurrent duplicate created it first: carry on with its record (claims are idempotent).
                 current = self.ledger.get_grant(request.grant_id)
-                if current is None or current.status is not GrantStatus.PROVISIONING:
+                if current is None:
+                    # No record, only a revocation request: the access was revoked before it was granted.
+                    return self._revoked_before_grant(grant)
+                if current.status is not GrantStatus.PROVISIONING:
                     return Outcome("duplicate", request.grant_id)
                 grant = current
         else:
@@ -208,12 +211,7 @@ class Engine:
             {"grant_id": grant.grant_id, "reason": REASON_EXPIRED},
         )
         if not self.ledger.activate(grant, schedule_name):
-            current = self.ledger.get_grant(grant.grant_id)
-            status = current.status.value if current else "missing"
-            # Revoked while we were provisioning: the revocation owns cleanup (and the reconciler
-            # removes any tag that no live grant explains).
-            log.warning("grant changed state during provisioning", extra={"status": status})
-            return Outcome("superseded", grant.grant_id, {"status": status})
+            return self._activation_lost(grant, directory)
 
         metrics().add("Grants")
         log.info("access granted", extra={"expires_at": grant.expires_at})
@@ -227,6 +225,78 @@ class Engine:
             grant.grant_id,
             {"slot": grant.slot, "expires_at": grant.expires_at, "principal_arn": grant.principal_arn},
         )
+
+    def _activation_lost(self, grant: Grant, directory: Directory) -> Outcome:
+        """This invocation could not activate the grant: a revocation was asked for while it was being
+        provisioned (the tombstone), another invocation revoked or abandoned it, or a duplicate
+        invocation activated it (then nothing is undone). Otherwise the tag is removed while the slot
+        lock still names this grant (so no other grant's tag is touched), and a requested revocation is
+        completed here: the grant ends REVOKED and is announced once.
+
+        Left as they are: the revoke schedule (it fires once on a REVOKED grant, a no-op) and open
+        sessions (none can predate this tag by more than the provisioning itself); the grant role has
+        neither scheduler:DeleteSchedule nor ssm:TerminateSession.
+        """
+        log = bind(grant_id=grant.grant_id)
+        current = self.ledger.get_grant(grant.grant_id)
+        if current is not None and current.status is GrantStatus.ACTIVE:
+            # A duplicate invocation of this grant activated it: the tag and slot are the grant's own.
+            log.info("grant activated by a concurrent invocation")
+            return Outcome("duplicate", grant.grant_id, {"status": current.status.value})
+        requested = self.ledger.revoke_request(grant.grant_id)
+        assert grant.slot is not None
+        holds = self.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id
+        if holds:
+            directory.untag(
+                PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
+            )
+        if (
+            current is not None
+            and current.status is GrantStatus.PROVISIONING
+            and requested is not None
+            and self.ledger.complete_revoke(
+                grant,
+                at=to_iso(self.clock.now()),
+                reason=requested.reason,
+                by=requested.by,
+                release_slot=holds,
+            )
+        ):
+            return self._revoked_while_provisioning(grant, requested.reason, requested.by, untagged=holds)
+        if holds:
+            self.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
+        current = self.ledger.get_grant(grant.grant_id)
+        status = current.status.value if current else "missing"
+        log.warning("grant changed state during provisioning", extra={"status": status, "untagged": holds})
+        return Outcome("superseded", grant.grant_id, {"status": status})
+
+    def _revoked_before_grant(self, grant: Grant) -> Outcome:
+        """A revocation was asked for before this grant's record existed: record the grant REVOKED."""
+        requested = self.ledger.revoke_request(grant.grant_id)
+        if requested is None:
+            raise TransientError(f"grant {grant.grant_id} could not be recorded and has no record")
+        record = replace(
+            grant,
+            status=GrantStatus.REVOKED,
+            revoked_at=requested.at,
+            revoke_reason=requested.reason,
+            revoked_by=requested.by,
+        )
+        if not self.ledger.create(record):
+            return Outcome("duplicate", grant.grant_id)
+        return self._revoked_while_provisioning(record, requested.reason, requested.by, untagged=False)
+
+    def _revoked_while_provisioning(self, grant: Grant, reason: str, by: str, *, untagged: bool) -> Outcome:
+        bind(grant_id=grant.grant_id).warning(
+            "access revoked while it was being granted", extra={"revoke_reason": reason, "revoked_by": by}
+        )
+        metrics().add("RevokedWhileProvisioning")
+        self.notifier.publish(
+            "AccessRevoked",
+            {**self._payload(grant), "reason": reason, "revoked_by": by},
+            subject=f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
+        )
+        return Outcome("revoked", grant.grant_id, {"reason": reason, "untagged": untagged})
 
     # ------------------------------------------------------------------------------ revoke
     def revoke(self, grant_id: object, *, reason: str = REASON_EXPIRED, by: str = "scheduler") -> Outcome:

@@ -8,8 +8,9 @@ requests table, so two approvers clicking at once cannot both make the move:
       |--cancel--> CANCELLED  |--revoked before the grant--> REVOKED
       '--pending TTL passed--> EXPIRED
 
-APPROVED -> ACTIVE/REVOKED/EXPIRED/DENIED follow the engine's grant record (``rq-<request id>``) and
-are written when the API next reads the request (the grant ledger stays the source of truth).
+APPROVED -> ACTIVE/REVOKED/EXPIRED/DENIED follow the engine's grant record (``rq-<request id>``), the
+source of truth: reads derive them and write nothing; the scheduled sweep or the next write path of
+the request writes them.
 
 Identities always come from the signed caller (API Gateway's IAM authorizer), never from a body. A
 request may name a target ``account`` (SessionGate's own or a configured member account): the access is

@@ -55,7 +55,8 @@ class RequestApi:
     service: NativeService
 
     def on_schedule(self, event: object) -> dict[str, Any]:
-        """EventBridge's scheduled rule: expire pending requests nobody decided on in time."""
+        """EventBridge's scheduled rule: the sweep (pending expiry, failed hand-overs, settled grants;
+        see :meth:`NativeService.expire_pending`)."""
         if not isinstance(event, Mapping) or event.get("detail-type") != "Scheduled Event":
             logger().warning("not a scheduled event: ignored")
             return {"result": "ignored"}

@@ -5,6 +5,12 @@ requests to the engine as ``AccessApproved`` (origin ``native``) on the SessionG
 through :meth:`Engine.revoke` (the same path as expiry). Every state change is a conditional write; the
 writer that moves a request to APPROVED is the only one that emits, so two approvers clicking at once
 produce one grant.
+
+Reads (``GET /requests``, ``GET /requests/{id}``, ``GET /approvals``) never write, emit or revoke: they
+report the status *derived* from the record and the engine's grant ledger (:meth:`NativeService._derive`).
+Whatever must happen on time happens in the scheduled sweep (:meth:`NativeService.expire_pending`) or on
+the grant/revoke paths; the write paths (approve, reject, cancel, revoke, extend) write the derived
+status along with their own change.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .adapters.accounts import MemberUnavailable
 from .adapters.bus import Bus
@@ -34,10 +42,10 @@ from .approval_policy import (
     progress,
 )
 from .clock import Clock, parse_iso, to_iso
-from .engine import REASON_EXPIRED, REASON_EXTENDED, Engine
+from .engine import PROVISIONING_GRACE, REASON_EXPIRED, REASON_EXTENDED, Engine
 from .errors import TransientError
 from .identity import parse_identity, person_key
-from .model import AccessApproved, Denial, GrantStatus, disagreements
+from .model import AccessApproved, Denial, Grant, GrantStatus, disagreements
 from .native import (
     LIVE,
     MAX_EXTENSIONS,
@@ -66,8 +74,11 @@ from .settings import Settings
 # Conditional-write retries of one API call before it answers 409 "conflict".
 WRITE_ATTEMPTS = 3
 MAX_LIST = 50
-# Pending requests the scheduled sweep looks at per run (the oldest first).
+# Pending requests, and approved ones, the scheduled sweep looks at per run (the oldest first).
 SWEEP_LIMIT = 500
+# An approved request not handed to the engine this long after its approval: the emit failed, the
+# sweep emits it again (younger ones may still be in the hands of the approving call).
+EMIT_GRACE = timedelta(minutes=1)
 DAY = timedelta(hours=24)
 REASON_DONE = "done"
 REASON_REVOKED = "revoked"
@@ -197,34 +208,94 @@ class NativeService:
 
     # ------------------------------------------------------------------------------ housekeeping
     def expire_pending(self) -> dict[str, Any]:
-        """Scheduled: pending requests whose time ran out become EXPIRED (and are notified as such)
-        even when nobody reads them; oldest first, at most ``SWEEP_LIMIT`` a run."""
+        """Scheduled (the reconciler's rate): what must happen on time even when nobody calls the API.
+
+        1. Pending requests whose time ran out become EXPIRED and are notified, oldest first.
+        2. Approved requests whose hand-over to the engine failed are emitted again, if the request
+           API itself approved them (:meth:`_approved_by_api`).
+        3. Approved requests whose grant has settled (ACTIVE, DENIED, REVOKED) are written so, which
+           takes them off the sweep's list; an extension found ACTIVE first retires the grant it
+           replaces (revoked, reason ``extended``).
+        At most ``SWEEP_LIMIT`` of each a run. Every approved request is attempted; if any failed, the
+        run raises at the end (Lambda retries it, the request API's error alarm fires, the next run
+        tries again).
+        """
+        log = bind()
         expired = sum(
             self._sync(request).status is RequestStatus.EXPIRED
             for request in self.store.pending(limit=SWEEP_LIMIT, oldest_first=True)
         )
+        done = {"reemitted": 0, "settled": 0}
+        failures = []
+        for request in self.store.approved(limit=SWEEP_LIMIT):
+            try:
+                for kind in self._sweep_approved(request):
+                    done[kind] += 1
+            except (TransientError, ApiError, ClientError, BotoCoreError) as exc:
+                log.exception("sweep could not handle a request", extra={"request_id": request.request_id})
+                failures.append(f"{request.request_id}: {exc}")
         if expired:
             metrics().add("PendingRequestsExpired", expired)
-            bind().info("pending requests expired", extra={"expired": expired})
-        return {"result": "swept", "expired": expired}
+            log.info("pending requests expired", extra={"expired": expired})
+        if done["reemitted"]:
+            metrics().add("ApprovalsReemitted", done["reemitted"])
+        if any(done.values()):
+            log.info("approved requests swept", extra=done)
+        if failures:
+            raise TransientError(f"sweep left {len(failures)} request(s) unhandled: {failures[:5]}")
+        return {"result": "swept", "expired": expired, **done}
+
+    def _sweep_approved(self, request: Request) -> list[str]:
+        """Steps 2 and 3 of the sweep for one APPROVED record; the kinds of work done."""
+        grant = self.engine.ledger.get_grant(request.grant_id)
+        if grant is None:
+            if request.emitted_at is not None or request.approved_at is None:
+                return []  # handed over: the engine has not recorded it yet
+            if self.clock.now() - parse_iso(request.approved_at) < EMIT_GRACE:
+                return []  # the approving call may still be emitting it
+            if not self._approved_by_api(request):
+                # Possibly written into the table by someone else: never handed to the engine.
+                bind(request_id=request.request_id).error(
+                    "approved request not handed to the engine: nothing proves the request API approved it"
+                )
+                metrics().add("UnverifiedApprovals")
+                return []
+            self._emit(request)
+            bind(request_id=request.request_id).warning("approved request handed to the engine again")
+            return ["reemitted"]
+        if self._derived(request, grant).status is RequestStatus.APPROVED:
+            return []  # still being granted
+        return ["settled"] if self._sync(request).version > request.version else []
+
+    def _approved_by_api(self, request: Request) -> bool:
+        """Whether the request API itself approved this record; only such records are handed to the
+        engine again by the sweep (and a read never hands anything over).
+
+        PLACEHOLDER, the one place to point at the approval MAC check (``approval_mac``, the KMS HMAC
+        the request API generates when it approves) once that is merged. Until then nothing proves
+        that the API approved a record (anyone with ``dynamodb:PutItem`` on the table can write one that
+        looks so), so none is handed over again: fail closed. A failed hand-over then stays APPROVED
+        (logged, metric ``UnverifiedApprovals``) until the requester revokes it and asks again.
+        """
+        return False
 
     # ------------------------------------------------------------------------------ read
     def get(self, caller: Caller, request_id: str) -> dict[str, Any]:
-        request = self._load(request_id)
+        request = self._read(request_id)
         rule = self._current_rule(request, required=False)
         if not (same_caller(caller.arn, request.requester_arn) or self._may_review(caller, request, rule)):
             raise forbidden("not_allowed", "only the requester and the approvers may see this request")
         return self._view(request, rule)
 
     def list_mine(self, caller: Caller, limit: int) -> dict[str, Any]:
-        found = [self._sync(r) for r in self.store.by_requester(caller.arn, limit=min(limit, MAX_LIST))]
+        found = [self._derive(r) for r in self.store.by_requester(caller.arn, limit=min(limit, MAX_LIST))]
         return Page(found).view()
 
     def list_to_approve(self, caller: Caller, limit: int) -> dict[str, Any]:
         """Pending requests the caller may approve now (their level is the current one)."""
         out = []
         for request in self.store.pending(limit=MAX_LIST):
-            request = self._sync(request)
+            request = self._derive(request)
             if request.status is not RequestStatus.PENDING:
                 continue
             rule = self._current_rule(request, required=False)
@@ -465,7 +536,15 @@ class NativeService:
         return self._view(child, rule)
 
     # ------------------------------------------------------------------------------ sync with the engine
+    def _read(self, request_id: str) -> Request:
+        """A request as the reads report it: derived (:meth:`_derive`), nothing written."""
+        request = self.store.get(check_request_id(request_id))
+        if request is None:
+            raise ApiError(404, "not_found", f"no request {request_id}")
+        return self._derive(request)
+
     def _load(self, request_id: str) -> Request:
+        """A request for a write path: its derived status written first (:meth:`_sync`)."""
         request = self.store.get(check_request_id(request_id))
         if request is None:
             raise ApiError(404, "not_found", f"no request {request_id}")
@@ -481,43 +560,65 @@ class NativeService:
             )
         return request
 
-    def _sync(self, request: Request) -> Request:
-        """Bring the record up to date: pending expiry, and the grant's fate from the engine's ledger."""
-        now = self.clock.now()
+    def _derive(self, request: Request) -> Request:
+        """The request as of now, from its record and the grant ledger. Writes, emits, revokes nothing."""
+        grant = self.engine.ledger.get_grant(request.grant_id) if request.status in LIVE else None
+        return self._derived(request, grant)
+
+    def _derived(self, request: Request, grant: Grant | None) -> Request:
+        """PENDING past its TTL is EXPIRED; APPROVED follows its grant to ACTIVE (with ``expires_at``) or
+        DENIED; a live request follows a REVOKED grant to EXPIRED (reason ``expired``) or REVOKED. The
+        moves are added to the history with the times they happened (the TTL, the grant's times), so
+        every read of the same record and ledger reports the same request."""
         if request.status is RequestStatus.PENDING:
-            if now < parse_iso(request.pending_expires_at):
+            deadline = parse_iso(request.pending_expires_at)
+            if self.clock.now() < deadline:
                 return request
-            return self._move(
-                request, RequestStatus.EXPIRED, now, "sessiongate", notify="AccessRequestExpired"
+            return request.transition(RequestStatus.EXPIRED, at=deadline, by="sessiongate")
+        if request.status not in LIVE or grant is None:
+            return request
+        if request.status is RequestStatus.APPROVED and grant.status is GrantStatus.ACTIVE:
+            return request.transition(
+                RequestStatus.ACTIVE,
+                at=parse_iso(grant.created_at),
+                by="sessiongate",
+                expires_at=grant.expires_at,
             )
-        grant = self.engine.ledger.get_grant(request.grant_id)
-        if request.status is RequestStatus.APPROVED:
-            if grant is None:
-                return self._emit(request) if request.emitted_at is None else request
-            if grant.status is GrantStatus.ACTIVE:
-                active = self._move(
-                    request, RequestStatus.ACTIVE, now, "sessiongate", expires_at=grant.expires_at
-                )
-                if active.status is RequestStatus.ACTIVE:
-                    self._retire_parent(active)
-                return active
-            if grant.status is GrantStatus.DENIED:
-                return self._move(
-                    request, RequestStatus.DENIED, now, "sessiongate", denials=tuple(grant.denials)
-                )
-        if request.status in LIVE and grant is not None and grant.status is GrantStatus.REVOKED:
+        if request.status is RequestStatus.APPROVED and grant.status is GrantStatus.DENIED:
+            return request.transition(
+                RequestStatus.DENIED,
+                at=parse_iso(grant.created_at),
+                by="sessiongate",
+                denials=tuple(grant.denials),
+            )
+        if grant.status is GrantStatus.REVOKED:
             to = RequestStatus.EXPIRED if grant.revoke_reason == REASON_EXPIRED else RequestStatus.REVOKED
-            return self._move(
-                request, to, now, grant.revoked_by or "sessiongate", comment=grant.revoke_reason or ""
+            return request.transition(
+                to,
+                at=parse_iso(grant.revoked_at or grant.created_at),
+                by=grant.revoked_by or "sessiongate",
+                comment=grant.revoke_reason or "",
+                expires_at=grant.expires_at or request.expires_at,
             )
-        if (
-            request.status in (RequestStatus.REVOKED, RequestStatus.CANCELLED)
-            and grant is not None
-            and grant.status is GrantStatus.ACTIVE
-        ):
-            # Revoked while the engine was granting: finish the revocation now.
-            self._engine_revoke(request, reason=REASON_REVOKED, by="sessiongate")
         return request
+
+    def _sync(self, request: Request) -> Request:
+        """For write paths and the sweep only: write the derived status (a pending request's expiry is
+        notified, once: the write is conditional on the version). An extension found ACTIVE first retires
+        the grant it replaces (before the record leaves the sweep's list, so a failure is retried). Never
+        emits. On a lost race the other writer's record, derived."""
+        derived = self._derive(request)
+        if derived.status is request.status:
+            return request
+        if derived.status is RequestStatus.ACTIVE:
+            self._retire_parent(derived)
+        updated = replace(derived, version=request.version + 1)
+        if self.store.replace(updated, expected_version=request.version):
+            if request.status is RequestStatus.PENDING:
+                self._notify("AccessRequestExpired", updated)
+            return updated
+        current = self.store.get(request.request_id)
+        return self._derive(current) if current is not None else derived
 
     def _write(self, load: Callable[[], Request], change: Callable[[Request], Request]) -> Request:
         """Optimistic update: re-read and re-decide when another writer got there first."""
@@ -528,33 +629,36 @@ class NativeService:
                 return updated
         raise conflict("conflict", "the request kept changing meanwhile; check its status and try again")
 
-    def _move(
-        self, request: Request, to: RequestStatus, now: datetime, by: str, notify: str = "", **changes: Any
-    ) -> Request:
-        updated = request.transition(to, at=now, by=by, version=request.version + 1, **changes)
-        if not self.store.replace(updated, expected_version=request.version):
-            current = self.store.get(request.request_id)
-            return current if current is not None else request
-        if notify:
-            self._notify(notify, updated)
-        return updated
-
-    def _retire_parent(self, child: Request) -> None:
-        """An extension's grant is active: the grant it replaces is revoked (both coexisted briefly)."""
+    def _retire_parent(self, child: Request) -> bool:
+        """An extension's grant is ACTIVE: the grant it replaces is revoked (reason ``extended``). Run when
+        the extension's record is written ACTIVE (by the sweep, or a write path that comes first), so
+        both grants coexist for at most one sweep period (same principal, same instance)."""
         if child.extends is None:
-            return
+            return False
         parent = self.store.get(child.extends)
         if parent is None:
-            return
-        parent = self._sync(parent)
-        if parent.status in LIVE:
-            self._revoke(parent, reason=REASON_EXTENDED, by=f"sessiongate:{child.request_id}", comment="")
+            return False
+        parent = self._derive(parent)
+        if parent.status not in LIVE:
+            return False
+        self._revoke(parent, reason=REASON_EXTENDED, by=f"sessiongate:{child.request_id}", comment="")
+        return True
 
     def _revoke(self, request: Request, *, reason: str, by: str, comment: str) -> Request:
+        """End a live request. The revocation request (tombstone) goes into the grant ledger first: from
+        then on no grant of this request can go ACTIVE (the engine creates and activates a grant only
+        while there is none; a grant being provisioned undoes its tag and ends REVOKED). Then an ACTIVE
+        grant (or one stuck provisioning) is revoked through the engine, then the record is written."""
         now = self.clock.now()
-        if (
-            request.status is RequestStatus.ACTIVE
-            or self.engine.ledger.get_grant(request.grant_id) is not None
+        ledger = self.engine.ledger
+        ledger.request_revoke(request.grant_id, at=to_iso(now), reason=reason, by=by)
+        grant = ledger.get_grant(request.grant_id)
+        if grant is not None and (
+            grant.status is GrantStatus.ACTIVE
+            or (
+                grant.status is GrantStatus.PROVISIONING
+                and now - parse_iso(grant.created_at) >= PROVISIONING_GRACE
+            )
         ):
             self._engine_revoke(request, reason=reason, by=by)
         for _ in range(WRITE_ATTEMPTS):
@@ -568,7 +672,7 @@ class NativeService:
             fresh = self.store.get(request.request_id)
             if fresh is None:
                 break
-            request = fresh
+            request = self._derive(fresh)
         return request
 
     def _engine_revoke(self, request: Request, *, reason: str, by: str) -> None:
@@ -581,7 +685,9 @@ class NativeService:
         bind(request_id=request.request_id).info("grant revoked early", extra={"result": outcome.result})
 
     def _emit(self, request: Request) -> Request:
-        """Hand the approved request to the engine; marked so a read re-emits if this one failed."""
+        """Hand an approved request to the engine and mark it handed over. Only the writer that
+        approved it (approve, break-glass create) and the sweep (a failed hand-over, :meth:`_approved_by_api`)
+        call this, never a read; a second emit is harmless (the grant dedupes on the grant id)."""
         self.bus.emit_approved(request.to_access_approved())
         marked = replace(request, emitted_at=to_iso(self.clock.now()), version=request.version + 1)
         if self.store.replace(marked, expected_version=request.version):

@@ -6,12 +6,18 @@ Items (single table, partition key ``pk``):
 - ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it.
   A slot is only ever taken when absent, and only released by its holder's revocation *after* the
   holder's tag is gone, so a newer grant's tag can never be removed by an older grant's revocation.
+- A revocation request (tombstone) on ``GRANT#<grant_id>``: ``revoke_requested`` (when), with
+  ``revoke_requested_by`` and ``revoke_requested_reason``, written by the request API *before* it
+  answers REVOKED. It is an attribute of the grant record when one exists, else the only content of the
+  item (no ``status``: :meth:`Ledger.get_grant` sees no grant). A grant record is only created
+  PROVISIONING, and only activated, while no tombstone is there: a revocation that lands while a grant
+  is being provisioned is honoured by the grant itself (it undoes its tag and ends REVOKED).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import TransientError
@@ -19,6 +25,16 @@ from ..model import Grant, GrantStatus
 
 LIVE_INDEX = "live-by-expiry"
 _GRANT_FIELDS = {f.name for f in fields(Grant)}
+TOMBSTONE = "revoke_requested"
+
+
+@dataclass(frozen=True)
+class RevokeRequest:
+    """A revocation asked for through the request API (the tombstone on a grant's item)."""
+
+    at: str
+    reason: str
+    by: str
 
 
 def _ser(value: Any) -> dict[str, Any]:
@@ -63,10 +79,25 @@ class Ledger:
 
     # -- reads -------------------------------------------------------------------------------
     def get_grant(self, grant_id: str) -> Grant | None:
+        """The grant record; ``None`` when there is none (an item holding only a tombstone is none)."""
         item = self._db.get_item(TableName=self._table, Key=grant_key(grant_id), ConsistentRead=True).get(
             "Item"
         )
-        return to_grant(item) if item else None
+        return to_grant(item) if item and "status" in item else None
+
+    def revoke_request(self, grant_id: str) -> RevokeRequest | None:
+        """The tombstone on ``grant_id``, if a revocation was asked for."""
+        item = self._db.get_item(TableName=self._table, Key=grant_key(grant_id), ConsistentRead=True).get(
+            "Item"
+        )
+        if not item or TOMBSTONE not in item:
+            return None
+        plain = _plain(item)
+        return RevokeRequest(
+            str(plain[TOMBSTONE]),
+            str(plain.get(f"{TOMBSTONE}_reason", "")),
+            str(plain.get(f"{TOMBSTONE}_by", "")),
+        )
 
     def slot_holder(self, principal_arn: str, slot: int) -> str | None:
         item = self._db.get_item(
@@ -97,19 +128,24 @@ class Ledger:
 
     # -- writes ------------------------------------------------------------------------------
     def create(self, grant: Grant) -> bool:
-        """Write a new record; ``False`` when one with this id exists already (a duplicate)."""
+        """Write a new record; ``False`` when one with this id exists already (a duplicate), or when a
+        live record is to be created and a revocation was asked for (a tombstone; see the module doc).
+        A record that is not live (DENIED, REVOKED) replaces a lone tombstone."""
         values = asdict(grant)
         values["status"] = grant.status.value
         values["pk"] = f"GRANT#{grant.grant_id}"
         values["kind"] = "grant"
+        condition = "attribute_not_exists(#s)"
         if grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
             values["live"] = "LIVE"
             values["expires_at"] = grant.expires_at or grant.created_at
+            condition += f" AND attribute_not_exists({TOMBSTONE})"
         try:
             self._db.put_item(
                 TableName=self._table,
                 Item=_item(values),
-                ConditionExpression="attribute_not_exists(pk)",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status"},
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
@@ -182,13 +218,37 @@ class Ledger:
                 ExpressionAttributeValues={":gid": {"S": grant_id}},
             )
 
+    def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None:
+        """Write the tombstone (the first request's values stay): on the grant record if there is one,
+        else as an item of its own, which keeps any later grant of this id from being created live.
+        UpdateItem adds the item when it does not exist (DynamoDB API Reference, "UpdateItem")."""
+        self._db.update_item(
+            TableName=self._table,
+            Key=grant_key(grant_id),
+            UpdateExpression=(
+                f"SET {TOMBSTONE} = if_not_exists({TOMBSTONE}, :at), "
+                f"{TOMBSTONE}_reason = if_not_exists({TOMBSTONE}_reason, :why), "
+                f"{TOMBSTONE}_by = if_not_exists({TOMBSTONE}_by, :by), "
+                "kind = if_not_exists(kind, :kind), grant_id = if_not_exists(grant_id, :gid)"
+            ),
+            ExpressionAttributeValues={
+                ":at": {"S": at},
+                ":why": {"S": reason},
+                ":by": {"S": by},
+                ":kind": {"S": "revoke-request"},
+                ":gid": {"S": grant_id},
+            },
+        )
+
     def activate(self, grant: Grant, schedule_name: str) -> bool:
+        """PROVISIONING -> ACTIVE; ``False`` if the record left PROVISIONING or a revocation was asked
+        for meanwhile (the tombstone: the grant must then undo itself, never go ACTIVE)."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=grant_key(grant.grant_id),
                 UpdateExpression="SET #s = :active, schedule_name = :sched",
-                ConditionExpression="#s = :prov",
+                ConditionExpression=f"#s = :prov AND attribute_not_exists({TOMBSTONE})",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":active": {"S": GrantStatus.ACTIVE.value},

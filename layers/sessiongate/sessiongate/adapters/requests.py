@@ -5,7 +5,10 @@ Items (partition key ``request_id``):
   write is conditional on the version read (optimistic locking), so of two concurrent decisions only
   one lands and the other re-reads;
 - ``pending = "PENDING"`` only while PENDING, for the sparse ``pending-by-created`` index (approvers'
-  inbox); ``requester_arn`` + ``created_at`` for the ``by-requester`` index ("mine").
+  inbox, pending expiry); ``pending = "APPROVED"`` while APPROVED, in the same index under its own
+  key, for the scheduled sweep (re-emit a failed hand-over, retire the grant an extension replaces,
+  write the grant's outcome, which takes the record out of the index); ``requester_arn`` +
+  ``created_at`` for the ``by-requester`` index ("mine").
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ def to_item(request: Request) -> dict[str, Any]:
     values["approvals"] = [a.as_dict() for a in request.approvals]
     values["denials"] = list(request.denials)
     values["history"] = list(request.history)
-    if request.status is RequestStatus.PENDING:
-        values["pending"] = RequestStatus.PENDING.value
+    if request.status in (RequestStatus.PENDING, RequestStatus.APPROVED):
+        values["pending"] = request.status.value
     return {k: _ser(v) for k, v in values.items() if v is not None and v != "" and v != []}
 
 
@@ -169,6 +172,10 @@ class RequestStore:
 
     def pending(self, *, limit: int, oldest_first: bool = False) -> list[Request]:
         return self._query(PENDING_INDEX, "pending", RequestStatus.PENDING.value, limit, oldest_first)
+
+    def approved(self, *, limit: int) -> list[Request]:
+        """APPROVED records whose grant the sweep has not yet seen settle, oldest first."""
+        return self._query(PENDING_INDEX, "pending", RequestStatus.APPROVED.value, limit, oldest_first=True)
 
     def _query(
         self, index: str, key: str, value: str, limit: int, oldest_first: bool = False
