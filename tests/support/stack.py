@@ -15,6 +15,9 @@ import boto3
 from botocore.config import Config
 
 from sandbox.fake_ssm import FakeSsm
+from sessiongate.adapters.kms import Macs
+from sessiongate.adapters.requests import put_policy, sign_policy
+from sessiongate.approval_policy import envelope, policy_message
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
 from sessiongate.identity import PrincipalType
@@ -32,10 +35,15 @@ STACK = "sessiongate-test"
 TEMPLATE_NAME = "AllowSsmSessionStartTemplate"
 BREAK_GLASS_APPROVER = f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{STACK}-RequestApiFunctionRole"
 # Settings of the native front door (request API); a stack has them after Stack.enable_native().
+# The KMS HMAC keys are addressed by alias (moto picks key ids); build_stack creates them.
+POLICY_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/{STACK}-approval-policy"
+APPROVAL_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/{STACK}-approval"
 NATIVE_SETTINGS: dict[str, Any] = {
     "requests_table": f"{STACK}-requests",
     "approval_policy_parameter": f"/{STACK}/approval-policy",
     "break_glass_approver_arn": BREAK_GLASS_APPROVER,
+    "approval_policy_key_id": POLICY_KEY,
+    "approval_key_id": APPROVAL_KEY,
 }
 
 
@@ -83,11 +91,20 @@ class Stack:
         return SsmWithParameters(self.ssm, _client("ssm")) if service == "ssm" else self.client(service)
 
     def put_approval_policy(self, policy: dict[str, Any] | str) -> None:
+        """Sign ``policy`` as a deployer does (``sessiongate policy sign --put``). A string is signed
+        as is, unvalidated (a policy the API cannot use although its signature is right)."""
+        macs = Macs(_client("kms"))
+        if isinstance(policy, str):
+            document = json.loads(policy)
+            value = envelope(document, macs.generate(POLICY_KEY, policy_message(document)), POLICY_KEY)
+        else:
+            value = sign_policy(policy, macs, POLICY_KEY)
+        put_policy(_client("ssm"), self.settings.approval_policy_parameter, value)
+
+    def put_raw_policy(self, value: str) -> None:
+        """What anyone with ssm:PutParameter can do: write the parameter without the deployers' key."""
         _client("ssm").put_parameter(
-            Name=self.settings.approval_policy_parameter,
-            Type="String",
-            Value=policy if isinstance(policy, str) else json.dumps(policy),
-            Overwrite=True,
+            Name=self.settings.approval_policy_parameter, Type="String", Value=value, Overwrite=True
         )
 
     def request_api(self, settings: Settings | None = None) -> RequestApi:
@@ -345,6 +362,11 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
         GlobalSecondaryIndexes=requests["GlobalSecondaryIndexes"],
         BillingMode=requests["BillingMode"],
     )
+    kms = stack.client("kms")
+    for alias, logical_id in ((POLICY_KEY, "ApprovalPolicyKey"), (APPROVAL_KEY, "ApprovalKey")):
+        key = resource(logical_id)["Properties"]
+        key_id = kms.create_key(KeySpec=key["KeySpec"], KeyUsage=key["KeyUsage"])["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=alias.split(":", 5)[5], TargetKeyId=key_id)
     sqs, sns, events = stack.client("sqs"), stack.client("sns"), stack.client("events")
     topic = sns.create_topic(Name="change-manager-ssm-approval")["TopicArn"]
     assert topic == s.topic_arn
