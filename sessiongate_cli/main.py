@@ -6,7 +6,7 @@
     sessiongate extend ID --minutes 15 --reason "still debugging"
     sessiongate connect ID          # waits for the grant, then runs `aws ssm start-session`
     sessiongate change-request ...  # accounts that use Change Manager
-    sessiongate policy sign POLICY.json --key-id KEY_ARN [--put PARAMETER]   # deployers only
+    sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER    # deployers only
 
 Credentials are the user's normal AWS credentials (``--profile``, environment, SSO); the endpoint comes
 from ``--endpoint`` or ``SESSIONGATE_ENDPOINT`` (the stack output ``RequestApiEndpoint``).
@@ -203,7 +203,7 @@ def cmd_policy(ctx: Context) -> Any:
     from botocore.exceptions import ClientError
 
     from sessiongate.adapters.kms import Macs, MacUnavailable
-    from sessiongate.adapters.requests import put_policy, sign_policy
+    from sessiongate.adapters.requests import next_version, put_signed, sign_policy
     from sessiongate.approval_policy import PolicyError, policy_digest
 
     a = ctx.args
@@ -213,18 +213,33 @@ def cmd_policy(ctx: Context) -> Any:
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read the policy {a.file}: {exc}", "invalid_policy") from None
     session = ctx.boto_session()
+    ssm = session.client("ssm", region_name=a.region)
+    # The signature binds the parameter and the version this write will get (so a replay, which is a
+    # later version, does not verify): without --put, --parameter and --version say which.
+    parameter = a.put or a.parameter
+    if not parameter:
+        raise CliError("name the policy parameter: --put PARAMETER (or --parameter)", "no_parameter")
     try:
-        signed = sign_policy(document, Macs(session.client("kms", region_name=a.region)), a.key_id)
+        version = a.version or next_version(ssm, parameter)
+        signed = sign_policy(
+            document,
+            Macs(session.client("kms", region_name=a.region)),
+            a.key_id,
+            parameter=parameter,
+            version=version,
+        )
     except PolicyError as exc:
         raise CliError(f"the policy is invalid: {exc}", "invalid_policy") from None
     except (MacUnavailable, ClientError) as exc:
         raise CliError(f"KMS did not sign the policy (are you a deployer?): {exc}", "sign_failed") from None
     if not a.put:
-        return json.loads(signed)
+        return json.loads(signed.dumps())
     try:
-        version = put_policy(session.client("ssm", region_name=a.region), a.put, signed)
+        put_signed(ssm, signed)
     except ClientError as exc:
         raise CliError(f"cannot write parameter {a.put}: {exc}", "put_failed") from None
+    except PolicyError as exc:
+        raise CliError(str(exc), "put_raced") from None
     return {"policy": {"parameter": a.put, "version": version, "digest": policy_digest(document)}}
 
 
@@ -385,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the policy document (JSON)")
     p.add_argument("--key-id", required=True, help="the stack output ApprovalPolicyKeyArn")
     p.add_argument("--put", metavar="PARAMETER", help="write the signed envelope to this SSM parameter")
+    p.add_argument("--parameter", help="without --put: the parameter the envelope is for")
+    p.add_argument("--version", type=_positive, help="without --put: the parameter version it is for")
     return parser
 
 

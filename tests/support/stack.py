@@ -16,8 +16,8 @@ from botocore.config import Config
 
 from sandbox.fake_ssm import FakeSsm
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.requests import put_policy, sign_policy
-from sessiongate.approval_policy import envelope, policy_message
+from sessiongate.adapters.requests import next_version, put_signed, sign_and_put
+from sessiongate.approval_policy import Envelope
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
 from sessiongate.identity import PrincipalType
@@ -93,13 +93,12 @@ class Stack:
     def put_approval_policy(self, policy: dict[str, Any] | str) -> None:
         """Sign ``policy`` as a deployer does (``sessiongate policy sign --put``). A string is signed
         as is, unvalidated (a policy the API cannot use although its signature is right)."""
-        macs = Macs(_client("kms"))
+        macs, ssm, name = Macs(_client("kms")), _client("ssm"), self.settings.approval_policy_parameter
         if isinstance(policy, str):
-            document = json.loads(policy)
-            value = envelope(document, macs.generate(POLICY_KEY, policy_message(document)), POLICY_KEY)
+            unsigned = Envelope(json.loads(policy), name, next_version(ssm, name), "", POLICY_KEY)
+            put_signed(ssm, replace(unsigned, mac=macs.generate(POLICY_KEY, unsigned.message())))
         else:
-            value = sign_policy(policy, macs, POLICY_KEY)
-        put_policy(_client("ssm"), self.settings.approval_policy_parameter, value)
+            sign_and_put(policy, macs, POLICY_KEY, ssm, name)
 
     def put_raw_policy(self, value: str) -> None:
         """What anyone with ssm:PutParameter can do: write the parameter without the deployers' key."""

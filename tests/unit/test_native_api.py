@@ -356,8 +356,9 @@ def test_another_session_of_the_requesting_role_is_the_operator(deployed: Stack)
 def test_one_person_cannot_approve_twice_through_two_session_names(deployed: Stack) -> None:
     """Ordinary role sessions are named by whoever assumes the role: they count as one approver."""
     lead = f"arn:aws:iam::{ACCOUNT}:role/TeamLead"
-    set_policy(deployed, 
-        {"version": 1, "rules": [{"name": "two", "levels": [{"approvers": [lead], "min_approvals": 2}]}]}
+    set_policy(
+        deployed,
+        {"version": 1, "rules": [{"name": "two", "levels": [{"approvers": [lead], "min_approvals": 2}]}]},
     )
     request_id = create(deployed)
     first = f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob"

@@ -33,10 +33,12 @@ parameter)::
 - ``requesters`` (optional) limits who may request under the rule.
 - The policy only changes through SessionGate's deployers: the stack's default policy (one rule whose
   approvers are ``NativeApproverArns``) is built from the function's environment, and a custom policy
-  parameter holds a signed envelope ``{"policy": {...}, "mac": "<base64>", "key_id": "<KMS key ARN>"}``
-  (:func:`envelope`, made by ``sessiongate policy sign``): the KMS HMAC key ``ApprovalPolicyKey`` lets
-  only the deployers GenerateMac. A parameter that does not verify (a raw ``ssm:PutParameter``, an
-  unsigned document, another key) is refused as a whole: every request is refused (fail closed).
+  parameter holds a signed envelope ``{"policy": {...}, "parameter": NAME, "version": N, "mac": ...,
+  "key_id": ...}`` (:func:`envelope`, made by ``sessiongate policy sign``): the KMS HMAC key
+  ``ApprovalPolicyKey`` lets only the deployers GenerateMac. The MAC binds the parameter's name and the
+  version SSM gives the write, so an old signed policy written again (a new version) does not verify
+  either. A parameter that does not verify (a raw ``ssm:PutParameter``, an unsigned document, another
+  key, a replay) is refused as a whole: every request is refused (fail closed).
 - Nobody approves their own request, nor a request whose access they would receive
   (:func:`identity.may_be_same`, fail closed): sessions of one ordinary role may all be one person
   (whoever assumes a role names the session), and an IAM Identity Center user is one person in every
@@ -69,7 +71,7 @@ DEFAULT_BREAK_GLASS_PER_DAY = 3
 
 # Domain of the approval policy MAC (KMS ApprovalPolicyKey).
 POLICY_DOMAIN = "sessiongate-approval-policy-v1"
-ENVELOPE_KEYS = frozenset({"policy", "mac", "key_id"})
+ENVELOPE_KEYS = frozenset({"policy", "parameter", "version", "mac", "key_id"})
 # The default policy's approver when NativeApproverArns is empty: an ARN nobody can hold.
 NOBODY = "arn:aws:iam::000000000000:role/configure-the-sessiongate-approval-policy"
 
@@ -180,22 +182,47 @@ class VerifiedPolicy:
         ]
 
 
-def policy_message(document: object) -> bytes:
-    """What the policy MAC binds: the canonical policy document, domain-separated."""
-    return signed_message(POLICY_DOMAIN, canonical_json(document))
+def policy_message(document: object, parameter: str, version: int) -> bytes:
+    """What the policy MAC binds: the canonical document, the parameter and its version (SSM numbers
+    every write; nobody chooses the number), domain-separated."""
+    return signed_message(
+        POLICY_DOMAIN, canonical_json({"policy": document, "parameter": parameter, "version": version})
+    )
 
 
 def policy_digest(document: object) -> str:
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
-def envelope(document: Mapping[str, Any], mac: str, key_id: str) -> str:
-    """The policy parameter's value: the document and its MAC (made by a deployer)."""
-    return json.dumps({"policy": document, "mac": mac, "key_id": key_id}, indent=1, sort_keys=True)
+@dataclass(frozen=True)
+class Envelope:
+    """The policy parameter's value: the document, where it is meant to be, and a deployer's MAC."""
+
+    policy: Mapping[str, Any]
+    parameter: str
+    version: int
+    mac: str
+    key_id: str
+
+    def message(self) -> bytes:
+        return policy_message(self.policy, self.parameter, self.version)
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "policy": self.policy,
+                "parameter": self.parameter,
+                "version": self.version,
+                "mac": self.mac,
+                "key_id": self.key_id,
+            },
+            indent=1,
+            sort_keys=True,
+        )
 
 
-def open_envelope(text: str) -> tuple[Mapping[str, Any], str]:
-    """The document and MAC of a parameter value; :class:`PolicyRejected` for anything else."""
+def open_envelope(text: str) -> Envelope:
+    """The envelope in a parameter value; :class:`PolicyRejected` for anything else."""
     try:
         value = json.loads(text)
     except ValueError:
@@ -204,13 +231,17 @@ def open_envelope(text: str) -> tuple[Mapping[str, Any], str]:
         not isinstance(value, Mapping)
         or set(value) != ENVELOPE_KEYS
         or not isinstance(value["policy"], Mapping)
+        or not isinstance(value["parameter"], str)
+        or isinstance(value["version"], bool)
+        or not isinstance(value["version"], int)
         or not isinstance(value["mac"], str)
+        or not isinstance(value["key_id"], str)
     ):
         raise PolicyRejected(
-            "the approval policy parameter is not a signed envelope {policy, mac, key_id}: "
-            "sign it with `sessiongate policy sign`"
+            "the approval policy parameter is not a signed envelope {policy, parameter, version, mac, "
+            "key_id}: sign it with `sessiongate policy sign`"
         )
-    return value["policy"], value["mac"]
+    return Envelope(value["policy"], value["parameter"], value["version"], value["mac"], value["key_id"])
 
 
 def default_document(approvers: Sequence[str]) -> dict[str, Any]:

@@ -12,20 +12,20 @@ Items (partition key ``request_id``):
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from collections.abc import Mapping
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..approval_policy import (
     ApprovalPolicy,
+    Envelope,
     PolicyError,
     PolicyRejected,
     VerifiedPolicy,
     default_document,
-    envelope,
     open_envelope,
     policy_digest,
-    policy_message,
 )
 from ..clock import Clock, to_iso
 from ..errors import TransientError
@@ -296,13 +296,18 @@ class PolicySource:
             parameter = self._ssm.get_parameter(Name=self._name)["Parameter"]
         except self._ssm.exceptions.ParameterNotFound:
             raise PolicyError(f"the approval policy parameter {self._name} does not exist") from None
-        document, mac = open_envelope(parameter["Value"])
-        if self._macs is None or not self._key_id:
+        signed = open_envelope(parameter["Value"])
+        version = int(parameter["Version"])
+        if (signed.parameter, signed.version) != (self._name, version):
             raise PolicyRejected(
-                "no key to verify the approval policy with (SESSIONGATE_APPROVAL_POLICY_KEY)"
+                f"the approval policy was signed for {signed.parameter} version {signed.version}, but it is "
+                f"{self._name} version {version} (written again outside `sessiongate policy sign --put`?)"
             )
+        if self._macs is None or not self._key_id:
+            raise PolicyRejected("no key to verify the approval policy (SESSIONGATE_APPROVAL_POLICY_KEY)")
         try:
-            valid = self._macs.verify(self._key_id, policy_message(document), mac)
+            # Always our key: the envelope's key_id only tells a reader which key signed it.
+            valid = self._macs.verify(self._key_id, signed.message(), signed.mac)
         except MacUnavailable as exc:
             raise PolicyRejected(f"the approval policy cannot be verified: {exc}") from None
         if not valid:
@@ -310,28 +315,46 @@ class PolicySource:
                 f"the approval policy parameter {self._name} is not signed with SessionGate's policy key "
                 "(changed outside `sessiongate policy sign`?)"
             )
-        version = parameter.get("Version")
         return VerifiedPolicy(
-            ApprovalPolicy.parse(document),
-            policy_digest(document),
-            self._name,
-            int(version) if version is not None else None,
+            ApprovalPolicy.parse(signed.policy), policy_digest(signed.policy), self._name, version
         )
 
 
-def sign_policy(document: object, macs: Macs, key_id: str) -> str:
-    """The signed envelope of ``document`` (a deployer's ``sessiongate policy sign``; the sandbox and the
-    tests sign through here too). The document is validated with the parser the API uses first, so a
-    signed policy is always usable."""
+def sign_policy(document: object, macs: Macs, key_id: str, *, parameter: str, version: int) -> Envelope:
+    """The signed envelope of ``document`` for ``parameter`` at ``version`` (a deployer's ``sessiongate
+    policy sign``; the sandbox and the tests sign through here too). The document is validated with the
+    parser the API uses first, so a signed policy is always usable."""
     ApprovalPolicy.parse(document)
-    assert isinstance(document, dict)
-    return envelope(document, macs.generate(key_id, policy_message(document)), key_id)
+    assert isinstance(document, Mapping)
+    unsigned = Envelope(document, parameter, version, "", key_id)
+    return replace(unsigned, mac=macs.generate(key_id, unsigned.message()))
 
 
-def put_policy(ssm: Any, parameter_name: str, value: str) -> int:
-    """Write the signed envelope to the policy parameter; its new version. (Intelligent-Tiering: a
-    policy over the 4 KB of a standard parameter becomes an advanced one, up to 8 KB.)"""
+def next_version(ssm: Any, parameter_name: str) -> int:
+    """The version SSM will give the parameter's next write."""
+    try:
+        return int(ssm.get_parameter(Name=parameter_name)["Parameter"]["Version"]) + 1
+    except ssm.exceptions.ParameterNotFound:
+        return 1
+
+
+def put_signed(ssm: Any, signed: Envelope) -> None:
+    """Write a signed envelope to its parameter; if another write got there first the versions differ
+    (and the API would refuse the policy), so this fails instead: check who wrote, then sign again.
+    (Intelligent-Tiering: a policy over the 4 KB of a standard parameter becomes an advanced one.)"""
     answer = ssm.put_parameter(
-        Name=parameter_name, Value=value, Type="String", Overwrite=True, Tier="Intelligent-Tiering"
+        Name=signed.parameter, Value=signed.dumps(), Type="String", Overwrite=True, Tier="Intelligent-Tiering"
     )
-    return int(answer["Version"])
+    if int(answer["Version"]) != signed.version:
+        raise PolicyError(
+            f"{signed.parameter} was written by someone else meanwhile (now version {answer['Version']}, "
+            f"signed for {signed.version}): check who, then sign again"
+        )
+
+
+def sign_and_put(document: object, macs: Macs, key_id: str, ssm: Any, parameter_name: str) -> Envelope:
+    """Sign ``document`` for the parameter's next version and write it."""
+    version = next_version(ssm, parameter_name)
+    signed = sign_policy(document, macs, key_id, parameter=parameter_name, version=version)
+    put_signed(ssm, signed)
+    return signed
