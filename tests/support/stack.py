@@ -100,6 +100,13 @@ class Stack:
         else:
             sign_and_put(policy, macs, POLICY_KEY, ssm, name)
 
+    def ssm_parameter(self) -> str:
+        """The policy parameter's current value."""
+        value: str = _client("ssm").get_parameter(Name=self.settings.approval_policy_parameter)["Parameter"][
+            "Value"
+        ]
+        return value
+
     def put_raw_policy(self, value: str) -> None:
         """What anyone with ssm:PutParameter can do: write the parameter without the deployers' key."""
         _client("ssm").put_parameter(

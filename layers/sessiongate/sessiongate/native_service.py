@@ -214,7 +214,7 @@ class NativeService:
         notifies a change of the approval policy (PolicyChanged), or its rejection (PolicyRejected)."""
         # A rejected policy is logged, counted and notified there; expiring requests needs no policy.
         with contextlib.suppress(ApiError):
-            self._note_policy()
+            self._note_policy(sweep=True)
         expired = sum(
             self._sync(request).status is RequestStatus.EXPIRED
             for request in self.store.pending(limit=SWEEP_LIMIT, oldest_first=True)
@@ -649,10 +649,11 @@ class NativeService:
                 503, "policy_unavailable", "the approval policy cannot be used; tell the SessionGate admins"
             ) from None
 
-    def _note_policy(self) -> None:
+    def _note_policy(self, *, sweep: bool = False) -> None:
         """Write paths and the sweep: record a new verified policy and notify PolicyChanged once per
-        change (a conditional write keyed on its digest). Reads never call this (a GET never writes)."""
-        verified = self._verified_policy(notify=True)
+        change (a conditional write keyed on its digest). Reads never call this (a GET never writes).
+        A rejected policy is notified by the sweep only (once a period, however many calls fail)."""
+        verified = self._verified_policy(notify=sweep)
         if verified.digest == self._recorded_policy:
             return
         if self.store.record_policy(verified, now=self.clock.now()):
