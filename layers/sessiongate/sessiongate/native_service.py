@@ -654,8 +654,8 @@ class NativeService:
         change (a conditional write keyed on its digest). Reads never call this (a GET never writes).
         A rejected policy is notified by the sweep only (once a period, however many calls fail)."""
         verified = self._verified_policy(notify=sweep)
-        if verified.digest == self._recorded_policy:
-            return
+        if not sweep and verified.digest == self._recorded_policy:
+            return  # (the sweep always asks the table: a change back to an earlier policy counts too)
         if self.store.record_policy(verified, now=self.clock.now()):
             bind().warning(
                 "approval policy changed", extra={"digest": verified.digest, "source": verified.source}
