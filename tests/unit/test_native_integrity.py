@@ -230,3 +230,16 @@ def test_a_deny_tag_refuses_the_request_and_its_approval(native: Stack) -> None:
     status, out = approve(request_id, BOB)
     assert (status, out["error"]) == (403, "instance_excluded")
     assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "PENDING"
+
+
+def test_a_change_back_to_an_earlier_policy_is_notified_by_the_sweep(native: Stack) -> None:
+    """Another container recorded policy B meanwhile; this one, which recorded A, sees A again."""
+    from sessiongate.approval_policy import ApprovalPolicy, VerifiedPolicy, policy_digest
+
+    stack = native
+    other = json.loads(json.dumps(POLICY))
+    other["rules"][0]["max_duration_minutes"] = 20
+    b = VerifiedPolicy(ApprovalPolicy.parse(other), policy_digest(other), "elsewhere", 3)
+    assert store(stack).record_policy(b, now=stack.clock.now())
+    assert sweep(stack) == ["PolicyChanged"]
+    assert sweep(stack) == []

@@ -195,3 +195,19 @@ def test_generate_and_verify_send_what_the_model_declares(kms: Any) -> None:
         # Not base64, or empty: never sent to KMS.
         assert macs.verify(KEY, b"m", "%%%") is False
         assert macs.verify(KEY, b"m", "") is False
+
+
+def test_key_settings_are_checked_at_cold_start() -> None:
+    from sessiongate.errors import ConfigError
+    from sessiongate.runtime import REQUIRED, build_engine
+    from sessiongate.settings import Settings
+
+    assert {"approval_key_id", "approval_policy_key_id"} <= set(REQUIRED["requests"])
+    with pytest.raises(ConfigError, match="SESSIONGATE_APPROVAL_KEY must be a KMS key"):
+        Settings.from_env({"SESSIONGATE_APPROVAL_KEY": "alias/mine"})
+    with pytest.raises(ConfigError, match="default approvers must be ARN patterns"):
+        Settings.from_env({"SESSIONGATE_DEFAULT_APPROVERS": "bob"})
+    # The grant function verifies native approvals: without the keys it refuses to start.
+    native = Settings(account_id=ACCOUNT, requests_table="t", break_glass_approver_arn=BREAK_GLASS_APPROVER)
+    with pytest.raises(ConfigError, match="SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY"):
+        build_engine(native, client=lambda service: None)
