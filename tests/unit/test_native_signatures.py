@@ -211,3 +211,27 @@ def test_key_settings_are_checked_at_cold_start() -> None:
     native = Settings(account_id=ACCOUNT, requests_table="t", break_glass_approver_arn=BREAK_GLASS_APPROVER)
     with pytest.raises(ConfigError, match="SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY"):
         build_engine(native, client=lambda service: None)
+
+
+def test_policy_notifications_are_readable() -> None:
+    from sessiongate.notifications import render
+
+    changed = {
+        "at": "2026-11-24T09:00:00Z",
+        "account": ACCOUNT,
+        "digest": "ab" * 32,
+        "source": "/sessiongate/approval-policy",
+        "parameter_version": 4,
+        "rules": [
+            {"name": "prod", "levels": [{"approvers": [BOB, CAROL], "min_approvals": 2}], "break_glass": True}
+        ],
+    }
+    email = render("PolicyChanged", changed)["email"]
+    assert "SessionGate - Approval policy changed" in email
+    assert "(/sessiongate/approval-policy, version 4, sha256 abab" in email
+    assert f"  - prod: 2 of {BOB}, {CAROL}, break-glass allowed" in email
+    rejected = {"at": "x", "account": ACCOUNT, "parameter": "/p", "problem": "not signed"}
+    email = render("PolicyRejected", rejected)["email"]
+    assert "The approval policy parameter /p failed verification:\n  not signed" in email
+    assert "sessiongate policy sign POLICY.json" in email
+    assert "None" not in email
