@@ -175,6 +175,8 @@ class _Resolver:
                 f"arn:aws:scheduler:{region}:{account}:schedule-group/{name}"
             ),
             "AWS::Lambda::LayerVersion": lambda: f"arn:aws:lambda:{region}:{account}:layer:{name}:1",
+            # moto picks key ids: the sandbox names each key by an alias of its logical name.
+            "AWS::KMS::Key": lambda: f"arn:aws:kms:{region}:{account}:alias/{name}",
         }.get(type_, lambda: name)()
 
     # -- intrinsics ---------------------------------------------------------------------------

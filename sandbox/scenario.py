@@ -18,6 +18,9 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError
 
+from sessiongate.adapters.kms import Macs
+from sessiongate.adapters.requests import sign_and_put
+from sessiongate.approval_policy import PolicyError
 from sessiongate.clock import to_iso
 from sessiongate.slots import INSTANCE_KEY, USER_KEY
 from sessiongate.slots import instance_key as slot_key
@@ -251,6 +254,9 @@ class Runner:
     def run(self) -> Report:
         start = self.scenario.get("start")
         kwargs: dict[str, Any] = {"parameters": dict(self.scenario.get("parameters") or {})}
+        if "approval_policy" in self.scenario:
+            # A custom policy lives in a parameter the deployers sign (``sessiongate policy sign``).
+            kwargs["parameters"].setdefault("ApprovalPolicyParameterName", "/sandbox/approval-policy")
         if start:
             kwargs["start"] = _time(start)
         try:
@@ -345,13 +351,21 @@ class Runner:
 
         if not isinstance(policy, dict):
             raise ScenarioError("approval_policy must be a mapping (the policy document, see the README)")
-        name = self.world.stack.resources["RequestApiFunction"].properties["Environment"]["Variables"][
-            "SESSIONGATE_APPROVAL_POLICY_PARAMETER"
-        ]
-        self.world.client("ssm").put_parameter(
-            Name=name, Value=json.dumps(arns(policy)), Type="String", Overwrite=True
-        )
-        self._say("setup", f"approval policy {name} set ({len(policy.get('rules') or [])} rule(s))")
+        variables = self.world.stack.resources["RequestApiFunction"].properties["Environment"]["Variables"]
+        name = variables["SESSIONGATE_APPROVAL_POLICY_PARAMETER"]
+        # Signed as a deployer signs it (sessiongate policy sign --put), with the stack's policy key.
+        try:
+            sign_and_put(
+                arns(policy),
+                Macs(self.world.client("kms")),
+                variables["SESSIONGATE_APPROVAL_POLICY_KEY"],
+                self.world.client("ssm"),
+                name,
+            )
+        except PolicyError as exc:
+            raise ScenarioError(f"approval_policy: {exc}") from None
+        rules = len(policy.get("rules") or [])
+        self._say("setup", f"approval policy {name} signed and set ({rules} rule(s))")
 
     # -- steps ------------------------------------------------------------------------------------
     def _step(self, index: int, step: object) -> None:

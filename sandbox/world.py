@@ -255,6 +255,15 @@ class World:
                     PolicyName=policy["PolicyName"],
                     PolicyDocument=json.dumps(document),
                 )
+        kms = self.client("kms")
+        for r in s.of_type("AWS::KMS::Key"):
+            p = r.properties
+            key_id = kms.create_key(
+                KeySpec=p.get("KeySpec", "SYMMETRIC_DEFAULT"),
+                KeyUsage=p.get("KeyUsage", "ENCRYPT_DECRYPT"),
+                Policy=json.dumps(p["KeyPolicy"]),
+            )["KeyMetadata"]["KeyId"]
+            kms.create_alias(AliasName=r.arn.split(":", 5)[5], TargetKeyId=key_id)
         for r in s.of_type("AWS::SSM::Parameter"):
             p = r.properties
             self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])

@@ -7,6 +7,7 @@
     sessiongate connect ID          # waits for the grant, then runs `aws ssm start-session`
     sessiongate change-request ...  # accounts that use Change Manager
     sessiongate doctor [--stack-name sessiongate]   # is the deployment protected? (read-only)
+    sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER    # deployers only
 
 Credentials are the user's normal AWS credentials (``--profile``, environment, SSO); the endpoint comes
 from ``--endpoint`` or ``SESSIONGATE_ENDPOINT`` (the stack output ``RequestApiEndpoint``).
@@ -233,6 +234,52 @@ def cmd_doctor(ctx: Context) -> Any:
     return result
 
 
+def cmd_policy(ctx: Context) -> Any:
+    """Deployers: validate an approval policy with the API's own parser, sign it with the stack's
+    ApprovalPolicyKey (only DeployerArns may GenerateMac with it) and optionally write the parameter."""
+    from botocore.exceptions import ClientError
+
+    from sessiongate.adapters.kms import Macs, MacUnavailable
+    from sessiongate.adapters.requests import next_version, put_signed, sign_policy
+    from sessiongate.approval_policy import PolicyError, policy_digest
+
+    a = ctx.args
+    try:
+        with open(a.file, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the policy {a.file}: {exc}", "invalid_policy") from None
+    session = ctx.boto_session()
+    ssm = session.client("ssm", region_name=a.region)
+    # The signature binds the parameter and the version this write will get (so a replay, which is a
+    # later version, does not verify): without --put, --parameter and --version say which.
+    parameter = a.put or a.parameter
+    if not parameter:
+        raise CliError("name the policy parameter: --put PARAMETER (or --parameter)", "no_parameter")
+    try:
+        version = a.version or next_version(ssm, parameter)
+        signed = sign_policy(
+            document,
+            Macs(session.client("kms", region_name=a.region)),
+            a.key_id,
+            parameter=parameter,
+            version=version,
+        )
+    except PolicyError as exc:
+        raise CliError(f"the policy is invalid: {exc}", "invalid_policy") from None
+    except (MacUnavailable, ClientError) as exc:
+        raise CliError(f"KMS did not sign the policy (are you a deployer?): {exc}", "sign_failed") from None
+    if not a.put:
+        return json.loads(signed.dumps())
+    try:
+        put_signed(ssm, signed)
+    except ClientError as exc:
+        raise CliError(f"cannot write parameter {a.put}: {exc}", "put_failed") from None
+    except PolicyError as exc:
+        raise CliError(str(exc), "put_raced") from None
+    return {"policy": {"parameter": a.put, "version": version, "digest": policy_digest(document)}}
+
+
 # ------------------------------------------------------------------------------------------ output
 def render(result: Any, fmt: str) -> str:
     if "doctor" in result:
@@ -279,6 +326,9 @@ def render(result: Any, fmt: str) -> str:
         if r["status"] == "ACTIVE":
             lines.append(f"connect    sessiongate connect {r['request_id']}")
         return "\n".join(lines)
+    if "policy" in result and "parameter" in result["policy"]:
+        p = result["policy"]
+        return f"policy written to {p['parameter']} (version {p['version']}, sha256 {p['digest']})"
     if "change_request" in result:
         return f"change request started: {result['change_request']['automation_execution_id']}"
     return json.dumps(result, sort_keys=True)
@@ -399,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_doctor,
     )
     p.add_argument("--stack-name", default="sessiongate", help="SessionGate's stack (default: sessiongate)")
+    p = add("policy", "deployers: sign the approval policy (and write its parameter)", cmd_policy)
+    p.add_argument("action", choices=["sign"], help="sign: validate, then sign with ApprovalPolicyKey")
+    p.add_argument("file", help="the policy document (JSON)")
+    p.add_argument("--key-id", required=True, help="the stack output ApprovalPolicyKeyArn")
+    p.add_argument("--put", metavar="PARAMETER", help="write the signed envelope to this SSM parameter")
+    p.add_argument("--parameter", help="without --put: the parameter the envelope is for")
+    p.add_argument("--version", type=_positive, help="without --put: the parameter version it is for")
     return parser
 
 

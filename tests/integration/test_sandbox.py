@@ -313,7 +313,7 @@ def test_fault_injections_are_reported_with_what_they_did() -> None:
 
 
 def test_native_requests_go_through_the_request_api_and_the_approval_policy_parameter() -> None:
-    # No approval_policy in the scenario: the stack's own parameter, built from NativeApproverArns.
+    # No approval_policy in the scenario: the stack's default policy, built from NativeApproverArns.
     bob = "arn:aws:iam::123456789012:user/bob"
     steps = [
         {"request": {"via": "api", "id": "r1", "by": "alice", "instance": "web", "minutes": 5}},
@@ -328,7 +328,8 @@ def test_native_requests_go_through_the_request_api_and_the_approval_policy_para
     assert grant["grant_id"].startswith("rq-")
     assert report.principals["alice"] == {"SecurityAllowSessionInstance": grant["instance_id"]}
     types = [e["event_type"] for e in report.events]
-    assert types == ["AccessRequested", "AccessApproved", "AccessGranted"]
+    # The first write records the policy in effect (PolicyChanged), then the request's lifecycle.
+    assert types == ["PolicyChanged", "AccessRequested", "AccessApproved", "AccessGranted"]
 
 
 def test_without_approvers_configured_nobody_can_approve_a_native_request() -> None:

@@ -16,6 +16,9 @@ from botocore.config import Config
 
 from sandbox import fake_iam
 from sandbox.fake_ssm import FakeSsm
+from sessiongate.adapters.kms import Macs
+from sessiongate.adapters.requests import next_version, put_signed, sign_and_put
+from sessiongate.approval_policy import Envelope
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
 from sessiongate.identity import PrincipalType
@@ -33,10 +36,15 @@ STACK = "sessiongate-test"
 TEMPLATE_NAME = "AllowSsmSessionStartTemplate"
 BREAK_GLASS_APPROVER = f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{STACK}-RequestApiFunctionRole"
 # Settings of the native front door (request API); a stack has them after Stack.enable_native().
+# The KMS HMAC keys are addressed by alias (moto picks key ids); build_stack creates them.
+POLICY_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/{STACK}-approval-policy"
+APPROVAL_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/{STACK}-approval"
 NATIVE_SETTINGS: dict[str, Any] = {
     "requests_table": f"{STACK}-requests",
     "approval_policy_parameter": f"/{STACK}/approval-policy",
     "break_glass_approver_arn": BREAK_GLASS_APPROVER,
+    "approval_policy_key_id": POLICY_KEY,
+    "approval_key_id": APPROVAL_KEY,
 }
 
 
@@ -84,11 +92,26 @@ class Stack:
         return SsmWithParameters(self.ssm, _client("ssm")) if service == "ssm" else self.client(service)
 
     def put_approval_policy(self, policy: dict[str, Any] | str) -> None:
+        """Sign ``policy`` as a deployer does (``sessiongate policy sign --put``). A string is signed
+        as is, unvalidated (a policy the API cannot use although its signature is right)."""
+        macs, ssm, name = Macs(_client("kms")), _client("ssm"), self.settings.approval_policy_parameter
+        if isinstance(policy, str):
+            unsigned = Envelope(json.loads(policy), name, next_version(ssm, name), "", POLICY_KEY)
+            put_signed(ssm, replace(unsigned, mac=macs.generate(POLICY_KEY, unsigned.message())))
+        else:
+            sign_and_put(policy, macs, POLICY_KEY, ssm, name)
+
+    def ssm_parameter(self) -> str:
+        """The policy parameter's current value."""
+        value: str = _client("ssm").get_parameter(Name=self.settings.approval_policy_parameter)["Parameter"][
+            "Value"
+        ]
+        return value
+
+    def put_raw_policy(self, value: str) -> None:
+        """What anyone with ssm:PutParameter can do: write the parameter without the deployers' key."""
         _client("ssm").put_parameter(
-            Name=self.settings.approval_policy_parameter,
-            Type="String",
-            Value=policy if isinstance(policy, str) else json.dumps(policy),
-            Overwrite=True,
+            Name=self.settings.approval_policy_parameter, Type="String", Value=value, Overwrite=True
         )
 
     def request_api(self, settings: Settings | None = None) -> RequestApi:
@@ -347,6 +370,11 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
         GlobalSecondaryIndexes=requests["GlobalSecondaryIndexes"],
         BillingMode=requests["BillingMode"],
     )
+    kms = stack.client("kms")
+    for alias, logical_id in ((POLICY_KEY, "ApprovalPolicyKey"), (APPROVAL_KEY, "ApprovalKey")):
+        key = resource(logical_id)["Properties"]
+        key_id = kms.create_key(KeySpec=key["KeySpec"], KeyUsage=key["KeyUsage"])["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=alias.split(":", 5)[5], TargetKeyId=key_id)
     sqs, sns, events = stack.client("sqs"), stack.client("sns"), stack.client("events")
     topic = sns.create_topic(Name="change-manager-ssm-approval")["TopicArn"]
     assert topic == s.topic_arn

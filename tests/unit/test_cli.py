@@ -409,3 +409,44 @@ def test_busy_answers_say_try_again_shortly(status: int, body: bytes, expected: 
     err = io.StringIO()
     assert main(["--endpoint", ENDPOINT, "list"], transport=Busy(), session=session, err=err) == 1
     assert err.getvalue() == f"sessiongate: error: {expected}\n"
+
+
+def test_policy_sign_validates_signs_and_puts_a_policy_the_api_accepts(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+    tmp_path: Any,
+) -> None:
+    from sessiongate.adapters.requests import POLICY_CACHE
+    from tests.support.native import POLICY
+    from tests.support.stack import POLICY_KEY
+
+    stack = deployed
+    deployer = Cli(gateway, BOB)  # moto does not check who may GenerateMac: the key policy tests do
+    name = stack.settings.approval_policy_parameter
+    changed = json.loads(json.dumps(POLICY))
+    changed["rules"][1]["max_duration_minutes"] = 5
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(changed))
+
+    code, out, err = deployer.run("policy", "sign", str(path), "--key-id", POLICY_KEY, "--put", name)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"policy written to {name} (version 2, sha256 ")
+    stack.clock.advance(POLICY_CACHE)
+    code, _, err = Cli(gateway, ALICE).run(
+        "request", "--instance", stack.instance(), "--minutes", "10", "--reason", "r"
+    )
+    assert (code, err) == (
+        1,
+        "sessiongate: error: rule 'default' allows at most 5 minutes (invalid_duration)\n",
+    )
+
+    # The API's own parser refuses an invalid policy before anything is signed or written.
+    path.write_text(json.dumps({"version": 1, "rules": [{"name": "x", "levels": []}]}))
+    code, _, err = deployer.run("policy", "sign", str(path), "--key-id", POLICY_KEY, "--put", name)
+    assert code == 1
+    assert "(invalid_policy)" in err
+    assert json.loads(stack.ssm_parameter())["version"] == 2
+    # Without --put: the envelope for a named parameter and version, on stdout.
+    path.write_text(json.dumps(changed))
+    envelope = deployer.json("policy", "sign", str(path), "--key-id", POLICY_KEY, "--parameter", name)
+    assert (envelope["parameter"], envelope["version"], envelope["policy"]) == (name, 3, changed)

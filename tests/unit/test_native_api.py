@@ -6,6 +6,7 @@ moto; identities come from ``requestContext.authorizer.iam.userArn`` only.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ import pytest
 
 from sandbox.faults import FaultInjector
 from sessiongate import runtime
+from sessiongate.adapters.requests import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
 from sessiongate.identity import PrincipalType
 from sessiongate.model import GrantStatus, Origin
 from sessiongate.native import Approval, Request, RequestStatus
-from sessiongate.native_service import NativeService, NativeVerifier
+from sessiongate.native_service import NativeVerifier
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
@@ -54,8 +56,17 @@ def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     stack.put_approval_policy(POLICY)
     stack.user("alice")
     runtime.override(clock=stack.clock, client=stack.native_client)
+    # As after a deploy: the first scheduled sweep has recorded (and notified) the policy in effect.
+    handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)
+    assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["PolicyChanged"]
     yield stack
     runtime.override()
+
+
+def set_policy(stack: Stack, policy: dict[str, Any] | str) -> None:
+    """A deployer signs and puts a new policy; the API uses it within a minute (its cache)."""
+    stack.put_approval_policy(policy)
+    stack.clock.advance(POLICY_CACHE)
 
 
 def call(route: str, caller: str | None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -323,13 +334,13 @@ def test_rule_limits_duration(deployed: Stack) -> None:
 
 
 def test_no_rule_for_the_instance_is_refused(deployed: Stack) -> None:
-    deployed.put_approval_policy({"version": 1, "rules": [POLICY["rules"][0]]})
+    set_policy(deployed, {"version": 1, "rules": [POLICY["rules"][0]]})
     status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
     assert (status, out["error"]) == (403, "no_matching_rule")
 
 
 def test_invalid_policy_fails_closed(deployed: Stack) -> None:
-    deployed.put_approval_policy('{"version": 1, "rules": [{"name": "x", "levels": []}]}')
+    set_policy(deployed, '{"version": 1, "rules": [{"name": "x", "levels": []}]}')
     status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
     assert (status, out["error"]) == (503, "policy_unavailable")
 
@@ -356,8 +367,9 @@ def test_another_session_of_the_requesting_role_is_the_operator(deployed: Stack)
 def test_one_person_cannot_approve_twice_through_two_session_names(deployed: Stack) -> None:
     """Ordinary role sessions are named by whoever assumes the role: they count as one approver."""
     lead = f"arn:aws:iam::{ACCOUNT}:role/TeamLead"
-    deployed.put_approval_policy(
-        {"version": 1, "rules": [{"name": "two", "levels": [{"approvers": [lead], "min_approvals": 2}]}]}
+    set_policy(
+        deployed,
+        {"version": 1, "rules": [{"name": "two", "levels": [{"approvers": [lead], "min_approvals": 2}]}]},
     )
     request_id = create(deployed)
     first = f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob"
@@ -596,6 +608,8 @@ def test_a_read_never_hands_a_forged_approval_to_the_engine(deployed: Stack) -> 
         approver_arns=(BOB,),
         approved_at="2026-11-24T08:59:30Z",
         decided_by=BOB,
+        # Looks like a MAC, but only the request API role can make a valid one (ApprovalKey).
+        approval_mac=base64.b64encode(b"\x01" * 32).decode(),
     )
     assert runtime.request_api().service.store.create(forged)  # what PutItem on the table does
 
@@ -610,9 +624,7 @@ def test_a_read_never_hands_a_forged_approval_to_the_engine(deployed: Stack) -> 
     assert stack.tags("user", "alice") == {}
 
 
-def test_a_failed_hand_over_is_repeated_by_the_sweep_not_by_a_read(
-    deployed: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_hand_over_is_repeated_by_the_sweep_not_by_a_read(deployed: Stack) -> None:
     stack = deployed
     request_id = create(stack)
     faults = FaultInjector()
@@ -631,10 +643,8 @@ def test_a_failed_hand_over_is_repeated_by_the_sweep_not_by_a_read(
     assert stack.bus_events() == []
     assert stored(request_id) == before
 
-    # The sweep hands over again what the request API approved (as the approval MAC will tell).
-    monkeypatch.setattr(
-        NativeService, "_approved_by_api", lambda self, record: record.request_id == request_id
-    )
+    # The sweep hands over again what the request API approved (its approval MAC says so).
+    assert before.approval_mac
     assert sweep()["reemitted"] == 1
     [bus_event] = stack.bus_events()
     assert bus_event["detail"]["approver_arns"] == [BOB]
@@ -805,7 +815,7 @@ def test_break_glass_is_limited_per_day(deployed: Stack) -> None:
     stack = deployed
     policy = json.loads(json.dumps(POLICY))
     policy["rules"][0]["break_glass"]["max_per_day"] = 2
-    stack.put_approval_policy(policy)
+    set_policy(stack, policy)
     reason = "prod is down, database failover stuck"
 
     def glass() -> tuple[int, dict[str, Any]]:
@@ -984,7 +994,7 @@ def test_default_duration_respects_the_rule_and_break_glass_caps(deployed: Stack
     policy = json.loads(json.dumps(POLICY))
     policy["rules"][0]["max_duration_minutes"] = 8  # below the global default (15)
     policy["rules"][0]["break_glass"]["max_duration_minutes"] = 5
-    stack.put_approval_policy(policy)
+    set_policy(stack, policy)
     prod = stack.instance(tags={"Environment": "prod"})
     status, out = call("POST /requests", ALICE, body={"instance_id": prod, "reason": "look"})
     assert status == 201, out
@@ -1009,7 +1019,7 @@ def test_default_extension_duration_respects_the_rule_cap(deployed: Stack) -> No
     grant_from_bus(stack)
     policy = json.loads(json.dumps(POLICY))
     policy["rules"][0]["max_duration_minutes"] = 7
-    stack.put_approval_policy(policy)
+    set_policy(stack, policy)
     stack.clock.advance(timedelta(minutes=1))  # the policy is cached briefly
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
     assert status == 201, out

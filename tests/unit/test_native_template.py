@@ -99,14 +99,74 @@ def test_request_api_environment_matches_the_settings_it_requires() -> None:
     assert {Settings.ENV[name] for name in REQUIRED["requests"]} <= env
 
 
-def test_default_policy_parameter_is_a_valid_policy() -> None:
-    from sessiongate.approval_policy import ApprovalPolicy
+def test_the_default_policy_ships_in_the_stack_and_a_custom_one_must_be_signed() -> None:
+    """No SSM parameter holds the default policy (anyone with ssm:PutParameter could rewrite it): the
+    functions build it from NativeApproverArns; a named parameter is verified with ApprovalPolicyKey."""
+    from sessiongate.approval_policy import NOBODY, ApprovalPolicy, default_document
 
-    value = resource("ApprovalPolicyParameter")["Properties"]["Value"]["Fn::If"]
-    fallback = ApprovalPolicy.parse_json(value[2])
-    assert fallback.rules[0].levels[0].approvers[0].startswith("arn:aws:iam::000000000000:")
-    with_approvers = value[1]["Fn::Sub"][0].replace("${Approvers}", "arn:aws:iam::123456789012:role/A")
-    assert ApprovalPolicy.parse_json(with_approvers).rules[0].name == "default"
+    assert not [r for r in template()["Resources"].values() if r["Type"] == "AWS::SSM::Parameter"]
+    for function in ("RequestApiFunction", "GrantAccessFunction"):
+        env = resource(function)["Properties"]["Environment"]["Variables"]
+        assert env["SESSIONGATE_DEFAULT_APPROVERS"] == {"Ref": "NativeApproverArns"}
+        assert env["SESSIONGATE_APPROVAL_POLICY_PARAMETER"] == {"Ref": "ApprovalPolicyParameterName"}
+        assert env["SESSIONGATE_APPROVAL_POLICY_KEY"] == {"Fn::GetAtt": ["ApprovalPolicyKey", "Arn"]}
+        assert env["SESSIONGATE_APPROVAL_KEY"] == {"Fn::GetAtt": ["ApprovalKey", "Arn"]}
+    fallback = ApprovalPolicy.parse(default_document(()))
+    assert fallback.rules[0].levels[0].approvers == (NOBODY,)
+    assert (
+        ApprovalPolicy.parse(default_document(("arn:aws:iam::123456789012:role/A",))).rules[0].name
+        == "default"
+    )
+
+
+def _key_statements(logical_id: str) -> dict[str, dict[str, Any]]:
+    key = resource(logical_id)["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("HMAC_256", "GENERATE_VERIFY_MAC")
+    return {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+
+
+def _who(statement: dict[str, Any], action: str) -> Any:
+    actions = _actions(statement)
+    return statement["Principal"]["AWS"] if action in actions else None
+
+
+DEPLOYERS_OR_ROOT = {
+    "Fn::If": [
+        "HasDeployers",
+        {"Ref": "DeployerArns"},
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"},
+    ]
+}
+API_ROLE = {"Fn::GetAtt": ["RequestApiFunctionRole", "Arn"]}
+GRANT_ROLE = {"Fn::GetAtt": ["GrantAccessFunctionRole", "Arn"]}
+
+
+def test_only_the_deployers_sign_the_policy_and_sessiongate_only_verifies_it() -> None:
+    statements = _key_statements("ApprovalPolicyKey")
+    assert all(s["Effect"] == "Allow" and s["Resource"] == "*" for s in statements.values())
+    signers = [_who(s, "kms:GenerateMac") for s in statements.values() if _who(s, "kms:GenerateMac")]
+    assert signers == [DEPLOYERS_OR_ROOT]
+    verifiers = [_who(s, "kms:VerifyMac") for s in statements.values() if _who(s, "kms:VerifyMac")]
+    assert verifiers == [DEPLOYERS_OR_ROOT, [API_ROLE, GRANT_ROLE]]
+    assert statements["SessionGateOnlyVerifies"]["Action"] == "kms:VerifyMac"
+
+
+def test_only_the_request_api_signs_approvals_and_only_the_grant_verifies_them() -> None:
+    statements = _key_statements("ApprovalKey")
+    assert [_who(s, "kms:GenerateMac") for s in statements.values() if _who(s, "kms:GenerateMac")] == [
+        API_ROLE
+    ]
+    assert [_who(s, "kms:VerifyMac") for s in statements.values() if _who(s, "kms:VerifyMac")] == [GRANT_ROLE]
+    admin = statements["DeployersAdminister"]
+    assert admin["Principal"]["AWS"] == DEPLOYERS_OR_ROOT
+    assert not any(a in ("kms:*", "kms:GenerateMac", "kms:VerifyMac") for a in _actions(admin))
+
+
+def test_no_iam_policy_of_sessiongate_names_its_mac_keys() -> None:
+    """Use of the MAC keys comes from their key policies only (no IAM grant to widen or copy)."""
+    for function in FUNCTIONS:
+        for statement in function_statements(function):
+            assert not any(a in ("kms:GenerateMac", "kms:VerifyMac", "kms:*") for a in _actions(statement))
 
 
 def _runtime_role(function: str) -> str:
@@ -168,8 +228,9 @@ def test_native_approver_arns_cannot_carry_spaces(value: str, accepted: bool) ->
     assert parameter["ConstraintDescription"]
     assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is accepted
     if accepted and value:
-        from sessiongate.approval_policy import ApprovalPolicy
+        from sessiongate.approval_policy import ApprovalPolicy, default_document
+        from sessiongate.settings import Settings
 
-        text = resource("ApprovalPolicyParameter")["Properties"]["Value"]["Fn::If"][1]["Fn::Sub"][0]
-        policy = ApprovalPolicy.parse_json(text.replace("${Approvers}", '", "'.join(value.split(","))))
+        settings = Settings.from_env({"SESSIONGATE_DEFAULT_APPROVERS": value})
+        policy = ApprovalPolicy.parse(default_document(settings.default_approvers))
         assert list(policy.rules[0].levels[0].approvers) == value.split(",")

@@ -31,6 +31,14 @@ parameter)::
   sessions, the role's ARN ``arn:aws:iam::ACCOUNT:role/NAME`` (STS ARNs carry no IAM path: write role
   patterns without the path); user ARNs also match without their path.
 - ``requesters`` (optional) limits who may request under the rule.
+- The policy only changes through SessionGate's deployers: the stack's default policy (one rule whose
+  approvers are ``NativeApproverArns``) is built from the function's environment, and a custom policy
+  parameter holds a signed envelope ``{"policy": {...}, "parameter": NAME, "version": N, "mac": ...,
+  "key_id": ...}`` (:func:`envelope`, made by ``sessiongate policy sign``): the KMS HMAC key
+  ``ApprovalPolicyKey`` lets only the deployers GenerateMac. The MAC binds the parameter's name and the
+  version SSM gives the write, so an old signed policy written again (a new version) does not verify
+  either. A parameter that does not verify (a raw ``ssm:PutParameter``, an unsigned document, another
+  key, a replay) is refused as a whole: every request is refused (fail closed).
 - Nobody approves their own request, nor a request whose access they would receive
   (:func:`identity.may_be_same`, fail closed, whatever the accounts): sessions of one ordinary role
   may all be one person (whoever assumes a role names the session), an IAM Identity Center user is
@@ -43,13 +51,14 @@ parameter)::
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
-from .native import Approval, Request, bad_request, conflict, forbidden
+from .native import Approval, Request, bad_request, canonical_json, conflict, forbidden, signed_message
 from .text import visible_length
 
 POLICY_VERSION = 1
@@ -62,8 +71,19 @@ DEFAULT_BREAK_GLASS_REASON = 20
 DEFAULT_BREAK_GLASS_PER_DAY = 3
 
 
+# Domain of the approval policy MAC (KMS ApprovalPolicyKey).
+POLICY_DOMAIN = "sessiongate-approval-policy-v1"
+ENVELOPE_KEYS = frozenset({"policy", "parameter", "version", "mac", "key_id"})
+# The default policy's approver when NativeApproverArns is empty: an ARN nobody can hold.
+NOBODY = "arn:aws:iam::000000000000:role/configure-the-sessiongate-approval-policy"
+
+
 class PolicyError(Exception):
     """The policy document is invalid: the API refuses every decision until it is fixed (fail closed)."""
+
+
+class PolicyRejected(PolicyError):
+    """The policy parameter is not signed by SessionGate's deployers (tampered, unsigned, other key)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,134 @@ class ApprovalPolicy:
         if len(set(names)) != len(names):
             raise PolicyError("rule names must be unique")
         return cls(parsed)
+
+
+@dataclass(frozen=True)
+class VerifiedPolicy:
+    """A policy whose origin was checked: the stack's default, or a parameter signed by a deployer."""
+
+    policy: ApprovalPolicy
+    digest: str  # SHA-256 of the canonical document: what PolicyChanged reports
+    source: str  # the parameter name, or "stack default"
+    parameter_version: int | None = None
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": r.name,
+                "levels": [
+                    {"approvers": list(lv.approvers), "min_approvals": lv.min_approvals} for lv in r.levels
+                ],
+                "break_glass": r.break_glass.enabled,
+            }
+            for r in self.policy.rules
+        ]
+
+
+def policy_message(document: object, parameter: str, version: int) -> bytes:
+    """What the policy MAC binds: the canonical document, the parameter and its version (SSM numbers
+    every write; nobody chooses the number), domain-separated."""
+    return signed_message(
+        POLICY_DOMAIN, canonical_json({"policy": document, "parameter": parameter, "version": version})
+    )
+
+
+def policy_digest(document: object) -> str:
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The policy parameter's value: the document, where it is meant to be, and a deployer's MAC."""
+
+    policy: Mapping[str, Any]
+    parameter: str
+    version: int
+    mac: str
+    key_id: str
+
+    def message(self) -> bytes:
+        return policy_message(self.policy, self.parameter, self.version)
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "policy": self.policy,
+                "parameter": self.parameter,
+                "version": self.version,
+                "mac": self.mac,
+                "key_id": self.key_id,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+
+def open_envelope(text: str) -> Envelope:
+    """The envelope in a parameter value; :class:`PolicyRejected` for anything else."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise PolicyRejected("the approval policy parameter is not a signed envelope (not JSON)") from None
+    if (
+        not isinstance(value, Mapping)
+        or set(value) != ENVELOPE_KEYS
+        or not isinstance(value["policy"], Mapping)
+        or not isinstance(value["parameter"], str)
+        or isinstance(value["version"], bool)
+        or not isinstance(value["version"], int)
+        or not isinstance(value["mac"], str)
+        or not isinstance(value["key_id"], str)
+    ):
+        raise PolicyRejected(
+            "the approval policy parameter is not a signed envelope {policy, parameter, version, mac, "
+            "key_id}: sign it with `sessiongate policy sign`"
+        )
+    return Envelope(value["policy"], value["parameter"], value["version"], value["mac"], value["key_id"])
+
+
+def default_document(approvers: Sequence[str]) -> dict[str, Any]:
+    """The stack's default policy: one rule, every instance, one level of ``approvers``."""
+    return {
+        "version": POLICY_VERSION,
+        "rules": [
+            {
+                "name": "default",
+                "levels": [
+                    {"name": "approvers", "approvers": list(approvers) or [NOBODY], "min_approvals": 1}
+                ],
+            }
+        ],
+    }
+
+
+def approvals_satisfy(rule: Rule, request: Request, *, break_glass_approver: str) -> str | None:
+    """Why the approvals of record do not satisfy ``rule`` now (``None``: they do).
+
+    The grant re-checks this under the current verified policy, so a record whose approvers were
+    never enough (or no longer are) is not granted, whoever wrote it.
+    """
+    if request.break_glass:
+        glass = rule.break_glass
+        if not glass.enabled:
+            return f"rule {rule.name!r} does not allow break-glass access"
+        if glass.requesters and not arn_matches(request.requester_arn, glass.requesters):
+            return f"the requester may not use break-glass under rule {rule.name!r}"
+        if request.duration_minutes > glass.max_duration_minutes:
+            return f"break-glass access is capped at {glass.max_duration_minutes} minutes"
+        if request.approver_arns != (break_glass_approver,):
+            return "a break-glass request's approver of record is SessionGate's request API"
+        return None
+    level = current_level(rule, request.approvals)
+    if level is not None:
+        return f"level {level + 1} ({rule.levels[level].name}) of rule {rule.name!r} is not met"
+    if rule.max_duration_minutes is not None and request.duration_minutes > rule.max_duration_minutes:
+        return f"rule {rule.name!r} allows at most {rule.max_duration_minutes} minutes"
+    people = [parse_identity(a.approver_arn) for a in request.approvals]
+    for i, person in enumerate(people):
+        if person is None or any(may_be_same(person, other) for other in people[:i]):
+            return "one approver is counted twice"
+    return None
 
 
 # ---------------------------------------------------------------------------------------- matching

@@ -79,7 +79,9 @@ class AccountNotAllowed(Exception):
 class OriginVerifier(Protocol):
     """Re-reads the origin of an approval (SSM change request, native request record)."""
 
-    def verify(self, request: AccessApproved) -> list[Denial]: ...
+    def verify(
+        self, request: AccessApproved, instance: guardrails.InstanceFacts | None = None
+    ) -> list[Denial]: ...
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Engine:
         instance = inventory.describe(request.instance_id, check_managed=self.settings.require_ssm_managed)
         denials = guardrails.evaluate(request, principal, instance, self.settings, now)
         if not denials:
-            denials = self._verify_origin(request)
+            denials = self._verify_origin(request, instance)
         arn = principal.arn if principal else self._arn(request)
 
         if existing is None:
@@ -615,11 +617,13 @@ class Engine:
         return Outcome("emitted", request.grant_id)
 
     # ------------------------------------------------------------------------------ helpers
-    def _verify_origin(self, request: AccessApproved) -> list[Denial]:
+    def _verify_origin(
+        self, request: AccessApproved, instance: guardrails.InstanceFacts | None
+    ) -> list[Denial]:
         verifier = (self.verifiers or {}).get(request.origin)
         if verifier is None:
             return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")]
-        return verifier.verify(request)
+        return verifier.verify(request, instance)
 
     def _arn(self, request: AccessApproved) -> str:
         return principal_arn(
@@ -729,7 +733,9 @@ class ChangeManagerVerifier:
     settings: Settings
     clock: Clock
 
-    def verify(self, request: AccessApproved) -> list[Denial]:
+    def verify(
+        self, request: AccessApproved, instance: guardrails.InstanceFacts | None = None
+    ) -> list[Denial]:
         execution_id = request.grant_id.removeprefix("cm-")
         execution = self.changes.get(execution_id)
         if execution is None:

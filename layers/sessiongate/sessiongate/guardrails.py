@@ -205,13 +205,21 @@ def check_instance(
         key, value = settings.instance_required_tag
         if _tag(instance.tags, key) != value:
             denials.append(Denial("instance_not_in_scope", f"instance lacks tag {key}={value}"))
-    if settings.instance_denied_tag is not None:
-        key, value = settings.instance_denied_tag
-        if _tag(instance.tags, key) == value:
-            denials.append(Denial("instance_excluded", f"instance carries tag {key}={value}"))
+    why = excluded_by_tag(instance.tags, settings)
+    if why:
+        denials.append(Denial("instance_excluded", why))
     if settings.require_ssm_managed and instance.ssm_managed is not True:
         denials.append(Denial("instance_not_managed", "instance is not a managed node of Systems Manager"))
     return denials
+
+
+def excluded_by_tag(tags: Mapping[str, str], settings: Settings) -> str | None:
+    """Why the instance's tags exclude it from SessionGate (InstanceDeniedTag), or ``None``."""
+    if settings.instance_denied_tag is not None:
+        key, value = settings.instance_denied_tag
+        if _tag(tags, key) == value:
+            return f"instance carries tag {key}={value}"
+    return None
 
 
 def evaluate(

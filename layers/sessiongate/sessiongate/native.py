@@ -19,6 +19,8 @@ then for the principal of the caller's type and name in that account.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +42,8 @@ MAX_REQUEST_REASON = 300  # + ticket and a break-glass marker still fit AccessAp
 MAX_COMMENT = 500
 MAX_EXTENSIONS = 20
 BREAK_GLASS_MARK = "[BREAK-GLASS] "
+# Domain of the request API's approval MAC (KMS ApprovalKey): bumped whenever the bound facts change.
+APPROVAL_DOMAIN = "sessiongate-approval-v1"
 
 
 class RequestStatus(StrEnum):
@@ -208,6 +212,12 @@ class Request:
     denials: tuple[dict[str, str], ...] = ()
     history: tuple[dict[str, str], ...] = ()
     version: int = 0
+    # The instance's tags when the request was made (the rule was chosen from them): a different rule
+    # at approval or grant time refuses (the instance was re-tagged or the policy changed).
+    instance_tags: tuple[tuple[str, str], ...] = ()
+    # The request API's KMS HMAC (ApprovalKey) over :meth:`approval_message`, set when APPROVED: only
+    # the request API role can make one, so a record written straight into DynamoDB is never granted.
+    approval_mac: str = ""
 
     @property
     def grant_id(self) -> str:
@@ -223,6 +233,29 @@ class Request:
         if changes.get("comment"):
             entry["comment"] = str(changes["comment"])[:MAX_COMMENT]
         return replace(self, status=to, history=(*self.history, entry), **changes)
+
+    def approval_message(self) -> bytes:
+        """What the approval MAC binds: every fact the grant uses (domain-separated, canonical)."""
+        facts = {
+            "request_id": self.request_id,
+            "grant_id": self.grant_id,
+            "account": self.account,
+            "instance_id": self.instance_id,
+            "principal_type": self.principal_type.value,
+            "principal_name": self.principal_name,
+            "principal_arn": self.principal_arn,
+            "requester_arn": self.requester_arn,
+            "approver_arns": list(self.approver_arns),
+            "approvals": [[a.approver_arn, a.level] for a in self.approvals],
+            "duration_minutes": self.duration_minutes,
+            "not_before": self.approved_at,
+            "approved_at": self.approved_at,
+            "break_glass": self.break_glass,
+            "rule": self.rule,
+            "instance_tags": [list(t) for t in self.instance_tags],
+            "extends": self.extends,
+        }
+        return signed_message(APPROVAL_DOMAIN, canonical_json(facts))
 
     def view(self) -> dict[str, Any]:
         """The API's representation of the request."""
@@ -253,6 +286,7 @@ class Request:
             "comment": self.comment,
             "extends": self.extends,
             "denials": list(self.denials),
+            "instance_tags": dict(self.instance_tags),
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -279,6 +313,18 @@ class Request:
             approved_at=approved,
             reason=reason[:MAX_REASON],
         )
+
+
+def canonical_json(value: object) -> bytes:
+    """One byte string per JSON value: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def signed_message(domain: str, canonical: bytes) -> bytes:
+    """What SessionGate MACs with KMS: ``domain`` (a versioned purpose), a newline and the SHA-256 of
+    the canonical bytes. A MAC made for one purpose never verifies for another, and the message stays
+    within KMS's 4096-byte limit whatever the size of what it binds."""
+    return f"{domain}\n{hashlib.sha256(canonical).hexdigest()}".encode()
 
 
 def grant_id_for(request_id: str) -> str:

@@ -15,6 +15,8 @@ status along with their own change.
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,12 +29,16 @@ from .adapters.accounts import MemberUnavailable
 from .adapters.bus import Bus
 from .adapters.directory import Directory
 from .adapters.inventory import Inventory
+from .adapters.kms import Macs, MacUnavailable
 from .adapters.notifier import Notifier
 from .adapters.requests import PolicySource, RequestStore
 from .approval_policy import (
     ApprovalPolicy,
     PolicyError,
+    PolicyRejected,
     Rule,
+    VerifiedPolicy,
+    approvals_satisfy,
     approver_level,
     check_break_glass,
     check_duration,
@@ -44,6 +50,7 @@ from .approval_policy import (
 from .clock import Clock, parse_iso, to_iso
 from .engine import PROVISIONING_GRACE, REASON_EXPIRED, REASON_EXTENDED, Engine
 from .errors import TransientError
+from .guardrails import InstanceFacts, excluded_by_tag
 from .identity import parse_identity, person_key
 from .model import AccessApproved, Denial, Grant, GrantStatus, disagreements
 from .native import (
@@ -100,7 +107,9 @@ class NativeService:
     notifier: Notifier
     engine: Engine
     clock: Clock
+    macs: Macs | None = None  # signs approvals (ApprovalKey); None: nothing can be approved
     ids: Callable[[], str] = field(default=new_request_id)
+    _recorded_policy: str = field(default="", init=False, repr=False)
 
     # ------------------------------------------------------------------------------ create
     def create(self, caller: Caller, body: object) -> dict[str, Any]:
@@ -110,11 +119,12 @@ class NativeService:
             max_minutes=self.settings.max_validity_minutes,
         )
         self._check_account(caller)
+        self._note_policy()
         # The access is for the caller's own user or role; in a member account, for the principal of the
         # same type and name there (identities never come from the body).
         account = data.account or caller.account
         directory, inventory = self._adapters(account)
-        rule, _ = self._rule_for(data.instance_id, account, inventory)
+        rule, tags = self._rule_for(data.instance_id, account, inventory)
         if not rule.may_request(caller.arn):
             raise forbidden("not_a_requester", f"rule {rule.name!r} does not let you request access")
         duration = data.duration_minutes
@@ -159,6 +169,7 @@ class NativeService:
             created_at=to_iso(now),
             pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
             rule=rule.name,
+            instance_tags=tuple(sorted(tags.items())),
             history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
         )
         log = bind(
@@ -199,6 +210,7 @@ class NativeService:
             decided_by=caller.arn,
             version=request.version + 1,
         )
+        approved = self._sign(approved)
         if not self.store.replace(approved, expected_version=request.version):
             raise conflict("conflict", "the request changed meanwhile; check its status")
         log.warning("break-glass access self-approved", extra={"rule": rule.name})
@@ -216,10 +228,15 @@ class NativeService:
         3. Approved requests whose grant has settled (ACTIVE, DENIED, REVOKED) are written so, which
            takes them off the sweep's list; an extension found ACTIVE first retires the grant it
            replaces (revoked, reason ``extended``).
+        4. A change of the approval policy is recorded and notified (PolicyChanged), a policy that
+           does not verify is notified (PolicyRejected).
         At most ``SWEEP_LIMIT`` of each a run. Every approved request is attempted; if any failed, the
         run raises at the end (Lambda retries it, the request API's error alarm fires, the next run
         tries again).
         """
+        # A rejected policy is logged, counted and notified there; expiring requests needs no policy.
+        with contextlib.suppress(ApiError):
+            self._note_policy(sweep=True)
         log = bind()
         expired = sum(
             self._sync(request).status is RequestStatus.EXPIRED
@@ -271,13 +288,20 @@ class NativeService:
         """Whether the request API itself approved this record; only such records are handed to the
         engine again by the sweep (and a read never hands anything over).
 
-        PLACEHOLDER, the one place to point at the approval MAC check (``approval_mac``, the KMS HMAC
-        the request API generates when it approves) once that is merged. Until then nothing proves
-        that the API approved a record (anyone with ``dynamodb:PutItem`` on the table can write one that
-        looks so), so none is handed over again: fail closed. A failed hand-over then stays APPROVED
-        (logged, metric ``UnverifiedApprovals``) until the requester revokes it and asks again.
+        The proof is the record's ``approval_mac``: the request API role is the only principal that
+        may GenerateMac with ApprovalKey (its key policy), and HMAC is deterministic, so the API
+        re-generates the MAC of the record's facts and compares (it holds no VerifyMac: the grant role
+        does). A record written into the table by anyone else has no valid MAC: never handed over.
+        A key that cannot be used proves nothing either (fail closed).
         """
-        return False
+        if not request.approval_mac or self.macs is None or not self.settings.approval_key_id:
+            return False
+        try:
+            expected = self.macs.generate(self.settings.approval_key_id, request.approval_message())
+        except MacUnavailable:
+            metrics().add("ApprovalKeyErrors")
+            return False
+        return hmac.compare_digest(expected, request.approval_mac)
 
     # ------------------------------------------------------------------------------ read
     def get(self, caller: Caller, request_id: str) -> dict[str, Any]:
@@ -341,17 +365,20 @@ class NativeService:
             approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
             if current_level(rule, approvals) is not None:
                 return replace(request, approvals=approvals, version=request.version + 1)
-            return request.transition(
-                RequestStatus.APPROVED,
-                at=now,
-                by=caller.arn,
-                approvals=approvals,
-                approver_arns=tuple(a.approver_arn for a in approvals),
-                approved_at=to_iso(now),
-                decided_by=caller.arn,
-                version=request.version + 1,
+            return self._sign(
+                request.transition(
+                    RequestStatus.APPROVED,
+                    at=now,
+                    by=caller.arn,
+                    approvals=approvals,
+                    approver_arns=tuple(a.approver_arn for a in approvals),
+                    approved_at=to_iso(now),
+                    decided_by=caller.arn,
+                    version=request.version + 1,
+                )
             )
 
+        self._note_policy()
         updated = self._write(lambda: self._pending(request_id), approved)
         assert rule is not None
         log = bind(
@@ -386,6 +413,7 @@ class NativeService:
                 version=request.version + 1,
             )
 
+        self._note_policy()
         updated = self._write(lambda: self._pending(request_id), rejected)
         bind(request_id=request_id).info("request rejected")
         self._notify("AccessRejected", updated, rule=rule)
@@ -501,7 +529,7 @@ class NativeService:
             root = parent if parent.extends is None else self._load(root_id(parent.request_id))
             if root.extension_count >= MAX_EXTENSIONS:
                 raise conflict("too_many_extensions", f"at most {MAX_EXTENSIONS} extensions per request")
-            rule, _ = self._rule_for(parent.instance_id, parent.account)
+            rule, tags = self._rule_for(parent.instance_id, parent.account)
             duration = data.duration_minutes
             if data.default_duration:
                 duration = default_duration(rule, self.settings.default_validity_minutes, break_glass=False)
@@ -523,6 +551,7 @@ class NativeService:
                 created_at=to_iso(now),
                 pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
                 rule=rule.name,
+                instance_tags=tuple(sorted(tags.items())),
                 extends=parent.request_id,
                 history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
             )
@@ -701,14 +730,80 @@ class NativeService:
             raise forbidden("account_not_allowed", f"account {caller.account} is not SessionGate's account")
 
     def _policy(self) -> ApprovalPolicy:
+        return self._verified_policy().policy
+
+    def _verified_policy(self, *, notify: bool = False) -> VerifiedPolicy:
         try:
-            return self.policies.get()
+            return self.policies.verified()
+        except PolicyRejected as exc:
+            # Someone wrote the parameter without the deployers' key: refuse everything, loudly.
+            bind().error("approval policy rejected", extra={"problem": str(exc)})
+            metrics().add("PolicyRejected")
+            if notify:
+                self.notifier.publish(
+                    "PolicyRejected",
+                    {
+                        "at": to_iso(self.clock.now()),
+                        "account": self.settings.account_id,
+                        "parameter": self.settings.approval_policy_parameter,
+                        "problem": str(exc),
+                    },
+                    subject="SessionGate: the approval policy failed verification - every request refused",
+                )
+            raise ApiError(
+                503,
+                "policy_rejected",
+                "the approval policy is not signed by SessionGate's deployers: every request is refused; "
+                "tell the SessionGate admins",
+            ) from None
         except PolicyError as exc:
             bind().error("approval policy unusable", extra={"problem": str(exc)})
             metrics().add("PolicyErrors")
             raise ApiError(
                 503, "policy_unavailable", "the approval policy cannot be used; tell the SessionGate admins"
             ) from None
+
+    def _note_policy(self, *, sweep: bool = False) -> None:
+        """Write paths and the sweep: record a new verified policy and notify PolicyChanged once per
+        change (a conditional write keyed on its digest). Reads never call this (a GET never writes).
+        A rejected policy is notified by the sweep only (once a period, however many calls fail)."""
+        verified = self._verified_policy(notify=sweep)
+        if not sweep and verified.digest == self._recorded_policy:
+            return  # (the sweep always asks the table: a change back to an earlier policy counts too)
+        if self.store.record_policy(verified, now=self.clock.now()):
+            bind().warning(
+                "approval policy changed", extra={"digest": verified.digest, "source": verified.source}
+            )
+            metrics().add("PolicyChanged")
+            self.notifier.publish(
+                "PolicyChanged",
+                {
+                    "at": to_iso(self.clock.now()),
+                    "account": self.settings.account_id,
+                    "digest": verified.digest,
+                    "source": verified.source,
+                    "parameter_version": verified.parameter_version,
+                    "rules": verified.summary(),
+                },
+                subject="SessionGate: the approval policy changed",
+            )
+        self._recorded_policy = verified.digest
+
+    def _sign(self, approved: Request) -> Request:
+        """Bind an APPROVED record with the request API's approval MAC (ApprovalKey)."""
+        if self.macs is None or not self.settings.approval_key_id:
+            raise ApiError(
+                503, "approval_key_unavailable", "SessionGate cannot sign approvals; tell its admins"
+            )
+        try:
+            mac = self.macs.generate(self.settings.approval_key_id, approved.approval_message())
+        except MacUnavailable as exc:
+            bind().error("approval key unusable", extra={"problem": str(exc)})
+            metrics().add("ApprovalKeyErrors")
+            raise ApiError(
+                503, "approval_key_unavailable", "SessionGate cannot sign approvals; tell its admins"
+            ) from None
+        return replace(approved, approval_mac=mac)
 
     def _adapters(self, account: str) -> tuple[Directory, Inventory]:
         """IAM and EC2 of ``account``: SessionGate's own, or a member's through its member role."""
@@ -743,6 +838,9 @@ class NativeService:
             raise ApiError(
                 404, "instance_not_found", f"instance {instance_id} does not exist in account {account}"
             )
+        why = excluded_by_tag(instance.tags, self.settings)
+        if why:
+            raise forbidden("instance_excluded", f"instance {instance_id}: {why}")
         rule = self._policy().rule_for(instance_id, dict(instance.tags))
         if rule is None:
             raise forbidden("no_matching_rule", f"no approval rule covers instance {instance_id}")
@@ -819,12 +917,20 @@ class NativeService:
 
 @dataclass
 class NativeVerifier:
-    """Re-reads the request record at grant time: it must be APPROVED and say what the event says."""
+    """Re-checks a native grant at grant time, trusting nothing the requests table alone says.
+
+    The record must be APPROVED, say what the event says, carry the request API's approval MAC
+    (ApprovalKey: only the request API role can make one, only this grant role can check one), and its
+    approvals must satisfy the rule that covers the instance now, under the current verified policy,
+    which must be the rule the request was made and approved under.
+    """
 
     store: RequestStore
     settings: Settings
+    policies: PolicySource | None = None
+    macs: Macs | None = None
 
-    def verify(self, request: AccessApproved) -> list[Denial]:
+    def verify(self, request: AccessApproved, instance: InstanceFacts | None = None) -> list[Denial]:
         request_id = request_id_of(request.grant_id)
         if request_id is None or request.origin_ref != request_id:
             return [Denial("origin_mismatch", "a native grant id is rq-<request id> and names its request")]
@@ -849,4 +955,49 @@ class NativeVerifier:
                 ]
         elif record.approver_arns != tuple(a.approver_arn for a in record.approvals):
             return [Denial("origin_mismatch", f"request {request_id}'s approvers of record are inconsistent")]
+        signed = self._signed(record)
+        if signed:
+            return [signed]
+        return self._rule_holds(record, instance)
+
+    def _signed(self, record: Request) -> Denial | None:
+        if not record.approval_mac:
+            return Denial("approval_not_signed", f"request {record.request_id} carries no approval signature")
+        if self.macs is None or not self.settings.approval_key_id:
+            return Denial("approval_not_signed", "no approval key is configured to verify the approval")
+        try:
+            valid = self.macs.verify(
+                self.settings.approval_key_id, record.approval_message(), record.approval_mac
+            )
+        except MacUnavailable as exc:
+            return Denial("approval_not_signed", f"the approval signature cannot be checked: {exc}")
+        if not valid:
+            return Denial(
+                "approval_not_signed",
+                f"request {record.request_id}'s approval was not signed by SessionGate's request API",
+            )
+        return None
+
+    def _rule_holds(self, record: Request, instance: InstanceFacts | None) -> list[Denial]:
+        if self.policies is None:
+            return [Denial("policy_rejected", "no approval policy is configured to re-check the approval")]
+        try:
+            policy = self.policies.get()
+        except PolicyError as exc:
+            return [Denial("policy_rejected", f"the approval policy cannot be used: {exc}"[:500])]
+        if instance is None:
+            return [Denial("instance_not_found", f"instance {record.instance_id} does not exist")]
+        rule = policy.rule_for(record.instance_id, dict(instance.tags))
+        if rule is None or rule.name != record.rule:
+            now = "no rule" if rule is None else f"rule {rule.name!r}"
+            return [
+                Denial(
+                    "rule_changed",
+                    f"request {record.request_id} was approved under rule {record.rule!r}; the instance "
+                    f"now falls under {now}",
+                )
+            ]
+        why = approvals_satisfy(rule, record, break_glass_approver=self.settings.break_glass_approver_arn)
+        if why:
+            return [Denial("approval_insufficient", why)]
         return []

@@ -29,6 +29,9 @@ _TITLES = {
     "AccessRequestCancelled": "Access request cancelled",
     "AccessRequestExpired": "Access request expired unapproved",
     "BreakGlassUsed": "BREAK-GLASS access self-approved",
+    # The approval policy (checked before the native branch below).
+    "PolicyChanged": "Approval policy changed",
+    "PolicyRejected": "Approval policy REJECTED - every request refused",
 }
 _NATIVE = frozenset(list(_TITLES)[5:])
 
@@ -98,6 +101,27 @@ def _lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:
         lines.append("The reconciler repaired what lost or failed deliveries left behind:")
         lines += [f"  - {k.replace('_', ' ')}: {', '.join(v)}" for k, v in repairs.items() if v]
         lines.append("Check the DLQs and the function logs for the cause.")
+    elif event_type == "PolicyChanged":
+        lines.append(
+            f"A new verified approval policy is in effect ({payload.get('source')}, version "
+            f"{payload.get('parameter_version') or '-'}, sha256 {payload.get('digest')}):"
+        )
+        for rule in payload.get("rules") or []:
+            levels = " then ".join(
+                f"{lv.get('min_approvals')} of {', '.join(lv.get('approvers') or [])}"
+                for lv in rule.get("levels") or []
+            )
+            glass = ", break-glass allowed" if rule.get("break_glass") else ""
+            lines.append(f"  - {rule.get('name')}: {levels}{glass}")
+        lines.append("If no deployer of SessionGate signed this change, treat it as an incident.")
+    elif event_type == "PolicyRejected":
+        lines += [
+            f"The approval policy parameter {payload.get('parameter')} failed verification:",
+            f"  {payload.get('problem')}",
+            "Every native request is refused until a deployer signs a policy again:",
+            "  sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER",
+            "Find who wrote the parameter in CloudTrail (ssm:PutParameter).",
+        ]
     elif event_type in _NATIVE:
         lines += _native_lines(event_type, payload)
     else:

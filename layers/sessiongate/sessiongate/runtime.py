@@ -31,8 +31,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         *_COMMON,
         "requests_table",
         "event_bus_name",
-        "approval_policy_parameter",
         "break_glass_approver_arn",
+        "approval_policy_key_id",
+        "approval_key_id",
     ),
 }
 
@@ -101,13 +102,38 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
                 "invalid configuration: SESSIONGATE_BREAK_GLASS_APPROVER_ARN is required with "
                 "SESSIONGATE_REQUESTS_TABLE (the approver of record of break-glass requests)"
             )
+        if not (settings.approval_key_id and settings.approval_policy_key_id):
+            # Without them no native approval could be verified: say so at cold start.
+            raise ConfigError(
+                "invalid configuration: SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY are "
+                "required with SESSIONGATE_REQUESTS_TABLE (native approvals are verified with them)"
+            )
+        from .adapters.kms import Macs
         from .adapters.requests import RequestStore
         from .native_service import NativeVerifier
 
         verifiers[Origin.NATIVE] = NativeVerifier(
-            RequestStore(make("dynamodb"), settings.requests_table), settings
+            RequestStore(make("dynamodb"), settings.requests_table),
+            settings,
+            policy_source(settings, clock, make),
+            Macs(make("kms")),
         )
     return verifiers
+
+
+def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
+    """The verified approval policy (the stack default, or the signed parameter)."""
+    from .adapters.kms import Macs
+    from .adapters.requests import PolicySource
+
+    return PolicySource(
+        make("ssm"),
+        settings.approval_policy_parameter,
+        clock,
+        macs=Macs(make("kms")),
+        key_id=settings.approval_policy_key_id,
+        default_approvers=settings.default_approvers,
+    )
 
 
 def build_request_api(
@@ -119,7 +145,8 @@ def build_request_api(
 ) -> RequestApi:
     """The native front door: request API over the request store, the policy and the engine."""
     from .adapters import aws
-    from .adapters.requests import PolicySource, RequestStore
+    from .adapters.kms import Macs
+    from .adapters.requests import RequestStore
     from .native_api import RequestApi
     from .native_service import NativeService
 
@@ -140,7 +167,8 @@ def build_request_api(
         NativeService(
             settings=settings,
             store=RequestStore(make("dynamodb"), settings.requests_table),
-            policies=PolicySource(make("ssm"), settings.approval_policy_parameter, clock),
+            policies=policy_source(settings, clock, make),
+            macs=Macs(make("kms")),
             inventory=core.inventory,
             directory=core.directory,
             bus=core.bus,

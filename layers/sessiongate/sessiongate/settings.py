@@ -10,6 +10,7 @@ from typing import ClassVar
 from .errors import ConfigError
 from .slots import MAX_SLOTS
 
+_KMS_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}")
 _TAG_RE = re.compile(r"^([\w .:/=+\-@]{1,128})=([\w .:/=+\-@]{0,256})$")
 
 
@@ -49,6 +50,11 @@ class Settings:
     approval_policy_parameter: str = ""
     pending_request_ttl_minutes: int = 60
     break_glass_approver_arn: str = ""
+    # Approver ARN patterns of the stack's default policy (used when no policy parameter is named).
+    default_approvers: tuple[str, ...] = ()
+    # KMS HMAC keys: the approval policy's (deployers sign) and the approvals' (the request API signs).
+    approval_policy_key_id: str = ""
+    approval_key_id: str = ""
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -85,6 +91,9 @@ class Settings:
         "approval_policy_parameter": "SESSIONGATE_APPROVAL_POLICY_PARAMETER",
         "pending_request_ttl_minutes": "SESSIONGATE_PENDING_REQUEST_TTL_MINUTES",
         "break_glass_approver_arn": "SESSIONGATE_BREAK_GLASS_APPROVER_ARN",
+        "default_approvers": "SESSIONGATE_DEFAULT_APPROVERS",
+        "approval_policy_key_id": "SESSIONGATE_APPROVAL_POLICY_KEY",
+        "approval_key_id": "SESSIONGATE_APPROVAL_KEY",
     }
 
     @classmethod
@@ -134,6 +143,15 @@ class Settings:
             r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", self.break_glass_approver_arn
         ):
             problems.append("break-glass approver must be an IAM role ARN")
+        for name in ("approval_policy_key_id", "approval_key_id"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(
+                r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}", value
+            ):
+                problems.append(f"{self.ENV[name]} must be a KMS key (or alias) ARN")
+        bad = [p for p in self.default_approvers if not p.startswith("arn:")]
+        if bad:
+            problems.append(f"default approvers must be ARN patterns, got {bad[:3]}")
         if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
             problems.append("account id must be 12 digits")
         if problems:

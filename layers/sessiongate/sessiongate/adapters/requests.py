@@ -1,4 +1,4 @@
-"""DynamoDB store of native requests (the requests table) and the approval policy from SSM.
+"""DynamoDB store of native requests (the requests table) and the verified approval policy.
 
 Items (partition key ``request_id``):
 - every field of :class:`sessiongate.native.Request`; ``version`` increases by one per write and every
@@ -8,24 +8,40 @@ Items (partition key ``request_id``):
   inbox, pending expiry); ``pending = "APPROVED"`` while APPROVED, in the same index under its own
   key, for the scheduled sweep (re-emit a failed hand-over, retire the grant an extension replaces,
   write the grant's outcome, which takes the record out of the index); ``requester_arn`` +
-  ``created_at`` for the ``by-requester`` index ("mine").
+  ``created_at`` for the ``by-requester`` index ("mine");
+- ``policy#current``: the digest of the approval policy last in effect (PolicyChanged audit), in
+  neither index.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from collections.abc import Mapping
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..approval_policy import ApprovalPolicy, PolicyError
+from ..approval_policy import (
+    ApprovalPolicy,
+    Envelope,
+    PolicyError,
+    PolicyRejected,
+    VerifiedPolicy,
+    default_document,
+    open_envelope,
+    policy_digest,
+)
 from ..clock import Clock, to_iso
 from ..errors import TransientError
 from ..identity import PrincipalType
 from ..native import Approval, Request, RequestStatus
+from .kms import Macs, MacUnavailable
 
 PENDING_INDEX = "pending-by-created"
 REQUESTER_INDEX = "by-requester"
 POLICY_CACHE = timedelta(seconds=60)
+POLICY_ITEM = "policy#current"
+POLICY_HISTORY = 20
+STACK_DEFAULT = "stack default"
 _FIELDS = {f.name for f in fields(Request)}
 
 
@@ -42,6 +58,7 @@ def to_item(request: Request) -> dict[str, Any]:
     values["approvals"] = [a.as_dict() for a in request.approvals]
     values["denials"] = list(request.denials)
     values["history"] = list(request.history)
+    values["instance_tags"] = dict(request.instance_tags)
     if request.status in (RequestStatus.PENDING, RequestStatus.APPROVED):
         values["pending"] = request.status.value
     return {k: _ser(v) for k, v in values.items() if v is not None and v != "" and v != []}
@@ -58,6 +75,9 @@ def from_item(item: dict[str, Any]) -> Request:
     plain["approver_arns"] = tuple(plain.get("approver_arns", []))
     plain["denials"] = tuple(plain.get("denials", []))
     plain["history"] = tuple(plain.get("history", []))
+    plain["instance_tags"] = tuple(
+        sorted((str(k), str(v)) for k, v in plain.get("instance_tags", {}).items())
+    )
     for name in ("duration_minutes", "extension_count", "version"):
         if name in plain:
             plain[name] = int(plain[name])
@@ -167,6 +187,42 @@ class RequestStore:
             return len(recent)
         raise TransientError(f"quota {key} kept changing")
 
+    def record_policy(self, policy: VerifiedPolicy, *, now: datetime) -> bool:
+        """Record ``policy`` as the one in effect; ``True`` only for the one writer that changed it
+        (a conditional write on the digest), so each change is notified exactly once."""
+        item = self._db.get_item(
+            TableName=self._table, Key={"request_id": {"S": POLICY_ITEM}}, ConsistentRead=True
+        ).get("Item")
+        if item is not None and item.get("policy_digest", {}).get("S") == policy.digest:
+            return False
+        history = item.get("changes", {}).get("L", []) if item else []
+        change = {
+            "M": {
+                "digest": {"S": policy.digest},
+                "source": {"S": policy.source},
+                "at": {"S": to_iso(now)},
+                **(
+                    {"parameter_version": {"N": str(policy.parameter_version)}}
+                    if policy.parameter_version is not None
+                    else {}
+                ),
+            }
+        }
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    "request_id": {"S": POLICY_ITEM},
+                    "policy_digest": {"S": policy.digest},
+                    "changes": {"L": [*history, change][-POLICY_HISTORY:]},
+                },
+                ConditionExpression="attribute_not_exists(request_id) OR policy_digest <> :d",
+                ExpressionAttributeValues={":d": {"S": policy.digest}},
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def by_requester(self, requester_arn: str, *, limit: int) -> list[Request]:
         return self._query(REQUESTER_INDEX, "requester_arn", requester_arn, limit)
 
@@ -201,23 +257,111 @@ class RequestStore:
 
 
 class PolicySource:
-    """The approval policy document in an SSM parameter, re-read at most once a minute."""
+    """The approval policy in effect, verified, re-read at most once a minute.
 
-    def __init__(self, ssm: Any, parameter_name: str, clock: Clock) -> None:
+    No parameter configured: the stack's default policy (``default_approvers``, from the stack's
+    NativeApproverArns), which changes only by a deploy. A parameter: it must hold a signed envelope
+    whose MAC KMS verifies with ``key_id`` (ApprovalPolicyKey, which only the deployers can sign with);
+    anything else raises :class:`PolicyRejected` (every request refused).
+    """
+
+    def __init__(
+        self,
+        ssm: Any,
+        parameter_name: str,
+        clock: Clock,
+        *,
+        macs: Macs | None = None,
+        key_id: str = "",
+        default_approvers: tuple[str, ...] = (),
+    ) -> None:
         self._ssm = ssm
         self._name = parameter_name
         self._clock = clock
-        self._cached: tuple[datetime, ApprovalPolicy] | None = None
+        self._macs = macs
+        self._key_id = key_id
+        self._default = default_approvers
+        self._cached: tuple[datetime, VerifiedPolicy] | None = None
 
     def get(self) -> ApprovalPolicy:
         """The current policy; raises :class:`PolicyError` when it is missing or invalid (fail closed)."""
+        return self.verified().policy
+
+    def verified(self) -> VerifiedPolicy:
         now = self._clock.now()
         if self._cached is not None and now - self._cached[0] < POLICY_CACHE:
             return self._cached[1]
+        verified = self._load()
+        self._cached = (now, verified)
+        return verified
+
+    def _load(self) -> VerifiedPolicy:
+        if not self._name:
+            document: Any = default_document(self._default)
+            return VerifiedPolicy(ApprovalPolicy.parse(document), policy_digest(document), STACK_DEFAULT)
         try:
-            value = self._ssm.get_parameter(Name=self._name)["Parameter"]["Value"]
+            parameter = self._ssm.get_parameter(Name=self._name)["Parameter"]
         except self._ssm.exceptions.ParameterNotFound:
             raise PolicyError(f"the approval policy parameter {self._name} does not exist") from None
-        policy = ApprovalPolicy.parse_json(value)
-        self._cached = (now, policy)
-        return policy
+        signed = open_envelope(parameter["Value"])
+        version = int(parameter["Version"])
+        if (signed.parameter, signed.version) != (self._name, version):
+            raise PolicyRejected(
+                f"the approval policy was signed for {signed.parameter} version {signed.version}, but it is "
+                f"{self._name} version {version} (written again outside `sessiongate policy sign --put`?)"
+            )
+        if self._macs is None or not self._key_id:
+            raise PolicyRejected("no key to verify the approval policy (SESSIONGATE_APPROVAL_POLICY_KEY)")
+        try:
+            # Always our key: the envelope's key_id only tells a reader which key signed it.
+            valid = self._macs.verify(self._key_id, signed.message(), signed.mac)
+        except MacUnavailable as exc:
+            raise PolicyRejected(f"the approval policy cannot be verified: {exc}") from None
+        if not valid:
+            raise PolicyRejected(
+                f"the approval policy parameter {self._name} is not signed with SessionGate's policy key "
+                "(changed outside `sessiongate policy sign`?)"
+            )
+        return VerifiedPolicy(
+            ApprovalPolicy.parse(signed.policy), policy_digest(signed.policy), self._name, version
+        )
+
+
+def sign_policy(document: object, macs: Macs, key_id: str, *, parameter: str, version: int) -> Envelope:
+    """The signed envelope of ``document`` for ``parameter`` at ``version`` (a deployer's ``sessiongate
+    policy sign``; the sandbox and the tests sign through here too). The document is validated with the
+    parser the API uses first, so a signed policy is always usable."""
+    ApprovalPolicy.parse(document)
+    assert isinstance(document, Mapping)
+    unsigned = Envelope(document, parameter, version, "", key_id)
+    return replace(unsigned, mac=macs.generate(key_id, unsigned.message()))
+
+
+def next_version(ssm: Any, parameter_name: str) -> int:
+    """The version SSM will give the parameter's next write."""
+    try:
+        return int(ssm.get_parameter(Name=parameter_name)["Parameter"]["Version"]) + 1
+    except ssm.exceptions.ParameterNotFound:
+        return 1
+
+
+def put_signed(ssm: Any, signed: Envelope) -> None:
+    """Write a signed envelope to its parameter; if another write got there first the versions differ
+    (and the API would refuse the policy), so this fails instead: check who wrote, then sign again.
+    (Intelligent-Tiering: a policy over the 4 KB of a standard parameter becomes an advanced one.)"""
+    answer = ssm.put_parameter(
+        Name=signed.parameter, Value=signed.dumps(), Type="String", Overwrite=True, Tier="Intelligent-Tiering"
+    )
+    if int(answer["Version"]) != signed.version:
+        raise PolicyError(
+            f"{signed.parameter} was written by someone else meanwhile (now version {answer['Version']}, "
+            f"signed for {signed.version}): check who, then sign again"
+        )
+
+
+def sign_and_put(document: object, macs: Macs, key_id: str, ssm: Any, parameter_name: str) -> Envelope:
+    """Sign ``document`` for the parameter's next version and write it."""
+    version = next_version(ssm, parameter_name)
+    signed = sign_policy(document, macs, key_id, parameter=parameter_name, version=version)
+    put_signed(ssm, signed)
+    return signed

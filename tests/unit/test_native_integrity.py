@@ -1,0 +1,245 @@
+"""Nobody inside the account approves their own shell by writing SessionGate's state directly.
+
+Each test plays one attack of someone holding admin rights on SSM parameters, DynamoDB or Lambda (but
+not IAM, not SessionGate's KMS keys) through the real handlers, and checks it fails closed:
+(a) rewriting the approval policy parameter (break-glass on) -> every request refused, alarmed;
+(b) writing an APPROVED record and invoking the grant function -> denied (no approval MAC);
+(c) approvals of record that do not satisfy the rule -> denied at grant time;
+(d) re-tagging the instance between request and grant -> refused at approval and at grant.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from sessiongate.adapters.kms import Macs
+from sessiongate.adapters.requests import POLICY_CACHE, RequestStore, to_item
+from sessiongate.model import GrantStatus
+from sessiongate.native import Approval, RequestStatus
+from tests.conftest import load_event
+from tests.support.native import ALICE, BOB, CAROL, CONTEXT, DAVE, POLICY, SECURITY
+from tests.support.stack import APPROVAL_KEY, Stack
+from tests.unit.test_native_api import (  # the handlers as deployed, and their helpers
+    approve,
+    call,
+    create,
+    deployed,  # noqa: F401  (the fixture)
+    grant_from_bus,
+    handler,
+    set_policy,
+)
+
+PROD = {"Environment": "prod"}
+
+
+@pytest.fixture
+def native(deployed: Stack) -> Stack:  # noqa: F811
+    """The handlers with the environment template.yaml gives them, the signed policy in SSM."""
+    return deployed
+
+
+def sweep(stack: Stack) -> list[str]:
+    """One scheduled run of the request API; the event types it notified."""
+    handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)
+    return [n["attributes"]["event_type"] for n in stack.notifications()]
+
+
+def store(stack: Stack) -> RequestStore:
+    return RequestStore(stack.client("dynamodb"), stack.settings.requests_table)
+
+
+def denial_codes(outcome: dict[str, Any]) -> list[str]:
+    return [d["code"] for d in outcome.get("denials", [])]
+
+
+def approved_to_the_end(stack: Stack, request_id: str) -> None:
+    """The prod rule: two leads, then security."""
+    for approver in (BOB, CAROL, SECURITY):
+        status, out = approve(request_id, approver)
+        assert status == 200, out
+
+
+# ---------------------------------------------------------------------------------------- (a) policy
+def test_a_raw_put_parameter_turning_on_break_glass_refuses_every_request(native: Stack) -> None:
+    stack = native
+    instance = stack.instance(tags=PROD)
+    signed = stack.ssm_parameter()
+    # An SSM admin turns break-glass on for every rule, self-approval for alice, without the key.
+    attack = json.loads(json.dumps(POLICY))
+    attack["rules"][1]["break_glass"] = {"enabled": True, "max_duration_minutes": 60}
+    attack["rules"][1]["levels"][0]["approvers"].append(ALICE)
+    for value in (
+        json.dumps(attack),  # the plain document, as before signing existed
+        json.dumps({**json.loads(signed), "policy": attack}),  # the envelope, someone else's document
+        signed,  # the deployers' own signed policy written again: a new version, so a replay
+    ):
+        stack.put_raw_policy(value)
+        stack.clock.advance(POLICY_CACHE)
+        body = {"instance_id": instance, "reason": "x" * 30, "break_glass": True, "duration_minutes": 10}
+        status, out = call("POST /requests", ALICE, body=body)
+        assert (status, out["error"]) == (503, "policy_rejected"), value[:80]
+        assert call("POST /requests", ALICE, body={"instance_id": instance, "reason": "r"})[0] == 503
+        assert stack.bus_events() == []
+        # The sweep alarms on every run while the parameter stays unsigned; nothing is recorded.
+        assert sweep(stack) == ["PolicyRejected"]
+    assert stack.tags("user", "alice") == {}
+
+    # A deployer signs a policy again: it takes effect, and its change is notified exactly once.
+    changed = json.loads(json.dumps(POLICY))
+    changed["rules"][1]["levels"][0]["approvers"] = [SECURITY]
+    set_policy(stack, changed)
+    assert sweep(stack) == ["PolicyChanged"]
+    assert sweep(stack) == []
+    assert call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})[0] == 201
+    # The POST finds the change recorded already.
+    assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["AccessRequested"]
+
+
+def test_the_policy_change_is_recorded_by_the_first_write_after_it(native: Stack) -> None:
+    stack = native
+    changed = json.loads(json.dumps(POLICY))
+    changed["rules"][0]["max_duration_minutes"] = 20
+    set_policy(stack, changed)
+    assert call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})[0] == 201
+    notes = stack.notifications()
+    [note] = [n for n in notes if n["attributes"]["event_type"] == "PolicyChanged"]
+    assert note["message"]["source"] == stack.settings.approval_policy_parameter
+    assert note["message"]["parameter_version"] == 2
+    assert [r["name"] for r in note["message"]["rules"]] == ["prod", "default"]
+    assert sweep(stack) == []  # recorded once, by whoever wrote first
+
+
+# ---------------------------------------------------------------------------------------- (b) forged record
+def test_a_forged_approved_record_and_a_direct_grant_invocation_are_denied(native: Stack) -> None:
+    stack = native
+    request_id = create(stack, tags=PROD, duration_minutes=20)
+    pending = store(stack).get(request_id)
+    assert pending is not None
+    now = stack.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    approvals = tuple(Approval(a, level, now) for a, level in ((BOB, 0), (CAROL, 0), (SECURITY, 1)))
+    forged = replace(
+        pending,
+        status=RequestStatus.APPROVED,
+        approvals=approvals,
+        approver_arns=tuple(a.approver_arn for a in approvals),
+        approved_at=now,
+        version=pending.version + 1,
+    )
+    # A DynamoDB writer puts the record, then invokes the grant function with the matching event.
+    stack.client("dynamodb").put_item(TableName=stack.settings.requests_table, Item=to_item(forged))
+    event = stack.event(forged.to_access_approved())
+    outcome = handler("grant_access")(event, CONTEXT)
+    assert denial_codes(outcome) == ["approval_not_signed"]
+    assert "no approval signature" in outcome["denials"][0]["message"]
+
+    # A MAC copied from another, really approved request does not fit this record.
+    other = create(stack)
+    assert approve(other, BOB)[0] == 200
+    real = store(stack).get(other)
+    assert real is not None
+    assert real.approval_mac
+    second = replace(forged, request_id=create(stack, tags=PROD), approval_mac=real.approval_mac)
+    stack.client("dynamodb").put_item(TableName=stack.settings.requests_table, Item=to_item(second))
+    outcome = handler("grant_access")(stack.event(second.to_access_approved()), CONTEXT)
+    assert denial_codes(outcome) == ["approval_not_signed"]
+    assert "not signed by SessionGate's request API" in outcome["denials"][0]["message"]
+
+    assert stack.tags("user", "alice") == {}
+    grants = [stack.engine().ledger.get_grant(r.grant_id) for r in (forged, second)]
+    assert [g.status for g in grants if g] == [GrantStatus.DENIED, GrantStatus.DENIED]
+    denied = [n for n in stack.notifications() if n["attributes"]["event_type"] == "AccessDenied"]
+    assert len(denied) == 2
+
+
+# ---------------------------------------------------------------------------------------- (c) re-check
+def test_approvals_that_do_not_satisfy_the_rule_are_denied_at_grant(native: Stack) -> None:
+    stack = native
+    # Approved under today's prod rule (two leads + security); before the grant runs, the deployers
+    # sign a stricter rule (a second security approval): the approvals of record no longer suffice.
+    request_id = create(stack, tags=PROD, duration_minutes=20)
+    approved_to_the_end(stack, request_id)
+    stricter = json.loads(json.dumps(POLICY))
+    stricter["rules"][0]["levels"][1]["min_approvals"] = 2
+    set_policy(stack, stricter)
+    [outcome] = grant_from_bus(stack)
+    assert denial_codes(outcome) == ["approval_insufficient"]
+    assert "level 2 (security)" in outcome["denials"][0]["message"]
+    assert stack.tags("user", "alice") == {}
+
+
+def test_a_signed_record_with_too_few_approvers_is_denied_at_grant(native: Stack) -> None:
+    """Even a record the request API signed (a bug, or a policy it read wrongly) must satisfy the rule."""
+    stack = native
+    request_id = create(stack, tags=PROD, duration_minutes=20)
+    pending = store(stack).get(request_id)
+    assert pending is not None
+    now = stack.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    one = replace(
+        pending,
+        status=RequestStatus.APPROVED,
+        approvals=(Approval(DAVE, 0, now),),
+        approver_arns=(DAVE,),
+        approved_at=now,
+        version=pending.version + 1,
+    )
+    one = replace(one, approval_mac=Macs(stack.client("kms")).generate(APPROVAL_KEY, one.approval_message()))
+    stack.client("dynamodb").put_item(TableName=stack.settings.requests_table, Item=to_item(one))
+    outcome = handler("grant_access")(stack.event(one.to_access_approved()), CONTEXT)
+    assert denial_codes(outcome) == ["approval_insufficient"]
+    assert "level 1 (leads)" in outcome["denials"][0]["message"]
+
+
+# ---------------------------------------------------------------------------------------- (d) re-tagging
+@pytest.mark.parametrize(
+    ("tags", "code"),
+    [({"Environment": "dev"}, "rule_changed"), ({"SessionGate": "deny"}, "instance_excluded")],
+)
+def test_retagging_between_approval_and_grant_is_refused_at_grant(
+    native: Stack, tags: dict[str, str], code: str
+) -> None:
+    stack = native
+    request_id = create(stack, tags=PROD, duration_minutes=20)
+    approved_to_the_end(stack, request_id)
+    record = store(stack).get(request_id)
+    assert record is not None
+    assert dict(record.instance_tags) == PROD  # the snapshot the rule was chosen from
+    stack.client("ec2").create_tags(
+        Resources=[record.instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+    )
+    [outcome] = grant_from_bus(stack)
+    assert code in denial_codes(outcome)
+    assert stack.tags("user", "alice") == {}
+
+
+def test_a_deny_tag_refuses_the_request_and_its_approval(native: Stack) -> None:
+    stack = native
+    denied = stack.instance(tags={**PROD, "SessionGate": "deny"})
+    status, out = call("POST /requests", ALICE, body={"instance_id": denied, "reason": "r"})
+    assert (status, out["error"]) == (403, "instance_excluded")
+
+    request_id = create(stack, tags=PROD, duration_minutes=20)
+    record = store(stack).get(request_id)
+    assert record is not None
+    stack.client("ec2").create_tags(
+        Resources=[record.instance_id], Tags=[{"Key": "SessionGate", "Value": "deny"}]
+    )
+    status, out = approve(request_id, BOB)
+    assert (status, out["error"]) == (403, "instance_excluded")
+    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "PENDING"
+
+
+def test_a_change_back_to_an_earlier_policy_is_notified_by_the_sweep(native: Stack) -> None:
+    """Another container recorded policy B meanwhile; this one, which recorded A, sees A again."""
+    from sessiongate.approval_policy import ApprovalPolicy, VerifiedPolicy, policy_digest
+
+    stack = native
+    other = json.loads(json.dumps(POLICY))
+    other["rules"][0]["max_duration_minutes"] = 20
+    b = VerifiedPolicy(ApprovalPolicy.parse(other), policy_digest(other), "elsewhere", 3)
+    assert store(stack).record_policy(b, now=stack.clock.now())
+    assert sweep(stack) == ["PolicyChanged"]
+    assert sweep(stack) == []
