@@ -920,6 +920,8 @@ class Runner:
                 "denials",
                 "problem",
                 "repairs",
+                "digest",
+                "source",
             ):
                 if message.get(key) not in (None, "", []):
                     event[key] = message[key]
@@ -1013,6 +1015,8 @@ def _describe(event: dict[str, Any], instances: dict[str, str]) -> str:
     if kind == "ReconcilerRepaired":
         done = {k: len(v) for k, v in event.get("repairs", {}).items() if v}
         return "RECONCILER repaired " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in done.items())
+    if kind == "PolicyChanged":
+        return f"POLICY in effect: {str(event.get('digest', '?'))[:12]} from {event.get('source', '?')}"
     if event.get("problem"):
         return f"{kind}: {event['problem']}"
     return f"{kind} {principal or '?'} -> {instance or '?'}"  # the request API's lifecycle

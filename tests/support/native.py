@@ -21,6 +21,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from sandbox.apigw import api_event
+from sessiongate.identity import PrincipalType
+from sessiongate.native import Request, RequestStatus
 from sessiongate_cli.client import Response
 from tests.support.stack import ACCOUNT, REGION, Stack
 from tests.support.template import resource
@@ -169,3 +171,23 @@ def member_session(stack: Stack, account: str = MEMBER) -> Any:
         aws_session_token=creds["SessionToken"],
         region_name=REGION,
     )
+
+
+def make_request(**changes: Any) -> Request:
+    """A request record for pure tests: alice's PENDING 10-minute request under rule "prod"."""
+    base = Request(
+        request_id="0123456789abcdef0123456789abcdef",
+        status=RequestStatus.PENDING,
+        account=ACCOUNT,
+        instance_id="i-0a1b2c3d4e5f60718",
+        principal_type=PrincipalType.USER,
+        principal_name="alice",
+        principal_arn=ALICE,
+        requester_arn=ALICE,
+        duration_minutes=10,
+        reason="x",
+        created_at="2026-11-24T09:00:00Z",
+        pending_expires_at="2026-11-24T10:00:00Z",
+        rule="prod",
+    )
+    return Request(**{**base.__dict__, **changes})

@@ -26,7 +26,7 @@ from sessiongate.native import (
     same_caller,
 )
 from sessiongate.notifications import render
-from tests.support.native import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY
+from tests.support.native import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY, make_request
 from tests.support.stack import ACCOUNT
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -34,22 +34,7 @@ RID = "0123456789abcdef0123456789abcdef"
 
 
 def request(**changes: Any) -> Request:
-    base = Request(
-        request_id=RID,
-        status=RequestStatus.PENDING,
-        account=ACCOUNT,
-        instance_id="i-0a1b2c3d4e5f60718",
-        principal_type=PrincipalType.USER,
-        principal_name="alice",
-        principal_arn=ALICE,
-        requester_arn=ALICE,
-        duration_minutes=10,
-        reason="x",
-        created_at="2026-11-24T09:00:00Z",
-        pending_expires_at="2026-11-24T10:00:00Z",
-        rule="prod",
-    )
-    return Request(**{**base.__dict__, **changes})
+    return make_request(request_id=RID, **changes)
 
 
 def policy() -> ap.ApprovalPolicy:

@@ -14,24 +14,12 @@ from botocore.stub import Stubber
 from sessiongate import approval_policy as ap
 from sessiongate.adapters.kms import ALGORITHM, Macs, MacUnavailable
 from sessiongate.identity import PrincipalType
-from sessiongate.native import Approval, Request, RequestStatus
-from tests.support.native import ALICE, BOB, CAROL, DAVE, POLICY, SECURITY
+from sessiongate.native import Approval, RequestStatus
+from tests.support.native import BOB, CAROL, DAVE, POLICY, SECURITY, make_request
 from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER
 
-APPROVED = Request(
-    request_id="0123456789abcdef0123456789abcdef",
+APPROVED = make_request(
     status=RequestStatus.APPROVED,
-    account=ACCOUNT,
-    instance_id="i-0a1b2c3d4e5f60718",
-    principal_type=PrincipalType.USER,
-    principal_name="alice",
-    principal_arn=ALICE,
-    requester_arn=ALICE,
-    duration_minutes=10,
-    reason="x",
-    created_at="2026-11-24T09:00:00Z",
-    pending_expires_at="2026-11-24T10:00:00Z",
-    rule="prod",
     approvals=(
         Approval(BOB, 0, "2026-11-24T09:01:00Z"),
         Approval(CAROL, 0, "2026-11-24T09:02:00Z"),

@@ -15,7 +15,8 @@ from sessiongate import approval_policy as ap
 from sessiongate.guardrails import check_approval
 from sessiongate.identity import PrincipalType
 from sessiongate.model import AccessApproved, Origin
-from sessiongate.native import ApiError, Request, RequestStatus
+from sessiongate.native import ApiError, Request
+from tests.support.native import make_request
 
 ENGINE = "111111111111"
 MEMBER = "222222222222"
@@ -40,19 +41,12 @@ def access(account: str, kind: str, name: str, requester: str, approver: str) ->
 
 
 def pending(account: str, kind: str, name: str, requester: str) -> Request:
-    return Request(
-        request_id="0123456789abcdef0123456789abcdef",
-        status=RequestStatus.PENDING,
+    return make_request(
         account=account,
-        instance_id="i-0a1b2c3d4e5f60718",
         principal_type=PrincipalType(kind),
         principal_name=name,
         principal_arn=f"arn:aws:iam::{account}:{kind}/{name}",
         requester_arn=requester,
-        duration_minutes=10,
-        reason="x",
-        created_at="2026-11-24T09:00:00Z",
-        pending_expires_at="2026-11-24T10:00:00Z",
         rule="r",
     )
 
