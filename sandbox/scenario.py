@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ import yaml
 from botocore.exceptions import ClientError
 
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.requests import sign_and_put
+from sessiongate.adapters.requests import RequestStore, sign_and_put, to_item
 from sessiongate.approval_policy import PolicyError
 from sessiongate.clock import to_iso
+from sessiongate.model import ACCESS_APPROVED, EVENT_SOURCE
+from sessiongate.native import Approval, RequestStatus
 from sessiongate.slots import INSTANCE_KEY, USER_KEY
 from sessiongate.slots import instance_key as slot_key
 
@@ -68,6 +70,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "reject": frozenset({"request", "by", "comment", "expect_error"}),
     "advance": None,
     "tamper": frozenset({"principal", "tags"}),
+    "insider": frozenset({"by", "action", "request", "approvers", "instance", "tags", "policy"}),
     "fault": frozenset({"operation", "code", "times"}),
     "drop_schedule": frozenset({"request"}),
     "redeliver": frozenset({"request", "what"}),
@@ -337,17 +340,18 @@ class Runner:
         if "approval_policy" in self.scenario:
             self._set_approval_policy(self.scenario["approval_policy"])
 
+    def _arns(self, value: object) -> object:
+        """A policy document with principal names replaced by their ARNs."""
+        if isinstance(value, dict):
+            return {k: self._arns(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._arns(v) for v in value]
+        if isinstance(value, str) and value in self.principals:
+            return self.principals[value]["arn"]
+        return value
+
     def _set_approval_policy(self, policy: object) -> None:
         """The native API's approval policy (the SSM parameter); principal names stand for their ARNs."""
-
-        def arns(value: object) -> object:
-            if isinstance(value, dict):
-                return {k: arns(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [arns(v) for v in value]
-            if isinstance(value, str) and value in self.principals:
-                return self.principals[value]["arn"]
-            return value
 
         if not isinstance(policy, dict):
             raise ScenarioError("approval_policy must be a mapping (the policy document, see the README)")
@@ -356,7 +360,7 @@ class Runner:
         # Signed as a deployer signs it (sessiongate policy sign --put), with the stack's policy key.
         try:
             sign_and_put(
-                arns(policy),
+                self._arns(policy),
                 Macs(self.world.client("kms")),
                 variables["SESSIONGATE_APPROVAL_POLICY_KEY"],
                 self.world.client("ssm"),
@@ -501,6 +505,76 @@ class Runner:
         else:
             iam.tag_role(RoleName=principal.get("role", name), Tags=tags)
         self._say(name, f"tags set by hand: {', '.join(t['Key'] for t in tags)}")
+
+    def _insider(self, index: int, spec: dict[str, Any]) -> None:
+        """An account insider who is not a deployer, with AWS admin rights on a service (never IAM),
+        tries to get around the approval (issue 13). The sandbox does not evaluate resource policies on
+        data calls, so a write the table policy would refuse goes through here: what follows shows the
+        next line of defence holding.
+
+        - ``forge_approval``: ``dynamodb:PutItem`` of ``request`` as APPROVED by ``approvers``, then
+          ``lambda:InvokeFunction`` of the grant function with the matching event;
+        - ``retag_instance``: ``ec2:CreateTags`` on ``instance`` (e.g. prod re-tagged dev);
+        - ``write_policy``: ``ssm:PutParameter`` of the approval policy parameter, unsigned.
+        """
+        by = self._need(spec, "by", index)
+        action = self._need(spec, "action", index)
+        if action == "forge_approval":
+            self._forge_approval(index, spec, by)
+        elif action == "retag_instance":
+            name = self._need(spec, "instance", index)
+            tags = {str(k): str(v) for k, v in (spec.get("tags") or {}).items()}
+            self.world.client("ec2").create_tags(
+                Resources=[self._instance(name, index)],
+                Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+            )
+            self._say(by, f"re-tags {name} by hand: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
+        elif action == "write_policy":
+            variables = self.world.stack.resources["RequestApiFunction"].properties["Environment"][
+                "Variables"
+            ]
+            name = variables.get("SESSIONGATE_APPROVAL_POLICY_PARAMETER")
+            if not name:
+                raise ScenarioError(f"step {index}: write_policy needs the scenario's approval_policy")
+            document = json.dumps(self._arns(self._need(spec, "policy", index)))
+            self.world.client("ssm").put_parameter(Name=name, Value=document, Type="String", Overwrite=True)
+            self._say(by, f"writes the approval policy parameter {name} by hand")
+        else:
+            raise ScenarioError(
+                f"step {index}: insider action must be forge_approval, retag_instance or write_policy"
+            )
+
+    def _forge_approval(self, index: int, spec: dict[str, Any], by: str) -> None:
+        request = self._request_of(spec, index)
+        if "api_id" not in request:
+            raise ScenarioError(f"step {index}: forge_approval needs a request made with via: api")
+        approvers = [self._principal(str(a), index)["arn"] for a in spec.get("approvers") or []]
+        if not approvers:
+            raise ScenarioError(f"step {index}: forge_approval needs approvers")
+        table = self.world.stack.resources["RequestsTable"].physical_id
+        store = RequestStore(self.world.client("dynamodb"), table)
+        record = store.get(request["api_id"])
+        if record is None:
+            raise ScenarioError(f"step {index}: request [{spec['request']}] is not in the table")
+        now = to_iso(self.world.clock.now())
+        forged = replace(
+            record,
+            status=RequestStatus.APPROVED,
+            approvals=tuple(Approval(arn, 0, now) for arn in approvers),
+            approver_arns=tuple(approvers),
+            approved_at=now,
+            version=record.version + 1,
+        )
+        self.world.client("dynamodb").put_item(TableName=table, Item=to_item(forged))
+        self._say(by, f"writes [{spec['request']}] as APPROVED by {', '.join(map(str, spec['approvers']))}")
+        event = {
+            "source": EVENT_SOURCE,
+            "detail-type": ACCESS_APPROVED,
+            "detail": forged.to_access_approved().to_detail(),
+        }
+        self.world.invoke(self.world.function_arn("GrantAccessFunction"), event, trigger="insider")
+        self.world.settle()
+        self._say(by, "invokes the grant function directly")
 
     def _fault(self, index: int, spec: dict[str, Any]) -> None:
         """Make the next ``times`` attempts of an AWS operation fail with ``code`` (botocore retries)."""

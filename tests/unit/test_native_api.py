@@ -718,8 +718,8 @@ def test_a_revocation_after_the_grants_check_is_honoured(
     answers: list[tuple[int, dict[str, Any]]] = []
     verify = NativeVerifier.verify
 
-    def verify_then_revoke(self: NativeVerifier, request: Any) -> Any:
-        denials = verify(self, request)
+    def verify_then_revoke(self: NativeVerifier, request: Any, *more: Any) -> Any:
+        denials = verify(self, request, *more)
         answers.append(call("POST /requests/{id}/revoke", ALICE, request_id=request_id))
         return denials
 
