@@ -219,9 +219,7 @@ def cmd_doctor(ctx: Context) -> Any:
             "no AWS credentials found: configure a profile (--profile) or sign in (aws sso login)",
             "no_credentials",
         )
-    region = ctx.args.region or session.region_name
-    if not region:
-        raise CliError("no AWS region: pass --region", "no_region", status=2)
+    region = ctx.aws_region()
     try:
         checks = doctor.run(session, ctx.args.stack_name, region)
     except doctor.StackNotFound as exc:
@@ -250,7 +248,8 @@ def cmd_policy(ctx: Context) -> Any:
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read the policy {a.file}: {exc}", "invalid_policy") from None
     session = ctx.boto_session()
-    ssm = session.client("ssm", region_name=a.region)
+    region = ctx.aws_region()
+    ssm = session.client("ssm", region_name=region)
     # The signature binds the parameter and the version this write will get (so a replay, which is a
     # later version, does not verify): without --put, --parameter and --version say which.
     parameter = a.put or a.parameter
@@ -260,7 +259,7 @@ def cmd_policy(ctx: Context) -> Any:
         version = a.version or next_version(ssm, parameter)
         signed = sign_policy(
             document,
-            Macs(session.client("kms", region_name=a.region)),
+            Macs(session.client("kms", region_name=region)),
             a.key_id,
             parameter=parameter,
             version=version,

@@ -91,6 +91,36 @@ def test_ssm_record_that_is_not_an_approved_change_request_is_denied(
     assert record.status is GrantStatus.DENIED
 
 
+def test_a_change_calendar_override_decides_nothing_until_it_is_approved(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
+    """Approved, but the change calendar is closed: SSM shows PendingChangeCalendarOverride. No DENIED
+    record (it would make the grant of the later override a duplicate); the later status event grants."""
+    execution = stack.ssm.executions[SAMPLE_EXECUTION_ID]
+    execution["AutomationExecutionStatus"] = "PendingChangeCalendarOverride"
+    engine = stack.engine()
+    assert engine.on_change_request(approved_event).result == "ignored"
+    assert engine.ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+    assert stack.bus_events() == []
+
+    execution["AutomationExecutionStatus"] = "RunbookInProgress"
+    approved_event["detail"]["ops-item-status"] = "RunbookInProgress"
+    assert engine.on_change_request(approved_event).result == "emitted"
+    assert len(stack.bus_events()) == 1
+
+
+def test_an_in_progress_event_after_a_rejection_records_nothing(
+    stack: Stack, approved_event: dict[str, Any]
+) -> None:
+    """Events come in any order: InProgress does not claim an approval, so a rejected request is no
+    denial to record and notify (Change Manager tells of the rejection itself)."""
+    stack.ssm.executions[SAMPLE_EXECUTION_ID]["AutomationExecutionStatus"] = "Rejected"
+    approved_event["detail"]["ops-item-status"] = "InProgress"
+    assert stack.engine().on_change_request(approved_event).result == "ignored"
+    assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+    assert stack.notifications() == []
+
+
 def test_automation_that_is_not_a_change_request_is_rejected(
     stack: Stack, approved_event: dict[str, Any]
 ) -> None:

@@ -54,6 +54,22 @@ APPROVED_STATES = frozenset(
 # repeated or missing Approved event still grants exactly once.
 ROUTED_STATUSES = ("Approved", "Scheduled", "RunbookInProgress", "InProgress")
 APPROVAL_IMPLIED = frozenset({"Approved", "Scheduled", "RunbookInProgress"})
+# Change request statuses after which no approval can come any more (botocore's
+# AutomationExecutionStatus enum). Any other status that is not approved (PendingApproval, or
+# PendingChangeCalendarOverride: approved, but the change calendar is closed until someone approves an
+# override) may still become approved: it decides nothing yet.
+FINAL_STATES = frozenset(
+    {
+        "Rejected",
+        "Cancelled",
+        "Cancelling",
+        "Failed",
+        "TimedOut",
+        "ChangeCalendarOverrideRejected",
+        "CompletedWithFailure",
+        "Exited",
+    }
+)
 # SSM records of a change request still waiting for its approvals (AutomationExecutionStatus, StepStatus).
 AWAITING_STATES = frozenset({"PendingApproval"})
 AWAITING_STEP_STATES = frozenset({"Pending", "InProgress", "Waiting"})
@@ -123,6 +139,16 @@ def awaiting_approval(execution: Mapping[str, Any]) -> bool:
         and (s.get("Outputs") or {}).get("ApprovalStatus") != ["Rejected"]
         for s in steps
     )
+
+
+def undecided(ref: ChangeRequestRef, execution: Mapping[str, Any]) -> bool:
+    """Nothing to grant or deny yet: SSM does not show the request approved, and either it may still
+    be (a pending change calendar override, say) or this event does not claim it was (InProgress
+    after a rejection, events arriving in any order). A later status event decides."""
+    status = execution.get("AutomationExecutionStatus")
+    if status in APPROVED_STATES:
+        return False
+    return status not in FINAL_STATES or ref.status not in APPROVAL_IMPLIED
 
 
 def interpret(

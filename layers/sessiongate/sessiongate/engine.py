@@ -34,6 +34,7 @@ from .changerequest import (
     ChangeRequestRef,
     awaiting_approval,
     interpret,
+    undecided,
 )
 from .clock import Clock, parse_iso, to_iso
 from .errors import InvalidInput, TransientError
@@ -575,6 +576,11 @@ class Engine:
                 "ChangeRequest",
                 InvalidInput(f"no single change request found for {ref.ops_item_id}", field="ops-item-id"),
             )
+        if undecided(ref, execution):
+            # A DENIED record now would make the grant of a later approval a "duplicate".
+            status = execution.get("AutomationExecutionStatus")
+            log.info("change request not approved (yet): nothing to do", extra={"ssm_status": status})
+            return Outcome("ignored", None, {"why": f"change request status is {status}"})
         now = self.clock.now()
         result = interpret(ref, execution, self.settings, account=self.settings.account_id, now=now)
         if isinstance(result, list):
