@@ -468,6 +468,30 @@ def test_guard_denies_changing_or_passing_sessiongate_roles(
     assert checker.authorized("role", name, "iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/app/x")
 
 
+@pytest.mark.parametrize(
+    "function",
+    ["RequestApiFunction", "GrantAccessFunction", "RevokeAccessFunction", "ReconcileGrantsFunction"],
+)
+def test_guard_denies_invoking_sessiongate_functions(
+    iam: tuple[World, SessionChecker], function: str
+) -> None:
+    """A direct invocation hands a function any event: the request API would believe the caller named
+    in a hand-made API Gateway event and sign an approval in that person's name."""
+    world, checker = iam
+    name = f"guarded-invoke-{function}"
+    _admin(world, name)
+    arn = world.stack.resources[function].arn
+    assert checker.authorized("role", name, "lambda:InvokeFunction", arn)  # an admin without the guard
+    world.client("iam").attach_role_policy(
+        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+    )
+    for action in ("lambda:InvokeFunction", "lambda:InvokeAsync"):
+        assert not checker.authorized("role", name, action, arn), action
+        assert not checker.authorized("role", name, action, f"{arn}:$LATEST"), action
+    other = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:app"
+    assert checker.authorized("role", name, "lambda:InvokeFunction", other)
+
+
 def _table(world: World, logical_id: str) -> tuple[str, dict[str, Any]]:
     table = world.stack.resources[logical_id]
     return table.arn, table.properties["ResourcePolicy"]["PolicyDocument"]
@@ -566,6 +590,8 @@ def _scp_allows(scp: dict[str, Any], who: str, action: str, resource: str, conte
 
 
 ENGINE = "111111111111"
+# The schedule group is sessiongate-<the UUID part of the stack id> (template.yaml, ScheduleGroup).
+STACK_UUID = "0a1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d"
 FUNCTION = f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-grant-access"
 PROTECTED = [
     ("lambda:UpdateFunctionCode", FUNCTION, {}),
@@ -593,7 +619,7 @@ PROTECTED = [
     ("events:PutEvents", f"arn:aws:events:{REGION}:{ENGINE}:event-bus/sessiongate-bus", {}),
     (
         "scheduler:DeleteSchedule",
-        f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate/sg-revoke-cm-1",
+        f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate-{STACK_UUID}/sg-revoke-cm-1",
         {},
     ),
     ("cloudwatch:DisableAlarmActions", f"arn:aws:cloudwatch:{REGION}:{ENGINE}:alarm:sessiongate-Recon-A", {}),
@@ -628,13 +654,65 @@ def test_scp_sample_lets_the_engine_run() -> None:
     for action, resource in (
         ("iam:PassRole", f"arn:aws:iam::{ENGINE}:role/sessiongate/sessiongate-SchedulerRole-A"),
         ("dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{ENGINE}:table/sessiongate-GrantsTable-ABC"),
-        ("scheduler:CreateSchedule", f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate/sg-revoke-1"),
-        ("scheduler:DeleteSchedule", f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate/sg-revoke-1"),
+        ("scheduler:CreateSchedule", f"{SCHEDULES}/sg-revoke-1"),
+        ("scheduler:DeleteSchedule", f"{SCHEDULES}/sg-revoke-1"),
         ("events:PutEvents", f"arn:aws:events:{REGION}:{ENGINE}:event-bus/sessiongate-bus"),
     ):
         assert _scp_allows(scp, engine, action, resource, {}), action
     # ... but the engine does not change code.
     assert not _scp_allows(scp, engine, "lambda:UpdateFunctionCode", FUNCTION, {})
+    # The Change Manager adapter emits approvals, records denials and defers starts.
+    [adapter] = [
+        arn for arn in scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] if "adapter" in arn
+    ]
+    for action, resource in (
+        ("events:PutEvents", f"arn:aws:events:{REGION}:{ENGINE}:event-bus/sessiongate-bus"),
+        ("dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{ENGINE}:table/sessiongate-GrantsTable-ABC"),
+        ("scheduler:CreateSchedule", f"{SCHEDULES}/sg-start-cm-1"),
+        ("iam:PassRole", f"arn:aws:iam::{ENGINE}:role/sessiongate/sessiongate-SchedulerRole-A"),
+    ):
+        assert _scp_allows(scp, adapter, action, resource, {}), action
+
+
+SCHEDULES = f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate-{STACK_UUID}"
+FRONT_DOORS = [
+    ("lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-request-api"),
+    ("lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-grant-access:$LATEST"),
+    ("ssm:UpdateDocument", f"arn:aws:ssm:{REGION}:{ENGINE}:document/AllowSsmSessionStartTemplate"),
+    ("ssm:UpdateDocumentMetadata", f"arn:aws:ssm:{REGION}:{ENGINE}:document/AllowSsmSessionStartTemplate"),
+    (
+        "ssm:UpdateDocumentDefaultVersion",
+        f"arn:aws:ssm:{REGION}:{ENGINE}:document/AllowSsmSessionStartRunbook",
+    ),
+    ("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
+    ("ssm:DeleteParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
+]
+
+
+@pytest.mark.parametrize(("action", "resource"), FRONT_DOORS)
+def test_scp_sample_protects_the_front_doors(action: str, resource: str) -> None:
+    """Nobody but the deployers invokes SessionGate's functions directly (a hand-made event would name
+    any caller), rewrites the change template's approvers or writes the approval policy parameter."""
+    scp = _scp("scp-protect-front-doors.json")
+    admin = f"arn:aws:iam::{ENGINE}:role/Admin"
+    deployer = f"arn:aws:iam::{ENGINE}:role/EDIT-sessiongate-deployer"
+    assert not _scp_allows(scp, admin, action, resource, {})
+    assert _scp_allows(scp, deployer, action, resource, {})
+    elsewhere = re.sub(r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter", "app", resource)
+    assert _scp_allows(scp, admin, action, elsewhere, {})
+
+
+def test_scp_sample_lets_scheduler_invoke_the_engine() -> None:
+    scp = _scp("scp-protect-front-doors.json")
+    [scheduler] = [
+        arn
+        for s in scp["Statement"]
+        for arn in s["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+        if "scheduler" in arn
+    ]
+    revoke = f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-revoke-access"
+    assert _scp_allows(scp, scheduler, "lambda:InvokeFunction", revoke, {})
+    assert not _scp_allows(scp, scheduler, "ssm:PutParameter", FRONT_DOORS[-1][1], {})
 
 
 @pytest.mark.parametrize("key", ["SessionGate", "sessiongate", "EDIT-InstanceRequiredTag-key"])

@@ -7,6 +7,7 @@ moto; identities come from ``requestContext.authorizer.iam.userArn`` only.
 from __future__ import annotations
 
 import base64
+import copy
 import importlib
 import json
 from collections.abc import Iterator
@@ -1192,3 +1193,15 @@ def test_a_missing_member_role_is_a_clear_503(deployed: Stack, member: Any) -> N
     )
     assert (status, out["error"]) == (503, "member_role_unavailable")
     assert MEMBER in out["message"]
+
+
+def test_an_extension_is_refused_to_whom_the_rule_no_longer_lets_request(deployed: Stack) -> None:
+    """The rule's requesters are checked again when extending (the policy or the instance's tags may
+    have changed since the first request), as when requesting."""
+    stack = deployed
+    request_id = active(stack)
+    narrowed = copy.deepcopy(POLICY)
+    narrowed["rules"][1]["requesters"] = [DAVE]
+    set_policy(stack, narrowed)
+    status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
+    assert (status, out["error"]) == (403, "not_a_requester")

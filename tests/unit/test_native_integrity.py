@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -243,3 +244,25 @@ def test_a_change_back_to_an_earlier_policy_is_notified_by_the_sweep(native: Sta
     assert store(stack).record_policy(b, now=stack.clock.now())
     assert sweep(stack) == ["PolicyChanged"]
     assert sweep(stack) == []
+
+
+# ----------------------------------------------------------------------------- approval time is the record's
+def test_a_direct_invocation_cannot_revive_a_stale_approval(native: Stack) -> None:
+    """A signed approval never granted (its hand-over lost) goes stale after ApprovalStartWindowMinutes.
+    A hand-made AccessApproved event that claims a fresh approval time must not revive it: the time is
+    the record's (approval_stale then applies), never the event's."""
+    stack = native
+    request_id = create(stack, tags=PROD)
+    approved_to_the_end(stack, request_id)
+    [handed_over] = stack.bus_events()  # ... and lost: never delivered to the grant function
+    record = store(stack).get(request_id)
+    assert record is not None
+    assert record.approval_mac
+    stack.clock.advance(timedelta(minutes=stack.settings.approval_start_window_minutes + 5))
+
+    detail = dict(handed_over["detail"])
+    detail["not_before"] = detail["approved_at"] = stack.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    outcome = handler("grant_access")({**handed_over, "detail": detail}, CONTEXT)
+    assert denial_codes(outcome) == ["origin_mismatch"]
+    assert "approved_at" in outcome["denials"][0]["message"]
+    assert stack.tags("user", "alice") == {}

@@ -235,7 +235,21 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         ("events.amazonaws.com", "RemoveTargets", {"rule": reconciler_rule, "ids": ["x"]}),
         ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "sg-revoke-cm-1", "groupName": group}),
         ("monitoring.amazonaws.com", "DisableAlarmActions", {"alarmNames": ["sessiongate-ReconcilerNot-A"]}),
-        ("sns.amazonaws.com", "Unsubscribe", {"topicArn": stack.resources["AlarmTopic"].arn}),
+        # Unsubscribe and SetSubscriptionAttributes name the subscription (<topic ARN>:<id>), not the topic.
+        (
+            "sns.amazonaws.com",
+            "Unsubscribe",
+            {"subscriptionArn": stack.resources["AlarmTopic"].arn + ":1a2b"},
+        ),
+        (
+            "sns.amazonaws.com",
+            "SetSubscriptionAttributes",
+            {"subscriptionArn": stack.resources["AlarmTopic"].arn + ":1a2b", "attributeName": "FilterPolicy"},
+        ),
+        ("sns.amazonaws.com", "SetTopicAttributes", {"topicArn": stack.resources["AlarmTopic"].arn}),
+        # The change template's approvers (an SSM admin could rewrite them).
+        ("ssm.amazonaws.com", "UpdateDocument", {"name": "AllowSsmSessionStartTemplate"}),
+        ("ssm.amazonaws.com", "UpdateDocumentMetadata", {"name": "AllowSsmSessionStartTemplate"}),
         ("kms.amazonaws.com", "DisableKey", {"keyId": stack.resources["AlarmTopicKey"].arn}),
         ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": stack.resources["AlarmTopicKey"].physical_id}),
     ]
@@ -352,7 +366,9 @@ def test_code_signing_enforced_on_every_function_when_configured() -> None:
 
 
 # ---------------------------------------------------------------- SCP samples
-@pytest.mark.parametrize("name", ["scp-deny-slot-tags.json", "scp-protect-sessiongate.json"])
+@pytest.mark.parametrize(
+    "name", ["scp-deny-slot-tags.json", "scp-protect-sessiongate.json", "scp-protect-front-doors.json"]
+)
 def test_scp_samples_fit_the_scp_size_limit(name: str) -> None:
     """An SCP is at most 5,120 characters (AWS Organizations quotas); the samples leave room to edit."""
     document = json.loads((cfn.ROOT / "docs" / name).read_text())

@@ -311,7 +311,9 @@ def _without_exemptions(doc: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 def test_member_guard_is_the_engine_guard() -> None:
     """Same statements; each exempts its own account's SessionGate roles (exact ARNs)."""
     member = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
-    engine = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]
+    engine = dict(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
+    # A member account runs no SessionGate function: nothing to keep from being invoked there.
+    engine["Statement"] = [s for s in engine["Statement"] if s["Sid"] != "DenyInvokingSessionGateFunctions"]
     assert _without_exemptions(member) == _without_exemptions(engine)
     for s in member["Statement"]:
         if "ArnNotEquals" in s.get("Condition", {}):
@@ -404,8 +406,39 @@ def test_every_dead_letter_queue_has_an_alarm_to_the_alarm_topic() -> None:
     assert queues <= alarmed, queues - alarmed
 
 
+def _key_statements(logical_id: str, *, deployers: bool) -> list[dict[str, Any]]:
+    """A key policy's statements with the HasDeployers branches taken."""
+    out = []
+    for statement in resource(logical_id)["Properties"]["KeyPolicy"]["Statement"]:
+        if "Fn::If" in statement:
+            condition, when_true, when_false = statement["Fn::If"]
+            assert condition == "HasDeployers"
+            statement = when_true if deployers else when_false
+            if statement == {"Ref": "AWS::NoValue"}:
+                continue
+        out.append(statement)
+    return out
+
+
+ROOT = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+
+
+@pytest.mark.parametrize("key", ["AlarmTopicKey", "NotificationTopicKey"])
+def test_with_deployers_only_they_administer_the_topic_keys(key: str) -> None:
+    """A KMS admin through IAM could disable the alarm topic's key and silence every alarm: with
+    DeployerArns the account (IAM) may only use the key, and the deployers administer it."""
+    with_deployers = _key_statements(key, deployers=True)
+    [admin] = [s for s in with_deployers if s["Action"] == "kms:*"]
+    assert admin["Principal"] == {"AWS": {"Ref": "DeployerArns"}}
+    [account] = [s for s in with_deployers if s["Principal"] == ROOT]
+    assert account["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"]
+    # Without DeployerArns the account administers the key, as before (weaker; doctor warns).
+    [admin] = [s for s in _key_statements(key, deployers=False) if s["Principal"] == ROOT]
+    assert admin["Action"] == "kms:*"
+
+
 def test_alarm_topic_key_lets_cloudwatch_publish() -> None:
-    statements = resource("AlarmTopicKey")["Properties"]["KeyPolicy"]["Statement"]
+    statements = _key_statements("AlarmTopicKey", deployers=True)
     cloudwatch = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
     assert cloudwatch
     assert cloudwatch[0]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
@@ -465,12 +498,8 @@ def test_notification_topic_has_a_customer_managed_key_change_manager_may_use() 
     assert resource("NotificationTopic")["Properties"]["KmsMasterKeyId"] == {"Ref": "NotificationTopicKey"}
     key = resource("NotificationTopicKey")["Properties"]
     assert key["EnableKeyRotation"] is True
-    statements = key["KeyPolicy"]["Statement"]
-    [admin] = [
-        s
-        for s in statements
-        if s["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
-    ]
+    statements = _key_statements("NotificationTopicKey", deployers=False)
+    [admin] = [s for s in statements if s["Principal"] == ROOT]
     assert admin["Action"] == "kms:*"
     [ssm] = [s for s in statements if s["Principal"] == {"Service": "ssm.amazonaws.com"}]
     assert ssm["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]

@@ -530,6 +530,9 @@ class NativeService:
             if root.extension_count >= MAX_EXTENSIONS:
                 raise conflict("too_many_extensions", f"at most {MAX_EXTENSIONS} extensions per request")
             rule, tags = self._rule_for(parent.instance_id, parent.account)
+            if not rule.may_request(caller.arn):
+                # The rule may have changed since the first request (policy or instance tags).
+                raise forbidden("not_a_requester", f"rule {rule.name!r} does not let you request access")
             duration = data.duration_minutes
             if data.default_duration:
                 duration = default_duration(rule, self.settings.default_validity_minutes, break_glass=False)
@@ -942,6 +945,11 @@ class NativeVerifier:
                 Denial("origin_not_approved", f"request {request_id} is {record.status.value}, not APPROVED")
             ]
         differing = disagreements(record, request)
+        # The approval's time decides whether it is stale (approval_stale) and when the access starts:
+        # it is the record's, never the event's (a hand-made event could revive an old approval).
+        approved_at = parse_iso(record.approved_at) if record.approved_at else None
+        if request.approved_at != approved_at or request.not_before != approved_at:
+            differing.append("approved_at")
         if differing:
             return [
                 Denial("origin_mismatch", f"the event disagrees with request {request_id} on {differing}")
