@@ -3,6 +3,7 @@
 Each test plays one attack of someone holding admin rights on SSM parameters, DynamoDB or Lambda (but
 not IAM, not SessionGate's KMS keys) through the real handlers, and checks it fails closed:
 (a) rewriting the approval policy parameter (break-glass on) -> every request refused, alarmed;
+(a') writing back an older signed policy at a deleted and re-created parameter -> refused likewise;
 (b) writing an APPROVED record and invoking the grant function -> denied (no approval MAC);
 (c) approvals of record that do not satisfy the rule -> denied at grant time;
 (d) re-tagging the instance between request and grant -> refused at approval and at grant.
@@ -245,7 +246,7 @@ def test_a_change_back_to_an_earlier_policy_is_notified_by_the_sweep(native: Sta
     assert sweep(stack) == []
 
 
-# ------------------------------------------------------------------------- (a') replay at a re-created parameter
+# ------------------------------------------------------------------- (a') replay, re-created parameter
 def recorded_serial(stack: Stack) -> int | None:
     return store(stack).policy_serial()
 
@@ -274,10 +275,15 @@ def test_an_older_signed_policy_written_back_after_junk_versions_is_refused(nati
     set_policy(stack, POLICY)
     status, pending = call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})
     assert status == 201
-    assert call("GET /requests/{id}", BOB, request_id=pending["request"]["request_id"])[0] == 200  # bob approves it
+    assert (
+        call("GET /requests/{id}", BOB, request_id=pending["request"]["request_id"])[0] == 200
+    )  # bob approves it
     current_serial = recorded_serial(stack)
     assert current_serial == json.loads(stack.ssm_parameter())["serial"]
-    assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["PolicyChanged", "AccessRequested"]
+    assert [n["attributes"]["event_type"] for n in stack.notifications()] == [
+        "PolicyChanged",
+        "AccessRequested",
+    ]
 
     # An SSM admin deletes the parameter, writes one junk version, then the envelope signed for
     # version 2: its name, version and MAC all verify, but it is older than the policy in effect.
@@ -287,7 +293,7 @@ def test_an_older_signed_policy_written_back_after_junk_versions_is_refused(nati
     assert (status, out["error"]) == (503, "policy_rejected")
     assert call("POST /requests", ALICE, body={"instance_id": instance, "reason": "r"})[0] == 503
     # Reads do not use it either (no rule: bob is nobody's approver now), and write nothing.
-    assert call("GET /requests/{id}", BOB, request_id=pending["request"]["request_id"])[0] == 403
+    assert call("GET /requests/{id}", BOB, request_id=pending)[0] == 403
     assert sweep(stack) == ["PolicyRejected"]
     assert recorded_serial(stack) == current_serial
     assert stack.bus_events() == []
