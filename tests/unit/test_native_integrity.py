@@ -273,17 +273,14 @@ def test_an_older_signed_policy_written_back_after_junk_versions_is_refused(nati
     assert sweep(stack) == ["PolicyChanged"]
     # Then they signed today's policy (version 3); the first write records it.
     set_policy(stack, POLICY)
-    status, pending = call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})
+    status, out = call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})
     assert status == 201
-    assert (
-        call("GET /requests/{id}", BOB, request_id=pending["request"]["request_id"])[0] == 200
-    )  # bob approves it
+    pending = out["request"]["request_id"]
+    assert call("GET /requests/{id}", BOB, request_id=pending)[0] == 200  # bob approves it
     current_serial = recorded_serial(stack)
     assert current_serial == json.loads(stack.ssm_parameter())["serial"]
-    assert [n["attributes"]["event_type"] for n in stack.notifications()] == [
-        "PolicyChanged",
-        "AccessRequested",
-    ]
+    notified = [n["attributes"]["event_type"] for n in stack.notifications()]
+    assert notified == ["PolicyChanged", "AccessRequested"]
 
     # An SSM admin deletes the parameter, writes one junk version, then the envelope signed for
     # version 2: its name, version and MAC all verify, but it is older than the policy in effect.
