@@ -42,15 +42,19 @@ parameter)::
 - Replays at a re-created parameter: SSM numbers versions from 1 again after a delete, so an SSM admin
   could delete the parameter, write junk versions up to N-1 and write back the envelope once signed
   for version N. The MAC therefore also binds ``serial``, which the signer chooses and which only
-  grows: the signer's clock in milliseconds since the epoch (:func:`new_serial`; KMS only accepts a
-  SigV4 request whose time stamp is within minutes of AWS's clock, so deployers' serials are ordered
-  like their signatures to within that). The request API records the highest serial it has accepted
-  in the ``policy#current`` item of the requests table (a write that only raises it; only the request
-  API role writes that table) and refuses, on every use of the policy, an envelope whose serial is
-  lower (:func:`check_serial`). A deployer recovers from a legitimate delete and re-create by signing
-  again: a fresh signature's serial is higher than any earlier one's. The serial needs no state on
-  the signer's side (deployers need no access to the requests table), and the SSM version binding
-  stays: it is what refuses an envelope written again over a newer one before the serial is recorded.
+  grows: the signer's clock in milliseconds since the epoch (:func:`new_serial`; "in most cases, a
+  request must reach AWS within five minutes of the time stamp in the request", AWS Signature Version
+  4 for API requests, IAM User Guide: a signer whose clock is far off cannot call GenerateMac at all).
+  The request API records the highest serial it has accepted in the ``policy#current`` item of the
+  requests table (a conditional write that only raises it; only the request API role writes that
+  table) and the request API and the grant function refuse, on every use of the policy, an envelope
+  whose serial is lower (:func:`check_serial`). A deployer recovers from a legitimate delete and
+  re-create by signing again: a fresh signature's serial is higher than any earlier one's. The serial
+  needs no state on the signer's side (deployers need no access to the requests table; a serial read
+  from the table would also repeat when two deployers sign before the API records either), and the
+  SSM version binding stays: it refuses an envelope written again over a newer one, at once. Left
+  open: an envelope signed after the newest recorded one (replaced before a write or the sweep
+  recorded its successor) verifies if written back; ``PolicyChanged`` reports it.
 - Nobody approves their own request, nor a request whose access they would receive
   (:func:`identity.may_be_same`, fail closed, whatever the accounts): sessions of one ordinary role
   may all be one person (whoever assumes a role names the session), an IAM Identity Center user is
