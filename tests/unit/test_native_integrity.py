@@ -326,3 +326,21 @@ def test_a_fresh_signature_after_a_re_create_is_accepted_and_the_older_one_is_no
     assert "serial" in outcome["denials"][0]["message"]
     assert call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})[0] == 503
     assert stack.tags("user", "alice") == {}
+
+
+def test_the_recorded_serial_only_goes_up(native: Stack) -> None:
+    """Another container's write path, with an older policy cached, cannot lower the recorded serial."""
+    from sessiongate.approval_policy import ApprovalPolicy, PolicyRejected, VerifiedPolicy, policy_digest
+
+    stack = native
+    highest = recorded_serial(stack)
+    assert highest is not None
+    name = stack.settings.approval_policy_parameter
+    older = VerifiedPolicy(ApprovalPolicy.parse(POLICY), policy_digest(POLICY), name, 1, serial=highest - 1)
+    with pytest.raises(PolicyRejected, match="serial"):
+        store(stack).record_policy(older, now=stack.clock.now())
+    # The same policy signed again later raises it, without a PolicyChanged (same document).
+    again = replace(older, serial=highest + 1)
+    assert not store(stack).record_policy(again, now=stack.clock.now())
+    assert recorded_serial(stack) == highest + 1
+    assert not store(stack).record_policy(again, now=stack.clock.now())
