@@ -251,7 +251,10 @@ def cmd_policy(ctx: Context) -> Any:
     region = ctx.aws_region()
     ssm = session.client("ssm", region_name=region)
     # The signature binds the parameter and the version this write will get (so a replay, which is a
-    # later version, does not verify): without --put, --parameter and --version say which.
+    # later version, does not verify): without --put, --parameter and --version say which. It also
+    # binds a serial, this machine's clock in milliseconds: the API refuses any envelope signed before
+    # the newest one it accepted (a replay at a deleted and re-created parameter), so signing again is
+    # all a deployer does after re-creating the parameter.
     parameter = a.put or a.parameter
     if not parameter:
         raise CliError("name the policy parameter: --put PARAMETER (or --parameter)", "no_parameter")
@@ -276,7 +279,14 @@ def cmd_policy(ctx: Context) -> Any:
         raise CliError(f"cannot write parameter {a.put}: {exc}", "put_failed") from None
     except PolicyError as exc:
         raise CliError(str(exc), "put_raced") from None
-    return {"policy": {"parameter": a.put, "version": version, "digest": policy_digest(document)}}
+    return {
+        "policy": {
+            "parameter": a.put,
+            "version": version,
+            "serial": signed.serial,
+            "digest": policy_digest(document),
+        }
+    }
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -327,7 +337,10 @@ def render(result: Any, fmt: str) -> str:
         return "\n".join(lines)
     if "policy" in result and "parameter" in result["policy"]:
         p = result["policy"]
-        return f"policy written to {p['parameter']} (version {p['version']}, sha256 {p['digest']})"
+        return (
+            f"policy written to {p['parameter']} (version {p['version']}, serial {p['serial']}, "
+            f"sha256 {p['digest']})"
+        )
     if "change_request" in result:
         return f"change request started: {result['change_request']['automation_execution_id']}"
     return json.dumps(result, sort_keys=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
@@ -18,7 +19,7 @@ from sandbox import fake_iam
 from sandbox.fake_ssm import FakeSsm
 from sessiongate.adapters.kms import Macs
 from sessiongate.adapters.requests import next_version, put_signed, sign_and_put
-from sessiongate.approval_policy import Envelope
+from sessiongate.approval_policy import Envelope, new_serial
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.engine import Engine
 from sessiongate.identity import PrincipalType
@@ -96,7 +97,8 @@ class Stack:
         as is, unvalidated (a policy the API cannot use although its signature is right)."""
         macs, ssm, name = Macs(_client("kms")), _client("ssm"), self.settings.approval_policy_parameter
         if isinstance(policy, str):
-            unsigned = Envelope(json.loads(policy), name, next_version(ssm, name), "", POLICY_KEY)
+            version = next_version(ssm, name)
+            unsigned = Envelope(json.loads(policy), name, version, "", POLICY_KEY, new_serial(time.time()))
             put_signed(ssm, replace(unsigned, mac=macs.generate(POLICY_KEY, unsigned.message())))
         else:
             sign_and_put(policy, macs, POLICY_KEY, ssm, name)

@@ -428,9 +428,12 @@ def test_policy_sign_validates_signs_and_puts_a_policy_the_api_accepts(
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(changed))
 
+    before = json.loads(stack.ssm_parameter())["serial"]
     code, out, err = deployer.run("policy", "sign", str(path), "--key-id", POLICY_KEY, "--put", name)
     assert (code, err) == (0, "")
-    assert out.startswith(f"policy written to {name} (version 2, sha256 ")
+    serial = json.loads(stack.ssm_parameter())["serial"]
+    assert serial > before  # signed later: the API refuses envelopes older than one it accepted
+    assert out.startswith(f"policy written to {name} (version 2, serial {serial}, sha256 ")
     stack.clock.advance(POLICY_CACHE)
     code, _, err = Cli(gateway, ALICE).run(
         "request", "--instance", stack.instance(), "--minutes", "10", "--reason", "r"

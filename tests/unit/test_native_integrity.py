@@ -3,6 +3,7 @@
 Each test plays one attack of someone holding admin rights on SSM parameters, DynamoDB or Lambda (but
 not IAM, not SessionGate's KMS keys) through the real handlers, and checks it fails closed:
 (a) rewriting the approval policy parameter (break-glass on) -> every request refused, alarmed;
+(a') writing back an older signed policy at a deleted and re-created parameter -> refused likewise;
 (b) writing an APPROVED record and invoking the grant function -> denied (no approval MAC);
 (c) approvals of record that do not satisfy the rule -> denied at grant time;
 (d) re-tagging the instance between request and grant -> refused at approval and at grant.
@@ -266,3 +267,103 @@ def test_a_direct_invocation_cannot_revive_a_stale_approval(native: Stack) -> No
     assert denial_codes(outcome) == ["origin_mismatch"]
     assert "approved_at" in outcome["denials"][0]["message"]
     assert stack.tags("user", "alice") == {}
+
+
+# ------------------------------------------------------------------- (a') replay, re-created parameter
+def recorded_serial(stack: Stack) -> int | None:
+    return store(stack).policy_serial()
+
+
+def recreate(stack: Stack, *values: str) -> None:
+    """What an SSM admin can do: delete the parameter (SSM numbers versions from 1 again), then write
+    ``values`` as its versions 1, 2, ..."""
+    stack.native_client("ssm").delete_parameter(Name=stack.settings.approval_policy_parameter)
+    for value in values:
+        stack.put_raw_policy(value)
+    stack.clock.advance(POLICY_CACHE)
+
+
+def test_an_older_signed_policy_written_back_after_junk_versions_is_refused(native: Stack) -> None:
+    stack = native
+    instance = stack.instance(tags=PROD)
+    # Once, the deployers signed a weaker policy (break-glass on, alice an approver): version 2.
+    weaker = json.loads(json.dumps(POLICY))
+    weaker["rules"][1]["break_glass"] = {"enabled": True, "max_duration_minutes": 60}
+    weaker["rules"][1]["levels"][0]["approvers"].append(ALICE)
+    set_policy(stack, weaker)
+    old = stack.ssm_parameter()
+    assert json.loads(old)["version"] == 2
+    assert sweep(stack) == ["PolicyChanged"]
+    # Then they signed today's policy (version 3); the first write records it.
+    set_policy(stack, POLICY)
+    status, out = call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})
+    assert status == 201
+    pending = out["request"]["request_id"]
+    assert call("GET /requests/{id}", BOB, request_id=pending)[0] == 200  # bob approves it
+    current_serial = recorded_serial(stack)
+    assert current_serial == json.loads(stack.ssm_parameter())["serial"]
+    notified = [n["attributes"]["event_type"] for n in stack.notifications()]
+    assert notified == ["PolicyChanged", "AccessRequested"]
+
+    # An SSM admin deletes the parameter, writes one junk version, then the envelope signed for
+    # version 2: its name, version and MAC all verify, but it is older than the policy in effect.
+    recreate(stack, "junk", old)
+    body = {"instance_id": instance, "reason": "x" * 30, "break_glass": True, "duration_minutes": 10}
+    status, out = call("POST /requests", ALICE, body=body)
+    assert (status, out["error"]) == (503, "policy_rejected")
+    assert call("POST /requests", ALICE, body={"instance_id": instance, "reason": "r"})[0] == 503
+    # Reads do not use it either (no rule: bob is nobody's approver now), and write nothing.
+    assert call("GET /requests/{id}", BOB, request_id=pending)[0] == 403
+    assert sweep(stack) == ["PolicyRejected"]
+    assert recorded_serial(stack) == current_serial
+    assert stack.bus_events() == []
+    assert stack.tags("user", "alice") == {}
+
+    # A deployer signs today's policy again (version 3 of the new parameter): accepted.
+    set_policy(stack, POLICY)
+    assert call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})[0] == 201
+
+
+def test_a_fresh_signature_after_a_re_create_is_accepted_and_the_older_one_is_not(native: Stack) -> None:
+    stack = native
+    first = stack.ssm_parameter()  # the fixture's policy, signed for version 1 and recorded
+    assert recorded_serial(stack) == json.loads(first)["serial"]
+    # The deployers delete and re-create the parameter: their new signature is for version 1 again,
+    # with a higher serial; it is accepted (the SSM version is lower than nothing recorded).
+    changed = json.loads(json.dumps(POLICY))
+    changed["rules"][0]["max_duration_minutes"] = 20
+    stack.native_client("ssm").delete_parameter(Name=stack.settings.approval_policy_parameter)
+    set_policy(stack, changed)
+    assert json.loads(stack.ssm_parameter())["version"] == 1
+    assert call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})[0] == 201
+    assert recorded_serial(stack) == json.loads(stack.ssm_parameter())["serial"]
+    assert json.loads(first)["serial"] < json.loads(stack.ssm_parameter())["serial"]
+
+    # The envelope signed for version 1 of the old parameter, written back at version 1 of a
+    # re-created one: refused on every use, including the grant-time re-check.
+    request_id = create(stack, tags=PROD, duration_minutes=20)
+    approved_to_the_end(stack, request_id)
+    recreate(stack, first)
+    [outcome] = grant_from_bus(stack)
+    assert denial_codes(outcome) == ["policy_rejected"]
+    assert "serial" in outcome["denials"][0]["message"]
+    assert call("POST /requests", ALICE, body={"instance_id": stack.instance(), "reason": "r"})[0] == 503
+    assert stack.tags("user", "alice") == {}
+
+
+def test_the_recorded_serial_only_goes_up(native: Stack) -> None:
+    """Another container's write path, with an older policy cached, cannot lower the recorded serial."""
+    from sessiongate.approval_policy import ApprovalPolicy, PolicyRejected, VerifiedPolicy, policy_digest
+
+    stack = native
+    highest = recorded_serial(stack)
+    assert highest is not None
+    name = stack.settings.approval_policy_parameter
+    older = VerifiedPolicy(ApprovalPolicy.parse(POLICY), policy_digest(POLICY), name, 1, serial=highest - 1)
+    with pytest.raises(PolicyRejected, match="serial"):
+        store(stack).record_policy(older, now=stack.clock.now())
+    # The same policy signed again later raises it, without a PolicyChanged (same document).
+    again = replace(older, serial=highest + 1)
+    assert not store(stack).record_policy(again, now=stack.clock.now())
+    assert recorded_serial(stack) == highest + 1
+    assert not store(stack).record_policy(again, now=stack.clock.now())

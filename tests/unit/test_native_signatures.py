@@ -62,12 +62,20 @@ def test_the_approval_mac_ignores_what_the_grant_does_not_use() -> None:
 
 
 def test_policy_and_approval_macs_are_domain_separated() -> None:
-    assert ap.policy_message(POLICY, "/p", 1).startswith(b"sessiongate-approval-policy-v1\n")
-    assert ap.policy_message(POLICY, "/p", 1) != ap.policy_message(POLICY, "/p", 2)
-    assert ap.policy_message(POLICY, "/p", 1) != ap.policy_message(POLICY, "/q", 1)
+    assert ap.policy_message(POLICY, "/p", 1, 5).startswith(b"sessiongate-approval-policy-v1\n")
+    assert ap.policy_message(POLICY, "/p", 1, 5) != ap.policy_message(POLICY, "/p", 2, 5)
+    assert ap.policy_message(POLICY, "/p", 1, 5) != ap.policy_message(POLICY, "/q", 1, 5)
+    # The signer's serial is bound too (an older signature cannot pass for a newer one).
+    assert ap.policy_message(POLICY, "/p", 1, 5) != ap.policy_message(POLICY, "/p", 1, 6)
     # The same document in another key order or spacing is the same policy.
     shuffled = json.loads(json.dumps(POLICY, indent=3), object_pairs_hook=lambda kv: dict(reversed(kv)))
-    assert ap.policy_message(shuffled, "/p", 1) == ap.policy_message(POLICY, "/p", 1)
+    assert ap.policy_message(shuffled, "/p", 1, 5) == ap.policy_message(POLICY, "/p", 1, 5)
+
+
+def _envelope(**changes: object) -> str:
+    value = {"policy": POLICY, "parameter": "/p", "version": 1, "serial": 1, "mac": "AAAA", "key_id": "k"}
+    value.update(changes)
+    return json.dumps({k: v for k, v in value.items() if v is not None})
 
 
 @pytest.mark.parametrize(
@@ -76,15 +84,22 @@ def test_policy_and_approval_macs_are_domain_separated() -> None:
         "not json",
         json.dumps(POLICY),  # a bare policy: unsigned
         json.dumps({"policy": POLICY, "mac": "AAAA"}),  # no parameter, version, key
-        json.dumps({"policy": POLICY, "parameter": "/p", "version": "1", "mac": "AAAA", "key_id": "k"}),
-        json.dumps({"policy": POLICY, "parameter": "/p", "version": True, "mac": "AAAA", "key_id": "k"}),
-        json.dumps({"policy": [], "parameter": "/p", "version": 1, "mac": "AAAA", "key_id": "k"}),
-        json.dumps({"policy": POLICY, "parameter": "/p", "version": 1, "mac": "A", "key_id": "k", "x": 1}),
+        _envelope(version="1"),
+        _envelope(version=True),
+        _envelope(policy=[]),
+        _envelope(x=1),
+        _envelope(serial=None),  # no serial: signed before replays were refused (or not signed)
+        _envelope(serial="1"),
+        _envelope(serial=True),
     ],
 )
 def test_anything_but_a_signed_envelope_is_rejected(value: str) -> None:
     with pytest.raises(ap.PolicyRejected):
         ap.open_envelope(value)
+
+
+def test_a_well_formed_envelope_opens() -> None:
+    assert ap.open_envelope(_envelope(serial=7)).serial == 7
 
 
 def test_the_default_policy_names_nobody_without_approvers() -> None:

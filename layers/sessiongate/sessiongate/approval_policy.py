@@ -34,11 +34,27 @@ parameter)::
 - The policy only changes through SessionGate's deployers: the stack's default policy (one rule whose
   approvers are ``NativeApproverArns``) is built from the function's environment, and a custom policy
   parameter holds a signed envelope ``{"policy": {...}, "parameter": NAME, "version": N, "mac": ...,
-  "key_id": ...}`` (:func:`envelope`, made by ``sessiongate policy sign``): the KMS HMAC key
+  "serial": S, "key_id": ...}`` (:func:`envelope`, made by ``sessiongate policy sign``): the KMS HMAC key
   ``ApprovalPolicyKey`` lets only the deployers GenerateMac. The MAC binds the parameter's name and the
   version SSM gives the write, so an old signed policy written again (a new version) does not verify
   either. A parameter that does not verify (a raw ``ssm:PutParameter``, an unsigned document, another
   key, a replay) is refused as a whole: every request is refused (fail closed).
+- Replays at a re-created parameter: SSM numbers versions from 1 again after a delete, so an SSM admin
+  could delete the parameter, write junk versions up to N-1 and write back the envelope once signed
+  for version N. The MAC therefore also binds ``serial``, which the signer chooses and which only
+  grows: the signer's clock in milliseconds since the epoch (:func:`new_serial`; "in most cases, a
+  request must reach AWS within five minutes of the time stamp in the request", AWS Signature Version
+  4 for API requests, IAM User Guide: a signer whose clock is far off cannot call GenerateMac at all).
+  The request API records the highest serial it has accepted in the ``policy#current`` item of the
+  requests table (a conditional write that only raises it; only the request API role writes that
+  table) and the request API and the grant function refuse, on every use of the policy, an envelope
+  whose serial is lower (:func:`check_serial`). A deployer recovers from a legitimate delete and
+  re-create by signing again: a fresh signature's serial is higher than any earlier one's. The serial
+  needs no state on the signer's side (deployers need no access to the requests table; a serial read
+  from the table would also repeat when two deployers sign before the API records either), and the
+  SSM version binding stays: it refuses an envelope written again over a newer one, at once. Left
+  open: an envelope signed after the newest recorded one (replaced before a write or the sweep
+  recorded its successor) verifies if written back; ``PolicyChanged`` reports it.
 - Nobody approves their own request, nor a request whose access they would receive
   (:func:`identity.may_be_same`, fail closed, whatever the accounts): sessions of one ordinary role
   may all be one person (whoever assumes a role names the session), an IAM Identity Center user is
@@ -73,7 +89,7 @@ DEFAULT_BREAK_GLASS_PER_DAY = 3
 
 # Domain of the approval policy MAC (KMS ApprovalPolicyKey).
 POLICY_DOMAIN = "sessiongate-approval-policy-v1"
-ENVELOPE_KEYS = frozenset({"policy", "parameter", "version", "mac", "key_id"})
+ENVELOPE_KEYS = frozenset({"policy", "parameter", "version", "serial", "mac", "key_id"})
 # The default policy's approver when NativeApproverArns is empty: an ARN nobody can hold.
 NOBODY = "arn:aws:iam::000000000000:role/configure-the-sessiongate-approval-policy"
 
@@ -170,6 +186,7 @@ class VerifiedPolicy:
     digest: str  # SHA-256 of the canonical document: what PolicyChanged reports
     source: str  # the parameter name, or "stack default"
     parameter_version: int | None = None
+    serial: int | None = None  # the signed serial (None: the stack default, which nobody signs)
 
     def summary(self) -> list[dict[str, Any]]:
         return [
@@ -184,12 +201,27 @@ class VerifiedPolicy:
         ]
 
 
-def policy_message(document: object, parameter: str, version: int) -> bytes:
+def policy_message(document: object, parameter: str, version: int, serial: int) -> bytes:
     """What the policy MAC binds: the canonical document, the parameter and its version (SSM numbers
-    every write; nobody chooses the number), domain-separated."""
+    every write; nobody chooses the number) and the signer's serial (only grows), domain-separated."""
     return signed_message(
-        POLICY_DOMAIN, canonical_json({"policy": document, "parameter": parameter, "version": version})
+        POLICY_DOMAIN,
+        canonical_json({"policy": document, "parameter": parameter, "version": version, "serial": serial}),
     )
+
+
+def new_serial(now_seconds: float) -> int:
+    """The serial of a policy signed now: the signer's clock in milliseconds since the epoch."""
+    return int(now_seconds * 1000)
+
+
+def check_serial(source: str, serial: int, highest: int) -> None:
+    """Refuse a verified envelope older than the newest one the request API has accepted."""
+    if serial < highest:
+        raise PolicyRejected(
+            f"the approval policy in {source} was signed with serial {serial}, before the policy already "
+            f"in effect (serial {highest}): an old signed policy written back? A deployer signs it again"
+        )
 
 
 def policy_digest(document: object) -> str:
@@ -205,9 +237,10 @@ class Envelope:
     version: int
     mac: str
     key_id: str
+    serial: int = 0
 
     def message(self) -> bytes:
-        return policy_message(self.policy, self.parameter, self.version)
+        return policy_message(self.policy, self.parameter, self.version, self.serial)
 
     def dumps(self) -> str:
         return json.dumps(
@@ -215,6 +248,7 @@ class Envelope:
                 "policy": self.policy,
                 "parameter": self.parameter,
                 "version": self.version,
+                "serial": self.serial,
                 "mac": self.mac,
                 "key_id": self.key_id,
             },
@@ -236,14 +270,18 @@ def open_envelope(text: str) -> Envelope:
         or not isinstance(value["parameter"], str)
         or isinstance(value["version"], bool)
         or not isinstance(value["version"], int)
+        or isinstance(value["serial"], bool)
+        or not isinstance(value["serial"], int)
         or not isinstance(value["mac"], str)
         or not isinstance(value["key_id"], str)
     ):
         raise PolicyRejected(
-            "the approval policy parameter is not a signed envelope {policy, parameter, version, mac, "
-            "key_id}: sign it with `sessiongate policy sign`"
+            "the approval policy parameter is not a signed envelope {policy, parameter, version, serial, "
+            "mac, key_id}: sign it with `sessiongate policy sign`"
         )
-    return Envelope(value["policy"], value["parameter"], value["version"], value["mac"], value["key_id"])
+    return Envelope(
+        value["policy"], value["parameter"], value["version"], value["mac"], value["key_id"], value["serial"]
+    )
 
 
 def default_document(approvers: Sequence[str]) -> dict[str, Any]:

@@ -739,26 +739,7 @@ class NativeService:
         try:
             return self.policies.verified()
         except PolicyRejected as exc:
-            # Someone wrote the parameter without the deployers' key: refuse everything, loudly.
-            bind().error("approval policy rejected", extra={"problem": str(exc)})
-            metrics().add("PolicyRejected")
-            if notify:
-                self.notifier.publish(
-                    "PolicyRejected",
-                    {
-                        "at": to_iso(self.clock.now()),
-                        "account": self.settings.account_id,
-                        "parameter": self.settings.approval_policy_parameter,
-                        "problem": str(exc),
-                    },
-                    subject="SessionGate: the approval policy failed verification - every request refused",
-                )
-            raise ApiError(
-                503,
-                "policy_rejected",
-                "the approval policy is not signed by SessionGate's deployers: every request is refused; "
-                "tell the SessionGate admins",
-            ) from None
+            raise self._rejected(exc, notify=notify) from None
         except PolicyError as exc:
             bind().error("approval policy unusable", extra={"problem": str(exc)})
             metrics().add("PolicyErrors")
@@ -766,14 +747,43 @@ class NativeService:
                 503, "policy_unavailable", "the approval policy cannot be used; tell the SessionGate admins"
             ) from None
 
+    def _rejected(self, exc: PolicyRejected, *, notify: bool) -> ApiError:
+        """Someone wrote the parameter without the deployers' key (or wrote back an older signed
+        policy): refuse everything, loudly."""
+        bind().error("approval policy rejected", extra={"problem": str(exc)})
+        metrics().add("PolicyRejected")
+        if notify:
+            self.notifier.publish(
+                "PolicyRejected",
+                {
+                    "at": to_iso(self.clock.now()),
+                    "account": self.settings.account_id,
+                    "parameter": self.settings.approval_policy_parameter,
+                    "problem": str(exc),
+                },
+                subject="SessionGate: the approval policy failed verification - every request refused",
+            )
+        return ApiError(
+            503,
+            "policy_rejected",
+            "the approval policy is not signed by SessionGate's deployers: every request is refused; "
+            "tell the SessionGate admins",
+        )
+
     def _note_policy(self, *, sweep: bool = False) -> None:
         """Write paths and the sweep: record a new verified policy and notify PolicyChanged once per
-        change (a conditional write keyed on its digest). Reads never call this (a GET never writes).
+        change (a conditional write keyed on its digest), and raise the recorded serial to the policy's
+        (a policy signed before it is refused from then on). Reads never call this (a GET never writes).
         A rejected policy is notified by the sweep only (once a period, however many calls fail)."""
         verified = self._verified_policy(notify=sweep)
-        if not sweep and verified.digest == self._recorded_policy:
+        noted = f"{verified.digest}:{verified.serial}"
+        if not sweep and noted == self._recorded_policy:
             return  # (the sweep always asks the table: a change back to an earlier policy counts too)
-        if self.store.record_policy(verified, now=self.clock.now()):
+        try:
+            changed = self.store.record_policy(verified, now=self.clock.now())
+        except PolicyRejected as exc:  # a newer signed policy was recorded meanwhile
+            raise self._rejected(exc, notify=sweep) from None
+        if changed:
             bind().warning(
                 "approval policy changed", extra={"digest": verified.digest, "source": verified.source}
             )
@@ -790,7 +800,7 @@ class NativeService:
                 },
                 subject="SessionGate: the approval policy changed",
             )
-        self._recorded_policy = verified.digest
+        self._recorded_policy = noted
 
     def _sign(self, approved: Request) -> Request:
         """Bind an APPROVED record with the request API's approval MAC (ApprovalKey)."""

@@ -124,7 +124,7 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
 def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
     """The verified approval policy (the stack default, or the signed parameter)."""
     from .adapters.kms import Macs
-    from .adapters.requests import PolicySource
+    from .adapters.requests import PolicySource, RequestStore
 
     return PolicySource(
         make("ssm"),
@@ -133,6 +133,8 @@ def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
         macs=Macs(make("kms")),
         key_id=settings.approval_policy_key_id,
         default_approvers=settings.default_approvers,
+        # The highest signed serial accepted so far (policy#current): older envelopes are refused.
+        store=RequestStore(make("dynamodb"), settings.requests_table) if settings.requests_table else None,
     )
 
 

@@ -9,12 +9,14 @@ Items (partition key ``request_id``):
   key, for the scheduled sweep (re-emit a failed hand-over, retire the grant an extension replaces,
   write the grant's outcome, which takes the record out of the index); ``requester_arn`` +
   ``created_at`` for the ``by-requester`` index ("mine");
-- ``policy#current``: the digest of the approval policy last in effect (PolicyChanged audit), in
-  neither index.
+- ``policy#current``: the digest of the approval policy last in effect (PolicyChanged audit) and
+  ``policy_serial``, the highest signed serial the request API has accepted (an older envelope is
+  refused: :func:`sessiongate.approval_policy.check_serial`), in neither index.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, fields, replace
 from datetime import datetime, timedelta
@@ -26,7 +28,9 @@ from ..approval_policy import (
     PolicyError,
     PolicyRejected,
     VerifiedPolicy,
+    check_serial,
     default_document,
+    new_serial,
     open_envelope,
     policy_digest,
 )
@@ -188,40 +192,72 @@ class RequestStore:
         raise TransientError(f"quota {key} kept changing")
 
     def record_policy(self, policy: VerifiedPolicy, *, now: datetime) -> bool:
-        """Record ``policy`` as the one in effect; ``True`` only for the one writer that changed it
-        (a conditional write on the digest), so each change is notified exactly once."""
+        """Record ``policy`` as the one in effect and raise the recorded serial to its serial; ``True``
+        only for the one writer that changed the digest (each change is notified exactly once).
+        :class:`PolicyRejected` if a newer policy was recorded meanwhile (its serial is higher). Every
+        write is conditional on the item as read, so the recorded serial never goes down."""
+        for _ in range(5):
+            item = self._db.get_item(
+                TableName=self._table, Key={"request_id": {"S": POLICY_ITEM}}, ConsistentRead=True
+            ).get("Item")
+            recorded = item.get("policy_digest", {}).get("S") if item else None
+            highest = int(item["policy_serial"]["N"]) if item and "policy_serial" in item else None
+            serial = policy.serial
+            if serial is not None and highest is not None:
+                check_serial(policy.source, serial, highest)
+            raises = serial is not None and (highest is None or serial > highest)
+            changed = recorded != policy.digest
+            if not changed and not raises:
+                return False
+            history = item.get("changes", {}).get("L", []) if item else []
+            if changed:
+                change = {
+                    "digest": {"S": policy.digest},
+                    "source": {"S": policy.source},
+                    "at": {"S": to_iso(now)},
+                    **(
+                        {"parameter_version": {"N": str(policy.parameter_version)}}
+                        if policy.parameter_version is not None
+                        else {}
+                    ),
+                    **({"serial": {"N": str(serial)}} if serial is not None else {}),
+                }
+                history = [*history, {"M": change}][-POLICY_HISTORY:]
+            top = serial if raises else highest
+            condition, values = "attribute_not_exists(request_id)", {}
+            if item is not None:
+                condition = "policy_digest = :d AND " + (
+                    "policy_serial = :s" if highest is not None else "attribute_not_exists(policy_serial)"
+                )
+                values = {":d": {"S": recorded or ""}}
+                if highest is not None:
+                    values[":s"] = {"N": str(highest)}
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item={
+                        "request_id": {"S": POLICY_ITEM},
+                        "policy_digest": {"S": policy.digest},
+                        "changes": {"L": history},
+                        **({"policy_serial": {"N": str(top)}} if top is not None else {}),
+                    },
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                )
+            except self._db.exceptions.ConditionalCheckFailedException:
+                continue  # another writer recorded meanwhile: read again
+            return changed
+        raise TransientError("the approval policy record kept changing")
+
+    def policy_serial(self) -> int | None:
+        """The highest policy serial the request API has accepted (None: none yet)."""
         item = self._db.get_item(
-            TableName=self._table, Key={"request_id": {"S": POLICY_ITEM}}, ConsistentRead=True
+            TableName=self._table,
+            Key={"request_id": {"S": POLICY_ITEM}},
+            ConsistentRead=True,
+            ProjectionExpression="policy_serial",
         ).get("Item")
-        if item is not None and item.get("policy_digest", {}).get("S") == policy.digest:
-            return False
-        history = item.get("changes", {}).get("L", []) if item else []
-        change = {
-            "M": {
-                "digest": {"S": policy.digest},
-                "source": {"S": policy.source},
-                "at": {"S": to_iso(now)},
-                **(
-                    {"parameter_version": {"N": str(policy.parameter_version)}}
-                    if policy.parameter_version is not None
-                    else {}
-                ),
-            }
-        }
-        try:
-            self._db.put_item(
-                TableName=self._table,
-                Item={
-                    "request_id": {"S": POLICY_ITEM},
-                    "policy_digest": {"S": policy.digest},
-                    "changes": {"L": [*history, change][-POLICY_HISTORY:]},
-                },
-                ConditionExpression="attribute_not_exists(request_id) OR policy_digest <> :d",
-                ExpressionAttributeValues={":d": {"S": policy.digest}},
-            )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return int(item["policy_serial"]["N"]) if item and "policy_serial" in item else None
 
     def by_requester(self, requester_arn: str, *, limit: int) -> list[Request]:
         return self._query(REQUESTER_INDEX, "requester_arn", requester_arn, limit)
@@ -261,8 +297,11 @@ class PolicySource:
 
     No parameter configured: the stack's default policy (``default_approvers``, from the stack's
     NativeApproverArns), which changes only by a deploy. A parameter: it must hold a signed envelope
-    whose MAC KMS verifies with ``key_id`` (ApprovalPolicyKey, which only the deployers can sign with);
-    anything else raises :class:`PolicyRejected` (every request refused).
+    whose MAC KMS verifies with ``key_id`` (ApprovalPolicyKey, which only the deployers can sign with),
+    and whose signed serial is not below the highest the request API recorded in ``store`` (re-read at
+    most once a minute too, and checked on every use, cached or not: a replay of an older signed policy
+    at a deleted and re-created parameter); anything else raises :class:`PolicyRejected` (every request
+    refused). Reading the recorded serial never writes (GET requests use this too).
     """
 
     def __init__(
@@ -274,8 +313,11 @@ class PolicySource:
         macs: Macs | None = None,
         key_id: str = "",
         default_approvers: tuple[str, ...] = (),
+        store: RequestStore | None = None,
     ) -> None:
         self._ssm = ssm
+        self._store = store
+        self._highest: tuple[datetime, int | None] | None = None
         self._name = parameter_name
         self._clock = clock
         self._macs = macs
@@ -290,9 +332,16 @@ class PolicySource:
     def verified(self) -> VerifiedPolicy:
         now = self._clock.now()
         if self._cached is not None and now - self._cached[0] < POLICY_CACHE:
-            return self._cached[1]
-        verified = self._load()
-        self._cached = (now, verified)
+            verified = self._cached[1]
+        else:
+            verified = self._load()
+            self._cached = (now, verified)
+        if verified.serial is not None and self._store is not None:
+            if self._highest is None or now - self._highest[0] >= POLICY_CACHE:
+                self._highest = (now, self._store.policy_serial())
+            highest = self._highest[1]
+            if highest is not None:
+                check_serial(verified.source, verified.serial, highest)
         return verified
 
     def _load(self) -> VerifiedPolicy:
@@ -323,17 +372,25 @@ class PolicySource:
                 "(changed outside `sessiongate policy sign`?)"
             )
         return VerifiedPolicy(
-            ApprovalPolicy.parse(signed.policy), policy_digest(signed.policy), self._name, version
+            ApprovalPolicy.parse(signed.policy),
+            policy_digest(signed.policy),
+            self._name,
+            version,
+            serial=signed.serial,
         )
 
 
-def sign_policy(document: object, macs: Macs, key_id: str, *, parameter: str, version: int) -> Envelope:
+def sign_policy(
+    document: object, macs: Macs, key_id: str, *, parameter: str, version: int, serial: int | None = None
+) -> Envelope:
     """The signed envelope of ``document`` for ``parameter`` at ``version`` (a deployer's ``sessiongate
-    policy sign``; the sandbox and the tests sign through here too). The document is validated with the
+    policy sign``; the sandbox and the tests sign through here too), with ``serial`` (default: the
+    signer's clock, :func:`sessiongate.approval_policy.new_serial`). The document is validated with the
     parser the API uses first, so a signed policy is always usable."""
     ApprovalPolicy.parse(document)
     assert isinstance(document, Mapping)
-    unsigned = Envelope(document, parameter, version, "", key_id)
+    serial = new_serial(time.time()) if serial is None else serial
+    unsigned = Envelope(document, parameter, version, "", key_id, serial)
     return replace(unsigned, mac=macs.generate(key_id, unsigned.message()))
 
 
