@@ -34,6 +34,8 @@ REGION = "us-east-1"
 START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 STACK = "sessiongate-test"
 TEMPLATE_NAME = "AllowSsmSessionStartTemplate"
+# The stack's change request approver (template.yaml's defaults: ApproverType IamGroup).
+APPROVER_GROUP = "SessionGateApprovers"
 BREAK_GLASS_APPROVER = f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{STACK}-RequestApiFunctionRole"
 # Settings of the native front door (request API); a stack has them after Stack.enable_native().
 # The KMS HMAC keys are addressed by alias (moto picks key ids); build_stack creates them.
@@ -149,6 +151,20 @@ class Stack:
             iam.tag_user(UserName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
         return arn
 
+    def approvers(self, *arns: str) -> None:
+        """Make the IAM users among ``arns`` (created when missing) members of the approver group."""
+        iam = self.client("iam")
+        for arn in arns:
+            resource = arn.split(":", 5)[-1]
+            if not resource.startswith("user/") or arn.split(":")[4] != ACCOUNT:
+                continue
+            name = resource.rsplit("/", 1)[-1]
+            try:
+                iam.get_user(UserName=name)
+            except iam.exceptions.NoSuchEntityException:
+                iam.create_user(UserName=name)
+            iam.add_user_to_group(GroupName=APPROVER_GROUP, UserName=name)
+
     def role(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
         iam = self.client("iam")
         trust = {"Version": "2012-10-17", "Statement": []}
@@ -240,6 +256,7 @@ class Stack:
             approved_at=not_before or self.clock.now(),
         )
         if origin is Origin.CHANGE_MANAGER and request.grant_id.startswith("cm-"):
+            self.approvers(*request.approver_arns)
             self.ssm.add_execution(change_request(request))
         return request
 
@@ -345,6 +362,8 @@ def settings(**overrides: Any) -> Settings:
         schedule_dlq_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-schedule-dlq",
         excluded_principals=("Admin*", "*Administrator*", "OrganizationAccountAccessRole"),
         instance_denied_tag=("SessionGate", "deny"),
+        approver_name=APPROVER_GROUP,
+        approver_type="IamGroup",
     )
     return Settings(**{**base.__dict__, **overrides})
 
@@ -391,6 +410,7 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
     sqs.create_queue(QueueName=f"{STACK}-schedule-dlq")
     stack.client("scheduler").create_schedule_group(Name=s.schedule_group)
     stack.client("ec2")  # warm the client
+    stack.client("iam").create_group(GroupName=APPROVER_GROUP)
     stack.calls.clear()
     return stack
 

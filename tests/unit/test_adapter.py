@@ -28,6 +28,14 @@ def _sample_request() -> AccessApproved:
     return AccessApproved.from_detail(load_event("access_approved.json")["detail"])
 
 
+@pytest.fixture(autouse=True)
+def _sample_approver_is_in_the_approver_group(request: pytest.FixtureRequest) -> None:
+    """The sample change request's approver (bob) is a member of the stack's approver group."""
+    if "stack" in request.fixturenames:
+        stack: Stack = request.getfixturevalue("stack")
+        stack.approvers(*_sample_request().approver_arns)
+
+
 @pytest.fixture
 def approved_event(stack: Stack) -> dict[str, Any]:
     stack.ssm.add_execution(change_request(_sample_request()))
