@@ -112,6 +112,7 @@ def test_approver_who_may_be_the_requester_is_denied(stack: Stack, requester: st
 
 
 def test_different_sessions_of_a_shared_role_may_approve_each_other(stack: Stack) -> None:
+    stack.settings = replace(stack.settings, approver_type="SSOUser", approver_name="erin@example.com")
     stack.user("alice")
     request = stack.approved(
         instance_id=stack.instance(),
