@@ -349,6 +349,73 @@ def change_request(
     return execution
 
 
+def _change_template(approver: str, kind: str, level: int) -> dict[str, Any]:
+    """AllowSsmSessionStartTemplate as its default version says (the stack's, or an SSM admin's
+    rewrite through UpdateDocument + UpdateDocumentDefaultVersion, reviewed with UpdateDocumentMetadata)."""
+    return {
+        "schemaVersion": "0.3",
+        "executableRunBooks": [{"name": "AllowSsmSessionStartRunbook", "version": "$DEFAULT"}],
+        "mainSteps": [
+            {
+                "name": "ApproveSessionAccess",
+                "action": "aws:approve",
+                "inputs": {
+                    "MinRequiredApprovals": level,
+                    "EnhancedApprovals": {
+                        "Approvers": [{"approver": approver, "type": kind, "minRequiredApprovals": 0}]
+                    },
+                },
+            }
+        ],
+    }
+
+
+def through_change_manager(
+    stack: Stack,
+    *signers: str,
+    instance_id: str = "i-0a1b2c3d4e5f60718",
+    approver: str = APPROVER_GROUP,
+    kind: str = "IamGroup",
+    level: int = 1,
+) -> tuple[str, dict[str, Any]]:
+    """A change request of alice through the SSM fake (which lets only the template's approvers sign),
+    approved by ``signers``; returns its execution id and the status event EventBridge delivers."""
+    iam = stack.client("iam")
+    stack.ssm.group_members = lambda group: {u["Arn"] for u in iam.get_group(GroupName=group)["Users"]}
+    stack.ssm.register_document(
+        TEMPLATE_NAME, "Automation.ChangeTemplate", _change_template(approver, kind, level)
+    )
+    now = stack.clock.now()
+    execution_id = stack.ssm.start_change_request_execution(
+        requester_arn=f"arn:aws:iam::{ACCOUNT}:user/alice",
+        now=now,
+        DocumentName="AllowSsmSessionStartTemplate",
+        ChangeRequestName="restart nginx",
+        Runbooks=[
+            {
+                "DocumentName": "AllowSsmSessionStartRunbook",
+                "Parameters": {
+                    "InstanceId": [instance_id],
+                    "PrincipalType": ["User"],
+                    "PrincipalName": ["alice"],
+                    "ValidityMinutes": ["10"],
+                },
+            }
+        ],
+    )["AutomationExecutionId"]
+    for signer in signers:
+        stack.ssm.send_automation_signal(
+            signer_arn=signer, now=now, AutomationExecutionId=execution_id, SignalType="Approve"
+        )
+    entry = stack.ssm.status_event(execution_id, account=ACCOUNT, region=REGION, now=now)
+    event = {
+        "source": entry["Source"],
+        "detail-type": entry["DetailType"],
+        "detail": json.loads(entry["Detail"]),
+    }
+    return execution_id, event
+
+
 def settings(**overrides: Any) -> Settings:
     base = Settings(
         account_id=ACCOUNT,

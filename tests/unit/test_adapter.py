@@ -17,7 +17,7 @@ from sessiongate.changerequest import ChangeRequestRef, interpret
 from sessiongate.errors import TransientError
 from sessiongate.model import AccessApproved, GrantStatus
 from tests.conftest import load_event
-from tests.support.stack import ACCOUNT, Stack, change_request, settings
+from tests.support.stack import ACCOUNT, Stack, change_request, settings, through_change_manager
 
 BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
 SAMPLE_EXECUTION_ID = "d0585556-80f6-4522-8dad-dada6d45b67d"
@@ -422,72 +422,6 @@ MALLORY = f"arn:aws:iam::{ACCOUNT}:user/mallory"
 CAROL = f"arn:aws:iam::{ACCOUNT}:user/carol"
 
 
-def _template(approver: str, kind: str, level: int) -> dict[str, Any]:
-    """AllowSsmSessionStartTemplate as its default version says (the stack's, or an SSM admin's
-    rewrite through UpdateDocument + UpdateDocumentDefaultVersion, reviewed with UpdateDocumentMetadata)."""
-    return {
-        "schemaVersion": "0.3",
-        "executableRunBooks": [{"name": "AllowSsmSessionStartRunbook", "version": "$DEFAULT"}],
-        "mainSteps": [
-            {
-                "name": "ApproveSessionAccess",
-                "action": "aws:approve",
-                "inputs": {
-                    "MinRequiredApprovals": level,
-                    "EnhancedApprovals": {
-                        "Approvers": [{"approver": approver, "type": kind, "minRequiredApprovals": 0}]
-                    },
-                },
-            }
-        ],
-    }
-
-
-def change_manager_approves(
-    stack: Stack,
-    *signers: str,
-    approver: str = "SessionGateApprovers",
-    kind: str = "IamGroup",
-    level: int = 1,
-) -> tuple[str, dict[str, Any]]:
-    """A change request of alice through the SSM fake (which lets only the template's approvers sign),
-    approved by ``signers``; returns its execution id and the status event EventBridge delivers."""
-    iam = stack.client("iam")
-    stack.ssm.group_members = lambda group: {u["Arn"] for u in iam.get_group(GroupName=group)["Users"]}
-    stack.ssm.register_document(
-        "AllowSsmSessionStartTemplate", "Automation.ChangeTemplate", _template(approver, kind, level)
-    )
-    now = stack.clock.now()
-    execution_id = stack.ssm.start_change_request_execution(
-        requester_arn=f"arn:aws:iam::{ACCOUNT}:user/alice",
-        now=now,
-        DocumentName="AllowSsmSessionStartTemplate",
-        ChangeRequestName="restart nginx",
-        Runbooks=[
-            {
-                "DocumentName": "AllowSsmSessionStartRunbook",
-                "Parameters": {
-                    "InstanceId": ["i-0a1b2c3d4e5f60718"],
-                    "PrincipalType": ["User"],
-                    "PrincipalName": ["alice"],
-                    "ValidityMinutes": ["10"],
-                },
-            }
-        ],
-    )["AutomationExecutionId"]
-    for signer in signers:
-        stack.ssm.send_automation_signal(
-            signer_arn=signer, now=now, AutomationExecutionId=execution_id, SignalType="Approve"
-        )
-    entry = stack.ssm.status_event(execution_id, account=ACCOUNT, region="us-east-1", now=now)
-    event = {
-        "source": entry["Source"],
-        "detail-type": entry["DetailType"],
-        "detail": json.loads(entry["Detail"]),
-    }
-    return execution_id, event
-
-
 def _denied_with(stack: Stack, outcome: Any, code: str) -> None:
     assert outcome.result == "denied", outcome
     assert [d["code"] for d in outcome.detail["denials"]] == [code]
@@ -503,7 +437,7 @@ def test_an_approver_named_only_by_a_rewritten_change_template_is_denied(stack: 
     """An SSM admin makes themselves the template's approver; Change Manager then accepts their approval
     (the fake refuses anyone the template does not name), but they are not in SessionGateApprovers."""
     stack.user("mallory")
-    _, event = change_manager_approves(stack, MALLORY, approver="mallory", kind="IamUser")
+    _, event = through_change_manager(stack, MALLORY, approver="mallory", kind="IamUser")
     assert (
         stack.ssm.executions[event["detail"]["change-request-id"]]["AutomationExecutionStatus"] == "Approved"
     )
@@ -515,7 +449,7 @@ def test_a_template_rewritten_to_fewer_approvals_is_denied(stack: Stack) -> None
     """The stack asks for two approvers; the rewritten template for one: one approval is too few."""
     stack.approvers(CAROL)
     stack.settings = replace(stack.settings, min_required_approvals=2)
-    _, event = change_manager_approves(stack, CAROL, level=1)
+    _, event = through_change_manager(stack, CAROL, level=1)
 
     _denied_with(stack, stack.engine().on_change_request(event), "approvals_insufficient")
 
@@ -526,7 +460,7 @@ def test_two_sessions_of_one_approver_role_are_one_approver(stack: Stack) -> Non
         stack.settings, approver_type="IamRole", approver_name="Approver", min_required_approvals=2
     )
     sessions = [f"arn:aws:sts::{ACCOUNT}:assumed-role/Approver/{name}" for name in ("carol", "carol-again")]
-    _, event = change_manager_approves(stack, *sessions, approver="Approver", kind="IamRole", level=2)
+    _, event = through_change_manager(stack, *sessions, approver="Approver", kind="IamRole", level=2)
 
     _denied_with(stack, stack.engine().on_change_request(event), "approvals_insufficient")
 
@@ -534,7 +468,7 @@ def test_two_sessions_of_one_approver_role_are_one_approver(stack: Stack) -> Non
 def test_the_configured_approvers_are_enough(stack: Stack) -> None:
     stack.approvers(CAROL)
     stack.settings = replace(stack.settings, min_required_approvals=2)
-    _, event = change_manager_approves(stack, BOB, CAROL, level=2)
+    _, event = through_change_manager(stack, BOB, CAROL, level=2)
 
     assert stack.engine().on_change_request(event).result == "emitted"
     [approved] = stack.bus_events()
@@ -543,7 +477,7 @@ def test_the_configured_approvers_are_enough(stack: Stack) -> None:
 
 def test_an_approver_removed_from_the_group_no_longer_counts(stack: Stack) -> None:
     """Membership is read when the change request is interpreted, not when the approver signed."""
-    _, event = change_manager_approves(stack, BOB)
+    _, event = through_change_manager(stack, BOB)
     stack.client("iam").remove_user_from_group(GroupName="SessionGateApprovers", UserName="bob")
 
     _denied_with(stack, stack.engine().on_change_request(event), "approver_not_configured")
