@@ -297,9 +297,7 @@ def approver_denials(
     return []
 
 
-def _is_configured_approver(
-    identity: Identity, settings: Settings, members: Collection[str] | None
-) -> bool:
+def _is_configured_approver(identity: Identity, settings: Settings, members: Collection[str] | None) -> bool:
     """``identity`` is (a member of) the stack's approver, in the stack's account and partition.
 
     IamUser: the user of that name (any path). IamRole: the role or one of its sessions. IamGroup: an

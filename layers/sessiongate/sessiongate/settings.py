@@ -170,7 +170,9 @@ class Settings:
         if not 1 <= self.min_required_approvals <= 5:
             problems.append("minimum required approvals must be 1..5")
         elif self.approver_type in ("IamUser", "SSOUser") and self.min_required_approvals != 1:
-            problems.append("an IamUser or SSOUser approver is one person: minimum required approvals must be 1")
+            problems.append(
+                "an IamUser or SSOUser approver is one person: minimum required approvals must be 1"
+            )
         if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
             problems.append("account id must be 12 digits")
         if problems:
