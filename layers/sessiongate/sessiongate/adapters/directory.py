@@ -61,8 +61,8 @@ class Directory:
     def group_user_names(self, group: str) -> frozenset[str]:
         """Names (lower case) of the IAM users in ``group`` now; none when the group does not exist.
 
-        IAM user names are unique in an account whatever their case ("IAM object quotas", "IAM
-        identifiers": names are not distinguished by case), so the lower-case name identifies the user.
+        IAM user names are unique in an account whatever their case (IAM API Reference, CreateUser:
+        "User names are not distinguished by case"), so the lower-case name identifies the user.
         """
         names: set[str] = set()
         try:
