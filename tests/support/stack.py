@@ -35,6 +35,8 @@ REGION = "us-east-1"
 START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 STACK = "sessiongate-test"
 TEMPLATE_NAME = "AllowSsmSessionStartTemplate"
+# The stack's change request approver (template.yaml's defaults: ApproverType IamGroup).
+APPROVER_GROUP = "SessionGateApprovers"
 BREAK_GLASS_APPROVER = f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{STACK}-RequestApiFunctionRole"
 # Settings of the native front door (request API); a stack has them after Stack.enable_native().
 # The KMS HMAC keys are addressed by alias (moto picks key ids); build_stack creates them.
@@ -151,6 +153,20 @@ class Stack:
             iam.tag_user(UserName=name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
         return arn
 
+    def approvers(self, *arns: str) -> None:
+        """Make the IAM users among ``arns`` (created when missing) members of the approver group."""
+        iam = self.client("iam")
+        for arn in arns:
+            resource = arn.split(":", 5)[-1]
+            if not resource.startswith("user/") or arn.split(":")[4] != ACCOUNT:
+                continue
+            name = resource.rsplit("/", 1)[-1]
+            try:
+                iam.get_user(UserName=name)
+            except iam.exceptions.NoSuchEntityException:
+                iam.create_user(UserName=name)
+            iam.add_user_to_group(GroupName=APPROVER_GROUP, UserName=name)
+
     def role(self, name: str, *, path: str = "/", tags: dict[str, str] | None = None) -> str:
         iam = self.client("iam")
         trust = {"Version": "2012-10-17", "Statement": []}
@@ -242,6 +258,7 @@ class Stack:
             approved_at=not_before or self.clock.now(),
         )
         if origin is Origin.CHANGE_MANAGER and request.grant_id.startswith("cm-"):
+            self.approvers(*request.approver_arns)
             self.ssm.add_execution(change_request(request))
         return request
 
@@ -334,6 +351,73 @@ def change_request(
     return execution
 
 
+def _change_template(approver: str, kind: str, level: int) -> dict[str, Any]:
+    """AllowSsmSessionStartTemplate as its default version says (the stack's, or an SSM admin's
+    rewrite through UpdateDocument + UpdateDocumentDefaultVersion, reviewed with UpdateDocumentMetadata)."""
+    return {
+        "schemaVersion": "0.3",
+        "executableRunBooks": [{"name": "AllowSsmSessionStartRunbook", "version": "$DEFAULT"}],
+        "mainSteps": [
+            {
+                "name": "ApproveSessionAccess",
+                "action": "aws:approve",
+                "inputs": {
+                    "MinRequiredApprovals": level,
+                    "EnhancedApprovals": {
+                        "Approvers": [{"approver": approver, "type": kind, "minRequiredApprovals": 0}]
+                    },
+                },
+            }
+        ],
+    }
+
+
+def through_change_manager(
+    stack: Stack,
+    *signers: str,
+    instance_id: str = "i-0a1b2c3d4e5f60718",
+    approver: str = APPROVER_GROUP,
+    kind: str = "IamGroup",
+    level: int = 1,
+) -> tuple[str, dict[str, Any]]:
+    """A change request of alice through the SSM fake (which lets only the template's approvers sign),
+    approved by ``signers``; returns its execution id and the status event EventBridge delivers."""
+    iam = stack.client("iam")
+    stack.ssm.group_members = lambda group: {u["Arn"] for u in iam.get_group(GroupName=group)["Users"]}
+    stack.ssm.register_document(
+        TEMPLATE_NAME, "Automation.ChangeTemplate", _change_template(approver, kind, level)
+    )
+    now = stack.clock.now()
+    execution_id = stack.ssm.start_change_request_execution(
+        requester_arn=f"arn:aws:iam::{ACCOUNT}:user/alice",
+        now=now,
+        DocumentName="AllowSsmSessionStartTemplate",
+        ChangeRequestName="restart nginx",
+        Runbooks=[
+            {
+                "DocumentName": "AllowSsmSessionStartRunbook",
+                "Parameters": {
+                    "InstanceId": [instance_id],
+                    "PrincipalType": ["User"],
+                    "PrincipalName": ["alice"],
+                    "ValidityMinutes": ["10"],
+                },
+            }
+        ],
+    )["AutomationExecutionId"]
+    for signer in signers:
+        stack.ssm.send_automation_signal(
+            signer_arn=signer, now=now, AutomationExecutionId=execution_id, SignalType="Approve"
+        )
+    entry = stack.ssm.status_event(execution_id, account=ACCOUNT, region=REGION, now=now)
+    event = {
+        "source": entry["Source"],
+        "detail-type": entry["DetailType"],
+        "detail": json.loads(entry["Detail"]),
+    }
+    return execution_id, event
+
+
 def settings(**overrides: Any) -> Settings:
     base = Settings(
         account_id=ACCOUNT,
@@ -347,6 +431,8 @@ def settings(**overrides: Any) -> Settings:
         schedule_dlq_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-schedule-dlq",
         excluded_principals=("Admin*", "*Administrator*", "OrganizationAccountAccessRole"),
         instance_denied_tag=("SessionGate", "deny"),
+        approver_name=APPROVER_GROUP,
+        approver_type="IamGroup",
     )
     return Settings(**{**base.__dict__, **overrides})
 
@@ -393,6 +479,7 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
     sqs.create_queue(QueueName=f"{STACK}-schedule-dlq")
     stack.client("scheduler").create_schedule_group(Name=s.schedule_group)
     stack.client("ec2")  # warm the client
+    stack.client("iam").create_group(GroupName=APPROVER_GROUP)
     stack.calls.clear()
     return stack
 

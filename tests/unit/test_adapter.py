@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -12,11 +13,13 @@ import pytest
 from botocore.stub import Stubber
 
 from sessiongate.adapters.changes import ChangeRequests
+from sessiongate.changerequest import ChangeRequestRef, interpret
 from sessiongate.errors import TransientError
 from sessiongate.model import AccessApproved, GrantStatus
 from tests.conftest import load_event
-from tests.support.stack import ACCOUNT, Stack, change_request
+from tests.support.stack import ACCOUNT, Stack, change_request, settings, through_change_manager
 
+BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
 SAMPLE_EXECUTION_ID = "d0585556-80f6-4522-8dad-dada6d45b67d"
 CHANGE_REQUEST_FILTERS = [
     {"Key": "OpsItemId", "Values": ["oi-0123456789ab"]},
@@ -26,6 +29,14 @@ CHANGE_REQUEST_FILTERS = [
 
 def _sample_request() -> AccessApproved:
     return AccessApproved.from_detail(load_event("access_approved.json")["detail"])
+
+
+@pytest.fixture(autouse=True)
+def _sample_approver_is_in_the_approver_group(request: pytest.FixtureRequest) -> None:
+    """The sample change request's approver (bob) is a member of the stack's approver group."""
+    if "stack" in request.fixturenames:
+        stack: Stack = request.getfixturevalue("stack")
+        stack.approvers(*_sample_request().approver_arns)
 
 
 @pytest.fixture
@@ -404,3 +415,127 @@ def test_two_change_requests_for_one_ops_item_are_ambiguous() -> None:
             },
         )
         assert ChangeRequests(ssm).find("oi-0123456789ab") is None
+
+
+# -- who approved: the stack's approvers, not whoever the change template names --------------------
+MALLORY = f"arn:aws:iam::{ACCOUNT}:user/mallory"
+CAROL = f"arn:aws:iam::{ACCOUNT}:user/carol"
+
+
+def _denied_with(stack: Stack, outcome: Any, code: str) -> None:
+    assert outcome.result == "denied", outcome
+    assert [d["code"] for d in outcome.detail["denials"]] == [code]
+    assert stack.bus_events() == []
+    record = stack.engine().ledger.get_grant(outcome.grant_id)
+    assert record is not None
+    assert record.status is GrantStatus.DENIED
+    [notice] = stack.notifications()
+    assert code in json.dumps(notice)
+
+
+def test_an_approver_named_only_by_a_rewritten_change_template_is_denied(stack: Stack) -> None:
+    """An SSM admin makes themselves the template's approver; Change Manager then accepts their approval
+    (the fake refuses anyone the template does not name), but they are not in SessionGateApprovers."""
+    stack.user("mallory")
+    _, event = through_change_manager(stack, MALLORY, approver="mallory", kind="IamUser")
+    assert (
+        stack.ssm.executions[event["detail"]["change-request-id"]]["AutomationExecutionStatus"] == "Approved"
+    )
+
+    _denied_with(stack, stack.engine().on_change_request(event), "approver_not_configured")
+
+
+def test_a_template_rewritten_to_fewer_approvals_is_denied(stack: Stack) -> None:
+    """The stack asks for two approvers; the rewritten template for one: one approval is too few."""
+    stack.approvers(CAROL)
+    stack.settings = replace(stack.settings, min_required_approvals=2)
+    _, event = through_change_manager(stack, CAROL, level=1)
+
+    _denied_with(stack, stack.engine().on_change_request(event), "approvals_insufficient")
+
+
+def test_two_sessions_of_one_approver_role_are_one_approver(stack: Stack) -> None:
+    """Whoever assumes a role picks the session name: two sessions of it may be one person, counted once."""
+    stack.settings = replace(
+        stack.settings, approver_type="IamRole", approver_name="Approver", min_required_approvals=2
+    )
+    sessions = [f"arn:aws:sts::{ACCOUNT}:assumed-role/Approver/{name}" for name in ("carol", "carol-again")]
+    _, event = through_change_manager(stack, *sessions, approver="Approver", kind="IamRole", level=2)
+
+    _denied_with(stack, stack.engine().on_change_request(event), "approvals_insufficient")
+
+
+def test_the_configured_approvers_are_enough(stack: Stack) -> None:
+    stack.approvers(CAROL)
+    stack.settings = replace(stack.settings, min_required_approvals=2)
+    _, event = through_change_manager(stack, BOB, CAROL, level=2)
+
+    assert stack.engine().on_change_request(event).result == "emitted"
+    [approved] = stack.bus_events()
+    assert approved["detail"]["approver_arns"] == [BOB, CAROL]
+
+
+def test_an_approver_removed_from_the_group_no_longer_counts(stack: Stack) -> None:
+    """Membership is read when the change request is interpreted, not when the approver signed."""
+    _, event = through_change_manager(stack, BOB)
+    stack.client("iam").remove_user_from_group(GroupName="SessionGateApprovers", UserName="bob")
+
+    _denied_with(stack, stack.engine().on_change_request(event), "approver_not_configured")
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "approver", "code"),
+    [
+        ("IamUser", "bob", f"arn:aws:iam::{ACCOUNT}:user/team/bob", None),
+        ("IamUser", "bob", f"arn:aws:iam::{ACCOUNT}:user/bobby", "approver_not_configured"),
+        ("IamUser", "bob", "arn:aws:iam::210987654321:user/bob", "approver_not_configured"),
+        ("IamUser", "bob", f"arn:aws:sts::{ACCOUNT}:assumed-role/bob/bob", "approver_not_configured"),
+        ("IamRole", "Approver", f"arn:aws:sts::{ACCOUNT}:assumed-role/Approver/bob", None),
+        ("IamRole", "Approver", f"arn:aws:iam::{ACCOUNT}:role/ops/Approver", None),
+        ("IamRole", "Approver", f"arn:aws:sts::{ACCOUNT}:assumed-role/Other/bob", "approver_not_configured"),
+        ("IamRole", "Approver", f"arn:aws:iam::{ACCOUNT}:user/Approver", "approver_not_configured"),
+        (
+            "SSOUser",
+            "bob@example.com",
+            f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_12/bob@example.com",
+            None,
+        ),
+        (
+            "SSOUser",
+            "bob@example.com",
+            f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/bob@example.com",
+            "approver_not_configured",
+        ),
+        (
+            "SSOUser",
+            "bob@example.com",
+            f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_12/eve",
+            "approver_not_configured",
+        ),
+        (
+            "SSOGroup",
+            "Approvers",
+            f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Ops_12/bob",
+            "approvers_unverifiable",
+        ),
+        ("", "", f"arn:aws:iam::{ACCOUNT}:user/bob", "approvers_unverifiable"),
+    ],
+)
+def test_approver_types(kind: str, name: str, approver: str, code: str | None) -> None:
+    request = replace(_sample_request(), approver_arns=(approver,))
+    config = settings(approver_type=kind, approver_name=name)
+    ref = ChangeRequestRef(request.origin_ref, None, "Approved", None, None)
+    result = interpret(ref, change_request(request), config, account=ACCOUNT, now=request.approved_at)
+    if code is None:
+        assert isinstance(result, AccessApproved)
+    else:
+        assert isinstance(result, list)
+        assert [d.code for d in result] == [code]
+
+
+def test_an_iam_group_approver_without_a_directory_is_unverifiable() -> None:
+    request = _sample_request()
+    ref = ChangeRequestRef(request.origin_ref, None, "Approved", None, None)
+    result = interpret(ref, change_request(request), settings(), account=ACCOUNT, now=request.approved_at)
+    assert isinstance(result, list)
+    assert [d.code for d in result] == ["approvers_unverifiable"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from sessiongate.changerequest import ChangeRequestRef, interpret
 from sessiongate.clock import to_iso
 from sessiongate.errors import TransientError
-from sessiongate.model import GrantStatus, Origin
-from tests.support.stack import ACCOUNT, Stack, change_request
+from sessiongate.model import AccessApproved, GrantStatus, Origin
+from tests.support.stack import ACCOUNT, Stack, change_request, through_change_manager
 
 
 def test_happy_path_tags_principal_schedules_revocation_and_notifies(stack: Stack) -> None:
@@ -112,6 +114,7 @@ def test_approver_who_may_be_the_requester_is_denied(stack: Stack, requester: st
 
 
 def test_different_sessions_of_a_shared_role_may_approve_each_other(stack: Stack) -> None:
+    stack.settings = replace(stack.settings, approver_type="SSOUser", approver_name="erin@example.com")
     stack.user("alice")
     request = stack.approved(
         instance_id=stack.instance(),
@@ -555,3 +558,55 @@ def test_malformed_detail_is_rejected_without_touching_iam(stack: Stack, mutate:
 )
 def test_wrong_envelope_is_rejected(stack: Stack, event: object) -> None:
     assert stack.engine().on_access_approved(event).result == "rejected"
+
+
+# ------------------------------------------------------------------------------ who approved
+MALLORY = f"arn:aws:iam::{ACCOUNT}:user/mallory"
+CAROL = f"arn:aws:iam::{ACCOUNT}:user/carol"
+
+
+def _as_template_says(stack: Stack, execution_id: str, **approver: Any) -> dict[str, Any]:
+    """The AccessApproved an adapter that trusted the change template would emit (forged on the bus)."""
+    execution = stack.ssm.executions[execution_id]
+    ref = ChangeRequestRef(execution["OpsItemId"], execution_id, "Approved", None, None)
+    trusting = replace(stack.settings, **approver)
+    request = interpret(ref, execution, trusting, account=ACCOUNT, now=stack.clock.now())
+    assert isinstance(request, AccessApproved), request
+    return request.to_detail()
+
+
+def test_an_approver_named_only_by_a_rewritten_change_template_is_denied_at_grant_time(stack: Stack) -> None:
+    stack.user("alice")
+    stack.user("mallory")
+    instance = stack.instance()
+    execution_id, _ = through_change_manager(
+        stack, MALLORY, instance_id=instance, approver="mallory", kind="IamUser"
+    )
+    detail = _as_template_says(stack, execution_id, approver_type="IamUser", approver_name="mallory")
+
+    _denied(stack, stack.engine().grant(detail), "approver_not_configured")
+
+
+def test_too_few_distinct_approvers_are_denied_at_grant_time(stack: Stack) -> None:
+    stack.user("alice")
+    stack.approvers(CAROL)
+    instance = stack.instance()
+    execution_id, _ = through_change_manager(stack, CAROL, instance_id=instance, level=1)
+    detail = _as_template_says(stack, execution_id, approver_type="IamUser", approver_name="carol")
+    stack.settings = replace(stack.settings, min_required_approvals=2)
+
+    _denied(stack, stack.engine().grant(detail), "approvals_insufficient")
+
+
+def test_the_configured_approvers_are_granted(stack: Stack) -> None:
+    stack.user("alice")
+    stack.approvers(MALLORY, CAROL)
+    stack.settings = replace(stack.settings, min_required_approvals=2)
+    instance = stack.instance()
+    _, event = through_change_manager(stack, MALLORY, CAROL, instance_id=instance, level=2)
+    engine = stack.engine()
+    assert engine.on_change_request(event).result == "emitted"
+    [approved] = stack.bus_events()
+
+    assert engine.on_access_approved(approved).result == "granted"
+    assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": instance}

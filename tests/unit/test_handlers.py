@@ -42,6 +42,8 @@ def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     for name, value in environment(stack.settings).items():
         monkeypatch.setenv(name, value)
     runtime.override(clock=stack.clock, client=stack.client)
+    # The sample change request's approver (bob) is a member of the stack's approver group.
+    stack.approvers(*AccessApproved.from_detail(load_event("access_approved.json")["detail"]).approver_arns)
     yield stack
     runtime.override()
 
@@ -81,6 +83,7 @@ def test_change_manager_approval_flows_through_all_three_handlers(deployed: Stac
         "ec2:DescribeInstances": 1,
         "ssm:DescribeInstanceInformation": 1,
         "ssm:GetAutomationExecution": 1,
+        "iam:GetGroup": 1,
         "dynamodb:PutItem": 1,
         "dynamodb:TransactWriteItems": 1,
         "iam:TagUser": 1,

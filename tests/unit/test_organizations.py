@@ -79,8 +79,11 @@ def test_grant_and_revoke_act_in_the_member_account(stack: Stack, member: Member
     assert outcome.result == "granted", outcome
     assert outcome.detail["principal_arn"] == f"arn:aws:iam::{MEMBER}:user/alice"
     assert member.tags("alice") == {"SecurityAllowSessionInstance": request.instance_id}
-    # Nothing was tagged in the engine account, the ledger and schedule are central.
-    assert stack.client("iam").list_users()["Users"] == []
+    # Nothing was tagged in the engine account (only the approver, in the approver group, is a user
+    # there), the ledger and schedule are central.
+    users = stack.client("iam").list_users()["Users"]
+    assert [u["UserName"] for u in users] == ["approver"]
+    assert stack.client("iam").list_user_tags(UserName="approver")["Tags"] == []
     grant = engine.ledger.get_grant(request.grant_id)
     assert grant is not None
     assert grant.account == MEMBER

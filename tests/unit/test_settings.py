@@ -37,6 +37,13 @@ def test_values_are_parsed() -> None:
         ({"SESSIONGATE_INSTANCE_DENIED_TAG": "no-equals-sign"}, "must be KEY=VALUE"),
         ({"SESSIONGATE_ENGINE_ROLE_PATH": "/"}, "engine role path must not be '/'"),
         ({"SESSIONGATE_ACCOUNT_ID": "12345"}, "account id must be 12 digits"),
+        ({"SESSIONGATE_APPROVER_TYPE": "IamGroups"}, "approver type must be one of"),
+        ({"SESSIONGATE_APPROVER_NAME": "team/Approvers"}, "approver name must be"),
+        ({"SESSIONGATE_MIN_REQUIRED_APPROVALS": "0"}, "minimum required approvals must be 1..5"),
+        (
+            {"SESSIONGATE_APPROVER_TYPE": "IamUser", "SESSIONGATE_MIN_REQUIRED_APPROVALS": "2"},
+            "an IamUser or SSOUser approver is one person",
+        ),
     ],
 )
 def test_invalid_values_are_reported(env: dict[str, str], message: str) -> None:
@@ -49,3 +56,13 @@ def test_every_missing_required_value_is_reported_at_once() -> None:
         Settings.from_env({}, require=("table_name", "topic_arn"))
     assert "SESSIONGATE_TABLE is required" in str(err.value)
     assert "SESSIONGATE_TOPIC_ARN is required" in str(err.value)
+
+
+def test_the_change_request_functions_need_the_stacks_approver_at_cold_start() -> None:
+    from sessiongate.runtime import REQUIRED
+
+    for role in ("adapter", "grant"):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env({}, require=REQUIRED[role])
+        assert "SESSIONGATE_APPROVER_NAME is required" in str(err.value)
+        assert "SESSIONGATE_APPROVER_TYPE is required" in str(err.value)

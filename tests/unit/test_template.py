@@ -597,3 +597,27 @@ def test_schedule_group_name_fits_schedulers_limits_for_any_stack_name() -> None
         assert grant_env["SESSIONGATE_SCHEDULE_GROUP"] == group
         names.add(group)
     assert len(names) == 2  # one group per stack
+
+
+def test_change_request_functions_know_the_stacks_approver_and_read_only_its_group() -> None:
+    """The engine checks Change Manager approvals against the stack's parameters (the change template
+    can be rewritten), reading the members of exactly the approver group, only when it is an IamGroup."""
+    for function in ("GrantAccessFunction", "AdaptChangeRequestFunction"):
+        variables = resource(function)["Properties"]["Environment"]["Variables"]
+        assert variables["SESSIONGATE_APPROVER_NAME"] == {"Ref": "ApproverName"}
+        assert variables["SESSIONGATE_APPROVER_TYPE"] == {"Ref": "ApproverType"}
+        assert variables["SESSIONGATE_MIN_REQUIRED_APPROVALS"] == {"Ref": "MinRequiredApprovals"}
+        statements = resource(function)["Properties"]["Policies"][0]["Statement"]
+        [group] = [s for s in statements if "Fn::If" in s and unwrap(s).get("Sid") == "ReadApproverGroup"]
+        assert group["Fn::If"][0] == "ApproverIsIamGroup"
+        assert group["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+        assert unwrap(group)["Action"] == "iam:GetGroup"
+        assert [r["Fn::Sub"] for r in unwrap(group)["Resource"]] == [
+            "arn:${AWS::Partition}:iam::${AWS::AccountId}:group/${ApproverName}",
+            "arn:${AWS::Partition}:iam::${AWS::AccountId}:group/*/${ApproverName}",
+        ]
+        others = [s for s in function_statements(function) if s.get("Sid") != "ReadApproverGroup"]
+        assert not any("iam:GetGroup" in _actions(s) for s in others)
+    assert template()["Conditions"]["ApproverIsIamGroup"] == {
+        "Fn::Equals": [{"Ref": "ApproverType"}, "IamGroup"]
+    }

@@ -122,9 +122,10 @@ def test_a_change_request_name_with_a_bidi_override_is_denied() -> None:
     )
     execution = change_request(request)
     ref = ChangeRequestRef(request.origin_ref, None, "Approved", None, None)
-    assert not isinstance(interpret(ref, execution, settings(), account=ACCOUNT, now=now), list)
+    config = settings(approver_type="IamUser", approver_name="bob")
+    assert not isinstance(interpret(ref, execution, config, account=ACCOUNT, now=now), list)
     execution["ChangeRequestName"] = "restart \u202enigol"
-    denials = interpret(ref, execution, settings(), account=ACCOUNT, now=now)
+    denials = interpret(ref, execution, config, account=ACCOUNT, now=now)
     assert isinstance(denials, list)
     assert [d.code for d in denials] == ["invalid_reason"]
 

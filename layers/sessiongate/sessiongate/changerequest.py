@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,10 @@ from .identity import (
     ACCOUNT_RE,
     INSTANCE_ID_RE,
     PRINCIPAL_NAME_RE,
+    Identity,
     PrincipalType,
+    is_idc_role,
+    may_be_same,
     parse_identity,
     same_principal,
 )
@@ -158,8 +161,13 @@ def interpret(
     *,
     account: str,
     now: datetime,
+    group_members: Callable[[str], Collection[str]] | None = None,
 ) -> AccessApproved | list[Denial]:
-    """Build the normalized request from the SSM record, or say why it cannot be granted."""
+    """Build the normalized request from the SSM record, or say why it cannot be granted.
+
+    ``group_members(name)``: the (lower-case) names of the IAM users in IAM group ``name`` now, needed
+    when the stack's approver is an IamGroup (without it such approvals cannot be verified: denied).
+    """
     denials: list[Denial] = []
     if execution.get("AutomationSubtype") != "ChangeRequest":
         denials.append(Denial("not_a_change_request", "the SSM execution is not a change request"))
@@ -180,6 +188,8 @@ def interpret(
         denials.append(Denial("change_request_not_approved", f"approval steps are {approvals}"))
     if not approvers:
         denials.append(Denial("approvers_unknown", "cannot tell who approved the change request"))
+    else:
+        denials += approver_denials(approvers, settings, group_members)
 
     requester = execution.get("ExecutedBy")
     if not isinstance(requester, str) or parse_identity(requester) is None:
@@ -229,6 +239,89 @@ def interpret(
         approved_at=approved_at or now,
         reason=reason,
     )
+
+
+def approver_denials(
+    approvers: Sequence[str],
+    settings: Settings,
+    group_members: Callable[[str], Collection[str]] | None,
+) -> list[Denial]:
+    """The approvals SSM recorded came from the stack's approvers, at least MinRequiredApprovals people.
+
+    The change template says who may approve, but anyone with ``ssm:UpdateDocument`` (an SSM admin)
+    can rewrite it, and ``ssm:UpdateDocumentMetadata`` passes its review: so the stack's own settings
+    (ApproverName, ApproverType, MinRequiredApprovals), not the template, decide. Each person counts
+    once (:func:`may_be_same`: an approver who may be the same person as one already counted adds
+    nothing), which may count fewer people than there are, never more.
+    """
+    kind, name = settings.approver_type, settings.approver_name
+    if not kind or not name:
+        return [Denial("approvers_unverifiable", "SessionGate has no configured change request approver")]
+    if kind == "SSOGroup":
+        # IAM Identity Center group membership is not visible in IAM, and an approver's record (an
+        # assumed-role ARN) names no group: SessionGate cannot tell a member from anyone else.
+        return [
+            Denial(
+                "approvers_unverifiable",
+                "approvals by an SSOGroup cannot be verified: use an IamGroup, IamRole, IamUser or SSOUser",
+            )
+        ]
+    members: Collection[str] | None = None
+    if kind == "IamGroup":
+        if group_members is None:
+            return [Denial("approvers_unverifiable", f"cannot read the members of IAM group {name!r}")]
+        members = group_members(name)
+    counted: list[Identity] = []
+    strangers: list[str] = []
+    for arn in approvers:
+        identity = parse_identity(arn)
+        if identity is None or not _is_configured_approver(identity, settings, members):
+            strangers.append(arn)
+        elif not any(may_be_same(identity, other) for other in counted):
+            counted.append(identity)
+    if strangers:
+        return [
+            Denial(
+                "approver_not_configured",
+                f"approved by {', '.join(a[:160] for a in strangers[:3])}, not by the configured "
+                f"approver {kind} {name}",
+            )
+        ]
+    if len(counted) < settings.min_required_approvals:
+        return [
+            Denial(
+                "approvals_insufficient",
+                f"{len(counted)} distinct approver(s), {settings.min_required_approvals} required",
+            )
+        ]
+    return []
+
+
+def _is_configured_approver(identity: Identity, settings: Settings, members: Collection[str] | None) -> bool:
+    """``identity`` is (a member of) the stack's approver, in the stack's account and partition.
+
+    IamUser: the user of that name (any path). IamRole: the role or one of its sessions. IamGroup: an
+    IAM user who is in the group now. SSOUser: a session of an IAM Identity Center permission-set role
+    whose session name is that user (IdC sets it, see :data:`~sessiongate.identity.IDC_ROLE_PREFIX`).
+    IAM names are not distinguished by case.
+    """
+    if identity.partition != settings.partition or identity.account != settings.account_id:
+        return False
+    kind, name = settings.approver_type, settings.approver_name.lower()
+    if kind == "IamUser":
+        return identity.kind == "user" and identity.name.lower() == name
+    if kind == "IamRole":
+        return identity.kind == "role" and identity.name.lower() == name
+    if kind == "IamGroup":
+        return identity.kind == "user" and members is not None and identity.name.lower() in members
+    if kind == "SSOUser":
+        return (
+            identity.kind == "role"
+            and identity.session is not None
+            and is_idc_role(identity.name)
+            and identity.session.lower() == name
+        )
+    return False
 
 
 def _same_principal(a: str, b: str) -> bool:

@@ -582,7 +582,14 @@ class Engine:
             log.info("change request not approved (yet): nothing to do", extra={"ssm_status": status})
             return Outcome("ignored", None, {"why": f"change request status is {status}"})
         now = self.clock.now()
-        result = interpret(ref, execution, self.settings, account=self.settings.account_id, now=now)
+        result = interpret(
+            ref,
+            execution,
+            self.settings,
+            account=self.settings.account_id,
+            now=now,
+            group_members=self.directory.group_user_names,
+        )
         if isinstance(result, list):
             execution_id = str(execution.get("AutomationExecutionId", ""))
             grant_id = f"cm-{execution_id}"
@@ -738,6 +745,8 @@ class ChangeManagerVerifier:
     changes: ChangeRequests
     settings: Settings
     clock: Clock
+    # IAM of the stack's account: the members of an IamGroup approver (without it, unverifiable).
+    directory: Directory | None = None
 
     def verify(
         self, request: AccessApproved, instance: guardrails.InstanceFacts | None = None
@@ -751,7 +760,12 @@ class ChangeManagerVerifier:
             raise TransientError(f"change request {execution_id} is not shown as approved yet")
         ref = ChangeRequestRef(request.origin_ref, execution_id, "Approved", None, None)
         truth = interpret(
-            ref, execution, self.settings, account=self.settings.account_id, now=self.clock.now()
+            ref,
+            execution,
+            self.settings,
+            account=self.settings.account_id,
+            now=self.clock.now(),
+            group_members=self.directory.group_user_names if self.directory else None,
         )
         if isinstance(truth, list):
             return truth

@@ -21,10 +21,12 @@ MemberClientFactory = Callable[[str, dict[str, str] | None], Any]
 
 _COMMON = ("account_id", "table_name", "topic_arn", "schedule_group")
 _SCHEDULING = ("scheduler_role_arn", "schedule_dlq_arn")
+# The functions that interpret change requests check SSM's approvals against the stack's approvers.
+_APPROVERS = ("approver_name", "approver_type")
 REQUIRED: dict[str, tuple[str, ...]] = {
-    "grant": _COMMON + _SCHEDULING + ("revoke_target_arn",),
+    "grant": _COMMON + _SCHEDULING + _APPROVERS + ("revoke_target_arn",),
     "revoke": _COMMON,
-    "adapter": _COMMON + _SCHEDULING + ("event_bus_name", "adapter_target_arn"),
+    "adapter": _COMMON + _SCHEDULING + _APPROVERS + ("event_bus_name", "adapter_target_arn"),
     "reconcile": _COMMON + _SCHEDULING + ("revoke_target_arn", "operator_policy_arn"),
     # Native front door: the request API also revokes early through the engine (same path as expiry).
     "requests": (
@@ -94,7 +96,11 @@ def build_engine(
 
 def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFactory) -> dict[Origin, Any]:
     """Origin verifiers; without a requests table native grants stay unverifiable (denied)."""
-    verifiers: dict[Origin, Any] = {Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock)}
+    from .adapters.directory import Directory
+
+    verifiers: dict[Origin, Any] = {
+        Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock, Directory(make("iam")))
+    }
     if settings.requests_table:
         if not settings.break_glass_approver_arn:
             # Without it every break-glass grant would be denied as origin_mismatch: say so at cold start.

@@ -11,6 +11,8 @@ from .errors import ConfigError
 from .slots import MAX_SLOTS
 
 _KMS_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}")
+# ApproverType values of a change template's approver ("About approvals in your change templates").
+APPROVER_TYPES = ("IamUser", "IamGroup", "IamRole", "SSOUser", "SSOGroup")
 _TAG_RE = re.compile(r"^([\w .:/=+\-@]{1,128})=([\w .:/=+\-@]{0,256})$")
 
 
@@ -28,6 +30,12 @@ class Settings:
     scheduler_role_arn: str = ""
     schedule_dlq_arn: str = ""
     change_template_name: str = "AllowSsmSessionStartTemplate"
+    # Who may approve a change request, as the change template names them (ApproverName, ApproverType,
+    # MinRequiredApprovals of the stack): the engine checks SSM's approval records against these, not
+    # against the template, which anyone with ssm:UpdateDocument can rewrite.
+    approver_name: str = ""
+    approver_type: str = ""
+    min_required_approvals: int = 1
     default_validity_minutes: int = 10
     max_validity_minutes: int = 60
     slot_count: int = 5
@@ -70,6 +78,9 @@ class Settings:
         "scheduler_role_arn": "SESSIONGATE_SCHEDULER_ROLE_ARN",
         "schedule_dlq_arn": "SESSIONGATE_SCHEDULE_DLQ_ARN",
         "change_template_name": "SESSIONGATE_CHANGE_TEMPLATE",
+        "approver_name": "SESSIONGATE_APPROVER_NAME",
+        "approver_type": "SESSIONGATE_APPROVER_TYPE",
+        "min_required_approvals": "SESSIONGATE_MIN_REQUIRED_APPROVALS",
         "default_validity_minutes": "SESSIONGATE_DEFAULT_VALIDITY_MINUTES",
         "max_validity_minutes": "SESSIONGATE_MAX_VALIDITY_MINUTES",
         "slot_count": "SESSIONGATE_SLOT_COUNT",
@@ -152,6 +163,16 @@ class Settings:
         bad = [p for p in self.default_approvers if not p.startswith("arn:")]
         if bad:
             problems.append(f"default approvers must be ARN patterns, got {bad[:3]}")
+        if self.approver_type and self.approver_type not in APPROVER_TYPES:
+            problems.append(f"approver type must be one of {', '.join(APPROVER_TYPES)}")
+        if self.approver_name and not re.fullmatch(r"[\w+=,.@-]{1,128}", self.approver_name):
+            problems.append("approver name must be an IAM or IAM Identity Center name (no path)")
+        if not 1 <= self.min_required_approvals <= 5:
+            problems.append("minimum required approvals must be 1..5")
+        elif self.approver_type in ("IamUser", "SSOUser") and self.min_required_approvals != 1:
+            problems.append(
+                "an IamUser or SSOUser approver is one person: minimum required approvals must be 1"
+            )
         if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
             problems.append("account id must be 12 digits")
         if problems:

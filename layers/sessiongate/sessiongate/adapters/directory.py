@@ -58,6 +58,20 @@ class Directory:
                 found |= {(PrincipalType.USER, u["UserName"]) for u in page.get("Users", [])}
         return found
 
+    def group_user_names(self, group: str) -> frozenset[str]:
+        """Names (lower case) of the IAM users in ``group`` now; none when the group does not exist.
+
+        IAM user names are unique in an account whatever their case (IAM API Reference, CreateUser:
+        "User names are not distinguished by case"), so the lower-case name identifies the user.
+        """
+        names: set[str] = set()
+        try:
+            for page in self._iam.get_paginator("get_group").paginate(GroupName=group):
+                names |= {u["UserName"].lower() for u in page.get("Users", [])}
+        except self._iam.exceptions.NoSuchEntityException:
+            return frozenset()
+        return frozenset(names)
+
     def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None:
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         try:
