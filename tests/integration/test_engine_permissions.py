@@ -707,7 +707,7 @@ def test_scp_sample_lets_scheduler_invoke_the_engine() -> None:
     [scheduler] = [
         arn
         for s in scp["Statement"]
-        for arn in s["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+        for arn in s.get("Condition", {}).get("ArnNotLike", {}).get("aws:PrincipalArn", [])
         if "scheduler" in arn
     ]
     revoke = f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-revoke-access"
@@ -730,3 +730,17 @@ def test_scp_sample_protects_instance_scope_tags(key: str, action: str) -> None:
     assert _scp_allows(
         scp, "arn:aws:iam::222222222222:role/Admin", action, instance, {"aws:TagKeys": ["Owner"]}
     )
+
+
+@pytest.mark.parametrize("path", ["", "aws-reserved/sso.amazonaws.com/", "team/"])
+def test_scp_sample_reserves_identity_center_role_names(path: str) -> None:
+    """An SSOUser approver and IdC people are recognised by the AWSReservedSSO_ role name, which STS
+    ARNs show without the path: nobody in the organization creates a role named so (IAM Identity
+    Center creates them through its service-linked role, which SCPs do not bind)."""
+    scp = _scp("scp-protect-front-doors.json")
+    role = f"arn:aws:iam::222222222222:role/{path}AWSReservedSSO_Approvers_0123456789abcdef"
+    deployer = f"arn:aws:iam::{ENGINE}:role/EDIT-sessiongate-deployer"
+    for who in ("arn:aws:iam::222222222222:role/Admin", deployer):
+        assert not _scp_allows(scp, who, "iam:CreateRole", role, {})
+    admin, app = "arn:aws:iam::222222222222:role/Admin", "arn:aws:iam::222222222222:role/app"
+    assert _scp_allows(scp, admin, "iam:CreateRole", app, {})

@@ -79,7 +79,6 @@ def test_change_template_approval_counts_are_integers_in_the_document() -> None:
         ("SSOUser", "3", False),
         ("IamGroup", "5", True),
         ("IamRole", "2", True),
-        ("SSOGroup", "2", True),
     ],
 )
 def test_approvals_one_approver_can_never_give_are_refused_at_deploy_time(
@@ -96,6 +95,16 @@ def test_approvals_one_approver_can_never_give_are_refused_at_deploy_time(
             cfn.load("sg", "123456789012", "us-east-1", overrides)
     # Without the Change Manager front door there is nothing to refuse.
     cfn.load("sg", "123456789012", "us-east-1", {**overrides, "EnableChangeManager": "false"})
+
+
+def test_approvers_the_engine_cannot_verify_are_refused_at_deploy_time() -> None:
+    """The engine checks each approval against ApproverName/ApproverType; it cannot see IAM Identity
+    Center group membership, so an SSOGroup would deny every request: refused before deploying."""
+    from sandbox import cfn
+
+    with pytest.raises(ValueError, match="ApproversCanBeVerified"):
+        cfn.load("sg", "123456789012", "us-east-1", {"ApproverType": "SSOGroup"})
+    cfn.load("sg", "123456789012", "us-east-1", {"ApproverType": "SSOGroup", "EnableChangeManager": "false"})
 
 
 def test_grant_rule_listens_for_access_approved_on_the_sessiongate_bus() -> None:
