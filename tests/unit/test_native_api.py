@@ -21,7 +21,6 @@ from sandbox.faults import FaultInjector
 from sessiongate import runtime
 from sessiongate.adapters.requests import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
-from sessiongate.identity import PrincipalType
 from sessiongate.model import GrantStatus, Origin
 from sessiongate.native import Approval, Request, RequestStatus
 from sessiongate.native_service import NativeVerifier
@@ -39,6 +38,7 @@ from tests.support.native import (
     SECURITY,
     api_event,
     declared_routes,
+    make_request,
     member_session,
 )
 from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack, environment
@@ -591,16 +591,10 @@ def test_a_read_never_hands_a_forged_approval_to_the_engine(deployed: Stack) -> 
     """Finding 2: with dynamodb:PutItem one writes an APPROVED record naming any approver; reading it
     must not emit it (nor write it), and the sweep hands over only what the request API approved."""
     stack = deployed
-    forged = Request(
+    forged = make_request(
         request_id="f" * 32,
         status=RequestStatus.APPROVED,
-        account=ACCOUNT,
         instance_id=stack.instance(),
-        principal_type=PrincipalType.USER,
-        principal_name="alice",
-        principal_arn=ALICE,
-        requester_arn=ALICE,
-        duration_minutes=10,
         reason="forged",
         created_at="2026-11-24T08:59:00Z",
         pending_expires_at="2026-11-24T09:59:00Z",
