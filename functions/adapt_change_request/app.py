@@ -8,4 +8,6 @@ from sessiongate.runtime import engine
 
 @lambda_entry
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return engine("adapter").on_change_request(event).as_dict()
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    remaining = (lambda: remaining_ms() / 1000) if callable(remaining_ms) else None
+    return engine("adapter").on_change_request(event, remaining_seconds=remaining).as_dict()

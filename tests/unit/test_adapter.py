@@ -295,6 +295,23 @@ def test_approval_ssm_does_not_show_yet_is_transient_never_a_denial(
     assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
 
 
+def test_the_re_read_never_outlives_the_invocation(stack: Stack, approved_event: dict[str, Any]) -> None:
+    """Waiting stops when the Lambda invocation has too little time left for another wait and re-read:
+    the event is retried (transient), never timed out mid-way."""
+    _lagging(stack, 600)
+    start = stack.clock.now()
+    deadline = start + timedelta(seconds=11)  # time for the 1 s and 2 s waits (each with the 5 s reserve)
+
+    def remaining() -> float:
+        return (deadline - stack.clock.now()).total_seconds()
+
+    with pytest.raises(TransientError, match="not shown as approved yet"):
+        stack.engine().on_change_request(approved_event, remaining_seconds=remaining)
+    assert stack.clock.now() - start == timedelta(seconds=3)
+    assert stack.ssm.calls.count("DescribeAutomationExecutions") == 3
+    assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+
+
 def test_in_progress_without_approval_in_ssm_waits_for_a_later_event(
     stack: Stack, approved_event: dict[str, Any]
 ) -> None:

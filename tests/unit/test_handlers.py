@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sessiongate import runtime
-from sessiongate.errors import ConfigError
+from sessiongate.errors import ConfigError, TransientError
 from sessiongate.model import AccessApproved
 from tests.conftest import load_event
 from tests.support.stack import Stack, change_request, environment
@@ -46,6 +46,28 @@ def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     stack.approvers(*AccessApproved.from_detail(load_event("access_approved.json")["detail"]).approver_arns)
     yield stack
     runtime.override()
+
+
+def test_the_adapter_handler_waits_only_as_long_as_lambda_lets_it(deployed: Stack) -> None:
+    """The handler hands Lambda's remaining time to the bounded re-read: with 4 s left it does not
+    wait at all and raises (Lambda retries the event) instead of being killed mid-wait."""
+    stack = deployed
+    request = AccessApproved.from_detail(load_event("access_approved.json")["detail"])
+    execution = change_request(request)
+    execution["AutomationExecutionStatus"] = "PendingApproval"
+    execution["StepExecutions"][0].update(StepStatus="Waiting", Outputs={})
+    stack.ssm.add_execution(execution)
+
+    @dataclass
+    class Ending(LambdaContext):
+        def get_remaining_time_in_millis(self) -> int:
+            return 4000
+
+    start = stack.clock.now()
+    with pytest.raises(TransientError, match="not shown as approved yet"):
+        handler("adapt_change_request")(load_event("change_request_approved.json"), Ending())
+    assert stack.clock.now() == start
+    assert stack.bus_events() == []
 
 
 def test_change_manager_approval_flows_through_all_three_handlers(deployed: Stack) -> None:

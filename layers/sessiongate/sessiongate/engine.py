@@ -10,7 +10,7 @@ Denials are decisions: recorded in the ledger, notified, and returned, never rai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -71,6 +71,8 @@ REPAIR_HOLDER = "reconciler-repair"
 # 3 minutes), then parks it in FailedInvocationsQueue (alarmed). Meanwhile the later status events
 # (Scheduled, RunbookInProgress) re-drive the same idempotent path, so the grant happens once.
 APPROVAL_RECHECK_DELAYS = (1.0, 2.0, 4.0, 8.0)
+# A re-read after a wait needs time for itself and the hand-over: stop waiting when less is left.
+RECHECK_RESERVE_SECONDS = 5.0
 
 
 class AccountNotAllowed(Exception):
@@ -538,7 +540,11 @@ class Engine:
         return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
 
     # ------------------------------------------------------------------------------ Change Manager
-    def on_change_request(self, event: object) -> Outcome:
+    def on_change_request(
+        self, event: object, *, remaining_seconds: Callable[[], float] | None = None
+    ) -> Outcome:
+        """A Change Manager status event (or SessionGate's deferred start). ``remaining_seconds``: the
+        invocation's time left (Lambda's context), so the bounded re-read never outlives it."""
         if self.changes is None or self.bus is None:
             raise RuntimeError("the Change Manager adapter needs the changes and bus adapters")
         try:
@@ -563,11 +569,13 @@ class Engine:
                 log.info("change request not approved yet", extra={"status": ref.status})
                 return Outcome("ignored", None, {"why": "change request not approved yet"})
             for delay in APPROVAL_RECHECK_DELAYS:
+                if remaining_seconds is not None and remaining_seconds() < delay + RECHECK_RESERVE_SECONDS:
+                    break  # no time for another wait: the event is retried later instead
                 self.clock.sleep(delay)
                 execution = self.changes.find(ref.ops_item_id)
                 if execution is None or not awaiting_approval(execution):
                     break
-            else:
+            if execution is not None and awaiting_approval(execution):
                 metrics().add("ApprovalNotVisibleYet")
                 log.warning("SSM does not show the approval yet: retrying", extra={"status": ref.status})
                 raise TransientError(f"change request of {ref.ops_item_id} is not shown as approved yet")
