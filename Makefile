@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam setup-scan scan lint typecheck validate unit test demo scenarios bench bench-quick build deploy clean \
+.PHONY: setup setup-sam setup-scan scan lint typecheck validate unit integration test demo scenarios bench bench-quick build deploy clean \
         smoke smoke-plan smoke-teardown
 
 setup: $(VENV)/.installed
@@ -59,14 +59,20 @@ validate: setup setup-sam
 	$(BIN)/cfn-lint template.yaml member/template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 
+# Fast tier: the pure core and both front doors on in-memory fakes (no moto, no template).
 unit: setup
-	$(TEST_ENV) $(BIN)/pytest -q
+	$(TEST_ENV) $(BIN)/pytest -q tests/unit
+
+# Slow tier: moto, the sandbox built from the template, the handlers as deployed, the opt-in
+# real-account tests (skipped unless SESSIONGATE_AWS_TESTS=1).
+integration: setup
+	$(TEST_ENV) $(BIN)/pytest -q tests/integration tests/aws
 
 # The README's main job: the original walkthrough, offline (moto + virtual clock), as a timeline.
 demo: setup
 	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox demo
 
-# Every shipped scenario (also part of `make unit`): one result line per file; fails if any failed.
+# Every shipped scenario (also part of `make integration`): one result line per file; fails if any failed.
 scenarios: setup
 	@failed=0; for f in scenarios/*.yaml; do \
 	  out=$$($(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox run $$f 2>&1) || failed=1; \
@@ -87,7 +93,7 @@ bench-quick: setup
 	$(BENCH) bench.throughput --requests 1000 --workers 2
 
 # The README's test command: every gate CI runs.
-test: lint typecheck validate scan unit
+test: lint typecheck validate scan unit integration
 
 build: setup-sam
 	PYENV_VERSION=$${PYENV_VERSION:-3.11.7:3.12.1} $(SAM_VENV)/bin/sam build

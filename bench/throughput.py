@@ -58,7 +58,7 @@ def _world(requests: int, per_minute: int, validity: int, drop_schedules: bool, 
     warnings.filterwarnings("ignore")
     from sandbox.world import ACCOUNT, REGION, World
     from sessiongate.clock import parse_iso
-    from sessiongate.slots import INSTANCE_KEY
+    from sessiongate.core.slots import INSTANCE_KEY
 
     world = World()
     try:

@@ -2,7 +2,7 @@
 
 Requests are validated against botocore's input shapes and responses against its output shapes, so the
 fake cannot drift from the real API's request/response structure. It raises only errors the model
-declares for the operation (tests/unit/test_fake_ssm.py lists, per operation, every declared error and
+declares for the operation (tests/integration/test_fake_ssm.py lists, per operation, every declared error and
 the situation the fake raises it in, or why it never does), and its approval steps accept only the
 change template's approvers.
 """

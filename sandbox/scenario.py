@@ -18,14 +18,14 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError
 
+from sessiongate.access_requests.policy import PolicyError
+from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.requests import RequestStore, sign_and_put, to_item
-from sessiongate.approval_policy import PolicyError
+from sessiongate.adapters.request_store import RequestStore, sign_and_put, to_item
 from sessiongate.clock import to_iso
-from sessiongate.model import ACCESS_APPROVED, EVENT_SOURCE
-from sessiongate.native import Approval, RequestStatus
-from sessiongate.slots import INSTANCE_KEY, USER_KEY
-from sessiongate.slots import instance_key as slot_key
+from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE
+from sessiongate.core.slots import INSTANCE_KEY, USER_KEY
+from sessiongate.core.slots import instance_key as slot_key
 
 from .apigw import api_event
 from .policy import SessionChecker

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from moto.core.model_instances import reset_model_data
 
-from sessiongate import runtime
+from sessiongate import wiring as runtime
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
@@ -276,7 +276,7 @@ class World:
             if r.properties.get("EventPattern", {}).get("detail-type") == [CLOUDTRAIL_API_CALL]:
                 # Not created: the SecurityAlert rules match CloudTrail records of AWS API calls, and
                 # nothing in the sandbox records API calls through CloudTrail. Their patterns are tested
-                # against sample CloudTrail events in tests/unit/test_security_controls.py.
+                # against sample CloudTrail events in tests/integration/test_security_controls.py.
                 continue
             self._build_rule(r)
 

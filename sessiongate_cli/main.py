@@ -237,9 +237,9 @@ def cmd_policy(ctx: Context) -> Any:
     ApprovalPolicyKey (only DeployerArns may GenerateMac with it) and optionally write the parameter."""
     from botocore.exceptions import ClientError
 
+    from sessiongate.access_requests.policy import PolicyError, policy_digest
     from sessiongate.adapters.kms import Macs, MacUnavailable
-    from sessiongate.adapters.requests import next_version, put_signed, sign_policy
-    from sessiongate.approval_policy import PolicyError, policy_digest
+    from sessiongate.adapters.request_store import next_version, put_signed, sign_policy
 
     a = ctx.args
     try:

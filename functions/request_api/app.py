@@ -4,7 +4,7 @@ and on a schedule the expiry of pending requests nobody decided on."""
 from typing import Any
 
 from sessiongate.observability import lambda_entry
-from sessiongate.runtime import request_api
+from sessiongate.wiring import request_api
 
 
 @lambda_entry

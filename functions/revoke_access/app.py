@@ -3,7 +3,7 @@
 from typing import Any
 
 from sessiongate.observability import lambda_entry
-from sessiongate.runtime import engine
+from sessiongate.wiring import engine
 
 
 @lambda_entry

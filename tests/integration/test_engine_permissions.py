@@ -17,7 +17,7 @@ import pytest
 from sandbox import cfn
 from sandbox.policy import Policy, SessionChecker, local_check_authorization_full, principal_node
 from sandbox.world import ACCOUNT, REGION, World
-from sessiongate import slots
+from sessiongate.core import slots
 
 USER = f"arn:aws:iam::{ACCOUNT}:user/alice"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/ops-oncall"

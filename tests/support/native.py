@@ -21,8 +21,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from sandbox.apigw import api_event
-from sessiongate.identity import PrincipalType
-from sessiongate.native import Request, RequestStatus
+from sessiongate.access_requests.records import Request, RequestStatus
+from sessiongate.core.identity import PrincipalType
 from sessiongate_cli.client import Response
 from tests.support.stack import ACCOUNT, REGION, Stack
 from tests.support.template import resource

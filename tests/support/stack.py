@@ -17,16 +17,17 @@ from botocore.config import Config
 
 from sandbox import fake_iam
 from sandbox.fake_ssm import FakeSsm
+from sessiongate.access_requests.http import RequestApi
+from sessiongate.access_requests.policy import Envelope, new_serial
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.requests import next_version, put_signed, sign_and_put
-from sessiongate.approval_policy import Envelope, new_serial
+from sessiongate.adapters.request_store import next_version, put_signed, sign_and_put
+from sessiongate.change_manager.adapter import ChangeRequestAdapter
 from sessiongate.clock import ManualClock, to_iso
-from sessiongate.engine import Engine
-from sessiongate.identity import PrincipalType
-from sessiongate.model import AccessApproved, Origin
-from sessiongate.native_api import RequestApi
-from sessiongate.runtime import build_engine, build_request_api
+from sessiongate.core.engine import Engine
+from sessiongate.core.identity import PrincipalType
+from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.settings import Settings
+from sessiongate.wiring import build_change_request_adapter, build_engine, build_request_api
 
 from .template import resource
 
@@ -86,6 +87,9 @@ class Stack:
         return build_engine(settings or self.settings, clock=self.clock, client=self.client)
 
     # -- native front door --------------------------------------------------------------------
+    def change_manager(self, settings: Settings | None = None) -> ChangeRequestAdapter:
+        return build_change_request_adapter(settings or self.settings, clock=self.clock, client=self.client)
+
     def enable_native(self) -> None:
         """Configure the native front door (the requests table exists in every stack)."""
         self.settings = Settings(**{**self.settings.__dict__, **NATIVE_SETTINGS})

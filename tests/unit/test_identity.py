@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessiongate.identity import IDC_ROLE_PREFIX, Identity, may_be_same, parse_identity, person_key
+from sessiongate.core.identity import IDC_ROLE_PREFIX, Identity, may_be_same, parse_identity, person_key
 
 names = st.from_regex(r"[A-Za-z0-9+=,.@_-]{1,20}", fullmatch=True)
 accounts = st.sampled_from(["111111111111", "222222222222"])

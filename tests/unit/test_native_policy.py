@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessiongate import approval_policy as ap
-from sessiongate.identity import PrincipalType
-from sessiongate.native import (
+from sessiongate.access_requests import policy as ap
+from sessiongate.access_requests.records import (
     TRANSITIONS,
     ApiError,
     Approval,
@@ -25,7 +24,8 @@ from sessiongate.native import (
     request_id_of,
     same_caller,
 )
-from sessiongate.notifications import render
+from sessiongate.core.identity import PrincipalType
+from sessiongate.core.notifications import render
 from tests.support.native import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY, make_request
 from tests.support.stack import ACCOUNT
 
@@ -229,7 +229,7 @@ def test_state_machine_refuses_illegal_moves() -> None:
 
 @given(st.integers(min_value=1, max_value=9999))
 def test_grant_ids_fit_the_engine_contract(n: int) -> None:
-    from sessiongate.model import GRANT_ID_RE
+    from sessiongate.core.model import GRANT_ID_RE
 
     for request_id in (RID, f"{RID}-x{n}"):
         grant_id = grant_id_for(request_id)

@@ -11,10 +11,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from sessiongate import approval_policy as ap
+from sessiongate.access_requests import policy as ap
+from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.kms import ALGORITHM, Macs, MacUnavailable
-from sessiongate.identity import PrincipalType
-from sessiongate.native import Approval, RequestStatus
+from sessiongate.core.identity import PrincipalType
 from tests.support.native import BOB, CAROL, DAVE, POLICY, SECURITY, make_request
 from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER
 
@@ -202,8 +202,8 @@ def test_generate_and_verify_send_what_the_model_declares(kms: Any) -> None:
 
 def test_key_settings_are_checked_at_cold_start() -> None:
     from sessiongate.errors import ConfigError
-    from sessiongate.runtime import REQUIRED, build_engine
     from sessiongate.settings import Settings
+    from sessiongate.wiring import REQUIRED, build_engine
 
     assert {"approval_key_id", "approval_policy_key_id"} <= set(REQUIRED["requests"])
     with pytest.raises(ConfigError, match="SESSIONGATE_APPROVAL_KEY must be a KMS key"):
@@ -217,7 +217,7 @@ def test_key_settings_are_checked_at_cold_start() -> None:
 
 
 def test_policy_notifications_are_readable() -> None:
-    from sessiongate.notifications import render
+    from sessiongate.core.notifications import render
 
     changed = {
         "at": "2026-11-24T09:00:00Z",

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sessiongate import approval_policy as ap
-from sessiongate.guardrails import check_approval
-from sessiongate.identity import PrincipalType
-from sessiongate.model import AccessApproved, Origin
-from sessiongate.native import ApiError, Request
+from sessiongate.access_requests import policy as ap
+from sessiongate.access_requests.records import ApiError, Request
+from sessiongate.core.guardrails import check_approval
+from sessiongate.core.identity import PrincipalType
+from sessiongate.core.model import AccessApproved, Origin
 from tests.support.native import make_request
 
 ENGINE = "111111111111"

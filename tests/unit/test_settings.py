@@ -59,7 +59,7 @@ def test_every_missing_required_value_is_reported_at_once() -> None:
 
 
 def test_the_change_request_functions_need_the_stacks_approver_at_cold_start() -> None:
-    from sessiongate.runtime import REQUIRED
+    from sessiongate.wiring import REQUIRED
 
     for role in ("adapter", "grant"):
         with pytest.raises(ConfigError) as err:

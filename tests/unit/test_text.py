@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sessiongate import approval_policy as ap
-from sessiongate.changerequest import ChangeRequestRef, interpret
+from sessiongate.access_requests import policy as ap
+from sessiongate.access_requests.records import ApiError, parse_comment, parse_create, parse_extend
+from sessiongate.change_manager.events import ChangeRequestRef, interpret
+from sessiongate.core.identity import PrincipalType
+from sessiongate.core.model import AccessApproved, Origin
+from sessiongate.core.notifications import render
 from sessiongate.errors import InvalidInput
-from sessiongate.identity import PrincipalType
-from sessiongate.model import AccessApproved, Origin
-from sessiongate.native import ApiError, parse_comment, parse_create, parse_extend
-from sessiongate.notifications import render
 from sessiongate.text import escape_markdown, visible_length
 from tests.support.native import ALICE, POLICY
 from tests.support.stack import ACCOUNT, change_request, settings

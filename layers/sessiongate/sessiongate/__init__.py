@@ -1,8 +1,8 @@
 """SessionGate engine: approval-gated, time-boxed SSM Session Manager access.
 
-Pure domain modules (``model``, ``identity``, ``slots``, ``guardrails``, ``changerequest``) hold the
-rules and never call AWS; ``adapters`` are the only modules that call boto3; ``engine`` orchestrates
-them; ``runtime`` wires settings and adapters for the Lambda handlers.
+``core`` grants, revokes and reconciles; ``change_manager`` and ``access_requests`` are the two front
+doors that hand it approvals; ``adapters`` are the only modules that call AWS; ``wiring`` builds what
+each Lambda handler needs.
 """
 
 __version__ = "0.1.0"

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from .errors import ConfigError
-from .slots import MAX_SLOTS
+from sessiongate.core.slots import MAX_SLOTS
+from sessiongate.errors import ConfigError
 
 _KMS_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}")
 # ApproverType values of a change template's approver ("About approvals in your change templates").

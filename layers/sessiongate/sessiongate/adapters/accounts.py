@@ -16,10 +16,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .aws import error_code
-from .directory import Directory
-from .inventory import Inventory
-from .sessions import Sessions
+from sessiongate.adapters.aws import error_code
+from sessiongate.adapters.directory import Directory
+from sessiongate.adapters.inventory import Inventory
+from sessiongate.adapters.sessions import Sessions
 
 # Errors that mean "the member role is missing, or does not trust us": a decision, not a retry.
 UNAVAILABLE = {

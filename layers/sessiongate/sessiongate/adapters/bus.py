@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import TransientError
-from ..model import ACCESS_APPROVED, EVENT_SOURCE, AccessApproved
+from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE, AccessApproved
+from sessiongate.errors import TransientError
 
 
 class Bus:

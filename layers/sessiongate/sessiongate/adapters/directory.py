@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..guardrails import PrincipalFacts
-from ..identity import PrincipalType
+from sessiongate.core.guardrails import PrincipalFacts
+from sessiongate.core.identity import PrincipalType
 
 
 class PrincipalGone(Exception):

@@ -6,8 +6,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..guardrails import InstanceFacts
-from .aws import error_code
+from sessiongate.adapters.aws import error_code
+from sessiongate.core.guardrails import InstanceFacts
 
 _MISSING = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 

@@ -6,7 +6,7 @@ Two keys (template.yaml), each with a key policy that names exactly who may do w
 - ``ApprovalKey``: only the request API role GenerateMacs an approval; only the grant role VerifyMacs it.
 
 KMS takes messages of at most 4096 bytes (GenerateMac ``Message``, botocore's model), so callers MAC a
-short domain-separated digest of what they bind (:func:`sessiongate.native.signed_message`).
+short domain-separated digest of what they bind (:func:`sessiongate.access_requests.records.signed_message`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .aws import error_code
+from sessiongate.adapters.aws import error_code
 
 ALGORITHM = "HMAC_SHA_256"
 # The key cannot be used at all (wrong key, disabled, deleted, not allowed): nothing it would sign is

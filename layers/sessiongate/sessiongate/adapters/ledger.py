@@ -1,8 +1,9 @@
 """DynamoDB ledger: grant records and per-(principal, slot) claims, all writes conditional.
 
 Items (single table, partition key ``pk``):
-- ``GRANT#<grant_id>``: the grant record (see :class:`sessiongate.model.Grant`). Live grants (PROVISIONING,
-  ACTIVE) also carry ``live = "LIVE"`` and ``expires_at`` for the sparse ``live-by-expiry`` index.
+- ``GRANT#<grant_id>``: the grant record (see :class:`sessiongate.core.model.Grant`). Live grants
+  (PROVISIONING, ACTIVE) also carry ``live = "LIVE"`` and ``expires_at`` for the sparse
+  ``live-by-expiry`` index.
 - ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it.
   A slot is only ever taken when absent, and only released by its holder's revocation *after* the
   holder's tag is gone, so a newer grant's tag can never be removed by an older grant's revocation.
@@ -20,8 +21,8 @@ import contextlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..errors import TransientError
-from ..model import Grant, GrantStatus
+from sessiongate.core.model import Grant, GrantStatus
+from sessiongate.errors import TransientError
 
 LIVE_INDEX = "live-by-expiry"
 _GRANT_FIELDS = {f.name for f in fields(Grant)}

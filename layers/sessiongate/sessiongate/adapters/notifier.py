@@ -8,8 +8,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..notifications import render
-from ..observability import logger, metrics
+from sessiongate.core.notifications import render
+from sessiongate.observability import logger, metrics
 
 
 class Notifier:

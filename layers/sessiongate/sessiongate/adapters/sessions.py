@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..identity import Identity, parse_identity, same_principal
+from sessiongate.core.identity import Identity, parse_identity, same_principal
 
 
 class Sessions:

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from sessiongate.engine import Engine
+from sessiongate.core.engine import Engine
+from sessiongate.core.model import GrantStatus
 from sessiongate.errors import TransientError
-from sessiongate.model import GrantStatus
 from tests.support.stack import ACCOUNT, Stack
 
 

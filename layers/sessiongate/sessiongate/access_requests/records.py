@@ -28,10 +28,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from .clock import parse_iso, to_iso
-from .identity import ACCOUNT_RE, INSTANCE_ID_RE, Identity, PrincipalType, parse_identity
-from .model import GRANT_ID_RE, MAX_REASON, AccessApproved, Origin
-from .text import forbidden_characters, visible_length
+from sessiongate.clock import parse_iso, to_iso
+from sessiongate.core.identity import ACCOUNT_RE, INSTANCE_ID_RE, Identity, PrincipalType, parse_identity
+from sessiongate.core.model import GRANT_ID_RE, MAX_REASON, AccessApproved, Origin
+from sessiongate.text import forbidden_characters, visible_length
 
 GRANT_PREFIX = "rq-"
 # Request ids: 32 hex digits; an extension of request R is ``R-x<n>``. ``rq-`` + id stays within the

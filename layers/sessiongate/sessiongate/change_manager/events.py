@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .errors import InvalidInput
-from .identity import (
+from sessiongate.core.identity import (
     ACCOUNT_RE,
     INSTANCE_ID_RE,
     PRINCIPAL_NAME_RE,
@@ -26,9 +25,10 @@ from .identity import (
     parse_identity,
     same_principal,
 )
-from .model import AccessApproved, Denial, Origin
-from .settings import Settings
-from .text import forbidden_characters
+from sessiongate.core.model import AccessApproved, Denial, Origin
+from sessiongate.errors import InvalidInput
+from sessiongate.settings import Settings
+from sessiongate.text import forbidden_characters
 
 DETAIL_TYPE = "Change Request Status Update"
 SOURCE = "aws.ssm"
@@ -302,7 +302,7 @@ def _is_configured_approver(identity: Identity, settings: Settings, members: Col
 
     IamUser: the user of that name (any path). IamRole: the role or one of its sessions. IamGroup: an
     IAM user who is in the group now. SSOUser: a session of an IAM Identity Center permission-set role
-    whose session name is that user (IdC sets it, see :data:`~sessiongate.identity.IDC_ROLE_PREFIX`).
+    whose session name is that user (IdC sets it, see :data:`~sessiongate.core.identity.IDC_ROLE_PREFIX`).
     IAM names are not distinguished by case.
     """
     if identity.partition != settings.partition or identity.account != settings.account_id:

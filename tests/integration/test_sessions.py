@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 
 from sessiongate.adapters.sessions import Sessions
-from sessiongate.identity import parse_identity
+from sessiongate.core.identity import parse_identity
 from tests.support.stack import ACCOUNT, Stack
 
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"

@@ -7,14 +7,16 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock, SystemClock
-from .engine import ChangeManagerVerifier, Engine
-from .errors import ConfigError
-from .model import Origin
-from .settings import Settings
+from sessiongate.change_manager.adapter import ChangeRequestAdapter
+from sessiongate.change_manager.verifier import ChangeManagerVerifier
+from sessiongate.clock import Clock, SystemClock
+from sessiongate.core.engine import Engine
+from sessiongate.core.model import Origin
+from sessiongate.errors import ConfigError
+from sessiongate.settings import Settings
 
 if TYPE_CHECKING:
-    from .native_api import RequestApi
+    from sessiongate.access_requests.http import RequestApi
 
 ClientFactory = Callable[[str], Any]
 MemberClientFactory = Callable[[str, dict[str, str] | None], Any]
@@ -48,16 +50,16 @@ def build_engine(
     member_client: MemberClientFactory | None = None,
     member_session: tuple[str, dict[str, Any] | None] = ("sessiongate", None),
 ) -> Engine:
-    from .adapters import aws
-    from .adapters.accounts import MemberAccounts
-    from .adapters.bus import Bus
-    from .adapters.changes import ChangeRequests
-    from .adapters.directory import Directory
-    from .adapters.inventory import Inventory
-    from .adapters.ledger import Ledger
-    from .adapters.notifier import Notifier
-    from .adapters.scheduler import Schedules
-    from .adapters.sessions import Sessions
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.accounts import MemberAccounts
+    from sessiongate.adapters.bus import Bus
+    from sessiongate.adapters.change_requests import ChangeRequests
+    from sessiongate.adapters.directory import Directory
+    from sessiongate.adapters.inventory import Inventory
+    from sessiongate.adapters.ledger import Ledger
+    from sessiongate.adapters.notifier import Notifier
+    from sessiongate.adapters.scheduler import Schedules
+    from sessiongate.adapters.sessions import Sessions
 
     make = client or aws.LazyClient
     clock = clock or SystemClock()
@@ -76,7 +78,6 @@ def build_engine(
         notifier=Notifier(make("sns"), settings.topic_arn),
         clock=clock,
         bus=Bus(make("events"), settings.event_bus_name),
-        changes=changes,
         verifiers=_verifiers(settings, changes, clock, make),
         sessions=Sessions(make("ssm")),
         accounts=MemberAccounts(
@@ -94,9 +95,30 @@ def build_engine(
     )
 
 
+def build_change_request_adapter(
+    settings: Settings, *, clock: Clock | None = None, client: ClientFactory | None = None
+) -> ChangeRequestAdapter:
+    """The Change Manager front door: status events -> re-read SSM -> ``AccessApproved`` on the bus."""
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.change_requests import ChangeRequests
+
+    make = client or aws.LazyClient
+    core = build_engine(settings, clock=clock, client=client)
+    assert core.bus is not None
+    return ChangeRequestAdapter(
+        settings=settings,
+        changes=ChangeRequests(make("ssm")),
+        bus=core.bus,
+        schedules=core.schedules,
+        directory=core.directory,
+        clock=core.clock,
+        engine=core,
+    )
+
+
 def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFactory) -> dict[Origin, Any]:
     """Origin verifiers; without a requests table native grants stay unverifiable (denied)."""
-    from .adapters.directory import Directory
+    from sessiongate.adapters.directory import Directory
 
     verifiers: dict[Origin, Any] = {
         Origin.CHANGE_MANAGER: ChangeManagerVerifier(changes, settings, clock, Directory(make("iam")))
@@ -114,9 +136,9 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
                 "invalid configuration: SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY are "
                 "required with SESSIONGATE_REQUESTS_TABLE (native approvals are verified with them)"
             )
-        from .adapters.kms import Macs
-        from .adapters.requests import RequestStore
-        from .native_service import NativeVerifier
+        from sessiongate.access_requests.service import NativeVerifier
+        from sessiongate.adapters.kms import Macs
+        from sessiongate.adapters.request_store import RequestStore
 
         verifiers[Origin.NATIVE] = NativeVerifier(
             RequestStore(make("dynamodb"), settings.requests_table),
@@ -129,8 +151,8 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
 
 def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
     """The verified approval policy (the stack default, or the signed parameter)."""
-    from .adapters.kms import Macs
-    from .adapters.requests import PolicySource, RequestStore
+    from sessiongate.adapters.kms import Macs
+    from sessiongate.adapters.request_store import PolicySource, RequestStore
 
     return PolicySource(
         make("ssm"),
@@ -152,15 +174,15 @@ def build_request_api(
     member_client: MemberClientFactory | None = None,
 ) -> RequestApi:
     """The native front door: request API over the request store, the policy and the engine."""
-    from .adapters import aws
-    from .adapters.kms import Macs
-    from .adapters.requests import RequestStore
-    from .native_api import RequestApi
-    from .native_service import NativeService
+    from sessiongate.access_requests.http import RequestApi
+    from sessiongate.access_requests.service import NativeService
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.kms import Macs
+    from sessiongate.adapters.request_store import RequestStore
 
     make = client or aws.LazyClient
     clock = clock or SystemClock()
-    from .adapters.accounts import READ_AND_UNTAG_ONLY
+    from sessiongate.adapters.accounts import READ_AND_UNTAG_ONLY
 
     # In member accounts the request API only reads and revokes: its role session there cannot tag.
     core = build_engine(
@@ -203,6 +225,7 @@ def override(
     given = {"clock": clock, "client": client, "member_client": member_client}
     _OVERRIDES.update({k: v for k, v in given.items() if v is not None})
     engine.cache_clear()
+    change_request_adapter.cache_clear()
     request_api.cache_clear()
 
 
@@ -210,6 +233,16 @@ def override(
 def engine(role: str) -> Engine:
     """The process-wide engine of a function role (``grant``, ``revoke``, ``adapter``)."""
     return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]), **_OVERRIDES)
+
+
+@functools.cache
+def change_request_adapter() -> ChangeRequestAdapter:
+    """The process-wide Change Manager adapter (role ``adapter``)."""
+    return build_change_request_adapter(
+        Settings.from_env(os.environ, require=REQUIRED["adapter"]),
+        clock=_OVERRIDES.get("clock"),
+        client=_OVERRIDES.get("client"),
+    )
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""The engine: grant, revoke and the Change Manager front door, orchestrating pure rules and adapters.
+"""The engine: grant, revoke and reconcile, orchestrating pure rules and adapters.
 
 Every step converges on redelivery (EventBridge and Scheduler deliver at least once):
 - the grant record is created with a conditional write, so a duplicate finds it and stops;
@@ -10,36 +10,25 @@ Denials are decisions: recorded in the ledger, notified, and returned, never rai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import guardrails, slots
-from .adapters.accounts import MemberAccounts, MemberUnavailable
-from .adapters.bus import Bus
-from .adapters.changes import ChangeRequests
-from .adapters.directory import Directory, PrincipalGone, PrincipalUnmodifiable, TagLimitExceeded
-from .adapters.inventory import Inventory
-from .adapters.ledger import Ledger
-from .adapters.notifier import Notifier
-from .adapters.scheduler import REVOKE_PREFIX, START_PREFIX, Schedules
-from .adapters.sessions import Sessions
-from .changerequest import (
-    APPROVAL_IMPLIED,
-    DUE_SOURCE,
-    ROUTED_STATUSES,
-    ChangeRequestRef,
-    awaiting_approval,
-    interpret,
-    undecided,
-)
-from .clock import Clock, parse_iso, to_iso
-from .errors import InvalidInput, TransientError
-from .identity import Identity, PrincipalType, principal_arn
-from .model import (
+from sessiongate.adapters.accounts import MemberAccounts, MemberUnavailable
+from sessiongate.adapters.bus import Bus
+from sessiongate.adapters.directory import Directory, PrincipalGone, PrincipalUnmodifiable, TagLimitExceeded
+from sessiongate.adapters.inventory import Inventory
+from sessiongate.adapters.ledger import Ledger
+from sessiongate.adapters.notifier import Notifier
+from sessiongate.adapters.scheduler import REVOKE_PREFIX, Schedules
+from sessiongate.adapters.sessions import Sessions
+from sessiongate.clock import Clock, parse_iso, to_iso
+from sessiongate.core import guardrails, slots
+from sessiongate.core.identity import Identity, PrincipalType, principal_arn
+from sessiongate.core.model import (
     ACCESS_APPROVED,
     EVENT_SOURCE,
     GRANT_ID_RE,
@@ -49,10 +38,10 @@ from .model import (
     GrantStatus,
     Origin,
     Outcome,
-    disagreements,
 )
-from .observability import bind, logger, metrics
-from .settings import Settings
+from sessiongate.errors import InvalidInput, TransientError
+from sessiongate.observability import bind, logger, metrics
+from sessiongate.settings import Settings
 
 # A PROVISIONING grant younger than this may still be in the hands of a running grant invocation.
 PROVISIONING_GRACE = timedelta(minutes=5)
@@ -65,14 +54,6 @@ REASON_EXTENDED = "extended"
 # Scheduler fires at() schedules within a minute: the reconciler only steps in after that.
 RECONCILE_TOLERANCE = timedelta(seconds=90)
 REPAIR_HOLDER = "reconciler-repair"
-# Change Manager may publish Approved before GetAutomationExecution shows the approval (SSM is eventually
-# consistent). The adapter re-reads after each of these waits (15 s in all, within the function's 30 s
-# timeout); still not shown, it raises TransientError: Lambda retries the event twice (after 1 and
-# 3 minutes), then parks it in FailedInvocationsQueue (alarmed). Meanwhile the later status events
-# (Scheduled, RunbookInProgress) re-drive the same idempotent path, so the grant happens once.
-APPROVAL_RECHECK_DELAYS = (1.0, 2.0, 4.0, 8.0)
-# A re-read after a wait needs time for itself and the hand-over: stop waiting when less is left.
-RECHECK_RESERVE_SECONDS = 5.0
 
 
 class AccountNotAllowed(Exception):
@@ -97,7 +78,6 @@ class Engine:
     notifier: Notifier
     clock: Clock
     bus: Bus | None = None
-    changes: ChangeRequests | None = None
     verifiers: Mapping[Origin, OriginVerifier] | None = None
     sessions: Sessions | None = None
     accounts: MemberAccounts | None = None
@@ -110,13 +90,13 @@ class Engine:
             or event.get("source") != EVENT_SOURCE
             or event.get("detail-type") != ACCESS_APPROVED
         ):
-            return self._reject("AccessApproved", InvalidInput("not a sessiongate AccessApproved event"))
+            return self.reject("AccessApproved", InvalidInput("not a sessiongate AccessApproved event"))
         return self.grant(event.get("detail"))
 
     def on_revoke_schedule(self, event: object) -> Outcome:
         """Scheduler delivery of ``{"grant_id": ..., "reason": "expired"}`` at a grant's expiry."""
         if not isinstance(event, Mapping) or event.get("reason") != REASON_EXPIRED:
-            return self._reject("Revoke", InvalidInput("not a SessionGate revoke schedule payload"))
+            return self.reject("Revoke", InvalidInput("not a SessionGate revoke schedule payload"))
         return self.revoke(event.get("grant_id"), reason=REASON_EXPIRED, by="scheduler")
 
     # ------------------------------------------------------------------------------ grant
@@ -124,7 +104,7 @@ class Engine:
         try:
             request = AccessApproved.from_detail(detail)
         except InvalidInput as exc:
-            return self._reject("AccessApproved", exc)
+            return self.reject("AccessApproved", exc)
         log = bind(
             grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name
         )
@@ -155,7 +135,7 @@ class Engine:
 
         if existing is None:
             if denials:
-                return self._deny_new(self._record(request, arn, now, GrantStatus.DENIED), denials)
+                return self.deny_new(self._record(request, arn, now, GrantStatus.DENIED), denials)
             grant = self._record(request, arn, now, GrantStatus.PROVISIONING)
             if not self.ledger.create(grant):
                 # A concurrent duplicate created it first: carry on with its record (claims are idempotent).
@@ -306,7 +286,7 @@ class Engine:
     # ------------------------------------------------------------------------------ revoke
     def revoke(self, grant_id: object, *, reason: str = REASON_EXPIRED, by: str = "scheduler") -> Outcome:
         if not isinstance(grant_id, str) or not GRANT_ID_RE.fullmatch(grant_id):
-            return self._reject("Revoke", InvalidInput("grant_id is missing or invalid", field="grant_id"))
+            return self.reject("Revoke", InvalidInput("grant_id is missing or invalid", field="grant_id"))
         log = bind(grant_id=grant_id)
         grant = self.ledger.get_grant(grant_id)
         if grant is None:
@@ -539,104 +519,6 @@ class Engine:
         grant = self.ledger.get_grant(grant_id)
         return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
 
-    # ------------------------------------------------------------------------------ Change Manager
-    def on_change_request(
-        self, event: object, *, remaining_seconds: Callable[[], float] | None = None
-    ) -> Outcome:
-        """A Change Manager status event (or SessionGate's deferred start). ``remaining_seconds``: the
-        invocation's time left (Lambda's context), so the bounded re-read never outlives it."""
-        if self.changes is None or self.bus is None:
-            raise RuntimeError("the Change Manager adapter needs the changes and bus adapters")
-        try:
-            ref = ChangeRequestRef.from_event(event)
-        except InvalidInput as exc:
-            return self._reject("ChangeRequest", exc)
-        log = bind(ops_item_id=ref.ops_item_id, change_request_id=ref.change_request_id)
-        if ref.status not in ROUTED_STATUSES:
-            log.info("change request status is not routed: nothing to do", extra={"status": ref.status})
-            return Outcome("ignored", None, {"why": f"status {ref.status}"})
-        if ref.template_name is not None and ref.template_name != self.settings.change_template_name:
-            return self._reject(
-                "ChangeRequest",
-                InvalidInput(
-                    f"change template {ref.template_name[:128]!r} is not SessionGate's", field="template"
-                ),
-            )
-        execution = self.changes.find(ref.ops_item_id)
-        if execution is not None and awaiting_approval(execution):
-            if ref.status not in APPROVAL_IMPLIED:
-                # InProgress alone does not say the request was approved: a later event will.
-                log.info("change request not approved yet", extra={"status": ref.status})
-                return Outcome("ignored", None, {"why": "change request not approved yet"})
-            for delay in APPROVAL_RECHECK_DELAYS:
-                if remaining_seconds is not None and remaining_seconds() < delay + RECHECK_RESERVE_SECONDS:
-                    break  # no time for another wait: the event is retried later instead
-                self.clock.sleep(delay)
-                execution = self.changes.find(ref.ops_item_id)
-                if execution is None or not awaiting_approval(execution):
-                    break
-            if execution is not None and awaiting_approval(execution):
-                metrics().add("ApprovalNotVisibleYet")
-                log.warning("SSM does not show the approval yet: retrying", extra={"status": ref.status})
-                raise TransientError(f"change request of {ref.ops_item_id} is not shown as approved yet")
-        if execution is None:
-            return self._reject(
-                "ChangeRequest",
-                InvalidInput(f"no single change request found for {ref.ops_item_id}", field="ops-item-id"),
-            )
-        if undecided(ref, execution):
-            # A DENIED record now would make the grant of a later approval a "duplicate".
-            status = execution.get("AutomationExecutionStatus")
-            log.info("change request not approved (yet): nothing to do", extra={"ssm_status": status})
-            return Outcome("ignored", None, {"why": f"change request status is {status}"})
-        now = self.clock.now()
-        result = interpret(
-            ref,
-            execution,
-            self.settings,
-            account=self.settings.account_id,
-            now=now,
-            group_members=self.directory.group_user_names,
-        )
-        if isinstance(result, list):
-            execution_id = str(execution.get("AutomationExecutionId", ""))
-            grant_id = f"cm-{execution_id}"
-            if not GRANT_ID_RE.fullmatch(grant_id):
-                return self._reject("ChangeRequest", InvalidInput("; ".join(d.message for d in result)))
-            record = Grant(
-                grant_id=grant_id,
-                status=GrantStatus.DENIED,
-                origin=Origin.CHANGE_MANAGER.value,
-                origin_ref=ref.ops_item_id,
-                account=self.settings.account_id,
-                instance_id="",
-                principal_type="",
-                principal_name="",
-                principal_arn="",
-                requester_arn=str(execution.get("ExecutedBy") or ""),
-                approver_arns=[],
-                duration_minutes=0,
-                created_at=to_iso(now),
-            )
-            return self._deny_new(record, result)
-        request = result
-        log.append_keys(grant_id=request.grant_id)
-        if request.not_before - now > START_TOLERANCE:
-            self.schedules.create_once(
-                START_PREFIX + request.grant_id,
-                request.not_before,
-                self.settings.adapter_target_arn,
-                {"source": DUE_SOURCE, "detail-type": "Change Request Due", "detail": ref.due_event_detail()},
-            )
-            log.info(
-                "change request scheduled for later: grant deferred",
-                extra={"not_before": to_iso(request.not_before)},
-            )
-            return Outcome("deferred", request.grant_id, {"not_before": to_iso(request.not_before)})
-        self.bus.emit_approved(request)
-        log.info("AccessApproved emitted")
-        return Outcome("emitted", request.grant_id)
-
     # ------------------------------------------------------------------------------ helpers
     def _verify_origin(
         self, request: AccessApproved, instance: guardrails.InstanceFacts | None
@@ -657,7 +539,7 @@ class Engine:
         """Deny before anything was read from the target account."""
         if existing is not None:
             return self._abandon(existing, denials)
-        return self._deny_new(self._record(request, self._arn(request), now, GrantStatus.DENIED), denials)
+        return self.deny_new(self._record(request, self._arn(request), now, GrantStatus.DENIED), denials)
 
     def _record(self, request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
         return Grant(
@@ -678,7 +560,7 @@ class Engine:
             reason=request.reason,
         )
 
-    def _deny_new(self, record: Grant, denials: list[Denial]) -> Outcome:
+    def deny_new(self, record: Grant, denials: list[Denial]) -> Outcome:
         record = replace(record, status=GrantStatus.DENIED, denials=[d.as_dict() for d in denials])
         if not self.ledger.create(record):
             return Outcome("duplicate", record.grant_id)
@@ -711,7 +593,7 @@ class Engine:
         )
         return Outcome("denied", grant.grant_id, {"denials": grant.denials})
 
-    def _reject(self, what: str, exc: InvalidInput) -> Outcome:
+    def reject(self, what: str, exc: InvalidInput) -> Outcome:
         """A malformed trigger: logged, counted and notified; never retried, nothing changed in IAM."""
         logger().error("event rejected", extra={"trigger": what, "problem": str(exc), "field": exc.field})
         metrics().add("RejectedEvents", reason=what)
@@ -744,40 +626,3 @@ class Engine:
             "expires_at": grant.expires_at,
             "slot": grant.slot,
         }
-
-
-@dataclass
-class ChangeManagerVerifier:
-    """Re-reads the change request at grant time and checks that the event says what SSM says."""
-
-    changes: ChangeRequests
-    settings: Settings
-    clock: Clock
-    # IAM of the stack's account: the members of an IamGroup approver (without it, unverifiable).
-    directory: Directory | None = None
-
-    def verify(
-        self, request: AccessApproved, instance: guardrails.InstanceFacts | None = None
-    ) -> list[Denial]:
-        execution_id = request.grant_id.removeprefix("cm-")
-        execution = self.changes.get(execution_id)
-        if execution is None:
-            return [Denial("origin_not_found", f"change request {execution_id} does not exist")]
-        if awaiting_approval(execution):
-            # The adapter saw the approval; this read does not yet (eventual consistency): retry later.
-            raise TransientError(f"change request {execution_id} is not shown as approved yet")
-        ref = ChangeRequestRef(request.origin_ref, execution_id, "Approved", None, None)
-        truth = interpret(
-            ref,
-            execution,
-            self.settings,
-            account=self.settings.account_id,
-            now=self.clock.now(),
-            group_members=self.directory.group_user_names if self.directory else None,
-        )
-        if isinstance(truth, list):
-            return truth
-        differing = disagreements(truth, request)
-        if differing:
-            return [Denial("origin_mismatch", f"the event disagrees with the change request on {differing}")]
-        return []

@@ -25,14 +25,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .adapters.accounts import MemberUnavailable
-from .adapters.bus import Bus
-from .adapters.directory import Directory
-from .adapters.inventory import Inventory
-from .adapters.kms import Macs, MacUnavailable
-from .adapters.notifier import Notifier
-from .adapters.requests import PolicySource, RequestStore
-from .approval_policy import (
+from sessiongate.access_requests.policy import (
     ApprovalPolicy,
     PolicyError,
     PolicyRejected,
@@ -47,13 +40,7 @@ from .approval_policy import (
     default_duration,
     progress,
 )
-from .clock import Clock, parse_iso, to_iso
-from .engine import PROVISIONING_GRACE, REASON_EXPIRED, REASON_EXTENDED, Engine
-from .errors import TransientError
-from .guardrails import InstanceFacts, excluded_by_tag
-from .identity import parse_identity, person_key
-from .model import AccessApproved, Denial, Grant, GrantStatus, disagreements
-from .native import (
+from sessiongate.access_requests.records import (
     LIVE,
     MAX_EXTENSIONS,
     OPEN,
@@ -75,8 +62,21 @@ from .native import (
     root_id,
     same_caller,
 )
-from .observability import bind, metrics
-from .settings import Settings
+from sessiongate.adapters.accounts import MemberUnavailable
+from sessiongate.adapters.bus import Bus
+from sessiongate.adapters.directory import Directory
+from sessiongate.adapters.inventory import Inventory
+from sessiongate.adapters.kms import Macs, MacUnavailable
+from sessiongate.adapters.notifier import Notifier
+from sessiongate.adapters.request_store import PolicySource, RequestStore
+from sessiongate.clock import Clock, parse_iso, to_iso
+from sessiongate.core.engine import PROVISIONING_GRACE, REASON_EXPIRED, REASON_EXTENDED, Engine
+from sessiongate.core.guardrails import InstanceFacts, excluded_by_tag
+from sessiongate.core.identity import parse_identity, person_key
+from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, disagreements
+from sessiongate.errors import TransientError
+from sessiongate.observability import bind, metrics
+from sessiongate.settings import Settings
 
 # Conditional-write retries of one API call before it answers 409 "conflict".
 WRITE_ATTEMPTS = 3

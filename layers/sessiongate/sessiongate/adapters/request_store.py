@@ -1,9 +1,9 @@
 """DynamoDB store of native requests (the requests table) and the verified approval policy.
 
 Items (partition key ``request_id``):
-- every field of :class:`sessiongate.native.Request`; ``version`` increases by one per write and every
-  write is conditional on the version read (optimistic locking), so of two concurrent decisions only
-  one lands and the other re-reads;
+- every field of :class:`sessiongate.access_requests.records.Request`; ``version`` increases by one per
+  write and every write is conditional on the version read (optimistic locking), so of two
+  concurrent decisions only one lands and the other re-reads;
 - ``pending = "PENDING"`` only while PENDING, for the sparse ``pending-by-created`` index (approvers'
   inbox, pending expiry); ``pending = "APPROVED"`` while APPROVED, in the same index under its own
   key, for the scheduled sweep (re-emit a failed hand-over, retire the grant an extension replaces,
@@ -11,7 +11,7 @@ Items (partition key ``request_id``):
   ``created_at`` for the ``by-requester`` index ("mine");
 - ``policy#current``: the digest of the approval policy last in effect (PolicyChanged audit) and
   ``policy_serial``, the highest signed serial the request API has accepted (an older envelope is
-  refused: :func:`sessiongate.approval_policy.check_serial`), in neither index.
+  refused: :func:`sessiongate.access_requests.policy.check_serial`), in neither index.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import asdict, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..approval_policy import (
+from sessiongate.access_requests.policy import (
     ApprovalPolicy,
     Envelope,
     PolicyError,
@@ -34,11 +34,11 @@ from ..approval_policy import (
     open_envelope,
     policy_digest,
 )
-from ..clock import Clock, to_iso
-from ..errors import TransientError
-from ..identity import PrincipalType
-from ..native import Approval, Request, RequestStatus
-from .kms import Macs, MacUnavailable
+from sessiongate.access_requests.records import Approval, Request, RequestStatus
+from sessiongate.adapters.kms import Macs, MacUnavailable
+from sessiongate.clock import Clock, to_iso
+from sessiongate.core.identity import PrincipalType
+from sessiongate.errors import TransientError
 
 PENDING_INDEX = "pending-by-created"
 REQUESTER_INDEX = "by-requester"
@@ -385,7 +385,7 @@ def sign_policy(
 ) -> Envelope:
     """The signed envelope of ``document`` for ``parameter`` at ``version`` (a deployer's ``sessiongate
     policy sign``; the sandbox and the tests sign through here too), with ``serial`` (default: the
-    signer's clock, :func:`sessiongate.approval_policy.new_serial`). The document is validated with the
+    signer's clock, :func:`sessiongate.access_requests.policy.new_serial`). The document is validated with the
     parser the API uses first, so a signed policy is always usable."""
     ApprovalPolicy.parse(document)
     assert isinstance(document, Mapping)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .text import escape_markdown, one_line
+from sessiongate.text import escape_markdown, one_line
 
 _TITLES = {
     "AccessGranted": "Access granted",

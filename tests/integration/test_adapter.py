@@ -12,10 +12,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from sessiongate.adapters.changes import ChangeRequests
-from sessiongate.changerequest import ChangeRequestRef, interpret
+from sessiongate.adapters.change_requests import ChangeRequests
+from sessiongate.change_manager.events import ChangeRequestRef, interpret
+from sessiongate.core.model import AccessApproved, GrantStatus
 from sessiongate.errors import TransientError
-from sessiongate.model import AccessApproved, GrantStatus
 from tests.conftest import load_event
 from tests.support.stack import ACCOUNT, Stack, change_request, settings, through_change_manager
 
@@ -48,7 +48,7 @@ def approved_event(stack: Stack) -> dict[str, Any]:
 def test_approved_change_request_emits_one_normalized_access_approved(
     stack: Stack, approved_event: dict[str, Any]
 ) -> None:
-    outcome = stack.engine().on_change_request(approved_event)
+    outcome = stack.change_manager().on_change_request(approved_event)
 
     assert outcome.result == "emitted"
     [event] = stack.bus_events()
@@ -61,9 +61,9 @@ def test_approved_change_request_emits_one_normalized_access_approved(
 def test_duplicate_approved_events_converge_on_one_grant(
     stack: Stack, approved_event: dict[str, Any]
 ) -> None:
-    engine = stack.engine()
-    engine.on_change_request(approved_event)
-    engine.on_change_request(copy.deepcopy(approved_event))
+    adapter = stack.change_manager()
+    adapter.on_change_request(approved_event)
+    adapter.on_change_request(copy.deepcopy(approved_event))
     events = stack.bus_events()
     assert [e["detail"]["grant_id"] for e in events] == [f"cm-{SAMPLE_EXECUTION_ID}"] * 2
     # Make the sample's principal and instance real, then deliver both events to the grant.
@@ -73,7 +73,7 @@ def test_duplicate_approved_events_converge_on_one_grant(
     results = []
     for event in events:
         event["detail"]["instance_id"] = instance
-        results.append(engine.on_access_approved(event).result)
+        results.append(stack.engine().on_access_approved(event).result)
     assert results == ["granted", "duplicate"]
     assert len(stack.schedules()) == 1
 
@@ -93,7 +93,7 @@ def test_ssm_record_that_is_not_an_approved_change_request_is_denied(
     stack: Stack, approved_event: dict[str, Any], change: dict[str, Any], code: str
 ) -> None:
     stack.ssm.executions[SAMPLE_EXECUTION_ID].update(change)
-    outcome = stack.engine().on_change_request(approved_event)
+    outcome = stack.change_manager().on_change_request(approved_event)
     assert outcome.result == "denied"
     assert code in [d["code"] for d in outcome.detail["denials"]]
     assert stack.bus_events() == []
@@ -109,14 +109,14 @@ def test_a_change_calendar_override_decides_nothing_until_it_is_approved(
     record (it would make the grant of the later override a duplicate); the later status event grants."""
     execution = stack.ssm.executions[SAMPLE_EXECUTION_ID]
     execution["AutomationExecutionStatus"] = "PendingChangeCalendarOverride"
-    engine = stack.engine()
-    assert engine.on_change_request(approved_event).result == "ignored"
-    assert engine.ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+    adapter = stack.change_manager()
+    assert adapter.on_change_request(approved_event).result == "ignored"
+    assert adapter.engine.ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
     assert stack.bus_events() == []
 
     execution["AutomationExecutionStatus"] = "RunbookInProgress"
     approved_event["detail"]["ops-item-status"] = "RunbookInProgress"
-    assert engine.on_change_request(approved_event).result == "emitted"
+    assert adapter.on_change_request(approved_event).result == "emitted"
     assert len(stack.bus_events()) == 1
 
 
@@ -127,7 +127,7 @@ def test_an_in_progress_event_after_a_rejection_records_nothing(
     denial to record and notify (Change Manager tells of the rejection itself)."""
     stack.ssm.executions[SAMPLE_EXECUTION_ID]["AutomationExecutionStatus"] = "Rejected"
     approved_event["detail"]["ops-item-status"] = "InProgress"
-    assert stack.engine().on_change_request(approved_event).result == "ignored"
+    assert stack.change_manager().on_change_request(approved_event).result == "ignored"
     assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
     assert stack.notifications() == []
 
@@ -136,20 +136,20 @@ def test_automation_that_is_not_a_change_request_is_rejected(
     stack: Stack, approved_event: dict[str, Any]
 ) -> None:
     stack.ssm.executions[SAMPLE_EXECUTION_ID]["AutomationSubtype"] = "AccessRequest"
-    assert stack.engine().on_change_request(approved_event).result == "rejected"
+    assert stack.change_manager().on_change_request(approved_event).result == "rejected"
     assert stack.bus_events() == []
 
 
 def test_rejected_approval_step_is_denied(stack: Stack) -> None:
     stack.ssm.add_execution(change_request(_sample_request(), approval="Rejected"))
-    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    outcome = stack.change_manager().on_change_request(load_event("change_request_approved.json"))
     assert outcome.result == "denied"
     assert "change_request_not_approved" in [d["code"] for d in outcome.detail["denials"]]
 
 
 def test_unknown_approvers_fail_closed(stack: Stack) -> None:
     stack.ssm.add_execution(change_request(_sample_request(), decisions=[]))
-    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    outcome = stack.change_manager().on_change_request(load_event("change_request_approved.json"))
     assert outcome.result == "denied"
     assert "approvers_unknown" in [d["code"] for d in outcome.detail["denials"]]
 
@@ -157,7 +157,7 @@ def test_unknown_approvers_fail_closed(stack: Stack) -> None:
 def test_reject_decisions_do_not_count_as_approvals(stack: Stack) -> None:
     decisions = [{"Approver": f"arn:aws:iam::{ACCOUNT}:user/bob", "Decision": "Reject"}]
     stack.ssm.add_execution(change_request(_sample_request(), decisions=decisions))
-    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    outcome = stack.change_manager().on_change_request(load_event("change_request_approved.json"))
     assert "approvers_unknown" in [d["code"] for d in outcome.detail["denials"]]
 
 
@@ -176,7 +176,7 @@ def test_invalid_runbook_parameters_are_denied(stack: Stack, name: str, values: 
     execution = change_request(_sample_request())
     execution["Runbooks"][0]["Parameters"][name] = values
     stack.ssm.add_execution(execution)
-    outcome = stack.engine().on_change_request(load_event("change_request_approved.json"))
+    outcome = stack.change_manager().on_change_request(load_event("change_request_approved.json"))
     assert outcome.result == "denied"
     assert [d["code"] for d in outcome.detail["denials"]] == ["invalid_parameters"]
 
@@ -185,7 +185,10 @@ def test_missing_validity_uses_the_configured_default(stack: Stack) -> None:
     execution = change_request(_sample_request())
     del execution["Runbooks"][0]["Parameters"]["ValidityMinutes"]
     stack.ssm.add_execution(execution)
-    assert stack.engine().on_change_request(load_event("change_request_approved.json")).result == "emitted"
+    assert (
+        stack.change_manager().on_change_request(load_event("change_request_approved.json")).result
+        == "emitted"
+    )
     [event] = stack.bus_events()
     assert event["detail"]["duration_minutes"] == stack.settings.default_validity_minutes
 
@@ -193,9 +196,9 @@ def test_missing_validity_uses_the_configured_default(stack: Stack) -> None:
 def test_future_scheduled_time_defers_the_grant_until_then(stack: Stack) -> None:
     later = stack.clock.now() + timedelta(hours=2)
     stack.ssm.add_execution(change_request(_sample_request(), status="Scheduled", scheduled=later))
-    engine = stack.engine()
+    adapter = stack.change_manager()
 
-    outcome = engine.on_change_request(load_event("change_request_approved.json"))
+    outcome = adapter.on_change_request(load_event("change_request_approved.json"))
 
     assert outcome.result == "deferred"
     assert stack.bus_events() == []
@@ -208,7 +211,7 @@ def test_future_scheduled_time_defers_the_grant_until_then(stack: Stack) -> None
 
     # At ScheduledTime the schedule fires: the adapter re-reads SSM and now emits.
     stack.clock.advance(timedelta(hours=2))
-    assert engine.on_change_request(due).result == "emitted"
+    assert adapter.on_change_request(due).result == "emitted"
     [event] = stack.bus_events()
     assert event["detail"]["not_before"] == "2026-11-24T11:00:00Z"
 
@@ -216,21 +219,21 @@ def test_future_scheduled_time_defers_the_grant_until_then(stack: Stack) -> None
 def test_deferral_is_idempotent(stack: Stack) -> None:
     later = stack.clock.now() + timedelta(hours=2)
     stack.ssm.add_execution(change_request(_sample_request(), status="Scheduled", scheduled=later))
-    engine = stack.engine()
+    adapter = stack.change_manager()
     for _ in range(2):
-        assert engine.on_change_request(load_event("change_request_approved.json")).result == "deferred"
+        assert adapter.on_change_request(load_event("change_request_approved.json")).result == "deferred"
     assert len(stack.schedules()) == 1
 
 
 def test_due_event_for_a_change_request_cancelled_meanwhile_is_denied(stack: Stack) -> None:
     stack.ssm.add_execution(change_request(_sample_request(), status="Cancelled"))
-    outcome = stack.engine().on_change_request(load_event("change_request_due.json"))
+    outcome = stack.change_manager().on_change_request(load_event("change_request_due.json"))
     assert outcome.result == "denied"
 
 
 def test_event_for_another_template_is_rejected(stack: Stack, approved_event: dict[str, Any]) -> None:
     approved_event["detail"]["change-template-document-name"] = "SomebodyElsesTemplate"
-    outcome = stack.engine().on_change_request(approved_event)
+    outcome = stack.change_manager().on_change_request(approved_event)
     assert outcome.result == "rejected"
     assert stack.ssm.calls == []
     [note] = stack.notifications()
@@ -242,7 +245,7 @@ def test_statuses_before_approval_or_after_the_runbook_are_ignored(
     stack: Stack, approved_event: dict[str, Any], status: str
 ) -> None:
     approved_event["detail"]["ops-item-status"] = status
-    assert stack.engine().on_change_request(approved_event).result == "ignored"
+    assert stack.change_manager().on_change_request(approved_event).result == "ignored"
     assert stack.ssm.calls == []
 
 
@@ -252,7 +255,7 @@ def test_every_status_after_approval_reads_ssm_and_emits_the_same_grant(
 ) -> None:
     """A late or missing Approved event is covered by the statuses that follow it."""
     approved_event["detail"]["ops-item-status"] = status
-    assert stack.engine().on_change_request(approved_event).result == "emitted"
+    assert stack.change_manager().on_change_request(approved_event).result == "emitted"
     [event] = stack.bus_events()
     assert event["detail"]["grant_id"] == f"cm-{SAMPLE_EXECUTION_ID}"
 
@@ -273,7 +276,7 @@ def test_approval_ssm_shows_a_few_seconds_late_is_re_read_and_emitted(
 ) -> None:
     _lagging(stack, 5)
     start = stack.clock.now()
-    outcome = stack.engine().on_change_request(approved_event)
+    outcome = stack.change_manager().on_change_request(approved_event)
     assert outcome.result == "emitted"
     assert len(stack.bus_events()) == 1
     assert stack.clock.now() - start == timedelta(seconds=7)  # waited 1 s, 2 s, 4 s: then it showed
@@ -287,7 +290,7 @@ def test_approval_ssm_does_not_show_yet_is_transient_never_a_denial(
     _lagging(stack, 600)
     start = stack.clock.now()
     with pytest.raises(TransientError, match="not shown as approved yet"):
-        stack.engine().on_change_request(approved_event)
+        stack.change_manager().on_change_request(approved_event)
     assert stack.clock.now() - start == timedelta(seconds=15)  # bounded: 1 + 2 + 4 + 8 s of waiting
     assert stack.ssm.calls.count("DescribeAutomationExecutions") == 5
     assert stack.bus_events() == []
@@ -306,7 +309,7 @@ def test_the_re_read_never_outlives_the_invocation(stack: Stack, approved_event:
         return (deadline - stack.clock.now()).total_seconds()
 
     with pytest.raises(TransientError, match="not shown as approved yet"):
-        stack.engine().on_change_request(approved_event, remaining_seconds=remaining)
+        stack.change_manager().on_change_request(approved_event, remaining_seconds=remaining)
     assert stack.clock.now() - start == timedelta(seconds=3)
     assert stack.ssm.calls.count("DescribeAutomationExecutions") == 3
     assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
@@ -319,13 +322,16 @@ def test_in_progress_without_approval_in_ssm_waits_for_a_later_event(
     _lagging(stack, 600)
     approved_event["detail"]["ops-item-status"] = "InProgress"
     start = stack.clock.now()
-    assert stack.engine().on_change_request(approved_event).result == "ignored"
+    assert stack.change_manager().on_change_request(approved_event).result == "ignored"
     assert stack.clock.now() == start
     assert stack.notifications() == []
 
 
 def test_change_request_missing_in_ssm_is_rejected(stack: Stack) -> None:
-    assert stack.engine().on_change_request(load_event("change_request_approved.json")).result == "rejected"
+    assert (
+        stack.change_manager().on_change_request(load_event("change_request_approved.json")).result
+        == "rejected"
+    )
 
 
 @pytest.mark.parametrize(
@@ -344,7 +350,7 @@ def test_change_request_missing_in_ssm_is_rejected(stack: Stack) -> None:
 def test_malformed_change_manager_events_are_rejected(stack: Stack, mutate: Any) -> None:
     event = load_event("change_request_approved.json")
     mutate(event)
-    outcome = stack.engine().on_change_request(event)
+    outcome = stack.change_manager().on_change_request(event)
     assert outcome.result == "rejected"
     assert stack.ssm.calls == []
 
@@ -415,7 +421,7 @@ def test_only_change_requests_are_asked_for(stack: Stack, approved_event: dict[s
         )
         stack.ssm.add_execution(other)
     stack.ssm.add_execution(change)
-    assert stack.engine().on_change_request(approved_event).result == "emitted"
+    assert stack.change_manager().on_change_request(approved_event).result == "emitted"
 
 
 def test_two_change_requests_for_one_ops_item_are_ambiguous() -> None:
@@ -459,7 +465,7 @@ def test_an_approver_named_only_by_a_rewritten_change_template_is_denied(stack: 
         stack.ssm.executions[event["detail"]["change-request-id"]]["AutomationExecutionStatus"] == "Approved"
     )
 
-    _denied_with(stack, stack.engine().on_change_request(event), "approver_not_configured")
+    _denied_with(stack, stack.change_manager().on_change_request(event), "approver_not_configured")
 
 
 def test_a_template_rewritten_to_fewer_approvals_is_denied(stack: Stack) -> None:
@@ -468,7 +474,7 @@ def test_a_template_rewritten_to_fewer_approvals_is_denied(stack: Stack) -> None
     stack.settings = replace(stack.settings, min_required_approvals=2)
     _, event = through_change_manager(stack, CAROL, level=1)
 
-    _denied_with(stack, stack.engine().on_change_request(event), "approvals_insufficient")
+    _denied_with(stack, stack.change_manager().on_change_request(event), "approvals_insufficient")
 
 
 def test_two_sessions_of_one_approver_role_are_one_approver(stack: Stack) -> None:
@@ -479,7 +485,7 @@ def test_two_sessions_of_one_approver_role_are_one_approver(stack: Stack) -> Non
     sessions = [f"arn:aws:sts::{ACCOUNT}:assumed-role/Approver/{name}" for name in ("carol", "carol-again")]
     _, event = through_change_manager(stack, *sessions, approver="Approver", kind="IamRole", level=2)
 
-    _denied_with(stack, stack.engine().on_change_request(event), "approvals_insufficient")
+    _denied_with(stack, stack.change_manager().on_change_request(event), "approvals_insufficient")
 
 
 def test_the_configured_approvers_are_enough(stack: Stack) -> None:
@@ -487,7 +493,7 @@ def test_the_configured_approvers_are_enough(stack: Stack) -> None:
     stack.settings = replace(stack.settings, min_required_approvals=2)
     _, event = through_change_manager(stack, BOB, CAROL, level=2)
 
-    assert stack.engine().on_change_request(event).result == "emitted"
+    assert stack.change_manager().on_change_request(event).result == "emitted"
     [approved] = stack.bus_events()
     assert approved["detail"]["approver_arns"] == [BOB, CAROL]
 
@@ -497,7 +503,7 @@ def test_an_approver_removed_from_the_group_no_longer_counts(stack: Stack) -> No
     _, event = through_change_manager(stack, BOB)
     stack.client("iam").remove_user_from_group(GroupName="SessionGateApprovers", UserName="bob")
 
-    _denied_with(stack, stack.engine().on_change_request(event), "approver_not_configured")
+    _denied_with(stack, stack.change_manager().on_change_request(event), "approver_not_configured")
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
+from sessiongate.core.model import GrantStatus
 from sessiongate.errors import TransientError
-from sessiongate.model import GrantStatus
 from tests.support.stack import ACCOUNT, Stack
 
 

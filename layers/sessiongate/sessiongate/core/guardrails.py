@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .identity import Identity, may_be_same, parse_identity
-from .model import AccessApproved, Denial
-from .settings import Settings
+from sessiongate.core.identity import Identity, may_be_same, parse_identity
+from sessiongate.core.model import AccessApproved, Denial
+from sessiongate.settings import Settings
 
 # Instance states in which a session can be started or soon could be.
 USABLE_INSTANCE_STATES = frozenset({"pending", "running"})

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from sessiongate.changerequest import ChangeRequestRef, interpret
+from sessiongate.change_manager.events import ChangeRequestRef, interpret
 from sessiongate.clock import to_iso
+from sessiongate.core.model import AccessApproved, GrantStatus, Origin
 from sessiongate.errors import TransientError
-from sessiongate.model import AccessApproved, GrantStatus, Origin
 from tests.support.stack import ACCOUNT, Stack, change_request, through_change_manager
 
 
@@ -605,7 +605,7 @@ def test_the_configured_approvers_are_granted(stack: Stack) -> None:
     instance = stack.instance()
     _, event = through_change_manager(stack, MALLORY, CAROL, instance_id=instance, level=2)
     engine = stack.engine()
-    assert engine.on_change_request(event).result == "emitted"
+    assert stack.change_manager().on_change_request(event).result == "emitted"
     [approved] = stack.bus_events()
 
     assert engine.on_access_approved(approved).result == "granted"

@@ -18,14 +18,12 @@ from typing import Any
 
 import pytest
 
+from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.requests import POLICY_CACHE, RequestStore, to_item
-from sessiongate.model import GrantStatus
-from sessiongate.native import Approval, RequestStatus
+from sessiongate.adapters.request_store import POLICY_CACHE, RequestStore, to_item
+from sessiongate.core.model import GrantStatus
 from tests.conftest import load_event
-from tests.support.native import ALICE, BOB, CAROL, CONTEXT, DAVE, POLICY, SECURITY
-from tests.support.stack import APPROVAL_KEY, Stack
-from tests.unit.test_native_api import (  # the handlers as deployed, and their helpers
+from tests.integration.test_native_api import (  # the handlers as deployed, and their helpers
     approve,
     call,
     create,
@@ -34,6 +32,8 @@ from tests.unit.test_native_api import (  # the handlers as deployed, and their 
     handler,
     set_policy,
 )
+from tests.support.native import ALICE, BOB, CAROL, CONTEXT, DAVE, POLICY, SECURITY
+from tests.support.stack import APPROVAL_KEY, Stack
 
 PROD = {"Environment": "prod"}
 
@@ -236,7 +236,7 @@ def test_a_deny_tag_refuses_the_request_and_its_approval(native: Stack) -> None:
 
 def test_a_change_back_to_an_earlier_policy_is_notified_by_the_sweep(native: Stack) -> None:
     """Another container recorded policy B meanwhile; this one, which recorded A, sees A again."""
-    from sessiongate.approval_policy import ApprovalPolicy, VerifiedPolicy, policy_digest
+    from sessiongate.access_requests.policy import ApprovalPolicy, VerifiedPolicy, policy_digest
 
     stack = native
     other = json.loads(json.dumps(POLICY))
@@ -353,7 +353,12 @@ def test_a_fresh_signature_after_a_re_create_is_accepted_and_the_older_one_is_no
 
 def test_the_recorded_serial_only_goes_up(native: Stack) -> None:
     """Another container's write path, with an older policy cached, cannot lower the recorded serial."""
-    from sessiongate.approval_policy import ApprovalPolicy, PolicyRejected, VerifiedPolicy, policy_digest
+    from sessiongate.access_requests.policy import (
+        ApprovalPolicy,
+        PolicyRejected,
+        VerifiedPolicy,
+        policy_digest,
+    )
 
     stack = native
     highest = recorded_serial(stack)

@@ -14,9 +14,9 @@ import boto3
 import pytest
 
 from sandbox.faults import FaultInjector
+from sessiongate.core.model import GrantStatus
 from sessiongate.errors import TransientError
-from sessiongate.model import GrantStatus
-from sessiongate.runtime import build_engine
+from sessiongate.wiring import build_engine
 from tests.support.stack import ACCOUNT, REGION, Stack
 
 MEMBER = "210987654321"

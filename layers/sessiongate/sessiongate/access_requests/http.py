@@ -29,10 +29,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import TransientError
-from .native import ApiError, Caller, bad_request, caller_from_context
-from .native_service import NativeService
-from .observability import bind, logger, metrics
+from sessiongate.access_requests.records import ApiError, Caller, bad_request, caller_from_context
+from sessiongate.access_requests.service import NativeService
+from sessiongate.errors import TransientError
+from sessiongate.observability import bind, logger, metrics
 
 MAX_BODY = 16 * 1024
 Route = Callable[[NativeService, Caller, Mapping[str, str], object, Mapping[str, str]], dict[str, Any]]

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sessiongate import runtime
+from sessiongate import wiring as runtime
+from sessiongate.core.model import AccessApproved
 from sessiongate.errors import ConfigError, TransientError
-from sessiongate.model import AccessApproved
 from tests.conftest import load_event
 from tests.support.stack import Stack, change_request, environment
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from moto.events.models import EventPattern
 
-from sessiongate import slots
+from sessiongate.core import slots
 from tests.conftest import load_event
 from tests.support.template import (
     MEMBER_TEMPLATE,

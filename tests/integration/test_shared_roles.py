@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sessiongate.model import GrantStatus
+from sessiongate.core.model import GrantStatus
 from tests.support.stack import ACCOUNT, Stack
 
 SSO_ROLE = "AWSReservedSSO_Ops_0123456789abcdef"
@@ -94,7 +94,7 @@ def test_identity_center_role_is_denied_at_once(stack: Stack) -> None:
 
 def test_identity_center_refusal_of_the_tag_write_is_a_denial(stack: Stack) -> None:
     """Had the guardrail missed it, IAM's UnmodifiableEntity on TagRole still ends in a recorded denial."""
-    from sessiongate import guardrails
+    from sessiongate.core import guardrails
 
     stack.settings = replace(stack.settings, bind_shared_role_sessions=True)
     stack.role(SSO_ROLE, path=IDC_PATH)

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from sandbox.faults import FaultInjector
-from sessiongate import runtime
-from sessiongate.adapters.requests import POLICY_CACHE
+from sessiongate import wiring as runtime
+from sessiongate.access_requests.records import Approval, Request, RequestStatus
+from sessiongate.access_requests.service import NativeVerifier
+from sessiongate.adapters.request_store import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
-from sessiongate.model import GrantStatus, Origin
-from sessiongate.native import Approval, Request, RequestStatus
-from sessiongate.native_service import NativeVerifier
+from sessiongate.core.model import GrantStatus, Origin
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
@@ -199,7 +199,7 @@ def test_request_approve_grant_revoke_through_the_handlers(deployed: Stack) -> N
 
 
 def test_every_route_is_declared_and_served() -> None:
-    from sessiongate.native_api import ROUTES
+    from sessiongate.access_requests.http import ROUTES
 
     assert sorted(declared_routes()) == sorted(ROUTES)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sessiongate import slots
+from sessiongate.core import slots
 from tests.support.native import declared_routes
 from tests.support.template import TEMPLATE, function_statements, resource, template
 
@@ -94,8 +94,8 @@ def test_grant_function_reads_request_records_only() -> None:
 
 
 def test_request_api_environment_matches_the_settings_it_requires() -> None:
-    from sessiongate.runtime import REQUIRED
     from sessiongate.settings import Settings
+    from sessiongate.wiring import REQUIRED
 
     env = set(resource("RequestApiFunction")["Properties"]["Environment"]["Variables"])
     env |= set(template()["Globals"]["Function"]["Environment"]["Variables"])
@@ -105,7 +105,7 @@ def test_request_api_environment_matches_the_settings_it_requires() -> None:
 def test_the_default_policy_ships_in_the_stack_and_a_custom_one_must_be_signed() -> None:
     """No SSM parameter holds the default policy (anyone with ssm:PutParameter could rewrite it): the
     functions build it from NativeApproverArns; a named parameter is verified with ApprovalPolicyKey."""
-    from sessiongate.approval_policy import NOBODY, ApprovalPolicy, default_document
+    from sessiongate.access_requests.policy import NOBODY, ApprovalPolicy, default_document
 
     assert not [r for r in template()["Resources"].values() if r["Type"] == "AWS::SSM::Parameter"]
     for function in ("RequestApiFunction", "GrantAccessFunction"):
@@ -173,11 +173,13 @@ def test_no_iam_policy_of_sessiongate_names_its_mac_keys() -> None:
 
 
 def _runtime_role(function: str) -> str:
-    """The runtime role (sessiongate.runtime.REQUIRED key) the function's handler builds its engine for."""
+    """The runtime role (sessiongate.wiring.REQUIRED key) the function's handler builds its engine for."""
     code = resource(function)["Properties"]["CodeUri"]
     source = (TEMPLATE.parent / code / "app.py").read_text()
     if "request_api()" in source:
         return "requests"
+    if "change_request_adapter()" in source:
+        return "adapter"
     [role] = re.findall(r'engine\("(\w+)"\)', source)
     return role
 
@@ -192,8 +194,8 @@ FUNCTIONS = [
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_every_function_environment_holds_the_settings_its_role_requires(function: str) -> None:
     """Each function sees only its own environment plus Globals: nothing borrowed from another function."""
-    from sessiongate.runtime import REQUIRED
     from sessiongate.settings import Settings
+    from sessiongate.wiring import REQUIRED
 
     env = set(resource(function)["Properties"].get("Environment", {}).get("Variables", {}))
     env |= set(template()["Globals"]["Function"]["Environment"]["Variables"])
@@ -231,7 +233,7 @@ def test_native_approver_arns_cannot_carry_spaces(value: str, accepted: bool) ->
     assert parameter["ConstraintDescription"]
     assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is accepted
     if accepted and value:
-        from sessiongate.approval_policy import ApprovalPolicy, default_document
+        from sessiongate.access_requests.policy import ApprovalPolicy, default_document
         from sessiongate.settings import Settings
 
         settings = Settings.from_env({"SESSIONGATE_DEFAULT_APPROVERS": value})

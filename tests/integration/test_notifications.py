@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sessiongate.notifications import render
+from sessiongate.core.notifications import render
 from tests.support.stack import ACCOUNT, Stack
 
 GRANTED = {

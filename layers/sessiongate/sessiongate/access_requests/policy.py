@@ -73,9 +73,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
-from .native import Approval, Request, bad_request, canonical_json, conflict, forbidden, signed_message
-from .text import visible_length
+from sessiongate.access_requests.records import (
+    Approval,
+    Request,
+    bad_request,
+    canonical_json,
+    conflict,
+    forbidden,
+    signed_message,
+)
+from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
+from sessiongate.text import visible_length
 
 POLICY_VERSION = 1
 MAX_RULES = 100

@@ -13,9 +13,9 @@ from botocore.stub import Stubber
 
 from sessiongate_cli.client import Response
 from sessiongate_cli.main import build_parser, main
+from tests.integration.test_native_api import deployed, handler  # noqa: F401 - the fixture
 from tests.support.native import ALICE, BOB, CONTEXT, EVE, Gateway
 from tests.support.stack import Stack
-from tests.unit.test_native_api import deployed, handler  # noqa: F401 - the fixture
 
 ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
 
@@ -416,7 +416,7 @@ def test_policy_sign_validates_signs_and_puts_a_policy_the_api_accepts(
     gateway: Gateway,
     tmp_path: Any,
 ) -> None:
-    from sessiongate.adapters.requests import POLICY_CACHE
+    from sessiongate.adapters.request_store import POLICY_CACHE
     from tests.support.native import POLICY
     from tests.support.stack import POLICY_KEY
 

@@ -9,10 +9,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .clock import parse_iso, to_iso
-from .errors import InvalidInput
-from .identity import ACCOUNT_RE, INSTANCE_ID_RE, PRINCIPAL_NAME_RE, PrincipalType, parse_identity
-from .text import forbidden_characters
+from sessiongate.clock import parse_iso, to_iso
+from sessiongate.core.identity import (
+    ACCOUNT_RE,
+    INSTANCE_ID_RE,
+    PRINCIPAL_NAME_RE,
+    PrincipalType,
+    parse_identity,
+)
+from sessiongate.errors import InvalidInput
+from sessiongate.text import forbidden_characters
 
 SCHEMA_VERSION = "1"
 EVENT_SOURCE = "sessiongate"

@@ -1,0 +1,1 @@
+"""The grant core: grant, revoke and reconcile slot tags under the guardrails, whichever door asked."""
