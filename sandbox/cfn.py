@@ -1,4 +1,7 @@
-"""template.yaml -> CloudFormation (SAM translator, offline) -> resources with resolved properties."""
+"""template.yaml -> CloudFormation (SAM translator, offline) -> resources with resolved properties.
+
+``read`` is the one template loader: the sandbox, the template tests and tools/slot_keys.py use it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
+from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -42,6 +48,21 @@ class Stack:
         return next((r for r in self.resources.values() if r.arn == arn), None)
 
 
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (``!Ref``, ``!GetAtt A.B``, ``!If`` ...) read as their
+    long forms by the SAM translator's constructor (the AWS CLI's), registered on this loader only:
+    ``samtranslator.yaml_helper.yaml_parse`` would register it on ``yaml.SafeLoader`` for the process."""
+
+
+_TemplateLoader.add_multi_constructor("!", intrinsics_multi_constructor)
+
+
+def read(path: Path = TEMPLATE) -> dict[str, Any]:
+    """A template as data, intrinsics in their long form, nothing resolved."""
+    with path.open() as fh:
+        return yaml.load(fh, Loader=_TemplateLoader)  # type: ignore[no-any-return]  # noqa: S506 - a SafeLoader
+
+
 class _NoManagedPolicies:
     """SAM asks IAM for AWS managed policy ARNs; offline we know the one it uses."""
 
@@ -53,11 +74,10 @@ class _NoManagedPolicies:
 
 def transform(parameters: dict[str, Any], account: str, region: str) -> dict[str, Any]:
     from samtranslator.translator.transform import transform as sam_transform
-    from samtranslator.yaml_helper import yaml_parse
 
     # The translator records usage metrics nobody publishes offline, then warns about them on exit.
     logging.getLogger("samtranslator.metrics.metrics").setLevel(logging.ERROR)
-    template = yaml_parse(TEMPLATE.read_text())
+    template = read(TEMPLATE)
     for resource in template["Resources"].values():
         props = resource.get("Properties", {})
         # Local code paths become placeholder S3 URIs (as `sam validate` does); the sandbox maps back.

@@ -1,4 +1,5 @@
-"""Read template.yaml as data (CloudFormation short-form tags become their long-form dicts)."""
+"""Read template.yaml as data, through the sandbox's loader (``sandbox.cfn.read``: CloudFormation
+short-form tags become their long-form dicts, nothing resolved)."""
 
 from __future__ import annotations
 
@@ -6,39 +7,16 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sandbox import cfn
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
-
-
-class _CfnLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct)
-
-
+ROOT = cfn.ROOT
+TEMPLATE = cfn.TEMPLATE
 MEMBER_TEMPLATE = ROOT / "member" / "template.yaml"
 
 
 @functools.cache
 def template(path: Path = TEMPLATE) -> dict[str, Any]:
-    with path.open() as fh:
-        return yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return cfn.read(path)
 
 
 def resource(logical_id: str) -> dict[str, Any]:
