@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam setup-scan scan lint typecheck validate unit integration test demo scenarios bench bench-quick build deploy clean \
+.PHONY: setup setup-sam setup-scan scan lint typecheck validate slot-keys unit integration test demo scenarios bench bench-quick build deploy clean \
         smoke smoke-plan smoke-teardown
 
 setup: $(VENV)/.installed
@@ -58,6 +58,12 @@ typecheck: setup
 validate: setup setup-sam
 	$(BIN)/cfn-lint template.yaml member/template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
+
+# Slot tag keys are written once, in sessiongate/core/slots.py; this writes every copy (the marked
+# blocks of template.yaml and member/template.yaml, the key list of docs/scp-deny-slot-tags.json).
+# tests/integration/test_slot_keys.py (part of `make test`) fails with the diff when one is stale.
+slot-keys: setup
+	PYTHONPATH=layers/sessiongate:. $(BIN)/python -m tools.slot_keys
 
 # Fast tier: the pure core and both front doors on in-memory fakes (no moto, no template).
 unit: setup
