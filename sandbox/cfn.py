@@ -48,7 +48,7 @@ class Stack:
         return next((r for r in self.resources.values() if r.arn == arn), None)
 
 
-class _TemplateLoader(yaml.SafeLoader):
+class _TemplateLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML without stubs: Any
     """YAML with CloudFormation's short-form tags (``!Ref``, ``!GetAtt A.B``, ``!If`` ...) read as their
     long forms by the SAM translator's constructor (the AWS CLI's), registered on this loader only:
     ``samtranslator.yaml_helper.yaml_parse`` would register it on ``yaml.SafeLoader`` for the process."""
