@@ -180,7 +180,7 @@ def expected(path: Path) -> str:
     rendered = render_yaml(text, offered_slots(cfn.read(path)))
     stray = hand_written_keys(rendered)
     if stray:
-        raise ValueError(f"{path.name}: slot keys written by hand (generate them instead): {stray}")
+        raise ValueError(f"slot keys written by hand (generate them instead): {stray}")
     return rendered
 
 
@@ -192,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stale = 0
     for path in [*TEMPLATES, SCP]:
-        current, wanted = path.read_text(), expected(path)
+        try:
+            current, wanted = path.read_text(), expected(path)
+        except ValueError as error:
+            print(f"{path.relative_to(ROOT)}: {error}")
+            return 1
         if current == wanted:
             continue
         name = str(path.relative_to(ROOT))

@@ -130,3 +130,18 @@ def test_a_key_changed_in_core_slots_makes_the_files_out_of_date(
     out = capsys.readouterr().out
     assert "+                    - SecurityAllowSessionBoundUser1" in out
     assert "3 file(s) out of date" in out
+
+
+def test_the_check_names_a_slot_key_written_by_hand(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stray = tmp_path / "template.yaml"
+    stray.write_text(
+        TEMPLATE.read_text().replace(
+            "Resources:\n", "Resources:\n  # x\n  X: [SecurityAllowSessionUser2]\n", 1
+        )
+    )
+    monkeypatch.setattr(slot_keys, "TEMPLATES", [stray])
+    monkeypatch.setattr(slot_keys, "ROOT", tmp_path)
+    assert slot_keys.main(["--check"]) == 1
+    assert "X: [SecurityAllowSessionUser2]" in capsys.readouterr().out
