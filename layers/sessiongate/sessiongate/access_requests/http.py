@@ -29,12 +29,37 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sessiongate.access_requests.records import ApiError, Caller, bad_request, caller_from_context
+from sessiongate.access_requests.caller import Caller, caller_from_context
+from sessiongate.access_requests.errors import (
+    Conflict,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    Refused,
+    Unauthenticated,
+    Unavailable,
+    invalid,
+)
 from sessiongate.access_requests.service import NativeService
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
 MAX_BODY = 16 * 1024
+# The one place a refusal becomes an HTTP status.
+STATUS: dict[type[Refused], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    NotAllowed: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
+
+
+def status_of(refusal: Refused) -> int:
+    return next(code for kind, code in STATUS.items() if isinstance(refusal, kind))
+
+
 Route = Callable[[NativeService, Caller, Mapping[str, str], object, Mapping[str, str]], dict[str, Any]]
 
 ROUTES: dict[str, tuple[int, Route]] = {
@@ -65,10 +90,10 @@ class RequestApi:
     def handle(self, event: object) -> dict[str, Any]:
         try:
             if not isinstance(event, Mapping):
-                raise bad_request("not an API Gateway HTTP API event", "invalid_event")
+                raise invalid("not an API Gateway HTTP API event", "invalid_event")
             route_key = event.get("routeKey")
             if route_key not in ROUTES:
-                raise ApiError(404, "no_route", f"no route {str(route_key)[:80]!r}")
+                raise NotFound("no_route", f"no route {str(route_key)[:80]!r}")
             status, call = ROUTES[route_key]
             caller = caller_from_context(event.get("requestContext"))
             bind(caller_arn=caller.arn, route=route_key)
@@ -80,12 +105,13 @@ class RequestApi:
                 _strings(event.get("queryStringParameters")),
             )
             return _response(status, result)
-        except ApiError as exc:
+        except Refused as exc:
+            status = status_of(exc)
             logger().info(
-                "request refused", extra={"error": exc.code, "status": exc.status, "problem": exc.message}
+                "request refused", extra={"error": exc.code, "status": status, "problem": exc.message}
             )
             metrics().add("ApiRefusals", reason=exc.code)
-            return _response(exc.status, exc.body())
+            return _response(status, exc.body())
         except (TransientError, ClientError, BotoCoreError):
             # Throttling, a lost race, a 5xx: the client retries. Details stay in the logs.
             logger().exception("request failed transiently")
@@ -115,22 +141,22 @@ def _body(event: Mapping[str, Any]) -> object:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str):
-        raise bad_request("the request body must be JSON", "invalid_body")
+        raise invalid("the request body must be JSON", "invalid_body")
     if event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(raw, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise bad_request("the request body is not valid base64 UTF-8", "invalid_body") from None
+            raise invalid("the request body is not valid base64 UTF-8", "invalid_body") from None
     if len(raw) > MAX_BODY:
-        raise bad_request(f"the request body is larger than {MAX_BODY} bytes", "invalid_body")
+        raise invalid(f"the request body is larger than {MAX_BODY} bytes", "invalid_body")
     try:
         return json.loads(raw)
     except ValueError:
-        raise bad_request("the request body is not valid JSON", "invalid_body") from None
+        raise invalid("the request body is not valid JSON", "invalid_body") from None
 
 
 def _limit(query: Mapping[str, str]) -> int:
     raw = query.get("limit", "25")
     if not raw.isdigit() or not 1 <= int(raw) <= 50:
-        raise bad_request("limit must be an integer from 1 to 50", "invalid_limit")
+        raise invalid("limit must be an integer from 1 to 50", "invalid_limit")
     return int(raw)
