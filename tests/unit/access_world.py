@@ -21,13 +21,25 @@ POLICY: dict[str, Any] = {
             "name": "prod",
             "instances": {"tags": {"Environment": "prod"}},
             "levels": [
-                {"name": "leads", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"], "min_approvals": 2},
+                {
+                    "name": "leads",
+                    "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"],
+                    "min_approvals": 2,
+                },
                 {"name": "security", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Security"]},
             ],
             "max_duration_minutes": 30,
-            "break_glass": {"enabled": True, "max_duration_minutes": 15, "min_reason_length": 20, "max_per_day": 1},
+            "break_glass": {
+                "enabled": True,
+                "max_duration_minutes": 15,
+                "min_reason_length": 20,
+                "max_per_day": 1,
+            },
         },
-        {"name": "default", "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"]}]},
+        {
+            "name": "default",
+            "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"]}],
+        },
     ],
 }
 

@@ -53,7 +53,9 @@ def test_a_concurrent_decision_wins_the_version_and_the_loser_re_decides() -> No
     def carol_rejects_first(_: str) -> None:
         current = w.store.get(request_id)
         assert current is not None
-        w.store.items[request_id] = replace(current, status=RequestStatus.REJECTED, version=current.version + 1)
+        w.store.items[request_id] = replace(
+            current, status=RequestStatus.REJECTED, version=current.version + 1
+        )
 
     w.store.before_write = carol_rejects_first
     with pytest.raises(Conflict) as err:

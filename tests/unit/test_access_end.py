@@ -42,7 +42,11 @@ def test_an_extension_is_a_new_pending_request_and_its_grant_retires_the_parent(
     with pytest.raises(NotAllowed):
         w.service.extend(caller(BOB), request_id, {"reason": "more"})
     child = w.service.extend(caller(ALICE), request_id, {"reason": "more time"})["request"]
-    assert (child["request_id"], child["status"], child["extends"]) == (f"{request_id}-x1", "PENDING", request_id)
+    assert (child["request_id"], child["status"], child["extends"]) == (
+        f"{request_id}-x1",
+        "PENDING",
+        request_id,
+    )
     w.service.approve(caller(BOB), child["request_id"], None)
     w.engine.grant(w.bus.emitted[-1])
     w.service.expire_pending()

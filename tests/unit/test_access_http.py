@@ -60,12 +60,20 @@ def test_a_transient_failure_is_a_503_to_retry() -> None:
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_every_route_is_served_with_its_status(route: str) -> None:
-    status, body = answer(Raising(), route, request_id="a" * 32, body={} if route.startswith("POST") else None)
-    assert (status, body) == (201 if route in ("POST /requests", "POST /requests/{id}/extend") else 200, {"ok": True})
+    status, body = answer(
+        Raising(), route, request_id="a" * 32, body={} if route.startswith("POST") else None
+    )
+    assert (status, body) == (
+        201 if route in ("POST /requests", "POST /requests/{id}/extend") else 200,
+        {"ok": True},
+    )
 
 
 def test_an_unknown_route_and_an_unsigned_call_and_bad_bodies() -> None:
-    assert answer(Raising(), "DELETE /requests") == (404, {"error": "no_route", "message": "no route 'DELETE /requests'"})
+    assert answer(Raising(), "DELETE /requests") == (
+        404,
+        {"error": "no_route", "message": "no route 'DELETE /requests'"},
+    )
     assert answer(Raising(), "GET /requests", None)[0] == 401
     assert answer(Raising(), "POST /requests", raw_body="{nope")[1]["error"] == "invalid_body"
     assert answer(Raising(), "GET /requests", query={"limit": "99"})[1]["error"] == "invalid_limit"

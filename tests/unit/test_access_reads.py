@@ -22,13 +22,18 @@ def read_everything(w: World, *request_ids: str) -> list[str]:
 
 def test_reads_derive_expiry_active_and_revoked_from_the_ledger_without_writing() -> None:
     w = new_world()
-    live = granted(w)
     w.instance("i-0123456789abcdef1")
     pending = create(w, instance_id="i-0123456789abcdef1")
+    live = granted(w)
     w.clock.advance(timedelta(minutes=61))  # the pending one's TTL has passed
     grant = w.engine.ledger.grants[f"rq-{live}"]
     w.engine.ledger.grants[grant.grant_id] = grant.__class__(
-        **{**grant.__dict__, "status": GrantStatus.REVOKED, "revoke_reason": "expired", "revoked_at": grant.expires_at}
+        **{
+            **grant.__dict__,
+            "status": GrantStatus.REVOKED,
+            "revoke_reason": "expired",
+            "revoked_at": grant.expires_at,
+        }
     )
     before = side_effects(w)
     assert read_everything(w, live, pending) == ["EXPIRED", "EXPIRED", "EXPIRED", "EXPIRED"]

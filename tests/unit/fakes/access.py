@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError, VerifiedPolicy, policy_digest
@@ -27,7 +27,7 @@ from sessiongate.core.model import AccessApproved, Grant, GrantStatus, Outcome
 from sessiongate.settings import Settings
 
 ACCOUNT = "123456789012"
-START = datetime(2026, 1, 5, 9, 0, 0)
+START = datetime(2026, 1, 5, 9, 0, 0, tzinfo=UTC)
 API_ROLE = f"arn:aws:iam::{ACCOUNT}:role/sessiongate-request-api"
 
 
@@ -218,7 +218,11 @@ class FakeEngine:
         self.revoked.append((grant_id, reason))
         grant = self.ledger.grants[grant_id]
         self.ledger.grants[grant_id] = replace(
-            grant, status=GrantStatus.REVOKED, revoked_at=to_iso(self.clock.now()), revoke_reason=reason, revoked_by=by
+            grant,
+            status=GrantStatus.REVOKED,
+            revoked_at=to_iso(self.clock.now()),
+            revoke_reason=reason,
+            revoked_by=by,
         )
         return Outcome("revoked", grant_id)
 
@@ -261,7 +265,13 @@ def world(policy: dict[str, Any], **settings: Any) -> World:
         approval_key_id="approval-key",
         **settings,
     )
+    # As after a deploy: the first sweep has recorded the policy in effect (no PolicyChanged in tests).
+    parts["store"].policy_digest = policy_digest(policy)  # type: ignore[attr-defined]
     service = NativeService(
-        settings=config, clock=clock, macs=FakeMacs(), ids=lambda: next(ids), **parts  # type: ignore[arg-type]
+        settings=config,
+        clock=clock,
+        macs=FakeMacs(),
+        ids=lambda: next(ids),
+        **parts,  # type: ignore[arg-type]
     )
     return World(service=service, clock=clock, **parts)  # type: ignore[arg-type]
