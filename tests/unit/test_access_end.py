@@ -49,7 +49,7 @@ def test_an_extension_is_a_new_pending_request_and_its_grant_retires_the_parent(
     )
     w.service.approve(caller(BOB), child["request_id"], None)
     w.engine.grant(w.bus.emitted[-1])
-    w.service.expire_pending()
+    w.service.sweep()
     assert w.engine.revoked == [(f"rq-{request_id}", "extended")]
     assert w.store.get(child["request_id"]).status is RequestStatus.ACTIVE  # type: ignore[union-attr]
 
@@ -70,11 +70,11 @@ def test_the_sweep_expires_pending_requests_once_and_settles_granted_ones() -> N
     w.service.approve(caller(BOB), other, None)
     w.engine.grant(w.bus.emitted[-1], status=GrantStatus.DENIED)
     w.clock.advance(timedelta(minutes=61))
-    assert w.service.expire_pending() == {"result": "swept", "expired": 1, "reemitted": 0, "settled": 1}
+    assert w.service.sweep() == {"result": "swept", "expired": 1, "reemitted": 0, "settled": 1}
     assert w.store.get(stale).status is RequestStatus.EXPIRED  # type: ignore[union-attr]
     assert w.store.get(other).status is RequestStatus.DENIED  # type: ignore[union-attr]
     assert w.notifier.types.count("AccessRequestExpired") == 1
-    assert w.service.expire_pending()["expired"] == 0
+    assert w.service.sweep()["expired"] == 0
 
 
 def test_the_sweep_re_emits_a_lost_hand_over_only_when_the_api_signed_it() -> None:
@@ -85,8 +85,8 @@ def test_the_sweep_re_emits_a_lost_hand_over_only_when_the_api_signed_it() -> No
     assert record is not None
     w.store.items[request_id] = replace(record, emitted_at=None)
     w.clock.advance(timedelta(minutes=2))
-    assert w.service.expire_pending()["reemitted"] == 1
+    assert w.service.sweep()["reemitted"] == 1
     assert len(w.bus.emitted) == 2
     forged = replace(w.store.items[request_id], emitted_at=None, approval_mac="00")
     w.store.items[request_id] = forged
-    assert w.service.expire_pending()["reemitted"] == 0
+    assert w.service.sweep()["reemitted"] == 0

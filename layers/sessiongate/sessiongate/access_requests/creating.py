@@ -86,7 +86,7 @@ class Creating(Status):
     def _check_no_duplicate(self, caller: Caller, account: str, instance_id: str) -> None:
         """One open request per requester and instance (extensions aside)."""
         for mine in self.store.by_requester(caller.arn, limit=MAX_LIST):
-            mine = self._sync(mine)
+            mine = self._write_derived(mine)
             if (
                 mine.instance_id == instance_id
                 and mine.account == account

@@ -138,7 +138,7 @@ class Deciding(Status):
                 version=request.version + 1,
             )
 
-        updated = self._write(lambda: self._load(request_id), cancelled)
+        updated = self._write(lambda: self._load_for_write(request_id), cancelled)
         bind(request_id=request_id).info("request cancelled")
         self._notify("AccessRequestCancelled", updated)
         return self._view(updated, None)

@@ -39,7 +39,7 @@ class Extending(Status):
             parent = self._extendable(caller, request_id)
             # Extensions of one access are numbered on its first request (``<root>-x<n>``), so an
             # extension can itself be extended; the root's version guards the numbering.
-            root = parent if parent.extends is None else self._load(root_id(parent.request_id))
+            root = parent if parent.extends is None else self._load_for_write(root_id(parent.request_id))
             if root.extension_count >= MAX_EXTENSIONS:
                 raise Conflict("too_many_extensions", f"at most {MAX_EXTENSIONS} extensions per request")
             rule, tags = self._rule_for(parent.instance_id, parent.account)
@@ -63,7 +63,7 @@ class Extending(Status):
         return self._view(child, rule)
 
     def _extendable(self, caller: Caller, request_id: str) -> Request:
-        parent = self._load(request_id)
+        parent = self._load_for_write(request_id)
         if not same_caller(caller.arn, parent.requester_arn):
             raise NotAllowed("not_requester", "only the requester may extend their access")
         if parent.status is not RequestStatus.ACTIVE:

@@ -87,11 +87,11 @@ class RequestApi:
 
     def on_schedule(self, event: object) -> dict[str, Any]:
         """EventBridge's scheduled rule: the sweep (pending expiry, failed hand-overs, settled grants;
-        see :meth:`NativeService.expire_pending`)."""
+        see :meth:`NativeService.sweep`)."""
         if not isinstance(event, Mapping) or event.get("detail-type") != "Scheduled Event":
             logger().warning("not a scheduled event: ignored")
             return {"result": "ignored"}
-        return self.service.expire_pending()
+        return self.service.sweep()
 
     def handle(self, event: object, context: Any = None) -> dict[str, Any]:
         if not isinstance(event, Mapping):
@@ -100,25 +100,42 @@ class RequestApi:
         return answer
 
 
-def resolver(service: NativeService) -> APIGatewayHttpResolver:
-    """The routes, each a plain function of the signed caller and the request's parts."""
-    app = APIGatewayHttpResolver()
+@dataclass
+class _Call:
+    """The parts of the current call, read from the resolver's event."""
 
-    def caller() -> Caller:
-        event = app.current_event.raw_event
+    app: APIGatewayHttpResolver
+
+    def caller(self) -> Caller:
+        event = self.app.current_event.raw_event
         signed = caller_from_context(event.get("requestContext"))
         bind(caller_arn=signed.arn, route=event.get("routeKey"))
         return signed
 
-    def request_id() -> str:
+    def request_id(self) -> str:
         # API Gateway's ``pathParameters`` (as the API saw it), not the resolver's match on rawPath.
-        return _strings(app.current_event.raw_event.get("pathParameters")).get("id", "")
+        return _strings(self.app.current_event.raw_event.get("pathParameters")).get("id", "")
 
-    def body() -> object:
-        return _body(app.current_event.raw_event)
+    def body(self) -> object:
+        return _body(self.app.current_event.raw_event)
 
-    def limit() -> int:
-        return _limit(_strings(app.current_event.raw_event.get("queryStringParameters")))
+    def limit(self) -> int:
+        return _limit(_strings(self.app.current_event.raw_event.get("queryStringParameters")))
+
+    def not_found(self, _: Exception | None = None) -> Response[str]:
+        route_key = self.app.current_event.raw_event.get("routeKey")
+        return _answer_refused(NotFound("no_route", f"no route {str(route_key)[:80]!r}"))
+
+
+def resolver(service: NativeService) -> APIGatewayHttpResolver:
+    """The routes, each a plain function of the signed caller and the request's parts."""
+    app = APIGatewayHttpResolver()
+    call = _Call(app)
+    caller, request_id, body, limit = call.caller, call.request_id, call.body, call.limit
+    # Registered by call: Powertools' not_found and exception_handler decorators are untyped (mypy strict).
+    app.not_found(call.not_found)
+    app.exception_handler(Refused)(_answer_refused)
+    app.exception_handler([TransientError, ClientError, BotoCoreError])(_answer_transient)
 
     @app.post("/requests")
     def create() -> Response[str]:
@@ -156,14 +173,6 @@ def resolver(service: NativeService) -> APIGatewayHttpResolver:
     def extend(**_: str) -> Response[str]:
         return _answer(201, service.extend(caller(), request_id(), body()))
 
-    @app.not_found
-    def not_found(_: Exception | None = None) -> Response[str]:
-        route_key = app.current_event.raw_event.get("routeKey")
-        return _answer_refused(NotFound("no_route", f"no route {str(route_key)[:80]!r}"))
-
-    # Registered by call: Powertools' exception_handler decorator is untyped (mypy strict).
-    app.exception_handler(Refused)(_answer_refused)
-    app.exception_handler([TransientError, ClientError, BotoCoreError])(_answer_transient)
     return app
 
 

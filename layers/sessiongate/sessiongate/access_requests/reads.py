@@ -21,7 +21,7 @@ from sessiongate.access_requests.status import Status
 
 class Reads(Status):
     def get(self, caller: Caller, request_id: str) -> dict[str, Any]:
-        request = self._read(request_id)
+        request = self._read_derived(request_id)
         rule = self._current_rule(request, required=False)
         if not (same_caller(caller.arn, request.requester_arn) or self._may_review(caller, request, rule)):
             raise NotAllowed("not_allowed", "only the requester and the approvers may see this request")

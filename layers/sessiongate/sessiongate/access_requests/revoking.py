@@ -30,7 +30,7 @@ class Revoking(Status):
         requests revoked. Every request is attempted; a 409 names any that could not be ended yet.
         """
         comment = parse_comment(body, required=False, name="reason")
-        request = self._load(request_id)
+        request = self._load_for_write(request_id)
         is_requester = same_caller(caller.arn, request.requester_arn)
         if not is_requester:
             rule = self._current_rule(request, required=False)
@@ -50,13 +50,13 @@ class Revoking(Status):
                     left.append(f"{member.request_id} ({exc.code})")
         if left:
             raise Conflict("partly_revoked", f"not ended yet: {', '.join(left)}; revoke again shortly")
-        return self._view(self._load(request_id), None)
+        return self._view(self._load_for_write(request_id), None)
 
     def _end(self, request_id: str, *, reason: str, by: str, comment: str) -> None:
         """End one request of an access: revoke it if live, cancel it if pending (re-read on a lost
         race, e.g. an approval landing meanwhile)."""
         for _ in range(WRITE_ATTEMPTS):
-            request = self._load(request_id)
+            request = self._load_for_write(request_id)
             if request.status in LIVE:
                 self._revoke(request, reason=reason, by=by, comment=comment)
                 return

@@ -18,22 +18,22 @@ from sessiongate.access_requests.records import (
 
 
 class Status(Ending):
-    def _read(self, request_id: str) -> Request:
+    def _read_derived(self, request_id: str) -> Request:
         """A request as the reads report it: derived (:meth:`_derive`), nothing written."""
         request = self.store.get(check_request_id(request_id))
         if request is None:
             raise NotFound("not_found", f"no request {request_id}")
         return self._derive(request)
 
-    def _load(self, request_id: str) -> Request:
-        """A request for a write path: its derived status written first (:meth:`_sync`)."""
+    def _load_for_write(self, request_id: str) -> Request:
+        """A request for a write path: its derived status written first (:meth:`_write_derived`)."""
         request = self.store.get(check_request_id(request_id))
         if request is None:
             raise NotFound("not_found", f"no request {request_id}")
-        return self._sync(request)
+        return self._write_derived(request)
 
     def _pending(self, request_id: str) -> Request:
-        request = self._load(request_id)
+        request = self._load_for_write(request_id)
         if request.status is RequestStatus.EXPIRED and request.approved_at is None:
             raise Conflict("request_expired", f"request {request_id} expired before it was approved")
         if request.status is not RequestStatus.PENDING:
@@ -42,7 +42,7 @@ class Status(Ending):
             )
         return request
 
-    def _sync(self, request: Request) -> Request:
+    def _write_derived(self, request: Request) -> Request:
         """For write paths and the sweep only: write the derived status (a pending request's expiry is
         notified, once: the write is conditional on the version). An extension found ACTIVE first retires
         the grant it replaces (before the record leaves the sweep's list, so a failure is retried). Never
@@ -79,4 +79,4 @@ class Status(Ending):
             member = self.store.get(extension_id(first.request_id, n))
             if member is not None:
                 members.append(member)
-        return [self._sync(m) for m in members]
+        return [self._write_derived(m) for m in members]

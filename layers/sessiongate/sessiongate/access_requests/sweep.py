@@ -23,7 +23,7 @@ from sessiongate.observability import bind, metrics
 
 
 class Sweep(Status):
-    def expire_pending(self) -> dict[str, Any]:
+    def sweep(self) -> dict[str, Any]:
         """Scheduled (the reconciler's rate): what must happen on time even when nobody calls the API.
 
         1. Pending requests whose time ran out become EXPIRED and are notified, oldest first.
@@ -43,7 +43,7 @@ class Sweep(Status):
             self._note_policy(sweep=True)
         log = bind()
         expired = sum(
-            self._sync(request).status is RequestStatus.EXPIRED
+            self._write_derived(request).status is RequestStatus.EXPIRED
             for request in self.store.pending(limit=SWEEP_LIMIT, oldest_first=True)
         )
         done = {"reemitted": 0, "settled": 0}
@@ -86,4 +86,4 @@ class Sweep(Status):
             return ["reemitted"]
         if self._derived(request, grant).status is RequestStatus.APPROVED:
             return []  # still being granted
-        return ["settled"] if self._sync(request).version > request.version else []
+        return ["settled"] if self._write_derived(request).version > request.version else []
