@@ -59,6 +59,8 @@ class GrantCore(Protocol):
 
 @dataclass
 class ServiceDeps:
+    """The collaborators every room of the service shares (NativeService is built with these fields)."""
+
     settings: Settings
     store: RequestStore
     policies: PolicySource

@@ -1,4 +1,4 @@
-"""The native front door's domain: request records, their state machine and input rules (pure, no AWS).
+"""The native front door's request records and their state machine (pure, no AWS).
 
 A request moves through these states; every move is one conditional write (``version``) in the
 requests table, so two approvers clicking at once cannot both make the move:
@@ -12,9 +12,8 @@ APPROVED -> ACTIVE/REVOKED/EXPIRED/DENIED follow the engine's grant record (``rq
 source of truth: reads derive them and write nothing; the scheduled sweep or the next write path of
 the request writes them.
 
-Identities always come from the signed caller (API Gateway's IAM authorizer), never from a body. A
-request may name a target ``account`` (SessionGate's own or a configured member account): the access is
-then for the principal of the caller's type and name in that account.
+A request may name a target ``account`` (SessionGate's own or a member account): the access is then for
+the principal of the caller's type and name there (:mod:`.caller`: identities come from the signature).
 """
 
 from __future__ import annotations
