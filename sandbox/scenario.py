@@ -21,7 +21,8 @@ from botocore.exceptions import ClientError
 from sessiongate.access_requests.policy import PolicyError
 from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.request_store import RequestStore, sign_and_put, to_item
+from sessiongate.adapters.policy_source import sign_and_put
+from sessiongate.adapters.request_store import RequestStore, to_item
 from sessiongate.clock import to_iso
 from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE
 from sessiongate.core.slots import INSTANCE_KEY, USER_KEY

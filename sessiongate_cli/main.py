@@ -239,7 +239,7 @@ def cmd_policy(ctx: Context) -> Any:
 
     from sessiongate.access_requests.policy import PolicyError, policy_digest
     from sessiongate.adapters.kms import Macs, MacUnavailable
-    from sessiongate.adapters.request_store import next_version, put_signed, sign_policy
+    from sessiongate.adapters.policy_source import next_version, put_signed, sign_policy
 
     a = ctx.args
     try:

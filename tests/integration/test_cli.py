@@ -416,7 +416,7 @@ def test_policy_sign_validates_signs_and_puts_a_policy_the_api_accepts(
     gateway: Gateway,
     tmp_path: Any,
 ) -> None:
-    from sessiongate.adapters.request_store import POLICY_CACHE
+    from sessiongate.adapters.policy_source import POLICY_CACHE
     from tests.support.native import POLICY
     from tests.support.stack import POLICY_KEY
 

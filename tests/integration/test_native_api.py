@@ -20,8 +20,8 @@ import pytest
 from sandbox.faults import FaultInjector
 from sessiongate import wiring as runtime
 from sessiongate.access_requests.records import Approval, Request, RequestStatus
-from sessiongate.access_requests.service import NativeVerifier
-from sessiongate.adapters.request_store import POLICY_CACHE
+from sessiongate.access_requests.verifier import NativeVerifier
+from sessiongate.adapters.policy_source import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
 from sessiongate.core.model import GrantStatus, Origin
 from tests.conftest import load_event

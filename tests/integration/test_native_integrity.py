@@ -20,7 +20,8 @@ import pytest
 
 from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.request_store import POLICY_CACHE, RequestStore, to_item
+from sessiongate.adapters.policy_source import POLICY_CACHE
+from sessiongate.adapters.request_store import RequestStore, to_item
 from sessiongate.core.model import GrantStatus
 from tests.conftest import load_event
 from tests.integration.test_native_api import (  # the handlers as deployed, and their helpers

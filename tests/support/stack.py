@@ -20,7 +20,7 @@ from sandbox.fake_ssm import FakeSsm
 from sessiongate.access_requests.http import RequestApi
 from sessiongate.access_requests.policy import Envelope, new_serial
 from sessiongate.adapters.kms import Macs
-from sessiongate.adapters.request_store import next_version, put_signed, sign_and_put
+from sessiongate.adapters.policy_source import next_version, put_signed, sign_and_put
 from sessiongate.change_manager.adapter import ChangeRequestAdapter
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.core.engine import Engine

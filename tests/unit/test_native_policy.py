@@ -12,18 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessiongate.access_requests import policy as ap
-from sessiongate.access_requests.records import (
-    TRANSITIONS,
-    ApiError,
-    Approval,
-    Request,
-    RequestStatus,
-    caller_from_context,
-    grant_id_for,
-    parse_create,
-    request_id_of,
-    same_caller,
-)
+from sessiongate.access_requests.caller import caller_from_context, same_caller
+from sessiongate.access_requests.errors import Refused
+from sessiongate.access_requests.http import status_of
+from sessiongate.access_requests.ids import grant_id_for, request_id_of
+from sessiongate.access_requests.inputs import parse_create
+from sessiongate.access_requests.records import TRANSITIONS, Approval, Request, RequestStatus
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.notifications import render
 from tests.support.native import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY, make_request
@@ -113,12 +107,12 @@ def test_levels_in_order_with_n_of_m() -> None:
     rule = policy().rules[0]
     pending = request()
     assert ap.approver_level(rule, pending, BOB) == 0
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         ap.approver_level(rule, pending, SECURITY)
     assert err.value.code == "level_not_reached"
     one = request(approvals=(Approval(BOB, 0, "t"),))
     assert ap.current_level(rule, one.approvals) == 0
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         ap.approver_level(rule, one, BOB)
     assert err.value.code == "already_approved"
     two = request(approvals=(Approval(BOB, 0, "t"), Approval(CAROL, 0, "t")))
@@ -152,9 +146,9 @@ def test_approvals_that_no_longer_match_the_rule_do_not_count() -> None:
 def test_separation_of_duties_fails_closed(requester: str, approver: str, code: str) -> None:
     kind, name = ("role", APPROVERS_ROLE) if "assumed-role" in requester else ("user", "alice")
     r = request(requester_arn=requester, principal_type=PrincipalType(kind), principal_name=name)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         ap.check_not_involved(r, approver)
-    assert (err.value.status, err.value.code) == (403, code)
+    assert (status_of(err.value), err.value.code) == (403, code)
 
 
 IDC_OPS = "AWSReservedSSO_Ops_fedcba9876543210"
@@ -163,7 +157,7 @@ IDC_OPS = "AWSReservedSSO_Ops_fedcba9876543210"
 def test_one_idc_user_in_two_permission_sets_cannot_approve_their_own_request() -> None:
     requester = f"arn:aws:sts::{ACCOUNT}:assumed-role/{IDC_OPS}/alice@example.com"
     r = request(requester_arn=requester, principal_type=PrincipalType.ROLE, principal_name=IDC_OPS)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         ap.approver_level(
             policy().rules[0], r, f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS_ROLE}/alice@example.com"
         )
@@ -184,11 +178,11 @@ def test_one_person_counts_once_across_permission_sets_and_session_names() -> No
     )
     lead = f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob"
     once = request(approvals=(Approval(lead, 0, "t"),))
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         ap.approver_level(rule, once, f"arn:aws:sts::{ACCOUNT}:assumed-role/TeamLead/bob-again")
     assert err.value.code == "already_approved"
     idc = request(approvals=(Approval(BOB, 0, "t"),))
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(Refused) as err:
         ap.approver_level(rule, idc, f"arn:aws:sts::{ACCOUNT}:assumed-role/{IDC_OPS}/Bob@example.com")
     assert err.value.code == "already_approved"
     assert ap.approver_level(rule, idc, CAROL) == 0
@@ -202,11 +196,11 @@ def test_break_glass_rules() -> None:
         (prod, 16, "x" * 40, "break_glass_duration_over_cap"),
         (prod, 5, "x" * 19, "break_glass_reason_too_short"),
     ]:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(Refused) as err:
             ap.check_break_glass(rule, ALICE, minutes, reason)
         assert err.value.code == code
     restricted = ap.Rule("r", prod.levels, break_glass=ap.BreakGlass(True, requesters=(DAVE,)))
-    with pytest.raises(ApiError):
+    with pytest.raises(Refused):
         ap.check_break_glass(restricted, ALICE, 5, "x" * 40)
     ap.check_break_glass(restricted, DAVE, 5, "x" * 40)
 
@@ -220,9 +214,9 @@ def test_state_machine_refuses_illegal_moves() -> None:
                 assert moved.status is target
                 assert moved.history[-1] == {"at": "2026-11-24T09:00:00Z", "status": target.value, "by": BOB}
             else:
-                with pytest.raises(ApiError) as err:
+                with pytest.raises(Refused) as err:
                     r.transition(target, at=NOW, by=BOB)
-                assert err.value.status == 409
+                assert status_of(err.value) == 409
     terminal = {"REVOKED", "EXPIRED", "REJECTED", "CANCELLED", "DENIED"}
     assert {s.value for s in RequestStatus} - {s.value for s in TRANSITIONS} == terminal
 
@@ -259,9 +253,9 @@ def test_callers() -> None:
         (ctx(f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}"), 403),
         (ctx(ALICE, account="210987654321"), 403),
     ]:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(Refused) as err:
             caller_from_context(bad)
-        assert err.value.status == status
+        assert status_of(err.value) == status
     assert same_caller(BOB, BOB.replace("Approvers", "approvers"))
     assert not same_caller(BOB, CAROL)
     assert not same_caller(BOB, f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}")
@@ -271,9 +265,9 @@ def test_create_input_defaults_and_limits() -> None:
     body = {"instance_id": "i-0a1b2c3d4e5f60718", "reason": "  why  "}
     parsed = parse_create(body, default_minutes=10, max_minutes=60)
     assert (parsed.duration_minutes, parsed.reason, parsed.break_glass) == (10, "why", False)
-    with pytest.raises(ApiError):
+    with pytest.raises(Refused):
         parse_create({**body, "reason": "x\x00y"}, default_minutes=10, max_minutes=60)
-    with pytest.raises(ApiError):
+    with pytest.raises(Refused):
         parse_create({**body, "reason": "x" * 301}, default_minutes=10, max_minutes=60)
 
 

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from sessiongate.access_requests import policy as ap
-from sessiongate.access_requests.records import ApiError, Request
+from sessiongate.access_requests.errors import Refused
+from sessiongate.access_requests.http import status_of
+from sessiongate.access_requests.records import Request
 from sessiongate.core.guardrails import check_approval
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
@@ -58,8 +60,8 @@ def engine_codes(account: str, kind: str, name: str, requester: str, approver: s
 def api_code(account: str, kind: str, name: str, requester: str, approver: str) -> str | None:
     try:
         ap.check_not_involved(pending(account, kind, name, requester), approver)
-    except ApiError as err:
-        return f"{err.status} {err.code}"
+    except Refused as err:
+        return f"{status_of(err)} {err.code}"
     return None
 
 

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from sessiongate.access_requests import policy as ap
-from sessiongate.access_requests.records import ApiError, parse_comment, parse_create, parse_extend
+from sessiongate.access_requests.errors import Refused
+from sessiongate.access_requests.http import status_of
+from sessiongate.access_requests.inputs import parse_comment, parse_create, parse_extend
 from sessiongate.change_manager.events import ChangeRequestRef, interpret
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
@@ -52,9 +54,9 @@ def test_invisible_and_control_characters_are_refused_in_every_text_field(text: 
         (lambda: parse_comment({"reason": text}, required=False, name="reason"), "invalid_reason"),
     ]
     for call, code in calls:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(Refused) as err:
             call()
-        assert (err.value.status, err.value.code) == (400, code)
+        assert (status_of(err.value), err.value.code) == (400, code)
         assert "U+" in err.value.message
 
 
@@ -65,7 +67,7 @@ def test_ordinary_text_in_any_script_passes() -> None:
 
 def test_a_reason_of_nothing_visible_is_missing() -> None:
     for text in ("\u3000", " \u00a0 ", "\u0301\u0301"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(Refused) as err:
             parse_create({**BODY, "reason": text}, default_minutes=10, max_minutes=60)
         assert err.value.code == "missing_reason"
 
@@ -74,7 +76,7 @@ def test_break_glass_minimum_counts_visible_characters() -> None:
     prod = ap.ApprovalPolicy.parse(POLICY).rules[0]  # min_reason_length 20
     assert visible_length("a" + "\u0301" * 19) == 1
     for padded in ("a" + "\u0301" * 25, "a" + "\u00a0" * 25, "a b c d e f g h i j"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(Refused) as err:
             ap.check_break_glass(prod, ALICE, 5, padded)
         assert err.value.code == "break_glass_reason_too_short"
     ap.check_break_glass(prod, ALICE, 5, "database is down, customers cannot pay")

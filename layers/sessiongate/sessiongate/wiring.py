@@ -136,7 +136,7 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
                 "invalid configuration: SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY are "
                 "required with SESSIONGATE_REQUESTS_TABLE (native approvals are verified with them)"
             )
-        from sessiongate.access_requests.service import NativeVerifier
+        from sessiongate.access_requests.verifier import NativeVerifier
         from sessiongate.adapters.kms import Macs
         from sessiongate.adapters.request_store import RequestStore
 
@@ -152,7 +152,8 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
 def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
     """The verified approval policy (the stack default, or the signed parameter)."""
     from sessiongate.adapters.kms import Macs
-    from sessiongate.adapters.request_store import PolicySource, RequestStore
+    from sessiongate.adapters.policy_source import PolicySource
+    from sessiongate.adapters.request_store import RequestStore
 
     return PolicySource(
         make("ssm"),

@@ -14,8 +14,12 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
     POST /requests/{id}/revoke      {reason?}        early revoke / "I'm done"
     POST /requests/{id}/extend      {duration_minutes?, reason}
 
-A user mistake or a decision is a 4xx ``{"error": code, "message": ...}``; a transient failure a 503
-(retry); never a stack trace.
+Routing is Powertools' ``APIGatewayHttpResolver`` on ``rawPath`` (the API has only SAM's ``$default``
+stage, which "is served from the base of your API's URL": no stage prefix; AWS doc "Working with stages
+for HTTP APIs"). The body is decoded here, not by Powertools (which decodes base64 without validating
+it). This is the one module that turns a domain refusal
+(:mod:`.errors`) into an HTTP status (``STATUS``). A user mistake or a decision is a 4xx
+``{"error": code, "message": ...}``; a transient failure a 503 (retry); never a stack trace.
 """
 
 from __future__ import annotations
@@ -23,84 +27,187 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sessiongate.access_requests.records import ApiError, Caller, bad_request, caller_from_context
+from sessiongate.access_requests.caller import Caller, caller_from_context
+from sessiongate.access_requests.errors import (
+    Conflict,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    Refused,
+    Unauthenticated,
+    Unavailable,
+    invalid,
+)
 from sessiongate.access_requests.service import NativeService
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
 MAX_BODY = 16 * 1024
-Route = Callable[[NativeService, Caller, Mapping[str, str], object, Mapping[str, str]], dict[str, Any]]
-
-ROUTES: dict[str, tuple[int, Route]] = {
-    "POST /requests": (201, lambda s, c, p, b, q: s.create(c, b)),
-    "GET /requests": (200, lambda s, c, p, b, q: s.list_mine(c, _limit(q))),
-    "GET /approvals": (200, lambda s, c, p, b, q: s.list_to_approve(c, _limit(q))),
-    "GET /requests/{id}": (200, lambda s, c, p, b, q: s.get(c, p["id"])),
-    "POST /requests/{id}/approve": (200, lambda s, c, p, b, q: s.approve(c, p["id"], b)),
-    "POST /requests/{id}/reject": (200, lambda s, c, p, b, q: s.reject(c, p["id"], b)),
-    "POST /requests/{id}/cancel": (200, lambda s, c, p, b, q: s.cancel(c, p["id"], b)),
-    "POST /requests/{id}/revoke": (200, lambda s, c, p, b, q: s.revoke(c, p["id"], b)),
-    "POST /requests/{id}/extend": (201, lambda s, c, p, b, q: s.extend(c, p["id"], b)),
+# The one place a refusal becomes an HTTP status.
+STATUS: dict[type[Refused], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    NotAllowed: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
 }
+# The routes served, as template.yaml declares them (``METHOD /path/{id}``).
+ROUTES = (
+    "POST /requests",
+    "GET /requests",
+    "GET /approvals",
+    "GET /requests/{id}",
+    "POST /requests/{id}/approve",
+    "POST /requests/{id}/reject",
+    "POST /requests/{id}/cancel",
+    "POST /requests/{id}/revoke",
+    "POST /requests/{id}/extend",
+)
+
+
+def status_of(refusal: Refused) -> int:
+    return next(code for kind, code in STATUS.items() if isinstance(refusal, kind))
 
 
 @dataclass
 class RequestApi:
     service: NativeService
+    app: APIGatewayHttpResolver = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.app = resolver(self.service)
 
     def on_schedule(self, event: object) -> dict[str, Any]:
         """EventBridge's scheduled rule: the sweep (pending expiry, failed hand-overs, settled grants;
-        see :meth:`NativeService.expire_pending`)."""
+        see :meth:`NativeService.sweep`)."""
         if not isinstance(event, Mapping) or event.get("detail-type") != "Scheduled Event":
             logger().warning("not a scheduled event: ignored")
             return {"result": "ignored"}
-        return self.service.expire_pending()
+        return self.service.sweep()
 
-    def handle(self, event: object) -> dict[str, Any]:
-        try:
-            if not isinstance(event, Mapping):
-                raise bad_request("not an API Gateway HTTP API event", "invalid_event")
-            route_key = event.get("routeKey")
-            if route_key not in ROUTES:
-                raise ApiError(404, "no_route", f"no route {str(route_key)[:80]!r}")
-            status, call = ROUTES[route_key]
-            caller = caller_from_context(event.get("requestContext"))
-            bind(caller_arn=caller.arn, route=route_key)
-            result = call(
-                self.service,
-                caller,
-                _strings(event.get("pathParameters")),
-                _body(event),
-                _strings(event.get("queryStringParameters")),
-            )
-            return _response(status, result)
-        except ApiError as exc:
-            logger().info(
-                "request refused", extra={"error": exc.code, "status": exc.status, "problem": exc.message}
-            )
-            metrics().add("ApiRefusals", reason=exc.code)
-            return _response(exc.status, exc.body())
-        except (TransientError, ClientError, BotoCoreError):
-            # Throttling, a lost race, a 5xx: the client retries. Details stay in the logs.
-            logger().exception("request failed transiently")
-            metrics().add("ApiErrors")
-            return _response(
-                503,
-                {"error": "temporarily_unavailable", "message": "SessionGate could not finish; try again"},
-            )
+    def handle(self, event: object, context: Any = None) -> dict[str, Any]:
+        if not isinstance(event, Mapping):
+            return _refused(invalid("not an API Gateway HTTP API event", "invalid_event"))
+        answer: dict[str, Any] = self.app.resolve(event, context)
+        return answer
 
 
-def _response(status: int, body: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass
+class _Call:
+    """The parts of the current call, read from the resolver's event."""
+
+    app: APIGatewayHttpResolver
+
+    def caller(self) -> Caller:
+        event = self.app.current_event.raw_event
+        signed = caller_from_context(event.get("requestContext"))
+        bind(caller_arn=signed.arn, route=event.get("routeKey"))
+        return signed
+
+    def request_id(self) -> str:
+        # API Gateway's ``pathParameters`` (as the API saw it), not the resolver's match on rawPath.
+        return _strings(self.app.current_event.raw_event.get("pathParameters")).get("id", "")
+
+    def body(self) -> object:
+        return _body(self.app.current_event.raw_event)
+
+    def limit(self) -> int:
+        return _limit(_strings(self.app.current_event.raw_event.get("queryStringParameters")))
+
+    def not_found(self, _: Exception | None = None) -> Response[str]:
+        route_key = self.app.current_event.raw_event.get("routeKey")
+        return _answer_refused(NotFound("no_route", f"no route {str(route_key)[:80]!r}"))
+
+
+def resolver(service: NativeService) -> APIGatewayHttpResolver:
+    """The routes, each a plain function of the signed caller and the request's parts."""
+    app = APIGatewayHttpResolver()
+    call = _Call(app)
+    caller, request_id, body, limit = call.caller, call.request_id, call.body, call.limit
+    # Registered by call: Powertools' not_found and exception_handler decorators are untyped (mypy strict).
+    app.not_found(call.not_found)
+    app.exception_handler(Refused)(_answer_refused)
+    app.exception_handler([TransientError, ClientError, BotoCoreError])(_answer_transient)
+
+    @app.post("/requests")
+    def create() -> Response[str]:
+        return _answer(201, service.create(caller(), body()))
+
+    @app.get("/requests")
+    def mine() -> Response[str]:
+        return _answer(200, service.list_mine(caller(), limit()))
+
+    @app.get("/approvals")
+    def to_approve() -> Response[str]:
+        return _answer(200, service.list_to_approve(caller(), limit()))
+
+    @app.get("/requests/<id>")
+    def one(**_: str) -> Response[str]:
+        return _answer(200, service.get(caller(), request_id()))
+
+    @app.post("/requests/<id>/approve")
+    def approve(**_: str) -> Response[str]:
+        return _answer(200, service.approve(caller(), request_id(), body()))
+
+    @app.post("/requests/<id>/reject")
+    def reject(**_: str) -> Response[str]:
+        return _answer(200, service.reject(caller(), request_id(), body()))
+
+    @app.post("/requests/<id>/cancel")
+    def cancel(**_: str) -> Response[str]:
+        return _answer(200, service.cancel(caller(), request_id(), body()))
+
+    @app.post("/requests/<id>/revoke")
+    def revoke(**_: str) -> Response[str]:
+        return _answer(200, service.revoke(caller(), request_id(), body()))
+
+    @app.post("/requests/<id>/extend")
+    def extend(**_: str) -> Response[str]:
+        return _answer(201, service.extend(caller(), request_id(), body()))
+
+    return app
+
+
+HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
+
+
+def _answer(status: int, body: Mapping[str, Any]) -> Response[str]:
+    return Response(status_code=status, body=json.dumps(body, sort_keys=True), headers=HEADERS)
+
+
+def _log_refusal(exc: Refused) -> int:
+    status = status_of(exc)
+    logger().info("request refused", extra={"error": exc.code, "status": status, "problem": exc.message})
+    metrics().add("ApiRefusals", reason=exc.code)
+    return status
+
+
+def _answer_refused(exc: Refused) -> Response[str]:
+    return _answer(_log_refusal(exc), exc.body())
+
+
+def _answer_transient(_: Exception) -> Response[str]:
+    # Throttling, a lost race, a 5xx: the client retries. Details stay in the logs.
+    logger().exception("request failed transiently")
+    metrics().add("ApiErrors")
+    return _answer(
+        503, {"error": "temporarily_unavailable", "message": "SessionGate could not finish; try again"}
+    )
+
+
+def _refused(exc: Refused) -> dict[str, Any]:
     return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json", "cache-control": "no-store"},
-        "body": json.dumps(body, sort_keys=True),
+        "statusCode": _log_refusal(exc),
+        "headers": dict(HEADERS),
+        "body": json.dumps(exc.body(), sort_keys=True),
     }
 
 
@@ -115,22 +222,22 @@ def _body(event: Mapping[str, Any]) -> object:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str):
-        raise bad_request("the request body must be JSON", "invalid_body")
+        raise invalid("the request body must be JSON", "invalid_body")
     if event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(raw, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise bad_request("the request body is not valid base64 UTF-8", "invalid_body") from None
+            raise invalid("the request body is not valid base64 UTF-8", "invalid_body") from None
     if len(raw) > MAX_BODY:
-        raise bad_request(f"the request body is larger than {MAX_BODY} bytes", "invalid_body")
+        raise invalid(f"the request body is larger than {MAX_BODY} bytes", "invalid_body")
     try:
         return json.loads(raw)
     except ValueError:
-        raise bad_request("the request body is not valid JSON", "invalid_body") from None
+        raise invalid("the request body is not valid JSON", "invalid_body") from None
 
 
 def _limit(query: Mapping[str, str]) -> int:
     raw = query.get("limit", "25")
     if not raw.isdigit() or not 1 <= int(raw) <= 50:
-        raise bad_request("limit must be an integer from 1 to 50", "invalid_limit")
+        raise invalid("limit must be an integer from 1 to 50", "invalid_limit")
     return int(raw)

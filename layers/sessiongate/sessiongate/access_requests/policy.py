@@ -73,15 +73,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sessiongate.access_requests.records import (
-    Approval,
-    Request,
-    bad_request,
-    canonical_json,
-    conflict,
-    forbidden,
-    signed_message,
-)
+from sessiongate.access_requests.errors import Conflict, NotAllowed, invalid
+from sessiongate.access_requests.records import Approval, Request, canonical_json, signed_message
 from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from sessiongate.text import visible_length
 
@@ -381,35 +374,35 @@ def progress(rule: Rule, approvals: Sequence[Approval]) -> list[dict[str, Any]]:
 
 
 def approver_level(rule: Rule, request: Request, approver_arn: str) -> int:
-    """The level ``approver_arn`` approves at now; raises :class:`ApiError` with the reason it may not."""
+    """The level ``approver_arn`` approves at now; raises a refusal saying why it may not."""
     check_not_involved(request, approver_arn)
     approver = parse_identity(approver_arn)
     for previous in request.approvals:
         if may_be_same(approver, parse_identity(previous.approver_arn)):
-            raise conflict("already_approved", "you have approved this request already")
+            raise Conflict("already_approved", "you have approved this request already")
     level = current_level(rule, request.approvals)
     if level is None:
-        raise conflict("invalid_state", "every approval level is already met")
+        raise Conflict("invalid_state", "every approval level is already met")
     if arn_matches(approver_arn, rule.levels[level].approvers):
         return level
     if any(arn_matches(approver_arn, later.approvers) for later in rule.levels[level + 1 :]):
-        raise forbidden(
+        raise NotAllowed(
             "level_not_reached",
             f"level {level + 1} ({rule.levels[level].name}) must approve before your level can",
         )
-    raise forbidden("not_an_approver", f"you are not an approver of rule {rule.name!r}")
+    raise NotAllowed("not_an_approver", f"you are not an approver of rule {rule.name!r}")
 
 
 def check_not_involved(request: Request, approver_arn: str) -> None:
     """Separation of duties (fail closed): not the requester, and not who receives the access."""
     approver = parse_identity(approver_arn)
     if approver is None or may_be_same(approver, parse_identity(request.requester_arn)):
-        raise forbidden("self_approval", "you cannot approve or reject your own request")
+        raise NotAllowed("self_approval", "you cannot approve or reject your own request")
     operator = Identity(
         approver.partition, request.account, request.principal_type.value, request.principal_name
     )
     if may_be_same(approver, operator):
-        raise forbidden(
+        raise NotAllowed(
             "approver_is_operator",
             f"you would receive this access ({request.principal_type.value} {request.principal_name})",
         )
@@ -418,16 +411,16 @@ def check_not_involved(request: Request, approver_arn: str) -> None:
 def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, reason: str) -> None:
     glass = rule.break_glass
     if not glass.enabled:
-        raise forbidden("break_glass_not_allowed", f"rule {rule.name!r} does not allow break-glass access")
+        raise NotAllowed("break_glass_not_allowed", f"rule {rule.name!r} does not allow break-glass access")
     if glass.requesters and not arn_matches(requester_arn, glass.requesters):
-        raise forbidden("break_glass_not_allowed", f"you may not use break-glass under rule {rule.name!r}")
+        raise NotAllowed("break_glass_not_allowed", f"you may not use break-glass under rule {rule.name!r}")
     if duration_minutes > glass.max_duration_minutes:
-        raise bad_request(
+        raise invalid(
             f"break-glass access is capped at {glass.max_duration_minutes} minutes",
             "break_glass_duration_over_cap",
         )
     if visible_length(reason) < glass.min_reason_length:
-        raise bad_request(
+        raise invalid(
             f"break-glass needs a reason of at least {glass.min_reason_length} visible characters "
             "(spaces and combining marks do not count)",
             "break_glass_reason_too_short",
@@ -446,7 +439,7 @@ def default_duration(rule: Rule, default_minutes: int, *, break_glass: bool) -> 
 
 def check_duration(rule: Rule, duration_minutes: int) -> None:
     if rule.max_duration_minutes is not None and duration_minutes > rule.max_duration_minutes:
-        raise bad_request(
+        raise invalid(
             f"rule {rule.name!r} allows at most {rule.max_duration_minutes} minutes", "invalid_duration"
         )
 
@@ -493,7 +486,22 @@ def _rule(value: object, index: int) -> Rule:
     name = data.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
         raise PolicyError(f"{where}.name must be a string of 1..64 characters")
-    instances = _mapping(data.get("instances", {}), f"{where}.instances", {"ids", "tags"})
+    ids, tags = _instances(data.get("instances", {}), where)
+    return Rule(
+        name=name,
+        levels=_levels(data.get("levels"), where),
+        instance_ids=ids,
+        instance_tags=tags,
+        requesters=_patterns(data.get("requesters"), f"{where}.requesters", required=False),
+        max_duration_minutes=_int(
+            data.get("max_duration_minutes"), f"{where}.max_duration_minutes", 1, 1440, None
+        ),
+        break_glass=_break_glass(data.get("break_glass", {}), where),
+    )
+
+
+def _instances(value: object, where: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    instances = _mapping(value, f"{where}.instances", {"ids", "tags"})
     ids = instances.get("ids", [])
     if not isinstance(ids, list) or not all(isinstance(i, str) and INSTANCE_ID_RE.fullmatch(i) for i in ids):
         raise PolicyError(f"{where}.instances.ids must be a list of instance ids")
@@ -502,10 +510,13 @@ def _rule(value: object, index: int) -> Rule:
         isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
     ):
         raise PolicyError(f"{where}.instances.tags must map tag keys to (glob) values")
-    levels = data.get("levels")
+    return tuple(ids), tuple(sorted(tags.items()))
+
+
+def _levels(levels: object, where: str) -> tuple[Level, ...]:
     if not isinstance(levels, list) or not 1 <= len(levels) <= MAX_LEVELS:
         raise PolicyError(f"{where}.levels must be a list of 1..{MAX_LEVELS} levels")
-    parsed_levels = []
+    parsed = []
     for k, level in enumerate(levels):
         lw = f"{where}.levels[{k}]"
         ld = _mapping(level, lw, {"name", "approvers", "min_approvals"})
@@ -515,9 +526,13 @@ def _rule(value: object, index: int) -> Rule:
         level_name = ld.get("name", f"level {k + 1}")
         if not isinstance(level_name, str) or not 1 <= len(level_name) <= 64:
             raise PolicyError(f"{lw}.name must be a string of 1..64 characters")
-        parsed_levels.append(Level(level_name, approvers, minimum))
+        parsed.append(Level(level_name, approvers, minimum))
+    return tuple(parsed)
+
+
+def _break_glass(value: object, where: str) -> BreakGlass:
     glass = _mapping(
-        data.get("break_glass", {}),
+        value,
         f"{where}.break_glass",
         {"enabled", "max_duration_minutes", "min_reason_length", "requesters", "max_per_day"},
     )
@@ -534,20 +549,10 @@ def _rule(value: object, index: int) -> Rule:
     assert glass_minutes is not None
     assert glass_reason is not None
     assert glass_per_day is not None
-    return Rule(
-        name=name,
-        levels=tuple(parsed_levels),
-        instance_ids=tuple(ids),
-        instance_tags=tuple(sorted(tags.items())),
-        requesters=_patterns(data.get("requesters"), f"{where}.requesters", required=False),
-        max_duration_minutes=_int(
-            data.get("max_duration_minutes"), f"{where}.max_duration_minutes", 1, 1440, None
-        ),
-        break_glass=BreakGlass(
-            enabled,
-            glass_minutes,
-            glass_reason,
-            _patterns(glass.get("requesters"), f"{where}.break_glass.requesters", required=False),
-            glass_per_day,
-        ),
+    return BreakGlass(
+        enabled,
+        glass_minutes,
+        glass_reason,
+        _patterns(glass.get("requesters"), f"{where}.break_glass.requesters", required=False),
+        glass_per_day,
     )

@@ -1,4 +1,4 @@
-"""The native front door's domain: request records, their state machine and input rules (pure, no AWS).
+"""The native front door's request records and their state machine (pure, no AWS).
 
 A request moves through these states; every move is one conditional write (``version``) in the
 requests table, so two approvers clicking at once cannot both make the move:
@@ -12,34 +12,27 @@ APPROVED -> ACTIVE/REVOKED/EXPIRED/DENIED follow the engine's grant record (``rq
 source of truth: reads derive them and write nothing; the scheduled sweep or the next write path of
 the request writes them.
 
-Identities always come from the signed caller (API Gateway's IAM authorizer), never from a body. A
-request may name a target ``account`` (SessionGate's own or a configured member account): the access is
-then for the principal of the caller's type and name in that account.
+A request may name a target ``account`` (SessionGate's own or a member account): the access is then for
+the principal of the caller's type and name there (:mod:`.caller`: identities come from the signature).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sessiongate.access_requests.errors import Conflict
+from sessiongate.access_requests.ids import grant_id_for
+from sessiongate.access_requests.inputs import MAX_COMMENT
 from sessiongate.clock import parse_iso, to_iso
-from sessiongate.core.identity import ACCOUNT_RE, INSTANCE_ID_RE, Identity, PrincipalType, parse_identity
-from sessiongate.core.model import GRANT_ID_RE, MAX_REASON, AccessApproved, Origin
-from sessiongate.text import forbidden_characters, visible_length
+from sessiongate.core.identity import PrincipalType
+from sessiongate.core.model import MAX_REASON, AccessApproved, Origin
 
-GRANT_PREFIX = "rq-"
-# Request ids: 32 hex digits; an extension of request R is ``R-x<n>``. ``rq-`` + id stays within the
-# 48 characters model.GRANT_ID_RE allows (3 + 32 + 6 = 41).
-REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}(?:-x[1-9][0-9]{0,3})?$")
-TICKET_RE = re.compile(r"^[A-Za-z0-9#:/._-]{1,64}$")
-MAX_REQUEST_REASON = 300  # + ticket and a break-glass marker still fit AccessApproved's MAX_REASON
-MAX_COMMENT = 500
 MAX_EXTENSIONS = 20
 BREAK_GLASS_MARK = "[BREAK-GLASS] "
 # Domain of the request API's approval MAC (KMS ApprovalKey): bumped whenever the bound facts change.
@@ -70,95 +63,6 @@ LIVE = frozenset({RequestStatus.APPROVED, RequestStatus.ACTIVE})
 OPEN = frozenset({RequestStatus.PENDING, *LIVE})
 
 
-class ApiError(Exception):
-    """A decision or a user mistake, answered as ``{"error": code, "message": ...}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, str]:
-        return {"error": self.code, "message": self.message}
-
-
-def bad_request(message: str, code: str = "bad_request") -> ApiError:
-    return ApiError(400, code, message)
-
-
-def forbidden(code: str, message: str) -> ApiError:
-    return ApiError(403, code, message)
-
-
-def conflict(code: str, message: str) -> ApiError:
-    return ApiError(409, code, message)
-
-
-# ---------------------------------------------------------------------------------------- callers
-@dataclass(frozen=True)
-class Caller:
-    """The signed caller, as API Gateway's IAM authorizer saw it."""
-
-    arn: str
-    identity: Identity
-    principal_type: PrincipalType
-    principal_name: str
-
-    @property
-    def account(self) -> str:
-        return self.identity.account
-
-
-def caller_from_context(request_context: object) -> Caller:
-    """The caller of an HTTP API (payload 2.0) request: ``requestContext.authorizer.iam.userArn``.
-
-    IAM users sign as ``arn:...:iam::A:user/path/name``; role sessions as
-    ``arn:...:sts::A:assumed-role/Role/session`` (the principal that receives access is the role).
-    Anything else (root, federated users, no IAM identity) cannot use the native path.
-
-    The IAM authorizer context carries ``accessKey``, ``accountId``, ``callerId``, ``cognitoIdentity``,
-    ``principalOrgId``, ``userArn`` and ``userId`` (AWS doc "Create AWS Lambda proxy integrations for
-    HTTP APIs in API Gateway", payload format 2.0), and no ``sts:SourceIdentity``: the API cannot see a
-    caller's source identity, so people are told apart by :func:`identity.may_be_same` on the ARN.
-    """
-    iam = {}
-    if isinstance(request_context, Mapping):
-        authorizer = request_context.get("authorizer")
-        if isinstance(authorizer, Mapping) and isinstance(authorizer.get("iam"), Mapping):
-            iam = authorizer["iam"]
-    arn = iam.get("userArn")
-    if not isinstance(arn, str) or not arn:
-        raise ApiError(401, "unauthenticated", "the request carries no IAM identity (sign it with SigV4)")
-    identity = parse_identity(arn)
-    if identity is None or identity.kind not in ("user", "role"):
-        raise forbidden(
-            "unsupported_caller",
-            "only IAM users and IAM role sessions can use SessionGate requests (not root or federated users)",
-        )
-    if identity.kind == "role" and identity.session is None:
-        raise forbidden("unsupported_caller", "a role must call as an assumed-role session")
-    account = iam.get("accountId")
-    if isinstance(account, str) and account and account != identity.account:
-        raise forbidden("unsupported_caller", "the caller's account does not match its ARN")
-    return Caller(arn, identity, PrincipalType(identity.kind), identity.name)
-
-
-def same_caller(a: str, b: str) -> bool:
-    """Exactly the same principal (and role session): who may act *as* the requester."""
-    x, y = parse_identity(a), parse_identity(b)
-    if x is None or y is None:
-        return False
-    return (x.partition, x.account, x.kind, x.name.lower(), x.session) == (
-        y.partition,
-        y.account,
-        y.kind,
-        y.name.lower(),
-        y.session,
-    )
-
-
-# ---------------------------------------------------------------------------------------- records
 @dataclass(frozen=True)
 class Approval:
     approver_arn: str
@@ -224,9 +128,9 @@ class Request:
         return grant_id_for(self.request_id)
 
     def transition(self, to: RequestStatus, *, at: datetime, by: str, **changes: Any) -> Request:
-        """The next version of this record in state ``to``; raises :class:`ApiError` for an illegal move."""
+        """The next version of this record in state ``to``; raises :class:`Refused` for an illegal move."""
         if to not in TRANSITIONS.get(self.status, frozenset()):
-            raise conflict(
+            raise Conflict(
                 "invalid_state", f"request {self.request_id} is {self.status.value}, not {to.value}"
             )
         entry = {"at": to_iso(at), "status": to.value, "by": by}
@@ -327,160 +231,8 @@ def signed_message(domain: str, canonical: bytes) -> bytes:
     return f"{domain}\n{hashlib.sha256(canonical).hexdigest()}".encode()
 
 
-def grant_id_for(request_id: str) -> str:
-    grant_id = GRANT_PREFIX + request_id
-    assert GRANT_ID_RE.fullmatch(grant_id), grant_id
-    return grant_id
-
-
-def request_id_of(grant_id: str) -> str | None:
-    """The request behind a native grant id, or ``None`` if it is not one."""
-    if not grant_id.startswith(GRANT_PREFIX):
-        return None
-    request_id = grant_id[len(GRANT_PREFIX) :]
-    return request_id if REQUEST_ID_RE.fullmatch(request_id) else None
-
-
-def root_id(request_id: str) -> str:
-    """The first request of an access: extensions are ``<root>-x<n>``."""
-    return request_id.split("-x", 1)[0]
-
-
-def extension_id(parent_id: str, n: int) -> str:
-    return f"{root_id(parent_id)}-x{n}"
-
-
-def check_request_id(value: object) -> str:
-    if not isinstance(value, str) or not REQUEST_ID_RE.fullmatch(value):
-        raise ApiError(404, "not_found", "no such request")
-    return value
-
-
 def pending_deadline(created: datetime, ttl_minutes: int) -> str:
     return to_iso(created + timedelta(minutes=ttl_minutes))
-
-
-# ---------------------------------------------------------------------------------------- input
-@dataclass(frozen=True)
-class CreateInput:
-    instance_id: str
-    duration_minutes: int
-    reason: str
-    ticket: str = ""
-    break_glass: bool = False
-    account: str | None = None  # the target account; None: the caller's
-    default_duration: bool = False  # duration_minutes was not given: the service caps the default
-
-
-@dataclass(frozen=True)
-class ExtendInput:
-    duration_minutes: int
-    reason: str
-    default_duration: bool = False
-
-
-_CREATE_FIELDS = frozenset({"instance_id", "duration_minutes", "reason", "ticket", "break_glass", "account"})
-_IDENTITY_FIELDS = frozenset(
-    {
-        "requester",
-        "requester_arn",
-        "principal",
-        "principal_name",
-        "principal_arn",
-        "principal_type",
-        "approver",
-    }
-)
-
-
-def parse_create(body: object, *, default_minutes: int, max_minutes: int) -> CreateInput:
-    data = _object(body, _CREATE_FIELDS)
-    instance_id = data.get("instance_id")
-    if not isinstance(instance_id, str) or not INSTANCE_ID_RE.fullmatch(instance_id):
-        raise bad_request(
-            "instance_id must be an EC2 instance id like i-0123456789abcdef0", "invalid_instance_id"
-        )
-    duration = _duration(data.get("duration_minutes", default_minutes), max_minutes)
-    reason = _text(data.get("reason"), "reason", MAX_REQUEST_REASON, required=True)
-    account = data.get("account")
-    if account is not None and (not isinstance(account, str) or not ACCOUNT_RE.fullmatch(account)):
-        raise bad_request("account must be a 12-digit AWS account id", "invalid_account")
-    ticket = data.get("ticket", "")
-    if ticket != "" and (not isinstance(ticket, str) or not TICKET_RE.fullmatch(ticket)):
-        raise bad_request(
-            "ticket must be 1-64 characters of letters, digits and # : / . _ -", "invalid_ticket"
-        )
-    break_glass = data.get("break_glass", False)
-    if not isinstance(break_glass, bool):
-        raise bad_request("break_glass must be true or false", "invalid_break_glass")
-    return CreateInput(
-        instance_id,
-        duration,
-        reason,
-        ticket,
-        break_glass,
-        account=account,
-        default_duration="duration_minutes" not in data,
-    )
-
-
-def parse_extend(body: object, *, default_minutes: int, max_minutes: int) -> ExtendInput:
-    data = _object(body, frozenset({"duration_minutes", "reason"}))
-    return ExtendInput(
-        _duration(data.get("duration_minutes", default_minutes), max_minutes),
-        _text(data.get("reason"), "reason", MAX_REQUEST_REASON, required=True),
-        default_duration="duration_minutes" not in data,
-    )
-
-
-def parse_comment(body: object, *, required: bool, name: str = "comment") -> str:
-    data = _object(body, frozenset({name}))
-    return _text(data.get(name, ""), name, MAX_COMMENT, required=required)
-
-
-def _object(body: object, allowed: frozenset[str]) -> Mapping[str, Any]:
-    if body is None:
-        return {}
-    if not isinstance(body, Mapping):
-        raise bad_request("the request body must be a JSON object", "invalid_body")
-    named = set(body) & _IDENTITY_FIELDS
-    if named:
-        raise bad_request(
-            f"{sorted(named)} cannot be given: identities come from the request signature", "identity_in_body"
-        )
-    unknown = set(body) - allowed
-    if unknown:
-        raise bad_request(
-            f"unknown field(s) {sorted(unknown)[:5]}; allowed: {sorted(allowed)}", "unknown_field"
-        )
-    return body
-
-
-def _duration(value: object, max_minutes: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_minutes:
-        raise bad_request(f"duration_minutes must be an integer from 1 to {max_minutes}", "invalid_duration")
-    return value
-
-
-def _text(value: object, name: str, limit: int, *, required: bool) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string", f"invalid_{name}")
-    value = value.strip()
-    bad = forbidden_characters(value)
-    if bad:
-        # One visible line: these would hide or reorder text in e-mail and chat (see text.py).
-        raise bad_request(
-            f"{name} must be one line of visible text: control, format (bidi, zero-width) and line or "
-            f"paragraph separator characters are refused ({', '.join(bad)})",
-            f"invalid_{name}",
-        )
-    if required and not visible_length(value):
-        raise bad_request(f"{name} is required", f"missing_{name}")
-    if len(value) > limit:
-        raise bad_request(f"{name} must be at most {limit} characters", f"invalid_{name}")
-    return value
 
 
 @dataclass(frozen=True)

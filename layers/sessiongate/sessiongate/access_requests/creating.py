@@ -1,0 +1,172 @@
+"""Creating a request (and a break-glass self-approval)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sessiongate.access_requests.caller import Caller
+from sessiongate.access_requests.deps import (
+    DAY,
+    MAX_LIST,
+)
+from sessiongate.access_requests.errors import Conflict, NotAllowed
+from sessiongate.access_requests.inputs import CreateInput, parse_create
+from sessiongate.access_requests.policy import (
+    Rule,
+    check_break_glass,
+    check_duration,
+    default_duration,
+)
+from sessiongate.access_requests.records import (
+    OPEN,
+    Approval,
+    Request,
+    RequestStatus,
+    pending_deadline,
+)
+from sessiongate.access_requests.status import Status
+from sessiongate.clock import to_iso
+from sessiongate.core.identity import parse_identity, person_key
+from sessiongate.errors import TransientError
+from sessiongate.observability import bind, metrics
+
+
+class Creating(Status):
+    def create(self, caller: Caller, body: object) -> dict[str, Any]:
+        data = parse_create(
+            body,
+            default_minutes=self.settings.default_validity_minutes,
+            max_minutes=self.settings.max_validity_minutes,
+        )
+        self._check_account(caller)
+        self._note_policy()
+        # The access is for the caller's own user or role; in a member account, for the principal of the
+        # same type and name there (identities never come from the body).
+        account = data.account or caller.account
+        directory, inventory = self._adapters(account)
+        rule, tags = self._rule_for(data.instance_id, account, inventory)
+        duration = self._allowed_duration(caller, rule, data)
+        principal = directory.get_principal(caller.principal_type, caller.principal_name)
+        if principal is None:
+            raise NotAllowed(
+                "principal_not_found",
+                f"IAM {caller.principal_type.value} {caller.principal_name} not found in account {account}",
+            )
+        self._check_no_duplicate(caller, account, data.instance_id)
+        now = self.clock.now()
+        request = self._new_request(caller, data, account, principal.arn, duration, rule, tags, now)
+        if data.break_glass:
+            self._take_break_glass_quota(caller, rule, now)
+        if not self.store.create(request):
+            raise TransientError(f"request id {request.request_id} collided")
+        metrics().add("NativeRequests")
+        if not data.break_glass:
+            bind(
+                request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
+            ).info("access requested", extra={"rule": rule.name})
+            self._notify("AccessRequested", request, rule=rule)
+            return self._view(request, rule)
+        return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
+
+    def _allowed_duration(self, caller: Caller, rule: Rule, data: CreateInput) -> int:
+        """The rule lets the caller request, for this long (and break-glass, if asked for)."""
+        if not rule.may_request(caller.arn):
+            raise NotAllowed("not_a_requester", f"rule {rule.name!r} does not let you request access")
+        duration = data.duration_minutes
+        if data.default_duration:
+            duration = default_duration(
+                rule, self.settings.default_validity_minutes, break_glass=data.break_glass
+            )
+        check_duration(rule, duration)
+        if data.break_glass:
+            check_break_glass(rule, caller.arn, duration, data.reason)
+        return duration
+
+    def _check_no_duplicate(self, caller: Caller, account: str, instance_id: str) -> None:
+        """One open request per requester and instance (extensions aside)."""
+        for mine in self.store.by_requester(caller.arn, limit=MAX_LIST):
+            mine = self._write_derived(mine)
+            if (
+                mine.instance_id == instance_id
+                and mine.account == account
+                and mine.status in OPEN
+                and mine.extends is None
+            ):
+                raise Conflict(
+                    "duplicate_request",
+                    f"you have request {mine.request_id} ({mine.status.value}) for {instance_id}",
+                )
+
+    def _new_request(
+        self,
+        caller: Caller,
+        data: CreateInput,
+        account: str,
+        principal_arn: str,
+        duration: int,
+        rule: Rule,
+        tags: dict[str, str],
+        now: datetime,
+    ) -> Request:
+        return Request(
+            request_id=self.ids(),
+            status=RequestStatus.PENDING,
+            account=account,
+            instance_id=data.instance_id,
+            principal_type=caller.principal_type,
+            principal_name=caller.principal_name,
+            principal_arn=principal_arn,
+            requester_arn=caller.arn,
+            duration_minutes=duration,
+            reason=data.reason,
+            ticket=data.ticket,
+            created_at=to_iso(now),
+            pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
+            rule=rule.name,
+            instance_tags=tuple(sorted(tags.items())),
+            history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
+        )
+
+    def _take_break_glass_quota(self, caller: Caller, rule: Rule, now: datetime) -> None:
+        """Counted per person (any session or permission set of theirs), atomically, last."""
+        identity = parse_identity(caller.arn)
+        assert identity is not None  # the caller was parsed when the request came in
+        limit = rule.break_glass.max_per_day
+        key = f"breakglass#{person_key(identity)}"
+        if self.store.take_quota(key, now=now, window=DAY, limit=limit) is None:
+            raise NotAllowed(
+                "break_glass_quota",
+                f"you used break-glass {limit} time(s) in the last 24 hours (at most {limit} under "
+                f"rule {rule.name!r}): ask an approver",
+            )
+
+    def _self_approve(
+        self, caller: Caller, request: Request, rule: Rule, reason: str, now: datetime
+    ) -> Request:
+        """Break-glass: the requester approves alone. The engine never accepts the requester as approver
+        of record, so SessionGate's request API role is recorded as the approver (the policy rule that
+        allowed it), the requester's self-approval is kept in ``approvals``, and the record is flagged."""
+        approved = request.transition(
+            RequestStatus.APPROVED,
+            at=now,
+            by=caller.arn,
+            break_glass=True,
+            approvals=(Approval(caller.arn, -1, to_iso(now), reason),),
+            approver_arns=(self.settings.break_glass_approver_arn,),
+            approved_at=to_iso(now),
+            decided_by=caller.arn,
+            version=request.version + 1,
+        )
+        approved = self._sign(approved)
+        if not self.store.replace(approved, expected_version=request.version):
+            raise Conflict("conflict", "the request changed meanwhile; check its status")
+        log = bind(
+            request_id=request.request_id,
+            instance_id=request.instance_id,
+            principal_arn=request.principal_arn,
+        )
+        log.warning("break-glass access self-approved", extra={"rule": rule.name})
+        metrics().add("BreakGlass")
+        self._notify("BreakGlassUsed", approved, rule=rule)
+        return self._emit(approved)

@@ -1,0 +1,89 @@
+"""The scheduled sweep: what must happen on time even when nobody calls the API."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sessiongate.access_requests.deps import (
+    EMIT_GRACE,
+    SWEEP_LIMIT,
+)
+from sessiongate.access_requests.errors import Refused
+from sessiongate.access_requests.records import (
+    Request,
+    RequestStatus,
+)
+from sessiongate.access_requests.status import Status
+from sessiongate.clock import parse_iso
+from sessiongate.errors import TransientError
+from sessiongate.observability import bind, metrics
+
+
+class Sweep(Status):
+    def sweep(self) -> dict[str, Any]:
+        """Scheduled (the reconciler's rate): what must happen on time even when nobody calls the API.
+
+        1. Pending requests whose time ran out become EXPIRED and are notified, oldest first.
+        2. Approved requests whose hand-over to the engine failed are emitted again, if the request
+           API itself approved them (:meth:`_approved_by_api`).
+        3. Approved requests whose grant has settled (ACTIVE, DENIED, REVOKED) are written so, which
+           takes them off the sweep's list; an extension found ACTIVE first retires the grant it
+           replaces (revoked, reason ``extended``).
+        4. A change of the approval policy is recorded and notified (PolicyChanged), a policy that
+           does not verify is notified (PolicyRejected).
+        At most ``SWEEP_LIMIT`` of each a run. Every approved request is attempted; if any failed, the
+        run raises at the end (Lambda retries it, the request API's error alarm fires, the next run
+        tries again).
+        """
+        # A rejected policy is logged, counted and notified there; expiring requests needs no policy.
+        with contextlib.suppress(Refused):
+            self._note_policy(sweep=True)
+        log = bind()
+        expired = sum(
+            self._write_derived(request).status is RequestStatus.EXPIRED
+            for request in self.store.pending(limit=SWEEP_LIMIT, oldest_first=True)
+        )
+        done = {"reemitted": 0, "settled": 0}
+        failures = []
+        for request in self.store.approved(limit=SWEEP_LIMIT):
+            try:
+                for kind in self._sweep_approved(request):
+                    done[kind] += 1
+            except (TransientError, Refused, ClientError, BotoCoreError) as exc:
+                log.exception("sweep could not handle a request", extra={"request_id": request.request_id})
+                failures.append(f"{request.request_id}: {exc}")
+        if expired:
+            metrics().add("PendingRequestsExpired", expired)
+            log.info("pending requests expired", extra={"expired": expired})
+        if done["reemitted"]:
+            metrics().add("ApprovalsReemitted", done["reemitted"])
+        if any(done.values()):
+            log.info("approved requests swept", extra=done)
+        if failures:
+            raise TransientError(f"sweep left {len(failures)} request(s) unhandled: {failures[:5]}")
+        return {"result": "swept", "expired": expired, **done}
+
+    def _sweep_approved(self, request: Request) -> list[str]:
+        """Steps 2 and 3 of the sweep for one APPROVED record; the kinds of work done."""
+        grant = self.engine.ledger.get_grant(request.grant_id)
+        if grant is None:
+            if request.emitted_at is not None or request.approved_at is None:
+                return []  # handed over: the engine has not recorded it yet
+            if self.clock.now() - parse_iso(request.approved_at) < EMIT_GRACE:
+                return []  # the approving call may still be emitting it
+            if not self._approved_by_api(request):
+                # Possibly written into the table by someone else: never handed to the engine.
+                bind(request_id=request.request_id).error(
+                    "approved request not handed to the engine: nothing proves the request API approved it"
+                )
+                metrics().add("UnverifiedApprovals")
+                return []
+            self._emit(request)
+            bind(request_id=request.request_id).warning("approved request handed to the engine again")
+            return ["reemitted"]
+        if self._derived(request, grant).status is RequestStatus.APPROVED:
+            return []  # still being granted
+        return ["settled"] if self._write_derived(request).version > request.version else []

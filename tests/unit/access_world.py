@@ -1,0 +1,66 @@
+"""Shared setup of the native front door's unit tests (a policy, callers, a world of fakes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessiongate.access_requests.caller import Caller, caller_from_context
+from tests.unit.fakes.access import ACCOUNT, World, world
+
+APPROVERS = "AWSReservedSSO_Approvers_0123456789abcdef"
+ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
+BOB = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS}/bob@example.com"
+CAROL = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS}/carol@example.com"
+SAM = f"arn:aws:sts::{ACCOUNT}:assumed-role/Security/sam@example.com"
+EVE = f"arn:aws:iam::{ACCOUNT}:user/eve"
+
+POLICY: dict[str, Any] = {
+    "version": 1,
+    "rules": [
+        {
+            "name": "prod",
+            "instances": {"tags": {"Environment": "prod"}},
+            "levels": [
+                {
+                    "name": "leads",
+                    "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"],
+                    "min_approvals": 2,
+                },
+                {"name": "security", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Security"]},
+            ],
+            "max_duration_minutes": 30,
+            "break_glass": {
+                "enabled": True,
+                "max_duration_minutes": 15,
+                "min_reason_length": 20,
+                "max_per_day": 1,
+            },
+        },
+        {
+            "name": "default",
+            "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"]}],
+        },
+    ],
+}
+
+
+def caller(arn: str) -> Caller:
+    return caller_from_context({"authorizer": {"iam": {"userArn": arn, "accountId": ACCOUNT}}})
+
+
+def new_world() -> World:
+    return world(POLICY)
+
+
+def create(w: World, who: str = ALICE, **body: Any) -> str:
+    instance = body.pop("instance_id", None) or w.instance()
+    out = w.service.create(caller(who), {"instance_id": instance, "reason": "restart nginx", **body})
+    return str(out["request"]["request_id"])
+
+
+def granted(w: World) -> str:
+    """A request of Alice's on the default rule, approved by Bob and granted ACTIVE by the engine."""
+    request_id = create(w)
+    w.service.approve(caller(BOB), request_id, None)
+    w.engine.grant(w.bus.emitted[-1])
+    return request_id

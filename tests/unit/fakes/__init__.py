@@ -1,0 +1,1 @@
+"""In-memory fakes of SessionGate's ports for the fast unit tier."""

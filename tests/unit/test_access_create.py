@@ -1,0 +1,98 @@
+"""Creating requests on in-memory fakes: input errors, policy rules, duplicates, break-glass quota."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessiongate.access_requests.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
+from tests.unit.access_world import ALICE, BOB, caller, create, new_world
+
+
+def test_a_request_is_pending_under_the_rule_of_its_instance_and_notified() -> None:
+    w = new_world()
+    out = w.service.create(caller(ALICE), {"instance_id": w.instance(), "reason": "restart nginx"})["request"]
+    assert (out["status"], out["rule"], out["requester_arn"], out["duration_minutes"]) == (
+        "PENDING",
+        "default",
+        ALICE,
+        10,
+    )
+    assert w.notifier.types == ["AccessRequested"]
+    assert w.bus.emitted == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"instance_id": "i-nope", "reason": "x"}, "invalid_instance_id"),
+        ({"instance_id": "i-0123456789abcdef0"}, "missing_reason"),
+        ({"instance_id": "i-0123456789abcdef0", "reason": "x", "requester_arn": BOB}, "identity_in_body"),
+        ({"instance_id": "i-0123456789abcdef0", "reason": "x", "duration_minutes": 0}, "invalid_duration"),
+        ({"instance_id": "i-0123456789abcdef0", "reason": "x", "colour": "red"}, "unknown_field"),
+    ],
+)
+def test_input_errors_are_invalid_input_and_write_nothing(body: dict[str, object], code: str) -> None:
+    w = new_world()
+    with pytest.raises(InvalidInput) as err:
+        w.service.create(caller(ALICE), body)
+    assert err.value.code == code
+    assert w.store.writes == []
+
+
+def test_an_unknown_instance_is_not_found() -> None:
+    w = new_world()
+    with pytest.raises(NotFound) as err:
+        w.service.create(caller(ALICE), {"instance_id": "i-0123456789abcdef0", "reason": "x"})
+    assert err.value.code == "instance_not_found"
+
+
+def test_the_rules_cap_on_duration_is_invalid_input() -> None:
+    w = new_world()
+    instance = w.instance(Environment="prod")
+    with pytest.raises(InvalidInput) as err:
+        create(w, instance_id=instance, duration_minutes=45)
+    assert "at most 30 minutes" in err.value.message
+
+
+def test_a_second_open_request_for_the_same_instance_is_a_conflict() -> None:
+    w = new_world()
+    first = create(w)
+    with pytest.raises(Conflict) as err:
+        create(w)
+    assert err.value.code == "duplicate_request"
+    assert first in err.value.message
+
+
+def test_an_unusable_policy_is_unavailable() -> None:
+    w = new_world()
+    w.policies.broken = "bad document"
+    with pytest.raises(Unavailable) as err:
+        create(w)
+    assert err.value.code == "policy_unavailable"
+
+
+def test_break_glass_self_approves_signed_and_is_handed_to_the_engine_once_per_quota() -> None:
+    w = new_world()
+    reason = "production is down, paging did not work"
+    out = w.service.create(
+        caller(ALICE),
+        {"instance_id": w.instance(Environment="prod"), "reason": reason, "break_glass": True},
+    )["request"]
+    assert (out["status"], out["break_glass"], out["duration_minutes"]) == ("APPROVED", True, 10)
+    [event] = w.bus.emitted
+    assert event.approver_arns == (w.service.settings.break_glass_approver_arn,)
+    assert w.store.get(out["request_id"]).approval_mac  # type: ignore[union-attr]
+    assert w.notifier.types == ["BreakGlassUsed"]
+    w.instance("i-0123456789abcdef1", Environment="prod")
+    with pytest.raises(NotAllowed) as err:
+        w.service.create(
+            caller(ALICE), {"instance_id": "i-0123456789abcdef1", "reason": reason, "break_glass": True}
+        )
+    assert err.value.code == "break_glass_quota"
+
+
+def test_break_glass_needs_a_long_reason() -> None:
+    w = new_world()
+    with pytest.raises(InvalidInput) as err:
+        create(w, instance_id=w.instance(Environment="prod"), break_glass=True, reason="down")
+    assert err.value.code == "break_glass_reason_too_short"

@@ -1,0 +1,90 @@
+"""The HTTP mapping: each domain refusal becomes its status, with the same body; routes are served."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from sandbox.apigw import api_event
+from sessiongate.access_requests import errors
+from sessiongate.access_requests.http import ROUTES, RequestApi
+from tests.unit.access_world import ALICE, BOB, new_world
+
+
+class Raising:
+    """A service whose every call raises ``exc`` (or answers ``{"ok": True}``)."""
+
+    def __init__(self, exc: Exception | None = None) -> None:
+        self.exc = exc
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any) -> dict[str, Any]:
+            if self.exc is not None:
+                raise self.exc
+            return {"ok": True}
+
+        return call
+
+
+def answer(service: Any, route: str, caller: str | None = ALICE, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    response = RequestApi(service).handle(api_event(route, caller, **kwargs))
+    assert response["headers"] == {"content-type": "application/json", "cache-control": "no-store"}
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (errors.InvalidInput("invalid_x", "bad x"), 400),
+        (errors.Unauthenticated("unauthenticated", "no"), 401),
+        (errors.NotAllowed("not_allowed", "no"), 403),
+        (errors.NotFound("not_found", "no such request"), 404),
+        (errors.Conflict("not_pending", "too late"), 409),
+        (errors.Unavailable("policy_unavailable", "ask the admins"), 503),
+    ],
+)
+def test_each_refusal_maps_to_its_status_and_body(exc: errors.Refused, status: int) -> None:
+    assert answer(Raising(exc), "POST /requests/{id}/approve", request_id="a" * 32) == (status, exc.body())
+
+
+def test_a_transient_failure_is_a_503_to_retry() -> None:
+    failure = ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "PutItem")
+    assert answer(Raising(failure), "GET /requests") == (
+        503,
+        {"error": "temporarily_unavailable", "message": "SessionGate could not finish; try again"},
+    )
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_route_is_served_with_its_status(route: str) -> None:
+    status, body = answer(
+        Raising(), route, request_id="a" * 32, body={} if route.startswith("POST") else None
+    )
+    assert (status, body) == (
+        201 if route in ("POST /requests", "POST /requests/{id}/extend") else 200,
+        {"ok": True},
+    )
+
+
+def test_an_unknown_route_and_an_unsigned_call_and_bad_bodies() -> None:
+    assert answer(Raising(), "DELETE /requests") == (
+        404,
+        {"error": "no_route", "message": "no route 'DELETE /requests'"},
+    )
+    assert answer(Raising(), "GET /requests", None)[0] == 401
+    assert answer(Raising(), "POST /requests", raw_body="{nope")[1]["error"] == "invalid_body"
+    assert answer(Raising(), "GET /requests", query={"limit": "99"})[1]["error"] == "invalid_limit"
+
+
+def test_the_real_service_through_http_refuses_self_approval_with_403() -> None:
+    w = new_world()
+    api = RequestApi(w.service)
+    instance = w.instance()
+    created = api.handle(api_event("POST /requests", ALICE, body={"instance_id": instance, "reason": "fix"}))
+    request_id = json.loads(created["body"])["request"]["request_id"]
+    status, body = answer(w.service, "POST /requests/{id}/approve", ALICE, request_id=request_id)
+    assert (status, body["error"]) == (403, "self_approval")
+    assert answer(w.service, "POST /requests/{id}/approve", BOB, request_id=request_id)[0] == 200

@@ -1,0 +1,60 @@
+"""Reads never write the requests table, emit to the bus, notify or revoke: they derive the status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sessiongate.core.model import GrantStatus
+from tests.unit.access_world import ALICE, BOB, caller, create, granted, new_world
+from tests.unit.fakes.access import World
+
+
+def side_effects(w: World) -> tuple[int, int, int, int]:
+    return len(w.store.writes), len(w.bus.emitted), len(w.notifier.sent), len(w.engine.revoked)
+
+
+def read_everything(w: World, *request_ids: str) -> list[str]:
+    statuses = [w.service.get(caller(ALICE), r)["request"]["status"] for r in request_ids]
+    statuses += [r["status"] for r in w.service.list_mine(caller(ALICE), 50)["requests"]]
+    w.service.list_to_approve(caller(BOB), 50)
+    return statuses
+
+
+def test_reads_derive_expiry_active_and_revoked_from_the_ledger_without_writing() -> None:
+    w = new_world()
+    w.instance("i-0123456789abcdef1")
+    pending = create(w, instance_id="i-0123456789abcdef1")
+    live = granted(w)
+    w.clock.advance(timedelta(minutes=61))  # the pending one's TTL has passed
+    grant = w.engine.ledger.grants[f"rq-{live}"]
+    w.engine.ledger.grants[grant.grant_id] = grant.__class__(
+        **{
+            **grant.__dict__,
+            "status": GrantStatus.REVOKED,
+            "revoke_reason": "expired",
+            "revoked_at": grant.expires_at,
+        }
+    )
+    before = side_effects(w)
+    assert read_everything(w, live, pending) == ["EXPIRED", "EXPIRED", "EXPIRED", "EXPIRED"]
+    assert side_effects(w) == before
+    assert w.store.get(live).status.value == "APPROVED"  # type: ignore[union-attr]  # the sweep writes it
+
+
+def test_a_read_of_an_approved_request_shows_the_grant_as_active() -> None:
+    w = new_world()
+    live = granted(w)
+    before = side_effects(w)
+    out = w.service.get(caller(BOB), live)["request"]
+    assert (out["status"], out["grant"]["status"]) == ("ACTIVE", "ACTIVE")
+    assert side_effects(w) == before
+
+
+def test_approvers_see_what_they_may_approve_now_and_nothing_is_written() -> None:
+    w = new_world()
+    request_id = create(w)
+    before = side_effects(w)
+    [listed] = w.service.list_to_approve(caller(BOB), 10)["requests"]
+    assert listed["request_id"] == request_id
+    assert w.service.list_to_approve(caller(ALICE), 10)["requests"] == []
+    assert side_effects(w) == before
