@@ -13,7 +13,8 @@ import pytest
 
 from sessiongate.access_requests import policy as ap
 from sessiongate.access_requests.records import ApiError, parse_comment, parse_create, parse_extend
-from sessiongate.change_manager.events import ChangeRequestRef, interpret
+from sessiongate.change_manager.events import ChangeRequestRef
+from sessiongate.change_manager.interpretation import interpret
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.core.notifications import render
