@@ -90,6 +90,8 @@ def _value_denials(params: Mapping[str, str]) -> list[Denial]:
     if not PRINCIPAL_NAME_RE.fullmatch(params[P_NAME]):
         denials.append(Denial("invalid_parameters", f"{P_NAME} {params[P_NAME][:64]!r} is not an IAM name"))
     minutes = params[P_MINUTES]
-    if not minutes.isdigit() or not 1 <= int(minutes) <= MAX_MINUTES:
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses (a crash, not a denial). The
+    # runbook's allowedPattern says as much, but an SSM admin can rewrite the runbook.
+    if not (minutes.isascii() and minutes.isdigit()) or not 1 <= int(minutes) <= MAX_MINUTES:
         denials.append(Denial("invalid_parameters", f"{P_MINUTES} must be a positive whole number"))
     return denials
