@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sessiongate.change_manager.approvals import GroupMembers, approver_denials, recorded_approvals
+from sessiongate.change_manager.approvals import Approvals, GroupMembers, approver_denials, recorded_approvals
 from sessiongate.change_manager.events import ChangeRequestRef
 from sessiongate.change_manager.runbook import runbook_parameters
 from sessiongate.change_manager.status import APPROVED_STATES
@@ -44,13 +44,13 @@ def interpret(
     reason = str(execution.get("ChangeRequestName") or "")[:REASON_LIMIT]
     denials = [
         *_record_denials(ref, execution, settings),
-        *_approval_denials(approvals.statuses, approvals.approvers, settings, group_members),
+        *_approval_denials(approvals, settings, group_members),
         *requester_denials,
         *_execution_id_denials(ref, execution),
-        *(params if isinstance(params, list) else []),
+        *(params if isinstance(params, list) else []),  # the runbook's parameters are unusable
         *_reason_denials(reason),
     ]
-    if denials or isinstance(params, list):
+    if isinstance(params, list) or denials:
         return denials
     starts = [t for t in (execution.get("ScheduledTime"), approvals.approved_at) if isinstance(t, datetime)]
     return AccessApproved(
@@ -88,18 +88,18 @@ def _record_denials(ref: ChangeRequestRef, execution: Mapping[str, Any], setting
 
 
 def _approval_denials(
-    statuses: list[str], approvers: list[str], settings: Settings, group_members: GroupMembers | None
+    approvals: Approvals, settings: Settings, group_members: GroupMembers | None
 ) -> list[Denial]:
     """Every approval step approved, and the approvers are the stack's (see :mod:`.approvals`)."""
     denials: list[Denial] = []
-    if not statuses:
+    if not approvals.statuses:
         denials.append(Denial("change_request_not_approved", "the change request has no approval step"))
-    elif any(s != "Approved" for s in statuses):
-        denials.append(Denial("change_request_not_approved", f"approval steps are {statuses}"))
-    if not approvers:
+    elif any(s != "Approved" for s in approvals.statuses):
+        denials.append(Denial("change_request_not_approved", f"approval steps are {approvals.statuses}"))
+    if not approvals.approvers:
         denials.append(Denial("approvers_unknown", "cannot tell who approved the change request"))
     else:
-        denials += approver_denials(approvers, settings, group_members)
+        denials += approver_denials(approvals.approvers, settings, group_members)
     return denials
 
 
