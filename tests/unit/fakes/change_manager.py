@@ -17,8 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import botocore.session
-
 from sessiongate.change_manager.adapter import ChangeRequestAdapter
 from sessiongate.change_manager.verifier import ChangeManagerVerifier
 from sessiongate.clock import ManualClock
@@ -141,6 +139,8 @@ def awaiting(record: Mapping[str, Any]) -> dict[str, Any]:
 # -- botocore's SSM model: the records are what the real service can return ------------------------
 @functools.cache
 def _automation_execution_shape() -> Any:
+    import botocore.session  # only when a record is checked: loading the model costs ~0.2 s
+
     model = botocore.session.get_session().get_service_model("ssm")
     return model.operation_model("GetAutomationExecution").output_shape.members["AutomationExecution"]
 

@@ -45,10 +45,10 @@ class GroupDirectory(Protocol):
 
 
 class DenialRecorder(Protocol):
-    """The core's way to refuse: audited in the grants table, logged, counted and notified."""
+    """The core's way to refuse (the engine), so both front doors refuse alike."""
 
     def reject(self, what: str, exc: InvalidInput) -> Outcome:
-        """A malformed trigger: nothing recorded per grant, never retried."""
+        """A malformed trigger: logged, counted and notified; no grant record, never retried."""
         ...
 
     def deny_new(self, record: Grant, denials: list[Denial]) -> Outcome:
