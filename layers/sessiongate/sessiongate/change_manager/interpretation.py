@@ -34,10 +34,7 @@ def interpret(
     group_members: GroupMembers | None = None,
 ) -> AccessApproved | list[Denial]:
     """Build the normalized request from the SSM record, or say why it cannot be granted.
-
-    ``group_members(name)``: the (lower-case) names of the IAM users in IAM group ``name`` now, needed
-    when the stack's approver is an IamGroup (without it such approvals cannot be verified: denied).
-    """
+    ``group_members``: needed when the stack's approver is an IamGroup (without it: unverifiable)."""
     approvals = recorded_approvals(execution.get("StepExecutions") or [])
     requester, requester_denials = _requester(ref, execution)
     params = runbook_parameters(execution.get("Runbooks") or [], settings)
@@ -52,7 +49,6 @@ def interpret(
     ]
     if isinstance(params, list) or denials:
         return denials
-    starts = [t for t in (execution.get("ScheduledTime"), approvals.approved_at) if isinstance(t, datetime)]
     return AccessApproved(
         grant_id=f"cm-{execution['AutomationExecutionId']}",
         origin=Origin.CHANGE_MANAGER,
@@ -64,10 +60,16 @@ def interpret(
         requester_arn=requester,
         approver_arns=tuple(approvals.approvers),
         duration_minutes=params.duration_minutes,
-        not_before=max(starts) if starts else now,
+        not_before=_start(execution, approvals, now),
         approved_at=approvals.approved_at or now,
         reason=reason,
     )
+
+
+def _start(execution: Mapping[str, Any], approvals: Approvals, now: datetime) -> datetime:
+    """The later of the change's ScheduledTime and the last approval (``now`` if SSM shows neither)."""
+    starts = [t for t in (execution.get("ScheduledTime"), approvals.approved_at) if isinstance(t, datetime)]
+    return max(starts) if starts else now
 
 
 def _record_denials(ref: ChangeRequestRef, execution: Mapping[str, Any], settings: Settings) -> list[Denial]:
