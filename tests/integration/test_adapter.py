@@ -13,7 +13,8 @@ import pytest
 from botocore.stub import Stubber
 
 from sessiongate.adapters.change_requests import ChangeRequests
-from sessiongate.change_manager.events import ChangeRequestRef, interpret
+from sessiongate.change_manager.events import ChangeRequestRef
+from sessiongate.change_manager.interpretation import interpret
 from sessiongate.core.model import AccessApproved, GrantStatus
 from sessiongate.errors import TransientError
 from tests.conftest import load_event
@@ -111,7 +112,7 @@ def test_a_change_calendar_override_decides_nothing_until_it_is_approved(
     execution["AutomationExecutionStatus"] = "PendingChangeCalendarOverride"
     adapter = stack.change_manager()
     assert adapter.on_change_request(approved_event).result == "ignored"
-    assert adapter.engine.ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
+    assert stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}") is None
     assert stack.bus_events() == []
 
     execution["AutomationExecutionStatus"] = "RunbookInProgress"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sessiongate.change_manager.events import ChangeRequestRef, interpret
+from sessiongate.change_manager.events import ChangeRequestRef
+from sessiongate.change_manager.interpretation import interpret
 from sessiongate.clock import to_iso
 from sessiongate.core.model import AccessApproved, GrantStatus, Origin
 from sessiongate.errors import TransientError

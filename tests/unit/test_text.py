@@ -15,7 +15,8 @@ from sessiongate.access_requests import policy as ap
 from sessiongate.access_requests.errors import Refused
 from sessiongate.access_requests.http import status_of
 from sessiongate.access_requests.inputs import parse_comment, parse_create, parse_extend
-from sessiongate.change_manager.events import ChangeRequestRef, interpret
+from sessiongate.change_manager.events import ChangeRequestRef
+from sessiongate.change_manager.interpretation import interpret
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.core.notifications import render

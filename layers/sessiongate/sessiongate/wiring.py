@@ -112,7 +112,7 @@ def build_change_request_adapter(
         schedules=core.schedules,
         directory=core.directory,
         clock=core.clock,
-        engine=core,
+        recorder=core,
     )
 
 

@@ -1,1 +1,1 @@
-"""In-memory fakes of SessionGate's ports for the fast unit tier."""
+"""In-memory fakes of the ports, one module per front door or core part (no moto, no boto3 calls)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sessiongate.adapters.change_requests import ChangeRequests
-from sessiongate.adapters.directory import Directory
-from sessiongate.change_manager.events import ChangeRequestRef, awaiting_approval, interpret
+from sessiongate.change_manager.events import ChangeRequestRef
+from sessiongate.change_manager.interpretation import interpret
+from sessiongate.change_manager.ports import ChangeRequestReader, GroupDirectory
+from sessiongate.change_manager.status import awaiting_approval
 from sessiongate.clock import Clock
 from sessiongate.core import guardrails
 from sessiongate.core.model import AccessApproved, Denial, disagreements
@@ -18,11 +19,11 @@ from sessiongate.settings import Settings
 class ChangeManagerVerifier:
     """Re-reads the change request at grant time and checks that the event says what SSM says."""
 
-    changes: ChangeRequests
+    changes: ChangeRequestReader
     settings: Settings
     clock: Clock
     # IAM of the stack's account: the members of an IamGroup approver (without it, unverifiable).
-    directory: Directory | None = None
+    directory: GroupDirectory | None = None
 
     def verify(
         self, request: AccessApproved, instance: guardrails.InstanceFacts | None = None
