@@ -289,6 +289,38 @@ class FakeSsm:
             if first != params:
                 self._error(op, "IdempotentParameterMismatch", "ClientToken reused with other parameters")
             return self._respond(op, {"AutomationExecutionId": execution_id})
+        template = self._change_template(op, params)
+        execution_id = str(uuid.uuid4())
+        steps, rules = _approval_steps(template, now)
+        execution: dict[str, Any] = {
+            "AutomationExecutionId": execution_id,
+            "DocumentName": params["DocumentName"],
+            "DocumentVersion": "1",
+            "AutomationExecutionStatus": "PendingApproval",
+            "AutomationSubtype": "ChangeRequest",
+            "ExecutedBy": requester_arn,
+            "OpsItemId": "oi-" + uuid.uuid4().hex[:12],
+            "ChangeRequestName": params.get("ChangeRequestName", ""),
+            "ExecutionStartTime": now,
+            "StepExecutions": steps,
+            "Runbooks": [
+                {k: v for k, v in rb.items() if k in ("DocumentName", "DocumentVersion", "Parameters")}
+                for rb in params["Runbooks"]
+            ],
+        }
+        if "ScheduledTime" in params:
+            execution["ScheduledTime"] = params["ScheduledTime"]
+        self.add_execution(execution)
+        self._approvals[execution_id] = {
+            name: {"rule": rule, "decisions": []} for name, rule in rules.items()
+        }
+        if token:
+            self._client_tokens[token.lower()] = (execution_id, copy.deepcopy(params))
+        return self._respond(op, {"AutomationExecutionId": execution_id})
+
+    def _change_template(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The request's change template, refused as SSM refuses it (unknown, unapproved version, a
+        runbook the template does not allow)."""
         template = self.documents.get(params["DocumentName"])
         if template is None or template.get("type") != "Automation.ChangeTemplate":
             self._error(op, "AutomationDefinitionNotFoundException", f"{params['DocumentName']} not found")
@@ -304,46 +336,7 @@ class FakeSsm:
             self._error(
                 op, "InvalidAutomationExecutionParametersException", "runbook not allowed by the template"
             )
-        execution_id = str(uuid.uuid4())
-        steps = []
-        rules: dict[str, dict[str, Any]] = {}
-        for step in template["content"]["mainSteps"]:
-            if step["action"] == "aws:approve":
-                steps.append(
-                    {
-                        "StepName": step["name"],
-                        "Action": "aws:approve",
-                        "StepStatus": "Waiting",
-                        "ExecutionStartTime": now,
-                        "Outputs": {},
-                    }
-                )
-                rules[step["name"]] = _approvers(step["inputs"])
-        execution: dict[str, Any] = {
-            "AutomationExecutionId": execution_id,
-            "DocumentName": params["DocumentName"],
-            "DocumentVersion": "1",
-            "AutomationExecutionStatus": "PendingApproval",
-            "AutomationSubtype": "ChangeRequest",
-            "ExecutedBy": requester_arn,
-            "OpsItemId": "oi-" + uuid.uuid4().hex[:12],
-            "ChangeRequestName": params.get("ChangeRequestName", ""),
-            "ExecutionStartTime": now,
-            "StepExecutions": steps,
-            "Runbooks": [
-                {k: v for k, v in rb.items() if k in ("DocumentName", "DocumentVersion", "Parameters")}
-                for rb in runbooks
-            ],
-        }
-        if "ScheduledTime" in params:
-            execution["ScheduledTime"] = params["ScheduledTime"]
-        self.add_execution(execution)
-        self._approvals[execution_id] = {
-            name: {"rule": rule, "decisions": []} for name, rule in rules.items()
-        }
-        if token:
-            self._client_tokens[token.lower()] = (execution_id, copy.deepcopy(params))
-        return self._respond(op, {"AutomationExecutionId": execution_id})
+        return template
 
     def send_automation_signal(
         self, *, signer_arn: str, now: datetime, visible_after: timedelta | None = None, **params: Any
@@ -373,6 +366,21 @@ class FakeSsm:
             self._error(op, "InvalidAutomationSignalException", "not awaiting approval")
         step = waiting[0]
         approval = self._approvals[execution["AutomationExecutionId"]][step["StepName"]]
+        decision = self._record_decision(op, approval, signer_arn, params, now)
+        step["Outputs"]["ApproverDecisions"] = [
+            json.dumps({k: v for k, v in d.items() if k != "Lines"}) for d in approval["decisions"]
+        ]
+        _settle_step(execution, step, approval, decision, now)
+        check_output(_MODEL.shape_for("AutomationExecution"), execution, "AutomationExecution")
+        if visible_after:
+            self.lagging[execution["AutomationExecutionId"]] = (before, now + visible_after)
+        self._respond(op, {})  # SendAutomationSignal answers an empty structure
+        return str(execution["AutomationExecutionStatus"])
+
+    def _record_decision(
+        self, op: str, approval: dict[str, Any], signer_arn: str, params: dict[str, Any], now: datetime
+    ) -> str:
+        """Add the signer's decision to the step's (once per approver, approvers only); returns it."""
         approvers, decisions = approval["rule"], approval["decisions"]
         lines = [i for i, a in enumerate(approvers["lines"]) if self._is_approver(signer_arn, a)]
         if not lines:
@@ -392,30 +400,7 @@ class FakeSsm:
                 "Lines": lines,
             }
         )
-        step["Outputs"]["ApproverDecisions"] = [
-            json.dumps({k: v for k, v in d.items() if k != "Lines"}) for d in decisions
-        ]
-        if decision == "Reject":
-            step["Outputs"]["ApprovalStatus"] = ["Rejected"]
-            step["StepStatus"] = "Failed"
-            step["ExecutionEndTime"] = now
-            execution["AutomationExecutionStatus"] = "Rejected"
-        elif _level_met(approvers, decisions):
-            step["Outputs"]["ApprovalStatus"] = ["Approved"]
-            step["StepStatus"] = "Success"
-            step["ExecutionEndTime"] = now
-        if decision == "Approve" and not [
-            s for s in execution["StepExecutions"] if s["StepStatus"] == "Waiting"
-        ]:
-            scheduled = execution.get("ScheduledTime")
-            execution["AutomationExecutionStatus"] = (
-                "Scheduled" if scheduled and scheduled > now else "Approved"
-            )
-        check_output(_MODEL.shape_for("AutomationExecution"), execution, "AutomationExecution")
-        if visible_after:
-            self.lagging[execution["AutomationExecutionId"]] = (before, now + visible_after)
-        self._respond(op, {})  # SendAutomationSignal answers an empty structure
-        return str(execution["AutomationExecutionStatus"])
+        return decision
 
     def start_runbook(self, execution_id: str, *, now: datetime) -> str:
         """After approval Change Manager runs the runbook: status RunbookInProgress (returned)."""
@@ -591,3 +576,44 @@ def _level_met(approvers: dict[str, Any], decisions: list[dict[str, Any]]) -> bo
         sum(1 for d in approvals if i in d["Lines"]) >= line["min"]
         for i, line in enumerate(approvers["lines"])
     )
+
+
+def _approval_steps(
+    template: dict[str, Any], now: datetime
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A new execution's approval steps (all Waiting) and each step's approval rule."""
+    steps = []
+    rules: dict[str, dict[str, Any]] = {}
+    for step in template["content"]["mainSteps"]:
+        if step["action"] == "aws:approve":
+            steps.append(
+                {
+                    "StepName": step["name"],
+                    "Action": "aws:approve",
+                    "StepStatus": "Waiting",
+                    "ExecutionStartTime": now,
+                    "Outputs": {},
+                }
+            )
+            rules[step["name"]] = _approvers(step["inputs"])
+    return steps, rules
+
+
+def _settle_step(
+    execution: dict[str, Any], step: dict[str, Any], approval: dict[str, Any], decision: str, now: datetime
+) -> None:
+    """After a decision: a rejection fails the step and the change request; approvals that meet the
+    step's counts complete it, and once no step waits the request is Approved (Scheduled before its
+    ScheduledTime)."""
+    if decision == "Reject":
+        step["Outputs"]["ApprovalStatus"] = ["Rejected"]
+        step["StepStatus"] = "Failed"
+        step["ExecutionEndTime"] = now
+        execution["AutomationExecutionStatus"] = "Rejected"
+    elif _level_met(approval["rule"], approval["decisions"]):
+        step["Outputs"]["ApprovalStatus"] = ["Approved"]
+        step["StepStatus"] = "Success"
+        step["ExecutionEndTime"] = now
+    if decision == "Approve" and not [s for s in execution["StepExecutions"] if s["StepStatus"] == "Waiting"]:
+        scheduled = execution.get("ScheduledTime")
+        execution["AutomationExecutionStatus"] = "Scheduled" if scheduled and scheduled > now else "Approved"

@@ -133,6 +133,7 @@ def test_json_report_lists_events_tags_grants_schedules(
             "extend works on requests made with via: api",
         ),
         ("approval_policy: [bob]\nsteps: [{schedules: {expect: 0}}]", "approval_policy must be a mapping"),
+        ("steps: [{tags: {principal: nobody}}]", "unknown principal 'nobody'"),
     ],
 )
 def test_scenario_mistakes_are_reported_without_a_traceback(
@@ -177,9 +178,12 @@ def test_unknown_keys_and_checkless_files_are_refused_before_running(
 
 
 def test_every_step_kind_in_the_table_has_a_handler_and_approve_takes_ssm_lag() -> None:
-    from sandbox.scenario import STEP_FIELDS
+    from sandbox.scenario.insider import ACTIONS
+    from sandbox.scenario.runner import STEPS
+    from sandbox.scenario.schema import INSIDER_ACTIONS, STEP_FIELDS
 
-    assert [k for k in STEP_FIELDS if k != "advance" and not hasattr(Runner, f"_{k}")] == []
+    assert list(STEPS) == list(STEP_FIELDS)
+    assert list(ACTIONS) == list(INSIDER_ACTIONS)
     approve = STEP_FIELDS["approve"]
     assert approve is not None
     assert "ssm_lag" in approve

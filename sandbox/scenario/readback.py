@@ -1,0 +1,115 @@
+"""The emulated AWS state read back: what checks, invariants and the report state.
+
+Tags come from IAM, schedules from Scheduler, grants from the DynamoDB table, sessions from (fake)
+Session Manager: never from the engine's return values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer
+
+from sessiongate.core.slots import INSTANCE_KEY, USER_KEY
+
+from ..world import ACCOUNT
+
+if TYPE_CHECKING:
+    from ..world import World
+    from .play import Play
+
+
+def slot_tags(play: Play, name: str) -> dict[str, str]:
+    """The slot tags IAM holds on a principal (a session's: its role's)."""
+    iam = play.world.client("iam")
+    principal = play.principals[name]
+    if principal["type"] == "session":
+        name, principal = principal["role"], play.principals[principal["role"]]
+    if principal["type"] == "user":
+        tags = iam.list_user_tags(UserName=name)["Tags"]
+    else:
+        tags = iam.list_role_tags(RoleName=name)["Tags"]
+    return {t["Key"]: t["Value"] for t in tags if t["Key"].startswith((INSTANCE_KEY, USER_KEY))}
+
+
+def ledger_items(world: World) -> list[dict[str, Any]]:
+    """Every item of the grants table (grants, slots, ...), as plain values."""
+    table = world.stack.resources["GrantsTable"].physical_id
+    items = []
+    for page in world.client("dynamodb").get_paginator("scan").paginate(TableName=table):
+        items += [_plain(item) for item in page["Items"]]
+    return items
+
+
+def grant_item(world: World, grant_id: str) -> dict[str, Any] | None:
+    table = world.stack.resources["GrantsTable"].physical_id
+    item = (
+        world.client("dynamodb")
+        .get_item(TableName=table, Key={"pk": {"S": f"GRANT#{grant_id}"}}, ConsistentRead=True)
+        .get("Item")
+    )
+    if not item or "status" not in item:
+        return None  # no grant (an item holding only a revocation request is none)
+    return _plain(item)
+
+
+def schedules(world: World) -> list[dict[str, Any]]:
+    """The pending schedules of the stack's schedule group."""
+    scheduler = world.client("scheduler")
+    group = world.stack.resources["ScheduleGroup"].physical_id
+    out = []
+    for summary in scheduler.list_schedules(GroupName=group)["Schedules"]:
+        s = scheduler.get_schedule(Name=summary["Name"], GroupName=group)
+        out.append(
+            {
+                "name": s["Name"],
+                "expression": s["ScheduleExpression"],
+                "timezone": s.get("ScheduleExpressionTimezone"),
+                "target": s["Target"]["Arn"],
+                "action_after_completion": s.get("ActionAfterCompletion"),
+            }
+        )
+    return out
+
+
+def sessions(world: World, state: str, instance: str | None = None) -> list[dict[str, Any]]:
+    """DescribeSessions with ``state`` (Active or History), every page, optionally on one target."""
+    params: dict[str, Any] = {"State": state}
+    if instance is not None:
+        params["Filters"] = [{"key": "Target", "value": instance}]
+    found: list[dict[str, Any]] = []
+    while True:
+        page = world.ssm.describe_sessions(**params)
+        found += page.get("Sessions", [])
+        if not page.get("NextToken"):
+            return found
+        params["NextToken"] = page["NextToken"]
+
+
+def session_owner(play: Play, name: str, principal: dict[str, Any]) -> tuple[str, str]:
+    """The Owner ARN Session Manager records for the principal's session, and its aws:userid.
+
+    An IAM user's session is owned by the user's ARN; a role's by the role session's ARN (a
+    ``role`` principal connects with a session named after the role).
+    """
+    iam = play.world.client("iam")
+    if principal["type"] == "user":
+        return principal["arn"], iam.get_user(UserName=name)["User"]["UserId"]
+    if principal["type"] == "session":
+        return principal["arn"], principal["userid"]
+    role_id = iam.get_role(RoleName=name)["Role"]["RoleId"]
+    return f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}/{name}", f"{role_id}:{name}"
+
+
+def may_start(play: Play, name: str, principal: dict[str, Any], instance: str) -> bool:
+    """StartSession's IAM decision for the principal on the instance, from its current tags."""
+    if principal["type"] == "session":
+        decision = play.checker.may_start_session("role", principal["role"], instance, principal["userid"])
+    else:
+        decision = play.checker.may_start_session(principal["type"], name, instance)
+    return decision.allowed
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    des = TypeDeserializer()
+    return {k: des.deserialize(v) for k, v in item.items()}

@@ -1,0 +1,272 @@
+"""What a scenario file may say: the key tables and ``validate()``, run once before anything plays.
+
+Pure (no AWS, no moto). A step that passes ``validate()`` has every field it needs, so the steps read
+their fields without checking them again. What each key means: the README's sandbox section.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Free-form mappings (parameters, approval_policy, tags, a tags step's expect) are not listed: their
+# content is checked where it is used.
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "start",
+        "parameters",
+        "principals",
+        "instances",
+        "approval_policy",
+        "expect_failed_invocations",
+        "steps",
+    }
+)
+PRINCIPAL_KEYS = frozenset({"type", "role", "path", "tags", "operator", "groups"})
+PRINCIPAL_TYPES = ("user", "role", "session")
+INSTANCE_KEYS = frozenset({"tags", "managed"})
+# Each step kind with its fields; None: the step's value is not a mapping (advance: a duration).
+STEP_FIELDS: dict[str, frozenset[str] | None] = {
+    "request": frozenset(
+        {
+            "id",
+            "by",
+            "for",
+            "instance",
+            "minutes",
+            "reason",
+            "start_in",
+            "via",
+            "break_glass",
+            "ticket",
+            "expect_error",
+        }
+    ),
+    "approve": frozenset({"request", "by", "comment", "expect_error", "ssm_lag"}),
+    "reject": frozenset({"request", "by", "comment", "expect_error"}),
+    "advance": None,
+    "tamper": frozenset({"principal", "tags"}),
+    "insider": frozenset({"by", "action", "request", "approvers", "instance", "tags", "policy"}),
+    "fault": frozenset({"operation", "code", "times"}),
+    "drop_schedule": frozenset({"request"}),
+    "redeliver": frozenset({"request", "what"}),
+    "reconcile": frozenset(),
+    "revoke": frozenset({"request", "by", "reason", "expect_error"}),
+    "extend": frozenset({"request", "id", "by", "minutes", "reason", "expect_error"}),
+    "cancel": frozenset({"request", "by", "expect_error"}),
+    "status": frozenset({"request", "by", "expect"}),
+    "session": frozenset({"principal", "instance", "expect"}),
+    "connect": frozenset({"principal", "instance"}),
+    "live_sessions": frozenset({"principal", "instance", "expect"}),
+    "tags": frozenset({"principal", "expect"}),
+    "grant": frozenset({"request", "expect", "denial"}),
+    "schedules": frozenset({"expect"}),
+    "notified": frozenset({"event_type", "request", "expect", "count"}),
+}
+STEP_KINDS = tuple(STEP_FIELDS)
+# The fields a step cannot do without (a kind not listed needs none).
+REQUIRED_FIELDS: dict[str, frozenset[str]] = {
+    "request": frozenset({"id", "by", "instance"}),
+    "approve": frozenset({"request", "by"}),
+    "reject": frozenset({"request", "by"}),
+    "tamper": frozenset({"principal"}),
+    "insider": frozenset({"by", "action"}),
+    "fault": frozenset({"operation"}),
+    "drop_schedule": frozenset({"request"}),
+    "redeliver": frozenset({"request"}),
+    "revoke": frozenset({"request", "by"}),
+    "extend": frozenset({"request", "id", "by"}),
+    "cancel": frozenset({"request", "by"}),
+    "status": frozenset({"request", "expect"}),
+    "session": frozenset({"principal", "instance", "expect"}),
+    "connect": frozenset({"principal", "instance"}),
+    "live_sessions": frozenset({"principal", "instance", "expect"}),
+    "tags": frozenset({"principal"}),
+    "grant": frozenset({"request", "expect"}),
+    "schedules": frozenset({"expect"}),
+    "notified": frozenset({"event_type"}),
+}
+# What an insider step's action needs besides by and action.
+INSIDER_ACTIONS: dict[str, frozenset[str]] = {
+    "forge_approval": frozenset({"request", "approvers"}),
+    "retag_instance": frozenset({"instance"}),
+    "write_policy": frozenset({"policy"}),
+}
+# Fields with a closed set of values: (kind, field) -> the values (the first is the default).
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("request", "via"): ("change_manager", "api"),
+    ("redeliver", "what"): ("approval", "revoke"),
+    ("insider", "action"): tuple(INSIDER_ACTIONS),
+}
+DURATION_FIELDS = ("start_in", "ssm_lag")
+# Steps that check something (so does any step with expect_error): a scenario needs at least one.
+CHECK_STEPS = frozenset(
+    {"status", "session", "connect", "live_sessions", "tags", "grant", "schedules", "notified"}
+)
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_OPERATION = re.compile(r"[a-z0-9-]+:[A-Za-z]+")
+
+
+class ScenarioError(Exception):
+    """The scenario file is wrong (a user mistake): reported without a traceback."""
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and validate a scenario file; its name defaults to the file's stem."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise ScenarioError(f"{path}: a scenario is a mapping with a 'steps' list")
+    try:
+        validate(data)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    data.setdefault("name", Path(path).stem)
+    return data
+
+
+def validate(data: dict[str, Any], *, require_checks: bool = True) -> None:
+    """Refuse what the format does not know or a step lacks (with its place) and, for a file, a
+    scenario without checks."""
+    _known(data, TOP_LEVEL_KEYS, "top level")
+    if "start" in data:
+        parse_time(data["start"])
+    if "approval_policy" in data and not isinstance(data["approval_policy"], dict):
+        raise ScenarioError("approval_policy must be a mapping (the policy document, see the README)")
+    _principals(_section(data, "principals", PRINCIPAL_KEYS))
+    _section(data, "instances", INSTANCE_KEYS)
+    checks = sum(_step(index, step) for index, step in enumerate(data.get("steps") or [], start=1))
+    if require_checks and not checks:
+        raise ScenarioError(
+            "the scenario checks nothing: add a check step ("
+            + ", ".join(sorted(CHECK_STEPS))
+            + ") or an expect_error"
+        )
+
+
+def parse_duration(text: object) -> timedelta:
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise ScenarioError(f"duration {text!r} must look like 90s, 11m, 2h or 1d")
+    n, unit = int(match.group(1)), match.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+def parse_time(value: object) -> datetime:
+    """An ISO-8601 time (YAML may have parsed it already); UTC when it names no zone."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ScenarioError(f"start {value!r} is not an ISO-8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _known(keys: object, allowed: frozenset[str], where: str) -> None:
+    for key in keys if isinstance(keys, dict) else ():
+        if key not in allowed:
+            raise ScenarioError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _section(data: dict[str, Any], section: str, allowed: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """The named entries of ``principals`` or ``instances`` (an entry without keys as ``{}``)."""
+    entries = data.get(section) or {}
+    if not isinstance(entries, dict):
+        raise ScenarioError(f"{section} must be a mapping of names")
+    for name, spec in entries.items():
+        if spec is not None and not isinstance(spec, dict):
+            raise ScenarioError(f"{section[:-1]} {name}: needs a mapping")
+        _known(spec, allowed, f"{section[:-1]} {name}")
+    return {str(name): spec or {} for name, spec in entries.items()}
+
+
+def _principals(principals: dict[str, dict[str, Any]]) -> None:
+    roles: set[str] = set()
+    for name, spec in principals.items():
+        kind = spec.get("type", "user")
+        if kind not in PRINCIPAL_TYPES:
+            raise ScenarioError(f"principal {name}: type must be user, role or session")
+        if kind == "session" and not (isinstance(spec.get("role"), str) and spec["role"] in roles):
+            # One person's session of a (shared) role, e.g. an IAM Identity Center user.
+            raise ScenarioError(f"principal {name}: a session needs 'role' naming a role declared before it")
+        if spec.get("groups") and kind != "user":
+            raise ScenarioError(f"principal {name}: only users belong to IAM groups")
+        if kind == "role":
+            roles.add(name)
+
+
+def _step(index: int, step: object) -> bool:
+    """Check one step's shape; True when the step checks something."""
+    if not isinstance(step, dict) or len(step) != 1:
+        raise ScenarioError(f"step {index}: each step is a mapping with one key of {', '.join(STEP_KINDS)}")
+    ((kind, spec),) = step.items()
+    if kind not in STEP_FIELDS:
+        raise ScenarioError(f"step {index}: unknown step {kind!r} (expected one of {', '.join(STEP_KINDS)})")
+    fields = STEP_FIELDS[kind]
+    if fields is None:
+        _duration(index, spec)
+        return False
+    if not isinstance(spec, dict):
+        raise ScenarioError(f"step {index}: {kind} needs a mapping")
+    for key in spec:
+        if key not in fields:
+            hint = f"allowed: {', '.join(sorted(fields))}" if fields else "it takes none"
+            raise ScenarioError(f"step {index} ({kind}): unknown field {key!r} ({hint})")
+    _require(index, kind, spec, REQUIRED_FIELDS.get(kind, frozenset()))
+    for (choice_kind, key), values in CHOICES.items():
+        if choice_kind == kind and spec.get(key, values[0]) not in values:
+            raise ScenarioError(f"step {index} ({kind}): {key} must be {_one_of(values)}")
+    for key in DURATION_FIELDS:
+        if key in spec:
+            _duration(index, spec[key])
+    _EXTRA_CHECKS.get(kind, _nothing)(index, spec)
+    return kind in CHECK_STEPS or "expect_error" in spec
+
+
+def _require(index: int, kind: str, spec: dict[str, Any], required: frozenset[str]) -> None:
+    for key in sorted(required):
+        if key not in spec:
+            raise ScenarioError(f"step {index} ({kind}): missing {key!r}")
+
+
+def _duration(index: int, text: object) -> None:
+    try:
+        parse_duration(text)
+    except ScenarioError as exc:
+        raise ScenarioError(f"step {index}: {exc}") from None
+
+
+def _insider(index: int, spec: dict[str, Any]) -> None:
+    _require(index, f"insider {spec['action']}", spec, INSIDER_ACTIONS[spec["action"]])
+    if spec["action"] == "forge_approval" and not spec["approvers"]:
+        raise ScenarioError(f"step {index} (insider forge_approval): approvers is empty")
+
+
+def _fault(index: int, spec: dict[str, Any]) -> None:
+    if not _OPERATION.fullmatch(str(spec["operation"])):
+        raise ScenarioError(f"step {index} (fault): operation must look like iam:TagUser")
+
+
+def _nothing(index: int, spec: dict[str, Any]) -> None:
+    """No check beyond the tables."""
+
+
+_EXTRA_CHECKS: dict[str, Callable[[int, dict[str, Any]], None]] = {"insider": _insider, "fault": _fault}
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
