@@ -6,14 +6,10 @@ import os
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
-
-from tests.support.stack import Stack, build_stack
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 
@@ -33,12 +29,6 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    with mock_aws():
-        yield build_stack()
 
 
 def load_event(name: str) -> dict[str, Any]:
