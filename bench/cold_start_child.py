@@ -76,6 +76,7 @@ class Canned:
             return None
         params = json.loads(request.body or b"{}")
         table = params.get("TableName", "")
+
         def key(values: dict[str, Any]) -> str:
             return table + "|" + "|".join(str(*values[k].values()) for k in self.keys.get(table, ["pk"]))
 
