@@ -6,8 +6,8 @@ The clock starts before anything else is imported. For a handler: its module is 
 invoked once with its event; every AWS call is answered in-process by a botocore ``before-send``
 handler with a canned HTTP response in the service's own wire format (JSON or XML), so botocore
 serialises, signs and parses as it would against AWS, and no network, moto or stub client is involved.
-Prints one JSON line: wall and CPU seconds of init + first invocation, peak RSS, the AWS calls made and
-the handler's result.
+Prints one JSON line: wall seconds of init alone, wall and CPU seconds of init + first invocation,
+peak RSS, the AWS calls made and the handler's result.
 """
 
 import time
@@ -51,7 +51,7 @@ class Canned:
     def __call__(self, request: Any, event_name: str, **_: Any) -> Any:
         from botocore.awsrequest import AWSResponse
 
-        _, service, operation = event_name.split(".", 2)
+        _before_send, service, operation = event_name.split(".", 2)
         key = f"{service}:{operation}"
         CALLS.append(key)
         answer = self._dynamodb(operation, request) if service == "dynamodb" else None
@@ -78,7 +78,8 @@ class Canned:
         table = params.get("TableName", "")
 
         def key(values: dict[str, Any]) -> str:
-            return table + "|" + "|".join(str(*values[k].values()) for k in self.keys.get(table, ["pk"]))
+            parts = [str(next(iter(values[k].values()))) for k in self.keys.get(table, ["pk"])]
+            return "|".join([table, *parts])
 
         if operation == "PutItem":
             self.items[key(params["Item"])] = params["Item"]
@@ -90,6 +91,7 @@ class Canned:
 def main() -> None:
     what, scenario_path = sys.argv[1], sys.argv[2]
     result: Any = None
+    init = 0.0
     if what == "boto3":
         import boto3  # noqa: F401
     else:
@@ -103,10 +105,18 @@ def main() -> None:
             ("before-send", Canned(scenario["responses"], scenario["items"], scenario["keys"]))
         )
         module = importlib.import_module(f"functions.{what}.app")  # init
+        init = time.perf_counter() - T0
         result = module.lambda_handler(scenario["event"], _Context(what))  # first invocation
     wall, cpu = time.perf_counter() - T0, time.process_time() - C0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"wall": wall, "cpu": cpu, "rss_mib": peak_kib / 1024, "calls": CALLS, "result": result}
+    out = {
+        "init": init,
+        "wall": wall,
+        "cpu": cpu,
+        "rss_mib": peak_kib / 1024,
+        "calls": CALLS,
+        "result": result,
+    }
     sys.stdout.write("\nCOLD_START " + json.dumps(out, default=str) + "\n")
 
 
