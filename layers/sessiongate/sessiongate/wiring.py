@@ -137,17 +137,36 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
                 "invalid configuration: SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY are "
                 "required with SESSIONGATE_REQUESTS_TABLE (native approvals are verified with them)"
             )
-        from sessiongate.access_requests.service import NativeVerifier
-        from sessiongate.adapters.kms import Macs
-        from sessiongate.adapters.request_store import RequestStore
 
-        verifiers[Origin.NATIVE] = NativeVerifier(
-            RequestStore(make("dynamodb"), settings.requests_table),
-            settings,
-            policy_source(settings, clock, make),
-            Macs(make("kms")),
-        )
+        def native() -> Any:
+            from sessiongate.access_requests.service import NativeVerifier
+            from sessiongate.adapters.kms import Macs
+            from sessiongate.adapters.request_store import RequestStore
+
+            return NativeVerifier(
+                RequestStore(make("dynamodb"), settings.requests_table),
+                settings,
+                policy_source(settings, clock, make),
+                Macs(make("kms")),
+            )
+
+        # Built (and the native front door imported) when the first native grant arrives: a Change
+        # Manager grant does not pay for it at cold start.
+        verifiers[Origin.NATIVE] = OnFirstUse(native)
     return verifiers
+
+
+class OnFirstUse:
+    """Stands in for the object ``build`` returns, built on the first attribute access."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
 def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
