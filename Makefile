@@ -90,12 +90,12 @@ scenarios: setup
 BENCH := $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m
 bench: setup
 	$(BENCH) bench.api_calls; \
-	$(BENCH) bench.cold_import; \
+	$(BENCH) bench.cold_start; \
 	$(BENCH) bench.old_design; \
 	$(BENCH) bench.throughput --requests 10000 --workers 2
 
 bench-quick: setup
-	$(BENCH) bench.api_calls; $(BENCH) bench.cold_import --runs 5; $(BENCH) bench.old_design; \
+	$(BENCH) bench.api_calls; $(BENCH) bench.cold_start --runs 3; $(BENCH) bench.old_design; \
 	$(BENCH) bench.throughput --requests 1000 --workers 2
 
 # The README's test command: every gate CI runs.

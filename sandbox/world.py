@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from moto.core.model_instances import reset_model_data
 
-from sessiongate import wiring as runtime
+from sessiongate import wiring
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
@@ -39,7 +39,7 @@ DEFAULT_START = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 # Lambda's async retries when a function has no EventInvokeConfig (the template sets one on each).
 DEFAULT_ASYNC_RETRIES = 2
 CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
-# The function each engine role runs in (functions/<verb_noun>/app.py calls runtime.engine(role)).
+# The function each engine role runs in (functions/<verb_noun>/app.py declares its ROLE).
 ROLE_FUNCTIONS = {
     "grant": "GrantAccessFunction",
     "revoke": "RevokeAccessFunction",
@@ -89,18 +89,28 @@ class Function:
     environment: dict[str, str]
     on_failure_queue: str | None = None
     async_retries: int = DEFAULT_ASYNC_RETRIES  # EventInvokeConfig.MaximumRetryAttempts
-    _loaded: Callable[[Any, Any], Any] | None = None
+    deps: Any = None  # what the handler is given, built once like in a Lambda process (World.dependencies)
+    _module: Any = None
 
-    def handler(self) -> Callable[[Any, Any], Any]:
-        """Load the handler from its CodeUri like Lambda does (the file, not an installed module)."""
-        if self._loaded is None:
+    def _load(self) -> Any:
+        """Load the handler module from its CodeUri like Lambda does (the file, not an installed module)."""
+        if self._module is None:
             spec = importlib.util.spec_from_file_location(f"sandbox_handler_{self.logical_id}", self.source)
             if spec is None or spec.loader is None:
                 raise RuntimeError(f"cannot load {self.source}")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            self._loaded = getattr(module, self.entry)
-        return self._loaded
+            self._module = module
+        return self._module
+
+    def handler(self) -> Callable[..., Any]:
+        """The handler: ``handler(event, context, deps=...)``."""
+        return getattr(self._load(), self.entry)  # type: ignore[no-any-return]
+
+    @property
+    def role(self) -> str:
+        """The wiring role its handler declares (``sessiongate.wiring.REQUIRED`` key)."""
+        return str(self._load().ROLE)
 
 
 @dataclass
@@ -140,7 +150,6 @@ class World:
         except BaseException:
             self.close()
             raise
-        runtime.override(clock=self.clock, client=self.client)
         # botocore's retry backoff sleeps for real; here it is recorded, and time stays virtual.
         import botocore.endpoint
 
@@ -190,7 +199,6 @@ class World:
 
         if hasattr(self, "_real_time"):
             botocore.endpoint.time = self._real_time
-        runtime.override()
         self._mock.stop()
         for key, value in self._saved_env.items():
             if value is None:
@@ -331,10 +339,18 @@ class World:
     def function(self, logical_id: str) -> Function:
         return next(f for f in self.functions.values() if f.logical_id == logical_id)
 
+    def dependencies(self, function: Function) -> Any:
+        """What ``function``'s handler is given, built as its Lambda process would on the first
+        invocation: from its own environment, but with the world's clock and (moto) clients; then kept."""
+        if function.deps is None:
+            with self._environment(function):
+                function.deps = wiring.build(function.role, os.environ, clock=self.clock, client=self.client)
+        return function.deps
+
     def engine(self, role: str) -> Any:
-        """The engine as the function of ``role`` builds it (its own environment), e.g. ``revoke``."""
-        with self._environment(self.function(ROLE_FUNCTIONS[role])):
-            return runtime.engine(role)
+        """The engine the function of ``role`` uses (built from its own environment), e.g. ``revoke``."""
+        deps = self.dependencies(self.function(ROLE_FUNCTIONS[role]))
+        return deps.recorder if role == "adapter" else deps
 
     def _build_rule(self, r: cfn.Resource) -> None:
         p = r.properties
@@ -371,7 +387,9 @@ class World:
                     contextlib.redirect_stdout(io.StringIO()) if self.quiet else contextlib.nullcontext(),
                     self._environment(function),
                 ):
-                    invocation.result = function.handler()(json.loads(json.dumps(event)), context)
+                    invocation.result = function.handler()(
+                        json.loads(json.dumps(event)), context, deps=self.dependencies(function)
+                    )
                 invocation.error = None
                 break
             except Exception as exc:  # noqa: BLE001 - a Lambda runtime catches everything the handler raises

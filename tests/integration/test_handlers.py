@@ -5,7 +5,6 @@ Also counts the AWS calls of one grant and one revoke (botocore before-call hook
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from sessiongate import wiring as runtime
 from sessiongate.core.model import AccessApproved
 from sessiongate.errors import ConfigError, TransientError
 from tests.conftest import load_event
@@ -32,20 +30,26 @@ class LambdaContext:
     aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
 
 
+# The stack of the running test's ``deployed`` fixture: it builds each handler's dependencies.
+_DEPLOYED: list[Stack] = []
+
+
 def handler(name: str) -> Any:
-    return importlib.import_module(f"functions.{name}.app").lambda_handler
+    """``functions/<name>/app.py``'s handler, its dependencies injected by the deployed stack."""
+    return _DEPLOYED[-1].handler(name)
 
 
 @pytest.fixture
 def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    """The handlers as Lambda runs them: configuration from the environment, clients from the runtime."""
+    """The handlers as Lambda runs them: configuration from the environment, clients injected."""
     for name, value in environment(stack.settings).items():
         monkeypatch.setenv(name, value)
-    runtime.override(clock=stack.clock, client=stack.client)
+    stack.deploy(client=stack.client)
+    _DEPLOYED.append(stack)
     # The sample change request's approver (bob) is a member of the stack's approver group.
     stack.approvers(*AccessApproved.from_detail(load_event("access_approved.json")["detail"]).approver_arns)
     yield stack
-    runtime.override()
+    _DEPLOYED.remove(stack)
 
 
 def test_the_adapter_handler_waits_only_as_long_as_lambda_lets_it(deployed: Stack) -> None:

@@ -1,6 +1,6 @@
 """Native front door through the Lambda handlers: HTTP API events -> request API -> bus -> grant -> revoke.
 
-Every handler runs as Lambda runs it (configuration from the environment, clients from the runtime) on
+Every handler runs as Lambda runs it (configuration from the environment, clients injected) on
 moto; identities come from ``requestContext.authorizer.iam.userArn`` only.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 
 from sandbox.faults import FaultInjector
-from sessiongate import wiring as runtime
 from sessiongate.access_requests.records import Approval, Request, RequestStatus
 from sessiongate.access_requests.verifier import NativeVerifier
 from sessiongate.adapters.policy_source import POLICY_CACHE
@@ -43,9 +41,18 @@ from tests.support.native import (
 )
 from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER, Stack, environment
 
+# The stack of the running test's ``deployed`` fixture: it builds each handler's dependencies.
+_DEPLOYED: list[Stack] = []
+
 
 def handler(name: str) -> Any:
-    return importlib.import_module(f"functions.{name}.app").lambda_handler
+    """``functions/<name>/app.py``'s handler, its dependencies injected by the deployed stack."""
+    return _DEPLOYED[-1].handler(name)
+
+
+def request_api() -> Any:
+    """The request API the deployed request_api handler is given (its service, its store)."""
+    return _DEPLOYED[-1].dependencies("requests")
 
 
 @pytest.fixture
@@ -56,12 +63,13 @@ def deployed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         monkeypatch.setenv(name, value)
     stack.put_approval_policy(POLICY)
     stack.user("alice")
-    runtime.override(clock=stack.clock, client=stack.native_client)
+    stack.deploy(client=stack.native_client)
+    _DEPLOYED.append(stack)
     # As after a deploy: the first scheduled sweep has recorded (and notified) the policy in effect.
     handler("request_api")(load_event("reconcile_schedule.json"), CONTEXT)
     assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["PolicyChanged"]
     yield stack
-    runtime.override()
+    _DEPLOYED.remove(stack)
 
 
 def set_policy(stack: Stack, policy: dict[str, Any] | str) -> None:
@@ -225,7 +233,7 @@ def test_two_approvers_at_once_produce_exactly_one_grant(
     """Carol's approval lands between Bob's read and Bob's write: Bob's conditional write fails."""
     stack = deployed
     request_id = create(stack)
-    store = runtime.request_api().service.store
+    store = request_api().service.store
     original = store.replace
     interleaved: list[tuple[int, dict[str, Any]]] = []
     started: list[bool] = []
@@ -257,7 +265,7 @@ def test_concurrent_approvals_of_a_two_approval_level_both_count(
     """With N=2 the losing writer re-reads and its approval completes the level: one APPROVED, one emit."""
     stack = deployed
     request_id = create(stack, tags={"Environment": "prod"})
-    store = runtime.request_api().service.store
+    store = request_api().service.store
     original = store.replace
     interleaved: list[tuple[int, dict[str, Any]]] = []
     started: list[bool] = []
@@ -570,7 +578,7 @@ def test_list_mine_shows_only_my_requests(deployed: Stack) -> None:
 
 # ------------------------------------------------------------------------- reads never write, emit or revoke
 def stored(request_id: str) -> Request:
-    record = runtime.request_api().service.store.get(request_id)
+    record = request_api().service.store.get(request_id)
     assert record is not None
     return record
 
@@ -606,7 +614,7 @@ def test_a_read_never_hands_a_forged_approval_to_the_engine(deployed: Stack) -> 
         # Looks like a MAC, but only the request API role can make a valid one (ApprovalKey).
         approval_mac=base64.b64encode(b"\x01" * 32).decode(),
     )
-    assert runtime.request_api().service.store.create(forged)  # what PutItem on the table does
+    assert request_api().service.store.create(forged)  # what PutItem on the table does
 
     assert read_everything(forged.request_id) == ["APPROVED"] * 3
     assert stack.bus_events() == []
@@ -683,7 +691,7 @@ def test_a_read_revokes_nothing(deployed: Stack) -> None:
     request_id = active(stack)
     stack.notifications()
     record = stored(request_id)
-    service = runtime.request_api().service
+    service = request_api().service
     revoked = record.transition(
         RequestStatus.REVOKED, at=stack.clock.now(), by=ALICE, version=record.version + 1
     )
@@ -1043,7 +1051,7 @@ def test_an_extension_of_revoked_access_cannot_be_approved(deployed: Stack) -> N
     stack = deployed
     request_id = active(stack)
     child_id = extend(request_id)
-    service = runtime.request_api().service
+    service = request_api().service
     parent = service.store.get(request_id)
     assert parent is not None
     service._revoke(parent, reason="done", by=ALICE, comment="")  # the parent alone, as before the fix
@@ -1062,7 +1070,7 @@ def member(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in environment(stack.settings).items():
         monkeypatch.setenv(name, value)
 
-    runtime.override(clock=stack.clock, client=stack.native_client, member_client=stack.member_client)
+    stack.deploy(client=stack.native_client, member_client=stack.member_client)
     session = member_session(stack)
     session.client("iam").create_user(UserName="alice")
     return session

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sessiongate.core import slots
 from tests.support.native import declared_routes
-from tests.support.template import TEMPLATE, function_statements, resource, template
+from tests.support.template import function_statements, resource, template
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -173,15 +175,9 @@ def test_no_iam_policy_of_sessiongate_names_its_mac_keys() -> None:
 
 
 def _runtime_role(function: str) -> str:
-    """The runtime role (sessiongate.wiring.REQUIRED key) the function's handler builds its engine for."""
+    """The wiring role (sessiongate.wiring.REQUIRED key) the function's handler declares."""
     code = resource(function)["Properties"]["CodeUri"]
-    source = (TEMPLATE.parent / code / "app.py").read_text()
-    if "request_api()" in source:
-        return "requests"
-    if "change_request_adapter()" in source:
-        return "adapter"
-    [role] = re.findall(r'engine\("(\w+)"\)', source)
-    return role
+    return str(importlib.import_module(f"functions.{Path(code).name}.app").ROLE)
 
 
 FUNCTIONS = [

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
+import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -27,7 +30,7 @@ from sessiongate.core.engine import Engine
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.settings import Settings
-from sessiongate.wiring import build_change_request_adapter, build_engine, build_request_api
+from sessiongate.wiring import build, build_change_request_adapter, build_engine, build_request_api
 
 from .template import resource
 
@@ -75,6 +78,34 @@ class Stack:
     notification_queue: str = ""
     bus_queue: str = ""
     calls: Counter[str] = field(default_factory=Counter)
+    # What the handlers invoked through handler() are given (see deploy()); built on their first call.
+    _wiring: dict[str, Any] = field(default_factory=dict)
+    _deps: dict[str, Any] = field(default_factory=dict)
+
+    # -- the Lambda handlers, their dependencies injected -------------------------------------
+    def deploy(self, *, client: Any = None, member_client: Any = None) -> None:
+        """From now on, handlers get dependencies built from the environment (as the test set it), this
+        stack's clock and these client factories (default :meth:`client`); those built before are
+        dropped (a new Lambda process)."""
+        self._wiring = {"client": client or self.client, "member_client": member_client}
+        self._deps.clear()
+
+    def dependencies(self, role: str) -> Any:
+        """What the handler of ``role`` is given (``sessiongate.wiring.build``), built once per deploy."""
+        if role not in self._deps:
+            self._deps[role] = build(
+                role, os.environ, clock=self.clock, **(self._wiring or {"client": self.client})
+            )
+        return self._deps[role]
+
+    def handler(self, name: str) -> Callable[[Any, Any], Any]:
+        """``functions/<name>/app.py``'s handler as Lambda runs it, given its dependencies explicitly."""
+        module = importlib.import_module(f"functions.{name}.app")
+
+        def invoke(event: Any, context: Any) -> Any:
+            return module.lambda_handler(event, context, deps=self.dependencies(module.ROLE))
+
+        return invoke
 
     def client(self, service: str) -> Any:
         if service == "ssm":

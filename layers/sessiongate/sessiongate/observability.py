@@ -7,9 +7,8 @@ X-Ray SDK import cost (~84 ms) is not paid otherwise.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 SERVICE = "sessiongate"
 NAMESPACE = "SessionGate"
@@ -58,23 +57,19 @@ class _MetricsFacade:
     """Counts with optional dimensions; flushed by the handler's ``log_metrics`` decorator."""
 
     def add(self, name: str, value: float = 1, unit: str = "Count", **dimensions: str) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-        if dimensions:
-            if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
-                return  # single_metric does not honour Powertools' switch itself
-            # Dimensioned metrics go out as their own EMF blob so dimensions never leak into others.
-            with single_metric(
-                name=name,
-                unit=MetricUnit(unit),
-                value=value,
-                namespace=NAMESPACE,
-                default_dimensions={"service": SERVICE},
-            ) as metric:
-                for key, dim in dimensions.items():
-                    metric.add_dimension(name=key, value=dim)
+        if not dimensions:
+            _metrics().add_metric(name=name, unit=MetricUnit(unit), value=value)
             return
-        _metrics().add_metric(name=name, unit=MetricUnit(unit), value=value)
+        # A dimensioned metric goes out as its own EMF blob so its dimensions never apply to the others
+        # (Powertools' EphemeralMetrics: no shared state, flushed now, honours POWERTOOLS_METRICS_DISABLED).
+        one = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        one.add_dimension(name="service", value=SERVICE)
+        for key, dim in dimensions.items():
+            one.add_dimension(name=key, value=dim)
+        one.add_metric(name=name, unit=MetricUnit(unit), value=value)
+        one.flush_metrics()
 
     @property
     def powertools(self) -> Any:
@@ -86,17 +81,19 @@ def metrics() -> _MetricsFacade:
     return _MetricsFacade()
 
 
-Handler = Callable[[Any, Any], Any]
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
 
 
-def lambda_entry(fn: Handler) -> Handler:
-    """Wrap a handler with Powertools log context and metric flushing, built on first call."""
+def lambda_entry(fn: H) -> H:
+    """Wrap a handler with Powertools log context and metric flushing, built on first call. Extra
+    keyword arguments (the handler's injected dependencies) are passed through."""
 
     @functools.wraps(fn)
-    def wrapper(event: Any, context: Any) -> Any:
-        return _instrumented(fn)(event, context)
+    def wrapper(event: Any, context: Any, **injected: Any) -> Any:
+        return _instrumented(fn)(event, context, **injected)
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]
 
 
 @functools.cache

@@ -1,10 +1,11 @@
-"""Wiring for the Lambda handlers: settings from the environment and adapters, built once per process."""
+"""Wiring: pure builders of each handler's dependencies (settings, clock, client factories given
+explicitly), and the process-wide ones the Lambda handlers use when nothing is injected."""
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sessiongate.change_manager.adapter import ChangeRequestAdapter
@@ -136,17 +137,36 @@ def _verifiers(settings: Settings, changes: Any, clock: Clock, make: ClientFacto
                 "invalid configuration: SESSIONGATE_APPROVAL_KEY and SESSIONGATE_APPROVAL_POLICY_KEY are "
                 "required with SESSIONGATE_REQUESTS_TABLE (native approvals are verified with them)"
             )
-        from sessiongate.access_requests.verifier import NativeVerifier
-        from sessiongate.adapters.kms import Macs
-        from sessiongate.adapters.request_store import RequestStore
 
-        verifiers[Origin.NATIVE] = NativeVerifier(
-            RequestStore(make("dynamodb"), settings.requests_table),
-            settings,
-            policy_source(settings, clock, make),
-            Macs(make("kms")),
-        )
+        def native() -> Any:
+            from sessiongate.access_requests.verifier import NativeVerifier
+            from sessiongate.adapters.kms import Macs
+            from sessiongate.adapters.request_store import RequestStore
+
+            return NativeVerifier(
+                RequestStore(make("dynamodb"), settings.requests_table),
+                settings,
+                policy_source(settings, clock, make),
+                Macs(make("kms")),
+            )
+
+        # Built (and the native front door imported) when the first native grant arrives: a Change
+        # Manager grant does not pay for it at cold start.
+        verifiers[Origin.NATIVE] = OnFirstUse(native)
     return verifiers
+
+
+class OnFirstUse:
+    """Stands in for the object ``build`` returns, built on the first attribute access."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
 def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
@@ -210,43 +230,40 @@ def build_request_api(
     )
 
 
-# Set only by the offline sandbox (``sandbox/``), which runs these same handlers on moto with a
-# virtual clock; Lambda never sets them.
-_OVERRIDES: dict[str, Any] = {}
-
-
-def override(
+def build(
+    role: str,
+    environ: Mapping[str, str],
     *,
     clock: Clock | None = None,
     client: ClientFactory | None = None,
     member_client: MemberClientFactory | None = None,
-) -> None:
-    """Make every engine built from now on use this clock and these client factories (sandbox only)."""
-    _OVERRIDES.clear()
-    given = {"clock": clock, "client": client, "member_client": member_client}
-    _OVERRIDES.update({k: v for k, v in given.items() if v is not None})
-    engine.cache_clear()
-    change_request_adapter.cache_clear()
-    request_api.cache_clear()
+) -> Any:
+    """The dependency a handler of ``role`` is given, built from ``environ`` (its settings) and the
+    given clock and client factories: an engine, or for ``adapter`` the Change Manager adapter, for
+    ``requests`` the request API. The sandbox and the tests pass it to the handler explicitly."""
+    settings = Settings.from_env(environ, require=REQUIRED[role])
+    if role == "requests":
+        return build_request_api(settings, clock=clock, client=client, member_client=member_client)
+    if role == "adapter":
+        return build_change_request_adapter(settings, clock=clock, client=client)
+    return build_engine(settings, clock=clock, client=client, member_client=member_client)
 
 
+# The process-wide dependencies of the Lambda handlers: built on the first invocation from the
+# function's environment, the system clock and boto3 clients, then kept for the process's life.
 @functools.cache
 def engine(role: str) -> Engine:
-    """The process-wide engine of a function role (``grant``, ``revoke``, ``adapter``)."""
-    return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]), **_OVERRIDES)
+    """The process-wide engine of a function role (``grant``, ``revoke``, ``reconcile``)."""
+    return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]))
 
 
 @functools.cache
 def change_request_adapter() -> ChangeRequestAdapter:
     """The process-wide Change Manager adapter (role ``adapter``)."""
-    return build_change_request_adapter(
-        Settings.from_env(os.environ, require=REQUIRED["adapter"]),
-        clock=_OVERRIDES.get("clock"),
-        client=_OVERRIDES.get("client"),
-    )
+    return build_change_request_adapter(Settings.from_env(os.environ, require=REQUIRED["adapter"]))
 
 
 @functools.cache
 def request_api() -> RequestApi:
     """The process-wide native request API (role ``requests``)."""
-    return build_request_api(Settings.from_env(os.environ, require=REQUIRED["requests"]), **_OVERRIDES)
+    return build_request_api(Settings.from_env(os.environ, require=REQUIRED["requests"]))

@@ -1,0 +1,494 @@
+"""Cold start of each handler: init + first invocation vs ``import boto3``, in fresh processes.
+
+A Lambda cold start pays the handler module's import (init) and then, on the first invocation,
+everything deferred to it: boto3, Powertools, settings, the boto3 Session and clients. Each sample is
+one fresh process (``bench/cold_start_child.py``) that imports the handler and invokes it once with a
+realistic event and the function's environment (template.yaml's Globals + the function's variables,
+intrinsics resolved to plausible values); AWS calls are answered in-process by a botocore
+``before-send`` handler with canned HTTP responses (no network, no moto), e.g. the grant handler
+completes a whole grant. Measured: wall and CPU time from the start of the measured code to the end of
+the first invocation (``init ms``: the handler module's import alone, the old ``bench.cold_import``
+figure), peak RSS, the AWS calls made, and in the same run ``import boto3`` alone. Medians of N runs.
+
+    python -m bench.cold_start [--runs 5] [--repo PATH]
+
+``--repo`` measures another checkout (same ``functions/<name>/app.py`` entry points), e.g. an older
+commit, with this benchmark's scenarios. Goals (issue 16): <= 2.5x ``import boto3``, <= 80 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = Path(__file__).resolve().parent / "cold_start_child.py"
+HANDLERS = {
+    "grant_access": "GrantAccessFunction",
+    "revoke_access": "RevokeAccessFunction",
+    "adapt_change_request": "AdaptChangeRequestFunction",
+    "reconcile_grants": "ReconcileGrantsFunction",
+    "request_api": "RequestApiFunction",
+}
+GOAL_RATIO = 2.5
+GOAL_RSS_MIB = 80.0
+ACCOUNT, REGION, STACK = "123456789012", "us-east-1", "sessiongate"
+# Parameters whose template default is empty but which a deployment of the native front door sets.
+PLAUSIBLE = {"NativeApproverArns": f"arn:aws:iam::{ACCOUNT}:user/carol"}
+EXECUTION = "d0585556-80f6-4522-8dad-dada6d45b67d"
+INSTANCE = "i-0a1b2c3d4e5f60718"
+ALICE, BOB = f"arn:aws:iam::{ACCOUNT}:user/alice", f"arn:aws:iam::{ACCOUNT}:user/bob"
+
+
+# -- the function's environment from template.yaml ------------------------------------------------
+def _load_template(path: Path) -> dict[str, Any]:
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc]
+        pass
+
+    def tag(loader: Any, suffix: str, node: Any) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+        return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
+
+    Loader.add_multi_constructor("!", tag)
+    with path.open() as f:
+        loaded: dict[str, Any] = yaml.load(f, Loader)  # noqa: S506 - SafeLoader subclass
+        return loaded
+
+
+def _physical(template: dict[str, Any], logical: str) -> str:
+    resource = template["Resources"].get(logical, {})
+    props = resource.get("Properties", {})
+    for key in ("TableName", "TopicName", "Name", "ManagedPolicyName", "RoleName", "QueueName"):
+        if isinstance(props.get(key), str):
+            return str(props[key])
+    return f"{STACK}-{logical}"
+
+
+def _arn(template: dict[str, Any], logical: str) -> str:
+    kind = template["Resources"].get(logical, {}).get("Type", "AWS::IAM::Role")
+    name = _physical(template, logical)
+    return {
+        "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/sessiongate/{name}",
+        "AWS::SQS::Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
+        "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{abs(hash(name)) % 10**12:012d}-cold-start",
+        "AWS::SNS::Topic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}",
+        "AWS::IAM::ManagedPolicy": f"arn:aws:iam::{ACCOUNT}:policy/{name}",
+    }.get(kind, f"arn:aws:{kind.split('::')[1].lower()}:{REGION}:{ACCOUNT}:{name}")
+
+
+def _resolve(template: dict[str, Any], value: Any) -> str:
+    pseudo = {
+        "AWS::AccountId": ACCOUNT,
+        "AWS::Region": REGION,
+        "AWS::Partition": "aws",
+        "AWS::StackName": STACK,
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    if not isinstance(value, dict):
+        return str(value)
+    if "Ref" in value:
+        ref = value["Ref"]
+        if ref in pseudo:
+            return pseudo[ref]
+        if ref in template.get("Parameters", {}):
+            default = template["Parameters"][ref].get("Default", "")
+            return PLAUSIBLE.get(ref, str(default)) if default in ("", None) else str(default)
+        kind = template["Resources"].get(ref, {}).get("Type", "")
+        return (
+            _arn(template, ref)
+            if kind in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy")
+            else _physical(template, ref)
+        )
+    if "Fn::GetAtt" in value:
+        return _arn(template, value["Fn::GetAtt"][0])
+    if "Fn::Sub" in value:
+        text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+        import re
+
+        return re.sub(r"\$\{([^}]+)\}", lambda m: _resolve(template, {"Ref": m.group(1)}), text)
+    if "Fn::Join" in value:
+        sep: str = value["Fn::Join"][0]
+        parts = value["Fn::Join"][1]
+        resolved = [_resolve(template, p) for p in (parts if isinstance(parts, list) else [parts])]
+        return sep.join(p for p in resolved if p)
+    if "Fn::If" in value:
+        return _resolve(template, value["Fn::If"][1])
+    raise ValueError(f"cold_start: unsupported intrinsic {value}")
+
+
+def environment(repo: Path, logical: str) -> dict[str, str]:
+    template = _load_template(repo / "template.yaml")
+    variables = dict(
+        template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    )
+    props = template["Resources"][logical]["Properties"]
+    variables.update(props.get("Environment", {}).get("Variables", {}))
+    env = {k: _resolve(template, v) for k, v in variables.items()}
+    # What Lambda's runtime sets (credentials are the execution role's; any value works offline).
+    env.update(
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_ACCESS_KEY_ID="ASIACOLDSTART",
+        AWS_SECRET_ACCESS_KEY="cold-start",  # noqa: S106 - offline, never sent anywhere
+        AWS_SESSION_TOKEN="cold-start",  # noqa: S106
+        AWS_LAMBDA_FUNCTION_NAME=f"{STACK}-{logical}",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    return env
+
+
+# -- canned AWS answers ---------------------------------------------------------------------------
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _xml(operation: str, namespace: str, result: str = "") -> dict[str, str]:
+    body = f"<{operation}Result>{result}</{operation}Result>" if result else ""
+    return {
+        "xml": f'<{operation}Response xmlns="{namespace}">{body}'
+        f"<ResponseMetadata><RequestId>cold-start</RequestId></ResponseMetadata></{operation}Response>"
+    }
+
+
+IAM_NS, SNS_NS = "https://iam.amazonaws.com/doc/2010-05-08/", "http://sns.amazonaws.com/doc/2010-03-31/"
+
+
+def _user(name: str, tags: dict[str, str] | None = None) -> str:
+    tag_xml = "".join(f"<member><Key>{k}</Key><Value>{v}</Value></member>" for k, v in (tags or {}).items())
+    return (
+        f"<Path>/</Path><UserName>{name}</UserName><UserId>AIDA{name.upper():0<17}</UserId>"
+        f"<Arn>arn:aws:iam::{ACCOUNT}:user/{name}</Arn><CreateDate>2026-01-05T10:00:00Z</CreateDate>"
+        + (f"<Tags>{tag_xml}</Tags>" if tag_xml else "")
+    )
+
+
+def _common(now: datetime) -> dict[str, Any]:
+    instance = (
+        '<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>cold-start'
+        "</requestId><reservationSet><item><reservationId>r-0123456789abcdef0</reservationId><ownerId>"
+        f"{ACCOUNT}</ownerId><instancesSet><item><instanceId>{INSTANCE}</instanceId><imageId>ami-12c6146b"
+        "</imageId><instanceState><code>16</code><name>running</name></instanceState><instanceType>t3.micro"
+        "</instanceType><tagSet><item><key>Name</key><value>web-1</value></item></tagSet></item>"
+        "</instancesSet></item></reservationSet></DescribeInstancesResponse>"
+    )
+    return {
+        "iam:GetUser": _xml("GetUser", IAM_NS, f"<User>{_user('alice')}</User>"),
+        "iam:GetGroup": _xml(
+            "GetGroup",
+            IAM_NS,
+            "<Group><Path>/</Path><GroupName>SessionGateApprovers</GroupName><GroupId>AGPACOLDSTART0000000"
+            f"</GroupId><Arn>arn:aws:iam::{ACCOUNT}:group/SessionGateApprovers</Arn><CreateDate>"
+            f"2026-01-05T10:00:00Z</CreateDate></Group><Users><member>{_user('bob')}</member></Users>"
+            "<IsTruncated>false</IsTruncated>",
+        ),
+        "iam:TagUser": _xml("TagUser", IAM_NS),
+        "iam:UntagUser": _xml("UntagUser", IAM_NS),
+        "ec2:DescribeInstances": {"xml": instance},
+        "ssm:DescribeInstanceInformation": {
+            "json": {"InstanceInformationList": [{"InstanceId": INSTANCE, "PingStatus": "Online"}]}
+        },
+        "ssm:GetAutomationExecution": {"json": {"AutomationExecution": _execution(now)}},
+        "ssm:DescribeAutomationExecutions": {
+            "json": {
+                "AutomationExecutionMetadataList": [
+                    {
+                        "AutomationExecutionId": EXECUTION,
+                        "AutomationSubtype": "ChangeRequest",
+                        "OpsItemId": "oi-0123456789ab",
+                        "AutomationExecutionStatus": "Success",
+                    }
+                ]
+            }
+        },
+        "ssm:GetParameter": {
+            "status": 400,
+            "json": {"__type": "ParameterNotFound", "message": "parameter not found"},
+        },
+        "scheduler:CreateSchedule": {
+            "json": {"ScheduleArn": f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/sessiongate/sg-revoke"}
+        },
+        "scheduler:GetSchedule": {"json": _schedule(now)},
+        "dynamodb:UpdateItem": {"json": {}},
+        "dynamodb:Query": {"json": {"Items": [], "Count": 0, "ScannedCount": 0}},
+        "dynamodb:TransactWriteItems": {"json": {}},
+        "dynamodb:DeleteItem": {"json": {}},
+        "sns:Publish": _xml("Publish", SNS_NS, "<MessageId>5b3a1c2e-0000-4000-8000-000000000001</MessageId>"),
+        "eventbridge:PutEvents": {
+            "json": {"FailedEntryCount": 0, "Entries": [{"EventId": "11710aed-b79e-4468-a20b-bb3c0c3b4860"}]}
+        },
+        "kms:GenerateMac": {
+            "json": {"Mac": "Y29sZC1zdGFydA==", "MacAlgorithm": "HMAC_SHA_256", "KeyId": "k"}
+        },
+        "kms:VerifyMac": {"json": {"MacValid": True, "MacAlgorithm": "HMAC_SHA_256", "KeyId": "k"}},
+    }
+
+
+def _execution(now: datetime) -> dict[str, Any]:
+    approved = now - timedelta(seconds=30)
+    decision = {
+        "Approver": BOB,
+        "Decision": "Approve",
+        "ApprovalDecisionTime": _iso(approved),
+        "Comment": "ok",
+    }
+    return {
+        "AutomationExecutionId": EXECUTION,
+        "DocumentName": "AllowSsmSessionStartTemplate",
+        "DocumentVersion": "1",
+        "AutomationExecutionStatus": "Success",
+        "AutomationSubtype": "ChangeRequest",
+        "ExecutedBy": ALICE,
+        "OpsItemId": "oi-0123456789ab",
+        "ChangeRequestName": f"Shell on {INSTANCE} for alice",
+        "ExecutionStartTime": (approved - timedelta(minutes=5)).timestamp(),
+        "StepExecutions": [
+            {
+                "StepName": "ApproveSessionAccess",
+                "Action": "aws:approve",
+                "StepStatus": "Success",
+                "ExecutionStartTime": (approved - timedelta(minutes=5)).timestamp(),
+                "ExecutionEndTime": approved.timestamp(),
+                "Outputs": {"ApprovalStatus": ["Approved"], "ApproverDecisions": [json.dumps(decision)]},
+            }
+        ],
+        "Runbooks": [
+            {
+                "DocumentName": "AllowSsmSessionStartRunbook",
+                "DocumentVersion": "$DEFAULT",
+                "Parameters": {
+                    "InstanceId": [INSTANCE],
+                    "PrincipalType": ["User"],
+                    "PrincipalName": ["alice"],
+                    "ValidityMinutes": ["10"],
+                },
+            }
+        ],
+    }
+
+
+def _schedule(now: datetime) -> dict[str, Any]:
+    due = now + timedelta(minutes=9)
+    return {
+        "Name": f"sg-revoke-cm-{EXECUTION}",
+        "GroupName": "sessiongate",
+        "State": "ENABLED",
+        "ScheduleExpression": f"at({due.strftime('%Y-%m-%dT%H:%M:%S')})",
+        "ScheduleExpressionTimezone": "UTC",
+        "FlexibleTimeWindow": {"Mode": "OFF"},
+        "Target": {
+            "Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-revoke-access",
+            "RoleArn": "r",
+        },
+    }
+
+
+def _active_grant(now: datetime, table: str) -> dict[str, Any]:
+    """The grant record (and its slot lock) a grant leaves behind: ACTIVE, slot 1, expiring in 9 min."""
+    grant_id = f"cm-{EXECUTION}"
+    expires = _iso(now + timedelta(minutes=9))
+    record = {
+        "pk": {"S": f"GRANT#{grant_id}"},
+        "grant_id": {"S": grant_id},
+        "status": {"S": "ACTIVE"},
+        "origin": {"S": "change-manager"},
+        "origin_ref": {"S": "oi-0123456789ab"},
+        "account": {"S": ACCOUNT},
+        "instance_id": {"S": INSTANCE},
+        "principal_type": {"S": "user"},
+        "principal_name": {"S": "alice"},
+        "principal_arn": {"S": ALICE},
+        "requester_arn": {"S": ALICE},
+        "approver_arns": {"L": [{"S": BOB}]},
+        "duration_minutes": {"N": "10"},
+        "created_at": {"S": _iso(now - timedelta(minutes=1))},
+        "expires_at": {"S": expires},
+        "slot": {"N": "1"},
+        "schedule_name": {"S": f"sg-revoke-{grant_id}"},
+        "bound_user_id": {"S": "AIDAALICE000000000000"},
+        "reason": {"S": f"Shell on {INSTANCE} for alice"},
+        "denials": {"L": []},
+        "live": {"S": "LIVE"},
+    }
+    return {
+        f"{table}|GRANT#{grant_id}": record,
+        f"{table}|SLOT#{ALICE}#1": {"pk": {"S": f"SLOT#{ALICE}#1"}, "grant_id": {"S": grant_id}},
+    }
+
+
+def scenario(repo: Path, handler: str) -> dict[str, Any]:
+    """Environment, event and canned answers of ``handler``'s first invocation (times relative to now)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    env = environment(repo, HANDLERS[handler])
+    responses, items = _common(now), {}
+    table = env["SESSIONGATE_TABLE"]
+    detail = {
+        "schema_version": "1",
+        "grant_id": f"cm-{EXECUTION}",
+        "origin": "change-manager",
+        "origin_ref": "oi-0123456789ab",
+        "account": ACCOUNT,
+        "instance_id": INSTANCE,
+        "principal_type": "user",
+        "principal_name": "alice",
+        "requester_arn": ALICE,
+        "approver_arns": [BOB],
+        "duration_minutes": 10,
+        "not_before": _iso(now - timedelta(seconds=30)),
+        "approved_at": _iso(now - timedelta(seconds=30)),
+        "reason": f"Shell on {INSTANCE} for alice",
+    }
+    events = json.loads((ROOT / "events" / "change_request_approved.json").read_text())
+    event: dict[str, Any]
+    if handler == "grant_access":
+        event = {
+            "version": "0",
+            "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+            "detail-type": "AccessApproved",
+            "source": "sessiongate",
+            "account": ACCOUNT,
+            "time": _iso(now),
+            "region": REGION,
+            "resources": [],
+            "detail": detail,
+        }
+    elif handler == "revoke_access":
+        event = {"grant_id": f"cm-{EXECUTION}", "reason": "expired"}
+        items = _active_grant(now, table)
+    elif handler == "adapt_change_request":
+        event = {**events, "time": _iso(now)}
+    elif handler == "reconcile_grants":
+        event = {**json.loads((ROOT / "events" / "reconcile_schedule.json").read_text()), "time": _iso(now)}
+        items = _active_grant(now, table)
+        record = items[f"{table}|GRANT#cm-{EXECUTION}"]
+        responses["dynamodb:Query"] = {"json": {"Items": [record], "Count": 1, "ScannedCount": 1}}
+        responses["iam:ListEntitiesForPolicy"] = _xml(
+            "ListEntitiesForPolicy",
+            IAM_NS,
+            "<PolicyGroups/><PolicyUsers><member><UserName>alice</UserName><UserId>AIDAALICE000000000000"
+            "</UserId></member></PolicyUsers><PolicyRoles/><IsTruncated>false</IsTruncated>",
+        )
+        responses["iam:GetUser"] = _xml(
+            "GetUser", IAM_NS, f"<User>{_user('alice', {'SecurityAllowSessionInstance': INSTANCE})}</User>"
+        )
+    elif handler == "request_api":
+        event = json.loads((ROOT / "events" / "api_create_request.json").read_text())
+        event["requestContext"] = {**event["requestContext"], "timeEpoch": int(now.timestamp() * 1000)}
+    template = _load_template(repo / "template.yaml")
+    keys = {
+        _physical(template, logical): [k["AttributeName"] for k in r["Properties"]["KeySchema"]]
+        for logical, r in template["Resources"].items()
+        if r["Type"] == "AWS::DynamoDB::Table"
+    }
+    return {"environment": env, "event": event, "responses": responses, "items": items, "keys": keys}
+
+
+# -- measurement ----------------------------------------------------------------------------------
+def run_child(repo: Path, what: str, scenario_file: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONGATE_", "POWERTOOLS_", "AWS_"))}
+    env["PYTHONPATH"] = f"{repo / 'layers' / 'sessiongate'}{os.pathsep}{repo}"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    out = subprocess.run(
+        [sys.executable, str(CHILD), what, scenario_file],
+        env=env,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    marker = [line for line in out.stdout.splitlines() if line.startswith("COLD_START ")]
+    if out.returncode != 0 or not marker:
+        raise RuntimeError(f"cold start of {what} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return dict(json.loads(marker[-1].removeprefix("COLD_START ")))
+
+
+def measure(repo: Path, what: str, runs: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(scenario(repo, what) if what != "boto3" else {}, f)
+    try:
+        run_child(repo, what, f.name)  # warm the bytecode cache once so every run compares like with like
+        samples = [run_child(repo, what, f.name) for _ in range(runs)]
+    finally:
+        os.unlink(f.name)
+    return {
+        "init_ms": statistics.median(s["init"] for s in samples) * 1000,
+        "wall_ms": statistics.median(s["wall"] for s in samples) * 1000,
+        "cpu_ms": statistics.median(s["cpu"] for s in samples) * 1000,
+        "rss_mib": statistics.median(s["rss_mib"] for s in samples),
+        "calls": len(samples[0]["calls"]),
+        "call_names": samples[0]["calls"],
+        "raw_result": samples[0]["result"],
+        "result": (samples[0]["result"] or {}).get("result")
+        if isinstance(samples[0]["result"], dict)
+        else samples[0]["result"],
+        "status": (samples[0]["result"] or {}).get("statusCode")
+        if isinstance(samples[0]["result"], dict)
+        else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--repo", type=Path, default=ROOT, help="checkout to measure (default: this one)")
+    parser.add_argument("--handler", action="append", choices=sorted(HANDLERS), help="only these handlers")
+    parser.add_argument("--verbose", action="store_true", help="print each handler's AWS calls and result")
+    args = parser.parse_args(argv)
+    repo = args.repo.resolve()
+    started = time.perf_counter()
+    floor = measure(repo, "boto3", args.runs)
+    print(
+        f"{'handler':<22}{'init ms':>9}{'wall ms':>9}{'x boto3':>9}{'cpu ms':>9}{'x boto3':>9}{'RSS MiB':>9}"
+        f"{'calls':>7}  result"
+    )
+    print(
+        f"{'import boto3':<22}{'':>9}{floor['wall_ms']:>9.0f}{1:>9.2f}{floor['cpu_ms']:>9.0f}{1:>9.2f}"
+        f"{floor['rss_mib']:>9.1f}"
+    )
+    worst_ratio, worst_cpu, worst_rss = 0.0, 0.0, 0.0
+    for name in args.handler or list(HANDLERS):
+        m = measure(repo, name, args.runs)
+        ratio, cpu_ratio = m["wall_ms"] / floor["wall_ms"], m["cpu_ms"] / floor["cpu_ms"]
+        worst_ratio, worst_rss = max(worst_ratio, ratio), max(worst_rss, m["rss_mib"])
+        worst_cpu = max(worst_cpu, cpu_ratio)
+        outcome = m["result"] if m["status"] is None else f"HTTP {m['status']}"
+        print(
+            f"{name:<22}{m['init_ms']:>9.0f}{m['wall_ms']:>9.0f}{ratio:>9.2f}{m['cpu_ms']:>9.0f}{cpu_ratio:>9.2f}"
+            f"{m['rss_mib']:>9.1f}{m['calls']:>7}  {outcome}"
+        )
+        if args.verbose:
+            print(f"    calls: {' '.join(m['call_names'])}\n    result: {json.dumps(m['raw_result'])[:600]}")
+    ok = worst_ratio <= GOAL_RATIO and worst_rss <= GOAL_RSS_MIB
+    print(
+        f"cold start (init + first invocation) of {repo.name}: worst {worst_ratio:.2f}x import boto3 "
+        f"({floor['wall_ms']:.0f} ms; CPU {worst_cpu:.2f}x) and {worst_rss:.0f} MiB "
+        f"(goals <= {GOAL_RATIO}x, <= {GOAL_RSS_MIB:.0f} MiB), "
+        f"median of {args.runs} fresh processes each, {time.perf_counter() - started:.0f} s "
+        f"-> {'OK' if ok else 'GOAL MISSED'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

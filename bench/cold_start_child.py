@@ -1,0 +1,136 @@
+"""One cold start, measured in this fresh process: run by ``bench.cold_start``, not by hand.
+
+    python bench/cold_start_child.py <handler|boto3> <scenario.json>
+
+The clock starts before anything else is imported. For a handler: its module is imported (init) and
+invoked once with its event; every AWS call is answered in-process by a botocore ``before-send``
+handler with a canned HTTP response in the service's own wire format (JSON or XML), so botocore
+serialises, signs and parses as it would against AWS, and no network, moto or stub client is involved.
+Prints one JSON line: wall seconds of init alone, wall and CPU seconds of init + first invocation,
+peak RSS, the AWS calls made and the handler's result.
+"""
+
+import time
+
+T0, C0 = time.perf_counter(), time.process_time()
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+CALLS: list[str] = []
+
+
+class _Raw:
+    """The ``raw`` of a botocore ``AWSResponse``: only ``stream()`` is read for non-streaming bodies."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self._body
+
+
+class Canned:
+    """Answers ``before-send`` with the scenario's responses, by ``service:Operation``.
+
+    A response is ``{"status": 200, "json": {...}}`` (JSON protocols), ``{"xml": "..."}`` (query/EC2
+    protocols) or a list of those (one per call, the last repeated). DynamoDB items written with
+    PutItem are kept and read back by GetItem, so a record the handler writes is the one it reads.
+    """
+
+    def __init__(self, responses: dict[str, Any], items: dict[str, Any], keys: dict[str, list[str]]) -> None:
+        self.responses = responses
+        self.keys = keys  # table -> its key attribute names (template.yaml's KeySchema)
+        self.items = dict(items)  # "table|pk" -> item
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, request: Any, event_name: str, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        _before_send, service, operation = event_name.split(".", 2)
+        key = f"{service}:{operation}"
+        CALLS.append(key)
+        answer = self._dynamodb(operation, request) if service == "dynamodb" else None
+        if answer is None:
+            answer = self.responses.get(key)
+            if isinstance(answer, list):
+                n = self.seen.get(key, 0)
+                self.seen[key] = n + 1
+                answer = answer[min(n, len(answer) - 1)]
+        if answer is None:
+            raise RuntimeError(f"cold_start: no canned response for {key}")
+        status = answer.get("status", 200)
+        if "xml" in answer:
+            body, kind = answer["xml"].encode(), "text/xml"
+        else:
+            body, kind = json.dumps(answer.get("json", {})).encode(), "application/x-amz-json-1.0"
+        headers = {"Content-Type": kind, "x-amzn-RequestId": "cold-start", "Content-Length": str(len(body))}
+        return AWSResponse(request.url, status, headers, _Raw(body))
+
+    def _dynamodb(self, operation: str, request: Any) -> dict[str, Any] | None:
+        if operation not in ("GetItem", "PutItem"):
+            return None
+        params = json.loads(request.body or b"{}")
+        table = params.get("TableName", "")
+
+        def key(values: dict[str, Any]) -> str:
+            parts = [str(next(iter(values[k].values()))) for k in self.keys.get(table, ["pk"])]
+            return "|".join([table, *parts])
+
+        if operation == "PutItem":
+            self.items[key(params["Item"])] = params["Item"]
+            return {"json": {}}
+        item = self.items.get(key(params["Key"]))
+        return {"json": {"Item": item} if item else {}}
+
+
+def main() -> None:
+    what, scenario_path = sys.argv[1], sys.argv[2]
+    result: Any = None
+    init = 0.0
+    if what == "boto3":
+        import boto3  # noqa: F401
+    else:
+        with open(scenario_path) as f:
+            scenario = json.load(f)
+        os.environ.update(scenario["environment"])
+        # Registered on every botocore Session built from now on, like botocore's own handlers.
+        import botocore.handlers
+
+        botocore.handlers.BUILTIN_HANDLERS.append(
+            ("before-send", Canned(scenario["responses"], scenario["items"], scenario["keys"]))
+        )
+        module = importlib.import_module(f"functions.{what}.app")  # init
+        init = time.perf_counter() - T0
+        result = module.lambda_handler(scenario["event"], _Context(what))  # first invocation
+    wall, cpu = time.perf_counter() - T0, time.process_time() - C0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {
+        "init": init,
+        "wall": wall,
+        "cpu": cpu,
+        "rss_mib": peak_kib / 1024,
+        "calls": CALLS,
+        "result": result,
+    }
+    sys.stdout.write("\nCOLD_START " + json.dumps(out, default=str) + "\n")
+
+
+class _Context:
+    memory_limit_in_mb = 256
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+
+    def __init__(self, name: str) -> None:
+        self.function_name = f"sessiongate-{name}"
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+if __name__ == "__main__":
+    main()
