@@ -21,47 +21,20 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from sandbox.apigw import api_event
-from sessiongate.access_requests.records import Request, RequestStatus
-from sessiongate.core.identity import PrincipalType
 from sessiongate_cli.client import Response
+from tests.support.people import (  # noqa: F401 - re-exported for the integration tests
+    ALICE,
+    APPROVERS_ROLE,
+    BOB,
+    CAROL,
+    DAVE,
+    EVE,
+    POLICY,
+    SECURITY,
+    make_request,
+)
 from tests.support.stack import ACCOUNT, REGION, Stack
 from tests.support.template import resource
-
-ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
-# An IAM Identity Center permission-set role: its session names are IdC user names, so Bob and Carol
-# are two people (two session names of an ordinary role could be one person, see identity.may_be_same).
-APPROVERS_ROLE = "AWSReservedSSO_Approvers_0123456789abcdef"
-BOB = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS_ROLE}/bob@example.com"
-CAROL = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS_ROLE}/carol@example.com"
-DAVE = f"arn:aws:iam::{ACCOUNT}:user/dave"
-SECURITY = f"arn:aws:sts::{ACCOUNT}:assumed-role/Security/sam@example.com"
-EVE = f"arn:aws:iam::{ACCOUNT}:user/eve"
-
-# Level 1 of "prod" needs two approvers: IdC users of the Approvers permission set (or dave);
-# level 2 one Security session.
-POLICY: dict[str, Any] = {
-    "version": 1,
-    "rules": [
-        {
-            "name": "prod",
-            "instances": {"tags": {"Environment": "prod"}},
-            "levels": [
-                {
-                    "name": "leads",
-                    "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}", DAVE],
-                    "min_approvals": 2,
-                },
-                {"name": "security", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/Security"]},
-            ],
-            "max_duration_minutes": 30,
-            "break_glass": {"enabled": True, "max_duration_minutes": 15, "min_reason_length": 20},
-        },
-        {
-            "name": "default",
-            "levels": [{"name": "ops", "approvers": [f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}", DAVE]}],
-        },
-    ],
-}
 
 
 @dataclass
@@ -171,23 +144,3 @@ def member_session(stack: Stack, account: str = MEMBER) -> Any:
         aws_session_token=creds["SessionToken"],
         region_name=REGION,
     )
-
-
-def make_request(**changes: Any) -> Request:
-    """A request record for pure tests: alice's PENDING 10-minute request under rule "prod"."""
-    base = Request(
-        request_id="0123456789abcdef0123456789abcdef",
-        status=RequestStatus.PENDING,
-        account=ACCOUNT,
-        instance_id="i-0a1b2c3d4e5f60718",
-        principal_type=PrincipalType.USER,
-        principal_name="alice",
-        principal_arn=ALICE,
-        requester_arn=ALICE,
-        duration_minutes=10,
-        reason="x",
-        created_at="2026-11-24T09:00:00Z",
-        pending_expires_at="2026-11-24T10:00:00Z",
-        rule="prod",
-    )
-    return Request(**{**base.__dict__, **changes})

@@ -20,8 +20,8 @@ from sessiongate.access_requests.inputs import parse_create
 from sessiongate.access_requests.records import TRANSITIONS, Approval, Request, RequestStatus
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.notifications import render
-from tests.support.native import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY, make_request
-from tests.support.stack import ACCOUNT
+from tests.support.people import ALICE, APPROVERS_ROLE, BOB, CAROL, DAVE, POLICY, SECURITY, make_request
+from tests.support.values import ACCOUNT
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 RID = "0123456789abcdef0123456789abcdef"

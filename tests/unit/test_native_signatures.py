@@ -15,8 +15,8 @@ from sessiongate.access_requests import policy as ap
 from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.kms import ALGORITHM, Macs, MacUnavailable
 from sessiongate.core.identity import PrincipalType
-from tests.support.native import BOB, CAROL, DAVE, POLICY, SECURITY, make_request
-from tests.support.stack import ACCOUNT, BREAK_GLASS_APPROVER
+from tests.support.people import BOB, CAROL, DAVE, POLICY, SECURITY, make_request
+from tests.support.values import ACCOUNT, BREAK_GLASS_APPROVER
 
 APPROVED = make_request(
     status=RequestStatus.APPROVED,

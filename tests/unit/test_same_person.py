@@ -18,7 +18,7 @@ from sessiongate.access_requests.records import Request
 from sessiongate.core.guardrails import check_approval
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
-from tests.support.native import make_request
+from tests.support.people import make_request
 
 ENGINE = "111111111111"
 MEMBER = "222222222222"

@@ -22,8 +22,8 @@ from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.core.notifications import render
 from sessiongate.errors import InvalidInput
 from sessiongate.text import escape_markdown, visible_length
-from tests.support.native import ALICE, POLICY
-from tests.support.stack import ACCOUNT, change_request, settings
+from tests.support.people import ALICE, POLICY
+from tests.support.values import ACCOUNT, change_request, settings
 
 HOSTILE = {
     "line separator": "restart\u2028APPROVED BY SECURITY",
