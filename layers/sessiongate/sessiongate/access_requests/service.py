@@ -64,8 +64,6 @@ from sessiongate.access_requests.records import (
 )
 from sessiongate.adapters.accounts import MemberUnavailable
 from sessiongate.adapters.bus import Bus
-from sessiongate.adapters.directory import Directory
-from sessiongate.adapters.inventory import Inventory
 from sessiongate.adapters.kms import Macs, MacUnavailable
 from sessiongate.adapters.notifier import Notifier
 from sessiongate.adapters.request_store import PolicySource, RequestStore
@@ -74,6 +72,7 @@ from sessiongate.core.engine import PROVISIONING_GRACE, REASON_EXPIRED, REASON_E
 from sessiongate.core.guardrails import InstanceFacts, excluded_by_tag
 from sessiongate.core.identity import parse_identity, person_key
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, disagreements
+from sessiongate.core.ports import Directory, Inventory
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, metrics
 from sessiongate.settings import Settings

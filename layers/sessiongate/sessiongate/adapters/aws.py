@@ -7,8 +7,14 @@ Standard retries back off on throttling and on IAM ``ConcurrentModification``-st
 from __future__ import annotations
 
 import functools
+import inspect
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sessiongate.core.ports import ServiceFailure
 
 RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 6}}
 # IAM answers 409 ConcurrentModification when two writes to one principal overlap. It is transient, but
@@ -58,6 +64,32 @@ def error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+def raises_service_failures(cls: C) -> C:
+    """Class decorator: botocore's errors leave every public method as the core's ``ServiceFailure``
+    (same message, ``code`` = AWS's error code). The core reacts to its own vocabulary only; the
+    errors an adapter recognises (NotFound, conditional checks...) are handled inside it first."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _service_failures(member))
+    return cls
+
+
+def _service_failures(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise ServiceFailure(str(exc), code=error_code(exc)) from exc
+
+    return call
 
 
 def client_with(service: str, credentials: dict[str, str] | None = None) -> Any:

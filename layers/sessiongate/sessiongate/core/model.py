@@ -175,13 +175,36 @@ class Grant:
         return parse_iso(self.expires_at) if self.expires_at else None
 
 
-@dataclass(frozen=True)
+class Result(StrEnum):
+    """What a trigger ended in (``Outcome.result``); the values are what callers and logs see."""
+
+    GRANTED = "granted"
+    DENIED = "denied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+    SUPERSEDED = "superseded"
+    IGNORED = "ignored"
+    RECONCILED = "reconciled"
+    EMITTED = "emitted"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, init=False)
 class Outcome:
     """What a handler did; returned to the caller and logged."""
 
-    result: str  # granted | denied | duplicate | rejected | revoked | emitted | deferred | ignored
+    result: Result
     grant_id: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self, result: Result | str, grant_id: str | None = None, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        # A plain string is accepted (the front doors pass literals) but must be a known result.
+        object.__setattr__(self, "result", Result(result))
+        object.__setattr__(self, "grant_id", grant_id)
+        object.__setattr__(self, "detail", {} if detail is None else detail)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"result": self.result}
