@@ -221,7 +221,9 @@ def test_a_role_iam_will_not_modify_is_denied_and_its_claim_released(world: Core
     assert world.ledger.slots == {}
 
 
-def test_a_principal_deleted_while_granting_is_denied(world: CoreWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_principal_deleted_while_granting_is_denied(
+    world: CoreWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
     read = world.directory.get_principal
 
     def read_then_deleted(*args: Any) -> Any:
