@@ -83,7 +83,11 @@ class FakeLedger:
             return False
         # PutItem replaces the whole item: a record that is not live replaces a lone tombstone.
         self.tombstones.pop(grant.grant_id, None)
-        self.grants[grant.grant_id] = copy.deepcopy(grant)
+        stored = copy.deepcopy(grant)
+        if stored.status in LIVE:
+            # The live-by-expiry index needs a sort key: a record without expiry yet stores its creation.
+            stored.expires_at = stored.expires_at or stored.created_at
+        self.grants[grant.grant_id] = stored
         return True
 
     def claim_slot(self, grant: Grant, slot: int, expires_at: str) -> bool:
