@@ -1,8 +1,6 @@
 """Granting: check an approved request, claim a slot, tag the principal, schedule the revocation.
 
-Every step converges on redelivery: the record is created with a conditional write (a duplicate finds
-it and stops, a PROVISIONING one is resumed), the slot claim names the grant, tags are overwritten
-with the same values and the revoke schedule has a deterministic name.
+Every step converges on redelivery (conditional record and slot claim, same tags, one schedule name).
 """
 
 from __future__ import annotations
@@ -43,6 +41,9 @@ class Checked:
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
+    """The record is created with a conditional write: a duplicate finds it and stops, a PROVISIONING
+    one is resumed. The slot claim names the grant, tags are overwritten with the same values and the
+    revoke schedule has a deterministic name, so every step converges on redelivery."""
     try:
         request = AccessApproved.from_detail(detail)
     except InvalidInput as exc:

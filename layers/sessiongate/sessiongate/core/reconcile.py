@@ -1,12 +1,4 @@
-"""The reconciler: repair what lost or failed deliveries left behind, and report every repair.
-
-1. ACTIVE grants past expiry (their schedule was lost or failed): revoke them.
-2. PROVISIONING grants stuck past the grace period: undo and deny them (or revoke if expired).
-3. ACTIVE grants whose revoke schedule is missing: re-create it.
-4. Slot tags that no live grant explains (drift, manual tagging) on principals that hold the operator
-   policy or a live grant: remove them, holding the slot's lock while doing so.
-Every item is attempted; if any repair failed the run raises at the end (alarm, retry).
-"""
+"""The reconciler: repair what lost or failed deliveries left behind, and report every repair."""
 
 from __future__ import annotations
 
@@ -32,6 +24,13 @@ Principal = tuple[str, PrincipalType, str]  # account, kind, name
 
 
 def reconcile(ctx: Context, revoke: Revoke) -> Outcome:
+    """1. ACTIVE grants past expiry (their schedule was lost or failed): revoke them.
+    2. PROVISIONING grants stuck past the grace period: undo and deny them (or revoke if expired).
+    3. ACTIVE grants whose revoke schedule is missing: re-create it.
+    4. Slot tags that no live grant explains (drift, manual tagging) on principals that hold the
+       operator policy or a live grant: remove them, holding the slot's lock while doing so.
+    Every item is attempted; if any repair failed the run raises at the end (alarm, retry).
+    """
     bind()  # a new operation: no keys of the previous one
     now = ctx.clock.now()
     repairs: dict[str, list[str]] = {
