@@ -1,11 +1,12 @@
-"""The unit tier's fakes keep the real adapters' rules: the same assertions against the fake and against
-the adapter on moto (``tests/unit/fakes/core.py``; ``adapters/ledger.py``, ``adapters/directory.py``)."""
+"""The unit tier's fakes keep the real adapters' rules: the same assertions against the fake
+(``tests/unit/fakes/core.py``) and against the adapter on moto (ledger, directory, schedules)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import boto3
@@ -15,12 +16,13 @@ from moto import mock_aws
 from sandbox import fake_iam
 from sessiongate.adapters.directory import Directory
 from sessiongate.adapters.ledger import Ledger
+from sessiongate.adapters.scheduler import Schedules
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.core.ports import PrincipalGone, PrincipalUnmodifiable, TagLimitExceeded
 from sessiongate.errors import TransientError
 from tests.support.template import resource
-from tests.unit.fakes.core import FakeDirectory, FakeLedger
+from tests.unit.fakes.core import FakeDirectory, FakeLedger, FakeSchedules
 
 ACCOUNT = "123456789012"
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
@@ -312,3 +314,32 @@ def test_policy_principals(iam: tuple[Any, Principals]) -> None:
     principals.attach(policy, USER, "alice")
     principals.attach(policy, ROLE, "ops")
     assert directory.policy_principals(policy) == {(USER, "alice"), (ROLE, "ops")}
+
+
+@pytest.fixture(params=["fake", "moto"])
+def schedules(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield FakeSchedules()
+        return
+    with mock_aws():
+        scheduler = boto3.client("scheduler", region_name=REGION)
+        scheduler.create_schedule_group(Name="contract")
+        yield Schedules(
+            scheduler,
+            group="contract",
+            role_arn=f"arn:aws:iam::{ACCOUNT}:role/sessiongate/scheduler",
+            dlq_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:schedule-dlq",
+        )
+
+
+def test_schedules_have_deterministic_names(schedules: Any) -> None:
+    when = datetime(2026, 11, 24, 9, 10, tzinfo=UTC)
+    target = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:revoke"
+    payload = {"grant_id": "g1", "reason": "expired"}
+    assert not schedules.exists("sg-revoke-g1")
+    assert schedules.create_once("sg-revoke-g1", when, target, payload)
+    assert not schedules.create_once("sg-revoke-g1", when, target, payload)  # a redelivery
+    assert schedules.exists("sg-revoke-g1")
+    assert schedules.delete("sg-revoke-g1")
+    assert not schedules.delete("sg-revoke-g1")  # gone already: done
+    assert not schedules.exists("sg-revoke-g1")
