@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 
 from sessiongate.adapters.directory import Directory
@@ -20,15 +20,19 @@ from sessiongate.errors import TransientError
 TAGS = {"SecurityAllowSessionInstance": "i-0123456789abcdef0"}
 
 
-@pytest.fixture
-def iam() -> Iterator[tuple[Any, Stubber]]:
-    client = boto3.client(
+def _client() -> Any:
+    return boto3.client(
         "iam",
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         config=Config(retries={"max_attempts": 1, "mode": "standard"}),
     )
+
+
+@pytest.fixture
+def iam() -> Iterator[tuple[Any, Stubber]]:
+    client = _client()
     with Stubber(client) as stubber:
         yield client, stubber
         stubber.assert_no_pending_responses()
@@ -40,9 +44,11 @@ def test_an_unrecognised_aws_error_is_a_service_failure(iam: tuple[Any, Stubber]
     with pytest.raises(ServiceFailure) as caught:
         Directory(client).get_principal(PrincipalType.USER, "alice")
     assert caught.value.code == "AccessDenied"
-    assert isinstance(caught.value, TransientError)  # raised: the delivery is retried and alarmed
-    assert isinstance(caught.value.__cause__, ClientError)
-    assert "not allowed" in str(caught.value)
+    # Still the ClientError it was for code outside the core (the request API maps it to a 503).
+    assert isinstance(caught.value, ClientError)
+    assert caught.value.response["Error"]["Code"] == "AccessDenied"
+    assert str(caught.value) == str(caught.value.__cause__)
+    assert not isinstance(caught.value, TransientError)  # not "the grant is still being set up"
 
 
 def test_a_missing_principal_is_none(iam: tuple[Any, Stubber]) -> None:
@@ -66,3 +72,16 @@ def test_iam_refusals_of_a_tag_are_the_cores_exceptions(
     stubber.add_client_error("tag_role", code, "refused", status)
     with pytest.raises(raised):
         Directory(client).tag(PrincipalType.ROLE, "ops", TAGS)
+
+
+def test_a_connection_failure_is_a_service_failure_and_a_botocore_error() -> None:
+    client = _client()
+
+    def unreachable(**_: Any) -> None:
+        raise EndpointConnectionError(endpoint_url="https://iam.amazonaws.com/")
+
+    client.meta.events.register("before-call.iam.GetUser", unreachable)
+    with pytest.raises(ServiceFailure) as caught:
+        Directory(client).get_principal(PrincipalType.USER, "alice")
+    assert isinstance(caught.value, BotoCoreError)
+    assert "iam.amazonaws.com" in str(caught.value)

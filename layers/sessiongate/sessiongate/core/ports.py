@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Protocol
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import Identity, PrincipalType
 from sessiongate.core.model import AccessApproved, Denial, Grant
-from sessiongate.errors import TransientError
+from sessiongate.errors import SessionGateError
 
 
 class PrincipalGone(Exception):
@@ -37,9 +37,11 @@ class AccountNotAllowed(Exception):
     """The account is neither SessionGate's own nor a configured member account."""
 
 
-class ServiceFailure(TransientError):
-    """An AWS call failed in a way the core does not tell apart (throttling, 5xx, network, a refusal):
-    raised, so the delivery is retried and alarmed. ``code`` is AWS's error code when there is one."""
+class ServiceFailure(SessionGateError):
+    """An AWS call failed in a way the core does not tell apart (throttling after retries, 5xx, network,
+    a refusal): never a decision, it propagates so the delivery is retried and alarmed; the reconciler
+    counts it as an unrepaired item. ``code`` is AWS's error code when there is one. The adapters raise
+    it as a botocore error too (``adapters/aws.py``), so code outside the core sees what it saw before."""
 
     def __init__(self, message: str, *, code: str = "") -> None:
         super().__init__(message)

@@ -44,7 +44,7 @@ def reconcile(ctx: Context, revoke: Revoke) -> Outcome:
     for grant in live:
         try:
             kind = _repair_grant(ctx, grant, now, revoke)
-        except TransientError as exc:  # ServiceFailure included: AWS calls that failed
+        except (TransientError, ServiceFailure) as exc:
             logger().exception("reconciler could not repair a grant", extra={"grant_id": grant.grant_id})
             failures.append(f"{grant.grant_id}: {exc}")
             continue
