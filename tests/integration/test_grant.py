@@ -12,6 +12,7 @@ import pytest
 from sessiongate.change_manager.events import ChangeRequestRef
 from sessiongate.change_manager.interpretation import interpret
 from sessiongate.clock import to_iso
+from sessiongate.core.grant import new_record
 from sessiongate.core.model import AccessApproved, GrantStatus, Origin
 from sessiongate.errors import TransientError
 from tests.support.stack import ACCOUNT, Stack, change_request, through_change_manager
@@ -308,7 +309,7 @@ def test_a_slot_claimed_by_a_concurrent_grant_is_skipped(stack: Stack) -> None:
     engine = stack.engine()
     rival = stack.approved(instance_id=stack.instance(), principal="alice")
     ours = stack.approved(instance_id=stack.instance(), principal="alice")
-    rival_grant = engine._record(
+    rival_grant = new_record(
         rival, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
     )
     assert engine.ledger.create(rival_grant)
@@ -402,7 +403,7 @@ def test_the_ledger_never_creates_or_activates_a_live_grant_over_a_revocation_re
     ledger = engine.ledger
     at = to_iso(stack.clock.now())
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    provisioning = engine._record(
+    provisioning = new_record(
         request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
     )
 
@@ -417,7 +418,7 @@ def test_the_ledger_never_creates_or_activates_a_live_grant_over_a_revocation_re
     assert ledger.get_grant(request.grant_id).status is GrantStatus.DENIED  # type: ignore[union-attr]
 
     other = stack.approved(instance_id=stack.instance(), principal="alice")
-    record = engine._record(other, provisioning.principal_arn, stack.clock.now(), GrantStatus.PROVISIONING)
+    record = new_record(other, provisioning.principal_arn, stack.clock.now(), GrantStatus.PROVISIONING)
     assert ledger.create(record)
     ledger.request_revoke(other.grant_id, at=at, reason="done", by=APPROVER)
     assert not ledger.activate(record, "sg-revoke-x")

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from sessiongate.core.engine import Engine
+from sessiongate.core.grant import new_record
 from sessiongate.core.model import GrantStatus
 from sessiongate.errors import TransientError
 from tests.support.stack import ACCOUNT, Stack
@@ -135,7 +136,7 @@ def test_drift_repair_leaves_a_slot_that_a_grant_holds(stack: Stack, engine: Eng
     """A grant that has claimed its slot and tagged but not yet activated is not drift."""
     _operator(stack, "alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    grant = engine._record(
+    grant = new_record(
         request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
     )
     engine.ledger.create(grant)

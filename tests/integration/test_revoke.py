@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from sessiongate.core.grant import new_record
 from sessiongate.core.model import GrantStatus
 from sessiongate.errors import TransientError
 from tests.support.stack import ACCOUNT, Stack
@@ -124,7 +125,7 @@ def test_revoke_of_a_grant_still_provisioning_is_retried(stack: Stack) -> None:
     stack.user("alice")
     engine = stack.engine()
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    grant = engine._record(
+    grant = new_record(
         request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
     )
     engine.ledger.create(grant)

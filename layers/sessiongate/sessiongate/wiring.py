@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sessiongate.change_manager.adapter import ChangeRequestAdapter
@@ -18,6 +19,11 @@ from sessiongate.settings import Settings
 
 if TYPE_CHECKING:
     from sessiongate.access_requests.http import RequestApi
+    from sessiongate.adapters.bus import Bus
+    from sessiongate.adapters.directory import Directory
+    from sessiongate.adapters.inventory import Inventory
+    from sessiongate.adapters.notifier import Notifier
+    from sessiongate.adapters.scheduler import Schedules
 
 ClientFactory = Callable[[str], Any]
 MemberClientFactory = Callable[[str, dict[str, str] | None], Any]
@@ -43,31 +49,25 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_engine(
-    settings: Settings,
-    *,
-    clock: Clock | None = None,
-    client: ClientFactory | None = None,
-    member_client: MemberClientFactory | None = None,
-    member_session: tuple[str, dict[str, Any] | None] = ("sessiongate", None),
-) -> Engine:
-    from sessiongate.adapters import aws
-    from sessiongate.adapters.accounts import MemberAccounts
+@dataclass(frozen=True)
+class SharedAdapters:
+    """The adapters the engine and a front door share (one instance each per process)."""
+
+    directory: Directory
+    inventory: Inventory
+    schedules: Schedules
+    notifier: Notifier
+    bus: Bus
+
+
+def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
     from sessiongate.adapters.bus import Bus
-    from sessiongate.adapters.change_requests import ChangeRequests
     from sessiongate.adapters.directory import Directory
     from sessiongate.adapters.inventory import Inventory
-    from sessiongate.adapters.ledger import Ledger
     from sessiongate.adapters.notifier import Notifier
     from sessiongate.adapters.scheduler import Schedules
-    from sessiongate.adapters.sessions import Sessions
 
-    make = client or aws.LazyClient
-    clock = clock or SystemClock()
-    changes = ChangeRequests(make("ssm"))
-    return Engine(
-        settings=settings,
-        ledger=Ledger(make("dynamodb"), settings.table_name),
+    return SharedAdapters(
         directory=Directory(make("iam")),
         inventory=Inventory(make("ec2"), make("ssm")),
         schedules=Schedules(
@@ -77,8 +77,38 @@ def build_engine(
             dlq_arn=settings.schedule_dlq_arn,
         ),
         notifier=Notifier(make("sns"), settings.topic_arn),
-        clock=clock,
         bus=Bus(make("events"), settings.event_bus_name),
+    )
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
+    member_session: tuple[str, dict[str, Any] | None] = ("sessiongate", None),
+    shared: SharedAdapters | None = None,
+) -> Engine:
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.accounts import MemberAccounts
+    from sessiongate.adapters.change_requests import ChangeRequests
+    from sessiongate.adapters.ledger import Ledger
+    from sessiongate.adapters.sessions import Sessions
+
+    make = client or aws.LazyClient
+    clock = clock or SystemClock()
+    shared = shared or shared_adapters(settings, make)
+    changes = ChangeRequests(make("ssm"))
+    return Engine(
+        settings=settings,
+        ledger=Ledger(make("dynamodb"), settings.table_name),
+        directory=shared.directory,
+        inventory=shared.inventory,
+        schedules=shared.schedules,
+        notifier=shared.notifier,
+        clock=clock,
+        bus=shared.bus,
         verifiers=_verifiers(settings, changes, clock, make),
         sessions=Sessions(make("ssm")),
         accounts=MemberAccounts(
@@ -104,14 +134,14 @@ def build_change_request_adapter(
     from sessiongate.adapters.change_requests import ChangeRequests
 
     make = client or aws.LazyClient
-    core = build_engine(settings, clock=clock, client=client)
-    assert core.bus is not None
+    shared = shared_adapters(settings, make)
+    core = build_engine(settings, clock=clock, client=client, shared=shared)
     return ChangeRequestAdapter(
         settings=settings,
         changes=ChangeRequests(make("ssm")),
-        bus=core.bus,
-        schedules=core.schedules,
-        directory=core.directory,
+        bus=shared.bus,
+        schedules=shared.schedules,
+        directory=shared.directory,
         clock=core.clock,
         recorder=core,
     )
@@ -205,6 +235,7 @@ def build_request_api(
     clock = clock or SystemClock()
     from sessiongate.adapters.accounts import READ_AND_UNTAG_ONLY
 
+    shared = shared_adapters(settings, make)
     # In member accounts the request API only reads and revokes: its role session there cannot tag.
     core = build_engine(
         settings,
@@ -212,18 +243,18 @@ def build_request_api(
         client=client,
         member_client=member_client,
         member_session=("sessiongate-requests", READ_AND_UNTAG_ONLY),
+        shared=shared,
     )
-    assert core.bus is not None
     return RequestApi(
         NativeService(
             settings=settings,
             store=RequestStore(make("dynamodb"), settings.requests_table),
             policies=policy_source(settings, clock, make),
             macs=Macs(make("kms")),
-            inventory=core.inventory,
-            directory=core.directory,
-            bus=core.bus,
-            notifier=core.notifier,
+            inventory=shared.inventory,
+            directory=shared.directory,
+            bus=shared.bus,
+            notifier=shared.notifier,
             engine=core,
             clock=clock,
         )

@@ -9,19 +9,18 @@ from typing import TYPE_CHECKING, Protocol
 
 from sessiongate.access_requests.ids import new_request_id
 from sessiongate.adapters.bus import Bus
-from sessiongate.adapters.directory import Directory
-from sessiongate.adapters.inventory import Inventory
 from sessiongate.adapters.kms import Macs
 from sessiongate.adapters.notifier import Notifier
 from sessiongate.adapters.policy_source import PolicySource
 from sessiongate.adapters.request_store import RequestStore
 from sessiongate.clock import Clock
 from sessiongate.core.model import Grant
+from sessiongate.core.ports import Directory, Inventory
 from sessiongate.settings import Settings
 
 if TYPE_CHECKING:
-    from sessiongate.adapters.accounts import MemberAccounts
     from sessiongate.core.model import Outcome
+    from sessiongate.core.ports import MemberAccounts
 
 # Conditional-write retries of one API call before it answers 409 "conflict".
 WRITE_ATTEMPTS = 3

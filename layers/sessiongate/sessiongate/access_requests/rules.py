@@ -16,10 +16,9 @@ from sessiongate.access_requests.records import (
 )
 from sessiongate.access_requests.signing import Signing
 from sessiongate.adapters.accounts import MemberUnavailable
-from sessiongate.adapters.directory import Directory
-from sessiongate.adapters.inventory import Inventory
 from sessiongate.clock import to_iso
 from sessiongate.core.guardrails import excluded_by_tag
+from sessiongate.core.ports import Directory, Inventory
 from sessiongate.observability import bind, metrics
 
 

@@ -16,10 +16,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sessiongate.adapters.aws import error_code
+from sessiongate.adapters.aws import error_code, raises_service_failures
 from sessiongate.adapters.directory import Directory
 from sessiongate.adapters.inventory import Inventory
 from sessiongate.adapters.sessions import Sessions
+from sessiongate.core.ports import MemberUnavailable as MemberUnavailable
 
 # Errors that mean "the member role is missing, or does not trust us": a decision, not a retry.
 UNAVAILABLE = {
@@ -58,10 +59,6 @@ READ_AND_UNTAG_ONLY: dict[str, Any] = {
 ClientMaker = Callable[[str, dict[str, str] | None], Any]
 
 
-class MemberUnavailable(Exception):
-    """The member account's role cannot be assumed (missing, untrusted, or account closed)."""
-
-
 @dataclass
 class _Session:
     directory: Directory
@@ -70,6 +67,7 @@ class _Session:
     expires: datetime
 
 
+@raises_service_failures
 class MemberAccounts:
     def __init__(
         self,

@@ -12,8 +12,14 @@ Standard retries back off on throttling and on IAM ``ConcurrentModification``-st
 from __future__ import annotations
 
 import functools
+import inspect
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sessiongate.core.ports import ServiceFailure
 
 RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 6}}
 # IAM answers 409 ConcurrentModification when two writes to one principal overlap. It is transient, but
@@ -77,6 +83,58 @@ def error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+class ServiceCallFailed(ServiceFailure, ClientError):  # type: ignore[misc]  # botocore is untyped
+    """A ``ClientError`` the adapter did not recognise, as the core's ``ServiceFailure``: still a
+    ``ClientError`` (same response, same message) for the code outside the core."""
+
+    def __init__(self, original: ClientError) -> None:
+        ClientError.__init__(self, original.response, original.operation_name)
+        self.code = error_code(original)
+
+    def __reduce__(self) -> Any:
+        return ClientError, (self.response, self.operation_name)
+
+
+class ServiceUnreachable(ServiceFailure, BotoCoreError):  # type: ignore[misc]
+    """A ``BotoCoreError`` (connection, timeout, credentials...) as the core's ``ServiceFailure``."""
+
+    fmt = "{message}"
+
+    def __init__(self, original: BotoCoreError) -> None:
+        BotoCoreError.__init__(self, message=str(original))
+        self.code = ""
+
+
+def raises_service_failures(cls: C) -> C:
+    """Class decorator: botocore's errors leave every public method as the core's ``ServiceFailure``
+    (same message and type for everyone else, see above). The core reacts to its own vocabulary only;
+    the errors an adapter recognises (NotFound, conditional checks...) are handled inside it first."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _service_failures(member))
+    return cls
+
+
+def _service_failures(method: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except ServiceFailure:
+            raise
+        except ClientError as exc:
+            raise ServiceCallFailed(exc) from exc
+        except BotoCoreError as exc:
+            raise ServiceUnreachable(exc) from exc
+
+    return call
 
 
 def client_with(service: str, credentials: dict[str, str] | None = None) -> Any:

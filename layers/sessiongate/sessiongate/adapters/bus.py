@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sessiongate.adapters.aws import raises_service_failures
 from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE, AccessApproved
 from sessiongate.errors import TransientError
 
 
+@raises_service_failures
 class Bus:
     def __init__(self, events: Any, bus_name: str) -> None:
         self._events = events

@@ -5,23 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sessiongate.adapters.aws import raises_service_failures
 from sessiongate.core.guardrails import PrincipalFacts
 from sessiongate.core.identity import PrincipalType
+from sessiongate.core.ports import PrincipalGone as PrincipalGone
+from sessiongate.core.ports import PrincipalUnmodifiable as PrincipalUnmodifiable
+from sessiongate.core.ports import TagLimitExceeded as TagLimitExceeded
 
 
-class PrincipalGone(Exception):
-    """The IAM user or role does not exist (any more)."""
-
-
-class TagLimitExceeded(Exception):
-    """IAM refused the tags: the principal would exceed 50 tags."""
-
-
-class PrincipalUnmodifiable(Exception):
-    """IAM refused the write: the role is modifiable only by AWS (``UnmodifiableEntity``), as are the
-    roles IAM Identity Center provisions under ``/aws-reserved/sso.amazonaws.com/``."""
-
-
+@raises_service_failures
 class Directory:
     def __init__(self, iam: Any) -> None:
         self._iam = iam

@@ -6,12 +6,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sessiongate.adapters.aws import error_code
+from sessiongate.adapters.aws import error_code, raises_service_failures
 from sessiongate.core.guardrails import InstanceFacts
 
 _MISSING = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 
 
+@raises_service_failures
 class Inventory:
     def __init__(self, ec2: Any, ssm: Any | None) -> None:
         self._ec2 = ec2

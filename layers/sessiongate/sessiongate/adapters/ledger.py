@@ -18,24 +18,17 @@ Items (single table, partition key ``pk``):
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Any
 
+from sessiongate.adapters.aws import raises_service_failures
 from sessiongate.core.model import Grant, GrantStatus
+from sessiongate.core.ports import RevokeRequest
 from sessiongate.errors import TransientError
 
 LIVE_INDEX = "live-by-expiry"
 _GRANT_FIELDS = {f.name for f in fields(Grant)}
 TOMBSTONE = "revoke_requested"
-
-
-@dataclass(frozen=True)
-class RevokeRequest:
-    """A revocation asked for through the request API (the tombstone on a grant's item)."""
-
-    at: str
-    reason: str
-    by: str
 
 
 def _ser(value: Any) -> dict[str, Any]:
@@ -73,6 +66,7 @@ def to_grant(item: dict[str, Any]) -> Grant:
     return Grant(**values)
 
 
+@raises_service_failures
 class Ledger:
     def __init__(self, dynamodb: Any, table_name: str) -> None:
         self._db = dynamodb

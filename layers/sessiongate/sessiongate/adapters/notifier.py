@@ -8,10 +8,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sessiongate.adapters.aws import raises_service_failures
 from sessiongate.core.notifications import render
 from sessiongate.observability import logger, metrics
 
 
+@raises_service_failures
 class Notifier:
     def __init__(self, sns: Any, topic_arn: str) -> None:
         self._sns = sns

@@ -6,7 +6,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-REVOKE_PREFIX = "sg-revoke-"
+from sessiongate.adapters.aws import raises_service_failures
+from sessiongate.core.revoke import REVOKE_PREFIX
+
 START_PREFIX = "sg-start-"
 
 
@@ -15,6 +17,7 @@ def at_expression(when: datetime) -> str:
     return "at(" + when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + ")"
 
 
+@raises_service_failures
 class Schedules:
     def __init__(self, scheduler: Any, *, group: str, role_arn: str, dlq_arn: str) -> None:
         self._scheduler = scheduler

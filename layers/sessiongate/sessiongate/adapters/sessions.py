@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sessiongate.adapters.aws import raises_service_failures
 from sessiongate.core.identity import Identity, parse_identity, same_principal
 
 
+@raises_service_failures
 class Sessions:
     def __init__(self, ssm: Any) -> None:
         self._ssm = ssm

@@ -99,11 +99,7 @@ class AccessApproved:
             raise InvalidInput(
                 f"unsupported schema_version {detail.get('schema_version')!r}", field="schema_version"
             )
-        approvers = detail.get("approver_arns")
-        if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
-            raise InvalidInput("approver_arns must be a list of strings", field="approver_arns")
-        if len(approvers) > MAX_APPROVERS:
-            raise InvalidInput(f"at most {MAX_APPROVERS} approvers", field="approver_arns")
+        approvers = _approvers(detail)
         try:
             origin = Origin(_str(detail, "origin"))
         except ValueError:
@@ -112,19 +108,7 @@ class AccessApproved:
             principal_type = PrincipalType.parse(detail.get("principal_type"))
         except ValueError as exc:
             raise InvalidInput(str(exc), field="principal_type") from None
-        bound = detail.get("bound_user_id")
-        if bound is not None and (
-            not isinstance(bound, str) or not re.fullmatch(r"[A-Za-z0-9:@._-]{1,128}", bound)
-        ):
-            raise InvalidInput("bound_user_id is not a valid aws:userid", field="bound_user_id")
-        reason = detail.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > MAX_REASON:
-            raise InvalidInput(f"reason must be a string of at most {MAX_REASON} characters", field="reason")
-        if forbidden_characters(reason):
-            raise InvalidInput(
-                f"reason must be one line of visible text (refused: {forbidden_characters(reason)})",
-                field="reason",
-            )
+        bound, reason = _bound_user_id(detail), _reason(detail)
         return cls(
             grant_id=_match(detail, "grant_id", GRANT_ID_RE),
             origin=origin,
@@ -134,7 +118,7 @@ class AccessApproved:
             principal_type=principal_type,
             principal_name=_match(detail, "principal_name", PRINCIPAL_NAME_RE),
             requester_arn=_arn(detail, "requester_arn"),
-            approver_arns=tuple(approvers),
+            approver_arns=approvers,
             duration_minutes=_int(detail, "duration_minutes"),
             not_before=_time(detail, "not_before"),
             approved_at=_time(detail, "approved_at"),
@@ -175,13 +159,36 @@ class Grant:
         return parse_iso(self.expires_at) if self.expires_at else None
 
 
-@dataclass(frozen=True)
+class Result(StrEnum):
+    """What a trigger ended in (``Outcome.result``); the values are what callers and logs see."""
+
+    GRANTED = "granted"
+    DENIED = "denied"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    REVOKED = "revoked"
+    SUPERSEDED = "superseded"
+    IGNORED = "ignored"
+    RECONCILED = "reconciled"
+    EMITTED = "emitted"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, init=False)
 class Outcome:
     """What a handler did; returned to the caller and logged."""
 
-    result: str  # granted | denied | duplicate | rejected | revoked | emitted | deferred | ignored
+    result: Result
     grant_id: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self, result: Result | str, grant_id: str | None = None, detail: Mapping[str, Any] | None = None
+    ) -> None:
+        # A plain string is accepted (the front doors pass literals) but must be a known result.
+        object.__setattr__(self, "result", Result(result))
+        object.__setattr__(self, "grant_id", grant_id)
+        object.__setattr__(self, "detail", {} if detail is None else detail)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"result": self.result}
@@ -189,6 +196,36 @@ class Outcome:
             out["grant_id"] = self.grant_id
         out.update(self.detail)
         return out
+
+
+def _approvers(detail: Mapping[str, Any]) -> tuple[str, ...]:
+    approvers = detail.get("approver_arns")
+    if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
+        raise InvalidInput("approver_arns must be a list of strings", field="approver_arns")
+    if len(approvers) > MAX_APPROVERS:
+        raise InvalidInput(f"at most {MAX_APPROVERS} approvers", field="approver_arns")
+    return tuple(approvers)
+
+
+def _bound_user_id(detail: Mapping[str, Any]) -> str | None:
+    bound = detail.get("bound_user_id")
+    if bound is not None and (
+        not isinstance(bound, str) or not re.fullmatch(r"[A-Za-z0-9:@._-]{1,128}", bound)
+    ):
+        raise InvalidInput("bound_user_id is not a valid aws:userid", field="bound_user_id")
+    return bound
+
+
+def _reason(detail: Mapping[str, Any]) -> str:
+    reason = detail.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise InvalidInput(f"reason must be a string of at most {MAX_REASON} characters", field="reason")
+    if forbidden_characters(reason):
+        raise InvalidInput(
+            f"reason must be one line of visible text (refused: {forbidden_characters(reason)})",
+            field="reason",
+        )
+    return reason
 
 
 def _str(detail: Mapping[str, Any], name: str, *, limit: int = 256) -> str:

@@ -73,63 +73,89 @@ def _who(payload: Mapping[str, Any]) -> str:
 
 
 def _lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:
-    instance = payload.get("instance_id") or "?"
-    lines: list[str] = []
-    if event_type == "AccessGranted":
-        lines += [
-            f"{_who(payload)} may start Session Manager sessions on {instance}"
-            f" until {payload.get('expires_at')} UTC.",
-            f"Requested by {payload.get('requester_arn')};"
-            f" approved by {', '.join(payload.get('approver_arns') or [])}.",
-            "",
-            "Connect:",
-            f"  aws ssm start-session --target {instance}",
-        ]
-    elif event_type == "AccessRevoked":
-        lines += [
-            f"Access of {_who(payload)} to {instance} was revoked at {payload.get('at')} UTC "
-            f"({payload.get('reason')}, by {payload.get('revoked_by')}).",
-            "New sessions are refused; open sessions end at the Session Manager limits"
-            " (or now, if SessionGate terminates them).",
-        ]
-    elif event_type == "AccessDenied":
-        lines.append(f"The request {payload.get('grant_id')} for {_who(payload)} on {instance} was denied:")
-        lines += [f"  - {d.get('code')}: {d.get('message')}" for d in payload.get("denials") or []]
-        lines.append(f"Requested by {payload.get('requester_arn') or '?'}. Nothing was changed in IAM.")
-    elif event_type == "ReconcilerRepaired":
-        repairs = payload.get("repairs") or {}
-        lines.append("The reconciler repaired what lost or failed deliveries left behind:")
-        lines += [f"  - {k.replace('_', ' ')}: {', '.join(v)}" for k, v in repairs.items() if v]
-        lines.append("Check the DLQs and the function logs for the cause.")
-    elif event_type == "PolicyChanged":
-        lines.append(
-            f"A new verified approval policy is in effect ({payload.get('source')}, version "
-            f"{payload.get('parameter_version') or '-'}, sha256 {payload.get('digest')}):"
-        )
-        for rule in payload.get("rules") or []:
-            levels = " then ".join(
-                f"{lv.get('min_approvals')} of {', '.join(lv.get('approvers') or [])}"
-                for lv in rule.get("levels") or []
-            )
-            glass = ", break-glass allowed" if rule.get("break_glass") else ""
-            lines.append(f"  - {rule.get('name')}: {levels}{glass}")
-        lines.append("If no deployer of SessionGate signed this change, treat it as an incident.")
-    elif event_type == "PolicyRejected":
-        lines += [
-            f"The approval policy parameter {payload.get('parameter')} failed verification:",
-            f"  {payload.get('problem')}",
-            "Every native request is refused until a deployer signs a policy again:",
-            "  sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER",
-            "Find who wrote the parameter in CloudTrail (ssm:PutParameter).",
-        ]
+    body = _BODIES.get(event_type)
+    if body is not None:
+        lines = body(payload, payload.get("instance_id") or "?")
     elif event_type in _NATIVE:
-        lines += _native_lines(event_type, payload)
+        lines = _native_lines(event_type, payload)
     else:
-        lines.append(f"{payload.get('trigger')}: {payload.get('problem')} (field {payload.get('field')}).")
+        lines = [f"{payload.get('trigger')}: {payload.get('problem')} (field {payload.get('field')})."]
     lines += ["", f"Grant: {payload.get('grant_id') or '-'}   Account: {payload.get('account') or '-'}"]
     if payload.get("origin"):
         lines.append(f"Origin: {payload.get('origin')} {payload.get('origin_ref') or ''}".rstrip())
     return lines
+
+
+def _granted(payload: Mapping[str, Any], instance: str) -> list[str]:
+    return [
+        f"{_who(payload)} may start Session Manager sessions on {instance}"
+        f" until {payload.get('expires_at')} UTC.",
+        f"Requested by {payload.get('requester_arn')};"
+        f" approved by {', '.join(payload.get('approver_arns') or [])}.",
+        "",
+        "Connect:",
+        f"  aws ssm start-session --target {instance}",
+    ]
+
+
+def _revoked(payload: Mapping[str, Any], instance: str) -> list[str]:
+    return [
+        f"Access of {_who(payload)} to {instance} was revoked at {payload.get('at')} UTC "
+        f"({payload.get('reason')}, by {payload.get('revoked_by')}).",
+        "New sessions are refused; open sessions end at the Session Manager limits"
+        " (or now, if SessionGate terminates them).",
+    ]
+
+
+def _denied(payload: Mapping[str, Any], instance: str) -> list[str]:
+    lines = [f"The request {payload.get('grant_id')} for {_who(payload)} on {instance} was denied:"]
+    lines += [f"  - {d.get('code')}: {d.get('message')}" for d in payload.get("denials") or []]
+    lines.append(f"Requested by {payload.get('requester_arn') or '?'}. Nothing was changed in IAM.")
+    return lines
+
+
+def _repaired(payload: Mapping[str, Any], instance: str) -> list[str]:
+    repairs = payload.get("repairs") or {}
+    lines = ["The reconciler repaired what lost or failed deliveries left behind:"]
+    lines += [f"  - {k.replace('_', ' ')}: {', '.join(v)}" for k, v in repairs.items() if v]
+    lines.append("Check the DLQs and the function logs for the cause.")
+    return lines
+
+
+def _policy_changed(payload: Mapping[str, Any], instance: str) -> list[str]:
+    lines = [
+        f"A new verified approval policy is in effect ({payload.get('source')}, version "
+        f"{payload.get('parameter_version') or '-'}, sha256 {payload.get('digest')}):"
+    ]
+    for rule in payload.get("rules") or []:
+        levels = " then ".join(
+            f"{lv.get('min_approvals')} of {', '.join(lv.get('approvers') or [])}"
+            for lv in rule.get("levels") or []
+        )
+        glass = ", break-glass allowed" if rule.get("break_glass") else ""
+        lines.append(f"  - {rule.get('name')}: {levels}{glass}")
+    lines.append("If no deployer of SessionGate signed this change, treat it as an incident.")
+    return lines
+
+
+def _policy_rejected(payload: Mapping[str, Any], instance: str) -> list[str]:
+    return [
+        f"The approval policy parameter {payload.get('parameter')} failed verification:",
+        f"  {payload.get('problem')}",
+        "Every native request is refused until a deployer signs a policy again:",
+        "  sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER",
+        "Find who wrote the parameter in CloudTrail (ssm:PutParameter).",
+    ]
+
+
+_BODIES: dict[str, Callable[[Mapping[str, Any], str], list[str]]] = {
+    "AccessGranted": _granted,
+    "AccessRevoked": _revoked,
+    "AccessDenied": _denied,
+    "ReconcilerRepaired": _repaired,
+    "PolicyChanged": _policy_changed,
+    "PolicyRejected": _policy_rejected,
+}
 
 
 def _native_lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:

@@ -13,6 +13,8 @@ INSTANCE_KEY = "SecurityAllowSessionInstance"
 USER_KEY = "SecurityAllowSessionUser"
 MAX_SLOTS = 10
 IAM_TAG_LIMIT = 50
+# The slot lock the reconciler holds while it removes a drifted tag.
+REPAIR_HOLDER = "reconciler-repair"
 
 
 def instance_key(slot: int) -> str:

@@ -1,0 +1,130 @@
+"""What the grant core needs from AWS (narrow protocols) and the failures it reacts to.
+
+The adapters in ``sessiongate.adapters`` implement these; ``tests/unit/fakes`` holds in-memory ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
+from sessiongate.core.identity import Identity, PrincipalType
+from sessiongate.core.model import AccessApproved, Denial, Grant
+from sessiongate.errors import SessionGateError
+
+
+class PrincipalGone(Exception):
+    """The IAM user or role does not exist (any more)."""
+
+
+class TagLimitExceeded(Exception):
+    """IAM refused the tags: the principal would exceed 50 tags."""
+
+
+class PrincipalUnmodifiable(Exception):
+    """IAM refused the write: the role is modifiable only by AWS (``UnmodifiableEntity``), as are the
+    roles IAM Identity Center provisions under ``/aws-reserved/sso.amazonaws.com/``."""
+
+
+class MemberUnavailable(Exception):
+    """The member account's role cannot be assumed (missing, untrusted, or account closed)."""
+
+
+class AccountNotAllowed(Exception):
+    """The account is neither SessionGate's own nor a configured member account."""
+
+
+class ServiceFailure(SessionGateError):
+    """An AWS call failed in a way the core does not tell apart (throttling after retries, 5xx, network,
+    a refusal): never a decision, it propagates so the delivery is retried and alarmed; the reconciler
+    counts it as an unrepaired item. ``code`` is AWS's error code when there is one. The adapters raise
+    it as a botocore error too (``adapters/aws.py``), so code outside the core sees what it saw before."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RevokeRequest:
+    """A revocation asked for through the request API (the tombstone on a grant's item)."""
+
+    at: str
+    reason: str
+    by: str
+
+
+class Ledger(Protocol):
+    """Grant records and slot locks; every write is conditional (see ``adapters/ledger.py``)."""
+
+    def get_grant(self, grant_id: str) -> Grant | None: ...
+    def revoke_request(self, grant_id: str) -> RevokeRequest | None: ...
+    def slot_holder(self, principal_arn: str, slot: int) -> str | None: ...
+    def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]: ...
+    def create(self, grant: Grant) -> bool: ...
+    def claim_slot(self, grant: Grant, slot: int, expires_at: str) -> bool: ...
+    def release_slot(self, principal_arn: str, slot: int, grant_id: str) -> None: ...
+    def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None: ...
+    def activate(self, grant: Grant, schedule_name: str) -> bool: ...
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool: ...
+    def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool: ...
+    def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool: ...
+
+
+class Directory(Protocol):
+    """IAM principals of one account. ``tag`` raises PrincipalGone, TagLimitExceeded or
+    PrincipalUnmodifiable; ``untag`` answers ``False`` when there is nothing it could remove."""
+
+    def get_principal(self, kind: PrincipalType, name: str) -> PrincipalFacts | None: ...
+    def policy_principals(self, policy_arn: str) -> set[tuple[PrincipalType, str]]: ...
+    def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None: ...
+    def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool: ...
+
+
+class Inventory(Protocol):
+    def describe(self, instance_id: str, *, check_managed: bool) -> InstanceFacts | None: ...
+
+
+class Sessions(Protocol):
+    def terminate(self, instance_id: str, owner: Identity, session_name: str | None = None) -> list[str]: ...
+
+
+class Schedules(Protocol):
+    """One-time schedules with deterministic names: ``create_once`` is ``False`` when it exists."""
+
+    def create_once(self, name: str, when: datetime, target_arn: str, payload: dict[str, Any]) -> bool: ...
+    def exists(self, name: str) -> bool: ...
+    def delete(self, name: str) -> bool: ...
+
+
+class Notifier(Protocol):
+    """Best effort: ``publish`` never raises, it answers ``False`` when the notification was lost."""
+
+    def publish(self, event_type: str, payload: Mapping[str, Any], *, subject: str) -> bool: ...
+
+
+class Bus(Protocol):
+    def emit_approved(self, request: AccessApproved) -> None: ...
+
+
+class AccountAdapters(NamedTuple):
+    """IAM, EC2/SSM facts and Session Manager of one account."""
+
+    directory: Directory
+    inventory: Inventory
+    sessions: Sessions | None
+
+
+class MemberAccounts(Protocol):
+    """Adapters acting in a member account; raises MemberUnavailable when its role cannot be used."""
+
+    def adapters(self, account: str, now: datetime) -> tuple[Directory, Inventory, Sessions]: ...
+
+
+class OriginVerifier(Protocol):
+    """Re-reads the origin of an approval (SSM change request, native request record)."""
+
+    def verify(self, request: AccessApproved, instance: InstanceFacts | None = None) -> list[Denial]: ...

@@ -1,0 +1,476 @@
+"""In-memory fakes of the grant core's ports (``sessiongate.core.ports``), for the fast unit tier.
+
+They keep the real adapters' rules, checked against moto by ``tests/integration/test_core_contract.py``:
+- Ledger: every write conditional as in ``adapters/ledger.py`` (create-if-absent, one slot per grant,
+  a slot released only by its holder, the tombstone that keeps a grant from going live, reads that
+  return copies, never the stored record).
+- Directory: IAM's 50-tag limit per principal (``LimitExceeded`` -> TagLimitExceeded), tag keys
+  compared case-insensitively, tag values of IAM's pattern, roles of IAM Identity Center unmodifiable
+  (``UnmodifiableEntity`` -> PrincipalUnmodifiable, and nothing to untag), a deleted principal
+  (``NoSuchEntity`` -> PrincipalGone on tag, ``False`` on untag).
+- Schedules: deterministic names (``ConflictException`` -> ``False``), Scheduler's name pattern.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sessiongate.clock import ManualClock
+from sessiongate.core import slots
+from sessiongate.core.engine import Engine
+from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts, valid_tag_value
+from sessiongate.core.identity import Identity, PrincipalType, parse_identity, same_principal
+from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
+from sessiongate.core.ports import (
+    MemberUnavailable,
+    PrincipalGone,
+    PrincipalUnmodifiable,
+    RevokeRequest,
+    ServiceFailure,
+    TagLimitExceeded,
+)
+from sessiongate.errors import TransientError
+from sessiongate.settings import Settings
+
+LIVE = (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
+# IAM Identity Center's roles: only AWS may modify them (IAM answers UnmodifiableEntity).
+RESERVED_SSO_PATH = "/aws-reserved/sso.amazonaws.com/"
+# Scheduler schedule names: ^[0-9a-zA-Z-_.]+$, 1 to 64 characters (Scheduler API Reference, CreateSchedule).
+SCHEDULE_NAME_RE = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
+
+
+@dataclass
+class Slot:
+    holder: str
+    instance_id: str = ""
+    expires_at: str = ""
+
+
+class FakeLedger:
+    def __init__(self) -> None:
+        self.grants: dict[str, Grant] = {}
+        self.tombstones: dict[str, RevokeRequest] = {}
+        self.slots: dict[tuple[str, int], Slot] = {}
+
+    # -- reads ------------------------------------------------------------------------------
+    def get_grant(self, grant_id: str) -> Grant | None:
+        stored = self.grants.get(grant_id)
+        return copy.deepcopy(stored) if stored is not None else None
+
+    def revoke_request(self, grant_id: str) -> RevokeRequest | None:
+        return self.tombstones.get(grant_id)
+
+    def slot_holder(self, principal_arn: str, slot: int) -> str | None:
+        held = self.slots.get((principal_arn, slot))
+        return held.holder if held else None
+
+    def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
+        live = [g for g in self.grants.values() if g.status in LIVE]
+        if expiring_before is not None:
+            live = [g for g in live if (g.expires_at or g.created_at) < expiring_before]
+        return [copy.deepcopy(g) for g in sorted(live, key=lambda g: g.expires_at or g.created_at)]
+
+    # -- writes -----------------------------------------------------------------------------
+    def create(self, grant: Grant) -> bool:
+        if grant.grant_id in self.grants:
+            return False
+        if grant.status in LIVE and grant.grant_id in self.tombstones:
+            return False
+        # PutItem replaces the whole item: a record that is not live replaces a lone tombstone.
+        self.tombstones.pop(grant.grant_id, None)
+        stored = copy.deepcopy(grant)
+        if stored.status in LIVE:
+            # The live-by-expiry index needs a sort key: a record without expiry yet stores its creation.
+            stored.expires_at = stored.expires_at or stored.created_at
+        self.grants[grant.grant_id] = stored
+        return True
+
+    def claim_slot(self, grant: Grant, slot: int, expires_at: str) -> bool:
+        record = self.grants.get(grant.grant_id)
+        if record is None or record.status is not GrantStatus.PROVISIONING or record.slot not in (None, slot):
+            # The record moved on: adopt a slot a concurrent invocation claimed, else a lost race.
+            if record is not None and record.status is GrantStatus.PROVISIONING and record.slot:
+                grant.slot, grant.expires_at = record.slot, record.expires_at
+                return True
+            raise TransientError(f"grant {grant.grant_id} changed while claiming a slot")
+        held = self.slots.get((grant.principal_arn, slot))
+        if held is not None and held.holder != grant.grant_id:
+            return False
+        self.slots[(grant.principal_arn, slot)] = Slot(grant.grant_id, grant.instance_id, expires_at)
+        record.slot, record.expires_at = slot, expires_at
+        grant.slot, grant.expires_at = slot, expires_at
+        return True
+
+    def release_slot(self, principal_arn: str, slot: int, grant_id: str) -> None:
+        if self.slot_holder(principal_arn, slot) == grant_id:
+            del self.slots[(principal_arn, slot)]
+
+    def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None:
+        self.tombstones.setdefault(grant_id, RevokeRequest(at, reason, by))
+
+    def activate(self, grant: Grant, schedule_name: str) -> bool:
+        record = self.grants.get(grant.grant_id)
+        if (
+            record is None
+            or record.status is not GrantStatus.PROVISIONING
+            or grant.grant_id in self.tombstones
+        ):
+            return False
+        record.status, record.schedule_name = GrantStatus.ACTIVE, schedule_name
+        grant.status, grant.schedule_name = GrantStatus.ACTIVE, schedule_name
+        return True
+
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
+        record = self.grants.get(grant.grant_id)
+        if record is None or record.status is not GrantStatus.PROVISIONING:
+            return False
+        record.status, record.denials = GrantStatus.DENIED, copy.deepcopy(denials)
+        grant.status, grant.denials = GrantStatus.DENIED, denials
+        return True
+
+    def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool:
+        if (principal_arn, slot) in self.slots:
+            return False
+        self.slots[(principal_arn, slot)] = Slot(holder)
+        return True
+
+    def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool:
+        record = self.grants.get(grant.grant_id)
+        if record is None or record.status not in LIVE:
+            return False
+        frees = release_slot and grant.slot is not None
+        if frees and self.slot_holder(grant.principal_arn, grant.slot or 0) != grant.grant_id:
+            # The transaction's second item failed: cancelled, not a lost race on the record.
+            raise TransientError(f"revoke of {grant.grant_id} cancelled: ['None', 'ConditionalCheckFailed']")
+        record.status, record.revoked_at, record.revoke_reason, record.revoked_by = (
+            GrantStatus.REVOKED,
+            at,
+            reason,
+            by,
+        )
+        if frees:
+            del self.slots[(grant.principal_arn, grant.slot or 0)]
+        grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
+        return True
+
+
+@dataclass
+class Principal:
+    kind: PrincipalType
+    name: str
+    arn: str
+    path: str = "/"
+    id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    unmodifiable: bool = False  # IAM answers UnmodifiableEntity to every write on it
+
+
+class FakeDirectory:
+    """IAM of one account: users and roles with tags, and who holds which managed policy."""
+
+    TAG_LIMIT = slots.IAM_TAG_LIMIT
+
+    def __init__(self, account: str = "123456789012", partition: str = "aws") -> None:
+        self.account = account
+        self.partition = partition
+        self.principals: dict[tuple[PrincipalType, str], Principal] = {}
+        self.policies: dict[str, set[tuple[PrincipalType, str]]] = {}
+        self.writes: list[tuple[str, str, tuple[str, ...]]] = []  # (tag|untag, name, keys)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def add(
+        self,
+        kind: PrincipalType | str,
+        name: str,
+        *,
+        path: str = "/",
+        tags: Mapping[str, str] | None = None,
+        unmodifiable: bool | None = None,
+    ) -> str:
+        """Add a user or role; a role under IAM Identity Center's path is unmodifiable unless told."""
+        kind = PrincipalType(kind)
+        arn = f"arn:{self.partition}:iam::{self.account}:{kind.value}{path}{name}"
+        unique = ("AIDA" if kind is PrincipalType.USER else "AROA") + f"{len(self.principals) + 1:017d}"
+        if unmodifiable is None:
+            unmodifiable = kind is PrincipalType.ROLE and path.startswith(RESERVED_SSO_PATH)
+        self.principals[(kind, name)] = Principal(
+            kind, name, arn, path, unique, dict(tags or {}), unmodifiable
+        )
+        return arn
+
+    def delete(self, kind: PrincipalType | str, name: str) -> None:
+        del self.principals[(PrincipalType(kind), name)]
+
+    def attach(self, policy_arn: str, kind: PrincipalType | str, name: str) -> None:
+        self.policies.setdefault(policy_arn, set()).add((PrincipalType(kind), name))
+
+    def tags_of(self, kind: PrincipalType | str, name: str) -> dict[str, str]:
+        return dict(self.principals[(PrincipalType(kind), name)].tags)
+
+    # -- the port ----------------------------------------------------------------------------
+    def get_principal(self, kind: PrincipalType, name: str) -> PrincipalFacts | None:
+        found = self.principals.get((kind, name))
+        if found is None:
+            return None
+        return PrincipalFacts(found.arn, found.name, found.path, kind.value, dict(found.tags), found.id)
+
+    def policy_principals(self, policy_arn: str) -> set[tuple[PrincipalType, str]]:
+        if policy_arn not in self.policies:
+            raise ServiceFailure(
+                f"Policy {policy_arn} does not exist or is not attachable.", code="NoSuchEntity"
+            )
+        return {p for p in self.policies[policy_arn] if p in self.principals}
+
+    def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None:
+        found = self.principals.get((kind, name))
+        if found is None:
+            raise PrincipalGone(name)
+        if found.unmodifiable:
+            raise PrincipalUnmodifiable(name)
+        if not all(valid_tag_value(v) and len(v) <= 256 for v in tags.values()):
+            raise ServiceFailure("1 validation error detected: tag value", code="ValidationError")
+        merged = dict(found.tags)
+        for key, value in tags.items():
+            # Keys compared case-insensitively, as slots.py models IAM: the first spelling stays.
+            same = next((k for k in merged if k.lower() == key.lower()), key)
+            merged[same] = value
+        if len(merged) > self.TAG_LIMIT:
+            raise TagLimitExceeded(name)
+        found.tags = merged
+        self.writes.append(("tag", name, tuple(tags)))
+
+    def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool:
+        found = self.principals.get((kind, name))
+        if found is None or found.unmodifiable:
+            return False
+        lowered = {k.lower() for k in keys}
+        found.tags = {k: v for k, v in found.tags.items() if k.lower() not in lowered}
+        self.writes.append(("untag", name, tuple(sorted(lowered))))
+        return True
+
+
+class FakeInventory:
+    def __init__(self) -> None:
+        self.instances: dict[str, InstanceFacts] = {}
+
+    def add(
+        self,
+        instance_id: str,
+        *,
+        state: str = "running",
+        tags: Mapping[str, str] | None = None,
+        managed: bool = True,
+    ) -> None:
+        self.instances[instance_id] = InstanceFacts(instance_id, state, dict(tags or {}), managed)
+
+    def describe(self, instance_id: str, *, check_managed: bool) -> InstanceFacts | None:
+        found = self.instances.get(instance_id)
+        if found is None:
+            return None
+        return found if check_managed else replace(found, ssm_managed=None)
+
+
+@dataclass
+class Schedule:
+    when: datetime
+    target_arn: str
+    payload: dict[str, Any]
+
+
+class FakeSchedules:
+    def __init__(self) -> None:
+        self.schedules: dict[str, Schedule] = {}
+        self.deleted: list[str] = []
+
+    def create_once(self, name: str, when: datetime, target_arn: str, payload: dict[str, Any]) -> bool:
+        if not SCHEDULE_NAME_RE.fullmatch(name):
+            raise ServiceFailure(f"invalid schedule name {name!r}", code="ValidationException")
+        if name in self.schedules:
+            return False
+        self.schedules[name] = Schedule(when, target_arn, copy.deepcopy(payload))
+        return True
+
+    def exists(self, name: str) -> bool:
+        return name in self.schedules
+
+    def delete(self, name: str) -> bool:
+        if self.schedules.pop(name, None) is None:
+            return False
+        self.deleted.append(name)
+        return True
+
+
+class FakeNotifier:
+    """Best effort like SNS through the adapter: ``fail`` loses every notification, never raises."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any], str]] = []
+        self.fail = False
+
+    def publish(self, event_type: str, payload: Mapping[str, Any], *, subject: str) -> bool:
+        if self.fail:
+            return False
+        self.published.append((event_type, dict(payload), subject))
+        return True
+
+    def types(self) -> list[str]:
+        return [event_type for event_type, _, _ in self.published]
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.emitted: list[AccessApproved] = []
+
+    def emit_approved(self, request: AccessApproved) -> None:
+        self.emitted.append(request)
+
+
+@dataclass
+class Session:
+    session_id: str
+    instance_id: str
+    owner_arn: str  # as DescribeSessions reports it: the assumed-role ARN (with session) or the user
+
+
+class FakeSessions:
+    def __init__(self) -> None:
+        self.active: list[Session] = []
+        self.terminated: list[str] = []
+
+    def start(self, session_id: str, instance_id: str, owner_arn: str) -> None:
+        self.active.append(Session(session_id, instance_id, owner_arn))
+
+    def terminate(self, instance_id: str, owner: Identity, session_name: str | None = None) -> list[str]:
+        ended = []
+        for session in list(self.active):
+            started_by = parse_identity(session.owner_arn)
+            if (
+                session.instance_id != instance_id
+                or started_by is None
+                or not same_principal(owner, started_by)
+            ):
+                continue
+            if session_name is not None and started_by.session != session_name:
+                continue
+            self.active.remove(session)
+            ended.append(session.session_id)
+        self.terminated += ended
+        return ended
+
+
+class FakeMemberAccounts:
+    """Member accounts reached through their member role; ``unavailable`` ones refuse AssumeRole."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, tuple[FakeDirectory, FakeInventory, FakeSessions]] = {}
+        self.unavailable: set[str] = set()
+
+    def add(self, account: str) -> tuple[FakeDirectory, FakeInventory, FakeSessions]:
+        self.members[account] = (FakeDirectory(account), FakeInventory(), FakeSessions())
+        return self.members[account]
+
+    def adapters(self, account: str, now: datetime) -> tuple[FakeDirectory, FakeInventory, FakeSessions]:
+        if account in self.unavailable or account not in self.members:
+            raise MemberUnavailable(
+                f"cannot assume arn:aws:iam::{account}:role/sessiongate/SessionGateMember"
+            )
+        return self.members[account]
+
+
+class FakeVerifier:
+    """An origin that confirms every approval, or answers the ``denials`` it is given."""
+
+    def __init__(self, denials: list[Denial] | None = None) -> None:
+        self.denials = denials or []
+        self.verified: list[str] = []
+
+    def verify(self, request: AccessApproved, instance: InstanceFacts | None = None) -> list[Denial]:
+        self.verified.append(request.grant_id)
+        return list(self.denials)
+
+
+ACCOUNT = "123456789012"
+MEMBER = "210987654321"
+START = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+INSTANCE = "i-0123456789abcdef0"
+APPROVER = f"arn:aws:iam::{ACCOUNT}:user/approver"
+REVOKE_TARGET = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:sessiongate-revoke-access"
+
+
+class CoreWorld:
+    """An Engine on fakes: one account (``ACCOUNT``) with alice, an instance, and a verifying origin."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = Settings(
+            account_id=ACCOUNT,
+            revoke_target_arn=REVOKE_TARGET,
+            excluded_principals=("Admin*",),
+            instance_denied_tag=("SessionGate", "deny"),
+            **settings,
+        )
+        self.clock = ManualClock(START)
+        self.ledger = FakeLedger()
+        self.directory = FakeDirectory(ACCOUNT)
+        self.inventory = FakeInventory()
+        self.schedules = FakeSchedules()
+        self.notifier = FakeNotifier()
+        self.sessions = FakeSessions()
+        self.accounts = FakeMemberAccounts()
+        self.verifier = FakeVerifier()
+        self.engine = Engine(
+            settings=self.settings,
+            ledger=self.ledger,
+            directory=self.directory,
+            inventory=self.inventory,
+            schedules=self.schedules,
+            notifier=self.notifier,
+            clock=self.clock,
+            bus=FakeBus(),
+            verifiers={Origin.CHANGE_MANAGER: self.verifier, Origin.NATIVE: self.verifier},
+            sessions=self.sessions,
+            accounts=self.accounts,
+        )
+        self.alice = self.directory.add("user", "alice")
+        self.inventory.add(INSTANCE)
+
+    def approved(
+        self,
+        *,
+        principal: str = "alice",
+        kind: str = "user",
+        instance: str = INSTANCE,
+        minutes: int = 10,
+        grant_id: str | None = None,
+        account: str = ACCOUNT,
+        requester: str | None = None,
+    ) -> AccessApproved:
+        self.serial = getattr(self, "serial", 0) + 1
+        return AccessApproved(
+            grant_id=grant_id or f"cm-test-{self.serial}",
+            origin=Origin.CHANGE_MANAGER,
+            origin_ref="oi-0123456789ab",
+            account=account,
+            instance_id=instance,
+            principal_type=PrincipalType(kind),
+            principal_name=principal,
+            requester_arn=requester or f"arn:aws:iam::{account}:user/{principal}",
+            approver_arns=(APPROVER,),
+            duration_minutes=minutes,
+            not_before=self.clock.now(),
+            approved_at=self.clock.now(),
+        )
+
+    def grant(self, request: AccessApproved) -> Outcome:
+        return self.engine.grant(request.to_detail())
+
+    def status(self, grant_id: str) -> GrantStatus | None:
+        grant = self.ledger.get_grant(grant_id)
+        return grant.status if grant else None
+
+    def codes(self, outcome: Outcome) -> list[str]:
+        return [d["code"] for d in outcome.detail.get("denials", [])]

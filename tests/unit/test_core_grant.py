@@ -1,0 +1,337 @@
+"""The grant path of the core on in-memory fakes: no moto, no template."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from sessiongate.core.model import Denial, GrantStatus, Result
+from sessiongate.core.ports import ServiceFailure
+from tests.unit.fakes.core import ACCOUNT, INSTANCE, MEMBER, CoreWorld
+
+SLOT1 = "SecurityAllowSessionInstance"
+
+
+@pytest.fixture
+def world() -> CoreWorld:
+    return CoreWorld()
+
+
+def test_granted_tags_the_principal_claims_a_slot_and_schedules_the_revocation(world: CoreWorld) -> None:
+    request = world.approved(minutes=15)
+    outcome = world.grant(request)
+
+    assert outcome.result is Result.GRANTED
+    assert outcome.result == "granted"
+    assert outcome.as_dict()["result"] == "granted"
+    assert world.directory.tags_of("user", "alice") == {SLOT1: INSTANCE}
+    grant = world.ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert (grant.status, grant.slot, grant.expires_at) == (GrantStatus.ACTIVE, 1, "2026-11-24T09:15:00Z")
+    assert world.ledger.slot_holder(world.alice, 1) == request.grant_id
+    schedule = world.schedules.schedules[f"sg-revoke-{request.grant_id}"]
+    assert schedule.when == world.clock.now() + timedelta(minutes=15)
+    assert schedule.payload == {"grant_id": request.grant_id, "reason": "expired"}
+    assert grant.schedule_name == f"sg-revoke-{request.grant_id}"
+    assert world.notifier.types() == ["AccessGranted"]
+    assert world.verifier.verified == [request.grant_id]
+
+
+def test_a_second_grant_of_the_same_principal_takes_the_next_slot(world: CoreWorld) -> None:
+    world.inventory.add("i-0fedcba9876543210")
+    assert world.grant(world.approved()).detail["slot"] == 1
+    assert world.grant(world.approved(instance="i-0fedcba9876543210")).detail["slot"] == 2
+    assert world.directory.tags_of("user", "alice") == {
+        SLOT1: INSTANCE,
+        "SecurityAllowSessionInstance2": "i-0fedcba9876543210",
+    }
+
+
+def test_duplicate_delivery_changes_nothing(world: CoreWorld) -> None:
+    request = world.approved()
+    world.grant(request)
+    writes, published = list(world.directory.writes), list(world.notifier.published)
+
+    again = world.grant(request)
+
+    assert again.result == "duplicate"
+    assert again.detail == {"status": "ACTIVE"}
+    assert world.directory.writes == writes
+    assert world.notifier.published == published
+    assert len(world.schedules.schedules) == 1
+    assert world.ledger.slots.keys() == {(world.alice, 1)}
+
+
+def _principal_missing(w: CoreWorld) -> dict[str, Any]:
+    w.directory.delete("user", "alice")
+    return {}
+
+
+def _excluded(w: CoreWorld) -> dict[str, Any]:
+    w.directory.add("user", "Admin1")
+    return {"principal": "Admin1"}
+
+
+def _engine_role(w: CoreWorld) -> dict[str, Any]:
+    w.directory.add("role", "sg-grant", path="/sessiongate/")
+    return {"principal": "sg-grant", "kind": "role"}
+
+
+def _identity_center_role(w: CoreWorld) -> dict[str, Any]:
+    w.directory.add("role", "Ops", path="/aws-reserved/sso.amazonaws.com/")
+    return {"principal": "Ops", "kind": "role"}
+
+
+def _shared_role(w: CoreWorld) -> dict[str, Any]:
+    w.directory.add("role", "AWSReservedSSO_Ops_0123")
+    return {"principal": "AWSReservedSSO_Ops_0123", "kind": "role"}
+
+
+def _stopped(w: CoreWorld) -> dict[str, Any]:
+    w.inventory.add(INSTANCE, state="stopped")
+    return {}
+
+
+def _deny_tagged(w: CoreWorld) -> dict[str, Any]:
+    w.inventory.add(INSTANCE, tags={"SessionGate": "deny"})
+    return {}
+
+
+def _unmanaged(w: CoreWorld) -> dict[str, Any]:
+    w.inventory.add(INSTANCE, managed=False)
+    return {}
+
+
+def _origin_denies(w: CoreWorld) -> dict[str, Any]:
+    w.verifier.denials = [Denial("origin_mismatch", "the change request says otherwise")]
+    return {}
+
+
+def _no_verifier(w: CoreWorld) -> dict[str, Any]:
+    w.engine.verifiers = {}
+    return {}
+
+
+def _member_unavailable(w: CoreWorld) -> dict[str, Any]:
+    w.engine.settings = w.settings = type(w.settings)(**{**w.settings.__dict__, "member_accounts": (MEMBER,)})
+    w.accounts.unavailable.add(MEMBER)
+    return {"account": MEMBER}
+
+
+DENIALS: dict[str, tuple[Callable[[CoreWorld], dict[str, Any]], str]] = {
+    "principal missing": (_principal_missing, "principal_not_found"),
+    "principal excluded": (_excluded, "principal_excluded"),
+    "SessionGate's own role": (_engine_role, "principal_is_engine"),
+    "Identity Center role": (_identity_center_role, "principal_unmodifiable"),
+    "shared role": (_shared_role, "shared_role_refused"),
+    "self approval": (lambda w: {"requester": "arn:aws:iam::123456789012:user/approver"}, "self_approval"),
+    "too long": (lambda w: {"minutes": 61}, "duration_exceeds_max"),
+    "unknown instance": (lambda w: {"instance": "i-0aaaaaaaaaaaaaaaa"}, "instance_not_found"),
+    "stopped instance": (_stopped, "instance_not_usable"),
+    "instance deny tag": (_deny_tagged, "instance_excluded"),
+    "unmanaged instance": (_unmanaged, "instance_not_managed"),
+    "origin disagrees": (_origin_denies, "origin_mismatch"),
+    "no origin verifier": (_no_verifier, "origin_unverifiable"),
+    "foreign account": (lambda w: {"account": "999999999999"}, "account_not_allowed"),
+    "member role unavailable": (_member_unavailable, "member_role_unavailable"),
+}
+
+
+@pytest.mark.parametrize("case", list(DENIALS))
+def test_each_guardrail_denies_records_and_notifies_without_touching_iam(world: CoreWorld, case: str) -> None:
+    arrange, code = DENIALS[case]
+    request = world.approved(**arrange(world))
+
+    outcome = world.grant(request)
+
+    assert outcome.result == "denied"
+    assert code in world.codes(outcome)
+    record = world.ledger.get_grant(request.grant_id)
+    assert record is not None
+    assert record.status is GrantStatus.DENIED
+    assert code in [d["code"] for d in record.denials]
+    assert world.directory.writes == []
+    assert world.ledger.slots == {}
+    assert world.schedules.schedules == {}
+    assert world.notifier.types() == ["AccessDenied"]
+    assert world.grant(request).result == "duplicate"  # the denial is final
+
+
+def test_stale_and_future_approvals_are_denied(world: CoreWorld) -> None:
+    stale = world.approved()
+    world.clock.advance(timedelta(minutes=61))
+    future = world.approved()
+    future = type(future)(**{**future.__dict__, "not_before": world.clock.now() + timedelta(minutes=5)})
+    assert "approval_stale" in world.codes(world.grant(stale))
+    assert "not_yet_valid" in world.codes(world.grant(future))
+
+
+def test_no_free_slot_denies_and_leaves_the_other_grants_alone() -> None:
+    world = CoreWorld(slot_count=2)
+    for n in range(3):
+        world.inventory.add(f"i-0{n}{'0' * 15}")
+    first, second, third = (world.approved(instance=f"i-0{n}{'0' * 15}") for n in range(3))
+    assert world.grant(first).result == world.grant(second).result == "granted"
+
+    outcome = world.grant(third)
+
+    assert world.codes(outcome) == ["no_free_slot"]
+    assert world.status(third.grant_id) is GrantStatus.DENIED
+    assert {world.ledger.slot_holder(world.alice, s) for s in (1, 2)} == {first.grant_id, second.grant_id}
+    assert len(world.directory.tags_of("user", "alice")) == 2
+
+
+def test_no_room_for_two_more_tags_is_denied_before_any_write(world: CoreWorld) -> None:
+    world.directory.add("user", "alice", tags={f"team{n}": "x" for n in range(49)})
+    request = world.approved()
+
+    assert world.codes(world.grant(request)) == ["tag_limit"]
+    assert world.directory.writes == []
+    assert world.ledger.slots == {}
+
+
+def test_iam_refusing_the_tag_at_the_limit_undoes_the_claim(world: CoreWorld) -> None:
+    # 48 foreign tags pass the pre-check; two drifted slot-2 tags make IAM's 50 overflow.
+    drift = {"SecurityAllowSessionInstance2": "i-0ffffffffffffffff", "SecurityAllowSessionUser2": "x:y"}
+    tags = {f"team{n}": "x" for n in range(48)} | drift
+    world.directory.add("user", "alice", tags=tags)
+    request = world.approved()
+
+    outcome = world.grant(request)
+
+    assert world.codes(outcome) == ["tag_limit"]
+    assert "IAM refused" in outcome.detail["denials"][0]["message"]
+    assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert world.ledger.slots == {}
+    assert world.directory.tags_of("user", "alice") == tags
+    assert world.schedules.schedules == {}
+
+
+def test_a_role_iam_will_not_modify_is_denied_and_its_claim_released(world: CoreWorld) -> None:
+    world.directory.add("role", "ServiceOwned", path="/service-role/", unmodifiable=True)
+    request = world.approved(principal="ServiceOwned", kind="role")
+
+    outcome = world.grant(request)
+
+    assert world.codes(outcome) == ["principal_unmodifiable"]
+    assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert world.ledger.slots == {}
+
+
+def test_a_principal_deleted_while_granting_is_denied(
+    world: CoreWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = world.directory.get_principal
+
+    def read_then_deleted(*args: Any) -> Any:
+        facts = read(*args)
+        world.directory.delete("user", "alice")
+        return facts
+
+    monkeypatch.setattr(world.directory, "get_principal", read_then_deleted)
+    request = world.approved()
+
+    assert world.codes(world.grant(request)) == ["principal_not_found"]
+    assert world.ledger.slots == {}
+
+
+def test_revoked_before_it_was_granted_records_revoked_and_never_tags(world: CoreWorld) -> None:
+    request = world.approved()
+    world.ledger.request_revoke(request.grant_id, at="2026-11-24T08:59:00Z", reason="done", by="alice")
+
+    outcome = world.grant(request)
+
+    assert outcome.result == "revoked"
+    assert outcome.detail == {"reason": "done", "untagged": False}
+    grant = world.ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert (grant.status, grant.revoke_reason, grant.revoked_by) == (GrantStatus.REVOKED, "done", "alice")
+    assert world.directory.writes == []
+    assert world.ledger.slots == {}
+    assert world.notifier.types() == ["AccessRevoked"]
+    assert world.grant(request).result == "duplicate"
+
+
+def test_revoked_while_provisioning_removes_its_tag_and_ends_revoked(world: CoreWorld) -> None:
+    request = world.approved()
+    create = world.schedules.create_once
+
+    def revocation_meanwhile(*args: Any) -> bool:
+        world.ledger.request_revoke(request.grant_id, at="2026-11-24T09:00:01Z", reason="done", by="bob")
+        return create(*args)
+
+    world.schedules.create_once = revocation_meanwhile  # type: ignore[method-assign]
+    outcome = world.grant(request)
+
+    assert outcome.result == "revoked"
+    assert outcome.detail == {"reason": "done", "untagged": True}
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.ledger.slots == {}
+    assert world.status(request.grant_id) is GrantStatus.REVOKED
+    assert world.notifier.types() == ["AccessRevoked"]
+
+
+def test_a_provisioning_grant_is_resumed_on_redelivery(world: CoreWorld) -> None:
+    request = world.approved()
+    create = world.schedules.create_once
+
+    def throttled(*args: Any) -> bool:
+        raise ServiceFailure("Rate exceeded", code="ThrottlingException")
+
+    world.schedules.create_once = throttled  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    half = world.ledger.get_grant(request.grant_id)
+    assert half is not None
+    assert (half.status, half.slot) == (GrantStatus.PROVISIONING, 1)
+
+    world.schedules.create_once = create  # type: ignore[method-assign]
+    world.clock.advance(timedelta(seconds=30))
+    outcome = world.grant(request)
+
+    assert outcome.result == "granted"
+    assert outcome.detail["slot"] == 1
+    assert outcome.detail["expires_at"] == half.expires_at  # the first claim's expiry stays
+    assert world.status(request.grant_id) is GrantStatus.ACTIVE
+    assert world.ledger.slots.keys() == {(world.alice, 1)}
+    assert world.directory.tags_of("user", "alice") == {SLOT1: INSTANCE}
+
+
+def test_a_denied_resume_undoes_the_first_attempt(world: CoreWorld) -> None:
+    request = world.approved()
+    world.schedules.create_once = lambda *a: (_ for _ in ()).throw(ServiceFailure("boom"))  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    world.inventory.add(INSTANCE, state="stopped")
+
+    outcome = world.grant(request)
+
+    assert world.codes(outcome) == ["instance_not_usable"]
+    assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.ledger.slots == {}
+
+
+def test_a_member_account_grant_tags_the_member_principal() -> None:
+    world = CoreWorld(member_accounts=(MEMBER,))
+    directory, inventory, _ = world.accounts.add(MEMBER)
+    directory.add("user", "alice")
+    inventory.add(INSTANCE)
+
+    outcome = world.grant(world.approved(account=MEMBER))
+
+    assert outcome.result == "granted"
+    assert outcome.detail["principal_arn"] == f"arn:aws:iam::{MEMBER}:user/alice"
+    assert directory.tags_of("user", "alice") == {SLOT1: INSTANCE}
+    assert world.directory.tags_of("user", "alice") == {}  # not the engine account's alice
+    assert ACCOUNT != MEMBER
+
+
+def test_malformed_detail_is_rejected_and_notified(world: CoreWorld) -> None:
+    outcome = world.engine.grant({"schema_version": "1", "grant_id": "x"})
+    assert outcome.result == "rejected"
+    assert world.notifier.types() == ["EventRejected"]
+    assert world.ledger.grants == {}
