@@ -33,10 +33,11 @@ from sessiongate.settings import Settings
 from sessiongate.wiring import build, build_change_request_adapter, build_engine, build_request_api
 
 from .template import resource
-from .values import (
+from .values import (  # noqa: F401 - also imported from here by the integration tests
     ACCOUNT,
     APPROVAL_KEY,
     APPROVER_GROUP,
+    BREAK_GLASS_APPROVER,
     NATIVE_SETTINGS,
     POLICY_KEY,
     REGION,
