@@ -170,3 +170,34 @@ def test_grant_without_the_break_glass_approver_of_record_fails_at_cold_start(
     monkeypatch.delenv("SESSIONGATE_BREAK_GLASS_APPROVER_ARN", raising=False)
     with pytest.raises(ConfigError, match="SESSIONGATE_BREAK_GLASS_APPROVER_ARN is required"):
         handler("grant_access")(load_event("access_approved.json"), LambdaContext())
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "expected"),
+    [
+        ("revoke_access", "revoke_schedule.json", "ignored"),
+        ("grant_access", "access_approved.json", "denied"),
+        ("reconcile_grants", "reconcile_schedule.json", "reconciled"),
+    ],
+)
+def test_each_handler_builds_its_own_dependencies_when_none_are_injected(
+    deployed: Stack, name: str, event: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Lambda runs: no ``deps``, so the handler builds the process-wide ones (wiring's cached
+    builders, boto3 clients from the one Session; moto answers them here)."""
+    import importlib
+
+    from sessiongate import wiring
+
+    monkeypatch.setenv("SESSIONGATE_OPERATOR_POLICY_ARN", deployed.operator_policy())
+    for cached in (wiring.engine, wiring.change_request_adapter, wiring.request_api):
+        cached.cache_clear()
+    module = importlib.import_module(f"functions.{name}.app")
+    try:
+        result = module.lambda_handler(load_event(event), LambdaContext())
+        built = wiring.engine(module.ROLE)
+    finally:
+        for cached in (wiring.engine, wiring.change_request_adapter, wiring.request_api):
+            cached.cache_clear()
+    assert result["result"] == expected
+    assert built.settings.table_name == deployed.settings.table_name

@@ -5,14 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sessiongate.access_requests.caller import Caller, caller_from_context
+from tests.support.people import ALICE, BOB, CAROL, EVE  # noqa: F401 - the tests' callers
+from tests.support.people import APPROVERS_ROLE as APPROVERS
+from tests.support.people import SECURITY as SAM  # noqa: F401
 from tests.unit.fakes.access import ACCOUNT, World, world
-
-APPROVERS = "AWSReservedSSO_Approvers_0123456789abcdef"
-ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
-BOB = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS}/bob@example.com"
-CAROL = f"arn:aws:sts::{ACCOUNT}:assumed-role/{APPROVERS}/carol@example.com"
-SAM = f"arn:aws:sts::{ACCOUNT}:assumed-role/Security/sam@example.com"
-EVE = f"arn:aws:iam::{ACCOUNT}:user/eve"
 
 POLICY: dict[str, Any] = {
     "version": 1,

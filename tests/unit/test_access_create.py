@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sessiongate.access_requests.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
+from sessiongate.observability import logger
 from tests.unit.access_world import ALICE, BOB, caller, create, new_world
 
 
@@ -96,3 +97,22 @@ def test_break_glass_needs_a_long_reason() -> None:
     with pytest.raises(InvalidInput) as err:
         create(w, instance_id=w.instance(Environment="prod"), break_glass=True, reason="down")
     assert err.value.code == "break_glass_reason_too_short"
+
+
+def test_a_refused_break_glass_is_logged_with_the_request_it_refused() -> None:
+    """The quota refusal's log line (written by the http layer) names the request, instance and person."""
+
+    w = new_world()
+    reason = "production is down, paging did not work"
+    w.instance("i-0123456789abcdef1", Environment="prod")
+    w.service.create(
+        caller(ALICE), {"instance_id": w.instance(Environment="prod"), "reason": reason, "break_glass": True}
+    )
+    with pytest.raises(NotAllowed):
+        w.service.create(
+            caller(ALICE), {"instance_id": "i-0123456789abcdef1", "reason": reason, "break_glass": True}
+        )
+    keys = logger().get_current_keys()
+    assert keys.get("instance_id") == "i-0123456789abcdef1"
+    assert keys.get("principal_arn") == ALICE
+    assert len(str(keys.get("request_id", ""))) == 32

@@ -88,3 +88,28 @@ def test_the_real_service_through_http_refuses_self_approval_with_403() -> None:
     status, body = answer(w.service, "POST /requests/{id}/approve", ALICE, request_id=request_id)
     assert (status, body["error"]) == (403, "self_approval")
     assert answer(w.service, "POST /requests/{id}/approve", BOB, request_id=request_id)[0] == 200
+
+
+def test_events_that_are_not_a_signed_route_of_the_api_are_refused_before_the_resolver() -> None:
+    """What a direct invocation could send: answered as before the resolver (404 / 401), never a crash."""
+    api = RequestApi(Raising())  # type: ignore[arg-type]
+    assert api.handle({})["statusCode"] == 404
+    assert api.handle({"routeKey": "GET /requests"})["statusCode"] == 401
+    # API Gateway's route and the path the resolver would dispatch on disagree: no route.
+    event = api_event("GET /requests", ALICE)
+    event["rawPath"] = "/approvals"
+    assert api.handle(event)["statusCode"] == 404
+    event = api_event("GET /requests/{id}", ALICE, request_id="a" * 32)
+    event["requestContext"]["http"]["method"] = "POST"
+    assert api.handle(event)["statusCode"] == 404
+
+
+def test_no_environment_variable_turns_an_unhandled_error_into_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POWERTOOLS_DEV / POWERTOOLS_EVENT_HANDLER_DEBUG switch Powertools' debug mode on, which answers
+    with the traceback; the resolver is built with debug=False, so the error reaches Lambda instead."""
+    monkeypatch.setenv("POWERTOOLS_DEV", "true")
+    monkeypatch.setenv("POWERTOOLS_EVENT_HANDLER_DEBUG", "true")
+    with pytest.raises(RuntimeError, match="boom"):
+        RequestApi(Raising(RuntimeError("boom"))).handle(api_event("GET /requests", ALICE))  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.core.identity import parse_identity, person_key
 from sessiongate.errors import TransientError
-from sessiongate.observability import bind, metrics
+from sessiongate.observability import bind, logger, metrics
 
 
 class Creating(Status):
@@ -56,15 +56,17 @@ class Creating(Status):
         self._check_no_duplicate(caller, account, data.instance_id)
         now = self.clock.now()
         request = self._new_request(caller, data, account, principal.arn, duration, rule, tags, now)
+        # From here every log line of this call (a quota refusal too) names the request.
+        log = bind(
+            request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
+        )
         if data.break_glass:
             self._take_break_glass_quota(caller, rule, now)
         if not self.store.create(request):
             raise TransientError(f"request id {request.request_id} collided")
         metrics().add("NativeRequests")
         if not data.break_glass:
-            bind(
-                request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
-            ).info("access requested", extra={"rule": rule.name})
+            log.info("access requested", extra={"rule": rule.name})
             self._notify("AccessRequested", request, rule=rule)
             return self._view(request, rule)
         return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
@@ -161,12 +163,7 @@ class Creating(Status):
         approved = self._sign(approved)
         if not self.store.replace(approved, expected_version=request.version):
             raise Conflict("conflict", "the request changed meanwhile; check its status")
-        log = bind(
-            request_id=request.request_id,
-            instance_id=request.instance_id,
-            principal_arn=request.principal_arn,
-        )
-        log.warning("break-glass access self-approved", extra={"rule": rule.name})
+        logger().warning("break-glass access self-approved", extra={"rule": rule.name})
         metrics().add("BreakGlass")
         self._notify("BreakGlassUsed", approved, rule=rule)
         return self._emit(approved)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,10 +95,36 @@ class RequestApi:
         return self.service.sweep()
 
     def handle(self, event: object, context: Any = None) -> dict[str, Any]:
+        """API Gateway names the route (``routeKey``); the resolver dispatches on method and
+        ``rawPath``: both must say the same route, and the call must be signed, before it runs."""
         if not isinstance(event, Mapping):
             return _refused(invalid("not an API Gateway HTTP API event", "invalid_event"))
+        route_key = event.get("routeKey")
+        no_route = NotFound("no_route", f"no route {str(route_key)[:80]!r}")
+        if route_key not in ROUTES:
+            return _refused(no_route)
+        try:
+            caller_from_context(event.get("requestContext"))
+        except Refused as exc:
+            return _refused(exc)
+        if not _same_route(str(route_key), event):
+            return _refused(no_route)
         answer: dict[str, Any] = self.app.resolve(event, context)
         return answer
+
+
+def _same_route(route_key: str, event: Mapping[str, Any]) -> bool:
+    """Whether the method and ``rawPath`` the resolver dispatches on are ``route_key``'s."""
+    method, _, template = route_key.partition(" ")
+    http = (
+        event.get("requestContext", {}).get("http")
+        if isinstance(event.get("requestContext"), Mapping)
+        else None
+    )
+    if not isinstance(http, Mapping) or http.get("method") != method:
+        return False
+    pattern = "^" + re.escape(template).replace(re.escape("{id}"), "[^/]+") + "$"
+    return isinstance(event.get("rawPath"), str) and re.fullmatch(pattern, event["rawPath"]) is not None
 
 
 @dataclass
@@ -129,7 +156,10 @@ class _Call:
 
 def resolver(service: NativeService) -> APIGatewayHttpResolver:
     """The routes, each a plain function of the signed caller and the request's parts."""
-    app = APIGatewayHttpResolver()
+    # debug=False whatever POWERTOOLS_DEV says: in debug mode Powertools answers an unhandled error with
+    # its traceback and logs every event (with its SigV4 Authorization header); anyone who may change
+    # the function's environment must not be able to switch that on.
+    app = APIGatewayHttpResolver(debug=False)
     call = _Call(app)
     caller, request_id, body, limit = call.caller, call.request_id, call.body, call.limit
     # Registered by call: Powertools' not_found and exception_handler decorators are untyped (mypy strict).
