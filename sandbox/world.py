@@ -289,7 +289,9 @@ class World:
                 # their patterns are tested in tests/integration/test_security_controls.py.
                 for target in r.properties["Targets"]:
                     if target["Arn"] in self.functions:
-                        self._cloudtrail_rules.append((r.logical_id, r.properties["EventPattern"], target["Arn"]))
+                        self._cloudtrail_rules.append(
+                            (r.logical_id, r.properties["EventPattern"], target["Arn"])
+                        )
                 continue
             self._build_rule(r)
 
