@@ -247,6 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     largest = found
     for what, (_total, _cpu, by_op) in largest.items():
         print(f"{what}: " + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items())))
+    from sessiongate.adapters.ledger import LIVE_SHARDS, live_shard
+
+    # The live index's write load per partition key value (issue 16, hot keys): each grant lifecycle
+    # writes the index 4 times (create; the slot claim moves the sort key expires_at: a delete and a put;
+    # revoke or deny removes ``live``: a delete), 1 WCU each (index items are < 1 KB).
+    spread = Counter(live_shard(f"cm-{n:012d}") for n in range(10_000))
+    busiest = max(spread.values()) / 10_000
+    print(
+        f"live-by-expiry: 10,000 grant ids over {LIVE_SHARDS} shards, busiest shard {busiest:.1%}; at 1,000 "
+        f"lifecycles/s x 4 index writes: {4_000 * busiest:,.0f} WCU/s on the busiest value (limit 1,000), "
+        f"4,000 on one value unsharded"
+    )
     verdict = "met" if ok else "MISSED"
     print(f"goals: steady <= {GOALS['steady']}, full sweep <= {GOALS['sweep']} calls: {verdict}")
     return 0 if ok else 1
