@@ -8,6 +8,7 @@ virtual clock reaches them, retry failed async invocations and park them in the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import io
@@ -448,7 +449,10 @@ class World:
         }
         for rule, pattern, target in self._cloudtrail_rules:
             if _pattern_matches(pattern, event):
-                self.at(self.clock.now(), lambda t=target, r=rule: self.invoke(t, event, trigger=f"rule {r}"))
+                self.at(self.clock.now(), functools.partial(self._deliver, target, event, f"rule {rule}"))
+
+    def _deliver(self, target: str, event: dict[str, Any], trigger: str) -> None:
+        self.invoke(target, event, trigger=trigger)
 
     def put_event(self, entry: dict[str, Any]) -> None:
         result = self.client("events").put_events(Entries=[entry])
