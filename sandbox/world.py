@@ -8,6 +8,7 @@ virtual clock reaches them, retry failed async invocations and park them in the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import io
@@ -133,7 +134,8 @@ class World:
         self.fired: list[Fired] = []
         self.faults = FaultInjector()
         self.retry_sleeps: list[float] = []
-        self._periodic: list[list[Any]] = []  # [rule, target arn, period, next due]
+        self._periodic: list[list[Any]] = []  # [rule, target arn, period, next due, input]
+        self._cloudtrail_rules: list[tuple[str, Any, str]] = []  # (rule, pattern, target arn)
         self._timers: list[tuple[datetime, int, Callable[[], None]]] = []  # what AWS does later on its own
         self._schedule_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._clients: dict[str, Any] = {}
@@ -282,9 +284,15 @@ class World:
         self._build_functions()
         for r in s.of_type("AWS::Events::Rule"):
             if r.properties.get("EventPattern", {}).get("detail-type") == [CLOUDTRAIL_API_CALL]:
-                # Not created: the SecurityAlert rules match CloudTrail records of AWS API calls, and
-                # nothing in the sandbox records API calls through CloudTrail. Their patterns are tested
-                # against sample CloudTrail events in tests/integration/test_security_controls.py.
+                # Only the rules that invoke a SessionGate function (the reconciler's SlotTagChanges) are
+                # kept: the sandbox records the API calls a scenario makes by hand (``tamper``) through
+                # ``record_api_call``. The SecurityAlert rules (targets: the alarm topic) are not created;
+                # their patterns are tested in tests/integration/test_security_controls.py.
+                for target in r.properties["Targets"]:
+                    if target["Arn"] in self.functions:
+                        self._cloudtrail_rules.append(
+                            (r.logical_id, r.properties["EventPattern"], target["Arn"])
+                        )
                 continue
             self._build_rule(r)
 
@@ -358,7 +366,9 @@ class World:
             # Scheduled rules (the reconciler) fire on the virtual clock.
             period = rate_period(p["ScheduleExpression"])
             for target in p["Targets"]:
-                self._periodic.append([r.logical_id, target["Arn"], period, self.clock.now() + period])
+                self._periodic.append(
+                    [r.logical_id, target["Arn"], period, self.clock.now() + period, target.get("Input")]
+                )
             return
         bus = p.get("EventBusName", "default")
         events, sqs = self.client("events"), self.client("sqs")
@@ -421,6 +431,29 @@ class World:
                 return
         raise RuntimeError("events kept flowing: the system did not settle")
 
+    def record_api_call(self, detail: dict[str, Any]) -> None:
+        """CloudTrail records an API call made outside SessionGate (``detail``: the CloudTrail record) and
+        EventBridge delivers it to the matching rules with SessionGate targets at the next clock step
+        (CloudTrail management events reach EventBridge in about a minute or less: best effort)."""
+        source = str(detail["eventSource"]).split(".")[0]
+        event = {
+            "version": "0",
+            "id": f"sandbox-cloudtrail-{len(self.invocations)}",
+            "detail-type": CLOUDTRAIL_API_CALL,
+            "source": f"aws.{source}",
+            "account": ACCOUNT,
+            "time": to_iso(self.clock.now()),
+            "region": REGION,
+            "resources": [],
+            "detail": {"recipientAccountId": ACCOUNT, **detail},
+        }
+        for rule, pattern, target in self._cloudtrail_rules:
+            if _pattern_matches(pattern, event):
+                self.at(self.clock.now(), functools.partial(self._deliver, target, event, f"rule {rule}"))
+
+    def _deliver(self, target: str, event: dict[str, Any], trigger: str) -> None:
+        self.invoke(target, event, trigger=trigger)
+
     def put_event(self, entry: dict[str, Any]) -> None:
         result = self.client("events").put_events(Entries=[entry])
         if result.get("FailedEntryCount"):
@@ -449,9 +482,11 @@ class World:
         scheduler = self.client("scheduler")
         fired = []
         for periodic in self._periodic:
-            rule, target, period, due = periodic
+            rule, target, period, due, constant = periodic
             while due <= self.clock.now():
-                self.invoke(target, _scheduled_event(rule, due), trigger=f"rule {rule}")
+                # A target's Input replaces the scheduled event (EventBridge, "Transforming target input").
+                event = json.loads(constant) if constant else _scheduled_event(rule, due)
+                self.invoke(target, event, trigger=f"rule {rule}")
                 due += period
             periodic[3] = due
         for group in self.stack.of_type("AWS::Scheduler::ScheduleGroup"):
@@ -540,6 +575,22 @@ def rate_period(expression: str) -> timedelta:
         raise ValueError(f"unsupported schedule expression {expression!r}")
     unit = match.group(2).rstrip("s") + "s"
     return timedelta(**{unit: int(match.group(1))})
+
+
+def _pattern_matches(pattern: Any, event: dict[str, Any]) -> bool:
+    """EventBridge's matcher on an event pattern, with arrays of objects matched field by field as
+    EventBridge does (aws/event-ruler, "Arrays"); moto's matcher does not, so they are flattened first."""
+    from moto.events.models import EventPattern
+
+    def flatten(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: flatten(v) for k, v in node.items()}
+        if isinstance(node, list) and node and all(isinstance(item, dict) for item in node):
+            keys = {k for item in node for k in item}
+            return {k: [flatten(item[k]) for item in node if k in item] for k in keys}
+        return node
+
+    return bool(EventPattern.load(json.dumps(pattern)).matches_event(flatten(event)))
 
 
 def _scheduled_event(rule: str, at: datetime) -> dict[str, Any]:

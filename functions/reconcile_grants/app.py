@@ -1,4 +1,5 @@
-"""Reconciler Lambda (EventBridge schedule): revoke overdue grants, re-create lost schedules, remove drift."""
+"""Reconciler Lambda: revoke overdue grants (schedule), repair one principal's slot tags (its IAM tag
+event from CloudTrail), sweep every principal and slot lock (daily schedule with ``{"sweep": "full"}``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ from sessiongate.observability import lambda_entry
 if TYPE_CHECKING:
     from sessiongate.core.engine import Engine
 
+CLOUDTRAIL_API_CALL = "AWS API Call via CloudTrail"
 ROLE = "reconcile"  # what it needs: sessiongate.wiring.REQUIRED[ROLE], built by sessiongate.wiring.build
 
 
 @lambda_entry
 def lambda_handler(event: dict[str, Any], context: Any, deps: Engine | None = None) -> dict[str, Any]:
     """``deps``: the engine to use (tests, sandbox); by default the process-wide one."""
-    return (deps or wiring.engine(ROLE)).reconcile().as_dict()
+    engine = deps or wiring.engine(ROLE)
+    if event.get("detail-type") == CLOUDTRAIL_API_CALL:
+        return engine.on_tag_event(event).as_dict()
+    if event.get("sweep") == "full":
+        return engine.sweep().as_dict()
+    return engine.reconcile().as_dict()

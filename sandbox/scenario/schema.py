@@ -52,7 +52,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "approve": frozenset({"request", "by", "comment", "expect_error", "ssm_lag"}),
     "reject": frozenset({"request", "by", "comment", "expect_error"}),
     "advance": None,
-    "tamper": frozenset({"principal", "tags"}),
+    "tamper": frozenset({"principal", "tags", "recorded"}),
     "insider": frozenset({"by", "action", "request", "approvers", "instance", "tags", "policy"}),
     "fault": frozenset({"operation", "code", "times"}),
     "drop_schedule": frozenset({"request"}),

@@ -132,7 +132,8 @@ def advance(play: Play, index: int, spec: object) -> None:
 
 
 def tamper(play: Play, index: int, spec: dict[str, Any]) -> None:
-    """Someone with IAM rights sets tags by hand, bypassing SessionGate (drift)."""
+    """Someone with IAM rights sets tags by hand, bypassing SessionGate (drift). CloudTrail records the
+    call for EventBridge unless ``recorded: false`` (its events are best effort: a lost one)."""
     name = spec["principal"]
     principal = play.principal(name, index)
     tags = [
@@ -141,8 +142,23 @@ def tamper(play: Play, index: int, spec: dict[str, Any]) -> None:
     iam = play.world.client("iam")
     if principal["type"] == "user":
         iam.tag_user(UserName=name, Tags=tags)
+        call, named = "TagUser", {"userName": name}
     else:
-        iam.tag_role(RoleName=principal.get("role", name), Tags=tags)
+        call, named = "TagRole", {"roleName": principal.get("role", name)}
+        iam.tag_role(RoleName=named["roleName"], Tags=tags)
+    # CloudTrail records the call (an administrator's, not SessionGate's) for EventBridge.
+    if spec.get("recorded", True) is not False:
+        play.world.record_api_call(
+            {
+                "eventSource": "iam.amazonaws.com",
+                "eventName": call,
+                "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{ACCOUNT}:user/admin"},
+                "requestParameters": {
+                    **named,
+                    "tags": [{"key": t["Key"], "value": t["Value"]} for t in tags],
+                },
+            }
+        )
     play.say(name, f"tags set by hand: {', '.join(t['Key'] for t in tags)}")
 
 

@@ -157,6 +157,67 @@ def test_activate_deny_and_revoke_move_only_from_live_states(ledger: Any) -> Non
     assert [g.grant_id for g in ledger.live_grants()] == ["g2"]
 
 
+def test_live_grants_expiring_before_come_from_every_shard_in_expiry_order(ledger: Any) -> None:
+    """The steady reconciler's one read (issue 16): every live grant overdue, none other."""
+    for n in range(40):
+        grant = replace(_grant(f"g{n:02d}"), principal_arn=f"arn:aws:iam::{ACCOUNT}:user/u{n}")
+        assert ledger.create(grant)
+        assert ledger.claim_slot(grant, 1 + n % 5, f"2026-11-24T{9 + n % 4:02d}:{n:02d}:00Z")
+    ledger.mark_denied(ledger.get_grant("g00"), [])
+    overdue = ledger.live_grants(expiring_before="2026-11-24T10:00:00Z")
+    assert [g.grant_id for g in overdue] == [f"g{n:02d}" for n in range(4, 40, 4)]
+    assert len(ledger.live_grants()) == 39
+
+
+def test_slot_locks_and_grants_read_in_batches(ledger: Any) -> None:
+    """BatchGetItem takes 100 keys per call: 260 keys in three calls, duplicates asked once."""
+    arns = [f"arn:aws:iam::{ACCOUNT}:user/u{n}" for n in range(52)]
+    for n, arn in enumerate(arns):
+        if n % 2 == 0:
+            assert ledger.lock_free_slot(arn, 1 + n % 5, f"holder-{n}")
+    keys = [(arn, slot) for arn in arns for slot in range(1, 6)]
+    holders = ledger.slot_holders([*keys, keys[0]])
+    assert holders == {(arn, 1 + n % 5): f"holder-{n}" for n, arn in enumerate(arns) if n % 2 == 0}
+    for n in range(120):
+        assert ledger.create(_grant(f"b{n:03d}"))
+    ledger.request_revoke("tombstone-only", at="2026-11-24T09:00:00Z", reason="x", by="y")
+    found = ledger.get_grants([f"b{n:03d}" for n in range(0, 120, 1)] + ["missing", "tombstone-only"])
+    assert sorted(found) == [f"b{n:03d}" for n in range(120)]
+    assert found["b007"].status is GrantStatus.PROVISIONING
+
+
+def test_grants_of_the_previous_release_are_still_found() -> None:
+    """Records written before sharding carry live = "LIVE": the index queries read that partition too."""
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name=REGION)
+        table = resource("GrantsTable")["Properties"]
+        db.create_table(
+            TableName=TABLE,
+            AttributeDefinitions=table["AttributeDefinitions"],
+            KeySchema=table["KeySchema"],
+            GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
+            BillingMode=table["BillingMode"],
+        )
+        ledger = Ledger(db, TABLE)
+        for n in range(20):
+            assert ledger.create(_grant(f"new{n}"))
+        # A record as the previous release wrote it: the one unsharded index partition key value.
+        old = _grant("old", GrantStatus.PROVISIONING)
+        old.created_at = "2026-11-24T08:00:00Z"
+        assert ledger.create(old)
+        db.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": "GRANT#old"}},
+            UpdateExpression="SET live = :legacy",
+            ExpressionAttributeValues={":legacy": {"S": "LIVE"}},
+        )
+        assert [g.grant_id for g in ledger.live_grants(expiring_before="2026-11-24T08:30:00Z")] == ["old"]
+        assert len(ledger.live_grants()) == 21
+        shards = {item["live"]["S"] for item in db.scan(TableName=TABLE)["Items"] if "live" in item}
+        assert len(shards) > 8  # 20 grants spread over the 16 shards, and the legacy value
+        assert shards <= {"LIVE", *(f"LIVE#{n}" for n in range(16))}
+
+
 def test_revoking_with_a_slot_someone_else_holds_is_cancelled(ledger: Any) -> None:
     grant = _grant("g1")
     assert ledger.create(grant)
@@ -237,6 +298,18 @@ def test_principal_facts_and_a_missing_principal(iam: tuple[Any, Principals]) ->
     assert facts.id
     assert directory.get_principal(USER, "bob") is None
     assert directory.get_principal(ROLE, "alice") is None
+
+
+def test_all_principals_with_their_tags(iam: tuple[Any, Principals]) -> None:
+    """GetAccountAuthorizationDetails (Filter User, Role): what the sweep reads of every principal."""
+    directory, principals = iam
+    alice = principals.add(USER, "alice", path="/ops/", tags={"SecurityAllowSessionInstance": "i-1"})
+    ops = principals.add(ROLE, "ops", tags={"team": "ops"})
+    bare = principals.add(USER, "bob")
+    found = {p.arn: (p.name, p.kind, p.path, dict(p.tags)) for p in directory.all_principals()}
+    assert found[alice] == ("alice", "user", "/ops/", {"SecurityAllowSessionInstance": "i-1"})
+    assert found[ops] == ("ops", "role", "/", {"team": "ops"})
+    assert found[bare] == ("bob", "user", "/", {})
 
 
 def test_tag_and_untag(iam: tuple[Any, Principals]) -> None:

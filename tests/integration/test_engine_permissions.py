@@ -124,6 +124,31 @@ def test_reconciler_and_request_api_only_untag(iam: tuple[World, SessionChecker]
             )
 
 
+def test_reconciler_reads_what_its_three_triggers_need_and_nothing_of_scheduler(
+    iam: tuple[World, SessionChecker],
+) -> None:
+    """Issue 16: the sweep's account read and batched ledger reads; no schedule read or write, no
+    operator listing (the steady run reads no schedule, drift comes from tag events and the sweep)."""
+    world, checker = iam
+    role = _role(world, "ReconcileGrantsFunctionRole")
+    table = world.stack.resources["GrantsTable"].arn
+    group = world.stack.resources["ScheduleGroup"].physical_id
+    schedule = f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/{group}/sg-revoke-cm-1"
+    assert checker.authorized("role", role, "iam:GetAccountAuthorizationDetails", "*")
+    assert checker.authorized("role", role, "dynamodb:BatchGetItem", table)
+    assert checker.authorized("role", role, "dynamodb:Query", f"{table}/index/live-by-expiry")
+    assert checker.authorized("role", role, "iam:GetUser", USER)
+    for action in ("scheduler:GetSchedule", "scheduler:CreateSchedule", "scheduler:DeleteSchedule"):
+        assert not checker.authorized("role", role, action, schedule), action
+    assert not checker.authorized("role", role, "dynamodb:Scan", table)
+    assert not checker.authorized(
+        "role",
+        role,
+        "iam:ListEntitiesForPolicy",
+        f"arn:aws:iam::{ACCOUNT}:policy/AllowStartSsmSessionBasedOnIamTags",
+    )
+
+
 @pytest.mark.parametrize("function", UNTAGGING_ROLES)
 @pytest.mark.parametrize("action", ["iam:ListUserTags", "iam:ListRoleTags"])
 def test_engine_roles_hold_no_list_tags_rights(

@@ -1,4 +1,5 @@
-"""Reconciler: lost schedules, stuck grants and tag drift are repaired and reported."""
+"""Reconciler: overdue grants (lost schedules), stuck grants and tag drift are repaired and reported, by
+the steady run, the IAM tag event of one principal and the full sweep."""
 
 from __future__ import annotations
 
@@ -71,14 +72,19 @@ def test_grant_just_past_expiry_is_left_to_its_schedule(stack: Stack, engine: En
     assert engine.ledger.get_grant(grant_id).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
 
 
-def test_lost_schedule_of_a_live_grant_is_recreated(stack: Stack, engine: Engine) -> None:
+def test_lost_schedule_of_a_live_grant_is_repaired_by_revoking_it_when_overdue(
+    stack: Stack, engine: Engine
+) -> None:
+    """Issue 16: the steady run reads no schedule. A schedule lost while its grant is live is not
+    re-created; the grant shows up as overdue at expiry + tolerance and is revoked then."""
     _operator(stack, "alice")
     grant_id = _grant(stack, engine)
     engine.schedules.delete(f"sg-revoke-{grant_id}")
-    outcome = engine.reconcile()
-    assert _repairs(outcome)["schedules_recreated"] == [grant_id]
-    schedule = stack.schedules()[f"sg-revoke-{grant_id}"]
-    assert schedule["ScheduleExpression"] == "at(2026-11-24T09:10:00)"
+    assert all(not v for v in _repairs(engine.reconcile()).values())
+    assert f"sg-revoke-{grant_id}" not in stack.schedules()
+    stack.clock.advance(timedelta(minutes=10, seconds=91))
+    assert _repairs(engine.reconcile())["revoked"] == [grant_id]
+    assert stack.tags("user", "alice") == {}
 
 
 def test_stuck_provisioning_grant_is_undone_and_denied(stack: Stack, engine: Engine) -> None:
@@ -95,9 +101,11 @@ def test_stuck_provisioning_grant_is_undone_and_denied(stack: Stack, engine: Eng
     engine.schedules.create_once = original  # type: ignore[method-assign]
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
 
-    assert _repairs(engine.reconcile())["abandoned"] == []  # still within the grace period
+    assert _repairs(engine.sweep())["abandoned"] == []  # still within the grace period
     stack.clock.advance(timedelta(minutes=6))
-    outcome = engine.reconcile()
+    # It claimed its slot (the index holds it at its expiry): the daily sweep, which reads the grant of
+    # every slot lock, undoes it; the steady run would at expiry + tolerance.
+    outcome = engine.sweep()
 
     assert _repairs(outcome)["abandoned"] == [request.grant_id]
     assert stack.tags("user", "alice") == {}
@@ -118,7 +126,7 @@ def test_hand_made_slot_tags_are_removed_and_others_kept(stack: Stack, engine: E
         UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance2", "Value": "i-0123456789abcdef0"}]
     )
 
-    outcome = engine.reconcile()
+    outcome = engine.sweep()
 
     assert sorted(_repairs(outcome)["drift_removed"]) == [
         f"arn:aws:iam::{ACCOUNT}:user/alice#2",
@@ -145,8 +153,37 @@ def test_drift_repair_leaves_a_slot_that_a_grant_holds(stack: Stack, engine: Eng
         UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance", "Value": request.instance_id}]
     )
 
-    assert _repairs(engine.reconcile())["drift_removed"] == []
+    event = _tag_event("alice", "SecurityAllowSessionInstance")
+    for outcome in (engine.sweep(), engine.on_tag_event(event)):
+        assert _repairs(outcome)["drift_removed"] == []
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
+
+
+def _tag_event(user: str, key: str) -> dict[str, object]:
+    return {
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.iam",
+        "account": ACCOUNT,
+        "detail": {
+            "eventSource": "iam.amazonaws.com",
+            "eventName": "TagUser",
+            "recipientAccountId": ACCOUNT,
+            "requestParameters": {"userName": user, "tags": [{"key": key, "value": "i-0123456789abcdef0"}]},
+        },
+    }
+
+
+def test_a_tag_event_repairs_just_that_principal(stack: Stack, engine: Engine) -> None:
+    stack.user("eve", tags={"SecurityAllowSessionInstance3": "i-0123456789abcdef0", "Team": "red"})
+    stack.user("mallory", tags={"SecurityAllowSessionInstance": "i-0123456789abcdef0"})
+
+    outcome = engine.on_tag_event(_tag_event("eve", "SecurityAllowSessionInstance3"))
+
+    assert _repairs(outcome)["drift_removed"] == [f"arn:aws:iam::{ACCOUNT}:user/eve#3"]
+    assert stack.tags("user", "eve") == {"Team": "red"}
+    assert stack.tags("user", "mallory") == {
+        "SecurityAllowSessionInstance": "i-0123456789abcdef0"
+    }  # the sweep's
 
 
 def test_one_failing_repair_does_not_stop_the_others(stack: Stack, engine: Engine) -> None:

@@ -288,11 +288,17 @@ def test_scenario_loader_names_scenarios_after_their_file(tmp_path: Path) -> Non
 def test_a_leak_the_reconciler_cannot_see_is_reported_as_an_invariant_violation() -> None:
     scenario = _scenario(
         [
-            {"tamper": {"principal": "eve", "tags": {"SecurityAllowSessionInstance": "web"}}},
+            {
+                "tamper": {
+                    "principal": "eve",
+                    "tags": {"SecurityAllowSessionInstance": "web"},
+                    "recorded": False,
+                }
+            },
             {"advance": "12m"},
         ]
     )
-    # eve does not hold the operator policy: outside the reconciler's scope, so the tag stays.
+    # CloudTrail's event was lost: only the daily sweep would see the tag, so it stays for now.
     scenario["principals"]["eve"] = {"type": "user", "operator": False}
     report = Runner(scenario).run()
     assert not report.passed

@@ -191,6 +191,72 @@ def test_session_tag_rule_alerts_on_slot_keys_in_any_case(
     assert _matches(stack, "SessionTagAlertRule", event) is alerts
 
 
+def _iam_tag(call: str, identity: dict[str, Any], **parameters: Any) -> dict[str, Any]:
+    return _cloudtrail("iam.amazonaws.com", call, parameters, identity)
+
+
+def _slot_tag_rule(stack: Stack) -> str:
+    [rule] = [
+        r.logical_id for r in stack.of_type("AWS::Events::Rule") if r.logical_id.endswith("SlotTagChanges")
+    ]
+    return rule
+
+
+@pytest.mark.parametrize(
+    ("event", "repairs"),
+    [
+        (
+            _iam_tag(
+                "TagUser",
+                ADMIN,
+                userName="eve",
+                tags=[{"key": "SecurityAllowSessionInstance", "value": "i-1"}],
+            ),
+            True,
+        ),
+        (
+            _iam_tag(
+                "TagRole", ADMIN, roleName="ops", tags=[{"key": "x"}, {"key": "securityallowsessionuser3"}]
+            ),
+            True,
+        ),
+        (_iam_tag("UntagUser", ADMIN, userName="eve", tagKeys=["SECURITYALLOWSESSIONINSTANCE2"]), True),
+        (
+            _iam_tag(
+                "TagUser",
+                {"type": "IAMUser", "arn": "arn:aws:iam::1:user/x"},
+                userName="eve",
+                tags=[{"key": "SecurityAllowSessionInstance", "value": "i-1"}],
+            ),
+            True,
+        ),
+        (_iam_tag("TagUser", ADMIN, userName="eve", tags=[{"key": "Team", "value": "red"}]), False),
+        (
+            _iam_tag("CreateUser", ADMIN, userName="eve", tags=[{"key": "SecurityAllowSessionInstance"}]),
+            False,
+        ),
+    ],
+)
+def test_slot_tag_changes_reach_the_reconciler(stack: Stack, event: dict[str, Any], repairs: bool) -> None:
+    """Issue 16: IAM tag calls naming a slot key (any case) invoke the reconciler for that principal."""
+    assert _matches(stack, _slot_tag_rule(stack), event) is repairs
+
+
+@pytest.mark.parametrize(
+    "role", ["GrantAccessFunctionRole", "RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole"]
+)
+def test_the_engines_own_tag_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
+    """A grant's TagUser is no drift: at 1,000 grants/s it must not queue behind the reconciler's
+    reserved concurrency of 1."""
+    event = _iam_tag(
+        "TagUser",
+        _assumed(stack.resources[role].arn),
+        userName="alice",
+        tags=[{"key": "SecurityAllowSessionInstance", "value": "i-1"}],
+    )
+    assert not _matches(stack, _slot_tag_rule(stack), event)
+
+
 def test_session_tag_rule_receives_read_only_calls(stack: Stack) -> None:
     # GetFederationToken is a read-only management event: delivered only in this rule state.
     assert (
@@ -385,8 +451,8 @@ def _member_template() -> dict[str, Any]:
 
 def test_member_stack_holds_no_engine_state() -> None:
     """In the recommended topology a workload account holds SessionGate's member role, two policies and a
-    rule that only forwards session-tag events: its administrators have nothing of the engine (functions,
-    tables, schedules, keys, topics) to change."""
+    rules that only forward session-tag and slot-tag events: its administrators have nothing of the engine
+    (functions, tables, schedules, keys, topics) to change."""
     resources = _member_template()["Resources"]
     types = {r["Type"] for r in resources.values()}
     assert types == {
@@ -396,9 +462,31 @@ def test_member_stack_holds_no_engine_state() -> None:
         "AWS::SQS::Queue",
         "AWS::SQS::QueuePolicy",
     }
-    [rule] = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
-    [target] = rule["Properties"]["Targets"]
-    assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
+    rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert len(rules) == 2
+    for rule in rules:
+        [target] = rule["Properties"]["Targets"]
+        assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
+
+
+def test_member_accounts_forward_slot_tag_changes_to_the_reconciler() -> None:
+    """Issue 16: the member rule forwards what the engine's reconciler rule repairs, except the member
+    role's own tag calls (the engine acting there)."""
+    from tests.support.template import resource
+
+    forward = _member_template()["Resources"]["SlotTagChangeForwardRule"]["Properties"]
+    [engine_rule] = [
+        r["Properties"]["Pattern"]
+        for r in [resource("ReconcileGrantsFunction")["Properties"]["Events"]["SlotTagChanges"]]
+    ]
+    pattern = forward["EventPattern"]
+    assert {k: v for k, v in pattern["detail"].items() if k != "userIdentity"} == {
+        k: v for k, v in engine_rule["detail"].items() if k != "userIdentity"
+    }
+    issuer = pattern["detail"]["userIdentity"]["$or"][1]["sessionContext"]["sessionIssuer"]["arn"]
+    assert issuer == [{"anything-but": [{"Fn::GetAtt": ["SessionGateMemberRole", "Arn"]}]}]
+    [target] = forward["Targets"]
+    assert target["RoleArn"] == {"Fn::GetAtt": ["SessionTagForwardRole", "Arn"]}
 
 
 def test_member_accounts_forward_session_tag_events_to_the_engine_alert() -> None:

@@ -559,10 +559,10 @@ def _repairs_alarmed() -> set[str]:
 
 
 def test_reconciler_repairs_alarm_counts_every_kind_of_repair(stack: Any) -> None:
-    """Lost schedules and stuck (abandoned) grants raise the alarm too, not only revocations and drift."""
+    """Stuck (abandoned) grants raise the alarm too, not only revocations (a lost schedule) and drift."""
     outcome = stack.engine().reconcile()
     reported = set(outcome.detail["repairs"])
-    assert {"revoked", "drift_removed", "schedules_recreated", "abandoned"} <= reported
+    assert {"revoked", "drift_removed", "abandoned"} <= reported
     assert _repairs_alarmed() == reported
     [total] = [m for m in resource("ReconcilerRepairsAlarm")["Properties"]["Metrics"] if m.get("ReturnData")]
     assert total["Expression"] == "SUM(METRICS())"
@@ -576,12 +576,16 @@ def test_reconciler_schedule_expression_is_valid_for_every_rate(minutes: int, ex
     from sandbox import cfn
 
     stack = cfn.load("sessiongate", "123456789012", "us-east-1", {"ReconcilerRateMinutes": minutes})
-    [rule] = [
-        r
+    rules = {
+        r.logical_id: r.properties
         for r in stack.of_type("AWS::Events::Rule")
         if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
-    ]
-    assert rule.properties["ScheduleExpression"] == expression
+    }
+    assert rules["ReconcileGrantsFunctionEvery"]["ScheduleExpression"] == expression
+    # The full sweep runs daily whatever the steady rate, told apart by its input.
+    assert rules["ReconcileGrantsFunctionSweep"]["ScheduleExpression"] == "rate(1 day)"
+    [target] = rules["ReconcileGrantsFunctionSweep"]["Targets"]
+    assert json.loads(target["Input"]) == {"sweep": "full"}
 
 
 def test_schedule_group_name_fits_schedulers_limits_for_any_stack_name() -> None:

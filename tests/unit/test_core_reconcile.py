@@ -10,7 +10,7 @@ import pytest
 from sessiongate.core.model import GrantStatus, Outcome, Result
 from sessiongate.core.ports import ServiceFailure
 from sessiongate.errors import TransientError
-from tests.unit.fakes.core import ACCOUNT, INSTANCE, CoreWorld
+from tests.unit.fakes.core import ACCOUNT, INSTANCE, CoreWorld, Slot
 
 OPERATORS = f"arn:aws:iam::{ACCOUNT}:policy/AllowStartSsmSessionBasedOnIamTags"
 
@@ -34,24 +34,95 @@ def _granted(world: CoreWorld, **kwargs: Any) -> str:
     return request.grant_id
 
 
-def test_drifted_slot_tags_of_an_operator_are_removed(world: CoreWorld) -> None:
-    bob = world.directory.add("user", "bob", tags={"SecurityAllowSessionInstance3": INSTANCE, "team": "ops"})
-    world.directory.attach(OPERATORS, "user", "bob")
+def tag_event(
+    name: str, keys: dict[str, str], *, call: str = "TagUser", account: str = ACCOUNT
+) -> dict[str, Any]:
+    """An IAM tag call's CloudTrail record as EventBridge delivers it (``AWS API Call via CloudTrail``)."""
+    params: dict[str, Any] = {"userName" if call.endswith("User") else "roleName": name}
+    if call.startswith("Tag"):
+        params["tags"] = [{"key": k, "value": v} for k, v in keys.items()]
+    else:
+        params["tagKeys"] = list(keys)
+    return {
+        "source": "aws.iam",
+        "detail-type": "AWS API Call via CloudTrail",
+        "account": account,
+        "detail": {
+            "eventSource": "iam.amazonaws.com",
+            "eventName": call,
+            "recipientAccountId": account,
+            "requestParameters": params,
+        },
+    }
 
-    repairs = _repairs(world.engine.reconcile())
+
+def test_drifted_slot_tags_are_removed_on_the_tag_event(world: CoreWorld) -> None:
+    bob = world.directory.add("user", "bob", tags={"SecurityAllowSessionInstance3": INSTANCE, "team": "ops"})
+
+    repairs = _repairs(
+        world.engine.on_tag_event(tag_event("bob", {"SecurityAllowSessionInstance3": INSTANCE}))
+    )
 
     assert repairs["drift_removed"] == [f"{bob}#3"]
     assert world.directory.tags_of("user", "bob") == {"team": "ops"}
     assert world.ledger.slots == {}  # the repair lock is released
     assert world.notifier.types() == ["ReconcilerRepaired"]
+    assert world.ledger.batch_gets == 1  # the principal's five slot locks in one BatchGetItem
+
+
+def test_tag_events_without_slot_keys_cost_nothing(world: CoreWorld) -> None:
+    world.directory.add("user", "bob", tags={"SecurityAllowSessionInstance3": INSTANCE})
+    for event in (
+        tag_event("bob", {"team": "ops"}),
+        {**tag_event("bob", {"SecurityAllowSession": "x"}), "detail": {"eventSource": "ec2.amazonaws.com"}},
+        {"detail-type": "Scheduled Event", "detail": {}},
+    ):
+        assert world.engine.on_tag_event(event).result is Result.IGNORED
+    assert world.directory.tags_of("user", "bob") == {"SecurityAllowSessionInstance3": INSTANCE}
+    assert world.ledger.batch_gets == 0
+
+
+def test_a_slot_key_in_any_case_or_removed_is_checked(world: CoreWorld) -> None:
+    world.directory.add("user", "bob", tags={"securityallowsessioninstance2": INSTANCE})
+    event = tag_event("bob", {"SECURITYALLOWSESSIONUSER2": "x"}, call="UntagUser")
+    assert _repairs(world.engine.on_tag_event(event))["drift_removed"] != []
+    assert world.directory.tags_of("user", "bob") == {}
 
 
 def test_the_tag_of_a_live_grant_is_not_drift(world: CoreWorld) -> None:
     _granted(world)
-    repairs = _repairs(world.engine.reconcile())
-    assert repairs == {"revoked": [], "abandoned": [], "schedules_recreated": [], "drift_removed": []}
+    event = tag_event("alice", {"SecurityAllowSessionInstance": INSTANCE})
+    for outcome in (world.engine.on_tag_event(event), world.engine.sweep(), world.engine.reconcile()):
+        assert _repairs(outcome) == {"revoked": [], "abandoned": [], "drift_removed": []}
     assert world.directory.tags_of("user", "alice") == {"SecurityAllowSessionInstance": INSTANCE}
     assert "ReconcilerRepaired" not in world.notifier.types()
+
+
+def test_the_sweep_removes_drift_no_event_reported(world: CoreWorld) -> None:
+    # e.g. a principal created with slot tags, or a lost CloudTrail event
+    carol = world.directory.add("role", "carol", tags={"SecurityAllowSessionInstance": INSTANCE})
+    world.directory.add("user", "dave", tags={"team": "ops"})
+    _granted(world)
+
+    outcome = world.engine.sweep()
+
+    assert _repairs(outcome)["drift_removed"] == [f"{carol}#1"]
+    assert outcome.detail["checked_principals"] == 3
+    assert world.directory.tags_of("role", "carol") == {}
+    assert world.directory.tags_of("user", "alice") == {"SecurityAllowSessionInstance": INSTANCE}
+    assert world.directory.authorization_detail_reads == 1
+    # 3 principals x 5 slot locks in one BatchGetItem, the one live holder's record in another
+    assert world.ledger.batch_gets == 2
+
+
+def test_the_sweep_covers_member_accounts_and_reports_an_unreachable_one(world: CoreWorld) -> None:
+    world = CoreWorld(member_accounts=("210987654321", "111111111111"))
+    member_directory, _, _ = world.accounts.add("210987654321")
+    erin = member_directory.add("user", "erin", tags={"SecurityAllowSessionInstance2": INSTANCE})
+    with pytest.raises(TransientError, match="account 111111111111"):
+        world.engine.sweep()
+    assert member_directory.tags_of("user", "erin") == {}
+    assert erin.startswith("arn:aws:iam::210987654321:")
 
 
 def test_an_overdue_grant_whose_schedule_was_lost_is_revoked(world: CoreWorld) -> None:
@@ -71,13 +142,19 @@ def test_an_overdue_grant_whose_schedule_was_lost_is_revoked(world: CoreWorld) -
     assert world.directory.tags_of("user", "alice") == {}
 
 
-def test_a_missing_schedule_of_a_live_grant_is_recreated(world: CoreWorld) -> None:
+def test_the_steady_run_reads_only_overdue_grants_and_no_schedule(world: CoreWorld) -> None:
     grant_id = _granted(world)
-    name = f"sg-revoke-{grant_id}"
-    world.schedules.schedules.clear()
+    world.schedules.schedules.clear()  # lost while the grant is live: it is not re-created any more
+    read: list[str] = []
+    get_grant = world.ledger.get_grant
+    world.ledger.get_grant = lambda gid: read.append(gid) or get_grant(gid)  # type: ignore[method-assign]
+    world.schedules.exists = lambda name: pytest.fail("the steady run reads no schedule")  # type: ignore[method-assign]
 
-    assert _repairs(world.engine.reconcile())["schedules_recreated"] == [grant_id]
-    assert world.schedules.schedules[name].payload == {"grant_id": grant_id, "reason": "expired"}
+    assert _repairs(world.engine.reconcile()) == {"revoked": [], "abandoned": [], "drift_removed": []}
+    assert read == []  # not overdue: not even its record is read
+    world.clock.advance(timedelta(minutes=10, seconds=91))
+    assert _repairs(world.engine.reconcile())["revoked"] == [grant_id]
+    assert world.schedules.schedules == {}
 
 
 def test_a_stuck_provisioning_grant_is_undone_after_the_grace_period(world: CoreWorld) -> None:
@@ -86,10 +163,13 @@ def test_a_stuck_provisioning_grant_is_undone_after_the_grace_period(world: Core
     with pytest.raises(ServiceFailure):
         world.grant(request)
     del world.schedules.create_once  # back to the class's method
-    assert _repairs(world.engine.reconcile())["abandoned"] == []  # a grant invocation may be running
+    assert _repairs(world.engine.sweep())["abandoned"] == []  # a grant invocation may be running
 
     world.clock.advance(timedelta(minutes=5))
-    assert _repairs(world.engine.reconcile())["abandoned"] == [request.grant_id]
+    # It claimed its slot (indexed at its expiry now): the steady run finds it only once overdue, the
+    # sweep (which reads every slot lock's grant) at once.
+    assert _repairs(world.engine.reconcile())["abandoned"] == []
+    assert _repairs(world.engine.sweep())["abandoned"] == [request.grant_id]
     grant = world.ledger.get_grant(request.grant_id)
     assert grant is not None
     assert grant.status is GrantStatus.DENIED
@@ -100,7 +180,7 @@ def test_a_stuck_provisioning_grant_is_undone_after_the_grace_period(world: Core
 
 def test_a_lock_left_by_a_dead_repair_is_released(world: CoreWorld) -> None:
     assert world.ledger.lock_free_slot(world.alice, 2, "reconciler-repair")
-    repairs = _repairs(world.engine.reconcile())
+    repairs = _repairs(world.engine.sweep())
     assert repairs["drift_removed"] == [f"{world.alice}#2 (stale lock)"]
     assert world.ledger.slots == {}
 
@@ -122,10 +202,9 @@ def test_one_failing_repair_does_not_stop_the_others_and_the_run_raises(world: C
     assert world.status(second) is GrantStatus.REVOKED
 
 
-def test_an_unlistable_operator_policy_is_a_failure_not_a_crash(world: CoreWorld) -> None:
-    world.directory.policies.clear()  # IAM answers NoSuchEntity for the policy
+def test_a_stale_lock_of_a_grant_that_is_over_is_released_by_the_sweep(world: CoreWorld) -> None:
     grant_id = _granted(world)
-    world.schedules.schedules.clear()
-    with pytest.raises(TransientError, match="1 item"):
-        world.engine.reconcile()
-    assert world.schedules.exists(f"sg-revoke-{grant_id}")  # the other repairs were made
+    assert world.engine.revoke(grant_id, reason="manual", by="test").result == Result.REVOKED
+    world.ledger.slots[(world.alice, 1)] = Slot(grant_id)  # as if the release had been lost
+    assert _repairs(world.engine.sweep())["drift_removed"] == [f"{world.alice}#1 (stale lock)"]
+    assert world.ledger.slots == {}

@@ -56,6 +56,7 @@ class FakeLedger:
         self.grants: dict[str, Grant] = {}
         self.tombstones: dict[str, RevokeRequest] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
+        self.batch_gets = 0  # BatchGetItem calls the real adapter would make
 
     # -- reads ------------------------------------------------------------------------------
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -68,6 +69,18 @@ class FakeLedger:
     def slot_holder(self, principal_arn: str, slot: int) -> str | None:
         held = self.slots.get((principal_arn, slot))
         return held.holder if held else None
+
+    def slot_holders(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """BatchGetItem reads at most 100 keys per call, and refuses duplicate keys (DynamoDB API
+        Reference, "BatchGetItem": ValidationException); the adapter asks in chunks of distinct keys."""
+        wanted = list(dict.fromkeys(keys))
+        self.batch_gets += -(-len(wanted) // 100)
+        return {k: self.slots[k].holder for k in wanted if k in self.slots}
+
+    def get_grants(self, grant_ids: Iterable[str]) -> dict[str, Grant]:
+        wanted = list(dict.fromkeys(grant_ids))
+        self.batch_gets += -(-len(wanted) // 100)
+        return {g: copy.deepcopy(self.grants[g]) for g in wanted if g in self.grants}
 
     def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
         live = [g for g in self.grants.values() if g.status in LIVE]
@@ -181,6 +194,7 @@ class FakeDirectory:
         self.principals: dict[tuple[PrincipalType, str], Principal] = {}
         self.policies: dict[str, set[tuple[PrincipalType, str]]] = {}
         self.writes: list[tuple[str, str, tuple[str, ...]]] = []  # (tag|untag, name, keys)
+        self.authorization_detail_reads = 0
 
     # -- set-up ------------------------------------------------------------------------------
     def add(
@@ -225,6 +239,14 @@ class FakeDirectory:
                 f"Policy {policy_arn} does not exist or is not attachable.", code="NoSuchEntity"
             )
         return {p for p in self.policies[policy_arn] if p in self.principals}
+
+    def all_principals(self) -> list[PrincipalFacts]:
+        """GetAccountAuthorizationDetails (Filter User, Role): every user and role with its tags."""
+        self.authorization_detail_reads += 1
+        return [
+            PrincipalFacts(p.arn, p.name, p.path, p.kind.value, dict(p.tags), p.id)
+            for p in self.principals.values()
+        ]
 
     def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None:
         found = self.principals.get((kind, name))

@@ -50,6 +50,32 @@ class Directory:
                 found |= {(PrincipalType.USER, u["UserName"]) for u in page.get("Users", [])}
         return found
 
+    def all_principals(self) -> list[PrincipalFacts]:
+        """Every IAM user and role of the account with its tags: GetAccountAuthorizationDetails pages
+        of up to 1,000 entities (IAM API Reference, "GetAccountAuthorizationDetails": MaxItems 1-1000;
+        UserDetailList and RoleDetailList carry each principal's Tags)."""
+        found: list[PrincipalFacts] = []
+        pages = self._iam.get_paginator("get_account_authorization_details").paginate(
+            Filter=["User", "Role"], PaginationConfig={"PageSize": 1000}
+        )
+        for page in pages:
+            for kind, entities in (
+                (PrincipalType.USER, page.get("UserDetailList", [])),
+                (PrincipalType.ROLE, page.get("RoleDetailList", [])),
+            ):
+                found += [
+                    PrincipalFacts(
+                        arn=e["Arn"],
+                        name=e.get("UserName") or e.get("RoleName") or "",
+                        path=e.get("Path", "/"),
+                        kind=kind.value,
+                        tags={t["Key"]: t["Value"] for t in e.get("Tags", [])},
+                        id=e.get("UserId") or e.get("RoleId") or "",
+                    )
+                    for e in entities
+                ]
+        return found
+
     def group_user_names(self, group: str) -> frozenset[str]:
         """Names (lower case) of the IAM users in ``group`` now; none when the group does not exist.
 

@@ -2,8 +2,10 @@
 
 Items (single table, partition key ``pk``):
 - ``GRANT#<grant_id>``: the grant record (see :class:`sessiongate.core.model.Grant`). Live grants
-  (PROVISIONING, ACTIVE) also carry ``live = "LIVE"`` and ``expires_at`` for the sparse
-  ``live-by-expiry`` index.
+  (PROVISIONING, ACTIVE) also carry ``live = "LIVE#<n>"`` (n = a stable hash of the grant id modulo
+  ``LIVE_SHARDS``, so no single index partition key value takes every grant's writes) and ``expires_at``
+  for the sparse ``live-by-expiry`` index. Records written before sharding carry ``live = "LIVE"``: the
+  index queries read that partition too.
 - ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it.
   A slot is only ever taken when absent, and only released by its holder's revocation *after* the
   holder's tag is gone, so a newer grant's tag can never be removed by an older grant's revocation.
@@ -18,6 +20,8 @@ Items (single table, partition key ``pk``):
 from __future__ import annotations
 
 import contextlib
+import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -27,6 +31,12 @@ from sessiongate.core.ports import RevokeRequest
 from sessiongate.errors import TransientError
 
 LIVE_INDEX = "live-by-expiry"
+# The index's partition key values: LIVE#0..LIVE#15, and the unsharded value of earlier releases.
+LIVE_SHARDS = 16
+LEGACY_LIVE = "LIVE"
+# BatchGetItem reads at most 100 items per call (DynamoDB API Reference, "BatchGetItem").
+BATCH_GET_LIMIT = 100
+_BATCH_ATTEMPTS = 8
 _GRANT_FIELDS = {f.name for f in fields(Grant)}
 TOMBSTONE = "revoke_requested"
 
@@ -46,6 +56,15 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
     des = TypeDeserializer()
     return {k: des.deserialize(v) for k, v in item.items()}
+
+
+def live_shard(grant_id: str) -> str:
+    """The index partition key value of a live grant: stable across processes (CRC-32, not hash())."""
+    return f"LIVE#{zlib.crc32(grant_id.encode()) % LIVE_SHARDS}"
+
+
+def live_partitions() -> list[str]:
+    return [LEGACY_LIVE, *(f"LIVE#{n}" for n in range(LIVE_SHARDS))]
 
 
 def grant_key(grant_id: str) -> dict[str, Any]:
@@ -101,25 +120,61 @@ class Ledger:
         return str(item["grant_id"]["S"]) if item else None
 
     def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
-        """Live grants (PROVISIONING/ACTIVE), optionally only those expiring before a timestamp."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": LIVE_INDEX,
-            "KeyConditionExpression": "live = :live",
-            "ExpressionAttributeValues": {":live": {"S": "LIVE"}},
-        }
-        if expiring_before is not None:
-            kwargs["KeyConditionExpression"] += " AND expires_at < :before"
-            kwargs["ExpressionAttributeValues"][":before"] = {"S": expiring_before}
+        """Live grants (PROVISIONING/ACTIVE), optionally only those expiring before a timestamp.
+
+        One query (page) per index partition: the shards and the legacy ``LIVE`` value."""
         grant_ids: list[str] = []
         paginator = self._db.get_paginator("query")
-        for page in paginator.paginate(**kwargs):
-            grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
+        for partition in live_partitions():
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": LIVE_INDEX,
+                "KeyConditionExpression": "live = :live",
+                "ExpressionAttributeValues": {":live": {"S": partition}},
+            }
+            if expiring_before is not None:
+                kwargs["KeyConditionExpression"] += " AND expires_at < :before"
+                kwargs["ExpressionAttributeValues"][":before"] = {"S": expiring_before}
+            for page in paginator.paginate(**kwargs):
+                grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
         # The index is eventually consistent: re-read each record before acting on it.
         grants = [self.get_grant(gid) for gid in grant_ids]
-        return [
+        live = [
             g for g in grants if g is not None and g.status in (GrantStatus.ACTIVE, GrantStatus.PROVISIONING)
         ]
+        return sorted(live, key=lambda g: (g.expires_at or g.created_at, g.grant_id))
+
+    def slot_holders(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The holders of many slot locks, ``(principal_arn, slot) -> grant id`` (free slots absent):
+        strongly consistent BatchGetItem reads, 100 keys per call."""
+        found: dict[tuple[str, int], str] = {}
+        for item in self._batch_get([slot_key(arn, slot) for arn, slot in dict.fromkeys(keys)]):
+            arn, _, slot = item["pk"]["S"].removeprefix("SLOT#").rpartition("#")
+            found[(arn, int(slot))] = item["grant_id"]["S"]
+        return found
+
+    def get_grants(self, grant_ids: Iterable[str]) -> dict[str, Grant]:
+        """Many grant records at once (BatchGetItem, strongly consistent); ids without one are absent."""
+        items = self._batch_get([grant_key(gid) for gid in dict.fromkeys(grant_ids)])
+        return {g.grant_id: g for g in (to_grant(i) for i in items if "status" in i)}
+
+    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            request: dict[str, Any] = {
+                self._table: {"Keys": keys[start : start + BATCH_GET_LIMIT], "ConsistentRead": True}
+            }
+            for _attempt in range(_BATCH_ATTEMPTS):
+                answer = self._db.batch_get_item(RequestItems=request)
+                items += answer.get("Responses", {}).get(self._table, [])
+                # Keys DynamoDB did not get to (throughput, 16 MB) come back to be asked again
+                # (DynamoDB API Reference, "BatchGetItem": UnprocessedKeys). botocore's retries back off.
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise TransientError(f"BatchGetItem left {len(request[self._table]['Keys'])} key(s) unread")
+        return items
 
     # -- writes ------------------------------------------------------------------------------
     def create(self, grant: Grant) -> bool:
@@ -132,7 +187,7 @@ class Ledger:
         values["kind"] = "grant"
         condition = "attribute_not_exists(#s)"
         if grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
-            values["live"] = "LIVE"
+            values["live"] = live_shard(grant.grant_id)
             values["expires_at"] = grant.expires_at or grant.created_at
             condition += f" AND attribute_not_exists({TOMBSTONE})"
         try:

@@ -6,6 +6,7 @@ Denials are decisions: recorded in the ledger, notified, and returned, never rai
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sessiongate.core import denials as denying
 from sessiongate.core import grant as granting
@@ -61,6 +62,14 @@ class Engine(Context):
     def reconcile(self) -> Outcome:
         # Through self.revoke, looked up per call: the reconciler revokes exactly as the scheduler does.
         return reconciling.reconcile(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
+
+    def on_tag_event(self, event: Mapping[str, Any]) -> Outcome:
+        """EventBridge delivery of an IAM tag call recorded by CloudTrail: repair that principal."""
+        return reconciling.repair_principal(self, event)
+
+    def sweep(self) -> Outcome:
+        """The full (daily) sweep of every principal and slot lock."""
+        return reconciling.sweep(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
 
     def reject(self, what: str, exc: InvalidInput) -> Outcome:
         return denying.reject(self, what, exc)

@@ -1,9 +1,20 @@
-"""The reconciler: repair what lost or failed deliveries left behind, and report every repair."""
+"""The reconciler: repair what lost or failed deliveries left behind, and report every repair.
+
+Three triggers share the repairs (issue 16: a run's cost must not grow with the account):
+- ``reconcile`` (every few minutes): only grants overdue by the tolerance, one index query per
+  partition of ``live-by-expiry``. A lost revoke schedule shows up here as an overdue grant.
+- ``repair_principal`` (an IAM TagUser/TagRole/UntagUser/UntagRole CloudTrail event through
+  EventBridge): the slot tags and locks of just that principal, within a minute of the change.
+- ``sweep`` (daily): every user and role (GetAccountAuthorizationDetails) and every slot lock
+  (BatchGetItem), for what no event reported (a lost event, a principal created with tags, a lock left
+  by a run that died, a grant stuck PROVISIONING after claiming its slot).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core import denials, slots
@@ -12,7 +23,7 @@ from sessiongate.core.guardrails import PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import AccountNotAllowed, Directory, MemberUnavailable, ServiceFailure
-from sessiongate.core.revoke import PROVISIONING_GRACE, REASON_EXPIRED, schedule_name
+from sessiongate.core.revoke import PROVISIONING_GRACE
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
@@ -24,24 +35,130 @@ Principal = tuple[str, PrincipalType, str]  # account, kind, name
 
 
 def reconcile(ctx: Context, revoke: Revoke) -> Outcome:
-    """1. ACTIVE grants past expiry (their schedule was lost or failed): revoke them.
-    2. PROVISIONING grants stuck past the grace period: undo and deny them (or revoke if expired).
-    3. ACTIVE grants whose revoke schedule is missing: re-create it.
-    4. Slot tags that no live grant explains (drift, manual tagging) on principals that hold the
-       operator policy or a live grant: remove them, holding the slot's lock while doing so.
+    """The steady run: the live grants whose expiry is older than ``RECONCILE_TOLERANCE`` (their
+    schedule was lost or failed: revoke them), and PROVISIONING grants stuck past the grace period
+    (undo and deny them, or revoke if expired). A PROVISIONING record is indexed at its creation time
+    until it claims a slot, so it is found here as soon as it could be stuck.
     Every item is attempted; if any repair failed the run raises at the end (alarm, retry).
     """
     bind()  # a new operation: no keys of the previous one
     now = ctx.clock.now()
-    repairs: dict[str, list[str]] = {
-        "revoked": [],
-        "abandoned": [],
-        "schedules_recreated": [],
-        "drift_removed": [],
-    }
+    repairs = _empty_repairs()
     failures: list[str] = []
-    live = ctx.ledger.live_grants()
-    for grant in live:
+    overdue = ctx.ledger.live_grants(expiring_before=to_iso(now - RECONCILE_TOLERANCE))
+    _repair_grants(ctx, overdue, now, revoke, repairs, failures)
+    return _finish(ctx, repairs, failures, now, {"checked_grants": len(overdue)})
+
+
+def repair_principal(ctx: Context, event: Mapping[str, Any]) -> Outcome:
+    """An IAM tag change (CloudTrail through EventBridge): remove the drift of just that principal.
+
+    Events that touch no SessionGate slot key, or that are no IAM tag call, are ignored (no AWS call).
+    """
+    bind()
+    now = ctx.clock.now()
+    principal = tag_event_principal(event)
+    if principal is None:
+        return Outcome(Result.IGNORED, None, {"why": "not a slot tag change"})
+    repairs = _empty_repairs()
+    failures: list[str] = []
+    account, kind, name = principal
+    try:
+        directory = ctx.adapters_in(account).directory
+        facts = directory.get_principal(kind, name)
+        if facts is not None:
+            holders = ctx.ledger.slot_holders((facts.arn, s) for s in _slots(ctx))
+            repairs["drift_removed"] += _remove_drift(ctx, directory, facts, holders, {})
+    except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
+        logger().exception("reconciler could not check a principal", extra={"principal_name": name})
+        failures.append(f"{account}/{kind.value}/{name}: {exc}")
+    return _finish(ctx, repairs, failures, now, {"principal": f"{account}/{kind.value}/{name}"})
+
+
+def sweep(ctx: Context, revoke: Revoke) -> Outcome:
+    """The full sweep: every principal's slot tags against every slot lock, in every account.
+
+    Per account: GetAccountAuthorizationDetails pages (1,000 principals each), then BatchGetItem of
+    every principal's slot locks (100 per call) and of the grants those locks name. Stale locks are
+    released, drift removed (only where no live grant holds the slot), and locked grants stuck
+    PROVISIONING past the grace period undone.
+    """
+    bind()
+    now = ctx.clock.now()
+    repairs = _empty_repairs()
+    failures: list[str] = []
+    checked = 0
+    for account in (ctx.settings.account_id, *ctx.settings.member_accounts):
+        try:
+            directory = ctx.adapters_in(account).directory
+            principals = directory.all_principals()
+            holders = ctx.ledger.slot_holders((p.arn, s) for p in principals for s in _slots(ctx))
+            records = ctx.ledger.get_grants(h for h in holders.values() if h != slots.REPAIR_HOLDER)
+        except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
+            logger().exception("reconciler could not sweep an account", extra={"account": account})
+            failures.append(f"account {account}: {exc}")
+            continue
+        checked += len(principals)
+        stuck = [g for g in records.values() if g.status is GrantStatus.PROVISIONING]
+        _repair_grants(ctx, stuck, now, revoke, repairs, failures)
+        for facts in principals:
+            try:
+                repairs["drift_removed"] += _remove_drift(ctx, directory, facts, holders, records)
+            except (ServiceFailure, TransientError) as exc:
+                logger().exception(
+                    "reconciler could not check a principal", extra={"principal_name": facts.name}
+                )
+                failures.append(f"{facts.arn}: {exc}")
+    return _finish(ctx, repairs, failures, now, {"checked_principals": checked})
+
+
+def tag_event_principal(event: Mapping[str, Any]) -> Principal | None:
+    """(account, kind, name) of a CloudTrail ``TagUser``/``TagRole``/``UntagUser``/``UntagRole`` record
+    that names a SessionGate slot key (any letter case: IAM tag keys are case-insensitive), else None."""
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping) or detail.get("eventSource") != "iam.amazonaws.com":
+        return None
+    kind = _TAG_CALLS.get(str(detail.get("eventName")))
+    params = detail.get("requestParameters")
+    if kind is None or not isinstance(params, Mapping):
+        return None
+    keys = [t.get("key") for t in params.get("tags") or [] if isinstance(t, Mapping)]
+    keys += list(params.get("tagKeys") or [])
+    if not any(isinstance(k, str) and k.lower().startswith(_SLOT_KEY_PREFIX) for k in keys):
+        return None
+    name = params.get("userName" if kind is PrincipalType.USER else "roleName")
+    account = detail.get("recipientAccountId") or event.get("account")
+    if not isinstance(name, str) or not name or not isinstance(account, str):
+        return None
+    return account, kind, name
+
+
+_TAG_CALLS = {
+    "TagUser": PrincipalType.USER,
+    "UntagUser": PrincipalType.USER,
+    "TagRole": PrincipalType.ROLE,
+    "UntagRole": PrincipalType.ROLE,
+}
+_SLOT_KEY_PREFIX = "securityallowsession"
+
+
+def _empty_repairs() -> dict[str, list[str]]:
+    return {"revoked": [], "abandoned": [], "drift_removed": []}
+
+
+def _slots(ctx: Context) -> range:
+    return range(1, ctx.settings.slot_count + 1)
+
+
+def _repair_grants(
+    ctx: Context,
+    grants: list[Grant],
+    now: datetime,
+    revoke: Revoke,
+    repairs: dict[str, list[str]],
+    failures: list[str],
+) -> None:
+    for grant in grants:
         try:
             kind = _repair_grant(ctx, grant, now, revoke)
         except (TransientError, ServiceFailure) as exc:
@@ -50,14 +167,15 @@ def reconcile(ctx: Context, revoke: Revoke) -> Outcome:
             continue
         if kind:
             repairs[kind].append(grant.grant_id)
-    principals = {(g.account, PrincipalType(g.principal_type), g.principal_name) for g in live}
-    principals |= _operators(ctx, failures)
-    for principal in sorted(principals):
-        repairs["drift_removed"] += _remove_drift_of(ctx, principal, failures)
+
+
+def _finish(
+    ctx: Context, repairs: dict[str, list[str]], failures: list[str], now: datetime, checked: dict[str, Any]
+) -> Outcome:
     _report(ctx, repairs, now)
     if failures:
         raise TransientError(f"reconciler left {len(failures)} item(s) unrepaired: {failures[:5]}")
-    return Outcome(Result.RECONCILED, None, {"repairs": repairs, "checked_grants": len(live)})
+    return Outcome(Result.RECONCILED, None, {"repairs": repairs, **checked})
 
 
 def _repair_grant(ctx: Context, grant: Grant, now: datetime, revoke: Revoke) -> str | None:
@@ -72,53 +190,27 @@ def _repair_grant(ctx: Context, grant: Grant, now: datetime, revoke: Revoke) -> 
         return "abandoned" if denials.abandon(ctx, grant, [timeout]).result == Result.DENIED else None
     if expires is not None and now >= expires + RECONCILE_TOLERANCE:
         return "revoked" if revoke(grant.grant_id).result == Result.REVOKED else None
-    name = grant.schedule_name or schedule_name(grant.grant_id)
-    if expires is not None and now < expires and not ctx.schedules.exists(name):
-        payload = {"grant_id": grant.grant_id, "reason": REASON_EXPIRED}
-        ctx.schedules.create_once(name, expires, ctx.settings.revoke_target_arn, payload)
-        return "schedules_recreated"
     return None
 
 
-def _operators(ctx: Context, failures: list[str]) -> set[Principal]:
-    """The principals holding the operator policy, in every account SessionGate serves."""
-    found: set[Principal] = set()
-    for account in (ctx.settings.account_id, *ctx.settings.member_accounts):
-        try:
-            directory = ctx.adapters_in(account).directory
-            if ctx.settings.operator_policy_arn:
-                # The member stack creates the operator policy under the same name in each account.
-                policy = ctx.settings.operator_policy_arn.replace(
-                    f":{ctx.settings.account_id}:", f":{account}:"
-                )
-                found |= {(account, k, n) for k, n in directory.policy_principals(policy)}
-        except (MemberUnavailable, ServiceFailure) as exc:
-            logger().exception("reconciler could not list operators", extra={"account": account})
-            failures.append(f"account {account}: {exc}")
-    return found
+def _remove_drift(
+    ctx: Context,
+    directory: Directory,
+    principal: PrincipalFacts,
+    holders: Mapping[tuple[str, int], str],
+    records: Mapping[str, Grant],
+) -> list[str]:
+    """Remove the slot tags of a principal that no live grant explains; what was removed.
 
-
-def _remove_drift_of(ctx: Context, principal: Principal, failures: list[str]) -> list[str]:
-    account, kind, name = principal
-    try:
-        return remove_drift(ctx, ctx.adapters_in(account).directory, kind, name)
-    except (MemberUnavailable, AccountNotAllowed, ServiceFailure) as exc:
-        logger().exception("reconciler could not check a principal", extra={"principal_name": name})
-        failures.append(f"{account}/{kind.value}/{name}: {exc}")
-        return []
-
-
-def remove_drift(ctx: Context, directory: Directory, kind: PrincipalType, name: str) -> list[str]:
-    """Remove the slot tags of a principal that no live grant explains; what was removed."""
-    principal = directory.get_principal(kind, name)
-    if principal is None:
-        return []
+    ``holders``: the principal's slot locks as read (after its tags were read); ``records``: grant
+    records already read (others are read here, one GetItem per holder)."""
     removed = []
     lowered = {k.lower() for k in principal.tags}
-    for slot in range(1, ctx.settings.slot_count + 1):
+    kind = PrincipalType(principal.kind)
+    for slot in _slots(ctx):
         keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
-        holder = ctx.ledger.slot_holder(principal.arn, slot)
-        if holder is not None and (holder == slots.REPAIR_HOLDER or not _is_live(ctx, holder)):
+        holder = holders.get((principal.arn, slot))
+        if holder is not None and (holder == slots.REPAIR_HOLDER or not _is_live(ctx, holder, records)):
             _release_stale_lock(ctx, principal, slot, holder)
             holder = None
             if not keys:
@@ -129,7 +221,7 @@ def remove_drift(ctx: Context, directory: Directory, kind: PrincipalType, name: 
         if not ctx.ledger.lock_free_slot(principal.arn, slot, slots.REPAIR_HOLDER):
             continue
         try:
-            directory.untag(kind, name, keys)
+            directory.untag(kind, principal.name, keys)
         finally:
             ctx.ledger.release_slot(principal.arn, slot, slots.REPAIR_HOLDER)
         removed.append(f"{principal.arn}#{slot}")
@@ -144,8 +236,8 @@ def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, hold
     bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
 
 
-def _is_live(ctx: Context, grant_id: str) -> bool:
-    grant = ctx.ledger.get_grant(grant_id)
+def _is_live(ctx: Context, grant_id: str, records: Mapping[str, Grant]) -> bool:
+    grant = records[grant_id] if grant_id in records else ctx.ledger.get_grant(grant_id)
     return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
 
 
