@@ -130,11 +130,13 @@ class FakeRequestStore:
 class FakePolicies:
     document: dict[str, Any]
     broken: str = ""  # a PolicyError message: the policy is unusable
+    serial: int | None = None  # the envelope's signed serial (None: the stack default)
 
     def verified(self) -> VerifiedPolicy:
         if self.broken:
             raise PolicyError(self.broken)
-        return VerifiedPolicy(ApprovalPolicy.parse(self.document), policy_digest(self.document), "test")
+        digest = policy_digest(self.document)
+        return VerifiedPolicy(ApprovalPolicy.parse(self.document), digest, "test", None, self.serial)
 
     def get(self) -> ApprovalPolicy:
         return self.verified().policy
