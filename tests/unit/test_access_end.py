@@ -16,6 +16,7 @@ from tests.unit.access_world import (
     ALICE,
     BOB,
     EVE,
+    POLICY,
     caller,
     create,
     granted,
@@ -23,6 +24,8 @@ from tests.unit.access_world import (
     slot_tags,
     stuck_provisioning,
 )
+from tests.unit.fakes.access import world
+from tests.unit.fakes.core import MEMBER
 
 
 def test_the_requester_revokes_live_access_through_the_engine() -> None:
@@ -223,3 +226,27 @@ def test_the_sweep_re_emits_a_lost_hand_over_only_when_the_api_signed_it() -> No
     # The engine re-checks the MAC too: the forged record is not granted.
     outcome = w.grant()
     assert [d["code"] for d in outcome.detail["denials"]] == ["approval_not_signed"]
+
+
+def test_a_member_account_out_of_reach_leaves_the_revocation_unfinished_and_retryable() -> None:
+    """The engine cannot reach the member account to untag (TransientError): the request API reports
+    the revocation as not finished (409, the engine's refusal mapped to grant_in_progress), the
+    tombstone stays and the record stays live; once the account answers again, a retry ends it."""
+    w = world(POLICY, member_accounts=(MEMBER,))
+    directory, inventory, _ = w.core.accounts.add(MEMBER)
+    directory.add("user", "alice")
+    inventory.add("i-0123456789abcdef0")
+    request_id = create(w, instance_id="i-0123456789abcdef0", account=MEMBER)
+    w.service.approve(caller(BOB), request_id, None)
+    assert w.grant().result == "granted"
+    w.core.accounts.unavailable.add(MEMBER)
+    with pytest.raises(Conflict) as err:
+        w.service.revoke(caller(ALICE), request_id, None)
+    assert err.value.code == "partly_revoked"
+    assert f"{request_id} (grant_in_progress)" in err.value.message
+    assert w.ledger.revoke_request(f"rq-{request_id}") is not None
+    assert w.grant_status(request_id) is GrantStatus.ACTIVE
+    w.core.accounts.unavailable.clear()
+    assert w.service.revoke(caller(ALICE), request_id, None)["request"]["status"] == "REVOKED"
+    assert w.grant_status(request_id) is GrantStatus.REVOKED
+    assert not [k for k in directory.tags_of("user", "alice") if k.startswith(slots.INSTANCE_KEY)]
