@@ -252,6 +252,14 @@ def test_event_for_an_unknown_change_request_is_denied(stack: Stack) -> None:
     _denied(stack, stack.engine().grant(request.to_detail()), "origin_not_found")
 
 
+def test_event_naming_an_execution_id_ssm_cannot_have_is_denied_not_raised(stack: Stack) -> None:
+    """A forged grant id ``cm-<not 36 characters>``: botocore would refuse the read (ParamValidationError);
+    the adapter reads it as no change request, so the grant records an audited denial."""
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice", grant_id="cm-forged")
+    _denied(stack, stack.engine().grant(request.to_detail()), "origin_not_found")
+
+
 def test_change_request_rejected_in_ssm_is_denied_at_grant_time(stack: Stack) -> None:
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")

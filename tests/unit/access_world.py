@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sessiongate.access_requests.caller import Caller, caller_from_context
+from sessiongate.core import slots
+from sessiongate.core.model import GrantStatus
+from sessiongate.core.ports import ServiceFailure
 from tests.support.people import ALICE, BOB, CAROL, EVE  # noqa: F401 - the tests' callers
 from tests.support.people import APPROVERS_ROLE as APPROVERS
 from tests.support.people import SECURITY as SAM  # noqa: F401
@@ -55,8 +60,34 @@ def create(w: World, who: str = ALICE, **body: Any) -> str:
 
 
 def granted(w: World) -> str:
-    """A request of Alice's on the default rule, approved by Bob and granted ACTIVE by the engine."""
+    """A request of Alice's on the default rule, approved by Bob and granted ACTIVE by the real engine."""
     request_id = create(w)
     w.service.approve(caller(BOB), request_id, None)
-    w.engine.grant(w.bus.emitted[-1])
+    outcome = w.grant()
+    assert outcome.result == "granted", outcome.detail
+    return request_id
+
+
+def slot_tags(w: World, user: str = "alice") -> dict[str, str]:
+    """The user's SessionGate slot tags (what lets them open a session)."""
+    tags = w.directory.tags_of("user", user)
+    return {k: v for k, v in tags.items() if k.startswith(slots.INSTANCE_KEY) or k.startswith(slots.USER_KEY)}
+
+
+def stuck_provisioning(w: World) -> str:
+    """Alice's approved request whose grant stopped after tagging (Scheduler throttled it): PROVISIONING."""
+    request_id = create(w)
+    w.service.approve(caller(BOB), request_id, None)
+    schedules = w.core.schedules
+    real = schedules.create_once
+
+    def throttled(*args: object, **kwargs: object) -> bool:
+        schedules.create_once = real  # type: ignore[method-assign]
+        raise ServiceFailure("Rate exceeded", code="ThrottlingException")
+
+    schedules.create_once = throttled  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        w.grant()
+    assert w.grant_status(request_id) is GrantStatus.PROVISIONING
+    assert slot_tags(w)  # the tag is on: only the activation is missing
     return request_id

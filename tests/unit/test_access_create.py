@@ -72,6 +72,23 @@ def test_an_unusable_policy_is_unavailable() -> None:
     assert err.value.code == "policy_unavailable"
 
 
+def test_a_policy_signed_before_the_one_in_effect_is_refused_and_the_sweep_says_so() -> None:
+    """An older signed policy written back into the parameter: the recorded serial never goes down."""
+    w = new_world()
+    w.policies.serial = 9
+    create(w)  # a write path records serial 9
+    assert w.store.policy_serial() == 9
+    w.policies.serial = 3
+    w.service._recorded_policy = ""  # another Lambda instance: it asks the table
+    with pytest.raises(Unavailable) as err:
+        create(w, instance_id=w.instance("i-0123456789abcdef1"))
+    assert err.value.code == "policy_rejected"
+    assert w.store.policy_serial() == 9
+    w.service.sweep()  # expiring requests needs no policy: the sweep runs and reports the rejection
+    assert w.notifier.types[-1] == "PolicyRejected"
+    assert w.store.policy_serial() == 9
+
+
 def test_break_glass_self_approves_signed_and_is_handed_to_the_engine_once_per_quota() -> None:
     w = new_world()
     reason = "production is down, paging did not work"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from botocore.exceptions import ClientError
 from sandbox.apigw import api_event
 from sessiongate.access_requests import errors
 from sessiongate.access_requests.http import ROUTES, RequestApi
-from tests.unit.access_world import ALICE, BOB, new_world
+from sessiongate.clock import ManualClock
+from sessiongate.core.revoke import PROVISIONING_GRACE
+from tests.unit.access_world import ALICE, BOB, new_world, stuck_provisioning
 
 
 class Raising:
@@ -113,3 +116,15 @@ def test_no_environment_variable_turns_an_unhandled_error_into_a_traceback(
     monkeypatch.setenv("POWERTOOLS_EVENT_HANDLER_DEBUG", "true")
     with pytest.raises(RuntimeError, match="boom"):
         RequestApi(Raising(RuntimeError("boom"))).handle(api_event("GET /requests", ALICE))  # type: ignore[arg-type]
+
+
+def test_a_revocation_the_engine_cannot_finish_yet_is_a_409_naming_grant_in_progress() -> None:
+    """The real engine refuses to revoke a grant it still sees provisioning (TransientError): through
+    http that is a 409 the caller retries, not a 500 or a 503."""
+    w = new_world()
+    request_id = stuck_provisioning(w)
+    w.clock.advance(PROVISIONING_GRACE - timedelta(seconds=1))
+    w.service.clock = ManualClock(w.clock.now() + timedelta(seconds=1))  # the API's clock a second ahead
+    status, body = answer(w.service, "POST /requests/{id}/revoke", ALICE, request_id=request_id, body={})
+    assert (status, body["error"]) == (409, "partly_revoked")
+    assert "grant_in_progress" in body["message"]

@@ -1,10 +1,13 @@
-"""In-memory fakes for the native front door: the request store, policy, IAM/EC2, bus, notifier, KMS
-and the engine's grant ledger and revoke (a port here).
+"""In-memory fakes for the native front door: the requests table, the policy source, the bus's and
+notifier's records and KMS MACs; :func:`world` builds a NativeService next to the REAL grant core
+(``Engine`` on the core's fakes, ``tests/unit/fakes/core.py``), so grants come from the real code.
 
-:class:`FakeRequestStore` behaves like ``adapters.request_store.RequestStore`` on DynamoDB: ``create`` is
-``attribute_not_exists(request_id)``, ``replace`` is conditional on the stored ``version`` (DynamoDB's
+:class:`FakeRequestStore` behaves like ``adapters.request_store.RequestStore`` on DynamoDB (checked by
+``tests/integration/test_access_contract.py``): ``create`` is ``attribute_not_exists(request_id)``,
+``replace`` writes the next version conditional on the stored ``version`` (DynamoDB's
 ConditionalCheckFailedException becomes ``False``), ``create_extension`` is one transaction of both
-(all or nothing, as TransactWriteItems), the quota is a versioned item; reads return what was written.
+(all or nothing, as TransactWriteItems), the quota is a versioned item, the recorded policy serial
+never goes down (an older one is :class:`PolicyRejected`); reads return what was written.
 It counts every write, so a test can prove that a read writes nothing.
 """
 
@@ -13,18 +16,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError, VerifiedPolicy, policy_digest
+from sessiongate.access_requests.policy import (
+    ApprovalPolicy,
+    PolicyError,
+    VerifiedPolicy,
+    check_serial,
+    policy_digest,
+)
 from sessiongate.access_requests.records import Request, RequestStatus
 from sessiongate.access_requests.service import NativeService
+from sessiongate.access_requests.verifier import NativeVerifier
 from sessiongate.clock import ManualClock, to_iso
-from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
-from sessiongate.core.identity import PrincipalType
-from sessiongate.core.model import AccessApproved, Grant, GrantStatus, Outcome
-from sessiongate.settings import Settings
+from sessiongate.core.engine import Engine
+from sessiongate.core.model import AccessApproved, GrantStatus, Origin, Outcome
+from tests.unit.fakes.core import CoreWorld, FakeBus, FakeDirectory, FakeInventory, FakeLedger
 
 ACCOUNT = "123456789012"
 START = datetime(2026, 1, 5, 9, 0, 0, tzinfo=UTC)
@@ -58,6 +67,8 @@ class FakeRequestStore:
         return True
 
     def replace(self, request: Request, *, expected_version: int) -> bool:
+        if request.version != expected_version + 1:
+            raise ValueError("replace() needs the next version of the record")
         self._write(f"replace {request.request_id}")
         current = self.items.get(request.request_id)
         if current is None or current.version != expected_version:
@@ -83,10 +94,18 @@ class FakeRequestStore:
         return len(recent)
 
     def record_policy(self, policy: VerifiedPolicy, *, now: datetime) -> bool:
+        """As the adapter: refuse a serial older than the recorded one, raise the recorded serial, and
+        answer whether the digest changed."""
+        serial, highest = policy.serial, self.serial
+        if serial is not None and highest is not None:
+            check_serial(policy.source, serial, highest)
+        raises = serial is not None and (highest is None or serial > highest)
         changed = policy.digest != self.policy_digest
-        if changed:
+        if changed or raises:
             self._write("policy")
             self.policy_digest = policy.digest
+            if raises:
+                self.serial = serial
         return changed
 
     def policy_serial(self) -> int | None:
@@ -111,41 +130,16 @@ class FakeRequestStore:
 class FakePolicies:
     document: dict[str, Any]
     broken: str = ""  # a PolicyError message: the policy is unusable
+    serial: int | None = None  # the envelope's signed serial (None: the stack default)
 
     def verified(self) -> VerifiedPolicy:
         if self.broken:
             raise PolicyError(self.broken)
-        return VerifiedPolicy(ApprovalPolicy.parse(self.document), policy_digest(self.document), "test")
+        digest = policy_digest(self.document)
+        return VerifiedPolicy(ApprovalPolicy.parse(self.document), digest, "test", None, self.serial)
 
     def get(self) -> ApprovalPolicy:
         return self.verified().policy
-
-
-@dataclass
-class FakeInventory:
-    instances: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> tags
-
-    def describe(self, instance_id: str, *, check_managed: bool = True) -> InstanceFacts | None:
-        tags = self.instances.get(instance_id)
-        return None if tags is None else InstanceFacts(instance_id, "running", dict(tags))
-
-
-@dataclass
-class FakeDirectory:
-    missing: set[str] = field(default_factory=set)
-
-    def get_principal(self, kind: PrincipalType, name: str) -> PrincipalFacts | None:
-        if name in self.missing:
-            return None
-        return PrincipalFacts(f"arn:aws:iam::{ACCOUNT}:{kind.value}/{name}", name, "/", kind.value)
-
-
-@dataclass
-class FakeBus:
-    emitted: list[AccessApproved] = field(default_factory=list)
-
-    def emit_approved(self, event: AccessApproved) -> None:
-        self.emitted.append(event)
 
 
 @dataclass
@@ -171,65 +165,14 @@ class FakeMacs:
 
 
 @dataclass
-class FakeLedger:
-    grants: dict[str, Grant] = field(default_factory=dict)
-    tombstones: dict[str, str] = field(default_factory=dict)
-
-    def get_grant(self, grant_id: str) -> Grant | None:
-        return self.grants.get(grant_id)
-
-    def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None:
-        self.tombstones.setdefault(grant_id, reason)
-
-
-@dataclass
-class FakeEngine:
-    """The grant core as the front door sees it: its ledger, no member accounts, and revoke."""
-
-    clock: ManualClock
-    ledger: FakeLedger = field(default_factory=FakeLedger)
-    accounts: None = None
-    revoked: list[tuple[str, str]] = field(default_factory=list)
-
-    def grant(self, event: AccessApproved, status: GrantStatus = GrantStatus.ACTIVE) -> Grant:
-        """What the engine does with an emitted approval (tests call it to play the grant)."""
-        now = self.clock.now()
-        grant = Grant(
-            grant_id=event.grant_id,
-            status=status,
-            origin="native",
-            origin_ref=event.origin_ref,
-            account=event.account,
-            instance_id=event.instance_id,
-            principal_type=event.principal_type.value,
-            principal_name=event.principal_name,
-            principal_arn=f"arn:aws:iam::{event.account}:{event.principal_type.value}/{event.principal_name}",
-            requester_arn=event.requester_arn,
-            approver_arns=list(event.approver_arns),
-            duration_minutes=event.duration_minutes,
-            created_at=to_iso(now),
-            expires_at=to_iso(now + timedelta(minutes=event.duration_minutes)),
-        )
-        self.ledger.grants[grant.grant_id] = grant
-        return grant
-
-    def revoke(self, grant_id: object, *, reason: str = "expired", by: str = "scheduler") -> Outcome:
-        assert isinstance(grant_id, str)
-        self.revoked.append((grant_id, reason))
-        grant = self.ledger.grants[grant_id]
-        self.ledger.grants[grant_id] = replace(
-            grant,
-            status=GrantStatus.REVOKED,
-            revoked_at=to_iso(self.clock.now()),
-            revoke_reason=reason,
-            revoked_by=by,
-        )
-        return Outcome("revoked", grant_id)
-
-
-@dataclass
 class World:
-    """A NativeService over the fakes, and the fakes, for one test."""
+    """A NativeService and the real grant core (``Engine``) over the fakes, for one test.
+
+    The service and the engine share the account's IAM and EC2 (``directory``, ``inventory``: the
+    core's fakes), the clock and the requests table; the engine re-checks every native approval with
+    the real :class:`NativeVerifier` over that table, the policy and the MAC key. ``core`` holds the
+    engine, its ledger, schedules and notifier.
+    """
 
     service: NativeService
     store: FakeRequestStore
@@ -238,40 +181,66 @@ class World:
     directory: FakeDirectory
     bus: FakeBus
     notifier: FakeNotifier
-    engine: FakeEngine
+    core: CoreWorld
     clock: ManualClock
 
+    @property
+    def engine(self) -> Engine:
+        return self.core.engine
+
+    @property
+    def ledger(self) -> FakeLedger:
+        return self.core.ledger
+
     def instance(self, instance_id: str = "i-0123456789abcdef0", **tags: str) -> str:
-        self.inventory.instances[instance_id] = tags
+        self.inventory.add(instance_id, tags=tags)
         return instance_id
+
+    def grant(self, event: AccessApproved | None = None) -> Outcome:
+        """What the engine does with an emitted approval (the last one by default): the real grant."""
+        return self.engine.grant((event or self.bus.emitted[-1]).to_detail())
+
+    def grant_status(self, request_id: str) -> GrantStatus | None:
+        return self.core.status(f"rq-{request_id}")
 
 
 def world(policy: dict[str, Any], **settings: Any) -> World:
-    clock = ManualClock(START)
+    config = {
+        "requests_table": "requests",
+        "break_glass_approver_arn": API_ROLE,
+        "approval_key_id": "approval-key",
+        **settings,
+    }
+    engine = CoreWorld(**config)
+    assert engine.settings.account_id == ACCOUNT
+    clock = engine.clock
+    clock.set(START)
+    engine.inventory.instances.clear()  # a test adds its instances (World.instance)
+    # The requesters and approvers of the tests exist in IAM (alice was added by CoreWorld).
+    for user in ("bob", "carol", "dave", "eve"):
+        engine.directory.add("user", user)
     ids = iter(f"{n:032x}" for n in range(1, 10_000))
-    parts = {
-        "store": FakeRequestStore(),
-        "policies": FakePolicies(policy),
-        "inventory": FakeInventory(),
-        "directory": FakeDirectory(),
+    store, policies, macs = FakeRequestStore(), FakePolicies(policy), FakeMacs()
+    # As after a deploy: the first sweep has recorded the policy in effect (no PolicyChanged in tests).
+    store.policy_digest = policy_digest(policy)
+    engine.engine.verifiers = {
+        Origin.CHANGE_MANAGER: engine.verifier,
+        Origin.NATIVE: NativeVerifier(store, engine.settings, policies, macs),  # type: ignore[arg-type]
+    }
+    parts: dict[str, Any] = {
+        "store": store,
+        "policies": policies,
+        "inventory": engine.inventory,
+        "directory": engine.directory,
         "bus": FakeBus(),
         "notifier": FakeNotifier(),
-        "engine": FakeEngine(clock),
     }
-    config = Settings(
-        account_id=ACCOUNT,
-        requests_table="requests",
-        break_glass_approver_arn=API_ROLE,
-        approval_key_id="approval-key",
-        **settings,
-    )
-    # As after a deploy: the first sweep has recorded the policy in effect (no PolicyChanged in tests).
-    parts["store"].policy_digest = policy_digest(policy)  # type: ignore[attr-defined]
     service = NativeService(
-        settings=config,
+        settings=engine.settings,
         clock=clock,
-        macs=FakeMacs(),
+        macs=macs,  # type: ignore[arg-type]
         ids=lambda: next(ids),
-        **parts,  # type: ignore[arg-type]
+        engine=engine.engine,  # the real grant core satisfies the front door's GrantCore port
+        **parts,
     )
-    return World(service=service, clock=clock, **parts)  # type: ignore[arg-type]
+    return World(service=service, clock=clock, core=engine, **parts)

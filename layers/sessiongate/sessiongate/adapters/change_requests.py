@@ -7,6 +7,9 @@ from typing import Any
 # DescribeAutomationExecutions pages (its MaxResults is 1..50); a runaway NextToken loop stops here.
 PAGE_SIZE = 50
 MAX_PAGES = 20
+# An AutomationExecutionId has a fixed length of 36 (SSM API Reference, GetAutomationExecution);
+# botocore refuses any other length before sending (ParamValidationError).
+EXECUTION_ID_LENGTH = 36
 
 
 class ChangeRequests:
@@ -49,6 +52,10 @@ class ChangeRequests:
         return execution  # type: ignore[no-any-return]
 
     def get(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution ``execution_id`` (``GetAutomationExecution``); ``None`` when there is none, also
+        for an id no execution can have (it comes from an event: a denial, not an error)."""
+        if len(execution_id) != EXECUTION_ID_LENGTH:
+            return None
         try:
             response = self._ssm.get_automation_execution(AutomationExecutionId=execution_id)
         except self._ssm.exceptions.AutomationExecutionNotFoundException:
