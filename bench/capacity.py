@@ -196,7 +196,8 @@ def table(
 
 
 def binding(rows: Iterable[Row], attr: str = "max_grants_per_second") -> Row | None:
-    """The row whose quota allows the lowest rate (the one that binds first); unpublished ones excluded."""
+    """The row whose quota allows the lowest rate (the one that binds first); rows without a figure are
+    left out."""
     known = [r for r in rows if getattr(r, attr) is not None]
     return min(known, key=lambda r: float(getattr(r, attr))) if known else None
 
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for row in rows:
         q = row.quota
-        limit = "n/p" if q.per_second is None else f"{q.per_second:,.0f}"
+        limit = "?" if q.per_second is None else f"{q.per_second:,.0f}"
         per_g = "-" if q.operations == ("lambda:(concurrency)",) else str(row.per_grant)
         per_r = "-" if q.operations == ("lambda:(concurrency)",) else str(row.per_revoke)
         print(
@@ -268,9 +269,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{_rate(row.max_revokes_per_second):>12}"
         )
     print(
-        f"(n/p: not published. Lambda: {seconds_grant * 1000:.0f} ms of function time per grant lifecycle "
+        "(?: no figure: IAM's and these SSM operations' rates are not published; SNS's and EC2's are "
+        "published per Region but were not read for this table; sources below. "
+        f"Lambda: {seconds_grant * 1000:.0f} ms of function time per grant lifecycle "
         f"at an assumed {args.call_ms:.0f} ms per AWS call + {args.cpu_ms:.0f} ms CPU per invocation.)"
     )
+    for q in QUOTAS_US_EAST_1:
+        print(f"  {q.name}: {q.source}" + (f"; {q.note}" if q.note else ""))
     first, first_revoke = binding(rows), binding(rows, "max_revokes_per_second")
     iam = next(r for r in rows if r.quota.name.startswith("IAM"))
     if first is None or first_revoke is None:
