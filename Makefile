@@ -85,17 +85,26 @@ scenarios: setup
 	  echo "$$f: $$(tail -n 1 <<<"$$out")"; \
 	done; exit $$failed
 
-# Benchmarks (not part of the test run). `bench` takes about 25 min on 2 cores (10,000 requests;
-# the README's Benchmarks section has the measured run).
+# Benchmarks (not part of the test run; README "Benchmarks" says what each figure measures): AWS calls per
+# operation, cold start, SessionGate's own CPU per operation, capacity against AWS quotas, reconciler calls
+# vs scale, the old design, and the moto soak (a correctness run: invariants, no rate headline).
 BENCH := $(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m
 bench: setup
 	$(BENCH) bench.api_calls; \
-	$(BENCH) bench.cold_start; \
+	$(BENCH) bench.cold_start --runs 5; \
+	$(BENCH) bench.cpu --iterations 200; \
+	$(BENCH) bench.capacity; \
+	$(BENCH) bench.reconciler_scale; \
 	$(BENCH) bench.old_design; \
 	$(BENCH) bench.throughput --requests 10000 --workers 2
 
 bench-quick: setup
-	$(BENCH) bench.api_calls; $(BENCH) bench.cold_start --runs 3; $(BENCH) bench.old_design; \
+	$(BENCH) bench.api_calls; \
+	$(BENCH) bench.cold_start --runs 3; \
+	$(BENCH) bench.cpu --iterations 50 --warmup 10; \
+	$(BENCH) bench.capacity; \
+	$(BENCH) bench.reconciler_scale; \
+	$(BENCH) bench.old_design; \
 	$(BENCH) bench.throughput --requests 1000 --workers 2
 
 # The README's test command: every gate CI runs.
