@@ -96,7 +96,7 @@ bench: setup
 	$(BENCH) bench.capacity; \
 	$(BENCH) bench.reconciler_scale; \
 	$(BENCH) bench.old_design; \
-	$(BENCH) bench.throughput --requests 10000 --workers 2
+	$(BENCH) bench.throughput --requests 2000 --workers 2
 
 bench-quick: setup
 	$(BENCH) bench.api_calls; \
