@@ -5,6 +5,11 @@ partitions, retry rules, service models), so a Session per client paid that agai
 clients: 498 ms CPU against 189 ms from one Session). Clients, including the member-account clients
 built from assumed-role credentials, come from it (``Session.client`` takes explicit credentials).
 
+The Session's botocore data path starts with the layer's ``sessiongate/data`` directory: trimmed service
+models (``tools/trim_models.py``: EC2's with only DescribeInstances, 44 kB instead of ~5 MB of JSON) that
+botocore loads instead of its own, which makes building the EC2 client ~170 ms CPU cheaper. botocore
+looks for every other file (endpoints, rule sets, other services) further down the path, in its own data.
+
 Standard retries back off on throttling and on IAM ``ConcurrentModification``-style transient errors
 (botocore's retry quota and exponential backoff), so no hand-written retry loops exist in the engine.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import random
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -29,6 +35,8 @@ EXTRA_RETRYABLE = {"iam": frozenset({"ConcurrentModification"})}
 MAX_ATTEMPTS = 6
 BASE_DELAY = 0.2
 MAX_DELAY = 5.0
+# Searched before botocore's own data (botocore.loaders, "The Search Path"); see tools/trim_models.py.
+DATA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
 
 @functools.cache
@@ -36,8 +44,13 @@ def session() -> Any:
     """The process's one boto3 Session, built on first use (Lambda handlers run one event at a time:
     boto3 Sessions are not meant to build clients from several threads at once)."""
     import boto3
+    import botocore.session
 
-    return boto3.session.Session()
+    core = botocore.session.get_session()
+    # The process's AWS_DATA_PATH, if any, still applies, after the shipped models.
+    configured = core.get_config_variable("data_path")
+    core.set_config_variable("data_path", os.pathsep.join(p for p in (DATA_PATH, configured) if p))
+    return boto3.session.Session(botocore_session=core)
 
 
 @functools.cache
