@@ -4,12 +4,13 @@
     python -m tools.trim_models --check  # exit 1 if a shipped model differs from a fresh one
 
 botocore parses a service's whole model when a client is built. EC2's is the largest (548 kB gzip, ~5 MB
-of JSON with hundreds of operations), and SessionGate calls one EC2 operation. Each trimmed model is the
-installed botocore's own model (same metadata, same shapes), keeping only the operations listed in
-``OPERATIONS`` and the shapes they reach, without documentation strings. The adapters' Session puts
-the data directory first on botocore's data path (``sessiongate.adapters.aws``), so only the service
-models found there are replaced; every other file (endpoints, rule sets, paginators, waiters, other
-services) is still botocore's. ``tests/unit/test_trimmed_models.py`` fails when a shipped model is stale.
+of JSON, 830 operations), and SessionGate calls one EC2 operation; SSM, IAM and DynamoDB follow. Each
+trimmed model is the installed botocore's own model (same metadata, same shapes), keeping only the
+operations listed in ``OPERATIONS`` (every one the code calls: ``missing_operations``) and the shapes
+they reach, without documentation strings. The adapters' Session puts the data directory first on
+botocore's data path (``sessiongate.adapters.aws``), so only the service models found there are
+replaced; every other file (endpoints, rule sets, paginators, waiters, other services) is still
+botocore's. ``tests/unit/test_trimmed_models.py`` fails when a model is stale or lacks a called operation.
 """
 
 from __future__ import annotations
@@ -21,8 +22,30 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).resolve().parents[1] / "layers" / "sessiongate" / "sessiongate" / "data"
-# service -> the operations SessionGate calls (grep the adapters: adapters/inventory.py).
-OPERATIONS: dict[str, tuple[str, ...]] = {"ec2": ("DescribeInstances",)}
+# service -> the operations SessionGate calls (checked against the code by ``missing_operations``).
+OPERATIONS: dict[str, tuple[str, ...]] = {
+    "ec2": ("DescribeInstances",),
+    "ssm": (
+        "DescribeAutomationExecutions",
+        "DescribeInstanceInformation",
+        "DescribeSessions",
+        "GetAutomationExecution",
+        "GetParameter",
+        "PutParameter",
+        "TerminateSession",
+    ),
+    "iam": (
+        "GetGroup",
+        "GetRole",
+        "GetUser",
+        "ListEntitiesForPolicy",
+        "TagRole",
+        "TagUser",
+        "UntagRole",
+        "UntagUser",
+    ),
+    "dynamodb": ("DeleteItem", "GetItem", "PutItem", "Query", "TransactWriteItems", "UpdateItem"),
+}
 _DROPPED = frozenset({"documentation", "documentationUrl", "deprecatedMessage"})
 
 
@@ -74,6 +97,36 @@ def trim(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
     return dict(_strip(trimmed))
 
 
+def missing_operations(source: Path = DATA.parent) -> dict[str, set[str]]:
+    """Operations of a trimmed service the engine's code may call but its trimmed model lacks.
+
+    Every method call and paginator name in ``source`` whose name is one of the service's operations
+    (botocore's snake_case names, from its full model) counts as a call: a false match only keeps
+    one more operation, a missing one would be an ``AttributeError`` in production."""
+    import ast
+
+    from botocore import xform_name
+
+    loader = _builtin_loader()
+    used: set[str] = set()
+    for path in sorted(source.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                used.add(node.func.attr)
+                if node.func.attr in ("get_paginator", "can_paginate", "get_waiter") and node.args:
+                    first = node.args[0]
+                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                        used.add(first.value)
+    missing: dict[str, set[str]] = {}
+    for service, operations in OPERATIONS.items():
+        version = loader.determine_latest_version(service, "service-2")
+        names = loader.load_data(f"{service}/{version}/service-2")["operations"]
+        lacking = {op for op in names if xform_name(op) in used and op not in operations}
+        if lacking:
+            missing[service] = lacking
+    return missing
+
+
 def models() -> dict[Path, str]:
     """Relative path under the data directory -> the trimmed model's text."""
     loader = _builtin_loader()
@@ -102,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    missing = missing_operations()
+    if missing:
+        print(f"trim_models: add to OPERATIONS (the code calls them): {missing}", file=sys.stderr)
+        return 1
     if args.check and stale:
         print(f"trim_models: stale {stale}: run python -m tools.trim_models", file=sys.stderr)
         return 1
