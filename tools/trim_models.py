@@ -16,6 +16,7 @@ botocore's. ``tests/unit/test_trimmed_models.py`` fails when a model is stale or
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -49,8 +50,10 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
 _DROPPED = frozenset({"documentation", "documentationUrl", "deprecatedMessage"})
 
 
+@functools.cache
 def _builtin_loader() -> Any:
-    """botocore's loader over botocore's own data only (not the shipped data, not AWS_DATA_PATH)."""
+    """botocore's loader over botocore's own data only (not the shipped data, not AWS_DATA_PATH); it
+    caches what it loads, so each full model is parsed once per process."""
     from botocore.loaders import Loader
 
     return Loader(extra_search_paths=[Loader.BUILTIN_DATA_PATH], include_default_search_paths=False)

@@ -42,7 +42,8 @@ def test_a_call_missing_from_the_trimmed_models_is_found(tmp_path: Path) -> None
 
 
 def test_trimmed_operations_are_botocores_own() -> None:
-    builtin = Loader(extra_search_paths=[Loader.BUILTIN_DATA_PATH], include_default_search_paths=False)
+    builtin = trim_models._builtin_loader()
+    assert builtin.search_paths == [Loader.BUILTIN_DATA_PATH]
     for relative in trim_models.models():
         service, version = relative.parts[0], relative.parts[1]
         full = builtin.load_data(f"{service}/{version}/service-2")
