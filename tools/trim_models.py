@@ -36,6 +36,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "TerminateSession",
     ),
     "iam": (
+        "GetAccountAuthorizationDetails",  # the reconciler's full sweep (branch wip/reconcile)
         "GetGroup",
         "GetRole",
         "GetUser",
@@ -45,7 +46,15 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "UntagRole",
         "UntagUser",
     ),
-    "dynamodb": ("DeleteItem", "GetItem", "PutItem", "Query", "TransactWriteItems", "UpdateItem"),
+    "dynamodb": (
+        "BatchGetItem",  # the reconciler's batched lock reads (branch wip/reconcile)
+        "DeleteItem",
+        "GetItem",
+        "PutItem",
+        "Query",
+        "TransactWriteItems",
+        "UpdateItem",
+    ),
 }
 _DROPPED = frozenset({"documentation", "documentationUrl", "deprecatedMessage"})
 
