@@ -24,6 +24,35 @@ from typing import Any  # noqa: E402
 CALLS: list[str] = []
 
 
+def _compile_from_source(prefixes: list[str]) -> None:
+    """Modules under ``prefixes`` are compiled from source at import and no bytecode is written: the
+    state of code Lambda runs from a read-only directory that ships no ``.pyc`` (every cold start
+    compiles it again). Everything else (boto3 from the runtime) keeps its bytecode cache."""
+    from importlib.machinery import (
+        BYTECODE_SUFFIXES,
+        EXTENSION_SUFFIXES,
+        SOURCE_SUFFIXES,
+        ExtensionFileLoader,
+        FileFinder,
+        SourceFileLoader,
+        SourcelessFileLoader,
+    )
+
+    class Loader(SourceFileLoader):
+        def get_code(self, fullname: str) -> Any:
+            if not self.path.startswith(tuple(prefixes)):
+                return super().get_code(fullname)
+            return self.source_to_code(self.get_data(self.path), self.path)
+
+    hook = FileFinder.path_hook(
+        (ExtensionFileLoader, EXTENSION_SUFFIXES),
+        (Loader, SOURCE_SUFFIXES),
+        (SourcelessFileLoader, BYTECODE_SUFFIXES),
+    )
+    sys.path_hooks.insert(0, hook)
+    sys.path_importer_cache.clear()
+
+
 class _Raw:
     """The ``raw`` of a botocore ``AWSResponse``: only ``stream()`` is read for non-streaming bodies."""
 
@@ -92,6 +121,9 @@ def main() -> None:
     what, scenario_path = sys.argv[1], sys.argv[2]
     result: Any = None
     init = 0.0
+    uncached = [p for p in os.environ.get("COLD_START_UNCACHED", "").split(os.pathsep) if p]
+    if uncached:
+        _compile_from_source(uncached)
     if what == "boto3":
         import boto3  # noqa: F401
     else:

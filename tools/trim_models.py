@@ -1,0 +1,182 @@
+"""Write the trimmed botocore service models the engine layer ships (cold start: issue 16).
+
+    python -m tools.trim_models          # rewrite layers/sessiongate/sessiongate/data/
+    python -m tools.trim_models --check  # exit 1 if a shipped model differs from a fresh one
+
+botocore parses a service's whole model when a client is built. EC2's is the largest (548 kB gzip, ~5 MB
+of JSON, 830 operations), and SessionGate calls one EC2 operation; SSM, IAM and DynamoDB follow. Each
+trimmed model is the installed botocore's own model (same metadata, same shapes), keeping only the
+operations listed in ``OPERATIONS`` (every one the code calls: ``missing_operations``) and the shapes
+they reach, without documentation strings. The adapters' Session puts the data directory first on
+botocore's data path (``sessiongate.adapters.aws``), so only the service models found there are
+replaced; every other file (endpoints, rule sets, paginators, waiters, other services) is still
+botocore's. ``tests/unit/test_trimmed_models.py`` fails when a model is stale or lacks a called operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parents[1] / "layers" / "sessiongate" / "sessiongate" / "data"
+# service -> the operations SessionGate calls (checked against the code by ``missing_operations``).
+OPERATIONS: dict[str, tuple[str, ...]] = {
+    "ec2": ("DescribeInstances",),
+    "ssm": (
+        "DescribeAutomationExecutions",
+        "DescribeInstanceInformation",
+        "DescribeSessions",
+        "GetAutomationExecution",
+        "GetParameter",
+        "PutParameter",
+        "TerminateSession",
+    ),
+    "iam": (
+        "GetAccountAuthorizationDetails",  # the reconciler's full sweep (branch wip/reconcile)
+        "GetGroup",
+        "GetRole",
+        "GetUser",
+        "ListEntitiesForPolicy",
+        "TagRole",
+        "TagUser",
+        "UntagRole",
+        "UntagUser",
+    ),
+    "dynamodb": (
+        "BatchGetItem",  # the reconciler's batched lock reads (branch wip/reconcile)
+        "DeleteItem",
+        "GetItem",
+        "PutItem",
+        "Query",
+        "TransactWriteItems",
+        "UpdateItem",
+    ),
+}
+_DROPPED = frozenset({"documentation", "documentationUrl", "deprecatedMessage"})
+
+
+@functools.cache
+def _builtin_loader() -> Any:
+    """botocore's loader over botocore's own data only (not the shipped data, not AWS_DATA_PATH); it
+    caches what it loads, so each full model is parsed once per process."""
+    from botocore.loaders import Loader
+
+    return Loader(extra_search_paths=[Loader.BUILTIN_DATA_PATH], include_default_search_paths=False)
+
+
+def _strip(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip(v) for k, v in node.items() if k not in _DROPPED}
+    if isinstance(node, list):
+        return [_strip(v) for v in node]
+    return node
+
+
+def _referenced(node: Any) -> set[str]:
+    """The shape names a model node refers to (``{"shape": name}`` anywhere inside it)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("shape"), str):
+            found.add(node["shape"])
+        for value in node.values():
+            found |= _referenced(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _referenced(value)
+    return found
+
+
+def trim(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
+    """``model`` with only ``operations`` and the shapes they reach (inputs, outputs, errors)."""
+    missing = [op for op in operations if op not in model["operations"]]
+    if missing:
+        raise SystemExit(f"trim_models: {missing} not in {model['metadata']['serviceId']}'s model")
+    kept_ops = {name: model["operations"][name] for name in operations}
+    shapes: set[str] = set()
+    pending = _referenced(kept_ops)
+    while pending:
+        name = pending.pop()
+        if name not in shapes:
+            shapes.add(name)
+            pending |= _referenced(model["shapes"][name]) - shapes
+    trimmed = {k: v for k, v in model.items() if k not in ("operations", "shapes")}
+    trimmed["operations"] = kept_ops
+    trimmed["shapes"] = {name: model["shapes"][name] for name in sorted(shapes)}
+    return dict(_strip(trimmed))
+
+
+def missing_operations(source: Path = DATA.parent) -> dict[str, set[str]]:
+    """Operations of a trimmed service the engine's code may call but its trimmed model lacks.
+
+    Every method call and paginator name in ``source`` whose name is one of the service's operations
+    (botocore's snake_case names, from its full model) counts as a call: a false match only keeps
+    one more operation, a missing one would be an ``AttributeError`` in production."""
+    import ast
+
+    from botocore import xform_name
+
+    loader = _builtin_loader()
+    used: set[str] = set()
+    for path in sorted(source.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                used.add(node.func.attr)
+                if node.func.attr in ("get_paginator", "can_paginate", "get_waiter") and node.args:
+                    first = node.args[0]
+                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                        used.add(first.value)
+    missing: dict[str, set[str]] = {}
+    for service, operations in OPERATIONS.items():
+        version = loader.determine_latest_version(service, "service-2")
+        names = loader.load_data(f"{service}/{version}/service-2")["operations"]
+        lacking = {op for op in names if xform_name(op) in used and op not in operations}
+        if lacking:
+            missing[service] = lacking
+    return missing
+
+
+def models() -> dict[Path, str]:
+    """Relative path under the data directory -> the trimmed model's text."""
+    loader = _builtin_loader()
+    out: dict[Path, str] = {}
+    for service, operations in OPERATIONS.items():
+        version = loader.determine_latest_version(service, "service-2")
+        model = loader.load_data(f"{service}/{version}/service-2")  # as shipped, before any sdk-extras
+        text = json.dumps(trim(model, operations), indent=None, separators=(",", ":"), sort_keys=True)
+        out[Path(service) / version / "service-2.json"] = text + "\n"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="only compare, write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for relative, text in models().items():
+        path = DATA / relative
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            continue
+        stale.append(str(relative))
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    missing = missing_operations()
+    if missing:
+        print(f"trim_models: add to OPERATIONS (the code calls them): {missing}", file=sys.stderr)
+        return 1
+    if args.check and stale:
+        print(f"trim_models: stale {stale}: run python -m tools.trim_models", file=sys.stderr)
+        return 1
+    print(f"trim_models: {'rewrote ' + ', '.join(stale) if stale else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
