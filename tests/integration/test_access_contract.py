@@ -17,7 +17,7 @@ from sessiongate.access_requests.policy import ApprovalPolicy, PolicyRejected, V
 from sessiongate.access_requests.records import Approval, RequestStatus
 from sessiongate.adapters.request_store import RequestStore
 from tests.support.people import ALICE, BOB, POLICY, make_request
-from tests.support.template import resource
+from tests.support.template import create_table
 from tests.unit import access_world
 from tests.unit.fakes.access import FakeRequestStore
 
@@ -34,14 +34,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[Any]:
         return
     with mock_aws():
         db = boto3.client("dynamodb", region_name=REGION)
-        table = resource("RequestsTable")["Properties"]
-        db.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=table["AttributeDefinitions"],
-            KeySchema=table["KeySchema"],
-            GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
-            BillingMode=table["BillingMode"],
-        )
+        create_table(db, "RequestsTable", TABLE)
         yield RequestStore(db, TABLE)
 
 

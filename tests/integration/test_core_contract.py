@@ -21,7 +21,7 @@ from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.core.ports import PrincipalGone, PrincipalUnmodifiable, TagLimitExceeded
 from sessiongate.errors import TransientError
-from tests.support.template import resource
+from tests.support.template import create_table
 from tests.unit.fakes.core import FakeDirectory, FakeLedger, FakeSchedules
 
 ACCOUNT = "123456789012"
@@ -56,14 +56,7 @@ def ledger(request: pytest.FixtureRequest) -> Iterator[Any]:
         return
     with mock_aws():
         db = boto3.client("dynamodb", region_name=REGION)
-        table = resource("GrantsTable")["Properties"]
-        db.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=table["AttributeDefinitions"],
-            KeySchema=table["KeySchema"],
-            GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
-            BillingMode=table["BillingMode"],
-        )
+        create_table(db, "GrantsTable", TABLE)
         yield Ledger(db, TABLE)
 
 
@@ -190,14 +183,7 @@ def test_grants_of_the_previous_release_are_still_found() -> None:
     """Records written before sharding carry live = "LIVE": the index queries read that partition too."""
     with mock_aws():
         db = boto3.client("dynamodb", region_name=REGION)
-        table = resource("GrantsTable")["Properties"]
-        db.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=table["AttributeDefinitions"],
-            KeySchema=table["KeySchema"],
-            GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
-            BillingMode=table["BillingMode"],
-        )
+        create_table(db, "GrantsTable", TABLE)
         ledger = Ledger(db, TABLE)
         for n in range(20):
             assert ledger.create(_grant(f"new{n}"))

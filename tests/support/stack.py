@@ -32,7 +32,7 @@ from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.settings import Settings
 from sessiongate.wiring import build, build_change_request_adapter, build_engine, build_request_api
 
-from .template import resource
+from .template import create_table, resource
 from .values import (  # noqa: F401 - also imported from here by the integration tests
     ACCOUNT,
     APPROVAL_KEY,
@@ -370,22 +370,8 @@ def build_stack(clock: ManualClock | None = None, **overrides: Any) -> Stack:
     fake_iam.install()  # the same IAM refusals as the sandbox (protected roles, tag value pattern)
     stack = Stack(settings=settings(**overrides), clock=clock or ManualClock(START), ssm=FakeSsm())
     s = stack.settings
-    table = resource("GrantsTable")["Properties"]
-    stack.client("dynamodb").create_table(
-        TableName=s.table_name,
-        AttributeDefinitions=table["AttributeDefinitions"],
-        KeySchema=table["KeySchema"],
-        GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
-        BillingMode=table["BillingMode"],
-    )
-    requests = resource("RequestsTable")["Properties"]
-    stack.client("dynamodb").create_table(
-        TableName=NATIVE_SETTINGS["requests_table"],
-        AttributeDefinitions=requests["AttributeDefinitions"],
-        KeySchema=requests["KeySchema"],
-        GlobalSecondaryIndexes=requests["GlobalSecondaryIndexes"],
-        BillingMode=requests["BillingMode"],
-    )
+    create_table(stack.client("dynamodb"), "GrantsTable", s.table_name)
+    create_table(stack.client("dynamodb"), "RequestsTable", NATIVE_SETTINGS["requests_table"])
     kms = stack.client("kms")
     for alias, logical_id in ((POLICY_KEY, "ApprovalPolicyKey"), (APPROVAL_KEY, "ApprovalKey")):
         key = resource(logical_id)["Properties"]

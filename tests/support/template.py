@@ -23,6 +23,18 @@ def resource(logical_id: str) -> dict[str, Any]:
     return template()["Resources"][logical_id]  # type: ignore[no-any-return]
 
 
+def create_table(dynamodb: Any, logical_id: str, name: str) -> None:
+    """Create table ``name`` (on moto) with the keys and indexes template.yaml declares for ``logical_id``."""
+    table = resource(logical_id)["Properties"]
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=table["AttributeDefinitions"],
+        KeySchema=table["KeySchema"],
+        GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
+        BillingMode=table["BillingMode"],
+    )
+
+
 def unwrap(statement: dict[str, Any]) -> dict[str, Any]:
     """A statement behind ``Fn::If`` (a condition), taken as if the condition held."""
     return statement["Fn::If"][1] if "Fn::If" in statement else statement  # type: ignore[no-any-return]
