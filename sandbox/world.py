@@ -216,13 +216,16 @@ class World:
 
     # -- resources from the template -------------------------------------------------------------
     def _build(self) -> None:
-        s = self.stack
-        iam, sqs, sns, events = (
-            self.client("iam"),
-            self.client("sqs"),
-            self.client("sns"),
-            self.client("events"),
-        )
+        """Create what the template declares, in dependency order (moto), then the functions and rules."""
+        self._build_messaging()
+        self._build_tables()
+        self._build_iam()
+        self._build_keys_and_parameters()
+        self._build_functions()
+        self._build_rules()
+
+    def _build_messaging(self) -> None:
+        s, sqs, sns = self.stack, self.client("sqs"), self.client("sns")
         for r in s.of_type("AWS::SQS::Queue"):
             sqs.create_queue(QueueName=r.physical_id.rsplit("/", 1)[-1])
         for r in s.of_type("AWS::SNS::Topic"):
@@ -231,7 +234,13 @@ class World:
         topic = s.resources["NotificationTopic"].arn
         self.notification_tap = sqs.create_queue(QueueName="sandbox-tap-notifications")["QueueUrl"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=self._queue_arn(self.notification_tap))
-        for r in s.of_type("AWS::DynamoDB::Table"):
+        for r in s.of_type("AWS::Events::EventBus"):
+            self.client("events").create_event_bus(Name=r.physical_id)
+        for r in s.of_type("AWS::Scheduler::ScheduleGroup"):
+            self.client("scheduler").create_schedule_group(Name=r.physical_id)
+
+    def _build_tables(self) -> None:
+        for r in self.stack.of_type("AWS::DynamoDB::Table"):
             p = r.properties
             kwargs: dict[str, Any] = {
                 k: p[k] for k in ("AttributeDefinitions", "KeySchema", "BillingMode") if k in p
@@ -241,15 +250,14 @@ class World:
             # Not created: the ResourcePolicy (moto does not evaluate resource policies; the handlers run
             # with the sandbox's credentials). tests/integration/test_engine_permissions.py evaluates it.
             self.client("dynamodb").create_table(TableName=r.physical_id, **kwargs)
-        for r in s.of_type("AWS::Events::EventBus"):
-            events.create_event_bus(Name=r.physical_id)
-        for r in s.of_type("AWS::Scheduler::ScheduleGroup"):
-            self.client("scheduler").create_schedule_group(Name=r.physical_id)
-        for r in s.of_type("AWS::IAM::ManagedPolicy"):
+
+    def _build_iam(self) -> None:
+        iam = self.client("iam")
+        for r in self.stack.of_type("AWS::IAM::ManagedPolicy"):
             iam.create_policy(
                 PolicyName=r.arn.rsplit("/", 1)[-1], PolicyDocument=json.dumps(r.properties["PolicyDocument"])
             )
-        for r in s.of_type("AWS::IAM::Role"):
+        for r in self.stack.of_type("AWS::IAM::Role"):
             p = r.properties
             iam.create_role(
                 RoleName=r.physical_id,
@@ -265,7 +273,9 @@ class World:
                     PolicyName=policy["PolicyName"],
                     PolicyDocument=json.dumps(document),
                 )
-        kms = self.client("kms")
+
+    def _build_keys_and_parameters(self) -> None:
+        s, kms = self.stack, self.client("kms")
         for r in s.of_type("AWS::KMS::Key"):
             p = r.properties
             key_id = kms.create_key(
@@ -281,8 +291,9 @@ class World:
             self.ssm.register_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
         # Not created: AWS::Lambda::CodeSigningConfig (optional; the sandbox runs each handler from its
         # CodeUri, there is no deployment package to sign) and the alarms (no CloudWatch evaluation).
-        self._build_functions()
-        for r in s.of_type("AWS::Events::Rule"):
+
+    def _build_rules(self) -> None:
+        for r in self.stack.of_type("AWS::Events::Rule"):
             if r.properties.get("EventPattern", {}).get("detail-type") == [CLOUDTRAIL_API_CALL]:
                 # Only the rules that invoke a SessionGate function (the reconciler's SlotTagChanges) are
                 # kept: the sandbox records the API calls a scenario makes by hand (``tamper``) through
