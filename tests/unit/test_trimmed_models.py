@@ -29,7 +29,10 @@ def test_shipped_models_match_the_installed_botocore() -> None:
 
 
 def test_every_operation_the_code_calls_is_in_the_trimmed_models() -> None:
-    assert trim_models.missing_operations() == {}
+    missing = trim_models.missing_operations()
+    assert missing == {}, (
+        f"add {missing} to OPERATIONS in tools/trim_models.py, then: python -m tools.trim_models"
+    )
 
 
 def test_a_call_missing_from_the_trimmed_models_is_found(tmp_path: Path) -> None:
