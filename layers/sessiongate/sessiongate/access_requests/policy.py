@@ -1,67 +1,13 @@
-"""Approval policy of the native front door: who may approve which instances (pure, no AWS).
+"""Approval policy of the native front door: who may request and approve access to which
+instances (pure, no AWS).
 
-The policy is a JSON document (SSM parameter named by the ``ApprovalPolicyParameterName`` stack
-parameter)::
-
-    {
-      "version": 1,
-      "rules": [
-        {
-          "name": "production",
-          "instances": {"tags": {"Environment": "prod"}},
-          "requesters": ["arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Ops_*/*"],
-          "max_duration_minutes": 30,
-          "levels": [
-            {"name": "team leads", "approvers": ["arn:aws:iam::123456789012:role/TeamLead"],
-             "min_approvals": 2},
-            {"name": "security", "approvers": ["arn:aws:iam::123456789012:user/sec-*"]}
-          ],
-          "break_glass": {"enabled": true, "max_duration_minutes": 15, "min_reason_length": 20}
-        },
-        {"name": "everything else", "levels": [{"approvers": ["arn:aws:iam::123456789012:role/Ops*"]}]}
-      ]
-    }
-
-- The first rule whose ``instances`` selector matches the instance applies (``ids``: any of these
-  instance ids; ``tags``: every tag equal, values may use ``*``; both given: both must hold; no
-  selector: every instance). No matching rule: the request is refused.
-- ``levels`` are approved in order; level k+1 may approve only once level k has ``min_approvals``
-  (default 1) distinct approvers. An approver counts once per request.
-- Patterns are ARN globs, case-insensitive, matched against the signed caller's ARN and, for role
-  sessions, the role's ARN ``arn:aws:iam::ACCOUNT:role/NAME`` (STS ARNs carry no IAM path: write role
-  patterns without the path); user ARNs also match without their path.
-- ``requesters`` (optional) limits who may request under the rule.
-- The policy only changes through SessionGate's deployers: the stack's default policy (one rule whose
-  approvers are ``NativeApproverArns``) is built from the function's environment, and a custom policy
-  parameter holds a signed envelope ``{"policy": {...}, "parameter": NAME, "version": N, "mac": ...,
-  "serial": S, "key_id": ...}`` (:func:`envelope`, made by ``sessiongate policy sign``): the KMS HMAC key
-  ``ApprovalPolicyKey`` lets only the deployers GenerateMac. The MAC binds the parameter's name and the
-  version SSM gives the write, so an old signed policy written again (a new version) does not verify
-  either. A parameter that does not verify (a raw ``ssm:PutParameter``, an unsigned document, another
-  key, a replay) is refused as a whole: every request is refused (fail closed).
-- Replays at a re-created parameter: SSM numbers versions from 1 again after a delete, so an SSM admin
-  could delete the parameter, write junk versions up to N-1 and write back the envelope once signed
-  for version N. The MAC therefore also binds ``serial``, which the signer chooses and which only
-  grows: the signer's clock in milliseconds since the epoch (:func:`new_serial`; "in most cases, a
-  request must reach AWS within five minutes of the time stamp in the request", AWS Signature Version
-  4 for API requests, IAM User Guide: a signer whose clock is far off cannot call GenerateMac at all).
-  The request API records the highest serial it has accepted in the ``policy#current`` item of the
-  requests table (a conditional write that only raises it; only the request API role writes that
-  table) and the request API and the grant function refuse, on every use of the policy, an envelope
-  whose serial is lower (:func:`check_serial`). A deployer recovers from a legitimate delete and
-  re-create by signing again: a fresh signature's serial is higher than any earlier one's. The serial
-  needs no state on the signer's side (deployers need no access to the requests table; a serial read
-  from the table would also repeat when two deployers sign before the API records either), and the
-  SSM version binding stays: it refuses an envelope written again over a newer one, at once. Left
-  open: an envelope signed after the newest recorded one (replaced before a write or the sweep
-  recorded its successor) verifies if written back; ``PolicyChanged`` reports it.
-- Nobody approves their own request, nor a request whose access they would receive
-  (:func:`identity.may_be_same`, fail closed, whatever the accounts): sessions of one ordinary role
-  may all be one person (whoever assumes a role names the session), an IAM Identity Center user is
-  one person in every permission set (``AWSReservedSSO_*`` roles, session name = IdC user name), a
-  role session named like a user may be that user, and root and federated users may be anyone.
-  ``break_glass`` is the one exception: the requester approves alone, with a reason, for at most
-  ``max_duration_minutes`` (default 15), all approvers are notified and the record is flagged.
+A JSON document of ``rules``: the first rule whose ``instances`` selector matches applies (none: the
+request is refused); its ``levels`` are approved in order, each by ``min_approvals`` distinct approvers
+matched by case-insensitive ARN globs; ``break_glass`` lets the requester approve alone, briefly.
+Nobody approves their own request or one whose access they would receive (:func:`check_not_involved`,
+fail closed). A custom policy is a KMS-HMAC-signed :class:`Envelope` binding the parameter's name, its
+SSM version and a growing ``serial`` (:func:`check_serial` refuses older ones). The format is in the
+README ("Requesting access through the native API"); why the serial exists, SECURITY.md (row 1).
 """
 
 from __future__ import annotations
