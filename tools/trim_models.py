@@ -6,8 +6,9 @@
 botocore parses a service's whole model when a client is built. EC2's is the largest (548 kB gzip, ~5 MB
 of JSON, 830 operations), and SessionGate calls one EC2 operation; SSM, IAM and DynamoDB follow. Each
 trimmed model is the installed botocore's own model (same metadata, same shapes), keeping only the
-operations listed in ``OPERATIONS`` (every one the code calls: ``missing_operations``) and the shapes
-they reach, without documentation strings. The adapters' Session puts the data directory first on
+operations listed in ``OPERATIONS`` (every one the code calls: ``missing_operations``), every modeled
+error (``client.exceptions`` is built from all of them) and the shapes they reach, without documentation
+strings. The adapters' Session puts the data directory first on
 botocore's data path (``sessiongate.adapters.aws``), so only the service models found there are
 replaced; every other file (endpoints, rule sets, paginators, waiters, other services) is still
 botocore's. ``tests/unit/test_trimmed_models.py`` fails when a model is stale or lacks a called operation.
@@ -91,13 +92,17 @@ def _referenced(node: Any) -> set[str]:
 
 
 def trim(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
-    """``model`` with only ``operations`` and the shapes they reach (inputs, outputs, errors)."""
+    """``model`` with only ``operations``, every modeled error, and the shapes they reach."""
     missing = [op for op in operations if op not in model["operations"]]
     if missing:
         raise SystemExit(f"trim_models: {missing} not in {model['metadata']['serviceId']}'s model")
     kept_ops = {name: model["operations"][name] for name in operations}
     shapes: set[str] = set()
-    pending = _referenced(kept_ops)
+    # Every modeled error is kept, not only those the kept operations declare: botocore builds
+    # ``client.exceptions`` from all of them, and the adapters catch some that no kept operation declares
+    # (IAM's UnmodifiableEntityException around TagRole/UntagRole, e.g.).
+    errors = {name for name, shape in model["shapes"].items() if shape.get("exception")}
+    pending = _referenced(kept_ops) | errors
     while pending:
         name = pending.pop()
         if name not in shapes:

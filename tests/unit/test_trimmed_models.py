@@ -68,3 +68,52 @@ def test_the_session_builds_clients_from_the_trimmed_models(
     # Every other service and file is still botocore's own.
     assert "Publish" in aws.client("sns").meta.service_model.operation_names
     assert ec2.can_paginate("describe_instances")
+
+
+def test_every_modeled_error_of_a_trimmed_service_is_kept() -> None:
+    """botocore builds ``client.exceptions`` from every error shape of the model; the adapters catch
+    errors that none of the operations they call declares (IAM's UnmodifiableEntityException)."""
+    builtin = trim_models._builtin_loader()
+    for relative in trim_models.models():
+        service, version = relative.parts[0], relative.parts[1]
+        full = builtin.load_data(f"{service}/{version}/service-2")
+        trimmed = json.loads((trim_models.DATA / relative).read_text())
+        errors = {name for name, shape in full["shapes"].items() if shape.get("exception")}
+        assert errors <= set(trimmed["shapes"]), (service, sorted(errors - set(trimmed["shapes"]))[:5])
+
+
+@pytest.mark.usefixtures("fresh_clients")
+@pytest.mark.parametrize(
+    ("operation", "code", "expected"),
+    [
+        ("untag_role", "NoSuchEntity", False),
+        ("untag_role", "UnmodifiableEntity", False),
+        ("tag_role", "UnmodifiableEntity", "PrincipalUnmodifiable"),
+        ("tag_role", "LimitExceeded", "TagLimitExceeded"),
+    ],
+)
+def test_the_directory_on_the_shipped_iam_model_turns_iam_refusals_into_the_cores(
+    operation: str, code: str, expected: object
+) -> None:
+    """The Directory adapter with the client Lambda builds (the trimmed IAM model), IAM answering with
+    an error: the core's exception or ``False``, never an AttributeError for a missing error class."""
+    from botocore.stub import Stubber
+
+    from sessiongate.adapters.directory import Directory
+    from sessiongate.core.identity import PrincipalType
+
+    iam = aws.session().client("iam", region_name="us-east-1")
+    directory = Directory(iam)
+    with Stubber(iam) as stub:
+        stub.add_client_error(operation, service_error_code=code, http_status_code=409)
+        try:
+            if operation == "untag_role":
+                result: object = directory.untag(PrincipalType.ROLE, "ops", ["SecurityAllowSessionInstance"])
+            else:
+                directory.tag(
+                    PrincipalType.ROLE, "ops", {"SecurityAllowSessionInstance": "i-0123456789abcdef0"}
+                )
+                result = None
+        except Exception as exc:  # noqa: BLE001 - the test names the exception it expects
+            result = type(exc).__name__
+    assert result == expected
