@@ -233,8 +233,10 @@ def _slot_tag_rule(stack: Stack) -> str:
         (_iam_tag("TagUser", ADMIN, userName="eve", tags=[{"key": "Team", "value": "red"}]), False),
         (
             _iam_tag("CreateUser", ADMIN, userName="eve", tags=[{"key": "SecurityAllowSessionInstance"}]),
-            False,
+            True,
         ),
+        (_iam_tag("CreateRole", ADMIN, roleName="ops", tags=[{"key": "securityallowsessionuser1"}]), True),
+        (_iam_tag("CreateUser", ADMIN, userName="eve", tags=[{"key": "Team", "value": "red"}]), False),
     ],
 )
 def test_slot_tag_changes_reach_the_reconciler(stack: Stack, event: dict[str, Any], repairs: bool) -> None:

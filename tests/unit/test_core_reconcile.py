@@ -39,7 +39,7 @@ def tag_event(
 ) -> dict[str, Any]:
     """An IAM tag call's CloudTrail record as EventBridge delivers it (``AWS API Call via CloudTrail``)."""
     params: dict[str, Any] = {"userName" if call.endswith("User") else "roleName": name}
-    if call.startswith("Tag"):
+    if call.startswith(("Tag", "Create")):
         params["tags"] = [{"key": k, "value": v} for k, v in keys.items()]
     else:
         params["tagKeys"] = list(keys)
@@ -68,6 +68,17 @@ def test_drifted_slot_tags_are_removed_on_the_tag_event(world: CoreWorld) -> Non
     assert world.ledger.slots == {}  # the repair lock is released
     assert world.notifier.types() == ["ReconcilerRepaired"]
     assert world.ledger.batch_gets == 1  # the principal's five slot locks in one BatchGetItem
+
+
+def test_a_principal_created_with_slot_tags_is_repaired_on_its_creation_event(world: CoreWorld) -> None:
+    """CreateUser/CreateRole take tags too: a principal born with a slot tag is drift like a tag call."""
+    bob = world.directory.add("user", "bob", tags={"SecurityAllowSessionInstance2": INSTANCE})
+
+    event = tag_event("bob", {"SecurityAllowSessionInstance2": INSTANCE}, call="CreateUser")
+    repairs = _repairs(world.engine.on_tag_event(event))
+
+    assert repairs["drift_removed"] == [f"{bob}#2"]
+    assert world.directory.tags_of("user", "bob") == {}
 
 
 def test_tag_events_without_slot_keys_cost_nothing(world: CoreWorld) -> None:

@@ -133,11 +133,14 @@ def tag_event_principal(event: Mapping[str, Any]) -> Principal | None:
     return account, kind, name
 
 
+# A principal created with slot tags (CreateUser/CreateRole take ``tags`` too) is drift like a tag call.
 _TAG_CALLS = {
     "TagUser": PrincipalType.USER,
     "UntagUser": PrincipalType.USER,
+    "CreateUser": PrincipalType.USER,
     "TagRole": PrincipalType.ROLE,
     "UntagRole": PrincipalType.ROLE,
+    "CreateRole": PrincipalType.ROLE,
 }
 _SLOT_KEY_PREFIX = "securityallowsession"
 
