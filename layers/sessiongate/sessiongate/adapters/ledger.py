@@ -20,8 +20,10 @@ Items (single table, partition key ``pk``):
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -37,6 +39,9 @@ LEGACY_LIVE = "LIVE"
 # BatchGetItem reads at most 100 items per call (DynamoDB API Reference, "BatchGetItem").
 BATCH_GET_LIMIT = 100
 _BATCH_ATTEMPTS = 8
+# Full-jitter backoff between BatchGetItem rounds for unprocessed keys: up to 0.1, 0.2, ... 2 s.
+_BATCH_BACKOFF_BASE = 0.05
+_BATCH_BACKOFF_CAP = 2.0
 _GRANT_FIELDS = {f.name for f in fields(Grant)}
 TOMBSTONE = "revoke_requested"
 
@@ -87,9 +92,12 @@ def to_grant(item: dict[str, Any]) -> Grant:
 
 @raises_service_failures
 class Ledger:
-    def __init__(self, dynamodb: Any, table_name: str) -> None:
+    def __init__(
+        self, dynamodb: Any, table_name: str, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._db = dynamodb
         self._table = table_name
+        self._sleep = sleep
 
     # -- reads -------------------------------------------------------------------------------
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -164,11 +172,14 @@ class Ledger:
             request: dict[str, Any] = {
                 self._table: {"Keys": keys[start : start + BATCH_GET_LIMIT], "ConsistentRead": True}
             }
-            for _attempt in range(_BATCH_ATTEMPTS):
+            for attempt in range(_BATCH_ATTEMPTS):
+                if attempt:
+                    # Keys DynamoDB did not get to (throughput, 16 MB) are asked again after a pause that
+                    # doubles ("we strongly recommend that you use an exponential backoff algorithm",
+                    # DynamoDB API Reference, "BatchGetItem"); botocore only retries whole failed calls.
+                    self._sleep(random.uniform(0, min(_BATCH_BACKOFF_CAP, _BATCH_BACKOFF_BASE * 2**attempt)))  # noqa: S311
                 answer = self._db.batch_get_item(RequestItems=request)
                 items += answer.get("Responses", {}).get(self._table, [])
-                # Keys DynamoDB did not get to (throughput, 16 MB) come back to be asked again
-                # (DynamoDB API Reference, "BatchGetItem": UnprocessedKeys). botocore's retries back off.
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
