@@ -147,18 +147,21 @@ def test_missing_configuration_fails_at_cold_start(deployed: Stack, monkeypatch:
     assert "SESSIONGATE_MAX_VALIDITY_MINUTES: must be an integer" in str(err.value)
 
 
-def test_sample_scheduled_event_runs_the_reconciler(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """events/reconcile_schedule.json (EventBridge's rate() rule) removes a hand-made slot tag."""
-    iam = deployed.client("iam")
-    policy = deployed.operator_policy()
-    monkeypatch.setenv("SESSIONGATE_OPERATOR_POLICY_ARN", policy)
+def test_sample_tag_event_repairs_the_principal_and_the_scheduled_run_looks_only_at_overdue_grants(
+    deployed: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """events/reconcile_schedule.json (the rate() rule) reads only overdue grants: a hand-made slot tag
+    stays; events/slot_tag_change.json (CloudTrail's record of that TagUser) removes it."""
+    monkeypatch.setenv("SESSIONGATE_OPERATOR_POLICY_ARN", deployed.operator_policy())
     deployed.user("alice", tags={"SecurityAllowSessionInstance2": "i-0123456789abcdef0"})
-    iam.attach_user_policy(UserName="alice", PolicyArn=policy)
 
-    result = handler("reconcile_grants")(load_event("reconcile_schedule.json"), LambdaContext())
+    steady = handler("reconcile_grants")(load_event("reconcile_schedule.json"), LambdaContext())
+    assert steady["result"] == "reconciled"
+    assert deployed.tags("user", "alice") == {"SecurityAllowSessionInstance2": "i-0123456789abcdef0"}
 
-    assert result["result"] == "reconciled"
-    assert result["repairs"]["drift_removed"] == ["arn:aws:iam::123456789012:user/alice#2"]
+    repaired = handler("reconcile_grants")(load_event("slot_tag_change.json"), LambdaContext())
+    assert repaired["result"] == "reconciled"
+    assert repaired["repairs"]["drift_removed"] == ["arn:aws:iam::123456789012:user/alice#2"]
     assert deployed.tags("user", "alice") == {}
 
 
