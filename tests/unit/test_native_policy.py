@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,10 +36,10 @@ def policy() -> ap.ApprovalPolicy:
     return ap.ApprovalPolicy.parse(POLICY)
 
 
-def test_docstring_example_parses() -> None:
-    doc = ap.__doc__ or ""
-    example = doc[doc.index("{") : doc.index("- The first rule")].strip()
-    parsed = ap.ApprovalPolicy.parse_json(example)
+def test_the_readmes_example_policy_parses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [example] = [block for block in readme.split("```json\n")[1:] if '"rules"' in block.split("```")[0]]
+    parsed = ap.ApprovalPolicy.parse_json(example.split("```")[0])
     assert [r.name for r in parsed.rules] == ["production", "everything else"]
     assert parsed.rules[0].levels[0].min_approvals == 2
 
