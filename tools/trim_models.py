@@ -41,7 +41,6 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "GetGroup",
         "GetRole",
         "GetUser",
-        "ListEntitiesForPolicy",
         "TagRole",
         "TagUser",
         "UntagRole",

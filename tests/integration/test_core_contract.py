@@ -357,24 +357,6 @@ def test_identity_center_roles_are_unmodifiable(iam: tuple[Any, Principals]) -> 
     )
 
 
-def test_policy_principals(iam: tuple[Any, Principals]) -> None:
-    directory, principals = iam
-    principals.add(USER, "alice")
-    principals.add(ROLE, "ops")
-    policy = f"arn:aws:iam::{ACCOUNT}:policy/AllowStartSsmSessionBasedOnIamTags"
-    if isinstance(principals, MotoPrincipals):
-        document = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}],
-        }
-        principals.iam.create_policy(
-            PolicyName="AllowStartSsmSessionBasedOnIamTags", PolicyDocument=json.dumps(document)
-        )
-    principals.attach(policy, USER, "alice")
-    principals.attach(policy, ROLE, "ops")
-    assert directory.policy_principals(policy) == {(USER, "alice"), (ROLE, "ops")}
-
-
 @pytest.fixture(params=["fake", "moto"])
 def schedules(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "fake":

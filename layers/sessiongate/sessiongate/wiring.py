@@ -36,7 +36,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "grant": _COMMON + _SCHEDULING + _APPROVERS + ("revoke_target_arn",),
     "revoke": _COMMON,
     "adapter": _COMMON + _SCHEDULING + _APPROVERS + ("event_bus_name", "adapter_target_arn"),
-    "reconcile": _COMMON + _SCHEDULING + ("revoke_target_arn", "operator_policy_arn"),
+    # The reconciler revokes through the engine and reads principals and locks: no schedule, no policy.
+    "reconcile": _COMMON,
     # Native front door: the request API also revokes early through the engine (same path as expiry).
     "requests": (
         *_COMMON,

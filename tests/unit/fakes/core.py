@@ -233,13 +233,6 @@ class FakeDirectory:
             return None
         return PrincipalFacts(found.arn, found.name, found.path, kind.value, dict(found.tags), found.id)
 
-    def policy_principals(self, policy_arn: str) -> set[tuple[PrincipalType, str]]:
-        if policy_arn not in self.policies:
-            raise ServiceFailure(
-                f"Policy {policy_arn} does not exist or is not attachable.", code="NoSuchEntity"
-            )
-        return {p for p in self.policies[policy_arn] if p in self.principals}
-
     def all_principals(self) -> list[PrincipalFacts]:
         """GetAccountAuthorizationDetails (Filter User, Role): every user and role with its tags."""
         self.authorization_detail_reads += 1

@@ -37,19 +37,6 @@ class Directory:
             id=entity.get("UserId") or entity.get("RoleId") or "",
         )
 
-    def policy_principals(self, policy_arn: str) -> set[tuple[PrincipalType, str]]:
-        """Users and roles the policy is attached to, directly or through a group."""
-        found: set[tuple[PrincipalType, str]] = set()
-        groups: list[str] = []
-        for page in self._iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=policy_arn):
-            found |= {(PrincipalType.USER, u["UserName"]) for u in page.get("PolicyUsers", [])}
-            found |= {(PrincipalType.ROLE, r["RoleName"]) for r in page.get("PolicyRoles", [])}
-            groups += [g["GroupName"] for g in page.get("PolicyGroups", [])]
-        for group in groups:
-            for page in self._iam.get_paginator("get_group").paginate(GroupName=group):
-                found |= {(PrincipalType.USER, u["UserName"]) for u in page.get("Users", [])}
-        return found
-
     def all_principals(self) -> list[PrincipalFacts]:
         """Every IAM user and role of the account with its tags: GetAccountAuthorizationDetails pages
         of up to 1,000 entities (IAM API Reference, "GetAccountAuthorizationDetails": MaxItems 1-1000;
