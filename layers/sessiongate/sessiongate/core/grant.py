@@ -135,10 +135,13 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
     """Read the principal and the instance in the target account and apply every guardrail.
 
     The instance is read once (DescribeInstances): whether it is an SSM managed node is checked when
-    the request is made (the front doors), not here. That is no security check: a slot tag lets
-    ``ssm:StartSession`` through, and Session Manager can only open a session on a managed node
-    (Systems Manager User Guide, "Start a session": the node must be a managed node with SSM Agent
-    registered), so a tag on a node that is not managed opens nothing."""
+    the request is made (the native front door), not here. That is no security check: a slot tag only
+    lets ``ssm:StartSession`` through, and StartSession "initiates a connection to a target (for
+    example, a managed node)"; on a node not set up for Session Manager it fails with
+    ``TargetNotConnected`` ("The specified target managed node for the session isn't fully configured
+    for use with Session Manager", SSM API Reference, "StartSession", and botocore's SSM model). A tag
+    on a node that is not managed opens nothing, and the node becoming managed later is exactly the
+    case the check could not have prevented anyway (it was a point-in-time read)."""
     try:
         directory, inventory, _ = ctx.adapters_in(request.account)
     except MemberUnavailable as exc:
