@@ -97,7 +97,9 @@ def admitted(policy: Mapping[str, Any], *, api_account: str, caller_account: str
     return allowed or caller_account == api_account
 
 
-def _conditions_hold(condition: Mapping[str, Any], context: Mapping[str, str | None], *, unknown: bool) -> bool:
+def _conditions_hold(
+    condition: Mapping[str, Any], context: Mapping[str, str | None], *, unknown: bool
+) -> bool:
     for operator, keys in condition.items():
         for key, expected in keys.items():
             values = expected if isinstance(expected, list) else [expected]

@@ -112,6 +112,11 @@ class RequestApi:
         if not _same_route(str(route_key), event):
             return _refused(no_route)
         answer: dict[str, Any] = self.app.resolve(event, context)
+        # Powertools answers a REST event with ``multiValueHeaders``; every header here has one value, so
+        # the answer uses ``headers`` as the refusals before the resolver do (API Gateway takes either:
+        # AWS doc "Output format of a Lambda function for proxy integration").
+        multi = answer.pop("multiValueHeaders", None) or {}
+        answer["headers"] = {**answer.get("headers", {}), **{k: ", ".join(v) for k, v in multi.items()}}
         return answer
 
 
