@@ -17,7 +17,7 @@ from tests.integration.test_native_api import deployed, handler  # noqa: F401 - 
 from tests.support.native import ALICE, BOB, CONTEXT, EVE, Gateway
 from tests.support.stack import Stack
 
-ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"  # the stage is part of it
 
 
 @pytest.fixture
