@@ -1183,7 +1183,8 @@ def test_a_caller_cannot_ask_for_an_instance_of_another_account(deployed: Stack,
             "POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": account}
         )
         assert (status, out["error"]) == expected
-    assert stack.bus_events() == [] and member_tags(member) == {}
+    assert stack.bus_events() == []
+    assert member_tags(member) == {}
     status, out = call("POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": ACCOUNT})
     assert (status, out["request"]["account"]) == (201, ACCOUNT)
 
