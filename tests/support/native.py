@@ -94,7 +94,10 @@ class Gateway:
         if not self._signature_ok(request, headers, match, secret):
             return Response(403, b'{"message": "The request signature we calculated does not match"}')
         url = urlsplit(request.url)
-        route, request_id = self._route(request.method, url.path)
+        # The execute-api endpoint serves the API under its stage (/v1/...); `sam local start-api` on this
+        # machine at the root.
+        local = url.hostname in ("localhost", "127.0.0.1")
+        route, request_id = self._route(request.method, url.path if local else self._unstaged(url.path))
         if route is None:
             # What a REST API answers for a path or method it does not declare.
             return Response(403, b'{"message": "Missing Authentication Token"}')
@@ -122,11 +125,13 @@ class Gateway:
         return Response(result["statusCode"], result["body"].encode())
 
     @staticmethod
+    def _unstaged(path: str) -> str:
+        """``/v1/requests`` -> ``/requests``; a path outside the stage matches no route."""
+        return path.removeprefix(f"/{STAGE}") if path.startswith(f"/{STAGE}/") else ""
+
+    @staticmethod
     def _route(method: str, path: str) -> tuple[str | None, str | None]:
-        """The declared route of ``path`` under the stage (``/v1/requests/...``), with its ``{id}``."""
-        if not path.startswith(f"/{STAGE}/"):
-            return None, None
-        path = path.removeprefix(f"/{STAGE}")
+        """The declared route of ``path`` (without the stage), with its ``{id}``."""
         for route in declared_routes():
             route_method, template = route.split(" ", 1)
             pattern = "^" + re.escape(template).replace(re.escape("{id}"), "(?P<id>[^/]+)") + "$"
