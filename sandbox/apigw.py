@@ -72,6 +72,15 @@ def resource_policy(stack_resources: Mapping[str, Any]) -> dict[str, Any]:
     return policy
 
 
+def organization_of(stack: Any, account: str) -> str | None:
+    """The sandbox's organization: the stack's ``OrganizationId`` holds its own account and its member
+    accounts; any other account is outside it (no ``aws:PrincipalOrgID``)."""
+    org = stack.parameters.get("OrganizationId") or None
+    members = stack.parameters.get("MemberAccounts") or []
+    members = members.split(",") if isinstance(members, str) else members
+    return org if account in (stack.account, *members) else None
+
+
 def admitted(policy: Mapping[str, Any], *, api_account: str, caller_account: str, org_id: str | None) -> bool:
     """Whether the resource policy lets a caller of ``caller_account`` (in organization ``org_id``) invoke.
 
