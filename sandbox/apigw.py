@@ -1,10 +1,9 @@
 """API Gateway's REST API events (Lambda proxy integration, ``AWS_IAM`` authorization) built from events/.
 
-API Gateway verifies the SigV4 signature and puts the signer's identity in
-``requestContext.identity`` (``userArn``, ``accountId``, ``caller``, ``user``, ``principalOrgId``; AWS doc
-"Input format of a Lambda function for proxy integration"); that is the only identity the request API
-handler believes. Before that, the API's resource policy decides whether a caller from another account
-may call at all (:func:`admitted`).
+API Gateway verifies the SigV4 signature and puts the signer's identity in ``requestContext.identity``
+(``userArn``, ``accountId``, ``caller``, ``user``, ``principalOrgId``; AWS doc "Lambda proxy integrations in
+API Gateway", input format); that is the only identity the request API handler believes. Before that, the
+API's resource policy decides whether a caller from another account may call at all (:func:`admitted`).
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ def caller_from_context(request_context: object) -> Caller:
     Anything else (root, federated users, no IAM identity) cannot use the native path.
 
     With ``AWS_IAM`` authorization API Gateway fills ``requestContext.identity`` with the signer's
-    ``accessKey``, ``accountId``, ``caller``, ``user``, ``userArn`` and ``principalOrgId`` (AWS doc "Input
-    format of a Lambda function for proxy integration"; unsigned calls never reach the function: the
-    method requires the signature). The request does not carry ``sts:SourceIdentity``: people are told
+    ``accessKey``, ``accountId``, ``caller``, ``user``, ``userArn`` and ``principalOrgId`` (AWS doc
+    "Lambda proxy integrations in API Gateway", input format; unsigned calls never reach the function:
+    the method requires the signature). The request does not carry ``sts:SourceIdentity``: people are told
     apart by :func:`identity.may_be_same` on the ARN. ``identity`` is the only place the caller is read
     from (``authorizer`` is a Lambda or Cognito authorizer's, never set here).
     """

@@ -15,12 +15,13 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
     POST /requests/{id}/extend      {duration_minutes?, reason}
 
 Routing is Powertools' ``APIGatewayRestResolver`` on ``httpMethod`` and ``path`` (the path without the
-stage: ``requestContext.path`` carries ``/v1/...``; AWS doc "Input format of a Lambda function for proxy
-integration"). API Gateway's own match is ``requestContext.httpMethod`` and ``requestContext.resourcePath``
-(e.g. ``/requests/{id}``): both must name the same route. The body is decoded here, not by Powertools
-(which decodes base64 without validating it). This is the one module that turns a domain refusal
-(:mod:`.errors`) into an HTTP status (``STATUS``). A user mistake or a decision is a 4xx
-``{"error": code, "message": ...}``; a transient failure a 503 (retry); never a stack trace.
+stage: ``requestContext.path`` carries ``/v1/...``; AWS doc "Lambda proxy integrations in API Gateway",
+input format). API Gateway's own match is ``requestContext.httpMethod`` and
+``requestContext.resourcePath`` (e.g. ``/requests/{id}``): both must name the same route. The body is
+decoded here, not by Powertools (which decodes base64 without validating it). This is the one module
+that turns a domain refusal (:mod:`.errors`) into an HTTP status (``STATUS``). A user mistake or a
+decision is a 4xx ``{"error": code, "message": ...}``; a transient failure a 503 (retry); never a stack
+trace.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class RequestApi:
         answer: dict[str, Any] = self.app.resolve(event, context)
         # Powertools answers a REST event with ``multiValueHeaders``; every header here has one value, so
         # the answer uses ``headers`` as the refusals before the resolver do (API Gateway takes either:
-        # AWS doc "Output format of a Lambda function for proxy integration").
+        # AWS doc "Lambda proxy integrations in API Gateway", output format).
         multi = answer.pop("multiValueHeaders", None) or {}
         answer["headers"] = {**answer.get("headers", {}), **{k: ", ".join(v) for k, v in multi.items()}}
         return answer
