@@ -70,7 +70,8 @@ def test_a_policy_names_groups_as_approvers_and_requesters_next_to_arns() -> Non
         }
     )
     [rule] = parsed.rules
-    assert rule.requesters == (ALICE_IAM,) and rule.requester_groups == ("Operators",)
+    assert rule.requesters == (ALICE_IAM,)
+    assert rule.requester_groups == ("Operators",)
     assert rule.levels[0].approvers == (f"arn:aws:iam::{ACCOUNT}:user/dave",)
     assert rule.levels[0].groups == ("Platform-Leads",)
 
@@ -89,7 +90,9 @@ def test_a_policy_names_groups_as_approvers_and_requesters_next_to_arns() -> Non
 )
 def test_a_bad_group_entry_is_refused_with_its_place(approvers: list[Any], problem: str) -> None:
     with pytest.raises(ap.PolicyError) as err:
-        ap.ApprovalPolicy.parse({"version": 1, "rules": [{"name": "r", "levels": [{"approvers": approvers}]}]})
+        ap.ApprovalPolicy.parse(
+            {"version": 1, "rules": [{"name": "r", "levels": [{"approvers": approvers}]}]}
+        )
     assert problem in str(err.value)
     assert "rules[0].levels[0].approvers" in str(err.value)
 
@@ -122,7 +125,8 @@ def test_only_identity_center_sessions_are_group_members_and_others_cost_no_look
     assert not level.admits(ALICE_IAM)
     assert not level.admits(f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/alice@example.com")
     assert answers.asked == asked
-    assert idc_user(ALICE_OPS) == "alice@example.com" and idc_user(ALICE_IAM) is None
+    assert idc_user(ALICE_OPS) == "alice@example.com"
+    assert idc_user(ALICE_IAM) is None
 
 
 def test_without_an_identity_store_a_group_question_fails_closed_with_the_reason() -> None:
@@ -142,7 +146,8 @@ def test_the_adapter_asks_the_store_through_the_read_role_and_caches_for_a_minut
     assert not groups.is_member("carol@example.com", ["Platform-Leads"])
     assert not groups.is_member("zoe@example.com", ["Platform-Leads"])  # unknown user: in no group
     assert [a["RoleArn"] for a in sts.assumed] == [READER_ROLE]  # assumed once
-    assert make.credentials[0] is not None and make.credentials[0]["region_name"] == "eu-west-1"
+    assert make.credentials[0] is not None
+    assert make.credentials[0]["region_name"] == "eu-west-1"
     calls = len(store.calls)
     store.remove_member("alice@example.com", "Platform-Leads")
     clock.advance(CACHE - timedelta(seconds=1))
@@ -178,7 +183,8 @@ def test_every_store_error_fails_closed_and_is_not_cached(operation: str, code: 
     store.fail[operation] = code
     with pytest.raises(GroupLookupFailed) as err:
         groups.is_member("alice@example.com", ["Platform-Leads"])
-    assert code in err.value.message and err.value.code == "identity_store_unavailable"
+    assert code in err.value.message
+    assert err.value.code == "identity_store_unavailable"
     del store.fail[operation]
     assert groups.is_member("alice@example.com", ["Platform-Leads"])
 
@@ -193,7 +199,8 @@ def test_a_group_the_store_does_not_have_and_an_unassumable_role_fail_closed() -
     sts.denied = True
     with pytest.raises(GroupLookupFailed) as denied:
         other.is_member("alice@example.com", ["Platform-Leads"])
-    assert "cannot assume" in denied.value.message and "AccessDenied" in denied.value.message
+    assert "cannot assume" in denied.value.message
+    assert "AccessDenied" in denied.value.message
 
 
 # ------------------------------------------------------------------------------------------ the API
@@ -271,7 +278,8 @@ def test_the_grant_is_denied_when_the_identity_store_cannot_answer() -> None:
     outcome = w.grant()
     assert outcome.result == "denied"
     [denial] = outcome.detail["denials"]
-    assert denial["code"] == "approval_insufficient" and "ThrottlingException" in denial["message"]
+    assert denial["code"] == "approval_insufficient"
+    assert "ThrottlingException" in denial["message"]
 
 
 def test_a_requester_group_admits_its_members_only() -> None:

@@ -134,7 +134,11 @@ class FakeIdentityStore:
         self._enter("IsMemberInGroups", params)
         user_id = params["MemberId"]["UserId"]
         results = [
-            {"GroupId": g, "MemberId": {"UserId": user_id}, "MembershipExists": (user_id, g) in self.memberships}
+            {
+                "GroupId": g,
+                "MemberId": {"UserId": user_id},
+                "MembershipExists": (user_id, g) in self.memberships,
+            }
             for g in params["GroupIds"]
         ]
         return _check_answer("IsMemberInGroups", {"Results": results})
@@ -149,9 +153,8 @@ class FakeSts:
         self.denied = False
 
     def assume_role(self, **params: Any) -> dict[str, Any]:
-        from botocore.validate import validate_parameters
-
         import botocore.session
+        from botocore.validate import validate_parameters
 
         model = botocore.session.get_session().get_service_model("sts")
         validate_parameters(params, model.operation_model("AssumeRole").input_shape)
