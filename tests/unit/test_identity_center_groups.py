@@ -99,7 +99,7 @@ def test_a_bad_group_entry_is_refused_with_its_place(approvers: list[Any], probl
 
 def test_the_policy_summary_lists_the_groups() -> None:
     verified = ap.VerifiedPolicy(ap.ApprovalPolicy.parse(POLICY), "d", "test")
-    assert verified.summary()[0]["levels"][0]["approvers"] == [GROUP]
+    assert verified.summary()[0]["levels"][0]["approvers"] == ["identity_center_group:Platform-Leads"]
 
 
 class Answers:

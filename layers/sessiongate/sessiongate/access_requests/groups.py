@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sessiongate.access_requests.errors import Unavailable
 from sessiongate.core.identity import is_idc_role, parse_identity
@@ -123,6 +123,6 @@ def bind(policy: ApprovalPolicy, membership: Membership | None) -> ApprovalPolic
     return replace(policy, rules=rules)
 
 
-def group_names(groups: Sequence[str]) -> list[dict[str, Any]]:
-    """Groups as the policy document spells them (for views and notifications)."""
-    return [{GROUP_KEY: g} for g in groups]
+def group_names(groups: Sequence[str]) -> list[str]:
+    """Groups as views and notifications list them next to ARN patterns: ``identity_center_group:NAME``."""
+    return [f"{GROUP_KEY}:{g}" for g in groups]
