@@ -82,7 +82,10 @@ def _principal(play: Play, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "role":
         role = iam.create_role(RoleName=name, Path=path, AssumeRolePolicyDocument=TRUST_NOBODY, Tags=tags)
         if operator:
-            iam.attach_role_policy(RoleName=name, PolicyArn=operator_policy)
+            # A role in IAM Identity Center's reserved path only IdC may change (type: sso says it all).
+            reserved = fake_iam.is_protected_role(path)
+            with fake_iam.as_identity_center() if reserved else contextlib.nullcontext():
+                iam.attach_role_policy(RoleName=name, PolicyArn=operator_policy)
         return {"type": kind, "arn": role["Role"]["Arn"]}
     arn = iam.create_user(UserName=name, Path=path, Tags=tags)["User"]["Arn"]
     if operator:
