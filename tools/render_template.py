@@ -4,7 +4,8 @@
 - ``build/template.cfn.json``: template.yaml after the SAM transform (offline), for checkov;
 - ``build/policies/<resource>.<policy>.json``: each IAM policy (identity policies, KMS key policies,
   SNS topic, SQS queue and DynamoDB table policies) with intrinsics resolved for a sample stack (with
-  deployers, so every statement is present), and the SCP samples under docs/, for parliament.
+  deployers and an identity store, so every statement is present), and the SCP samples under docs/,
+  for parliament.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(cfn.transform({}, ACCOUNT, REGION), indent=1, default=str)
     )
     stack = cfn.load(
-        "sessiongate", ACCOUNT, REGION, {"DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer"}
+        "sessiongate",
+        ACCOUNT,
+        REGION,
+        {
+            "DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer",
+            # Approver groups of IAM Identity Center: the identity-store statements are present too.
+            "IdentityStoreId": "d-1234567890",
+            "IdentityStoreRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sessiongate/SessionGateIdentityStoreReader",
+        },
     )
     count = 0
     for resource in stack.resources.values():
