@@ -300,3 +300,27 @@ def test_a_requester_group_admits_its_members_only() -> None:
     with pytest.raises(NotAllowed) as err:
         create(w, sso(OPERATORS, "carol@example.com"))
     assert err.value.code == "not_a_requester"
+
+
+class OddAnswers(FakeIdentityStore):
+    """A store whose IsMemberInGroups names another group, or leaves the asked one out."""
+
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.results = results
+
+    def is_member_in_groups(self, **params: Any) -> dict[str, Any]:
+        super().is_member_in_groups(**params)
+        return {"Results": self.results}
+
+
+@pytest.mark.parametrize("other_group", [True, False])
+def test_only_a_yes_for_a_group_asked_about_admits(other_group: bool) -> None:
+    other = "0123456789-01234567-89ab-cdef-0123-456789abcdef"
+    results = (
+        [{"GroupId": other, "MemberId": {"UserId": "u"}, "MembershipExists": True}] if other_group else []
+    )
+    store = OddAnswers(results)
+    store.add_group("Platform-Leads", ["alice@example.com"])
+    groups, _, _ = adapter(store, ManualClock(START))
+    assert not groups.is_member("alice@example.com", ["Platform-Leads"])

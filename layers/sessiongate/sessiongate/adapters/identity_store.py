@@ -8,9 +8,10 @@ actions on one identity store), assumed on first use and again before they expir
 
 Answers are cached per process for :data:`CACHE` (60 s on the injected clock): a user removed from a
 group can still approve for up to a minute. Nothing that failed is cached. Every failure (the role
-cannot be assumed, access denied, throttling, a group that does not exist, an answer missing a group)
+cannot be assumed, access denied, throttling, a group that does not exist)
 raises :class:`GroupLookupFailed`: the caller refuses (fail closed). A user name the store does not know
-(``ResourceNotFoundException`` from GetUserId) is an answer: that person is in no group.
+(``ResourceNotFoundException`` from GetUserId) is an answer: that person is in no group; so is a group
+IsMemberInGroups reports no ``MembershipExists: true`` for.
 """
 
 from __future__ import annotations
@@ -124,10 +125,11 @@ class IdentityStoreGroups:
             answer = self._call(
                 "IsMemberInGroups", self._clock.now(), MemberId={"UserId": user_id}, GroupIds=chunk
             )
-            results = {r.get("GroupId"): r.get("MembershipExists") for r in answer.get("Results", [])}
-            if set(results) != set(chunk):
-                raise GroupLookupFailed("the identity store did not answer for every group asked")
-            if any(value is True for value in results.values()):
+            # Only an explicit MembershipExists true for a group asked about admits; a result missing
+            # for a group (or naming another one) admits nothing.
+            asked = set(chunk)
+            results = answer.get("Results", [])
+            if any(r.get("GroupId") in asked and r.get("MembershipExists") is True for r in results):
                 return True
         return False
 
