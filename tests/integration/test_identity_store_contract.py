@@ -101,6 +101,7 @@ def test_a_group_the_store_does_not_know_fails_closed(groups: IdentityStoreGroup
 
 
 def test_group_names_match_exactly(groups: IdentityStoreGroups) -> None:
-    """GetGroupId's unique attribute DisplayName: another spelling is another (missing) group."""
+    """GetGroupId by DisplayName, as moto answers it (and the fake): another spelling is another, missing,
+    group. The API reference does not say how letter case is compared: the README asks for the exact name."""
     with pytest.raises(GroupLookupFailed):
         groups.is_member("alice@example.com", ["platform-leads"])
