@@ -4,8 +4,8 @@
 - ``build/template.cfn.json``: template.yaml after the SAM transform (offline), for checkov;
 - ``build/policies/<resource>.<policy>.json``: each IAM policy (identity policies, KMS key policies,
   SNS topic, SQS queue, DynamoDB table and REST API resource policies) with intrinsics resolved for a
-  sample stack (with deployers and an organization, so every statement is present), and the SCP
-  samples under docs/, for parliament.
+  sample stack (with deployers, an organization and an identity store, so every statement is present),
+  and the SCP samples under docs/, for parliament.
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ def main(argv: list[str] | None = None) -> int:
         "sessiongate",
         ACCOUNT,
         REGION,
-        # (with an organization, so the request API's resource policy has its Allow statement too)
-        {"DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer", "OrganizationId": "o-exampleorg1"},
+        {
+            "DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer",
+            # An organization: the request API's resource policy has its Allow statement too.
+            "OrganizationId": "o-exampleorg1",
+            # Approver groups of IAM Identity Center: the identity-store statements are present too.
+            "IdentityStoreId": "d-1234567890",
+            "IdentityStoreRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sessiongate/SessionGateIdentityStoreReader",
+        },
     )
     count = 0
     for resource in stack.resources.values():

@@ -32,6 +32,41 @@ def slot_tags(play: Play, name: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags if t["Key"].startswith((INSTANCE_KEY, USER_KEY))}
 
 
+def identity_center(play: Play) -> dict[str, Any]:
+    """Each type: sso principal as IAM and the identity store hold it: its permission set's role (path,
+    attached policies), its session (ARN, aws:userid) and the groups the identity store puts it in."""
+    from .setup import IDENTITY_STORE_ID  # the sandbox's store
+
+    people = {name: p for name, p in play.principals.items() if p.get("sso")}
+    if not people:
+        return {}
+    iam, store = play.world.client("iam"), play.world.client("identitystore")
+    listed = store.list_groups(IdentityStoreId=IDENTITY_STORE_ID)["Groups"]
+    groups = {g["GroupId"]: g["DisplayName"] for g in listed}
+    out: dict[str, Any] = {}
+    for name, person in people.items():
+        role = iam.get_role(RoleName=person["role"])["Role"]
+        attached = iam.list_attached_role_policies(RoleName=person["role"])["AttachedPolicies"]
+        member_of: list[str] = []
+        wanted = [{"AttributePath": "UserName", "AttributeValue": person["user"]}]
+        for user in store.list_users(IdentityStoreId=IDENTITY_STORE_ID, Filters=wanted)["Users"]:
+            memberships = store.list_group_memberships_for_member(
+                IdentityStoreId=IDENTITY_STORE_ID, MemberId={"UserId": user["UserId"]}
+            )["GroupMemberships"]
+            member_of += sorted(groups[m["GroupId"]] for m in memberships if m["GroupId"] in groups)
+        out[name] = {
+            "user": person["user"],
+            "permission_set": person["permission_set"],
+            "role": role["Arn"],
+            "role_path": role["Path"],
+            "policies": [p["PolicyName"] for p in attached],
+            "session_arn": person["arn"],
+            "userid": person["userid"],
+            "groups": member_of,
+        }
+    return out
+
+
 def ledger_items(world: World) -> list[dict[str, Any]]:
     """Every item of the grants table (grants, slots, ...), as plain values."""
     table = world.stack.resources["GrantsTable"].physical_id

@@ -17,7 +17,7 @@ from .play import Play
 from .record import collect, finish
 from .report import Report
 from .schema import ScenarioError, load, parse_time, validate
-from .setup import setup
+from .setup import identity_center_parameters, setup
 
 # Every step kind of schema.STEP_FIELDS: (play, step number, the step's value) -> None.
 STEPS: dict[str, Callable[[Play, int, Any], None]] = {
@@ -76,6 +76,9 @@ class Runner:
 
     def _world(self) -> World:
         kwargs: dict[str, Any] = {"parameters": dict(self.scenario.get("parameters") or {})}
+        for key, value in identity_center_parameters(self.scenario).items():
+            # Groups in the scenario: the stack reads them from the sandbox's identity store.
+            kwargs["parameters"].setdefault(key, value)
         if "approval_policy" in self.scenario:
             # A custom policy lives in a parameter the deployers sign (``sessiongate policy sign``).
             kwargs["parameters"].setdefault("ApprovalPolicyParameterName", "/sandbox/approval-policy")

@@ -213,8 +213,27 @@ def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
         macs=Macs(make("kms")),
         key_id=settings.approval_policy_key_id,
         default_approvers=settings.default_approvers,
+        groups=identity_store_groups(settings, clock, make),
         # The highest signed serial accepted so far (policy#current): older envelopes are refused.
         store=RequestStore(make("dynamodb"), settings.requests_table) if settings.requests_table else None,
+    )
+
+
+def identity_store_groups(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
+    """Who is in which Identity Center group (approver groups), when an identity store is configured;
+    otherwise None, and a policy naming groups refuses those approvals (fail closed)."""
+    if not (settings.identity_store_id and settings.identity_store_role_arn):
+        return None
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.identity_store import IdentityStoreGroups
+
+    return IdentityStoreGroups(
+        make("sts"),
+        aws.client_with,
+        clock,
+        identity_store_id=settings.identity_store_id,
+        role_arn=settings.identity_store_role_arn,
+        region=settings.identity_store_region,
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from sessiongate.access_requests.deps import (
     ServiceDeps,
 )
+from sessiongate.access_requests.groups import group_names
 from sessiongate.access_requests.policy import (
     Rule,
     current_level,
@@ -50,9 +51,12 @@ class Notices(ServiceDeps):
                 payload["approval_progress"] = progress(rule, request.approvals)
             level = current_level(rule, request.approvals)
             if level is not None and request.status is RequestStatus.PENDING:
-                payload["next_approvers"] = list(rule.levels[level].approvers)
+                next_level = rule.levels[level]
+                payload["next_approvers"] = [*next_level.approvers, *group_names(next_level.groups)]
             if request.break_glass:
-                payload["notify_approvers"] = sorted({p for lv in rule.levels for p in lv.approvers})
+                arns = sorted({p for lv in rule.levels for p in lv.approvers})
+                groups = sorted({g for lv in rule.levels for g in lv.groups})
+                payload["notify_approvers"] = [*arns, *group_names(groups)]
         subject = {
             "AccessRequested": f"SessionGate: approve {request.principal_name} on {request.instance_id}?",
             "ApprovalRecorded": f"SessionGate: more approvals needed for request {request.request_id}",

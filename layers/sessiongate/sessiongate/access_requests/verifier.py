@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sessiongate.access_requests.caller import same_caller
+from sessiongate.access_requests.groups import GroupLookupFailed
 from sessiongate.access_requests.ids import request_id_of
 from sessiongate.access_requests.policy import PolicyError, approvals_satisfy
 from sessiongate.access_requests.records import Request, RequestStatus
@@ -104,7 +105,10 @@ class NativeVerifier:
                     f"now falls under {now}",
                 )
             ]
-        why = approvals_satisfy(rule, record, break_glass_approver=self.settings.break_glass_approver_arn)
+        try:
+            why = approvals_satisfy(rule, record, break_glass_approver=self.settings.break_glass_approver_arn)
+        except GroupLookupFailed as exc:  # approver groups re-checked now; unknown = not granted
+            return [Denial("approval_insufficient", exc.message[:500])]
         if why:
             return [Denial("approval_insufficient", why)]
         return []
