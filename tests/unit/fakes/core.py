@@ -27,6 +27,7 @@ from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts, valid_tag
 from sessiongate.core.identity import Identity, PrincipalType, parse_identity, same_principal
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
 from sessiongate.core.ports import (
+    InstanceGone,
     MemberUnavailable,
     PrincipalGone,
     PrincipalUnmodifiable,
@@ -270,8 +271,21 @@ class FakeDirectory:
 
 
 class FakeInventory:
+    """EC2 (and SSM's managed-node view) of one account. Instance tags as EC2 keeps them: keys are
+    case-sensitive (two spellings are two tags), at most 50 user tags per instance (``aws:`` tags do not
+    count; ``TagLimitExceeded`` -> TagLimitExceeded, nothing written), CreateTags/DeleteTags on a missing
+    instance ``InvalidInstanceID.NotFound`` (-> InstanceGone / ``False``), and DeleteTags with a value
+    removes a tag only while it has that value ("Tag your Amazon EC2 resources"; EC2 API Reference,
+    "DeleteTags")."""
+
+    TAG_LIMIT = slots.EC2_TAG_LIMIT
+
     def __init__(self) -> None:
         self.instances: dict[str, InstanceFacts] = {}
+        self.writes: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []  # (tag|untag, id, tags)
+
+    def tags_of(self, instance_id: str) -> dict[str, str]:
+        return dict(self.instances[instance_id].tags)
 
     def add(
         self,
@@ -288,6 +302,28 @@ class FakeInventory:
         if found is None:
             return None
         return found if check_managed else replace(found, ssm_managed=None)
+
+    def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None:
+        found = self.instances.get(instance_id)
+        if found is None or found.state == "terminated":
+            raise InstanceGone(instance_id)
+        merged = {**found.tags, **tags}
+        if sum(1 for k in merged if not k.lower().startswith("aws:")) > self.TAG_LIMIT:
+            raise TagLimitExceeded(instance_id)
+        self.instances[instance_id] = replace(found, tags=merged)
+        self.writes.append(("tag", instance_id, tuple(tags.items())))
+
+    def untag_instance(self, instance_id: str, tags: Mapping[str, str]) -> bool:
+        found = self.instances.get(instance_id)
+        if found is None or found.state == "terminated":
+            return False
+        kept = {k: v for k, v in found.tags.items() if tags.get(k, object()) != v}
+        self.instances[instance_id] = replace(found, tags=kept)
+        self.writes.append(("untag", instance_id, tuple(tags.items())))
+        return True
+
+    def tagged_instances(self) -> list[InstanceFacts]:
+        return [replace(i, ssm_managed=None) for i in self.instances.values() if i.state != "terminated"]
 
 
 @dataclass

@@ -153,6 +153,9 @@ class Grant:
     revoked_at: str | None = None
     revoke_reason: str | None = None
     revoked_by: str | None = None
+    # Where the slot tag lives (core/slots.py BindingMode): "principal" (records of earlier releases
+    # have no value: principal) or "instance".
+    binding: str = "principal"
 
     @property
     def expires(self) -> datetime | None:
