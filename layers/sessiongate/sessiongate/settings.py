@@ -50,8 +50,10 @@ class Settings:
     terminate_sessions_on_expiry: bool = False
     shared_role_patterns: tuple[str, ...] = ("AWSReservedSSO_*",)
     bind_shared_role_sessions: bool = False
-    # Where slot tags live (BindingMode): principal | instance | auto (README "Identity Center").
-    binding_mode: str = BindingMode.AUTO.value
+    # Where slot tags live (BindingMode): principal | instance | auto (README "Identity Center"). The
+    # template's parameter defaults to auto; a function without the variable (deployed before it
+    # existed) keeps binding on the principal.
+    binding_mode: str = BindingMode.PRINCIPAL.value
     member_accounts: tuple[str, ...] = ()
     member_role_name: str = "SessionGateMember"
     member_external_id: str = ""

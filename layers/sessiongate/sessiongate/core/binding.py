@@ -115,7 +115,9 @@ class InstanceBinding:
     mode: BindingMode = BindingMode.INSTANCE
 
     def room_denial(self, slot_count: int) -> Denial | None:
-        if slots.foreign_instance_tag_count(self.tags, slot_count) + 1 > slots.EC2_TAG_LIMIT:
+        # Every user tag counts, SessionGate's other slots too (the slot's own key may only be
+        # overwritten, but which slot the claim gets is not known yet: fail closed).
+        if slots.user_tag_count(self.tags) + 1 > slots.EC2_TAG_LIMIT:
             return Denial("tag_limit", "the instance has no room for one more tag")
         return None
 

@@ -84,13 +84,10 @@ def slot_of_for_key(key: str, slot_count: int) -> int | None:
     return None
 
 
-def foreign_instance_tag_count(current_tags: Iterable[str], slot_count: int) -> int:
-    """Instance tags that are not SessionGate's (``aws:`` tags do not count against EC2's limit)."""
-    return sum(
-        1
-        for key in current_tags
-        if slot_of_for_key(key, slot_count) is None and not key.lower().startswith("aws:")
-    )
+def user_tag_count(current_tags: Iterable[str]) -> int:
+    """The tags of an EC2 resource that count against its 50 (``aws:`` tags do not: "Tag your Amazon
+    EC2 resources", tag restrictions)."""
+    return sum(1 for key in current_tags if not key.lower().startswith("aws:"))
 
 
 def instance_slot_preference(slot_count: int, current_tags: Mapping[str, str]) -> list[int]:
