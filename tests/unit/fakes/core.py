@@ -22,6 +22,7 @@ from typing import Any
 
 from sessiongate.clock import ManualClock
 from sessiongate.core import slots
+from sessiongate.core.binding import lock_scope
 from sessiongate.core.engine import Engine
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts, valid_tag_value
 from sessiongate.core.identity import Identity, PrincipalType, parse_identity, same_principal
@@ -112,10 +113,10 @@ class FakeLedger:
                 grant.slot, grant.expires_at = record.slot, record.expires_at
                 return True
             raise TransientError(f"grant {grant.grant_id} changed while claiming a slot")
-        held = self.slots.get((grant.principal_arn, slot))
+        held = self.slots.get((lock_scope(grant), slot))
         if held is not None and held.holder != grant.grant_id:
             return False
-        self.slots[(grant.principal_arn, slot)] = Slot(grant.grant_id, grant.instance_id, expires_at)
+        self.slots[(lock_scope(grant), slot)] = Slot(grant.grant_id, grant.instance_id, expires_at)
         record.slot, record.expires_at = slot, expires_at
         grant.slot, grant.expires_at = slot, expires_at
         return True
@@ -158,7 +159,7 @@ class FakeLedger:
         if record is None or record.status not in LIVE:
             return False
         frees = release_slot and grant.slot is not None
-        if frees and self.slot_holder(grant.principal_arn, grant.slot or 0) != grant.grant_id:
+        if frees and self.slot_holder(lock_scope(grant), grant.slot or 0) != grant.grant_id:
             # The transaction's second item failed: cancelled, not a lost race on the record.
             raise TransientError(f"revoke of {grant.grant_id} cancelled: ['None', 'ConditionalCheckFailed']")
         record.status, record.revoked_at, record.revoke_reason, record.revoked_by = (
@@ -168,7 +169,7 @@ class FakeLedger:
             by,
         )
         if frees:
-            del self.slots[(grant.principal_arn, grant.slot or 0)]
+            del self.slots[(lock_scope(grant), grant.slot or 0)]
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
         return True
 

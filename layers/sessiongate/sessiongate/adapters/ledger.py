@@ -28,6 +28,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from sessiongate.adapters.aws import raises_service_failures
+from sessiongate.core.binding import lock_scope
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.core.ports import RevokeRequest
 from sessiongate.errors import TransientError
@@ -222,7 +223,7 @@ class Ledger:
                             "TableName": self._table,
                             "Item": _item(
                                 {
-                                    "pk": f"SLOT#{grant.principal_arn}#{slot}",
+                                    "pk": f"SLOT#{lock_scope(grant)}#{slot}",
                                     "kind": "slot",
                                     "grant_id": grant.grant_id,
                                     "instance_id": grant.instance_id,
@@ -384,7 +385,7 @@ class Ledger:
                 {
                     "Delete": {
                         "TableName": self._table,
-                        "Key": slot_key(grant.principal_arn, grant.slot),
+                        "Key": slot_key(lock_scope(grant), grant.slot),
                         "ConditionExpression": "grant_id = :gid",
                         "ExpressionAttributeValues": {":gid": {"S": grant.grant_id}},
                     }

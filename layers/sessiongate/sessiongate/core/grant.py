@@ -10,19 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sessiongate.clock import to_iso
-from sessiongate.core import denials, guardrails, revoke, slots
+from sessiongate.core import binding, denials, guardrails, revoke
+from sessiongate.core.binding import Binding, lock_scope
 from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
-from sessiongate.core.identity import PrincipalType, principal_arn
+from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import (
-    AccountNotAllowed,
-    Directory,
-    MemberUnavailable,
-    PrincipalGone,
-    PrincipalUnmodifiable,
-    TagLimitExceeded,
-)
+from sessiongate.core.ports import AccountNotAllowed, Directory, Inventory, MemberUnavailable
+from sessiongate.core.slots import BindingMode
 from sessiongate.errors import InvalidInput, TransientError
 from sessiongate.observability import bind, metrics
 
@@ -38,6 +33,10 @@ class Checked:
     principal: PrincipalFacts | None
     directory: Directory
     denials: list[Denial]
+    # Where the slot tag goes (instance binding, issue 15) and what the instance carries now.
+    mode: BindingMode = BindingMode.PRINCIPAL
+    instance: InstanceFacts | None = None
+    inventory: Inventory | None = None
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
@@ -64,18 +63,41 @@ def grant(ctx: Context, detail: object) -> Outcome:
     if isinstance(started, Outcome):
         return started
     assert checked.principal is not None  # guardrails deny a missing principal
+    bound = _binding(checked, started)
     if started.slot is None:
         minutes = checked.request.duration_minutes
-        denied = _claim_slot(ctx, started, checked.principal, now + timedelta(minutes=minutes))
+        denied = _claim_slot(ctx, started, bound, now + timedelta(minutes=minutes))
         if denied is not None:
             return denials.abandon(ctx, started, [denied])
     assert started.slot is not None
-    log.append_keys(slot=started.slot, principal_arn=started.principal_arn)
-    return _tag_and_activate(ctx, started, checked, log)
+    log.append_keys(slot=started.slot, principal_arn=started.principal_arn, binding=started.binding)
+    return _tag_and_activate(ctx, started, checked, bound, log)
 
 
-def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
-    """The ledger record of ``request`` (no slot yet)."""
+def _binding(checked: Checked, grant: Grant) -> Binding:
+    """The binding of the grant's record (a resumed record keeps the mode it was created with)."""
+    assert checked.principal is not None
+    assert checked.inventory is not None
+    return binding.for_request(
+        BindingMode(grant.binding),
+        grant.account,
+        checked.principal,
+        checked.instance,
+        grant.instance_id,
+        grant.bound_user_id,
+        checked.directory,
+        checked.inventory,
+    )
+
+
+def new_record(
+    request: AccessApproved,
+    arn: str,
+    now: datetime,
+    status: GrantStatus,
+    mode: BindingMode = BindingMode.PRINCIPAL,
+) -> Grant:
+    """The ledger record of ``request`` (no slot yet), bound on the principal or the instance."""
     return Grant(
         grant_id=request.grant_id,
         status=status,
@@ -92,6 +114,7 @@ def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantSt
         created_at=to_iso(now),
         bound_user_id=request.bound_user_id,
         reason=request.reason,
+        binding=mode.value,
     )
 
 
@@ -113,7 +136,8 @@ def _check(ctx: Context, request: AccessApproved, existing: Grant | None, now: d
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
     if not found:
         found = _verify_origin(ctx, request, instance)
-    return Checked(request, principal, directory, found)
+    mode = guardrails.binding_mode(principal, ctx.settings)
+    return Checked(request, principal, directory, found, mode, instance, inventory)
 
 
 def _start(ctx: Context, checked: Checked, existing: Grant | None, now: datetime) -> Grant | Outcome:
@@ -123,8 +147,9 @@ def _start(ctx: Context, checked: Checked, existing: Grant | None, now: datetime
     request = checked.request
     arn = checked.principal.arn if checked.principal else _arn(ctx, request)
     if checked.denials:
-        return denials.deny_new(ctx, new_record(request, arn, now, GrantStatus.DENIED), checked.denials)
-    record = new_record(request, arn, now, GrantStatus.PROVISIONING)
+        denied = new_record(request, arn, now, GrantStatus.DENIED, checked.mode)
+        return denials.deny_new(ctx, denied, checked.denials)
+    record = new_record(request, arn, now, GrantStatus.PROVISIONING, checked.mode)
     if ctx.ledger.create(record):
         return record
     # A concurrent duplicate created it first: carry on with its record (claims are idempotent).
@@ -137,37 +162,31 @@ def _start(ctx: Context, checked: Checked, existing: Grant | None, now: datetime
     return current
 
 
-def _claim_slot(ctx: Context, grant: Grant, principal: PrincipalFacts, expires: datetime) -> Denial | None:
-    """Claim a free slot of the principal for ``grant``; the denial when there is none or no room."""
+def _claim_slot(ctx: Context, grant: Grant, bound: Binding, expires: datetime) -> Denial | None:
+    """Claim a free slot of the principal (or, bound on the instance, of the instance) for ``grant``;
+    the denial when there is none or no room for the tag. The tags already read (GetUser/GetRole or
+    DescribeInstances) say which slot to try first: no extra call."""
     count = ctx.settings.slot_count
-    if slots.foreign_tag_count(principal.tags, count) + 2 > slots.IAM_TAG_LIMIT:
-        return Denial("tag_limit", "the principal has no room for two more tags")
-    for slot in slots.slot_preference(count, principal.tags):
+    room = bound.room_denial(count)
+    if room is not None:
+        return room
+    for slot in bound.preference(count):
         if ctx.ledger.claim_slot(grant, slot, to_iso(expires)):
             return None
-    return Denial("no_free_slot", f"all {count} slots of the principal are in use")
+    return Denial("no_free_slot", f"all {count} slots of the {bound.mode.value} are in use")
 
 
-def _tag_and_activate(ctx: Context, grant: Grant, checked: Checked, log: Any) -> Outcome:
+def _tag_and_activate(ctx: Context, grant: Grant, checked: Checked, bound: Binding, log: Any) -> Outcome:
     assert grant.slot is not None
     assert grant.expires is not None
-    request = checked.request
-    tags = slots.tags_for(grant.slot, request.instance_id, request.bound_user_id)
-    try:
-        checked.directory.tag(request.principal_type, request.principal_name, tags)
-    except TagLimitExceeded:
-        return denials.abandon(
-            ctx, grant, [Denial("tag_limit", "IAM refused the tag: 50 tags per principal")]
-        )
-    except PrincipalGone:
-        return denials.abandon(ctx, grant, [Denial("principal_not_found", "the principal was deleted")])
-    except PrincipalUnmodifiable:
-        return denials.abandon(ctx, grant, [guardrails.unmodifiable_denial(request.principal_name)])
+    refused = bound.tag(grant.slot)
+    if refused is not None:
+        return denials.abandon(ctx, grant, [refused])
     name = revoke.schedule_name(grant.grant_id)
     payload = {"grant_id": grant.grant_id, "reason": revoke.REASON_EXPIRED}
     ctx.schedules.create_once(name, grant.expires, ctx.settings.revoke_target_arn, payload)
     if not ctx.ledger.activate(grant, name):
-        return _activation_lost(ctx, grant, checked.directory)
+        return _activation_lost(ctx, grant, bound)
     metrics().add("Grants")
     log.info("access granted", extra={"expires_at": grant.expires_at})
     ctx.notifier.publish(
@@ -179,7 +198,7 @@ def _tag_and_activate(ctx: Context, grant: Grant, checked: Checked, log: Any) ->
     return Outcome(Result.GRANTED, grant.grant_id, detail)
 
 
-def _activation_lost(ctx: Context, grant: Grant, directory: Directory) -> Outcome:
+def _activation_lost(ctx: Context, grant: Grant, bound: Binding) -> Outcome:
     """This invocation could not activate the grant: a revocation was asked for while it was being
     provisioned (the tombstone), another invocation revoked or abandoned it, or a duplicate
     invocation activated it (then nothing is undone). Otherwise the tag is removed while the slot
@@ -198,11 +217,9 @@ def _activation_lost(ctx: Context, grant: Grant, directory: Directory) -> Outcom
         return Outcome(Result.DUPLICATE, grant.grant_id, {"status": current.status.value})
     requested = ctx.ledger.revoke_request(grant.grant_id)
     assert grant.slot is not None
-    holds = ctx.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id
+    holds = ctx.ledger.slot_holder(lock_scope(grant), grant.slot) == grant.grant_id
     if holds:
-        directory.untag(
-            PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
-        )
+        bound.untag(grant.slot)
     if (
         current is not None
         and current.status is GrantStatus.PROVISIONING
@@ -213,7 +230,7 @@ def _activation_lost(ctx: Context, grant: Grant, directory: Directory) -> Outcom
     ):
         return _revoked_while_provisioning(ctx, grant, requested.reason, requested.by, untagged=holds)
     if holds:
-        ctx.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
+        ctx.ledger.release_slot(lock_scope(grant), grant.slot, grant.grant_id)
     current = ctx.ledger.get_grant(grant.grant_id)
     status = current.status.value if current else "missing"
     log.warning("grant changed state during provisioning", extra={"status": status, "untagged": holds})

@@ -85,12 +85,13 @@ def repair_principal(ctx: Context, event: Mapping[str, Any]) -> Outcome:
 
 
 def sweep(ctx: Context, revoke: Revoke) -> Outcome:
-    """The full sweep: every principal's slot tags against every slot lock, in every account.
+    """The full sweep: every principal's and every instance's slot tags against every slot lock, in
+    every account.
 
-    Per account: GetAccountAuthorizationDetails pages (1,000 principals each), then BatchGetItem of
-    every principal's slot locks (100 per call) and of the grants those locks name. Stale locks are
-    released, drift removed (only where no live grant holds the slot), and locked grants stuck
-    PROVISIONING past the grace period undone.
+    Per account: GetAccountAuthorizationDetails pages (1,000 principals each) and DescribeInstances
+    pages (1,000 instances each: instance binding), then BatchGetItem of all their slot locks (100 per
+    call) and of the grants those locks name. Stale locks are released, drift removed (only where no
+    live grant holds the slot), and locked grants stuck PROVISIONING past the grace period undone.
     """
     bind()
     now = ctx.clock.now()
@@ -99,15 +100,18 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
     checked = checked_instances = 0
     for account in (ctx.settings.account_id, *ctx.settings.member_accounts):
         try:
-            directory = ctx.adapters_in(account).directory
+            directory, inventory, _ = ctx.adapters_in(account)
             principals = directory.all_principals()
-            holders = ctx.ledger.slot_holders((p.arn, s) for p in principals for s in _slots(ctx))
+            instances = inventory.tagged_instances()
+            scopes = [p.arn for p in principals] + [instance_scope(account, i.instance_id) for i in instances]
+            holders = ctx.ledger.slot_holders((scope, s) for scope in scopes for s in _slots(ctx))
             records = ctx.ledger.get_grants(h for h in holders.values() if h != slots.REPAIR_HOLDER)
         except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
             logger().exception("reconciler could not sweep an account", extra={"account": account})
             failures.append(f"account {account}: {exc}")
             continue
         checked += len(principals)
+        checked_instances += len(instances)
         stuck = [g for g in records.values() if g.status is GrantStatus.PROVISIONING]
         _repair_grants(ctx, stuck, now, revoke, repairs, failures)
         for facts in principals:
@@ -118,47 +122,19 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
                     "reconciler could not check a principal", extra={"principal_name": facts.name}
                 )
                 failures.append(f"{facts.arn}: {exc}")
-        checked_instances += _sweep_instances(ctx, account, now, revoke, repairs, failures)
+        for instance in instances:
+            try:
+                repairs["drift_removed"] += _remove_instance_drift(
+                    ctx, inventory, account, instance, holders, records
+                )
+            except (ServiceFailure, TransientError) as exc:
+                logger().exception(
+                    "reconciler could not check an instance", extra={"instance_id": instance.instance_id}
+                )
+                failures.append(f"{account}/{instance.instance_id}: {exc}")
     return _finish(
         ctx, repairs, failures, now, {"checked_principals": checked, "checked_instances": checked_instances}
     )
-
-
-def _sweep_instances(
-    ctx: Context,
-    account: str,
-    now: datetime,
-    revoke: Revoke,
-    repairs: dict[str, list[str]],
-    failures: list[str],
-) -> int:
-    """The instance half of the sweep in one account: every instance's slot tags (any spelling)
-    against its slot locks; how many instances were checked."""
-    try:
-        inventory = ctx.adapters_in(account).inventory
-        instances = inventory.tagged_instances()
-        scopes = {i.instance_id: instance_scope(account, i.instance_id) for i in instances}
-        holders = ctx.ledger.slot_holders((scope, s) for scope in scopes.values() for s in _slots(ctx))
-        records = ctx.ledger.get_grants(h for h in holders.values() if h != slots.REPAIR_HOLDER)
-    except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
-        logger().exception(
-            "reconciler could not sweep the instances of an account", extra={"account": account}
-        )
-        failures.append(f"instances of account {account}: {exc}")
-        return 0
-    stuck = [g for g in records.values() if g.status is GrantStatus.PROVISIONING]
-    _repair_grants(ctx, stuck, now, revoke, repairs, failures)
-    for facts in instances:
-        try:
-            repairs["drift_removed"] += _remove_instance_drift(
-                ctx, inventory, account, facts, holders, records
-            )
-        except (ServiceFailure, TransientError) as exc:
-            logger().exception(
-                "reconciler could not check an instance", extra={"instance_id": facts.instance_id}
-            )
-            failures.append(f"{account}/{facts.instance_id}: {exc}")
-    return len(instances)
 
 
 def repair_instances(ctx: Context, event: Mapping[str, Any]) -> Outcome:

@@ -7,8 +7,9 @@ from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core import denials, slots
+from sessiongate.core.binding import for_grant, lock_scope
 from sessiongate.core.context import Context
-from sessiongate.core.identity import Identity, PrincipalType
+from sessiongate.core.identity import Identity
 from sessiongate.core.model import GRANT_ID_RE, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import AccountNotAllowed, MemberUnavailable, Sessions
 from sessiongate.errors import InvalidInput, TransientError
@@ -66,15 +67,16 @@ def _untag_while_holding(ctx: Context, grant: Grant, reason: str, now: datetime,
     """Remove the grant's tag (and end its sessions) if its slot lock still names it; whether it did."""
     if grant.slot is None:
         return False
-    if ctx.ledger.slot_holder(grant.principal_arn, grant.slot) != grant.grant_id:
+    if ctx.ledger.slot_holder(lock_scope(grant), grant.slot) != grant.grant_id:
         log.warning("slot no longer held by this grant: tags left untouched")
         return False
     try:
-        directory, _, sessions = ctx.adapters_in(grant.account)
+        directory, inventory, sessions = ctx.adapters_in(grant.account)
     except (MemberUnavailable, AccountNotAllowed) as exc:
         # Never skipped silently: raise, so the revocation is retried and alarmed.
         raise TransientError(f"cannot reach account {grant.account} to revoke: {exc}") from exc
-    directory.untag(PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot))
+    # On the principal, or (instance binding) on the instance with the grant's own value only.
+    for_grant(grant, directory, inventory).untag(grant.slot)
     if ctx.settings.terminate_sessions_on_expiry:
         _end_sessions_unless_continued(ctx, grant, reason, now, sessions, log)
     return True
@@ -100,14 +102,15 @@ def _end_sessions_unless_continued(
 def successor_of(ctx: Context, grant: Grant, now: datetime) -> str | None:
     """The live grant that continues ``grant``'s access, if any, read from the ledger.
 
-    It holds another slot of the same principal and is ACTIVE, unexpired, for the same account,
-    instance and bound session. Anything less (the extension denied, revoked, expired, elsewhere,
-    or bound to another session) is no continuation: the revocation ends the sessions as usual.
+    It holds another slot of the same principal (bound on the instance: of the same instance) and is
+    ACTIVE, unexpired, for the same account, instance, binding and bound session. Anything less (the
+    extension denied, revoked, expired, elsewhere, or bound to another session) is no continuation:
+    the revocation ends the sessions as usual.
     """
     for slot in range(1, ctx.settings.slot_count + 1):
         if slot == grant.slot:
             continue
-        holder = ctx.ledger.slot_holder(grant.principal_arn, slot)
+        holder = ctx.ledger.slot_holder(lock_scope(grant), slot)
         if holder is None or holder in (grant.grant_id, slots.REPAIR_HOLDER):
             continue
         other = ctx.ledger.get_grant(holder)
@@ -119,8 +122,8 @@ def successor_of(ctx: Context, grant: Grant, now: datetime) -> str | None:
 def _continues(grant: Grant, other: Grant, now: datetime) -> bool:
     return (
         other.status is GrantStatus.ACTIVE
-        and (other.account, other.principal_arn, other.instance_id, other.bound_user_id)
-        == (grant.account, grant.principal_arn, grant.instance_id, grant.bound_user_id)
+        and (other.account, other.principal_arn, other.instance_id, other.bound_user_id, other.binding)
+        == (grant.account, grant.principal_arn, grant.instance_id, grant.bound_user_id, grant.binding)
         and other.expires is not None
         and now < other.expires
     )
@@ -130,5 +133,7 @@ def _end_sessions(ctx: Context, grant: Grant, sessions: Sessions | None) -> list
     if sessions is None:
         return []
     owner = Identity(ctx.settings.partition, grant.account, grant.principal_type, grant.principal_name)
-    session_name = grant.bound_user_id.split(":", 1)[1] if grant.bound_user_id else None
+    # A role session's aws:userid is <RoleId>:<session name>; an IAM user's (instance binding) its UserId.
+    bound = grant.bound_user_id or ""
+    session_name = bound.split(":", 1)[1] if ":" in bound else None
     return sessions.terminate(grant.instance_id, owner, session_name)
