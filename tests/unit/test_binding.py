@@ -4,12 +4,14 @@ tags and their repair, on in-memory fakes."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from sessiongate.core import binding, guardrails, slots
 from sessiongate.core.guardrails import PrincipalFacts
+from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Result
 from sessiongate.core.slots import BindingMode
 from sessiongate.errors import ConfigError
@@ -227,3 +229,157 @@ def test_the_sweep_removes_instance_slot_tags_no_event_reported() -> None:
     assert outcome.detail["checked_instances"] == 2
     assert outcome.detail["repairs"]["drift_removed"] == [f"{binding.instance_scope(ACCOUNT, INSTANCE)}#4"]
     assert world.inventory.tags_of(INSTANCE) == {"Name": "web"}
+
+
+# ---------------------------------------------------------------- grants bound on the instance
+def _idc_world(**settings: Any) -> CoreWorld:
+    world = CoreWorld(binding_mode="auto", **settings)
+    world.directory.add("role", IDC_ROLE, path=IDC_PATH)
+    return world
+
+
+def _idc_request(world: CoreWorld, person: str = "alice@example.com", **kwargs: Any) -> Any:
+    return world.approved(
+        principal=IDC_ROLE,
+        kind="role",
+        requester=f"arn:aws:sts::{ACCOUNT}:assumed-role/{IDC_ROLE}/{person}",
+        **kwargs,
+    )
+
+
+def _userid(world: CoreWorld, person: str) -> str:
+    facts = world.directory.get_principal(PrincipalType.ROLE, IDC_ROLE)
+    assert facts is not None
+    return f"{facts.id}:{person}"
+
+
+def test_an_identity_center_grant_tags_the_instance_with_the_persons_userid() -> None:
+    world = _idc_world()
+    request = _idc_request(world)
+    outcome = world.grant(request)
+    assert outcome.result is Result.GRANTED
+    assert world.inventory.tags_of(INSTANCE) == {
+        "SecurityAllowSessionFor1": _userid(world, "alice@example.com")
+    }
+    assert world.directory.tags_of("role", IDC_ROLE) == {}  # the shared role is never written
+    record = world.ledger.get_grant(request.grant_id)
+    assert record is not None
+    assert (record.binding, record.slot) == ("instance", 1)
+    # The slot lock is the instance's, not the role's.
+    assert world.ledger.slot_holder(binding.instance_scope(ACCOUNT, INSTANCE), 1) == request.grant_id
+    assert world.ledger.slot_holder(record.principal_arn, 1) is None
+    # A duplicate delivery changes nothing.
+    assert world.grant(request).result is Result.DUPLICATE
+    assert len(world.inventory.writes) == 1
+
+
+def test_two_people_on_one_permission_set_hold_two_slots_of_the_instance() -> None:
+    world = _idc_world()
+    assert world.grant(_idc_request(world, "alice@example.com")).result is Result.GRANTED
+    assert world.grant(_idc_request(world, "bob@example.com")).result is Result.GRANTED
+    assert world.inventory.tags_of(INSTANCE) == {
+        "SecurityAllowSessionFor1": _userid(world, "alice@example.com"),
+        "SecurityAllowSessionFor2": _userid(world, "bob@example.com"),
+    }
+
+
+def test_iam_users_stay_bound_on_the_principal_in_auto_mode() -> None:
+    world = _idc_world()
+    request = world.approved()
+    assert world.grant(request).result is Result.GRANTED
+    assert world.directory.tags_of("user", "alice") == {"SecurityAllowSessionInstance": INSTANCE}
+    assert world.inventory.tags_of(INSTANCE) == {}
+    record = world.ledger.get_grant(request.grant_id)
+    assert record is not None
+    assert record.binding == "principal"
+
+
+def test_instance_mode_binds_iam_users_on_the_instance_too() -> None:
+    world = CoreWorld(binding_mode="instance")
+    request = world.approved()
+    assert world.grant(request).result is Result.GRANTED
+    alice = world.directory.get_principal(PrincipalType.USER, "alice")
+    assert alice is not None
+    assert world.inventory.tags_of(INSTANCE) == {"SecurityAllowSessionFor1": alice.id}
+    assert world.directory.tags_of("user", "alice") == {}
+
+
+def test_revocation_removes_only_the_grants_own_instance_tag() -> None:
+    world = _idc_world()
+    request = _idc_request(world)
+    assert world.grant(request).result is Result.GRANTED
+    # Someone rewrote the slot's value by hand (the guard would refuse; the value is no longer the grant's).
+    world.inventory.instances[INSTANCE] = replace(
+        world.inventory.instances[INSTANCE], tags={"SecurityAllowSessionFor1": "AIDAMALLORY"}
+    )
+    assert world.engine.revoke(request.grant_id, reason="done", by="alice").result is Result.REVOKED
+    assert world.inventory.tags_of(INSTANCE) == {"SecurityAllowSessionFor1": "AIDAMALLORY"}
+    assert world.ledger.slot_holder(binding.instance_scope(ACCOUNT, INSTANCE), 1) is None
+    # The untouched case: expiry removes the grant's tag.
+    again = _idc_request(world, "bob@example.com")
+    assert world.grant(again).result is Result.GRANTED
+    world.clock.advance(timedelta(minutes=10))
+    assert world.engine.revoke(again.grant_id, reason="expired", by="scheduler").result is Result.REVOKED
+    assert "SecurityAllowSessionFor2" not in world.inventory.tags_of(INSTANCE)
+
+
+def test_a_full_instance_is_a_tag_limit_denial() -> None:
+    world = _idc_world()
+    world.inventory.add(INSTANCE, tags={f"t{n}": "x" for n in range(50)})
+    request = _idc_request(world)
+    outcome = world.grant(request)
+    assert outcome.result is Result.DENIED
+    assert world.codes(outcome) == ["tag_limit"]
+    assert world.ledger.slot_holder(binding.instance_scope(ACCOUNT, INSTANCE), 1) is None
+
+
+def test_all_slots_of_an_instance_in_use_is_no_free_slot() -> None:
+    world = _idc_world(slot_count=1)
+    assert world.grant(_idc_request(world, "alice@example.com")).result is Result.GRANTED
+    outcome = world.grant(_idc_request(world, "bob@example.com"))
+    assert world.codes(outcome) == ["no_free_slot"]
+
+
+def test_an_identity_center_request_by_someone_else_is_denied() -> None:
+    world = _idc_world()
+    request = world.approved(principal=IDC_ROLE, kind="role", requester=f"arn:aws:iam::{ACCOUNT}:user/bob")
+    outcome = world.grant(request)
+    assert world.codes(outcome) == ["instance_binding_unbindable"]
+    assert world.inventory.writes == []
+
+
+def test_an_extension_keeps_the_shell_and_the_expiry_of_the_last_ends_it() -> None:
+    world = _idc_world(terminate_sessions_on_expiry=True)
+    first = _idc_request(world)
+    assert world.grant(first).result is Result.GRANTED
+    sts = f"arn:aws:sts::{ACCOUNT}:assumed-role/{IDC_ROLE}/"
+    world.sessions.start("alice@example.com-0123456789abcdef0", INSTANCE, sts + "alice@example.com")
+    world.sessions.start("bob@example.com-0123456789abcdef0", INSTANCE, sts + "bob@example.com")
+    world.clock.advance(timedelta(minutes=8))
+    extension = _idc_request(world)
+    assert world.grant(extension).result is Result.GRANTED
+    assert world.engine.revoke(first.grant_id, reason="extended", by="api").result is Result.REVOKED
+    assert [s.session_id for s in world.sessions.active] == [
+        "alice@example.com-0123456789abcdef0",
+        "bob@example.com-0123456789abcdef0",
+    ]
+    world.clock.advance(timedelta(minutes=10))
+    assert world.engine.revoke(extension.grant_id, reason="expired", by="scheduler").result is Result.REVOKED
+    # Only the person's own session of the shared role ends.
+    assert [s.session_id for s in world.sessions.active] == ["bob@example.com-0123456789abcdef0"]
+    assert world.inventory.tags_of(INSTANCE) == {}
+
+
+def test_drift_on_a_held_instance_slot_leaves_only_the_holders_tag() -> None:
+    world = _idc_world()
+    request = _idc_request(world)
+    assert world.grant(request).result is Result.GRANTED
+    own = _userid(world, "alice@example.com")
+    drift = {"SecurityAllowSessionFor1".lower(): "AIDAMALLORY"}
+    world.inventory.tag_instance(INSTANCE, drift)
+    outcome = world.engine.on_tag_event(ec2_event(INSTANCE, drift))
+    scope = binding.instance_scope(ACCOUNT, INSTANCE)
+    assert outcome.detail["repairs"]["drift_removed"] == [f"{scope}#1 (not the holder's)"]
+    assert world.inventory.tags_of(INSTANCE) == {"SecurityAllowSessionFor1": own}
+    # The grant's own tag is no drift, for the sweep either.
+    assert world.engine.sweep().detail["repairs"]["drift_removed"] == []
