@@ -383,3 +383,13 @@ def test_drift_on_a_held_instance_slot_leaves_only_the_holders_tag() -> None:
     assert world.inventory.tags_of(INSTANCE) == {"SecurityAllowSessionFor1": own}
     # The grant's own tag is no drift, for the sweep either.
     assert world.engine.sweep().detail["repairs"]["drift_removed"] == []
+
+
+def test_the_request_apis_member_session_may_untag_instances_but_never_tag_them() -> None:
+    """An early revocation ("I'm done") of an instance-bound grant in a member account removes the tag
+    through the request API's narrowed session of the member role."""
+    from sessiongate.adapters.accounts import READ_AND_UNTAG_ONLY
+
+    [statement] = READ_AND_UNTAG_ONLY["Statement"]
+    assert "ec2:DeleteTags" in statement["Action"]
+    assert not {"ec2:CreateTags", "iam:TagUser", "iam:TagRole"} & set(statement["Action"])
