@@ -393,3 +393,16 @@ def test_the_request_apis_member_session_may_untag_instances_but_never_tag_them(
     [statement] = READ_AND_UNTAG_ONLY["Statement"]
     assert "ec2:DeleteTags" in statement["Action"]
     assert not {"ec2:CreateTags", "iam:TagUser", "iam:TagRole"} & set(statement["Action"])
+
+
+def test_an_iam_users_instance_bound_grant_ends_her_sessions_at_expiry() -> None:
+    """An IAM user's aws:userid has no session part: the revocation ends the user's sessions (it used to
+    read a session name out of every bound user id)."""
+    world = CoreWorld(binding_mode="instance", terminate_sessions_on_expiry=True)
+    request = world.approved()
+    assert world.grant(request).result is Result.GRANTED
+    world.sessions.start("alice-0123456789abcdef0", INSTANCE, f"arn:aws:iam::{ACCOUNT}:user/alice")
+    world.clock.advance(timedelta(minutes=10))
+    assert world.engine.revoke(request.grant_id, reason="expired", by="scheduler").result is Result.REVOKED
+    assert world.sessions.terminated == ["alice-0123456789abcdef0"]
+    assert world.inventory.tags_of(INSTANCE) == {}
