@@ -59,6 +59,10 @@ class Binding(Protocol):
         """Set the slot tag; the denial when AWS refuses it for good (limit, gone, unmodifiable)."""
         ...
 
+    def carries(self, slot: int) -> bool:
+        """Whether the tags as read already hold this grant's slot tag (a resumed grant is done)."""
+        ...
+
     def untag(self, slot: int) -> bool:
         """Remove the slot tag (only the grant's own value, on an instance); ``False`` when nothing
         could be removed (principal or instance gone)."""
@@ -99,6 +103,10 @@ class PrincipalBinding:
             return unmodifiable_denial(self.name)
         return None
 
+    def carries(self, slot: int) -> bool:
+        key = slots.instance_key(slot).lower()
+        return any(k.lower() == key and v == self.instance_id for k, v in self.tags.items())
+
     def untag(self, slot: int) -> bool:
         return self.directory.untag(self.kind, self.name, slots.slot_keys(slot))
 
@@ -132,6 +140,9 @@ class InstanceBinding:
         except InstanceGone:
             return Denial("instance_not_found", f"instance {self.instance_id} no longer exists")
         return None
+
+    def carries(self, slot: int) -> bool:
+        return self.tags.get(slots.for_key(slot)) == self.value
 
     def untag(self, slot: int) -> bool:
         return self.inventory.untag_instance(self.instance_id, {slots.for_key(slot): self.value})
