@@ -406,3 +406,26 @@ def test_an_iam_users_instance_bound_grant_ends_her_sessions_at_expiry() -> None
     assert world.engine.revoke(request.grant_id, reason="expired", by="scheduler").result is Result.REVOKED
     assert world.sessions.terminated == ["alice-0123456789abcdef0"]
     assert world.inventory.tags_of(INSTANCE) == {}
+
+
+def test_the_revoke_schedule_names_the_instance_lock_read_with_the_record() -> None:
+    """Issue 16: the scheduled revocation reads record and slot lock in one BatchGetItem; bound on the
+    instance, the payload says so, and no separate lock read follows."""
+    world = _idc_world()
+    request = _idc_request(world)
+    assert world.grant(request).result is Result.GRANTED
+    [schedule] = world.schedules.schedules.values()
+    assert schedule.payload["binding"] == "instance"
+    reads: list[tuple[str, str, int]] = []
+    real = world.ledger.grant_and_holder
+
+    def spied(grant_id: str, scope: str, slot: int) -> Any:
+        reads.append((grant_id, scope, slot))
+        return real(grant_id, scope, slot)
+
+    world.ledger.grant_and_holder = spied  # type: ignore[method-assign]
+    world.clock.advance(timedelta(minutes=10))
+    assert world.engine.on_revoke_schedule(schedule.payload).result is Result.REVOKED
+    # Record and the instance's lock in one BatchGetItem (not the role's lock, which no grant holds).
+    assert reads == [(request.grant_id, binding.instance_scope(ACCOUNT, INSTANCE), 1)]
+    assert world.inventory.tags_of(INSTANCE) == {}
