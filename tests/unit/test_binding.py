@@ -13,6 +13,7 @@ from sessiongate.core import binding, guardrails, slots
 from sessiongate.core.guardrails import PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Result
+from sessiongate.core.ports import InstanceGone
 from sessiongate.core.slots import BindingMode
 from sessiongate.errors import ConfigError
 from sessiongate.settings import Settings
@@ -429,3 +430,23 @@ def test_the_revoke_schedule_names_the_instance_lock_read_with_the_record() -> N
     # Record and the instance's lock in one BatchGetItem (not the role's lock, which no grant holds).
     assert reads == [(request.grant_id, binding.instance_scope(ACCOUNT, INSTANCE), 1)]
     assert world.inventory.tags_of(INSTANCE) == {}
+
+
+def test_an_instance_gone_before_its_tag_is_denied_and_its_slot_freed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EC2 answers InvalidInstanceID.NotFound to CreateTags (terminated between the read and the tag):
+    a denial; the grant's undo frees the instance's slot lock, not the role's."""
+    world = _idc_world()
+    request = _idc_request(world)
+
+    def gone(instance_id: str, tags: Any) -> None:
+        raise InstanceGone(instance_id)
+
+    monkeypatch.setattr(world.inventory, "tag_instance", gone)
+    outcome = world.grant(request)
+    assert world.codes(outcome) == ["instance_not_found"]
+    assert world.ledger.slot_holder(binding.instance_scope(ACCOUNT, INSTANCE), 1) is None
+    record = world.ledger.get_grant(request.grant_id)
+    assert record is not None
+    assert record.status.value == "DENIED"
