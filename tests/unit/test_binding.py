@@ -13,7 +13,7 @@ from sessiongate.core import binding, guardrails, slots
 from sessiongate.core.guardrails import PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Result
-from sessiongate.core.ports import InstanceGone
+from sessiongate.core.ports import InstanceGone, ServiceFailure
 from sessiongate.core.slots import BindingMode
 from sessiongate.errors import ConfigError
 from sessiongate.settings import Settings
@@ -450,3 +450,28 @@ def test_an_instance_gone_before_its_tag_is_denied_and_its_slot_freed(
     record = world.ledger.get_grant(request.grant_id)
     assert record is not None
     assert record.status.value == "DENIED"
+
+
+def test_an_instance_bound_grant_interrupted_before_its_tag_is_resumed_and_a_duplicate_is_not() -> None:
+    """The one-transaction grant (issue 16) bound on the instance: a crash after the transaction leaves
+    the record ACTIVE and the instance untagged (nothing opens); the redelivery resumes it and tags the
+    instance; a further delivery finds the instance's tag and does nothing."""
+    world = _idc_world()
+    request = _idc_request(world)
+
+    def down(instance_id: str, tags: Any) -> None:
+        raise ServiceFailure("Rate exceeded", code="RequestLimitExceeded")
+
+    world.inventory.tag_instance = down  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    assert world.inventory.tags_of(INSTANCE) == {}
+    del world.inventory.tag_instance
+    world.clock.advance(timedelta(seconds=30))
+    assert world.grant(request).result is Result.GRANTED
+    assert world.inventory.tags_of(INSTANCE) == {
+        "SecurityAllowSessionFor1": _userid(world, "alice@example.com")
+    }
+    writes = len(world.inventory.writes)
+    assert world.grant(request).result is Result.DUPLICATE
+    assert len(world.inventory.writes) == writes
