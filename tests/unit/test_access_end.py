@@ -235,17 +235,18 @@ def test_a_member_account_out_of_reach_leaves_the_revocation_unfinished_and_retr
     directory, inventory, _ = w.core.accounts.add(MEMBER)
     directory.add("user", "alice")
     inventory.add("i-0123456789abcdef0")
-    request_id = create(w, instance_id="i-0123456789abcdef0", account=MEMBER)
+    member_alice = f"arn:aws:iam::{MEMBER}:user/alice"  # alice calls with her identity in the member account
+    request_id = create(w, member_alice, instance_id="i-0123456789abcdef0")
     w.service.approve(caller(BOB), request_id, None)
     assert w.grant().result == "granted"
     w.core.accounts.unavailable.add(MEMBER)
     with pytest.raises(Conflict) as err:
-        w.service.revoke(caller(ALICE), request_id, None)
+        w.service.revoke(caller(member_alice), request_id, None)
     assert err.value.code == "partly_revoked"
     assert f"{request_id} (grant_in_progress)" in err.value.message
     assert w.ledger.revoke_request(f"rq-{request_id}") is not None
     assert w.grant_status(request_id) is GrantStatus.ACTIVE
     w.core.accounts.unavailable.clear()
-    assert w.service.revoke(caller(ALICE), request_id, None)["request"]["status"] == "REVOKED"
+    assert w.service.revoke(caller(member_alice), request_id, None)["request"]["status"] == "REVOKED"
     assert w.grant_status(request_id) is GrantStatus.REVOKED
     assert not [k for k in directory.tags_of("user", "alice") if k.startswith(slots.INSTANCE_KEY)]
