@@ -77,6 +77,15 @@ def tags(play: Play, index: int, spec: dict[str, Any]) -> None:
     play.check(index, f"slot tags of {name}", expected, readback.slot_tags(play, name))
 
 
+def instance_tags(play: Play, index: int, spec: dict[str, Any]) -> None:
+    """The instance's slot tags as EC2 holds them (instance binding; session and user names stand for
+    their aws:userid)."""
+    name = spec["instance"]
+    instance = play.instance(name, index)
+    expected = {k: play.userid(v) for k, v in (spec.get("expect") or {}).items()}
+    play.check(index, f"slot tags of instance {name}", expected, readback.instance_slot_tags(play, instance))
+
+
 def grant(play: Play, index: int, spec: dict[str, Any]) -> None:
     """The grant's status in the table, and optionally one of its denial codes."""
     item = readback.grant_item(play.world, play.request_of(spec, index)["grant_id"])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from sessiongate.core.slots import INSTANCE_KEY, USER_KEY
+from sessiongate.core.slots import FOR_KEY, INSTANCE_KEY, USER_KEY
 
 from ..world import ACCOUNT
 
@@ -65,6 +65,13 @@ def identity_center(play: Play) -> dict[str, Any]:
             "groups": member_of,
         }
     return out
+
+
+def instance_slot_tags(play: Play, instance_id: str) -> dict[str, str]:
+    """The slot tags EC2 holds on an instance (instance binding), in any letter case."""
+    reservations = play.world.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    tags = [t for r in reservations for i in r["Instances"] for t in i.get("Tags", [])]
+    return {t["Key"]: t["Value"] for t in tags if t["Key"].lower().startswith(FOR_KEY.lower())}
 
 
 def ledger_items(world: World) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ STEPS: dict[str, Callable[[Play, int, Any], None]] = {
     "connect": checks.connect,
     "live_sessions": checks.live_sessions,
     "tags": checks.tags,
+    "instance_tags": checks.instance_tags,
     "grant": checks.grant,
     "schedules": checks.schedules,
     "notified": checks.notified,
@@ -61,7 +62,9 @@ class Runner:
     def run(self) -> Report:
         with self._world() as world:
             self.world = world
-            play = Play(world, self.report, SessionChecker(world.client("iam"), REGION, ACCOUNT))
+            play = Play(
+                world, self.report, SessionChecker(world.client("iam"), REGION, ACCOUNT, world.client("ec2"))
+            )
             setup(play, self.scenario)
             period = timedelta(minutes=int(world.stack.parameters.get("ReconcilerRateMinutes") or 5))
             invariants = Invariants(play, period)

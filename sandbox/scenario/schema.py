@@ -78,6 +78,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "connect": frozenset({"principal", "instance"}),
     "live_sessions": frozenset({"principal", "instance", "expect"}),
     "tags": frozenset({"principal", "expect"}),
+    "instance_tags": frozenset({"instance", "expect"}),
     "grant": frozenset({"request", "expect", "denial"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type", "request", "expect", "count"}),
@@ -101,6 +102,7 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "connect": frozenset({"principal", "instance"}),
     "live_sessions": frozenset({"principal", "instance", "expect"}),
     "tags": frozenset({"principal"}),
+    "instance_tags": frozenset({"instance"}),
     "grant": frozenset({"request", "expect"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type"}),
@@ -120,7 +122,17 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 DURATION_FIELDS = ("start_in", "ssm_lag")
 # Steps that check something (so does any step with expect_error): a scenario needs at least one.
 CHECK_STEPS = frozenset(
-    {"status", "session", "connect", "live_sessions", "tags", "grant", "schedules", "notified"}
+    {
+        "status",
+        "session",
+        "connect",
+        "live_sessions",
+        "tags",
+        "instance_tags",
+        "grant",
+        "schedules",
+        "notified",
+    }
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _OPERATION = re.compile(r"[a-z0-9-]+:[A-Za-z]+")

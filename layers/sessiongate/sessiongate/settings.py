@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from sessiongate.core.slots import MAX_SLOTS
+from sessiongate.core.slots import MAX_SLOTS, BindingMode
 from sessiongate.errors import ConfigError
 
 _KMS_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}")
@@ -50,6 +50,10 @@ class Settings:
     terminate_sessions_on_expiry: bool = False
     shared_role_patterns: tuple[str, ...] = ("AWSReservedSSO_*",)
     bind_shared_role_sessions: bool = False
+    # Where slot tags live (BindingMode): principal | instance | auto (README "Identity Center"). The
+    # template's parameter defaults to auto; a function without the variable (deployed before it
+    # existed) keeps binding on the principal.
+    binding_mode: str = BindingMode.PRINCIPAL.value
     member_accounts: tuple[str, ...] = ()
     member_role_name: str = "SessionGateMember"
     member_external_id: str = ""
@@ -100,6 +104,7 @@ class Settings:
         "terminate_sessions_on_expiry": "SESSIONGATE_TERMINATE_SESSIONS_ON_EXPIRY",
         "shared_role_patterns": "SESSIONGATE_SHARED_ROLE_PATTERNS",
         "bind_shared_role_sessions": "SESSIONGATE_BIND_SHARED_ROLE_SESSIONS",
+        "binding_mode": "SESSIONGATE_BINDING_MODE",
         "member_accounts": "SESSIONGATE_MEMBER_ACCOUNTS",
         "member_role_name": "SESSIONGATE_MEMBER_ROLE_NAME",
         "member_external_id": "SESSIONGATE_MEMBER_EXTERNAL_ID",
@@ -182,6 +187,8 @@ class Settings:
                 "an IamUser or SSOUser approver is one person: minimum required approvals must be 1"
             )
         problems += self._identity_store_problems()
+        if self.binding_mode not in {m.value for m in BindingMode}:
+            problems.append(f"binding mode must be one of {', '.join(m.value for m in BindingMode)}")
         if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
             problems.append("account id must be 12 digits")
         if problems:

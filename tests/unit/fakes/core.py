@@ -22,11 +22,13 @@ from typing import Any
 
 from sessiongate.clock import ManualClock
 from sessiongate.core import slots
+from sessiongate.core.binding import lock_scope
 from sessiongate.core.engine import Engine
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts, valid_tag_value
 from sessiongate.core.identity import Identity, PrincipalType, parse_identity, same_principal
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
 from sessiongate.core.ports import (
+    InstanceGone,
     MemberUnavailable,
     Opened,
     PrincipalGone,
@@ -118,10 +120,10 @@ class FakeLedger:
             return Opened(existing=copy.deepcopy(self.grants[grant.grant_id]))
         if grant.grant_id in self.tombstones:
             return Opened(revoke_requested=self.tombstones[grant.grant_id])
-        if (grant.principal_arn, grant.slot) in self.slots:
+        if (lock_scope(grant), grant.slot) in self.slots:
             return Opened(slot_taken=True)
         self.grants[grant.grant_id] = copy.deepcopy(grant)
-        self.slots[(grant.principal_arn, grant.slot)] = Slot(
+        self.slots[(lock_scope(grant), grant.slot)] = Slot(
             grant.grant_id, grant.instance_id, grant.expires_at or ""
         )
         return Opened(created=True)
@@ -164,7 +166,7 @@ class FakeLedger:
         if record is None or record.status not in LIVE or record.activated_at != grant.activated_at:
             return False
         frees = release_slot and grant.slot is not None
-        if frees and self.slot_holder(grant.principal_arn, grant.slot or 0) != grant.grant_id:
+        if frees and self.slot_holder(lock_scope(grant), grant.slot or 0) != grant.grant_id:
             # The transaction's second item failed: cancelled, not a lost race on the record.
             raise TransientError(f"revoke of {grant.grant_id} cancelled: ['None', 'ConditionalCheckFailed']")
         record.status, record.revoked_at, record.revoke_reason, record.revoked_by = (
@@ -174,7 +176,7 @@ class FakeLedger:
             by,
         )
         if frees:
-            del self.slots[(grant.principal_arn, grant.slot or 0)]
+            del self.slots[(lock_scope(grant), grant.slot or 0)]
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
         return True
 
@@ -277,8 +279,21 @@ class FakeDirectory:
 
 
 class FakeInventory:
+    """EC2 (and SSM's managed-node view) of one account. Instance tags as EC2 keeps them: keys are
+    case-sensitive (two spellings are two tags), at most 50 user tags per instance (``aws:`` tags do not
+    count; ``TagLimitExceeded`` -> TagLimitExceeded, nothing written), CreateTags/DeleteTags on a missing
+    instance ``InvalidInstanceID.NotFound`` (-> InstanceGone / ``False``), and DeleteTags with a value
+    removes a tag only while it has that value ("Tag your Amazon EC2 resources"; EC2 API Reference,
+    "DeleteTags")."""
+
+    TAG_LIMIT = slots.EC2_TAG_LIMIT
+
     def __init__(self) -> None:
         self.instances: dict[str, InstanceFacts] = {}
+        self.writes: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []  # (tag|untag, id, tags)
+
+    def tags_of(self, instance_id: str) -> dict[str, str]:
+        return dict(self.instances[instance_id].tags)
 
     def add(
         self,
@@ -295,6 +310,28 @@ class FakeInventory:
         if found is None:
             return None
         return found if check_managed else replace(found, ssm_managed=None)
+
+    def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None:
+        found = self.instances.get(instance_id)
+        if found is None or found.state == "terminated":
+            raise InstanceGone(instance_id)
+        merged = {**found.tags, **tags}
+        if sum(1 for k in merged if not k.lower().startswith("aws:")) > self.TAG_LIMIT:
+            raise TagLimitExceeded(instance_id)
+        self.instances[instance_id] = replace(found, tags=merged)
+        self.writes.append(("tag", instance_id, tuple(tags.items())))
+
+    def untag_instance(self, instance_id: str, tags: Mapping[str, str]) -> bool:
+        found = self.instances.get(instance_id)
+        if found is None or found.state == "terminated":
+            return False
+        kept = {k: v for k, v in found.tags.items() if tags.get(k, object()) != v}
+        self.instances[instance_id] = replace(found, tags=kept)
+        self.writes.append(("untag", instance_id, tuple(tags.items())))
+        return True
+
+    def tagged_instances(self) -> list[InstanceFacts]:
+        return [replace(i, ssm_managed=None) for i in self.instances.values() if i.state != "terminated"]
 
 
 @dataclass

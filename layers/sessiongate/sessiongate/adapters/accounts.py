@@ -47,6 +47,8 @@ READ_AND_UNTAG_ONLY: dict[str, Any] = {
                 "iam:UntagUser",
                 "iam:UntagRole",
                 "ec2:DescribeInstances",
+                # Instance binding: removing a slot tag from an instance (never setting one).
+                "ec2:DeleteTags",
                 "ssm:DescribeInstanceInformation",
                 "ssm:DescribeSessions",
                 "ssm:TerminateSession",

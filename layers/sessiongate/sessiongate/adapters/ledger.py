@@ -6,7 +6,8 @@ Items (single table, partition key ``pk``):
   ``LIVE_SHARDS``, so no single index partition key value takes every grant's writes) and ``expires_at``
   for the sparse ``live-by-expiry`` index. Records written before sharding carry ``live = "LIVE"``: the
   index queries read that partition too.
-- ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it.
+- ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it
+  (instance binding: ``SLOT#ec2:<account>:instance/<id>#<k>``, slot k of an instance; ``lock_scope``).
   A slot is only ever taken when absent, and only released by its holder's revocation *after* the
   holder's tag is gone, so a newer grant's tag can never be removed by an older grant's revocation.
 - A revocation request (tombstone) on ``GRANT#<grant_id>``: ``revoke_requested`` (when), with
@@ -29,6 +30,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from sessiongate.adapters.aws import raises_service_failures
+from sessiongate.core.binding import lock_scope
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.core.ports import Opened, RevokeRequest
 from sessiongate.errors import TransientError
@@ -261,7 +263,7 @@ class Ledger:
                     "TableName": self._table,
                     "Item": _item(
                         {
-                            "pk": f"SLOT#{grant.principal_arn}#{grant.slot}",
+                            "pk": f"SLOT#{lock_scope(grant)}#{grant.slot}",
                             "kind": "slot",
                             "grant_id": grant.grant_id,
                             "instance_id": grant.instance_id,
@@ -422,7 +424,7 @@ class Ledger:
                 {
                     "Delete": {
                         "TableName": self._table,
-                        "Key": slot_key(grant.principal_arn, grant.slot),
+                        "Key": slot_key(lock_scope(grant), grant.slot),
                         "ConditionExpression": "grant_id = :gid",
                         "ExpressionAttributeValues": {":gid": {"S": grant.grant_id}},
                     }

@@ -30,20 +30,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
-from sessiongate.core import denials, guardrails, revoke, slots
+from sessiongate.core import binding, denials, guardrails, revoke
+from sessiongate.core.binding import Binding
 from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import (
-    AccountNotAllowed,
-    Directory,
-    MemberUnavailable,
-    PrincipalGone,
-    PrincipalUnmodifiable,
-    RevokeRequest,
-    TagLimitExceeded,
-)
+from sessiongate.core.ports import AccountNotAllowed, Directory, Inventory, MemberUnavailable, RevokeRequest
+from sessiongate.core.slots import BindingMode
 from sessiongate.errors import InvalidInput, TransientError
 from sessiongate.observability import bind, metrics
 
@@ -63,6 +57,10 @@ class Checked:
     principal: PrincipalFacts | None
     directory: Directory
     denials: list[Denial]
+    # Where the slot tag goes (instance binding, issue 15) and what the instance carries now.
+    mode: BindingMode = BindingMode.PRINCIPAL
+    instance: InstanceFacts | None = None
+    inventory: Inventory | None = None
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
@@ -80,19 +78,25 @@ def grant(ctx: Context, detail: object) -> Outcome:
     if isinstance(checked, Outcome):
         return checked
     request = checked.request
+    mode = checked.mode
     if checked.denials:
-        record = new_record(request, _arn_of(ctx, checked), now, GrantStatus.DENIED)
+        record = new_record(request, _arn_of(ctx, checked), now, GrantStatus.DENIED, mode)
         return denials.deny_new(ctx, record, checked.denials)
     principal = checked.principal
     assert principal is not None  # guardrails deny a missing principal
     count = ctx.settings.slot_count
-    if slots.foreign_tag_count(principal.tags, count) + 2 > slots.IAM_TAG_LIMIT:
-        denial = Denial("tag_limit", "the principal has no room for two more tags")
-        return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
+    # The principal's slots, or (instance binding) the instance's: the tags already read (GetUser/
+    # GetRole, DescribeInstances) say which slot to try first, no extra call.
+    bound = _binding(checked, mode, request.instance_id, request.bound_user_id)
+    room = bound.room_denial(count)
+    if room is not None:
+        return denials.deny_new(
+            ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [room]
+        )
     expires = now + timedelta(minutes=request.duration_minutes)
-    for slot in slots.slot_preference(count, principal.tags):
+    for slot in bound.preference(count):
         record = replace(
-            new_record(request, principal.arn, now, GrantStatus.ACTIVE),
+            new_record(request, principal.arn, now, GrantStatus.ACTIVE, mode),
             slot=slot,
             expires_at=to_iso(expires),
             schedule_name=revoke.schedule_name(request.grant_id),
@@ -106,12 +110,33 @@ def grant(ctx: Context, detail: object) -> Outcome:
             return _redelivered(ctx, opened.existing, checked, now, log)
         if opened.revoke_requested is not None:
             return _revoked_before_grant(ctx, replace(record, slot=None), opened.revoke_requested)
-    denial = Denial("no_free_slot", f"all {count} slots of the principal are in use")
-    return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
+    denial = Denial("no_free_slot", f"all {count} slots of the {mode.value} are in use")
+    return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [denial])
 
 
-def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
-    """The ledger record of ``request`` (no slot yet)."""
+def _binding(checked: Checked, mode: BindingMode, instance_id: str, bound_user_id: str | None) -> Binding:
+    assert checked.principal is not None
+    assert checked.inventory is not None
+    return binding.for_request(
+        mode,
+        checked.request.account,
+        checked.principal,
+        checked.instance,
+        instance_id,
+        bound_user_id,
+        checked.directory,
+        checked.inventory,
+    )
+
+
+def new_record(
+    request: AccessApproved,
+    arn: str,
+    now: datetime,
+    status: GrantStatus,
+    mode: BindingMode = BindingMode.PRINCIPAL,
+) -> Grant:
+    """The ledger record of ``request`` (no slot yet), bound on the principal or the instance."""
     return Grant(
         grant_id=request.grant_id,
         status=status,
@@ -128,6 +153,7 @@ def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantSt
         created_at=to_iso(now),
         bound_user_id=request.bound_user_id,
         reason=request.reason,
+        binding=mode.value,
     )
 
 
@@ -158,18 +184,15 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
     if not found:
         found = _verify_origin(ctx, request, instance)
-    return Checked(request, principal, directory, found)
+    mode = guardrails.binding_mode(principal, ctx.settings)
+    return Checked(request, principal, directory, found, mode, instance, inventory)
 
 
 def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:
     """The grant's record exists: a duplicate (nothing is done), or an ACTIVE grant whose tag is
     missing (a crash after the transaction): resumed, unless it expired or was revoked meanwhile."""
-    principal = checked.principal
-    assert principal is not None
-    tagged = existing.slot is not None and any(
-        key.lower() == slots.instance_key(existing.slot).lower() and value == existing.instance_id
-        for key, value in principal.tags.items()
-    )
+    bound = _binding(checked, BindingMode(existing.binding), existing.instance_id, existing.bound_user_id)
+    tagged = existing.slot is not None and bound.carries(existing.slot)
     expires = existing.expires
     if existing.status is not GrantStatus.ACTIVE or tagged or expires is None or now >= expires:
         log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})
@@ -195,18 +218,11 @@ def _schedule_and_tag(ctx: Context, grant: Grant, checked: Checked, log: Any) ->
     if ctx.clock.now() >= parse_iso(grant.activated_at) + BIND_WINDOW:
         # Too late to tag safely (a revocation may have run): the redelivery resumes (rebinds) it.
         raise TransientError(f"grant {grant.grant_id} missed its bind window; retry resumes it")
-    tags = slots.tags_for(grant.slot, grant.instance_id, grant.bound_user_id)
-    kind = checked.request.principal_type
-    try:
-        checked.directory.tag(kind, grant.principal_name, tags)
-    except TagLimitExceeded:
-        return denials.abandon(
-            ctx, grant, [Denial("tag_limit", "IAM refused the tag: 50 tags per principal")]
-        )
-    except PrincipalGone:
-        return denials.abandon(ctx, grant, [Denial("principal_not_found", "the principal was deleted")])
-    except PrincipalUnmodifiable:
-        return denials.abandon(ctx, grant, [guardrails.unmodifiable_denial(grant.principal_name)])
+    # On the principal (TagUser/TagRole) or, bound on the instance, the instance (CreateTags).
+    bound = _binding(checked, BindingMode(grant.binding), grant.instance_id, grant.bound_user_id)
+    refused = bound.tag(grant.slot)
+    if refused is not None:
+        return denials.abandon(ctx, grant, [refused])
     metrics().add("Grants")
     log.info("access granted", extra={"expires_at": grant.expires_at})
     ctx.notifier.publish(
@@ -234,6 +250,8 @@ def revoke_payload(grant: Grant) -> dict[str, Any]:
     }
     if grant.bound_user_id:
         payload["bound_user_id"] = grant.bound_user_id
+    if grant.binding != BindingMode.PRINCIPAL.value:
+        payload["binding"] = grant.binding  # its slot lock is the instance's
     return payload
 
 

@@ -155,6 +155,9 @@ class Grant:
     revoked_by: str | None = None
     # When the grant was (re)bound to its principal: it may tag only within ``grant.BIND_WINDOW`` of it.
     activated_at: str | None = None
+    # Where the slot tag lives (core/slots.py BindingMode): "principal" (records of earlier releases
+    # have no value: principal) or "instance".
+    binding: str = "principal"
 
     @property
     def expires(self) -> datetime | None:

@@ -21,7 +21,11 @@ class PrincipalGone(Exception):
 
 
 class TagLimitExceeded(Exception):
-    """IAM refused the tags: the principal would exceed 50 tags."""
+    """IAM or EC2 refused the tags: the principal or instance would exceed 50 tags."""
+
+
+class InstanceGone(Exception):
+    """The EC2 instance does not exist (any more): ``InvalidInstanceID.NotFound``."""
 
 
 class PrincipalUnmodifiable(Exception):
@@ -102,7 +106,20 @@ class Directory(Protocol):
     def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool: ...
 
 
-class Inventory(Protocol):
+class InstanceTags(Protocol):
+    """EC2 tags of instances, for instance binding (``adapters/inventory.py``). ``tag_instance`` raises
+    InstanceGone or TagLimitExceeded; ``untag_instance`` removes each key only while it still has the
+    value given (EC2 DeleteTags with a Value) and answers ``False`` when the instance is gone;
+    ``tagged_instances`` lists every instance (not terminated) with its tags, for the sweep."""
+
+    def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None: ...
+    def untag_instance(self, instance_id: str, tags: Mapping[str, str]) -> bool: ...
+    def tagged_instances(self) -> list[InstanceFacts]: ...
+
+
+class Inventory(InstanceTags, Protocol):
+    """EC2 and Systems Manager facts about instances, and (instance binding) their slot tags."""
+
     def describe(self, instance_id: str, *, check_managed: bool) -> InstanceFacts | None: ...
 
 

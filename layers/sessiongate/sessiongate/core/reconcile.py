@@ -5,6 +5,8 @@ Three triggers share the repairs (issue 16: a run's cost must not grow with the 
   partition of ``live-by-expiry``. A lost revoke schedule shows up here as an overdue grant.
 - ``repair_principal`` (an IAM TagUser/TagRole/UntagUser/UntagRole CloudTrail event through
   EventBridge): the slot tags and locks of just that principal, within a minute of the change.
+- ``repair_instances`` (an EC2 CreateTags/DeleteTags/RunInstances CloudTrail event naming an instance
+  slot key): the instance slot tags and locks of just those instances (instance binding, issue 15).
 - ``sweep`` (daily): every user and role (GetAccountAuthorizationDetails) and every slot lock
   (BatchGetItem), for what no event reported (a lost event, a principal created with tags, a lock left
   by a run that died, a grant stuck PROVISIONING after claiming its slot).
@@ -18,11 +20,18 @@ from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core import denials, slots
+from sessiongate.core.binding import instance_scope
 from sessiongate.core.context import Context
-from sessiongate.core.guardrails import PrincipalFacts
+from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import AccountNotAllowed, Directory, MemberUnavailable, ServiceFailure
+from sessiongate.core.ports import (
+    AccountNotAllowed,
+    Directory,
+    InstanceTags,
+    MemberUnavailable,
+    ServiceFailure,
+)
 from sessiongate.core.revoke import PROVISIONING_GRACE
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
@@ -76,29 +85,33 @@ def repair_principal(ctx: Context, event: Mapping[str, Any]) -> Outcome:
 
 
 def sweep(ctx: Context, revoke: Revoke) -> Outcome:
-    """The full sweep: every principal's slot tags against every slot lock, in every account.
+    """The full sweep: every principal's and every instance's slot tags against every slot lock, in
+    every account.
 
-    Per account: GetAccountAuthorizationDetails pages (1,000 principals each), then BatchGetItem of
-    every principal's slot locks (100 per call) and of the grants those locks name. Stale locks are
-    released, drift removed (only where no live grant holds the slot), and locked grants stuck
-    PROVISIONING past the grace period undone.
+    Per account: GetAccountAuthorizationDetails pages (1,000 principals each) and DescribeInstances
+    pages (1,000 instances each: instance binding), then BatchGetItem of all their slot locks (100 per
+    call) and of the grants those locks name. Stale locks are released, drift removed (only where no
+    live grant holds the slot), and locked grants stuck PROVISIONING past the grace period undone.
     """
     bind()
     now = ctx.clock.now()
     repairs = _empty_repairs()
     failures: list[str] = []
-    checked = 0
+    checked = checked_instances = 0
     for account in (ctx.settings.account_id, *ctx.settings.member_accounts):
         try:
-            directory = ctx.adapters_in(account).directory
+            directory, inventory, _ = ctx.adapters_in(account)
             principals = directory.all_principals()
-            holders = ctx.ledger.slot_holders((p.arn, s) for p in principals for s in _slots(ctx))
+            instances = inventory.tagged_instances()
+            scopes = [p.arn for p in principals] + [instance_scope(account, i.instance_id) for i in instances]
+            holders = ctx.ledger.slot_holders((scope, s) for scope in scopes for s in _slots(ctx))
             records = ctx.ledger.get_grants(h for h in holders.values() if h != slots.REPAIR_HOLDER)
         except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
             logger().exception("reconciler could not sweep an account", extra={"account": account})
             failures.append(f"account {account}: {exc}")
             continue
         checked += len(principals)
+        checked_instances += len(instances)
         stuck = [g for g in records.values() if g.status is GrantStatus.PROVISIONING]
         _repair_grants(ctx, stuck, now, revoke, repairs, failures)
         for facts in principals:
@@ -109,7 +122,83 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
                     "reconciler could not check a principal", extra={"principal_name": facts.name}
                 )
                 failures.append(f"{facts.arn}: {exc}")
-    return _finish(ctx, repairs, failures, now, {"checked_principals": checked})
+        for instance in instances:
+            try:
+                repairs["drift_removed"] += _remove_instance_drift(
+                    ctx, inventory, account, instance, holders, records
+                )
+            except (ServiceFailure, TransientError) as exc:
+                logger().exception(
+                    "reconciler could not check an instance", extra={"instance_id": instance.instance_id}
+                )
+                failures.append(f"{account}/{instance.instance_id}: {exc}")
+    return _finish(
+        ctx, repairs, failures, now, {"checked_principals": checked, "checked_instances": checked_instances}
+    )
+
+
+def repair_instances(ctx: Context, event: Mapping[str, Any]) -> Outcome:
+    """An EC2 tag change on instances (CloudTrail through EventBridge) naming an instance slot key:
+    remove the drift of just those instances (read with one DescribeInstances each)."""
+    bind()
+    now = ctx.clock.now()
+    found = tag_event_instances(event)
+    if found is None:
+        return Outcome(Result.IGNORED, None, {"why": "not an instance slot tag change"})
+    account, instance_ids = found
+    repairs = _empty_repairs()
+    failures: list[str] = []
+    for instance_id in instance_ids:
+        try:
+            inventory = ctx.adapters_in(account).inventory
+            facts = inventory.describe(instance_id, check_managed=False)
+            if facts is None:
+                continue
+            scope = instance_scope(account, instance_id)
+            holders = ctx.ledger.slot_holders((scope, s) for s in _slots(ctx))
+            repairs["drift_removed"] += _remove_instance_drift(ctx, inventory, account, facts, holders, {})
+        except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
+            logger().exception("reconciler could not check an instance", extra={"instance_id": instance_id})
+            failures.append(f"{account}/{instance_id}: {exc}")
+    return _finish(ctx, repairs, failures, now, {"instances": [f"{account}/{i}" for i in instance_ids]})
+
+
+def tag_event_instances(event: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """(account, instance ids) of a CloudTrail EC2 ``CreateTags``/``DeleteTags``/``RunInstances`` record
+    that names an instance slot key (any letter case), else None. CloudTrail records EC2 calls with
+    ``requestParameters.resourcesSet.items[].resourceId`` and ``tagSet.items[].key`` (CreateTags,
+    DeleteTags), and RunInstances with ``tagSpecificationSet.items[].tags[].key`` and the new instances in
+    ``responseElements.instancesSet.items[].instanceId`` (CloudTrail User Guide, "Amazon EC2 ... log file
+    examples")."""
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping) or detail.get("eventSource") != "ec2.amazonaws.com":
+        return None
+    params = detail.get("requestParameters")
+    name = detail.get("eventName")
+    if name not in ("CreateTags", "DeleteTags", "RunInstances") or not isinstance(params, Mapping):
+        return None
+    if name == "RunInstances":
+        specs = _items(params.get("tagSpecificationSet"))
+        keys = [t.get("key") for s in specs for t in s.get("tags") or [] if isinstance(t, Mapping)]
+        response = detail.get("responseElements")
+        found = _items(response.get("instancesSet")) if isinstance(response, Mapping) else []
+        ids = [i.get("instanceId") for i in found]
+    else:
+        keys = [t.get("key") for t in _items(params.get("tagSet"))]
+        ids = [r.get("resourceId") for r in _items(params.get("resourcesSet"))]
+    if not any(isinstance(k, str) and k.lower().startswith(_SLOT_KEY_PREFIX) for k in keys):
+        return None
+    instances = [i for i in ids if isinstance(i, str) and i.startswith("i-")]
+    account = detail.get("recipientAccountId") or event.get("account")
+    if not instances or not isinstance(account, str):
+        return None
+    return account, instances
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    """``{"items": [...]}`` of a CloudTrail EC2 record, the mappings only."""
+    items = value.get("items") if isinstance(value, Mapping) else None
+    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
 
 def tag_event_principal(event: Mapping[str, Any]) -> Principal | None:
@@ -229,6 +318,59 @@ def _remove_drift(
             ctx.ledger.release_slot(principal.arn, slot, slots.REPAIR_HOLDER)
         removed.append(f"{principal.arn}#{slot}")
     return removed
+
+
+def _remove_instance_drift(
+    ctx: Context,
+    inventory: InstanceTags,
+    account: str,
+    instance: InstanceFacts,
+    holders: Mapping[tuple[str, int], str],
+    records: Mapping[str, Grant],
+) -> list[str]:
+    """Remove the instance slot tags no live grant explains; what was removed.
+
+    EC2 keys are case-sensitive, so every spelling of a slot key is a tag of its own: on a slot a live
+    grant holds, every tag but the grant's own (exact key, its aws:userid) is removed; on a free slot,
+    all of them, under the repair lock. Each removal is DeleteTags with the value read, so a tag
+    rewritten meanwhile is left for the next event."""
+    removed: list[str] = []
+    scope = instance_scope(account, instance.instance_id)
+    for slot in _slots(ctx):
+        found = {
+            k: v
+            for k, v in instance.tags.items()
+            if slots.slot_of_for_key(k, ctx.settings.slot_count) == slot
+        }
+        holder = holders.get((scope, slot))
+        grant = None
+        if holder is not None and holder != slots.REPAIR_HOLDER:
+            grant = records[holder] if holder in records else ctx.ledger.get_grant(holder)
+        if holder is not None and (grant is None or grant.status not in _LIVE):
+            ctx.ledger.release_slot(scope, slot, holder)
+            bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
+            holder, grant = None, None
+            if not found:
+                removed.append(f"{scope}#{slot} (stale lock)")
+        if not found:
+            continue
+        if grant is not None:
+            foreign = {k: v for k, v in found.items() if (k, v) != (slots.for_key(slot), grant.bound_user_id)}
+            if foreign:
+                inventory.untag_instance(instance.instance_id, foreign)
+                removed.append(f"{scope}#{slot} (not the holder's)")
+            continue
+        if not ctx.ledger.lock_free_slot(scope, slot, slots.REPAIR_HOLDER):
+            continue
+        try:
+            inventory.untag_instance(instance.instance_id, found)
+        finally:
+            ctx.ledger.release_slot(scope, slot, slots.REPAIR_HOLDER)
+        removed.append(f"{scope}#{slot}")
+    return removed
+
+
+_LIVE = (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
 
 
 def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, holder: str) -> None:
