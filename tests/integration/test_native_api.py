@@ -1207,3 +1207,17 @@ def test_an_extension_is_refused_to_whom_the_rule_no_longer_lets_request(deploye
     set_policy(stack, narrowed)
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
     assert (status, out["error"]) == (403, "not_a_requester")
+
+
+# ------------------------------------------------------------------- issue 18: approval policy rules
+def test_a_rule_requiring_a_ticket_refuses_without_one_with_a_400(deployed: Stack) -> None:
+    ticketed = copy.deepcopy(POLICY)
+    ticketed["rules"][1]["ticket"] = {"required": True, "pattern": "^OPS-[0-9]+$"}
+    set_policy(deployed, ticketed)
+    instance = deployed.instance()
+    for body, code in (({}, "ticket_required"), ({"ticket": "INC-1"}, "ticket_mismatch")):
+        status, out = call("POST /requests", ALICE, body={"instance_id": instance, "reason": "x", **body})
+        assert (status, out["error"]) == (400, code)
+    request_id = create(deployed, instance_id=instance, ticket="OPS-17")
+    approve(request_id, BOB)
+    assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]

@@ -25,6 +25,7 @@ from sessiongate.access_requests.records import (
     RequestStatus,
     pending_deadline,
 )
+from sessiongate.access_requests.rule_limits import check_ticket
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.core.identity import parse_identity, person_key
@@ -81,6 +82,7 @@ class Creating(Status):
                 rule, self.settings.default_validity_minutes, break_glass=data.break_glass
             )
         check_duration(rule, duration)
+        check_ticket(rule.name, rule.ticket, data.ticket)
         if data.break_glass:
             check_break_glass(rule, caller.arn, duration, data.reason)
         return duration

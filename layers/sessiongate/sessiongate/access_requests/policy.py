@@ -17,12 +17,15 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessiongate.access_requests.errors import Conflict, NotAllowed, invalid
 from sessiongate.access_requests.records import Approval, Request, canonical_json, signed_message
 from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from sessiongate.text import visible_length
+
+if TYPE_CHECKING:
+    from sessiongate.access_requests.rule_limits import MaxActive, TicketRule
 
 POLICY_VERSION = 1
 MAX_RULES = 100
@@ -76,6 +79,9 @@ class Rule:
     requesters: tuple[str, ...] = ()
     max_duration_minutes: int | None = None
     break_glass: BreakGlass = BreakGlass()
+    # Issue 18 (schema and checks in :mod:`.rule_limits`): a ticket the rule requires, live grants capped.
+    ticket: TicketRule | None = None
+    max_active: MaxActive | None = None
 
     def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
         if self.instance_ids and instance_id not in self.instance_ids:
@@ -423,11 +429,23 @@ def _int(value: object, where: str, low: int, high: int, default: int | None) ->
 
 
 def _rule(value: object, index: int) -> Rule:
+    from sessiongate.access_requests import rule_limits  # (it imports this module)
+
     where = f"rules[{index}]"
     data = _mapping(
         value,
         where,
-        {"name", "description", "instances", "requesters", "levels", "max_duration_minutes", "break_glass"},
+        {
+            "name",
+            "description",
+            "instances",
+            "requesters",
+            "levels",
+            "max_duration_minutes",
+            "break_glass",
+            "ticket",
+            "max_active",
+        },
     )
     name = data.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
@@ -443,6 +461,8 @@ def _rule(value: object, index: int) -> Rule:
             data.get("max_duration_minutes"), f"{where}.max_duration_minutes", 1, 1440, None
         ),
         break_glass=_break_glass(data.get("break_glass", {}), where),
+        ticket=rule_limits.parse_ticket(data.get("ticket"), where),
+        max_active=rule_limits.parse_max_active(data.get("max_active"), where),
     )
 
 

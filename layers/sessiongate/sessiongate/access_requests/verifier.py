@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sessiongate.access_requests.caller import same_caller
+from sessiongate.access_requests.grant_checks import grant_time_denials
 from sessiongate.access_requests.ids import request_id_of
-from sessiongate.access_requests.policy import PolicyError, approvals_satisfy
+from sessiongate.access_requests.policy import PolicyError
 from sessiongate.access_requests.records import Request, RequestStatus
 from sessiongate.adapters.kms import Macs, MacUnavailable
 from sessiongate.adapters.policy_source import PolicySource
@@ -104,7 +105,4 @@ class NativeVerifier:
                     f"now falls under {now}",
                 )
             ]
-        why = approvals_satisfy(rule, record, break_glass_approver=self.settings.break_glass_approver_arn)
-        if why:
-            return [Denial("approval_insufficient", why)]
-        return []
+        return grant_time_denials(policy, rule, record, api_role=self.settings.break_glass_approver_arn)

@@ -1,0 +1,97 @@
+"""Per-rule limits of the approval policy (pure, no AWS): a ticket the rule requires, and how many grants
+under the rule may be live at once per person and per instance (issue 18).
+
+    "ticket": {"required": true, "pattern": "^OPS-[0-9]+$"}
+    "max_active": {"per_person": 1, "per_instance": 2}
+
+The request API refuses a request without the ticket (or one that does not match) when it is made, and
+the native verifier re-checks it at grant time (the record and the rule are in hand: no extra call).
+The concurrency limits are checked when a request is made and again when it is approved
+(:mod:`.concurrency`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sessiongate.access_requests.errors import invalid
+from sessiongate.access_requests.policy import PolicyError
+
+MAX_TICKET_PATTERN = 200
+MAX_ACTIVE = 1000
+
+
+@dataclass(frozen=True)
+class TicketRule:
+    required: bool = False
+    pattern: str | None = None  # a Python regular expression the whole ticket must match
+
+    def problem(self, ticket: str) -> tuple[str, str] | None:
+        """``(code, message)`` when ``ticket`` does not satisfy this rule; ``None`` when it does."""
+        if not ticket:
+            if self.required:
+                return "ticket_required", "this rule requires a ticket reference (--ticket)"
+            return None
+        if self.pattern is not None and not re.fullmatch(self.pattern, ticket):
+            return "ticket_mismatch", f"ticket {ticket!r} does not match this rule's pattern {self.pattern!r}"
+        return None
+
+
+@dataclass(frozen=True)
+class MaxActive:
+    per_person: int | None = None  # live grants under the rule held by one person
+    per_instance: int | None = None  # live grants on one instance of the rule
+
+
+def check_ticket(rule_name: str, ticket_rule: TicketRule | None, ticket: str) -> None:
+    """Refuse (400) a request whose ticket the rule does not accept."""
+    problem = ticket_rule.problem(ticket) if ticket_rule is not None else None
+    if problem is not None:
+        code, message = problem
+        raise invalid(f"rule {rule_name!r}: {message}", code)
+
+
+def parse_ticket(value: object, where: str) -> TicketRule | None:
+    if value is None:
+        return None
+    data = _object(value, f"{where}.ticket", {"required", "pattern"})
+    required = data.get("required", False)
+    if not isinstance(required, bool):
+        raise PolicyError(f"{where}.ticket.required must be true or false")
+    pattern = data.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str) or not 1 <= len(pattern) <= MAX_TICKET_PATTERN:
+            raise PolicyError(f"{where}.ticket.pattern must be a string of 1..{MAX_TICKET_PATTERN} characters")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise PolicyError(f"{where}.ticket.pattern is not a regular expression: {exc}") from None
+    return TicketRule(required, pattern)
+
+
+def parse_max_active(value: object, where: str) -> MaxActive | None:
+    if value is None:
+        return None
+    data = _object(value, f"{where}.max_active", {"per_person", "per_instance"})
+    if not data:
+        raise PolicyError(f"{where}.max_active must set per_person, per_instance or both")
+    limits = {}
+    for key in ("per_person", "per_instance"):
+        number = data.get(key)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_ACTIVE
+        ):
+            raise PolicyError(f"{where}.max_active.{key} must be an integer from 1 to {MAX_ACTIVE}")
+        limits[key] = number
+    return MaxActive(limits["per_person"], limits["per_instance"])
+
+
+def _object(value: object, where: str, allowed: set[str]) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{where} must be an object")
+    unknown = set(value) - allowed
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {sorted(unknown)}")
+    return value
