@@ -63,7 +63,9 @@ def parse_ticket(value: object, where: str) -> TicketRule | None:
     pattern = data.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str) or not 1 <= len(pattern) <= MAX_TICKET_PATTERN:
-            raise PolicyError(f"{where}.ticket.pattern must be a string of 1..{MAX_TICKET_PATTERN} characters")
+            raise PolicyError(
+                f"{where}.ticket.pattern must be a string of 1..{MAX_TICKET_PATTERN} characters"
+            )
         try:
             re.compile(pattern)
         except re.error as exc:
