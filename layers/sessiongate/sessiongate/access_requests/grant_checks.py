@@ -8,9 +8,7 @@ from sessiongate.access_requests.records import Request
 from sessiongate.core.model import Denial
 
 
-def grant_time_denials(
-    policy: ApprovalPolicy, rule: Rule, record: Request, *, api_role: str
-) -> list[Denial]:
+def grant_time_denials(policy: ApprovalPolicy, rule: Rule, record: Request, *, api_role: str) -> list[Denial]:
     """Why ``record`` may not be granted under ``rule`` of ``policy`` (empty: it may).
 
     ``api_role`` is the request API's role, the approver of record of break-glass requests."""
