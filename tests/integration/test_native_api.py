@@ -1221,3 +1221,17 @@ def test_a_rule_requiring_a_ticket_refuses_without_one_with_a_400(deployed: Stac
     request_id = create(deployed, instance_id=instance, ticket="OPS-17")
     approve(request_id, BOB)
     assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
+
+
+def test_a_rules_cap_on_live_grants_per_person_is_a_409_at_request_and_approval(deployed: Stack) -> None:
+    capped = copy.deepcopy(POLICY)
+    capped["rules"][1]["max_active"] = {"per_person": 1}
+    set_policy(deployed, capped)
+    one = create(deployed, instance_id=deployed.instance())
+    two = create(deployed, instance_id=deployed.instance())
+    approve(one, BOB)
+    status, out = approve(two, BOB)  # the first is handed over: it counts before the grant lands
+    assert (status, out["error"]) == (409, "max_active")
+    assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["error"]) == (409, "max_active")

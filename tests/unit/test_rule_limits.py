@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from sessiongate.access_requests.errors import InvalidInput
+from sessiongate.access_requests.errors import Conflict, InvalidInput
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError
+from tests.support.people import DAVE
 from tests.unit.access_world import ALICE, APPROVERS, BOB, caller, create
-from tests.unit.fakes.access import ACCOUNT, world
+from tests.unit.fakes.access import ACCOUNT, World, world
 
 OPS = f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"
 
@@ -88,3 +89,101 @@ def test_invalid_ticket_rules_are_refused_with_where_and_why(ticket: object, mes
         ApprovalPolicy.parse(policy(ticket=ticket))
     assert message in str(err.value)
     assert "rules[0].ticket" in str(err.value)
+
+
+# --------------------------------------------------------------------------------------- max_active
+def granted_to(w: World, who: str, instance: str, approver: str = BOB) -> str:
+    request_id = create(w, who, instance_id=instance)
+    w.service.approve(caller(approver), request_id, None)
+    assert w.grant().result == "granted"
+    return request_id
+
+
+def test_per_person_refuses_a_second_live_grant_under_the_rule_at_request() -> None:
+    w = world(policy(max_active={"per_person": 1}))
+    first = granted_to(w, ALICE, w.instance("i-0000000000000000a"))
+    with pytest.raises(Conflict) as err:
+        create(w, instance_id=w.instance("i-0000000000000000b"))
+    assert err.value.code == "max_active"
+    assert "1 live grant(s) under rule 'ops'" in err.value.message
+    assert list(w.store.items) == [first]  # no request created
+    # Someone else is not counted; once Alice's grant ends she may ask again.
+    create(w, DAVE, instance_id="i-0000000000000000b")
+    w.service.revoke(caller(ALICE), first, None)
+    create(w, instance_id="i-0000000000000000b")
+
+
+def test_per_person_is_re_checked_at_the_approval_that_hands_the_request_over() -> None:
+    """Two pending requests of Alice's (allowed: pending is not live); the first approval grants, the
+    second approval is refused (409) and the request stays PENDING, approvable once the first ends."""
+    w = world(policy(max_active={"per_person": 1}))
+    one = create(w, instance_id=w.instance("i-0000000000000000a"))
+    two = create(w, instance_id=w.instance("i-0000000000000000b"))
+    w.service.approve(caller(BOB), one, None)
+    # Approved, not in the ledger yet (the hand-over is under way): it counts already.
+    with pytest.raises(Conflict) as err:
+        w.service.approve(caller(BOB), two, None)
+    assert err.value.code == "max_active"
+    assert w.grant().result == "granted"
+    with pytest.raises(Conflict):
+        w.service.approve(caller(BOB), two, None)
+    assert w.store.get(two).status.value == "PENDING"  # type: ignore[union-attr]
+    w.service.revoke(caller(ALICE), one, None)
+    assert w.service.approve(caller(BOB), two, None)["request"]["status"] == "APPROVED"
+
+
+def test_per_person_counts_only_grants_made_under_the_rule() -> None:
+    two_rules = policy(max_active={"per_person": 1}, instances={"tags": {"Environment": "prod"}})
+    two_rules["rules"].append({"name": "other", "levels": [{"approvers": [OPS]}]})
+    w = world(two_rules)
+    granted_to(w, ALICE, w.instance("i-0000000000000000a"))  # under "other": not counted
+    granted_to(w, ALICE, w.instance("i-0000000000000000b", Environment="prod"))
+    with pytest.raises(Conflict) as err:
+        create(w, instance_id=w.instance("i-0000000000000000c", Environment="prod"))
+    assert err.value.code == "max_active"
+
+
+def test_per_instance_counts_every_live_grant_on_the_instance() -> None:
+    w = world(policy(max_active={"per_instance": 1}))
+    instance = w.instance()
+    granted_to(w, ALICE, instance)
+    with pytest.raises(Conflict) as err:
+        create(w, DAVE, instance_id=instance)
+    assert err.value.code == "max_active"
+    assert f"instance {instance} has 1 live grant(s)" in err.value.message
+    create(w, DAVE, instance_id=w.instance("i-0000000000000000b"))  # another instance is free
+
+
+def test_per_instance_counts_an_approval_whose_grant_is_under_way() -> None:
+    w = world(policy(max_active={"per_instance": 1}))
+    instance = w.instance()
+    one, two = create(w, instance_id=instance), create(w, DAVE, instance_id=instance)
+    w.service.approve(caller(BOB), one, None)  # emitted, not granted yet
+    with pytest.raises(Conflict) as err:
+        w.service.approve(caller(BOB), two, None)
+    assert err.value.code == "max_active"
+
+
+def test_an_extension_replaces_a_grant_and_is_not_capped() -> None:
+    w = world(policy(max_active={"per_person": 1, "per_instance": 1}))
+    request_id = granted_to(w, ALICE, w.instance())
+    child = w.service.extend(caller(ALICE), request_id, {"reason": "more", "duration_minutes": 5})
+    approved = w.service.approve(caller(BOB), child["request"]["request_id"], None)
+    assert approved["request"]["status"] == "APPROVED"
+
+
+@pytest.mark.parametrize(
+    ("max_active", "message"),
+    [
+        ({}, "must set per_person, per_instance or both"),
+        ({"per_person": 0}, "max_active.per_person must be an integer from 1 to 1000"),
+        ({"per_instance": True}, "max_active.per_instance must be an integer"),
+        ({"per_team": 2}, "unknown key(s) ['per_team']"),
+        ([1], "max_active must be an object"),
+    ],
+)
+def test_invalid_max_active_is_refused_with_where_and_why(max_active: object, message: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        ApprovalPolicy.parse(policy(max_active=max_active))
+    assert message in str(err.value)
+    assert "rules[0].max_active" in str(err.value)

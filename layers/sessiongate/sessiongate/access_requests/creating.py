@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sessiongate.access_requests.caller import Caller
+from sessiongate.access_requests.concurrency import check_max_active
 from sessiongate.access_requests.deps import (
     DAY,
     MAX_LIST,
@@ -57,6 +58,7 @@ class Creating(Status):
         self._check_no_duplicate(caller, account, data.instance_id)
         now = self.clock.now()
         request = self._new_request(caller, data, account, principal.arn, duration, rule, tags, now)
+        check_max_active(self, rule, request)
         # From here every log line of this call (a quota refusal too) names the request.
         log = bind(
             request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn

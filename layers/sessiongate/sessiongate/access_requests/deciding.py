@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from sessiongate.access_requests.caller import Caller, same_caller
+from sessiongate.access_requests.concurrency import check_max_active
 from sessiongate.access_requests.errors import Conflict, NotAllowed
 from sessiongate.access_requests.inputs import parse_comment
 from sessiongate.access_requests.policy import (
@@ -80,6 +81,7 @@ class Deciding(Status):
         approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
         if current_level(rule, approvals) is not None:
             return replace(request, approvals=approvals, version=request.version + 1)
+        check_max_active(self, rule, request)  # the approval that hands it to the engine
         return self._sign(
             request.transition(
                 RequestStatus.APPROVED,
