@@ -55,10 +55,9 @@ def check_max_active(deps: ServiceDeps, rule: Rule, request: Request) -> None:
         and deps.engine.ledger.get_grant(r.grant_id) is None
     ]
     if limits.per_instance is not None:
-        on_instance = sum(1 for g in live if (g.account, g.instance_id) == (request.account, request.instance_id))
-        on_instance += sum(
-            1 for r in handing_over if (r.account, r.instance_id) == (request.account, request.instance_id)
-        )
+        where = (request.account, request.instance_id)
+        on_instance = sum(1 for g in live if (g.account, g.instance_id) == where)
+        on_instance += sum(1 for r in handing_over if (r.account, r.instance_id) == where)
         if on_instance >= limits.per_instance:
             raise Conflict(
                 "max_active",
