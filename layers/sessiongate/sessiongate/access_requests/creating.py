@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sessiongate.access_requests.auto_approval import Decision, decide, facts_of
 from sessiongate.access_requests.caller import Caller
 from sessiongate.access_requests.concurrency import check_max_active
 from sessiongate.access_requests.deps import (
@@ -20,6 +21,7 @@ from sessiongate.access_requests.policy import (
     default_duration,
 )
 from sessiongate.access_requests.records import (
+    AUTO_LEVEL,
     OPEN,
     Approval,
     Request,
@@ -68,11 +70,14 @@ class Creating(Status):
         if not self.store.create(request):
             raise TransientError(f"request id {request.request_id} collided")
         metrics().add("NativeRequests")
-        if not data.break_glass:
-            log.info("access requested", extra={"rule": rule.name})
-            self._notify("AccessRequested", request, rule=rule)
-            return self._view(request, rule)
-        return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
+        if data.break_glass:
+            return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
+        decision = decide(self._policy(), facts_of(request, rule, now))
+        if decision.auto_approved and self.settings.break_glass_approver_arn:  # (no API role: people)
+            return self._view(self._auto_approve(request, rule, decision, now), rule)
+        log.info("access requested", extra={"rule": rule.name, "auto_approval": decision.why})
+        self._notify("AccessRequested", request, rule=rule)
+        return self._view(request, rule)
 
     def _allowed_duration(self, caller: Caller, rule: Rule, data: CreateInput) -> int:
         """The rule lets the caller request, for this long (and break-glass, if asked for)."""
@@ -170,4 +175,31 @@ class Creating(Status):
         logger().warning("break-glass access self-approved", extra={"rule": rule.name})
         metrics().add("BreakGlass")
         self._notify("BreakGlassUsed", approved, rule=rule)
+        return self._emit(approved)
+
+    def _auto_approve(self, request: Request, rule: Rule, decision: Decision, now: datetime) -> Request:
+        """A permit of the policy approved the request, no forbid stopped it (:mod:`.auto_approval`).
+        Recorded so that nobody can take it for a person's approval: one approval at ``AUTO_LEVEL`` by
+        the request API's role (also the approver of record in the engine's ledger), the permit's name
+        in ``auto_approval`` (bound by the approval MAC), notified as ``AutoApproved``."""
+        api_role = self.settings.break_glass_approver_arn
+        assert decision.permit is not None
+        comment = f"auto-approved by permit {decision.permit!r}: {decision.why}"
+        approved = request.transition(
+            RequestStatus.APPROVED,
+            at=now,
+            by=api_role,
+            approvals=(Approval(api_role, AUTO_LEVEL, to_iso(now), comment[:500]),),
+            approver_arns=(api_role,),
+            approved_at=to_iso(now),
+            decided_by=api_role,
+            auto_approval=decision.permit,
+            version=request.version + 1,
+        )
+        approved = self._sign(approved)
+        if not self.store.replace(approved, expected_version=request.version):
+            raise Conflict("conflict", "the request changed meanwhile; check its status")
+        logger().info("access auto-approved", extra={"rule": rule.name, "permit": decision.permit})
+        metrics().add("AutoApproved")
+        self._notify("AutoApproved", approved, rule=rule)
         return self._emit(approved)

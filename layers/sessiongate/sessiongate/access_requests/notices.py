@@ -44,6 +44,9 @@ class Notices(ServiceDeps):
             payload["extends"] = request.extends
         if request.comment:
             payload["comment"] = request.comment
+        if request.auto_approval:
+            payload["approval_kind"] = "AutoApproved"
+            payload["auto_approval"] = request.auto_approval
         if rule is not None:
             payload["rule"] = rule.name
             if request.status is RequestStatus.PENDING:
@@ -51,7 +54,7 @@ class Notices(ServiceDeps):
             level = current_level(rule, request.approvals)
             if level is not None and request.status is RequestStatus.PENDING:
                 payload["next_approvers"] = list(rule.levels[level].approvers)
-            if request.break_glass:
+            if request.break_glass or request.auto_approval:
                 payload["notify_approvers"] = sorted({p for lv in rule.levels for p in lv.approvers})
         subject = {
             "AccessRequested": f"SessionGate: approve {request.principal_name} on {request.instance_id}?",
@@ -61,6 +64,7 @@ class Notices(ServiceDeps):
             "AccessRequestCancelled": f"SessionGate: request {request.request_id} cancelled",
             "AccessRequestExpired": f"SessionGate: request {request.request_id} expired unapproved",
             "BreakGlassUsed": f"SessionGate: BREAK-GLASS {request.principal_name} on {request.instance_id}",
+            "AutoApproved": f"SessionGate: AUTO-APPROVED {request.principal_name} on {request.instance_id}",
         }.get(event_type, f"SessionGate: {event_type}")
         self.notifier.publish(event_type, payload, subject=subject)
 

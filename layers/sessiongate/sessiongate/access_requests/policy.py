@@ -25,6 +25,7 @@ from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, par
 from sessiongate.text import visible_length
 
 if TYPE_CHECKING:
+    from sessiongate.access_requests.auto_approval import Statement
     from sessiongate.access_requests.rule_limits import MaxActive, TicketRule
 
 POLICY_VERSION = 1
@@ -101,6 +102,8 @@ class Rule:
 @dataclass(frozen=True)
 class ApprovalPolicy:
     rules: tuple[Rule, ...]
+    # Issue 18: permit/forbid statements that approve requests without a person (:mod:`.auto_approval`).
+    auto_approval: tuple[Statement, ...] = ()
 
     def rule_for(self, instance_id: str, tags: Mapping[str, str]) -> Rule | None:
         return next((r for r in self.rules if r.matches(instance_id, tags)), None)
@@ -118,7 +121,9 @@ class ApprovalPolicy:
 
     @classmethod
     def parse(cls, document: object) -> ApprovalPolicy:
-        doc = _mapping(document, "policy", {"version", "rules", "description"})
+        from sessiongate.access_requests.auto_approval import parse_statements  # (it imports this module)
+
+        doc = _mapping(document, "policy", {"version", "rules", "description", "auto_approval"})
         if doc.get("version") != POLICY_VERSION:
             raise PolicyError(f"policy version must be {POLICY_VERSION}")
         rules = doc.get("rules")
@@ -128,7 +133,7 @@ class ApprovalPolicy:
         names = [r.name for r in parsed]
         if len(set(names)) != len(names):
             raise PolicyError("rule names must be unique")
-        return cls(parsed)
+        return cls(parsed, parse_statements(doc.get("auto_approval"), names))
 
 
 @dataclass(frozen=True)

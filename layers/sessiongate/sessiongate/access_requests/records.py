@@ -35,6 +35,8 @@ from sessiongate.core.model import MAX_REASON, AccessApproved, Origin
 
 MAX_EXTENSIONS = 20
 BREAK_GLASS_MARK = "[BREAK-GLASS] "
+AUTO_APPROVED_MARK = "[AUTO-APPROVED] "
+AUTO_LEVEL = -2  # the level of the request API's auto-approval (a policy statement, not a person)
 # Domain of the request API's approval MAC (KMS ApprovalKey): bumped whenever the bound facts change.
 APPROVAL_DOMAIN = "sessiongate-approval-v1"
 
@@ -66,17 +68,20 @@ OPEN = frozenset({RequestStatus.PENDING, *LIVE})
 @dataclass(frozen=True)
 class Approval:
     approver_arn: str
-    level: int  # 0-based index into the rule's levels; -1 for a break-glass self-approval
+    level: int  # 0-based index into the rule's levels; -1 break-glass self-approval; -2 auto-approval
     at: str
     comment: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "approver_arn": self.approver_arn,
             "level": self.level,
             "at": self.at,
             "comment": self.comment,
         }
+        if self.level == AUTO_LEVEL:
+            out["kind"] = "AutoApproved"  # the policy approved it, not a person
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Approval:
@@ -122,6 +127,8 @@ class Request:
     # The request API's KMS HMAC (ApprovalKey) over :meth:`approval_message`, set when APPROVED: only
     # the request API role can make one, so a record written straight into DynamoDB is never granted.
     approval_mac: str = ""
+    # The auto-approval statement (permit) that approved the request without a person (issue 18).
+    auto_approval: str = ""
 
     @property
     def grant_id(self) -> str:
@@ -159,6 +166,8 @@ class Request:
             "instance_tags": [list(t) for t in self.instance_tags],
             "extends": self.extends,
         }
+        if self.auto_approval:  # (only when set: MACs of records made before it still verify)
+            facts["auto_approval"] = self.auto_approval
         return signed_message(APPROVAL_DOMAIN, canonical_json(facts))
 
     def view(self) -> dict[str, Any]:
@@ -191,6 +200,7 @@ class Request:
             "extends": self.extends,
             "denials": list(self.denials),
             "instance_tags": dict(self.instance_tags),
+            "auto_approval": self.auto_approval,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -202,6 +212,8 @@ class Request:
         reason = self.reason + (f" (ticket {self.ticket})" if self.ticket else "")
         if self.break_glass:
             reason = BREAK_GLASS_MARK + reason
+        elif self.auto_approval:
+            reason = AUTO_APPROVED_MARK + reason
         return AccessApproved(
             grant_id=self.grant_id,
             origin=Origin.NATIVE,
