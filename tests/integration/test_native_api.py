@@ -1235,3 +1235,33 @@ def test_a_rules_cap_on_live_grants_per_person_is_a_409_at_request_and_approval(
     assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
     status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
     assert (status, out["error"]) == (409, "max_active")
+
+
+def test_an_auto_approved_request_is_granted_and_notified_as_auto_approved(deployed: Stack) -> None:
+    auto = copy.deepcopy(POLICY)
+    auto["auto_approval"] = [
+        {
+            "name": "alice on default",
+            "effect": "permit",
+            "rules": [auto["rules"][1]["name"]],
+            "requesters": [ALICE],
+        },
+        {"name": "never PCI", "effect": "forbid", "instances": {"tags": {"PCI": "*"}}},
+    ]
+    set_policy(deployed, auto)
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["request"]["status"], out["request"]["auto_approval"]) == (
+        201,
+        "APPROVED",
+        "alice on default",
+    )
+    assert out["request"]["approvals"][0]["kind"] == "AutoApproved"
+    assert event_types(deployed)[-1] == "AutoApproved"
+    [granted] = grant_from_bus(deployed)
+    assert granted["result"] == "granted"
+    grant = deployed.engine().ledger.get_grant(granted["grant_id"])
+    assert grant is not None
+    assert grant.approver_arns == [BREAK_GLASS_APPROVER]
+    # A forbid wins: a PCI instance waits for people.
+    pci = create(deployed, tags={"PCI": "1"})
+    assert stored(pci).status is RequestStatus.PENDING
