@@ -117,6 +117,8 @@ def cmd_request(ctx: Context) -> Any:
         body["break_glass"] = True
     if a.account:
         body["account"] = a.account
+    if a.start_at:
+        body["start_at"] = a.start_at
     return ctx.api().call("POST", "/requests", body)
 
 
@@ -461,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--account",
         type=_account,
         help="target AWS account (default: your own); access goes to your same-named user/role there",
+    )
+    p.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="scheduled start, ISO 8601 with zone (2026-01-05T22:00:00Z), within the rule's max_lead_minutes",
     )
     p.add_argument(
         "--break-glass",

@@ -28,7 +28,7 @@ from sessiongate.access_requests.records import (
     RequestStatus,
     pending_deadline,
 )
-from sessiongate.access_requests.rule_limits import check_ticket
+from sessiongate.access_requests.rule_limits import check_start, check_ticket
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.core.identity import parse_identity, person_key
@@ -90,6 +90,10 @@ class Creating(Status):
             )
         check_duration(rule, duration)
         check_ticket(rule.name, rule.ticket, data.ticket)
+        if data.start_at is not None:
+            check_start(
+                rule.name, rule.max_lead_minutes, data.start_at, self.clock.now(), glass=data.break_glass
+            )
         if data.break_glass:
             check_break_glass(rule, caller.arn, duration, data.reason)
         return duration
@@ -136,6 +140,7 @@ class Creating(Status):
             pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
             rule=rule.name,
             instance_tags=tuple(sorted(tags.items())),
+            start_at=to_iso(data.start_at) if data.start_at is not None else None,
             history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
         )
 

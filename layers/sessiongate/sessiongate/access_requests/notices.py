@@ -44,6 +44,8 @@ class Notices(ServiceDeps):
             payload["extends"] = request.extends
         if request.comment:
             payload["comment"] = request.comment
+        if request.start_at:
+            payload["start_at"] = request.start_at
         if request.auto_approval:
             payload["approval_kind"] = "AutoApproved"
             payload["auto_approval"] = request.auto_approval

@@ -83,6 +83,7 @@ class Rule:
     # Issue 18 (schema and checks in :mod:`.rule_limits`): a ticket the rule requires, live grants capped.
     ticket: TicketRule | None = None
     max_active: MaxActive | None = None
+    max_lead_minutes: int | None = None  # how far ahead ``start_at`` may be (unset: no scheduled start)
 
     def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
         if self.instance_ids and instance_id not in self.instance_ids:
@@ -450,6 +451,7 @@ def _rule(value: object, index: int) -> Rule:
             "break_glass",
             "ticket",
             "max_active",
+            "max_lead_minutes",
         },
     )
     name = data.get("name")
@@ -468,6 +470,7 @@ def _rule(value: object, index: int) -> Rule:
         break_glass=_break_glass(data.get("break_glass", {}), where),
         ticket=rule_limits.parse_ticket(data.get("ticket"), where),
         max_active=rule_limits.parse_max_active(data.get("max_active"), where),
+        max_lead_minutes=rule_limits.parse_max_lead(data.get("max_lead_minutes"), where),
     )
 
 

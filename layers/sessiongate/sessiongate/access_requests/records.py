@@ -129,6 +129,15 @@ class Request:
     approval_mac: str = ""
     # The auto-approval statement (permit) that approved the request without a person (issue 18).
     auto_approval: str = ""
+    # A scheduled start (issue 18): the grant is handed to the engine then, not at the approval.
+    start_at: str | None = None
+
+    @property
+    def not_before(self) -> str | None:
+        """When the access may start: the approval, or the scheduled start if that is later."""
+        if self.approved_at is None or self.start_at is None:
+            return self.approved_at
+        return max(self.approved_at, self.start_at, key=parse_iso)
 
     @property
     def grant_id(self) -> str:
@@ -159,7 +168,7 @@ class Request:
             "approver_arns": list(self.approver_arns),
             "approvals": [[a.approver_arn, a.level] for a in self.approvals],
             "duration_minutes": self.duration_minutes,
-            "not_before": self.approved_at,
+            "not_before": self.not_before,
             "approved_at": self.approved_at,
             "break_glass": self.break_glass,
             "rule": self.rule,
@@ -201,6 +210,7 @@ class Request:
             "denials": list(self.denials),
             "instance_tags": dict(self.instance_tags),
             "auto_approval": self.auto_approval,
+            "start_at": self.start_at,
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -209,6 +219,7 @@ class Request:
         """The normalized event the engine grants from (``origin=native``, ``grant_id=rq-<id>``)."""
         assert self.approved_at is not None
         approved = parse_iso(self.approved_at)
+        not_before = parse_iso(self.not_before or self.approved_at)
         reason = self.reason + (f" (ticket {self.ticket})" if self.ticket else "")
         if self.break_glass:
             reason = BREAK_GLASS_MARK + reason
@@ -225,7 +236,7 @@ class Request:
             requester_arn=self.requester_arn,
             approver_arns=self.approver_arns,
             duration_minutes=self.duration_minutes,
-            not_before=approved,
+            not_before=not_before,
             approved_at=approved,
             reason=reason[:MAX_REASON],
         )

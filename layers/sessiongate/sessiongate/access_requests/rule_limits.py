@@ -15,12 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sessiongate.access_requests.errors import invalid
 from sessiongate.access_requests.policy import PolicyError
 
 MAX_TICKET_PATTERN = 200
 MAX_ACTIVE = 1000
+MAX_LEAD_MINUTES = 10080  # a week
+START_SLACK = timedelta(minutes=1)  # a start_at this little in the past is "now" (clock skew)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,35 @@ def parse_max_active(value: object, where: str) -> MaxActive | None:
             raise PolicyError(f"{where}.max_active.{key} must be an integer from 1 to {MAX_ACTIVE}")
         limits[key] = number
     return MaxActive(limits["per_person"], limits["per_instance"])
+
+
+def parse_max_lead(value: object, where: str) -> int | None:
+    """``max_lead_minutes``: how far ahead a request may schedule its start (``start_at``); unset, a
+    request under the rule cannot schedule one."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LEAD_MINUTES:
+        raise PolicyError(f"{where}.max_lead_minutes must be an integer from 1 to {MAX_LEAD_MINUTES}")
+    return value
+
+
+def check_start(
+    rule_name: str, max_lead: int | None, start_at: datetime, now: datetime, *, glass: bool
+) -> None:
+    """Refuse (400) a scheduled start the rule does not allow."""
+    if glass:
+        raise invalid("break-glass access starts now: no start_at", "start_at_not_allowed")
+    if max_lead is None:
+        raise invalid(
+            f"rule {rule_name!r} does not allow a scheduled start (no max_lead_minutes)",
+            "start_at_not_allowed",
+        )
+    if start_at < now - START_SLACK:
+        raise invalid("start_at is in the past", "start_at_in_past")
+    if start_at - now > timedelta(minutes=max_lead):
+        raise invalid(
+            f"rule {rule_name!r} allows a start at most {max_lead} minutes ahead", "start_at_too_far"
+        )
 
 
 def _object(value: object, where: str, allowed: set[str]) -> Mapping[str, object]:

@@ -29,6 +29,7 @@ class Sweep(Status):
         1. Pending requests whose time ran out become EXPIRED and are notified, oldest first.
         2. Approved requests whose hand-over to the engine failed are emitted again, if the request
            API itself approved them (:meth:`_approved_by_api`).
+        2b. Approved requests with a scheduled start (``start_at``) that has come are handed over.
         3. Approved requests whose grant has settled (ACTIVE, DENIED, REVOKED) are written so, which
            takes them off the sweep's list; an extension found ACTIVE first retires the grant it
            replaces (revoked, reason ``extended``).
@@ -46,12 +47,12 @@ class Sweep(Status):
             self._write_derived(request).status is RequestStatus.EXPIRED
             for request in self.store.pending(limit=SWEEP_LIMIT, oldest_first=True)
         )
-        done = {"reemitted": 0, "settled": 0}
+        done = {"reemitted": 0, "settled": 0}  # (+ "started": scheduled starts, when there were any)
         failures = []
         for request in self.store.approved(limit=SWEEP_LIMIT):
             try:
                 for kind in self._sweep_approved(request):
-                    done[kind] += 1
+                    done[kind] = done.get(kind, 0) + 1
             except (TransientError, Refused, ClientError, BotoCoreError) as exc:
                 log.exception("sweep could not handle a request", extra={"request_id": request.request_id})
                 failures.append(f"{request.request_id}: {exc}")
@@ -72,6 +73,8 @@ class Sweep(Status):
         if grant is None:
             if request.emitted_at is not None or request.approved_at is None:
                 return []  # handed over: the engine has not recorded it yet
+            if request.start_at is not None and request.not_before != request.approved_at:
+                return self._start_scheduled(request)
             if self.clock.now() - parse_iso(request.approved_at) < EMIT_GRACE:
                 return []  # the approving call may still be emitting it
             if not self._approved_by_api(request):
@@ -87,3 +90,21 @@ class Sweep(Status):
         if self._derived(request, grant).status is RequestStatus.APPROVED:
             return []  # still being granted
         return ["settled"] if self._write_derived(request).version > request.version else []
+
+    def _start_scheduled(self, request: Request) -> list[str]:
+        """An approved request with a scheduled start (issue 18): handed to the engine once it is due,
+        by the first sweep after ``start_at`` (the access starts within one sweep period of it; the
+        engine counts the approval's freshness from the start, so it is not stale)."""
+        if not self._due(request):
+            return []
+        if not self._approved_by_api(request):
+            bind(request_id=request.request_id).error(
+                "scheduled request not handed to the engine: nothing proves the request API approved it"
+            )
+            metrics().add("UnverifiedApprovals")
+            return []
+        self._emit(request)
+        bind(request_id=request.request_id).info(
+            "scheduled request started", extra={"start_at": request.start_at}
+        )
+        return ["started"]

@@ -48,7 +48,8 @@ class NativeVerifier:
         # The approval's time decides whether it is stale (approval_stale) and when the access starts:
         # it is the record's, never the event's (a hand-made event could revive an old approval).
         approved_at = parse_iso(record.approved_at) if record.approved_at else None
-        if request.approved_at != approved_at or request.not_before != approved_at:
+        not_before = parse_iso(record.not_before) if record.not_before else None  # (a scheduled start)
+        if request.approved_at != approved_at or request.not_before != not_before:
             differing.append("approved_at")
         if differing:
             return [
