@@ -21,6 +21,7 @@ from sessiongate.access_requests.records import Approval, Request, RequestStatus
 from sessiongate.access_requests.verifier import NativeVerifier
 from sessiongate.adapters.policy_source import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
+from sessiongate.clock import to_iso
 from sessiongate.core.model import GrantStatus, Origin
 from tests.conftest import load_event
 from tests.support.native import (
@@ -1265,3 +1266,30 @@ def test_an_auto_approved_request_is_granted_and_notified_as_auto_approved(deplo
     # A forbid wins: a PCI instance waits for people.
     pci = create(deployed, tags={"PCI": "1"})
     assert stored(pci).status is RequestStatus.PENDING
+
+
+def test_a_scheduled_start_is_granted_by_the_sweep_after_its_start(deployed: Stack) -> None:
+    scheduled = copy.deepcopy(POLICY)
+    scheduled["rules"][1]["max_lead_minutes"] = 60
+    set_policy(deployed, scheduled)
+    start = deployed.clock.now() + timedelta(minutes=30)
+    status, out = call(
+        "POST /requests",
+        ALICE,
+        body={
+            "instance_id": deployed.instance(),
+            "reason": "x",
+            "start_at": to_iso(start + timedelta(hours=1)),
+        },
+    )
+    assert (status, out["error"]) == (400, "start_at_too_far")
+    request_id = create(deployed, start_at=to_iso(start), duration_minutes=10)
+    approve(request_id, BOB)
+    assert deployed.bus_events() == []  # nothing handed over before the start
+    deployed.clock.advance(timedelta(minutes=30))
+    assert sweep()["started"] == 1
+    [granted] = grant_from_bus(deployed)
+    assert granted["result"] == "granted"
+    grant = deployed.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.expires_at == to_iso(start + timedelta(minutes=10))
