@@ -56,6 +56,8 @@ class Notices(ServiceDeps):
             level = current_level(rule, request.approvals)
             if level is not None and request.status is RequestStatus.PENDING:
                 payload["next_approvers"] = list(rule.levels[level].approvers)
+            if event_type == "AccessRequestEscalated" and rule.reminders is not None:
+                payload["escalate_to"] = list(rule.reminders.escalate_to)
             if request.break_glass or request.auto_approval:
                 payload["notify_approvers"] = sorted({p for lv in rule.levels for p in lv.approvers})
         subject = {
@@ -66,6 +68,8 @@ class Notices(ServiceDeps):
             "AccessRequestCancelled": f"SessionGate: request {request.request_id} cancelled",
             "AccessRequestExpired": f"SessionGate: request {request.request_id} expired unapproved",
             "BreakGlassUsed": f"SessionGate: BREAK-GLASS {request.principal_name} on {request.instance_id}",
+            "AccessRequestReminder": f"SessionGate: reminder - request {request.request_id} waits for you",
+            "AccessRequestEscalated": f"SessionGate: ESCALATED - request {request.request_id} still waits",
             "AutoApproved": f"SessionGate: AUTO-APPROVED {request.principal_name} on {request.instance_id}",
         }.get(event_type, f"SessionGate: {event_type}")
         self.notifier.publish(event_type, payload, subject=subject)

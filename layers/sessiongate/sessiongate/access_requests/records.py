@@ -131,6 +131,9 @@ class Request:
     auto_approval: str = ""
     # A scheduled start (issue 18): the grant is handed to the engine then, not at the approval.
     start_at: str | None = None
+    # Reminders sent and the escalation of a pending request (issue 18; the sweep writes them).
+    reminders_sent: int = 0
+    escalated_at: str | None = None
 
     @property
     def not_before(self) -> str | None:

@@ -103,6 +103,44 @@ def parse_max_lead(value: object, where: str) -> int | None:
     return value
 
 
+@dataclass(frozen=True)
+class Reminders:
+    """A pending request re-notifies the approvers it waits for every ``remind_after_minutes`` and, once
+    ``escalate_after_minutes`` have passed, notifies ``escalate_to`` (ARN patterns) once; both within the
+    request's pending TTL (the stack's ``PendingRequestTtlMinutes``: a later time never comes)."""
+
+    remind_after_minutes: int | None = None
+    escalate_after_minutes: int | None = None
+    escalate_to: tuple[str, ...] = ()
+
+
+def parse_reminders(value: object, where: str) -> Reminders | None:
+    if value is None:
+        return None
+    w = f"{where}.reminders"
+    data = _object(value, w, {"remind_after_minutes", "escalate_after_minutes", "escalate_to"})
+    minutes = {}
+    for key in ("remind_after_minutes", "escalate_after_minutes"):
+        number = data.get(key)
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_LEAD_MINUTES
+        ):
+            raise PolicyError(f"{w}.{key} must be an integer from 1 to {MAX_LEAD_MINUTES}")
+        minutes[key] = number
+    escalate_to = data.get("escalate_to", [])
+    if not isinstance(escalate_to, list) or not all(
+        isinstance(p, str) and p.startswith("arn:") and len(p) <= 2048 for p in escalate_to
+    ):
+        raise PolicyError(f"{w}.escalate_to must be a list of ARN patterns (starting with 'arn:')")
+    if bool(escalate_to) != (minutes["escalate_after_minutes"] is not None):
+        raise PolicyError(f"{w}: escalate_after_minutes and escalate_to go together")
+    if minutes["remind_after_minutes"] is None and not escalate_to:
+        raise PolicyError(
+            f"{w} must set remind_after_minutes, escalate_after_minutes with escalate_to, or both"
+        )
+    return Reminders(minutes["remind_after_minutes"], minutes["escalate_after_minutes"], tuple(escalate_to))
+
+
 def check_start(
     rule_name: str, max_lead: int | None, start_at: datetime, now: datetime, *, glass: bool
 ) -> None:

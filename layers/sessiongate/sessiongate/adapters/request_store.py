@@ -69,7 +69,7 @@ def from_item(item: dict[str, Any]) -> Request:
     plain["instance_tags"] = tuple(
         sorted((str(k), str(v)) for k, v in plain.get("instance_tags", {}).items())
     )
-    for name in ("duration_minutes", "extension_count", "version"):
+    for name in ("duration_minutes", "extension_count", "version", "reminders_sent"):
         if name in plain:
             plain[name] = int(plain[name])
     return Request(**plain)
