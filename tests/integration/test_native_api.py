@@ -1293,3 +1293,26 @@ def test_a_scheduled_start_is_granted_by_the_sweep_after_its_start(deployed: Sta
     grant = deployed.engine().ledger.get_grant(f"rq-{request_id}")
     assert grant is not None
     assert grant.expires_at == to_iso(start + timedelta(minutes=10))
+
+
+def test_the_sweep_reminds_and_escalates_a_pending_request(deployed: Stack) -> None:
+    reminding = copy.deepcopy(POLICY)
+    reminding["rules"][1]["reminders"] = {
+        "remind_after_minutes": 15,
+        "escalate_after_minutes": 40,
+        "escalate_to": [SECURITY],
+    }
+    set_policy(deployed, reminding)
+    request_id = create(deployed)
+    for minutes, reminded in ((15, 1), (5, None), (10, 1), (10, 1)):  # 15, 20, 30, 40 min
+        deployed.clock.advance(timedelta(minutes=minutes))
+        assert sweep().get("reminded") == reminded
+    notes = [n for n in deployed.notifications() if n["attributes"]["event_type"].startswith("AccessRequest")]
+    assert [n["attributes"]["event_type"] for n in notes] == [
+        "AccessRequested",
+        "AccessRequestReminder",
+        "AccessRequestReminder",
+        "AccessRequestEscalated",
+    ]
+    assert stored(request_id).reminders_sent == 2
+    assert stored(request_id).escalated_at is not None
