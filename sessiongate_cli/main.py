@@ -119,6 +119,8 @@ def cmd_request(ctx: Context) -> Any:
         body["account"] = a.account
     if a.start_at:
         body["start_at"] = a.start_at
+    if a.document:
+        body["documents"] = a.document
     return ctx.api().call("POST", "/requests", body)
 
 
@@ -463,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--account",
         type=_account,
         help="target AWS account (default: your own); access goes to your same-named user/role there",
+    )
+    p.add_argument(
+        "--document",
+        action="append",
+        metavar="NAME",
+        help="a Session Manager document you need besides the shell, e.g. AWS-StartPortForwardingSession "
+        "(repeatable; the rule must allow it)",
     )
     p.add_argument(
         "--start-at",

@@ -30,6 +30,8 @@ def request(play: Play, index: int, spec: dict[str, Any]) -> None:
         body["break_glass"] = True
     if "ticket" in spec:
         body["ticket"] = str(spec["ticket"])
+    if "documents" in spec:  # Session Manager documents besides the shell (issue 18)
+        body["documents"] = [str(d) for d in spec["documents"]]
     if "start_in" in spec:  # a scheduled start (issue 18): start_at, now + start_in
         body["start_at"] = to_iso(play.now() + parse_duration(spec["start_in"]))
     label = f"requests a shell on {spec['instance']} through the API [{rid}]"

@@ -28,7 +28,7 @@ from sessiongate.access_requests.records import (
     RequestStatus,
     pending_deadline,
 )
-from sessiongate.access_requests.rule_limits import check_start, check_ticket
+from sessiongate.access_requests.rule_limits import check_documents, check_start, check_ticket
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.core.identity import parse_identity, person_key
@@ -90,6 +90,7 @@ class Creating(Status):
             )
         check_duration(rule, duration)
         check_ticket(rule.name, rule.ticket, data.ticket)
+        check_documents(rule.name, rule.documents, data.documents)
         if data.start_at is not None:
             check_start(
                 rule.name, rule.max_lead_minutes, data.start_at, self.clock.now(), glass=data.break_glass
@@ -141,6 +142,7 @@ class Creating(Status):
             rule=rule.name,
             instance_tags=tuple(sorted(tags.items())),
             start_at=to_iso(data.start_at) if data.start_at is not None else None,
+            documents=data.documents,
             history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
         )
 

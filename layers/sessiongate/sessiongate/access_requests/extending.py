@@ -92,6 +92,7 @@ class Extending(Status):
             duration_minutes=duration,
             reason=reason,
             ticket=parent.ticket,
+            documents=parent.documents,
             created_at=to_iso(now),
             pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
             rule="",

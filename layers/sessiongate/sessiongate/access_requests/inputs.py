@@ -35,6 +35,7 @@ class CreateInput:
     account: str | None = None  # the target account; None: the caller's
     default_duration: bool = False  # duration_minutes was not given: the service caps the default
     start_at: datetime | None = None  # a scheduled start (issue 18), within the rule's max_lead_minutes
+    documents: tuple[str, ...] = ()  # Session Manager documents asked for (issue 18; none: the shell)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ExtendInput:
 
 
 _CREATE_FIELDS = frozenset(
-    {"instance_id", "duration_minutes", "reason", "ticket", "break_glass", "account", "start_at"}
+    {"instance_id", "duration_minutes", "reason", "ticket", "break_glass", "account", "start_at", "documents"}
 )
 _IDENTITY_FIELDS = frozenset(
     {
@@ -99,7 +100,20 @@ def parse_create(body: object, *, default_minutes: int, max_minutes: int) -> Cre
         account=account,
         default_duration="duration_minutes" not in data,
         start_at=_start_at(data.get("start_at")),
+        documents=_documents(data.get("documents", [])),
     )
+
+
+def _documents(value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) > 5
+        or not all(isinstance(d, str) and re.fullmatch(r"[A-Za-z0-9_.-]{3,128}", d) for d in value)
+    ):
+        raise invalid(
+            "documents must be a list of up to 5 Session Manager document names", "invalid_documents"
+        )
+    return tuple(dict.fromkeys(value))
 
 
 def _start_at(value: object) -> datetime | None:

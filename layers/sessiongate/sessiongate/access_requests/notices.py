@@ -46,6 +46,12 @@ class Notices(ServiceDeps):
             payload["comment"] = request.comment
         if request.start_at:
             payload["start_at"] = request.start_at
+        if request.documents:
+            payload["documents"] = list(request.documents)
+            if rule is not None and rule.documents:  # hosts and ports are for the approvers to judge
+                payload["rule_documents"] = [
+                    d.as_dict() for d in rule.documents if d.name in request.documents
+                ]
         if request.auto_approval:
             payload["approval_kind"] = "AutoApproved"
             payload["auto_approval"] = request.auto_approval

@@ -26,7 +26,7 @@ from sessiongate.text import visible_length
 
 if TYPE_CHECKING:
     from sessiongate.access_requests.auto_approval import Statement
-    from sessiongate.access_requests.rule_limits import MaxActive, Reminders, TicketRule
+    from sessiongate.access_requests.rule_limits import MaxActive, Reminders, SessionDocument, TicketRule
 
 POLICY_VERSION = 1
 MAX_RULES = 100
@@ -85,6 +85,7 @@ class Rule:
     max_active: MaxActive | None = None
     max_lead_minutes: int | None = None  # how far ahead ``start_at`` may be (unset: no scheduled start)
     reminders: Reminders | None = None  # re-notify and escalate pending requests (the sweep)
+    documents: tuple[SessionDocument, ...] | None = None  # Session Manager documents (None: the shell)
 
     def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
         if self.instance_ids and instance_id not in self.instance_ids:
@@ -454,6 +455,7 @@ def _rule(value: object, index: int) -> Rule:
             "max_active",
             "max_lead_minutes",
             "reminders",
+            "documents",
         },
     )
     name = data.get("name")
@@ -474,6 +476,7 @@ def _rule(value: object, index: int) -> Rule:
         max_active=rule_limits.parse_max_active(data.get("max_active"), where),
         max_lead_minutes=rule_limits.parse_max_lead(data.get("max_lead_minutes"), where),
         reminders=rule_limits.parse_reminders(data.get("reminders"), where),
+        documents=rule_limits.parse_documents(data.get("documents"), where),
     )
 
 

@@ -134,6 +134,8 @@ class Request:
     # Reminders sent and the escalation of a pending request (issue 18; the sweep writes them).
     reminders_sent: int = 0
     escalated_at: str | None = None
+    # Session Manager documents the requester asked for (issue 18), as the rule allowed them.
+    documents: tuple[str, ...] = ()
 
     @property
     def not_before(self) -> str | None:
@@ -214,6 +216,7 @@ class Request:
             "instance_tags": dict(self.instance_tags),
             "auto_approval": self.auto_approval,
             "start_at": self.start_at,
+            "documents": list(self.documents),
         }
         out.update({k: v for k, v in optional.items() if v})
         return out

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sessiongate.access_requests.errors import invalid
+from sessiongate.access_requests.errors import NotAllowed, invalid
 from sessiongate.access_requests.policy import PolicyError
 
 MAX_TICKET_PATTERN = 200
@@ -139,6 +139,92 @@ def parse_reminders(value: object, where: str) -> Reminders | None:
             f"{w} must set remind_after_minutes, escalate_after_minutes with escalate_to, or both"
         )
     return Reminders(minutes["remind_after_minutes"], minutes["escalate_after_minutes"], tuple(escalate_to))
+
+
+# Session Manager documents a rule may allow (issue 18). StartSession authorizes the target instance and the
+# document (AWS docs: "Start a session with a document by specifying the session documents in IAM
+# policies"); AWS-owned documents have no account in their ARN: arn:aws:ssm:<region>::document/<name>.
+SHELL_DOCUMENT = "SSM-SessionManagerRunShell"
+SESSION_DOCUMENTS = frozenset(
+    {
+        SHELL_DOCUMENT,
+        "AWS-StartSSHSession",
+        "AWS-StartPortForwardingSession",
+        "AWS-StartPortForwardingSessionToRemoteHost",
+        "AWS-StartInteractiveCommand",
+    }
+)
+_FORWARDING = frozenset({"AWS-StartPortForwardingSession", "AWS-StartPortForwardingSessionToRemoteHost"})
+_HOST = re.compile(r"^[A-Za-z0-9*]([A-Za-z0-9.*-]{0,252})$")
+
+
+@dataclass(frozen=True)
+class SessionDocument:
+    """A document a rule allows, with the remote hosts and ports it is meant for (port forwarding).
+
+    IAM cannot enforce ``hosts`` and ``ports``: StartSession has no condition key for the document's
+    parameters, so they are shown to approvers and recorded, not enforced (a custom session document
+    with ``allowedValues`` on its parameters would be the way to pin them)."""
+
+    name: str
+    hosts: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"name": self.name}
+        if self.hosts:
+            out["hosts"] = list(self.hosts)
+        if self.ports:
+            out["ports"] = list(self.ports)
+        return out
+
+
+def parse_documents(value: object, where: str) -> tuple[SessionDocument, ...] | None:
+    if value is None:
+        return None
+    w = f"{where}.documents"
+    if not isinstance(value, list) or not value:
+        raise PolicyError(f"{w} must be a non-empty list of Session Manager documents")
+    parsed = []
+    for i, entry in enumerate(value):
+        data = (
+            {"name": entry}
+            if isinstance(entry, str)
+            else _object(entry, f"{w}[{i}]", {"name", "hosts", "ports"})
+        )
+        name = data.get("name")
+        if name not in SESSION_DOCUMENTS:
+            raise PolicyError(f"{w}[{i}]: {name!r} is not one of {sorted(SESSION_DOCUMENTS)}")
+        hosts, ports = data.get("hosts", []), data.get("ports", [])
+        if (hosts or ports) and name not in _FORWARDING:
+            raise PolicyError(f"{w}[{i}]: hosts and ports apply to port forwarding documents only")
+        if hosts and name != "AWS-StartPortForwardingSessionToRemoteHost":
+            raise PolicyError(f"{w}[{i}]: hosts apply to AWS-StartPortForwardingSessionToRemoteHost only")
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and _HOST.fullmatch(h) for h in hosts):
+            raise PolicyError(f"{w}[{i}].hosts must be a list of host names or addresses")
+        if not isinstance(ports, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports
+        ):
+            raise PolicyError(f"{w}[{i}].ports must be a list of port numbers 1..65535")
+        parsed.append(SessionDocument(str(name), tuple(hosts), tuple(ports)))
+    names = [d.name for d in parsed]
+    if len(set(names)) != len(names):
+        raise PolicyError(f"{w} names a document twice")
+    return tuple(parsed)
+
+
+def check_documents(
+    rule_name: str, allowed: tuple[SessionDocument, ...] | None, wanted: tuple[str, ...]
+) -> None:
+    """Refuse (403) a request for a document the rule does not list (a rule without ``documents``: the
+    shell only, as the operator policy's default)."""
+    names = {d.name for d in allowed} if allowed is not None else {SHELL_DOCUMENT}
+    refused = [w for w in wanted if w not in names]
+    if refused:
+        raise NotAllowed(
+            "document_not_allowed",
+            f"rule {rule_name!r} does not allow the session document(s) {refused}; it allows {sorted(names)}",
+        )
 
 
 def check_start(
