@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sessiongate.access_requests.errors import Conflict, InvalidInput
+from sessiongate.access_requests.errors import Conflict, InvalidInput, NotAllowed
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError
 from tests.support.people import DAVE
 from tests.unit.access_world import ALICE, APPROVERS, BOB, caller, create
@@ -187,3 +187,65 @@ def test_invalid_max_active_is_refused_with_where_and_why(max_active: object, me
         ApprovalPolicy.parse(policy(max_active=max_active))
     assert message in str(err.value)
     assert "rules[0].max_active" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------- documents
+FORWARDING = policy(
+    documents=[
+        "SSM-SessionManagerRunShell",
+        {"name": "AWS-StartPortForwardingSessionToRemoteHost", "hosts": ["db.internal"], "ports": [5432]},
+    ]
+)
+
+
+def test_a_request_may_name_only_documents_its_rule_lists() -> None:
+    w = world(FORWARDING)
+    with pytest.raises(NotAllowed) as err:
+        create(w, documents=["AWS-StartInteractiveCommand"])
+    assert err.value.code == "document_not_allowed"
+    assert "AWS-StartInteractiveCommand" in err.value.message
+    request_id = create(w, documents=["AWS-StartPortForwardingSessionToRemoteHost"])
+    [(_, payload)] = w.notifier.sent
+    # Approvers see the document and the hosts and ports the rule meant it for (IAM cannot enforce them).
+    assert payload["documents"] == ["AWS-StartPortForwardingSessionToRemoteHost"]
+    assert payload["rule_documents"] == [
+        {"name": "AWS-StartPortForwardingSessionToRemoteHost", "hosts": ["db.internal"], "ports": [5432]}
+    ]
+    assert w.store.get(request_id).documents == ("AWS-StartPortForwardingSessionToRemoteHost",)  # type: ignore[union-attr]
+
+
+def test_a_rule_without_documents_allows_the_shell_only() -> None:
+    w = world(policy())
+    create(w, documents=["SSM-SessionManagerRunShell"])
+    with pytest.raises(NotAllowed) as err:
+        create(w, documents=["AWS-StartPortForwardingSession"], instance_id=w.instance("i-0000000000000000b"))
+    assert err.value.code == "document_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("documents", "message"),
+    [
+        ([], "documents must be a non-empty list"),
+        (["AWS-RunShellScript"], "'AWS-RunShellScript' is not one of"),
+        ([{"name": "AWS-StartInteractiveCommand", "ports": [22]}], "apply to port forwarding documents only"),
+        (
+            [{"name": "AWS-StartPortForwardingSession", "hosts": ["db"]}],
+            "hosts apply to AWS-StartPortForwardingSessionToRemoteHost",
+        ),
+        ([{"name": "AWS-StartPortForwardingSession", "ports": [0]}], "ports must be a list of port numbers"),
+        (["AWS-StartSSHSession", "AWS-StartSSHSession"], "names a document twice"),
+        ([{"name": "AWS-StartSSHSession", "users": []}], "unknown key(s) ['users']"),
+    ],
+)
+def test_invalid_documents_are_refused_with_where_and_why(documents: object, message: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        ApprovalPolicy.parse(policy(documents=documents))
+    assert message in str(err.value)
+    assert "rules[0].documents" in str(err.value)
+
+
+def test_documents_in_a_request_are_checked_as_input() -> None:
+    w = world(FORWARDING)
+    with pytest.raises(InvalidInput) as err:
+        create(w, documents="AWS-StartSSHSession")
+    assert err.value.code == "invalid_documents"
