@@ -14,6 +14,7 @@ import pytest
 from sessiongate.access_requests.auto_approval import Facts, decide
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError
 from sessiongate.access_requests.records import AUTO_LEVEL
+from sessiongate.core.notifications import render
 from tests.support.people import DAVE
 from tests.unit.access_world import ALICE, APPROVERS, BOB, caller, create
 from tests.unit.fakes.access import ACCOUNT, API_ROLE, world
@@ -203,6 +204,10 @@ def test_an_auto_approved_request_is_recorded_notified_and_granted_as_such() -> 
     payload = w.notifier.sent[0][1]
     assert (payload["approval_kind"], payload["auto_approval"]) == ("AutoApproved", "dev in office hours")
     assert OPS in payload["notify_approvers"]
+    email = render("AutoApproved", payload)["email"]
+    assert email.startswith("SessionGate - Access AUTO-APPROVED by the approval policy\n")
+    assert "statement 'dev in office hours': no person did." in email
+    assert f"sessiongate revoke {out['request_id']}" in email
     assert w.grant().result == "granted"
     grant = w.ledger.get_grant(f"rq-{out['request_id']}")
     assert grant is not None
