@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from sessiongate.access_requests.errors import NotAllowed
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError
 from sessiongate.core.notifications import render
-from tests.unit.access_world import APPROVERS, BOB, caller, create
+from tests.unit.access_world import APPROVERS, BOB, SAM, caller, create
 from tests.unit.fakes.access import ACCOUNT, world
 
 OPS = f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"
@@ -113,3 +114,45 @@ def test_invalid_reminders_are_refused_with_where_and_why(reminders: object, mes
         ApprovalPolicy.parse(document)
     assert message in str(err.value)
     assert "rules[0].reminders" in str(err.value)
+
+
+def test_once_escalated_the_second_list_may_approve_and_the_grant_accepts_it() -> None:
+    security = f"arn:aws:iam::{ACCOUNT}:role/Security"
+    document = {
+        "version": 1,
+        "rules": [
+            {
+                "name": "ops",
+                "levels": [{"approvers": [OPS]}],
+                "reminders": {"escalate_after_minutes": 30, "escalate_to": [security]},
+            }
+        ],
+    }
+    w = world(document)
+    request_id = create(w)
+    with pytest.raises(NotAllowed) as err:
+        w.service.approve(caller(SAM), request_id, None)
+    assert err.value.code == "not_an_approver"
+    w.clock.advance(timedelta(minutes=30))
+    approved = w.service.approve(caller(SAM), request_id, None)["request"]
+    assert (approved["status"], approved["approvals"][0]["approver_arn"]) == ("APPROVED", SAM)
+    assert w.grant().result == "granted"  # the native verifier counts the escalated approval
+
+
+def test_the_verifier_does_not_count_an_escalated_approver_before_the_escalation() -> None:
+    """A record whose approval by the second list predates the escalation (no API makes one; a signed
+    record edited to claim it, or a policy whose escalation time grew since) is not granted."""
+    security = f"arn:aws:iam::{ACCOUNT}:role/Security"
+    plan = {"escalate_after_minutes": 30, "escalate_to": [security]}
+    document = {"version": 1, "rules": [{"name": "ops", "levels": [{"approvers": [OPS]}], "reminders": plan}]}
+    w = world(document)
+    request_id = create(w)
+    w.clock.advance(timedelta(minutes=30))
+    w.service.approve(caller(SAM), request_id, None)
+    w.policies.document = {
+        **document,
+        "rules": [{**document["rules"][0], "reminders": {**plan, "escalate_after_minutes": 45}}],
+    }
+    outcome = w.grant()
+    assert outcome.result == "denied"
+    assert outcome.detail["denials"][0]["code"] == "approval_insufficient"

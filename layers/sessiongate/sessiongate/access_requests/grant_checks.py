@@ -7,6 +7,8 @@ from __future__ import annotations
 from sessiongate.access_requests.auto_approval import auto_approval_holds
 from sessiongate.access_requests.policy import ApprovalPolicy, Rule, approvals_satisfy
 from sessiongate.access_requests.records import Request
+from sessiongate.access_requests.reminders import escalated
+from sessiongate.clock import parse_iso
 from sessiongate.core.model import Denial
 
 
@@ -21,7 +23,9 @@ def grant_time_denials(policy: ApprovalPolicy, rule: Rule, record: Request, *, a
     if record.auto_approval:
         why = auto_approval_holds(policy, rule, record, api_role=api_role)
     else:
-        why = approvals_satisfy(rule, record, break_glass_approver=api_role)
+        at = parse_iso(record.approved_at) if record.approved_at else None
+        effective = escalated(rule, record, at) if at is not None else rule
+        why = approvals_satisfy(effective, record, break_glass_approver=api_role)
     if why:
         return [Denial("approval_insufficient", why)]
     return []

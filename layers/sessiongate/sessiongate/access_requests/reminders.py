@@ -3,18 +3,18 @@ PENDING request under its rule's ``reminders`` now.
 
 Every ``remind_after_minutes`` since the request was made, the approvers it waits for (its current
 level's) are notified again (``AccessRequestReminder``); once ``escalate_after_minutes`` have passed,
-``escalate_to`` is notified, once (``AccessRequestEscalated``). The sweep runs every
+``escalate_to`` is notified, once (``AccessRequestEscalated``), and from then on may approve (and reject)
+the request at any level, like the level's own approvers (:func:`escalated`). The sweep runs every
 ``ReconcilerRateMinutes``: a reminder goes out within one period of its time, several missed periods
 make one reminder (the count is written, not a list of times). The record's conditional write comes
 before the notification, so two sweeps never send the same reminder twice. A request that expires
-(pending TTL) first is never reminded again. Escalation notifies; it does not make ``escalate_to``
-approvers: to let them approve, list them among the level's approvers too. When a reminder and the
-escalation fall due in one sweep, the escalation (which names the awaited approvers too) is the one sent.
+(pending TTL) first is never reminded again. When a reminder and the escalation fall due in one sweep,
+the escalation (which names the awaited approvers too) is the one sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sessiongate.access_requests.policy import Rule
@@ -50,3 +50,25 @@ def due(rule: Rule | None, request: Request, now: datetime) -> Due:
         and age >= timedelta(minutes=plan.escalate_after_minutes)
     )
     return Due(reminders, escalate)
+
+
+def escalation_due(rule: Rule, request: Request, at: datetime) -> bool:
+    plan = rule.reminders
+    return (
+        plan is not None
+        and plan.escalate_after_minutes is not None
+        and at - parse_iso(request.created_at) >= timedelta(minutes=plan.escalate_after_minutes)
+    )
+
+
+def escalated(rule: Rule, request: Request, at: datetime) -> Rule:
+    """``rule`` as it applies to ``request`` at ``at``: once the escalation is due, ``escalate_to`` is
+    among the approvers of every level (separation of duties and "one person counts once" still hold).
+    The request API decides with it when approving; the native verifier with the approval's time, so
+    the escalated approvers' approvals count at grant time too (the approval MAC proves the request API
+    accepted them, after the escalation)."""
+    plan = rule.reminders
+    if plan is None or not plan.escalate_to or not escalation_due(rule, request, at):
+        return rule
+    levels = tuple(replace(level, approvers=(*level.approvers, *plan.escalate_to)) for level in rule.levels)
+    return replace(rule, levels=levels)

@@ -106,8 +106,8 @@ def parse_max_lead(value: object, where: str) -> int | None:
 @dataclass(frozen=True)
 class Reminders:
     """A pending request re-notifies the approvers it waits for every ``remind_after_minutes`` and, once
-    ``escalate_after_minutes`` have passed, notifies ``escalate_to`` (ARN patterns) once; both within the
-    request's pending TTL (the stack's ``PendingRequestTtlMinutes``: a later time never comes)."""
+    ``escalate_after_minutes`` have passed, notifies ``escalate_to`` (ARN patterns) once, who may approve
+    from then on; both within the request's pending TTL (``PendingRequestTtlMinutes``)."""
 
     remind_after_minutes: int | None = None
     escalate_after_minutes: int | None = None
