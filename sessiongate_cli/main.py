@@ -464,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--account",
         type=_account,
-        help="target AWS account (default: your own); access goes to your same-named user/role there",
+        help="the instance's AWS account: only your own (the account you sign in); to use an instance in "
+        "another account, sign in there",
     )
     p.add_argument(
         "--document",

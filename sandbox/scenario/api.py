@@ -1,5 +1,6 @@
 """The native request API, called as API Gateway would (IAM auth: the caller's identity from its
-signature): requests, decisions, extensions and cancellations of ``via: api`` requests."""
+signature; the API's resource policy admits callers of other accounts of the organization only):
+requests, decisions, extensions and cancellations of ``via: api`` requests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessiongate.clock import to_iso
 
-from ..apigw import api_event
+from ..apigw import admitted, api_event, organization_of, resource_policy
 from .schema import ScenarioError, parse_duration
 
 if TYPE_CHECKING:
@@ -99,15 +100,24 @@ def call(
 ) -> dict[str, Any] | None:
     """One API call by ``caller``: its answer, or None on an error, which is a check (what the step's
     ``expect_error`` names, else success) when the step expects one or says what it does (``label``)."""
-    event = api_event(route, play.principal(caller, index)["arn"], request_id=request_id, body=body)
-    invocation = play.world.invoke(
-        play.world.function_arn("RequestApiFunction"), event, trigger=f"api {route}", sync=True
-    )
-    if invocation.error:
-        status, answer = 502, {"error": "handler_failed", "message": invocation.error}
+    arn = play.principal(caller, index)["arn"]
+    stack, account = play.world.stack, arn.split(":")[4]
+    org = organization_of(stack, account)
+    if not admitted(
+        resource_policy(stack.resources), api_account=stack.account, caller_account=account, org_id=org
+    ):
+        # API Gateway refuses before the function: the API's resource policy does not admit the caller.
+        status, answer = 403, {"error": "forbidden", "message": f"{arn} may not call the request API"}
     else:
-        status, answer = invocation.result["statusCode"], json.loads(invocation.result["body"])
-        answer = answer.get("request", answer)  # a request's view, or an error
+        event = api_event(route, arn, request_id=request_id, body=body, org_id=org)
+        invocation = play.world.invoke(
+            play.world.function_arn("RequestApiFunction"), event, trigger=f"api {route}", sync=True
+        )
+        if invocation.error:
+            status, answer = 502, {"error": "handler_failed", "message": invocation.error}
+        else:
+            status, answer = invocation.result["statusCode"], json.loads(invocation.result["body"])
+            answer = answer.get("request", answer)  # a request's view, or an error
     play.world.settle()  # AccessApproved on the bus -> grant
     ok = 200 <= status < 300
     if label is not None:

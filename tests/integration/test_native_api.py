@@ -1,7 +1,7 @@
-"""Native front door through the Lambda handlers: HTTP API events -> request API -> bus -> grant -> revoke.
+"""Native front door through the Lambda handlers: REST API events -> request API -> bus -> grant -> revoke.
 
 Every handler runs as Lambda runs it (configuration from the environment, clients injected) on
-moto; identities come from ``requestContext.authorizer.iam.userArn`` only.
+moto; identities come from ``requestContext.identity.userArn`` only.
 """
 
 from __future__ import annotations
@@ -1092,18 +1092,22 @@ def member_tags(session: Any) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in session.client("iam").list_user_tags(UserName="alice")["Tags"]}
 
 
-def test_a_request_for_a_member_account_is_granted_and_revoked_there(deployed: Stack, member: Any) -> None:
+MEMBER_ALICE = f"arn:aws:iam::{MEMBER}:user/alice"  # alice with her own identity in the member account
+
+
+def test_a_request_from_a_member_account_is_granted_and_revoked_there(deployed: Stack, member: Any) -> None:
+    """alice calls with her member-account identity: the request is for her there, on an instance there."""
     stack = deployed
     instance = member_instance(stack, member, Environment="prod")
     status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "replication", "account": MEMBER}
+        "POST /requests", MEMBER_ALICE, body={"instance_id": instance, "reason": "replication"}
     )
     assert status == 201, out
     request = out["request"]
     assert request["account"] == MEMBER
     assert request["rule"] == "prod"  # matched on the member instance's tags
-    assert request["principal_arn"] == f"arn:aws:iam::{MEMBER}:user/alice"
-    assert request["requester_arn"] == ALICE
+    assert request["principal_arn"] == MEMBER_ALICE
+    assert request["requester_arn"] == MEMBER_ALICE
     request_id = request["request_id"]
     for approver in (BOB, CAROL, SECURITY):
         assert approve(request_id, approver)[0] == 200
@@ -1112,9 +1116,12 @@ def test_a_request_for_a_member_account_is_granted_and_revoked_there(deployed: S
     assert handler("grant_access")(bus_event, CONTEXT)["result"] == "granted"
     assert member_tags(member) == {"SecurityAllowSessionInstance": instance}
     assert stack.client("iam").list_user_tags(UserName="alice")["Tags"] == []
-    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "ACTIVE"
+    assert call("GET /requests/{id}", MEMBER_ALICE, request_id=request_id)[1]["request"]["status"] == "ACTIVE"
+    # The engine account's alice is another person: she neither sees nor ends it.
+    assert call("GET /requests", ALICE)[1]["requests"] == []
+    assert call("POST /requests/{id}/revoke", ALICE, request_id=request_id)[0] == 403
 
-    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+    status, out = call("POST /requests/{id}/revoke", MEMBER_ALICE, request_id=request_id)
     assert (status, out["request"]["status"]) == (200, "REVOKED")
     assert member_tags(member) == {}
 
@@ -1128,7 +1135,7 @@ def test_the_request_api_cannot_tag_in_member_accounts(deployed: Stack, member: 
     )
     instance = member_instance(stack, member)
     status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "replication", "account": MEMBER}
+        "POST /requests", MEMBER_ALICE, body={"instance_id": instance, "reason": "replication"}
     )
     assert status == 201, out
     [assumed] = seen
@@ -1151,36 +1158,50 @@ def test_member_account_requests_look_up_instance_and_principal_in_that_account(
 ) -> None:
     stack = deployed
     here = stack.instance()  # exists in the engine account only
-    status, out = call("POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": MEMBER})
+    status, out = call("POST /requests", MEMBER_ALICE, body={"instance_id": here, "reason": "x"})
     assert (status, out["error"]) == (404, "instance_not_found")
     stack.user("dave")  # dave exists here, not in the member account
     there = member_instance(stack, member)
-    status, out = call("POST /requests", DAVE, body={"instance_id": there, "reason": "x", "account": MEMBER})
+    status, out = call(
+        "POST /requests", f"arn:aws:iam::{MEMBER}:user/dave", body={"instance_id": there, "reason": "x"}
+    )
     assert (status, out["error"]) == (403, "principal_not_found")
     assert MEMBER in out["message"]
 
 
-def test_target_account_must_be_sessiongates_or_a_member(deployed: Stack, member: Any) -> None:
+def test_a_caller_cannot_ask_for_an_instance_of_another_account(deployed: Stack, member: Any) -> None:
+    """The body's ``account`` may only repeat the caller's: engine alice cannot have member alice's access
+    granted (nor the other way round), whatever the account list holds."""
     stack = deployed
-    instance = stack.instance()
-    for account, expected in [
-        ("555555555555", (403, "account_not_allowed")),
-        ("12345", (400, "invalid_account")),
-        (210987654321, (400, "invalid_account")),
-    ]:
+    here, there = stack.instance(), member_instance(stack, member)
+    for who, instance, account in ((ALICE, there, MEMBER), (MEMBER_ALICE, here, ACCOUNT)):
         status, out = call(
-            "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": account}
+            "POST /requests", who, body={"instance_id": instance, "reason": "x", "account": account}
+        )
+        assert (status, out["error"]) == (403, "cross_account"), out
+    for account, expected in [("12345", (400, "invalid_account")), (210987654321, (400, "invalid_account"))]:
+        status, out = call(
+            "POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": account}
         )
         assert (status, out["error"]) == expected
-    status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": ACCOUNT}
-    )
+    assert stack.bus_events() == []
+    assert member_tags(member) == {}
+    status, out = call("POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": ACCOUNT})
     assert (status, out["request"]["account"]) == (201, ACCOUNT)
+
+
+def test_a_caller_from_an_account_sessiongate_does_not_serve_is_refused(deployed: Stack, member: Any) -> None:
+    status, out = call(
+        "POST /requests",
+        "arn:aws:sts::555555555555:assumed-role/AWSReservedSSO_Ops_0123456789abcdef/alice@example.com",
+        body={"instance_id": deployed.instance(), "reason": "x"},
+    )
+    assert (status, out["error"]) == (403, "account_not_allowed")
 
 
 def test_member_accounts_are_refused_when_none_are_configured(deployed: Stack) -> None:
     status, out = call(
-        "POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x", "account": MEMBER}
+        "POST /requests", MEMBER_ALICE, body={"instance_id": deployed.instance(), "reason": "x"}
     )
     assert (status, out["error"]) == (403, "account_not_allowed")
 
@@ -1191,9 +1212,7 @@ def test_a_missing_member_role_is_a_clear_503(deployed: Stack, member: Any) -> N
     faults = FaultInjector()
     faults.attach(stack.client("sts"))
     faults.add("sts:AssumeRole", "AccessDenied", times=1, status=403)
-    status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": MEMBER}
-    )
+    status, out = call("POST /requests", MEMBER_ALICE, body={"instance_id": instance, "reason": "x"})
     assert (status, out["error"]) == (503, "member_role_unavailable")
     assert MEMBER in out["message"]
 

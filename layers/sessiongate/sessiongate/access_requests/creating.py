@@ -43,13 +43,12 @@ class Creating(Status):
             default_minutes=self.settings.default_validity_minutes,
             max_minutes=self.settings.max_validity_minutes,
         )
-        self._check_account(caller)
+        # The access is for the caller's own user or role, on an instance of the caller's own account
+        # (SessionGate's or a member's): identities and accounts never come from the body.
+        account = self._check_account(caller, data.account)
         self._note_policy()
-        # The access is for the caller's own user or role; in a member account, for the principal of the
-        # same type and name there (identities never come from the body).
-        account = data.account or caller.account
         directory, inventory = self._adapters(account)
-        rule, tags = self._rule_for(data.instance_id, account, inventory)
+        rule, tags = self._rule_for(data.instance_id, account, inventory, creating=True)
         duration = self._allowed_duration(caller, rule, data)
         principal = directory.get_principal(caller.principal_type, caller.principal_name)
         if principal is None:

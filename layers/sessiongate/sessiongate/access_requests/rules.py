@@ -23,9 +23,22 @@ from sessiongate.observability import bind, metrics
 
 
 class RuleAccess(Signing):
-    def _check_account(self, caller: Caller) -> None:
-        if caller.account != self.settings.account_id:
-            raise NotAllowed("account_not_allowed", f"account {caller.account} is not SessionGate's account")
+    def _check_account(self, caller: Caller, asked: str | None = None) -> str:
+        """The account a request of ``caller`` is for: the caller's own, which must be SessionGate's or
+        one of its member accounts. ``asked`` (the body's ``account``) may only repeat it: a person in
+        one account cannot ask for an instance in another (their identity there is not theirs)."""
+        if asked is not None and asked != caller.account:
+            raise NotAllowed(
+                "cross_account",
+                f"you sign in account {caller.account}: a request is for an instance in that account, "
+                f"not in {asked} (call SessionGate with your identity in {asked})",
+            )
+        if caller.account != self.settings.account_id and caller.account not in self.settings.member_accounts:
+            raise NotAllowed(
+                "account_not_allowed",
+                f"account {caller.account} is neither SessionGate's account nor one of its member accounts",
+            )
+        return caller.account
 
     def _policy(self) -> ApprovalPolicy:
         return self._verified_policy().policy
@@ -119,14 +132,23 @@ class RuleAccess(Signing):
         return directory, inventory
 
     def _rule_for(
-        self, instance_id: str, account: str, inventory: Inventory | None = None
+        self, instance_id: str, account: str, inventory: Inventory | None = None, *, creating: bool = False
     ) -> tuple[Rule, dict[str, str]]:
         if inventory is None:
             inventory = self._adapters(account)[1]
-        instance = inventory.describe(instance_id, check_managed=False)
+        # Whether the node is managed by Systems Manager is asked when a request is made, not at grant
+        # time: a usability check, not a security one (see ``core/grant.py``: a tag opens nothing on
+        # a node Session Manager cannot reach).
+        check_managed = creating and self.settings.require_ssm_managed
+        instance = inventory.describe(instance_id, check_managed=check_managed)
         if instance is None:
             raise NotFound(
                 "instance_not_found", f"instance {instance_id} does not exist in account {account}"
+            )
+        if check_managed and instance.ssm_managed is False:
+            raise NotAllowed(
+                "instance_not_managed",
+                f"instance {instance_id} is not a managed node of Systems Manager: no session can open",
             )
         why = excluded_by_tag(instance.tags, self.settings)
         if why:

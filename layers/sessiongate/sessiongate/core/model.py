@@ -153,6 +153,8 @@ class Grant:
     revoked_at: str | None = None
     revoke_reason: str | None = None
     revoked_by: str | None = None
+    # When the grant was (re)bound to its principal: it may tag only within ``grant.BIND_WINDOW`` of it.
+    activated_at: str | None = None
 
     @property
     def expires(self) -> datetime | None:
