@@ -45,13 +45,22 @@ class SessionChecker:
         self._ec2 = ec2
 
     def may_start_session(
-        self, kind: str, name: str, instance_id: str, user_id: str | None = None
+        self,
+        kind: str,
+        name: str,
+        instance_id: str,
+        user_id: str | None = None,
+        *,
+        document: str = SESSION_DOCUMENT,
     ) -> Decision:
-        """``user_id``: the ``aws:userid`` of one role session (``<RoleId>:<session name>``)."""
+        """``user_id``: the ``aws:userid`` of one role session (``<RoleId>:<session name>``);
+        ``document``: the session document (AWS-owned ``AWS-*`` documents have no account in their ARN,
+        "Start a session with a document by specifying the session documents in IAM policies")."""
         node = self._node(kind, name, user_id)
         context = {"aws:userid": user_id} if user_id else {}
         instance_arn = f"arn:aws:ec2:{self._region}:{self._account}:instance/{instance_id}"
-        document_arn = f"arn:aws:ssm:{self._region}:{self._account}:document/{SESSION_DOCUMENT}"
+        owner = "" if document.startswith("AWS-") else self._account
+        document_arn = f"arn:aws:ssm:{self._region}:{owner}:document/{document}"
         # StartSession is authorized against the instance and the session document (both must allow);
         # on the instance with its EC2 tags as ssm:resourceTag/<key> ("Additional sample IAM policies for
         # Session Manager", Example 2: restrict access based on tags).

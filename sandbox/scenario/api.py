@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from sessiongate.clock import to_iso
+
 from ..apigw import admitted, api_event, organization_of, resource_policy
-from .schema import ScenarioError
+from .schema import ScenarioError, parse_duration
 
 if TYPE_CHECKING:
     from .play import Play
@@ -29,6 +31,10 @@ def request(play: Play, index: int, spec: dict[str, Any]) -> None:
         body["break_glass"] = True
     if "ticket" in spec:
         body["ticket"] = str(spec["ticket"])
+    if "documents" in spec:  # Session Manager documents besides the shell (issue 18)
+        body["documents"] = [str(d) for d in spec["documents"]]
+    if "start_in" in spec:  # a scheduled start (issue 18): start_at, now + start_in
+        body["start_at"] = to_iso(play.now() + parse_duration(spec["start_in"]))
     label = f"requests a shell on {spec['instance']} through the API [{rid}]"
     answer = call(play, index, spec, by, "POST /requests", body=body, label=label)
     if answer is not None:

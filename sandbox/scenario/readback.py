@@ -12,6 +12,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from sessiongate.core.slots import FOR_KEY, INSTANCE_KEY, USER_KEY
 
+from ..policy import SESSION_DOCUMENT
 from ..world import ACCOUNT
 
 if TYPE_CHECKING:
@@ -143,12 +144,17 @@ def session_owner(play: Play, name: str, principal: dict[str, Any]) -> tuple[str
     return f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}/{name}", f"{role_id}:{name}"
 
 
-def may_start(play: Play, name: str, principal: dict[str, Any], instance: str) -> bool:
-    """StartSession's IAM decision for the principal on the instance, from its current tags."""
+def may_start(
+    play: Play, name: str, principal: dict[str, Any], instance: str, document: str = SESSION_DOCUMENT
+) -> bool:
+    """StartSession's IAM decision for the principal on the instance (with the session document), from
+    its current tags."""
     if principal["type"] == "session":
-        decision = play.checker.may_start_session("role", principal["role"], instance, principal["userid"])
+        decision = play.checker.may_start_session(
+            "role", principal["role"], instance, principal["userid"], document=document
+        )
     else:
-        decision = play.checker.may_start_session(principal["type"], name, instance)
+        decision = play.checker.may_start_session(principal["type"], name, instance, document=document)
     return decision.allowed
 
 

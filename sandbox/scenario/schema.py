@@ -58,6 +58,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
             "via",
             "break_glass",
             "ticket",
+            "documents",
             "expect_error",
         }
     ),
@@ -74,7 +75,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "extend": frozenset({"request", "id", "by", "minutes", "reason", "expect_error"}),
     "cancel": frozenset({"request", "by", "expect_error"}),
     "status": frozenset({"request", "by", "expect"}),
-    "session": frozenset({"principal", "instance", "expect"}),
+    "session": frozenset({"principal", "instance", "expect", "document"}),
     "connect": frozenset({"principal", "instance"}),
     "live_sessions": frozenset({"principal", "instance", "expect"}),
     "tags": frozenset({"principal", "expect"}),

@@ -496,3 +496,22 @@ def test_without_an_organization_only_the_engine_account_may_call(
     assert "(forbidden)" in err
     assert gateway.seen == []
     assert Cli(gateway, ALICE).run("list")[0] == 0
+
+
+def test_request_sends_documents_and_a_scheduled_start_and_shows_the_apis_refusal(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+) -> None:
+    """Issue 18 through the CLI: --document and --start-at reach the API; the default policy's rule
+    lists no documents and no lead time, so the API refuses each, one readable line, exit 1."""
+    alice = Cli(gateway, ALICE)
+    instance = deployed.instance()
+    argv = ["request", "--instance", instance, "--reason", "x"]
+    code, _, err = alice.run(*argv, "--document", "AWS-StartPortForwardingSession")
+    assert code == 1
+    assert "(document_not_allowed)" in err
+    assert json.loads(gateway.seen[-1]["body"])["documents"] == ["AWS-StartPortForwardingSession"]
+    code, _, err = alice.run(*argv, "--start-at", "2026-11-24T10:00:00Z")
+    assert code == 1
+    assert "does not allow a scheduled start (no max_lead_minutes) (start_at_not_allowed)" in err
+    assert json.loads(gateway.seen[-1]["body"])["start_at"] == "2026-11-24T10:00:00Z"

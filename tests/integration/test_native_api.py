@@ -21,6 +21,7 @@ from sessiongate.access_requests.records import Approval, Request, RequestStatus
 from sessiongate.access_requests.verifier import NativeVerifier
 from sessiongate.adapters.policy_source import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
+from sessiongate.clock import to_iso
 from sessiongate.core.model import GrantStatus, Origin
 from tests.conftest import load_event
 from tests.support.native import (
@@ -1226,3 +1227,111 @@ def test_an_extension_is_refused_to_whom_the_rule_no_longer_lets_request(deploye
     set_policy(stack, narrowed)
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
     assert (status, out["error"]) == (403, "not_a_requester")
+
+
+# ------------------------------------------------------------------- issue 18: approval policy rules
+def test_a_rule_requiring_a_ticket_refuses_without_one_with_a_400(deployed: Stack) -> None:
+    ticketed = copy.deepcopy(POLICY)
+    ticketed["rules"][1]["ticket"] = {"required": True, "pattern": "^OPS-[0-9]+$"}
+    set_policy(deployed, ticketed)
+    instance = deployed.instance()
+    for body, code in (({}, "ticket_required"), ({"ticket": "INC-1"}, "ticket_mismatch")):
+        status, out = call("POST /requests", ALICE, body={"instance_id": instance, "reason": "x", **body})
+        assert (status, out["error"]) == (400, code)
+    request_id = create(deployed, instance_id=instance, ticket="OPS-17")
+    approve(request_id, BOB)
+    assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
+
+
+def test_a_rules_cap_on_live_grants_per_person_is_a_409_at_request_and_approval(deployed: Stack) -> None:
+    capped = copy.deepcopy(POLICY)
+    capped["rules"][1]["max_active"] = {"per_person": 1}
+    set_policy(deployed, capped)
+    one = create(deployed, instance_id=deployed.instance())
+    two = create(deployed, instance_id=deployed.instance())
+    approve(one, BOB)
+    status, out = approve(two, BOB)  # the first is handed over: it counts before the grant lands
+    assert (status, out["error"]) == (409, "max_active")
+    assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["error"]) == (409, "max_active")
+
+
+def test_an_auto_approved_request_is_granted_and_notified_as_auto_approved(deployed: Stack) -> None:
+    auto = copy.deepcopy(POLICY)
+    auto["auto_approval"] = [
+        {
+            "name": "alice on default",
+            "effect": "permit",
+            "rules": [auto["rules"][1]["name"]],
+            "requesters": [ALICE],
+        },
+        {"name": "never PCI", "effect": "forbid", "instances": {"tags": {"PCI": "*"}}},
+    ]
+    set_policy(deployed, auto)
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["request"]["status"], out["request"]["auto_approval"]) == (
+        201,
+        "APPROVED",
+        "alice on default",
+    )
+    assert out["request"]["approvals"][0]["kind"] == "AutoApproved"
+    assert event_types(deployed)[-1] == "AutoApproved"
+    [granted] = grant_from_bus(deployed)
+    assert granted["result"] == "granted"
+    grant = deployed.engine().ledger.get_grant(granted["grant_id"])
+    assert grant is not None
+    assert grant.approver_arns == [BREAK_GLASS_APPROVER]
+    # A forbid wins: a PCI instance waits for people.
+    pci = create(deployed, tags={"PCI": "1"})
+    assert stored(pci).status is RequestStatus.PENDING
+
+
+def test_a_scheduled_start_is_granted_by_the_sweep_after_its_start(deployed: Stack) -> None:
+    scheduled = copy.deepcopy(POLICY)
+    scheduled["rules"][1]["max_lead_minutes"] = 60
+    set_policy(deployed, scheduled)
+    start = deployed.clock.now() + timedelta(minutes=30)
+    status, out = call(
+        "POST /requests",
+        ALICE,
+        body={
+            "instance_id": deployed.instance(),
+            "reason": "x",
+            "start_at": to_iso(start + timedelta(hours=1)),
+        },
+    )
+    assert (status, out["error"]) == (400, "start_at_too_far")
+    request_id = create(deployed, start_at=to_iso(start), duration_minutes=10)
+    approve(request_id, BOB)
+    assert deployed.bus_events() == []  # nothing handed over before the start
+    deployed.clock.advance(timedelta(minutes=30))
+    assert sweep()["started"] == 1
+    [granted] = grant_from_bus(deployed)
+    assert granted["result"] == "granted"
+    grant = deployed.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.expires_at == to_iso(start + timedelta(minutes=10))
+
+
+def test_the_sweep_reminds_and_escalates_a_pending_request(deployed: Stack) -> None:
+    reminding = copy.deepcopy(POLICY)
+    reminding["rules"][1]["reminders"] = {
+        "remind_after_minutes": 15,
+        "escalate_after_minutes": 40,
+        "escalate_to": [SECURITY],
+    }
+    set_policy(deployed, reminding)
+    request_id = create(deployed)
+    for minutes, reminded in ((15, 1), (5, None), (10, 1), (10, 1)):  # 15, 20, 30, 40 min
+        deployed.clock.advance(timedelta(minutes=minutes))
+        assert sweep().get("reminded") == reminded
+    notes = [n for n in deployed.notifications() if n["attributes"]["event_type"].startswith("AccessRequest")]
+    assert [n["attributes"]["event_type"] for n in notes] == [
+        "AccessRequested",
+        "AccessRequestReminder",
+        "AccessRequestReminder",
+        "AccessRequestEscalated",
+    ]
+    assert stored(request_id).reminders_sent == 2
+    assert stored(request_id).escalated_at is not None

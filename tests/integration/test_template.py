@@ -196,9 +196,52 @@ def test_operator_policy_has_an_unbound_and_a_bound_statement_per_slot() -> None
     # Nothing else grants StartSession.
     starters = [sid for sid, s in statements.items() if "ssm:StartSession" in json.dumps(s["Action"])]
     expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound", "OnInstance")] + [
-        "SessionDocument"
+        "SessionDocument",
+        "SessionDocumentsOfTheStack",
     ]
     assert sorted(starters) == sorted(expected)
+
+
+def test_other_session_documents_are_opt_in_aws_owned_documents_behind_the_access_check() -> None:
+    """Issue 18: each extra document is behind its own stack parameter (default false), names exactly
+    one AWS-owned document (no account in the ARN, no wildcard), and keeps SessionDocumentAccessCheck
+    (without it, allowing a document would also allow the default shell document)."""
+    doc = resource("AllowStartSsmSessionBasedOnIamTags")["Properties"]["PolicyDocument"]
+    [wrapped] = [s for s in doc["Statement"] if "SessionDocumentsOfTheStack" in json.dumps(s)]
+    assert wrapped["Fn::If"][0] == "AnySessionDocument"
+    assert wrapped["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    statement = wrapped["Fn::If"][1]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "ssm:StartSession")
+    assert statement["Condition"] == {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
+    params, conditions = template()["Parameters"], template()["Conditions"]
+    documents = {}
+    for entry in statement["Resource"]:
+        condition, arn, otherwise = entry["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}
+        [parameter] = conditions[condition]["Fn::Equals"][0].values()
+        assert params[parameter]["Default"] == "false"
+        assert conditions[condition]["Fn::Equals"][1] == "true"
+        assert arn["Fn::Sub"].startswith("arn:${AWS::Partition}:ssm:${AWS::Region}::document/AWS-")
+        assert "*" not in arn["Fn::Sub"]
+        documents[parameter] = arn["Fn::Sub"].rpartition("/")[2]
+    assert documents == {
+        "AllowSshDocument": "AWS-StartSSHSession",
+        "AllowPortForwardingDocument": "AWS-StartPortForwardingSession",
+        "AllowRemoteHostPortForwardingDocument": "AWS-StartPortForwardingSessionToRemoteHost",
+        "AllowInteractiveCommandDocument": "AWS-StartInteractiveCommand",
+    }
+    assert sorted(conditions["AnySessionDocument"]["Fn::Or"], key=json.dumps) == sorted(
+        (
+            {"Condition": c}
+            for c in (
+                "SshDocument",
+                "PortForwardingDocument",
+                "RemoteHostPortForwardingDocument",
+                "InteractiveCommandDocument",
+            )
+        ),
+        key=json.dumps,
+    )
 
 
 @pytest.mark.parametrize("function", ENGINE_FUNCTIONS)

@@ -45,6 +45,17 @@ class Notices(ServiceDeps):
             payload["extends"] = request.extends
         if request.comment:
             payload["comment"] = request.comment
+        if request.start_at:
+            payload["start_at"] = request.start_at
+        if request.documents:
+            payload["documents"] = list(request.documents)
+            if rule is not None and rule.documents:  # hosts and ports are for the approvers to judge
+                payload["rule_documents"] = [
+                    d.as_dict() for d in rule.documents if d.name in request.documents
+                ]
+        if request.auto_approval:
+            payload["approval_kind"] = "AutoApproved"
+            payload["auto_approval"] = request.auto_approval
         if rule is not None:
             payload["rule"] = rule.name
             if request.status is RequestStatus.PENDING:
@@ -53,7 +64,9 @@ class Notices(ServiceDeps):
             if level is not None and request.status is RequestStatus.PENDING:
                 next_level = rule.levels[level]
                 payload["next_approvers"] = [*next_level.approvers, *group_names(next_level.groups)]
-            if request.break_glass:
+            if event_type == "AccessRequestEscalated" and rule.reminders is not None:
+                payload["escalate_to"] = list(rule.reminders.escalate_to)
+            if request.break_glass or request.auto_approval:
                 arns = sorted({p for lv in rule.levels for p in lv.approvers})
                 groups = sorted({g for lv in rule.levels for g in lv.groups})
                 payload["notify_approvers"] = [*arns, *group_names(groups)]
@@ -65,6 +78,9 @@ class Notices(ServiceDeps):
             "AccessRequestCancelled": f"SessionGate: request {request.request_id} cancelled",
             "AccessRequestExpired": f"SessionGate: request {request.request_id} expired unapproved",
             "BreakGlassUsed": f"SessionGate: BREAK-GLASS {request.principal_name} on {request.instance_id}",
+            "AccessRequestReminder": f"SessionGate: reminder - request {request.request_id} waits for you",
+            "AccessRequestEscalated": f"SessionGate: ESCALATED - request {request.request_id} still waits",
+            "AutoApproved": f"SessionGate: AUTO-APPROVED {request.principal_name} on {request.instance_id}",
         }.get(event_type, f"SessionGate: {event_type}")
         self.notifier.publish(event_type, payload, subject=subject)
 

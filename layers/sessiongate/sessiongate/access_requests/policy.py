@@ -17,13 +17,17 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessiongate.access_requests.errors import Conflict, NotAllowed, invalid
 from sessiongate.access_requests.groups import Membership, group_names, in_groups, split_principals
 from sessiongate.access_requests.records import Approval, Request, canonical_json, signed_message
 from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from sessiongate.text import visible_length
+
+if TYPE_CHECKING:
+    from sessiongate.access_requests.auto_approval import Statement
+    from sessiongate.access_requests.rule_limits import MaxActive, Reminders, SessionDocument, TicketRule
 
 POLICY_VERSION = 1
 MAX_RULES = 100
@@ -86,6 +90,12 @@ class Rule:
     break_glass: BreakGlass = BreakGlass()
     requester_groups: tuple[str, ...] = ()
     membership: Membership | None = field(default=None, compare=False, repr=False)
+    # Issue 18 (schema and checks in :mod:`.rule_limits`): a ticket the rule requires, live grants capped.
+    ticket: TicketRule | None = None
+    max_active: MaxActive | None = None
+    max_lead_minutes: int | None = None  # how far ahead ``start_at`` may be (unset: no scheduled start)
+    reminders: Reminders | None = None  # re-notify and escalate pending requests (the sweep)
+    documents: tuple[SessionDocument, ...] | None = None  # Session Manager documents (None: the shell)
 
     def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
         if self.instance_ids and instance_id not in self.instance_ids:
@@ -107,6 +117,8 @@ class Rule:
 @dataclass(frozen=True)
 class ApprovalPolicy:
     rules: tuple[Rule, ...]
+    # Issue 18: permit/forbid statements that approve requests without a person (:mod:`.auto_approval`).
+    auto_approval: tuple[Statement, ...] = ()
 
     def rule_for(self, instance_id: str, tags: Mapping[str, str]) -> Rule | None:
         return next((r for r in self.rules if r.matches(instance_id, tags)), None)
@@ -124,7 +136,9 @@ class ApprovalPolicy:
 
     @classmethod
     def parse(cls, document: object) -> ApprovalPolicy:
-        doc = _mapping(document, "policy", {"version", "rules", "description"})
+        from sessiongate.access_requests.auto_approval import parse_statements  # (it imports this module)
+
+        doc = _mapping(document, "policy", {"version", "rules", "description", "auto_approval"})
         if doc.get("version") != POLICY_VERSION:
             raise PolicyError(f"policy version must be {POLICY_VERSION}")
         rules = doc.get("rules")
@@ -134,7 +148,7 @@ class ApprovalPolicy:
         names = [r.name for r in parsed]
         if len(set(names)) != len(names):
             raise PolicyError("rule names must be unique")
-        return cls(parsed)
+        return cls(parsed, parse_statements(doc.get("auto_approval"), names))
 
 
 @dataclass(frozen=True)
@@ -450,11 +464,26 @@ def _int(value: object, where: str, low: int, high: int, default: int | None) ->
 
 
 def _rule(value: object, index: int) -> Rule:
+    from sessiongate.access_requests import rule_limits  # (it imports this module)
+
     where = f"rules[{index}]"
     data = _mapping(
         value,
         where,
-        {"name", "description", "instances", "requesters", "levels", "max_duration_minutes", "break_glass"},
+        {
+            "name",
+            "description",
+            "instances",
+            "requesters",
+            "levels",
+            "max_duration_minutes",
+            "break_glass",
+            "ticket",
+            "max_active",
+            "max_lead_minutes",
+            "reminders",
+            "documents",
+        },
     )
     name = data.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
@@ -472,6 +501,11 @@ def _rule(value: object, index: int) -> Rule:
             data.get("max_duration_minutes"), f"{where}.max_duration_minutes", 1, 1440, None
         ),
         break_glass=_break_glass(data.get("break_glass", {}), where),
+        ticket=rule_limits.parse_ticket(data.get("ticket"), where),
+        max_active=rule_limits.parse_max_active(data.get("max_active"), where),
+        max_lead_minutes=rule_limits.parse_max_lead(data.get("max_lead_minutes"), where),
+        reminders=rule_limits.parse_reminders(data.get("reminders"), where),
+        documents=rule_limits.parse_documents(data.get("documents"), where),
     )
 
 

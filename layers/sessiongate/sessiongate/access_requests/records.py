@@ -35,6 +35,8 @@ from sessiongate.core.model import MAX_REASON, AccessApproved, Origin
 
 MAX_EXTENSIONS = 20
 BREAK_GLASS_MARK = "[BREAK-GLASS] "
+AUTO_APPROVED_MARK = "[AUTO-APPROVED] "
+AUTO_LEVEL = -2  # the level of the request API's auto-approval (a policy statement, not a person)
 # Domain of the request API's approval MAC (KMS ApprovalKey): bumped whenever the bound facts change.
 APPROVAL_DOMAIN = "sessiongate-approval-v1"
 
@@ -66,17 +68,20 @@ OPEN = frozenset({RequestStatus.PENDING, *LIVE})
 @dataclass(frozen=True)
 class Approval:
     approver_arn: str
-    level: int  # 0-based index into the rule's levels; -1 for a break-glass self-approval
+    level: int  # 0-based index into the rule's levels; -1 break-glass self-approval; -2 auto-approval
     at: str
     comment: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "approver_arn": self.approver_arn,
             "level": self.level,
             "at": self.at,
             "comment": self.comment,
         }
+        if self.level == AUTO_LEVEL:
+            out["kind"] = "AutoApproved"  # the policy approved it, not a person
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Approval:
@@ -122,6 +127,22 @@ class Request:
     # The request API's KMS HMAC (ApprovalKey) over :meth:`approval_message`, set when APPROVED: only
     # the request API role can make one, so a record written straight into DynamoDB is never granted.
     approval_mac: str = ""
+    # The auto-approval statement (permit) that approved the request without a person (issue 18).
+    auto_approval: str = ""
+    # A scheduled start (issue 18): the grant is handed to the engine then, not at the approval.
+    start_at: str | None = None
+    # Reminders sent and the escalation of a pending request (issue 18; the sweep writes them).
+    reminders_sent: int = 0
+    escalated_at: str | None = None
+    # Session Manager documents the requester asked for (issue 18), as the rule allowed them.
+    documents: tuple[str, ...] = ()
+
+    @property
+    def not_before(self) -> str | None:
+        """When the access may start: the approval, or the scheduled start if that is later."""
+        if self.approved_at is None or self.start_at is None:
+            return self.approved_at
+        return max(self.approved_at, self.start_at, key=parse_iso)
 
     @property
     def grant_id(self) -> str:
@@ -152,13 +173,15 @@ class Request:
             "approver_arns": list(self.approver_arns),
             "approvals": [[a.approver_arn, a.level] for a in self.approvals],
             "duration_minutes": self.duration_minutes,
-            "not_before": self.approved_at,
+            "not_before": self.not_before,
             "approved_at": self.approved_at,
             "break_glass": self.break_glass,
             "rule": self.rule,
             "instance_tags": [list(t) for t in self.instance_tags],
             "extends": self.extends,
         }
+        if self.auto_approval:  # (only when set: MACs of records made before it still verify)
+            facts["auto_approval"] = self.auto_approval
         return signed_message(APPROVAL_DOMAIN, canonical_json(facts))
 
     def view(self) -> dict[str, Any]:
@@ -191,6 +214,9 @@ class Request:
             "extends": self.extends,
             "denials": list(self.denials),
             "instance_tags": dict(self.instance_tags),
+            "auto_approval": self.auto_approval,
+            "start_at": self.start_at,
+            "documents": list(self.documents),
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -199,9 +225,12 @@ class Request:
         """The normalized event the engine grants from (``origin=native``, ``grant_id=rq-<id>``)."""
         assert self.approved_at is not None
         approved = parse_iso(self.approved_at)
+        not_before = parse_iso(self.not_before or self.approved_at)
         reason = self.reason + (f" (ticket {self.ticket})" if self.ticket else "")
         if self.break_glass:
             reason = BREAK_GLASS_MARK + reason
+        elif self.auto_approval:
+            reason = AUTO_APPROVED_MARK + reason
         return AccessApproved(
             grant_id=self.grant_id,
             origin=Origin.NATIVE,
@@ -213,7 +242,7 @@ class Request:
             requester_arn=self.requester_arn,
             approver_arns=self.approver_arns,
             duration_minutes=self.duration_minutes,
-            not_before=approved,
+            not_before=not_before,
             approved_at=approved,
             reason=reason[:MAX_REASON],
         )

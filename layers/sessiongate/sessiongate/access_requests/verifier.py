@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sessiongate.access_requests.caller import same_caller
+from sessiongate.access_requests.grant_checks import grant_time_denials
 from sessiongate.access_requests.groups import GroupLookupFailed
 from sessiongate.access_requests.ids import request_id_of
-from sessiongate.access_requests.policy import PolicyError, approvals_satisfy
+from sessiongate.access_requests.policy import PolicyError
 from sessiongate.access_requests.records import Request, RequestStatus
 from sessiongate.adapters.kms import Macs, MacUnavailable
 from sessiongate.adapters.policy_source import PolicySource
@@ -48,7 +49,8 @@ class NativeVerifier:
         # The approval's time decides whether it is stale (approval_stale) and when the access starts:
         # it is the record's, never the event's (a hand-made event could revive an old approval).
         approved_at = parse_iso(record.approved_at) if record.approved_at else None
-        if request.approved_at != approved_at or request.not_before != approved_at:
+        not_before = parse_iso(record.not_before) if record.not_before else None  # (a scheduled start)
+        if request.approved_at != approved_at or request.not_before != not_before:
             differing.append("approved_at")
         if differing:
             return [
@@ -106,9 +108,6 @@ class NativeVerifier:
                 )
             ]
         try:
-            why = approvals_satisfy(rule, record, break_glass_approver=self.settings.break_glass_approver_arn)
+            return grant_time_denials(policy, rule, record, api_role=self.settings.break_glass_approver_arn)
         except GroupLookupFailed as exc:  # approver groups re-checked now; unknown = not granted
             return [Denial("approval_insufficient", exc.message[:500])]
-        if why:
-            return [Denial("approval_insufficient", why)]
-        return []
