@@ -19,8 +19,9 @@ Why this order is safe:
   ``activated_at`` did not move. A resumed delivery moves ``activated_at`` (conditional: ACTIVE, not
   moved, no tombstone) before it tags again, so a revocation that read the old value fails its
   transaction and starts over (waiting again). A TagUser that lands later than the bound (IAM retries
-  beyond it) is drift: the CloudTrail tag event lets the reconciler remove it within a minute
-  (``reconcile.repair_principal``), because the slot then has no live holder.
+  beyond it) is drift: the CloudTrail tag event lets the reconciler repair it within a minute
+  (``reconcile.repair_principal``): removed if the slot has no live holder, set back to the holder's
+  values if a later grant of the same principal claimed the slot meanwhile (``reconcile._repair_held``).
 """
 
 from __future__ import annotations

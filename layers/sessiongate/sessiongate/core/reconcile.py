@@ -22,8 +22,16 @@ from sessiongate.core.context import Context
 from sessiongate.core.guardrails import PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import AccountNotAllowed, Directory, MemberUnavailable, ServiceFailure
-from sessiongate.core.revoke import PROVISIONING_GRACE
+from sessiongate.core.ports import (
+    AccountNotAllowed,
+    Directory,
+    MemberUnavailable,
+    PrincipalGone,
+    PrincipalUnmodifiable,
+    ServiceFailure,
+    TagLimitExceeded,
+)
+from sessiongate.core.revoke import BIND_WINDOW, PROVISIONING_GRACE
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
@@ -80,7 +88,8 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
 
     Per account: GetAccountAuthorizationDetails pages (1,000 principals each), then BatchGetItem of
     every principal's slot locks (100 per call) and of the grants those locks name. Stale locks are
-    released, drift removed (only where no live grant holds the slot), and locked grants stuck
+    released, drift removed where no live grant holds the slot (and a held slot's tags set back to its
+    grant's values: ``_repair_held``), and locked grants stuck
     PROVISIONING past the grace period undone.
     """
     bind()
@@ -203,7 +212,8 @@ def _remove_drift(
     holders: Mapping[tuple[str, int], str],
     records: Mapping[str, Grant],
 ) -> list[str]:
-    """Remove the slot tags of a principal that no live grant explains; what was removed.
+    """Remove the slot tags of a principal that no live grant explains, and rewrite those of a held
+    slot whose values are not its grant's (``_repair_held``); what was repaired.
 
     ``holders``: the principal's slot locks as read (after its tags were read); ``records``: grant
     records already read (others are read here, one GetItem per holder)."""
@@ -213,12 +223,17 @@ def _remove_drift(
     for slot in _slots(ctx):
         keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
         holder = holders.get((principal.arn, slot))
-        if holder is not None and (holder == slots.REPAIR_HOLDER or not _is_live(ctx, holder, records)):
+        held = _live(ctx, holder, records) if holder not in (None, slots.REPAIR_HOLDER) else None
+        if holder is not None and held is None:
             _release_stale_lock(ctx, principal, slot, holder)
             holder = None
             if not keys:
                 removed.append(f"{principal.arn}#{slot} (stale lock)")
-        if not keys or holder is not None:
+        if held is not None:
+            if keys and _repair_held(ctx, directory, principal, slot, held):
+                removed.append(f"{principal.arn}#{slot} (value rewritten)")
+            continue
+        if not keys:
             continue
         # Hold the free slot while untagging, so a grant cannot take it and tag it meanwhile.
         if not ctx.ledger.lock_free_slot(principal.arn, slot, slots.REPAIR_HOLDER):
@@ -239,9 +254,67 @@ def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, hold
     bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
 
 
-def _is_live(ctx: Context, grant_id: str, records: Mapping[str, Grant]) -> bool:
+def _live(ctx: Context, grant_id: str | None, records: Mapping[str, Grant]) -> Grant | None:
+    """The live grant ``grant_id`` names (read here unless ``records`` has it), else None."""
+    if grant_id is None:
+        return None
     grant = records[grant_id] if grant_id in records else ctx.ledger.get_grant(grant_id)
-    return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
+    if grant is None or grant.status not in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
+        return None
+    return grant
+
+
+def _slot_tags(principal: PrincipalFacts, slot: int) -> dict[str, str]:
+    """The principal's tags of ``slot``, under their canonical keys (IAM keys are case-insensitive)."""
+    canonical = {k.lower(): k for k in slots.slot_keys(slot)}
+    return {canonical[k.lower()]: v for k, v in principal.tags.items() if k.lower() in canonical}
+
+
+def _repair_held(
+    ctx: Context, directory: Directory, principal: PrincipalFacts, slot: int, grant: Grant
+) -> bool:
+    """Make a held slot's tags the values of the live grant holding it; whether anything was wrong.
+
+    A slot lock only says *which* grant may tag the slot, not what the tags say: a TagUser/TagRole of an
+    earlier grant of the slot that lands late (IAM retried it past the bind window, after that grant was
+    revoked and this one claimed the slot) overwrites this grant's instance with the revoked one's. The
+    tags are rewritten to the grant's values the way a resumed delivery tags (``core/grant.py``): the
+    grant is first rebound (its ``activated_at`` moved on, on condition it is ACTIVE, not rebound
+    meanwhile, no revocation asked for), so a revocation that already read it fails its transaction,
+    waits the new bind window out and untags again; the tag call starts within the window. A grant that
+    cannot be rebound (expired, revoked or being revoked, rebound meanwhile, or a PROVISIONING record of
+    the previous release) gets no rewrite: the wrong keys are removed (fail-closed; its own revocation
+    or a redelivery settles the rest)."""
+    expected = slots.tags_for(slot, grant.instance_id, grant.bound_user_id)
+    found = _slot_tags(principal, slot)
+    if found == expected:
+        return False
+    kind = PrincipalType(principal.kind)
+    log = bind(grant_id=grant.grant_id)
+    log.warning(
+        "slot tags differ from the grant holding the slot",
+        extra={"slot": slot, "principal_arn": principal.arn, "found": found, "expected": expected},
+    )
+    now = ctx.clock.now()
+    expires = grant.expires
+    rebound = (
+        grant.status is GrantStatus.ACTIVE
+        and expires is not None
+        and now < expires
+        and ctx.ledger.rebind(grant, to_iso(now))
+    )
+    if rebound and ctx.clock.now() < now + BIND_WINDOW:
+        try:
+            directory.tag(kind, principal.name, expected)
+        except (TagLimitExceeded, PrincipalGone, PrincipalUnmodifiable):
+            log.warning("slot tags could not be rewritten: removed")
+        else:
+            extra = [k for k in found if k not in expected]
+            if extra:
+                directory.untag(kind, principal.name, extra)
+            return True
+    directory.untag(kind, principal.name, list(found))
+    return True
 
 
 def _report(ctx: Context, repairs: dict[str, list[str]], now: datetime) -> None:
