@@ -18,11 +18,12 @@ Why this order is safe:
   untags while the slot lock still names the grant, then marks it REVOKED on condition that
   ``activated_at`` did not move. A resumed delivery moves ``activated_at`` (conditional: ACTIVE, not
   moved, no tombstone) before it tags again, so a revocation that read the old value fails its
-  transaction and starts over (waiting again). The tag calls' client is bounded to
-  fit (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one attempt, 1 s connect + 3 s read); a TagUser that
-  still lands later (a request IAM executes after the client gave up on it) is drift: the CloudTrail tag event lets the reconciler repair it within a minute
-  (``reconcile.repair_principal``): removed if the slot has no live holder, set back to the holder's
-  values if a later grant of the same principal claimed the slot meanwhile (``reconcile._repair_held``).
+  transaction and starts over (waiting again). The tag calls' client is bounded to fit
+  (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one attempt, 1 s connect + 3 s read); a TagUser that still
+  lands later (a request IAM executes after the client gave up on it) is drift: the CloudTrail tag
+  event lets the reconciler repair it within a minute (``reconcile.repair_principal``): removed if the
+  slot has no live holder, set back to the holder's values if a later grant of the same principal
+  claimed the slot meanwhile (``reconcile._repair_held``).
 """
 
 from __future__ import annotations
