@@ -40,6 +40,7 @@ from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import (
     AccountNotAllowed,
+    Condition,
     Directory,
     MemberUnavailable,
     PrincipalGone,
@@ -66,6 +67,8 @@ class Checked:
     principal: PrincipalFacts | None
     directory: Directory
     denials: list[Denial]
+    # What the origin needs to still hold when the grant opens (checked in the one transaction).
+    conditions: tuple[Condition, ...] = ()
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
@@ -101,7 +104,7 @@ def grant(ctx: Context, detail: object) -> Outcome:
             schedule_name=revoke.schedule_name(request.grant_id),
             activated_at=to_iso(now),
         )
-        opened = ctx.ledger.open(record)
+        opened = ctx.ledger.open(record, checked.conditions)
         if opened.created:
             log.append_keys(slot=slot, principal_arn=record.principal_arn)
             return _schedule_and_tag(ctx, record, checked, log)
@@ -109,6 +112,10 @@ def grant(ctx: Context, detail: object) -> Outcome:
             return _redelivered(ctx, opened.existing, checked, now, log)
         if opened.revoke_requested is not None:
             return _revoked_before_grant(ctx, replace(record, slot=None), opened.revoke_requested)
+        if opened.unmet is not None:
+            # The origin changed after it was verified (e.g. the request was cancelled): nothing opened.
+            denied = new_record(request, principal.arn, now, GrantStatus.DENIED)
+            return denials.deny_new(ctx, denied, [opened.unmet])
     denial = Denial("no_free_slot", f"all {count} slots of the principal are in use")
     return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
 
@@ -159,9 +166,10 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
         request = replace(request, bound_user_id=bound)
     instance = inventory.describe(request.instance_id, check_managed=False)
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
+    conditions: tuple[Condition, ...] = ()
     if not found:
-        found = _verify_origin(ctx, request, instance)
-    return Checked(request, principal, directory, found)
+        found, conditions = _verify_origin(ctx, request, instance)
+    return Checked(request, principal, directory, found, conditions)
 
 
 def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:
@@ -263,11 +271,15 @@ def _revoked_before_grant(ctx: Context, grant: Grant, requested: RevokeRequest) 
     return Outcome(Result.REVOKED, grant.grant_id, {"reason": requested.reason, "untagged": False})
 
 
-def _verify_origin(ctx: Context, request: AccessApproved, instance: InstanceFacts | None) -> list[Denial]:
+def _verify_origin(
+    ctx: Context, request: AccessApproved, instance: InstanceFacts | None
+) -> tuple[list[Denial], tuple[Condition, ...]]:
+    """The origin's denials, else what it needs to still hold when the grant opens."""
     verifier = (ctx.verifiers or {}).get(request.origin)
     if verifier is None:
-        return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")]
-    return verifier.verify(request, instance)
+        return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")], ()
+    found = verifier.verify(request, instance)
+    return found, () if found else tuple(verifier.conditions(request))
 
 
 def _arn(ctx: Context, request: AccessApproved) -> str:
