@@ -225,7 +225,7 @@ def world(policy: dict[str, Any], **settings: Any) -> World:
     store.policy_digest = policy_digest(policy)
 
     def request_item(key: Mapping[str, str]) -> Mapping[str, str] | None:
-        found = store.get(key["request_id"])
+        found = store.items.get(key["request_id"])
         return None if found is None else {"status": found.status.value, "approval_mac": found.approval_mac}
 
     engine.ledger.tables["requests"] = request_item
