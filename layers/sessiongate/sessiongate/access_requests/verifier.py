@@ -89,7 +89,16 @@ class NativeVerifier:
     def conditions(self, request: AccessApproved) -> list[Condition]:
         """The request record, when the grant opens, is still APPROVED (not cancelled, ended or denied
         since it was verified), and, when the event carried the approval, with the very MAC verified
-        (the record was not rewritten since)."""
+        (the record was not rewritten since).
+
+        The policy's serial is not a condition here. It protects against a rollback: an older signed
+        envelope written back at a deleted and re-created parameter once its version counts up to the
+        old one's (``adapters/policy_source.py``). It is read with the policy and cached with it (60 s):
+        that adds no window beyond the policy cache's own, since a rolled-back parameter is only seen
+        when the policy is read again, and the serial is read again with it (the recorded highest only
+        grows). Folding it into this transaction (``serial <= ours`` on ``policy#current``) would make
+        it exact at open time and save the cold grant's GetItem, but would deny a grant racing a
+        legitimate policy update instead of re-reading; not done."""
         request_id = request_id_of(request.grant_id)
         if request_id is None or not self.settings.requests_table:
             return []

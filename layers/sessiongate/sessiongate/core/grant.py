@@ -2,7 +2,10 @@
 
 The AWS calls of a grant (issue 16): the principal (GetUser/GetRole), the instance (DescribeInstances),
 what the origin verifier reads, ONE conditional TransactWriteItems (the record written ACTIVE + the slot
-lock: :meth:`Ledger.open`), CreateSchedule, TagUser/TagRole (and the notification).
+lock: :meth:`Ledger.open`, with the verifier's ``conditions``: the native request still APPROVED with the
+signature its event carries, so a cancellation after the check cancels the grant), CreateSchedule,
+TagUser/TagRole (and the notification). A native grant reads no request record: it verifies the signed
+approval the event carries (one KMS VerifyMac).
 
 Why this order is safe:
 - The record and the slot lock are written together, only when no item of the grant id exists: a
