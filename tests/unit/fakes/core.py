@@ -115,12 +115,14 @@ class FakeLedger:
 
     def open(self, grant: Grant, conditions: Iterable[Condition] = ()) -> Opened:
         """One TransactWriteItems: the record if no item of the id exists, the lock if the slot is free,
-        the origin's ConditionChecks (items of ``tables``, see there); an existing record is reported
-        first, then the conditions', the lone tombstone's, the lock's (DynamoDB API Reference,
+        the origin's ConditionChecks (items of ``tables``, see there); an existing record or a lone
+        tombstone is reported first, then the conditions', then the lock's (DynamoDB API Reference,
         "TransactWriteItems": ``CancellationReasons`` in item order)."""
         assert grant.slot is not None
         if grant.grant_id in self.grants:
             return Opened(existing=copy.deepcopy(self.grants[grant.grant_id]))
+        if grant.grant_id in self.tombstones:
+            return Opened(revoke_requested=self.tombstones[grant.grant_id])
         for condition in conditions:
             reader = self.tables.get(condition.table)
             assert reader is not None, f"no table {condition.table} (ResourceNotFoundException)"
@@ -128,8 +130,6 @@ class FakeLedger:
             if item is None or any(item.get(k) != v for k, v in condition.equals.items()):
                 seen = None if item is None else {k: item.get(k, "") for k in condition.equals}
                 return Opened(unmet=condition.unmet(seen))
-        if grant.grant_id in self.tombstones:
-            return Opened(revoke_requested=self.tombstones[grant.grant_id])
         if (grant.principal_arn, grant.slot) in self.slots:
             return Opened(slot_taken=True)
         self.grants[grant.grant_id] = copy.deepcopy(grant)

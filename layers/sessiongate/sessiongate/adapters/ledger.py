@@ -237,10 +237,10 @@ class Ledger:
         lock only when the slot is free. A cancelled transaction says which condition failed, in item
         order (DynamoDB API Reference, "TransactWriteItems": ``CancellationReasons``, one per item, with
         the item as it was when ``ReturnValuesOnConditionCheckFailure`` is ``ALL_OLD``): the record's
-        (an existing record: a duplicate) decides first, then the conditions', the lone tombstone's
-        (revoked before granted), the lock's (slot taken). ``conditions`` (the origin's,
-        :class:`Condition`) are ``ConditionCheck`` items after the two writes: one that fails answers
-        ``Opened(unmet=...)``, its denial given the item as it was."""
+        (an existing record: a duplicate; a lone tombstone: revoked before granted, whichever condition
+        failed with it) decides before the conditions', then the lock's (slot taken). ``conditions``
+        (the origin's, :class:`Condition`) are ``ConditionCheck`` items after the two writes: one that
+        fails answers ``Opened(unmet=...)``, its denial given the item as it was."""
         assert grant.slot is not None
         checks = list(conditions)
         values = asdict(grant)
@@ -291,9 +291,6 @@ class Ledger:
                 old = reasons[0].get("Item") or {}
                 if "status" in old:
                     return Opened(existing=to_grant(old))
-                if unmet:
-                    # The origin's answer (e.g. the request was revoked) before the lone tombstone's.
-                    return _unmet(*unmet[0])
                 if TOMBSTONE in old:
                     return Opened(revoke_requested=_tombstone(old))
                 # Without the old item (it should be there): read it.
@@ -303,6 +300,8 @@ class Ledger:
                 requested = self.revoke_request(grant.grant_id)
                 if requested is not None:
                     return Opened(revoke_requested=requested)
+                if unmet:
+                    return _unmet(*unmet[0])
             elif unmet:
                 return _unmet(*unmet[0])
             elif len(codes) >= 2 and codes[1] == "ConditionalCheckFailed":
