@@ -48,8 +48,8 @@ MAX_DELAY = 5.0
 # Not bounded by this: name resolution (DNS) before the connection, a connect tried once per address
 # the endpoint resolves to, and above all a request IAM executes after the client gave up on it (the
 # read timeout ends the client's wait, not the server's work). The backstop for a tag landing late is
-# the reconciler: the CloudTrail tag event has it remove the tag of a slot no live grant holds, or set a
-# held slot back to its grant's values (``core/reconcile.py``, ``_repair_held``), within a minute.
+# the reconciler: the CloudTrail tag event has it remove the tag of a slot no live grant holds, or of a
+# held slot whose value is not its grant's (``core/reconcile.py``, ``_repair_held``), within a minute.
 TAG_CALL_CONFIG: dict[str, Any] = {
     "connect_timeout": 1,
     "read_timeout": 3,

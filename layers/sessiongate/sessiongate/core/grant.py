@@ -24,9 +24,9 @@ Why this order is safe:
   transaction and starts over (waiting again). The tag calls' client is bounded to fit
   (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one attempt, 1 s connect + 3 s read); a TagUser that still
   lands later (a request IAM executes after the client gave up on it) is drift: the CloudTrail tag
-  event lets the reconciler repair it within a minute (``reconcile.repair_principal``): removed if the
-  slot has no live holder, set back to the holder's values if a later grant of the same principal
-  claimed the slot meanwhile (``reconcile._repair_held``).
+  event lets the reconciler remove it within a minute (``reconcile.repair_principal``), whether the slot
+  has no live holder or a later grant of the same principal claimed it meanwhile and the tag's value
+  is not that grant's (``reconcile._repair_held``).
 """
 
 from __future__ import annotations

@@ -22,16 +22,8 @@ from sessiongate.core.context import Context
 from sessiongate.core.guardrails import PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import (
-    AccountNotAllowed,
-    Directory,
-    MemberUnavailable,
-    PrincipalGone,
-    PrincipalUnmodifiable,
-    ServiceFailure,
-    TagLimitExceeded,
-)
-from sessiongate.core.revoke import BIND_WINDOW, PROVISIONING_GRACE
+from sessiongate.core.ports import AccountNotAllowed, Directory, MemberUnavailable, ServiceFailure
+from sessiongate.core.revoke import PROVISIONING_GRACE
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
@@ -88,7 +80,7 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
 
     Per account: GetAccountAuthorizationDetails pages (1,000 principals each), then BatchGetItem of
     every principal's slot locks (100 per call) and of the grants those locks name. Stale locks are
-    released, drift removed where no live grant holds the slot (and a held slot's tags set back to its
+    released, drift removed where no live grant holds the slot (and where a held slot's tags are not its
     grant's values: ``_repair_held``), and locked grants stuck
     PROVISIONING past the grace period undone.
     """
@@ -212,8 +204,8 @@ def _remove_drift(
     holders: Mapping[tuple[str, int], str],
     records: Mapping[str, Grant],
 ) -> list[str]:
-    """Remove the slot tags of a principal that no live grant explains, and rewrite those of a held
-    slot whose values are not its grant's (``_repair_held``); what was repaired.
+    """Remove the slot tags of a principal that no live grant explains, and those of a held slot whose
+    values are not its grant's (``_repair_held``); what was removed.
 
     ``holders``: the principal's slot locks as read (after its tags were read); ``records``: grant
     records already read (others are read here, one GetItem per holder)."""
@@ -231,7 +223,7 @@ def _remove_drift(
                 removed.append(f"{principal.arn}#{slot} (stale lock)")
         if held is not None:
             if keys and _repair_held(ctx, directory, principal, slot, held):
-                removed.append(f"{principal.arn}#{slot} (value rewritten)")
+                removed.append(f"{principal.arn}#{slot} (wrong value)")
             continue
         if not keys:
             continue
@@ -273,47 +265,26 @@ def _slot_tags(principal: PrincipalFacts, slot: int) -> dict[str, str]:
 def _repair_held(
     ctx: Context, directory: Directory, principal: PrincipalFacts, slot: int, grant: Grant
 ) -> bool:
-    """Make a held slot's tags the values of the live grant holding it; whether anything was wrong.
+    """Remove a held slot's tags when they are not the values of the live grant holding it; whether
+    anything was wrong.
 
     A slot lock only says *which* grant may tag the slot, not what the tags say: a TagUser/TagRole of an
-    earlier grant of the slot that lands late (IAM retried it past the bind window, after that grant was
-    revoked and this one claimed the slot) overwrites this grant's instance with the revoked one's. The
-    tags are rewritten to the grant's values the way a resumed delivery tags (``core/grant.py``): the
-    grant is first rebound (its ``activated_at`` moved on, on condition it is ACTIVE, not rebound
-    meanwhile, no revocation asked for), so a revocation that already read it fails its transaction,
-    waits the new bind window out and untags again; the tag call starts within the window. A grant that
-    cannot be rebound (expired, revoked or being revoked, rebound meanwhile, or a PROVISIONING record of
-    the previous release) gets no rewrite: the wrong keys are removed (fail-closed; its own revocation
-    or a redelivery settles the rest)."""
+    earlier grant of the slot that lands late (IAM executed it after the client gave up, after that
+    grant was revoked and this one claimed the slot) overwrites this grant's instance with the revoked
+    one's, or a bound-session key that is not this grant's is added. The slot's keys are removed
+    (fail-closed): the person loses this grant's access until they ask again, but never keeps a revoked
+    one. They are not rewritten to the grant's values: the reconciler's role may only untag
+    (template.yaml, ``ClearSlotTagsOnly``), so that a reconciler run, whatever goes wrong in it, never
+    opens access. The grant keeps its lock until its revocation."""
     expected = slots.tags_for(slot, grant.instance_id, grant.bound_user_id)
     found = _slot_tags(principal, slot)
     if found == expected:
         return False
-    kind = PrincipalType(principal.kind)
-    log = bind(grant_id=grant.grant_id)
-    log.warning(
-        "slot tags differ from the grant holding the slot",
+    bind(grant_id=grant.grant_id).warning(
+        "slot tags differ from the grant holding the slot: removed",
         extra={"slot": slot, "principal_arn": principal.arn, "found": found, "expected": expected},
     )
-    now = ctx.clock.now()
-    expires = grant.expires
-    rebound = (
-        grant.status is GrantStatus.ACTIVE
-        and expires is not None
-        and now < expires
-        and ctx.ledger.rebind(grant, to_iso(now))
-    )
-    if rebound and ctx.clock.now() < now + BIND_WINDOW:
-        try:
-            directory.tag(kind, principal.name, expected)
-        except (TagLimitExceeded, PrincipalGone, PrincipalUnmodifiable):
-            log.warning("slot tags could not be rewritten: removed")
-        else:
-            extra = [k for k in found if k not in expected]
-            if extra:
-                directory.untag(kind, principal.name, extra)
-            return True
-    directory.untag(kind, principal.name, list(found))
+    directory.untag(PrincipalType(principal.kind), principal.name, list(found))
     return True
 
 
