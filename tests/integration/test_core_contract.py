@@ -19,8 +19,14 @@ from sessiongate.adapters.inventory import Inventory
 from sessiongate.adapters.ledger import Ledger
 from sessiongate.adapters.scheduler import Schedules
 from sessiongate.core.identity import PrincipalType
-from sessiongate.core.model import Grant, GrantStatus
-from sessiongate.core.ports import InstanceGone, PrincipalGone, PrincipalUnmodifiable, TagLimitExceeded
+from sessiongate.core.model import Denial, Grant, GrantStatus
+from sessiongate.core.ports import (
+    Condition,
+    InstanceGone,
+    PrincipalGone,
+    PrincipalUnmodifiable,
+    TagLimitExceeded,
+)
 from sessiongate.errors import TransientError
 from tests.support.template import create_table
 from tests.unit.fakes.core import FakeDirectory, FakeInventory, FakeLedger, FakeSchedules
@@ -536,3 +542,77 @@ def test_tags_of_a_missing_instance(ec2: tuple[Any, Instances]) -> None:
     with pytest.raises(InstanceGone):
         inventory.tag_instance("i-0000000000000dead", {FOR1: "AIDA1"})
     assert inventory.untag_instance("i-0000000000000dead", {FOR1: "AIDA1"}) is False
+
+
+REQUESTS = "contract-requests"
+
+
+@pytest.fixture(params=["fake", "moto"])
+def ledger_with_requests(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
+    """A ledger and a way to put a request record (string attributes) its conditions may name."""
+    if request.param == "fake":
+        fake, items = FakeLedger(), {}  # type: ignore[var-annotated]
+        fake.tables[REQUESTS] = lambda key: items.get(key["request_id"])
+        yield fake, lambda item: items.__setitem__(item["request_id"], item)
+        return
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name=REGION)
+        create_table(db, "GrantsTable", TABLE)
+        create_table(db, "RequestsTable", REQUESTS)
+        yield (
+            Ledger(db, TABLE),
+            lambda item: db.put_item(TableName=REQUESTS, Item={k: {"S": v} for k, v in item.items()}),
+        )
+
+
+def _approved_condition() -> Condition:
+    def unmet(seen: Any) -> Denial:
+        return Denial("unmet", json.dumps(seen, sort_keys=True))
+
+    equals = {"status": "APPROVED", "approval_mac": "m1"}
+    return Condition(REQUESTS, {"request_id": "r1"}, equals, unmet)
+
+
+@pytest.mark.parametrize(
+    ("item", "seen"),
+    [
+        (None, None),
+        (
+            {"request_id": "r1", "status": "CANCELLED", "approval_mac": "m1"},
+            {"approval_mac": "m1", "status": "CANCELLED"},
+        ),
+        (
+            {"request_id": "r1", "status": "APPROVED", "approval_mac": "m2"},
+            {"approval_mac": "m2", "status": "APPROVED"},
+        ),
+    ],
+)
+def test_a_condition_of_the_origin_cancels_the_open_with_the_item_as_it_was(
+    ledger_with_requests: tuple[Any, Any], item: dict[str, str] | None, seen: dict[str, str] | None
+) -> None:
+    """TransactWriteItems with a ConditionCheck on another table: a failed check cancels the whole
+    transaction (CancellationReasons[2], the item with ReturnValuesOnConditionCheckFailure ALL_OLD)."""
+    ledger, put = ledger_with_requests
+    if item is not None:
+        put(item)
+    opened = ledger.open(_active("g1"), [_approved_condition()])
+    assert (opened.created, opened.existing, opened.slot_taken) == (False, None, False)
+    assert opened.unmet == Denial("unmet", json.dumps(seen, sort_keys=True))
+    assert ledger.get_grant("g1") is None
+    assert ledger.slot_holder(ALICE, 1) is None
+
+
+def test_a_met_condition_opens_and_a_duplicate_is_told_before_it(
+    ledger_with_requests: tuple[Any, Any],
+) -> None:
+    ledger, put = ledger_with_requests
+    put({"request_id": "r1", "status": "APPROVED", "approval_mac": "m1"})
+    assert ledger.open(_active("g1"), [_approved_condition()]).created
+    put({"request_id": "r1", "status": "ACTIVE", "approval_mac": "m1"})
+    again = ledger.open(_active("g1", slot=2), [_approved_condition()])
+    assert again.existing == _active("g1")  # a duplicate, not a denial
+    assert again.unmet is None
+    ledger.request_revoke("g2", at="2026-11-24T09:01:00Z", reason="done", by=ALICE)
+    revoked = ledger.open(_active("g2", slot=2), [_approved_condition()])
+    assert revoked.revoke_requested is not None  # a lone tombstone decides before the condition
+    assert revoked.unmet is None

@@ -56,11 +56,13 @@ def test_revoking_a_request_not_yet_granted_leaves_a_tombstone_and_the_grant_nev
     assert w.ledger.get_grant(f"rq-{request_id}") is None  # unknown to the engine: nothing to revoke
     assert w.ledger.tombstones[f"rq-{request_id}"].reason == "revoked"
     assert w.engine.revoke(f"rq-{request_id}", reason="revoked", by=BOB).result == "ignored"
-    # The hand-over arrives late: the verifier finds the request REVOKED, the grant is denied untagged.
+    # The hand-over arrives late: the grant's transaction finds the tombstone (and the request REVOKED),
+    # the grant is recorded REVOKED untagged (it no longer reads the record before: issue 16).
     outcome = w.grant()
-    assert outcome.result == "denied"
-    assert [d["code"] for d in outcome.detail["denials"]] == ["origin_not_approved"]
+    assert outcome.result == "revoked"
+    assert w.grant_status(request_id) is GrantStatus.REVOKED
     assert slot_tags(w) == {}
+    assert w.ledger.slots == {}
 
 
 def test_revoking_a_young_provisioning_grant_leaves_the_tombstone_and_the_sweep_undoes_it() -> None:

@@ -250,7 +250,8 @@ def test_the_verifier_refuses_a_person_approval_dressed_as_an_auto_approval() ->
     assert record is not None
     forged = w.service._sign(replace(record, auto_approval="dev in office hours"))
     w.store.items[request_id] = forged
-    outcome = w.grant()
+    # The forged record as the request API would emit it (its signed facts travel in the event).
+    outcome = w.grant(forged.to_access_approved())
     assert outcome.result == "denied"
     assert "is not recorded as one" in outcome.detail["denials"][0]["message"]
 
@@ -261,6 +262,8 @@ def test_the_approval_mac_binds_the_auto_approval() -> None:
     w.service.approve(caller(BOB), request_id, None)
     record = w.store.get(request_id)
     assert record is not None
-    # A person's approval relabelled by someone who writes the table (no new MAC).
-    w.store.items[request_id] = replace(record, auto_approval="dev in office hours")
-    assert [d["code"] for d in w.grant().detail["denials"]] == ["approval_not_signed"]
+    # A person's approval relabelled (no new MAC), in the table and in the event's signed facts.
+    relabelled = replace(record, auto_approval="dev in office hours")
+    w.store.items[request_id] = relabelled
+    denied = w.grant(relabelled.to_access_approved()).detail["denials"]
+    assert [d["code"] for d in denied] == ["approval_not_signed"]

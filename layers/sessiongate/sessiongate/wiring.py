@@ -69,7 +69,7 @@ def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
     from sessiongate.adapters.scheduler import Schedules
 
     return SharedAdapters(
-        directory=Directory(make("iam")),
+        directory=Directory(make("iam"), _tagger(make)),
         inventory=Inventory(make("ec2"), make("ssm")),
         schedules=Schedules(
             make("scheduler"),
@@ -80,6 +80,14 @@ def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
         notifier=Notifier(make("sns"), settings.topic_arn),
         bus=Bus(make("events"), settings.event_bus_name),
     )
+
+
+def _tagger(make: ClientFactory) -> Any:
+    """The IAM client of the grant's tag calls, bounded in time (``aws.TAG_CALL_CONFIG``) when clients
+    are the process's own; an injected factory's (tests, sandbox) is used as it is."""
+    from sessiongate.adapters import aws
+
+    return aws.LazyClient("iam", aws.tag_client) if make is aws.LazyClient else None
 
 
 def build_engine(
@@ -121,6 +129,7 @@ def build_engine(
             external_id=settings.member_external_id,
             session_name=member_session[0],
             session_policy=member_session[1],
+            tag_make=aws.tag_client_with if member_client is None else None,
         )
         if settings.member_accounts
         else None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -226,6 +226,12 @@ def world(policy: dict[str, Any], *, groups: Membership | None = None, **setting
     store, policies, macs = FakeRequestStore(), FakePolicies(policy, groups=groups), FakeMacs()
     # As after a deploy: the first sweep has recorded the policy in effect (no PolicyChanged in tests).
     store.policy_digest = policy_digest(policy)
+
+    def request_item(key: Mapping[str, str]) -> Mapping[str, str] | None:
+        found = store.items.get(key["request_id"])
+        return None if found is None else {"status": found.status.value, "approval_mac": found.approval_mac}
+
+    engine.ledger.tables["requests"] = request_item
     engine.engine.verifiers = {
         Origin.CHANGE_MANAGER: engine.verifier,
         Origin.NATIVE: NativeVerifier(store, engine.settings, policies, macs),  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts, valid_tag
 from sessiongate.core.identity import Identity, PrincipalType, parse_identity, same_principal
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
 from sessiongate.core.ports import (
+    Condition,
     InstanceGone,
     MemberUnavailable,
     Opened,
@@ -60,6 +61,8 @@ class FakeLedger:
         self.tombstones: dict[str, RevokeRequest] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.batch_gets = 0  # BatchGetItem calls the real adapter would make
+        # Other tables a ConditionCheck may name: table -> (key -> the item's string attributes or None).
+        self.tables: dict[str, Callable[[Mapping[str, str]], Mapping[str, str] | None]] = {}
 
     # -- reads ------------------------------------------------------------------------------
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -112,14 +115,23 @@ class FakeLedger:
         self.batch_gets += 1
         return self.get_grant(grant_id), self.slot_holder(principal_arn, slot)
 
-    def open(self, grant: Grant) -> Opened:
-        """One TransactWriteItems: the record if no item of the id exists, the lock if the slot is free;
-        the record's condition is reported first (DynamoDB API Reference, "TransactWriteItems")."""
+    def open(self, grant: Grant, conditions: Iterable[Condition] = ()) -> Opened:
+        """One TransactWriteItems: the record if no item of the id exists, the lock if the slot is free,
+        the origin's ConditionChecks (items of ``tables``, see there); an existing record or a lone
+        tombstone is reported first, then the conditions', then the lock's (DynamoDB API Reference,
+        "TransactWriteItems": ``CancellationReasons`` in item order)."""
         assert grant.slot is not None
         if grant.grant_id in self.grants:
             return Opened(existing=copy.deepcopy(self.grants[grant.grant_id]))
         if grant.grant_id in self.tombstones:
             return Opened(revoke_requested=self.tombstones[grant.grant_id])
+        for condition in conditions:
+            reader = self.tables.get(condition.table)
+            assert reader is not None, f"no table {condition.table} (ResourceNotFoundException)"
+            item = reader(condition.key)
+            if item is None or any(item.get(k) != v for k, v in condition.equals.items()):
+                seen = None if item is None else {k: item.get(k, "") for k in condition.equals}
+                return Opened(unmet=condition.unmet(seen))
         if (lock_scope(grant), grant.slot) in self.slots:
             return Opened(slot_taken=True)
         self.grants[grant.grant_id] = copy.deepcopy(grant)
@@ -451,6 +463,9 @@ class FakeVerifier:
     def verify(self, request: AccessApproved, instance: InstanceFacts | None = None) -> list[Denial]:
         self.verified.append(request.grant_id)
         return list(self.denials)
+
+    def conditions(self, request: AccessApproved) -> list[Condition]:
+        return []
 
 
 ACCOUNT = "123456789012"

@@ -161,7 +161,11 @@ class Request:
 
     def approval_message(self) -> bytes:
         """What the approval MAC binds: every fact the grant uses (domain-separated, canonical)."""
-        facts = {
+        return signed_message(APPROVAL_DOMAIN, canonical_json(self.approval_facts()))
+
+    def approval_facts(self) -> dict[str, Any]:
+        """The facts the approval MAC binds (:meth:`approval_message`), as JSON values."""
+        facts: dict[str, Any] = {
             "request_id": self.request_id,
             "grant_id": self.grant_id,
             "account": self.account,
@@ -179,10 +183,56 @@ class Request:
             "rule": self.rule,
             "instance_tags": [list(t) for t in self.instance_tags],
             "extends": self.extends,
+            # What the grant re-checks (issue 18): the rule's ticket, the escalation's clock.
+            "ticket": self.ticket,
+            "created_at": self.created_at,
         }
-        if self.auto_approval:  # (only when set: MACs of records made before it still verify)
+        if self.auto_approval:  # (only when set)
             facts["auto_approval"] = self.auto_approval
-        return signed_message(APPROVAL_DOMAIN, canonical_json(facts))
+        return facts
+
+    @classmethod
+    def from_approval(cls, approval: Mapping[str, Any]) -> Request:
+        """The APPROVED record an ``AccessApproved`` event's ``approval`` (``{"facts": approval_facts(),
+        "mac": approval_mac}``) stands for; only the signed facts are set (the others are empty). Raises
+        ``ValueError`` for anything malformed. Nothing here is trusted until the MAC is verified over
+        :meth:`approval_message` of the result, which re-derives the facts from it (a fact outside
+        the signed set, or of another type, changes the message)."""
+        try:
+            facts, mac = approval["facts"], approval["mac"]
+            if not isinstance(facts, Mapping) or not isinstance(mac, str):
+                raise ValueError("approval must hold facts (an object) and mac (a string)")
+            record = cls(
+                request_id=str(facts["request_id"]),
+                status=RequestStatus.APPROVED,
+                account=str(facts["account"]),
+                instance_id=str(facts["instance_id"]),
+                principal_type=PrincipalType(facts["principal_type"]),
+                principal_name=str(facts["principal_name"]),
+                principal_arn=str(facts["principal_arn"]),
+                requester_arn=str(facts["requester_arn"]),
+                duration_minutes=int(facts["duration_minutes"]),
+                reason="",
+                created_at=str(facts["created_at"]),
+                pending_expires_at="",
+                rule=str(facts["rule"]),
+                ticket=str(facts["ticket"]),
+                auto_approval=str(facts.get("auto_approval", "")),
+                break_glass=bool(facts["break_glass"]),
+                approvals=tuple(Approval(str(a), int(level), "") for a, level in facts["approvals"]),
+                approver_arns=tuple(str(a) for a in facts["approver_arns"]),
+                approved_at=str(facts["approved_at"]),
+                extends=None if facts["extends"] is None else str(facts["extends"]),
+                instance_tags=tuple((str(k), str(v)) for k, v in facts["instance_tags"]),
+                approval_mac=mac,
+            )
+            if facts["not_before"] != facts["approved_at"]:  # a scheduled start (not_before's later time)
+                record = replace(record, start_at=str(facts["not_before"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed approval: {exc}") from None
+        if record.approval_facts() != dict(facts):
+            raise ValueError("malformed approval: facts outside the signed set or of another type")
+        return record
 
     def view(self) -> dict[str, Any]:
         """The API's representation of the request."""
@@ -245,6 +295,11 @@ class Request:
             not_before=not_before,
             approved_at=approved,
             reason=reason[:MAX_REASON],
+            # The signed facts travel with the event: the grant verifies them without reading this
+            # record, and checks in its one transaction that the record is still APPROVED with this MAC.
+            approval={"facts": self.approval_facts(), "mac": self.approval_mac}
+            if self.approval_mac
+            else None,
         )
 
 

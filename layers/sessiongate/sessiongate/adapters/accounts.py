@@ -82,9 +82,12 @@ class MemberAccounts:
         external_id: str,
         session_name: str = "sessiongate",
         session_policy: dict[str, Any] | None = None,
+        tag_make: ClientMaker | None = None,
     ) -> None:
         self._sts = sts
         self._make = make
+        # The member IAM client of the grant's tag calls (``aws.tag_client_with``), else ``make``'s.
+        self._tag_make = tag_make
         self._partition = partition
         self._role_path = role_path
         self._role_name = role_name
@@ -125,7 +128,9 @@ class MemberAccounts:
             expires = datetime.now(UTC) + timedelta(hours=1)
         ssm = self._make("ssm", creds)
         return _Session(
-            directory=Directory(self._make("iam", creds)),
+            directory=Directory(
+                self._make("iam", creds), self._tag_make("iam", creds) if self._tag_make else None
+            ),
             inventory=Inventory(self._make("ec2", creds), ssm),
             sessions=Sessions(ssm),
             expires=expires,

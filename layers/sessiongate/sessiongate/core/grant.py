@@ -2,7 +2,10 @@
 
 The AWS calls of a grant (issue 16): the principal (GetUser/GetRole), the instance (DescribeInstances),
 what the origin verifier reads, ONE conditional TransactWriteItems (the record written ACTIVE + the slot
-lock: :meth:`Ledger.open`), CreateSchedule, TagUser/TagRole (and the notification).
+lock: :meth:`Ledger.open`, with the verifier's ``conditions``: the native request still APPROVED with the
+signature its event carries, so a cancellation after the check cancels the grant), CreateSchedule,
+TagUser/TagRole (and the notification). A native grant reads no request record: it verifies the signed
+approval the event carries (one KMS VerifyMac).
 
 Why this order is safe:
 - The record and the slot lock are written together, only when no item of the grant id exists: a
@@ -18,9 +21,12 @@ Why this order is safe:
   untags while the slot lock still names the grant, then marks it REVOKED on condition that
   ``activated_at`` did not move. A resumed delivery moves ``activated_at`` (conditional: ACTIVE, not
   moved, no tombstone) before it tags again, so a revocation that read the old value fails its
-  transaction and starts over (waiting again). A TagUser that lands later than the bound (IAM retries
-  beyond it) is drift: the CloudTrail tag event lets the reconciler remove it within a minute
-  (``reconcile.repair_principal``), because the slot then has no live holder.
+  transaction and starts over (waiting again). The tag calls' client is bounded to fit
+  (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one attempt, 1 s connect + 3 s read); a TagUser that still
+  lands later (a request IAM executes after the client gave up on it) is drift: the CloudTrail tag
+  event lets the reconciler remove it within a minute (``reconcile.repair_principal``), whether the slot
+  has no live holder or a later grant of the same principal claimed it meanwhile and the tag's value
+  is not that grant's (``reconcile._repair_held``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,14 @@ from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import AccountNotAllowed, Directory, Inventory, MemberUnavailable, RevokeRequest
+from sessiongate.core.ports import (
+    AccountNotAllowed,
+    Condition,
+    Directory,
+    Inventory,
+    MemberUnavailable,
+    RevokeRequest,
+)
 from sessiongate.core.slots import BindingMode
 from sessiongate.errors import InvalidInput, TransientError
 from sessiongate.observability import bind, metrics
@@ -61,6 +74,8 @@ class Checked:
     mode: BindingMode = BindingMode.PRINCIPAL
     instance: InstanceFacts | None = None
     inventory: Inventory | None = None
+    # What the origin needs to still hold when the grant opens (checked in the one transaction).
+    conditions: tuple[Condition, ...] = ()
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
@@ -102,7 +117,7 @@ def grant(ctx: Context, detail: object) -> Outcome:
             schedule_name=revoke.schedule_name(request.grant_id),
             activated_at=to_iso(now),
         )
-        opened = ctx.ledger.open(record)
+        opened = ctx.ledger.open(record, checked.conditions)
         if opened.created:
             log.append_keys(slot=slot, principal_arn=record.principal_arn)
             return _schedule_and_tag(ctx, record, checked, log)
@@ -110,6 +125,10 @@ def grant(ctx: Context, detail: object) -> Outcome:
             return _redelivered(ctx, opened.existing, checked, now, log)
         if opened.revoke_requested is not None:
             return _revoked_before_grant(ctx, replace(record, slot=None), opened.revoke_requested)
+        if opened.unmet is not None:
+            # The origin changed after it was verified (e.g. the request was cancelled): nothing opened.
+            denied = new_record(request, principal.arn, now, GrantStatus.DENIED, mode)
+            return denials.deny_new(ctx, denied, [opened.unmet])
     denial = Denial("no_free_slot", f"all {count} slots of the {mode.value} are in use")
     return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [denial])
 
@@ -182,10 +201,11 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
         request = replace(request, bound_user_id=bound)
     instance = inventory.describe(request.instance_id, check_managed=False)
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
+    conditions: tuple[Condition, ...] = ()
     if not found:
-        found = _verify_origin(ctx, request, instance)
+        found, conditions = _verify_origin(ctx, request, instance)
     mode = guardrails.binding_mode(principal, ctx.settings)
-    return Checked(request, principal, directory, found, mode, instance, inventory)
+    return Checked(request, principal, directory, found, mode, instance, inventory, conditions)
 
 
 def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:
@@ -278,11 +298,15 @@ def _revoked_before_grant(ctx: Context, grant: Grant, requested: RevokeRequest) 
     return Outcome(Result.REVOKED, grant.grant_id, {"reason": requested.reason, "untagged": False})
 
 
-def _verify_origin(ctx: Context, request: AccessApproved, instance: InstanceFacts | None) -> list[Denial]:
+def _verify_origin(
+    ctx: Context, request: AccessApproved, instance: InstanceFacts | None
+) -> tuple[list[Denial], tuple[Condition, ...]]:
+    """The origin's denials, else what it needs to still hold when the grant opens."""
     verifier = (ctx.verifiers or {}).get(request.origin)
     if verifier is None:
-        return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")]
-    return verifier.verify(request, instance)
+        return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")], ()
+    found = verifier.verify(request, instance)
+    return found, () if found else tuple(verifier.conditions(request))
 
 
 def _arn(ctx: Context, request: AccessApproved) -> str:

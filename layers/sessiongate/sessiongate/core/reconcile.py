@@ -90,8 +90,9 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
 
     Per account: GetAccountAuthorizationDetails pages (1,000 principals each) and DescribeInstances
     pages (1,000 instances each: instance binding), then BatchGetItem of all their slot locks (100 per
-    call) and of the grants those locks name. Stale locks are released, drift removed (only where no
-    live grant holds the slot), and locked grants stuck PROVISIONING past the grace period undone.
+    call) and of the grants those locks name. Stale locks are released, drift removed where no live
+    grant holds the slot (and where a held slot's tags are not its grant's values: ``_repair_held``),
+    and locked grants stuck PROVISIONING past the grace period undone.
     """
     bind()
     now = ctx.clock.now()
@@ -292,7 +293,8 @@ def _remove_drift(
     holders: Mapping[tuple[str, int], str],
     records: Mapping[str, Grant],
 ) -> list[str]:
-    """Remove the slot tags of a principal that no live grant explains; what was removed.
+    """Remove the slot tags of a principal that no live grant explains, and those of a held slot whose
+    values are not its grant's (``_repair_held``); what was removed.
 
     ``holders``: the principal's slot locks as read (after its tags were read); ``records``: grant
     records already read (others are read here, one GetItem per holder)."""
@@ -302,12 +304,17 @@ def _remove_drift(
     for slot in _slots(ctx):
         keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
         holder = holders.get((principal.arn, slot))
-        if holder is not None and (holder == slots.REPAIR_HOLDER or not _is_live(ctx, holder, records)):
+        held = _live(ctx, holder, records) if holder not in (None, slots.REPAIR_HOLDER) else None
+        if holder is not None and held is None:
             _release_stale_lock(ctx, principal, slot, holder)
             holder = None
             if not keys:
                 removed.append(f"{principal.arn}#{slot} (stale lock)")
-        if not keys or holder is not None:
+        if held is not None:
+            if keys and _repair_held(ctx, directory, principal, slot, held):
+                removed.append(f"{principal.arn}#{slot} (wrong value)")
+            continue
+        if not keys:
             continue
         # Hold the free slot while untagging, so a grant cannot take it and tag it meanwhile.
         if not ctx.ledger.lock_free_slot(principal.arn, slot, slots.REPAIR_HOLDER):
@@ -381,9 +388,46 @@ def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, hold
     bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
 
 
-def _is_live(ctx: Context, grant_id: str, records: Mapping[str, Grant]) -> bool:
+def _live(ctx: Context, grant_id: str | None, records: Mapping[str, Grant]) -> Grant | None:
+    """The live grant ``grant_id`` names (read here unless ``records`` has it), else None."""
+    if grant_id is None:
+        return None
     grant = records[grant_id] if grant_id in records else ctx.ledger.get_grant(grant_id)
-    return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
+    if grant is None or grant.status not in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
+        return None
+    return grant
+
+
+def _slot_tags(principal: PrincipalFacts, slot: int) -> dict[str, str]:
+    """The principal's tags of ``slot``, under their canonical keys (IAM keys are case-insensitive)."""
+    canonical = {k.lower(): k for k in slots.slot_keys(slot)}
+    return {canonical[k.lower()]: v for k, v in principal.tags.items() if k.lower() in canonical}
+
+
+def _repair_held(
+    ctx: Context, directory: Directory, principal: PrincipalFacts, slot: int, grant: Grant
+) -> bool:
+    """Remove a held slot's tags when they are not the values of the live grant holding it; whether
+    anything was wrong.
+
+    A slot lock only says *which* grant may tag the slot, not what the tags say: a TagUser/TagRole of an
+    earlier grant of the slot that lands late (IAM executed it after the client gave up, after that
+    grant was revoked and this one claimed the slot) overwrites this grant's instance with the revoked
+    one's, or a bound-session key that is not this grant's is added. The slot's keys are removed
+    (fail-closed): the person loses this grant's access until they ask again, but never keeps a revoked
+    one. They are not rewritten to the grant's values: the reconciler's role may only untag
+    (template.yaml, ``ClearSlotTagsOnly``), so that a reconciler run, whatever goes wrong in it, never
+    opens access. The grant keeps its lock until its revocation."""
+    expected = slots.tags_for(slot, grant.instance_id, grant.bound_user_id)
+    found = _slot_tags(principal, slot)
+    if found == expected:
+        return False
+    bind(grant_id=grant.grant_id).warning(
+        "slot tags differ from the grant holding the slot: removed",
+        extra={"slot": slot, "principal_arn": principal.arn, "found": found, "expected": expected},
+    )
+    directory.untag(PrincipalType(principal.kind), principal.name, list(found))
+    return True
 
 
 def _report(ctx: Context, repairs: dict[str, list[str]], now: datetime) -> None:

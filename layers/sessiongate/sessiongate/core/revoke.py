@@ -24,6 +24,7 @@ REASON_EXPIRED = "expired"
 REASON_EXTENDED = "extended"
 # How long a grant may still tag after its activated_at (``core/grant.py``); here to avoid an import cycle.
 BIND_WINDOW = timedelta(seconds=10)
+# The tag client's worst case (adapters/aws.py TAG_CALL_CONFIG) fits: tests/unit/test_aws_clients.py.
 TAG_CALL_BOUND = timedelta(seconds=5)
 # Revoke schedules are named after their grant (Scheduler names: ^[0-9a-zA-Z-_.]+$, <= 64 characters).
 REVOKE_PREFIX = "sg-revoke-"
