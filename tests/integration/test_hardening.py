@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from sessiongate.core.model import GrantStatus
 from tests.support.stack import ACCOUNT, Stack
 
 SSO_ROLE = "AWSReservedSSO_Ops_0123456789abcdef"

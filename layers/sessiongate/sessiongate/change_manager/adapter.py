@@ -190,7 +190,9 @@ class ChangeRequestAdapter:
         try:
             inventory = self.targets.adapters_in(request.account).inventory
         except (AccountNotAllowed, MemberUnavailable) as exc:
-            log.info("managed-node check left to the grant", extra={"account": request.account, "why": str(exc)})
+            log.info(
+                "managed-node check left to the grant", extra={"account": request.account, "why": str(exc)}
+            )
             return None
         instance = inventory.describe(request.instance_id, check_managed=True)
         if instance is None or instance.ssm_managed is not False:
