@@ -190,6 +190,28 @@ def test_adapter_cannot_touch_iam_tags_at_all(iam: tuple[World, SessionChecker])
         assert not checker.authorized("role", role, action, USER, context)
 
 
+def test_adapter_reads_instances_for_the_managed_node_check_and_nothing_more(
+    iam: tuple[World, SessionChecker],
+) -> None:
+    """RequireSsmManagedInstance is asked by the Change Manager adapter: it reads instances and whether
+    they are managed nodes; it neither starts nor ends sessions, nor changes instances or SSM."""
+    world, checker = iam
+    role = _role(world, "AdaptChangeRequestFunctionRole")
+    assert checker.authorized("role", role, "ec2:DescribeInstances", "*")
+    assert checker.authorized("role", role, "ssm:DescribeInstanceInformation", "*")
+    instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+    session = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123456789abcdef0"
+    for action, resource in (
+        ("ssm:StartSession", instance),
+        ("ssm:TerminateSession", session),
+        ("ssm:DescribeSessions", "*"),
+        ("ec2:CreateTags", instance),
+        ("ec2:StopInstances", instance),
+        ("iam:GetUser", USER),
+    ):
+        assert not checker.authorized("role", role, action, resource), action
+
+
 def test_pass_role_only_the_scheduler_role_to_scheduler(iam: tuple[World, SessionChecker]) -> None:
     world, checker = iam
     role = _role(world, "GrantAccessFunctionRole")

@@ -23,6 +23,8 @@ from sessiongate.adapters.policy_source import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
 from sessiongate.clock import to_iso
 from sessiongate.core.model import GrantStatus, Origin
+from sessiongate.core.revoke import BIND_WINDOW, TAG_CALL_BOUND
+from sessiongate.errors import TransientError
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
@@ -745,42 +747,47 @@ def test_a_revocation_after_the_grants_check_is_honoured(
     assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "REVOKED"
 
 
-def test_a_revocation_while_the_grant_is_provisioning_is_honoured(
+def test_a_revocation_between_the_grants_transaction_and_its_tag_is_honoured(
     deployed: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An approver revokes after the grant recorded and tagged, before it activated: the API answers
-    REVOKED at once, and the grant undoes its tag and ends REVOKED (announced once), never ACTIVE."""
+    """An approver revokes after the grant's transaction opened it ACTIVE (slot lock held, revocation
+    scheduled) and before it tagged. The revocation waits out the bind window (``core/revoke.py``, on
+    the virtual clock), untags while the lock names the grant and ends it REVOKED; the API answers
+    REVOKED. The grant, past its window, refuses to tag (TransientError, so Lambda retries) and its
+    retry is a duplicate: the tag never exists, the grant is announced once, as revoked."""
     stack = deployed
     request_id = create(stack)
     approve(request_id, BOB)
     stack.notifications()
     answers: list[tuple[int, dict[str, Any]]] = []
-    seen_tags: list[dict[str, str]] = []
+    opened_at: list[Any] = []
     create_once = Schedules.create_once
 
     def schedule_then_revoke(self: Schedules, *args: Any, **kwargs: Any) -> Any:
         result = create_once(self, *args, **kwargs)
-        seen_tags.append(stack.tags("user", "alice"))
+        opened_at.append(stack.clock.now())
         answers.append(call("POST /requests/{id}/revoke", CAROL, request_id=request_id))
         return result
 
     monkeypatch.setattr(Schedules, "create_once", schedule_then_revoke)
     [bus_event] = stack.bus_events()
-    outcome = handler("grant_access")(bus_event, CONTEXT)
+    with pytest.raises(TransientError, match="bind window"):
+        handler("grant_access")(bus_event, CONTEXT)
     monkeypatch.undo()
 
-    assert seen_tags[0] != {}  # the grant had tagged when the revocation landed
     [(status, out)] = answers
     assert (status, out["request"]["status"]) == (200, "REVOKED")
-    assert (outcome["result"], outcome["untagged"]) == ("revoked", True)
+    # The revocation waited (virtual time) until the grant could no longer start its tag call.
+    assert stack.clock.now() - opened_at[0] >= BIND_WINDOW + TAG_CALL_BOUND
     assert stack.tags("user", "alice") == {}
     grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
     assert grant is not None
     assert (grant.status, grant.revoke_reason, grant.revoked_by) == (GrantStatus.REVOKED, "revoked", CAROL)
     assert stack.engine().ledger.slot_holder(ALICE, 1) is None
     assert event_types(stack) == ["AccessRevoked"]
-    # Redelivered, the grant stays revoked and is not announced again.
+    # Lambda's retry of the grant: a duplicate of the REVOKED record; nothing tagged or announced.
     assert handler("grant_access")(bus_event, CONTEXT)["result"] == "duplicate"
+    assert stack.tags("user", "alice") == {}
     assert stack.notifications() == []
 
 

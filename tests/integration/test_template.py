@@ -541,6 +541,8 @@ def test_engine_assumes_only_member_roles_of_listed_accounts() -> None:
         "RevokeAccessFunction",
         "ReconcileGrantsFunction",
         "RequestApiFunction",
+        # The Change Manager adapter asks a member account whether an instance is a managed node.
+        "AdaptChangeRequestFunction",
     ):
         [assume] = [s for s in function_statements(function) if s.get("Sid") == "ActInMemberAccounts"]
         assert assume["Resource"]["Fn::Sub"].endswith(":role/sessiongate/SessionGateMember")

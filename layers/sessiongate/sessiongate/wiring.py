@@ -137,15 +137,28 @@ def build_engine(
 
 
 def build_change_request_adapter(
-    settings: Settings, *, clock: Clock | None = None, client: ClientFactory | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
 ) -> ChangeRequestAdapter:
     """The Change Manager front door: status events -> re-read SSM -> ``AccessApproved`` on the bus."""
     from sessiongate.adapters import aws
+    from sessiongate.adapters.accounts import READ_INSTANCES_ONLY
     from sessiongate.adapters.change_requests import ChangeRequests
 
     make = client or aws.LazyClient
     shared = shared_adapters(settings, make)
-    core = build_engine(settings, clock=clock, client=client, shared=shared)
+    # In member accounts the adapter only asks whether the instance is a managed node: read-only session.
+    core = build_engine(
+        settings,
+        clock=clock,
+        client=client,
+        member_client=member_client,
+        member_session=("sessiongate-adapter", READ_INSTANCES_ONLY),
+        shared=shared,
+    )
     return ChangeRequestAdapter(
         settings=settings,
         changes=ChangeRequests(make("ssm")),
@@ -154,6 +167,7 @@ def build_change_request_adapter(
         directory=shared.directory,
         clock=core.clock,
         recorder=core,
+        targets=core,
     )
 
 
@@ -305,7 +319,7 @@ def build(
     if role == "requests":
         return build_request_api(settings, clock=clock, client=client, member_client=member_client)
     if role == "adapter":
-        return build_change_request_adapter(settings, clock=clock, client=client)
+        return build_change_request_adapter(settings, clock=clock, client=client, member_client=member_client)
     return build_engine(settings, clock=clock, client=client, member_client=member_client)
 
 

@@ -58,6 +58,20 @@ READ_AND_UNTAG_ONLY: dict[str, Any] = {
     ],
 }
 
+# The Change Manager adapter only asks whether the change request's instance is a managed node: its
+# session in a member account may read instances and nothing else (the member role may also tag).
+READ_INSTANCES_ONLY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "ReadInstancesOnly",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"],
+            "Resource": "*",
+        }
+    ],
+}
+
 ClientMaker = Callable[[str, dict[str, str] | None], Any]
 
 
