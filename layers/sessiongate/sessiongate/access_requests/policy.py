@@ -360,14 +360,30 @@ def check_not_involved(request: Request, approver_arn: str) -> None:
     approver = parse_identity(approver_arn)
     if approver is None or may_be_same(approver, parse_identity(request.requester_arn)):
         raise NotAllowed("self_approval", "you cannot approve or reject your own request")
-    operator = Identity(
-        approver.partition, request.account, request.principal_type.value, request.principal_name
-    )
-    if may_be_same(approver, operator):
+    if may_be_same(approver, receiver(request, approver.partition)):
         raise NotAllowed(
             "approver_is_operator",
             f"you would receive this access ({request.principal_type.value} {request.principal_name})",
         )
+
+
+def receiver(request: Request, partition: str) -> Identity:
+    """Who would receive the access. A requester's own session of the role asked for is all a grant
+    binds to wherever the role is shared (instance binding, or a shared role bound on the principal: the
+    engine's ``bind_to_requester``); an IAM Identity Center role is never granted whole (IAM refuses to
+    tag it), so another person's session of it receives nothing. For an ordinary role the result is
+    unchanged: :func:`may_be_same` holds every session of one ordinary role for one person."""
+    requester = parse_identity(request.requester_arn)
+    session = None
+    if (
+        requester is not None
+        and request.principal_type.value == "role"
+        and requester.kind == "role"
+        and requester.account == request.account
+        and requester.name.lower() == request.principal_name.lower()
+    ):
+        session = requester.session
+    return Identity(partition, request.account, request.principal_type.value, request.principal_name, session)
 
 
 def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, reason: str) -> None:
