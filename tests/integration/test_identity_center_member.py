@@ -14,15 +14,13 @@ sessions, which the SSM fake keeps in one place for every account.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from sandbox import cfn
-from sandbox import fake_iam
+from sandbox import cfn, fake_iam
 from sandbox.fake_iam import RESERVED_SSO_PATH
 from sandbox.policy import SessionChecker
 from tests.integration.test_native_api import CONTEXT, approve, call, deployed, handler, set_policy
@@ -47,7 +45,7 @@ ALICE_LEAD = sso(LEADS, "alice@example.com")
 
 
 @pytest.fixture
-def member(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stack, Any, str, str]]:
+def member(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> tuple[Stack, Any, str, str]:
     """BindingMode auto, one member account; there the Operators permission set's role with the operator
     policy (a customer managed policy referenced by name) and an instance. The identity store (in the
     engine account) holds the people and the approver group Platform-Leads: alice, carol and erin."""
@@ -107,7 +105,7 @@ def member(deployed: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[S
         },
     )
     role_id = str(iam.get_role(RoleName=OPERATORS)["Role"]["RoleId"])
-    yield stack, session, instance, role_id
+    return stack, session, instance, role_id
 
 
 def test_a_member_accounts_identity_center_user_gets_a_shell_bound_to_her_session(
