@@ -140,7 +140,7 @@ def test_approvals_that_no_longer_match_the_rule_do_not_count() -> None:
         (ALICE, ALICE, "self_approval"),
         (ALICE, f"arn:aws:iam::{ACCOUNT}:root", "self_approval"),
         (BOB, f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}", "self_approval"),
-        (BOB, CAROL, "approver_is_operator"),
+        (BOB, CAROL, "approver_is_operator"),  # the role is not in Identity Center's path: granted whole
         (ALICE, "not-an-arn", "self_approval"),
     ],
 )

@@ -7,6 +7,7 @@ Both must deny the same cases.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -42,12 +43,12 @@ def access(account: str, kind: str, name: str, requester: str, approver: str) ->
     )
 
 
-def pending(account: str, kind: str, name: str, requester: str) -> Request:
+def pending(account: str, kind: str, name: str, requester: str, path: str = "/") -> Request:
     return make_request(
         account=account,
         principal_type=PrincipalType(kind),
         principal_name=name,
-        principal_arn=f"arn:aws:iam::{account}:{kind}/{name}",
+        principal_arn=f"arn:aws:iam::{account}:{kind}{path}{name}",
         requester_arn=requester,
         rule="r",
     )
@@ -57,9 +58,11 @@ def engine_codes(account: str, kind: str, name: str, requester: str, approver: s
     return {d.code for d in check_approval(access(account, kind, name, requester, approver))}
 
 
-def api_code(account: str, kind: str, name: str, requester: str, approver: str) -> str | None:
+def api_code(
+    account: str, kind: str, name: str, requester: str, approver: str, path: str = "/"
+) -> str | None:
     try:
-        ap.check_not_involved(pending(account, kind, name, requester), approver)
+        ap.check_not_involved(pending(account, kind, name, requester, path), approver)
     except Refused as err:
         return f"{status_of(err)} {err.code}"
     return None
@@ -136,3 +139,61 @@ def test_both_front_doors_deny_one_person_on_both_sides(
 def test_different_people_still_approve(account: str, name: str, approver: str) -> None:
     assert engine_codes(account, "user", name, ALICE, approver) == set()
     assert api_code(account, "user", name, ALICE, approver) is None
+
+
+# Issue 15: a grant bound to one session of a role (instance binding; a shared role bound on the
+# principal) goes to the requester's session only. The engine sees the binding in ``bound_user_id``
+# (``<RoleId>:<session>``); the request API, in the requester being a session of the role asked for.
+IDC_OPS = "AWSReservedSSO_Operators_0123456789abcdef"
+RESERVED = "/aws-reserved/sso.amazonaws.com/"
+
+
+def idc_session(account: str, role: str, user: str) -> str:
+    return f"arn:aws:sts::{account}:assumed-role/{role}/{user}"
+
+
+def bound_access(account: str, role: str, requester: str, approver: str, bound: str | None) -> AccessApproved:
+    return replace(access(account, "role", role, requester, approver), bound_user_id=bound)
+
+
+@pytest.mark.parametrize("account", [ENGINE, MEMBER])
+def test_another_person_on_the_same_permission_set_may_approve_a_session_bound_grant(account: str) -> None:
+    alice = idc_session(account, IDC_OPS, "alice@example.com")
+    erin = idc_session(account, IDC_OPS, "erin@example.com")
+    engine = check_approval(bound_access(account, IDC_OPS, alice, erin, "AROAEXAMPLE:alice@example.com"))
+    assert engine == []
+    assert api_code(account, "role", IDC_OPS, alice, erin, RESERVED) is None
+
+
+def test_a_session_bound_grant_still_refuses_the_requester_on_another_permission_set() -> None:
+    alice = idc_session(ENGINE, IDC_OPS, "alice@example.com")
+    alice_lead = idc_session(ENGINE, "AWSReservedSSO_Leads_0123456789abcdef", "alice@example.com")
+    bound = bound_access(ENGINE, IDC_OPS, alice, alice_lead, "AROAEXAMPLE:alice@example.com")
+    assert "self_approval" in {d.code for d in check_approval(bound)}
+    assert api_code(ENGINE, "role", IDC_OPS, alice, alice_lead, RESERVED) == "403 self_approval"
+
+
+def test_a_session_bound_grant_of_an_ordinary_role_refuses_its_other_sessions() -> None:
+    """Whoever assumes an ordinary role picks the session name: erin's session may be alice."""
+    alice = idc_session(ENGINE, "ops-shared", "alice")
+    erin = idc_session(ENGINE, "ops-shared", "erin")
+    codes = {
+        d.code for d in check_approval(bound_access(ENGINE, "ops-shared", alice, erin, "AROAEXAMPLE:alice"))
+    }
+    assert codes == {"self_approval", "approver_is_operator"}
+    assert api_code(ENGINE, "role", "ops-shared", alice, erin) == "403 self_approval"
+
+
+def test_a_grant_of_the_whole_role_refuses_its_other_sessions() -> None:
+    """Unbound (the role itself carries the tag, e.g. a role that is not shared, or a request by someone
+    who is not a session of it): every session of the role receives the access."""
+    alice = idc_session(ENGINE, IDC_OPS, "alice@example.com")
+    erin = idc_session(ENGINE, IDC_OPS, "erin@example.com")
+    codes = {d.code for d in check_approval(bound_access(ENGINE, IDC_OPS, alice, erin, None))}
+    assert codes == {"approver_is_operator"}
+    # The request API: a requester who is not a session of the role asks for the whole role.
+    bob = f"arn:aws:iam::{ENGINE}:user/bob"
+    assert api_code(ENGINE, "role", IDC_OPS, bob, erin, RESERVED) == "403 approver_is_operator"
+    # A role with an Identity Center name outside Identity Center's path is an ordinary role: a grant in
+    # principal mode tags it whole, so its other sessions would receive the access.
+    assert api_code(ENGINE, "role", IDC_OPS, alice, erin, "/") == "403 approver_is_operator"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sessiongate.access_requests.errors import Conflict, NotAllowed, invalid
 from sessiongate.access_requests.groups import Membership, group_names, in_groups, split_principals
 from sessiongate.access_requests.records import Approval, Request, canonical_json, signed_message
+from sessiongate.core.guardrails import IDENTITY_CENTER_ROLE_PATH
 from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from sessiongate.text import visible_length
 
@@ -374,14 +375,33 @@ def check_not_involved(request: Request, approver_arn: str) -> None:
     approver = parse_identity(approver_arn)
     if approver is None or may_be_same(approver, parse_identity(request.requester_arn)):
         raise NotAllowed("self_approval", "you cannot approve or reject your own request")
-    operator = Identity(
-        approver.partition, request.account, request.principal_type.value, request.principal_name
-    )
-    if may_be_same(approver, operator):
+    if may_be_same(approver, receiver(request, approver.partition)):
         raise NotAllowed(
             "approver_is_operator",
             f"you would receive this access ({request.principal_type.value} {request.principal_name})",
         )
+
+
+def receiver(request: Request, partition: str) -> Identity:
+    """Who would receive the access: the principal, or only the requester's own session of it when the
+    principal is an IAM Identity Center role (in its reserved path) and the requester one of its
+    sessions. IAM refuses to tag such a role, so no grant ever goes to the whole role: with instance
+    binding (``BindingMode`` auto or instance) it goes to the requester's session alone, with principal
+    binding it is denied. Another person's session of it (Identity Center sets the session names)
+    then receives nothing. For any other role the whole role may receive it (the grant may tag it),
+    and the engine's ``check_approval`` applies the exact binding again at grant time."""
+    requester = parse_identity(request.requester_arn)
+    session = None
+    if (
+        requester is not None
+        and request.principal_type.value == "role"
+        and request.principal_arn.endswith(f":role{IDENTITY_CENTER_ROLE_PATH}{request.principal_name}")
+        and requester.kind == "role"
+        and requester.account == request.account
+        and requester.name == request.principal_name
+    ):
+        session = requester.session
+    return Identity(partition, request.account, request.principal_type.value, request.principal_name, session)
 
 
 def check_break_glass(rule: Rule, requester_arn: str, duration_minutes: int, reason: str) -> None:

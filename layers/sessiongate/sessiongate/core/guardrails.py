@@ -65,14 +65,23 @@ def check_approval(request: AccessApproved) -> list[Denial]:
             continue
         if may_be_same(approver, requester):
             denials.append(Denial("self_approval", f"approver {approver.display} may be the requester"))
-        operator = Identity(
-            approver.partition, request.account, request.principal_type.value, request.principal_name
-        )
-        if may_be_same(approver, operator):
+        if may_be_same(approver, _receiver(request, approver.partition)):
             denials.append(
                 Denial("approver_is_operator", f"approver {approver.display} would receive the access")
             )
     return denials
+
+
+def _receiver(request: AccessApproved, partition: str) -> Identity:
+    """Who the access goes to: the principal, or for a grant bound to one session of a role (instance
+    binding, or a shared role bound on the principal) that session only (``bound_user_id`` is
+    ``<RoleId>:<session name>``, derived from the requester by :func:`bind_to_requester`). Another
+    person's session of an IAM Identity Center role then receives nothing; a session of an ordinary
+    role still may be the same person (:func:`may_be_same`: its assumer picks the session name)."""
+    session = None
+    if request.principal_type.value == "role" and request.bound_user_id and ":" in request.bound_user_id:
+        session = request.bound_user_id.split(":", 1)[1]
+    return Identity(partition, request.account, request.principal_type.value, request.principal_name, session)
 
 
 def check_timing(request: AccessApproved, settings: Settings, now: datetime) -> list[Denial]:
