@@ -517,6 +517,38 @@ def test_guard_denies_invoking_sessiongate_functions(
     assert checker.authorized("role", name, "lambda:InvokeFunction", other)
 
 
+REQUEST_API_WRITES = [
+    ("apigateway:PATCH", "/resources/abc/methods/POST"),  # a method's integration type
+    ("apigateway:PUT", "/resources/abc/methods/POST/integration"),  # a mapping template
+    ("apigateway:PUT", ""),  # import over the whole API
+    ("apigateway:POST", "/deployments"),
+    ("apigateway:PATCH", "/stages/v1"),
+    ("apigateway:DELETE", "/stages/v1"),
+    ("apigateway:UpdateRestApiPolicy", ""),
+]
+
+
+def test_guard_denies_changing_the_request_api(iam: tuple[World, SessionChecker]) -> None:
+    """Review B, H2: a non-proxy integration's mapping template makes up requestContext.identity, so
+    changing the request API (methods, integrations, stages, deployments, resource policy) would let
+    anyone approve "as" anyone: nobody holding the guard writes it; other APIs stay the admin's."""
+    world, checker = iam
+    name = "guarded-apigateway"
+    _admin(world, name)
+    api = world.stack.resources["RequestApi"].physical_id
+    base = f"arn:aws:apigateway:{REGION}::/restapis/{api}"
+    [(action, path)] = REQUEST_API_WRITES[:1]
+    assert checker.authorized("role", name, action, base + path)  # an admin without the guard
+    world.client("iam").attach_role_policy(
+        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+    )
+    for action, path in REQUEST_API_WRITES:
+        assert not checker.authorized("role", name, action, base + path), (action, path)
+    assert checker.authorized("role", name, "apigateway:GET", base)  # reading stays allowed
+    other = f"arn:aws:apigateway:{REGION}::/restapis/app123/resources/abc/methods/POST"
+    assert checker.authorized("role", name, "apigateway:PATCH", other)
+
+
 def _table(world: World, logical_id: str) -> tuple[str, dict[str, Any]]:
     table = world.stack.resources[logical_id]
     return table.arn, table.properties["ResourcePolicy"]["PolicyDocument"]
@@ -711,6 +743,10 @@ FRONT_DOORS = [
     ),
     ("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
     ("ssm:DeleteParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
+    # The request API (review B, H2): a mapping template can make up the caller identity.
+    ("apigateway:PATCH", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id/resources/a/methods/POST"),
+    ("apigateway:POST", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id/deployments"),
+    ("apigateway:UpdateRestApiPolicy", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id"),
 ]
 
 
@@ -723,7 +759,9 @@ def test_scp_sample_protects_the_front_doors(action: str, resource: str) -> None
     deployer = f"arn:aws:iam::{ENGINE}:role/EDIT-sessiongate-deployer"
     assert not _scp_allows(scp, admin, action, resource, {})
     assert _scp_allows(scp, deployer, action, resource, {})
-    elsewhere = re.sub(r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter", "app", resource)
+    elsewhere = re.sub(
+        r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter|EDIT-request-api-id", "app", resource
+    )
     assert _scp_allows(scp, admin, action, elsewhere, {})
 
 
