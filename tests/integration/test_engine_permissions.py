@@ -731,6 +731,7 @@ def test_scp_sample_lets_the_engine_run() -> None:
         assert _scp_allows(scp, adapter, action, resource, {}), action
 
 
+REQUEST_API = f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id"
 SCHEDULES = f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate-{STACK_UUID}"
 FRONT_DOORS = [
     ("lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-request-api"),
@@ -744,9 +745,9 @@ FRONT_DOORS = [
     ("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
     ("ssm:DeleteParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
     # The request API (review B, H2): a mapping template can make up the caller identity.
-    ("apigateway:PATCH", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id/resources/a/methods/POST"),
-    ("apigateway:POST", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id/deployments"),
-    ("apigateway:UpdateRestApiPolicy", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id"),
+    ("apigateway:PATCH", f"{REQUEST_API}/resources/a/methods/POST"),
+    ("apigateway:POST", f"{REQUEST_API}/deployments"),
+    ("apigateway:UpdateRestApiPolicy", REQUEST_API),
 ]
 
 
@@ -760,7 +761,9 @@ def test_scp_sample_protects_the_front_doors(action: str, resource: str) -> None
     assert not _scp_allows(scp, admin, action, resource, {})
     assert _scp_allows(scp, deployer, action, resource, {})
     elsewhere = re.sub(
-        r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter|EDIT-request-api-id", "app", resource
+        r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter|EDIT-request-api-id",
+        "app",
+        resource,
     )
     assert _scp_allows(scp, admin, action, elsewhere, {})
 

@@ -303,6 +303,7 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
     )
     group = stack.resources["ScheduleGroup"].physical_id
+    api = stack.resources["RequestApi"].physical_id
     return [
         ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": grants.physical_id}),
         ("dynamodb.amazonaws.com", "DeleteResourcePolicy", {"resourceArn": grants.arn}),
@@ -329,9 +330,9 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         (
             "apigateway.amazonaws.com",
             "UpdateIntegration",
-            {"restApiId": stack.resources["RequestApi"].physical_id, "resourceId": "abc", "httpMethod": "POST"},
+            {"restApiId": api, "resourceId": "abc", "httpMethod": "POST"},
         ),
-        ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": stack.resources["RequestApi"].physical_id}),
+        ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": api}),
         ("kms.amazonaws.com", "DisableKey", {"keyId": stack.resources["AlarmTopicKey"].arn}),
         ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": stack.resources["AlarmTopicKey"].physical_id}),
     ]
