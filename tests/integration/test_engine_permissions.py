@@ -778,7 +778,8 @@ def test_scp_sample_lets_scheduler_invoke_the_engine() -> None:
     ]
     revoke = f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-revoke-access"
     assert _scp_allows(scp, scheduler, "lambda:InvokeFunction", revoke, {})
-    assert not _scp_allows(scp, scheduler, "ssm:PutParameter", FRONT_DOORS[-1][1], {})
+    parameter = next(resource for action, resource in FRONT_DOORS if action == "ssm:PutParameter")
+    assert not _scp_allows(scp, scheduler, "ssm:PutParameter", parameter, {})
 
 
 @pytest.mark.parametrize("key", ["SessionGate", "sessiongate", "EDIT-InstanceRequiredTag-key"])
@@ -981,3 +982,27 @@ def test_scp_sample_denies_instance_slot_keys_in_any_case() -> None:
             assert not _scp_allows(scp, someone, action, INSTANCE_ARN, context), (action, key)
             assert _scp_allows(scp, engine, action, INSTANCE_ARN, context), (action, key)
     assert _scp_allows(scp, someone, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        (
+            "iam:UpdateAssumeRolePolicy",
+            "role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Leads_0123456789abcdef",
+        ),
+        ("iam:UpdateSAMLProvider", "saml-provider/AWSSSO_0123456789abcdef_DO_NOT_DELETE"),
+        ("iam:DeleteSAMLProvider", "saml-provider/AWSSSO_0123456789abcdef_DO_NOT_DELETE"),
+    ],
+)
+def test_scp_sample_keeps_identity_center_sessions_minted_by_identity_center(
+    action: str, resource: str
+) -> None:
+    """Review B, H1: an IdC session's name is IdC's user name only while IdC alone can mint sessions of
+    its roles: nobody (IdC's service-linked role is not bound by SCPs) rewires their trust or IdC's
+    SAML provider in a served account."""
+    scp = _scp("scp-protect-front-doors.json")
+    admin = "arn:aws:iam::222222222222:role/Admin"
+    assert not _scp_allows(scp, admin, action, f"arn:aws:iam::222222222222:{resource}", {})
+    other = re.sub(r"AWSReservedSSO_|AWSSSO_", "app", resource)
+    assert _scp_allows(scp, admin, action, f"arn:aws:iam::222222222222:{other}", {})
