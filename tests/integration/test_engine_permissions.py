@@ -539,6 +539,38 @@ def test_guard_denies_invoking_sessiongate_functions(
     assert checker.authorized("role", name, "lambda:InvokeFunction", other)
 
 
+REQUEST_API_WRITES = [
+    ("apigateway:PATCH", "/resources/abc/methods/POST"),  # a method's integration type
+    ("apigateway:PUT", "/resources/abc/methods/POST/integration"),  # a mapping template
+    ("apigateway:PUT", ""),  # import over the whole API
+    ("apigateway:POST", "/deployments"),
+    ("apigateway:PATCH", "/stages/v1"),
+    ("apigateway:DELETE", "/stages/v1"),
+    ("apigateway:UpdateRestApiPolicy", ""),
+]
+
+
+def test_guard_denies_changing_the_request_api(iam: tuple[World, SessionChecker]) -> None:
+    """Review B, H2: a non-proxy integration's mapping template makes up requestContext.identity, so
+    changing the request API (methods, integrations, stages, deployments, resource policy) would let
+    anyone approve "as" anyone: nobody holding the guard writes it; other APIs stay the admin's."""
+    world, checker = iam
+    name = "guarded-apigateway"
+    _admin(world, name)
+    api = world.stack.resources["RequestApi"].physical_id
+    base = f"arn:aws:apigateway:{REGION}::/restapis/{api}"
+    [(action, path)] = REQUEST_API_WRITES[:1]
+    assert checker.authorized("role", name, action, base + path)  # an admin without the guard
+    world.client("iam").attach_role_policy(
+        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+    )
+    for action, path in REQUEST_API_WRITES:
+        assert not checker.authorized("role", name, action, base + path), (action, path)
+    assert checker.authorized("role", name, "apigateway:GET", base)  # reading stays allowed
+    other = f"arn:aws:apigateway:{REGION}::/restapis/app123/resources/abc/methods/POST"
+    assert checker.authorized("role", name, "apigateway:PATCH", other)
+
+
 def _table(world: World, logical_id: str) -> tuple[str, dict[str, Any]]:
     table = world.stack.resources[logical_id]
     return table.arn, table.properties["ResourcePolicy"]["PolicyDocument"]
@@ -721,6 +753,7 @@ def test_scp_sample_lets_the_engine_run() -> None:
         assert _scp_allows(scp, adapter, action, resource, {}), action
 
 
+REQUEST_API = f"arn:aws:apigateway:{REGION}::/restapis/EDIT-request-api-id"
 SCHEDULES = f"arn:aws:scheduler:{REGION}:{ENGINE}:schedule/sessiongate-{STACK_UUID}"
 FRONT_DOORS = [
     ("lambda:InvokeFunction", f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-request-api"),
@@ -733,6 +766,10 @@ FRONT_DOORS = [
     ),
     ("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
     ("ssm:DeleteParameter", f"arn:aws:ssm:{REGION}:{ENGINE}:parameter/EDIT-approval-policy-parameter"),
+    # The request API (review B, H2): a mapping template can make up the caller identity.
+    ("apigateway:PATCH", f"{REQUEST_API}/resources/a/methods/POST"),
+    ("apigateway:POST", f"{REQUEST_API}/deployments"),
+    ("apigateway:UpdateRestApiPolicy", REQUEST_API),
 ]
 
 
@@ -745,7 +782,11 @@ def test_scp_sample_protects_the_front_doors(action: str, resource: str) -> None
     deployer = f"arn:aws:iam::{ENGINE}:role/EDIT-sessiongate-deployer"
     assert not _scp_allows(scp, admin, action, resource, {})
     assert _scp_allows(scp, deployer, action, resource, {})
-    elsewhere = re.sub(r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter", "app", resource)
+    elsewhere = re.sub(
+        r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter|EDIT-request-api-id",
+        "app",
+        resource,
+    )
     assert _scp_allows(scp, admin, action, elsewhere, {})
 
 
@@ -759,7 +800,8 @@ def test_scp_sample_lets_scheduler_invoke_the_engine() -> None:
     ]
     revoke = f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-revoke-access"
     assert _scp_allows(scp, scheduler, "lambda:InvokeFunction", revoke, {})
-    assert not _scp_allows(scp, scheduler, "ssm:PutParameter", FRONT_DOORS[-1][1], {})
+    parameter = next(resource for action, resource in FRONT_DOORS if action == "ssm:PutParameter")
+    assert not _scp_allows(scp, scheduler, "ssm:PutParameter", parameter, {})
 
 
 @pytest.mark.parametrize("key", ["SessionGate", "sessiongate", "EDIT-InstanceRequiredTag-key"])
@@ -962,3 +1004,27 @@ def test_scp_sample_denies_instance_slot_keys_in_any_case() -> None:
             assert not _scp_allows(scp, someone, action, INSTANCE_ARN, context), (action, key)
             assert _scp_allows(scp, engine, action, INSTANCE_ARN, context), (action, key)
     assert _scp_allows(scp, someone, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        (
+            "iam:UpdateAssumeRolePolicy",
+            "role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Leads_0123456789abcdef",
+        ),
+        ("iam:UpdateSAMLProvider", "saml-provider/AWSSSO_0123456789abcdef_DO_NOT_DELETE"),
+        ("iam:DeleteSAMLProvider", "saml-provider/AWSSSO_0123456789abcdef_DO_NOT_DELETE"),
+    ],
+)
+def test_scp_sample_keeps_identity_center_sessions_minted_by_identity_center(
+    action: str, resource: str
+) -> None:
+    """Review B, H1: an IdC session's name is IdC's user name only while IdC alone can mint sessions of
+    its roles: nobody (IdC's service-linked role is not bound by SCPs) rewires their trust or IdC's
+    SAML provider in a served account."""
+    scp = _scp("scp-protect-front-doors.json")
+    admin = "arn:aws:iam::222222222222:role/Admin"
+    assert not _scp_allows(scp, admin, action, f"arn:aws:iam::222222222222:{resource}", {})
+    other = re.sub(r"AWSReservedSSO_|AWSSSO_", "app", resource)
+    assert _scp_allows(scp, admin, action, f"arn:aws:iam::222222222222:{other}", {})

@@ -170,6 +170,15 @@ def test_api_has_access_logs_with_retention_and_throttling() -> None:
     assert {"Key": "sessiongate:log-role", "Value": "sessiongate-ApiGatewayAccount"} in stage["Tags"]
 
 
+def test_the_account_log_role_and_setting_survive_the_stack() -> None:
+    """Review B, M4: the API Gateway CloudWatch role is an account setting every REST API of the region
+    uses, and deleting the stack does not reset it: the role and the setting stay (deletion and
+    replacement), so the setting never points at a deleted role."""
+    for logical_id in ("ApiGatewayLogRole", "ApiGatewayAccount"):
+        assert resource(logical_id)["DeletionPolicy"] == "Retain", logical_id
+        assert resource(logical_id)["UpdateReplacePolicy"] == "Retain", logical_id
+
+
 def test_the_endpoint_output_names_the_stage() -> None:
     outputs = template()["Outputs"]
     assert outputs["RequestApiEndpoint"]["Value"]["Fn::Sub"].endswith(f"/{STAGE}")

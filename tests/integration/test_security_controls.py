@@ -303,6 +303,7 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         if "reconcile-grants" in json.dumps(r.properties.get("Targets", []))
     )
     group = stack.resources["ScheduleGroup"].physical_id
+    api = stack.resources["RequestApi"].physical_id
     return [
         ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": grants.physical_id}),
         ("dynamodb.amazonaws.com", "DeleteResourcePolicy", {"resourceArn": grants.arn}),
@@ -325,6 +326,13 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         # The change template's approvers (an SSM admin could rewrite them).
         ("ssm.amazonaws.com", "UpdateDocument", {"name": "AllowSsmSessionStartTemplate"}),
         ("ssm.amazonaws.com", "UpdateDocumentMetadata", {"name": "AllowSsmSessionStartTemplate"}),
+        # The request API (review B, H2): a mapping template can make up the caller identity.
+        (
+            "apigateway.amazonaws.com",
+            "UpdateIntegration",
+            {"restApiId": api, "resourceId": "abc", "httpMethod": "POST"},
+        ),
+        ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": api}),
         ("kms.amazonaws.com", "DisableKey", {"keyId": stack.resources["AlarmTopicKey"].arn}),
         ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": stack.resources["AlarmTopicKey"].physical_id}),
     ]
@@ -376,6 +384,7 @@ def test_unrelated_changes_do_not_alert(stack: Stack) -> None:
         ),
         ("EngineChangeAlertRule", ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app-role"})),
         ("StateChangeAlertRule", ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"})),
+        ("StateChangeAlertRule", ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": "app123"})),
         (
             "StateChangeAlertRule",
             ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "x", "groupName": "default"}),

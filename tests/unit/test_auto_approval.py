@@ -14,10 +14,11 @@ import pytest
 from sessiongate.access_requests.auto_approval import Facts, decide
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError
 from sessiongate.access_requests.records import AUTO_LEVEL
+from sessiongate.clock import to_iso
 from sessiongate.core.notifications import render
 from tests.support.people import DAVE
 from tests.unit.access_world import ALICE, APPROVERS, BOB, caller, create
-from tests.unit.fakes.access import ACCOUNT, API_ROLE, world
+from tests.unit.fakes.access import ACCOUNT, API_ROLE, START, world
 
 OPS = f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS}"
 PARIS_HOURS = {
@@ -267,3 +268,73 @@ def test_the_approval_mac_binds_the_auto_approval() -> None:
     w.store.items[request_id] = relabelled
     denied = w.grant(relabelled.to_access_approved()).detail["denials"]
     assert [d["code"] for d in denied] == ["approval_not_signed"]
+
+
+# Review B, M1 and M2: an auto-approval is judged when the access starts, on the instance as it is then.
+HOURS_POLICY: dict[str, Any] = {
+    "version": 1,
+    "rules": [{"name": "dev", "levels": [{"approvers": [OPS]}], "max_lead_minutes": 10080}],
+    "auto_approval": [
+        {
+            "name": "office hours",
+            "effect": "permit",
+            "rules": ["dev"],
+            "hours": {
+                "time_zone": "Europe/Paris",
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "from": "08:00",
+                "to": "19:00",
+            },
+        },
+        {"name": "never PCI", "effect": "forbid", "instances": {"tags": {"PCI": "*"}}},
+    ],
+}
+
+
+def test_office_hours_hold_at_the_scheduled_start_not_at_the_request() -> None:
+    w = world(HOURS_POLICY)
+    start = START + timedelta(days=4, hours=17)  # Monday 09:00Z + 4d17h = Saturday 03:00 in Paris
+    assert start.strftime("%a") == "Sat"
+    request_id = create(w, start_at=to_iso(start), duration_minutes=60)
+    record = w.store.get(request_id)
+    assert record is not None
+    assert record.status.value == "PENDING"
+    assert not record.auto_approval
+    # The same request for a start within the hours (Tuesday 10:00 Paris) is auto-approved.
+    w2 = world(HOURS_POLICY)
+    tuesday = START + timedelta(days=1)
+    second = w2.store.get(create(w2, start_at=to_iso(tuesday), duration_minutes=60))
+    assert second is not None
+    assert second.auto_approval == "office hours"
+
+
+def test_the_grant_judges_office_hours_at_not_before() -> None:
+    # Auto-approved for a Tuesday start; the permit's hours then change to Mondays only.
+    w = world(HOURS_POLICY)
+    tuesday = START + timedelta(days=1)
+    request_id = create(w, start_at=to_iso(tuesday), duration_minutes=60)
+    assert w.store.get(request_id).auto_approval == "office hours"  # type: ignore[union-attr]
+    changed = copy.deepcopy(HOURS_POLICY)
+    changed["auto_approval"][0]["hours"]["days"] = ["mon"]  # judged at the approval (Monday): still in
+    w.policies.document = changed
+    w.clock.advance(tuesday - START)
+    assert w.service.sweep()["started"] == 1
+    outcome = w.grant()
+    assert outcome.result == "denied"
+    assert [d["code"] for d in outcome.detail["denials"]] == ["approval_insufficient"]
+
+
+def test_a_forbid_tag_put_on_the_instance_before_the_start_stops_the_grant() -> None:
+    w = world(HOURS_POLICY)
+    instance = w.instance("i-0123456789abcdef0")
+    tuesday = START + timedelta(days=1)
+    request_id = create(w, instance_id=instance, start_at=to_iso(tuesday))
+    assert w.store.get(request_id).auto_approval == "office hours"  # type: ignore[union-attr]
+    w.instance("i-0123456789abcdef0", PCI="yes")  # the box now holds card data: the forbid matches
+    w.clock.advance(tuesday - START)
+    assert w.service.sweep()["started"] == 1
+    outcome = w.grant()
+    assert outcome.result == "denied"
+    [denial] = outcome.detail["denials"]
+    assert denial["code"] == "approval_insufficient"
+    assert "never PCI" in denial["message"]

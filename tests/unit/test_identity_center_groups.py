@@ -117,7 +117,7 @@ class Answers:
 
 def test_only_identity_center_sessions_are_group_members_and_others_cost_no_lookup() -> None:
     answers = Answers({"alice@example.com", "alice"})
-    level = bind(ap.ApprovalPolicy.parse(POLICY), answers).rules[0].levels[0]
+    level = bind(ap.ApprovalPolicy.parse(POLICY), answers, [ACCOUNT]).rules[0].levels[0]
     assert level.admits(ALICE_LEAD)
     assert not level.admits(CAROL_LEAD)
     # An IAM user, an ordinary role's session named like a member: not Identity Center, no lookup.
@@ -125,16 +125,16 @@ def test_only_identity_center_sessions_are_group_members_and_others_cost_no_look
     assert not level.admits(ALICE_IAM)
     assert not level.admits(f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/alice@example.com")
     assert answers.asked == asked
-    assert idc_user(ALICE_OPS) == "alice@example.com"
-    assert idc_user(ALICE_IAM) is None
+    assert idc_user(ALICE_OPS, [ACCOUNT]) == "alice@example.com"
+    assert idc_user(ALICE_IAM, [ACCOUNT]) is None
 
 
 def test_without_an_identity_store_a_group_question_fails_closed_with_the_reason() -> None:
-    level = ap.ApprovalPolicy.parse(POLICY).rules[0].levels[0]  # never bound: no identity store
+    level = bind(ap.ApprovalPolicy.parse(POLICY), None, [ACCOUNT]).rules[0].levels[0]  # no identity store
     with pytest.raises(GroupLookupFailed) as err:
         level.admits(BOB_LEAD)
     assert "IdentityStoreId and IdentityStoreRoleArn" in err.value.message
-    assert not in_groups(None, ALICE_IAM, ["Platform-Leads"])  # not Identity Center: simply no
+    assert not in_groups(None, ALICE_IAM, ["Platform-Leads"], [ACCOUNT])  # not Identity Center: simply no
 
 
 # ------------------------------------------------------------------------------------------ adapter
@@ -225,6 +225,45 @@ def test_a_group_member_approves_and_the_grant_re_checks_the_group() -> None:
     assert w.service.approve(caller(BOB_LEAD), request_id, None)["request"]["status"] == "APPROVED"
     outcome = w.grant()
     assert outcome.result == "granted", outcome.detail
+
+
+# Review B, H1: an AWSReservedSSO_* role in an account SessionGate does not serve (any account of the
+# organization, the management account above all) is whatever its creator made it, and so is its session
+# name: such a session is nobody's Identity Center identity, in no group, and costs no lookup.
+OTHER_ACCOUNT = "999999999999"
+FAKE_BOB = f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/AWSReservedSSO_Mine/bob@example.com"
+MEMBER = "210987654321"
+
+
+def test_a_look_alike_idc_session_of_an_unserved_account_is_in_no_group() -> None:
+    w = api_world(directory_store())
+    request_id = create(w, ALICE_IAM)
+    with pytest.raises(NotAllowed) as err:
+        w.service.approve(caller(FAKE_BOB), request_id, None)
+    assert err.value.code == "not_an_approver"
+    assert idc_user(FAKE_BOB, [ACCOUNT]) is None
+    assert idc_user(FAKE_BOB, [ACCOUNT, OTHER_ACCOUNT]) == "bob@example.com"
+
+
+def test_an_idc_session_of_a_member_account_is_a_group_member() -> None:
+    clock = ManualClock(START)
+    groups, _, _ = adapter(directory_store(), clock)
+    w = world(POLICY, groups=groups, member_accounts=(MEMBER,))
+    request_id = create(w, ALICE_IAM)
+    bob_there = f"arn:aws:sts::{MEMBER}:assumed-role/{LEADS}/bob@example.com"
+    assert w.service.approve(caller(bob_there), request_id, None)["request"]["status"] == "APPROVED"
+
+
+def test_the_grant_re_checks_that_the_approvers_idc_account_is_served() -> None:
+    # Approved while the account was served (MemberAccounts), granted after it no longer is: denied.
+    w = api_world(directory_store())
+    w.policies.served = (ACCOUNT, OTHER_ACCOUNT)
+    request_id = create(w, ALICE_IAM)
+    assert w.service.approve(caller(FAKE_BOB), request_id, None)["request"]["status"] == "APPROVED"
+    w.policies.served = (ACCOUNT,)
+    outcome = w.grant()
+    assert outcome.result == "denied"
+    assert [d["code"] for d in outcome.detail["denials"]] == ["approval_insufficient"]
 
 
 def test_a_permission_set_colleague_outside_the_group_is_not_an_approver() -> None:

@@ -58,7 +58,7 @@ def test_the_approval_mac_binds_every_fact_the_grant_uses(name: str) -> None:
 def test_the_approval_mac_ignores_what_the_grant_does_not_use() -> None:
     later = replace(APPROVED, version=7, emitted_at="2026-11-24T09:05:00Z", comment="ok", history=())
     assert later.approval_message() == APPROVED.approval_message()
-    assert APPROVED.approval_message().startswith(b"sessiongate-approval-v1\n")
+    assert APPROVED.approval_message().startswith(b"sessiongate-approval-v2\n")
 
 
 def test_policy_and_approval_macs_are_domain_separated() -> None:

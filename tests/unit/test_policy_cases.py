@@ -146,3 +146,28 @@ def test_break_glass_and_refusals_are_decisions_too(tmp_path: Path) -> None:
     )
     code, out, _ = run(str(policy), cases)
     assert code == 0, out
+
+
+def test_cases_state_the_requesters_groups_and_a_scheduled_start(tmp_path: Path) -> None:
+    """Review B, L2: a rule whose requesters are an Identity Center group is testable (the case states
+    the requester's groups; none by default), and a scheduled start is decided when it starts."""
+    document = json.loads(POLICY.read_text())
+    [dev] = [rule for rule in document["rules"] if rule["name"] == "dev"]
+    dev["requesters"] = [{"identity_center_group": "OnCall"}]
+    dev["max_lead_minutes"] = 10080
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(document))
+    monday = {"tags": {"Environment": "dev"}, "requester": ONCALL, "at": "2026-01-05T10:00:00Z"}
+    cases = write_cases(
+        tmp_path,
+        {"name": "member", "request": {**monday, "groups": ["OnCall"]}, "expect": "auto_approved"},
+        {"name": "not a member", "request": monday, "expect": "refused", "error": "not_a_requester"},
+        {
+            "name": "starts on Saturday",
+            "request": {**monday, "groups": ["OnCall"], "start_at": "2026-01-10T10:00:00Z"},
+            "expect": "manual",
+        },
+    )
+    code, out, err = run(str(policy), cases)
+    assert (code, err) == (0, ""), out
+    assert out.splitlines()[-1] == "3 passed, 0 failed"

@@ -249,3 +249,23 @@ def test_documents_in_a_request_are_checked_as_input() -> None:
     with pytest.raises(InvalidInput) as err:
         create(w, documents="AWS-StartSSHSession")
     assert err.value.code == "invalid_documents"
+
+
+def test_concurrent_auto_approvals_cannot_exceed_max_active(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review B, M3: the requester alone sends two requests at once under an auto-approving rule capped
+    at one per person; both pass check_max_active before either is written (simulated: the check sees
+    neither). The counter item lets one be auto-approved; the other waits for the approvers."""
+    from sessiongate.access_requests import creating
+
+    document = policy(max_active={"per_person": 1})
+    document["auto_approval"] = [{"name": "all", "effect": "permit", "rules": ["ops"]}]
+    w = world(document)
+    monkeypatch.setattr(creating, "check_max_active", lambda *args: None)  # both already passed it
+    one = create(w, instance_id=w.instance("i-0000000000000000a"))
+    two = create(w, instance_id=w.instance("i-0000000000000000b"))
+    records = [w.store.get(one), w.store.get(two)]
+    assert [r.status.value for r in records if r is not None] == ["APPROVED", "PENDING"]
+    assert [r.auto_approval for r in records if r is not None] == ["all", ""]
+    # Someone else still has their place.
+    three = create(w, DAVE, instance_id="i-0000000000000000b")
+    assert w.store.get(three).status.value == "APPROVED"  # type: ignore[union-attr]

@@ -237,6 +237,8 @@ def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
         key_id=settings.approval_policy_key_id,
         default_approvers=settings.default_approvers,
         groups=identity_store_groups(settings, clock, make),
+        # Identity Center sessions count only from the accounts served (their SCP reserves the names).
+        served_accounts=(settings.account_id, *settings.member_accounts),
         # The highest signed serial accepted so far (policy#current): older envelopes are refused.
         store=RequestStore(make("dynamodb"), settings.requests_table) if settings.requests_table else None,
     )

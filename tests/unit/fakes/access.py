@@ -133,12 +133,13 @@ class FakePolicies:
     broken: str = ""  # a PolicyError message: the policy is unusable
     serial: int | None = None  # the envelope's signed serial (None: the stack default)
     groups: Membership | None = None  # answers the policy's Identity Center groups (as PolicySource)
+    served: tuple[str, ...] = (ACCOUNT,)  # the engine account and MemberAccounts (as PolicySource)
 
     def verified(self) -> VerifiedPolicy:
         if self.broken:
             raise PolicyError(self.broken)
         digest = policy_digest(self.document)
-        parsed = bind(ApprovalPolicy.parse(self.document), self.groups)
+        parsed = bind(ApprovalPolicy.parse(self.document), self.groups, self.served)
         return VerifiedPolicy(parsed, digest, "test", None, self.serial)
 
     def get(self) -> ApprovalPolicy:
@@ -224,6 +225,8 @@ def world(policy: dict[str, Any], *, groups: Membership | None = None, **setting
         engine.directory.add("user", user)
     ids = iter(f"{n:032x}" for n in range(1, 10_000))
     store, policies, macs = FakeRequestStore(), FakePolicies(policy, groups=groups), FakeMacs()
+    # As the wiring: Identity Center sessions count from the engine account and MemberAccounts only.
+    policies.served = (engine.settings.account_id, *engine.settings.member_accounts)
     # As after a deploy: the first sweep has recorded the policy in effect (no PolicyChanged in tests).
     store.policy_digest = policy_digest(policy)
 

@@ -23,8 +23,12 @@ statement, no auto-approval. Break-glass requests (self-approved under their own
 
 Every condition a statement names must hold (and); a list inside a condition matches any of its
 entries (or). ``hours.to`` is exclusive; ``from`` after ``to`` spans midnight (the day is the local day
-at the request's time). The request's time is when it is made (and, at grant time, when it was
-approved: the approval MAC binds that time).
+at the request's time). The request's time is when its access starts: when it is made, or its
+``start_at`` if later (and, at grant time, its ``not_before``, the later of the approval time and
+``start_at``, both bound by the approval MAC): a request made in office hours for a start outside
+them is not auto-approved (review B, M1). The instance's tags are its tags when the request is made,
+and at grant time its tags then (the grant reads them): a forbid tag put on the instance before a
+scheduled start stops the grant (review B, M2).
 
 An auto-approved request is recorded as such, never as a person's approval: its one approval has level
 :data:`AUTO_LEVEL` by the request API's role, the record names the permit (``auto_approval``, bound by
@@ -172,12 +176,13 @@ def decide(policy: ApprovalPolicy, facts: Facts) -> Decision:
     return Decision(True, permit.name, why=f"permit {permit.name!r} matches and no forbid does")
 
 
-def facts_of(request: Request, rule: Rule, at: datetime) -> Facts:
-    """The facts of a request record under ``rule`` at time ``at``."""
+def facts_of(request: Request, rule: Rule, at: datetime, tags: Mapping[str, str] | None = None) -> Facts:
+    """The facts of a request record under ``rule`` at time ``at`` (the instance's ``tags``: those the
+    record holds unless given)."""
     return Facts(
         rule,
         request.instance_id,
-        dict(request.instance_tags),
+        dict(request.instance_tags if tags is None else tags),
         request.requester_arn,
         request.duration_minutes,
         at,
@@ -186,10 +191,17 @@ def facts_of(request: Request, rule: Rule, at: datetime) -> Facts:
     )
 
 
-def auto_approval_holds(policy: ApprovalPolicy, rule: Rule, record: Request, *, api_role: str) -> str | None:
+def auto_approval_holds(
+    policy: ApprovalPolicy,
+    rule: Rule,
+    record: Request,
+    *,
+    api_role: str,
+    tags: Mapping[str, str] | None = None,
+) -> str | None:
     """Why an auto-approved record may not be granted now (``None``: it may): the record must be one
     auto-approval by the request API's role, and the current policy must still auto-approve its facts
-    (at its approval time) under the same permit."""
+    (at its ``not_before``, with the instance's current ``tags``) under the same permit."""
     if (
         record.break_glass
         or record.extends is not None
@@ -198,7 +210,8 @@ def auto_approval_holds(policy: ApprovalPolicy, rule: Rule, record: Request, *, 
         or record.approved_at is None
     ):
         return f"auto-approved request {record.request_id} is not recorded as one"
-    decision = decide(policy, facts_of(record, rule, parse_iso(record.approved_at)))
+    start = parse_iso(record.not_before or record.approved_at)
+    decision = decide(policy, facts_of(record, rule, start, tags))
     if not decision.auto_approved:
         return f"the policy no longer auto-approves this request: {decision.why}"
     if decision.permit != record.auto_approval:

@@ -14,6 +14,15 @@ yet (their hand-over is under way). What counts:
 
 An extension replaces a live grant rather than adding one: it is not checked.
 
+Auto-approvals (no person in the loop: the requester alone could send N requests at once, all of which
+would pass the check above before any is written) also take a place in a counter item per capped
+person and instance (:func:`take_auto_places`): the request store's ``take_quota``, a conditional
+write on the item's version, so concurrent auto-approvals serialize there and at most the cap of them
+hold places at once. A place is held until the access's end (``start + duration``), even when the grant
+is revoked early or denied (fail closed: the cap is reached sooner, never exceeded). A request that
+finds no place is not auto-approved: it waits for the rule's approvers (whose approval is checked
+above).
+
 The race that remains: two approvals of two different requests that land at the same moment both see
 N-1 and both pass (no lock between the check and the hand-over). It needs two approvers acting within
 the same call's duration (well under a second) on two requests of the same person or instance; the
@@ -26,10 +35,13 @@ grant is still approved by the rule's approvers).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sessiongate.access_requests.deps import SWEEP_LIMIT, ServiceDeps
 from sessiongate.access_requests.errors import Conflict
 from sessiongate.access_requests.policy import Rule
 from sessiongate.access_requests.records import Request
+from sessiongate.clock import parse_iso
 from sessiongate.core.identity import parse_identity, person_key
 from sessiongate.core.model import Grant, Origin
 
@@ -81,3 +93,26 @@ def _under_rule(deps: ServiceDeps, grant: Grant, rule: Rule) -> bool:
         return False
     record = deps.store.get(grant.origin_ref)
     return record is not None and record.rule == rule.name
+
+
+def take_auto_places(deps: ServiceDeps, rule: Rule, request: Request, now: datetime) -> bool:
+    """Take one place per cap of ``rule`` for the auto-approval of ``request`` (False: a cap is full).
+
+    Each place is a use of quota ``maxactive#<rule>#person#<person>`` (or ``...#instance#<account>#<id>``)
+    valued at the access's end: the quota counts the uses whose end is after ``now`` (the window runs
+    from ``now`` to the end) and appends this end, atomically (see the module's docstring)."""
+    limits = rule.max_active
+    if limits is None or request.extends is not None:
+        return True
+    start = max(now, parse_iso(request.start_at)) if request.start_at else now
+    end = start + timedelta(minutes=request.duration_minutes)
+    keys = []
+    if limits.per_person is not None:
+        keys.append((f"maxactive#{rule.name}#person#{_person(request.requester_arn)}", limits.per_person))
+    if limits.per_instance is not None:
+        where = f"{request.account}#{request.instance_id}"
+        keys.append((f"maxactive#{rule.name}#instance#{where}", limits.per_instance))
+    for key, limit in keys:
+        if deps.store.take_quota(key, now=end, window=end - now, limit=limit) is None:
+            return False  # (a place taken under an earlier key stays held: fail closed)
+    return True

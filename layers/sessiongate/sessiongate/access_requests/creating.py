@@ -7,7 +7,7 @@ from typing import Any
 
 from sessiongate.access_requests.auto_approval import Decision, decide, facts_of
 from sessiongate.access_requests.caller import Caller
-from sessiongate.access_requests.concurrency import check_max_active
+from sessiongate.access_requests.concurrency import check_max_active, take_auto_places
 from sessiongate.access_requests.deps import (
     DAY,
     MAX_LIST,
@@ -30,7 +30,7 @@ from sessiongate.access_requests.records import (
 )
 from sessiongate.access_requests.rule_limits import check_documents, check_start, check_ticket
 from sessiongate.access_requests.status import Status
-from sessiongate.clock import to_iso
+from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core.identity import parse_identity, person_key
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
@@ -71,9 +71,15 @@ class Creating(Status):
         metrics().add("NativeRequests")
         if data.break_glass:
             return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
-        decision = decide(self._policy(), facts_of(request, rule, now))
+        # Judged when the access starts (office hours at a scheduled start, not at the request's time).
+        starts = max(now, parse_iso(request.start_at)) if request.start_at else now
+        decision = decide(self._policy(), facts_of(request, rule, starts))
         if decision.auto_approved and self.settings.break_glass_approver_arn:  # (no API role: people)
-            return self._view(self._auto_approve(request, rule, decision, now), rule)
+            # max_active, atomically for auto-approvals (no person approves: the requester alone could
+            # race N requests past check_max_active); no place left: the rule's approvers decide.
+            if take_auto_places(self, rule, request, now):
+                return self._view(self._auto_approve(request, rule, decision, now), rule)
+            decision = Decision(False, decision.permit, why="max_active: no place left for an auto-approval")
         log.info("access requested", extra={"rule": rule.name, "auto_approval": decision.why})
         self._notify("AccessRequested", request, rule=rule)
         return self._view(request, rule)

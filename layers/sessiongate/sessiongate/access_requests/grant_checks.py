@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sessiongate.access_requests.auto_approval import auto_approval_holds
 from sessiongate.access_requests.policy import ApprovalPolicy, Rule, approvals_satisfy
 from sessiongate.access_requests.records import Request
@@ -12,16 +14,24 @@ from sessiongate.clock import parse_iso
 from sessiongate.core.model import Denial
 
 
-def grant_time_denials(policy: ApprovalPolicy, rule: Rule, record: Request, *, api_role: str) -> list[Denial]:
+def grant_time_denials(
+    policy: ApprovalPolicy,
+    rule: Rule,
+    record: Request,
+    *,
+    api_role: str,
+    tags: Mapping[str, str] | None = None,
+) -> list[Denial]:
     """Why ``record`` may not be granted under ``rule`` of ``policy`` (empty: it may).
 
-    ``api_role`` is the request API's role, the approver of record of break-glass requests."""
+    ``api_role`` is the request API's role, the approver of record of break-glass requests; ``tags``
+    the instance's tags as the grant read them (an auto-approval is re-decided on them)."""
     if rule.ticket is not None:
         problem = rule.ticket.problem(record.ticket)
         if problem is not None:
             return [Denial("ticket_invalid", f"rule {rule.name!r}: {problem[1]}")]
     if record.auto_approval:
-        why = auto_approval_holds(policy, rule, record, api_role=api_role)
+        why = auto_approval_holds(policy, rule, record, api_role=api_role, tags=tags)
     else:
         at = parse_iso(record.approved_at) if record.approved_at else None
         effective = escalated(rule, record, at) if at is not None else rule

@@ -7,6 +7,12 @@ the user's name (:data:`sessiongate.core.identity.IDC_ROLE_PREFIX`). The user is
 identity store by that name and checked against the groups (:class:`Membership`, the identity-store
 adapter); any caller that is not an Identity Center session is no group's member and costs no lookup.
 
+Only in the accounts SessionGate serves (the engine account and ``MemberAccounts``): there the SCP
+sample (docs/scp-protect-front-doors.json) keeps anyone but IAM Identity Center from creating an
+``AWSReservedSSO_*`` role. Any other account of the organization (the resource policy admits them all),
+the management account above all (SCPs never apply to it), may hold a look-alike role whose session
+name its creator picks: such a session is no Identity Center person, in no group (review B, H1).
+
 Fail closed: a lookup that cannot answer (no identity store configured, the read role cannot be assumed,
 access denied, throttled, a group that does not exist) raises :class:`GroupLookupFailed`, a refusal
 (the request API answers 503 with its reason; the grant's verifier denies), never "not a member" and
@@ -17,7 +23,7 @@ on their own request (:func:`sessiongate.access_requests.policy.check_not_involv
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -63,20 +69,25 @@ class NoIdentityStore:
         )
 
 
-def idc_user(arn: str) -> str | None:
-    """The Identity Center user name behind ``arn`` (an ``AWSReservedSSO_*`` role session), else None."""
+def idc_user(arn: str, served: Collection[str]) -> str | None:
+    """The Identity Center user name behind ``arn`` (an ``AWSReservedSSO_*`` role session in one of the
+    ``served`` accounts), else None."""
     identity = parse_identity(arn)
     if identity is None or identity.kind != "role" or identity.session is None:
         return None
+    if identity.account not in served:
+        return None  # a look-alike role where no SCP reserves the name (see the module's docstring)
     return identity.session if is_idc_role(identity.name) else None
 
 
-def in_groups(membership: Membership | None, arn: str, groups: Sequence[str]) -> bool:
+def in_groups(
+    membership: Membership | None, arn: str, groups: Sequence[str], served: Collection[str]
+) -> bool:
     """Whether the caller ``arn`` is in one of ``groups`` (False without a lookup when it is not an
-    Identity Center session, or when no group is named)."""
+    Identity Center session of a ``served`` account, or when no group is named)."""
     if not groups:
         return False
-    user = idc_user(arn)
+    user = idc_user(arn, served)
     if user is None:
         return False
     return (membership or NoIdentityStore()).is_member(user, groups)
@@ -110,13 +121,16 @@ def split_principals(
     return patterns, groups
 
 
-def bind(policy: ApprovalPolicy, membership: Membership | None) -> ApprovalPolicy:
-    """``policy`` with ``membership`` answering its group questions (every level and rule)."""
+def bind(policy: ApprovalPolicy, membership: Membership | None, served: Collection[str]) -> ApprovalPolicy:
+    """``policy`` with ``membership`` answering its group questions (every level and rule), for
+    Identity Center sessions of the ``served`` accounts only (the engine's and ``MemberAccounts``)."""
+    accounts = frozenset(a for a in served if a)
     rules = tuple(
         replace(
             rule,
             membership=membership,
-            levels=tuple(replace(level, membership=membership) for level in rule.levels),
+            served=accounts,
+            levels=tuple(replace(level, membership=membership, served=accounts) for level in rule.levels),
         )
         for rule in policy.rules
     )

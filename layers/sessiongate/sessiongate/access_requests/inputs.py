@@ -126,11 +126,14 @@ def _start_at(value: object) -> datetime | None:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             parsed = None
+    message = "start_at must be an ISO 8601 time with its zone, e.g. 2026-01-05T10:00:00Z"
     if parsed is None or parsed.tzinfo is None:
-        raise invalid(
-            "start_at must be an ISO 8601 time with its zone, e.g. 2026-01-05T10:00:00Z", "invalid_start_at"
-        )
-    return parsed.astimezone(UTC).replace(microsecond=0)
+        raise invalid(message, "invalid_start_at")
+    try:
+        # (a time near datetime's limits may have no UTC value: 9999-12-31T23:59:59-23:59)
+        return parsed.astimezone(UTC).replace(microsecond=0)
+    except (OverflowError, ValueError):
+        raise invalid(message, "invalid_start_at") from None
 
 
 def _matching(value: object, name: str) -> str:

@@ -63,10 +63,12 @@ class Level:
     # Identity Center groups whose members approve at this level (:mod:`.groups`), and who answers.
     groups: tuple[str, ...] = ()
     membership: Membership | None = field(default=None, compare=False, repr=False)
+    # The accounts whose AWSReservedSSO_* sessions are Identity Center people (:func:`.groups.bind`).
+    served: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def admits(self, arn: str) -> bool:
         """``arn`` approves at this level: an ARN pattern matches, or it is in one of the groups."""
-        return arn_matches(arn, self.approvers) or in_groups(self.membership, arn, self.groups)
+        return arn_matches(arn, self.approvers) or in_groups(self.membership, arn, self.groups, self.served)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Rule:
     break_glass: BreakGlass = BreakGlass()
     requester_groups: tuple[str, ...] = ()
     membership: Membership | None = field(default=None, compare=False, repr=False)
+    served: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     # Issue 18 (schema and checks in :mod:`.rule_limits`): a ticket the rule requires, live grants capped.
     ticket: TicketRule | None = None
     max_active: MaxActive | None = None
@@ -108,7 +111,9 @@ class Rule:
     def may_request(self, arn: str) -> bool:
         if not self.requesters and not self.requester_groups:
             return True
-        return arn_matches(arn, self.requesters) or in_groups(self.membership, arn, self.requester_groups)
+        return arn_matches(arn, self.requesters) or in_groups(
+            self.membership, arn, self.requester_groups, self.served
+        )
 
     def may_review(self, arn: str) -> bool:
         """An approver at any level (may see, reject and revoke requests under this rule)."""

@@ -13,6 +13,9 @@ ticket, break-glass, then auto-approval (forbid, then permit, then the manual le
           requester: arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_OnCall_0123/alice
           minutes: 30                               # optional (default 10)
           at: "2026-01-05T10:00:00Z"                # optional (default now), ISO 8601 with zone
+          start_at: "2026-01-06T10:00:00Z"          # optional: a scheduled start (decided then)
+          groups: [Platform-Leads]                  # optional: the requester's Identity Center groups
+                                                    # (an AWSReservedSSO_* session; default: none)
           ticket: OPS-12                            # optional
           break_glass: false                        # optional; reason: ... for its length check
         expect: auto_approved                       # auto_approved | manual | break_glass | refused
@@ -24,21 +27,43 @@ ticket, break-glass, then auto-approval (forbid, then permit, then the manual le
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sessiongate.access_requests.auto_approval import Facts, decide
 from sessiongate.access_requests.errors import Refused
+from sessiongate.access_requests.groups import bind
 from sessiongate.access_requests.policy import ApprovalPolicy, check_break_glass, check_duration
 from sessiongate.access_requests.rule_limits import check_ticket
 from sessiongate.core.identity import INSTANCE_ID_RE
 
 DECISIONS = ("auto_approved", "manual", "break_glass", "refused")
 DEFAULT_INSTANCE = "i-00000000000000000"
-_REQUEST_KEYS = {"instance_id", "tags", "requester", "minutes", "at", "ticket", "break_glass", "reason"}
+_REQUEST_KEYS = {
+    "instance_id",
+    "tags",
+    "requester",
+    "minutes",
+    "at",
+    "start_at",
+    "groups",
+    "ticket",
+    "break_glass",
+    "reason",
+}
 _CASE_KEYS = {"name", "request", "expect", "rule", "permit", "forbid", "error"}
+
+
+@dataclass(frozen=True)
+class CaseGroups:
+    """The requester's Identity Center groups as a case states them (the identity store, offline)."""
+
+    names: frozenset[str]
+
+    def is_member(self, user_name: str, groups: Sequence[str]) -> bool:
+        return bool(self.names & set(groups))
 
 
 class CaseError(Exception):
@@ -99,7 +124,12 @@ def evaluate(policy: ApprovalPolicy, request: Mapping[str, Any], now: datetime) 
     requester = str(request["requester"])
     minutes = int(request.get("minutes", 10))
     at = request.get("at", now)
+    if request.get("start_at") is not None:
+        at = max(at, request["start_at"])  # auto-approval is decided when the access starts
     break_glass = bool(request.get("break_glass", False))
+    # The case's groups answer the group questions for the requester's account (as a served account).
+    account = requester.split(":")[4] if requester.count(":") >= 5 else ""
+    policy = bind(policy, CaseGroups(frozenset(request.get("groups") or ())), [account])
     rule = policy.rule_for(instance_id, tags)
     if rule is None:
         return Outcome("refused", error="no_matching_rule", why=f"no rule covers {instance_id} with {tags}")
@@ -170,13 +200,21 @@ def _request(value: object, where: str, now: datetime) -> dict[str, Any]:
     minutes = request.get("minutes", 10)
     if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1:
         raise CaseError(f"{where}.minutes must be a positive integer")
-    at = request.get("at", now)
+    request["at"] = _time(request.get("at", now), f"{where}.at")
+    if request.get("start_at") is not None:
+        request["start_at"] = _time(request["start_at"], f"{where}.start_at")
+    groups = request.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise CaseError(f"{where}.groups must be a list of Identity Center group names")
+    return request
+
+
+def _time(at: object, where: str) -> datetime:
     if isinstance(at, str):
         try:
             at = datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
-            raise CaseError(f"{where}.at must be an ISO 8601 time, e.g. 2026-01-05T10:00:00Z") from None
+            raise CaseError(f"{where} must be an ISO 8601 time, e.g. 2026-01-05T10:00:00Z") from None
     if not isinstance(at, datetime) or at.tzinfo is None:
-        raise CaseError(f"{where}.at must be an ISO 8601 time with its zone (Z or +hh:mm)")
-    request["at"] = at
-    return request
+        raise CaseError(f"{where} must be an ISO 8601 time with its zone (Z or +hh:mm)")
+    return at

@@ -38,7 +38,7 @@ BREAK_GLASS_MARK = "[BREAK-GLASS] "
 AUTO_APPROVED_MARK = "[AUTO-APPROVED] "
 AUTO_LEVEL = -2  # the level of the request API's auto-approval (a policy statement, not a person)
 # Domain of the request API's approval MAC (KMS ApprovalKey): bumped whenever the bound facts change.
-APPROVAL_DOMAIN = "sessiongate-approval-v1"
+APPROVAL_DOMAIN = "sessiongate-approval-v2"  # v2: ticket, created_at, auto_approval
 
 
 class RequestStatus(StrEnum):

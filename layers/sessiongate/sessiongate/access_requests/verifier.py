@@ -163,6 +163,13 @@ class NativeVerifier:
                 )
             ]
         try:
-            return grant_time_denials(policy, rule, record, api_role=self.settings.break_glass_approver_arn)
+            # The instance's tags now (the grant read them): a forbid added since the request stops it.
+            return grant_time_denials(
+                policy,
+                rule,
+                record,
+                api_role=self.settings.break_glass_approver_arn,
+                tags=dict(instance.tags),
+            )
         except GroupLookupFailed as exc:  # approver groups re-checked now; unknown = not granted
             return [Denial("approval_insufficient", exc.message[:500])]

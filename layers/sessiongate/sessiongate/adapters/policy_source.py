@@ -59,8 +59,10 @@ class PolicySource:
         default_approvers: tuple[str, ...] = (),
         store: RequestStore | None = None,
         groups: Membership | None = None,
+        served_accounts: tuple[str, ...] = (),
     ) -> None:
         self._groups = groups
+        self._served = served_accounts
         self._ssm = ssm
         self._store = store
         self._highest: tuple[datetime, int | None] | None = None
@@ -92,7 +94,7 @@ class PolicySource:
 
     def _bound(self, document: object) -> ApprovalPolicy:
         """The parsed policy, its Identity Center groups answered by the identity store (if any)."""
-        return bind(ApprovalPolicy.parse(document), self._groups)
+        return bind(ApprovalPolicy.parse(document), self._groups, self._served)
 
     def _load(self) -> VerifiedPolicy:
         if not self._name:
