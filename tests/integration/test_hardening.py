@@ -26,11 +26,11 @@ def test_a_duplicate_that_read_the_principal_before_the_slot_claim_takes_no_seco
     opened: list[int | None] = []
     raced: list[Any] = []
 
-    def racing_open(record: Any) -> Any:
+    def racing_open(record: Any, *conditions: Any) -> Any:
         if not raced:
             raced.append(other.grant(request.to_detail()))  # the other delivery wins the race
         opened.append(record.slot)
-        return real_open(record)
+        return real_open(record, *conditions)
 
     monkeypatch.setattr(first.ledger, "open", racing_open)
     outcome = first.grant(request.to_detail())
