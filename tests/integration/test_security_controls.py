@@ -484,7 +484,7 @@ def test_member_stack_holds_no_engine_state() -> None:
         "AWS::SQS::QueuePolicy",
     }
     rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
-    assert len(rules) == 3  # session tags, IAM slot tags, EC2 instance slot tags (issue 15)
+    assert len(rules) == 4  # session tags, IAM slot tags, EC2 instance slot tags (issue 15), launches
     for rule in rules:
         [target] = rule["Properties"]["Targets"]
         assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
@@ -638,6 +638,44 @@ def test_the_grant_roles_own_instance_tag_calls_invoke_the_reconciler(stack: Sta
 def test_the_untag_only_roles_instance_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
     event = _ec2_tag("DeleteTags", _assumed(stack.resources[role].arn), ["SecurityAllowSessionFor1"])
     assert not _matches(stack, _instance_tag_rule(stack), event)
+
+
+def _launch(state: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "launch",
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": "2026-11-30T07:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0abc"],
+        "detail": {"instance-id": "i-0abc", "state": state},
+    }
+
+
+@pytest.mark.parametrize(("state", "repairs"), [("pending", True), ("running", True), ("stopped", False)])
+def test_every_instance_launch_reaches_the_reconciler(stack: Stack, state: str, repairs: bool) -> None:
+    """REVIEW-A F3: whatever launched it (Auto Scaling's service-linked role, a launch template,
+    CreateFleet), a launched instance's slot tags are repaired."""
+    [rule] = [
+        r.logical_id for r in stack.of_type("AWS::Events::Rule") if r.logical_id.endswith("InstanceLaunches")
+    ]
+    assert _matches(stack, rule, _launch(state)) is repairs
+    [target] = stack.resources[rule].properties["Targets"]
+    assert target["Arn"] == stack.resources["ReconcileGrantsFunction"].arn
+
+
+def test_member_accounts_forward_instance_launches_to_the_reconciler() -> None:
+    from tests.support.template import resource
+
+    forward = _member_template()["Resources"]["InstanceLaunchForwardRule"]["Properties"]
+    engine_rule = resource("ReconcileGrantsFunction")["Properties"]["Events"]["InstanceLaunches"][
+        "Properties"
+    ]
+    assert forward["EventPattern"] == engine_rule["Pattern"]
+    [target] = forward["Targets"]
+    assert target["RoleArn"] == {"Fn::GetAtt": ["SessionTagForwardRole", "Arn"]}
 
 
 def test_member_accounts_forward_instance_slot_tag_changes_to_the_reconciler() -> None:

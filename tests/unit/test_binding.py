@@ -222,6 +222,43 @@ def test_an_instance_launched_with_a_slot_tag_is_repaired() -> None:
     assert world.inventory.tags_of(INSTANCE) == {}
 
 
+def state_change(instance_id: str, state: str) -> dict[str, Any]:
+    """An EC2 instance state-change event as EventBridge delivers it ("Amazon EC2 instance state change
+    events", EC2 User Guide)."""
+    return {
+        "source": "aws.ec2",
+        "detail-type": "EC2 Instance State-change Notification",
+        "account": ACCOUNT,
+        "region": "us-east-1",
+        "resources": [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "state": state},
+    }
+
+
+@pytest.mark.parametrize("state", ["pending", "running"])
+def test_an_instance_launched_by_an_unguarded_path_has_its_slot_tags_repaired(state: str) -> None:
+    """REVIEW-A F3: Auto Scaling's service-linked role (PropagateAtLaunch), a launch template or CreateFleet
+    put a slot tag on an instance no CloudTrail tag event names; its launch event repairs it."""
+    from functions.reconcile_grants.app import lambda_handler
+
+    world = CoreWorld()
+    world.inventory.add(INSTANCE, tags={"SecurityAllowSessionFor1": "AIDAMALLORY", "Name": "web"})
+    class Context:
+        function_name, memory_limit_in_mb = "reconcile", 128
+        invoked_function_arn, aws_request_id = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:r", "r"
+
+    outcome = lambda_handler(state_change(INSTANCE, state), Context(), deps=world.engine)
+    assert outcome["result"] == Result.RECONCILED.value
+    assert world.inventory.tags_of(INSTANCE) == {"Name": "web"}
+
+
+def test_other_instance_state_changes_are_ignored() -> None:
+    world = CoreWorld()
+    world.inventory.add(INSTANCE, tags={"SecurityAllowSessionFor1": "AIDAMALLORY"})
+    assert world.engine.on_tag_event(state_change(INSTANCE, "stopped")).result is Result.IGNORED
+    assert world.inventory.writes == []
+
+
 def test_the_sweep_removes_instance_slot_tags_no_event_reported() -> None:
     world = CoreWorld()
     world.inventory.add(INSTANCE, tags={"SecurityAllowSessionFor4": "AIDAMALLORY", "Name": "web"})
