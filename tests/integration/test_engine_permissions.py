@@ -940,3 +940,25 @@ def test_scp_sample_denies_instance_slot_keys_in_any_case() -> None:
             assert not _scp_allows(scp, someone, action, INSTANCE_ARN, context), (action, key)
             assert _scp_allows(scp, engine, action, INSTANCE_ARN, context), (action, key)
     assert _scp_allows(scp, someone, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        # A group tag with PropagateAtLaunch reaches instances through Auto Scaling's service-linked role,
+        # which no guard or SCP binds: the tag is stopped on the group (REVIEW-A F3).
+        ("autoscaling:CreateOrUpdateTags", f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*"),
+        ("ssm:AddTagsToResource", f"arn:aws:ssm:{REGION}:{ACCOUNT}:managed-instance/mi-0123456789abcdef0"),
+    ],
+)
+@pytest.mark.parametrize(
+    "key", ["SecurityAllowSessionFor1", "securityallowsessionfor7", "SECURITYALLOWSESSIONUSER2"]
+)
+def test_guard_denies_slot_keys_on_auto_scaling_groups_and_ssm_resources(
+    iam: tuple[World, SessionChecker], action: str, resource: str, key: str
+) -> None:
+    world, checker = iam
+    name = f"op-asg-{action.split(':')[0]}-{key.lower()}"
+    _admin(world, name, "SessionGateTagKeyGuard")
+    assert not checker.authorized("role", name, action, resource, {"aws:TagKeys": [key]})
+    assert checker.authorized("role", name, action, resource, {"aws:TagKeys": ["Team"]})
