@@ -40,14 +40,37 @@ def _role(name: str, path: str = "/") -> PrincipalFacts:
         ("auto", _user(), BindingMode.PRINCIPAL),
         ("auto", _role("ops-alice"), BindingMode.PRINCIPAL),  # a per-person role
         ("auto", _role(IDC_ROLE, IDC_PATH), BindingMode.INSTANCE),  # IAM Identity Center
-        ("auto", _role("ops-shared"), BindingMode.INSTANCE),  # SharedRolePatterns
-        ("auto", _role("AWSReservedSSO_X_1", "/elsewhere/"), BindingMode.INSTANCE),  # the default pattern
+        # REVIEW-A F5: a SharedRolePatterns role's session name is picked by whoever assumes it: on the
+        # principal (denied there without BindSharedRoleSessions), not bound to a name on the instance.
+        ("auto", _role("ops-shared"), BindingMode.PRINCIPAL),
+        ("auto", _role("AWSReservedSSO_X_1", "/elsewhere/"), BindingMode.PRINCIPAL),  # not IdC's path
         ("principal", _role(IDC_ROLE, IDC_PATH), BindingMode.PRINCIPAL),
         ("instance", _user(), BindingMode.INSTANCE),
     ],
 )
 def test_the_binding_mode_of_a_principal(mode: str, principal: PrincipalFacts, expected: BindingMode) -> None:
     settings = Settings(binding_mode=mode, shared_role_patterns=("ops-shared", "AWSReservedSSO_*"))
+    assert guardrails.binding_mode(principal, settings) is expected
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        (_role("ops-shared"), BindingMode.INSTANCE),
+        (_role("AWSReservedSSO_X_1", "/elsewhere/"), BindingMode.INSTANCE),
+        (_role("ops-alice"), BindingMode.PRINCIPAL),
+        (_user(), BindingMode.PRINCIPAL),
+    ],
+)
+def test_auto_binds_shared_roles_on_the_instance_only_with_bound_sessions_opted_in(
+    principal: PrincipalFacts, expected: BindingMode
+) -> None:
+    """BindSharedRoleSessions is the explicit opt-in that accepts the assumer picks the session name."""
+    settings = Settings(
+        binding_mode="auto",
+        shared_role_patterns=("ops-shared", "AWSReservedSSO_*"),
+        bind_shared_role_sessions=True,
+    )
     assert guardrails.binding_mode(principal, settings) is expected
 
 
@@ -243,6 +266,7 @@ def test_an_instance_launched_by_an_unguarded_path_has_its_slot_tags_repaired(st
 
     world = CoreWorld()
     world.inventory.add(INSTANCE, tags={"SecurityAllowSessionFor1": "AIDAMALLORY", "Name": "web"})
+
     class Context:
         function_name, memory_limit_in_mb = "reconcile", 128
         invoked_function_arn, aws_request_id = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:r", "r"
