@@ -536,3 +536,51 @@ def test_an_instance_bound_grant_interrupted_before_its_tag_is_resumed_and_a_dup
     writes = len(world.inventory.writes)
     assert world.grant(request).result is Result.DUPLICATE
     assert len(world.inventory.writes) == writes
+
+
+# ---------------------------------------------------------------- a refused tag racing a duplicate delivery
+@pytest.mark.parametrize("meanwhile", ["during the refused tag", "during the undo"])
+def test_an_abandoned_grant_keeps_no_tag_a_concurrent_delivery_wrote(meanwhile: str) -> None:
+    """REVIEW-A F4: delivery 1's tag is refused (TagLimitExceeded) while a duplicate delivery 2 resumes the
+    grant and tags. Whatever the interleaving, a slot tag left on the instance belongs to a live grant
+    that holds its slot lock (so its revocation removes it); never to a DENIED grant with a free lock."""
+    from sessiongate.core.model import GrantStatus
+    from sessiongate.core.ports import TagLimitExceeded
+
+    world = CoreWorld(binding_mode="instance")
+    request = world.approved()
+    real_tag, real_untag = world.inventory.tag_instance, world.inventory.untag_instance
+    calls = {"tag": 0, "untag": 0}
+    second: list[Any] = []
+
+    def tag(instance_id: str, tags: Any) -> None:
+        calls["tag"] += 1
+        if calls["tag"] == 1:
+            if meanwhile == "during the refused tag":
+                world.clock.advance(timedelta(seconds=1))
+                second.append(world.grant(request).result)  # resumes (rebinds) and tags
+            raise TagLimitExceeded(instance_id)
+        real_tag(instance_id, tags)
+
+    def untag(instance_id: str, tags: Any) -> bool:
+        calls["untag"] += 1
+        removed = real_untag(instance_id, tags)
+        if calls["untag"] == 1 and meanwhile == "during the undo":
+            world.clock.advance(timedelta(seconds=1))
+            second.append(world.grant(request).result)  # finds its tag gone: resumes and tags
+        return removed
+
+    world.inventory.tag_instance = tag  # type: ignore[method-assign]
+    world.inventory.untag_instance = untag  # type: ignore[method-assign]
+    world.grant(request)
+    assert second, "the duplicate delivery ran"
+    scope = binding.instance_scope(ACCOUNT, INSTANCE)
+    if "SecurityAllowSessionFor1" in world.inventory.tags_of(INSTANCE):
+        assert world.status(request.grant_id) is GrantStatus.ACTIVE
+        assert world.ledger.slot_holder(scope, 1) == request.grant_id
+        world.clock.advance(timedelta(minutes=11))  # its expiry revocation removes it
+        world.engine.revoke(request.grant_id)
+    else:
+        assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert "SecurityAllowSessionFor1" not in world.inventory.tags_of(INSTANCE)
+    assert world.ledger.slot_holder(scope, 1) is None
