@@ -584,3 +584,19 @@ def test_an_abandoned_grant_keeps_no_tag_a_concurrent_delivery_wrote(meanwhile: 
         assert world.status(request.grant_id) is GrantStatus.DENIED
     assert "SecurityAllowSessionFor1" not in world.inventory.tags_of(INSTANCE)
     assert world.ledger.slot_holder(scope, 1) is None
+
+
+def test_slow_checks_do_not_use_up_the_bind_window() -> None:
+    """REVIEW-A L2: the bind window starts at the transaction, not before the checks: a DescribeInstances
+    that took 12 s (retries under throttling) still lets the grant tag."""
+    world = CoreWorld(binding_mode="instance")
+    request = world.approved()
+    real_describe = world.inventory.describe
+
+    def slow_describe(instance_id: str, *, check_managed: bool) -> Any:
+        world.clock.advance(timedelta(seconds=12))
+        return real_describe(instance_id, check_managed=check_managed)
+
+    world.inventory.describe = slow_describe  # type: ignore[method-assign]
+    assert world.grant(request).result is Result.GRANTED
+    assert "SecurityAllowSessionFor1" in world.inventory.tags_of(INSTANCE)

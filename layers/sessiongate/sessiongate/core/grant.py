@@ -111,13 +111,17 @@ def grant(ctx: Context, detail: object) -> Outcome:
             ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [room]
         )
     expires = now + timedelta(minutes=request.duration_minutes)
+    # The bind window starts here, not before the checks (GetUser, DescribeInstances, AssumeRole, KMS on
+    # retrying clients): slow checks must not use it up before the tag (REVIEW-A L2). Later is as safe:
+    # the revocation waits from the recorded value, and the tag must start within it.
+    activated = ctx.clock.now()
     for slot in bound.preference(count):
         record = replace(
             new_record(request, principal.arn, now, GrantStatus.ACTIVE, mode),
             slot=slot,
             expires_at=to_iso(expires),
             schedule_name=revoke.schedule_name(request.grant_id),
-            activated_at=to_iso(now),
+            activated_at=to_iso(activated),
         )
         opened = ctx.ledger.open(record, checked.conditions)
         if opened.created:
