@@ -33,6 +33,24 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = [ROOT / "template.yaml", ROOT / "member" / "template.yaml"]
 SCP = ROOT / "docs" / "scp-deny-slot-tags.json"
 SCP_SID = "OnlySessionGateSetsSessionSlotTagsAnyCase"
+# The actions the SCP sample's two slot-key statements deny (as the guard policies in template.yaml and
+# member/template.yaml): IAM and STS tags, EC2 tags (also at creation), Auto Scaling group tags (propagated
+# at launch by Auto Scaling's service-linked role, which no SCP binds), SSM resource tags (REVIEW-A F3, L4).
+GUARDED_ACTIONS = [
+    "iam:TagUser",
+    "iam:TagRole",
+    "iam:UntagUser",
+    "iam:UntagRole",
+    "iam:CreateUser",
+    "iam:CreateRole",
+    "sts:TagSession",
+    "sts:GetFederationToken",
+    "ec2:CreateTags",
+    "ec2:DeleteTags",
+    "autoscaling:CreateOrUpdateTags",
+    "ssm:AddTagsToResource",
+]
+SCP_SIDS = ("OnlySessionGateSetsSessionSlotTags", SCP_SID)
 
 BEGIN = re.compile(r"^(?P<indent> *)# >>> generated (?P<kind>[a-z-]+): .*$")
 END = re.compile(r"^ *# <<< generated (?P<kind>[a-z-]+)$")
@@ -196,6 +214,8 @@ def render_scp(text: str) -> str:
     document = json.loads(text)
     [statement] = [s for s in document["Statement"] if s.get("Sid") == SCP_SID]
     statement["Condition"]["ForAnyValue:StringEqualsIgnoreCase"]["aws:TagKeys"] = _any_case_keys()
+    for guard in (s for s in document["Statement"] if s.get("Sid") in SCP_SIDS):
+        guard["Action"] = list(GUARDED_ACTIONS)
     return json.dumps(document, indent=2) + "\n"
 
 

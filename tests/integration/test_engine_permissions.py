@@ -1028,3 +1028,25 @@ def test_scp_sample_keeps_identity_center_sessions_minted_by_identity_center(
     assert not _scp_allows(scp, admin, action, f"arn:aws:iam::222222222222:{resource}", {})
     other = re.sub(r"AWSReservedSSO_|AWSSSO_", "app", resource)
     assert _scp_allows(scp, admin, action, f"arn:aws:iam::222222222222:{other}", {})
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        # A group tag with PropagateAtLaunch reaches instances through Auto Scaling's service-linked role,
+        # which no guard or SCP binds: the tag is stopped on the group (REVIEW-A F3).
+        ("autoscaling:CreateOrUpdateTags", f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*"),
+        ("ssm:AddTagsToResource", f"arn:aws:ssm:{REGION}:{ACCOUNT}:managed-instance/mi-0123456789abcdef0"),
+    ],
+)
+@pytest.mark.parametrize(
+    "key", ["SecurityAllowSessionFor1", "securityallowsessionfor7", "SECURITYALLOWSESSIONUSER2"]
+)
+def test_guard_denies_slot_keys_on_auto_scaling_groups_and_ssm_resources(
+    iam: tuple[World, SessionChecker], action: str, resource: str, key: str
+) -> None:
+    world, checker = iam
+    name = f"op-asg-{action.split(':')[0]}-{key.lower()}"
+    _admin(world, name, "SessionGateTagKeyGuard")
+    assert not checker.authorized("role", name, action, resource, {"aws:TagKeys": [key]})
+    assert checker.authorized("role", name, action, resource, {"aws:TagKeys": ["Team"]})

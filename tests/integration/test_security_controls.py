@@ -251,17 +251,29 @@ def test_slot_tag_changes_reach_the_reconciler(stack: Stack, event: dict[str, An
     assert _matches(stack, _slot_tag_rule(stack), event) is repairs
 
 
-@pytest.mark.parametrize(
-    "role", ["GrantAccessFunctionRole", "RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole"]
-)
-def test_the_engines_own_tag_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
-    """A grant's TagUser is no drift: at 1,000 grants/s it must not queue behind the reconciler's
-    reserved concurrency of 1."""
+def test_the_grant_roles_own_tag_calls_invoke_the_reconciler(stack: Stack) -> None:
+    """REVIEW-A F1: a TagUser that lands after its grant was revoked (IAM executed it after the client gave
+    up) is repaired within a minute; a correct tag's repair is a no-op."""
     event = _iam_tag(
         "TagUser",
-        _assumed(stack.resources[role].arn),
+        _assumed(stack.resources["GrantAccessFunctionRole"].arn),
         userName="alice",
         tags=[{"key": "SecurityAllowSessionInstance", "value": "i-1"}],
+    )
+    assert _matches(stack, _slot_tag_rule(stack), event)
+
+
+@pytest.mark.parametrize(
+    "role", ["RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole", "RequestApiFunctionRole"]
+)
+def test_the_untag_only_roles_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
+    """Roles whose policies allow only untagging (test_engine_permissions.py): their calls only remove
+    access, and repairing after each would re-read what they just did."""
+    event = _iam_tag(
+        "UntagUser",
+        _assumed(stack.resources[role].arn),
+        userName="alice",
+        tagKeys=["SecurityAllowSessionInstance"],
     )
     assert not _matches(stack, _slot_tag_rule(stack), event)
 
@@ -481,15 +493,15 @@ def test_member_stack_holds_no_engine_state() -> None:
         "AWS::SQS::QueuePolicy",
     }
     rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
-    assert len(rules) == 3  # session tags, IAM slot tags, EC2 instance slot tags (issue 15)
+    assert len(rules) == 4  # session tags, IAM slot tags, EC2 instance slot tags (issue 15), launches
     for rule in rules:
         [target] = rule["Properties"]["Targets"]
         assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
 
 
 def test_member_accounts_forward_slot_tag_changes_to_the_reconciler() -> None:
-    """Issue 16: the member rule forwards what the engine's reconciler rule repairs, except the member
-    role's own tag calls (the engine acting there)."""
+    """Issue 16: the member rule forwards what the engine's reconciler rule repairs, the member role's own
+    tag calls included (REVIEW-A F1)."""
     from tests.support.template import resource
 
     forward = _member_template()["Resources"]["SlotTagChangeForwardRule"]["Properties"]
@@ -498,11 +510,9 @@ def test_member_accounts_forward_slot_tag_changes_to_the_reconciler() -> None:
         for r in [resource("ReconcileGrantsFunction")["Properties"]["Events"]["SlotTagChanges"]]
     ]
     pattern = forward["EventPattern"]
-    assert {k: v for k, v in pattern["detail"].items() if k != "userIdentity"} == {
-        k: v for k, v in engine_rule["detail"].items() if k != "userIdentity"
-    }
-    issuer = pattern["detail"]["userIdentity"]["$or"][1]["sessionContext"]["sessionIssuer"]["arn"]
-    assert issuer == [{"anything-but": [{"Fn::GetAtt": ["SessionGateMemberRole", "Arn"]}]}]
+    assert pattern["detail"] == {k: v for k, v in engine_rule["detail"].items() if k != "userIdentity"}
+    # REVIEW-A F1: the member role's own tag calls too (the engine's grants tag through it).
+    assert "userIdentity" not in pattern["detail"]
     [target] = forward["Targets"]
     assert target["RoleArn"] == {"Fn::GetAtt": ["SessionTagForwardRole", "Arn"]}
 
@@ -623,12 +633,58 @@ def test_instance_slot_tag_changes_reach_the_reconciler(
     assert _matches(stack, _instance_tag_rule(stack), event) is repairs
 
 
+def test_the_grant_roles_own_instance_tag_calls_invoke_the_reconciler(stack: Stack) -> None:
+    """REVIEW-A F1: a CreateTags landing after its grant was revoked is repaired within a minute."""
+    role = stack.resources["GrantAccessFunctionRole"].arn
+    assert _matches(
+        stack, _instance_tag_rule(stack), _ec2_tag("CreateTags", _assumed(role), ["SecurityAllowSessionFor1"])
+    )
+
+
 @pytest.mark.parametrize(
-    "role", ["GrantAccessFunctionRole", "RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole"]
+    "role", ["RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole", "RequestApiFunctionRole"]
 )
-def test_the_engines_own_instance_tag_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
-    event = _ec2_tag("CreateTags", _assumed(stack.resources[role].arn), ["SecurityAllowSessionFor1"])
+def test_the_untag_only_roles_instance_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
+    event = _ec2_tag("DeleteTags", _assumed(stack.resources[role].arn), ["SecurityAllowSessionFor1"])
     assert not _matches(stack, _instance_tag_rule(stack), event)
+
+
+def _launch(state: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": "launch",
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": "2026-11-30T07:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0abc"],
+        "detail": {"instance-id": "i-0abc", "state": state},
+    }
+
+
+@pytest.mark.parametrize(("state", "repairs"), [("pending", True), ("running", True), ("stopped", False)])
+def test_every_instance_launch_reaches_the_reconciler(stack: Stack, state: str, repairs: bool) -> None:
+    """REVIEW-A F3: whatever launched it (Auto Scaling's service-linked role, a launch template,
+    CreateFleet), a launched instance's slot tags are repaired."""
+    [rule] = [
+        r.logical_id for r in stack.of_type("AWS::Events::Rule") if r.logical_id.endswith("InstanceLaunches")
+    ]
+    assert _matches(stack, rule, _launch(state)) is repairs
+    [target] = stack.resources[rule].properties["Targets"]
+    assert target["Arn"] == stack.resources["ReconcileGrantsFunction"].arn
+
+
+def test_member_accounts_forward_instance_launches_to_the_reconciler() -> None:
+    from tests.support.template import resource
+
+    forward = _member_template()["Resources"]["InstanceLaunchForwardRule"]["Properties"]
+    engine_rule = resource("ReconcileGrantsFunction")["Properties"]["Events"]["InstanceLaunches"][
+        "Properties"
+    ]
+    assert forward["EventPattern"] == engine_rule["Pattern"]
+    [target] = forward["Targets"]
+    assert target["RoleArn"] == {"Fn::GetAtt": ["SessionTagForwardRole", "Arn"]}
 
 
 def test_member_accounts_forward_instance_slot_tag_changes_to_the_reconciler() -> None:
@@ -639,10 +695,9 @@ def test_member_accounts_forward_instance_slot_tag_changes_to_the_reconciler() -
         "Properties"
     ]
     pattern = forward["EventPattern"]
-    assert {k: v for k, v in pattern["detail"].items() if k != "userIdentity"} == {
+    assert pattern["detail"] == {
         k: v for k, v in engine_rule["Pattern"]["detail"].items() if k != "userIdentity"
     }
-    issuer = pattern["detail"]["userIdentity"]["$or"][1]["sessionContext"]["sessionIssuer"]["arn"]
-    assert issuer == [{"anything-but": [{"Fn::GetAtt": ["SessionGateMemberRole", "Arn"]}]}]
+    assert "userIdentity" not in pattern["detail"]  # the member role's own tag calls too (REVIEW-A F1)
     [target] = forward["Targets"]
     assert target["RoleArn"] == {"Fn::GetAtt": ["SessionTagForwardRole", "Arn"]}

@@ -93,4 +93,41 @@ def test_the_engine_tags_through_the_bounded_client_in_every_account(sessions: l
     assert directory._tagger._build is aws.tag_client
     assert directory._iam._build is aws.client
     assert engine.accounts._tag_make is aws.tag_client_with  # type: ignore[union-attr]
+    # Instance binding's CreateTags too (REVIEW-A F1): a retried CreateTags landing after the revocation's
+    # wait would leave the tag of a revoked grant.
+    inventory: Any = engine.inventory
+    assert inventory._tagger._build is aws.tag_client
+    assert inventory._tagger._service == "ec2"
+    assert inventory._ec2._build is aws.client
     assert sessions == []  # nothing built yet
+
+
+def test_member_instance_tags_go_through_the_bounded_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member account's CreateTags (instance binding) uses ``tag_client_with``, like its TagUser."""
+    from datetime import UTC, datetime
+
+    from sessiongate.adapters.accounts import MemberAccounts
+
+    made: list[tuple[str, str]] = []
+
+    def make(kind: str) -> Any:
+        return lambda service, creds=None: made.append((kind, service)) or f"{kind}-{service}"
+
+    class Sts:
+        def assume_role(self, **_: Any) -> Any:
+            creds = {"AccessKeyId": "A", "SecretAccessKey": "S", "SessionToken": "T"}
+            return {"Credentials": {**creds, "Expiration": datetime(2030, 1, 1, tzinfo=UTC)}}
+
+    accounts = MemberAccounts(
+        Sts(),
+        make("plain"),
+        partition="aws",
+        role_path="/sessiongate/",
+        role_name="SessionGateMember",
+        external_id="",
+        tag_make=make("bounded"),
+    )
+    _directory, inventory, _sessions = accounts.adapters("210987654321", datetime(2026, 1, 1, tzinfo=UTC))
+    any_inventory: Any = inventory
+    assert any_inventory._tagger == "bounded-ec2"
+    assert any_inventory._ec2 == "plain-ec2"

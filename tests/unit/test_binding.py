@@ -40,14 +40,37 @@ def _role(name: str, path: str = "/") -> PrincipalFacts:
         ("auto", _user(), BindingMode.PRINCIPAL),
         ("auto", _role("ops-alice"), BindingMode.PRINCIPAL),  # a per-person role
         ("auto", _role(IDC_ROLE, IDC_PATH), BindingMode.INSTANCE),  # IAM Identity Center
-        ("auto", _role("ops-shared"), BindingMode.INSTANCE),  # SharedRolePatterns
-        ("auto", _role("AWSReservedSSO_X_1", "/elsewhere/"), BindingMode.INSTANCE),  # the default pattern
+        # REVIEW-A F5: a SharedRolePatterns role's session name is picked by whoever assumes it: on the
+        # principal (denied there without BindSharedRoleSessions), not bound to a name on the instance.
+        ("auto", _role("ops-shared"), BindingMode.PRINCIPAL),
+        ("auto", _role("AWSReservedSSO_X_1", "/elsewhere/"), BindingMode.PRINCIPAL),  # not IdC's path
         ("principal", _role(IDC_ROLE, IDC_PATH), BindingMode.PRINCIPAL),
         ("instance", _user(), BindingMode.INSTANCE),
     ],
 )
 def test_the_binding_mode_of_a_principal(mode: str, principal: PrincipalFacts, expected: BindingMode) -> None:
     settings = Settings(binding_mode=mode, shared_role_patterns=("ops-shared", "AWSReservedSSO_*"))
+    assert guardrails.binding_mode(principal, settings) is expected
+
+
+@pytest.mark.parametrize(
+    ("principal", "expected"),
+    [
+        (_role("ops-shared"), BindingMode.INSTANCE),
+        (_role("AWSReservedSSO_X_1", "/elsewhere/"), BindingMode.INSTANCE),
+        (_role("ops-alice"), BindingMode.PRINCIPAL),
+        (_user(), BindingMode.PRINCIPAL),
+    ],
+)
+def test_auto_binds_shared_roles_on_the_instance_only_with_bound_sessions_opted_in(
+    principal: PrincipalFacts, expected: BindingMode
+) -> None:
+    """BindSharedRoleSessions is the explicit opt-in that accepts the assumer picks the session name."""
+    settings = Settings(
+        binding_mode="auto",
+        shared_role_patterns=("ops-shared", "AWSReservedSSO_*"),
+        bind_shared_role_sessions=True,
+    )
     assert guardrails.binding_mode(principal, settings) is expected
 
 
@@ -220,6 +243,44 @@ def test_an_instance_launched_with_a_slot_tag_is_repaired() -> None:
     event["detail"]["responseElements"] = {"instancesSet": {"items": [{"instanceId": INSTANCE}]}}
     assert world.engine.on_tag_event(event).result is Result.RECONCILED
     assert world.inventory.tags_of(INSTANCE) == {}
+
+
+def state_change(instance_id: str, state: str) -> dict[str, Any]:
+    """An EC2 instance state-change event as EventBridge delivers it ("Amazon EC2 instance state change
+    events", EC2 User Guide)."""
+    return {
+        "source": "aws.ec2",
+        "detail-type": "EC2 Instance State-change Notification",
+        "account": ACCOUNT,
+        "region": "us-east-1",
+        "resources": [f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/{instance_id}"],
+        "detail": {"instance-id": instance_id, "state": state},
+    }
+
+
+@pytest.mark.parametrize("state", ["pending", "running"])
+def test_an_instance_launched_by_an_unguarded_path_has_its_slot_tags_repaired(state: str) -> None:
+    """REVIEW-A F3: Auto Scaling's service-linked role (PropagateAtLaunch), a launch template or CreateFleet
+    put a slot tag on an instance no CloudTrail tag event names; its launch event repairs it."""
+    from functions.reconcile_grants.app import lambda_handler
+
+    world = CoreWorld()
+    world.inventory.add(INSTANCE, tags={"SecurityAllowSessionFor1": "AIDAMALLORY", "Name": "web"})
+
+    class Context:
+        function_name, memory_limit_in_mb = "reconcile", 128
+        invoked_function_arn, aws_request_id = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:r", "r"
+
+    outcome = lambda_handler(state_change(INSTANCE, state), Context(), deps=world.engine)
+    assert outcome["result"] == Result.RECONCILED.value
+    assert world.inventory.tags_of(INSTANCE) == {"Name": "web"}
+
+
+def test_other_instance_state_changes_are_ignored() -> None:
+    world = CoreWorld()
+    world.inventory.add(INSTANCE, tags={"SecurityAllowSessionFor1": "AIDAMALLORY"})
+    assert world.engine.on_tag_event(state_change(INSTANCE, "stopped")).result is Result.IGNORED
+    assert world.inventory.writes == []
 
 
 def test_the_sweep_removes_instance_slot_tags_no_event_reported() -> None:
@@ -475,3 +536,67 @@ def test_an_instance_bound_grant_interrupted_before_its_tag_is_resumed_and_a_dup
     writes = len(world.inventory.writes)
     assert world.grant(request).result is Result.DUPLICATE
     assert len(world.inventory.writes) == writes
+
+
+# ---------------------------------------------------------------- a refused tag racing a duplicate delivery
+@pytest.mark.parametrize("meanwhile", ["during the refused tag", "during the undo"])
+def test_an_abandoned_grant_keeps_no_tag_a_concurrent_delivery_wrote(meanwhile: str) -> None:
+    """REVIEW-A F4: delivery 1's tag is refused (TagLimitExceeded) while a duplicate delivery 2 resumes the
+    grant and tags. Whatever the interleaving, a slot tag left on the instance belongs to a live grant
+    that holds its slot lock (so its revocation removes it); never to a DENIED grant with a free lock."""
+    from sessiongate.core.model import GrantStatus
+    from sessiongate.core.ports import TagLimitExceeded
+
+    world = CoreWorld(binding_mode="instance")
+    request = world.approved()
+    real_tag, real_untag = world.inventory.tag_instance, world.inventory.untag_instance
+    calls = {"tag": 0, "untag": 0}
+    second: list[Any] = []
+
+    def tag(instance_id: str, tags: Any) -> None:
+        calls["tag"] += 1
+        if calls["tag"] == 1:
+            if meanwhile == "during the refused tag":
+                world.clock.advance(timedelta(seconds=1))
+                second.append(world.grant(request).result)  # resumes (rebinds) and tags
+            raise TagLimitExceeded(instance_id)
+        real_tag(instance_id, tags)
+
+    def untag(instance_id: str, tags: Any) -> bool:
+        calls["untag"] += 1
+        removed = real_untag(instance_id, tags)
+        if calls["untag"] == 1 and meanwhile == "during the undo":
+            world.clock.advance(timedelta(seconds=1))
+            second.append(world.grant(request).result)  # finds its tag gone: resumes and tags
+        return removed
+
+    world.inventory.tag_instance = tag  # type: ignore[method-assign]
+    world.inventory.untag_instance = untag  # type: ignore[method-assign]
+    world.grant(request)
+    assert second, "the duplicate delivery ran"
+    scope = binding.instance_scope(ACCOUNT, INSTANCE)
+    if "SecurityAllowSessionFor1" in world.inventory.tags_of(INSTANCE):
+        assert world.status(request.grant_id) is GrantStatus.ACTIVE
+        assert world.ledger.slot_holder(scope, 1) == request.grant_id
+        world.clock.advance(timedelta(minutes=11))  # its expiry revocation removes it
+        world.engine.revoke(request.grant_id)
+    else:
+        assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert "SecurityAllowSessionFor1" not in world.inventory.tags_of(INSTANCE)
+    assert world.ledger.slot_holder(scope, 1) is None
+
+
+def test_slow_checks_do_not_use_up_the_bind_window() -> None:
+    """REVIEW-A L2: the bind window starts at the transaction, not before the checks: a DescribeInstances
+    that took 12 s (retries under throttling) still lets the grant tag."""
+    world = CoreWorld(binding_mode="instance")
+    request = world.approved()
+    real_describe = world.inventory.describe
+
+    def slow_describe(instance_id: str, *, check_managed: bool) -> Any:
+        world.clock.advance(timedelta(seconds=12))
+        return real_describe(instance_id, check_managed=check_managed)
+
+    world.inventory.describe = slow_describe  # type: ignore[method-assign]
+    assert world.grant(request).result is Result.GRANTED
+    assert "SecurityAllowSessionFor1" in world.inventory.tags_of(INSTANCE)

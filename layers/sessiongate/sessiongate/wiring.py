@@ -70,7 +70,7 @@ def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
 
     return SharedAdapters(
         directory=Directory(make("iam"), _tagger(make)),
-        inventory=Inventory(make("ec2"), make("ssm")),
+        inventory=Inventory(make("ec2"), make("ssm"), _tagger(make, "ec2")),
         schedules=Schedules(
             make("scheduler"),
             group=settings.schedule_group,
@@ -82,12 +82,13 @@ def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
     )
 
 
-def _tagger(make: ClientFactory) -> Any:
-    """The IAM client of the grant's tag calls, bounded in time (``aws.TAG_CALL_CONFIG``) when clients
-    are the process's own; an injected factory's (tests, sandbox) is used as it is."""
+def _tagger(make: ClientFactory, service: str = "iam") -> Any:
+    """The IAM (TagUser/TagRole) or EC2 (CreateTags, instance binding) client of the grant's tag calls,
+    bounded in time (``aws.TAG_CALL_CONFIG``) when clients are the process's own; an injected factory's
+    (tests, sandbox) is used as it is."""
     from sessiongate.adapters import aws
 
-    return aws.LazyClient("iam", aws.tag_client) if make is aws.LazyClient else None
+    return aws.LazyClient(service, aws.tag_client) if make is aws.LazyClient else None
 
 
 def build_engine(

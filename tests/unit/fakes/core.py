@@ -161,7 +161,7 @@ class FakeLedger:
 
     def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
         record = self.grants.get(grant.grant_id)
-        if record is None or record.status not in LIVE:
+        if record is None or record.status not in LIVE or record.activated_at != grant.activated_at:
             return False
         record.status, record.denials = GrantStatus.DENIED, copy.deepcopy(denials)
         grant.status, grant.denials = GrantStatus.DENIED, denials

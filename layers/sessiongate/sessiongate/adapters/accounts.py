@@ -100,7 +100,7 @@ class MemberAccounts:
     ) -> None:
         self._sts = sts
         self._make = make
-        # The member IAM client of the grant's tag calls (``aws.tag_client_with``), else ``make``'s.
+        # The member IAM and EC2 clients of the grant's tag calls (``aws.tag_client_with``), else ``make``'s.
         self._tag_make = tag_make
         self._partition = partition
         self._role_path = role_path
@@ -145,7 +145,9 @@ class MemberAccounts:
             directory=Directory(
                 self._make("iam", creds), self._tag_make("iam", creds) if self._tag_make else None
             ),
-            inventory=Inventory(self._make("ec2", creds), ssm),
+            inventory=Inventory(
+                self._make("ec2", creds), ssm, self._tag_make("ec2", creds) if self._tag_make else None
+            ),
             sessions=Sessions(ssm),
             expires=expires,
         )

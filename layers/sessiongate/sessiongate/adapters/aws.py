@@ -36,8 +36,9 @@ EXTRA_RETRYABLE = {"iam": frozenset({"ConcurrentModification"})}
 MAX_ATTEMPTS = 6
 BASE_DELAY = 0.2
 MAX_DELAY = 5.0
-# The grant's IAM tag calls (TagUser/TagRole: ``core/grant.py``) must land within TAG_CALL_BOUND of
-# starting, or a revocation that waited BIND_WINDOW + TAG_CALL_BOUND could untag before the tag lands.
+# The grant's tag calls (IAM TagUser/TagRole; EC2 CreateTags for instance binding: ``core/grant.py``)
+# must land within TAG_CALL_BOUND of starting, or a revocation that waited BIND_WINDOW + TAG_CALL_BOUND
+# could untag before the tag lands.
 # botocore's defaults (60 s connect and read timeouts, standard mode's 3 attempts with up to
 # min(2 ** i, 20) s backoff, raised to t_i + 5 s by an ``x-amz-retry-after`` header:
 # ``botocore/retries/standard.py``, ``ExponentialBackoff.delay_amount``) allow minutes. So the tag calls
@@ -116,7 +117,8 @@ def _tag_config() -> Any:
 
 @functools.cache
 def tag_client(service: str = "iam") -> Any:
-    """The process's IAM client for the grant's tag calls (``TAG_CALL_CONFIG``), from the one Session."""
+    """The process's IAM or EC2 client for the grant's tag calls (``TAG_CALL_CONFIG``), from the one
+    Session."""
     return session().client(service, config=_tag_config())
 
 

@@ -22,9 +22,12 @@ _NOT_TERMINATED = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
 @raises_service_failures
 class Inventory:
-    def __init__(self, ec2: Any, ssm: Any | None) -> None:
+    def __init__(self, ec2: Any, ssm: Any | None, tagger: Any = None) -> None:
+        """``tagger``: the EC2 client for ``tag_instance`` (bounded in time: ``aws.TAG_CALL_CONFIG``, like
+        the IAM tag calls), else ``ec2``."""
         self._ec2 = ec2
         self._ssm = ssm
+        self._tagger = tagger if tagger is not None else ec2
 
     def describe(self, instance_id: str, *, check_managed: bool) -> InstanceFacts | None:
         try:
@@ -48,7 +51,7 @@ class Inventory:
     def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None:
         """CreateTags (overwrites a key's value). Raises InstanceGone or TagLimitExceeded."""
         try:
-            self._ec2.create_tags(
+            self._tagger.create_tags(
                 Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
             )
         except ClientError as exc:

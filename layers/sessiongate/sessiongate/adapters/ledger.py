@@ -373,20 +373,28 @@ class Ledger:
 
     def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
         """Turn a live record (ACTIVE whose tag IAM refused, or PROVISIONING of an earlier release) into
-        DENIED; ``False`` if it is not live any more."""
+        DENIED; ``False`` if it is not live any more, or a resumed delivery moved its ``activated_at``
+        (that delivery owns it now, as for ``complete_revoke``)."""
+        values: dict[str, Any] = {
+            ":denied": {"S": GrantStatus.DENIED.value},
+            ":prov": {"S": GrantStatus.PROVISIONING.value},
+            ":active": {"S": GrantStatus.ACTIVE.value},
+            ":d": _ser(denials),
+        }
+        condition = "#s IN (:prov, :active) AND "
+        if grant.activated_at:
+            condition += "activated_at = :seen"
+            values[":seen"] = {"S": grant.activated_at}
+        else:
+            condition += "attribute_not_exists(activated_at)"
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=grant_key(grant.grant_id),
                 UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
-                ConditionExpression="#s IN (:prov, :active)",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":denied": {"S": GrantStatus.DENIED.value},
-                    ":prov": {"S": GrantStatus.PROVISIONING.value},
-                    ":active": {"S": GrantStatus.ACTIVE.value},
-                    ":d": _ser(denials),
-                },
+                ExpressionAttributeValues=values,
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sessiongate.clock import to_iso
+from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core.binding import for_grant, lock_scope
 from sessiongate.core.context import Context
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
@@ -22,15 +22,27 @@ def deny_new(ctx: Context, record: Grant, denials: list[Denial]) -> Outcome:
 
 
 def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
-    """Deny a grant whose record exists (ACTIVE whose tag IAM refused, or PROVISIONING as the previous
-    release left it): undo what it did while its slot lock names it, then record the denial."""
+    """Deny a grant whose record exists (ACTIVE whose tag was refused, or PROVISIONING as the previous
+    release left it): record the denial, then undo what it did while its slot lock names it.
+
+    The denial is recorded first, on condition that ``activated_at`` did not move (``mark_denied``): a
+    concurrent delivery that rebound the grant meanwhile owns it (its tag is its to keep or abandon),
+    and once DENIED no delivery can rebind it. A delivery's tag call that started within the bind window
+    may still land, so the undo waits, as the revocation does, until none can (REVIEW-A F4)."""
+    from sessiongate.core import revoke  # revoke imports this module
+
+    if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials]):
+        return Outcome(Result.SUPERSEDED, grant.grant_id)
+    if grant.activated_at:
+        settled = parse_iso(grant.activated_at) + revoke.BIND_WINDOW + revoke.TAG_CALL_BOUND
+        now = ctx.clock.now()
+        if now < settled:
+            ctx.clock.sleep((settled - now).total_seconds())
     scope = lock_scope(grant)  # the principal's slots, or (instance binding) the instance's
     if grant.slot is not None and ctx.ledger.slot_holder(scope, grant.slot) == grant.grant_id:
         adapters = ctx.adapters_in(grant.account)
         for_grant(grant, adapters.directory, adapters.inventory).untag(grant.slot)
         ctx.ledger.release_slot(scope, grant.slot, grant.grant_id)
-    if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials]):
-        return Outcome(Result.SUPERSEDED, grant.grant_id)
     return notify_denied(ctx, grant)
 
 

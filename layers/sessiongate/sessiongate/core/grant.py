@@ -21,12 +21,14 @@ Why this order is safe:
   untags while the slot lock still names the grant, then marks it REVOKED on condition that
   ``activated_at`` did not move. A resumed delivery moves ``activated_at`` (conditional: ACTIVE, not
   moved, no tombstone) before it tags again, so a revocation that read the old value fails its
-  transaction and starts over (waiting again). The tag calls' client is bounded to fit
-  (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one attempt, 1 s connect + 3 s read); a TagUser that still
-  lands later (a request IAM executes after the client gave up on it) is drift: the CloudTrail tag
-  event lets the reconciler remove it within a minute (``reconcile.repair_principal``), whether the slot
-  has no live holder or a later grant of the same principal claimed it meanwhile and the tag's value
-  is not that grant's (``reconcile._repair_held``).
+  transaction and starts over (waiting again). Both tag calls' clients, IAM TagUser/TagRole and EC2
+  CreateTags (instance binding), are bounded to fit (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one
+  attempt, 1 s connect + 3 s read; ``wiring._tagger``, ``MemberAccounts``); a tag call that still lands
+  later (a request the service executes after the client gave up on it) is drift: its CloudTrail tag
+  event, which the rules do not filter out for SessionGate's own grant role, lets the reconciler remove
+  it within a minute (``reconcile.repair_principal`` / ``repair_instances``), whether the slot has no
+  live holder or a later grant claimed it meanwhile and the tag's value is not that grant's
+  (``reconcile._repair_held``).
 """
 
 from __future__ import annotations
@@ -109,13 +111,17 @@ def grant(ctx: Context, detail: object) -> Outcome:
             ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [room]
         )
     expires = now + timedelta(minutes=request.duration_minutes)
+    # The bind window starts here, not before the checks (GetUser, DescribeInstances, AssumeRole, KMS on
+    # retrying clients): slow checks must not use it up before the tag (REVIEW-A L2). Later is as safe:
+    # the revocation waits from the recorded value, and the tag must start within it.
+    activated = ctx.clock.now()
     for slot in bound.preference(count):
         record = replace(
             new_record(request, principal.arn, now, GrantStatus.ACTIVE, mode),
             slot=slot,
             expires_at=to_iso(expires),
             schedule_name=revoke.schedule_name(request.grant_id),
-            activated_at=to_iso(now),
+            activated_at=to_iso(activated),
         )
         opened = ctx.ledger.open(record, checked.conditions)
         if opened.created:

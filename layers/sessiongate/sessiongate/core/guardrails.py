@@ -199,13 +199,18 @@ def is_identity_center_role(principal: PrincipalFacts) -> bool:
 
 def binding_mode(principal: PrincipalFacts | None, settings: Settings) -> BindingMode:
     """Where ``principal``'s slot tag goes under the stack's ``BindingMode``: ``auto`` binds IAM users
-    and per-person roles on the principal, IAM Identity Center's roles (AWSReservedSSO_*, under
-    /aws-reserved/sso.amazonaws.com/, which IAM refuses to tag) and the SharedRolePatterns roles on the
-    instance. Never ``AUTO``."""
+    and per-person roles on the principal, IAM Identity Center's roles (AWSReservedSSO_*, under the
+    reserved path /aws-reserved/sso.amazonaws.com/, which IAM refuses to tag) on the instance. A
+    SharedRolePatterns role goes on the instance only with BindSharedRoleSessions on: the tag's value is
+    ``<RoleId>:<session name>``, and whoever may assume the role picks the session name (IAM Identity
+    Center sets it for its own roles); the deployers accept that with that explicit opt-in (REVIEW-A F5).
+    Without it such a role stays on the principal, where it is denied as before. Never ``AUTO``."""
     mode = BindingMode(settings.binding_mode)
     if mode is not BindingMode.AUTO:
         return mode
-    if principal is not None and (is_identity_center_role(principal) or is_shared_role(principal, settings)):
+    if principal is not None and is_identity_center_role(principal):
+        return BindingMode.INSTANCE
+    if principal is not None and settings.bind_shared_role_sessions and is_shared_role(principal, settings):
         return BindingMode.INSTANCE
     return BindingMode.PRINCIPAL
 

@@ -6,7 +6,8 @@ Three triggers share the repairs (issue 16: a run's cost must not grow with the 
 - ``repair_principal`` (an IAM TagUser/TagRole/UntagUser/UntagRole CloudTrail event through
   EventBridge): the slot tags and locks of just that principal, within a minute of the change.
 - ``repair_instances`` (an EC2 CreateTags/DeleteTags/RunInstances CloudTrail event naming an instance
-  slot key): the instance slot tags and locks of just those instances (instance binding, issue 15).
+  slot key, or an instance's launch: its state-change event to pending/running): the instance slot tags
+  and locks of just those instances (instance binding, issue 15).
 - ``sweep`` (daily): every user and role (GetAccountAuthorizationDetails) and every slot lock
   (BatchGetItem), for what no event reported (a lost event, a principal created with tags, a lock left
   by a run that died, a grant stuck PROVISIONING after claiming its slot).
@@ -172,6 +173,8 @@ def tag_event_instances(event: Mapping[str, Any]) -> tuple[str, list[str]] | Non
     ``responseElements.instancesSet.items[].instanceId`` (CloudTrail User Guide, "Amazon EC2 ... log file
     examples")."""
     detail = event.get("detail")
+    if event.get("detail-type") == INSTANCE_STATE_CHANGE and event.get("source") == "aws.ec2":
+        return _launched_instance(event)
     if not isinstance(detail, Mapping) or detail.get("eventSource") != "ec2.amazonaws.com":
         return None
     params = detail.get("requestParameters")
@@ -194,6 +197,21 @@ def tag_event_instances(event: Mapping[str, Any]) -> tuple[str, list[str]] | Non
     if not instances or not isinstance(account, str):
         return None
     return account, instances
+
+
+def _launched_instance(event: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """(account, [instance id]) of an EC2 instance state-change event (``detail["instance-id"]``,
+    ``detail["state"]``: "Amazon EC2 instance state change events", EC2 User Guide). An instance launched
+    through a path the tag-key guard does not cover (Auto Scaling's service-linked role with a
+    PropagateAtLaunch tag, a launch template, CreateFleet) may carry slot tags no CloudTrail tag event
+    names: its launch has its one instance's slot tags repaired (REVIEW-A F3)."""
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping) or detail.get("state") not in ("pending", "running"):
+        return None
+    instance_id, account = detail.get("instance-id"), event.get("account")
+    if not isinstance(instance_id, str) or not instance_id.startswith("i-") or not isinstance(account, str):
+        return None
+    return account, [instance_id]
 
 
 def _items(value: object) -> list[Mapping[str, Any]]:
@@ -233,6 +251,8 @@ _TAG_CALLS = {
     "CreateRole": PrincipalType.ROLE,
 }
 _SLOT_KEY_PREFIX = "securityallowsession"
+# EventBridge detail-type of EC2 instance state changes (no CloudTrail needed).
+INSTANCE_STATE_CHANGE = "EC2 Instance State-change Notification"
 
 
 def _empty_repairs() -> dict[str, list[str]]:
