@@ -83,3 +83,47 @@ def test_grant_role_tags_only_slot_keys(real: dict[str, Any]) -> None:
         _simulate(real, policy, "iam:UntagUser", user, keys("SecurityAllowSessionInstance", "Owner"))
         != "allowed"
     )
+
+
+def _context(key: str, value: str | list[str], kind: str = "string") -> dict[str, Any]:
+    values = value if isinstance(value, list) else [value]
+    return {"ContextKeyName": key, "ContextKeyValues": values, "ContextKeyType": kind}
+
+
+def test_operator_policy_allows_the_person_whose_userid_the_instance_carries(real: dict[str, Any]) -> None:
+    """Instance binding (issue 15): real IAM reads ssm:resourceTag/<slot key> against ${aws:userid}, so
+    one person of a shared Identity Center role gets the shell and another session of it does not."""
+    policy = real["stack"].resources["AllowStartSsmSessionBasedOnIamTags"].properties["PolicyDocument"]
+    instance = f"arn:aws:ec2:{real['region']}:{real['account']}:instance/i-0123456789abcdef0"
+    alice = "AROAEXAMPLEROLEID0001:alice@example.com"
+    tag = _context("ssm:resourceTag/SecurityAllowSessionFor1", alice)
+    assert (
+        _simulate(real, policy, "ssm:StartSession", instance, [tag, _context("aws:userid", alice)])
+        == "allowed"
+    )
+    bob = _context("aws:userid", "AROAEXAMPLEROLEID0001:bob@example.com")
+    assert _simulate(real, policy, "ssm:StartSession", instance, [tag, bob]) != "allowed"
+    assert _simulate(real, policy, "ssm:StartSession", instance, [_context("aws:userid", alice)]) != "allowed"
+
+
+def test_guard_denies_slot_keys_on_instances_groups_and_managed_nodes(real: dict[str, Any]) -> None:
+    """The guard's denials as real IAM evaluates them: slot keys in any letter case on EC2 CreateTags
+    (also at RunInstances), Auto Scaling group tags and SSM resource tags (issue 15, review A)."""
+    guard = real["stack"].resources["SessionGateTagKeyGuard"].properties["PolicyDocument"]
+    allow_all = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    region, account = real["region"], real["account"]
+    cases = [
+        ("ec2:CreateTags", f"arn:aws:ec2:{region}:{account}:instance/i-0123456789abcdef0"),
+        ("autoscaling:CreateOrUpdateTags", f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*"),
+        ("ssm:AddTagsToResource", f"arn:aws:ssm:{region}:{account}:managed-instance/mi-0123456789abcdef0"),
+    ]
+    for action, resource in cases:
+        for key in ("SecurityAllowSessionFor1", "securityallowsessionfor1"):
+            keys = _context("aws:TagKeys", [key], "stringList")
+            result = real["iam"].simulate_custom_policy(
+                PolicyInputList=[json.dumps(allow_all), json.dumps(guard)],
+                ActionNames=[action],
+                ResourceArns=[resource],
+                ContextEntries=[keys],
+            )
+            assert result["EvaluationResults"][0]["EvalDecision"] != "allowed", (action, key)
