@@ -30,6 +30,7 @@ from sessiongate.clock import to_iso
 from sessiongate.core.identity import parse_identity, person_key
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
+from sessiongate.outbox import rule_snapshot
 
 
 class Creating(Status):
@@ -62,14 +63,17 @@ class Creating(Status):
         )
         if data.break_glass:
             self._take_break_glass_quota(caller, rule, now)
+            request = self._self_approved(caller, request, data.reason, now)
+        # One write: its stream record is the AccessRequested (or BreakGlassUsed) notification.
         if not self.store.create(request):
             raise TransientError(f"request id {request.request_id} collided")
         metrics().add("NativeRequests")
         if not data.break_glass:
             log.info("access requested", extra={"rule": rule.name})
-            self._notify("AccessRequested", request, rule=rule)
             return self._view(request, rule)
-        return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
+        logger().warning("break-glass access self-approved", extra={"rule": rule.name})
+        metrics().add("BreakGlass")
+        return self._view(self._emit(request), rule)
 
     def _allowed_duration(self, caller: Caller, rule: Rule, data: CreateInput) -> int:
         """The rule lets the caller request, for this long (and break-glass, if asked for)."""
@@ -128,6 +132,7 @@ class Creating(Status):
             rule=rule.name,
             instance_tags=tuple(sorted(tags.items())),
             history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
+            notice_rule=rule_snapshot(rule),
         )
 
     def _take_break_glass_quota(self, caller: Caller, rule: Rule, now: datetime) -> None:
@@ -143,12 +148,11 @@ class Creating(Status):
                 f"rule {rule.name!r}): ask an approver",
             )
 
-    def _self_approve(
-        self, caller: Caller, request: Request, rule: Rule, reason: str, now: datetime
-    ) -> Request:
+    def _self_approved(self, caller: Caller, request: Request, reason: str, now: datetime) -> Request:
         """Break-glass: the requester approves alone. The engine never accepts the requester as approver
         of record, so SessionGate's request API role is recorded as the approver (the policy rule that
-        allowed it), the requester's self-approval is kept in ``approvals``, and the record is flagged."""
+        allowed it), the requester's self-approval is kept in ``approvals``, and the record is flagged.
+        The request is created in this state (its history still shows it PENDING first)."""
         approved = request.transition(
             RequestStatus.APPROVED,
             at=now,
@@ -160,10 +164,4 @@ class Creating(Status):
             decided_by=caller.arn,
             version=request.version + 1,
         )
-        approved = self._sign(approved)
-        if not self.store.replace(approved, expected_version=request.version):
-            raise Conflict("conflict", "the request changed meanwhile; check its status")
-        logger().warning("break-glass access self-approved", extra={"rule": rule.name})
-        metrics().add("BreakGlass")
-        self._notify("BreakGlassUsed", approved, rule=rule)
-        return self._emit(approved)
+        return self._sign(approved)

@@ -25,6 +25,7 @@ from sessiongate.access_requests.records import (
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.observability import bind
+from sessiongate.outbox import rule_snapshot
 
 
 class Extending(Status):
@@ -52,14 +53,18 @@ class Extending(Status):
             check_duration(rule, duration)
             n = root.extension_count + 1
             child = self._extension(caller, parent, extension_id(root.request_id, n), duration, data.reason)
-            child = replace(child, rule=rule.name, instance_tags=tuple(sorted(tags.items())))
+            child = replace(
+                child,
+                rule=rule.name,
+                instance_tags=tuple(sorted(tags.items())),
+                notice_rule=rule_snapshot(rule),
+            )
             bumped = replace(root, extension_count=n, version=root.version + 1)
             if self.store.create_extension(bumped, expected_version=root.version, child=child):
                 break
         else:
             raise Conflict("conflict", "the request kept changing; try again")
         bind(request_id=child.request_id).info("extension requested", extra={"extends": parent.request_id})
-        self._notify("AccessRequested", child, rule=rule)
         return self._view(child, rule)
 
     def _extendable(self, caller: Caller, request_id: str) -> Request:

@@ -1,4 +1,5 @@
-"""Notifications and the API's view of a request."""
+"""The API's view of a request. (Its lifecycle notifications come from its record's changes:
+:mod:`sessiongate.outbox`.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from sessiongate.access_requests.deps import (
 )
 from sessiongate.access_requests.policy import (
     Rule,
-    current_level,
     progress,
 )
 from sessiongate.access_requests.records import (
@@ -17,53 +17,9 @@ from sessiongate.access_requests.records import (
     Request,
     RequestStatus,
 )
-from sessiongate.clock import to_iso
 
 
 class Notices(ServiceDeps):
-    def _notify(self, event_type: str, request: Request, *, rule: Rule | None = None) -> None:
-        payload: dict[str, Any] = {
-            "at": to_iso(self.clock.now()),
-            "request_id": request.request_id,
-            "grant_id": request.grant_id,
-            "status": request.status.value,
-            "account": request.account,
-            "instance_id": request.instance_id,
-            "principal_arn": request.principal_arn,
-            "principal_name": request.principal_name,
-            "requester_arn": request.requester_arn,
-            "approver_arns": [a.approver_arn for a in request.approvals],
-            "duration_minutes": request.duration_minutes,
-            "reason": request.reason,
-            "ticket": request.ticket,
-            "break_glass": request.break_glass,
-            "origin": "native",
-            "origin_ref": request.request_id,
-        }
-        if request.extends:
-            payload["extends"] = request.extends
-        if request.comment:
-            payload["comment"] = request.comment
-        if rule is not None:
-            payload["rule"] = rule.name
-            if request.status is RequestStatus.PENDING:
-                payload["approval_progress"] = progress(rule, request.approvals)
-            level = current_level(rule, request.approvals)
-            if level is not None and request.status is RequestStatus.PENDING:
-                payload["next_approvers"] = list(rule.levels[level].approvers)
-            if request.break_glass:
-                payload["notify_approvers"] = sorted({p for lv in rule.levels for p in lv.approvers})
-        subject = {
-            "AccessRequested": f"SessionGate: approve {request.principal_name} on {request.instance_id}?",
-            "ApprovalRecorded": f"SessionGate: more approvals needed for request {request.request_id}",
-            "AccessApproved": f"SessionGate: request {request.request_id} approved",
-            "AccessRejected": f"SessionGate: request {request.request_id} rejected",
-            "AccessRequestCancelled": f"SessionGate: request {request.request_id} cancelled",
-            "AccessRequestExpired": f"SessionGate: request {request.request_id} expired unapproved",
-            "BreakGlassUsed": f"SessionGate: BREAK-GLASS {request.principal_name} on {request.instance_id}",
-        }.get(event_type, f"SessionGate: {event_type}")
-        self.notifier.publish(event_type, payload, subject=subject)
-
     def _view(self, request: Request, rule: Rule | None) -> dict[str, Any]:
         view = request.view()
         if rule is not None and request.status is RequestStatus.PENDING:

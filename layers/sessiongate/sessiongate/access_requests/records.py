@@ -122,6 +122,9 @@ class Request:
     # The request API's KMS HMAC (ApprovalKey) over :meth:`approval_message`, set when APPROVED: only
     # the request API role can make one, so a record written straight into DynamoDB is never granted.
     approval_mac: str = ""
+    # The approval rule as the last writer that decided under one saw it (name, levels): what that
+    # write's lifecycle notification describes (sessiongate.outbox.rule_snapshot).
+    notice_rule: dict[str, Any] | None = None
 
     @property
     def grant_id(self) -> str:

@@ -153,6 +153,9 @@ class Grant:
     revoked_at: str | None = None
     revoke_reason: str | None = None
     revoked_by: str | None = None
+    # When the record became ACTIVE / DENIED (its lifecycle event's time; older records: created_at).
+    granted_at: str | None = None
+    denied_at: str | None = None
 
     @property
     def expires(self) -> datetime | None:
