@@ -156,7 +156,10 @@ def test_request_approve_grant_revoke_through_the_handlers(deployed: Stack) -> N
         "instance_id": instance,
         "principal_arn": ALICE,
         "account": ACCOUNT,
+        # Subscribers drop repeats by it (stream delivery is at least once): the request and its version.
+        "event_id": f"AccessRequested/{request_id}/0",
     }
+    assert requested["message"]["event_id"] == requested["attributes"]["event_id"]
     assert requested["message"]["next_approvers"] == POLICY["rules"][1]["levels"][0]["approvers"]
 
     sample = load_event("api_approve_request.json")

@@ -32,6 +32,7 @@ def create_table(dynamodb: Any, logical_id: str, name: str) -> None:
         KeySchema=table["KeySchema"],
         GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
         BillingMode=table["BillingMode"],
+        StreamSpecification={"StreamEnabled": True, **table["StreamSpecification"]},
     )
 
 
