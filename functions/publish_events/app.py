@@ -35,9 +35,11 @@ def lambda_handler(event: dict[str, Any], context: Any, deps: Publisher | None =
         try:
             return publisher.publish(record.event_source_arn or "", record.raw_event["dynamodb"])
         except Exception:
-            failed.append(record.dynamodb.sequence_number if record.dynamodb else "?")
+            failed.append(str(record.dynamodb.sequence_number if record.dynamodb else "?"))
             raise
 
     # A batch that failed whole is reported like a partial one (the retry starts at its first record).
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-    return process_partial_response(event=event, record_handler=publish, processor=processor, context=context)
+    return dict(
+        process_partial_response(event=event, record_handler=publish, processor=processor, context=context)
+    )
