@@ -499,6 +499,7 @@ PUBLISHERS = [
     "AdaptChangeRequestFunction",
     "ReconcileGrantsFunction",
     "RequestApiFunction",
+    "PublishEventsFunction",
 ]
 
 
