@@ -35,13 +35,13 @@ class Quota:
 SCHEDULE_FIRED = "scheduler:(schedule invocation)"
 LIVE_INDEX_WRITE = "dynamodb:(live-by-expiry write)"
 # Writes to the live-by-expiry index per grant lifecycle, under one of LIVE_SHARDS partition key values
-# (adapters/ledger.py, by CRC-32 of the grant id): create puts the record with live + expires_at (1),
-# the slot claim changes expires_at, the index's sort key (a delete and a put: 2; "If an update to the
-# table changes the value of an indexed key attribute ... two writes are required", DynamoDB Developer
-# Guide, "Using Global Secondary Indexes in DynamoDB", GSI.html#GSI.Writes), revocation REMOVEs live (1).
-# Activation changes no indexed or projected attribute (0). Each index item is a few dozen bytes: 1 write
-# unit each.
-LIVE_INDEX_WRITES_PER_GRANT = 4
+# (adapters/ledger.py, by CRC-32 of the grant id): the grant's one transaction puts the record with live
+# + expires_at (1), revocation REMOVEs live (1). A resumed grant's rebind changes activated_at, neither a
+# key nor projected (the index projects grant_id only): 0 ("If an update to the table changes the value of
+# an indexed key attribute ... two writes are required", DynamoDB Developer Guide, "Using Global
+# Secondary Indexes in DynamoDB", GSI.html#GSI.Writes). Each index item is a few dozen bytes: 1 write
+# unit each. (The previous release wrote it 4 times: create, slot claim moving expires_at (2), revoke.)
+LIVE_INDEX_WRITES_PER_GRANT = 2
 
 
 def busiest_shard_share(grants: int = 10_000) -> float:

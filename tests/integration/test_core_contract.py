@@ -69,37 +69,47 @@ def test_create_is_create_if_absent(ledger: Any) -> None:
     assert ledger.get_grant("g2") is None
 
 
-def test_a_slot_is_claimed_once_and_a_grant_holds_one_slot(ledger: Any) -> None:
-    mine, rival = _grant("g1"), _grant("g2")
-    assert ledger.create(mine)
-    assert ledger.create(rival)
-    assert ledger.claim_slot(mine, 1, "2026-11-24T09:10:00Z")
-    assert (mine.slot, mine.expires_at) == (1, "2026-11-24T09:10:00Z")
-    assert ledger.claim_slot(mine, 1, "2026-11-24T09:10:00Z")  # a retry re-claims its own slot
-    assert not ledger.claim_slot(rival, 1, "2026-11-24T09:10:00Z")
-    assert rival.slot is None
-    # A stale copy of "g1" asking for slot 2 adopts the slot the record already names.
-    stale = _grant("g1")
-    assert ledger.claim_slot(stale, 2, "2026-11-24T09:11:00Z")
-    assert (stale.slot, stale.expires_at) == (1, "2026-11-24T09:10:00Z")
+def _active(grant_id: str, slot: int = 1, expires_at: str = "2026-11-24T09:10:00Z") -> Grant:
+    """A grant as the grant opens it: ACTIVE with its slot, expiry and activation time."""
+    return replace(
+        _grant(grant_id, GrantStatus.ACTIVE),
+        slot=slot,
+        expires_at=expires_at,
+        schedule_name=f"sg-revoke-{grant_id}",
+        activated_at="2026-11-24T09:00:00Z",
+    )
+
+
+def test_open_writes_the_record_active_with_its_slot_lock(ledger: Any) -> None:
+    mine = _active("g1")
+    assert ledger.open(mine).created
+    assert ledger.get_grant("g1") == mine
     assert ledger.slot_holder(ALICE, 1) == "g1"
+    assert [g.grant_id for g in ledger.live_grants()] == ["g1"]
+    assert ledger.grant_and_holder("g1", ALICE, 1) == (mine, "g1")
+    assert ledger.grant_and_holder("g9", ALICE, 2) == (None, None)
+
+
+def test_a_duplicate_open_returns_the_record_and_writes_nothing(ledger: Any) -> None:
+    """The record's condition fails: TransactionCanceledException with the old item (ALL_OLD)."""
+    assert ledger.open(_active("g1")).created
+    again = ledger.open(_active("g1", slot=2))
+    assert (again.created, again.slot_taken) == (False, False)
+    assert again.existing == _active("g1")
     assert ledger.slot_holder(ALICE, 2) is None
-    assert ledger.get_grant("g1").slot == 1
 
 
-def test_a_claim_for_a_grant_that_left_provisioning_is_a_lost_race(ledger: Any) -> None:
-    grant = _grant("g1")
-    assert ledger.create(grant)
-    assert ledger.mark_denied(grant, [{"code": "x", "message": "y"}])
-    with pytest.raises(TransientError):
-        ledger.claim_slot(_grant("g1"), 1, "2026-11-24T09:10:00Z")
-    assert ledger.slot_holder(ALICE, 1) is None
+def test_a_taken_slot_cancels_the_open_and_writes_nothing(ledger: Any) -> None:
+    assert ledger.open(_active("g1")).created
+    rival = ledger.open(_active("g2"))
+    assert (rival.slot_taken, rival.created, rival.existing) == (True, False, None)
+    assert ledger.get_grant("g2") is None
+    assert ledger.open(_active("g2", slot=2)).created
+    assert ledger.slot_holder(ALICE, 2) == "g2"
 
 
 def test_a_slot_is_released_only_by_its_holder(ledger: Any) -> None:
-    grant = _grant("g1")
-    assert ledger.create(grant)
-    assert ledger.claim_slot(grant, 1, "2026-11-24T09:10:00Z")
+    assert ledger.open(_active("g1")).created
     ledger.release_slot(ALICE, 1, "g2")
     assert ledger.slot_holder(ALICE, 1) == "g1"
     ledger.release_slot(ALICE, 1, "g1")
@@ -108,11 +118,16 @@ def test_a_slot_is_released_only_by_its_holder(ledger: Any) -> None:
     assert not ledger.lock_free_slot(ALICE, 1, "reconciler-repair")
 
 
-def test_the_tombstone_keeps_a_grant_from_going_live(ledger: Any) -> None:
+def test_the_tombstone_keeps_a_grant_from_being_opened(ledger: Any) -> None:
     ledger.request_revoke("g1", at="2026-11-24T09:00:00Z", reason="done", by="alice")
     ledger.request_revoke("g1", at="2026-11-24T09:01:00Z", reason="other", by="bob")  # the first stays
     assert ledger.get_grant("g1") is None
     assert not ledger.create(_grant("g1"))
+    opened = ledger.open(_active("g1"))
+    assert (opened.created, opened.existing) == (False, None)
+    request = opened.revoke_requested
+    assert (request.at, request.reason, request.by) == ("2026-11-24T09:00:00Z", "done", "alice")
+    assert ledger.slot_holder(ALICE, 1) is None
     request = ledger.revoke_request("g1")
     assert (request.at, request.reason, request.by) == ("2026-11-24T09:00:00Z", "done", "alice")
     # A record that is not live replaces the lone tombstone.
@@ -120,27 +135,30 @@ def test_the_tombstone_keeps_a_grant_from_going_live(ledger: Any) -> None:
     assert ledger.get_grant("g1").status is GrantStatus.REVOKED
 
 
-def test_activation_fails_once_a_revocation_was_asked_for(ledger: Any) -> None:
-    grant = _grant("g1")
-    assert ledger.create(grant)
-    ledger.request_revoke("g1", at="2026-11-24T09:00:00Z", reason="done", by="alice")
-    assert not ledger.activate(grant, "sg-revoke-g1")
-    assert ledger.get_grant("g1").status is GrantStatus.PROVISIONING
-    assert ledger.revoke_request("g1") is not None
+def test_rebind_moves_activated_at_only_from_what_was_read(ledger: Any) -> None:
+    grant = _active("g1")
+    assert ledger.open(grant).created
+    stale = _active("g1")
+    assert ledger.rebind(grant, "2026-11-24T09:03:00Z")
+    assert ledger.get_grant("g1").activated_at == "2026-11-24T09:03:00Z"
+    assert not ledger.rebind(stale, "2026-11-24T09:04:00Z")  # rebound meanwhile
+    # A revocation that read the old activated_at fails: the grant may have tagged again.
+    assert not ledger.complete_revoke(stale, at="2026-11-24T09:05:00Z", reason="x", by="y", release_slot=True)
+    assert ledger.slot_holder(ALICE, 1) == "g1"
+    ledger.request_revoke("g1", at="2026-11-24T09:05:00Z", reason="done", by="alice")
+    assert not ledger.rebind(grant, "2026-11-24T09:06:00Z")  # a revocation was asked for
 
 
-def test_activate_deny_and_revoke_move_only_from_live_states(ledger: Any) -> None:
-    grant, other = _grant("g1"), _grant("g2")
-    assert ledger.create(grant)
-    assert ledger.create(other)
-    assert ledger.claim_slot(grant, 1, "2026-11-24T09:10:00Z")
-    assert ledger.activate(grant, "sg-revoke-g1")
-    assert not ledger.activate(grant, "sg-revoke-g1")
-    assert not ledger.mark_denied(grant, [])
+def test_deny_and_revoke_move_only_from_live_states(ledger: Any) -> None:
+    grant, other = _active("g1"), _active("g2", slot=2)
+    assert ledger.open(grant).created
+    assert ledger.open(other).created
     assert {g.grant_id for g in ledger.live_grants()} == {"g1", "g2"}
     assert ledger.complete_revoke(
         grant, at="2026-11-24T09:05:00Z", reason="done", by="alice", release_slot=True
     )
+    assert not ledger.mark_denied(grant, [])
+    assert not ledger.rebind(grant, "2026-11-24T09:06:00Z")
     assert ledger.slot_holder(ALICE, 1) is None
     stored = ledger.get_grant("g1")
     assert (stored.status, stored.revoke_reason, stored.revoked_by) == (GrantStatus.REVOKED, "done", "alice")
@@ -148,14 +166,27 @@ def test_activate_deny_and_revoke_move_only_from_live_states(ledger: Any) -> Non
         grant, at="2026-11-24T09:06:00Z", reason="x", by="y", release_slot=False
     )
     assert [g.grant_id for g in ledger.live_grants()] == ["g2"]
+    # An ACTIVE grant whose tag IAM refused is denied.
+    assert ledger.mark_denied(other, [{"code": "tag_limit", "message": "x"}])
+    assert ledger.live_grants() == []
+
+
+def test_a_provisioning_record_of_the_previous_release_can_still_be_denied_or_revoked(ledger: Any) -> None:
+    legacy, other = _grant("g1"), _grant("g2")
+    assert ledger.create(legacy)
+    assert ledger.create(other)
+    assert ledger.mark_denied(legacy, [])
+    assert ledger.complete_revoke(other, at="2026-11-24T09:05:00Z", reason="x", by="y", release_slot=False)
 
 
 def test_live_grants_expiring_before_come_from_every_shard_in_expiry_order(ledger: Any) -> None:
     """The steady reconciler's one read (issue 16): every live grant overdue, none other."""
     for n in range(40):
-        grant = replace(_grant(f"g{n:02d}"), principal_arn=f"arn:aws:iam::{ACCOUNT}:user/u{n}")
-        assert ledger.create(grant)
-        assert ledger.claim_slot(grant, 1 + n % 5, f"2026-11-24T{9 + n % 4:02d}:{n:02d}:00Z")
+        grant = replace(
+            _active(f"g{n:02d}", 1 + n % 5, f"2026-11-24T{9 + n % 4:02d}:{n:02d}:00Z"),
+            principal_arn=f"arn:aws:iam::{ACCOUNT}:user/u{n}",
+        )
+        assert ledger.open(grant).created
     ledger.mark_denied(ledger.get_grant("g00"), [])
     overdue = ledger.live_grants(expiring_before="2026-11-24T10:00:00Z")
     assert [g.grant_id for g in overdue] == [f"g{n:02d}" for n in range(4, 40, 4)]
@@ -205,14 +236,13 @@ def test_grants_of_the_previous_release_are_still_found() -> None:
 
 
 def test_revoking_with_a_slot_someone_else_holds_is_cancelled(ledger: Any) -> None:
-    grant = _grant("g1")
-    assert ledger.create(grant)
-    assert ledger.claim_slot(grant, 1, "2026-11-24T09:10:00Z")
+    grant = _active("g1")
+    assert ledger.open(grant).created
     ledger.release_slot(ALICE, 1, "g1")
     assert ledger.lock_free_slot(ALICE, 1, "g2")
     with pytest.raises(TransientError):
         ledger.complete_revoke(grant, at="2026-11-24T09:05:00Z", reason="done", by="a", release_slot=True)
-    assert ledger.get_grant("g1").status is GrantStatus.PROVISIONING
+    assert ledger.get_grant("g1").status is GrantStatus.ACTIVE
 
 
 class Principals(Protocol):

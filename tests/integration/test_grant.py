@@ -42,7 +42,17 @@ def test_happy_path_tags_principal_schedules_revocation_and_notifies(stack: Stac
     assert schedule["Target"]["Arn"] == stack.settings.revoke_target_arn
     assert schedule["Target"]["RoleArn"] == stack.settings.scheduler_role_arn
     assert schedule["Target"]["DeadLetterConfig"] == {"Arn": stack.settings.schedule_dlq_arn}
-    assert json.loads(schedule["Target"]["Input"]) == {"grant_id": request.grant_id, "reason": "expired"}
+    assert json.loads(schedule["Target"]["Input"]) == {
+        "grant_id": request.grant_id,
+        "reason": "expired",
+        "principal_type": "user",
+        "principal_name": "alice",
+        "principal_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "account": ACCOUNT,
+        "instance_id": instance,
+        "slot": 1,
+        "expires_at": "2026-11-24T09:10:00Z",
+    }
     [note] = stack.notifications()
     assert note["attributes"] == {
         "event_type": "AccessGranted",
@@ -196,10 +206,15 @@ def test_missing_instance_is_denied(stack: Stack) -> None:
     _denied(stack, stack.engine().grant(request.to_detail()), "instance_not_found")
 
 
-def test_unmanaged_instance_is_denied(stack: Stack) -> None:
+def test_an_unmanaged_instance_is_not_asked_about_at_grant_time(stack: Stack) -> None:
+    """The managed-node check moved to request time (the front doors): the grant reads the instance
+    once (DescribeInstances), and a tag opens nothing on a node Session Manager cannot reach."""
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(managed=False), principal="alice")
-    _denied(stack, stack.engine().grant(request.to_detail()), "instance_not_managed")
+    stack.calls.clear()
+    assert stack.engine().grant(request.to_detail()).result == "granted"
+    assert "ssm:DescribeInstanceInformation" not in stack.calls
+    assert stack.calls["ec2:DescribeInstances"] == 1
 
 
 def test_instance_with_the_deny_tag_is_denied(stack: Stack) -> None:
@@ -317,16 +332,20 @@ def test_a_slot_claimed_by_a_concurrent_grant_is_skipped(stack: Stack) -> None:
     engine = stack.engine()
     rival = stack.approved(instance_id=stack.instance(), principal="alice")
     ours = stack.approved(instance_id=stack.instance(), principal="alice")
-    rival_grant = new_record(
-        rival, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    rival_grant = replace(
+        new_record(rival, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.ACTIVE),
+        slot=1,
+        expires_at="2026-11-24T09:10:00Z",
+        activated_at=to_iso(stack.clock.now()),
     )
-    assert engine.ledger.create(rival_grant)
-    assert engine.ledger.claim_slot(rival_grant, 1, "2026-11-24T09:10:00Z")
+    assert engine.ledger.open(rival_grant).created
+    stack.calls.clear()
 
     outcome = engine.grant(ours.to_detail())
 
     assert outcome.detail["slot"] == 2
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance2": ours.instance_id}
+    assert stack.calls["dynamodb:TransactWriteItems"] == 2  # slot 1 cancelled, slot 2 opened
 
 
 def test_no_free_slot_is_denied_and_leaves_other_grants_alone(stack: Stack) -> None:
@@ -364,13 +383,18 @@ def test_duplicate_delivery_grants_once(stack: Stack) -> None:
     again = engine.on_access_approved(stack.event(request))
 
     assert again.result == "duplicate"
-    assert dict(stack.calls) == {"dynamodb:GetItem": 1}
+    # Told by the transaction's condition (ALL_OLD): the checks' reads, one cancelled transaction.
+    assert stack.calls["dynamodb:TransactWriteItems"] == 1
+    assert not {"iam:TagUser", "scheduler:CreateSchedule", "sns:Publish", "dynamodb:GetItem"} & set(
+        stack.calls
+    )
     assert len(stack.schedules()) == 1
     assert stack.notifications() == []
 
 
 def test_redelivery_after_a_crash_mid_grant_converges(stack: Stack) -> None:
-    """The first attempt died after tagging (before the schedule): the retry finishes the same grant."""
+    """The first attempt died after its transaction (before the schedule): ACTIVE in the ledger with no
+    tag (fail-closed); the retry resumes the same grant."""
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     engine = stack.engine()
@@ -382,7 +406,8 @@ def test_redelivery_after_a_crash_mid_grant_converges(stack: Stack) -> None:
     engine.schedules.create_once = crash  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         engine.grant(request.to_detail())
-    assert engine.ledger.get_grant(request.grant_id).status is GrantStatus.PROVISIONING  # type: ignore[union-attr]
+    assert engine.ledger.get_grant(request.grant_id).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
+    assert stack.tags("user", "alice") == {}
     engine.schedules.create_once = original  # type: ignore[method-assign]
 
     outcome = engine.grant(request.to_detail())
@@ -405,14 +430,17 @@ def test_denial_is_recorded_once_under_duplicate_delivery(stack: Stack) -> None:
 APPROVER = f"arn:aws:iam::{ACCOUNT}:user/approver"
 
 
-def test_the_ledger_never_creates_or_activates_a_live_grant_over_a_revocation_request(stack: Stack) -> None:
+def test_the_ledger_never_opens_or_resumes_a_live_grant_over_a_revocation_request(stack: Stack) -> None:
     stack.user("alice")
     engine = stack.engine()
     ledger = engine.ledger
     at = to_iso(stack.clock.now())
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    provisioning = new_record(
-        request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    active = replace(
+        new_record(request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.ACTIVE),
+        slot=1,
+        expires_at="2026-11-24T09:10:00Z",
+        activated_at=at,
     )
 
     ledger.request_revoke(request.grant_id, at=at, reason="done", by=APPROVER)
@@ -421,18 +449,20 @@ def test_the_ledger_never_creates_or_activates_a_live_grant_over_a_revocation_re
     requested = ledger.revoke_request(request.grant_id)
     assert requested is not None
     assert (requested.at, requested.reason, requested.by) == (at, "done", APPROVER)  # the first one stays
-    assert not ledger.create(provisioning)
-    assert ledger.create(replace(provisioning, status=GrantStatus.DENIED))  # not live: it may be recorded
+    opened = ledger.open(active)
+    assert (opened.created, opened.revoke_requested) == (False, requested)
+    assert ledger.slot_holder(active.principal_arn, 1) is None
+    assert ledger.create(replace(active, status=GrantStatus.DENIED))  # not live: it may be recorded
     assert ledger.get_grant(request.grant_id).status is GrantStatus.DENIED  # type: ignore[union-attr]
 
     other = stack.approved(instance_id=stack.instance(), principal="alice")
-    record = new_record(other, provisioning.principal_arn, stack.clock.now(), GrantStatus.PROVISIONING)
-    assert ledger.create(record)
+    record = replace(active, grant_id=other.grant_id, slot=2)
+    assert ledger.open(record).created
     ledger.request_revoke(other.grant_id, at=at, reason="done", by=APPROVER)
-    assert not ledger.activate(record, "sg-revoke-x")
+    assert not ledger.rebind(record, "2026-11-24T09:01:00Z")
     current = ledger.get_grant(other.grant_id)
     assert current is not None
-    assert (current.status, current.schedule_name) == (GrantStatus.PROVISIONING, None)
+    assert (current.status, current.activated_at) == (GrantStatus.ACTIVE, at)
     assert ledger.revoke_request(other.grant_id) is not None
 
 
@@ -462,47 +492,39 @@ def test_a_revocation_requested_before_the_grant_is_recorded_ends_it_revoked(sta
     assert stack.notifications() == []
 
 
-def test_a_revocation_requested_while_provisioning_makes_the_grant_undo_itself(stack: Stack) -> None:
+def test_a_revocation_between_the_transaction_and_the_tag_is_never_outlived_by_the_tag(stack: Stack) -> None:
+    """The re-tag race on moto: the revocation runs after the grant's transaction, before its tag; it
+    waits out the bind window (the stack's clock: virtual time), revokes, and the grant refuses to tag."""
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     engine = stack.engine()
     original = engine.schedules.create_once
-    tagged: list[dict[str, str]] = []
+    revoked = []
 
-    def revoke_requested_meanwhile(*args: object, **kwargs: object) -> bool:
-        tagged.append(stack.tags("user", "alice"))
-        engine.ledger.request_revoke(
-            request.grant_id, at=to_iso(stack.clock.now()), reason="done", by=request.requester_arn
-        )
+    def revoked_meanwhile(*args: object, **kwargs: object) -> bool:
+        revoked.append(stack.engine().revoke(request.grant_id, reason="revoked", by=APPROVER))
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    engine.schedules.create_once = revoke_requested_meanwhile  # type: ignore[method-assign]
-    outcome = engine.grant(request.to_detail())
+    engine.schedules.create_once = revoked_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(TransientError, match="bind window"):
+        engine.grant(request.to_detail())
     engine.schedules.create_once = original  # type: ignore[method-assign]
 
-    assert tagged == [{"SecurityAllowSessionInstance": request.instance_id}]
-    assert (outcome.result, outcome.detail["untagged"]) == ("revoked", True)
+    assert [o.result for o in revoked] == ["revoked"]
     assert stack.tags("user", "alice") == {}
     assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) is None
     grant = engine.ledger.get_grant(request.grant_id)
     assert grant is not None
-    assert (grant.status, grant.revoke_reason, grant.revoked_by) == (
-        GrantStatus.REVOKED,
-        "done",
-        request.requester_arn,
-    )
-    [note] = stack.notifications()
-    assert (note["attributes"]["event_type"], note["message"]["reason"]) == ("AccessRevoked", "done")
-    # The schedule the grant had made fires on a revoked grant: nothing happens, nothing is announced.
-    stack.clock.advance(timedelta(minutes=10))
-    assert (
-        engine.on_revoke_schedule({"grant_id": request.grant_id, "reason": "expired"}).result == "duplicate"
-    )
+    assert (grant.status, grant.revoked_by) == (GrantStatus.REVOKED, APPROVER)
+    # The redelivery cannot resume a revoked grant; the schedule it made fires on it: nothing happens.
     assert engine.grant(request.to_detail()).result == "duplicate"
-    assert stack.notifications() == []
+    stack.clock.advance(timedelta(minutes=10))
+    [schedule] = stack.schedules().values()
+    assert engine.on_revoke_schedule(json.loads(schedule["Target"]["Input"])).result == "duplicate"
+    assert stack.tags("user", "alice") == {}
 
 
-def test_an_invocation_that_loses_the_activation_to_a_duplicate_leaves_the_grant_alone(stack: Stack) -> None:
+def test_a_duplicate_racing_the_first_delivery_converges_on_one_tag(stack: Stack) -> None:
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
     engine, duplicate = stack.engine(), stack.engine()
@@ -516,11 +538,13 @@ def test_an_invocation_that_loses_the_activation_to_a_duplicate_leaves_the_grant
     engine.schedules.create_once = duplicate_finishes_first  # type: ignore[method-assign]
     outcome = engine.grant(request.to_detail())
 
+    # The duplicate found the record untagged and resumed it; both wrote the same tag.
     assert [o.result for o in outcomes] == ["granted"]
-    assert outcome.result == "duplicate"
+    assert outcome.result == "granted"
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
     assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) == request.grant_id
     assert engine.ledger.get_grant(request.grant_id).status is GrantStatus.ACTIVE  # type: ignore[union-attr]
+    assert len(stack.schedules()) == 1
 
 
 # ------------------------------------------------------------------------------ malformed events

@@ -3,10 +3,12 @@ the steady run, the IAM tag event of one principal and the full sweep."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+from sessiongate.clock import to_iso
 from sessiongate.core.engine import Engine
 from sessiongate.core.grant import new_record
 from sessiongate.core.model import GrantStatus
@@ -88,17 +90,24 @@ def test_lost_schedule_of_a_live_grant_is_repaired_by_revoking_it_when_overdue(
 
 
 def test_stuck_provisioning_grant_is_undone_and_denied(stack: Stack, engine: Engine) -> None:
+    """A record as the previous release left it when its grant invocation died after tagging
+    (PROVISIONING, slot claimed, tag on, no schedule): a deployed table may hold one."""
     _operator(stack, "alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-
-    def crash(*args: object, **kwargs: object) -> bool:
-        raise RuntimeError("timed out")
-
-    original = engine.schedules.create_once
-    engine.schedules.create_once = crash  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        engine.grant(request.to_detail())
-    engine.schedules.create_once = original  # type: ignore[method-assign]
+    record = new_record(
+        request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    )
+    assert engine.ledger.create(record)
+    assert engine.ledger.lock_free_slot(record.principal_arn, 1, request.grant_id)
+    stack.client("dynamodb").update_item(
+        TableName=stack.settings.table_name,
+        Key={"pk": {"S": f"GRANT#{request.grant_id}"}},
+        UpdateExpression="SET slot = :one, expires_at = :exp",
+        ExpressionAttributeValues={":one": {"N": "1"}, ":exp": {"S": "2026-11-24T09:10:00Z"}},
+    )
+    stack.client("iam").tag_user(
+        UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance", "Value": request.instance_id}]
+    )
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
 
     assert _repairs(engine.sweep())["abandoned"] == []  # still within the grace period
@@ -141,14 +150,16 @@ def test_hand_made_slot_tags_are_removed_and_others_kept(stack: Stack, engine: E
 
 
 def test_drift_repair_leaves_a_slot_that_a_grant_holds(stack: Stack, engine: Engine) -> None:
-    """A grant that has claimed its slot and tagged but not yet activated is not drift."""
+    """A grant that has opened (record ACTIVE + slot lock) and tagged, before anything else, is not drift."""
     _operator(stack, "alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    grant = new_record(
-        request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.PROVISIONING
+    grant = replace(
+        new_record(request, f"arn:aws:iam::{ACCOUNT}:user/alice", stack.clock.now(), GrantStatus.ACTIVE),
+        slot=1,
+        expires_at="2026-11-24T09:10:00Z",
+        activated_at=to_iso(stack.clock.now()),
     )
-    engine.ledger.create(grant)
-    engine.ledger.claim_slot(grant, 1, "2026-11-24T09:10:00Z")
+    assert engine.ledger.open(grant).created
     stack.client("iam").tag_user(
         UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance", "Value": request.instance_id}]
     )

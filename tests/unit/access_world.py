@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from sessiongate.access_requests.caller import Caller, caller_from_context
 from sessiongate.core import slots
 from sessiongate.core.model import GrantStatus
-from sessiongate.core.ports import ServiceFailure
 from tests.support.people import ALICE, BOB, CAROL, EVE  # noqa: F401 - the tests' callers
 from tests.support.people import APPROVERS_ROLE as APPROVERS
 from tests.support.people import SECURITY as SAM  # noqa: F401
@@ -75,19 +72,12 @@ def slot_tags(w: World, user: str = "alice") -> dict[str, str]:
 
 
 def stuck_provisioning(w: World) -> str:
-    """Alice's approved request whose grant stopped after tagging (Scheduler throttled it): PROVISIONING."""
-    request_id = create(w)
-    w.service.approve(caller(BOB), request_id, None)
-    schedules = w.core.schedules
-    real = schedules.create_once
-
-    def throttled(*args: object, **kwargs: object) -> bool:
-        schedules.create_once = real  # type: ignore[method-assign]
-        raise ServiceFailure("Rate exceeded", code="ThrottlingException")
-
-    schedules.create_once = throttled  # type: ignore[method-assign]
-    with pytest.raises(ServiceFailure):
-        w.grant()
-    assert w.grant_status(request_id) is GrantStatus.PROVISIONING
+    """Alice's approved request whose grant, run by the previous release (records went PROVISIONING
+    first), stopped after tagging: a PROVISIONING record holding slot 1, the tag on, no schedule. This
+    release opens grants ACTIVE; such records stay in a deployed table and are still handled."""
+    request_id = granted(w)
+    record = w.ledger.grants[f"rq-{request_id}"]
+    record.status, record.activated_at, record.schedule_name = GrantStatus.PROVISIONING, None, None
+    w.core.schedules.schedules.clear()
     assert slot_tags(w)  # the tag is on: only the activation is missing
     return request_id

@@ -133,3 +133,13 @@ def test_a_refused_break_glass_is_logged_with_the_request_it_refused() -> None:
     assert keys.get("instance_id") == "i-0123456789abcdef1"
     assert keys.get("principal_arn") == ALICE
     assert len(str(keys.get("request_id", ""))) == 32
+
+
+def test_an_instance_systems_manager_does_not_manage_is_refused_when_the_request_is_made() -> None:
+    """The managed-node check moved from the grant to request time: the requester learns at once."""
+    w = new_world()
+    w.inventory.add("i-0123456789abcdef0", managed=False)
+    with pytest.raises(NotAllowed) as err:
+        w.service.create(caller(ALICE), {"instance_id": "i-0123456789abcdef0", "reason": "x"})
+    assert err.value.code == "instance_not_managed"
+    assert w.store.writes == []

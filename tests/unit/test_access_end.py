@@ -12,6 +12,7 @@ from sessiongate.access_requests.records import RequestStatus
 from sessiongate.core import slots
 from sessiongate.core.model import GrantStatus
 from sessiongate.core.revoke import PROVISIONING_GRACE
+from sessiongate.errors import TransientError
 from tests.unit.access_world import (
     ALICE,
     BOB,
@@ -62,10 +63,10 @@ def test_revoking_a_request_not_yet_granted_leaves_a_tombstone_and_the_grant_nev
     assert slot_tags(w) == {}
 
 
-def test_revoking_a_young_provisioning_grant_leaves_the_tombstone_and_the_retry_undoes_it() -> None:
-    """The grant invocation may still be running: the request API does not race it through the engine
-    (whose revoke would refuse, grant_in_progress). The grant's retry finds the request REVOKED: it is
-    denied, its tag removed, and it never goes ACTIVE."""
+def test_revoking_a_young_provisioning_grant_leaves_the_tombstone_and_the_sweep_undoes_it() -> None:
+    """A PROVISIONING record of the previous release may still be in a grant invocation's hands: the
+    request API does not race it through the engine (whose revoke would refuse, grant_in_progress). A
+    redelivery changes nothing (the record exists); past the grace the sweep undoes it."""
     w = new_world()
     request_id = stuck_provisioning(w)
     w.clock.advance(PROVISIONING_GRACE - timedelta(seconds=1))
@@ -73,23 +74,19 @@ def test_revoking_a_young_provisioning_grant_leaves_the_tombstone_and_the_retry_
     assert out["status"] == "REVOKED"
     assert w.grant_status(request_id) is GrantStatus.PROVISIONING
     assert w.ledger.tombstones[f"rq-{request_id}"].reason == "done"
-    outcome = w.grant()
-    assert [d["code"] for d in outcome.detail["denials"]] == ["origin_not_approved"]
+    assert w.grant().result == "duplicate"
+    w.clock.advance(timedelta(seconds=1))
+    assert w.engine.sweep().detail["repairs"]["abandoned"] == [f"rq-{request_id}"]
     assert w.grant_status(request_id) is GrantStatus.DENIED
     assert slot_tags(w) == {}
     assert w.grant().result == "duplicate"  # later deliveries change nothing
-    assert (
-        w.service.get(
-            caller(ALICE),
-            request_id,
-        )["request"]["status"]
-        == "REVOKED"
-    )
+    assert w.service.get(caller(ALICE), request_id)["request"]["status"] == "REVOKED"
 
 
-def test_a_revocation_while_the_grant_runs_is_honoured_by_the_tombstone() -> None:
-    """Alice revokes while the grant invocation is between its tag and its activation: the activation
-    is refused by the tombstone, the invocation removes its tag and records the grant REVOKED."""
+def test_a_revocation_while_the_grant_runs_waits_out_its_bind_window_and_the_tag_never_lands() -> None:
+    """Alice revokes between the grant's transaction and its tag: the revocation waits until the grant
+    can no longer tag (its bind window), revokes, and the grant, past its window, does not tag; its
+    redelivery is a duplicate. Without the window check the tag would outlive the REVOKED grant."""
     w = new_world()
     request_id = create(w)
     w.service.approve(caller(BOB), request_id, None)
@@ -97,17 +94,19 @@ def test_a_revocation_while_the_grant_runs_is_honoured_by_the_tombstone() -> Non
     real = schedules.create_once
 
     def alice_revokes_meanwhile(*args: object, **kwargs: object) -> bool:
-        assert slot_tags(w)
         out = w.service.revoke(caller(ALICE), request_id, None)["request"]
         assert out["status"] == "REVOKED"
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     schedules.create_once = alice_revokes_meanwhile  # type: ignore[method-assign]
-    outcome = w.grant()
-    assert (outcome.result, outcome.detail["reason"]) == ("revoked", "done")
+    with pytest.raises(TransientError, match="bind window"):
+        w.grant()
+    schedules.create_once = real  # type: ignore[method-assign]
     grant = w.ledger.get_grant(f"rq-{request_id}")
     assert grant is not None
     assert (grant.status, grant.revoked_by) == (GrantStatus.REVOKED, ALICE)
+    assert slot_tags(w) == {}
+    assert w.grant().result == "duplicate"
     assert slot_tags(w) == {}
     assert w.core.notifier.types()[-1] == "AccessRevoked"
 

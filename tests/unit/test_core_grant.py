@@ -10,6 +10,7 @@ import pytest
 
 from sessiongate.core.model import Denial, GrantStatus, Result
 from sessiongate.core.ports import ServiceFailure
+from sessiongate.errors import TransientError
 from tests.unit.fakes.core import ACCOUNT, INSTANCE, MEMBER, CoreWorld
 
 SLOT1 = "SecurityAllowSessionInstance"
@@ -34,7 +35,17 @@ def test_granted_tags_the_principal_claims_a_slot_and_schedules_the_revocation(w
     assert world.ledger.slot_holder(world.alice, 1) == request.grant_id
     schedule = world.schedules.schedules[f"sg-revoke-{request.grant_id}"]
     assert schedule.when == world.clock.now() + timedelta(minutes=15)
-    assert schedule.payload == {"grant_id": request.grant_id, "reason": "expired"}
+    assert schedule.payload == {
+        "grant_id": request.grant_id,
+        "reason": "expired",
+        "principal_type": "user",
+        "principal_name": "alice",
+        "principal_arn": world.alice,
+        "account": ACCOUNT,
+        "instance_id": INSTANCE,
+        "slot": 1,
+        "expires_at": "2026-11-24T09:15:00Z",
+    }
     assert grant.schedule_name == f"sg-revoke-{request.grant_id}"
     assert world.notifier.types() == ["AccessGranted"]
     assert world.verifier.verified == [request.grant_id]
@@ -100,11 +111,6 @@ def _deny_tagged(w: CoreWorld) -> dict[str, Any]:
     return {}
 
 
-def _unmanaged(w: CoreWorld) -> dict[str, Any]:
-    w.inventory.add(INSTANCE, managed=False)
-    return {}
-
-
 def _origin_denies(w: CoreWorld) -> dict[str, Any]:
     w.verifier.denials = [Denial("origin_mismatch", "the change request says otherwise")]
     return {}
@@ -132,7 +138,6 @@ DENIALS: dict[str, tuple[Callable[[CoreWorld], dict[str, Any]], str]] = {
     "unknown instance": (lambda w: {"instance": "i-0aaaaaaaaaaaaaaaa"}, "instance_not_found"),
     "stopped instance": (_stopped, "instance_not_usable"),
     "instance deny tag": (_deny_tagged, "instance_excluded"),
-    "unmanaged instance": (_unmanaged, "instance_not_managed"),
     "origin disagrees": (_origin_denies, "origin_mismatch"),
     "no origin verifier": (_no_verifier, "origin_unverifiable"),
     "foreign account": (lambda w: {"account": "999999999999"}, "account_not_allowed"),
@@ -207,7 +212,9 @@ def test_iam_refusing_the_tag_at_the_limit_undoes_the_claim(world: CoreWorld) ->
     assert world.status(request.grant_id) is GrantStatus.DENIED
     assert world.ledger.slots == {}
     assert world.directory.tags_of("user", "alice") == tags
-    assert world.schedules.schedules == {}
+    # The schedule was created before the tag: it fires on a DENIED grant, a no-op.
+    schedule = world.schedules.schedules[f"sg-revoke-{request.grant_id}"]
+    assert world.engine.on_revoke_schedule(schedule.payload).result == "duplicate"
 
 
 def test_a_role_iam_will_not_modify_is_denied_and_its_claim_released(world: CoreWorld) -> None:
@@ -255,26 +262,54 @@ def test_revoked_before_it_was_granted_records_revoked_and_never_tags(world: Cor
     assert world.grant(request).result == "duplicate"
 
 
-def test_revoked_while_provisioning_removes_its_tag_and_ends_revoked(world: CoreWorld) -> None:
+def test_a_revocation_between_transaction_and_tag_is_never_outlived_by_the_tag(world: CoreWorld) -> None:
+    """The re-tag race: the revocation runs after the grant's transaction, before its tag. It waits out
+    the bind window (virtual time), revokes, and the grant, now past its window, refuses to tag."""
     request = world.approved()
     create = world.schedules.create_once
 
     def revocation_meanwhile(*args: Any) -> bool:
-        world.ledger.request_revoke(request.grant_id, at="2026-11-24T09:00:01Z", reason="done", by="bob")
+        assert world.engine.revoke(request.grant_id, reason="revoked", by="bob").result == "revoked"
         return create(*args)
 
     world.schedules.create_once = revocation_meanwhile  # type: ignore[method-assign]
-    outcome = world.grant(request)
+    with pytest.raises(TransientError, match="bind window"):
+        world.grant(request)
+    del world.schedules.create_once
 
-    assert outcome.result == "revoked"
-    assert outcome.detail == {"reason": "done", "untagged": True}
+    assert world.status(request.grant_id) is GrantStatus.REVOKED
     assert world.directory.tags_of("user", "alice") == {}
     assert world.ledger.slots == {}
+    assert world.grant(request).result == "duplicate"  # the redelivery cannot resume a REVOKED grant
+    assert world.directory.tags_of("user", "alice") == {}
+
+
+def test_a_resumed_grant_racing_a_revocation_is_revoked_again_after_it_tagged(world: CoreWorld) -> None:
+    """A revocation read the grant, then a redelivery resumed (rebound) it and tagged: the revocation's
+    transaction fails on activated_at, it reads again, waits, untags, and the grant ends REVOKED."""
+    request = world.approved()
+    world.schedules.create_once = lambda *a: (_ for _ in ()).throw(ServiceFailure("down"))  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    del world.schedules.create_once
+    world.clock.advance(timedelta(minutes=1))
+    untag = world.directory.untag
+
+    def redelivery_meanwhile(*args: Any) -> bool:
+        world.directory.untag = untag  # type: ignore[method-assign]
+        done = untag(*args)
+        assert world.grant(request).result == "granted"  # resumed: tags again
+        return done
+
+    world.directory.untag = redelivery_meanwhile  # type: ignore[method-assign]
+    assert world.engine.revoke(request.grant_id, reason="revoked", by="bob").result == "revoked"
+
     assert world.status(request.grant_id) is GrantStatus.REVOKED
-    assert world.notifier.types() == ["AccessRevoked"]
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.ledger.slots == {}
 
 
-def test_a_provisioning_grant_is_resumed_on_redelivery(world: CoreWorld) -> None:
+def test_a_grant_interrupted_before_its_schedule_is_resumed_on_redelivery(world: CoreWorld) -> None:
     request = world.approved()
     create = world.schedules.create_once
 
@@ -286,7 +321,9 @@ def test_a_provisioning_grant_is_resumed_on_redelivery(world: CoreWorld) -> None
         world.grant(request)
     half = world.ledger.get_grant(request.grant_id)
     assert half is not None
-    assert (half.status, half.slot) == (GrantStatus.PROVISIONING, 1)
+    # Fail-closed: ACTIVE in the ledger, but no tag (nothing opens) and no schedule.
+    assert (half.status, half.slot) == (GrantStatus.ACTIVE, 1)
+    assert world.directory.tags_of("user", "alice") == {}
 
     world.schedules.create_once = create  # type: ignore[method-assign]
     world.clock.advance(timedelta(seconds=30))
@@ -298,21 +335,76 @@ def test_a_provisioning_grant_is_resumed_on_redelivery(world: CoreWorld) -> None
     assert world.status(request.grant_id) is GrantStatus.ACTIVE
     assert world.ledger.slots.keys() == {(world.alice, 1)}
     assert world.directory.tags_of("user", "alice") == {SLOT1: INSTANCE}
+    assert f"sg-revoke-{request.grant_id}" in world.schedules.schedules
+    assert world.grant(request).result == "duplicate"  # now tagged: a duplicate
 
 
-def test_a_denied_resume_undoes_the_first_attempt(world: CoreWorld) -> None:
+def test_a_grant_interrupted_between_schedule_and_tag_is_resumed_on_redelivery(world: CoreWorld) -> None:
     request = world.approved()
-    world.schedules.create_once = lambda *a: (_ for _ in ()).throw(ServiceFailure("boom"))  # type: ignore[method-assign]
+    tag = world.directory.tag
+    world.directory.tag = lambda *a: (_ for _ in ()).throw(ServiceFailure("down"))  # type: ignore[method-assign]
     with pytest.raises(ServiceFailure):
         world.grant(request)
+    assert f"sg-revoke-{request.grant_id}" in world.schedules.schedules  # the revocation is there first
+    assert world.directory.tags_of("user", "alice") == {}
+    world.directory.tag = tag  # type: ignore[method-assign]
+    world.clock.advance(timedelta(minutes=2))
+
+    assert world.grant(request).result == "granted"
+    assert world.directory.tags_of("user", "alice") == {SLOT1: INSTANCE}
+
+
+def test_an_expired_untagged_grant_is_not_resumed(world: CoreWorld) -> None:
+    request = world.approved(minutes=15)
+    world.directory.tag = lambda *a: (_ for _ in ()).throw(ServiceFailure("down"))  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    del world.directory.tag
+    world.clock.advance(timedelta(minutes=16))
+    assert world.grant(request).result in ("duplicate", "denied")
+    assert world.directory.tags_of("user", "alice") == {}
+
+
+def test_a_denied_redelivery_of_an_untagged_grant_changes_nothing(world: CoreWorld) -> None:
+    """The redelivery is denied now (instance stopped): the transaction is not even tried; the record
+    stays ACTIVE without a tag (fail-closed) until its schedule or the reconciler revokes it."""
+    request = world.approved()
+    world.directory.tag = lambda *a: (_ for _ in ()).throw(ServiceFailure("boom"))  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    del world.directory.tag
     world.inventory.add(INSTANCE, state="stopped")
 
-    outcome = world.grant(request)
-
-    assert world.codes(outcome) == ["instance_not_usable"]
-    assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert world.grant(request).result == "duplicate"
     assert world.directory.tags_of("user", "alice") == {}
+    world.clock.advance(timedelta(minutes=10))
+    schedule = world.schedules.schedules[f"sg-revoke-{request.grant_id}"]
+    assert world.engine.on_revoke_schedule(schedule.payload).result == "revoked"
     assert world.ledger.slots == {}
+
+
+def test_a_taken_slot_makes_the_transaction_try_the_next_one(world: CoreWorld) -> None:
+    """The tags said slot 1 was free but another grant's lock holds it (tags are a hint): the next slot."""
+    assert world.ledger.lock_free_slot(world.alice, 1, "cm-other")
+    outcome = world.grant(world.approved())
+    assert (outcome.result, outcome.detail["slot"]) == ("granted", 2)
+    assert world.ledger.slot_holder(world.alice, 1) == "cm-other"
+
+
+def test_a_duplicate_delivery_is_told_by_the_transaction_and_writes_nothing(world: CoreWorld) -> None:
+    request = world.approved()
+    world.grant(request)
+    before = (dict(world.ledger.grants), dict(world.ledger.slots), len(world.directory.writes))
+    assert world.grant(request).result == "duplicate"
+    assert (dict(world.ledger.grants), dict(world.ledger.slots), len(world.directory.writes)) == before
+    assert world.notifier.types() == ["AccessGranted"]
+
+
+def test_an_unmanaged_instance_is_not_asked_about_at_grant_time(world: CoreWorld) -> None:
+    """Whether the node is managed is asked when the request is made (the front doors): at grant time
+    the instance is read once, without the SSM check (a tag opens nothing on an unmanaged node)."""
+    world.inventory.add(INSTANCE, managed=False)
+    assert world.grant(world.approved()).result == "granted"
 
 
 def test_a_member_account_grant_tags_the_member_principal() -> None:

@@ -151,3 +151,45 @@ def test_unknown_and_malformed_revocations(world: CoreWorld) -> None:
     assert world.engine.revoke("cm-nothing").result == "ignored"
     assert world.engine.revoke("bad id!").result == "rejected"
     assert world.engine.on_revoke_schedule({"grant_id": "cm-x", "reason": "other"}).result == "rejected"
+
+
+def test_the_schedule_payload_reads_record_and_lock_in_one_call(world: CoreWorld) -> None:
+    grant_id = _granted(world)
+    payload = world.schedules.schedules[f"sg-revoke-{grant_id}"].payload
+    world.clock.advance(timedelta(minutes=10))
+    reads = world.ledger.batch_gets
+
+    assert world.engine.on_revoke_schedule(payload).result == "revoked"
+    assert world.ledger.batch_gets == reads + 1  # record + lock, one BatchGetItem
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.engine.on_revoke_schedule(payload).result == "duplicate"
+
+
+def test_an_old_schedule_firing_after_an_in_place_extension_does_not_revoke_early(world: CoreWorld) -> None:
+    """A schedule whose expiry the grant no longer has (moved on later) is superseded: nothing happens;
+    the schedule for the new expiry revokes."""
+    grant_id = _granted(world)
+    old = dict(world.schedules.schedules[f"sg-revoke-{grant_id}"].payload)
+    world.ledger.grants[grant_id].expires_at = "2026-11-24T09:30:00Z"
+    world.clock.advance(timedelta(minutes=10))
+
+    outcome = world.engine.on_revoke_schedule(old)
+
+    assert (outcome.result, outcome.detail) == (Result.IGNORED, {"why": "schedule superseded"})
+    assert world.status(grant_id) is GrantStatus.ACTIVE
+    assert world.directory.tags_of("user", "alice") != {}
+    world.clock.advance(timedelta(minutes=20))
+    assert world.engine.on_revoke_schedule({**old, "expires_at": "2026-11-24T09:30:00Z"}).result == "revoked"
+
+
+def test_a_revocation_of_a_grant_in_its_bind_window_waits_it_out_first(world: CoreWorld) -> None:
+    grant_id = _granted(world)
+    start = world.clock.now()
+    assert world.engine.revoke(grant_id, reason="done", by="alice").result == "revoked"
+    assert world.clock.now() - start == timedelta(seconds=15)  # BIND_WINDOW + TAG_CALL_BOUND
+    world.clock.advance(timedelta(minutes=1))
+    other = _granted(world)
+    world.clock.advance(timedelta(minutes=1))
+    start = world.clock.now()
+    assert world.engine.revoke(other, reason="done", by="alice").result == "revoked"
+    assert world.clock.now() == start  # an older grant is revoked at once

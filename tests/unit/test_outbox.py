@@ -58,7 +58,7 @@ def _grant(status: GrantStatus, **changes: Any) -> Grant:
 
 
 ACTIVE = _grant(
-    GrantStatus.ACTIVE, slot=1, expires_at="2026-01-05T09:10:00Z", granted_at="2026-01-05T09:00:01Z"
+    GrantStatus.ACTIVE, slot=1, expires_at="2026-01-05T09:10:00Z", activated_at="2026-01-05T09:00:01Z"
 )
 
 
@@ -84,7 +84,7 @@ def test_a_grant_going_active_is_access_granted_with_the_payload_subscribers_kno
         "event_id": "AccessGranted/cm-1",
     }
     # From PROVISIONING too (records of earlier releases); an older record's time is its creation.
-    [event] = grant_events(_grant(GrantStatus.PROVISIONING), replace(ACTIVE, granted_at=None))
+    [event] = grant_events(_grant(GrantStatus.PROVISIONING), replace(ACTIVE, activated_at=None))
     assert (event.event_type, event.payload["at"]) == ("AccessGranted", "2026-01-05T09:00:00Z")
 
 

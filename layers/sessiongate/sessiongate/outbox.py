@@ -102,7 +102,7 @@ def grant_events(old: Grant | None, new: Grant | None) -> list[Lifecycle]:
     if new is None or (old is not None and old.status is new.status):
         return []
     if new.status is GrantStatus.ACTIVE:
-        return [granted(new, new.granted_at or new.created_at)]
+        return [granted(new, new.activated_at or new.created_at)]
     if new.status is GrantStatus.DENIED:
         return [denied(new, new.denied_at or new.created_at)]
     if new.status is GrantStatus.REVOKED:

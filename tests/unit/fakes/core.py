@@ -28,6 +28,7 @@ from sessiongate.core.identity import Identity, PrincipalType, parse_identity, s
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
 from sessiongate.core.ports import (
     MemberUnavailable,
+    Opened,
     PrincipalGone,
     PrincipalUnmodifiable,
     RevokeRequest,
@@ -103,20 +104,38 @@ class FakeLedger:
         self.grants[grant.grant_id] = stored
         return True
 
-    def claim_slot(self, grant: Grant, slot: int, expires_at: str) -> bool:
+    def grant_and_holder(
+        self, grant_id: str, principal_arn: str, slot: int
+    ) -> tuple[Grant | None, str | None]:
+        self.batch_gets += 1
+        return self.get_grant(grant_id), self.slot_holder(principal_arn, slot)
+
+    def open(self, grant: Grant) -> Opened:
+        """One TransactWriteItems: the record if no item of the id exists, the lock if the slot is free;
+        the record's condition is reported first (DynamoDB API Reference, "TransactWriteItems")."""
+        assert grant.slot is not None
+        if grant.grant_id in self.grants:
+            return Opened(existing=copy.deepcopy(self.grants[grant.grant_id]))
+        if grant.grant_id in self.tombstones:
+            return Opened(revoke_requested=self.tombstones[grant.grant_id])
+        if (grant.principal_arn, grant.slot) in self.slots:
+            return Opened(slot_taken=True)
+        self.grants[grant.grant_id] = copy.deepcopy(grant)
+        self.slots[(grant.principal_arn, grant.slot)] = Slot(
+            grant.grant_id, grant.instance_id, grant.expires_at or ""
+        )
+        return Opened(created=True)
+
+    def rebind(self, grant: Grant, activated_at: str) -> bool:
         record = self.grants.get(grant.grant_id)
-        if record is None or record.status is not GrantStatus.PROVISIONING or record.slot not in (None, slot):
-            # The record moved on: adopt a slot a concurrent invocation claimed, else a lost race.
-            if record is not None and record.status is GrantStatus.PROVISIONING and record.slot:
-                grant.slot, grant.expires_at = record.slot, record.expires_at
-                return True
-            raise TransientError(f"grant {grant.grant_id} changed while claiming a slot")
-        held = self.slots.get((grant.principal_arn, slot))
-        if held is not None and held.holder != grant.grant_id:
+        if (
+            record is None
+            or record.status is not GrantStatus.ACTIVE
+            or record.activated_at != grant.activated_at
+            or grant.grant_id in self.tombstones
+        ):
             return False
-        self.slots[(grant.principal_arn, slot)] = Slot(grant.grant_id, grant.instance_id, expires_at)
-        record.slot, record.expires_at = slot, expires_at
-        grant.slot, grant.expires_at = slot, expires_at
+        record.activated_at = grant.activated_at = activated_at
         return True
 
     def release_slot(self, principal_arn: str, slot: int, grant_id: str) -> None:
@@ -126,21 +145,9 @@ class FakeLedger:
     def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None:
         self.tombstones.setdefault(grant_id, RevokeRequest(at, reason, by))
 
-    def activate(self, grant: Grant, schedule_name: str) -> bool:
-        record = self.grants.get(grant.grant_id)
-        if (
-            record is None
-            or record.status is not GrantStatus.PROVISIONING
-            or grant.grant_id in self.tombstones
-        ):
-            return False
-        record.status, record.schedule_name = GrantStatus.ACTIVE, schedule_name
-        grant.status, grant.schedule_name = GrantStatus.ACTIVE, schedule_name
-        return True
-
     def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
         record = self.grants.get(grant.grant_id)
-        if record is None or record.status is not GrantStatus.PROVISIONING:
+        if record is None or record.status not in LIVE:
             return False
         record.status, record.denials = GrantStatus.DENIED, copy.deepcopy(denials)
         grant.status, grant.denials = GrantStatus.DENIED, denials
@@ -154,7 +161,7 @@ class FakeLedger:
 
     def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool:
         record = self.grants.get(grant.grant_id)
-        if record is None or record.status not in LIVE:
+        if record is None or record.status not in LIVE or record.activated_at != grant.activated_at:
             return False
         frees = release_slot and grant.slot is not None
         if frees and self.slot_holder(grant.principal_arn, grant.slot or 0) != grant.grant_id:

@@ -46,7 +46,7 @@ class Creating(Status):
         # same type and name there (identities never come from the body).
         account = data.account or caller.account
         directory, inventory = self._adapters(account)
-        rule, tags = self._rule_for(data.instance_id, account, inventory)
+        rule, tags = self._rule_for(data.instance_id, account, inventory, creating=True)
         duration = self._allowed_duration(caller, rule, data)
         principal = directory.get_principal(caller.principal_type, caller.principal_name)
         if principal is None:

@@ -119,14 +119,23 @@ class RuleAccess(Signing):
         return directory, inventory
 
     def _rule_for(
-        self, instance_id: str, account: str, inventory: Inventory | None = None
+        self, instance_id: str, account: str, inventory: Inventory | None = None, *, creating: bool = False
     ) -> tuple[Rule, dict[str, str]]:
         if inventory is None:
             inventory = self._adapters(account)[1]
-        instance = inventory.describe(instance_id, check_managed=False)
+        # Whether the node is managed by Systems Manager is asked when a request is made, not at grant
+        # time: a usability check, not a security one (see ``core/grant.py``: a tag opens nothing on
+        # a node Session Manager cannot reach).
+        check_managed = creating and self.settings.require_ssm_managed
+        instance = inventory.describe(instance_id, check_managed=check_managed)
         if instance is None:
             raise NotFound(
                 "instance_not_found", f"instance {instance_id} does not exist in account {account}"
+            )
+        if check_managed and instance.ssm_managed is False:
+            raise NotAllowed(
+                "instance_not_managed",
+                f"instance {instance_id} is not a managed node of Systems Manager: no session can open",
             )
         why = excluded_by_tag(instance.tags, self.settings)
         if why:

@@ -12,9 +12,10 @@ Items (single table, partition key ``pk``):
 - A revocation request (tombstone) on ``GRANT#<grant_id>``: ``revoke_requested`` (when), with
   ``revoke_requested_by`` and ``revoke_requested_reason``, written by the request API *before* it
   answers REVOKED. It is an attribute of the grant record when one exists, else the only content of the
-  item (no ``status``: :meth:`Ledger.get_grant` sees no grant). A grant record is only created
-  PROVISIONING, and only activated, while no tombstone is there: a revocation that lands while a grant
-  is being provisioned is honoured by the grant itself (it undoes its tag and ends REVOKED).
+  item (no ``status``: :meth:`Ledger.get_grant` sees no grant). A grant is opened (record ACTIVE + slot
+  lock, one transaction: :meth:`Ledger.open`) only while no item of its id exists, and rebound (resumed)
+  only while no tombstone is there. Records of earlier releases may still be PROVISIONING (the
+  reconciler ends them).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from sessiongate.adapters.aws import raises_service_failures
 from sessiongate.core.model import Grant, GrantStatus
-from sessiongate.core.ports import RevokeRequest
+from sessiongate.core.ports import Opened, RevokeRequest
 from sessiongate.errors import TransientError
 
 LIVE_INDEX = "live-by-expiry"
@@ -90,6 +91,15 @@ def to_grant(item: dict[str, Any]) -> Grant:
     return Grant(**values)
 
 
+def _tombstone(item: dict[str, Any]) -> RevokeRequest:
+    plain = _plain(item)
+    return RevokeRequest(
+        str(plain[TOMBSTONE]),
+        str(plain.get(f"{TOMBSTONE}_reason", "")),
+        str(plain.get(f"{TOMBSTONE}_by", "")),
+    )
+
+
 @raises_service_failures
 class Ledger:
     def __init__(
@@ -114,12 +124,20 @@ class Ledger:
         )
         if not item or TOMBSTONE not in item:
             return None
-        plain = _plain(item)
-        return RevokeRequest(
-            str(plain[TOMBSTONE]),
-            str(plain.get(f"{TOMBSTONE}_reason", "")),
-            str(plain.get(f"{TOMBSTONE}_by", "")),
-        )
+        return _tombstone(item)
+
+    def grant_and_holder(
+        self, grant_id: str, principal_arn: str, slot: int
+    ) -> tuple[Grant | None, str | None]:
+        """The grant record and the holder of slot ``slot`` of ``principal_arn`` in one strongly
+        consistent BatchGetItem (the revoke schedule's payload names the slot)."""
+        grant, holder = None, None
+        for item in self._batch_get([grant_key(grant_id), slot_key(principal_arn, slot)]):
+            if item["pk"]["S"].startswith("GRANT#"):
+                grant = to_grant(item) if "status" in item else None
+            else:
+                holder = str(item["grant_id"]["S"])
+        return grant, holder
 
     def slot_holder(self, principal_arn: str, slot: int) -> str | None:
         item = self._db.get_item(
@@ -212,61 +230,97 @@ class Ledger:
             return False
         return True
 
-    def claim_slot(self, grant: Grant, slot: int, expires_at: str) -> bool:
-        """Take slot ``slot`` of the grant's principal for the grant. ``False`` if another grant holds it."""
+    def open(self, grant: Grant) -> Opened:
+        """Write the grant ACTIVE and claim its slot lock in one conditional TransactWriteItems.
+
+        The record is written only when no item of this grant id exists (no record, no tombstone), the
+        lock only when the slot is free. A cancelled transaction says which condition failed, in item
+        order (DynamoDB API Reference, "TransactWriteItems": ``CancellationReasons``, one per item, with
+        the item as it was when ``ReturnValuesOnConditionCheckFailure`` is ``ALL_OLD``): the record's
+        (an existing record, or a lone tombstone) decides before the lock's (slot taken)."""
+        assert grant.slot is not None
+        values = asdict(grant)
+        values.update(
+            status=grant.status.value,
+            pk=f"GRANT#{grant.grant_id}",
+            kind="grant",
+            live=live_shard(grant.grant_id),
+            expires_at=grant.expires_at or grant.created_at,
+        )
+        items = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _item(values),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _item(
+                        {
+                            "pk": f"SLOT#{grant.principal_arn}#{grant.slot}",
+                            "kind": "slot",
+                            "grant_id": grant.grant_id,
+                            "instance_id": grant.instance_id,
+                            "expires_at": grant.expires_at,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
         try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": _item(
-                                {
-                                    "pk": f"SLOT#{grant.principal_arn}#{slot}",
-                                    "kind": "slot",
-                                    "grant_id": grant.grant_id,
-                                    "instance_id": grant.instance_id,
-                                    "expires_at": expires_at,
-                                }
-                            ),
-                            "ConditionExpression": "attribute_not_exists(pk) OR grant_id = :gid",
-                            "ExpressionAttributeValues": {":gid": {"S": grant.grant_id}},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": grant_key(grant.grant_id),
-                            "UpdateExpression": "SET slot = :slot, expires_at = :exp",
-                            # One slot per grant: a duplicate invocation that read the record before
-                            # another claimed a slot must not claim a second one (its tag would leak).
-                            "ConditionExpression": (
-                                "#s = :prov AND (attribute_not_exists(slot) OR slot = :slot)"
-                            ),
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": {
-                                ":slot": {"N": str(slot)},
-                                ":exp": {"S": expires_at},
-                                ":prov": {"S": GrantStatus.PROVISIONING.value},
-                            },
-                        }
-                    },
-                ]
-            )
+            self._db.transact_write_items(TransactItems=items)
         except self._db.exceptions.TransactionCanceledException as exc:
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if len(reasons) >= 2 and reasons[1] == "ConditionalCheckFailed":
-                # The record moved on meanwhile: a concurrent invocation of this grant claimed a
-                # slot (adopt it: its lock names this grant), or the grant left PROVISIONING.
+            reasons = exc.response.get("CancellationReasons", [])
+            codes = [r.get("Code") for r in reasons]
+            if codes and codes[0] == "ConditionalCheckFailed":
+                old = reasons[0].get("Item") or {}
+                if "status" in old:
+                    return Opened(existing=to_grant(old))
+                if TOMBSTONE in old:
+                    return Opened(revoke_requested=_tombstone(old))
+                # Without the old item (it should be there): read it.
                 current = self.get_grant(grant.grant_id)
-                if current is not None and current.status is GrantStatus.PROVISIONING and current.slot:
-                    grant.slot, grant.expires_at = current.slot, current.expires_at
-                    return True
-                raise TransientError(f"grant {grant.grant_id} changed while claiming a slot") from exc
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                return False
-            raise TransientError(f"slot claim for {grant.grant_id} cancelled: {reasons}") from exc
-        grant.slot, grant.expires_at = slot, expires_at
+                if current is not None:
+                    return Opened(existing=current)
+                requested = self.revoke_request(grant.grant_id)
+                if requested is not None:
+                    return Opened(revoke_requested=requested)
+            elif len(codes) >= 2 and codes[1] == "ConditionalCheckFailed":
+                return Opened(slot_taken=True)
+            raise TransientError(f"grant {grant.grant_id} could not be opened: {codes}") from exc
+        return Opened(created=True)
+
+    def rebind(self, grant: Grant, activated_at: str) -> bool:
+        """Move an ACTIVE grant's ``activated_at`` on (a resumed grant may tag again within its bind
+        window); ``False`` if it is not ACTIVE any more, was rebound meanwhile, or a revocation was
+        asked for (the tombstone)."""
+        condition = f"#s = :active AND attribute_not_exists({TOMBSTONE}) AND "
+        values: dict[str, Any] = {
+            ":active": {"S": GrantStatus.ACTIVE.value},
+            ":now": {"S": activated_at},
+        }
+        if grant.activated_at:
+            condition += "activated_at = :seen"
+            values[":seen"] = {"S": grant.activated_at}
+        else:
+            condition += "attribute_not_exists(activated_at)"
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=grant_key(grant.grant_id),
+                UpdateExpression="SET activated_at = :now",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        grant.activated_at = activated_at
         return True
 
     def release_slot(self, principal_arn: str, slot: int, grant_id: str) -> None:
@@ -301,39 +355,20 @@ class Ledger:
             },
         )
 
-    def activate(self, grant: Grant, schedule_name: str) -> bool:
-        """PROVISIONING -> ACTIVE; ``False`` if the record left PROVISIONING or a revocation was asked
-        for meanwhile (the tombstone: the grant must then undo itself, never go ACTIVE)."""
-        try:
-            self._db.update_item(
-                TableName=self._table,
-                Key=grant_key(grant.grant_id),
-                UpdateExpression="SET #s = :active, schedule_name = :sched",
-                ConditionExpression=f"#s = :prov AND attribute_not_exists({TOMBSTONE})",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":active": {"S": GrantStatus.ACTIVE.value},
-                    ":prov": {"S": GrantStatus.PROVISIONING.value},
-                    ":sched": {"S": schedule_name},
-                },
-            )
-        except self._db.exceptions.ConditionalCheckFailedException:
-            return False
-        grant.status, grant.schedule_name = GrantStatus.ACTIVE, schedule_name
-        return True
-
     def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
-        """Turn a PROVISIONING record into DENIED; ``False`` if it is not PROVISIONING any more."""
+        """Turn a live record (ACTIVE whose tag IAM refused, or PROVISIONING of an earlier release) into
+        DENIED; ``False`` if it is not live any more."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=grant_key(grant.grant_id),
                 UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
-                ConditionExpression="#s = :prov",
+                ConditionExpression="#s IN (:prov, :active)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":denied": {"S": GrantStatus.DENIED.value},
                     ":prov": {"S": GrantStatus.PROVISIONING.value},
+                    ":active": {"S": GrantStatus.ACTIVE.value},
                     ":d": _ser(denials),
                 },
             )
@@ -357,8 +392,10 @@ class Ledger:
     def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool:
         """Mark the grant REVOKED and, when it holds its slot, free the slot in the same transaction.
 
-        ``False`` when the grant was not live any more (another revocation won the race).
+        ``False`` when the grant was not live any more (another revocation won the race), or was rebound
+        since it was read (``activated_at`` moved: a resumed grant may have tagged again).
         """
+        seen = "activated_at = :seen" if grant.activated_at else "attribute_not_exists(activated_at)"
         items: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -366,9 +403,10 @@ class Ledger:
                     "Key": grant_key(grant.grant_id),
                     "UpdateExpression": "SET #s = :revoked, revoked_at = :at, revoke_reason = :why, "
                     "revoked_by = :by REMOVE live",
-                    "ConditionExpression": "#s IN (:active, :prov)",
+                    "ConditionExpression": f"#s IN (:active, :prov) AND {seen}",
                     "ExpressionAttributeNames": {"#s": "status"},
                     "ExpressionAttributeValues": {
+                        **({":seen": {"S": grant.activated_at}} if grant.activated_at else {}),
                         ":revoked": {"S": GrantStatus.REVOKED.value},
                         ":active": {"S": GrantStatus.ACTIVE.value},
                         ":prov": {"S": GrantStatus.PROVISIONING.value},

@@ -23,7 +23,8 @@ def deny_new(ctx: Context, record: Grant, denials: list[Denial]) -> Outcome:
 
 
 def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
-    """Deny a grant whose record exists (PROVISIONING): undo what it did, then record the denial."""
+    """Deny a grant whose record exists (ACTIVE whose tag IAM refused, or PROVISIONING as the previous
+    release left it): undo what it did while its slot lock names it, then record the denial."""
     if grant.slot is not None and ctx.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id:
         directory = ctx.adapters_in(grant.account).directory
         directory.untag(

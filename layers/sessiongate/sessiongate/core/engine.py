@@ -51,7 +51,7 @@ class Engine(Context):
         """Scheduler delivery of ``{"grant_id": ..., "reason": "expired"}`` at a grant's expiry."""
         if not isinstance(event, Mapping) or event.get("reason") != REASON_EXPIRED:
             return self.reject("Revoke", InvalidInput("not a SessionGate revoke schedule payload"))
-        return self.revoke(event.get("grant_id"), reason=REASON_EXPIRED, by="scheduler")
+        return revoking.revoke(self, event.get("grant_id"), reason=REASON_EXPIRED, by="scheduler", hint=event)
 
     def grant(self, detail: object) -> Outcome:
         return granting.grant(self, detail)

@@ -1,6 +1,26 @@
-"""Granting: check an approved request, claim a slot, tag the principal, schedule the revocation.
+"""Granting: check an approved request, open the grant, schedule its revocation, tag the principal.
 
-Every step converges on redelivery (conditional record and slot claim, same tags, one schedule name).
+The AWS calls of a grant (issue 16): the principal (GetUser/GetRole), the instance (DescribeInstances),
+what the origin verifier reads, ONE conditional TransactWriteItems (the record written ACTIVE + the slot
+lock: :meth:`Ledger.open`), CreateSchedule, TagUser/TagRole (and the notification).
+
+Why this order is safe:
+- The record and the slot lock are written together, only when no item of the grant id exists: a
+  duplicate delivery (or a tombstone: revoked before granted) cancels the transaction, whose
+  ``ALL_OLD`` answer is the record; a taken slot cancels it too, and the next slot is tried.
+- The schedule is created *before* the tag: a crash between the transaction and the tag leaves an
+  ACTIVE record with a revocation and no tag (fail-closed: nothing opens; the redelivery resumes it).
+  A crash before the schedule leaves an ACTIVE record with no tag and no schedule: the redelivery
+  resumes it, else the reconciler revokes it once overdue (it finds overdue grants, not schedules).
+- The tag never survives a revocation (the re-tag race): a grant tags only within ``BIND_WINDOW`` of
+  its record's ``activated_at`` and only starts the IAM call before the window ends; a revocation of a
+  grant younger than ``BIND_WINDOW + TAG_CALL_BOUND`` first waits that long (``core/revoke.py``), then
+  untags while the slot lock still names the grant, then marks it REVOKED on condition that
+  ``activated_at`` did not move. A resumed delivery moves ``activated_at`` (conditional: ACTIVE, not
+  moved, no tombstone) before it tags again, so a revocation that read the old value fails its
+  transaction and starts over (waiting again). A TagUser that lands later than the bound (IAM retries
+  beyond it) is drift: the CloudTrail tag event lets the reconciler remove it within a minute
+  (``reconcile.repair_principal``), because the slot then has no live holder.
 """
 
 from __future__ import annotations
@@ -9,11 +29,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sessiongate.clock import to_iso
+from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core import denials, guardrails, revoke, slots
 from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
-from sessiongate.core.identity import PrincipalType, principal_arn
+from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import (
     AccountNotAllowed,
@@ -21,6 +41,7 @@ from sessiongate.core.ports import (
     MemberUnavailable,
     PrincipalGone,
     PrincipalUnmodifiable,
+    RevokeRequest,
     TagLimitExceeded,
 )
 from sessiongate.errors import InvalidInput, TransientError
@@ -28,6 +49,10 @@ from sessiongate.observability import bind, metrics
 
 # Scheduler's at() precision: a start this close is "now".
 START_TOLERANCE = timedelta(seconds=60)
+# A grant may start its tag call only BIND_WINDOW after its record's activated_at, and a revocation
+# assumes the call has landed (or failed) TAG_CALL_BOUND after that (defined in core/revoke.py).
+BIND_WINDOW = revoke.BIND_WINDOW
+TAG_CALL_BOUND = revoke.TAG_CALL_BOUND
 
 
 @dataclass(frozen=True)
@@ -41,9 +66,8 @@ class Checked:
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
-    """The record is created with a conditional write: a duplicate finds it and stops, a PROVISIONING
-    one is resumed. The slot claim names the grant, tags are overwritten with the same values and the
-    revoke schedule has a deterministic name, so every step converges on redelivery."""
+    """Check, open (one transaction), schedule, tag. A duplicate delivery is told by the transaction's
+    condition and costs no write; an ACTIVE record without its tag (a crash) is resumed."""
     try:
         request = AccessApproved.from_detail(detail)
     except InvalidInput as exc:
@@ -51,27 +75,39 @@ def grant(ctx: Context, detail: object) -> Outcome:
     log = bind(
         grant_id=request.grant_id, instance_id=request.instance_id, principal_name=request.principal_name
     )
-    existing = ctx.ledger.get_grant(request.grant_id)
-    if existing is not None and existing.status is not GrantStatus.PROVISIONING:
-        log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})
-        metrics().add("DuplicateDeliveries")
-        return Outcome(Result.DUPLICATE, request.grant_id, {"status": existing.status.value})
     now = ctx.clock.now()
-    checked = _check(ctx, request, existing, now)
+    checked = _check(ctx, request, now)
     if isinstance(checked, Outcome):
         return checked
-    started = _start(ctx, checked, existing, now)
-    if isinstance(started, Outcome):
-        return started
-    assert checked.principal is not None  # guardrails deny a missing principal
-    if started.slot is None:
-        minutes = checked.request.duration_minutes
-        denied = _claim_slot(ctx, started, checked.principal, now + timedelta(minutes=minutes))
-        if denied is not None:
-            return denials.abandon(ctx, started, [denied])
-    assert started.slot is not None
-    log.append_keys(slot=started.slot, principal_arn=started.principal_arn)
-    return _tag_and_activate(ctx, started, checked, log)
+    request = checked.request
+    if checked.denials:
+        record = new_record(request, _arn_of(ctx, checked), now, GrantStatus.DENIED)
+        return denials.deny_new(ctx, record, checked.denials)
+    principal = checked.principal
+    assert principal is not None  # guardrails deny a missing principal
+    count = ctx.settings.slot_count
+    if slots.foreign_tag_count(principal.tags, count) + 2 > slots.IAM_TAG_LIMIT:
+        denial = Denial("tag_limit", "the principal has no room for two more tags")
+        return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
+    expires = now + timedelta(minutes=request.duration_minutes)
+    for slot in slots.slot_preference(count, principal.tags):
+        record = replace(
+            new_record(request, principal.arn, now, GrantStatus.ACTIVE),
+            slot=slot,
+            expires_at=to_iso(expires),
+            schedule_name=revoke.schedule_name(request.grant_id),
+            activated_at=to_iso(now),
+        )
+        opened = ctx.ledger.open(record)
+        if opened.created:
+            log.append_keys(slot=slot, principal_arn=record.principal_arn)
+            return _schedule_and_tag(ctx, record, checked, log)
+        if opened.existing is not None:
+            return _redelivered(ctx, opened.existing, checked, now, log)
+        if opened.revoke_requested is not None:
+            return _revoked_before_grant(ctx, replace(record, slot=None), opened.revoke_requested)
+    denial = Denial("no_free_slot", f"all {count} slots of the principal are in use")
+    return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
 
 
 def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
@@ -95,66 +131,74 @@ def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantSt
     )
 
 
-def _check(ctx: Context, request: AccessApproved, existing: Grant | None, now: datetime) -> Checked | Outcome:
-    """Read the principal and the instance in the target account and apply every guardrail."""
+def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Outcome:
+    """Read the principal and the instance in the target account and apply every guardrail.
+
+    The instance is read once (DescribeInstances): whether it is an SSM managed node is checked when
+    the request is made (the native front door), not here. That is no security check: a slot tag only
+    lets ``ssm:StartSession`` through, and StartSession "initiates a connection to a target (for
+    example, a managed node)"; on a node not set up for Session Manager it fails with
+    ``TargetNotConnected`` ("The specified target managed node for the session isn't fully configured
+    for use with Session Manager", SSM API Reference, "StartSession", and botocore's SSM model). A tag
+    on a node that is not managed opens nothing, and the node becoming managed later is exactly the
+    case the check could not have prevented anyway (it was a point-in-time read)."""
     try:
         directory, inventory, _ = ctx.adapters_in(request.account)
     except MemberUnavailable as exc:
-        return _deny_early(ctx, request, existing, now, Denial("member_role_unavailable", str(exc)))
+        return _deny_early(ctx, request, now, Denial("member_role_unavailable", str(exc)))
     except AccountNotAllowed:
         message = f"account {request.account} is not a SessionGate account"
-        return _deny_early(ctx, request, existing, now, Denial("account_not_allowed", message))
+        return _deny_early(ctx, request, now, Denial("account_not_allowed", message))
     principal = directory.get_principal(request.principal_type, request.principal_name)
     # The session binding is SessionGate's own derivation, whatever the event says.
     bound = guardrails.bind_to_requester(request, principal, ctx.settings) if principal else None
     if bound != request.bound_user_id:
         request = replace(request, bound_user_id=bound)
-    instance = inventory.describe(request.instance_id, check_managed=ctx.settings.require_ssm_managed)
+    instance = inventory.describe(request.instance_id, check_managed=False)
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
     if not found:
         found = _verify_origin(ctx, request, instance)
     return Checked(request, principal, directory, found)
 
 
-def _start(ctx: Context, checked: Checked, existing: Grant | None, now: datetime) -> Grant | Outcome:
-    """The PROVISIONING record to work on: created now, or the one a previous delivery left."""
-    if existing is not None:
-        return denials.abandon(ctx, existing, checked.denials) if checked.denials else existing
-    request = checked.request
-    arn = checked.principal.arn if checked.principal else _arn(ctx, request)
-    if checked.denials:
-        return denials.deny_new(ctx, new_record(request, arn, now, GrantStatus.DENIED), checked.denials)
-    record = new_record(request, arn, now, GrantStatus.PROVISIONING)
-    if ctx.ledger.create(record):
-        return record
-    # A concurrent duplicate created it first: carry on with its record (claims are idempotent).
-    current = ctx.ledger.get_grant(request.grant_id)
-    if current is None:
-        # No record, only a revocation request: the access was revoked before it was granted.
-        return _revoked_before_grant(ctx, record)
-    if current.status is not GrantStatus.PROVISIONING:
-        return Outcome(Result.DUPLICATE, request.grant_id)
-    return current
+def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:
+    """The grant's record exists: a duplicate (nothing is done), or an ACTIVE grant whose tag is
+    missing (a crash after the transaction): resumed, unless it expired or was revoked meanwhile."""
+    principal = checked.principal
+    assert principal is not None
+    tagged = existing.slot is not None and any(
+        key.lower() == slots.instance_key(existing.slot).lower() and value == existing.instance_id
+        for key, value in principal.tags.items()
+    )
+    expires = existing.expires
+    if existing.status is not GrantStatus.ACTIVE or tagged or expires is None or now >= expires:
+        log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})
+        metrics().add("DuplicateDeliveries")
+        return Outcome(Result.DUPLICATE, existing.grant_id, {"status": existing.status.value})
+    if not ctx.ledger.rebind(existing, to_iso(now)):
+        # Revoked, rebound by a concurrent delivery, or a revocation asked for: nothing to resume.
+        log.info("grant not resumed: it changed meanwhile")
+        return Outcome(Result.DUPLICATE, existing.grant_id, {"status": existing.status.value})
+    log.append_keys(slot=existing.slot, principal_arn=existing.principal_arn)
+    log.warning("resuming a grant left untagged")
+    metrics().add("GrantsResumed")
+    return _schedule_and_tag(ctx, existing, checked, log)
 
 
-def _claim_slot(ctx: Context, grant: Grant, principal: PrincipalFacts, expires: datetime) -> Denial | None:
-    """Claim a free slot of the principal for ``grant``; the denial when there is none or no room."""
-    count = ctx.settings.slot_count
-    if slots.foreign_tag_count(principal.tags, count) + 2 > slots.IAM_TAG_LIMIT:
-        return Denial("tag_limit", "the principal has no room for two more tags")
-    for slot in slots.slot_preference(count, principal.tags):
-        if ctx.ledger.claim_slot(grant, slot, to_iso(expires)):
-            return None
-    return Denial("no_free_slot", f"all {count} slots of the principal are in use")
-
-
-def _tag_and_activate(ctx: Context, grant: Grant, checked: Checked, log: Any) -> Outcome:
+def _schedule_and_tag(ctx: Context, grant: Grant, checked: Checked, log: Any) -> Outcome:
+    """Schedule the revocation, then tag (within the bind window), then announce the grant."""
     assert grant.slot is not None
     assert grant.expires is not None
-    request = checked.request
-    tags = slots.tags_for(grant.slot, request.instance_id, request.bound_user_id)
+    assert grant.activated_at is not None
+    name = revoke.schedule_name(grant.grant_id)
+    ctx.schedules.create_once(name, grant.expires, ctx.settings.revoke_target_arn, revoke_payload(grant))
+    if ctx.clock.now() >= parse_iso(grant.activated_at) + BIND_WINDOW:
+        # Too late to tag safely (a revocation may have run): the redelivery resumes (rebinds) it.
+        raise TransientError(f"grant {grant.grant_id} missed its bind window; retry resumes it")
+    tags = slots.tags_for(grant.slot, grant.instance_id, grant.bound_user_id)
+    kind = checked.request.principal_type
     try:
-        checked.directory.tag(request.principal_type, request.principal_name, tags)
+        checked.directory.tag(kind, grant.principal_name, tags)
     except TagLimitExceeded:
         return denials.abandon(
             ctx, grant, [Denial("tag_limit", "IAM refused the tag: 50 tags per principal")]
@@ -162,12 +206,7 @@ def _tag_and_activate(ctx: Context, grant: Grant, checked: Checked, log: Any) ->
     except PrincipalGone:
         return denials.abandon(ctx, grant, [Denial("principal_not_found", "the principal was deleted")])
     except PrincipalUnmodifiable:
-        return denials.abandon(ctx, grant, [guardrails.unmodifiable_denial(request.principal_name)])
-    name = revoke.schedule_name(grant.grant_id)
-    payload = {"grant_id": grant.grant_id, "reason": revoke.REASON_EXPIRED}
-    ctx.schedules.create_once(name, grant.expires, ctx.settings.revoke_target_arn, payload)
-    if not ctx.ledger.activate(grant, name):
-        return _activation_lost(ctx, grant, checked.directory)
+        return denials.abandon(ctx, grant, [guardrails.unmodifiable_denial(grant.principal_name)])
     metrics().add("Grants")
     log.info("access granted", extra={"expires_at": grant.expires_at})
     ctx.notifier.publish(
@@ -179,73 +218,46 @@ def _tag_and_activate(ctx: Context, grant: Grant, checked: Checked, log: Any) ->
     return Outcome(Result.GRANTED, grant.grant_id, detail)
 
 
-def _activation_lost(ctx: Context, grant: Grant, directory: Directory) -> Outcome:
-    """This invocation could not activate the grant: a revocation was asked for while it was being
-    provisioned (the tombstone), another invocation revoked or abandoned it, or a duplicate
-    invocation activated it (then nothing is undone). Otherwise the tag is removed while the slot
-    lock still names this grant (so no other grant's tag is touched), and a requested revocation is
-    completed here: the grant ends REVOKED and is announced once.
-
-    Left as they are: the revoke schedule (it fires once on a REVOKED grant, a no-op) and open
-    sessions (none can predate this tag by more than the provisioning itself); the grant role has
-    neither scheduler:DeleteSchedule nor ssm:TerminateSession.
-    """
-    log = bind(grant_id=grant.grant_id)
-    current = ctx.ledger.get_grant(grant.grant_id)
-    if current is not None and current.status is GrantStatus.ACTIVE:
-        # A duplicate invocation of this grant activated it: the tag and slot are the grant's own.
-        log.info("grant activated by a concurrent invocation")
-        return Outcome(Result.DUPLICATE, grant.grant_id, {"status": current.status.value})
-    requested = ctx.ledger.revoke_request(grant.grant_id)
-    assert grant.slot is not None
-    holds = ctx.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id
-    if holds:
-        directory.untag(
-            PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
-        )
-    if (
-        current is not None
-        and current.status is GrantStatus.PROVISIONING
-        and requested is not None
-        and ctx.ledger.complete_revoke(
-            grant, at=to_iso(ctx.clock.now()), reason=requested.reason, by=requested.by, release_slot=holds
-        )
-    ):
-        return _revoked_while_provisioning(ctx, grant, requested.reason, requested.by, untagged=holds)
-    if holds:
-        ctx.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
-    current = ctx.ledger.get_grant(grant.grant_id)
-    status = current.status.value if current else "missing"
-    log.warning("grant changed state during provisioning", extra={"status": status, "untagged": holds})
-    return Outcome(Result.SUPERSEDED, grant.grant_id, {"status": status})
+def revoke_payload(grant: Grant) -> dict[str, Any]:
+    """The revoke schedule's payload: what the revocation needs to read the record and its slot lock in
+    one call, and to tell a schedule an extension superseded (``expires_at``)."""
+    payload: dict[str, Any] = {
+        "grant_id": grant.grant_id,
+        "reason": revoke.REASON_EXPIRED,
+        "principal_type": grant.principal_type,
+        "principal_name": grant.principal_name,
+        "principal_arn": grant.principal_arn,
+        "account": grant.account,
+        "instance_id": grant.instance_id,
+        "slot": grant.slot,
+        "expires_at": grant.expires_at,
+    }
+    if grant.bound_user_id:
+        payload["bound_user_id"] = grant.bound_user_id
+    return payload
 
 
-def _revoked_before_grant(ctx: Context, grant: Grant) -> Outcome:
+def _revoked_before_grant(ctx: Context, grant: Grant, requested: RevokeRequest) -> Outcome:
     """A revocation was asked for before this grant's record existed: record the grant REVOKED."""
-    requested = ctx.ledger.revoke_request(grant.grant_id)
-    if requested is None:
-        raise TransientError(f"grant {grant.grant_id} could not be recorded and has no record")
     record = replace(
         grant,
         status=GrantStatus.REVOKED,
         revoked_at=requested.at,
         revoke_reason=requested.reason,
         revoked_by=requested.by,
+        expires_at=None,
+        schedule_name=None,
+        activated_at=None,
     )
     if not ctx.ledger.create(record):
         return Outcome(Result.DUPLICATE, grant.grant_id)
-    return _revoked_while_provisioning(ctx, record, requested.reason, requested.by, untagged=False)
-
-
-def _revoked_while_provisioning(
-    ctx: Context, grant: Grant, reason: str, by: str, *, untagged: bool
-) -> Outcome:
     bind(grant_id=grant.grant_id).warning(
-        "access revoked while it was being granted", extra={"revoke_reason": reason, "revoked_by": by}
+        "access revoked before it was granted",
+        extra={"revoke_reason": requested.reason, "revoked_by": requested.by},
     )
     metrics().add("RevokedWhileProvisioning")
-    denials.announce_revoked(ctx, grant, reason, by)
-    return Outcome(Result.REVOKED, grant.grant_id, {"reason": reason, "untagged": untagged})
+    denials.announce_revoked(ctx, record, requested.reason, requested.by)
+    return Outcome(Result.REVOKED, grant.grant_id, {"reason": requested.reason, "untagged": False})
 
 
 def _verify_origin(ctx: Context, request: AccessApproved, instance: InstanceFacts | None) -> list[Denial]:
@@ -261,10 +273,10 @@ def _arn(ctx: Context, request: AccessApproved) -> str:
     )
 
 
-def _deny_early(
-    ctx: Context, request: AccessApproved, existing: Grant | None, now: datetime, denial: Denial
-) -> Outcome:
+def _arn_of(ctx: Context, checked: Checked) -> str:
+    return checked.principal.arn if checked.principal else _arn(ctx, checked.request)
+
+
+def _deny_early(ctx: Context, request: AccessApproved, now: datetime, denial: Denial) -> Outcome:
     """Deny before anything was read from the target account."""
-    if existing is not None:
-        return denials.abandon(ctx, existing, [denial])
     return denials.deny_new(ctx, new_record(request, _arn(ctx, request), now, GrantStatus.DENIED), [denial])

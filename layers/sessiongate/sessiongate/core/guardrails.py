@@ -208,7 +208,8 @@ def check_instance(
     why = excluded_by_tag(instance.tags, settings)
     if why:
         denials.append(Denial("instance_excluded", why))
-    if settings.require_ssm_managed and instance.ssm_managed is not True:
+    # ``None``: not asked (the grant reads the instance once; the front doors ask when a request is made).
+    if settings.require_ssm_managed and instance.ssm_managed is False:
         denials.append(Denial("instance_not_managed", "instance is not a managed node of Systems Manager"))
     return denials
 

@@ -153,8 +153,9 @@ class Grant:
     revoked_at: str | None = None
     revoke_reason: str | None = None
     revoked_by: str | None = None
-    # When the record became ACTIVE / DENIED (its lifecycle event's time; older records: created_at).
-    granted_at: str | None = None
+    # When the grant was (re)bound to its principal: it may tag only within ``grant.BIND_WINDOW`` of it.
+    activated_at: str | None = None
+    # When the record became DENIED (its AccessDenied's time; older records: created_at).
     denied_at: str | None = None
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,11 +15,15 @@ from sessiongate.core.ports import AccountNotAllowed, MemberUnavailable, Session
 from sessiongate.errors import InvalidInput, TransientError
 from sessiongate.observability import bind, metrics
 
-# A PROVISIONING grant younger than this may still be in the hands of a running grant invocation.
+# A PROVISIONING grant (written by the previous release: grants are now opened ACTIVE) younger than
+# this may still be in the hands of a running grant invocation.
 PROVISIONING_GRACE = timedelta(minutes=5)
 REASON_EXPIRED = "expired"
 # An extension's grant replaced this one (the request API revokes the parent with this reason).
 REASON_EXTENDED = "extended"
+# How long a grant may still tag after its activated_at (``core/grant.py``); here to avoid an import cycle.
+BIND_WINDOW = timedelta(seconds=10)
+TAG_CALL_BOUND = timedelta(seconds=5)
 # Revoke schedules are named after their grant (Scheduler names: ^[0-9a-zA-Z-_.]+$, <= 64 characters).
 REVOKE_PREFIX = "sg-revoke-"
 
@@ -27,31 +32,62 @@ def schedule_name(grant_id: str) -> str:
     return REVOKE_PREFIX + grant_id
 
 
-def revoke(ctx: Context, grant_id: object, *, reason: str, by: str) -> Outcome:
+def revoke(
+    ctx: Context,
+    grant_id: object,
+    *,
+    reason: str,
+    by: str,
+    hint: Mapping[str, Any] | None = None,
+) -> Outcome:
+    """Untag while the slot lock names the grant, then REVOKED + lock released in one transaction.
+
+    ``hint``: the revoke schedule's payload (``grant.revoke_payload``): the principal and slot let the
+    record and its lock be read in one call, ``expires_at`` tells a schedule an extension superseded.
+    A grant younger than its bind window is waited for first (``core/grant.py`` explains the race): at
+    most ``BIND_WINDOW + TAG_CALL_BOUND`` (15 s), within the request API's answer time.
+    """
     if not isinstance(grant_id, str) or not GRANT_ID_RE.fullmatch(grant_id):
         return denials.reject(ctx, "Revoke", InvalidInput("grant_id is missing or invalid", field="grant_id"))
     log = bind(grant_id=grant_id)
-    grant = ctx.ledger.get_grant(grant_id)
-    if grant is None:
-        log.warning("revoke for an unknown grant")
-        metrics().add("RevokeUnknownGrant")
-        return Outcome(Result.IGNORED, grant_id, {"why": "unknown grant"})
-    if grant.status in (GrantStatus.REVOKED, GrantStatus.DENIED):
-        metrics().add("DuplicateDeliveries")
-        return Outcome(Result.DUPLICATE, grant_id, {"status": grant.status.value})
-    now = ctx.clock.now()
-    if grant.status is GrantStatus.PROVISIONING and now - parse_iso(grant.created_at) < PROVISIONING_GRACE:
-        # Raise: the retry comes back once the grant invocation has finished either way.
-        raise TransientError(f"grant {grant_id} is still being provisioned")
-    log.append_keys(
-        instance_id=grant.instance_id,
-        principal_arn=grant.principal_arn,
-        slot=grant.slot,
-        revoke_reason=reason,
-    )
-    holds_slot = _untag_while_holding(ctx, grant, reason, now, log)
-    if not ctx.ledger.complete_revoke(grant, at=to_iso(now), reason=reason, by=by, release_slot=holds_slot):
-        return Outcome(Result.DUPLICATE, grant_id, {"status": "REVOKED"})
+    grant, holder = _read(ctx, grant_id, hint)
+    for _ in range(_ATTEMPTS):
+        if grant is None:
+            log.warning("revoke for an unknown grant")
+            metrics().add("RevokeUnknownGrant")
+            return Outcome(Result.IGNORED, grant_id, {"why": "unknown grant"})
+        if grant.status in (GrantStatus.REVOKED, GrantStatus.DENIED):
+            metrics().add("DuplicateDeliveries")
+            return Outcome(Result.DUPLICATE, grant_id, {"status": grant.status.value})
+        now = ctx.clock.now()
+        if _superseded(grant, reason, hint, now):
+            log.info("revoke schedule superseded", extra={"expires_at": grant.expires_at})
+            return Outcome(Result.IGNORED, grant_id, {"why": "schedule superseded"})
+        legacy = grant.status is GrantStatus.PROVISIONING
+        if legacy and now - parse_iso(grant.created_at) < PROVISIONING_GRACE:
+            # A record of the previous release, maybe still in a grant invocation's hands: retry later.
+            raise TransientError(f"grant {grant_id} is still being provisioned")
+        if grant.activated_at:
+            settled = parse_iso(grant.activated_at) + BIND_WINDOW + TAG_CALL_BOUND
+            if now < settled:
+                # The grant may still tag: wait until it cannot, then untag (the lock still names it).
+                ctx.clock.sleep((settled - now).total_seconds())
+                now = ctx.clock.now()
+        log.append_keys(
+            instance_id=grant.instance_id,
+            principal_arn=grant.principal_arn,
+            slot=grant.slot,
+            revoke_reason=reason,
+        )
+        if grant.slot is not None and (holder is None or not _hinted(grant, hint)):
+            holder = ctx.ledger.slot_holder(grant.principal_arn, grant.slot)
+        holds_slot = _untag_while_holding(ctx, grant, holder, reason, now, log)
+        if ctx.ledger.complete_revoke(grant, at=to_iso(now), reason=reason, by=by, release_slot=holds_slot):
+            break
+        # Revoked meanwhile, or rebound by a resumed delivery (it may have tagged again): read again.
+        grant, holder = ctx.ledger.get_grant(grant_id), None
+    else:
+        raise TransientError(f"grant {grant_id} kept changing while being revoked")
     if reason != REASON_EXPIRED and grant.schedule_name:
         ctx.schedules.delete(grant.schedule_name)
     metrics().add("Revocations")
@@ -62,11 +98,40 @@ def revoke(ctx: Context, grant_id: object, *, reason: str, by: str) -> Outcome:
     return Outcome(Result.REVOKED, grant_id, {"reason": reason, "untagged": holds_slot})
 
 
-def _untag_while_holding(ctx: Context, grant: Grant, reason: str, now: datetime, log: Any) -> bool:
+_ATTEMPTS = 3
+
+
+def _hinted(grant: Grant, hint: Mapping[str, Any] | None) -> bool:
+    """Whether the payload named this grant's own principal and slot (its lock was read with it)."""
+    return (
+        hint is not None
+        and hint.get("principal_arn") == grant.principal_arn
+        and hint.get("slot") == grant.slot
+    )
+
+
+def _read(ctx: Context, grant_id: str, hint: Mapping[str, Any] | None) -> tuple[Grant | None, str | None]:
+    arn, slot = (hint or {}).get("principal_arn"), (hint or {}).get("slot")
+    if isinstance(arn, str) and isinstance(slot, int) and 1 <= slot <= slots.MAX_SLOTS:
+        return ctx.ledger.grant_and_holder(grant_id, arn, slot)
+    return ctx.ledger.get_grant(grant_id), None
+
+
+def _superseded(grant: Grant, reason: str, hint: Mapping[str, Any] | None, now: datetime) -> bool:
+    """A revoke schedule for an expiry the grant no longer has (extended in place): not due yet."""
+    if reason != REASON_EXPIRED or hint is None or grant.expires is None:
+        return False
+    scheduled = hint.get("expires_at")
+    return isinstance(scheduled, str) and scheduled != grant.expires_at and now < grant.expires
+
+
+def _untag_while_holding(
+    ctx: Context, grant: Grant, holder: str | None, reason: str, now: datetime, log: Any
+) -> bool:
     """Remove the grant's tag (and end its sessions) if its slot lock still names it; whether it did."""
     if grant.slot is None:
         return False
-    if ctx.ledger.slot_holder(grant.principal_arn, grant.slot) != grant.grant_id:
+    if holder != grant.grant_id:
         log.warning("slot no longer held by this grant: tags left untouched")
         return False
     try:
