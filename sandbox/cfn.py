@@ -25,6 +25,7 @@ LOCAL_PREFIX = "s3://sandbox-local/"
 # The label of every table stream in a loaded stack (CloudFormation: GetAtt <Table>.StreamArn).
 STREAM_LABEL = "2026-01-01T00:00:00.000"
 
+
 @dataclass(frozen=True)
 class Resource:
     logical_id: str

@@ -36,6 +36,7 @@ from sessiongate.core.ports import (
     TagLimitExceeded,
 )
 from sessiongate.errors import TransientError
+from sessiongate.outbox import grant_events
 from sessiongate.settings import Settings
 
 LIVE = (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
@@ -58,6 +59,13 @@ class FakeLedger:
         self.tombstones: dict[str, RevokeRequest] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.batch_gets = 0  # BatchGetItem calls the real adapter would make
+        # The table's stream consumer: each landed change's lifecycle events (sessiongate.outbox) go here.
+        self.outbox: FakeNotifier | None = None
+
+    def _changed(self, grant_id: str, before: Grant | None) -> None:
+        if self.outbox is not None:
+            for event in grant_events(before, self.grants.get(grant_id)):
+                self.outbox.publish(event.event_type, event.payload, subject=event.subject)
 
     # -- reads ------------------------------------------------------------------------------
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -102,6 +110,7 @@ class FakeLedger:
             # The live-by-expiry index needs a sort key: a record without expiry yet stores its creation.
             stored.expires_at = stored.expires_at or stored.created_at
         self.grants[grant.grant_id] = stored
+        self._changed(grant.grant_id, None)
         return True
 
     def grant_and_holder(
@@ -124,6 +133,7 @@ class FakeLedger:
         self.slots[(grant.principal_arn, grant.slot)] = Slot(
             grant.grant_id, grant.instance_id, grant.expires_at or ""
         )
+        self._changed(grant.grant_id, None)
         return Opened(created=True)
 
     def rebind(self, grant: Grant, activated_at: str) -> bool:
@@ -145,12 +155,14 @@ class FakeLedger:
     def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None:
         self.tombstones.setdefault(grant_id, RevokeRequest(at, reason, by))
 
-    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]], *, at: str | None = None) -> bool:
         record = self.grants.get(grant.grant_id)
         if record is None or record.status not in LIVE:
             return False
-        record.status, record.denials = GrantStatus.DENIED, copy.deepcopy(denials)
-        grant.status, grant.denials = GrantStatus.DENIED, denials
+        before = copy.deepcopy(record)
+        record.status, record.denials, record.denied_at = GrantStatus.DENIED, copy.deepcopy(denials), at
+        grant.status, grant.denials, grant.denied_at = GrantStatus.DENIED, denials, at
+        self._changed(grant.grant_id, before)
         return True
 
     def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool:
@@ -167,6 +179,7 @@ class FakeLedger:
         if frees and self.slot_holder(grant.principal_arn, grant.slot or 0) != grant.grant_id:
             # The transaction's second item failed: cancelled, not a lost race on the record.
             raise TransientError(f"revoke of {grant.grant_id} cancelled: ['None', 'ConditionalCheckFailed']")
+        before = copy.deepcopy(record)
         record.status, record.revoked_at, record.revoke_reason, record.revoked_by = (
             GrantStatus.REVOKED,
             at,
@@ -176,6 +189,7 @@ class FakeLedger:
         if frees:
             del self.slots[(grant.principal_arn, grant.slot or 0)]
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
+        self._changed(grant.grant_id, before)
         return True
 
 
@@ -334,7 +348,9 @@ class FakeNotifier:
         self.published: list[tuple[str, dict[str, Any], str]] = []
         self.fail = False
 
-    def publish(self, event_type: str, payload: Mapping[str, Any], *, subject: str) -> bool:
+    def publish(
+        self, event_type: str, payload: Mapping[str, Any], *, subject: str, event_id: str | None = None
+    ) -> bool:
         if self.fail:
             return False
         self.published.append((event_type, dict(payload), subject))
@@ -441,6 +457,7 @@ class CoreWorld:
         self.inventory = FakeInventory()
         self.schedules = FakeSchedules()
         self.notifier = FakeNotifier()
+        self.ledger.outbox = self.notifier  # the ledger's stream, published as the publisher does
         self.sessions = FakeSessions()
         self.accounts = FakeMemberAccounts()
         self.verifier = FakeVerifier()

@@ -355,26 +355,31 @@ class Ledger:
             },
         )
 
-    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]], *, at: str | None = None) -> bool:
         """Turn a live record (ACTIVE whose tag IAM refused, or PROVISIONING of an earlier release) into
-        DENIED; ``False`` if it is not live any more."""
+        DENIED (``at``: when, for its AccessDenied); ``False`` if it is not live any more."""
+        values = {
+            ":denied": {"S": GrantStatus.DENIED.value},
+            ":prov": {"S": GrantStatus.PROVISIONING.value},
+            ":active": {"S": GrantStatus.ACTIVE.value},
+            ":d": _ser(denials),
+        }
+        if at is not None:
+            values[":at"] = {"S": at}
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=grant_key(grant.grant_id),
-                UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
+                UpdateExpression="SET #s = :denied, denials = :d"
+                + (", denied_at = :at" if at is not None else "")
+                + " REMOVE live",
                 ConditionExpression="#s IN (:prov, :active)",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":denied": {"S": GrantStatus.DENIED.value},
-                    ":prov": {"S": GrantStatus.PROVISIONING.value},
-                    ":active": {"S": GrantStatus.ACTIVE.value},
-                    ":d": _ser(denials),
-                },
+                ExpressionAttributeValues=values,
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
-        grant.status, grant.denials = GrantStatus.DENIED, denials
+        grant.status, grant.denials, grant.denied_at = GrantStatus.DENIED, denials, at
         return True
 
     def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool:

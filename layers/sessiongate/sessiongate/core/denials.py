@@ -1,9 +1,11 @@
-"""Denials and rejected events: recorded in the ledger, logged, counted and notified, never raised."""
+"""Denials and rejected events: recorded in the ledger, logged, counted and notified, never raised.
+
+A denial is notified by its record (``AccessDenied`` from the ledger's stream: :mod:`sessiongate.outbox`);
+a malformed trigger changes no record and is published here."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from sessiongate.clock import to_iso
 from sessiongate.core import slots
@@ -16,10 +18,15 @@ from sessiongate.observability import logger, metrics
 
 def deny_new(ctx: Context, record: Grant, denials: list[Denial]) -> Outcome:
     """Record a grant that never started as DENIED (a duplicate delivery finds it and stops)."""
-    record = replace(record, status=GrantStatus.DENIED, denials=[d.as_dict() for d in denials])
+    record = replace(
+        record,
+        status=GrantStatus.DENIED,
+        denials=[d.as_dict() for d in denials],
+        denied_at=to_iso(ctx.clock.now()),
+    )
     if not ctx.ledger.create(record):
         return Outcome(Result.DUPLICATE, record.grant_id)
-    return notify_denied(ctx, record)
+    return denied(record)
 
 
 def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
@@ -31,21 +38,17 @@ def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
             PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
         )
         ctx.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
-    if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials]):
+    if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials], at=to_iso(ctx.clock.now())):
         return Outcome(Result.SUPERSEDED, grant.grant_id)
-    return notify_denied(ctx, grant)
+    return denied(grant)
 
 
-def notify_denied(ctx: Context, grant: Grant) -> Outcome:
+def denied(grant: Grant) -> Outcome:
+    """A denial recorded: logged and counted (its record's change is the AccessDenied notification)."""
     codes = [d["code"] for d in grant.denials]
     logger().warning("access denied", extra={"grant_id": grant.grant_id, "denials": grant.denials})
     for code in codes:
         metrics().add("Denials", reason=code)
-    ctx.notifier.publish(
-        "AccessDenied",
-        {**payload(ctx, grant), "denials": grant.denials},
-        subject=f"SessionGate: request {grant.grant_id} denied ({', '.join(codes)[:60]})",
-    )
     return Outcome(Result.DENIED, grant.grant_id, {"denials": grant.denials})
 
 
@@ -65,30 +68,3 @@ def reject(ctx: Context, what: str, exc: InvalidInput) -> Outcome:
         subject=f"SessionGate: rejected a malformed {what} trigger",
     )
     return Outcome(Result.REJECTED, None, {"problem": str(exc), "field": exc.field})
-
-
-def announce_revoked(ctx: Context, grant: Grant, reason: str, by: str) -> None:
-    ctx.notifier.publish(
-        "AccessRevoked",
-        {**payload(ctx, grant), "reason": reason, "revoked_by": by},
-        subject=f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
-    )
-
-
-def payload(ctx: Context, grant: Grant) -> dict[str, Any]:
-    """The notification payload of a grant (``core/notifications.py`` renders it)."""
-    return {
-        "at": to_iso(ctx.clock.now()),
-        "grant_id": grant.grant_id,
-        "status": grant.status.value,
-        "account": grant.account,
-        "instance_id": grant.instance_id,
-        "principal_arn": grant.principal_arn,
-        "principal_name": grant.principal_name,
-        "origin": grant.origin,
-        "origin_ref": grant.origin_ref,
-        "requester_arn": grant.requester_arn,
-        "approver_arns": grant.approver_arns,
-        "expires_at": grant.expires_at,
-        "slot": grant.slot,
-    }
