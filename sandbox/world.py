@@ -642,10 +642,10 @@ class StreamPoller:
     on_failure_queue: str | None
     pending: list[dict[str, Any]] = field(default_factory=list)  # read, not yet delivered
     attempts: int = 0  # failed deliveries of pending[0]
-    _iterators: dict[str, str] = field(default_factory=dict)
+    _read: set[str] = field(default_factory=set)  # eventIDs already read
 
     def poll(self, world: World) -> None:
-        self.pending += self._read()
+        self.pending += self._new_records()
         while self.pending:
             batch = self.pending[: self.batch_size]
             invocation = world.invoke(self.function_arn, {"Records": batch}, trigger="stream", sync=True)
@@ -683,18 +683,23 @@ class StreamPoller:
                 )
             )
 
-    def _read(self) -> list[dict[str, Any]]:
+    def _new_records(self) -> list[dict[str, Any]]:
+        """The records not read before, in order. Each shard is read from its start with a fresh
+        iterator: moto restores a table from a copy when a TransactWriteItems is cancelled, and an
+        iterator taken before would go on reading the discarded copy (which also holds the records of
+        the cancelled writes, which DynamoDB never streams)."""
         records = []
         shards = self.reader.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         for shard in shards:
-            shard_id = shard["ShardId"]
-            if shard_id not in self._iterators:
-                self._iterators[shard_id] = self.reader.get_shard_iterator(
-                    StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
-            answer = self.reader.get_records(ShardIterator=self._iterators[shard_id])
-            self._iterators[shard_id] = answer["NextShardIterator"]
-            records += [self._as_lambda_record(r) for r in answer["Records"]]
+            iterator = self.reader.get_shard_iterator(
+                StreamArn=self.stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            while iterator:
+                answer = self.reader.get_records(ShardIterator=iterator)
+                fresh = [r for r in answer["Records"] if r["eventID"] not in self._read]
+                self._read.update(r["eventID"] for r in fresh)
+                records += [self._as_lambda_record(r) for r in fresh]
+                iterator = answer.get("NextShardIterator") if answer["Records"] else None
         return [r for r in records if not self.patterns or any(_pattern_matches(p, r) for p in self.patterns)]
 
     def _as_lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class Stack:
     # What the handlers invoked through handler() are given (see deploy()); built on their first call.
     _wiring: dict[str, Any] = field(default_factory=dict)
     _deps: dict[str, Any] = field(default_factory=dict)
-    _stream_iterators: dict[tuple[str, str], str] = field(default_factory=dict)
+    _stream_read: set[str] = field(default_factory=set)  # eventIDs of the stream records read
 
     # -- the Lambda handlers, their dependencies injected -------------------------------------
     def deploy(self, *, client: Any = None, member_client: Any = None) -> None:
@@ -262,19 +262,22 @@ class Stack:
         return published
 
     def _stream_records(self, table: str) -> list[dict[str, Any]]:
-        """The stream records of ``table`` written since the last call (uncounted reads: Lambda's)."""
+        """The stream records of ``table`` not read before (uncounted reads: Lambda's). Each shard is
+        read from its start: moto restores a table from a copy when a TransactWriteItems is cancelled,
+        and an iterator taken before would read the discarded copy."""
         reader = _stream_reader()
         stream = _client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
         records = []
         for shard in reader.describe_stream(StreamArn=stream)["StreamDescription"]["Shards"]:
-            key = (stream, shard["ShardId"])
-            if key not in self._stream_iterators:
-                self._stream_iterators[key] = reader.get_shard_iterator(
-                    StreamArn=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
-            answer = reader.get_records(ShardIterator=self._stream_iterators[key])
-            self._stream_iterators[key] = answer["NextShardIterator"]
-            records += [{**r, "eventSourceARN": stream} for r in answer["Records"]]
+            iterator = reader.get_shard_iterator(
+                StreamArn=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            while iterator:
+                answer = reader.get_records(ShardIterator=iterator)
+                fresh = [r for r in answer["Records"] if r["eventID"] not in self._stream_read]
+                self._stream_read.update(r["eventID"] for r in fresh)
+                records += [{**r, "eventSourceARN": stream} for r in fresh]
+                iterator = answer.get("NextShardIterator") if answer["Records"] else None
         return records
 
     def notifications(self) -> list[dict[str, Any]]:
