@@ -642,10 +642,14 @@ class StreamPoller:
     on_failure_queue: str | None
     pending: list[dict[str, Any]] = field(default_factory=list)  # read, not yet delivered
     attempts: int = 0  # failed deliveries of pending[0]
+    failed_at: datetime | None = None  # when the last delivery failed: retried once time has moved on
     _read: set[str] = field(default_factory=set)  # eventIDs already read
 
     def poll(self, world: World) -> None:
         self.pending += self._new_records()
+        if self.failed_at is not None and world.clock.now() <= self.failed_at:
+            return  # Lambda backs off before retrying a failed batch: not within the same instant
+        self.failed_at = None
         while self.pending:
             batch = self.pending[: self.batch_size]
             invocation = world.invoke(self.function_arn, {"Records": batch}, trigger="stream", sync=True)
@@ -662,7 +666,8 @@ class StreamPoller:
                 continue
             self.attempts += 1
             if self.retries < 0 or self.attempts <= self.retries:
-                return  # retried at the next drain (Lambda backs off between retries)
+                self.failed_at = world.clock.now()
+                return  # retried at a later drain
             discarded = self.pending.pop(0)
             self.attempts = 0
             if self.on_failure_queue:
