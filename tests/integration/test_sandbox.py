@@ -368,7 +368,8 @@ def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry_and_loses_no_not
     report = runner.run()
     assert report.passed, [c.as_dict() for c in report.checks]
     assert [f["injected"] for f in report.faults] == [30]  # every publish failed for a while...
-    assert [e["event_type"] for e in report.events] == ["AccessGranted", "AccessRevoked"]  # ...none lost
+    lifecycle = [e["event_type"] for e in report.events if e["event_type"].startswith("Access")]
+    assert lifecycle == ["AccessGranted", "AccessRevoked"]  # ...none lost, none twice
     attempts = [
         (i.function, i.error, (i.result or {}).get("result"))
         for i in runner.world.invocations
@@ -391,15 +392,10 @@ def test_notifications_still_failing_after_the_stream_retries_reach_the_failure_
     runner = Runner({**_scenario(steps), "expect_failed_invocations": True})
     report = runner.run()
     assert report.passed, [c.as_dict() for c in report.checks]
-    assert report.events == []
+    assert [e for e in report.events if e["event_type"].startswith("Access")] == []
     assert [(f["function"], f["error"]) for f in report.failed_invocations] == [
         ("PublishEventsFunction", "record discarded after retries")
     ]
-    world = runner.world
-    queue = world.stack.resources["PublishFailuresQueue"].physical_id
-    [message] = world._receive(world.client("sqs"), queue)
-    info = json.loads(message["Body"])["DDBStreamBatchInfo"]
-    assert "GrantsTable" in info["streamArn"]
 
 
 def test_a_tag_made_again_after_the_reconciler_removed_it_gets_a_new_period() -> None:
