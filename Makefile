@@ -56,7 +56,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 validate: setup setup-sam
-	$(BIN)/cfn-lint template.yaml member/template.yaml
+	$(BIN)/cfn-lint template.yaml member/template.yaml member/identity-store.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
 
 # Slot tag keys are written once, in sessiongate/core/slots.py; this writes every copy (the marked

@@ -421,7 +421,7 @@ def scenario(repo: Path, handler: str) -> dict[str, Any]:
         }
     elif handler == "request_api":
         event = json.loads((ROOT / "events" / "api_create_request.json").read_text())
-        event["requestContext"] = {**event["requestContext"], "timeEpoch": int(now.timestamp() * 1000)}
+        event["requestContext"] = {**event["requestContext"], "requestTimeEpoch": int(now.timestamp() * 1000)}
     template = _load_template(repo / "template.yaml")
     keys = {
         _physical(template, logical): [k["AttributeName"] for k in r["Properties"]["KeySchema"]]

@@ -13,7 +13,10 @@ exception classes (``client.exceptions.UnmodifiableEntityException``) like a rea
    "How do I resolve the IAM error 'Cannot perform the operation on the protected role AWSReservedSSO'?").
    botocore's model does not list the error for TagRole/UntagRole, but it is a service-wide error shape
    (``UnmodifiableEntityException``) that botocore maps for any operation; tags are changed only through
-   the permission set, so IAM refuses TagRole and UntagRole on these roles like any other write.
+   the permission set, so IAM refuses TagRole and UntagRole on these roles like any other write. Every
+   other write to such a role is refused the same way (policies attached or inline, trust policy,
+   boundary, description, deletion): only IAM Identity Center changes it, which the sandbox plays inside
+   :func:`as_identity_center` (a permission set's policies provisioned into the account).
 2. Tag values must match ``[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*`` (botocore's ``tagValueType``; IAM API
    Reference, "Tag"). moto checks keys only; IAM answers ``ValidationError`` (HTTP 400) for a value
    outside the pattern, in the message format moto already uses for keys.
@@ -21,8 +24,11 @@ exception classes (``client.exceptions.UnmodifiableEntityException``) like a rea
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import unicodedata
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from moto.iam.exceptions import IAMException, ValidationError
@@ -31,6 +37,32 @@ from moto.iam.models import IAMBackend
 RESERVED_SSO_PATH = "/aws-reserved/sso.amazonaws.com/"
 TAG_VALUE_PATTERN = r"[\p{L}\p{Z}\p{N}_.:/=+\-@]*"
 _TAG_VALUE_PUNCTUATION = frozenset("_.:/=+-@")
+# IAMBackend writes to a role (each takes ``role_name``) besides TagRole/UntagRole, refused on protected
+# roles like them.
+ROLE_WRITES = (
+    "attach_role_policy",
+    "detach_role_policy",
+    "put_role_policy",
+    "delete_role_policy",
+    "update_role",
+    "update_role_description",
+    "update_assume_role_policy",
+    "put_role_permissions_boundary",
+    "delete_role_permissions_boundary",
+    "delete_role",
+)
+_identity_center = False  # True while the sandbox plays IAM Identity Center provisioning a role
+
+
+@contextlib.contextmanager
+def as_identity_center() -> Iterator[None]:
+    """Write to protected roles as IAM Identity Center itself does (sandbox setup only)."""
+    global _identity_center
+    saved, _identity_center = _identity_center, True
+    try:
+        yield
+    finally:
+        _identity_center = saved
 
 
 class UnmodifiableEntity(IAMException):
@@ -89,13 +121,26 @@ def install() -> None:
         _check_values(tags)
         tag_user(self, name, tags)
 
+    for name in ROLE_WRITES:
+        setattr(IAMBackend, name, _guarded_write(getattr(IAMBackend, name)))
     IAMBackend.tag_role = guarded_tag_role  # type: ignore[method-assign]
     IAMBackend.untag_role = guarded_untag_role  # type: ignore[method-assign]
     IAMBackend.tag_user = guarded_tag_user  # type: ignore[method-assign]
     IAMBackend._sessiongate_rules = True  # type: ignore[attr-defined]
 
 
+def _guarded_write(write: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(write)
+
+    @functools.wraps(write)
+    def guarded(self: IAMBackend, *args: Any, **kwargs: Any) -> Any:
+        _refuse_protected(self, signature.bind(self, *args, **kwargs).arguments["role_name"])
+        return write(self, *args, **kwargs)
+
+    return guarded
+
+
 def _refuse_protected(backend: Any, role_name: str) -> None:
     role = backend.get_role(role_name)  # NoSuchEntity first, as IAM answers for a missing role
-    if is_protected_role(role.path):
+    if is_protected_role(role.path) and not _identity_center:
         raise UnmodifiableEntity(role.name)

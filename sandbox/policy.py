@@ -3,7 +3,8 @@
 principalmapper's ``local_check_authorization_full`` evaluates policies with conditions and policy
 variables such as ``${aws:PrincipalTag/...}`` (moto's evaluator does not). The policies are the ones
 attached to the principal in (moto) IAM, as created from template.yaml; the tags are the principal's
-tags as IAM holds them at that moment.
+tags as IAM holds them at that moment, and the instance's tags as EC2 holds them (``ssm:resourceTag/<key>``
+in the request context of StartSession on the instance: instance binding).
 """
 
 from __future__ import annotations
@@ -37,25 +38,46 @@ class Decision:
 
 
 class SessionChecker:
-    def __init__(self, iam: Any, region: str, account: str) -> None:
+    def __init__(self, iam: Any, region: str, account: str, ec2: Any | None = None) -> None:
         self._iam = iam
         self._region = region
         self._account = account
+        self._ec2 = ec2
 
     def may_start_session(
-        self, kind: str, name: str, instance_id: str, user_id: str | None = None
+        self,
+        kind: str,
+        name: str,
+        instance_id: str,
+        user_id: str | None = None,
+        *,
+        document: str = SESSION_DOCUMENT,
     ) -> Decision:
-        """``user_id``: the ``aws:userid`` of one role session (``<RoleId>:<session name>``)."""
+        """``user_id``: the ``aws:userid`` of one role session (``<RoleId>:<session name>``);
+        ``document``: the session document (AWS-owned ``AWS-*`` documents have no account in their ARN,
+        "Start a session with a document by specifying the session documents in IAM policies")."""
         node = self._node(kind, name, user_id)
         context = {"aws:userid": user_id} if user_id else {}
         instance_arn = f"arn:aws:ec2:{self._region}:{self._account}:instance/{instance_id}"
-        document_arn = f"arn:aws:ssm:{self._region}:{self._account}:document/{SESSION_DOCUMENT}"
-        # StartSession is authorized against the instance and the session document (both must allow).
-        on_instance = local_check_authorization_full(node, "ssm:StartSession", instance_arn, dict(context))
+        owner = "" if document.startswith("AWS-") else self._account
+        document_arn = f"arn:aws:ssm:{self._region}:{owner}:document/{document}"
+        # StartSession is authorized against the instance and the session document (both must allow);
+        # on the instance with its EC2 tags as ssm:resourceTag/<key> ("Additional sample IAM policies for
+        # Session Manager", Example 2: restrict access based on tags).
+        on_instance = local_check_authorization_full(
+            node, "ssm:StartSession", instance_arn, {**context, **self._instance_tags(instance_id)}
+        )
         on_document = local_check_authorization_full(
             node, "ssm:StartSession", document_arn, {**context, "ssm:SessionDocumentAccessCheck": "true"}
         )
         return Decision(on_instance and on_document, on_instance, on_document, dict(node.tags))
+
+    def _instance_tags(self, instance_id: str) -> dict[str, str]:
+        if self._ec2 is None:
+            return {}
+        reservations = self._ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        tags = [t for r in reservations for i in r["Instances"] for t in i.get("Tags", [])]
+        return {f"ssm:resourceTag/{t['Key']}": t["Value"] for t in tags}
 
     def authorized(
         self,

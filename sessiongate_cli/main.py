@@ -8,6 +8,7 @@
     sessiongate change-request ...  # accounts that use Change Manager
     sessiongate doctor [--stack-name sessiongate]   # is the deployment protected? (read-only)
     sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER    # deployers only
+    sessiongate policy test POLICY.json CASES.yaml    # offline: exit 1 when a case's decision differs
 
 Credentials are the user's normal AWS credentials (``--profile``, environment, SSO); the endpoint comes
 from ``--endpoint`` or ``SESSIONGATE_ENDPOINT`` (the stack output ``RequestApiEndpoint``).
@@ -116,6 +117,10 @@ def cmd_request(ctx: Context) -> Any:
         body["break_glass"] = True
     if a.account:
         body["account"] = a.account
+    if a.start_at:
+        body["start_at"] = a.start_at
+    if a.document:
+        body["documents"] = a.document
     return ctx.api().call("POST", "/requests", body)
 
 
@@ -247,6 +252,10 @@ def cmd_policy(ctx: Context) -> Any:
             document = json.load(handle)
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read the policy {a.file}: {exc}", "invalid_policy") from None
+    if a.action == "test":
+        return _policy_test(document, a.cases)
+    if not a.key_id:
+        raise CliError("sign needs --key-id (the stack output ApprovalPolicyKeyArn)", "no_key")
     session = ctx.boto_session()
     region = ctx.aws_region()
     ssm = session.client("ssm", region_name=region)
@@ -289,8 +298,53 @@ def cmd_policy(ctx: Context) -> Any:
     }
 
 
+def _policy_test(document: Any, cases_file: str | None) -> Any:
+    """Offline: evaluate the policy (a document, or a signed envelope's) against the cases; no AWS call."""
+    from datetime import UTC, datetime
+
+    from sessiongate.access_requests.policy import ENVELOPE_KEYS, ApprovalPolicy, PolicyError
+    from sessiongate.access_requests.policy_cases import CaseError, run_cases
+
+    if not cases_file:
+        raise CliError("name the cases file: sessiongate policy test POLICY.json CASES.yaml", "no_cases")
+    if isinstance(document, dict) and set(document) == ENVELOPE_KEYS:
+        document = document["policy"]
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML is a dependency of the package
+        raise CliError("policy test needs PyYAML (pip install PyYAML)", "no_yaml") from None
+    try:
+        with open(cases_file, encoding="utf-8") as handle:
+            cases = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"cannot read the cases {cases_file}: {exc}", "invalid_cases") from None
+    try:
+        policy = ApprovalPolicy.parse(document)
+        results = run_cases(policy, cases, datetime.now(UTC))
+    except PolicyError as exc:
+        raise CliError(f"the policy is invalid: {exc}", "invalid_policy") from None
+    except CaseError as exc:
+        raise CliError(f"the cases are invalid: {exc}", "invalid_cases") from None
+    failed = [r for r in results if not r.passed]
+    summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
+    return {
+        "policy_test": {
+            "results": [r.as_dict() for r in results],
+            "passed": len(results) - len(failed),
+            "failed": len(failed),
+            "text": "\n".join([*(r.line() for r in results), summary]),
+            "exit_code": 1 if failed else 0,
+        }
+    }
+
+
 # ------------------------------------------------------------------------------------------ output
 def render(result: Any, fmt: str) -> str:
+    if "policy_test" in result:
+        report = dict(result["policy_test"])
+        text = report.pop("text")
+        report.pop("exit_code")
+        return json.dumps({"policy_test": report}, indent=2, sort_keys=True) if fmt == "json" else text
     if "doctor" in result:
         report = dict(result["doctor"])
         text = report.pop("text")
@@ -410,7 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--account",
         type=_account,
-        help="target AWS account (default: your own); access goes to your same-named user/role there",
+        help="the instance's AWS account: only your own (the account you sign in); to use an instance in "
+        "another account, sign in there",
+    )
+    p.add_argument(
+        "--document",
+        action="append",
+        metavar="NAME",
+        help="a Session Manager document you need besides the shell, e.g. AWS-StartPortForwardingSession "
+        "(repeatable; the rule must allow it)",
+    )
+    p.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="scheduled start, ISO 8601 with zone (2026-01-05T22:00:00Z), within the rule's max_lead_minutes",
     )
     p.add_argument(
         "--break-glass",
@@ -461,10 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_doctor,
     )
     p.add_argument("--stack-name", default="sessiongate", help="SessionGate's stack (default: sessiongate)")
-    p = add("policy", "deployers: sign the approval policy (and write its parameter)", cmd_policy)
-    p.add_argument("action", choices=["sign"], help="sign: validate, then sign with ApprovalPolicyKey")
-    p.add_argument("file", help="the policy document (JSON)")
-    p.add_argument("--key-id", required=True, help="the stack output ApprovalPolicyKeyArn")
+    p = add(
+        "policy",
+        "deployers: sign the approval policy (and write its parameter), or test it offline against cases "
+        "(exit 1 when a case's decision differs)",
+        cmd_policy,
+    )
+    p.add_argument(
+        "action",
+        choices=["sign", "test"],
+        help="sign: validate, then sign with ApprovalPolicyKey; test: evaluate offline against CASES",
+    )
+    p.add_argument("file", help="the policy document (JSON; for test also a signed envelope)")
+    p.add_argument("cases", nargs="?", help="test: the cases file (YAML: request facts -> expected decision)")
+    p.add_argument("--key-id", help="sign: the stack output ApprovalPolicyKeyArn")
     p.add_argument("--put", metavar="PARAMETER", help="write the signed envelope to this SSM parameter")
     p.add_argument("--parameter", help="without --put: the parameter the envelope is for")
     p.add_argument("--version", type=_positive, help="without --put: the parameter version it is for")
@@ -509,6 +586,8 @@ def main(
     print(render(result, args.output), file=out)
     if isinstance(result, dict) and "doctor" in result:
         return int(result["doctor"]["exit_code"])
+    if isinstance(result, dict) and "policy_test" in result:
+        return int(result["policy_test"]["exit_code"])
     return 0
 
 

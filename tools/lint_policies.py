@@ -43,6 +43,14 @@ ALLOWED = [
         'In a KMS key policy, Resource "*" means the key the policy is attached to and nothing else '
         "(AWS KMS key policies); every key policy must say so.",
     ),
+    (
+        "INVALID_ARN",
+        r"RequestApi\.resource-policy\.json",
+        r".*",
+        'In an API Gateway resource policy, "execute-api:/*" is the documented short form of every stage, '
+        "method and path of the API the policy is attached to, made a full ARN when saved (AWS doc "
+        '"API Gateway resource policy examples"); the API\'s own id cannot be written into its body.',
+    ),
 ]
 
 

@@ -3,8 +3,9 @@
     python -m tools.render_template build/
 - ``build/template.cfn.json``: template.yaml after the SAM transform (offline), for checkov;
 - ``build/policies/<resource>.<policy>.json``: each IAM policy (identity policies, KMS key policies,
-  SNS topic, SQS queue and DynamoDB table policies) with intrinsics resolved for a sample stack (with
-  deployers, so every statement is present), and the SCP samples under docs/, for parliament.
+  SNS topic, SQS queue, DynamoDB table and REST API resource policies) with intrinsics resolved for a
+  sample stack (with deployers, an organization and an identity store, so every statement is present),
+  and the SCP samples under docs/, for parliament.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(cfn.transform({}, ACCOUNT, REGION), indent=1, default=str)
     )
     stack = cfn.load(
-        "sessiongate", ACCOUNT, REGION, {"DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer"}
+        "sessiongate",
+        ACCOUNT,
+        REGION,
+        {
+            "DeployerArns": f"arn:aws:iam::{ACCOUNT}:role/deployer",
+            # An organization: the request API's resource policy has its Allow statement too.
+            "OrganizationId": "o-exampleorg1",
+            # Approver groups of IAM Identity Center: the identity-store statements are present too.
+            "IdentityStoreId": "d-1234567890",
+            "IdentityStoreRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sessiongate/SessionGateIdentityStoreReader",
+        },
     )
     count = 0
     for resource in stack.resources.values():
@@ -41,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             documents = [("key-policy", resource.properties["KeyPolicy"])]
         elif resource.type in ("AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy"):
             documents = [("resource-policy", resource.properties["PolicyDocument"])]
+        elif resource.type == "AWS::ApiGateway::RestApi" and "Body" in resource.properties:
+            documents = [("resource-policy", resource.properties["Body"]["x-amazon-apigateway-policy"])]
         elif resource.type == "AWS::DynamoDB::Table" and "ResourcePolicy" in resource.properties:
             documents = [("resource-policy", resource.properties["ResourcePolicy"]["PolicyDocument"])]
         for name, document in documents:

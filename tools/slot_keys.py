@@ -60,9 +60,50 @@ def _slot_key_values(count: int) -> Lines:
     ]
 
 
+def _any_case_keys() -> Lines:
+    """Every key up to MAX_SLOTS, principal keys then instance keys (issue 15)."""
+    return _keys(slots.MAX_SLOTS) + slots.all_for_keys(slots.MAX_SLOTS)
+
+
 def _slot_keys_any_case(_count: int) -> Lines:
     """Every key up to MAX_SLOTS, for the deny statements that compare ignoring case."""
-    return [f"- {key}" for key in _keys(slots.MAX_SLOTS)]
+    return [f"- {key}" for key in _any_case_keys()]
+
+
+def _instance_slot_keys(count: int) -> Lines:
+    """The instance keys the engine may set and clear on instances (instance binding)."""
+    return [f"- {key}" for key in slots.all_for_keys(count)]
+
+
+def _instance_slot_key_values(count: int) -> Lines:
+    """What an instance slot tag may hold: an aws:userid, an IAM user's UserId or a role session's
+    ``<RoleId>:<session>``."""
+    return [f'aws:RequestTag/{key}: ["AIDA*", "AROA*:*"]' for key in slots.all_for_keys(count)]
+
+
+def _instance_start_session(slot: int) -> Lines:
+    arn = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"
+    return [
+        f"Sid: StartSessionOnInstanceSlot{slot}",
+        "Effect: Allow",
+        "Action: ssm:StartSession",
+        f'Resource: !Sub "{arn}"',
+        "Condition:",
+        "  StringEquals:",
+        f'    ssm:resourceTag/{slots.for_key(slot)}: "${{aws:userid}}"',
+    ]
+
+
+def _instance_start_session_statements(count: int) -> Lines:
+    """Per slot: StartSession on any instance whose slot tag names the caller's own aws:userid."""
+    out: Lines = []
+    for slot in range(1, count + 1):
+        statement = _instance_start_session(slot)
+        if slot == 1:
+            out += _item(statement, 0)
+        else:
+            out += ["- !If", f"  - HasSlot{slot}", *_item(statement, 2), "  - !Ref AWS::NoValue"]
+    return out
 
 
 def _item(body: Lines, indent: int) -> Lines:
@@ -105,6 +146,9 @@ KINDS: dict[str, Callable[[int], Lines]] = {
     "slot-key-values": _slot_key_values,
     "slot-keys-any-case": _slot_keys_any_case,
     "start-session-statements": _start_session_statements,
+    "instance-slot-keys": _instance_slot_keys,
+    "instance-slot-key-values": _instance_slot_key_values,
+    "instance-start-session-statements": _instance_start_session_statements,
 }
 
 
@@ -151,12 +195,12 @@ def render_yaml(text: str, count: int) -> str:
 def render_scp(text: str) -> str:
     document = json.loads(text)
     [statement] = [s for s in document["Statement"] if s.get("Sid") == SCP_SID]
-    statement["Condition"]["ForAnyValue:StringEqualsIgnoreCase"]["aws:TagKeys"] = _keys(slots.MAX_SLOTS)
+    statement["Condition"]["ForAnyValue:StringEqualsIgnoreCase"]["aws:TagKeys"] = _any_case_keys()
     return json.dumps(document, indent=2) + "\n"
 
 
 def _key_pattern() -> re.Pattern[str]:
-    keys = sorted(_keys(slots.MAX_SLOTS), key=len, reverse=True)
+    keys = sorted(_any_case_keys(), key=len, reverse=True)
     return re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, keys)) + r")(?![A-Za-z0-9*])", re.I)
 
 

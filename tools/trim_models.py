@@ -26,7 +26,7 @@ from typing import Any
 DATA = Path(__file__).resolve().parents[1] / "layers" / "sessiongate" / "sessiongate" / "data"
 # service -> the operations SessionGate calls (checked against the code by ``missing_operations``).
 OPERATIONS: dict[str, tuple[str, ...]] = {
-    "ec2": ("DescribeInstances",),
+    "ec2": ("CreateTags", "DeleteTags", "DescribeInstances"),  # tags: instance binding (issue 15)
     "ssm": (
         "DescribeAutomationExecutions",
         "DescribeInstanceInformation",

@@ -1,4 +1,4 @@
-"""Request API Lambda (HTTP API, IAM auth): the native front door's create/approve/reject/revoke/extend,
+"""Request API Lambda (REST API, IAM auth): the native front door's create/approve/reject/revoke/extend,
 and on a schedule the expiry of pending requests nobody decided on."""
 
 from __future__ import annotations

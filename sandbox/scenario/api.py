@@ -1,13 +1,16 @@
 """The native request API, called as API Gateway would (IAM auth: the caller's identity from its
-signature): requests, decisions, extensions and cancellations of ``via: api`` requests."""
+signature; the API's resource policy admits callers of other accounts of the organization only):
+requests, decisions, extensions and cancellations of ``via: api`` requests."""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..apigw import api_event
-from .schema import ScenarioError
+from sessiongate.clock import to_iso
+
+from ..apigw import admitted, api_event, organization_of, resource_policy
+from .schema import ScenarioError, parse_duration
 
 if TYPE_CHECKING:
     from .play import Play
@@ -28,6 +31,10 @@ def request(play: Play, index: int, spec: dict[str, Any]) -> None:
         body["break_glass"] = True
     if "ticket" in spec:
         body["ticket"] = str(spec["ticket"])
+    if "documents" in spec:  # Session Manager documents besides the shell (issue 18)
+        body["documents"] = [str(d) for d in spec["documents"]]
+    if "start_in" in spec:  # a scheduled start (issue 18): start_at, now + start_in
+        body["start_at"] = to_iso(play.now() + parse_duration(spec["start_in"]))
     label = f"requests a shell on {spec['instance']} through the API [{rid}]"
     answer = call(play, index, spec, by, "POST /requests", body=body, label=label)
     if answer is not None:
@@ -93,15 +100,24 @@ def call(
 ) -> dict[str, Any] | None:
     """One API call by ``caller``: its answer, or None on an error, which is a check (what the step's
     ``expect_error`` names, else success) when the step expects one or says what it does (``label``)."""
-    event = api_event(route, play.principal(caller, index)["arn"], request_id=request_id, body=body)
-    invocation = play.world.invoke(
-        play.world.function_arn("RequestApiFunction"), event, trigger=f"api {route}", sync=True
-    )
-    if invocation.error:
-        status, answer = 502, {"error": "handler_failed", "message": invocation.error}
+    arn = play.principal(caller, index)["arn"]
+    stack, account = play.world.stack, arn.split(":")[4]
+    org = organization_of(stack, account)
+    if not admitted(
+        resource_policy(stack.resources), api_account=stack.account, caller_account=account, org_id=org
+    ):
+        # API Gateway refuses before the function: the API's resource policy does not admit the caller.
+        status, answer = 403, {"error": "forbidden", "message": f"{arn} may not call the request API"}
     else:
-        status, answer = invocation.result["statusCode"], json.loads(invocation.result["body"])
-        answer = answer.get("request", answer)  # a request's view, or an error
+        event = api_event(route, arn, request_id=request_id, body=body, org_id=org)
+        invocation = play.world.invoke(
+            play.world.function_arn("RequestApiFunction"), event, trigger=f"api {route}", sync=True
+        )
+        if invocation.error:
+            status, answer = 502, {"error": "handler_failed", "message": invocation.error}
+        else:
+            status, answer = invocation.result["statusCode"], json.loads(invocation.result["body"])
+            answer = answer.get("request", answer)  # a request's view, or an error
     play.world.settle()  # AccessApproved on the bus -> grant
     ok = 200 <= status < 300
     if label is not None:

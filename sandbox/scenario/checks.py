@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..policy import SESSION_DOCUMENT
 from . import api, readback
 
 if TYPE_CHECKING:
@@ -25,9 +26,11 @@ def session(play: Play, index: int, spec: dict[str, Any]) -> None:
     name = spec["principal"]
     principal = play.principal(name, index)
     instance = play.instance(spec["instance"], index)
-    actual = "allowed" if readback.may_start(play, name, principal, instance) else "denied"
-    play.say(name, f"starts a session on {spec['instance']}: {actual.upper()}")
-    play.check(index, f"session {name} -> {spec['instance']}", spec["expect"], actual)
+    document = str(spec.get("document", SESSION_DOCUMENT))  # e.g. AWS-StartPortForwardingSession
+    actual = "allowed" if readback.may_start(play, name, principal, instance, document) else "denied"
+    with_document = "" if document == SESSION_DOCUMENT else f" with {document}"
+    play.say(name, f"starts a session on {spec['instance']}{with_document}: {actual.upper()}")
+    play.check(index, f"session {name} -> {spec['instance']}{with_document}", spec["expect"], actual)
 
 
 def connect(play: Play, index: int, spec: dict[str, Any]) -> None:
@@ -75,6 +78,15 @@ def tags(play: Play, index: int, spec: dict[str, Any]) -> None:
     play.principal(name, index)
     expected = {k: play.value(v) for k, v in (spec.get("expect") or {}).items()}
     play.check(index, f"slot tags of {name}", expected, readback.slot_tags(play, name))
+
+
+def instance_tags(play: Play, index: int, spec: dict[str, Any]) -> None:
+    """The instance's slot tags as EC2 holds them (instance binding; session and user names stand for
+    their aws:userid)."""
+    name = spec["instance"]
+    instance = play.instance(name, index)
+    expected = {k: play.userid(v) for k, v in (spec.get("expect") or {}).items()}
+    play.check(index, f"slot tags of instance {name}", expected, readback.instance_slot_tags(play, instance))
 
 
 def grant(play: Play, index: int, spec: dict[str, Any]) -> None:

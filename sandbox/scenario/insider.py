@@ -17,6 +17,7 @@ from sessiongate.adapters.request_store import RequestStore, to_item
 from sessiongate.clock import to_iso
 from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE
 
+from ..world import ACCOUNT
 from .schema import ScenarioError
 
 if TYPE_CHECKING:
@@ -61,11 +62,25 @@ def forge_approval(play: Play, index: int, spec: dict[str, Any], by: str) -> Non
 
 
 def retag_instance(play: Play, index: int, spec: dict[str, Any], by: str) -> None:
-    """``ec2:CreateTags`` on ``instance`` (e.g. prod re-tagged dev)."""
+    """``ec2:CreateTags`` on ``instance`` (e.g. prod re-tagged dev, or a slot tag naming someone: a
+    principal name stands for its aws:userid). CloudTrail records the call for EventBridge, as the IAM
+    tag calls of ``tamper``."""
     name = spec["instance"]
-    tags = {str(k): str(v) for k, v in (spec.get("tags") or {}).items()}
+    instance_id = play.instance(name, index)
+    tags = {str(k): str(play.userid(v)) for k, v in (spec.get("tags") or {}).items()}
     play.world.client("ec2").create_tags(
-        Resources=[play.instance(name, index)], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+        Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()]
+    )
+    play.world.record_api_call(
+        {
+            "eventSource": "ec2.amazonaws.com",
+            "eventName": "CreateTags",
+            "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{ACCOUNT}:user/{by}"},
+            "requestParameters": {
+                "resourcesSet": {"items": [{"resourceId": instance_id}]},
+                "tagSet": {"items": [{"key": k, "value": v} for k, v in tags.items()]},
+            },
+        }
     )
     play.say(by, f"re-tags {name} by hand: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 

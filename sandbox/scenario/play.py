@@ -66,6 +66,14 @@ class Play:
             return principal["userid"]
         return value
 
+    def userid(self, value: object) -> object:
+        """A principal name stands for its aws:userid (an IAM user's UserId, a session's
+        ``<RoleId>:<session>``); anything else as :meth:`value` reads it."""
+        principal = self.principals.get(str(value))
+        if principal is not None and principal["type"] == "user":
+            return self.world.client("iam").get_user(UserName=str(value))["User"]["UserId"]
+        return self.value(value)
+
     def arns(self, value: object) -> object:
         """A policy document with principal names replaced by their ARNs."""
         if isinstance(value, dict):

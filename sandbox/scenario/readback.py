@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from sessiongate.core.slots import INSTANCE_KEY, USER_KEY
+from sessiongate.core.slots import FOR_KEY, INSTANCE_KEY, USER_KEY
 
+from ..policy import SESSION_DOCUMENT
 from ..world import ACCOUNT
 
 if TYPE_CHECKING:
@@ -30,6 +31,48 @@ def slot_tags(play: Play, name: str) -> dict[str, str]:
     else:
         tags = iam.list_role_tags(RoleName=name)["Tags"]
     return {t["Key"]: t["Value"] for t in tags if t["Key"].startswith((INSTANCE_KEY, USER_KEY))}
+
+
+def identity_center(play: Play) -> dict[str, Any]:
+    """Each type: sso principal as IAM and the identity store hold it: its permission set's role (path,
+    attached policies), its session (ARN, aws:userid) and the groups the identity store puts it in."""
+    from .setup import IDENTITY_STORE_ID  # the sandbox's store
+
+    people = {name: p for name, p in play.principals.items() if p.get("sso")}
+    if not people:
+        return {}
+    iam, store = play.world.client("iam"), play.world.client("identitystore")
+    listed = store.list_groups(IdentityStoreId=IDENTITY_STORE_ID)["Groups"]
+    groups = {g["GroupId"]: g["DisplayName"] for g in listed}
+    out: dict[str, Any] = {}
+    for name, person in people.items():
+        role = iam.get_role(RoleName=person["role"])["Role"]
+        attached = iam.list_attached_role_policies(RoleName=person["role"])["AttachedPolicies"]
+        member_of: list[str] = []
+        wanted = [{"AttributePath": "UserName", "AttributeValue": person["user"]}]
+        for user in store.list_users(IdentityStoreId=IDENTITY_STORE_ID, Filters=wanted)["Users"]:
+            memberships = store.list_group_memberships_for_member(
+                IdentityStoreId=IDENTITY_STORE_ID, MemberId={"UserId": user["UserId"]}
+            )["GroupMemberships"]
+            member_of += sorted(groups[m["GroupId"]] for m in memberships if m["GroupId"] in groups)
+        out[name] = {
+            "user": person["user"],
+            "permission_set": person["permission_set"],
+            "role": role["Arn"],
+            "role_path": role["Path"],
+            "policies": [p["PolicyName"] for p in attached],
+            "session_arn": person["arn"],
+            "userid": person["userid"],
+            "groups": member_of,
+        }
+    return out
+
+
+def instance_slot_tags(play: Play, instance_id: str) -> dict[str, str]:
+    """The slot tags EC2 holds on an instance (instance binding), in any letter case."""
+    reservations = play.world.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    tags = [t for r in reservations for i in r["Instances"] for t in i.get("Tags", [])]
+    return {t["Key"]: t["Value"] for t in tags if t["Key"].lower().startswith(FOR_KEY.lower())}
 
 
 def ledger_items(world: World) -> list[dict[str, Any]]:
@@ -101,12 +144,17 @@ def session_owner(play: Play, name: str, principal: dict[str, Any]) -> tuple[str
     return f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}/{name}", f"{role_id}:{name}"
 
 
-def may_start(play: Play, name: str, principal: dict[str, Any], instance: str) -> bool:
-    """StartSession's IAM decision for the principal on the instance, from its current tags."""
+def may_start(
+    play: Play, name: str, principal: dict[str, Any], instance: str, document: str = SESSION_DOCUMENT
+) -> bool:
+    """StartSession's IAM decision for the principal on the instance (with the session document), from
+    its current tags."""
     if principal["type"] == "session":
-        decision = play.checker.may_start_session("role", principal["role"], instance, principal["userid"])
+        decision = play.checker.may_start_session(
+            "role", principal["role"], instance, principal["userid"], document=document
+        )
     else:
-        decision = play.checker.may_start_session(principal["type"], name, instance)
+        decision = play.checker.may_start_session(principal["type"], name, instance, document=document)
     return decision.allowed
 
 

@@ -58,6 +58,7 @@ def finish(play: Play) -> None:
         if i.error
     ]
     report.aws_calls = dict(sorted(world.calls.items()))
+    report.identity_center = readback.identity_center(play)  # (read after counting SessionGate's calls)
     for record, fault in zip(report.faults, play.faults, strict=True):
         record["injected"] = fault.injected
     report.timeline.sort(key=lambda line: line["at"])  # stable: same-time lines keep their order

@@ -60,6 +60,8 @@ class Report:
     faults: list[dict[str, Any]] = field(default_factory=list)
     aws_calls: dict[str, int] = field(default_factory=dict)
     expect_failed_invocations: bool = False
+    # IAM Identity Center, read back: each type: sso principal's role, session and groups (if any).
+    identity_center: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -70,6 +72,7 @@ class Report:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        extra = {"identity_center": self.identity_center} if self.identity_center else {}
         return {
             "scenario": self.scenario,
             "description": self.description,
@@ -87,6 +90,7 @@ class Report:
             "faults": self.faults,
             "timeline": self.timeline,
             "aws_calls": self.aws_calls,
+            **extra,
         }
 
 

@@ -17,7 +17,7 @@ from .play import Play
 from .record import collect, finish
 from .report import Report
 from .schema import ScenarioError, load, parse_time, validate
-from .setup import setup
+from .setup import identity_center_parameters, setup
 
 # Every step kind of schema.STEP_FIELDS: (play, step number, the step's value) -> None.
 STEPS: dict[str, Callable[[Play, int, Any], None]] = {
@@ -39,6 +39,7 @@ STEPS: dict[str, Callable[[Play, int, Any], None]] = {
     "connect": checks.connect,
     "live_sessions": checks.live_sessions,
     "tags": checks.tags,
+    "instance_tags": checks.instance_tags,
     "grant": checks.grant,
     "schedules": checks.schedules,
     "notified": checks.notified,
@@ -61,7 +62,9 @@ class Runner:
     def run(self) -> Report:
         with self._world() as world:
             self.world = world
-            play = Play(world, self.report, SessionChecker(world.client("iam"), REGION, ACCOUNT))
+            play = Play(
+                world, self.report, SessionChecker(world.client("iam"), REGION, ACCOUNT, world.client("ec2"))
+            )
             setup(play, self.scenario)
             period = timedelta(minutes=int(world.stack.parameters.get("ReconcilerRateMinutes") or 5))
             invariants = Invariants(play, period)
@@ -76,6 +79,9 @@ class Runner:
 
     def _world(self) -> World:
         kwargs: dict[str, Any] = {"parameters": dict(self.scenario.get("parameters") or {})}
+        for key, value in identity_center_parameters(self.scenario).items():
+            # Groups in the scenario: the stack reads them from the sandbox's identity store.
+            kwargs["parameters"].setdefault(key, value)
         if "approval_policy" in self.scenario:
             # A custom policy lives in a parameter the deployers sign (``sessiongate policy sign``).
             kwargs["parameters"].setdefault("ApprovalPolicyParameterName", "/sandbox/approval-policy")

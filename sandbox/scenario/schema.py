@@ -25,12 +25,24 @@ TOP_LEVEL_KEYS = frozenset(
         "principals",
         "instances",
         "approval_policy",
+        "identity_center",
         "expect_failed_invocations",
         "steps",
     }
 )
-PRINCIPAL_KEYS = frozenset({"type", "role", "path", "tags", "operator", "groups"})
-PRINCIPAL_TYPES = ("user", "role", "session")
+PRINCIPAL_KEYS = frozenset(
+    {"type", "role", "path", "tags", "operator", "groups", "user", "permission_set", "account"}
+)
+PRINCIPAL_TYPES = ("user", "role", "session", "sso")
+# An IAM Identity Center user's session of a permission set's role (AWSReservedSSO_<set>_<hash>).
+SSO_KEYS = frozenset({"type", "user", "permission_set", "account"})
+# The role session name IdC sets (the user name): STS RoleSessionName, 2..64 of [\w+=,.@-].
+SSO_USER = re.compile(r"^[\w+=,.@-]{2,64}$")
+# Permission set names (IAM Identity Center CreatePermissionSet): 1..32 of [\w+=,.@-].
+PERMISSION_SET = re.compile(r"^[\w+=,.@-]{1,32}$")
+IDENTITY_CENTER_KEYS = frozenset({"groups", "permission_sets"})
+PERMISSION_SET_KEYS = frozenset({"managed_policies"})
+GROUP_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 INSTANCE_KEYS = frozenset({"tags", "managed"})
 # Each step kind with its fields; None: the step's value is not a mapping (advance: a duration).
 STEP_FIELDS: dict[str, frozenset[str] | None] = {
@@ -46,6 +58,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
             "via",
             "break_glass",
             "ticket",
+            "documents",
             "expect_error",
         }
     ),
@@ -62,10 +75,11 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "extend": frozenset({"request", "id", "by", "minutes", "reason", "expect_error"}),
     "cancel": frozenset({"request", "by", "expect_error"}),
     "status": frozenset({"request", "by", "expect"}),
-    "session": frozenset({"principal", "instance", "expect"}),
+    "session": frozenset({"principal", "instance", "expect", "document"}),
     "connect": frozenset({"principal", "instance"}),
     "live_sessions": frozenset({"principal", "instance", "expect"}),
     "tags": frozenset({"principal", "expect"}),
+    "instance_tags": frozenset({"instance", "expect"}),
     "grant": frozenset({"request", "expect", "denial"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type", "request", "expect", "count"}),
@@ -89,6 +103,7 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "connect": frozenset({"principal", "instance"}),
     "live_sessions": frozenset({"principal", "instance", "expect"}),
     "tags": frozenset({"principal"}),
+    "instance_tags": frozenset({"instance"}),
     "grant": frozenset({"request", "expect"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type"}),
@@ -108,7 +123,17 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 DURATION_FIELDS = ("start_in", "ssm_lag")
 # Steps that check something (so does any step with expect_error): a scenario needs at least one.
 CHECK_STEPS = frozenset(
-    {"status", "session", "connect", "live_sessions", "tags", "grant", "schedules", "notified"}
+    {
+        "status",
+        "session",
+        "connect",
+        "live_sessions",
+        "tags",
+        "instance_tags",
+        "grant",
+        "schedules",
+        "notified",
+    }
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _OPERATION = re.compile(r"[a-z0-9-]+:[A-Za-z]+")
@@ -146,7 +171,9 @@ def validate(data: dict[str, Any], *, require_checks: bool = True) -> None:
         parse_time(data["start"])
     if "approval_policy" in data and not isinstance(data["approval_policy"], dict):
         raise ScenarioError("approval_policy must be a mapping (the policy document, see the README)")
-    _principals(_section(data, "principals", PRINCIPAL_KEYS))
+    principals = _section(data, "principals", PRINCIPAL_KEYS)
+    _principals(principals)
+    _identity_center(data.get("identity_center"), principals)
     _section(data, "instances", INSTANCE_KEYS)
     checks = sum(_step(index, step) for index, step in enumerate(data.get("steps") or [], start=1))
     if require_checks and not checks:
@@ -199,7 +226,13 @@ def _principals(principals: dict[str, dict[str, Any]]) -> None:
     for name, spec in principals.items():
         kind = spec.get("type", "user")
         if kind not in PRINCIPAL_TYPES:
-            raise ScenarioError(f"principal {name}: type must be user, role or session")
+            raise ScenarioError(f"principal {name}: type must be user, role, session or sso")
+        if kind == "sso":
+            _sso_principal(name, spec)
+            continue
+        extra = sorted(set(spec) & (SSO_KEYS - {"type"}))
+        if extra:
+            raise ScenarioError(f"principal {name}: {', '.join(extra)} belong to type: sso principals only")
         if kind == "session" and not (isinstance(spec.get("role"), str) and spec["role"] in roles):
             # One person's session of a (shared) role, e.g. an IAM Identity Center user.
             raise ScenarioError(f"principal {name}: a session needs 'role' naming a role declared before it")
@@ -207,6 +240,71 @@ def _principals(principals: dict[str, dict[str, Any]]) -> None:
             raise ScenarioError(f"principal {name}: only users belong to IAM groups")
         if kind == "role":
             roles.add(name)
+
+
+def _sso_principal(name: str, spec: dict[str, Any]) -> None:
+    """``{type: sso, user, permission_set, account?}``: the user's session of the permission set's role."""
+    extra = sorted(set(spec) - SSO_KEYS)
+    if extra:
+        raise ScenarioError(
+            f"principal {name}: a type: sso principal takes user, permission_set and account only, not "
+            f"{', '.join(extra)} (IAM Identity Center owns its roles: no path, tags or policies of its own)"
+        )
+    if not isinstance(spec.get("user"), str) or not SSO_USER.fullmatch(spec["user"]):
+        raise ScenarioError(
+            f"principal {name}: user must be the Identity Center user name (2..64 of letters, digits and "
+            "_+=,.@-), e.g. alice@example.com"
+        )
+    if not isinstance(spec.get("permission_set"), str) or not PERMISSION_SET.fullmatch(
+        spec["permission_set"]
+    ):
+        raise ScenarioError(
+            f"principal {name}: permission_set must name a permission set (1..32 of letters, digits and "
+            "_+=,.@-), e.g. Operators"
+        )
+    if "account" in spec and not re.fullmatch(r"\d{12}", str(spec["account"])):
+        raise ScenarioError(f"principal {name}: account must be a 12-digit account id")
+
+
+def _identity_center(value: object, principals: dict[str, dict[str, Any]]) -> None:
+    """``identity_center: {groups: {NAME: [user names]}, permission_sets: {NAME: {managed_policies}}}``."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ScenarioError("identity_center must be a mapping with groups and permission_sets")
+    _known(value, IDENTITY_CENTER_KEYS, "identity_center")
+    users = {str(p["user"]) for p in principals.values() if p.get("type") == "sso"}
+    groups = value.get("groups") or {}
+    if not isinstance(groups, dict):
+        raise ScenarioError("identity_center.groups must map group names to lists of user names")
+    for group, members in groups.items():
+        where = f"identity_center.groups.{group}"
+        if not isinstance(group, str) or not GROUP_NAME.fullmatch(group):
+            raise ScenarioError(f"{where}: a group name is 1..128 printable characters")
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ScenarioError(f"{where}: members must be a list of user names")
+        unknown = sorted(set(members) - users)
+        if unknown:
+            raise ScenarioError(
+                f"{where}: {', '.join(unknown)} is no user of a type: sso principal (members are Identity "
+                "Center user names, e.g. alice@example.com)"
+            )
+    sets = value.get("permission_sets") or {}
+    if not isinstance(sets, dict):
+        raise ScenarioError("identity_center.permission_sets must map permission set names to their policies")
+    for name, spec in sets.items():
+        where = f"identity_center.permission_sets.{name}"
+        if not isinstance(name, str) or not PERMISSION_SET.fullmatch(name):
+            raise ScenarioError(f"{where}: a permission set name is 1..32 of letters, digits and _+=,.@-")
+        if not isinstance(spec, dict):
+            raise ScenarioError(f"{where}: needs a mapping with managed_policies")
+        _known(spec, PERMISSION_SET_KEYS, where)
+        policies = spec.get("managed_policies", [])
+        if not isinstance(policies, list) or not all(isinstance(p, str) and p for p in policies):
+            raise ScenarioError(
+                f"{where}.managed_policies: a list of policy names or ARNs ('operator': SessionGate's "
+                "operator policy)"
+            )
 
 
 def _step(index: int, step: object) -> bool:

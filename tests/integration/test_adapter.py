@@ -563,3 +563,31 @@ def test_an_iam_group_approver_without_a_directory_is_unverifiable() -> None:
     result = interpret(ref, change_request(request), settings(), account=ACCOUNT, now=request.approved_at)
     assert isinstance(result, list)
     assert [d.code for d in result] == ["approvers_unverifiable"]
+
+
+def test_a_change_request_for_an_instance_that_is_no_managed_node_is_denied_before_any_grant(
+    stack: Stack,
+) -> None:
+    """RequireSsmManagedInstance on the Change Manager path: asked by the adapter (the grant no longer
+    asks), in moto's EC2 and the SSM fake; denied, recorded and notified; nothing emitted."""
+    unmanaged = stack.instance(managed=False)
+    stack.ssm.add_execution(change_request(replace(_sample_request(), instance_id=unmanaged)))
+    stack.notifications()
+
+    outcome = stack.change_manager().on_change_request(load_event("change_request_approved.json"))
+
+    assert outcome.result == "denied"
+    assert [d["code"] for d in outcome.detail["denials"]] == ["instance_not_managed"]
+    assert stack.bus_events() == []
+    record = stack.engine().ledger.get_grant(f"cm-{SAMPLE_EXECUTION_ID}")
+    assert record is not None
+    assert (record.status, record.instance_id, record.principal_name) == (
+        GrantStatus.DENIED,
+        unmanaged,
+        "alice",
+    )
+    assert [n["attributes"]["event_type"] for n in stack.notifications()] == ["AccessDenied"]
+    assert "DescribeInstanceInformation" in stack.ssm.calls
+    # A later status event of the same change request: a duplicate of the recorded denial.
+    again = stack.change_manager().on_change_request(load_event("change_request_approved.json"))
+    assert again.result == "duplicate"

@@ -13,11 +13,17 @@ from botocore.stub import Stubber
 
 from sessiongate_cli.client import Response
 from sessiongate_cli.main import build_parser, main
-from tests.integration.test_native_api import deployed, handler  # noqa: F401 - the fixture
-from tests.support.native import ALICE, BOB, CONTEXT, EVE, Gateway
+from tests.integration.test_native_api import (  # noqa: F401 - the fixtures
+    MEMBER_ALICE,
+    deployed,
+    handler,
+    member,
+    member_instance,
+)
+from tests.support.native import ALICE, BOB, CONTEXT, EVE, MEMBER, Gateway, deployed_policy
 from tests.support.stack import Stack
 
-ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
+ENDPOINT = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1"  # the stage is part of it
 
 
 @pytest.fixture
@@ -345,7 +351,7 @@ def test_account_option_is_sent_and_validated(
     instance = deployed.instance()
     code, _, err = alice.run("request", "--instance", instance, "--reason", "x", "--account", "555555555555")
     assert code == 1
-    assert "(account_not_allowed)" in err
+    assert "(cross_account)" in err  # alice signs in the SessionGate account: her instances are there
     assert json.loads(gateway.seen[-1]["body"])["account"] == "555555555555"
     with pytest.raises(SystemExit) as exit_:
         main(["request", "--instance", instance, "--reason", "x", "--account", "12345"])
@@ -453,3 +459,59 @@ def test_policy_sign_validates_signs_and_puts_a_policy_the_api_accepts(
     path.write_text(json.dumps(changed))
     envelope = deployer.json("policy", "sign", str(path), "--key-id", POLICY_KEY, "--parameter", name)
     assert (envelope["parameter"], envelope["version"], envelope["policy"]) == (name, 3, changed)
+
+
+ORG = "o-exampleorg1"
+
+
+def test_a_person_in_a_member_account_calls_with_her_own_identity(
+    deployed: Stack,  # noqa: F811
+    member: Any,  # noqa: F811
+) -> None:
+    """The endpoint is the engine's; the credentials are alice's in the member account (e.g. her Identity
+    Center session there). The resource policy admits the organization; the request is for her, there."""
+    gateway = Gateway(
+        handler("request_api"),
+        policy=deployed_policy(OrganizationId=ORG),
+        organizations={deployed.settings.account_id: ORG, MEMBER: ORG, "999999999999": "o-otherorg111"},
+    )
+    instance = member_instance(deployed, member)
+    created = Cli(gateway, MEMBER_ALICE).json("request", "--instance", instance, "--reason", "replication")
+    assert (created["request"]["account"], created["request"]["principal_arn"]) == (MEMBER, MEMBER_ALICE)
+    # Someone of another organization is refused by API Gateway: the function never sees the call.
+    seen = len(gateway.seen)
+    code, _, err = Cli(gateway, "arn:aws:iam::999999999999:user/mallory").run("list")
+    assert code == 1
+    assert "(forbidden)" in err
+    assert len(gateway.seen) == seen
+
+
+def test_without_an_organization_only_the_engine_account_may_call(
+    deployed: Stack,  # noqa: F811
+    member: Any,  # noqa: F811
+) -> None:
+    gateway = Gateway(handler("request_api"), organizations={MEMBER: ORG})
+    code, _, err = Cli(gateway, MEMBER_ALICE).run("list")
+    assert code == 1
+    assert "(forbidden)" in err
+    assert gateway.seen == []
+    assert Cli(gateway, ALICE).run("list")[0] == 0
+
+
+def test_request_sends_documents_and_a_scheduled_start_and_shows_the_apis_refusal(
+    deployed: Stack,  # noqa: F811
+    gateway: Gateway,
+) -> None:
+    """Issue 18 through the CLI: --document and --start-at reach the API; the default policy's rule
+    lists no documents and no lead time, so the API refuses each, one readable line, exit 1."""
+    alice = Cli(gateway, ALICE)
+    instance = deployed.instance()
+    argv = ["request", "--instance", instance, "--reason", "x"]
+    code, _, err = alice.run(*argv, "--document", "AWS-StartPortForwardingSession")
+    assert code == 1
+    assert "(document_not_allowed)" in err
+    assert json.loads(gateway.seen[-1]["body"])["documents"] == ["AWS-StartPortForwardingSession"]
+    code, _, err = alice.run(*argv, "--start-at", "2026-11-24T10:00:00Z")
+    assert code == 1
+    assert "does not allow a scheduled start (no max_lead_minutes) (start_at_not_allowed)" in err
+    assert json.loads(gateway.seen[-1]["body"])["start_at"] == "2026-11-24T10:00:00Z"

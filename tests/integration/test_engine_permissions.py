@@ -190,6 +190,28 @@ def test_adapter_cannot_touch_iam_tags_at_all(iam: tuple[World, SessionChecker])
         assert not checker.authorized("role", role, action, USER, context)
 
 
+def test_adapter_reads_instances_for_the_managed_node_check_and_nothing_more(
+    iam: tuple[World, SessionChecker],
+) -> None:
+    """RequireSsmManagedInstance is asked by the Change Manager adapter: it reads instances and whether
+    they are managed nodes; it neither starts nor ends sessions, nor changes instances or SSM."""
+    world, checker = iam
+    role = _role(world, "AdaptChangeRequestFunctionRole")
+    assert checker.authorized("role", role, "ec2:DescribeInstances", "*")
+    assert checker.authorized("role", role, "ssm:DescribeInstanceInformation", "*")
+    instance = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+    session = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123456789abcdef0"
+    for action, resource in (
+        ("ssm:StartSession", instance),
+        ("ssm:TerminateSession", session),
+        ("ssm:DescribeSessions", "*"),
+        ("ec2:CreateTags", instance),
+        ("ec2:StopInstances", instance),
+        ("iam:GetUser", USER),
+    ):
+        assert not checker.authorized("role", role, action, resource), action
+
+
 def test_pass_role_only_the_scheduler_role_to_scheduler(iam: tuple[World, SessionChecker]) -> None:
     world, checker = iam
     role = _role(world, "GrantAccessFunctionRole")
@@ -745,7 +767,9 @@ def test_scp_sample_lets_scheduler_invoke_the_engine() -> None:
 def test_scp_sample_protects_instance_scope_tags(key: str, action: str) -> None:
     """Finding 8: the instance tag keys the approval policy relies on are changed by tag admins only."""
     scp = _scp("scp-deny-slot-tags.json")
-    [statement] = [s for s in scp["Statement"] if "ec2:CreateTags" in s["Action"]]
+    [statement] = [
+        s for s in scp["Statement"] if s["Sid"] == "EDITInstanceScopeTagKeysOnlyTagAdministratorsChange"
+    ]
     admins = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     instance = f"arn:aws:ec2:{REGION}:222222222222:instance/i-0123456789abcdef0"
     context = {"aws:TagKeys": [key]}
@@ -795,3 +819,172 @@ def test_the_publisher_reads_the_two_streams_and_publishes_to_the_topic_only(
     assert not checker.authorized("role", role, "iam:TagUser", USER)
     assert not checker.authorized("role", role, "iam:UntagUser", USER)
     assert not checker.authorized("role", role, "events:PutEvents", res["EventBus"].arn)
+
+
+# ---------------------------------------------------------------- instance binding (issue 15)
+INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
+FOR1 = slots.for_key(1)
+
+
+@pytest.mark.parametrize(
+    ("keys", "value", "allowed"),
+    [
+        ([FOR1], "AIDAALICEUSERID", True),  # an IAM user's UserId
+        ([slots.for_key(5)], "AROAEXAMPLEROLEID:dave@example.com", True),  # a role session's aws:userid
+        ([FOR1], "i-0123456789abcdef0", False),  # no aws:userid
+        ([FOR1], "*", False),
+        (["Name"], "web", False),
+        ([FOR1, "Name"], "AIDAALICEUSERID", False),
+        ([slots.for_key(6)], "AIDAALICEUSERID", False),  # beyond the 5 template slots
+        (["SecurityAllowSessionInstance"], "i-0123456789abcdef0", False),  # principal keys stay on IAM
+        (None, None, False),  # no keys at all: the Null check
+    ],
+)
+def test_grant_role_tags_instances_only_with_slot_keys_and_userids(
+    iam: tuple[World, SessionChecker], keys: list[str] | None, value: str | None, allowed: bool
+) -> None:
+    world, checker = iam
+    context: dict[str, Any] = {}
+    if keys is not None:
+        context = {"aws:TagKeys": keys, **{f"aws:RequestTag/{k}": value for k in keys}}
+    role = _role(world, "GrantAccessFunctionRole")
+    assert checker.authorized("role", role, "ec2:CreateTags", INSTANCE_ARN, context) is allowed
+    # Never on anything but instances (volumes, images ... carry no session rights).
+    volume = f"arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-0123456789abcdef0"
+    assert not checker.authorized("role", role, "ec2:CreateTags", volume, context)
+
+
+@pytest.mark.parametrize("function", UNTAGGING_ROLES)
+@pytest.mark.parametrize(
+    ("keys", "allowed"),
+    [
+        ([FOR1], True),
+        ([slots.for_key(2), slots.for_key(3)], True),
+        (["Name"], False),
+        ([FOR1, "Name"], False),
+        (None, False),
+    ],
+)
+def test_engine_untags_instances_only_of_slot_keys(
+    iam: tuple[World, SessionChecker], function: str, keys: list[str] | None, allowed: bool
+) -> None:
+    world, checker = iam
+    context = {"aws:TagKeys": keys} if keys is not None else {}
+    assert (
+        checker.authorized("role", _role(world, function), "ec2:DeleteTags", INSTANCE_ARN, context) is allowed
+    )
+
+
+@pytest.mark.parametrize(
+    "function", ["RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole", "RequestApiFunctionRole"]
+)
+def test_only_the_grant_role_tags_instances(iam: tuple[World, SessionChecker], function: str) -> None:
+    world, checker = iam
+    context = {"aws:TagKeys": [FOR1], f"aws:RequestTag/{FOR1}": "AIDAALICEUSERID"}
+    assert not checker.authorized("role", _role(world, function), "ec2:CreateTags", INSTANCE_ARN, context)
+
+
+def test_a_principal_mode_stack_gives_the_grant_role_no_instance_tagging() -> None:
+    stack = cfn.load("sessiongate", ACCOUNT, REGION, {"BindingMode": "principal"})
+    policies = stack.resources["GrantAccessFunctionRole"].properties["Policies"]
+    actions = {
+        action
+        for policy in policies
+        for statement in policy["PolicyDocument"]["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert "iam:TagUser" in actions
+    assert not {"ec2:CreateTags", "ec2:DeleteTags"} & actions
+
+
+def _instance(world: World, tags: dict[str, str]) -> str:
+    kwargs: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": 1, "MaxCount": 1}
+    if tags:
+        kwargs["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ]
+    return str(world.client("ec2").run_instances(**kwargs)["Instances"][0]["InstanceId"])
+
+
+def test_operator_policy_opens_an_instance_to_the_aws_userid_its_slot_tag_names(
+    iam: tuple[World, SessionChecker],
+) -> None:
+    world, _ = iam
+    checker = SessionChecker(world.client("iam"), REGION, ACCOUNT, world.client("ec2"))
+    iam_client = world.client("iam")
+    operator_policy = world.stack.resources["AllowStartSsmSessionBasedOnIamTags"].arn
+    users = {}
+    for name in ("ib-alice", "ib-bob"):
+        users[name] = iam_client.create_user(UserName=name)["User"]["UserId"]
+        iam_client.attach_user_policy(UserName=name, PolicyArn=operator_policy)
+    role_id = iam_client.create_role(RoleName="ib-shared", AssumeRolePolicyDocument="{}")["Role"]["RoleId"]
+    iam_client.attach_role_policy(RoleName="ib-shared", PolicyArn=operator_policy)
+    dave, erin = f"{role_id}:dave@example.com", f"{role_id}:erin@example.com"
+    web = _instance(world, {"Name": "web", slots.for_key(1): users["ib-alice"], slots.for_key(3): dave})
+    other = _instance(world, {"Name": "db"})
+    assert checker.may_start_session("user", "ib-alice", web).allowed
+    assert not checker.may_start_session("user", "ib-bob", web).allowed
+    assert not checker.may_start_session("user", "ib-alice", other).allowed
+    assert checker.may_start_session("role", "ib-shared", web, dave).allowed
+    # Another person on the same role (permission set) is still denied on the same instance.
+    assert not checker.may_start_session("role", "ib-shared", web, erin).allowed
+    # The principal-mode keys on an instance mean nothing: only the instance keys bind.
+    tagged_wrong = _instance(world, {"SecurityAllowSessionInstance": users["ib-bob"]})
+    assert not checker.may_start_session("user", "ib-bob", tagged_wrong).allowed
+
+
+ANY_CASE_INSTANCE_KEYS = [
+    FOR1,
+    FOR1.lower(),
+    FOR1.upper(),
+    "securityAllowSessionFor10",
+    "SECURITYALLOWSESSIONFOR4",
+]
+
+
+@pytest.mark.parametrize("key", ANY_CASE_INSTANCE_KEYS)
+def test_tag_key_guard_stops_everyone_else_on_instances(iam: tuple[World, SessionChecker], key: str) -> None:
+    """Only SessionGate writes instance slot keys, in any letter case (IAM condition keys ignore case and
+    EC2 keeps each spelling), also when tags are given at launch: EC2 authorizes those as ec2:CreateTags
+    with ec2:CreateAction ("Grant permission to tag Amazon EC2 resources during creation")."""
+    world, checker = iam
+    admin = _guarded_admin(world, f"guarded-ec2-{ANY_CASE_INSTANCE_KEYS.index(key)}")
+    context = {"aws:TagKeys": [key, "Name"], f"aws:RequestTag/{key}": "AIDAMALLORY"}
+    for action, extra in (
+        ("ec2:CreateTags", {}),
+        ("ec2:DeleteTags", {}),
+        ("ec2:CreateTags", {"ec2:CreateAction": "RunInstances"}),
+    ):
+        assert not checker.authorized("user", admin, action, INSTANCE_ARN, {**context, **extra}), (
+            action,
+            key,
+        )
+    assert checker.authorized("user", admin, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
+
+
+def test_guard_keeps_the_engine_exempt_on_instances(iam: tuple[World, SessionChecker]) -> None:
+    world, checker = iam
+    grant = _role(world, "GrantAccessFunctionRole")
+    guard = world.stack.resources["SessionGateTagKeyGuard"].arn
+    world.client("iam").attach_role_policy(RoleName=grant, PolicyArn=guard)
+    try:
+        context = {"aws:TagKeys": [FOR1], f"aws:RequestTag/{FOR1}": "AIDAALICEUSERID"}
+        assert checker.authorized("role", grant, "ec2:CreateTags", INSTANCE_ARN, context)
+    finally:
+        world.client("iam").detach_role_policy(RoleName=grant, PolicyArn=guard)
+
+
+def test_scp_sample_denies_instance_slot_keys_in_any_case() -> None:
+    scp = _scp("scp-deny-slot-tags.json")
+    someone = f"arn:aws:iam::{ACCOUNT}:role/Admin"
+    engine = scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"][0]
+    for key in [*ANY_CASE_INSTANCE_KEYS, *slots.all_for_keys(slots.MAX_SLOTS)]:
+        for action, extra in (
+            ("ec2:CreateTags", {}),
+            ("ec2:DeleteTags", {}),
+            ("ec2:CreateTags", {"ec2:CreateAction": "RunInstances"}),
+        ):
+            context = {"aws:TagKeys": [key], **extra}
+            assert not _scp_allows(scp, someone, action, INSTANCE_ARN, context), (action, key)
+            assert _scp_allows(scp, engine, action, INSTANCE_ARN, context), (action, key)
+    assert _scp_allows(scp, someone, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})

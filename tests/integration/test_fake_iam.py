@@ -120,3 +120,55 @@ def test_tag_values_iam_accepts_are_accepted(iam: Any) -> None:
     value = "AROAEXAMPLE:dave@example.com é 1/2=+-_."
     iam.tag_role(RoleName="ops-oncall", Tags=[{"Key": "k", "Value": value}])
     assert iam.list_role_tags(RoleName="ops-oncall")["Tags"] == [{"Key": "k", "Value": value}]
+
+
+POLICY_ARN = "arn:aws:iam::123456789012:policy/ops-read"
+INLINE = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]}
+)
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+@pytest.fixture
+def policy(iam: Any) -> str:
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}],
+    }
+    return str(iam.create_policy(PolicyName="ops-read", PolicyDocument=json.dumps(document))["Policy"]["Arn"])
+
+
+@pytest.mark.parametrize(
+    ("operation", "args"),
+    [
+        ("attach_role_policy", {"PolicyArn": POLICY_ARN}),
+        ("put_role_policy", {"PolicyName": "p", "PolicyDocument": INLINE}),
+        ("update_assume_role_policy", {"PolicyDocument": TRUST}),
+        ("update_role", {"MaxSessionDuration": 7200}),
+        ("update_role_description", {"Description": "mine now"}),
+        ("put_role_permissions_boundary", {"PermissionsBoundary": POLICY_ARN}),
+        ("delete_role", {}),
+    ],
+)
+def test_every_write_to_an_identity_center_role_is_unmodifiable(
+    iam: Any, policy: str, operation: str, args: Any
+) -> None:
+    """The model declares UnmodifiableEntity for these writes; IAM answers it on Identity Center roles."""
+    error = refusal(lambda: getattr(iam, operation)(RoleName=IDC_ROLE, **args))
+    assert isinstance(error, iam.exceptions.UnmodifiableEntityException)
+    assert iam.list_attached_role_policies(RoleName=IDC_ROLE)["AttachedPolicies"] == []
+    getattr(iam, operation)(RoleName="ops-oncall", **args)  # an ordinary role takes the same write
+
+
+def test_identity_center_itself_provisions_a_permission_sets_policies(iam: Any, policy: str) -> None:
+    with fake_iam.as_identity_center():
+        iam.attach_role_policy(RoleName=IDC_ROLE, PolicyArn=POLICY_ARN)
+    attached = iam.list_attached_role_policies(RoleName=IDC_ROLE)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [POLICY_ARN]
+    error = refusal(lambda: iam.detach_role_policy(RoleName=IDC_ROLE, PolicyArn=POLICY_ARN))
+    assert isinstance(error, iam.exceptions.UnmodifiableEntityException)

@@ -7,44 +7,45 @@ from typing import Any
 
 import pytest
 
-from sessiongate.core.model import GrantStatus
 from tests.support.stack import ACCOUNT, Stack
 
 SSO_ROLE = "AWSReservedSSO_Ops_0123456789abcdef"
 
 
-def test_a_duplicate_that_read_the_record_before_the_slot_claim_takes_no_second_slot(
+def test_a_duplicate_that_read_the_principal_before_the_slot_claim_takes_no_second_slot(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two deliveries of one approval: the second read the record while it had no slot yet."""
+    """Two deliveries of one approval, both past their reads before either wrote: the other delivery
+    opens, schedules and tags while this one is about to claim. Its principal read is stale (no tag:
+    slot 1 looks free), but the grant's one transaction (record + slot lock, only when no item of the
+    grant id exists) is cancelled on the record: it finds the grant there and never tries slot 2."""
     stack.user("alice")
     request = stack.approved(instance_id=stack.instance(), principal="alice")
-    first = stack.engine()
+    first, other = stack.engine(), stack.engine()
+    real_open = first.ledger.open
+    opened: list[int | None] = []
+    raced: list[Any] = []
 
-    def stall(*_: Any, **__: Any) -> None:
-        raise RuntimeError("the first invocation stalls after tagging")
+    def racing_open(record: Any) -> Any:
+        if not raced:
+            raced.append(other.grant(request.to_detail()))  # the other delivery wins the race
+        opened.append(record.slot)
+        return real_open(record)
 
-    monkeypatch.setattr(first.schedules, "create_once", stall)
-    with pytest.raises(RuntimeError):
-        first.grant(request.to_detail())
-    claimed = first.ledger.get_grant(request.grant_id)
-    assert claimed is not None
-    assert claimed.status is GrantStatus.PROVISIONING
-    assert claimed.slot == 1
+    monkeypatch.setattr(first.ledger, "open", racing_open)
+    outcome = first.grant(request.to_detail())
 
-    duplicate = stack.engine()
-    stale = replace(claimed, slot=None)
-    reads = iter([stale])
-    real_get = duplicate.ledger.get_grant
-    monkeypatch.setattr(duplicate.ledger, "get_grant", lambda gid: next(reads, None) or real_get(gid))
-
-    outcome = duplicate.grant(request.to_detail())
-
-    assert outcome.result == "granted", outcome
-    assert outcome.detail["slot"] == 1
+    [won] = raced
+    assert (won.result, won.detail["slot"]) == ("granted", 1), won
+    # One transaction attempt, for the slot its stale read preferred: cancelled on the record, which
+    # the cancellation returned; no other slot was tried.
+    assert opened == [1]
+    # Its stale read shows no tag: it resumes the grant it found (rebinds, tags the same slot again).
+    assert (outcome.result, outcome.detail["slot"]) == ("granted", 1), outcome
     assert stack.tags("user", "alice") == {"SecurityAllowSessionInstance": request.instance_id}
     arn = f"arn:aws:iam::{ACCOUNT}:user/alice"
-    assert duplicate.ledger.slot_holder(arn, 2) is None
+    assert first.ledger.slot_holder(arn, 1) == request.grant_id
+    assert [first.ledger.slot_holder(arn, slot) for slot in range(2, 6)] == [None] * 4
     assert stack.engine().revoke(request.grant_id).result == "revoked"
     assert stack.tags("user", "alice") == {}
 

@@ -1,7 +1,7 @@
-"""Native front door through the Lambda handlers: HTTP API events -> request API -> bus -> grant -> revoke.
+"""Native front door through the Lambda handlers: REST API events -> request API -> bus -> grant -> revoke.
 
 Every handler runs as Lambda runs it (configuration from the environment, clients injected) on
-moto; identities come from ``requestContext.authorizer.iam.userArn`` only.
+moto; identities come from ``requestContext.identity.userArn`` only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from sessiongate.access_requests.records import Approval, Request, RequestStatus
 from sessiongate.access_requests.verifier import NativeVerifier
 from sessiongate.adapters.policy_source import POLICY_CACHE
 from sessiongate.adapters.scheduler import Schedules
+from sessiongate.clock import to_iso
 from sessiongate.core.model import GrantStatus, Origin
+from sessiongate.core.revoke import BIND_WINDOW, TAG_CALL_BOUND
+from sessiongate.errors import TransientError
 from tests.conftest import load_event
 from tests.support.native import (
     ALICE,
@@ -504,10 +507,14 @@ def test_revoke_before_the_grant_stops_the_grant(deployed: Stack) -> None:
     approve(request_id, BOB)
     status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
     assert (status, out["request"]["status"]) == (200, "REVOKED")
+    # The grant reads no request record (the event carries the signed approval): its transaction
+    # finds the tombstone the revocation left and records the grant REVOKED, untagged.
     [outcome] = grant_from_bus(stack)
-    assert outcome["result"] == "denied"
-    assert [d["code"] for d in outcome["denials"]] == ["origin_not_approved"]
+    assert outcome["result"] == "revoked"
     assert stack.tags("user", "alice") == {}
+    grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.status is GrantStatus.REVOKED
 
 
 def test_duplicate_open_request_for_the_same_instance_is_refused(deployed: Stack) -> None:
@@ -743,42 +750,47 @@ def test_a_revocation_after_the_grants_check_is_honoured(
     assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "REVOKED"
 
 
-def test_a_revocation_while_the_grant_is_provisioning_is_honoured(
+def test_a_revocation_between_the_grants_transaction_and_its_tag_is_honoured(
     deployed: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An approver revokes after the grant recorded and tagged, before it activated: the API answers
-    REVOKED at once, and the grant undoes its tag and ends REVOKED (announced once), never ACTIVE."""
+    """An approver revokes after the grant's transaction opened it ACTIVE (slot lock held, revocation
+    scheduled) and before it tagged. The revocation waits out the bind window (``core/revoke.py``, on
+    the virtual clock), untags while the lock names the grant and ends it REVOKED; the API answers
+    REVOKED. The grant, past its window, refuses to tag (TransientError, so Lambda retries) and its
+    retry is a duplicate: the tag never exists, the grant is announced once, as revoked."""
     stack = deployed
     request_id = create(stack)
     approve(request_id, BOB)
     stack.notifications()
     answers: list[tuple[int, dict[str, Any]]] = []
-    seen_tags: list[dict[str, str]] = []
+    opened_at: list[Any] = []
     create_once = Schedules.create_once
 
     def schedule_then_revoke(self: Schedules, *args: Any, **kwargs: Any) -> Any:
         result = create_once(self, *args, **kwargs)
-        seen_tags.append(stack.tags("user", "alice"))
+        opened_at.append(stack.clock.now())
         answers.append(call("POST /requests/{id}/revoke", CAROL, request_id=request_id))
         return result
 
     monkeypatch.setattr(Schedules, "create_once", schedule_then_revoke)
     [bus_event] = stack.bus_events()
-    outcome = handler("grant_access")(bus_event, CONTEXT)
+    with pytest.raises(TransientError, match="bind window"):
+        handler("grant_access")(bus_event, CONTEXT)
     monkeypatch.undo()
 
-    assert seen_tags[0] != {}  # the grant had tagged when the revocation landed
     [(status, out)] = answers
     assert (status, out["request"]["status"]) == (200, "REVOKED")
-    assert (outcome["result"], outcome["untagged"]) == ("revoked", True)
+    # The revocation waited (virtual time) until the grant could no longer start its tag call.
+    assert stack.clock.now() - opened_at[0] >= BIND_WINDOW + TAG_CALL_BOUND
     assert stack.tags("user", "alice") == {}
     grant = stack.engine().ledger.get_grant(f"rq-{request_id}")
     assert grant is not None
     assert (grant.status, grant.revoke_reason, grant.revoked_by) == (GrantStatus.REVOKED, "revoked", CAROL)
     assert stack.engine().ledger.slot_holder(ALICE, 1) is None
     assert event_types(stack) == ["AccessRevoked"]
-    # Redelivered, the grant stays revoked and is not announced again.
+    # Lambda's retry of the grant: a duplicate of the REVOKED record; nothing tagged or announced.
     assert handler("grant_access")(bus_event, CONTEXT)["result"] == "duplicate"
+    assert stack.tags("user", "alice") == {}
     assert stack.notifications() == []
 
 
@@ -1094,18 +1106,22 @@ def member_tags(session: Any) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in session.client("iam").list_user_tags(UserName="alice")["Tags"]}
 
 
-def test_a_request_for_a_member_account_is_granted_and_revoked_there(deployed: Stack, member: Any) -> None:
+MEMBER_ALICE = f"arn:aws:iam::{MEMBER}:user/alice"  # alice with her own identity in the member account
+
+
+def test_a_request_from_a_member_account_is_granted_and_revoked_there(deployed: Stack, member: Any) -> None:
+    """alice calls with her member-account identity: the request is for her there, on an instance there."""
     stack = deployed
     instance = member_instance(stack, member, Environment="prod")
     status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "replication", "account": MEMBER}
+        "POST /requests", MEMBER_ALICE, body={"instance_id": instance, "reason": "replication"}
     )
     assert status == 201, out
     request = out["request"]
     assert request["account"] == MEMBER
     assert request["rule"] == "prod"  # matched on the member instance's tags
-    assert request["principal_arn"] == f"arn:aws:iam::{MEMBER}:user/alice"
-    assert request["requester_arn"] == ALICE
+    assert request["principal_arn"] == MEMBER_ALICE
+    assert request["requester_arn"] == MEMBER_ALICE
     request_id = request["request_id"]
     for approver in (BOB, CAROL, SECURITY):
         assert approve(request_id, approver)[0] == 200
@@ -1114,9 +1130,12 @@ def test_a_request_for_a_member_account_is_granted_and_revoked_there(deployed: S
     assert handler("grant_access")(bus_event, CONTEXT)["result"] == "granted"
     assert member_tags(member) == {"SecurityAllowSessionInstance": instance}
     assert stack.client("iam").list_user_tags(UserName="alice")["Tags"] == []
-    assert call("GET /requests/{id}", ALICE, request_id=request_id)[1]["request"]["status"] == "ACTIVE"
+    assert call("GET /requests/{id}", MEMBER_ALICE, request_id=request_id)[1]["request"]["status"] == "ACTIVE"
+    # The engine account's alice is another person: she neither sees nor ends it.
+    assert call("GET /requests", ALICE)[1]["requests"] == []
+    assert call("POST /requests/{id}/revoke", ALICE, request_id=request_id)[0] == 403
 
-    status, out = call("POST /requests/{id}/revoke", ALICE, request_id=request_id)
+    status, out = call("POST /requests/{id}/revoke", MEMBER_ALICE, request_id=request_id)
     assert (status, out["request"]["status"]) == (200, "REVOKED")
     assert member_tags(member) == {}
 
@@ -1130,7 +1149,7 @@ def test_the_request_api_cannot_tag_in_member_accounts(deployed: Stack, member: 
     )
     instance = member_instance(stack, member)
     status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "replication", "account": MEMBER}
+        "POST /requests", MEMBER_ALICE, body={"instance_id": instance, "reason": "replication"}
     )
     assert status == 201, out
     [assumed] = seen
@@ -1153,36 +1172,50 @@ def test_member_account_requests_look_up_instance_and_principal_in_that_account(
 ) -> None:
     stack = deployed
     here = stack.instance()  # exists in the engine account only
-    status, out = call("POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": MEMBER})
+    status, out = call("POST /requests", MEMBER_ALICE, body={"instance_id": here, "reason": "x"})
     assert (status, out["error"]) == (404, "instance_not_found")
     stack.user("dave")  # dave exists here, not in the member account
     there = member_instance(stack, member)
-    status, out = call("POST /requests", DAVE, body={"instance_id": there, "reason": "x", "account": MEMBER})
+    status, out = call(
+        "POST /requests", f"arn:aws:iam::{MEMBER}:user/dave", body={"instance_id": there, "reason": "x"}
+    )
     assert (status, out["error"]) == (403, "principal_not_found")
     assert MEMBER in out["message"]
 
 
-def test_target_account_must_be_sessiongates_or_a_member(deployed: Stack, member: Any) -> None:
+def test_a_caller_cannot_ask_for_an_instance_of_another_account(deployed: Stack, member: Any) -> None:
+    """The body's ``account`` may only repeat the caller's: engine alice cannot have member alice's access
+    granted (nor the other way round), whatever the account list holds."""
     stack = deployed
-    instance = stack.instance()
-    for account, expected in [
-        ("555555555555", (403, "account_not_allowed")),
-        ("12345", (400, "invalid_account")),
-        (210987654321, (400, "invalid_account")),
-    ]:
+    here, there = stack.instance(), member_instance(stack, member)
+    for who, instance, account in ((ALICE, there, MEMBER), (MEMBER_ALICE, here, ACCOUNT)):
         status, out = call(
-            "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": account}
+            "POST /requests", who, body={"instance_id": instance, "reason": "x", "account": account}
+        )
+        assert (status, out["error"]) == (403, "cross_account"), out
+    for account, expected in [("12345", (400, "invalid_account")), (210987654321, (400, "invalid_account"))]:
+        status, out = call(
+            "POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": account}
         )
         assert (status, out["error"]) == expected
-    status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": ACCOUNT}
-    )
+    assert stack.bus_events() == []
+    assert member_tags(member) == {}
+    status, out = call("POST /requests", ALICE, body={"instance_id": here, "reason": "x", "account": ACCOUNT})
     assert (status, out["request"]["account"]) == (201, ACCOUNT)
+
+
+def test_a_caller_from_an_account_sessiongate_does_not_serve_is_refused(deployed: Stack, member: Any) -> None:
+    status, out = call(
+        "POST /requests",
+        "arn:aws:sts::555555555555:assumed-role/AWSReservedSSO_Ops_0123456789abcdef/alice@example.com",
+        body={"instance_id": deployed.instance(), "reason": "x"},
+    )
+    assert (status, out["error"]) == (403, "account_not_allowed")
 
 
 def test_member_accounts_are_refused_when_none_are_configured(deployed: Stack) -> None:
     status, out = call(
-        "POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x", "account": MEMBER}
+        "POST /requests", MEMBER_ALICE, body={"instance_id": deployed.instance(), "reason": "x"}
     )
     assert (status, out["error"]) == (403, "account_not_allowed")
 
@@ -1193,9 +1226,7 @@ def test_a_missing_member_role_is_a_clear_503(deployed: Stack, member: Any) -> N
     faults = FaultInjector()
     faults.attach(stack.client("sts"))
     faults.add("sts:AssumeRole", "AccessDenied", times=1, status=403)
-    status, out = call(
-        "POST /requests", ALICE, body={"instance_id": instance, "reason": "x", "account": MEMBER}
-    )
+    status, out = call("POST /requests", MEMBER_ALICE, body={"instance_id": instance, "reason": "x"})
     assert (status, out["error"]) == (503, "member_role_unavailable")
     assert MEMBER in out["message"]
 
@@ -1210,3 +1241,111 @@ def test_an_extension_is_refused_to_whom_the_rule_no_longer_lets_request(deploye
     set_policy(stack, narrowed)
     status, out = call("POST /requests/{id}/extend", ALICE, request_id=request_id, body={"reason": "more"})
     assert (status, out["error"]) == (403, "not_a_requester")
+
+
+# ------------------------------------------------------------------- issue 18: approval policy rules
+def test_a_rule_requiring_a_ticket_refuses_without_one_with_a_400(deployed: Stack) -> None:
+    ticketed = copy.deepcopy(POLICY)
+    ticketed["rules"][1]["ticket"] = {"required": True, "pattern": "^OPS-[0-9]+$"}
+    set_policy(deployed, ticketed)
+    instance = deployed.instance()
+    for body, code in (({}, "ticket_required"), ({"ticket": "INC-1"}, "ticket_mismatch")):
+        status, out = call("POST /requests", ALICE, body={"instance_id": instance, "reason": "x", **body})
+        assert (status, out["error"]) == (400, code)
+    request_id = create(deployed, instance_id=instance, ticket="OPS-17")
+    approve(request_id, BOB)
+    assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
+
+
+def test_a_rules_cap_on_live_grants_per_person_is_a_409_at_request_and_approval(deployed: Stack) -> None:
+    capped = copy.deepcopy(POLICY)
+    capped["rules"][1]["max_active"] = {"per_person": 1}
+    set_policy(deployed, capped)
+    one = create(deployed, instance_id=deployed.instance())
+    two = create(deployed, instance_id=deployed.instance())
+    approve(one, BOB)
+    status, out = approve(two, BOB)  # the first is handed over: it counts before the grant lands
+    assert (status, out["error"]) == (409, "max_active")
+    assert [r["result"] for r in grant_from_bus(deployed)] == ["granted"]
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["error"]) == (409, "max_active")
+
+
+def test_an_auto_approved_request_is_granted_and_notified_as_auto_approved(deployed: Stack) -> None:
+    auto = copy.deepcopy(POLICY)
+    auto["auto_approval"] = [
+        {
+            "name": "alice on default",
+            "effect": "permit",
+            "rules": [auto["rules"][1]["name"]],
+            "requesters": [ALICE],
+        },
+        {"name": "never PCI", "effect": "forbid", "instances": {"tags": {"PCI": "*"}}},
+    ]
+    set_policy(deployed, auto)
+    status, out = call("POST /requests", ALICE, body={"instance_id": deployed.instance(), "reason": "x"})
+    assert (status, out["request"]["status"], out["request"]["auto_approval"]) == (
+        201,
+        "APPROVED",
+        "alice on default",
+    )
+    assert out["request"]["approvals"][0]["kind"] == "AutoApproved"
+    assert event_types(deployed)[-1] == "AutoApproved"
+    [granted] = grant_from_bus(deployed)
+    assert granted["result"] == "granted"
+    grant = deployed.engine().ledger.get_grant(granted["grant_id"])
+    assert grant is not None
+    assert grant.approver_arns == [BREAK_GLASS_APPROVER]
+    # A forbid wins: a PCI instance waits for people.
+    pci = create(deployed, tags={"PCI": "1"})
+    assert stored(pci).status is RequestStatus.PENDING
+
+
+def test_a_scheduled_start_is_granted_by_the_sweep_after_its_start(deployed: Stack) -> None:
+    scheduled = copy.deepcopy(POLICY)
+    scheduled["rules"][1]["max_lead_minutes"] = 60
+    set_policy(deployed, scheduled)
+    start = deployed.clock.now() + timedelta(minutes=30)
+    status, out = call(
+        "POST /requests",
+        ALICE,
+        body={
+            "instance_id": deployed.instance(),
+            "reason": "x",
+            "start_at": to_iso(start + timedelta(hours=1)),
+        },
+    )
+    assert (status, out["error"]) == (400, "start_at_too_far")
+    request_id = create(deployed, start_at=to_iso(start), duration_minutes=10)
+    approve(request_id, BOB)
+    assert deployed.bus_events() == []  # nothing handed over before the start
+    deployed.clock.advance(timedelta(minutes=30))
+    assert sweep()["started"] == 1
+    [granted] = grant_from_bus(deployed)
+    assert granted["result"] == "granted"
+    grant = deployed.engine().ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.expires_at == to_iso(start + timedelta(minutes=10))
+
+
+def test_the_sweep_reminds_and_escalates_a_pending_request(deployed: Stack) -> None:
+    reminding = copy.deepcopy(POLICY)
+    reminding["rules"][1]["reminders"] = {
+        "remind_after_minutes": 15,
+        "escalate_after_minutes": 40,
+        "escalate_to": [SECURITY],
+    }
+    set_policy(deployed, reminding)
+    request_id = create(deployed)
+    for minutes, reminded in ((15, 1), (5, None), (10, 1), (10, 1)):  # 15, 20, 30, 40 min
+        deployed.clock.advance(timedelta(minutes=minutes))
+        assert sweep().get("reminded") == reminded
+    notes = [n for n in deployed.notifications() if n["attributes"]["event_type"].startswith("AccessRequest")]
+    assert [n["attributes"]["event_type"] for n in notes] == [
+        "AccessRequested",
+        "AccessRequestReminder",
+        "AccessRequestReminder",
+        "AccessRequestEscalated",
+    ]
+    assert stored(request_id).reminders_sent == 2
+    assert stored(request_id).escalated_at is not None

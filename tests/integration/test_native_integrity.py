@@ -373,3 +373,76 @@ def test_the_recorded_serial_only_goes_up(native: Stack) -> None:
     assert not store(stack).record_policy(again, now=stack.clock.now())
     assert recorded_serial(stack) == highest + 1
     assert not store(stack).record_policy(again, now=stack.clock.now())
+
+
+# ------------------------------------------------------------------ (e) the record at grant time
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ("delete", "origin_not_found"),
+        ("status", "origin_not_approved"),
+        ("mac", "approval_not_signed"),
+    ],
+)
+def test_the_request_record_still_decides_when_the_event_carries_the_signed_approval(
+    native: Stack, change: str, code: str
+) -> None:
+    """The grant verifies the approval facts the event carries (no read of the record), and its one
+    TransactWriteItems checks the record (ConditionCheck: still APPROVED, the same MAC). A record deleted,
+    moved out of APPROVED or rewritten after the hand-over cancels the grant: denied, recorded, notified,
+    nothing tagged, no slot lock, no schedule."""
+    stack = native
+    request_id = create(stack)
+    assert approve(request_id, BOB)[0] == 200
+    [event] = stack.bus_events()
+    assert event["detail"]["approval"]["mac"]
+    table, key = stack.settings.requests_table, {"request_id": {"S": request_id}}
+    ddb = stack.client("dynamodb")
+    if change == "delete":
+        ddb.delete_item(TableName=table, Key=key)
+    elif change == "status":
+        ddb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": "CANCELLED"}},
+        )
+    else:
+        ddb.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET approval_mac = :m",
+            ExpressionAttributeValues={":m": {"S": "00"}},
+        )
+    stack.notifications()
+
+    outcome = handler("grant_access")(event, CONTEXT)
+
+    assert denial_codes(outcome) == [code]
+    assert stack.tags("user", "alice") == {}
+    ledger = stack.engine().ledger
+    grant = ledger.get_grant(f"rq-{request_id}")
+    assert grant is not None
+    assert grant.status is GrantStatus.DENIED
+    assert ledger.slot_holder(grant.principal_arn, 1) is None
+    types = [n["attributes"]["event_type"] for n in stack.notifications()]
+    assert "AccessDenied" in types
+    assert "AccessGranted" not in types
+
+
+def test_the_native_grant_reads_no_request_record(native: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = native
+    request_id = create(stack)
+    assert approve(request_id, BOB)[0] == 200
+    reads: list[str] = []
+    real_get = RequestStore.get
+
+    def get(self: RequestStore, wanted: str) -> Any:
+        reads.append(wanted)
+        return real_get(self, wanted)
+
+    monkeypatch.setattr(RequestStore, "get", get)
+    [outcome] = grant_from_bus(stack)
+    assert outcome["result"] == "granted", outcome
+    assert reads == []

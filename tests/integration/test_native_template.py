@@ -1,7 +1,9 @@
-"""template.yaml, native front door section: IAM on every route, access logs, throttling, least privilege."""
+"""template.yaml, native front door section: a REST API with IAM on every method, the resource policy
+(the organization), access logs, throttling, least privilege."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import re
@@ -10,8 +12,12 @@ from typing import Any
 
 import pytest
 
+from sandbox import cfn
+from sandbox.apigw import STAGE, admitted, resource_policy
+from sessiongate.access_requests.http import ROUTES
 from sessiongate.core import slots
 from tests.support.native import declared_routes
+from tests.support.stack import ACCOUNT, REGION
 from tests.support.template import function_statements, resource, template
 
 
@@ -20,19 +26,88 @@ def _actions(statement: dict[str, Any]) -> list[str]:
     return [actions] if isinstance(actions, str) else list(actions)
 
 
-def test_every_route_uses_iam_authorization_and_payload_2() -> None:
-    api = resource("RequestApi")["Properties"]
-    assert api["Auth"] == {"EnableIamAuthorizer": True, "DefaultAuthorizer": "AWS_IAM"}
+ORG = "o-exampleorg1"
+MEMBER = "210987654321"
+
+
+@functools.cache
+def deployed(organization: str = "") -> cfn.Stack:
+    """template.yaml after the SAM transform, resolved as a stack (with or without an organization)."""
+    return cfn.load("sessiongate", ACCOUNT, REGION, {"OrganizationId": organization} if organization else {})
+
+
+def test_every_route_is_a_rest_api_method_with_iam_authorization() -> None:
+    """Each route of the function is an AWS_IAM method of the REST API (no route without it), invoking
+    the function through its permission, never with the caller's credentials (SAM's default for AWS_IAM)."""
+    api = resource("RequestApi")
+    assert api["Type"] == "AWS::Serverless::Api"
+    assert api["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    assert api["Properties"]["Auth"]["InvokeRole"] == "NONE"
     events = {
         name: e for name, e in resource("RequestApiFunction")["Properties"]["Events"].items() if name != SWEEP
     }
     assert len(events) == len(declared_routes()) == 9
     for event in events.values():
-        assert event["Type"] == "HttpApi"
+        assert event["Type"] == "Api"
         props = event["Properties"]
-        assert props["ApiId"] == {"Ref": "RequestApi"}
-        assert props["Auth"] == {"Authorizer": "AWS_IAM"}
-        assert props["PayloadFormatVersion"] == "2.0"
+        assert props["RestApiId"] == {"Ref": "RequestApi"}
+        assert props["Auth"] == {"Authorizer": "AWS_IAM", "InvokeRole": "NONE"}
+    # As deployed: every method of the OpenAPI body requires SigV4, and nothing else is served.
+    body = deployed().resources["RequestApi"].properties["Body"]
+    assert body["components"]["securitySchemes"] == {
+        "AWS_IAM": {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "x-amazon-apigateway-authtype": "awsSigv4",
+        }
+    }
+    methods = {f"{m.upper()} {path}": op for path, ops in body["paths"].items() for m, op in ops.items()}
+    assert sorted(methods) == sorted(ROUTES)
+    for route, op in methods.items():
+        assert op["security"] == [{"AWS_IAM": []}], route
+        integration = op["x-amazon-apigateway-integration"]
+        assert (integration["type"], "credentials" in integration) == ("aws_proxy", False), route
+    assert not [
+        r for r in deployed().resources.values() if r.type == "AWS::ApiGateway::Method"
+    ]  # (no method outside the body)
+
+
+def test_the_resource_policy_admits_the_organization_or_only_this_account() -> None:
+    """With OrganizationId, callers of the organization's other accounts may invoke (they still need
+    execute-api:Invoke in their own account); nobody outside it may, whatever else allows. Without it,
+    only this account (whose callers need RequestApiInvokePolicy: the allow leaves this account out)."""
+    alone = resource_policy(deployed().resources)
+    assert [s["Effect"] for s in alone["Statement"]] == ["Deny"]
+    org = resource_policy(deployed(ORG).resources)
+    [allow] = [s for s in org["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Condition"] == {
+        "StringEquals": {"aws:PrincipalOrgID": ORG},
+        "StringNotEquals": {"aws:PrincipalAccount": ACCOUNT},
+    }
+    for policy in (alone, org):
+        assert {s["Resource"] for s in policy["Statement"]} == {"execute-api:/*"}
+        assert {s["Action"] for s in policy["Statement"]} == {"execute-api:Invoke"}
+    cases = [
+        # (policy, caller account, caller's organization, admitted by the resource policy)
+        (alone, ACCOUNT, None, True),
+        (alone, MEMBER, ORG, False),
+        (org, ACCOUNT, ORG, True),
+        (org, MEMBER, ORG, True),
+        (org, MEMBER, "o-otherorg111", False),
+        (org, "555555555555", None, False),
+    ]
+    for policy, account, org_id, expected in cases:
+        got = admitted(policy, api_account=ACCOUNT, caller_account=account, org_id=org_id)
+        assert got is expected, (account, org_id)
+
+
+def test_the_organization_id_is_checked_by_the_template() -> None:
+    pattern = re.compile(template()["Parameters"]["OrganizationId"]["AllowedPattern"])
+    assert pattern.fullmatch("")
+    assert pattern.fullmatch("o-a1b2c3d4e5")
+    for bad in ("o-", "210987654321", "o-exampleorg1,o-other00000", "*"):
+        assert not pattern.fullmatch(bad)
 
 
 SWEEP = "ExpirePendingRequests"
@@ -52,15 +127,53 @@ def test_pending_requests_are_swept_on_the_reconciler_schedule() -> None:
 
 
 def test_api_has_access_logs_with_retention_and_throttling() -> None:
-    api = resource("RequestApi")["Properties"]
-    assert api["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["RequestApiAccessLogGroup", "Arn"]}
-    assert "$context.identity.userArn" in api["AccessLogSettings"]["Format"]
-    assert api["DefaultRouteSettings"] == {
-        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
-        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+    stage = deployed().resources[f"RequestApi{STAGE}Stage"].properties
+    assert stage["StageName"] == STAGE
+    log = stage["AccessLogSetting"]
+    assert log["DestinationArn"] == deployed().resources["RequestApiAccessLogGroup"].arn
+    fields = json.loads(log["Format"])
+    assert set(fields) == {
+        "requestId",
+        "ip",
+        "caller",
+        "account",
+        "time",
+        "routeKey",
+        "status",
+        "latency",
+        "error",
+        "integrationError",
     }
+    assert (fields["caller"], fields["account"]) == (
+        "$context.identity.userArn",
+        "$context.identity.accountId",
+    )
+    assert stage["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            # (parameter defaults, as CloudFormation passes them: strings)
+            "ThrottlingRateLimit": "5",
+            "ThrottlingBurstLimit": "20",
+            "MetricsEnabled": True,
+            "LoggingLevel": "OFF",
+            "DataTraceEnabled": False,
+        }
+    ]
     for group in ("RequestApiAccessLogGroup", "RequestApiLogGroup"):
         assert resource(group)["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    # Access logs need the account's API Gateway CloudWatch role, set before the stage (or already set).
+    assert resource("ApiGatewayAccount")["Condition"] == "CreateApiGatewayLogRole"
+    assert resource("ApiGatewayLogRole")["Properties"]["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
+    ]
+    assert {"Key": "sessiongate:log-role", "Value": "sessiongate-ApiGatewayAccount"} in stage["Tags"]
+
+
+def test_the_endpoint_output_names_the_stage() -> None:
+    outputs = template()["Outputs"]
+    assert outputs["RequestApiEndpoint"]["Value"]["Fn::Sub"].endswith(f"/{STAGE}")
+    assert f"/{STAGE}/*" in outputs["RequestApiExecuteArn"]["Value"]["Fn::Sub"]
 
 
 def test_request_api_least_privilege() -> None:

@@ -6,6 +6,7 @@ account's own IAM/EC2 backends. The ledger, schedules and notifications stay in 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -162,3 +163,43 @@ def test_change_request_naming_the_member_account_is_verified(stack: Stack, memb
     assert [d["code"] for d in outcome.detail["denials"]] == ["origin_mismatch"]
     assert member.tags("alice") == {}
     assert ACCOUNT != MEMBER
+
+
+def test_the_change_manager_adapter_asks_a_member_account_with_a_read_only_session(
+    stack: Stack, member: Member
+) -> None:
+    """A change request naming a member account: whether its instance is a managed node is asked there,
+    through the member role (which may also tag), with a session that may only read instances."""
+    from sessiongate.adapters.accounts import READ_INSTANCES_ONLY
+    from sessiongate.wiring import build_change_request_adapter
+    from tests.conftest import load_event
+    from tests.support.stack import change_request
+
+    request = _request(stack, member)
+    stack.ssm.managed.discard(request.instance_id)
+    sample = load_event("change_request_approved.json")
+    # The sample status event's change request (its execution id and OpsItem), for the member instance.
+    detail = sample["detail"]
+    request = replace(request, grant_id=f"cm-{detail['change-request-id']}", origin_ref=detail["ops-item-id"])
+    execution = change_request(request)
+    execution["Runbooks"][0]["Parameters"]["AccountId"] = [MEMBER]
+    stack.ssm.add_execution(execution)
+    stack.approvers(*request.approver_arns)
+    assumed: list[dict[str, Any]] = []
+    stack.client("sts").meta.events.register(
+        "provide-client-params.sts.AssumeRole", lambda params, **_: assumed.append(dict(params))
+    )
+    adapter = build_change_request_adapter(
+        stack.settings, clock=stack.clock, client=stack.client, member_client=stack.member_client
+    )
+
+    outcome = adapter.on_change_request(sample)
+
+    assert outcome.result == "denied", outcome
+    assert [d["code"] for d in outcome.detail["denials"]] == ["instance_not_managed"]
+    [session] = assumed
+    assert session["RoleArn"] == f"arn:aws:iam::{MEMBER}:role/sessiongate/SessionGateMember"
+    assert (session["RoleSessionName"], session["ExternalId"]) == ("sessiongate-adapter", "org-secret-1")
+    assert json.loads(session["Policy"]) == READ_INSTANCES_ONLY
+    assert stack.bus_events() == []
+    assert member.tags("alice") == {}

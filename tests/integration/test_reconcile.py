@@ -185,6 +185,40 @@ def _tag_event(user: str, key: str) -> dict[str, object]:
     }
 
 
+def test_a_late_tag_of_a_revoked_grant_over_the_next_grant_of_the_slot_is_removed(
+    stack: Stack, engine: Engine
+) -> None:
+    """Grant 1 revoked, grant 2 (another instance) takes the same slot, then grant 1's TagUser lands late
+    (IAM executed it after the client gave up): the slot lock names a live grant but the tag names the
+    revoked grant's instance. The tag event removes it (the reconciler only untags), reported; grant 2
+    keeps its lock and is still revoked cleanly."""
+    _operator(stack, "alice")
+    first = _grant(stack, engine)
+    revoked_instance = engine.ledger.get_grant(first).instance_id  # type: ignore[union-attr]
+    assert engine.revoke(first, reason="done", by="alice").result == "revoked"
+    stack.clock.advance(timedelta(minutes=1))
+    second = _grant(stack, engine)
+    held = engine.ledger.get_grant(second)
+    assert held is not None
+    assert held.slot == 1
+    assert held.instance_id != revoked_instance
+    stack.client("iam").tag_user(
+        UserName="alice", Tags=[{"Key": "SecurityAllowSessionInstance", "Value": revoked_instance}]
+    )
+    stack.clock.advance(timedelta(seconds=40))
+    stack.notifications()
+
+    outcome = engine.on_tag_event(_tag_event("alice", "SecurityAllowSessionInstance"))
+
+    assert _repairs(outcome)["drift_removed"] == [f"arn:aws:iam::{ACCOUNT}:user/alice#1 (wrong value)"]
+    assert stack.tags("user", "alice") == {}
+    assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) == second
+    types = [n["attributes"]["event_type"] for n in stack.notifications()]
+    assert types == ["ReconcilerRepaired"]
+    assert engine.revoke(second, reason="done", by="alice").result == "revoked"
+    assert engine.ledger.slot_holder(f"arn:aws:iam::{ACCOUNT}:user/alice", 1) is None
+
+
 def test_a_tag_event_repairs_just_that_principal(stack: Stack, engine: Engine) -> None:
     stack.user("eve", tags={"SecurityAllowSessionInstance3": "i-0123456789abcdef0", "Team": "red"})
     stack.user("mallory", tags={"SecurityAllowSessionInstance": "i-0123456789abcdef0"})

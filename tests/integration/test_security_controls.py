@@ -152,9 +152,16 @@ def _fields_of_array_elements(node: Any) -> Any:
     not, so arrays of objects become objects of arrays first (no pattern here relies on array consistency)."""
     if isinstance(node, dict):
         return {k: _fields_of_array_elements(v) for k, v in node.items()}
+    if isinstance(node, list) and node and all(isinstance(item, list) for item in node):
+        # An array in an array of objects (RunInstances: tagSpecificationSet.items[].tags[]): EventBridge
+        # matches the innermost elements as one array.
+        return _fields_of_array_elements([item for inner in node for item in inner])
     if isinstance(node, list) and node and all(isinstance(item, dict) for item in node):
         keys = {k for item in node for k in item}
-        return {k: [_fields_of_array_elements(item[k]) for item in node if k in item] for k in keys}
+        return {
+            k: _fields_of_array_elements([_fields_of_array_elements(item[k]) for item in node if k in item])
+            for k in keys
+        }
     return node
 
 
@@ -465,7 +472,7 @@ def test_member_stack_holds_no_engine_state() -> None:
         "AWS::SQS::QueuePolicy",
     }
     rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
-    assert len(rules) == 2
+    assert len(rules) == 3  # session tags, IAM slot tags, EC2 instance slot tags (issue 15)
     for rule in rules:
         [target] = rule["Properties"]["Targets"]
         assert target["Arn"]["Fn::Sub"].endswith(":${EngineAccountId}:event-bus/default")
@@ -556,3 +563,77 @@ def test_member_role_trusts_exactly_the_engine_roles(with_engine_role_arns: bool
     assert not assumes(grant, "wrong")
     assert not assumes(f"arn:aws:iam::{member}:role/Admin")  # the workload account's own admins
     assert assumes(squatter) is not with_engine_role_arns
+
+
+# ---------------------------------------------------------------- instance binding (issue 15)
+def _ec2_tag(
+    call: str, identity: dict[str, Any], keys: list[str], instance: str = "i-0abc"
+) -> dict[str, Any]:
+    """A CloudTrail EC2 record (CreateTags/DeleteTags: resourcesSet and tagSet items)."""
+    parameters = {
+        "resourcesSet": {"items": [{"resourceId": instance}]},
+        "tagSet": {"items": [{"key": k, "value": "AIDAMALLORY"} for k in keys]},
+    }
+    return _cloudtrail("ec2.amazonaws.com", call, parameters, identity)
+
+
+def _run_instances(keys: list[str]) -> dict[str, Any]:
+    parameters = {
+        "tagSpecificationSet": {
+            "items": [{"resourceType": "instance", "tags": [{"key": k, "value": "x"} for k in keys]}]
+        }
+    }
+    return _cloudtrail("ec2.amazonaws.com", "RunInstances", parameters, ADMIN)
+
+
+def _instance_tag_rule(stack: Stack) -> str:
+    [rule] = [
+        r.logical_id
+        for r in stack.of_type("AWS::Events::Rule")
+        if r.logical_id.endswith("InstanceTagChanges")
+    ]
+    return rule
+
+
+@pytest.mark.parametrize(
+    ("event", "repairs"),
+    [
+        (_ec2_tag("CreateTags", ADMIN, ["SecurityAllowSessionFor1"]), True),
+        (_ec2_tag("CreateTags", IAM_USER, ["Name", "securityallowsessionfor3"]), True),
+        (_ec2_tag("DeleteTags", ROOT, ["SECURITYALLOWSESSIONFOR2"]), True),
+        (_run_instances(["Name", "SecurityAllowSessionFor1"]), True),
+        (_ec2_tag("CreateTags", ADMIN, ["Name"]), False),
+        (_run_instances(["Name"]), False),
+    ],
+)
+def test_instance_slot_tag_changes_reach_the_reconciler(
+    stack: Stack, event: dict[str, Any], repairs: bool
+) -> None:
+    """EC2 tag calls naming a slot key (any case), or an instance launched with one, invoke the
+    reconciler for those instances."""
+    assert _matches(stack, _instance_tag_rule(stack), event) is repairs
+
+
+@pytest.mark.parametrize(
+    "role", ["GrantAccessFunctionRole", "RevokeAccessFunctionRole", "ReconcileGrantsFunctionRole"]
+)
+def test_the_engines_own_instance_tag_calls_do_not_invoke_the_reconciler(stack: Stack, role: str) -> None:
+    event = _ec2_tag("CreateTags", _assumed(stack.resources[role].arn), ["SecurityAllowSessionFor1"])
+    assert not _matches(stack, _instance_tag_rule(stack), event)
+
+
+def test_member_accounts_forward_instance_slot_tag_changes_to_the_reconciler() -> None:
+    from tests.support.template import resource
+
+    forward = _member_template()["Resources"]["InstanceTagChangeForwardRule"]["Properties"]
+    engine_rule = resource("ReconcileGrantsFunction")["Properties"]["Events"]["InstanceTagChanges"][
+        "Properties"
+    ]
+    pattern = forward["EventPattern"]
+    assert {k: v for k, v in pattern["detail"].items() if k != "userIdentity"} == {
+        k: v for k, v in engine_rule["Pattern"]["detail"].items() if k != "userIdentity"
+    }
+    issuer = pattern["detail"]["userIdentity"]["$or"][1]["sessionContext"]["sessionIssuer"]["arn"]
+    assert issuer == [{"anything-but": [{"Fn::GetAtt": ["SessionGateMemberRole", "Arn"]}]}]
+    [target] = forward["Targets"]
+    assert target["RoleArn"] == {"Fn::GetAtt": ["SessionTagForwardRole", "Arn"]}

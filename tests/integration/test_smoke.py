@@ -139,7 +139,7 @@ class FakeSam:
             for table in tables
         ]
         outputs = {
-            "RequestApiEndpoint": "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+            "RequestApiEndpoint": "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1",
             "OperatorPolicyArn": policies[0],
             "RequestApiInvokePolicyArn": policies[1],
             "NotificationTopicArn": topic,
@@ -573,8 +573,8 @@ class FakeSessionGate:
         )
 
     def __call__(self, event: dict[str, Any], _context: Any) -> dict[str, Any]:
-        route = event["routeKey"]
-        caller = event["requestContext"]["authorizer"]["iam"]["userArn"]
+        route = f"{event['httpMethod']} {event['resource']}"
+        caller = event["requestContext"]["identity"]["userArn"]
         self.routes.append((route, caller))
         if route == "POST /requests":
             body = json.loads(event["body"])

@@ -186,12 +186,62 @@ def test_operator_policy_has_an_unbound_and_a_bound_statement_per_slot() -> None
     assert channel["Resource"]["Fn::Sub"] == (
         "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:session/*"
     )
+    # Instance binding: StartSession on any instance whose slot k tag is the caller's own aws:userid.
+    for slot in range(1, 6):
+        on_instance = statements[f"StartSessionOnInstanceSlot{slot}"]
+        assert on_instance["Resource"]["Fn::Sub"].endswith(":instance/*")
+        assert on_instance["Condition"] == {
+            "StringEquals": {f"ssm:resourceTag/{slots.for_key(slot)}": "${aws:userid}"}
+        }
     # Nothing else grants StartSession.
     starters = [sid for sid, s in statements.items() if "ssm:StartSession" in json.dumps(s["Action"])]
-    expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound")] + [
-        "SessionDocument"
+    expected = [f"StartSession{kind}Slot{k}" for k in range(1, 6) for kind in ("", "Bound", "OnInstance")] + [
+        "SessionDocument",
+        "SessionDocumentsOfTheStack",
     ]
     assert sorted(starters) == sorted(expected)
+
+
+def test_other_session_documents_are_opt_in_aws_owned_documents_behind_the_access_check() -> None:
+    """Issue 18: each extra document is behind its own stack parameter (default false), names exactly
+    one AWS-owned document (no account in the ARN, no wildcard), and keeps SessionDocumentAccessCheck
+    (without it, allowing a document would also allow the default shell document)."""
+    doc = resource("AllowStartSsmSessionBasedOnIamTags")["Properties"]["PolicyDocument"]
+    [wrapped] = [s for s in doc["Statement"] if "SessionDocumentsOfTheStack" in json.dumps(s)]
+    assert wrapped["Fn::If"][0] == "AnySessionDocument"
+    assert wrapped["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    statement = wrapped["Fn::If"][1]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "ssm:StartSession")
+    assert statement["Condition"] == {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
+    params, conditions = template()["Parameters"], template()["Conditions"]
+    documents = {}
+    for entry in statement["Resource"]:
+        condition, arn, otherwise = entry["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}
+        [parameter] = conditions[condition]["Fn::Equals"][0].values()
+        assert params[parameter]["Default"] == "false"
+        assert conditions[condition]["Fn::Equals"][1] == "true"
+        assert arn["Fn::Sub"].startswith("arn:${AWS::Partition}:ssm:${AWS::Region}::document/AWS-")
+        assert "*" not in arn["Fn::Sub"]
+        documents[parameter] = arn["Fn::Sub"].rpartition("/")[2]
+    assert documents == {
+        "AllowSshDocument": "AWS-StartSSHSession",
+        "AllowPortForwardingDocument": "AWS-StartPortForwardingSession",
+        "AllowRemoteHostPortForwardingDocument": "AWS-StartPortForwardingSessionToRemoteHost",
+        "AllowInteractiveCommandDocument": "AWS-StartInteractiveCommand",
+    }
+    assert sorted(conditions["AnySessionDocument"]["Fn::Or"], key=json.dumps) == sorted(
+        (
+            {"Condition": c}
+            for c in (
+                "SshDocument",
+                "PortForwardingDocument",
+                "RemoteHostPortForwardingDocument",
+                "InteractiveCommandDocument",
+            )
+        ),
+        key=json.dumps,
+    )
 
 
 @pytest.mark.parametrize("function", ENGINE_FUNCTIONS)
@@ -210,7 +260,9 @@ def test_engine_may_touch_only_slot_tag_keys_and_never_its_own_roles(function: s
     assert tagging, "no tagging statement"
     for s in tagging:
         condition = s["Condition"]
-        assert set(condition["ForAllValues:StringEquals"]["aws:TagKeys"]) == set(slots.all_keys(5))
+        # IAM principals: the principal slot keys; EC2 instances (instance binding): the instance keys.
+        keys = slots.all_for_keys(5) if _actions(s)[0].startswith("ec2:") else slots.all_keys(5)
+        assert set(condition["ForAllValues:StringEquals"]["aws:TagKeys"]) == set(keys)
         # ForAllValues is true for an empty key set: the Null check closes that hole.
         assert condition["Null"] == {"aws:TagKeys": "false"}
     denies = [s for s in statements if s["Effect"] == "Deny"]
@@ -274,6 +326,9 @@ GUARDED_ACTIONS = {
     "iam:CreateRole",
     "sts:TagSession",
     "sts:GetFederationToken",
+    # Instance binding: the instance slot keys, also when given at creation (RunInstances).
+    "ec2:CreateTags",
+    "ec2:DeleteTags",
 }
 
 
@@ -293,11 +348,11 @@ def test_tag_key_guard_covers_every_slot_key_in_any_case_and_tags_at_creation(so
     statements = _guard_statements(doc)
     assert all(s["Effect"] == "Deny" for s in statements)
     slot_statements = [s for s in statements if "aws:TagKeys" in json.dumps(s.get("Condition", {}))]
-    if source == "scp":  # the sample also guards instance tag keys (finding 8), tested apart
-        slot_statements = [s for s in slot_statements if "ec2:CreateTags" not in _actions(s)]
+    if source == "scp":  # the sample also guards instance scope tag keys (finding 8), tested apart
+        slot_statements = [s for s in slot_statements if not s["Sid"].startswith("EDITInstanceScope")]
     [any_case] = [s for s in slot_statements if "ForAnyValue:StringEqualsIgnoreCase" in s["Condition"]]
     assert set(any_case["Condition"]["ForAnyValue:StringEqualsIgnoreCase"]["aws:TagKeys"]) == set(
-        slots.all_keys(slots.MAX_SLOTS)
+        slots.all_keys(slots.MAX_SLOTS) + slots.all_for_keys(slots.MAX_SLOTS)
     )
     assert len(slot_statements) == 2
     for s in slot_statements:
@@ -341,7 +396,7 @@ def _tag_statements(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _member_statements() -> list[dict[str, Any]]:
     [policy] = template(MEMBER_TEMPLATE)["Resources"]["SessionGateMemberRole"]["Properties"]["Policies"]
-    return list(policy["PolicyDocument"]["Statement"])
+    return [unwrap(s) for s in policy["PolicyDocument"]["Statement"]]
 
 
 EXPECTED_REQUEST_TAG_VALUES = {
@@ -472,7 +527,7 @@ def test_member_role_trusts_only_engine_roles_with_the_external_id() -> None:
     assert exact["ArnEquals"] == {"aws:PrincipalArn": {"Ref": "EngineRoleArns"}}
     assert by_path["ArnLike"]["aws:PrincipalArn"]["Fn::Sub"].endswith(":role/sessiongate/*")
     [policy] = role["Policies"]
-    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    statements = {s["Sid"]: s for s in map(unwrap, policy["PolicyDocument"]["Statement"])}
     tagging = statements["SetAndClearSlotTagsOnly"]["Condition"]
     assert set(tagging["ForAllValues:StringEquals"]["aws:TagKeys"]) == set(slots.all_keys(5))
     assert tagging["Null"] == {"aws:TagKeys": "false"}
@@ -486,6 +541,8 @@ def test_engine_assumes_only_member_roles_of_listed_accounts() -> None:
         "RevokeAccessFunction",
         "ReconcileGrantsFunction",
         "RequestApiFunction",
+        # The Change Manager adapter asks a member account whether an instance is a managed node.
+        "AdaptChangeRequestFunction",
     ):
         [assume] = [s for s in function_statements(function) if s.get("Sid") == "ActInMemberAccounts"]
         assert assume["Resource"]["Fn::Sub"].endswith(":role/sessiongate/SessionGateMember")
@@ -711,3 +768,24 @@ def test_the_publisher_role_holds_the_streams_the_topic_and_its_queue_only() -> 
         if r["Type"] == "AWS::Logs::LogGroup"
     ]
     assert {"Fn::Sub": "/aws/lambda/${PublishEventsFunction}"} in groups
+
+
+@pytest.mark.parametrize("where", ["GrantAccessFunction", "member"])
+def test_instance_tagging_constrains_keys_and_values(where: str) -> None:
+    """Instance binding: one of the offered instance slot keys, its value an aws:userid (an IAM user's
+    UserId, or <RoleId>:<session>), on instances only; engine and member stacks alike."""
+    statements = _member_statements() if where == "member" else function_statements(where)
+    [create] = [s for s in statements if s.get("Sid") == "SetInstanceSlotTagsOnly"]
+    assert create["Action"] == "ec2:CreateTags"
+    assert create["Resource"]["Fn::Sub"].endswith(":instance/*")
+    assert create["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": slots.all_for_keys(5)},
+        "Null": {"aws:TagKeys": "false"},
+        "StringLikeIfExists": {f"aws:RequestTag/{k}": ["AIDA*", "AROA*:*"] for k in slots.all_for_keys(5)},
+    }
+    [delete] = [s for s in statements if s.get("Sid") == "ClearInstanceSlotTagsOnly"]
+    assert delete["Action"] == "ec2:DeleteTags"
+    assert delete["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": slots.all_for_keys(5)},
+        "Null": {"aws:TagKeys": "false"},
+    }

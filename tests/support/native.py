@@ -1,15 +1,17 @@
-"""The native front door in tests: API Gateway (HTTP API, IAM auth) events and an in-process gateway.
+"""The native front door in tests: API Gateway (REST API, IAM auth) events and an in-process gateway.
 
 ``api_event`` (from the sandbox) builds the handler's event from events/api_create_request.json.
 
 ``Gateway`` stands in for API Gateway between the CLI and the request API handler: it accepts only
 routes template.yaml declares, checks the SigV4 ``Authorization`` header (service ``execute-api``) and
-re-computes its signature with the secret of the signing access key, then puts the identity that key
-belongs to (never anything from the body) into ``requestContext.authorizer.iam`` as API Gateway does.
+re-computes its signature with the secret of the signing access key, evaluates the API's resource
+policy for callers of other accounts (``sandbox.apigw.admitted``), then puts the identity that key
+belongs to (never anything from the body) into ``requestContext.identity`` as API Gateway does.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from sandbox.apigw import api_event
+from sandbox import cfn
+from sandbox.apigw import STAGE, admitted, api_event, resource_policy
 from sessiongate_cli.client import Response
 from tests.support.people import (  # noqa: F401 - re-exported for the integration tests
     ALICE,
@@ -51,9 +54,7 @@ CONTEXT = LambdaContext()
 def declared_routes() -> list[str]:
     events = resource("RequestApiFunction")["Properties"]["Events"].values()
     return [
-        f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}"
-        for e in events
-        if e["Type"] == "HttpApi"
+        f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}" for e in events if e["Type"] == "Api"
     ]
 
 
@@ -70,6 +71,10 @@ class Gateway:
     handler: Any
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # access key -> (secret, caller ARN)
     seen: list[dict[str, Any]] = field(default_factory=list)
+    # The API's resource policy as deployed (None: the template's without an organization) and the
+    # organization of each account (the caller's aws:PrincipalOrgID).
+    policy: dict[str, Any] | None = None
+    organizations: dict[str, str] = field(default_factory=dict)
 
     def credentials(self, arn: str) -> dict[str, str]:
         """Register fake credentials for ``arn``; returns boto3.Session keyword arguments."""
@@ -89,9 +94,22 @@ class Gateway:
         if not self._signature_ok(request, headers, match, secret):
             return Response(403, b'{"message": "The request signature we calculated does not match"}')
         url = urlsplit(request.url)
-        route, request_id = self._route(request.method, url.path)
+        # The execute-api endpoint serves the API under its stage (/v1/...); `sam local start-api` on this
+        # machine at the root.
+        local = url.hostname in ("localhost", "127.0.0.1")
+        route, request_id = self._route(request.method, url.path if local else self._unstaged(url.path))
         if route is None:
-            return Response(404, b'{"message": "Not Found"}')
+            # What a REST API answers for a path or method it does not declare.
+            return Response(403, b'{"message": "Missing Authentication Token"}')
+        account = arn.split(":")[4]
+        org = self.organizations.get(account)
+        if not admitted(
+            self.policy or deployed_policy(), api_account=ACCOUNT, caller_account=account, org_id=org
+        ):
+            return Response(
+                403,
+                b'{"message": "User: %s is not authorized to perform: execute-api:Invoke"}' % arn.encode(),
+            )
         body = request.body.decode() if isinstance(request.body, bytes) else request.body
         event = api_event(
             route,
@@ -99,14 +117,21 @@ class Gateway:
             request_id=request_id,
             query=dict(parse_qsl(url.query)) or None,
             raw_body=body or None,
+            org_id=org,
         )
-        event["requestContext"]["authorizer"]["iam"]["accessKey"] = match["key"]
+        event["requestContext"]["identity"]["accessKey"] = match["key"]
         self.seen.append({"route": route, "authorization": headers["authorization"], "body": body})
         result = self.handler(event, CONTEXT)
         return Response(result["statusCode"], result["body"].encode())
 
     @staticmethod
+    def _unstaged(path: str) -> str:
+        """``/v1/requests`` -> ``/requests``; a path outside the stage matches no route."""
+        return path.removeprefix(f"/{STAGE}") if path.startswith(f"/{STAGE}/") else ""
+
+    @staticmethod
     def _route(method: str, path: str) -> tuple[str | None, str | None]:
+        """The declared route of ``path`` (without the stage), with its ``{id}``."""
         for route in declared_routes():
             route_method, template = route.split(" ", 1)
             pattern = "^" + re.escape(template).replace(re.escape("{id}"), "(?P<id>[^/]+)") + "$"
@@ -128,6 +153,16 @@ class Gateway:
         auth = SigV4Auth(ReadOnlyCredentials(match["key"], secret, None), "execute-api", REGION)
         canonical = auth.canonical_request(copy_)
         return bool(auth.signature(auth.string_to_sign(copy_, canonical), copy_) == match["signature"])
+
+
+def deployed_policy(**parameters: str) -> dict[str, Any]:
+    """The request API's resource policy as a stack with ``parameters`` deploys it."""
+    return _deployed_policy(tuple(sorted(parameters.items())))
+
+
+@functools.cache
+def _deployed_policy(parameters: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return resource_policy(cfn.load("sessiongate", ACCOUNT, REGION, dict(parameters)).resources)
 
 
 MEMBER = "210987654321"

@@ -43,7 +43,7 @@ POLICY: dict[str, Any] = {
 
 
 def caller(arn: str) -> Caller:
-    return caller_from_context({"authorizer": {"iam": {"userArn": arn, "accountId": ACCOUNT}}})
+    return caller_from_context({"identity": {"userArn": arn, "accountId": arn.split(":")[4]}})
 
 
 def new_world() -> World:

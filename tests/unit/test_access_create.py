@@ -6,7 +6,9 @@ import pytest
 
 from sessiongate.access_requests.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
 from sessiongate.observability import logger
-from tests.unit.access_world import ALICE, BOB, caller, create, new_world
+from tests.unit.access_world import ALICE, BOB, POLICY, caller, create, new_world
+from tests.unit.fakes.access import World, world
+from tests.unit.fakes.core import MEMBER
 
 
 def test_a_request_is_pending_under_the_rule_of_its_instance_and_notified() -> None:
@@ -142,4 +144,48 @@ def test_an_instance_systems_manager_does_not_manage_is_refused_when_the_request
     with pytest.raises(NotAllowed) as err:
         w.service.create(caller(ALICE), {"instance_id": "i-0123456789abcdef0", "reason": "x"})
     assert err.value.code == "instance_not_managed"
+    assert w.store.writes == []
+
+
+# ------------------------------------------------------------------ the caller's account is the target
+def _member_world() -> tuple[World, str, str]:
+    """A world with member account MEMBER holding user alice and one instance; alice's ARN there."""
+    w = world(POLICY, member_accounts=(MEMBER,))
+    directory, inventory, _ = w.core.accounts.add(MEMBER)
+    directory.add("user", "alice")
+    inventory.add("i-0123456789abcdef0")
+    return w, MEMBER, f"arn:aws:iam::{MEMBER}:user/alice"
+
+
+def test_a_member_account_caller_requests_for_herself_on_an_instance_of_her_account() -> None:
+    w, member, alice_there = _member_world()
+    body = {"instance_id": "i-0123456789abcdef0", "reason": "replication"}
+    out = w.service.create(caller(alice_there), body)["request"]
+    assert (out["account"], out["principal_arn"], out["requester_arn"]) == (member, alice_there, alice_there)
+    # Naming her own account changes nothing.
+    w2, _, _ = _member_world()
+    out = w2.service.create(caller(alice_there), {**body, "account": member})["request"]
+    assert out["account"] == member
+
+
+def test_nobody_asks_for_an_instance_of_another_account() -> None:
+    """alice of the engine account is not alice of the member account (nor the other way round)."""
+    w, member, alice_there = _member_world()
+    for who, account in ((ALICE, member), (alice_there, ALICE.split(":")[4])):
+        with pytest.raises(NotAllowed) as err:
+            w.service.create(
+                caller(who), {"instance_id": "i-0123456789abcdef0", "reason": "x", "account": account}
+            )
+        assert err.value.code == "cross_account"
+        assert account in err.value.message
+    assert w.store.writes == []
+
+
+def test_a_caller_from_an_account_sessiongate_does_not_serve_is_refused() -> None:
+    w, _, _ = _member_world()
+    outsider = "arn:aws:sts::555555555555:assumed-role/AWSReservedSSO_Ops_0123456789abcdef/alice@example.com"
+    with pytest.raises(NotAllowed) as err:
+        w.service.create(caller(outsider), {"instance_id": "i-0123456789abcdef0", "reason": "x"})
+    assert err.value.code == "account_not_allowed"
+    assert "555555555555" in err.value.message
     assert w.store.writes == []

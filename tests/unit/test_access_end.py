@@ -56,11 +56,13 @@ def test_revoking_a_request_not_yet_granted_leaves_a_tombstone_and_the_grant_nev
     assert w.ledger.get_grant(f"rq-{request_id}") is None  # unknown to the engine: nothing to revoke
     assert w.ledger.tombstones[f"rq-{request_id}"].reason == "revoked"
     assert w.engine.revoke(f"rq-{request_id}", reason="revoked", by=BOB).result == "ignored"
-    # The hand-over arrives late: the verifier finds the request REVOKED, the grant is denied untagged.
+    # The hand-over arrives late: the grant's transaction finds the tombstone (and the request REVOKED),
+    # the grant is recorded REVOKED untagged (it no longer reads the record before: issue 16).
     outcome = w.grant()
-    assert outcome.result == "denied"
-    assert [d["code"] for d in outcome.detail["denials"]] == ["origin_not_approved"]
+    assert outcome.result == "revoked"
+    assert w.grant_status(request_id) is GrantStatus.REVOKED
     assert slot_tags(w) == {}
+    assert w.ledger.slots == {}
 
 
 def test_revoking_a_young_provisioning_grant_leaves_the_tombstone_and_the_sweep_undoes_it() -> None:
@@ -235,17 +237,18 @@ def test_a_member_account_out_of_reach_leaves_the_revocation_unfinished_and_retr
     directory, inventory, _ = w.core.accounts.add(MEMBER)
     directory.add("user", "alice")
     inventory.add("i-0123456789abcdef0")
-    request_id = create(w, instance_id="i-0123456789abcdef0", account=MEMBER)
+    member_alice = f"arn:aws:iam::{MEMBER}:user/alice"  # alice calls with her identity in the member account
+    request_id = create(w, member_alice, instance_id="i-0123456789abcdef0")
     w.service.approve(caller(BOB), request_id, None)
     assert w.grant().result == "granted"
     w.core.accounts.unavailable.add(MEMBER)
     with pytest.raises(Conflict) as err:
-        w.service.revoke(caller(ALICE), request_id, None)
+        w.service.revoke(caller(member_alice), request_id, None)
     assert err.value.code == "partly_revoked"
     assert f"{request_id} (grant_in_progress)" in err.value.message
     assert w.ledger.revoke_request(f"rq-{request_id}") is not None
     assert w.grant_status(request_id) is GrantStatus.ACTIVE
     w.core.accounts.unavailable.clear()
-    assert w.service.revoke(caller(ALICE), request_id, None)["request"]["status"] == "REVOKED"
+    assert w.service.revoke(caller(member_alice), request_id, None)["request"]["status"] == "REVOKED"
     assert w.grant_status(request_id) is GrantStatus.REVOKED
     assert not [k for k in directory.tags_of("user", "alice") if k.startswith(slots.INSTANCE_KEY)]

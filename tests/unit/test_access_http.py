@@ -97,14 +97,26 @@ def test_events_that_are_not_a_signed_route_of_the_api_are_refused_before_the_re
     """What a direct invocation could send: answered as before the resolver (404 / 401), never a crash."""
     api = RequestApi(Raising())  # type: ignore[arg-type]
     assert api.handle({})["statusCode"] == 404
-    assert api.handle({"routeKey": "GET /requests"})["statusCode"] == 401
+    assert (
+        api.handle({"requestContext": {"httpMethod": "GET", "resourcePath": "/requests"}})["statusCode"]
+        == 401
+    )
+    # An HTTP API (payload 2.0) event names a route but no REST resource: no route.
+    assert api.handle({"routeKey": "GET /requests", "rawPath": "/requests"})["statusCode"] == 404
     # API Gateway's route and the path the resolver would dispatch on disagree: no route.
     event = api_event("GET /requests", ALICE)
-    event["rawPath"] = "/approvals"
+    event["path"] = "/approvals"
     assert api.handle(event)["statusCode"] == 404
     event = api_event("GET /requests/{id}", ALICE, request_id="a" * 32)
-    event["requestContext"]["http"]["method"] = "POST"
+    event["httpMethod"] = "POST"
     assert api.handle(event)["statusCode"] == 404
+    event = api_event("GET /requests/{id}", ALICE, request_id="a" * 32)
+    event["resource"] = "/approvals"
+    assert api.handle(event)["statusCode"] == 404
+    # The stage is in requestContext.path only; the resolver dispatches on the path without it.
+    event = api_event("GET /requests", ALICE)
+    assert (event["path"], event["requestContext"]["path"]) == ("/requests", "/v1/requests")
+    assert api.handle(event)["statusCode"] == 200
 
 
 def test_no_environment_variable_turns_an_unhandled_error_into_a_traceback(

@@ -50,3 +50,47 @@ def test_clients_are_built_on_first_use_only(sessions: list[Any]) -> None:
     assert aws.client.cache_info().currsize == 0
     assert lazy.meta.service_model.service_name == "scheduler"
     assert aws.client.cache_info().currsize == 1
+
+
+def test_the_grant_tag_calls_cannot_outlast_the_bound_the_revocation_waits(sessions: list[Any]) -> None:
+    """core/grant.py: a revocation waits BIND_WINDOW + TAG_CALL_BOUND, assuming a tag call started within
+    the window has landed or failed by then. botocore's defaults (60 s timeouts, retries) allow minutes."""
+    from sessiongate.core.revoke import TAG_CALL_BOUND
+
+    aws.tag_client.cache_clear()
+    bound = TAG_CALL_BOUND.total_seconds()
+    assert aws.call_bound_seconds(aws.TAG_CALL_CONFIG) <= bound
+    assert aws.call_bound_seconds({"retries": aws.RETRY_CONFIG["retries"]}) > bound  # why a client of its own
+    # botocore's backoff with an x-amz-retry-after header: one retry alone may wait up to 1 + 5 s
+    assert (
+        aws.call_bound_seconds(
+            {**aws.TAG_CALL_CONFIG, "retries": {"mode": "standard", "total_max_attempts": 2}}
+        )
+        == 14.0
+    )
+
+    tagger = aws.tag_client("iam")
+    member = aws.tag_client_with(
+        "iam", {"aws_access_key_id": "AKIDMEMBER", "aws_secret_access_key": "s", "aws_session_token": "t"}
+    )
+    assert len(sessions) == 1  # the one Session
+    assert tagger is not aws.client("iam")  # the other IAM calls keep the defaults
+    for made in (tagger, member):
+        assert made.meta.config.connect_timeout == 1
+        assert made.meta.config.read_timeout == 3
+        assert made.meta.config.retries == {"mode": "standard", "total_max_attempts": 1}
+        assert not made.meta.events._emitter._unique_id_handlers.get("sessiongate-needs-retry.iam")
+    aws.tag_client.cache_clear()
+
+
+def test_the_engine_tags_through_the_bounded_client_in_every_account(sessions: list[Any]) -> None:
+    from sessiongate.settings import Settings
+    from sessiongate.wiring import build_engine
+
+    settings = Settings(account_id="123456789012", member_accounts=("210987654321",))
+    engine = build_engine(settings)
+    directory: Any = engine.directory
+    assert directory._tagger._build is aws.tag_client
+    assert directory._iam._build is aws.client
+    assert engine.accounts._tag_make is aws.tag_client_with  # type: ignore[union-attr]
+    assert sessions == []  # nothing built yet

@@ -3,6 +3,7 @@ ignore, deny, defer or emit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -222,6 +223,59 @@ def test_an_automation_that_is_not_a_change_request_is_not_found() -> None:
     record["AutomationSubtype"] = "AccessRequest"
     door.changes.add(record)
     assert door.adapter().on_change_request(_approved_event()).result == "rejected"
+
+
+# -- managed node (RequireSsmManagedInstance) --------------------------------------------------------
+def _unmanaged(door: FrontDoor) -> None:
+    door.targets.inventory.add(INSTANCE, managed=False)
+
+
+def test_an_instance_that_is_no_managed_node_is_denied_before_anything_is_emitted() -> None:
+    door = FrontDoor()
+    door.changes.add(change_request())
+    _unmanaged(door)
+
+    outcome = door.adapter().on_change_request(_approved_event())
+
+    assert (outcome.result, outcome.grant_id) == ("denied", GRANT_ID)
+    record, denials = door.recorder.denied[GRANT_ID]
+    assert [d.code for d in denials] == ["instance_not_managed"]
+    # Recorded as the grant would have: the request's account, instance and principal.
+    assert (record.status, record.account, record.instance_id, record.principal_name) == (
+        GrantStatus.DENIED,
+        "123456789012",
+        INSTANCE,
+        "alice",
+    )
+    assert record.principal_arn == "arn:aws:iam::123456789012:user/alice"
+    assert (door.bus.emitted, door.schedules.created) == ([], {})
+
+
+def test_an_unmanaged_instance_is_denied_before_a_later_start_is_deferred() -> None:
+    door = FrontDoor()
+    door.changes.add(change_request(status="Scheduled", scheduled=LATER))
+    _unmanaged(door)
+
+    assert door.adapter().on_change_request(_approved_event()).result == "denied"
+    assert (door.bus.emitted, door.schedules.created) == ([], {})
+
+
+def test_the_managed_node_check_follows_require_ssm_managed_instance() -> None:
+    door = FrontDoor(settings=replace(FrontDoor().settings, require_ssm_managed=False))
+    door.changes.add(change_request())
+    _unmanaged(door)
+
+    assert door.adapter().on_change_request(_approved_event()).result == "emitted"
+
+
+def test_what_the_adapter_cannot_ask_is_left_to_the_grant() -> None:
+    """A missing instance, or an account the engine may not reach: the grant denies it with its codes."""
+    door = FrontDoor()
+    door.changes.add(change_request())
+    door.targets.inventory.instances.clear()
+    assert door.adapter().on_change_request(_approved_event()).result == "emitted"
+    door.targets.account = "210987654321"
+    assert door.adapter().on_change_request(_approved_event()).result == "emitted"
 
 
 # -- defer ------------------------------------------------------------------------------------------

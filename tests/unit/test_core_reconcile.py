@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import GrantStatus, Outcome, Result
 from sessiongate.core.ports import ServiceFailure
 from sessiongate.errors import TransientError
@@ -223,3 +224,52 @@ def test_a_stale_lock_of_a_grant_that_is_over_is_released_by_the_sweep(world: Co
     world.ledger.slots[(world.alice, 1)] = Slot(grant_id)  # as if the release had been lost
     assert _repairs(world.engine.sweep())["drift_removed"] == [f"{world.alice}#1 (stale lock)"]
     assert world.ledger.slots == {}
+
+
+OTHER_INSTANCE = "i-0fedcba9876543210"
+
+
+def _late_tag_over_the_next_grant(world: CoreWorld) -> str:
+    """Grant 1 (INSTANCE) revoked, grant 2 (OTHER_INSTANCE) takes the same slot, then grant 1's TagUser
+    lands late (IAM retried it past the bind window): the slot says INSTANCE again. Grant 2's id."""
+    world.inventory.add(OTHER_INSTANCE)
+    first = _granted(world)
+    assert world.engine.revoke(first, reason="done", by="alice").result == "revoked"
+    world.clock.advance(timedelta(minutes=1))
+    second = _granted(world, instance=OTHER_INSTANCE)
+    assert world.ledger.slot_holder(world.alice, 1) == second
+    world.directory.tag(PrincipalType.USER, "alice", {"SecurityAllowSessionInstance": INSTANCE})
+    return second
+
+
+def test_a_late_tag_of_a_revoked_grant_over_the_slot_of_a_live_one_is_removed(world: CoreWorld) -> None:
+    """Fail-closed: the revoked grant's instance is never reachable again; the live grant's person loses
+    its access too (the reconciler may only untag), and is told by the report."""
+    second = _late_tag_over_the_next_grant(world)
+    world.clock.advance(timedelta(seconds=30))  # the CloudTrail event arrives later
+
+    event = tag_event("alice", {"SecurityAllowSessionInstance": INSTANCE})
+    repairs = _repairs(world.engine.on_tag_event(event))
+
+    assert repairs["drift_removed"] == [f"{world.alice}#1 (wrong value)"]
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.ledger.slot_holder(world.alice, 1) == second  # its revocation frees it
+    assert "ReconcilerRepaired" in world.notifier.types()
+    assert [w for w in world.directory.writes if w[0] == "tag"][-1:] == [
+        ("tag", "alice", ("SecurityAllowSessionInstance",))
+    ]  # the reconciler never tags
+    assert world.engine.revoke(second, reason="done", by="alice").result == "revoked"
+    assert world.ledger.slots == {}
+
+
+def test_the_sweep_removes_a_held_slot_whose_keys_are_not_its_grant(world: CoreWorld) -> None:
+    """A bound-session key on an unbound grant's slot (or a wrong instance) is no tag of that grant."""
+    _granted(world)
+    world.directory.tag(
+        PrincipalType.USER, "alice", {"SecurityAllowSessionUser1": "AROAEXAMPLE:mallory", "team": "ops"}
+    )
+
+    repairs = _repairs(world.engine.sweep())
+
+    assert repairs["drift_removed"] == [f"{world.alice}#1 (wrong value)"]
+    assert world.directory.tags_of("user", "alice") == {"team": "ops"}

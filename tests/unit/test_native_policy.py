@@ -236,7 +236,7 @@ def test_grant_ids_fit_the_engine_contract(n: int) -> None:
 
 def test_callers() -> None:
     def ctx(arn: object, account: str = ACCOUNT) -> dict[str, Any]:
-        return {"authorizer": {"iam": {"userArn": arn, "accountId": account}}}
+        return {"identity": {"userArn": arn, "accountId": account}}
 
     user = caller_from_context(ctx(f"arn:aws:iam::{ACCOUNT}:user/team/alice"))
     assert (user.principal_type, user.principal_name) == (PrincipalType.USER, "alice")
@@ -249,6 +249,10 @@ def test_callers() -> None:
     for bad, status in [
         ({}, 401),
         ({"authorizer": {"jwt": {}}}, 401),
+        # The identity is read from requestContext.identity only: an HTTP API's IAM authorizer context
+        # (or anything a Lambda authorizer could put under ``authorizer``) is not a signed caller here.
+        ({"authorizer": {"iam": {"userArn": ALICE, "accountId": ACCOUNT}}}, 401),
+        ({"identity": {"userArn": None}, "authorizer": {"principalId": ALICE, "userArn": ALICE}}, 401),
         (ctx(None), 401),
         (ctx(f"arn:aws:iam::{ACCOUNT}:root"), 403),
         (ctx(f"arn:aws:iam::{ACCOUNT}:role/{APPROVERS_ROLE}"), 403),

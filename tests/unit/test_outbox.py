@@ -11,7 +11,8 @@ import pytest
 
 from functions.publish_events import app
 from sessiongate.access_requests.policy import Level, Rule
-from sessiongate.access_requests.records import Approval, Request, RequestStatus
+from sessiongate.access_requests.records import AUTO_LEVEL, Approval, Request, RequestStatus
+from sessiongate.access_requests.rule_limits import Reminders, SessionDocument
 from sessiongate.adapters.ledger import _item
 from sessiongate.adapters.request_store import to_item
 from sessiongate.core.identity import PrincipalType
@@ -258,6 +259,109 @@ def test_the_rule_described_is_the_one_the_writer_decided_under() -> None:
     [event] = events_of(REQUESTS, None, to_item(pending))
     assert event.payload["next_approvers"] == [BOB]
     assert event.payload["approval_progress"][1]["required"] == 1
+
+
+# -- issue 18 (auto-approval, reminders, escalation, rule fields) and Identity Center groups ------------
+API_ROLE = f"arn:aws:iam::{ACCOUNT}:role/sessiongate-request-api"
+MANAGERS = f"arn:aws:iam::{ACCOUNT}:role/Managers"
+FULL_RULE = Rule(
+    "ops",
+    (Level("first", (BOB,), 1, groups=("Platform-Leads",)), Level("second", (CAROL,), 1, groups=("SRE",))),
+    reminders=Reminders(remind_after_minutes=15, escalate_after_minutes=40, escalate_to=(MANAGERS,)),
+    documents=(
+        SessionDocument("AWS-StartInteractiveCommand"),
+        SessionDocument("AWS-StartPortForwardingSessionToRemoteHost", ("db.internal",), (5432,)),
+    ),
+)
+
+
+def _auto_approved(pending: Request) -> Request:
+    return pending.transition(
+        RequestStatus.APPROVED,
+        at=_at("09:00"),
+        by=API_ROLE,
+        approvals=(Approval(API_ROLE, AUTO_LEVEL, "2026-01-05T09:00:00Z", "auto"),),
+        approver_arns=(API_ROLE,),
+        approved_at="2026-01-05T09:00:00Z",
+        auto_approval="dev in office hours",
+        version=pending.version + 1,
+    )
+
+
+def test_an_auto_approved_request_is_auto_approved_never_a_persons_approval() -> None:
+    """Created APPROVED by a permit (one write), or so approved later: AutoApproved, naming the permit,
+    to every approver of the rule (ARN patterns and Identity Center groups)."""
+    approved = _auto_approved(_request(notice_rule=rule_snapshot(FULL_RULE)))
+    [event] = request_events(None, approved)
+    assert (event.event_type, event.event_id) == ("AutoApproved", "AutoApproved/r1/1")
+    assert event.subject == "SessionGate: AUTO-APPROVED alice on i-0123456789abcdef0"
+    assert event.payload["at"] == "2026-01-05T09:00:00Z"
+    assert (event.payload["approval_kind"], event.payload["auto_approval"]) == (
+        "AutoApproved",
+        "dev in office hours",
+    )
+    assert event.payload["notify_approvers"] == [
+        BOB,
+        CAROL,
+        "identity_center_group:Platform-Leads",
+        "identity_center_group:SRE",
+    ]
+    [event] = request_events(_request(notice_rule=rule_snapshot(FULL_RULE)), approved)
+    assert event.event_type == "AutoApproved"
+
+
+def test_a_reminder_and_an_escalation_are_the_sweeps_writes_of_a_pending_request() -> None:
+    pending = _request(notice_rule=rule_snapshot(FULL_RULE))
+    reminded = replace(pending, reminders_sent=1, reminded_at="2026-01-05T09:15:00Z", version=1)
+    [event] = request_events(pending, reminded)
+    assert (event.event_type, event.event_id, event.payload["at"]) == (
+        "AccessRequestReminder",
+        "AccessRequestReminder/r1/1",
+        "2026-01-05T09:15:00Z",
+    )
+    assert event.subject == "SessionGate: reminder - request r1 waits for you"
+    assert event.payload["next_approvers"] == [BOB, "identity_center_group:Platform-Leads"]
+    assert "escalate_to" not in event.payload
+    # One write that owes a reminder and the escalation is the escalation (it names the approvers too).
+    escalated = replace(reminded, reminders_sent=2, escalated_at="2026-01-05T09:40:00Z", version=2)
+    [event] = request_events(reminded, escalated)
+    assert (event.event_type, event.event_id, event.payload["at"]) == (
+        "AccessRequestEscalated",
+        "AccessRequestEscalated/r1/2",
+        "2026-01-05T09:40:00Z",
+    )
+    assert event.subject == "SessionGate: ESCALATED - request r1 still waits"
+    assert event.payload["escalate_to"] == [MANAGERS]
+    assert event.payload["next_approvers"] == [BOB, "identity_center_group:Platform-Leads"]
+    # Written again without a new reminder or escalation (a lost race re-read, say): nothing.
+    assert request_events(escalated, replace(escalated, version=3)) == []
+
+
+def test_the_issue_18_fields_and_group_approvers_come_through_the_stream() -> None:
+    """Ticket, scheduled start, documents (with the rule's hosts and ports for the approvers to judge),
+    group approvers: from the stream's typed image (numbers come back as Decimal) into the payload."""
+    pending = _request(
+        ticket="CHG-42",
+        start_at="2026-01-05T12:00:00Z",
+        documents=("AWS-StartPortForwardingSessionToRemoteHost",),
+        notice_rule=rule_snapshot(FULL_RULE),
+    )
+    [event] = events_of(REQUESTS, None, to_item(pending))
+    payload = event.payload
+    assert (payload["ticket"], payload["start_at"]) == ("CHG-42", "2026-01-05T12:00:00Z")
+    assert payload["documents"] == ["AWS-StartPortForwardingSessionToRemoteHost"]
+    assert payload["rule_documents"] == [
+        {"name": "AWS-StartPortForwardingSessionToRemoteHost", "hosts": ["db.internal"], "ports": [5432]}
+    ]
+    assert json.loads(json.dumps(payload)) == payload  # SNS gets JSON: no Decimal left
+    assert payload["next_approvers"] == [BOB, "identity_center_group:Platform-Leads"]
+    # A group member's approval counts as the request API accepted it (the publisher asks no store).
+    member = f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Lead_0123456789abcdef/dana"
+    once = replace(pending, approvals=(Approval(member, 0, "2026-01-05T09:05:00Z"),), version=1)
+    [event] = events_of(REQUESTS, to_item(pending), to_item(once))
+    assert event.event_type == "ApprovalRecorded"
+    assert event.payload["approval_progress"][0]["approved"] == 1
+    assert event.payload["next_approvers"] == [CAROL, "identity_center_group:SRE"]
 
 
 def _at(hhmm: str) -> Any:

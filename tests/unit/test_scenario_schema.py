@@ -61,7 +61,10 @@ def test_the_tables_agree() -> None:
         ({"instances": {"db": {"manged": False}}}, "instance db: unknown key 'manged'"),
         ({"instances": ["web"]}, "instances must be a mapping of names"),
         ({"principals": {"bob": "user"}}, "principal bob: needs a mapping"),
-        ({"principals": {"bob": {"type": "group"}}}, "principal bob: type must be user, role or session"),
+        (
+            {"principals": {"bob": {"type": "group"}}},
+            "principal bob: type must be user, role, session or sso",
+        ),
         ({"principals": {"bob": {"type": "role", "groups": ["g"]}}}, "only users belong to IAM groups"),
         ({"principals": {"s": {"type": "session"}}}, "principal s: a session needs 'role'"),
         ({"principals": {"s": {"type": "session", "role": "alice"}}}, "a session needs 'role'"),
@@ -78,6 +81,63 @@ def test_top_level_principal_and_instance_mistakes(data: dict[str, Any], message
             scenario[key] = value
     with pytest.raises(ScenarioError, match=message):
         validate(scenario)
+
+
+SSO_ALICE = {"type": "sso", "user": "alice@example.com", "permission_set": "Operators"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"principals": {"a": {"type": "sso", "permission_set": "Ops"}}},
+            "principal a: user must be the Identity",
+        ),
+        ({"principals": {"a": {"type": "sso", "user": "a b", "permission_set": "Ops"}}}, "user must be"),
+        ({"principals": {"a": {"type": "sso", "user": "ann"}}}, "principal a: permission_set must name"),
+        ({"principals": {"a": {**SSO_ALICE, "permission_set": "x" * 33}}}, "permission_set must name"),
+        ({"principals": {"a": {**SSO_ALICE, "account": "12"}}}, "account must be a 12-digit account id"),
+        (
+            {"principals": {"a": {**SSO_ALICE, "tags": {"k": "v"}}}},
+            "takes user, permission_set and account only",
+        ),
+        ({"principals": {"a": {**SSO_ALICE, "path": "/x/"}}}, "no path, tags or policies of its own"),
+        (
+            {"principals": {"a": {"type": "role", "permission_set": "Ops"}}},
+            "belong to type: sso principals only",
+        ),
+        ({"identity_center": ["g"]}, "identity_center must be a mapping"),
+        ({"identity_center": {"group": {}}}, "identity_center: unknown key 'group'"),
+        (
+            {"identity_center": {"groups": {"Leads": "bob"}}},
+            "identity_center.groups.Leads: members must be a list",
+        ),
+        (
+            {"identity_center": {"groups": {"Leads": ["bob@example.com"]}}},
+            "bob@example.com is no user of a type: sso",
+        ),
+        ({"identity_center": {"permission_sets": {"Ops": {"policies": []}}}}, "unknown key 'policies'"),
+        (
+            {"identity_center": {"permission_sets": {"Ops": {"managed_policies": "x"}}}},
+            "managed_policies: a list",
+        ),
+    ],
+)
+def test_identity_center_mistakes_are_named(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        validate(_scenario(**data))
+
+
+def test_sso_principals_and_their_groups_are_valid() -> None:
+    validate(
+        _scenario(
+            principals={"alice-ops": SSO_ALICE, "alice-lead": {**SSO_ALICE, "permission_set": "Leads"}},
+            identity_center={
+                "groups": {"Platform-Leads": ["alice@example.com"]},
+                "permission_sets": {"Operators": {"managed_policies": ["operator", "ReadOnly"]}},
+            },
+        )
+    )
 
 
 def test_a_session_of_a_role_declared_before_it_is_valid() -> None:

@@ -22,8 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sessiongate.access_requests.groups import group_names
 from sessiongate.access_requests.policy import Level, Rule, current_level, progress
 from sessiongate.access_requests.records import Request, RequestStatus
+from sessiongate.access_requests.rule_limits import Reminders, SessionDocument
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.errors import TransientError
 from sessiongate.observability import logger
@@ -119,37 +121,93 @@ _REQUEST_SUBJECTS = {
     "AccessRequestCancelled": "SessionGate: request {r.request_id} cancelled",
     "AccessRequestExpired": "SessionGate: request {r.request_id} expired unapproved",
     "BreakGlassUsed": "SessionGate: BREAK-GLASS {r.principal_name} on {r.instance_id}",
+    "AccessRequestReminder": "SessionGate: reminder - request {r.request_id} waits for you",
+    "AccessRequestEscalated": "SessionGate: ESCALATED - request {r.request_id} still waits",
+    "AutoApproved": "SessionGate: AUTO-APPROVED {r.principal_name} on {r.instance_id}",
 }
 # The events whose payload describes the approval rule (the rule the writer decided under).
 _WITH_RULE = frozenset(
-    {"AccessRequested", "ApprovalRecorded", "AccessApproved", "AccessRejected", "BreakGlassUsed"}
+    {
+        "AccessRequested",
+        "ApprovalRecorded",
+        "AccessApproved",
+        "AccessRejected",
+        "BreakGlassUsed",
+        "AccessRequestReminder",
+        "AccessRequestEscalated",
+        "AutoApproved",
+    }
 )
 
 
 def rule_snapshot(rule: Rule) -> dict[str, Any]:
     """What a request record keeps of the rule its writer decided under (``Request.notice_rule``): the
-    notification of that write describes the rule as it was then, whatever the policy says later."""
-    return {
+    notification of that write describes the rule as it was then, whatever the policy says later.
+    Its levels (ARN patterns and Identity Center groups), its Session Manager documents (hosts and
+    ports, for the approvers) and whom an escalation notifies."""
+    snapshot: dict[str, Any] = {
         "name": rule.name,
         "levels": [
-            {"name": lv.name, "approvers": list(lv.approvers), "min_approvals": lv.min_approvals}
+            {
+                "name": lv.name,
+                "approvers": list(lv.approvers),
+                "min_approvals": lv.min_approvals,
+                "groups": list(lv.groups),
+            }
             for lv in rule.levels
         ],
     }
+    if rule.documents:
+        snapshot["documents"] = [d.as_dict() for d in rule.documents]
+    if rule.reminders is not None:
+        snapshot["escalate_to"] = list(rule.reminders.escalate_to)
+    return snapshot
+
+
+class _Accepted:
+    """Group membership as the record's writer found it: every approval a record holds was accepted by
+    the request API, which asked the identity store then (:mod:`.access_requests.groups`); the
+    publisher describes that write and asks nobody (it has no identity store)."""
+
+    def is_member(self, user_name: str, groups: Sequence[str]) -> bool:
+        return True
 
 
 def rule_from_snapshot(snapshot: Mapping[str, Any] | None) -> Rule | None:
+    """The rule of a snapshot (the numbers come back from DynamoDB as ``Decimal``)."""
     if not snapshot:
         return None
     levels = tuple(
-        Level(str(lv["name"]), tuple(str(a) for a in lv["approvers"]), int(lv["min_approvals"]))
+        Level(
+            str(lv["name"]),
+            tuple(str(a) for a in lv["approvers"]),
+            int(lv["min_approvals"]),
+            groups=tuple(str(g) for g in lv.get("groups") or ()),
+            membership=_Accepted(),
+        )
         for lv in snapshot.get("levels") or []
     )
-    return Rule(str(snapshot["name"]), levels)
+    documents = tuple(
+        SessionDocument(
+            str(d["name"]),
+            tuple(str(h) for h in d.get("hosts") or ()),
+            tuple(int(p) for p in d.get("ports") or ()),
+        )
+        for d in snapshot.get("documents") or []
+    )
+    reminders = (
+        Reminders(escalate_to=tuple(str(a) for a in snapshot["escalate_to"]))
+        if "escalate_to" in snapshot
+        else None
+    )
+    return Rule(str(snapshot["name"]), levels, documents=documents or None, reminders=reminders)
 
 
-def request_payload(request: Request, at: str, rule: Rule | None) -> dict[str, Any]:
-    """The notification payload of a native request (``core/notifications.py`` renders it)."""
+def request_payload(
+    request: Request, at: str, rule: Rule | None, *, escalation: bool = False
+) -> dict[str, Any]:
+    """The notification payload of a native request (``core/notifications.py`` renders it);
+    ``escalation``: an AccessRequestEscalated, which names whom the escalation notifies."""
     payload: dict[str, Any] = {
         "at": at,
         "request_id": request.request_id,
@@ -172,36 +230,63 @@ def request_payload(request: Request, at: str, rule: Rule | None) -> dict[str, A
         payload["extends"] = request.extends
     if request.comment:
         payload["comment"] = request.comment
+    if request.start_at:
+        payload["start_at"] = request.start_at
+    if request.documents:
+        payload["documents"] = list(request.documents)
+        if rule is not None and rule.documents:  # hosts and ports are for the approvers to judge
+            payload["rule_documents"] = [d.as_dict() for d in rule.documents if d.name in request.documents]
+    if request.auto_approval:
+        payload["approval_kind"] = "AutoApproved"
+        payload["auto_approval"] = request.auto_approval
     if rule is not None:
         payload["rule"] = rule.name
         if request.status is RequestStatus.PENDING:
             payload["approval_progress"] = progress(rule, request.approvals)
         level = current_level(rule, request.approvals)
         if level is not None and request.status is RequestStatus.PENDING:
-            payload["next_approvers"] = list(rule.levels[level].approvers)
-        if request.break_glass:
-            payload["notify_approvers"] = sorted({p for lv in rule.levels for p in lv.approvers})
+            next_level = rule.levels[level]
+            payload["next_approvers"] = [*next_level.approvers, *group_names(next_level.groups)]
+        if escalation and rule.reminders is not None:
+            payload["escalate_to"] = list(rule.reminders.escalate_to)
+        if request.break_glass or request.auto_approval:
+            arns = sorted({p for lv in rule.levels for p in lv.approvers})
+            groups = sorted({g for lv in rule.levels for g in lv.groups})
+            payload["notify_approvers"] = [*arns, *group_names(groups)]
     return payload
 
 
 def request_event(event_type: str, request: Request, at: str) -> Lifecycle:
     rule = rule_from_snapshot(request.notice_rule) if event_type in _WITH_RULE else None
     event_id = f"{event_type}/{request.request_id}/{request.version}"
+    payload = request_payload(request, at, rule, escalation=event_type == "AccessRequestEscalated")
     return Lifecycle(
         event_type,
-        {**request_payload(request, at, rule), "event_id": event_id},
+        {**payload, "event_id": event_id},
         _REQUEST_SUBJECTS[event_type].format(r=request),
         event_id,
     )
 
 
+def _approved_event(request: Request) -> str:
+    """How an approval is notified: a break-glass self-approval, an auto-approval (issue 18: never as
+    a person's approval), or the approvers'."""
+    if request.break_glass:
+        return "BreakGlassUsed"
+    return "AutoApproved" if request.auto_approval else "AccessApproved"
+
+
 def request_events(old: Request | None, new: Request | None) -> list[Lifecycle]:
     """The lifecycle events of one change of a request record (see :mod:`.records` for the states):
 
-    - created PENDING: AccessRequested; created APPROVED (a break-glass self-approval): BreakGlassUsed;
+    - created PENDING: AccessRequested; created APPROVED: BreakGlassUsed (a break-glass
+      self-approval) or AutoApproved (a permit of the policy approved it, ``auto_approval``);
     - PENDING, one more approval, still PENDING: ApprovalRecorded;
-    - PENDING -> APPROVED: AccessApproved; -> REJECTED: AccessRejected; -> CANCELLED:
-      AccessRequestCancelled; -> EXPIRED: AccessRequestExpired.
+    - PENDING, still PENDING, the sweep set ``escalated_at``: AccessRequestEscalated; else raised
+      ``reminders_sent``: AccessRequestReminder (issue 18; the escalation names the awaited approvers
+      too, so one sweep's write that does both is the escalation);
+    - PENDING -> APPROVED: AccessApproved (BreakGlassUsed, AutoApproved as above); -> REJECTED:
+      AccessRejected; -> CANCELLED: AccessRequestCancelled; -> EXPIRED: AccessRequestExpired.
 
     The moves that follow the grant (APPROVED -> ACTIVE, REVOKED, EXPIRED, DENIED) are the grant's own
     events, published from the ledger."""
@@ -210,17 +295,21 @@ def request_events(old: Request | None, new: Request | None) -> list[Lifecycle]:
     if old is None:
         if new.status is RequestStatus.PENDING:
             return [request_event("AccessRequested", new, new.created_at)]
-        if new.status is RequestStatus.APPROVED and new.break_glass:
-            return [request_event("BreakGlassUsed", new, new.approved_at or new.created_at)]
+        if new.status is RequestStatus.APPROVED and (new.break_glass or new.auto_approval):
+            return [request_event(_approved_event(new), new, new.approved_at or new.created_at)]
         return []
     if old.status is not RequestStatus.PENDING or old.version == new.version:
         return []
     if new.status is RequestStatus.PENDING:
         if len(new.approvals) > len(old.approvals):
             return [request_event("ApprovalRecorded", new, new.approvals[-1].at)]
+        if new.escalated_at and new.escalated_at != old.escalated_at:
+            return [request_event("AccessRequestEscalated", new, new.escalated_at)]
+        if new.reminders_sent > old.reminders_sent:
+            return [request_event("AccessRequestReminder", new, new.reminded_at or new.created_at)]
         return []
     event_type = {
-        RequestStatus.APPROVED: "BreakGlassUsed" if new.break_glass else "AccessApproved",
+        RequestStatus.APPROVED: _approved_event(new),
         RequestStatus.REJECTED: "AccessRejected",
         RequestStatus.CANCELLED: "AccessRequestCancelled",
         RequestStatus.EXPIRED: "AccessRequestExpired",

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from sessiongate.core.slots import MAX_SLOTS
+from sessiongate.core.slots import MAX_SLOTS, BindingMode
 from sessiongate.errors import ConfigError
 
 _KMS_ARN_RE = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}")
@@ -50,6 +50,10 @@ class Settings:
     terminate_sessions_on_expiry: bool = False
     shared_role_patterns: tuple[str, ...] = ("AWSReservedSSO_*",)
     bind_shared_role_sessions: bool = False
+    # Where slot tags live (BindingMode): principal | instance | auto (README "Identity Center"). The
+    # template's parameter defaults to auto; a function without the variable (deployed before it
+    # existed) keeps binding on the principal.
+    binding_mode: str = BindingMode.PRINCIPAL.value
     member_accounts: tuple[str, ...] = ()
     member_role_name: str = "SessionGateMember"
     member_external_id: str = ""
@@ -63,6 +67,11 @@ class Settings:
     # KMS HMAC keys: the approval policy's (deployers sign) and the approvals' (the request API signs).
     approval_policy_key_id: str = ""
     approval_key_id: str = ""
+    # IAM Identity Center's identity store (approver groups): its id, the read-only role SessionGate
+    # assumes in the account that administers it, and its Region (default: the function's).
+    identity_store_id: str = ""
+    identity_store_role_arn: str = ""
+    identity_store_region: str = ""
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -95,6 +104,7 @@ class Settings:
         "terminate_sessions_on_expiry": "SESSIONGATE_TERMINATE_SESSIONS_ON_EXPIRY",
         "shared_role_patterns": "SESSIONGATE_SHARED_ROLE_PATTERNS",
         "bind_shared_role_sessions": "SESSIONGATE_BIND_SHARED_ROLE_SESSIONS",
+        "binding_mode": "SESSIONGATE_BINDING_MODE",
         "member_accounts": "SESSIONGATE_MEMBER_ACCOUNTS",
         "member_role_name": "SESSIONGATE_MEMBER_ROLE_NAME",
         "member_external_id": "SESSIONGATE_MEMBER_EXTERNAL_ID",
@@ -105,6 +115,9 @@ class Settings:
         "default_approvers": "SESSIONGATE_DEFAULT_APPROVERS",
         "approval_policy_key_id": "SESSIONGATE_APPROVAL_POLICY_KEY",
         "approval_key_id": "SESSIONGATE_APPROVAL_KEY",
+        "identity_store_id": "SESSIONGATE_IDENTITY_STORE_ID",
+        "identity_store_role_arn": "SESSIONGATE_IDENTITY_STORE_ROLE_ARN",
+        "identity_store_region": "SESSIONGATE_IDENTITY_STORE_REGION",
     }
 
     @classmethod
@@ -173,10 +186,33 @@ class Settings:
             problems.append(
                 "an IamUser or SSOUser approver is one person: minimum required approvals must be 1"
             )
+        problems += self._identity_store_problems()
+        if self.binding_mode not in {m.value for m in BindingMode}:
+            problems.append(f"binding mode must be one of {', '.join(m.value for m in BindingMode)}")
         if self.account_id and not re.fullmatch(r"\d{12}", self.account_id):
             problems.append("account id must be 12 digits")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+    def _identity_store_problems(self) -> list[str]:
+        problems = []
+        if bool(self.identity_store_id) != bool(self.identity_store_role_arn):
+            problems.append("the identity store id and its role ARN are set together (or neither)")
+        # IdentityStoreId pattern of the Identity Store API Reference.
+        if self.identity_store_id and not re.fullmatch(
+            r"d-[0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            self.identity_store_id,
+        ):
+            problems.append("identity store id must look like d-1234567890")
+        if self.identity_store_role_arn and not re.fullmatch(
+            r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}", self.identity_store_role_arn
+        ):
+            problems.append("identity store role must be an IAM role ARN")
+        if self.identity_store_region and not re.fullmatch(
+            r"[a-z]{2}(-[a-z]+)+-\d", self.identity_store_region
+        ):
+            problems.append("identity store region must be a Region name such as us-east-1")
+        return problems
 
 
 def _convert(name: str, raw: str, default: object) -> object:

@@ -72,7 +72,7 @@ def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
     from sessiongate.adapters.scheduler import Schedules
 
     return SharedAdapters(
-        directory=Directory(make("iam")),
+        directory=Directory(make("iam"), _tagger(make)),
         inventory=Inventory(make("ec2"), make("ssm")),
         schedules=Schedules(
             make("scheduler"),
@@ -83,6 +83,14 @@ def shared_adapters(settings: Settings, make: ClientFactory) -> SharedAdapters:
         notifier=Notifier(make("sns"), settings.topic_arn),
         bus=Bus(make("events"), settings.event_bus_name),
     )
+
+
+def _tagger(make: ClientFactory) -> Any:
+    """The IAM client of the grant's tag calls, bounded in time (``aws.TAG_CALL_CONFIG``) when clients
+    are the process's own; an injected factory's (tests, sandbox) is used as it is."""
+    from sessiongate.adapters import aws
+
+    return aws.LazyClient("iam", aws.tag_client) if make is aws.LazyClient else None
 
 
 def build_engine(
@@ -124,6 +132,7 @@ def build_engine(
             external_id=settings.member_external_id,
             session_name=member_session[0],
             session_policy=member_session[1],
+            tag_make=aws.tag_client_with if member_client is None else None,
         )
         if settings.member_accounts
         else None,
@@ -131,15 +140,28 @@ def build_engine(
 
 
 def build_change_request_adapter(
-    settings: Settings, *, clock: Clock | None = None, client: ClientFactory | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
 ) -> ChangeRequestAdapter:
     """The Change Manager front door: status events -> re-read SSM -> ``AccessApproved`` on the bus."""
     from sessiongate.adapters import aws
+    from sessiongate.adapters.accounts import READ_INSTANCES_ONLY
     from sessiongate.adapters.change_requests import ChangeRequests
 
     make = client or aws.LazyClient
     shared = shared_adapters(settings, make)
-    core = build_engine(settings, clock=clock, client=client, shared=shared)
+    # In member accounts the adapter only asks whether the instance is a managed node: read-only session.
+    core = build_engine(
+        settings,
+        clock=clock,
+        client=client,
+        member_client=member_client,
+        member_session=("sessiongate-adapter", READ_INSTANCES_ONLY),
+        shared=shared,
+    )
     return ChangeRequestAdapter(
         settings=settings,
         changes=ChangeRequests(make("ssm")),
@@ -148,6 +170,7 @@ def build_change_request_adapter(
         directory=shared.directory,
         clock=core.clock,
         recorder=core,
+        targets=core,
     )
 
 
@@ -216,8 +239,27 @@ def policy_source(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
         macs=Macs(make("kms")),
         key_id=settings.approval_policy_key_id,
         default_approvers=settings.default_approvers,
+        groups=identity_store_groups(settings, clock, make),
         # The highest signed serial accepted so far (policy#current): older envelopes are refused.
         store=RequestStore(make("dynamodb"), settings.requests_table) if settings.requests_table else None,
+    )
+
+
+def identity_store_groups(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
+    """Who is in which Identity Center group (approver groups), when an identity store is configured;
+    otherwise None, and a policy naming groups refuses those approvals (fail closed)."""
+    if not (settings.identity_store_id and settings.identity_store_role_arn):
+        return None
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.identity_store import IdentityStoreGroups
+
+    return IdentityStoreGroups(
+        make("sts"),
+        aws.client_with,
+        clock,
+        identity_store_id=settings.identity_store_id,
+        role_arn=settings.identity_store_role_arn,
+        region=settings.identity_store_region,
     )
 
 
@@ -293,7 +335,7 @@ def build(
     if role == "requests":
         return build_request_api(settings, clock=clock, client=client, member_client=member_client)
     if role == "adapter":
-        return build_change_request_adapter(settings, clock=clock, client=client)
+        return build_change_request_adapter(settings, clock=clock, client=client, member_client=member_client)
     if role == "publish":
         return build_publisher(settings, client=client)
     return build_engine(settings, clock=clock, client=client, member_client=member_client)

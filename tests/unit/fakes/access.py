@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sessiongate.access_requests.groups import Membership, bind
 from sessiongate.access_requests.policy import (
     ApprovalPolicy,
     PolicyError,
@@ -144,12 +145,14 @@ class FakePolicies:
     document: dict[str, Any]
     broken: str = ""  # a PolicyError message: the policy is unusable
     serial: int | None = None  # the envelope's signed serial (None: the stack default)
+    groups: Membership | None = None  # answers the policy's Identity Center groups (as PolicySource)
 
     def verified(self) -> VerifiedPolicy:
         if self.broken:
             raise PolicyError(self.broken)
         digest = policy_digest(self.document)
-        return VerifiedPolicy(ApprovalPolicy.parse(self.document), digest, "test", None, self.serial)
+        parsed = bind(ApprovalPolicy.parse(self.document), self.groups)
+        return VerifiedPolicy(parsed, digest, "test", None, self.serial)
 
     def get(self) -> ApprovalPolicy:
         return self.verified().policy
@@ -217,7 +220,7 @@ class World:
         return self.core.status(f"rq-{request_id}")
 
 
-def world(policy: dict[str, Any], **settings: Any) -> World:
+def world(policy: dict[str, Any], *, groups: Membership | None = None, **settings: Any) -> World:
     config = {
         "requests_table": "requests",
         "break_glass_approver_arn": API_ROLE,
@@ -233,9 +236,15 @@ def world(policy: dict[str, Any], **settings: Any) -> World:
     for user in ("bob", "carol", "dave", "eve"):
         engine.directory.add("user", user)
     ids = iter(f"{n:032x}" for n in range(1, 10_000))
-    store, policies, macs = FakeRequestStore(), FakePolicies(policy), FakeMacs()
+    store, policies, macs = FakeRequestStore(), FakePolicies(policy, groups=groups), FakeMacs()
     # As after a deploy: the first sweep has recorded the policy in effect (no PolicyChanged in tests).
     store.policy_digest = policy_digest(policy)
+
+    def request_item(key: Mapping[str, str]) -> Mapping[str, str] | None:
+        found = store.items.get(key["request_id"])
+        return None if found is None else {"status": found.status.value, "approval_mac": found.approval_mac}
+
+    engine.ledger.tables["requests"] = request_item
     engine.engine.verifiers = {
         Origin.CHANGE_MANAGER: engine.verifier,
         Origin.NATIVE: NativeVerifier(store, engine.settings, policies, macs),  # type: ignore[arg-type]

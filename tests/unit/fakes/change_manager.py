@@ -21,8 +21,11 @@ from sessiongate.change_manager.adapter import ChangeRequestAdapter
 from sessiongate.change_manager.verifier import ChangeManagerVerifier
 from sessiongate.clock import ManualClock
 from sessiongate.core.model import AccessApproved, Denial, Grant, Outcome
+from sessiongate.core.ports import AccountAdapters, AccountNotAllowed
 from sessiongate.errors import InvalidInput
 from sessiongate.settings import Settings
+from tests.unit.fakes.core import FakeDirectory as FakeIam
+from tests.unit.fakes.core import FakeInventory
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -282,6 +285,21 @@ class FakeRecorder:
         return Outcome("denied", record.grant_id, {"denials": [d.as_dict() for d in denials]})
 
 
+class FakeTargets:
+    """The engine's ``adapters_in`` (the ``TargetAccounts`` port): this account's inventory (INSTANCE is
+    a managed node), any other account not allowed, as ``Context.adapters_in`` without members."""
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.inventory = FakeInventory()
+        self.inventory.add(INSTANCE)
+
+    def adapters_in(self, account: str) -> AccountAdapters:
+        if account != self.account:
+            raise AccountNotAllowed(account)
+        return AccountAdapters(FakeIam(), self.inventory, None)
+
+
 @dataclass
 class FrontDoor:
     """The Change Manager front door on fakes; the clock starts when the sample was approved."""
@@ -293,9 +311,11 @@ class FrontDoor:
     directory: FakeDirectory = field(default_factory=lambda: FakeDirectory({APPROVER_GROUP: ["bob"]}))
     recorder: FakeRecorder = field(default_factory=FakeRecorder)
     changes: FakeChangeRequests = field(init=False)
+    targets: FakeTargets = field(init=False)
 
     def __post_init__(self) -> None:
         self.changes = FakeChangeRequests(self.clock)
+        self.targets = FakeTargets(self.settings.account_id)
 
     def adapter(self) -> ChangeRequestAdapter:
         return ChangeRequestAdapter(
@@ -306,6 +326,7 @@ class FrontDoor:
             directory=self.directory,
             clock=self.clock,
             recorder=self.recorder,
+            targets=self.targets,
         )
 
     def verifier(self) -> ChangeManagerVerifier:

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sessiongate.clock import ManualClock
 from sessiongate.core import slots
+from sessiongate.core.binding import lock_scope
 from sessiongate.core.engine import Engine
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts, valid_tag_value
 from sessiongate.core.identity import Identity, PrincipalType, parse_identity, same_principal
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
 from sessiongate.core.ports import (
+    Condition,
+    InstanceGone,
     MemberUnavailable,
     Opened,
     PrincipalGone,
@@ -61,6 +64,8 @@ class FakeLedger:
         self.batch_gets = 0  # BatchGetItem calls the real adapter would make
         # The table's stream consumer: each landed change's lifecycle events (sessiongate.outbox) go here.
         self.outbox: FakeNotifier | None = None
+        # Other tables a ConditionCheck may name: table -> (key -> the item's string attributes or None).
+        self.tables: dict[str, Callable[[Mapping[str, str]], Mapping[str, str] | None]] = {}
 
     def _changed(self, grant_id: str, before: Grant | None) -> None:
         if self.outbox is not None:
@@ -119,18 +124,27 @@ class FakeLedger:
         self.batch_gets += 1
         return self.get_grant(grant_id), self.slot_holder(principal_arn, slot)
 
-    def open(self, grant: Grant) -> Opened:
-        """One TransactWriteItems: the record if no item of the id exists, the lock if the slot is free;
-        the record's condition is reported first (DynamoDB API Reference, "TransactWriteItems")."""
+    def open(self, grant: Grant, conditions: Iterable[Condition] = ()) -> Opened:
+        """One TransactWriteItems: the record if no item of the id exists, the lock if the slot is free,
+        the origin's ConditionChecks (items of ``tables``, see there); an existing record or a lone
+        tombstone is reported first, then the conditions', then the lock's (DynamoDB API Reference,
+        "TransactWriteItems": ``CancellationReasons`` in item order)."""
         assert grant.slot is not None
         if grant.grant_id in self.grants:
             return Opened(existing=copy.deepcopy(self.grants[grant.grant_id]))
         if grant.grant_id in self.tombstones:
             return Opened(revoke_requested=self.tombstones[grant.grant_id])
-        if (grant.principal_arn, grant.slot) in self.slots:
+        for condition in conditions:
+            reader = self.tables.get(condition.table)
+            assert reader is not None, f"no table {condition.table} (ResourceNotFoundException)"
+            item = reader(condition.key)
+            if item is None or any(item.get(k) != v for k, v in condition.equals.items()):
+                seen = None if item is None else {k: item.get(k, "") for k in condition.equals}
+                return Opened(unmet=condition.unmet(seen))
+        if (lock_scope(grant), grant.slot) in self.slots:
             return Opened(slot_taken=True)
         self.grants[grant.grant_id] = copy.deepcopy(grant)
-        self.slots[(grant.principal_arn, grant.slot)] = Slot(
+        self.slots[(lock_scope(grant), grant.slot)] = Slot(
             grant.grant_id, grant.instance_id, grant.expires_at or ""
         )
         self._changed(grant.grant_id, None)
@@ -176,7 +190,7 @@ class FakeLedger:
         if record is None or record.status not in LIVE or record.activated_at != grant.activated_at:
             return False
         frees = release_slot and grant.slot is not None
-        if frees and self.slot_holder(grant.principal_arn, grant.slot or 0) != grant.grant_id:
+        if frees and self.slot_holder(lock_scope(grant), grant.slot or 0) != grant.grant_id:
             # The transaction's second item failed: cancelled, not a lost race on the record.
             raise TransientError(f"revoke of {grant.grant_id} cancelled: ['None', 'ConditionalCheckFailed']")
         before = copy.deepcopy(record)
@@ -187,7 +201,7 @@ class FakeLedger:
             by,
         )
         if frees:
-            del self.slots[(grant.principal_arn, grant.slot or 0)]
+            del self.slots[(lock_scope(grant), grant.slot or 0)]
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
         self._changed(grant.grant_id, before)
         return True
@@ -291,8 +305,21 @@ class FakeDirectory:
 
 
 class FakeInventory:
+    """EC2 (and SSM's managed-node view) of one account. Instance tags as EC2 keeps them: keys are
+    case-sensitive (two spellings are two tags), at most 50 user tags per instance (``aws:`` tags do not
+    count; ``TagLimitExceeded`` -> TagLimitExceeded, nothing written), CreateTags/DeleteTags on a missing
+    instance ``InvalidInstanceID.NotFound`` (-> InstanceGone / ``False``), and DeleteTags with a value
+    removes a tag only while it has that value ("Tag your Amazon EC2 resources"; EC2 API Reference,
+    "DeleteTags")."""
+
+    TAG_LIMIT = slots.EC2_TAG_LIMIT
+
     def __init__(self) -> None:
         self.instances: dict[str, InstanceFacts] = {}
+        self.writes: list[tuple[str, str, tuple[tuple[str, str], ...]]] = []  # (tag|untag, id, tags)
+
+    def tags_of(self, instance_id: str) -> dict[str, str]:
+        return dict(self.instances[instance_id].tags)
 
     def add(
         self,
@@ -309,6 +336,28 @@ class FakeInventory:
         if found is None:
             return None
         return found if check_managed else replace(found, ssm_managed=None)
+
+    def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None:
+        found = self.instances.get(instance_id)
+        if found is None or found.state == "terminated":
+            raise InstanceGone(instance_id)
+        merged = {**found.tags, **tags}
+        if sum(1 for k in merged if not k.lower().startswith("aws:")) > self.TAG_LIMIT:
+            raise TagLimitExceeded(instance_id)
+        self.instances[instance_id] = replace(found, tags=merged)
+        self.writes.append(("tag", instance_id, tuple(tags.items())))
+
+    def untag_instance(self, instance_id: str, tags: Mapping[str, str]) -> bool:
+        found = self.instances.get(instance_id)
+        if found is None or found.state == "terminated":
+            return False
+        kept = {k: v for k, v in found.tags.items() if tags.get(k, object()) != v}
+        self.instances[instance_id] = replace(found, tags=kept)
+        self.writes.append(("untag", instance_id, tuple(tags.items())))
+        return True
+
+    def tagged_instances(self) -> list[InstanceFacts]:
+        return [replace(i, ssm_managed=None) for i in self.instances.values() if i.state != "terminated"]
 
 
 @dataclass
@@ -430,6 +479,9 @@ class FakeVerifier:
     def verify(self, request: AccessApproved, instance: InstanceFacts | None = None) -> list[Denial]:
         self.verified.append(request.grant_id)
         return list(self.denials)
+
+    def conditions(self, request: AccessApproved) -> list[Condition]:
+        return []
 
 
 ACCOUNT = "123456789012"

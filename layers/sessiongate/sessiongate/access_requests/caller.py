@@ -27,23 +27,23 @@ class Caller:
 
 
 def caller_from_context(request_context: object) -> Caller:
-    """The caller of an HTTP API (payload 2.0) request: ``requestContext.authorizer.iam.userArn``.
+    """The caller of a REST API request (Lambda proxy integration): ``requestContext.identity.userArn``.
 
     IAM users sign as ``arn:...:iam::A:user/path/name``; role sessions as
     ``arn:...:sts::A:assumed-role/Role/session`` (the principal that receives access is the role).
     Anything else (root, federated users, no IAM identity) cannot use the native path.
 
-    The IAM authorizer context carries ``accessKey``, ``accountId``, ``callerId``, ``cognitoIdentity``,
-    ``principalOrgId``, ``userArn`` and ``userId`` (AWS doc "Create AWS Lambda proxy integrations for
-    HTTP APIs in API Gateway", payload format 2.0), and no ``sts:SourceIdentity``: the API cannot see a
-    caller's source identity, so people are told apart by :func:`identity.may_be_same` on the ARN.
+    With ``AWS_IAM`` authorization API Gateway fills ``requestContext.identity`` with the signer's
+    ``accessKey``, ``accountId``, ``caller``, ``user``, ``userArn`` and ``principalOrgId`` (AWS doc
+    "Lambda proxy integrations in API Gateway", input format; unsigned calls never reach the function:
+    the method requires the signature). The request does not carry ``sts:SourceIdentity``: people are told
+    apart by :func:`identity.may_be_same` on the ARN. ``identity`` is the only place the caller is read
+    from (``authorizer`` is a Lambda or Cognito authorizer's, never set here).
     """
-    iam = {}
-    if isinstance(request_context, Mapping):
-        authorizer = request_context.get("authorizer")
-        if isinstance(authorizer, Mapping) and isinstance(authorizer.get("iam"), Mapping):
-            iam = authorizer["iam"]
-    arn = iam.get("userArn")
+    signer: Mapping[str, object] = {}
+    if isinstance(request_context, Mapping) and isinstance(request_context.get("identity"), Mapping):
+        signer = request_context["identity"]
+    arn = signer.get("userArn")
     if not isinstance(arn, str) or not arn:
         raise Unauthenticated("unauthenticated", "the request carries no IAM identity (sign it with SigV4)")
     identity = parse_identity(arn)
@@ -54,7 +54,7 @@ def caller_from_context(request_context: object) -> Caller:
         )
     if identity.kind == "role" and identity.session is None:
         raise NotAllowed("unsupported_caller", "a role must call as an assumed-role session")
-    account = iam.get("accountId")
+    account = signer.get("accountId")
     if isinstance(account, str) and account and account != identity.account:
         raise NotAllowed("unsupported_caller", "the caller's account does not match its ARN")
     return Caller(arn, identity, PrincipalType(identity.kind), identity.name)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sessiongate.access_requests.auto_approval import Decision, decide, facts_of
 from sessiongate.access_requests.caller import Caller
+from sessiongate.access_requests.concurrency import check_max_active
 from sessiongate.access_requests.deps import (
     DAY,
     MAX_LIST,
@@ -19,12 +21,14 @@ from sessiongate.access_requests.policy import (
     default_duration,
 )
 from sessiongate.access_requests.records import (
+    AUTO_LEVEL,
     OPEN,
     Approval,
     Request,
     RequestStatus,
     pending_deadline,
 )
+from sessiongate.access_requests.rule_limits import check_documents, check_start, check_ticket
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.core.identity import parse_identity, person_key
@@ -40,11 +44,10 @@ class Creating(Status):
             default_minutes=self.settings.default_validity_minutes,
             max_minutes=self.settings.max_validity_minutes,
         )
-        self._check_account(caller)
+        # The access is for the caller's own user or role, on an instance of the caller's own account
+        # (SessionGate's or a member's): identities and accounts never come from the body.
+        account = self._check_account(caller, data.account)
         self._note_policy()
-        # The access is for the caller's own user or role; in a member account, for the principal of the
-        # same type and name there (identities never come from the body).
-        account = data.account or caller.account
         directory, inventory = self._adapters(account)
         rule, tags = self._rule_for(data.instance_id, account, inventory, creating=True)
         duration = self._allowed_duration(caller, rule, data)
@@ -57,23 +60,35 @@ class Creating(Status):
         self._check_no_duplicate(caller, account, data.instance_id)
         now = self.clock.now()
         request = self._new_request(caller, data, account, principal.arn, duration, rule, tags, now)
+        check_max_active(self, rule, request)
         # From here every log line of this call (a quota refusal too) names the request.
         log = bind(
             request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
         )
+        why = ""
         if data.break_glass:
             self._take_break_glass_quota(caller, rule, now)
             request = self._self_approved(caller, request, data.reason, now)
-        # One write: its stream record is the AccessRequested (or BreakGlassUsed) notification.
+        else:
+            decision = decide(self._policy(), facts_of(request, rule, now))
+            why = decision.why
+            if decision.auto_approved and self.settings.break_glass_approver_arn:  # (no API role: people)
+                request = self._auto_approved(request, decision, now)
+        # One write: its stream record is the AccessRequested (or BreakGlassUsed, AutoApproved)
+        # notification.
         if not self.store.create(request):
             raise TransientError(f"request id {request.request_id} collided")
         metrics().add("NativeRequests")
-        if not data.break_glass:
-            log.info("access requested", extra={"rule": rule.name})
-            return self._view(request, rule)
-        logger().warning("break-glass access self-approved", extra={"rule": rule.name})
-        metrics().add("BreakGlass")
-        return self._view(self._emit(request), rule)
+        if data.break_glass:
+            logger().warning("break-glass access self-approved", extra={"rule": rule.name})
+            metrics().add("BreakGlass")
+            return self._view(self._emit(request), rule)
+        if request.auto_approval:
+            logger().info("access auto-approved", extra={"rule": rule.name, "permit": request.auto_approval})
+            metrics().add("AutoApproved")
+            return self._view(self._emit(request), rule)
+        log.info("access requested", extra={"rule": rule.name, "auto_approval": why})
+        return self._view(request, rule)
 
     def _allowed_duration(self, caller: Caller, rule: Rule, data: CreateInput) -> int:
         """The rule lets the caller request, for this long (and break-glass, if asked for)."""
@@ -85,6 +100,12 @@ class Creating(Status):
                 rule, self.settings.default_validity_minutes, break_glass=data.break_glass
             )
         check_duration(rule, duration)
+        check_ticket(rule.name, rule.ticket, data.ticket)
+        check_documents(rule.name, rule.documents, data.documents)
+        if data.start_at is not None:
+            check_start(
+                rule.name, rule.max_lead_minutes, data.start_at, self.clock.now(), glass=data.break_glass
+            )
         if data.break_glass:
             check_break_glass(rule, caller.arn, duration, data.reason)
         return duration
@@ -131,6 +152,8 @@ class Creating(Status):
             pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
             rule=rule.name,
             instance_tags=tuple(sorted(tags.items())),
+            start_at=to_iso(data.start_at) if data.start_at is not None else None,
+            documents=data.documents,
             history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
             notice_rule=rule_snapshot(rule),
         )
@@ -162,6 +185,28 @@ class Creating(Status):
             approver_arns=(self.settings.break_glass_approver_arn,),
             approved_at=to_iso(now),
             decided_by=caller.arn,
+            version=request.version + 1,
+        )
+        return self._sign(approved)
+
+    def _auto_approved(self, request: Request, decision: Decision, now: datetime) -> Request:
+        """A permit of the policy approved the request, no forbid stopped it (:mod:`.auto_approval`).
+        Recorded so that nobody can take it for a person's approval: one approval at ``AUTO_LEVEL`` by
+        the request API's role (also the approver of record in the engine's ledger), the permit's name
+        in ``auto_approval`` (bound by the approval MAC), notified as ``AutoApproved`` (its record's
+        creation in this state: :mod:`sessiongate.outbox`). Its history still shows it PENDING first."""
+        api_role = self.settings.break_glass_approver_arn
+        assert decision.permit is not None
+        comment = f"auto-approved by permit {decision.permit!r}: {decision.why}"
+        approved = request.transition(
+            RequestStatus.APPROVED,
+            at=now,
+            by=api_role,
+            approvals=(Approval(api_role, AUTO_LEVEL, to_iso(now), comment[:500]),),
+            approver_arns=(api_role,),
+            approved_at=to_iso(now),
+            decided_by=api_role,
+            auto_approval=decision.permit,
             version=request.version + 1,
         )
         return self._sign(approved)

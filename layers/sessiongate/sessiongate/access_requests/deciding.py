@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from sessiongate.access_requests.caller import Caller, same_caller
+from sessiongate.access_requests.concurrency import check_max_active
 from sessiongate.access_requests.errors import Conflict, NotAllowed
 from sessiongate.access_requests.inputs import parse_comment
 from sessiongate.access_requests.policy import (
@@ -20,6 +21,7 @@ from sessiongate.access_requests.records import (
     Request,
     RequestStatus,
 )
+from sessiongate.access_requests.reminders import escalated
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.observability import bind
@@ -53,6 +55,7 @@ class Deciding(Status):
         """The rule covering the instance now, which must be the one the request was made under."""
         rule = self._current_rule(request, required=True)
         assert rule is not None
+        rule = escalated(rule, request, self.clock.now())  # escalate_to approves once it is due
         if rule.name != request.rule:
             # The instance's tags (or the policy) changed since the request: approving under the
             # new rule could weaken it (prod -> dev). The requester asks again under the new rule.
@@ -81,6 +84,7 @@ class Deciding(Status):
             return replace(
                 request, approvals=approvals, version=request.version + 1, notice_rule=rule_snapshot(rule)
             )
+        check_max_active(self, rule, request)  # the approval that hands it to the engine
         return self._sign(
             request.transition(
                 RequestStatus.APPROVED,
@@ -103,6 +107,7 @@ class Deciding(Status):
             nonlocal rule
             rule = self._current_rule(request, required=True)
             assert rule is not None
+            rule = escalated(rule, request, self.clock.now())
             check_not_involved(request, caller.arn)
             if not rule.may_review(caller.arn):
                 raise NotAllowed("not_an_approver", f"you are not an approver of rule {rule.name!r}")

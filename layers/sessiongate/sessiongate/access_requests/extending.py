@@ -22,6 +22,7 @@ from sessiongate.access_requests.records import (
     RequestStatus,
     pending_deadline,
 )
+from sessiongate.access_requests.rule_limits import check_ticket
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.observability import bind
@@ -51,6 +52,7 @@ class Extending(Status):
             if data.default_duration:
                 duration = default_duration(rule, self.settings.default_validity_minutes, break_glass=False)
             check_duration(rule, duration)
+            check_ticket(rule.name, rule.ticket, parent.ticket)  # the rule may require one since
             n = root.extension_count + 1
             child = self._extension(caller, parent, extension_id(root.request_id, n), duration, data.reason)
             child = replace(
@@ -95,6 +97,7 @@ class Extending(Status):
             duration_minutes=duration,
             reason=reason,
             ticket=parent.ticket,
+            documents=parent.documents,
             created_at=to_iso(now),
             pending_expires_at=pending_deadline(now, self.settings.pending_request_ttl_minutes),
             rule="",

@@ -1,7 +1,7 @@
-"""HTTP API (payload format 2.0, IAM authorization) -> :class:`NativeService`, answers as JSON.
+"""REST API (Lambda proxy integration, IAM authorization) -> :class:`NativeService`, answers as JSON.
 
 Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
-``requestContext.authorizer.iam.userArn``, never the body):
+``requestContext.identity.userArn``, never the body):
 
     POST /requests                  create     {instance_id, duration_minutes?, reason, ticket?, break_glass?,
                                                 account?}
@@ -14,12 +14,14 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
     POST /requests/{id}/revoke      {reason?}        early revoke / "I'm done"
     POST /requests/{id}/extend      {duration_minutes?, reason}
 
-Routing is Powertools' ``APIGatewayHttpResolver`` on ``rawPath`` (the API has only SAM's ``$default``
-stage, which "is served from the base of your API's URL": no stage prefix; AWS doc "Working with stages
-for HTTP APIs"). The body is decoded here, not by Powertools (which decodes base64 without validating
-it). This is the one module that turns a domain refusal
-(:mod:`.errors`) into an HTTP status (``STATUS``). A user mistake or a decision is a 4xx
-``{"error": code, "message": ...}``; a transient failure a 503 (retry); never a stack trace.
+Routing is Powertools' ``APIGatewayRestResolver`` on ``httpMethod`` and ``path`` (the path without the
+stage: ``requestContext.path`` carries ``/v1/...``; AWS doc "Lambda proxy integrations in API Gateway",
+input format). API Gateway's own match is ``requestContext.httpMethod`` and
+``requestContext.resourcePath`` (e.g. ``/requests/{id}``): both must name the same route. The body is
+decoded here, not by Powertools (which decodes base64 without validating it). This is the one module
+that turns a domain refusal (:mod:`.errors`) into an HTTP status (``STATUS``). A user mistake or a
+decision is a 4xx ``{"error": code, "message": ...}``; a transient failure a 503 (retry); never a stack
+trace.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sessiongate.access_requests.caller import Caller, caller_from_context
@@ -81,7 +83,7 @@ def status_of(refusal: Refused) -> int:
 @dataclass
 class RequestApi:
     service: NativeService
-    app: APIGatewayHttpResolver = field(init=False, repr=False)
+    app: APIGatewayRestResolver = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.app = resolver(self.service)
@@ -95,11 +97,12 @@ class RequestApi:
         return self.service.sweep()
 
     def handle(self, event: object, context: Any = None) -> dict[str, Any]:
-        """API Gateway names the route (``routeKey``); the resolver dispatches on method and
-        ``rawPath``: both must say the same route, and the call must be signed, before it runs."""
+        """API Gateway names the route (``requestContext.httpMethod`` and ``resourcePath``); the resolver
+        dispatches on ``httpMethod`` and ``path``: both must say the same route, and the call must be
+        signed, before it runs."""
         if not isinstance(event, Mapping):
-            return _refused(invalid("not an API Gateway HTTP API event", "invalid_event"))
-        route_key = event.get("routeKey")
+            return _refused(invalid("not an API Gateway REST API event", "invalid_event"))
+        route_key = route_key_of(event)
         no_route = NotFound("no_route", f"no route {str(route_key)[:80]!r}")
         if route_key not in ROUTES:
             return _refused(no_route)
@@ -110,37 +113,48 @@ class RequestApi:
         if not _same_route(str(route_key), event):
             return _refused(no_route)
         answer: dict[str, Any] = self.app.resolve(event, context)
+        # Powertools answers a REST event with ``multiValueHeaders``; every header here has one value, so
+        # the answer uses ``headers`` as the refusals before the resolver do (API Gateway takes either:
+        # AWS doc "Lambda proxy integrations in API Gateway", output format).
+        multi = answer.pop("multiValueHeaders", None) or {}
+        answer["headers"] = {**answer.get("headers", {}), **{k: ", ".join(v) for k, v in multi.items()}}
         return answer
 
 
+def route_key_of(event: Mapping[str, Any]) -> str | None:
+    """``METHOD /resource`` as API Gateway matched it (``requestContext``), None when it says nothing."""
+    context = event.get("requestContext")
+    if not isinstance(context, Mapping):
+        return None
+    method, resource = context.get("httpMethod"), context.get("resourcePath")
+    if not isinstance(method, str) or not isinstance(resource, str):
+        return None
+    return f"{method} {resource}"
+
+
 def _same_route(route_key: str, event: Mapping[str, Any]) -> bool:
-    """Whether the method and ``rawPath`` the resolver dispatches on are ``route_key``'s."""
+    """Whether the method and ``path`` the resolver dispatches on are ``route_key``'s."""
     method, _, template = route_key.partition(" ")
-    http = (
-        event.get("requestContext", {}).get("http")
-        if isinstance(event.get("requestContext"), Mapping)
-        else None
-    )
-    if not isinstance(http, Mapping) or http.get("method") != method:
+    if event.get("httpMethod") != method or event.get("resource") != template:
         return False
     pattern = "^" + re.escape(template).replace(re.escape("{id}"), "[^/]+") + "$"
-    return isinstance(event.get("rawPath"), str) and re.fullmatch(pattern, event["rawPath"]) is not None
+    return isinstance(event.get("path"), str) and re.fullmatch(pattern, event["path"]) is not None
 
 
 @dataclass
 class _Call:
     """The parts of the current call, read from the resolver's event."""
 
-    app: APIGatewayHttpResolver
+    app: APIGatewayRestResolver
 
     def caller(self) -> Caller:
         event = self.app.current_event.raw_event
         signed = caller_from_context(event.get("requestContext"))
-        bind(caller_arn=signed.arn, route=event.get("routeKey"))
+        bind(caller_arn=signed.arn, route=route_key_of(event))
         return signed
 
     def request_id(self) -> str:
-        # API Gateway's ``pathParameters`` (as the API saw it), not the resolver's match on rawPath.
+        # API Gateway's ``pathParameters`` (as the API saw it), not the resolver's match on the path.
         return _strings(self.app.current_event.raw_event.get("pathParameters")).get("id", "")
 
     def body(self) -> object:
@@ -150,16 +164,16 @@ class _Call:
         return _limit(_strings(self.app.current_event.raw_event.get("queryStringParameters")))
 
     def not_found(self, _: Exception | None = None) -> Response[str]:
-        route_key = self.app.current_event.raw_event.get("routeKey")
+        route_key = route_key_of(self.app.current_event.raw_event)
         return _answer_refused(NotFound("no_route", f"no route {str(route_key)[:80]!r}"))
 
 
-def resolver(service: NativeService) -> APIGatewayHttpResolver:
+def resolver(service: NativeService) -> APIGatewayRestResolver:
     """The routes, each a plain function of the signed caller and the request's parts."""
     # debug=False whatever POWERTOOLS_DEV says: in debug mode Powertools answers an unhandled error with
     # its traceback and logs every event (with its SigV4 Authorization header); anyone who may change
     # the function's environment must not be able to switch that on.
-    app = APIGatewayHttpResolver(debug=False)
+    app = APIGatewayRestResolver(debug=False)
     call = _Call(app)
     caller, request_id, body, limit = call.caller, call.request_id, call.body, call.limit
     # Registered by call: Powertools' not_found and exception_handler decorators are untyped (mypy strict).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sessiongate.access_requests.errors import invalid
@@ -33,6 +34,8 @@ class CreateInput:
     break_glass: bool = False
     account: str | None = None  # the target account; None: the caller's
     default_duration: bool = False  # duration_minutes was not given: the service caps the default
+    start_at: datetime | None = None  # a scheduled start (issue 18), within the rule's max_lead_minutes
+    documents: tuple[str, ...] = ()  # Session Manager documents asked for (issue 18; none: the shell)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class ExtendInput:
     default_duration: bool = False
 
 
-_CREATE_FIELDS = frozenset({"instance_id", "duration_minutes", "reason", "ticket", "break_glass", "account"})
+_CREATE_FIELDS = frozenset(
+    {"instance_id", "duration_minutes", "reason", "ticket", "break_glass", "account", "start_at", "documents"}
+)
 _IDENTITY_FIELDS = frozenset(
     {
         "requester",
@@ -94,7 +99,38 @@ def parse_create(body: object, *, default_minutes: int, max_minutes: int) -> Cre
         break_glass,
         account=account,
         default_duration="duration_minutes" not in data,
+        start_at=_start_at(data.get("start_at")),
+        documents=_documents(data.get("documents", [])),
     )
+
+
+def _documents(value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) > 5
+        or not all(isinstance(d, str) and re.fullmatch(r"[A-Za-z0-9_.-]{3,128}", d) for d in value)
+    ):
+        raise invalid(
+            "documents must be a list of up to 5 Session Manager document names", "invalid_documents"
+        )
+    return tuple(dict.fromkeys(value))
+
+
+def _start_at(value: object) -> datetime | None:
+    """An ISO 8601 time with its zone (``2026-01-05T10:00:00Z``), to the second."""
+    if value is None:
+        return None
+    parsed = None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise invalid(
+            "start_at must be an ISO 8601 time with its zone, e.g. 2026-01-05T10:00:00Z", "invalid_start_at"
+        )
+    return parsed.astimezone(UTC).replace(microsecond=0)
 
 
 def _matching(value: object, name: str) -> str:

@@ -16,13 +16,18 @@ import fnmatch
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sessiongate.access_requests.errors import Conflict, NotAllowed, invalid
+from sessiongate.access_requests.groups import Membership, group_names, in_groups, split_principals
 from sessiongate.access_requests.records import Approval, Request, canonical_json, signed_message
 from sessiongate.core.identity import INSTANCE_ID_RE, Identity, may_be_same, parse_identity
 from sessiongate.text import visible_length
+
+if TYPE_CHECKING:
+    from sessiongate.access_requests.auto_approval import Statement
+    from sessiongate.access_requests.rule_limits import MaxActive, Reminders, SessionDocument, TicketRule
 
 POLICY_VERSION = 1
 MAX_RULES = 100
@@ -54,6 +59,13 @@ class Level:
     name: str
     approvers: tuple[str, ...]
     min_approvals: int = 1
+    # Identity Center groups whose members approve at this level (:mod:`.groups`), and who answers.
+    groups: tuple[str, ...] = ()
+    membership: Membership | None = field(default=None, compare=False, repr=False)
+
+    def admits(self, arn: str) -> bool:
+        """``arn`` approves at this level: an ARN pattern matches, or it is in one of the groups."""
+        return arn_matches(arn, self.approvers) or in_groups(self.membership, arn, self.groups)
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,14 @@ class Rule:
     requesters: tuple[str, ...] = ()
     max_duration_minutes: int | None = None
     break_glass: BreakGlass = BreakGlass()
+    requester_groups: tuple[str, ...] = ()
+    membership: Membership | None = field(default=None, compare=False, repr=False)
+    # Issue 18 (schema and checks in :mod:`.rule_limits`): a ticket the rule requires, live grants capped.
+    ticket: TicketRule | None = None
+    max_active: MaxActive | None = None
+    max_lead_minutes: int | None = None  # how far ahead ``start_at`` may be (unset: no scheduled start)
+    reminders: Reminders | None = None  # re-notify and escalate pending requests (the sweep)
+    documents: tuple[SessionDocument, ...] | None = None  # Session Manager documents (None: the shell)
 
     def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
         if self.instance_ids and instance_id not in self.instance_ids:
@@ -85,16 +105,20 @@ class Rule:
         )
 
     def may_request(self, arn: str) -> bool:
-        return not self.requesters or arn_matches(arn, self.requesters)
+        if not self.requesters and not self.requester_groups:
+            return True
+        return arn_matches(arn, self.requesters) or in_groups(self.membership, arn, self.requester_groups)
 
     def may_review(self, arn: str) -> bool:
         """An approver at any level (may see, reject and revoke requests under this rule)."""
-        return any(arn_matches(arn, level.approvers) for level in self.levels)
+        return any(level.admits(arn) for level in self.levels)
 
 
 @dataclass(frozen=True)
 class ApprovalPolicy:
     rules: tuple[Rule, ...]
+    # Issue 18: permit/forbid statements that approve requests without a person (:mod:`.auto_approval`).
+    auto_approval: tuple[Statement, ...] = ()
 
     def rule_for(self, instance_id: str, tags: Mapping[str, str]) -> Rule | None:
         return next((r for r in self.rules if r.matches(instance_id, tags)), None)
@@ -112,7 +136,9 @@ class ApprovalPolicy:
 
     @classmethod
     def parse(cls, document: object) -> ApprovalPolicy:
-        doc = _mapping(document, "policy", {"version", "rules", "description"})
+        from sessiongate.access_requests.auto_approval import parse_statements  # (it imports this module)
+
+        doc = _mapping(document, "policy", {"version", "rules", "description", "auto_approval"})
         if doc.get("version") != POLICY_VERSION:
             raise PolicyError(f"policy version must be {POLICY_VERSION}")
         rules = doc.get("rules")
@@ -122,7 +148,7 @@ class ApprovalPolicy:
         names = [r.name for r in parsed]
         if len(set(names)) != len(names):
             raise PolicyError("rule names must be unique")
-        return cls(parsed)
+        return cls(parsed, parse_statements(doc.get("auto_approval"), names))
 
 
 @dataclass(frozen=True)
@@ -140,7 +166,11 @@ class VerifiedPolicy:
             {
                 "name": r.name,
                 "levels": [
-                    {"approvers": list(lv.approvers), "min_approvals": lv.min_approvals} for lv in r.levels
+                    {
+                        "approvers": [*lv.approvers, *group_names(lv.groups)],
+                        "min_approvals": lv.min_approvals,
+                    }
+                    for lv in r.levels
                 ],
                 "break_glass": r.break_glass.enabled,
             }
@@ -295,8 +325,8 @@ def counted(rule: Rule, approvals: Sequence[Approval]) -> list[int]:
     """Approvals per level that still count under the current rule (approver still matches the level)."""
     counts = [0] * len(rule.levels)
     for approval in approvals:
-        if 0 <= approval.level < len(rule.levels) and arn_matches(
-            approval.approver_arn, rule.levels[approval.level].approvers
+        if 0 <= approval.level < len(rule.levels) and rule.levels[approval.level].admits(
+            approval.approver_arn
         ):
             counts[approval.level] += 1
     return counts
@@ -329,9 +359,9 @@ def approver_level(rule: Rule, request: Request, approver_arn: str) -> int:
     level = current_level(rule, request.approvals)
     if level is None:
         raise Conflict("invalid_state", "every approval level is already met")
-    if arn_matches(approver_arn, rule.levels[level].approvers):
+    if rule.levels[level].admits(approver_arn):
         return level
-    if any(arn_matches(approver_arn, later.approvers) for later in rule.levels[level + 1 :]):
+    if any(later.admits(approver_arn) for later in rule.levels[level + 1 :]):
         raise NotAllowed(
             "level_not_reached",
             f"level {level + 1} ({rule.levels[level].name}) must approve before your level can",
@@ -414,6 +444,17 @@ def _patterns(value: object, where: str, *, required: bool) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _principals(value: object, where: str, *, required: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """ARN patterns and Identity Center groups (:mod:`.groups`) of an approvers or requesters list."""
+    try:
+        patterns, groups = split_principals(value, where, required=required, max_items=MAX_PATTERNS)
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+    if len(set(groups)) != len(groups):
+        raise PolicyError(f"{where} names an Identity Center group twice")
+    return _patterns(patterns, where, required=False), tuple(groups)
+
+
 def _int(value: object, where: str, low: int, high: int, default: int | None) -> int | None:
     if value is None:
         return default
@@ -423,26 +464,48 @@ def _int(value: object, where: str, low: int, high: int, default: int | None) ->
 
 
 def _rule(value: object, index: int) -> Rule:
+    from sessiongate.access_requests import rule_limits  # (it imports this module)
+
     where = f"rules[{index}]"
     data = _mapping(
         value,
         where,
-        {"name", "description", "instances", "requesters", "levels", "max_duration_minutes", "break_glass"},
+        {
+            "name",
+            "description",
+            "instances",
+            "requesters",
+            "levels",
+            "max_duration_minutes",
+            "break_glass",
+            "ticket",
+            "max_active",
+            "max_lead_minutes",
+            "reminders",
+            "documents",
+        },
     )
     name = data.get("name")
     if not isinstance(name, str) or not 1 <= len(name) <= 64:
         raise PolicyError(f"{where}.name must be a string of 1..64 characters")
     ids, tags = _instances(data.get("instances", {}), where)
+    requesters, requester_groups = _principals(data.get("requesters"), f"{where}.requesters", required=False)
     return Rule(
         name=name,
         levels=_levels(data.get("levels"), where),
         instance_ids=ids,
         instance_tags=tags,
-        requesters=_patterns(data.get("requesters"), f"{where}.requesters", required=False),
+        requesters=requesters,
+        requester_groups=requester_groups,
         max_duration_minutes=_int(
             data.get("max_duration_minutes"), f"{where}.max_duration_minutes", 1, 1440, None
         ),
         break_glass=_break_glass(data.get("break_glass", {}), where),
+        ticket=rule_limits.parse_ticket(data.get("ticket"), where),
+        max_active=rule_limits.parse_max_active(data.get("max_active"), where),
+        max_lead_minutes=rule_limits.parse_max_lead(data.get("max_lead_minutes"), where),
+        reminders=rule_limits.parse_reminders(data.get("reminders"), where),
+        documents=rule_limits.parse_documents(data.get("documents"), where),
     )
 
 
@@ -466,13 +529,13 @@ def _levels(levels: object, where: str) -> tuple[Level, ...]:
     for k, level in enumerate(levels):
         lw = f"{where}.levels[{k}]"
         ld = _mapping(level, lw, {"name", "approvers", "min_approvals"})
-        approvers = _patterns(ld.get("approvers"), f"{lw}.approvers", required=True)
+        approvers, groups = _principals(ld.get("approvers"), f"{lw}.approvers", required=True)
         minimum = _int(ld.get("min_approvals"), f"{lw}.min_approvals", 1, MAX_MIN_APPROVALS, 1)
         assert minimum is not None
         level_name = ld.get("name", f"level {k + 1}")
         if not isinstance(level_name, str) or not 1 <= len(level_name) <= 64:
             raise PolicyError(f"{lw}.name must be a string of 1..64 characters")
-        parsed.append(Level(level_name, approvers, minimum))
+        parsed.append(Level(level_name, approvers, minimum, groups))
     return tuple(parsed)
 
 

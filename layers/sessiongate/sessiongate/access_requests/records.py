@@ -35,6 +35,8 @@ from sessiongate.core.model import MAX_REASON, AccessApproved, Origin
 
 MAX_EXTENSIONS = 20
 BREAK_GLASS_MARK = "[BREAK-GLASS] "
+AUTO_APPROVED_MARK = "[AUTO-APPROVED] "
+AUTO_LEVEL = -2  # the level of the request API's auto-approval (a policy statement, not a person)
 # Domain of the request API's approval MAC (KMS ApprovalKey): bumped whenever the bound facts change.
 APPROVAL_DOMAIN = "sessiongate-approval-v1"
 
@@ -66,17 +68,20 @@ OPEN = frozenset({RequestStatus.PENDING, *LIVE})
 @dataclass(frozen=True)
 class Approval:
     approver_arn: str
-    level: int  # 0-based index into the rule's levels; -1 for a break-glass self-approval
+    level: int  # 0-based index into the rule's levels; -1 break-glass self-approval; -2 auto-approval
     at: str
     comment: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "approver_arn": self.approver_arn,
             "level": self.level,
             "at": self.at,
             "comment": self.comment,
         }
+        if self.level == AUTO_LEVEL:
+            out["kind"] = "AutoApproved"  # the policy approved it, not a person
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Approval:
@@ -122,9 +127,27 @@ class Request:
     # The request API's KMS HMAC (ApprovalKey) over :meth:`approval_message`, set when APPROVED: only
     # the request API role can make one, so a record written straight into DynamoDB is never granted.
     approval_mac: str = ""
-    # The approval rule as the last writer that decided under one saw it (name, levels): what that
-    # write's lifecycle notification describes (sessiongate.outbox.rule_snapshot).
+    # The auto-approval statement (permit) that approved the request without a person (issue 18).
+    auto_approval: str = ""
+    # A scheduled start (issue 18): the grant is handed to the engine then, not at the approval.
+    start_at: str | None = None
+    # Reminders sent and the escalation of a pending request (issue 18; the sweep writes them).
+    reminders_sent: int = 0
+    escalated_at: str | None = None
+    reminded_at: str | None = None  # when the last reminder was sent (its AccessRequestReminder's time)
+    # Session Manager documents the requester asked for (issue 18), as the rule allowed them.
+    documents: tuple[str, ...] = ()
+    # The approval rule as the last writer that decided under one saw it (name, levels, groups,
+    # documents, escalate_to): what that write's lifecycle notification describes
+    # (sessiongate.outbox.rule_snapshot).
     notice_rule: dict[str, Any] | None = None
+
+    @property
+    def not_before(self) -> str | None:
+        """When the access may start: the approval, or the scheduled start if that is later."""
+        if self.approved_at is None or self.start_at is None:
+            return self.approved_at
+        return max(self.approved_at, self.start_at, key=parse_iso)
 
     @property
     def grant_id(self) -> str:
@@ -143,7 +166,11 @@ class Request:
 
     def approval_message(self) -> bytes:
         """What the approval MAC binds: every fact the grant uses (domain-separated, canonical)."""
-        facts = {
+        return signed_message(APPROVAL_DOMAIN, canonical_json(self.approval_facts()))
+
+    def approval_facts(self) -> dict[str, Any]:
+        """The facts the approval MAC binds (:meth:`approval_message`), as JSON values."""
+        facts: dict[str, Any] = {
             "request_id": self.request_id,
             "grant_id": self.grant_id,
             "account": self.account,
@@ -155,14 +182,62 @@ class Request:
             "approver_arns": list(self.approver_arns),
             "approvals": [[a.approver_arn, a.level] for a in self.approvals],
             "duration_minutes": self.duration_minutes,
-            "not_before": self.approved_at,
+            "not_before": self.not_before,
             "approved_at": self.approved_at,
             "break_glass": self.break_glass,
             "rule": self.rule,
             "instance_tags": [list(t) for t in self.instance_tags],
             "extends": self.extends,
+            # What the grant re-checks (issue 18): the rule's ticket, the escalation's clock.
+            "ticket": self.ticket,
+            "created_at": self.created_at,
         }
-        return signed_message(APPROVAL_DOMAIN, canonical_json(facts))
+        if self.auto_approval:  # (only when set)
+            facts["auto_approval"] = self.auto_approval
+        return facts
+
+    @classmethod
+    def from_approval(cls, approval: Mapping[str, Any]) -> Request:
+        """The APPROVED record an ``AccessApproved`` event's ``approval`` (``{"facts": approval_facts(),
+        "mac": approval_mac}``) stands for; only the signed facts are set (the others are empty). Raises
+        ``ValueError`` for anything malformed. Nothing here is trusted until the MAC is verified over
+        :meth:`approval_message` of the result, which re-derives the facts from it (a fact outside
+        the signed set, or of another type, changes the message)."""
+        try:
+            facts, mac = approval["facts"], approval["mac"]
+            if not isinstance(facts, Mapping) or not isinstance(mac, str):
+                raise ValueError("approval must hold facts (an object) and mac (a string)")
+            record = cls(
+                request_id=str(facts["request_id"]),
+                status=RequestStatus.APPROVED,
+                account=str(facts["account"]),
+                instance_id=str(facts["instance_id"]),
+                principal_type=PrincipalType(facts["principal_type"]),
+                principal_name=str(facts["principal_name"]),
+                principal_arn=str(facts["principal_arn"]),
+                requester_arn=str(facts["requester_arn"]),
+                duration_minutes=int(facts["duration_minutes"]),
+                reason="",
+                created_at=str(facts["created_at"]),
+                pending_expires_at="",
+                rule=str(facts["rule"]),
+                ticket=str(facts["ticket"]),
+                auto_approval=str(facts.get("auto_approval", "")),
+                break_glass=bool(facts["break_glass"]),
+                approvals=tuple(Approval(str(a), int(level), "") for a, level in facts["approvals"]),
+                approver_arns=tuple(str(a) for a in facts["approver_arns"]),
+                approved_at=str(facts["approved_at"]),
+                extends=None if facts["extends"] is None else str(facts["extends"]),
+                instance_tags=tuple((str(k), str(v)) for k, v in facts["instance_tags"]),
+                approval_mac=mac,
+            )
+            if facts["not_before"] != facts["approved_at"]:  # a scheduled start (not_before's later time)
+                record = replace(record, start_at=str(facts["not_before"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed approval: {exc}") from None
+        if record.approval_facts() != dict(facts):
+            raise ValueError("malformed approval: facts outside the signed set or of another type")
+        return record
 
     def view(self) -> dict[str, Any]:
         """The API's representation of the request."""
@@ -194,6 +269,9 @@ class Request:
             "extends": self.extends,
             "denials": list(self.denials),
             "instance_tags": dict(self.instance_tags),
+            "auto_approval": self.auto_approval,
+            "start_at": self.start_at,
+            "documents": list(self.documents),
         }
         out.update({k: v for k, v in optional.items() if v})
         return out
@@ -202,9 +280,12 @@ class Request:
         """The normalized event the engine grants from (``origin=native``, ``grant_id=rq-<id>``)."""
         assert self.approved_at is not None
         approved = parse_iso(self.approved_at)
+        not_before = parse_iso(self.not_before or self.approved_at)
         reason = self.reason + (f" (ticket {self.ticket})" if self.ticket else "")
         if self.break_glass:
             reason = BREAK_GLASS_MARK + reason
+        elif self.auto_approval:
+            reason = AUTO_APPROVED_MARK + reason
         return AccessApproved(
             grant_id=self.grant_id,
             origin=Origin.NATIVE,
@@ -216,9 +297,14 @@ class Request:
             requester_arn=self.requester_arn,
             approver_arns=self.approver_arns,
             duration_minutes=self.duration_minutes,
-            not_before=approved,
+            not_before=not_before,
             approved_at=approved,
             reason=reason[:MAX_REASON],
+            # The signed facts travel with the event: the grant verifies them without reading this
+            # record, and checks in its one transaction that the record is still APPROVED with this MAC.
+            approval={"facts": self.approval_facts(), "mac": self.approval_mac}
+            if self.approval_mac
+            else None,
         )
 
 

@@ -23,9 +23,22 @@ from sessiongate.observability import bind, metrics
 
 
 class RuleAccess(Signing):
-    def _check_account(self, caller: Caller) -> None:
-        if caller.account != self.settings.account_id:
-            raise NotAllowed("account_not_allowed", f"account {caller.account} is not SessionGate's account")
+    def _check_account(self, caller: Caller, asked: str | None = None) -> str:
+        """The account a request of ``caller`` is for: the caller's own, which must be SessionGate's or
+        one of its member accounts. ``asked`` (the body's ``account``) may only repeat it: a person in
+        one account cannot ask for an instance in another (their identity there is not theirs)."""
+        if asked is not None and asked != caller.account:
+            raise NotAllowed(
+                "cross_account",
+                f"you sign in account {caller.account}: a request is for an instance in that account, "
+                f"not in {asked} (call SessionGate with your identity in {asked})",
+            )
+        if caller.account != self.settings.account_id and caller.account not in self.settings.member_accounts:
+            raise NotAllowed(
+                "account_not_allowed",
+                f"account {caller.account} is neither SessionGate's account nor one of its member accounts",
+            )
+        return caller.account
 
     def _policy(self) -> ApprovalPolicy:
         return self._verified_policy().policy

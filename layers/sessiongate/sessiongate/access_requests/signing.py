@@ -11,7 +11,7 @@ from sessiongate.access_requests.records import (
     Request,
 )
 from sessiongate.adapters.kms import MacUnavailable
-from sessiongate.clock import to_iso
+from sessiongate.clock import parse_iso, to_iso
 from sessiongate.observability import bind, metrics
 
 
@@ -51,10 +51,21 @@ class Signing(Notices):
             return False
         return hmac.compare_digest(expected, request.approval_mac)
 
+    def _due(self, request: Request) -> bool:
+        """Whether an approved request may start now (its scheduled start, if any, has come)."""
+        return request.not_before is None or parse_iso(request.not_before) <= self.clock.now()
+
     def _emit(self, request: Request) -> Request:
         """Hand an approved request to the engine and mark it handed over. Only the writer that
         approved it (approve, break-glass create) and the sweep (a failed hand-over, :meth:`_approved_by_api`)
-        call this, never a read; a second emit is harmless (the grant dedupes on the grant id)."""
+        call this, never a read; a second emit is harmless (the grant dedupes on the grant id).
+        A request whose scheduled start (``start_at``) has not come is left for the sweep, which hands
+        it over once it is due (:meth:`_due`)."""
+        if not self._due(request):
+            bind(request_id=request.request_id).info(
+                "approved request scheduled: handed over at its start", extra={"start_at": request.start_at}
+            )
+            return request
         self.bus.emit_approved(request.to_access_approved())
         marked = replace(request, emitted_at=to_iso(self.clock.now()), version=request.version + 1)
         if self.store.replace(marked, expected_version=request.version):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sessiongate.access_requests.caller import same_caller
+from sessiongate.access_requests.grant_checks import grant_time_denials
+from sessiongate.access_requests.groups import GroupLookupFailed
 from sessiongate.access_requests.ids import request_id_of
-from sessiongate.access_requests.policy import PolicyError, approvals_satisfy
+from sessiongate.access_requests.policy import PolicyError
 from sessiongate.access_requests.records import Request, RequestStatus
 from sessiongate.adapters.kms import Macs, MacUnavailable
 from sessiongate.adapters.policy_source import PolicySource
@@ -14,6 +17,7 @@ from sessiongate.adapters.request_store import RequestStore
 from sessiongate.clock import parse_iso
 from sessiongate.core.guardrails import InstanceFacts
 from sessiongate.core.model import AccessApproved, Denial, disagreements
+from sessiongate.core.ports import Condition
 from sessiongate.settings import Settings
 
 
@@ -21,7 +25,8 @@ from sessiongate.settings import Settings
 class NativeVerifier:
     """Re-checks a native grant at grant time, trusting nothing the requests table alone says.
 
-    The record must be APPROVED, say what the event says, carry the request API's approval MAC
+    The record (the event's signed approval facts, or the requests table's item for an event without
+    them) must be APPROVED, say what the event says, carry the request API's approval MAC
     (ApprovalKey: only the request API role can make one, only this grant role can check one), and its
     approvals must satisfy the rule that covers the instance now, under the current verified policy,
     which must be the rule the request was made and approved under.
@@ -36,7 +41,9 @@ class NativeVerifier:
         request_id = request_id_of(request.grant_id)
         if request_id is None or request.origin_ref != request_id:
             return [Denial("origin_mismatch", "a native grant id is rq-<request id> and names its request")]
-        record = self.store.get(request_id)
+        record = self._record(request, request_id)
+        if isinstance(record, Denial):
+            return [record]
         if record is None:
             return [Denial("origin_not_found", f"request {request_id} does not exist")]
         if record.status is not RequestStatus.APPROVED:
@@ -47,7 +54,8 @@ class NativeVerifier:
         # The approval's time decides whether it is stale (approval_stale) and when the access starts:
         # it is the record's, never the event's (a hand-made event could revive an old approval).
         approved_at = parse_iso(record.approved_at) if record.approved_at else None
-        if request.approved_at != approved_at or request.not_before != approved_at:
+        not_before = parse_iso(record.not_before) if record.not_before else None  # (a scheduled start)
+        if request.approved_at != approved_at or request.not_before != not_before:
             differing.append("approved_at")
         if differing:
             return [
@@ -66,6 +74,56 @@ class NativeVerifier:
         if signed:
             return [signed]
         return self._rule_holds(record, instance)
+
+    def _record(self, request: AccessApproved, request_id: str) -> Request | Denial | None:
+        """The approved record: from the event's signed approval facts when it carries them (no read:
+        their MAC is verified like the table's, and :meth:`conditions` has the grant's transaction
+        check that the record is still APPROVED with that MAC), else read from the requests table."""
+        if request.approval is None:
+            return self.store.get(request_id)
+        try:
+            record = Request.from_approval(request.approval)
+        except ValueError as exc:
+            return Denial("origin_mismatch", f"the event's approval of request {request_id}: {exc}"[:500])
+        if record.request_id != request_id:
+            return Denial("origin_mismatch", f"the event's approval is not request {request_id}'s")
+        return record
+
+    def conditions(self, request: AccessApproved) -> list[Condition]:
+        """The request record, when the grant opens, is still APPROVED (not cancelled, ended or denied
+        since it was verified), and, when the event carried the approval, with the very MAC verified
+        (the record was not rewritten since).
+
+        The policy's serial is not a condition here. It protects against a rollback: an older signed
+        envelope written back at a deleted and re-created parameter once its version counts up to the
+        old one's (``adapters/policy_source.py``). It is read with the policy and cached with it (60 s):
+        that adds no window beyond the policy cache's own, since a rolled-back parameter is only seen
+        when the policy is read again, and the serial is read again with it (the recorded highest only
+        grows). Folding it into this transaction (``serial <= ours`` on ``policy#current``) would make
+        it exact at open time and save the cold grant's GetItem, but would deny a grant racing a
+        legitimate policy update instead of re-reading; not done."""
+        request_id = request_id_of(request.grant_id)
+        if request_id is None or not self.settings.requests_table:
+            return []
+        equals = {"status": RequestStatus.APPROVED.value}
+        mac = (request.approval or {}).get("mac")
+        if isinstance(mac, str):
+            equals["approval_mac"] = mac
+
+        def unmet(seen: Mapping[str, str] | None) -> Denial:
+            if seen is None:
+                return Denial("origin_not_found", f"request {request_id} does not exist")
+            status = seen.get("status", "")
+            if status != RequestStatus.APPROVED.value:
+                return Denial("origin_not_approved", f"request {request_id} is {status}, not APPROVED")
+            # The request API signs an approval once: another MAC on the APPROVED record means it was
+            # written by someone else since (the table alone is never trusted).
+            return Denial(
+                "approval_not_signed",
+                f"request {request_id}'s record no longer carries the approval signature verified",
+            )
+
+        return [Condition(self.settings.requests_table, {"request_id": request_id}, equals, unmet)]
 
     def _signed(self, record: Request) -> Denial | None:
         if not record.approval_mac:
@@ -104,7 +162,7 @@ class NativeVerifier:
                     f"now falls under {now}",
                 )
             ]
-        why = approvals_satisfy(rule, record, break_glass_approver=self.settings.break_glass_approver_arn)
-        if why:
-            return [Denial("approval_insufficient", why)]
-        return []
+        try:
+            return grant_time_denials(policy, rule, record, api_role=self.settings.break_glass_approver_arn)
+        except GroupLookupFailed as exc:  # approver groups re-checked now; unknown = not granted
+            return [Denial("approval_insufficient", exc.message[:500])]

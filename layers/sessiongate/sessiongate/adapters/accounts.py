@@ -47,10 +47,26 @@ READ_AND_UNTAG_ONLY: dict[str, Any] = {
                 "iam:UntagUser",
                 "iam:UntagRole",
                 "ec2:DescribeInstances",
+                # Instance binding: removing a slot tag from an instance (never setting one).
+                "ec2:DeleteTags",
                 "ssm:DescribeInstanceInformation",
                 "ssm:DescribeSessions",
                 "ssm:TerminateSession",
             ],
+            "Resource": "*",
+        }
+    ],
+}
+
+# The Change Manager adapter only asks whether the change request's instance is a managed node: its
+# session in a member account may read instances and nothing else (the member role may also tag).
+READ_INSTANCES_ONLY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "ReadInstancesOnly",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"],
             "Resource": "*",
         }
     ],
@@ -80,9 +96,12 @@ class MemberAccounts:
         external_id: str,
         session_name: str = "sessiongate",
         session_policy: dict[str, Any] | None = None,
+        tag_make: ClientMaker | None = None,
     ) -> None:
         self._sts = sts
         self._make = make
+        # The member IAM client of the grant's tag calls (``aws.tag_client_with``), else ``make``'s.
+        self._tag_make = tag_make
         self._partition = partition
         self._role_path = role_path
         self._role_name = role_name
@@ -123,7 +142,9 @@ class MemberAccounts:
             expires = datetime.now(UTC) + timedelta(hours=1)
         ssm = self._make("ssm", creds)
         return _Session(
-            directory=Directory(self._make("iam", creds)),
+            directory=Directory(
+                self._make("iam", creds), self._tag_make("iam", creds) if self._tag_make else None
+            ),
             inventory=Inventory(self._make("ec2", creds), ssm),
             sessions=Sessions(ssm),
             expires=expires,

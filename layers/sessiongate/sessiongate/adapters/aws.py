@@ -36,6 +36,44 @@ EXTRA_RETRYABLE = {"iam": frozenset({"ConcurrentModification"})}
 MAX_ATTEMPTS = 6
 BASE_DELAY = 0.2
 MAX_DELAY = 5.0
+# The grant's IAM tag calls (TagUser/TagRole: ``core/grant.py``) must land within TAG_CALL_BOUND of
+# starting, or a revocation that waited BIND_WINDOW + TAG_CALL_BOUND could untag before the tag lands.
+# botocore's defaults (60 s connect and read timeouts, standard mode's 3 attempts with up to
+# min(2 ** i, 20) s backoff, raised to t_i + 5 s by an ``x-amz-retry-after`` header:
+# ``botocore/retries/standard.py``, ``ExponentialBackoff.delay_amount``) allow minutes. So the tag calls
+# get a client of their own: one attempt (a failed tag raises, the delivery is retried and resumes the
+# grant with a new bind window, ``core/grant.py``), 1 s to connect, 3 s to read; no ConcurrentModification
+# retry (``extend_retries``) either. Every other IAM call keeps the defaults above (a
+# GetAccountAuthorizationDetails page of 1,000 principals may take longer than 3 s).
+# Not bounded by this: name resolution (DNS) before the connection, a connect tried once per address
+# the endpoint resolves to, and above all a request IAM executes after the client gave up on it (the
+# read timeout ends the client's wait, not the server's work). The backstop for a tag landing late is
+# the reconciler: the CloudTrail tag event has it remove the tag of a slot no live grant holds, or of a
+# held slot whose value is not its grant's (``core/reconcile.py``, ``_repair_held``), within a minute.
+TAG_CALL_CONFIG: dict[str, Any] = {
+    "connect_timeout": 1,
+    "read_timeout": 3,
+    "retries": {"mode": "standard", "total_max_attempts": 1},
+}
+# botocore's standard retry mode (``botocore/retries/standard.py``): backoff before retry i (0-based) is
+# at most min(2 ** i, 20) s (throttling scale 1 s), plus up to 5 s more for ``x-amz-retry-after``.
+_STANDARD_MAX_BACKOFF = 20.0
+_RETRY_AFTER_MAX_ADDITIONAL = 5.0
+
+
+def call_bound_seconds(config: dict[str, Any]) -> float:
+    """The longest a client with ``config`` (standard retry mode) waits for one call, in seconds: every
+    attempt's connect and read timeouts plus the longest backoff before each retry."""
+    retries = config.get("retries", {})
+    assert retries.get("mode") == "standard", "only botocore's standard retry mode is modelled"
+    attempts = int(retries.get("total_max_attempts", retries.get("max_attempts", 2) + 1))
+    per_attempt = float(config.get("connect_timeout", 60)) + float(config.get("read_timeout", 60))
+    backoff = sum(
+        min(2.0**i, _STANDARD_MAX_BACKOFF) + _RETRY_AFTER_MAX_ADDITIONAL for i in range(attempts - 1)
+    )
+    return attempts * per_attempt + backoff
+
+
 # Searched before botocore's own data (botocore.loaders, "The Search Path"); see tools/trim_models.py.
 DATA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
@@ -67,6 +105,26 @@ def client(service: str, region: str | None = None) -> Any:
     made = session().client(service, region_name=region, config=_config())
     extend_retries(made, service)
     return made
+
+
+@functools.cache
+def _tag_config() -> Any:
+    from botocore.config import Config
+
+    return Config(**TAG_CALL_CONFIG)
+
+
+@functools.cache
+def tag_client(service: str = "iam") -> Any:
+    """The process's IAM client for the grant's tag calls (``TAG_CALL_CONFIG``), from the one Session."""
+    return session().client(service, config=_tag_config())
+
+
+def tag_client_with(service: str, credentials: dict[str, str] | None = None) -> Any:
+    """``tag_client`` for another account's credentials (not cached: credentials expire)."""
+    if credentials is None:
+        return tag_client(service)
+    return session().client(service, config=_tag_config(), **credentials)
 
 
 def extend_retries(made: Any, service: str) -> None:
@@ -164,8 +222,9 @@ def client_with(service: str, credentials: dict[str, str] | None = None) -> Any:
 class LazyClient:
     """Stands in for a boto3 client and builds it on first attribute access (cold-start friendly)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, build: Callable[[str], Any] | None = None) -> None:
         self._service = service
+        self._build = build or client
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(client(self._service), name)
+        return getattr(self._build(self._service), name)

@@ -15,8 +15,10 @@ from sessiongate.core.ports import TagLimitExceeded as TagLimitExceeded
 
 @raises_service_failures
 class Directory:
-    def __init__(self, iam: Any) -> None:
+    def __init__(self, iam: Any, tagger: Any = None) -> None:
+        """``tagger``: the IAM client for ``tag`` (bounded in time: ``aws.TAG_CALL_CONFIG``), else ``iam``."""
         self._iam = iam
+        self._tagger = tagger if tagger is not None else iam
 
     def get_principal(self, kind: PrincipalType, name: str) -> PrincipalFacts | None:
         try:
@@ -79,16 +81,17 @@ class Directory:
 
     def tag(self, kind: PrincipalType, name: str, tags: Mapping[str, str]) -> None:
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        iam = self._tagger
         try:
             if kind is PrincipalType.USER:
-                self._iam.tag_user(UserName=name, Tags=tag_list)
+                iam.tag_user(UserName=name, Tags=tag_list)
             else:
-                self._iam.tag_role(RoleName=name, Tags=tag_list)
-        except self._iam.exceptions.NoSuchEntityException as exc:
+                iam.tag_role(RoleName=name, Tags=tag_list)
+        except iam.exceptions.NoSuchEntityException as exc:
             raise PrincipalGone(name) from exc
-        except self._iam.exceptions.LimitExceededException as exc:
+        except iam.exceptions.LimitExceededException as exc:
             raise TagLimitExceeded(name) from exc
-        except self._iam.exceptions.UnmodifiableEntityException as exc:
+        except iam.exceptions.UnmodifiableEntityException as exc:
             raise PrincipalUnmodifiable(name) from exc
 
     def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool:

@@ -6,7 +6,8 @@ Items (single table, partition key ``pk``):
   ``LIVE_SHARDS``, so no single index partition key value takes every grant's writes) and ``expires_at``
   for the sparse ``live-by-expiry`` index. Records written before sharding carry ``live = "LIVE"``: the
   index queries read that partition too.
-- ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it.
+- ``SLOT#<principal_arn>#<k>``: the lock on tag slot k of a principal, naming the grant that holds it
+  (instance binding: ``SLOT#ec2:<account>:instance/<id>#<k>``, slot k of an instance; ``lock_scope``).
   A slot is only ever taken when absent, and only released by its holder's revocation *after* the
   holder's tag is gone, so a newer grant's tag can never be removed by an older grant's revocation.
 - A revocation request (tombstone) on ``GRANT#<grant_id>``: ``revoke_requested`` (when), with
@@ -29,8 +30,9 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from sessiongate.adapters.aws import raises_service_failures
+from sessiongate.core.binding import lock_scope
 from sessiongate.core.model import Grant, GrantStatus
-from sessiongate.core.ports import Opened, RevokeRequest
+from sessiongate.core.ports import Condition, Opened, RevokeRequest
 from sessiongate.errors import TransientError
 
 LIVE_INDEX = "live-by-expiry"
@@ -230,15 +232,19 @@ class Ledger:
             return False
         return True
 
-    def open(self, grant: Grant) -> Opened:
+    def open(self, grant: Grant, conditions: Iterable[Condition] = ()) -> Opened:
         """Write the grant ACTIVE and claim its slot lock in one conditional TransactWriteItems.
 
         The record is written only when no item of this grant id exists (no record, no tombstone), the
         lock only when the slot is free. A cancelled transaction says which condition failed, in item
         order (DynamoDB API Reference, "TransactWriteItems": ``CancellationReasons``, one per item, with
         the item as it was when ``ReturnValuesOnConditionCheckFailure`` is ``ALL_OLD``): the record's
-        (an existing record, or a lone tombstone) decides before the lock's (slot taken)."""
+        (an existing record: a duplicate; a lone tombstone: revoked before granted, whichever condition
+        failed with it) decides before the conditions', then the lock's (slot taken). ``conditions``
+        (the origin's, :class:`Condition`) are ``ConditionCheck`` items after the two writes: one that
+        fails answers ``Opened(unmet=...)``, its denial given the item as it was."""
         assert grant.slot is not None
+        checks = list(conditions)
         values = asdict(grant)
         values.update(
             status=grant.status.value,
@@ -261,7 +267,7 @@ class Ledger:
                     "TableName": self._table,
                     "Item": _item(
                         {
-                            "pk": f"SLOT#{grant.principal_arn}#{grant.slot}",
+                            "pk": f"SLOT#{lock_scope(grant)}#{grant.slot}",
                             "kind": "slot",
                             "grant_id": grant.grant_id,
                             "instance_id": grant.instance_id,
@@ -272,11 +278,17 @@ class Ledger:
                 }
             },
         ]
+        items += [_condition_check(c) for c in checks]
         try:
             self._db.transact_write_items(TransactItems=items)
         except self._db.exceptions.TransactionCanceledException as exc:
             reasons = exc.response.get("CancellationReasons", [])
             codes = [r.get("Code") for r in reasons]
+            unmet = [
+                (check, reason.get("Item"))
+                for check, reason in zip(checks, reasons[2:], strict=False)
+                if reason.get("Code") == "ConditionalCheckFailed"
+            ]
             if codes and codes[0] == "ConditionalCheckFailed":
                 old = reasons[0].get("Item") or {}
                 if "status" in old:
@@ -290,6 +302,10 @@ class Ledger:
                 requested = self.revoke_request(grant.grant_id)
                 if requested is not None:
                     return Opened(revoke_requested=requested)
+                if unmet:
+                    return _unmet(*unmet[0])
+            elif unmet:
+                return _unmet(*unmet[0])
             elif len(codes) >= 2 and codes[1] == "ConditionalCheckFailed":
                 return Opened(slot_taken=True)
             raise TransientError(f"grant {grant.grant_id} could not be opened: {codes}") from exc
@@ -427,7 +443,7 @@ class Ledger:
                 {
                     "Delete": {
                         "TableName": self._table,
-                        "Key": slot_key(grant.principal_arn, grant.slot),
+                        "Key": slot_key(lock_scope(grant), grant.slot),
                         "ConditionExpression": "grant_id = :gid",
                         "ExpressionAttributeValues": {":gid": {"S": grant.grant_id}},
                     }
@@ -442,3 +458,31 @@ class Ledger:
             raise TransientError(f"revoke of {grant.grant_id} cancelled: {reasons}") from exc
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
         return True
+
+
+def _condition_check(condition: Condition) -> dict[str, Any]:
+    """A :class:`Condition` as a TransactWriteItems ``ConditionCheck`` (every attribute equal; a missing
+    item fails the comparison too), answering the item as it was when it fails."""
+    names = {f"#c{i}": name for i, name in enumerate(condition.equals)}
+    values = {f":c{i}": {"S": value} for i, value in enumerate(condition.equals.values())}
+    return {
+        "ConditionCheck": {
+            "TableName": condition.table,
+            "Key": {k: {"S": v} for k, v in condition.key.items()},
+            "ConditionExpression": " AND ".join(f"#c{i} = :c{i}" for i in range(len(names))),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _unmet(condition: Condition, old: dict[str, Any] | None) -> Opened:
+    """The denial of a failed ConditionCheck, given the item as it was (``ALL_OLD``; None: no item)."""
+    seen = {k: _string(old.get(k)) for k in condition.equals} if old else None
+    return Opened(unmet=condition.unmet(seen))
+
+
+def _string(value: Any) -> str:
+    """A string attribute's value ('' for anything else)."""
+    return str(value.get("S", "")) if isinstance(value, dict) else ""

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sessiongate.access_requests.groups import Membership, bind
 from sessiongate.access_requests.policy import (
     ApprovalPolicy,
     Envelope,
@@ -57,7 +58,9 @@ class PolicySource:
         key_id: str = "",
         default_approvers: tuple[str, ...] = (),
         store: RequestStore | None = None,
+        groups: Membership | None = None,
     ) -> None:
+        self._groups = groups
         self._ssm = ssm
         self._store = store
         self._highest: tuple[datetime, int | None] | None = None
@@ -87,10 +90,14 @@ class PolicySource:
                 check_serial(verified.source, verified.serial, highest)
         return verified
 
+    def _bound(self, document: object) -> ApprovalPolicy:
+        """The parsed policy, its Identity Center groups answered by the identity store (if any)."""
+        return bind(ApprovalPolicy.parse(document), self._groups)
+
     def _load(self) -> VerifiedPolicy:
         if not self._name:
             document: Any = default_document(self._default)
-            return VerifiedPolicy(ApprovalPolicy.parse(document), policy_digest(document), STACK_DEFAULT)
+            return VerifiedPolicy(self._bound(document), policy_digest(document), STACK_DEFAULT)
         try:
             parameter = self._ssm.get_parameter(Name=self._name)["Parameter"]
         except self._ssm.exceptions.ParameterNotFound:
@@ -115,7 +122,7 @@ class PolicySource:
                 "(changed outside `sessiongate policy sign`?)"
             )
         return VerifiedPolicy(
-            ApprovalPolicy.parse(signed.policy),
+            self._bound(signed.policy),
             policy_digest(signed.policy),
             self._name,
             version,

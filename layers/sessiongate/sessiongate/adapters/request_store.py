@@ -64,12 +64,13 @@ def from_item(item: dict[str, Any]) -> Request:
     plain["principal_type"] = PrincipalType(plain["principal_type"])
     plain["approvals"] = tuple(Approval.from_dict(a) for a in plain.get("approvals", []))
     plain["approver_arns"] = tuple(plain.get("approver_arns", []))
+    plain["documents"] = tuple(plain.get("documents", []))
     plain["denials"] = tuple(plain.get("denials", []))
     plain["history"] = tuple(plain.get("history", []))
     plain["instance_tags"] = tuple(
         sorted((str(k), str(v)) for k, v in plain.get("instance_tags", {}).items())
     )
-    for name in ("duration_minutes", "extension_count", "version"):
+    for name in ("duration_minutes", "extension_count", "version", "reminders_sent"):
         if name in plain:
             plain[name] = int(plain[name])
     return Request(**plain)

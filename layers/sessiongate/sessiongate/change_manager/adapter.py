@@ -21,11 +21,15 @@ from sessiongate.change_manager.ports import (
     DenialRecorder,
     GroupDirectory,
     StartSchedules,
+    TargetAccounts,
 )
 from sessiongate.change_manager.status import awaiting_approval, undecided
 from sessiongate.clock import Clock, to_iso
 from sessiongate.core.engine import START_TOLERANCE
+from sessiongate.core.grant import new_record
+from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import GRANT_ID_RE, AccessApproved, Denial, Grant, GrantStatus, Origin, Outcome
+from sessiongate.core.ports import AccountNotAllowed, MemberUnavailable
 from sessiongate.errors import InvalidInput, TransientError
 from sessiongate.observability import bind, metrics
 from sessiongate.settings import Settings
@@ -55,6 +59,9 @@ class ChangeRequestAdapter:
     clock: Clock
     # The engine: records and notifies denials and rejected events the same way as the grant path.
     recorder: DenialRecorder
+    # The engine's way into the target account (its own, or a member's through the member role, with a
+    # session that may only read instances): whether the node is managed is asked here, not at grant.
+    targets: TargetAccounts
 
     def on_change_request(
         self, event: object, *, remaining_seconds: RemainingSeconds | None = None
@@ -86,6 +93,9 @@ class ChangeRequestAdapter:
         if isinstance(result, list):
             return self._deny(ref, execution, result, now)
         log.append_keys(grant_id=result.grant_id)
+        unmanaged = self._unmanaged(result, log)
+        if unmanaged is not None:
+            return self.recorder.deny_new(self._record_of(result, now), [unmanaged])
         if result.not_before - now > START_TOLERANCE:
             return self._defer(ref, result, log)
         return self._emit(result, log)
@@ -168,6 +178,36 @@ class ChangeRequestAdapter:
             created_at=to_iso(now),
         )
         return self.recorder.deny_new(record, denials)
+
+    def _unmanaged(self, request: AccessApproved, log: Any) -> Denial | None:
+        """RequireSsmManagedInstance: the change request's instance must be an SSM managed node, asked
+        when the request is approved (and again when a deferred start re-drives it), as the request API
+        asks when a request is made; the grant no longer asks (``core/grant.py`` says why). Anything
+        else about the instance or the account (missing, not allowed, member role unusable) is left to
+        the grant, which denies it with its own codes."""
+        if not self.settings.require_ssm_managed:
+            return None
+        try:
+            inventory = self.targets.adapters_in(request.account).inventory
+        except (AccountNotAllowed, MemberUnavailable) as exc:
+            log.info(
+                "managed-node check left to the grant", extra={"account": request.account, "why": str(exc)}
+            )
+            return None
+        instance = inventory.describe(request.instance_id, check_managed=True)
+        if instance is None or instance.ssm_managed is not False:
+            return None
+        return Denial(
+            "instance_not_managed",
+            f"instance {request.instance_id} is not a managed node of Systems Manager: no session can open",
+        )
+
+    def _record_of(self, request: AccessApproved, now: datetime) -> Grant:
+        """The DENIED record of an approved change request, as the grant would have written it."""
+        arn = principal_arn(
+            self.settings.partition, request.account, request.principal_type, request.principal_name
+        )
+        return new_record(request, arn, now, GrantStatus.DENIED)
 
     def _defer(self, ref: ChangeRequestRef, request: AccessApproved, log: Any) -> Outcome:
         """The change starts later: a one-time schedule re-drives this adapter then (idempotent name)."""

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sessiongate.core.model import AccessApproved, Denial, Grant, Outcome
+from sessiongate.core.ports import AccountAdapters
 from sessiongate.errors import InvalidInput
 
 
@@ -41,6 +42,14 @@ class StartSchedules(Protocol):
 class GroupDirectory(Protocol):
     def group_user_names(self, group: str) -> Collection[str]:
         """The (lower-case) names of the IAM users in ``group`` now."""
+        ...
+
+
+class TargetAccounts(Protocol):
+    """The engine's way into an account (``Context.adapters_in``): the adapter only reads its inventory."""
+
+    def adapters_in(self, account: str) -> AccountAdapters:
+        """This account's adapters or a member's; raises AccountNotAllowed or MemberUnavailable."""
         ...
 
 

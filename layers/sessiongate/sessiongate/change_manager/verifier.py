@@ -11,6 +11,7 @@ from sessiongate.change_manager.status import awaiting_approval
 from sessiongate.clock import Clock
 from sessiongate.core import guardrails
 from sessiongate.core.model import AccessApproved, Denial, disagreements
+from sessiongate.core.ports import Condition
 from sessiongate.errors import TransientError
 from sessiongate.settings import Settings
 
@@ -24,6 +25,10 @@ class ChangeManagerVerifier:
     clock: Clock
     # IAM of the stack's account: the members of an IamGroup approver (without it, unverifiable).
     directory: GroupDirectory | None = None
+
+    def conditions(self, request: AccessApproved) -> list[Condition]:
+        """None: the change request is re-read from SSM by ``verify`` (no table to check atomically)."""
+        return []
 
     def verify(
         self, request: AccessApproved, instance: guardrails.InstanceFacts | None = None

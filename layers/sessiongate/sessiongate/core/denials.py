@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from sessiongate.clock import to_iso
-from sessiongate.core import slots
+from sessiongate.core.binding import for_grant, lock_scope
 from sessiongate.core.context import Context
-from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
 from sessiongate.errors import InvalidInput
 from sessiongate.observability import logger, metrics
@@ -32,12 +31,11 @@ def deny_new(ctx: Context, record: Grant, denials: list[Denial]) -> Outcome:
 def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
     """Deny a grant whose record exists (ACTIVE whose tag IAM refused, or PROVISIONING as the previous
     release left it): undo what it did while its slot lock names it, then record the denial."""
-    if grant.slot is not None and ctx.ledger.slot_holder(grant.principal_arn, grant.slot) == grant.grant_id:
-        directory = ctx.adapters_in(grant.account).directory
-        directory.untag(
-            PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot)
-        )
-        ctx.ledger.release_slot(grant.principal_arn, grant.slot, grant.grant_id)
+    scope = lock_scope(grant)  # the principal's slots, or (instance binding) the instance's
+    if grant.slot is not None and ctx.ledger.slot_holder(scope, grant.slot) == grant.grant_id:
+        adapters = ctx.adapters_in(grant.account)
+        for_grant(grant, adapters.directory, adapters.inventory).untag(grant.slot)
+        ctx.ledger.release_slot(scope, grant.slot, grant.grant_id)
     if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials], at=to_iso(ctx.clock.now())):
         return Outcome(Result.SUPERSEDED, grant.grant_id)
     return denied(grant)

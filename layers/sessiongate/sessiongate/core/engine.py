@@ -64,7 +64,10 @@ class Engine(Context):
         return reconciling.reconcile(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
 
     def on_tag_event(self, event: Mapping[str, Any]) -> Outcome:
-        """EventBridge delivery of an IAM tag call recorded by CloudTrail: repair that principal."""
+        """EventBridge delivery of an IAM or EC2 tag call recorded by CloudTrail: repair that principal,
+        or (an instance slot key) those instances."""
+        if reconciling.tag_event_instances(event) is not None:
+            return reconciling.repair_instances(self, event)
         return reconciling.repair_principal(self, event)
 
     def sweep(self) -> Outcome:

@@ -2,7 +2,10 @@
 
 The AWS calls of a grant (issue 16): the principal (GetUser/GetRole), the instance (DescribeInstances),
 what the origin verifier reads, ONE conditional TransactWriteItems (the record written ACTIVE + the slot
-lock: :meth:`Ledger.open`), CreateSchedule, TagUser/TagRole (and the notification).
+lock: :meth:`Ledger.open`, with the verifier's ``conditions``: the native request still APPROVED with the
+signature its event carries, so a cancellation after the check cancels the grant), CreateSchedule,
+TagUser/TagRole (and the notification). A native grant reads no request record: it verifies the signed
+approval the event carries (one KMS VerifyMac).
 
 Why this order is safe:
 - The record and the slot lock are written together, only when no item of the grant id exists: a
@@ -18,9 +21,12 @@ Why this order is safe:
   untags while the slot lock still names the grant, then marks it REVOKED on condition that
   ``activated_at`` did not move. A resumed delivery moves ``activated_at`` (conditional: ACTIVE, not
   moved, no tombstone) before it tags again, so a revocation that read the old value fails its
-  transaction and starts over (waiting again). A TagUser that lands later than the bound (IAM retries
-  beyond it) is drift: the CloudTrail tag event lets the reconciler remove it within a minute
-  (``reconcile.repair_principal``), because the slot then has no live holder.
+  transaction and starts over (waiting again). The tag calls' client is bounded to fit
+  (``adapters/aws.py``, ``TAG_CALL_CONFIG``: one attempt, 1 s connect + 3 s read); a TagUser that still
+  lands later (a request IAM executes after the client gave up on it) is drift: the CloudTrail tag
+  event lets the reconciler remove it within a minute (``reconcile.repair_principal``), whether the slot
+  has no live holder or a later grant of the same principal claimed it meanwhile and the tag's value
+  is not that grant's (``reconcile._repair_held``).
 """
 
 from __future__ import annotations
@@ -30,20 +36,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
-from sessiongate.core import denials, guardrails, revoke, slots
+from sessiongate.core import binding, denials, guardrails, revoke
+from sessiongate.core.binding import Binding
 from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import principal_arn
 from sessiongate.core.model import AccessApproved, Denial, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import (
     AccountNotAllowed,
+    Condition,
     Directory,
+    Inventory,
     MemberUnavailable,
-    PrincipalGone,
-    PrincipalUnmodifiable,
     RevokeRequest,
-    TagLimitExceeded,
 )
+from sessiongate.core.slots import BindingMode
 from sessiongate.errors import InvalidInput, TransientError
 from sessiongate.observability import bind, metrics
 
@@ -63,6 +70,12 @@ class Checked:
     principal: PrincipalFacts | None
     directory: Directory
     denials: list[Denial]
+    # Where the slot tag goes (instance binding, issue 15) and what the instance carries now.
+    mode: BindingMode = BindingMode.PRINCIPAL
+    instance: InstanceFacts | None = None
+    inventory: Inventory | None = None
+    # What the origin needs to still hold when the grant opens (checked in the one transaction).
+    conditions: tuple[Condition, ...] = ()
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
@@ -80,25 +93,31 @@ def grant(ctx: Context, detail: object) -> Outcome:
     if isinstance(checked, Outcome):
         return checked
     request = checked.request
+    mode = checked.mode
     if checked.denials:
-        record = new_record(request, _arn_of(ctx, checked), now, GrantStatus.DENIED)
+        record = new_record(request, _arn_of(ctx, checked), now, GrantStatus.DENIED, mode)
         return denials.deny_new(ctx, record, checked.denials)
     principal = checked.principal
     assert principal is not None  # guardrails deny a missing principal
     count = ctx.settings.slot_count
-    if slots.foreign_tag_count(principal.tags, count) + 2 > slots.IAM_TAG_LIMIT:
-        denial = Denial("tag_limit", "the principal has no room for two more tags")
-        return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
+    # The principal's slots, or (instance binding) the instance's: the tags already read (GetUser/
+    # GetRole, DescribeInstances) say which slot to try first, no extra call.
+    bound = _binding(checked, mode, request.instance_id, request.bound_user_id)
+    room = bound.room_denial(count)
+    if room is not None:
+        return denials.deny_new(
+            ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [room]
+        )
     expires = now + timedelta(minutes=request.duration_minutes)
-    for slot in slots.slot_preference(count, principal.tags):
+    for slot in bound.preference(count):
         record = replace(
-            new_record(request, principal.arn, now, GrantStatus.ACTIVE),
+            new_record(request, principal.arn, now, GrantStatus.ACTIVE, mode),
             slot=slot,
             expires_at=to_iso(expires),
             schedule_name=revoke.schedule_name(request.grant_id),
             activated_at=to_iso(now),
         )
-        opened = ctx.ledger.open(record)
+        opened = ctx.ledger.open(record, checked.conditions)
         if opened.created:
             log.append_keys(slot=slot, principal_arn=record.principal_arn)
             return _schedule_and_tag(ctx, record, checked, log)
@@ -106,12 +125,37 @@ def grant(ctx: Context, detail: object) -> Outcome:
             return _redelivered(ctx, opened.existing, checked, now, log)
         if opened.revoke_requested is not None:
             return _revoked_before_grant(ctx, replace(record, slot=None), opened.revoke_requested)
-    denial = Denial("no_free_slot", f"all {count} slots of the principal are in use")
-    return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED), [denial])
+        if opened.unmet is not None:
+            # The origin changed after it was verified (e.g. the request was cancelled): nothing opened.
+            denied = new_record(request, principal.arn, now, GrantStatus.DENIED, mode)
+            return denials.deny_new(ctx, denied, [opened.unmet])
+    denial = Denial("no_free_slot", f"all {count} slots of the {mode.value} are in use")
+    return denials.deny_new(ctx, new_record(request, principal.arn, now, GrantStatus.DENIED, mode), [denial])
 
 
-def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantStatus) -> Grant:
-    """The ledger record of ``request`` (no slot yet)."""
+def _binding(checked: Checked, mode: BindingMode, instance_id: str, bound_user_id: str | None) -> Binding:
+    assert checked.principal is not None
+    assert checked.inventory is not None
+    return binding.for_request(
+        mode,
+        checked.request.account,
+        checked.principal,
+        checked.instance,
+        instance_id,
+        bound_user_id,
+        checked.directory,
+        checked.inventory,
+    )
+
+
+def new_record(
+    request: AccessApproved,
+    arn: str,
+    now: datetime,
+    status: GrantStatus,
+    mode: BindingMode = BindingMode.PRINCIPAL,
+) -> Grant:
+    """The ledger record of ``request`` (no slot yet), bound on the principal or the instance."""
     return Grant(
         grant_id=request.grant_id,
         status=status,
@@ -128,6 +172,7 @@ def new_record(request: AccessApproved, arn: str, now: datetime, status: GrantSt
         created_at=to_iso(now),
         bound_user_id=request.bound_user_id,
         reason=request.reason,
+        binding=mode.value,
     )
 
 
@@ -156,20 +201,18 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
         request = replace(request, bound_user_id=bound)
     instance = inventory.describe(request.instance_id, check_managed=False)
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
+    conditions: tuple[Condition, ...] = ()
     if not found:
-        found = _verify_origin(ctx, request, instance)
-    return Checked(request, principal, directory, found)
+        found, conditions = _verify_origin(ctx, request, instance)
+    mode = guardrails.binding_mode(principal, ctx.settings)
+    return Checked(request, principal, directory, found, mode, instance, inventory, conditions)
 
 
 def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:
     """The grant's record exists: a duplicate (nothing is done), or an ACTIVE grant whose tag is
     missing (a crash after the transaction): resumed, unless it expired or was revoked meanwhile."""
-    principal = checked.principal
-    assert principal is not None
-    tagged = existing.slot is not None and any(
-        key.lower() == slots.instance_key(existing.slot).lower() and value == existing.instance_id
-        for key, value in principal.tags.items()
-    )
+    bound = _binding(checked, BindingMode(existing.binding), existing.instance_id, existing.bound_user_id)
+    tagged = existing.slot is not None and bound.carries(existing.slot)
     expires = existing.expires
     if existing.status is not GrantStatus.ACTIVE or tagged or expires is None or now >= expires:
         log.info("duplicate AccessApproved ignored", extra={"status": existing.status.value})
@@ -195,18 +238,11 @@ def _schedule_and_tag(ctx: Context, grant: Grant, checked: Checked, log: Any) ->
     if ctx.clock.now() >= parse_iso(grant.activated_at) + BIND_WINDOW:
         # Too late to tag safely (a revocation may have run): the redelivery resumes (rebinds) it.
         raise TransientError(f"grant {grant.grant_id} missed its bind window; retry resumes it")
-    tags = slots.tags_for(grant.slot, grant.instance_id, grant.bound_user_id)
-    kind = checked.request.principal_type
-    try:
-        checked.directory.tag(kind, grant.principal_name, tags)
-    except TagLimitExceeded:
-        return denials.abandon(
-            ctx, grant, [Denial("tag_limit", "IAM refused the tag: 50 tags per principal")]
-        )
-    except PrincipalGone:
-        return denials.abandon(ctx, grant, [Denial("principal_not_found", "the principal was deleted")])
-    except PrincipalUnmodifiable:
-        return denials.abandon(ctx, grant, [guardrails.unmodifiable_denial(grant.principal_name)])
+    # On the principal (TagUser/TagRole) or, bound on the instance, the instance (CreateTags).
+    bound = _binding(checked, BindingMode(grant.binding), grant.instance_id, grant.bound_user_id)
+    refused = bound.tag(grant.slot)
+    if refused is not None:
+        return denials.abandon(ctx, grant, [refused])
     metrics().add("Grants")
     log.info("access granted", extra={"expires_at": grant.expires_at})
     detail = {"slot": grant.slot, "expires_at": grant.expires_at, "principal_arn": grant.principal_arn}
@@ -229,6 +265,8 @@ def revoke_payload(grant: Grant) -> dict[str, Any]:
     }
     if grant.bound_user_id:
         payload["bound_user_id"] = grant.bound_user_id
+    if grant.binding != BindingMode.PRINCIPAL.value:
+        payload["binding"] = grant.binding  # its slot lock is the instance's
     return payload
 
 
@@ -254,11 +292,15 @@ def _revoked_before_grant(ctx: Context, grant: Grant, requested: RevokeRequest) 
     return Outcome(Result.REVOKED, grant.grant_id, {"reason": requested.reason, "untagged": False})
 
 
-def _verify_origin(ctx: Context, request: AccessApproved, instance: InstanceFacts | None) -> list[Denial]:
+def _verify_origin(
+    ctx: Context, request: AccessApproved, instance: InstanceFacts | None
+) -> tuple[list[Denial], tuple[Condition, ...]]:
+    """The origin's denials, else what it needs to still hold when the grant opens."""
     verifier = (ctx.verifiers or {}).get(request.origin)
     if verifier is None:
-        return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")]
-    return verifier.verify(request, instance)
+        return [Denial("origin_unverifiable", f"no verifier for origin {request.origin.value}")], ()
+    found = verifier.verify(request, instance)
+    return found, () if found else tuple(verifier.conditions(request))
 
 
 def _arn(ctx: Context, request: AccessApproved) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sessiongate.core.identity import Identity, may_be_same, parse_identity
 from sessiongate.core.model import AccessApproved, Denial
+from sessiongate.core.slots import BindingMode
 from sessiongate.settings import Settings
 
 # Instance states in which a session can be started or soon could be.
@@ -107,7 +108,8 @@ def check_principal(
             )
         ]
     denials: list[Denial] = []
-    if principal.kind == "role" and principal.path.startswith(IDENTITY_CENTER_ROLE_PATH):
+    on_instance = binding_mode(principal, settings) is BindingMode.INSTANCE
+    if not on_instance and principal.kind == "role" and principal.path.startswith(IDENTITY_CENTER_ROLE_PATH):
         denials.append(unmodifiable_denial(principal.name))
     if principal.path.startswith(settings.engine_role_path):
         denials.append(Denial("principal_is_engine", "SessionGate never grants access to its own roles"))
@@ -121,7 +123,16 @@ def check_principal(
         key, value = settings.operator_required_tag
         if _tag(principal.tags, key) != value:
             denials.append(Denial("principal_not_operator", f"principal lacks tag {key}={value}"))
-    if is_shared_role(principal, settings) and not request.bound_user_id:
+    if on_instance:
+        if not request.bound_user_id:
+            denials.append(
+                Denial(
+                    "instance_binding_unbindable",
+                    "access bound to the instance goes to one person: for a role, only the requester's "
+                    "own session of that role",
+                )
+            )
+    elif is_shared_role(principal, settings) and not request.bound_user_id:
         if settings.bind_shared_role_sessions:
             denials.append(
                 Denial(
@@ -173,14 +184,42 @@ def is_shared_role(principal: PrincipalFacts, settings: Settings) -> bool:
     )
 
 
+def is_identity_center_role(principal: PrincipalFacts) -> bool:
+    return principal.kind == "role" and principal.path.startswith(IDENTITY_CENTER_ROLE_PATH)
+
+
+def binding_mode(principal: PrincipalFacts | None, settings: Settings) -> BindingMode:
+    """Where ``principal``'s slot tag goes under the stack's ``BindingMode``: ``auto`` binds IAM users
+    and per-person roles on the principal, IAM Identity Center's roles (AWSReservedSSO_*, under
+    /aws-reserved/sso.amazonaws.com/, which IAM refuses to tag) and the SharedRolePatterns roles on the
+    instance. Never ``AUTO``."""
+    mode = BindingMode(settings.binding_mode)
+    if mode is not BindingMode.AUTO:
+        return mode
+    if principal is not None and (is_identity_center_role(principal) or is_shared_role(principal, settings)):
+        return BindingMode.INSTANCE
+    return BindingMode.PRINCIPAL
+
+
 def bind_to_requester(request: AccessApproved, principal: PrincipalFacts, settings: Settings) -> str | None:
-    """For a shared role, the ``aws:userid`` of the requester's own session of that role, if any.
+    """The ``aws:userid`` the grant is bound to, if any: for a shared role bound on the principal, the
+    requester's own session of that role; bound on the instance, the person's ``aws:userid`` (an IAM
+    user's UserId, or the requester's own session of the role: ``<RoleId>:<session name>``).
 
     Always derived from the requester and the principal as IAM reports it, never taken from the
     event: a ``bound_user_id`` in an event would otherwise pick who may use a shared role.
     """
+    if binding_mode(principal, settings) is BindingMode.INSTANCE:
+        if principal.kind == "user":
+            return principal.id or None
+        return _requester_session(request, principal)
     if not settings.bind_shared_role_sessions or not is_shared_role(principal, settings):
         return None
+    return _requester_session(request, principal)
+
+
+def _requester_session(request: AccessApproved, principal: PrincipalFacts) -> str | None:
+    """``<RoleId>:<session name>`` of the requester's own session of the role ``principal``, if it is one."""
     requester = parse_identity(request.requester_arn)
     if (
         requester is None

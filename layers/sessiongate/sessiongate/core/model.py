@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class AccessApproved:
     approved_at: datetime
     reason: str = ""
     bound_user_id: str | None = None
+    # The origin's signed approval, when it hands one over (native: the approval facts and the request
+    # API's MAC over them, ``access_requests/records.py``): the verifier checks it instead of reading it.
+    approval: Mapping[str, Any] | None = None
 
     def to_detail(self) -> dict[str, Any]:
         detail: dict[str, Any] = {
@@ -88,6 +92,8 @@ class AccessApproved:
         }
         if self.bound_user_id:
             detail["bound_user_id"] = self.bound_user_id
+        if self.approval is not None:
+            detail["approval"] = dict(self.approval)
         return detail
 
     @classmethod
@@ -124,6 +130,7 @@ class AccessApproved:
             approved_at=_time(detail, "approved_at"),
             reason=reason,
             bound_user_id=bound,
+            approval=_approval(detail),
         )
 
 
@@ -157,6 +164,9 @@ class Grant:
     activated_at: str | None = None
     # When the record became DENIED (its AccessDenied's time; older records: created_at).
     denied_at: str | None = None
+    # Where the slot tag lives (core/slots.py BindingMode): "principal" (records of earlier releases
+    # have no value: principal) or "instance".
+    binding: str = "principal"
 
     @property
     def expires(self) -> datetime | None:
@@ -209,6 +219,19 @@ def _approvers(detail: Mapping[str, Any]) -> tuple[str, ...]:
     if len(approvers) > MAX_APPROVERS:
         raise InvalidInput(f"at most {MAX_APPROVERS} approvers", field="approver_arns")
     return tuple(approvers)
+
+
+MAX_APPROVAL = 16_384
+
+
+def _approval(detail: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The origin's signed approval (an object of bounded size), unchecked here: its verifier checks it."""
+    approval = detail.get("approval")
+    if approval is None:
+        return None
+    if not isinstance(approval, Mapping) or len(json.dumps(approval, default=str)) > MAX_APPROVAL:
+        raise InvalidInput(f"approval must be an object of at most {MAX_APPROVAL} bytes", field="approval")
+    return approval
 
 
 def _bound_user_id(detail: Mapping[str, Any]) -> str | None:

@@ -29,6 +29,9 @@ _TITLES = {
     "AccessRequestCancelled": "Access request cancelled",
     "AccessRequestExpired": "Access request expired unapproved",
     "BreakGlassUsed": "BREAK-GLASS access self-approved",
+    "AutoApproved": "Access AUTO-APPROVED by the approval policy",
+    "AccessRequestReminder": "Reminder: an access request waits for approval",
+    "AccessRequestEscalated": "ESCALATED: an access request still waits for approval",
     # The approval policy (checked before the native branch below).
     "PolicyChanged": "Approval policy changed",
     "PolicyRejected": "Approval policy REJECTED - every request refused",
@@ -37,7 +40,7 @@ _NATIVE = frozenset(list(_TITLES)[5:])
 
 
 # Text that people (or malformed triggers) supply: shown as one line in e-mail, escaped in chat.
-FREE_TEXT = ("reason", "comment", "ticket", "problem", "trigger", "field", "revoked_by")
+FREE_TEXT = ("reason", "comment", "ticket", "problem", "trigger", "field", "revoked_by", "auto_approval")
 
 
 def render(event_type: str, payload: Mapping[str, Any]) -> dict[str, str]:
@@ -172,7 +175,19 @@ def _native_lines(event_type: str, payload: Mapping[str, Any]) -> list[str]:
         lines.insert(0, "BREAK-GLASS: the requester approved their own access under the emergency rule.")
         lines.append("Review it now; revoke with:")
         lines.append(f"  sessiongate revoke {request_id}")
-    elif event_type in ("AccessRequested", "ApprovalRecorded"):
+    elif event_type == "AutoApproved":
+        statement = payload.get("auto_approval")
+        lines.insert(0, f"AUTO-APPROVED by the approval policy's statement {statement!r}: no person did.")
+        lines.append("Revoke it if it should not have been:")
+        lines.append(f"  sessiongate revoke {request_id}")
+    elif event_type in (
+        "AccessRequested",
+        "ApprovalRecorded",
+        "AccessRequestReminder",
+        "AccessRequestEscalated",
+    ):
+        if payload.get("escalate_to"):
+            lines.insert(0, f"ESCALATED to {', '.join(payload['escalate_to'])}: nobody approved it in time.")
         for level in payload.get("approval_progress") or []:
             count = f"{level.get('approved')}/{level.get('required')}"
             lines.append(f"  level {level.get('level')} ({level.get('name')}): {count}")

@@ -5,7 +5,7 @@ The adapters in ``sessiongate.adapters`` implement these; ``tests/unit/fakes`` h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -21,7 +21,11 @@ class PrincipalGone(Exception):
 
 
 class TagLimitExceeded(Exception):
-    """IAM refused the tags: the principal would exceed 50 tags."""
+    """IAM or EC2 refused the tags: the principal or instance would exceed 50 tags."""
+
+
+class InstanceGone(Exception):
+    """The EC2 instance does not exist (any more): ``InvalidInstanceID.NotFound``."""
 
 
 class PrincipalUnmodifiable(Exception):
@@ -58,6 +62,22 @@ class RevokeRequest:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """An item of another table that must still say what the grant was checked against when the grant
+    opens: checked in :meth:`Ledger.open`'s transaction (a DynamoDB ``ConditionCheck``), so a change
+    after the check (a request cancelled, re-approved) cancels the grant atomically.
+
+    ``table``/``key``: the item; ``equals``: attribute -> string value it must have (a missing item or
+    attribute fails); ``unmet``: the denial, given the item's ``equals`` attributes as they were (None:
+    no item)."""
+
+    table: str
+    key: Mapping[str, str]
+    equals: Mapping[str, str]
+    unmet: Callable[[Mapping[str, str] | None], Denial]
+
+
+@dataclass(frozen=True)
 class Opened:
     """What :meth:`Ledger.open` found: the grant opened, or why not (one of the others is set)."""
 
@@ -68,6 +88,8 @@ class Opened:
     revoke_requested: RevokeRequest | None = None
     # Another grant holds the slot lock: try the next slot.
     slot_taken: bool = False
+    # A condition of the origin no longer holds (``Condition.unmet``): the grant is denied.
+    unmet: Denial | None = None
 
 
 class Ledger(Protocol):
@@ -83,7 +105,7 @@ class Ledger(Protocol):
     def grant_and_holder(
         self, grant_id: str, principal_arn: str, slot: int
     ) -> tuple[Grant | None, str | None]: ...
-    def open(self, grant: Grant) -> Opened: ...
+    def open(self, grant: Grant, conditions: Iterable[Condition] = ()) -> Opened: ...
     def rebind(self, grant: Grant, activated_at: str) -> bool: ...
     def release_slot(self, principal_arn: str, slot: int, grant_id: str) -> None: ...
     def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None: ...
@@ -102,7 +124,20 @@ class Directory(Protocol):
     def untag(self, kind: PrincipalType, name: str, keys: Iterable[str]) -> bool: ...
 
 
-class Inventory(Protocol):
+class InstanceTags(Protocol):
+    """EC2 tags of instances, for instance binding (``adapters/inventory.py``). ``tag_instance`` raises
+    InstanceGone or TagLimitExceeded; ``untag_instance`` removes each key only while it still has the
+    value given (EC2 DeleteTags with a Value) and answers ``False`` when the instance is gone;
+    ``tagged_instances`` lists every instance (not terminated) with its tags, for the sweep."""
+
+    def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None: ...
+    def untag_instance(self, instance_id: str, tags: Mapping[str, str]) -> bool: ...
+    def tagged_instances(self) -> list[InstanceFacts]: ...
+
+
+class Inventory(InstanceTags, Protocol):
+    """EC2 and Systems Manager facts about instances, and (instance binding) their slot tags."""
+
     def describe(self, instance_id: str, *, check_managed: bool) -> InstanceFacts | None: ...
 
 
@@ -146,3 +181,6 @@ class OriginVerifier(Protocol):
     """Re-reads the origin of an approval (SSM change request, native request record)."""
 
     def verify(self, request: AccessApproved, instance: InstanceFacts | None = None) -> list[Denial]: ...
+    def conditions(self, request: AccessApproved) -> list[Condition]:
+        """What must still hold when the grant opens (checked in its one transaction)."""
+        ...

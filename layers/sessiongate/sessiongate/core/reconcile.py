@@ -5,6 +5,8 @@ Three triggers share the repairs (issue 16: a run's cost must not grow with the 
   partition of ``live-by-expiry``. A lost revoke schedule shows up here as an overdue grant.
 - ``repair_principal`` (an IAM TagUser/TagRole/UntagUser/UntagRole CloudTrail event through
   EventBridge): the slot tags and locks of just that principal, within a minute of the change.
+- ``repair_instances`` (an EC2 CreateTags/DeleteTags/RunInstances CloudTrail event naming an instance
+  slot key): the instance slot tags and locks of just those instances (instance binding, issue 15).
 - ``sweep`` (daily): every user and role (GetAccountAuthorizationDetails) and every slot lock
   (BatchGetItem), for what no event reported (a lost event, a principal created with tags, a lock left
   by a run that died, a grant stuck PROVISIONING after claiming its slot).
@@ -18,11 +20,18 @@ from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core import denials, slots
+from sessiongate.core.binding import instance_scope
 from sessiongate.core.context import Context
-from sessiongate.core.guardrails import PrincipalFacts
+from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
-from sessiongate.core.ports import AccountNotAllowed, Directory, MemberUnavailable, ServiceFailure
+from sessiongate.core.ports import (
+    AccountNotAllowed,
+    Directory,
+    InstanceTags,
+    MemberUnavailable,
+    ServiceFailure,
+)
 from sessiongate.core.revoke import PROVISIONING_GRACE
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
@@ -76,29 +85,34 @@ def repair_principal(ctx: Context, event: Mapping[str, Any]) -> Outcome:
 
 
 def sweep(ctx: Context, revoke: Revoke) -> Outcome:
-    """The full sweep: every principal's slot tags against every slot lock, in every account.
+    """The full sweep: every principal's and every instance's slot tags against every slot lock, in
+    every account.
 
-    Per account: GetAccountAuthorizationDetails pages (1,000 principals each), then BatchGetItem of
-    every principal's slot locks (100 per call) and of the grants those locks name. Stale locks are
-    released, drift removed (only where no live grant holds the slot), and locked grants stuck
-    PROVISIONING past the grace period undone.
+    Per account: GetAccountAuthorizationDetails pages (1,000 principals each) and DescribeInstances
+    pages (1,000 instances each: instance binding), then BatchGetItem of all their slot locks (100 per
+    call) and of the grants those locks name. Stale locks are released, drift removed where no live
+    grant holds the slot (and where a held slot's tags are not its grant's values: ``_repair_held``),
+    and locked grants stuck PROVISIONING past the grace period undone.
     """
     bind()
     now = ctx.clock.now()
     repairs = _empty_repairs()
     failures: list[str] = []
-    checked = 0
+    checked = checked_instances = 0
     for account in (ctx.settings.account_id, *ctx.settings.member_accounts):
         try:
-            directory = ctx.adapters_in(account).directory
+            directory, inventory, _ = ctx.adapters_in(account)
             principals = directory.all_principals()
-            holders = ctx.ledger.slot_holders((p.arn, s) for p in principals for s in _slots(ctx))
+            instances = inventory.tagged_instances()
+            scopes = [p.arn for p in principals] + [instance_scope(account, i.instance_id) for i in instances]
+            holders = ctx.ledger.slot_holders((scope, s) for scope in scopes for s in _slots(ctx))
             records = ctx.ledger.get_grants(h for h in holders.values() if h != slots.REPAIR_HOLDER)
         except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
             logger().exception("reconciler could not sweep an account", extra={"account": account})
             failures.append(f"account {account}: {exc}")
             continue
         checked += len(principals)
+        checked_instances += len(instances)
         stuck = [g for g in records.values() if g.status is GrantStatus.PROVISIONING]
         _repair_grants(ctx, stuck, now, revoke, repairs, failures)
         for facts in principals:
@@ -109,7 +123,83 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
                     "reconciler could not check a principal", extra={"principal_name": facts.name}
                 )
                 failures.append(f"{facts.arn}: {exc}")
-    return _finish(ctx, repairs, failures, now, {"checked_principals": checked})
+        for instance in instances:
+            try:
+                repairs["drift_removed"] += _remove_instance_drift(
+                    ctx, inventory, account, instance, holders, records
+                )
+            except (ServiceFailure, TransientError) as exc:
+                logger().exception(
+                    "reconciler could not check an instance", extra={"instance_id": instance.instance_id}
+                )
+                failures.append(f"{account}/{instance.instance_id}: {exc}")
+    return _finish(
+        ctx, repairs, failures, now, {"checked_principals": checked, "checked_instances": checked_instances}
+    )
+
+
+def repair_instances(ctx: Context, event: Mapping[str, Any]) -> Outcome:
+    """An EC2 tag change on instances (CloudTrail through EventBridge) naming an instance slot key:
+    remove the drift of just those instances (read with one DescribeInstances each)."""
+    bind()
+    now = ctx.clock.now()
+    found = tag_event_instances(event)
+    if found is None:
+        return Outcome(Result.IGNORED, None, {"why": "not an instance slot tag change"})
+    account, instance_ids = found
+    repairs = _empty_repairs()
+    failures: list[str] = []
+    for instance_id in instance_ids:
+        try:
+            inventory = ctx.adapters_in(account).inventory
+            facts = inventory.describe(instance_id, check_managed=False)
+            if facts is None:
+                continue
+            scope = instance_scope(account, instance_id)
+            holders = ctx.ledger.slot_holders((scope, s) for s in _slots(ctx))
+            repairs["drift_removed"] += _remove_instance_drift(ctx, inventory, account, facts, holders, {})
+        except (MemberUnavailable, AccountNotAllowed, ServiceFailure, TransientError) as exc:
+            logger().exception("reconciler could not check an instance", extra={"instance_id": instance_id})
+            failures.append(f"{account}/{instance_id}: {exc}")
+    return _finish(ctx, repairs, failures, now, {"instances": [f"{account}/{i}" for i in instance_ids]})
+
+
+def tag_event_instances(event: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """(account, instance ids) of a CloudTrail EC2 ``CreateTags``/``DeleteTags``/``RunInstances`` record
+    that names an instance slot key (any letter case), else None. CloudTrail records EC2 calls with
+    ``requestParameters.resourcesSet.items[].resourceId`` and ``tagSet.items[].key`` (CreateTags,
+    DeleteTags), and RunInstances with ``tagSpecificationSet.items[].tags[].key`` and the new instances in
+    ``responseElements.instancesSet.items[].instanceId`` (CloudTrail User Guide, "Amazon EC2 ... log file
+    examples")."""
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping) or detail.get("eventSource") != "ec2.amazonaws.com":
+        return None
+    params = detail.get("requestParameters")
+    name = detail.get("eventName")
+    if name not in ("CreateTags", "DeleteTags", "RunInstances") or not isinstance(params, Mapping):
+        return None
+    if name == "RunInstances":
+        specs = _items(params.get("tagSpecificationSet"))
+        keys = [t.get("key") for s in specs for t in s.get("tags") or [] if isinstance(t, Mapping)]
+        response = detail.get("responseElements")
+        found = _items(response.get("instancesSet")) if isinstance(response, Mapping) else []
+        ids = [i.get("instanceId") for i in found]
+    else:
+        keys = [t.get("key") for t in _items(params.get("tagSet"))]
+        ids = [r.get("resourceId") for r in _items(params.get("resourcesSet"))]
+    if not any(isinstance(k, str) and k.lower().startswith(_SLOT_KEY_PREFIX) for k in keys):
+        return None
+    instances = [i for i in ids if isinstance(i, str) and i.startswith("i-")]
+    account = detail.get("recipientAccountId") or event.get("account")
+    if not instances or not isinstance(account, str):
+        return None
+    return account, instances
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    """``{"items": [...]}`` of a CloudTrail EC2 record, the mappings only."""
+    items = value.get("items") if isinstance(value, Mapping) else None
+    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
 
 def tag_event_principal(event: Mapping[str, Any]) -> Principal | None:
@@ -203,7 +293,8 @@ def _remove_drift(
     holders: Mapping[tuple[str, int], str],
     records: Mapping[str, Grant],
 ) -> list[str]:
-    """Remove the slot tags of a principal that no live grant explains; what was removed.
+    """Remove the slot tags of a principal that no live grant explains, and those of a held slot whose
+    values are not its grant's (``_repair_held``); what was removed.
 
     ``holders``: the principal's slot locks as read (after its tags were read); ``records``: grant
     records already read (others are read here, one GetItem per holder)."""
@@ -213,12 +304,17 @@ def _remove_drift(
     for slot in _slots(ctx):
         keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
         holder = holders.get((principal.arn, slot))
-        if holder is not None and (holder == slots.REPAIR_HOLDER or not _is_live(ctx, holder, records)):
+        held = _live(ctx, holder, records) if holder not in (None, slots.REPAIR_HOLDER) else None
+        if holder is not None and held is None:
             _release_stale_lock(ctx, principal, slot, holder)
             holder = None
             if not keys:
                 removed.append(f"{principal.arn}#{slot} (stale lock)")
-        if not keys or holder is not None:
+        if held is not None:
+            if keys and _repair_held(ctx, directory, principal, slot, held):
+                removed.append(f"{principal.arn}#{slot} (wrong value)")
+            continue
+        if not keys:
             continue
         # Hold the free slot while untagging, so a grant cannot take it and tag it meanwhile.
         if not ctx.ledger.lock_free_slot(principal.arn, slot, slots.REPAIR_HOLDER):
@@ -231,6 +327,59 @@ def _remove_drift(
     return removed
 
 
+def _remove_instance_drift(
+    ctx: Context,
+    inventory: InstanceTags,
+    account: str,
+    instance: InstanceFacts,
+    holders: Mapping[tuple[str, int], str],
+    records: Mapping[str, Grant],
+) -> list[str]:
+    """Remove the instance slot tags no live grant explains; what was removed.
+
+    EC2 keys are case-sensitive, so every spelling of a slot key is a tag of its own: on a slot a live
+    grant holds, every tag but the grant's own (exact key, its aws:userid) is removed; on a free slot,
+    all of them, under the repair lock. Each removal is DeleteTags with the value read, so a tag
+    rewritten meanwhile is left for the next event."""
+    removed: list[str] = []
+    scope = instance_scope(account, instance.instance_id)
+    for slot in _slots(ctx):
+        found = {
+            k: v
+            for k, v in instance.tags.items()
+            if slots.slot_of_for_key(k, ctx.settings.slot_count) == slot
+        }
+        holder = holders.get((scope, slot))
+        grant = None
+        if holder is not None and holder != slots.REPAIR_HOLDER:
+            grant = records[holder] if holder in records else ctx.ledger.get_grant(holder)
+        if holder is not None and (grant is None or grant.status not in _LIVE):
+            ctx.ledger.release_slot(scope, slot, holder)
+            bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
+            holder, grant = None, None
+            if not found:
+                removed.append(f"{scope}#{slot} (stale lock)")
+        if not found:
+            continue
+        if grant is not None:
+            foreign = {k: v for k, v in found.items() if (k, v) != (slots.for_key(slot), grant.bound_user_id)}
+            if foreign:
+                inventory.untag_instance(instance.instance_id, foreign)
+                removed.append(f"{scope}#{slot} (not the holder's)")
+            continue
+        if not ctx.ledger.lock_free_slot(scope, slot, slots.REPAIR_HOLDER):
+            continue
+        try:
+            inventory.untag_instance(instance.instance_id, found)
+        finally:
+            ctx.ledger.release_slot(scope, slot, slots.REPAIR_HOLDER)
+        removed.append(f"{scope}#{slot}")
+    return removed
+
+
+_LIVE = (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
+
+
 def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, holder: str) -> None:
     """A lock left behind by a grant that is no longer live, or by a reconciler run that died
     mid-repair (runs never overlap: reserved concurrency 1), explains no tag and would keep the slot
@@ -239,9 +388,46 @@ def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, hold
     bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
 
 
-def _is_live(ctx: Context, grant_id: str, records: Mapping[str, Grant]) -> bool:
+def _live(ctx: Context, grant_id: str | None, records: Mapping[str, Grant]) -> Grant | None:
+    """The live grant ``grant_id`` names (read here unless ``records`` has it), else None."""
+    if grant_id is None:
+        return None
     grant = records[grant_id] if grant_id in records else ctx.ledger.get_grant(grant_id)
-    return grant is not None and grant.status in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
+    if grant is None or grant.status not in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
+        return None
+    return grant
+
+
+def _slot_tags(principal: PrincipalFacts, slot: int) -> dict[str, str]:
+    """The principal's tags of ``slot``, under their canonical keys (IAM keys are case-insensitive)."""
+    canonical = {k.lower(): k for k in slots.slot_keys(slot)}
+    return {canonical[k.lower()]: v for k, v in principal.tags.items() if k.lower() in canonical}
+
+
+def _repair_held(
+    ctx: Context, directory: Directory, principal: PrincipalFacts, slot: int, grant: Grant
+) -> bool:
+    """Remove a held slot's tags when they are not the values of the live grant holding it; whether
+    anything was wrong.
+
+    A slot lock only says *which* grant may tag the slot, not what the tags say: a TagUser/TagRole of an
+    earlier grant of the slot that lands late (IAM executed it after the client gave up, after that
+    grant was revoked and this one claimed the slot) overwrites this grant's instance with the revoked
+    one's, or a bound-session key that is not this grant's is added. The slot's keys are removed
+    (fail-closed): the person loses this grant's access until they ask again, but never keeps a revoked
+    one. They are not rewritten to the grant's values: the reconciler's role may only untag
+    (template.yaml, ``ClearSlotTagsOnly``), so that a reconciler run, whatever goes wrong in it, never
+    opens access. The grant keeps its lock until its revocation."""
+    expected = slots.tags_for(slot, grant.instance_id, grant.bound_user_id)
+    found = _slot_tags(principal, slot)
+    if found == expected:
+        return False
+    bind(grant_id=grant.grant_id).warning(
+        "slot tags differ from the grant holding the slot: removed",
+        extra={"slot": slot, "principal_arn": principal.arn, "found": found, "expected": expected},
+    )
+    directory.untag(PrincipalType(principal.kind), principal.name, list(found))
+    return True
 
 
 def _report(ctx: Context, repairs: dict[str, list[str]], now: datetime) -> None:

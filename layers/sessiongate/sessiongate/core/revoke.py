@@ -8,8 +8,9 @@ from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core import denials, slots
+from sessiongate.core.binding import for_grant, instance_scope, lock_scope
 from sessiongate.core.context import Context
-from sessiongate.core.identity import Identity, PrincipalType
+from sessiongate.core.identity import Identity
 from sessiongate.core.model import GRANT_ID_RE, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import AccountNotAllowed, MemberUnavailable, Sessions
 from sessiongate.errors import InvalidInput, TransientError
@@ -23,6 +24,7 @@ REASON_EXPIRED = "expired"
 REASON_EXTENDED = "extended"
 # How long a grant may still tag after its activated_at (``core/grant.py``); here to avoid an import cycle.
 BIND_WINDOW = timedelta(seconds=10)
+# The tag client's worst case (adapters/aws.py TAG_CALL_CONFIG) fits: tests/unit/test_aws_clients.py.
 TAG_CALL_BOUND = timedelta(seconds=5)
 # Revoke schedules are named after their grant (Scheduler names: ^[0-9a-zA-Z-_.]+$, <= 64 characters).
 REVOKE_PREFIX = "sg-revoke-"
@@ -80,7 +82,7 @@ def revoke(
             revoke_reason=reason,
         )
         if grant.slot is not None and (holder is None or not _hinted(grant, hint)):
-            holder = ctx.ledger.slot_holder(grant.principal_arn, grant.slot)
+            holder = ctx.ledger.slot_holder(lock_scope(grant), grant.slot)
         holds_slot = _untag_while_holding(ctx, grant, holder, reason, now, log)
         if ctx.ledger.complete_revoke(grant, at=to_iso(now), reason=reason, by=by, release_slot=holds_slot):
             break
@@ -101,18 +103,27 @@ _ATTEMPTS = 3
 
 
 def _hinted(grant: Grant, hint: Mapping[str, Any] | None) -> bool:
-    """Whether the payload named this grant's own principal and slot (its lock was read with it)."""
-    return (
-        hint is not None
-        and hint.get("principal_arn") == grant.principal_arn
-        and hint.get("slot") == grant.slot
-    )
+    """Whether the payload named this grant's own lock scope and slot (its lock was read with it)."""
+    return hint is not None and _hinted_scope(hint) == lock_scope(grant) and hint.get("slot") == grant.slot
+
+
+def _hinted_scope(hint: Mapping[str, Any]) -> str | None:
+    """The lock scope a payload names: its principal, or (instance binding) its instance."""
+    if hint.get("binding") == "instance":
+        account, instance = hint.get("account"), hint.get("instance_id")
+        return (
+            instance_scope(account, instance)
+            if isinstance(account, str) and isinstance(instance, str)
+            else None
+        )
+    arn = hint.get("principal_arn")
+    return arn if isinstance(arn, str) else None
 
 
 def _read(ctx: Context, grant_id: str, hint: Mapping[str, Any] | None) -> tuple[Grant | None, str | None]:
-    arn, slot = (hint or {}).get("principal_arn"), (hint or {}).get("slot")
-    if isinstance(arn, str) and isinstance(slot, int) and 1 <= slot <= slots.MAX_SLOTS:
-        return ctx.ledger.grant_and_holder(grant_id, arn, slot)
+    scope, slot = _hinted_scope(hint or {}), (hint or {}).get("slot")
+    if scope is not None and isinstance(slot, int) and 1 <= slot <= slots.MAX_SLOTS:
+        return ctx.ledger.grant_and_holder(grant_id, scope, slot)
     return ctx.ledger.get_grant(grant_id), None
 
 
@@ -134,11 +145,12 @@ def _untag_while_holding(
         log.warning("slot no longer held by this grant: tags left untouched")
         return False
     try:
-        directory, _, sessions = ctx.adapters_in(grant.account)
+        directory, inventory, sessions = ctx.adapters_in(grant.account)
     except (MemberUnavailable, AccountNotAllowed) as exc:
         # Never skipped silently: raise, so the revocation is retried and alarmed.
         raise TransientError(f"cannot reach account {grant.account} to revoke: {exc}") from exc
-    directory.untag(PrincipalType(grant.principal_type), grant.principal_name, slots.slot_keys(grant.slot))
+    # On the principal, or (instance binding) on the instance with the grant's own value only.
+    for_grant(grant, directory, inventory).untag(grant.slot)
     if ctx.settings.terminate_sessions_on_expiry:
         _end_sessions_unless_continued(ctx, grant, reason, now, sessions, log)
     return True
@@ -164,14 +176,15 @@ def _end_sessions_unless_continued(
 def successor_of(ctx: Context, grant: Grant, now: datetime) -> str | None:
     """The live grant that continues ``grant``'s access, if any, read from the ledger.
 
-    It holds another slot of the same principal and is ACTIVE, unexpired, for the same account,
-    instance and bound session. Anything less (the extension denied, revoked, expired, elsewhere,
-    or bound to another session) is no continuation: the revocation ends the sessions as usual.
+    It holds another slot of the same principal (bound on the instance: of the same instance) and is
+    ACTIVE, unexpired, for the same account, instance, binding and bound session. Anything less (the
+    extension denied, revoked, expired, elsewhere, or bound to another session) is no continuation:
+    the revocation ends the sessions as usual.
     """
     for slot in range(1, ctx.settings.slot_count + 1):
         if slot == grant.slot:
             continue
-        holder = ctx.ledger.slot_holder(grant.principal_arn, slot)
+        holder = ctx.ledger.slot_holder(lock_scope(grant), slot)
         if holder is None or holder in (grant.grant_id, slots.REPAIR_HOLDER):
             continue
         other = ctx.ledger.get_grant(holder)
@@ -183,8 +196,8 @@ def successor_of(ctx: Context, grant: Grant, now: datetime) -> str | None:
 def _continues(grant: Grant, other: Grant, now: datetime) -> bool:
     return (
         other.status is GrantStatus.ACTIVE
-        and (other.account, other.principal_arn, other.instance_id, other.bound_user_id)
-        == (grant.account, grant.principal_arn, grant.instance_id, grant.bound_user_id)
+        and (other.account, other.principal_arn, other.instance_id, other.bound_user_id, other.binding)
+        == (grant.account, grant.principal_arn, grant.instance_id, grant.bound_user_id, grant.binding)
         and other.expires is not None
         and now < other.expires
     )
@@ -194,5 +207,7 @@ def _end_sessions(ctx: Context, grant: Grant, sessions: Sessions | None) -> list
     if sessions is None:
         return []
     owner = Identity(ctx.settings.partition, grant.account, grant.principal_type, grant.principal_name)
-    session_name = grant.bound_user_id.split(":", 1)[1] if grant.bound_user_id else None
+    # A role session's aws:userid is <RoleId>:<session name>; an IAM user's (instance binding) its UserId.
+    bound = grant.bound_user_id or ""
+    session_name = bound.split(":", 1)[1] if ":" in bound else None
     return sessions.terminate(grant.instance_id, owner, session_name)

@@ -3,16 +3,37 @@
 Slot 1 keeps the original design's key ``SecurityAllowSessionInstance``; slot k > 1 is
 ``SecurityAllowSessionInstance<k>``. ``SecurityAllowSessionUser<k>`` optionally binds the slot to one
 role session (``aws:userid``). IAM tag keys are case-insensitive, so every comparison here is too.
+
+Instance binding (issue 15): slot k of an *instance* is one EC2 tag ``SecurityAllowSessionFor<k>`` whose
+value is the ``aws:userid`` of the one person who may start a session on it (an IAM user's UserId, or
+``<RoleId>:<session name>`` for a role session). EC2 tag keys are case-sensitive ("Tag your Amazon EC2
+resources", tag restrictions), but IAM condition keys are not, so SessionGate treats every spelling of
+its keys as its own there too, and the guard denies them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 
 INSTANCE_KEY = "SecurityAllowSessionInstance"
 USER_KEY = "SecurityAllowSessionUser"
+# Instance binding: the key on the instance, value the person's aws:userid.
+FOR_KEY = "SecurityAllowSessionFor"
 MAX_SLOTS = 10
 IAM_TAG_LIMIT = 50
+# User tags per EC2 resource ("Tag your Amazon EC2 resources": maximum of 50 tags per resource).
+EC2_TAG_LIMIT = 50
+
+
+class BindingMode(StrEnum):
+    """Where a grant's slot tag lives (stack parameter ``BindingMode``)."""
+
+    PRINCIPAL = "principal"  # on the IAM user or role (aws:PrincipalTag)
+    INSTANCE = "instance"  # on the EC2 instance (ssm:resourceTag), value the person's aws:userid
+    AUTO = "auto"  # principal for IAM users and per-person roles, instance for shared roles
+
+
 # The slot lock the reconciler holds while it removes a drifted tag.
 REPAIR_HOLDER = "reconciler-repair"
 
@@ -42,6 +63,39 @@ def slot_of_key(key: str, slot_count: int) -> int | None:
         if lowered in (k.lower() for k in slot_keys(slot)):
             return slot
     return None
+
+
+def for_key(slot: int) -> str:
+    """The instance-binding key of ``slot`` (on the instance)."""
+    _check(slot)
+    return f"{FOR_KEY}{slot}"
+
+
+def all_for_keys(slot_count: int) -> list[str]:
+    return [for_key(slot) for slot in range(1, slot_count + 1)]
+
+
+def slot_of_for_key(key: str, slot_count: int) -> int | None:
+    """The slot an instance tag key belongs to in any letter case, or ``None`` for other keys."""
+    lowered = key.lower()
+    for slot in range(1, slot_count + 1):
+        if lowered == for_key(slot).lower():
+            return slot
+    return None
+
+
+def user_tag_count(current_tags: Iterable[str]) -> int:
+    """The tags of an EC2 resource that count against its 50 (``aws:`` tags do not: "Tag your Amazon
+    EC2 resources", tag restrictions)."""
+    return sum(1 for key in current_tags if not key.lower().startswith("aws:"))
+
+
+def instance_slot_preference(slot_count: int, current_tags: Mapping[str, str]) -> list[int]:
+    """Slots of an instance to try, those without a tag (in any spelling) first."""
+    used = {slot_of_for_key(key, slot_count) for key in current_tags}
+    free = [s for s in range(1, slot_count + 1) if s not in used]
+    busy = [s for s in range(1, slot_count + 1) if s in used]
+    return free + busy
 
 
 def slot_preference(slot_count: int, current_tags: Mapping[str, str]) -> list[int]:
