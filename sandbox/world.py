@@ -644,6 +644,7 @@ class StreamPoller:
     attempts: int = 0  # failed deliveries of pending[0]
     failed_at: datetime | None = None  # when the last delivery failed: retried once time has moved on
     _read: set[str] = field(default_factory=set)  # eventIDs already read
+    _last: dict[str, str] = field(default_factory=dict)  # shard -> the last sequence number read
 
     def poll(self, world: World) -> None:
         self.pending += self._new_records()
@@ -689,20 +690,30 @@ class StreamPoller:
             )
 
     def _new_records(self) -> list[dict[str, Any]]:
-        """The records not read before, in order. Each shard is read from its start with a fresh
-        iterator: moto restores a table from a copy when a TransactWriteItems is cancelled, and an
-        iterator taken before would go on reading the discarded copy (which also holds the records of
-        the cancelled writes, which DynamoDB never streams)."""
+        """The records not read before, in order. Each shard is read with a fresh iterator after the
+        last sequence number read (from its start the first time): moto restores a table from a copy
+        when a TransactWriteItems is cancelled, and an iterator taken before would go on reading the
+        discarded copy (which also holds the records of the cancelled writes, which DynamoDB never
+        streams). Not from the start every time: a long scenario would re-read every record at each
+        invocation."""
         records = []
         shards = self.reader.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         for shard in shards:
-            iterator = self.reader.get_shard_iterator(
-                StreamArn=self.stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
+            shard_id = shard["ShardId"]
+            where: dict[str, str] = (
+                {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self._last[shard_id]}
+                if shard_id in self._last
+                else {"ShardIteratorType": "TRIM_HORIZON"}
+            )
+            iterator = self.reader.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id, **where)[
+                "ShardIterator"
+            ]
             while iterator:
                 answer = self.reader.get_records(ShardIterator=iterator)
                 fresh = [r for r in answer["Records"] if r["eventID"] not in self._read]
                 self._read.update(r["eventID"] for r in fresh)
+                if answer["Records"]:
+                    self._last[shard_id] = answer["Records"][-1]["dynamodb"]["SequenceNumber"]
                 records += [self._as_lambda_record(r) for r in fresh]
                 iterator = answer.get("NextShardIterator") if answer["Records"] else None
         return [r for r in records if not self.patterns or any(_pattern_matches(p, r) for p in self.patterns)]
