@@ -5,8 +5,9 @@ Two paths, each the whole way through the sandbox (moto + the SSM fake, whose ca
   (adapter -> grant -> Scheduler -> revoke);
 - native: a request through the request API approved by an approver of the policy
   (request API -> grant -> Scheduler -> revoke).
-Then the same approval delivered again and the same revocation fired again (duplicates). The
-notification (``sns:Publish``) is counted and also shown apart: it leaves the path with the outbox.
+Then the same approval delivered again and the same revocation fired again (duplicates). Lifecycle
+notifications are published by ``PublishEventsFunction`` from the tables' streams (its own lines, not
+part of any path); an ``sns:Publish`` left in a path is counted and also shown apart.
 
     python -m bench.api_calls
 """

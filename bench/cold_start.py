@@ -46,6 +46,7 @@ HANDLERS = {
     "adapt_change_request": "AdaptChangeRequestFunction",
     "reconcile_grants": "ReconcileGrantsFunction",
     "request_api": "RequestApiFunction",
+    "publish_events": "PublishEventsFunction",
 }
 GOAL_RATIO = 2.5
 # The engine layer's third-party packages (layers/sessiongate/requirements.txt and what it pulls in).
@@ -400,6 +401,24 @@ def scenario(repo: Path, handler: str) -> dict[str, Any]:
         responses["iam:GetUser"] = _xml(
             "GetUser", IAM_NS, f"<User>{_user('alice', {'SecurityAllowSessionInstance': INSTANCE})}</User>"
         )
+    elif handler == "publish_events":
+        # The ledger's stream record of a grant going ACTIVE: one AccessGranted published.
+        record = _active_grant(now, table)[f"{table}|GRANT#cm-{EXECUTION}"]
+        stream = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}/stream/2026-01-01T00:00:00.000"
+        change = {"Keys": {"pk": record["pk"]}, "NewImage": record, "SequenceNumber": "100", "SizeBytes": 1}
+        event = {
+            "Records": [
+                {
+                    "eventID": "1",
+                    "eventName": "INSERT",
+                    "eventVersion": "1.1",
+                    "eventSource": "aws:dynamodb",
+                    "awsRegion": REGION,
+                    "eventSourceARN": stream,
+                    "dynamodb": {**change, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+                }
+            ]
+        }
     elif handler == "request_api":
         event = json.loads((ROOT / "events" / "api_create_request.json").read_text())
         event["requestContext"] = {**event["requestContext"], "requestTimeEpoch": int(now.timestamp() * 1000)}

@@ -22,6 +22,10 @@ TEMPLATE = ROOT / "template.yaml"
 LOCAL_PREFIX = "s3://sandbox-local/"
 
 
+# The label of every table stream in a loaded stack (CloudFormation: GetAtt <Table>.StreamArn).
+STREAM_LABEL = "2026-01-01T00:00:00.000"
+
+
 @dataclass(frozen=True)
 class Resource:
     logical_id: str
@@ -271,6 +275,10 @@ class _Resolver:
             return res.physical_id
         if attribute == "QueueName":
             return res.physical_id.rsplit("/", 1)[-1]
+        if attribute == "StreamArn" and res.type == "AWS::DynamoDB::Table":
+            # A stream's label is its creation time, known once the table exists: a fixed one here
+            # (the world maps it to the stream moto creates).
+            return f"{res.arn}/stream/{STREAM_LABEL}"
         raise KeyError(f"unsupported GetAtt {logical_id}.{attribute}")
 
     def resolve(self, value: Any) -> Any:

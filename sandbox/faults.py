@@ -16,6 +16,7 @@ from moto.core.botocore_stubber import MockRawResponse
 
 THROTTLING = "ThrottlingException"
 CONCURRENT_MODIFICATION = "ConcurrentModification"
+INTERNAL_ERROR = "InternalError"
 
 
 @dataclass
@@ -48,7 +49,9 @@ class FaultInjector:
         self._attached: list[tuple[Any, str, str]] = []
 
     def add(self, operation: str, code: str, times: int, status: int | None = None) -> Fault:
-        default = 409 if code == CONCURRENT_MODIFICATION else 400
+        # The status AWS answers with: IAM's ConcurrentModification is 409, SNS's InternalError 500 (SNS
+        # API Reference, Publish: "InternalError ... HTTP Status Code: 500"), which botocore retries.
+        default = {CONCURRENT_MODIFICATION: 409, INTERNAL_ERROR: 500}.get(code, 400)
         fault = Fault(operation, code, times, status or default)
         self.faults.append(fault)
         return fault

@@ -138,6 +138,9 @@ class World:
         self._cloudtrail_rules: list[tuple[str, Any, str]] = []  # (rule, pattern, target arn)
         self._timers: list[tuple[datetime, int, Callable[[], None]]] = []  # what AWS does later on its own
         self._schedule_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._streams: dict[str, str] = {}  # the template's stream ARN -> moto's
+        self._pollers: list[StreamPoller] = []  # Lambda's event source mappings on those streams
+        self._draining = False
         self._clients: dict[str, Any] = {}
         fake_iam.install()  # IAM's refusals moto lacks (protected roles, tag value pattern)
         self._mock = mock_aws()
@@ -223,6 +226,7 @@ class World:
         self._build_keys_and_parameters()
         self._build_functions()
         self._build_rules()
+        self._build_stream_mappings()
 
     def _build_messaging(self) -> None:
         s, sqs, sns = self.stack, self.client("sqs"), self.client("sns")
@@ -247,9 +251,15 @@ class World:
             }
             if "GlobalSecondaryIndexes" in p:
                 kwargs["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
+            if "StreamSpecification" in p:
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, **p["StreamSpecification"]}
             # Not created: the ResourcePolicy (moto does not evaluate resource policies; the handlers run
             # with the sandbox's credentials). tests/integration/test_engine_permissions.py evaluates it.
-            self.client("dynamodb").create_table(TableName=r.physical_id, **kwargs)
+            table = self.client("dynamodb").create_table(TableName=r.physical_id, **kwargs)[
+                "TableDescription"
+            ]
+            if "LatestStreamArn" in table:
+                self._streams[f"{r.arn}/stream/{cfn.STREAM_LABEL}"] = table["LatestStreamArn"]
 
     def _build_iam(self) -> None:
         iam = self.client("iam")
@@ -333,6 +343,54 @@ class World:
                 on_failure_queue=self._queue_url(queue) if queue else None,
                 async_retries=int(config.get("MaximumRetryAttempts", DEFAULT_ASYNC_RETRIES)),
             )
+
+    def _build_stream_mappings(self) -> None:
+        """Lambda's event source mappings on the tables' streams: read (uncounted: Lambda reads, not
+        SessionGate) and delivered to their function after every invocation (see :meth:`drain_streams`)."""
+        import boto3
+
+        # botocore sends stream calls to an account endpoint (<account>.streams-ddb...) moto 5.2 does not
+        # serve: the regional endpoint is the same API.
+        reader = boto3.client(
+            "dynamodbstreams",
+            region_name=REGION,
+            endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com",
+        )
+        for r in self.stack.of_type("AWS::Lambda::EventSourceMapping"):
+            p = r.properties
+            source = p["EventSourceArn"]
+            if source not in self._streams:
+                continue
+            function = next(f for f in self.functions.values() if f.name == p["FunctionName"])
+            failure = p.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+            self._pollers.append(
+                StreamPoller(
+                    reader,
+                    source,
+                    self._streams[source],
+                    function.arn,
+                    patterns=[
+                        json.loads(f["Pattern"]) for f in p.get("FilterCriteria", {}).get("Filters", [])
+                    ],
+                    batch_size=int(p.get("BatchSize", 100)),
+                    retries=int(p.get("MaximumRetryAttempts", -1)),
+                    on_failure_queue=self._queue_url(failure) if failure else None,
+                )
+            )
+
+    def drain_streams(self) -> None:
+        """What Lambda's stream pollers do within a second of a write: deliver the new stream records to
+        their function, in order; a batch that reports failures is retried from its first failed
+        record at the next drain, and after the mapping's retries its record goes to the on-failure
+        queue (as a failed invocation of the report)."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            for poller in self._pollers:
+                poller.poll(self)
+        finally:
+            self._draining = False
 
     @contextlib.contextmanager
     def _environment(self, function: Function) -> Iterator[None]:
@@ -427,6 +485,8 @@ class World:
                 MessageBody=json.dumps({"requestPayload": event, "errorMessage": invocation.error}),
             )
         self.invocations.append(invocation)
+        # The changes it made reach the stream consumers (lifecycle notifications) right after.
+        self.drain_streams()
         return invocation
 
     def settle(self, limit: int = 1000) -> None:
@@ -479,6 +539,7 @@ class World:
             self.clock.set(min(end, self.clock.now() + step))
             self.fire_due()
             self.settle()
+            self.drain_streams()  # stream consumers retry failed batches as time goes on
 
     def at(self, when: datetime, action: Callable[[], None]) -> None:
         """Something an AWS service does later on its own (e.g. Change Manager starting the runbook and
@@ -533,6 +594,7 @@ class World:
 
     # -- observation -----------------------------------------------------------------------------
     def notifications(self) -> list[dict[str, Any]]:
+        self.drain_streams()
         out = []
         for message in self._receive(self.client("sqs"), self.notification_tap):
             body = json.loads(message["Body"])
@@ -563,6 +625,103 @@ class World:
 
     def _queue_url(self, arn: str) -> str:
         return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
+
+
+@dataclass
+class StreamPoller:
+    """One event source mapping on a DynamoDB stream: reads the shards from where it left off and
+    invokes the function with the records its filter criteria let through (Lambda's event shape)."""
+
+    reader: Any
+    template_arn: str  # the stream ARN the template's resources name (eventSourceARN)
+    stream_arn: str  # moto's
+    function_arn: str
+    patterns: list[dict[str, Any]]
+    batch_size: int
+    retries: int  # MaximumRetryAttempts (-1: until the record expires)
+    on_failure_queue: str | None
+    pending: list[dict[str, Any]] = field(default_factory=list)  # read, not yet delivered
+    attempts: int = 0  # failed deliveries of pending[0]
+    failed_at: datetime | None = None  # when the last delivery failed: retried once time has moved on
+    _read: set[str] = field(default_factory=set)  # eventIDs already read
+    _last: dict[str, str] = field(default_factory=dict)  # shard -> the last sequence number read
+
+    def poll(self, world: World) -> None:
+        self.pending += self._new_records()
+        if self.failed_at is not None and world.clock.now() <= self.failed_at:
+            return  # Lambda backs off before retrying a failed batch: not within the same instant
+        self.failed_at = None
+        while self.pending:
+            batch = self.pending[: self.batch_size]
+            invocation = world.invoke(self.function_arn, {"Records": batch}, trigger="stream", sync=True)
+            failed = {f["itemIdentifier"] for f in (invocation.result or {}).get("batchItemFailures", [])}
+            if invocation.error:
+                failed = {r["dynamodb"]["SequenceNumber"] for r in batch}
+            done = next(
+                (i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed), len(batch)
+            )
+            self.pending = self.pending[done:]
+            if done:
+                self.attempts = 0
+            if done == len(batch):
+                continue
+            self.attempts += 1
+            if self.retries < 0 or self.attempts <= self.retries:
+                self.failed_at = world.clock.now()
+                return  # retried at a later drain
+            discarded = self.pending.pop(0)
+            self.attempts = 0
+            if self.on_failure_queue:
+                world.client("sqs").send_message(
+                    QueueUrl=self.on_failure_queue,
+                    MessageBody=json.dumps(
+                        {
+                            "DDBStreamBatchInfo": {
+                                "streamArn": self.template_arn,
+                                "startSequenceNumber": discarded["dynamodb"]["SequenceNumber"],
+                            }
+                        }
+                    ),
+                )
+            world.invocations.append(
+                Invocation(
+                    world.clock.now(), invocation.function, "stream", error="record discarded after retries"
+                )
+            )
+
+    def _new_records(self) -> list[dict[str, Any]]:
+        """The records not read before, in order. Each shard is read with a fresh iterator after the
+        last sequence number read (from its start the first time): moto restores a table from a copy
+        when a TransactWriteItems is cancelled, and an iterator taken before would go on reading the
+        discarded copy (which also holds the records of the cancelled writes, which DynamoDB never
+        streams). Not from the start every time: a long scenario would re-read every record at each
+        invocation."""
+        records = []
+        shards = self.reader.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            where: dict[str, str] = (
+                {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self._last[shard_id]}
+                if shard_id in self._last
+                else {"ShardIteratorType": "TRIM_HORIZON"}
+            )
+            iterator = self.reader.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id, **where)[
+                "ShardIterator"
+            ]
+            while iterator:
+                answer = self.reader.get_records(ShardIterator=iterator)
+                fresh = [r for r in answer["Records"] if r["eventID"] not in self._read]
+                self._read.update(r["eventID"] for r in fresh)
+                if answer["Records"]:
+                    self._last[shard_id] = answer["Records"][-1]["dynamodb"]["SequenceNumber"]
+                records += [self._as_lambda_record(r) for r in fresh]
+                iterator = answer.get("NextShardIterator") if answer["Records"] else None
+        return [r for r in records if not self.patterns or any(_pattern_matches(p, r) for p in self.patterns)]
+
+    def _as_lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        change = dict(record["dynamodb"])
+        change["ApproximateCreationDateTime"] = change["ApproximateCreationDateTime"].timestamp()
+        return {**record, "dynamodb": change, "eventSourceARN": self.template_arn}
 
 
 class _VirtualSleep:

@@ -28,6 +28,15 @@ ALLOWED = [
         "data predates that resource type.",
     ),
     (
+        "RESOURCE_MISMATCH",
+        r"PublishEventsFunctionRole\..*",
+        r".*table/\*/stream/\*.*",
+        "The two streams' ARNs (GetAtt <table>.StreamArn) end in the stream label, a timestamp with colons "
+        "(arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/2026-01-01T00:00:00.000, DynamoDB API "
+        "Reference, StreamDescription.StreamLabel); parliament splits ARNs on every colon and so misreads "
+        "them as not matching table/*/stream/*.",
+    ),
+    (
         "RESOURCE_STAR",
         r".*\.key-policy\.json",
         r".*",

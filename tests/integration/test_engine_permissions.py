@@ -837,6 +837,32 @@ def test_scp_sample_reserves_identity_center_role_names(path: str) -> None:
     assert _scp_allows(scp, admin, "iam:CreateRole", app, {})
 
 
+def test_the_publisher_reads_the_two_streams_and_publishes_to_the_topic_only(
+    iam: tuple[World, SessionChecker],
+) -> None:
+    """Issue 16: the stream consumer's role holds the streams' reads, sns:Publish on the lifecycle
+    topic (through its key), its failure queue, and nothing else: no table item, tag or other topic."""
+    world, checker = iam
+    role = _role(world, "PublishEventsFunctionRole")
+    res = world.stack.resources
+    streams = [f"{res[t].arn}/stream/{cfn.STREAM_LABEL}" for t in ("GrantsTable", "RequestsTable")]
+    for stream in streams:
+        for action in ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"):
+            assert checker.authorized("role", role, action, stream), (action, stream)
+    other = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/payroll/stream/{cfn.STREAM_LABEL}"
+    assert not checker.authorized("role", role, "dynamodb:GetRecords", other)
+    assert checker.authorized("role", role, "sns:Publish", res["NotificationTopic"].arn)
+    assert not checker.authorized("role", role, "sns:Publish", res["AlarmTopic"].arn)
+    assert checker.authorized("role", role, "sqs:SendMessage", res["PublishFailuresQueue"].arn)
+    assert not checker.authorized("role", role, "sqs:SendMessage", res["FailedInvocationsQueue"].arn)
+    for table in ("GrantsTable", "RequestsTable"):
+        for action in ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:PutItem"):
+            assert not checker.authorized("role", role, action, res[table].arn), (table, action)
+    assert not checker.authorized("role", role, "iam:TagUser", USER)
+    assert not checker.authorized("role", role, "iam:UntagUser", USER)
+    assert not checker.authorized("role", role, "events:PutEvents", res["EventBus"].arn)
+
+
 # ---------------------------------------------------------------- instance binding (issue 15)
 INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123456789abcdef0"
 FOR1 = slots.for_key(1)

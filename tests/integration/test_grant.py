@@ -59,8 +59,11 @@ def test_happy_path_tags_principal_schedules_revocation_and_notifies(stack: Stac
         "instance_id": instance,
         "principal_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
         "account": ACCOUNT,
+        # Published from the ledger's stream (at least once): subscribers drop repeats by this id.
+        "event_id": f"AccessGranted/{request.grant_id}",
     }
     assert note["message"]["expires_at"] == "2026-11-24T09:10:00Z"
+    assert note["message"]["at"] == grant.activated_at  # when the record went ACTIVE
 
 
 def test_role_principal_is_tagged(stack: Stack) -> None:

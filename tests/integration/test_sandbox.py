@@ -315,10 +315,10 @@ def test_fault_injections_are_reported_with_what_they_did() -> None:
     injected = {f["operation"]: f["injected"] for f in report.faults}
     assert injected["iam:TagUser"] == 2
     assert injected["dynamodb:TransactWriteItems"] == 2
-    assert injected["sns:Publish"] >= 2  # the outage swallowed notifications...
-    assert [e["event_type"] for e in report.events].count(
-        "AccessGranted"
-    ) == 1  # ...but not the first grant's
+    assert injected["sns:Publish"] == 20  # the outage failed publishes...
+    types = [e["event_type"] for e in report.events]
+    # ...which the stream consumer retried: every notification arrived, once.
+    assert (types.count("AccessGranted"), types.count("AccessRevoked")) == (2, 2)
     assert report.invariant_violations == []
 
 
@@ -353,10 +353,11 @@ def test_without_approvers_configured_nobody_can_approve_a_native_request() -> N
     assert report.passed, [c.as_dict() for c in report.checks]
 
 
-def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry() -> None:
-    """Each grant and revocation succeeds on its first attempt while SNS fails every publish."""
+def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry_and_loses_no_notification() -> None:
+    """Each grant and revocation succeeds on its first attempt while SNS fails every publish; the
+    notifications, published from the tables' streams, arrive once each when SNS is back."""
     steps = [
-        {"fault": {"operation": "sns:Publish", "code": "InternalError", "times": 100}},
+        {"fault": {"operation": "sns:Publish", "code": "InternalError", "times": 30}},
         {"request": {"id": "r1", "by": "alice", "instance": "web", "minutes": 5}},
         {"approve": {"request": "r1", "by": "bob"}},
         {"advance": "6m"},
@@ -366,7 +367,9 @@ def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry() -> None:
     runner = Runner(_scenario(steps))
     report = runner.run()
     assert report.passed, [c.as_dict() for c in report.checks]
-    assert report.events == []  # every notification was lost...
+    assert [f["injected"] for f in report.faults] == [30]  # every publish failed for a while...
+    lifecycle = [e["event_type"] for e in report.events if e["event_type"].startswith("Access")]
+    assert lifecycle == ["AccessGranted", "AccessRevoked"]  # ...none lost, none twice
     attempts = [
         (i.function, i.error, (i.result or {}).get("result"))
         for i in runner.world.invocations
@@ -374,6 +377,25 @@ def test_an_sns_outage_costs_no_grant_and_no_revocation_a_retry() -> None:
     ]
     # ...yet one attempt each did its work (a raised notification failure would show as a retry).
     assert attempts == [("GrantAccessFunction", None, "granted"), ("RevokeAccessFunction", None, "revoked")]
+
+
+def test_notifications_still_failing_after_the_stream_retries_reach_the_failure_queue() -> None:
+    """An outage longer than the event source mapping's retries: the record is reported to the
+    PublishFailuresQueue (alarmed) and the run says so; the grant is untouched."""
+    steps = [
+        {"fault": {"operation": "sns:Publish", "code": "InternalError", "times": 1000}},
+        {"request": {"id": "r1", "by": "alice", "instance": "web", "minutes": 30}},
+        {"approve": {"request": "r1", "by": "bob"}},
+        {"advance": "10m"},
+        {"grant": {"request": "r1", "expect": "ACTIVE"}},
+    ]
+    runner = Runner({**_scenario(steps), "expect_failed_invocations": True})
+    report = runner.run()
+    assert report.passed, [c.as_dict() for c in report.checks]
+    assert [e for e in report.events if e["event_type"].startswith("Access")] == []
+    assert [(f["function"], f["error"]) for f in report.failed_invocations] == [
+        ("PublishEventsFunction", "record discarded after retries")
+    ]
 
 
 def test_a_tag_made_again_after_the_reconciler_removed_it_gets_a_new_period() -> None:

@@ -560,6 +560,7 @@ PUBLISHERS = [
     "AdaptChangeRequestFunction",
     "ReconcileGrantsFunction",
     "RequestApiFunction",
+    "PublishEventsFunction",
 ]
 
 
@@ -695,6 +696,82 @@ def test_change_request_functions_know_the_stacks_approver_and_read_only_its_gro
     assert template()["Conditions"]["ApproverIsIamGroup"] == {
         "Fn::Equals": [{"Ref": "ApproverType"}, "IamGroup"]
     }
+
+
+# ---------------------------------------------------------------- lifecycle notifications (outbox)
+def test_both_tables_stream_old_and_new_images() -> None:
+    for table in ("GrantsTable", "RequestsTable"):
+        spec = resource(table)["Properties"]["StreamSpecification"]
+        assert spec == {"StreamViewType": "NEW_AND_OLD_IMAGES"}, table
+
+
+@pytest.mark.parametrize(
+    ("event", "table"), [("LedgerChanges", "GrantsTable"), ("RequestChanges", "RequestsTable")]
+)
+def test_the_publisher_consumes_each_stream_with_partial_batch_responses_and_bounded_retries(
+    event: str, table: str
+) -> None:
+    props = resource("PublishEventsFunction")["Properties"]["Events"][event]
+    assert props["Type"] == "DynamoDB"
+    p = props["Properties"]
+    assert p["Stream"] == {"Fn::GetAtt": [table, "StreamArn"]}
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["BisectBatchOnFunctionError"] is True
+    # -1 (the default) would retry a poison record until it leaves the stream, blocking its shard.
+    assert 0 <= p["MaximumRetryAttempts"] <= 20
+    assert 60 <= p["MaximumRecordAgeInSeconds"] <= 86400
+    assert p["MaximumBatchingWindowInSeconds"] == 0  # seconds matter: no batching window
+    assert p["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["PublishFailuresQueue", "Arn"]},
+    }
+    # The filter lets every grant or request record through and nothing else.
+    [f] = p["FilterCriteria"]["Filters"]
+    pattern = EventPattern.load(f["Pattern"])
+    record = {"dynamodb": {"NewImage": {"status": {"S": "ACTIVE"}, "pk": {"S": "GRANT#cm-1"}}}}
+    assert pattern.matches_event(record)
+    assert not pattern.matches_event({"dynamodb": {"NewImage": {"pk": {"S": "SLOT#x#1"}}}})
+    assert not pattern.matches_event({"dynamodb": {"OldImage": {"status": {"S": "ACTIVE"}}}})
+
+
+def test_the_publisher_role_holds_the_streams_the_topic_and_its_queue_only() -> None:
+    assert resource("PublishEventsFunction")["Properties"]["Role"] == {
+        "Fn::GetAtt": ["PublishEventsFunctionRole", "Arn"]
+    }
+    role = resource("PublishEventsFunctionRole")["Properties"]
+    assert role["Path"] == "/sessiongate/"
+    assert role["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+    ]
+    [policy] = role["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    assert {sid: sorted(_actions(s)) for sid, s in statements.items()} == {
+        "ReadTheTwoStreams": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+        "ListStreams": ["dynamodb:ListStreams"],  # Lambda lists streams; the action takes no resource
+        "ReportRecordsItGaveUpOn": ["sqs:SendMessage"],
+        "Notify": ["sns:Publish"],
+        "NotifyThroughTheTopicKey": ["kms:Decrypt", "kms:GenerateDataKey"],
+    }
+    assert statements["ReadTheTwoStreams"]["Resource"] == [
+        {"Fn::GetAtt": ["GrantsTable", "StreamArn"]},
+        {"Fn::GetAtt": ["RequestsTable", "StreamArn"]},
+    ]
+    assert statements["Notify"]["Resource"] == {"Ref": "NotificationTopic"}
+    assert statements["ReportRecordsItGaveUpOn"]["Resource"] == {
+        "Fn::GetAtt": ["PublishFailuresQueue", "Arn"]
+    }
+    assert statements["NotifyThroughTheTopicKey"]["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}
+    }
+    queue = resource("PublishFailuresQueue")["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True
+    groups = [
+        r["Properties"]["LogGroupName"]
+        for r in template()["Resources"].values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+    ]
+    assert {"Fn::Sub": "/aws/lambda/${PublishEventsFunction}"} in groups
 
 
 @pytest.mark.parametrize("where", ["GrantAccessFunction", "member"])

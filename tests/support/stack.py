@@ -30,7 +30,13 @@ from sessiongate.core.engine import Engine
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import AccessApproved, Origin
 from sessiongate.settings import Settings
-from sessiongate.wiring import build, build_change_request_adapter, build_engine, build_request_api
+from sessiongate.wiring import (
+    build,
+    build_change_request_adapter,
+    build_engine,
+    build_publisher,
+    build_request_api,
+)
 
 from .template import create_table, resource
 from .values import (  # noqa: F401 - also imported from here by the integration tests
@@ -60,6 +66,15 @@ def _client(service: str) -> Any:
     return c
 
 
+@functools.cache
+def _stream_reader() -> Any:
+    """DynamoDB Streams on moto: botocore sends stream calls to an account endpoint
+    (<account>.streams-ddb...) moto 5.2 does not serve; the regional endpoint is the same API."""
+    return boto3.client(
+        "dynamodbstreams", region_name=REGION, endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com"
+    )
+
+
 def _count(model: Any, **_: Any) -> None:
     _CALLS[f"{model.service_model.service_name}:{model.name}"] += 1
 
@@ -75,6 +90,7 @@ class Stack:
     # What the handlers invoked through handler() are given (see deploy()); built on their first call.
     _wiring: dict[str, Any] = field(default_factory=dict)
     _deps: dict[str, Any] = field(default_factory=dict)
+    _stream_read: set[str] = field(default_factory=set)  # eventIDs of the stream records read
 
     # -- the Lambda handlers, their dependencies injected -------------------------------------
     def deploy(self, *, client: Any = None, member_client: Any = None) -> None:
@@ -233,7 +249,39 @@ class Stack:
         ]
         return {n: scheduler.get_schedule(Name=n, GroupName=self.settings.schedule_group) for n in names}
 
+    def publish_changes(self) -> list[str]:
+        """What the stream consumer does within a second of a write: publish the lifecycle events of
+        the tables' changes not yet published (``functions/publish_events``' publisher, on the streams'
+        records in Lambda's shape); their event ids."""
+        tables = replace(self.settings, requests_table=NATIVE_SETTINGS["requests_table"])
+        publisher = build_publisher(tables, client=self.client)
+        published: list[str] = []
+        for table in (self.settings.table_name, NATIVE_SETTINGS["requests_table"]):
+            for record in self._stream_records(table):
+                published += publisher.publish(record["eventSourceARN"], record["dynamodb"])
+        return published
+
+    def _stream_records(self, table: str) -> list[dict[str, Any]]:
+        """The stream records of ``table`` not read before (uncounted reads: Lambda's). Each shard is
+        read from its start: moto restores a table from a copy when a TransactWriteItems is cancelled,
+        and an iterator taken before would read the discarded copy."""
+        reader = _stream_reader()
+        stream = _client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        records = []
+        for shard in reader.describe_stream(StreamArn=stream)["StreamDescription"]["Shards"]:
+            iterator = reader.get_shard_iterator(
+                StreamArn=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            while iterator:
+                answer = reader.get_records(ShardIterator=iterator)
+                fresh = [r for r in answer["Records"] if r["eventID"] not in self._stream_read]
+                self._stream_read.update(r["eventID"] for r in fresh)
+                records += [{**r, "eventSourceARN": stream} for r in fresh]
+                iterator = answer.get("NextShardIterator") if answer["Records"] else None
+        return records
+
     def notifications(self) -> list[dict[str, Any]]:
+        self.publish_changes()
         return [
             {
                 "message": json.loads(body["Message"]),

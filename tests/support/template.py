@@ -32,6 +32,7 @@ def create_table(dynamodb: Any, logical_id: str, name: str) -> None:
         KeySchema=table["KeySchema"],
         GlobalSecondaryIndexes=table["GlobalSecondaryIndexes"],
         BillingMode=table["BillingMode"],
+        StreamSpecification={"StreamEnabled": True, **table["StreamSpecification"]},
     )
 
 
@@ -41,5 +42,9 @@ def unwrap(statement: dict[str, Any]) -> dict[str, Any]:
 
 
 def function_statements(logical_id: str) -> list[dict[str, Any]]:
+    """The IAM statements of a function: its SAM ``Policies``, or those of the role it names (``Role``)."""
     props = resource(logical_id)["Properties"]
+    if "Role" in props:
+        role = resource(props["Role"]["Fn::GetAtt"][0])["Properties"]
+        return [unwrap(s) for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     return [unwrap(s) for policy in props["Policies"] for s in policy["Statement"]]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sessiongate.adapters.inventory import Inventory
     from sessiongate.adapters.notifier import Notifier
     from sessiongate.adapters.scheduler import Schedules
+    from sessiongate.outbox import Publisher
 
 ClientFactory = Callable[[str], Any]
 MemberClientFactory = Callable[[str, dict[str, str] | None], Any]
@@ -39,6 +40,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     # The reconciler revokes through the engine and reads principals and locks: no schedule, no policy.
     "reconcile": _COMMON,
     # Native front door: the request API also revokes early through the engine (same path as expiry).
+    # The stream consumer publishes what the ledger's and the requests table's changes stand for.
+    "publish": ("account_id", "table_name", "topic_arn"),
     "requests": (
         *_COMMON,
         "requests_table",
@@ -307,6 +310,19 @@ def build_request_api(
     )
 
 
+def build_publisher(settings: Settings, *, client: ClientFactory | None = None) -> Publisher:
+    """The stream consumer: lifecycle events of the ledger's and the requests table's changes -> SNS."""
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.notifier import Notifier
+    from sessiongate.outbox import LEDGER, REQUESTS, Publisher
+
+    make = client or aws.LazyClient
+    tables = {settings.table_name: LEDGER}
+    if settings.requests_table:
+        tables[settings.requests_table] = REQUESTS
+    return Publisher(Notifier(make("sns"), settings.topic_arn), tables)
+
+
 def build(
     role: str,
     environ: Mapping[str, str],
@@ -323,6 +339,8 @@ def build(
         return build_request_api(settings, clock=clock, client=client, member_client=member_client)
     if role == "adapter":
         return build_change_request_adapter(settings, clock=clock, client=client, member_client=member_client)
+    if role == "publish":
+        return build_publisher(settings, client=client)
     return build_engine(settings, clock=clock, client=client, member_client=member_client)
 
 
@@ -338,6 +356,12 @@ def engine(role: str) -> Engine:
 def change_request_adapter() -> ChangeRequestAdapter:
     """The process-wide Change Manager adapter (role ``adapter``)."""
     return build_change_request_adapter(Settings.from_env(os.environ, require=REQUIRED["adapter"]))
+
+
+@functools.cache
+def publisher() -> Publisher:
+    """The process-wide stream consumer (role ``publish``)."""
+    return build_publisher(Settings.from_env(os.environ, require=REQUIRED["publish"]))
 
 
 @functools.cache

@@ -1,5 +1,6 @@
 """In-memory fakes for the native front door: the requests table, the policy source, the bus's and
-notifier's records and KMS MACs; :func:`world` builds a NativeService next to the REAL grant core
+notifier's records (a request's lifecycle events come from the store's changes, as from the table's
+stream) and KMS MACs; :func:`world` builds a NativeService next to the REAL grant core
 (``Engine`` on the core's fakes, ``tests/unit/fakes/core.py``), so grants come from the real code.
 
 :class:`FakeRequestStore` behaves like ``adapters.request_store.RequestStore`` on DynamoDB (checked by
@@ -34,6 +35,7 @@ from sessiongate.access_requests.verifier import NativeVerifier
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.core.engine import Engine
 from sessiongate.core.model import AccessApproved, GrantStatus, Origin, Outcome
+from sessiongate.outbox import request_events
 from tests.unit.fakes.core import CoreWorld, FakeBus, FakeDirectory, FakeInventory, FakeLedger
 
 ACCOUNT = "123456789012"
@@ -50,6 +52,13 @@ class FakeRequestStore:
     writes: list[str] = field(default_factory=list)
     # Called before a conditional write lands: a test makes another writer win the race here.
     before_write: Callable[[str], None] | None = None
+    # The table's stream consumer: each landed change's lifecycle events (sessiongate.outbox) go here.
+    outbox: FakeNotifier | None = None
+
+    def _changed(self, old: Request | None, new: Request) -> None:
+        if self.outbox is not None:
+            for event in request_events(old, new):
+                self.outbox.publish(event.event_type, event.payload, subject=event.subject)
 
     def _write(self, what: str) -> None:
         if self.before_write is not None:
@@ -65,6 +74,7 @@ class FakeRequestStore:
         if request.request_id in self.items:
             return False
         self.items[request.request_id] = request
+        self._changed(None, request)
         return True
 
     def replace(self, request: Request, *, expected_version: int) -> bool:
@@ -75,6 +85,7 @@ class FakeRequestStore:
         if current is None or current.version != expected_version:
             return False
         self.items[request.request_id] = request
+        self._changed(current, request)
         return True
 
     def create_extension(self, parent: Request, *, expected_version: int, child: Request) -> bool:
@@ -84,6 +95,8 @@ class FakeRequestStore:
             return False
         self.items[parent.request_id] = parent
         self.items[child.request_id] = child
+        self._changed(current, parent)
+        self._changed(None, child)
         return True
 
     def take_quota(self, key: str, *, now: datetime, window: timedelta, limit: int) -> int | None:
@@ -247,6 +260,7 @@ def world(policy: dict[str, Any], *, groups: Membership | None = None, **setting
         "bus": FakeBus(),
         "notifier": FakeNotifier(),
     }
+    store.outbox = parts["notifier"]
     service = NativeService(
         settings=engine.settings,
         clock=clock,

@@ -39,6 +39,7 @@ from sessiongate.core.ports import (
     TagLimitExceeded,
 )
 from sessiongate.errors import TransientError
+from sessiongate.outbox import grant_events
 from sessiongate.settings import Settings
 
 LIVE = (GrantStatus.PROVISIONING, GrantStatus.ACTIVE)
@@ -61,8 +62,15 @@ class FakeLedger:
         self.tombstones: dict[str, RevokeRequest] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.batch_gets = 0  # BatchGetItem calls the real adapter would make
+        # The table's stream consumer: each landed change's lifecycle events (sessiongate.outbox) go here.
+        self.outbox: FakeNotifier | None = None
         # Other tables a ConditionCheck may name: table -> (key -> the item's string attributes or None).
         self.tables: dict[str, Callable[[Mapping[str, str]], Mapping[str, str] | None]] = {}
+
+    def _changed(self, grant_id: str, before: Grant | None) -> None:
+        if self.outbox is not None:
+            for event in grant_events(before, self.grants.get(grant_id)):
+                self.outbox.publish(event.event_type, event.payload, subject=event.subject)
 
     # -- reads ------------------------------------------------------------------------------
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -107,6 +115,7 @@ class FakeLedger:
             # The live-by-expiry index needs a sort key: a record without expiry yet stores its creation.
             stored.expires_at = stored.expires_at or stored.created_at
         self.grants[grant.grant_id] = stored
+        self._changed(grant.grant_id, None)
         return True
 
     def grant_and_holder(
@@ -138,6 +147,7 @@ class FakeLedger:
         self.slots[(lock_scope(grant), grant.slot)] = Slot(
             grant.grant_id, grant.instance_id, grant.expires_at or ""
         )
+        self._changed(grant.grant_id, None)
         return Opened(created=True)
 
     def rebind(self, grant: Grant, activated_at: str) -> bool:
@@ -159,12 +169,14 @@ class FakeLedger:
     def request_revoke(self, grant_id: str, *, at: str, reason: str, by: str) -> None:
         self.tombstones.setdefault(grant_id, RevokeRequest(at, reason, by))
 
-    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]], *, at: str | None = None) -> bool:
         record = self.grants.get(grant.grant_id)
         if record is None or record.status not in LIVE or record.activated_at != grant.activated_at:
             return False
-        record.status, record.denials = GrantStatus.DENIED, copy.deepcopy(denials)
-        grant.status, grant.denials = GrantStatus.DENIED, denials
+        before = copy.deepcopy(record)
+        record.status, record.denials, record.denied_at = GrantStatus.DENIED, copy.deepcopy(denials), at
+        grant.status, grant.denials, grant.denied_at = GrantStatus.DENIED, denials, at
+        self._changed(grant.grant_id, before)
         return True
 
     def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool:
@@ -181,6 +193,7 @@ class FakeLedger:
         if frees and self.slot_holder(lock_scope(grant), grant.slot or 0) != grant.grant_id:
             # The transaction's second item failed: cancelled, not a lost race on the record.
             raise TransientError(f"revoke of {grant.grant_id} cancelled: ['None', 'ConditionalCheckFailed']")
+        before = copy.deepcopy(record)
         record.status, record.revoked_at, record.revoke_reason, record.revoked_by = (
             GrantStatus.REVOKED,
             at,
@@ -190,6 +203,7 @@ class FakeLedger:
         if frees:
             del self.slots[(lock_scope(grant), grant.slot or 0)]
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
+        self._changed(grant.grant_id, before)
         return True
 
 
@@ -383,7 +397,9 @@ class FakeNotifier:
         self.published: list[tuple[str, dict[str, Any], str]] = []
         self.fail = False
 
-    def publish(self, event_type: str, payload: Mapping[str, Any], *, subject: str) -> bool:
+    def publish(
+        self, event_type: str, payload: Mapping[str, Any], *, subject: str, event_id: str | None = None
+    ) -> bool:
         if self.fail:
             return False
         self.published.append((event_type, dict(payload), subject))
@@ -493,6 +509,7 @@ class CoreWorld:
         self.inventory = FakeInventory()
         self.schedules = FakeSchedules()
         self.notifier = FakeNotifier()
+        self.ledger.outbox = self.notifier  # the ledger's stream, published as the publisher does
         self.sessions = FakeSessions()
         self.accounts = FakeMemberAccounts()
         self.verifier = FakeVerifier()

@@ -34,6 +34,7 @@ from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core.identity import parse_identity, person_key
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
+from sessiongate.outbox import rule_snapshot
 
 
 class Creating(Status):
@@ -64,24 +65,39 @@ class Creating(Status):
         log = bind(
             request_id=request.request_id, instance_id=request.instance_id, principal_arn=principal.arn
         )
+        why = ""
         if data.break_glass:
             self._take_break_glass_quota(caller, rule, now)
+            request = self._self_approved(caller, request, data.reason, now)
+        else:
+            # Judged when the access starts (office hours at a scheduled start, not at the request's time).
+            starts = max(now, parse_iso(request.start_at)) if request.start_at else now
+            decision = decide(self._policy(), facts_of(request, rule, starts))
+            auto = decision.auto_approved and bool(self.settings.break_glass_approver_arn)  # (no API role)
+            # max_active, atomically for auto-approvals (no person approves: the requester alone could
+            # race N requests past check_max_active); no place left: the rule's approvers decide.
+            if auto and not take_auto_places(self, rule, request, now):
+                decision = Decision(
+                    False, decision.permit, why="max_active: no place left for an auto-approval"
+                )
+                auto = False
+            why = decision.why
+            if auto:
+                request = self._auto_approved(request, decision, now)
+        # One write: its stream record is the AccessRequested (or BreakGlassUsed, AutoApproved)
+        # notification.
         if not self.store.create(request):
             raise TransientError(f"request id {request.request_id} collided")
         metrics().add("NativeRequests")
         if data.break_glass:
-            return self._view(self._self_approve(caller, request, rule, data.reason, now), rule)
-        # Judged when the access starts (office hours at a scheduled start, not at the request's time).
-        starts = max(now, parse_iso(request.start_at)) if request.start_at else now
-        decision = decide(self._policy(), facts_of(request, rule, starts))
-        if decision.auto_approved and self.settings.break_glass_approver_arn:  # (no API role: people)
-            # max_active, atomically for auto-approvals (no person approves: the requester alone could
-            # race N requests past check_max_active); no place left: the rule's approvers decide.
-            if take_auto_places(self, rule, request, now):
-                return self._view(self._auto_approve(request, rule, decision, now), rule)
-            decision = Decision(False, decision.permit, why="max_active: no place left for an auto-approval")
-        log.info("access requested", extra={"rule": rule.name, "auto_approval": decision.why})
-        self._notify("AccessRequested", request, rule=rule)
+            logger().warning("break-glass access self-approved", extra={"rule": rule.name})
+            metrics().add("BreakGlass")
+            return self._view(self._emit(request), rule)
+        if request.auto_approval:
+            logger().info("access auto-approved", extra={"rule": rule.name, "permit": request.auto_approval})
+            metrics().add("AutoApproved")
+            return self._view(self._emit(request), rule)
+        log.info("access requested", extra={"rule": rule.name, "auto_approval": why})
         return self._view(request, rule)
 
     def _allowed_duration(self, caller: Caller, rule: Rule, data: CreateInput) -> int:
@@ -149,6 +165,7 @@ class Creating(Status):
             start_at=to_iso(data.start_at) if data.start_at is not None else None,
             documents=data.documents,
             history=({"at": to_iso(now), "status": RequestStatus.PENDING.value, "by": caller.arn},),
+            notice_rule=rule_snapshot(rule),
         )
 
     def _take_break_glass_quota(self, caller: Caller, rule: Rule, now: datetime) -> None:
@@ -164,12 +181,11 @@ class Creating(Status):
                 f"rule {rule.name!r}): ask an approver",
             )
 
-    def _self_approve(
-        self, caller: Caller, request: Request, rule: Rule, reason: str, now: datetime
-    ) -> Request:
+    def _self_approved(self, caller: Caller, request: Request, reason: str, now: datetime) -> Request:
         """Break-glass: the requester approves alone. The engine never accepts the requester as approver
         of record, so SessionGate's request API role is recorded as the approver (the policy rule that
-        allowed it), the requester's self-approval is kept in ``approvals``, and the record is flagged."""
+        allowed it), the requester's self-approval is kept in ``approvals``, and the record is flagged.
+        The request is created in this state (its history still shows it PENDING first)."""
         approved = request.transition(
             RequestStatus.APPROVED,
             at=now,
@@ -181,19 +197,14 @@ class Creating(Status):
             decided_by=caller.arn,
             version=request.version + 1,
         )
-        approved = self._sign(approved)
-        if not self.store.replace(approved, expected_version=request.version):
-            raise Conflict("conflict", "the request changed meanwhile; check its status")
-        logger().warning("break-glass access self-approved", extra={"rule": rule.name})
-        metrics().add("BreakGlass")
-        self._notify("BreakGlassUsed", approved, rule=rule)
-        return self._emit(approved)
+        return self._sign(approved)
 
-    def _auto_approve(self, request: Request, rule: Rule, decision: Decision, now: datetime) -> Request:
+    def _auto_approved(self, request: Request, decision: Decision, now: datetime) -> Request:
         """A permit of the policy approved the request, no forbid stopped it (:mod:`.auto_approval`).
         Recorded so that nobody can take it for a person's approval: one approval at ``AUTO_LEVEL`` by
         the request API's role (also the approver of record in the engine's ledger), the permit's name
-        in ``auto_approval`` (bound by the approval MAC), notified as ``AutoApproved``."""
+        in ``auto_approval`` (bound by the approval MAC), notified as ``AutoApproved`` (its record's
+        creation in this state: :mod:`sessiongate.outbox`). Its history still shows it PENDING first."""
         api_role = self.settings.break_glass_approver_arn
         assert decision.permit is not None
         comment = f"auto-approved by permit {decision.permit!r}: {decision.why}"
@@ -208,10 +219,4 @@ class Creating(Status):
             auto_approval=decision.permit,
             version=request.version + 1,
         )
-        approved = self._sign(approved)
-        if not self.store.replace(approved, expected_version=request.version):
-            raise Conflict("conflict", "the request changed meanwhile; check its status")
-        logger().info("access auto-approved", extra={"rule": rule.name, "permit": decision.permit})
-        metrics().add("AutoApproved")
-        self._notify("AutoApproved", approved, rule=rule)
-        return self._emit(approved)
+        return self._sign(approved)

@@ -25,6 +25,7 @@ from sessiongate.access_requests.reminders import escalated
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.observability import bind
+from sessiongate.outbox import rule_snapshot
 
 
 class Deciding(Status):
@@ -45,11 +46,9 @@ class Deciding(Status):
         )
         if updated.status is RequestStatus.APPROVED:
             log.info("request approved", extra={"approvers": list(updated.approver_arns)})
-            self._notify("AccessApproved", updated, rule=rule)
             updated = self._emit(updated)
         else:
             log.info("approval recorded", extra={"level": updated.approvals[-1].level + 1})
-            self._notify("ApprovalRecorded", updated, rule=rule)
         return self._view(updated, rule)
 
     def _approving_rule(self, request: Request) -> Rule:
@@ -82,7 +81,9 @@ class Deciding(Status):
         now = self.clock.now()
         approvals = (*request.approvals, Approval(caller.arn, level, to_iso(now), comment))
         if current_level(rule, approvals) is not None:
-            return replace(request, approvals=approvals, version=request.version + 1)
+            return replace(
+                request, approvals=approvals, version=request.version + 1, notice_rule=rule_snapshot(rule)
+            )
         check_max_active(self, rule, request)  # the approval that hands it to the engine
         return self._sign(
             request.transition(
@@ -94,6 +95,7 @@ class Deciding(Status):
                 approved_at=to_iso(now),
                 decided_by=caller.arn,
                 version=request.version + 1,
+                notice_rule=rule_snapshot(rule),
             )
         )
 
@@ -116,12 +118,12 @@ class Deciding(Status):
                 decided_by=caller.arn,
                 comment=comment,
                 version=request.version + 1,
+                notice_rule=rule_snapshot(rule),
             )
 
         self._note_policy()
         updated = self._write(lambda: self._pending(request_id), rejected)
         bind(request_id=request_id).info("request rejected")
-        self._notify("AccessRejected", updated, rule=rule)
         return self._view(updated, rule)
 
     def cancel(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
@@ -145,5 +147,4 @@ class Deciding(Status):
 
         updated = self._write(lambda: self._load_for_write(request_id), cancelled)
         bind(request_id=request_id).info("request cancelled")
-        self._notify("AccessRequestCancelled", updated)
         return self._view(updated, None)

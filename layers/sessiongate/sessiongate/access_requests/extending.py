@@ -26,6 +26,7 @@ from sessiongate.access_requests.rule_limits import check_ticket
 from sessiongate.access_requests.status import Status
 from sessiongate.clock import to_iso
 from sessiongate.observability import bind
+from sessiongate.outbox import rule_snapshot
 
 
 class Extending(Status):
@@ -54,14 +55,18 @@ class Extending(Status):
             check_ticket(rule.name, rule.ticket, parent.ticket)  # the rule may require one since
             n = root.extension_count + 1
             child = self._extension(caller, parent, extension_id(root.request_id, n), duration, data.reason)
-            child = replace(child, rule=rule.name, instance_tags=tuple(sorted(tags.items())))
+            child = replace(
+                child,
+                rule=rule.name,
+                instance_tags=tuple(sorted(tags.items())),
+                notice_rule=rule_snapshot(rule),
+            )
             bumped = replace(root, extension_count=n, version=root.version + 1)
             if self.store.create_extension(bumped, expected_version=root.version, child=child):
                 break
         else:
             raise Conflict("conflict", "the request kept changing; try again")
         bind(request_id=child.request_id).info("extension requested", extra={"extends": parent.request_id})
-        self._notify("AccessRequested", child, rule=rule)
         return self._view(child, rule)
 
     def _extendable(self, caller: Caller, request_id: str) -> Request:

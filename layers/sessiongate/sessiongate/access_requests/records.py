@@ -134,8 +134,13 @@ class Request:
     # Reminders sent and the escalation of a pending request (issue 18; the sweep writes them).
     reminders_sent: int = 0
     escalated_at: str | None = None
+    reminded_at: str | None = None  # when the last reminder was sent (its AccessRequestReminder's time)
     # Session Manager documents the requester asked for (issue 18), as the rule allowed them.
     documents: tuple[str, ...] = ()
+    # The approval rule as the last writer that decided under one saw it (name, levels, groups,
+    # documents, escalate_to): what that write's lifecycle notification describes
+    # (sessiongate.outbox.rule_snapshot).
+    notice_rule: dict[str, Any] | None = None
 
     @property
     def not_before(self) -> str | None:

@@ -71,6 +71,5 @@ class Revoking(Status):
             )
             if self.store.replace(cancelled, expected_version=request.version):
                 bind(request_id=request_id).info("pending request cancelled", extra={"why": "access revoked"})
-                self._notify("AccessRequestCancelled", cancelled)
                 return
         raise Conflict("conflict", f"request {request_id} kept changing")

@@ -54,8 +54,6 @@ class Status(Ending):
             self._retire_parent(derived)
         updated = replace(derived, version=request.version + 1)
         if self.store.replace(updated, expected_version=request.version):
-            if request.status is RequestStatus.PENDING:
-                self._notify("AccessRequestExpired", updated)
             return updated
         current = self.store.get(request.request_id)
         return self._derive(current) if current is not None else derived

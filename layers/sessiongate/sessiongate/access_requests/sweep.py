@@ -22,6 +22,7 @@ from sessiongate.access_requests.status import Status
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, metrics
+from sessiongate.outbox import rule_snapshot
 
 
 class Sweep(Status):
@@ -130,18 +131,19 @@ class Sweep(Status):
         except Refused:
             return 0  # an unusable policy is notified above; nothing to remind under
         owed = due(rule, request, self.clock.now())
-        if not owed.anything:
+        if not owed.anything or rule is None:
             return 0
+        now = to_iso(self.clock.now())
         updated = replace(
             request,
             reminders_sent=max(owed.reminders, request.reminders_sent),
-            escalated_at=to_iso(self.clock.now()) if owed.escalate else request.escalated_at,
+            reminded_at=now if owed.reminders and not owed.escalate else request.reminded_at,
+            escalated_at=now if owed.escalate else request.escalated_at,
             version=request.version + 1,
+            notice_rule=rule_snapshot(rule),
         )
+        # The conditional write is the notification: its stream record is the AccessRequestEscalated
+        # (or, without an escalation, AccessRequestReminder) event (:mod:`sessiongate.outbox`).
         if not self.store.replace(updated, expected_version=request.version):
             return 0  # someone else wrote it meanwhile: the next sweep decides again
-        if owed.escalate:
-            self._notify("AccessRequestEscalated", updated, rule=rule)
-        elif owed.reminders:
-            self._notify("AccessRequestReminder", updated, rule=rule)
         return 1

@@ -371,10 +371,10 @@ class Ledger:
             },
         )
 
-    def mark_denied(self, grant: Grant, denials: list[dict[str, str]]) -> bool:
+    def mark_denied(self, grant: Grant, denials: list[dict[str, str]], *, at: str | None = None) -> bool:
         """Turn a live record (ACTIVE whose tag IAM refused, or PROVISIONING of an earlier release) into
-        DENIED; ``False`` if it is not live any more, or a resumed delivery moved its ``activated_at``
-        (that delivery owns it now, as for ``complete_revoke``)."""
+        DENIED (``at``: when, for its AccessDenied); ``False`` if it is not live any more, or a resumed
+        delivery moved its ``activated_at`` (that delivery owns it now, as for ``complete_revoke``)."""
         values: dict[str, Any] = {
             ":denied": {"S": GrantStatus.DENIED.value},
             ":prov": {"S": GrantStatus.PROVISIONING.value},
@@ -387,18 +387,22 @@ class Ledger:
             values[":seen"] = {"S": grant.activated_at}
         else:
             condition += "attribute_not_exists(activated_at)"
+        if at is not None:
+            values[":at"] = {"S": at}
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=grant_key(grant.grant_id),
-                UpdateExpression="SET #s = :denied, denials = :d REMOVE live",
+                UpdateExpression="SET #s = :denied, denials = :d"
+                + (", denied_at = :at" if at is not None else "")
+                + " REMOVE live",
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=values,
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
-        grant.status, grant.denials = GrantStatus.DENIED, denials
+        grant.status, grant.denials, grant.denied_at = GrantStatus.DENIED, denials, at
         return True
 
     def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool:

@@ -1,4 +1,5 @@
-"""SNS fan-out of lifecycle events. A notification failure never blocks a grant or a revocation."""
+"""SNS fan-out of lifecycle events and operational alerts. ``publish`` never raises: it answers ``False``
+when the notification was lost (the stream consumer then fails the record, so it is retried)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ class Notifier:
         self._sns = sns
         self._topic_arn = topic_arn
 
-    def publish(self, event_type: str, payload: Mapping[str, Any], *, subject: str) -> bool:
+    def publish(
+        self, event_type: str, payload: Mapping[str, Any], *, subject: str, event_id: str | None = None
+    ) -> bool:
+        """``event_id``: the lifecycle event's deterministic id (a message attribute), by which
+        subscribers drop the repeats at-least-once stream delivery can cause (:mod:`sessiongate.outbox`)."""
         attributes = {"event_type": event_type}
+        if event_id:
+            attributes["event_id"] = event_id
         for name in ("instance_id", "principal_arn", "account"):
             value = payload.get(name)
             if isinstance(value, str) and value:

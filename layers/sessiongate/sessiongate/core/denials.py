@@ -1,9 +1,11 @@
-"""Denials and rejected events: recorded in the ledger, logged, counted and notified, never raised."""
+"""Denials and rejected events: recorded in the ledger, logged, counted and notified, never raised.
+
+A denial is notified by its record (``AccessDenied`` from the ledger's stream: :mod:`sessiongate.outbox`);
+a malformed trigger changes no record and is published here."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core.binding import for_grant, lock_scope
@@ -15,10 +17,15 @@ from sessiongate.observability import logger, metrics
 
 def deny_new(ctx: Context, record: Grant, denials: list[Denial]) -> Outcome:
     """Record a grant that never started as DENIED (a duplicate delivery finds it and stops)."""
-    record = replace(record, status=GrantStatus.DENIED, denials=[d.as_dict() for d in denials])
+    record = replace(
+        record,
+        status=GrantStatus.DENIED,
+        denials=[d.as_dict() for d in denials],
+        denied_at=to_iso(ctx.clock.now()),
+    )
     if not ctx.ledger.create(record):
         return Outcome(Result.DUPLICATE, record.grant_id)
-    return notify_denied(ctx, record)
+    return denied(record)
 
 
 def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
@@ -31,7 +38,7 @@ def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
     may still land, so the undo waits, as the revocation does, until none can (REVIEW-A F4)."""
     from sessiongate.core import revoke  # revoke imports this module
 
-    if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials]):
+    if not ctx.ledger.mark_denied(grant, [d.as_dict() for d in denials], at=to_iso(ctx.clock.now())):
         return Outcome(Result.SUPERSEDED, grant.grant_id)
     if grant.activated_at:
         settled = parse_iso(grant.activated_at) + revoke.BIND_WINDOW + revoke.TAG_CALL_BOUND
@@ -43,19 +50,15 @@ def abandon(ctx: Context, grant: Grant, denials: list[Denial]) -> Outcome:
         adapters = ctx.adapters_in(grant.account)
         for_grant(grant, adapters.directory, adapters.inventory).untag(grant.slot)
         ctx.ledger.release_slot(scope, grant.slot, grant.grant_id)
-    return notify_denied(ctx, grant)
+    return denied(grant)
 
 
-def notify_denied(ctx: Context, grant: Grant) -> Outcome:
+def denied(grant: Grant) -> Outcome:
+    """A denial recorded: logged and counted (its record's change is the AccessDenied notification)."""
     codes = [d["code"] for d in grant.denials]
     logger().warning("access denied", extra={"grant_id": grant.grant_id, "denials": grant.denials})
     for code in codes:
         metrics().add("Denials", reason=code)
-    ctx.notifier.publish(
-        "AccessDenied",
-        {**payload(ctx, grant), "denials": grant.denials},
-        subject=f"SessionGate: request {grant.grant_id} denied ({', '.join(codes)[:60]})",
-    )
     return Outcome(Result.DENIED, grant.grant_id, {"denials": grant.denials})
 
 
@@ -75,30 +78,3 @@ def reject(ctx: Context, what: str, exc: InvalidInput) -> Outcome:
         subject=f"SessionGate: rejected a malformed {what} trigger",
     )
     return Outcome(Result.REJECTED, None, {"problem": str(exc), "field": exc.field})
-
-
-def announce_revoked(ctx: Context, grant: Grant, reason: str, by: str) -> None:
-    ctx.notifier.publish(
-        "AccessRevoked",
-        {**payload(ctx, grant), "reason": reason, "revoked_by": by},
-        subject=f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
-    )
-
-
-def payload(ctx: Context, grant: Grant) -> dict[str, Any]:
-    """The notification payload of a grant (``core/notifications.py`` renders it)."""
-    return {
-        "at": to_iso(ctx.clock.now()),
-        "grant_id": grant.grant_id,
-        "status": grant.status.value,
-        "account": grant.account,
-        "instance_id": grant.instance_id,
-        "principal_arn": grant.principal_arn,
-        "principal_name": grant.principal_name,
-        "origin": grant.origin,
-        "origin_ref": grant.origin_ref,
-        "requester_arn": grant.requester_arn,
-        "approver_arns": grant.approver_arns,
-        "expires_at": grant.expires_at,
-        "slot": grant.slot,
-    }

@@ -251,11 +251,6 @@ def _schedule_and_tag(ctx: Context, grant: Grant, checked: Checked, log: Any) ->
         return denials.abandon(ctx, grant, [refused])
     metrics().add("Grants")
     log.info("access granted", extra={"expires_at": grant.expires_at})
-    ctx.notifier.publish(
-        "AccessGranted",
-        denials.payload(ctx, grant),
-        subject=f"SessionGate: {grant.principal_name} may open a session on {grant.instance_id}",
-    )
     detail = {"slot": grant.slot, "expires_at": grant.expires_at, "principal_arn": grant.principal_arn}
     return Outcome(Result.GRANTED, grant.grant_id, detail)
 
@@ -300,7 +295,6 @@ def _revoked_before_grant(ctx: Context, grant: Grant, requested: RevokeRequest) 
         extra={"revoke_reason": requested.reason, "revoked_by": requested.by},
     )
     metrics().add("RevokedWhileProvisioning")
-    denials.announce_revoked(ctx, record, requested.reason, requested.by)
     return Outcome(Result.REVOKED, grant.grant_id, {"reason": requested.reason, "untagged": False})
 
 

@@ -162,6 +162,8 @@ class Grant:
     revoked_by: str | None = None
     # When the grant was (re)bound to its principal: it may tag only within ``grant.BIND_WINDOW`` of it.
     activated_at: str | None = None
+    # When the record became DENIED (its AccessDenied's time; older records: created_at).
+    denied_at: str | None = None
     # Where the slot tag lives (core/slots.py BindingMode): "principal" (records of earlier releases
     # have no value: principal) or "instance".
     binding: str = "principal"

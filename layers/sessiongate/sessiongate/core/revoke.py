@@ -96,7 +96,6 @@ def revoke(
     if reason == REASON_EXPIRED and grant.expires is not None:
         metrics().add("RevocationLag", max(0.0, (now - grant.expires).total_seconds()), unit="Seconds")
     log.info("access revoked")
-    denials.announce_revoked(ctx, grant, reason, by)
     return Outcome(Result.REVOKED, grant_id, {"reason": reason, "untagged": holds_slot})
 
 
