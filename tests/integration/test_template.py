@@ -380,8 +380,10 @@ def test_member_guard_is_the_engine_guard() -> None:
     """Same statements; each exempts its own account's SessionGate roles (exact ARNs)."""
     member = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
     engine = dict(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
-    # A member account runs no SessionGate function: nothing to keep from being invoked there.
-    engine["Statement"] = [s for s in engine["Statement"] if s["Sid"] != "DenyInvokingSessionGateFunctions"]
+    # A member account runs no SessionGate function and serves no request API: nothing to keep from
+    # being invoked or rewired there.
+    engine_only = {"DenyInvokingSessionGateFunctions", "DenyChangingTheRequestApi"}
+    engine["Statement"] = [s for s in engine["Statement"] if s["Sid"] not in engine_only]
     assert _without_exemptions(member) == _without_exemptions(engine)
     for s in member["Statement"]:
         if "ArnNotEquals" in s.get("Condition", {}):
