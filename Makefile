@@ -71,8 +71,9 @@ unit: setup
 
 # Slow tier: moto, the sandbox built from the template, the handlers as deployed, the opt-in
 # real-account tests (skipped unless SESSIONGATE_AWS_TESTS=1).
+# One pytest worker per core (pytest-xdist): each worker builds its own moto stacks.
 integration: setup
-	$(TEST_ENV) $(BIN)/pytest -q tests/integration tests/aws
+	$(TEST_ENV) $(BIN)/pytest -q -n auto tests/integration tests/aws
 
 # The README's main job: the original walkthrough, offline (moto + virtual clock), as a timeline.
 demo: setup
