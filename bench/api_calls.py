@@ -29,6 +29,10 @@ GOALS = {"grant": 6, "grant (warm)": 6, "revoke": 3, "duplicate grant": 4, "dupl
 # (DynamoDB GetItem): 3 calls, cached for a minute (adapters/policy_source.py). The goal of 6 holds for a
 # grant with the policy cached ("grant (warm)": a second request granted in the same minute).
 COLD_POLICY_CALLS = 3
+# A Change Manager grant whose stack approver is an IAM group (ApproverType IamGroup, as in this bench)
+# reads the group's members at grant time (iam:GetGroup): the approval is checked against who is in the
+# group now. One call, told apart by its operation; with a user approver it is not made.
+GROUP_CALL = "iam:GetGroup"
 PUBLISH = "sns:Publish"
 
 NATIVE: dict[str, Any] = {
@@ -190,12 +194,12 @@ def summary(per: dict[str, Counter[str]]) -> dict[str, Counter[str]]:
 
 def _line(name: str, calls: Counter[str], *, cold_policy: bool = False) -> tuple[str, bool]:
     total, publish = sum(calls.values()), calls.get(PUBLISH, 0)
-    goal = GOALS[name] + (COLD_POLICY_CALLS if cold_policy else 0)
+    goal = GOALS[name] + (COLD_POLICY_CALLS if cold_policy else 0) + calls.get(GROUP_CALL, 0)
     ok = total - publish <= goal
-    text = (
-        f"{name}: {total} calls ({total - publish} + {publish} Publish; goal <= {goal} + Publish)"
-        f" {'OK' if ok else 'MISSED'}"
-    )
+    text = f"{name}: {total} calls ({total - publish} + {publish} Publish in the path; goal <= {goal})"
+    text += f" {'OK' if ok else 'MISSED'}"
+    if calls.get(GROUP_CALL):
+        text += " (+1 for the approver group's members, read at grant time)"
     return text, ok
 
 
