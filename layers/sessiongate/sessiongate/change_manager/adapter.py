@@ -190,9 +190,13 @@ class ChangeRequestAdapter:
         try:
             inventory = self.targets.adapters_in(request.account).inventory
         except (AccountNotAllowed, MemberUnavailable) as exc:
-            log.info(
-                "managed-node check left to the grant", extra={"account": request.account, "why": str(exc)}
+            # The grant denies an account it may not use or reach; a member stack that does not yet
+            # trust this adapter (EngineRoleArns of an older release) only loses this check: said loudly.
+            log.warning(
+                "managed-node check skipped: the account cannot be read by the adapter",
+                extra={"account": request.account, "why": str(exc)},
             )
+            metrics().add("ManagedCheckSkipped")
             return None
         instance = inventory.describe(request.instance_id, check_managed=True)
         if instance is None or instance.ssm_managed is not False:
