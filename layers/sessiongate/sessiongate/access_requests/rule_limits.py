@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sessiongate.access_requests.errors import NotAllowed, invalid
-from sessiongate.access_requests.policy import PolicyError
+from sessiongate.access_requests.policy import PolicyError, _mapping
 
 MAX_TICKET_PATTERN = 200
 MAX_ACTIVE = 1000
@@ -247,9 +247,4 @@ def check_start(
 
 
 def _object(value: object, where: str, allowed: set[str]) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise PolicyError(f"{where} must be an object")
-    unknown = set(value) - allowed
-    if unknown:
-        raise PolicyError(f"{where}: unknown key(s) {sorted(unknown)}")
-    return value
+    return _mapping(value, where, allowed)  # the policy's own schema check (one wording of its errors)
