@@ -517,7 +517,13 @@ def test_guard_denies_changing_or_passing_sessiongate_roles(
 
 @pytest.mark.parametrize(
     "function",
-    ["RequestApiFunction", "GrantAccessFunction", "RevokeAccessFunction", "ReconcileGrantsFunction"],
+    [
+        "RequestApiFunction",
+        "GrantAccessFunction",
+        "RevokeAccessFunction",
+        "ReconcileGrantsFunction",
+        "PublishEventsFunction",
+    ],
 )
 def test_guard_denies_invoking_sessiongate_functions(
     iam: tuple[World, SessionChecker], function: str
