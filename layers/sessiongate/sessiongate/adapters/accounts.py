@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sessiongate.adapters.aws import error_code, raises_service_failures
+from sessiongate.adapters.aws import assumed_credentials, error_code, raises_service_failures
 from sessiongate.adapters.directory import Directory
 from sessiongate.adapters.inventory import Inventory
 from sessiongate.adapters.sessions import Sessions
@@ -132,14 +132,7 @@ class MemberAccounts:
             if error_code(exc) in UNAVAILABLE:
                 raise MemberUnavailable(f"cannot assume {kwargs['RoleArn']}: {error_code(exc)}") from exc
             raise
-        creds = {
-            "aws_access_key_id": credentials["AccessKeyId"],
-            "aws_secret_access_key": credentials["SecretAccessKey"],
-            "aws_session_token": credentials["SessionToken"],
-        }
-        expires = credentials.get("Expiration")
-        if not isinstance(expires, datetime):
-            expires = datetime.now(UTC) + timedelta(hours=1)
+        creds, expires = assumed_credentials(credentials, datetime.now(UTC))
         ssm = self._make("ssm", creds)
         return _Session(
             directory=Directory(

@@ -21,7 +21,8 @@ import functools
 import inspect
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -149,6 +150,20 @@ def _retry_delay(
     if code not in codes:
         return None
     return float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempts - 1)) * (0.5 + random.random() / 2))  # noqa: S311
+
+
+def assumed_credentials(credentials: Mapping[str, Any], now: datetime) -> tuple[dict[str, str], datetime]:
+    """An AssumeRole answer's ``Credentials`` as client keyword arguments, and when they expire (an hour
+    from ``now``, AssumeRole's default duration, if the answer carries no time)."""
+    creds = {
+        "aws_access_key_id": credentials["AccessKeyId"],
+        "aws_secret_access_key": credentials["SecretAccessKey"],
+        "aws_session_token": credentials["SessionToken"],
+    }
+    expires = credentials.get("Expiration")
+    if not isinstance(expires, datetime):
+        expires = now + timedelta(hours=1)
+    return creds, expires
 
 
 def error_code(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sessiongate.access_requests.groups import GroupLookupFailed
-from sessiongate.adapters.aws import error_code
+from sessiongate.adapters.aws import assumed_credentials, error_code
 from sessiongate.clock import Clock
 
 CACHE = timedelta(seconds=60)
@@ -163,16 +163,9 @@ class IdentityStoreGroups:
             raise GroupLookupFailed(f"cannot assume {self._role_arn}: {error_code(exc) or 'error'}") from None
         except BotoCoreError as exc:
             raise GroupLookupFailed(f"cannot assume {self._role_arn}: {type(exc).__name__}") from None
-        creds = {
-            "aws_access_key_id": credentials["AccessKeyId"],
-            "aws_secret_access_key": credentials["SecretAccessKey"],
-            "aws_session_token": credentials["SessionToken"],
-        }
+        creds, expires = assumed_credentials(credentials, now)
         if self._region:
             creds["region_name"] = self._region
-        expires = credentials.get("Expiration")
-        if not isinstance(expires, datetime):
-            expires = now + timedelta(hours=1)
         self._client = _Client(self._make("identitystore", creds), expires)
         return self._client.client
 
