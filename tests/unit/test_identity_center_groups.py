@@ -363,3 +363,17 @@ def test_only_a_yes_for_a_group_asked_about_admits(other_group: bool) -> None:
     store.add_group("Platform-Leads", ["alice@example.com"])
     groups, _, _ = adapter(store, ManualClock(START))
     assert not groups.is_member("alice@example.com", ["Platform-Leads"])
+
+
+def test_the_approvals_list_says_the_identity_store_did_not_answer_instead_of_showing_nothing() -> None:
+    """GET /approvals for a group approver while the store cannot answer: a 503, not an empty list that
+    reads as "nothing waits for you" (nor one doomed lookup per pending request)."""
+    store = directory_store()
+    w = api_world(store)
+    create(w, ALICE_IAM)
+    assert len(w.service.list_to_approve(caller(BOB_LEAD), 10)["requests"]) == 1
+    w.clock.advance(CACHE)
+    store.fail["GetUserId"] = "ThrottlingException"
+    with pytest.raises(Unavailable) as err:
+        w.service.list_to_approve(caller(BOB_LEAD), 10)
+    assert err.value.code == "identity_store_unavailable"

@@ -8,7 +8,7 @@ from sessiongate.access_requests.caller import Caller, same_caller
 from sessiongate.access_requests.deps import (
     MAX_LIST,
 )
-from sessiongate.access_requests.errors import NotAllowed, Refused
+from sessiongate.access_requests.errors import NotAllowed, Refused, Unavailable
 from sessiongate.access_requests.policy import (
     approver_level,
 )
@@ -43,6 +43,8 @@ class Reads(Status):
                 continue
             try:
                 approver_level(rule, request, caller.arn)
+            except Unavailable:
+                raise  # (the identity store did not answer: a 503, not an empty list)
             except Refused:
                 continue
             out.append(request)
