@@ -49,13 +49,12 @@ from sessiongate.access_requests.policy import (
     ApprovalPolicy,
     PolicyError,
     Rule,
+    _instances,  # a rule's and a statement's `instances` are the same object
     arn_matches,
 )
 from sessiongate.access_requests.records import AUTO_LEVEL, Request
 from sessiongate.clock import parse_iso
-from sessiongate.core.identity import INSTANCE_ID_RE
 
-AUTO_APPROVED = "AutoApproved"  # the approval kind, as notified and shown
 MAX_STATEMENTS = 50
 MAX_PATTERNS = 50
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -286,20 +285,6 @@ def _statement(value: object, where: str, rule_names: Sequence[str]) -> Statemen
             "condition (rules, requesters, instances, hours, max_duration_minutes)"
         )
     return statement
-
-
-def _instances(value: object, where: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    if not isinstance(value, Mapping) or set(value) - {"ids", "tags"}:
-        raise PolicyError(f"{where}.instances must be an object with ids and/or tags")
-    ids = value.get("ids", [])
-    if not isinstance(ids, list) or not all(isinstance(i, str) and INSTANCE_ID_RE.fullmatch(i) for i in ids):
-        raise PolicyError(f"{where}.instances.ids must be a list of instance ids")
-    tags = value.get("tags", {})
-    if not isinstance(tags, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        raise PolicyError(f"{where}.instances.tags must map tag keys to (glob) values")
-    return tuple(ids), tuple(sorted(tags.items()))
 
 
 def _hours(value: object, where: str) -> Hours | None:
