@@ -48,6 +48,7 @@ GUARDED_ACTIONS = [
     "ec2:CreateTags",
     "ec2:DeleteTags",
     "autoscaling:CreateOrUpdateTags",
+    "autoscaling:CreateAutoScalingGroup",
     "ssm:AddTagsToResource",
 ]
 SCP_SIDS = ("OnlySessionGateSetsSessionSlotTags", SCP_SID)

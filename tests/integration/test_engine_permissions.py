@@ -1068,6 +1068,7 @@ def test_scp_sample_keeps_identity_center_sessions_minted_by_identity_center(
         # A group tag with PropagateAtLaunch reaches instances through Auto Scaling's service-linked role,
         # which no guard or SCP binds: the tag is stopped on the group (REVIEW-A F3).
         ("autoscaling:CreateOrUpdateTags", f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*"),
+        ("autoscaling:CreateAutoScalingGroup", f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*"),
         ("ssm:AddTagsToResource", f"arn:aws:ssm:{REGION}:{ACCOUNT}:managed-instance/mi-0123456789abcdef0"),
     ],
 )
@@ -1078,7 +1079,7 @@ def test_guard_denies_slot_keys_on_auto_scaling_groups_and_ssm_resources(
     iam: tuple[World, SessionChecker], action: str, resource: str, key: str
 ) -> None:
     world, checker = iam
-    name = f"op-asg-{action.split(':')[0]}-{key.lower()}"
+    name = f"op-asg-{action.split(':')[1].lower()}-{key.lower()}"
     _admin(world, name, "SessionGateTagKeyGuard")
     assert not checker.authorized("role", name, action, resource, {"aws:TagKeys": [key]})
     assert checker.authorized("role", name, action, resource, {"aws:TagKeys": ["Team"]})

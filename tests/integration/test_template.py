@@ -332,6 +332,8 @@ GUARDED_ACTIONS = {
     # Auto Scaling group tags reach instances at launch through its service-linked role (REVIEW-A F3);
     # SSM resource tags (hybrid managed instances): defense in depth (REVIEW-A L4).
     "autoscaling:CreateOrUpdateTags",
+    # ... and so does a group created with such a tag (Auto Scaling checks aws:TagKeys there too).
+    "autoscaling:CreateAutoScalingGroup",
     "ssm:AddTagsToResource",
 }
 
