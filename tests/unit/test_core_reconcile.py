@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from sessiongate.core.binding import instance_scope
 from sessiongate.core.identity import PrincipalType
 from sessiongate.core.model import GrantStatus, Outcome, Result
-from sessiongate.core.ports import ServiceFailure
+from sessiongate.core.ports import ServiceFailure, TagLimitExceeded
+from sessiongate.core.slots import instance_key
 from sessiongate.errors import TransientError
 from tests.unit.fakes.core import ACCOUNT, INSTANCE, CoreWorld, Slot
+from tests.unit.test_binding import ec2_event
 
 OPERATORS = f"arn:aws:iam::{ACCOUNT}:policy/AllowStartSsmSessionBasedOnIamTags"
 
@@ -273,3 +277,99 @@ def test_the_sweep_removes_a_held_slot_whose_keys_are_not_its_grant(world: CoreW
 
     assert repairs["drift_removed"] == [f"{world.alice}#1 (wrong value)"]
     assert world.directory.tags_of("user", "alice") == {"team": "ops"}
+
+
+def _during_the_abandonment(
+    world: CoreWorld, late_tag: Callable[[], None], *meanwhile: Callable[[], None]
+) -> None:
+    """Virtual waits with what happens meanwhile: during the first wait (the abandonment's, until its
+    last tag call cannot land) ``meanwhile`` runs in order; ``late_tag`` (a tag call of the abandoned
+    grant, started within its bind window) lands 12 s after now, when a wait passes that time."""
+    land_at = world.clock.now() + timedelta(seconds=12)  # < BIND_WINDOW + TAG_CALL_BOUND (15 s)
+    pending, landing = list(reversed(meanwhile)), [late_tag]
+
+    def sleeping(seconds: float) -> None:
+        end = world.clock.now() + timedelta(seconds=seconds)
+        while pending:
+            pending.pop()()
+        if landing and world.clock.now() <= land_at <= end:
+            world.clock.set(land_at)
+            landing.pop()()
+        world.clock.set(max(end, world.clock.now()))
+
+    world.clock.sleep = sleeping  # type: ignore[method-assign]
+
+
+def test_an_abandoned_grants_lock_is_kept_until_its_last_tag_call_cannot_land(world: CoreWorld) -> None:
+    """An abandoned grant (its tag refused) is DENIED at once, but a tag call of one of its deliveries may
+    still land until activated_at + BIND_WINDOW + TAG_CALL_BOUND. A reconciler run in that gap must not
+    free its slot: another grant would take the slot and the late tag land on it (the abandoned grant's
+    instance on the other grant's slot). The run waits until no tag can land, then repairs."""
+    world.inventory.add(OTHER_INSTANCE)
+    request = world.approved()
+    tag = world.directory.tag
+
+    def refused(*args: Any) -> None:
+        world.directory.tag = tag  # type: ignore[method-assign]
+        raise TagLimitExceeded("alice")  # IAM refused it (e.g. the principal filled up meanwhile)
+
+    landed: list[bool] = []
+
+    def late_tag() -> None:
+        tag(PrincipalType.USER, "alice", {"SecurityAllowSessionInstance": INSTANCE})
+        landed.append(True)
+
+    second: list[Outcome] = []
+    _during_the_abandonment(
+        world,
+        late_tag,
+        lambda: _repairs(
+            world.engine.on_tag_event(tag_event("alice", {"SecurityAllowSessionInstance": "x"}))
+        ),
+        lambda: second.append(world.grant(world.approved(instance=OTHER_INSTANCE))),
+    )
+    world.directory.tag = refused  # type: ignore[method-assign]
+
+    assert world.codes(world.grant(request)) == ["tag_limit"]
+
+    assert landed == [True]
+    [other] = second
+    assert other.result == "granted"
+    # Nothing names the abandoned grant's instance; the other grant's slot carries its own value.
+    assert world.directory.tags_of("user", "alice") == {instance_key(other.detail["slot"]): OTHER_INSTANCE}
+    assert world.ledger.slot_holder(world.alice, other.detail["slot"]) == other.grant_id
+    assert world.status(request.grant_id) is GrantStatus.DENIED
+
+
+def test_an_abandoned_instance_bound_grants_lock_is_kept_until_its_last_tag_call_cannot_land() -> None:
+    """The same on an instance (instance binding): the late tag would name the abandoned grant's person
+    on the slot another person's grant took."""
+    world = CoreWorld(binding_mode="instance")
+    world.directory.add("user", "bob")
+    alice = world.directory.get_principal(PrincipalType.USER, "alice")
+    assert alice is not None
+    request = world.approved()
+    tag = world.inventory.tag_instance
+
+    def refused(*args: Any) -> None:
+        world.inventory.tag_instance = tag  # type: ignore[method-assign]
+        raise TagLimitExceeded(INSTANCE)
+
+    second: list[Outcome] = []
+    _during_the_abandonment(
+        world,
+        lambda: tag(INSTANCE, {"SecurityAllowSessionFor1": alice.id}),
+        lambda: _repairs(world.engine.on_tag_event(ec2_event(INSTANCE, {"SecurityAllowSessionFor1": "x"}))),
+        lambda: second.append(world.grant(world.approved(principal="bob"))),
+    )
+    world.inventory.tag_instance = refused  # type: ignore[method-assign]
+
+    assert world.codes(world.grant(request)) == ["tag_limit"]
+
+    [other] = second
+    assert other.result == "granted"
+    bob = world.directory.get_principal(PrincipalType.USER, "bob")
+    assert bob is not None
+    slot = other.detail["slot"]
+    assert world.inventory.tags_of(INSTANCE) == {f"SecurityAllowSessionFor{slot}": bob.id}
+    assert world.ledger.slot_holder(instance_scope(ACCOUNT, INSTANCE), slot) == other.grant_id

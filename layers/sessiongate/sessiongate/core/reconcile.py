@@ -29,11 +29,11 @@ from sessiongate.core.model import Denial, Grant, GrantStatus, Outcome, Result
 from sessiongate.core.ports import (
     AccountNotAllowed,
     Directory,
-    InstanceTags,
+    Inventory,
     MemberUnavailable,
     ServiceFailure,
 )
-from sessiongate.core.revoke import PROVISIONING_GRACE
+from sessiongate.core.revoke import BIND_WINDOW, PROVISIONING_GRACE, TAG_CALL_BOUND
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
@@ -318,13 +318,21 @@ def _remove_drift(
 
     ``holders``: the principal's slot locks as read (after its tags were read); ``records``: grant
     records already read (others are read here, one GetItem per holder)."""
-    removed = []
+    removed: list[str] = []
     lowered = {k.lower() for k in principal.tags}
     kind = PrincipalType(principal.kind)
     for slot in _slots(ctx):
         keys = [k for k in slots.slot_keys(slot) if k.lower() in lowered]
         holder = holders.get((principal.arn, slot))
-        held = _live(ctx, holder, records) if holder not in (None, slots.REPAIR_HOLDER) else None
+        record = _record(ctx, holder, records)
+        held = record if record is not None and record.status in _LIVE else None
+        if holder is not None and held is None and _wait_until_settled(ctx, record):
+            # Its last tag call may have landed meanwhile: read the principal and its locks again.
+            fresh = directory.get_principal(kind, principal.name)
+            if fresh is None:
+                return removed
+            again = ctx.ledger.slot_holders((fresh.arn, s) for s in _slots(ctx))
+            return removed + _remove_drift(ctx, directory, fresh, again, {})
         if holder is not None and held is None:
             _release_stale_lock(ctx, principal, slot, holder)
             holder = None
@@ -349,7 +357,7 @@ def _remove_drift(
 
 def _remove_instance_drift(
     ctx: Context,
-    inventory: InstanceTags,
+    inventory: Inventory,
     account: str,
     instance: InstanceFacts,
     holders: Mapping[tuple[str, int], str],
@@ -370,9 +378,14 @@ def _remove_instance_drift(
             if slots.slot_of_for_key(k, ctx.settings.slot_count) == slot
         }
         holder = holders.get((scope, slot))
-        grant = None
-        if holder is not None and holder != slots.REPAIR_HOLDER:
-            grant = records[holder] if holder in records else ctx.ledger.get_grant(holder)
+        grant = _record(ctx, holder, records)
+        if holder is not None and grant is not None and _wait_until_settled(ctx, grant):
+            # Its last tag call may have landed meanwhile: read the instance and its locks again.
+            fresh = inventory.describe(instance.instance_id, check_managed=False)
+            if fresh is None:
+                return removed
+            again = ctx.ledger.slot_holders((scope, s) for s in _slots(ctx))
+            return removed + _remove_instance_drift(ctx, inventory, account, fresh, again, {})
         if holder is not None and (grant is None or grant.status not in _LIVE):
             ctx.ledger.release_slot(scope, slot, holder)
             bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
@@ -408,14 +421,36 @@ def _release_stale_lock(ctx: Context, principal: PrincipalFacts, slot: int, hold
     bind(grant_id=holder).warning("stale slot lock released", extra={"slot": slot})
 
 
-def _live(ctx: Context, grant_id: str | None, records: Mapping[str, Grant]) -> Grant | None:
-    """The live grant ``grant_id`` names (read here unless ``records`` has it), else None."""
-    if grant_id is None:
+def _record(ctx: Context, holder: str | None, records: Mapping[str, Grant]) -> Grant | None:
+    """The record of the grant a slot lock names (read here unless ``records`` has it); None for a
+    free slot, the repair lock, or a lock whose grant has no record."""
+    if holder is None or holder == slots.REPAIR_HOLDER:
         return None
-    grant = records[grant_id] if grant_id in records else ctx.ledger.get_grant(grant_id)
-    if grant is None or grant.status not in (GrantStatus.PROVISIONING, GrantStatus.ACTIVE):
-        return None
-    return grant
+    return records[holder] if holder in records else ctx.ledger.get_grant(holder)
+
+
+def _wait_until_settled(ctx: Context, grant: Grant | None) -> bool:
+    """Wait while a slot's holder that is no longer live may still tag; whether it waited.
+
+    A grant abandoned after its tag was refused (``denials.abandon``) is DENIED at once, but a tag call
+    of one of its deliveries, started within its bind window, may still land until ``activated_at`` +
+    ``BIND_WINDOW`` + ``TAG_CALL_BOUND`` (``core/grant.py``); its abandonment waits that long before it
+    undoes the tag and frees the lock. Releasing the lock as stale before then would let another grant
+    take the slot and that late tag land on it. So the reconciler waits too (at most those 15 s, and
+    every such wait ends at an absolute time, so a sweep waits about that much in all), then reads the
+    slot again: by then no tag of that grant can land any more."""
+    if grant is None or grant.status in _LIVE or not grant.activated_at:
+        return False
+    settled = parse_iso(grant.activated_at) + BIND_WINDOW + TAG_CALL_BOUND
+    now = ctx.clock.now()
+    if now >= settled:
+        return False
+    bind(grant_id=grant.grant_id).info(
+        "slot of an ended grant left until its last tag call is settled",
+        extra={"slot": grant.slot, "settled_at": to_iso(settled)},
+    )
+    ctx.clock.sleep((settled - now).total_seconds())
+    return True
 
 
 def _slot_tags(principal: PrincipalFacts, slot: int) -> dict[str, str]:
