@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from sessiongate.core.model import Denial, GrantStatus, Result
-from sessiongate.core.ports import ServiceFailure
+from sessiongate.core.identity import PrincipalType
+from sessiongate.core.model import AccessApproved, Denial, GrantStatus, Result
+from sessiongate.core.ports import ServiceFailure, TagLimitExceeded
 from sessiongate.errors import TransientError
 from tests.unit.fakes.core import ACCOUNT, INSTANCE, MEMBER, CoreWorld
 
@@ -427,3 +428,60 @@ def test_malformed_detail_is_rejected_and_notified(world: CoreWorld) -> None:
     assert outcome.result == "rejected"
     assert world.notifier.types() == ["EventRejected"]
     assert world.ledger.grants == {}
+
+
+def _abandoned_with_a_failed_undo(world: CoreWorld) -> AccessApproved:
+    """Delivery 1: IAM refuses the tag (the grant is abandoned: DENIED), a late tag of it is there, and
+    the undo's UntagUser fails (throttled past the retries): the delivery raises, the lock and tag stay."""
+    request = world.approved()
+    tag, untag = world.directory.tag, world.directory.untag
+
+    def refused(kind: PrincipalType, name: str, tags: Any) -> None:
+        world.directory.tag = tag  # type: ignore[method-assign]
+        tag(kind, name, tags)  # landed after all (a concurrent delivery's call, or one IAM ran late)
+        raise TagLimitExceeded(name)
+
+    def throttled(*args: Any) -> bool:
+        world.directory.untag = untag  # type: ignore[method-assign]
+        raise ServiceFailure("Rate exceeded", code="Throttling")
+
+    world.directory.tag = refused  # type: ignore[method-assign]
+    world.directory.untag = throttled  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    assert world.status(request.grant_id) is GrantStatus.DENIED
+    assert world.ledger.slot_holder(world.alice, 1) == request.grant_id
+    assert world.directory.tags_of("user", "alice") == {SLOT1: INSTANCE}
+    world.clock.advance(timedelta(minutes=1))  # Lambda's retry of the event
+    return request
+
+
+def test_a_failed_undo_of_an_abandoned_grant_is_done_by_the_redelivery(world: CoreWorld) -> None:
+    request = _abandoned_with_a_failed_undo(world)
+
+    assert world.grant(request).result == "duplicate"
+
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.ledger.slots == {}
+    assert world.grant(request).result == "duplicate"  # nothing left to do: no write
+    assert [w[0] for w in world.directory.writes] == ["tag", "untag"]
+
+
+def test_a_failed_undo_is_done_by_a_redelivery_the_checks_now_deny(world: CoreWorld) -> None:
+    """The retry never reaches the transaction (the instance stopped meanwhile): still undone."""
+    request = _abandoned_with_a_failed_undo(world)
+    world.inventory.add(INSTANCE, state="stopped")
+
+    assert world.grant(request).result == "duplicate"
+
+    assert world.directory.tags_of("user", "alice") == {}
+    assert world.ledger.slots == {}
+
+
+def test_an_undo_that_fails_again_raises_again(world: CoreWorld) -> None:
+    """Fail closed: the retry does not report success while the tag is still there."""
+    request = _abandoned_with_a_failed_undo(world)
+    world.directory.untag = lambda *a: (_ for _ in ()).throw(ServiceFailure("down"))  # type: ignore[method-assign]
+    with pytest.raises(ServiceFailure):
+        world.grant(request)
+    assert world.ledger.slot_holder(world.alice, 1) == request.grant_id

@@ -216,7 +216,9 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
 
 def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:
     """The grant's record exists: a duplicate (nothing is done), or an ACTIVE grant whose tag is
-    missing (a crash after the transaction): resumed, unless it expired or was revoked meanwhile."""
+    missing (a crash after the transaction): resumed, unless it expired or was revoked meanwhile. An
+    abandoned one whose undo failed is undone now (``denials.finish_undo``)."""
+    denials.finish_undo(ctx, existing)
     bound = _binding(checked, BindingMode(existing.binding), existing.instance_id, existing.bound_user_id)
     tagged = existing.slot is not None and bound.carries(existing.slot)
     expires = existing.expires
