@@ -131,3 +131,34 @@ def test_member_instance_tags_go_through_the_bounded_client(monkeypatch: pytest.
     any_inventory: Any = inventory
     assert any_inventory._tagger == "bounded-ec2"
     assert any_inventory._ec2 == "plain-ec2"
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (("ThrottlingException", 400), True),
+        (("Throttling", 400), True),  # STS
+        (("InternalServerException", 500), True),
+        (("ServiceUnavailable", 503), True),
+        (("SomethingNew", 429), True),
+        (("AccessDeniedException", 400), False),
+        (("AccessDenied", 403), False),
+        (("ResourceNotFoundException", 400), False),
+        (("ValidationException", 400), False),
+    ],
+)
+def test_retryable_is_botocores_standard_retry_condition(error: tuple[str, int], transient: bool) -> None:
+    from botocore.exceptions import ClientError
+
+    code, status = error
+    exc = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    assert aws.retryable(exc) is transient
+
+
+def test_connection_failures_are_retryable_and_other_client_errors_not() -> None:
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+
+    assert aws.retryable(EndpointConnectionError(endpoint_url="https://identitystore.example"))
+    assert aws.retryable(ReadTimeoutError(endpoint_url="https://identitystore.example"))
+    assert not aws.retryable(NoCredentialsError())
+    assert not aws.retryable(ValueError("not an AWS error"))

@@ -14,6 +14,7 @@ from sessiongate.access_requests.groups import GroupLookupFailed, bind, idc_user
 from sessiongate.adapters.identity_store import CACHE, IdentityStoreGroups
 from sessiongate.clock import ManualClock
 from sessiongate.core.identity import PrincipalType
+from sessiongate.errors import TransientError
 from tests.unit.access_world import caller
 from tests.unit.fakes.access import ACCOUNT, START, World, world
 from tests.unit.fakes.identity_store import READER_ROLE, STORE_ID, ClientMaker, FakeIdentityStore, FakeSts
@@ -168,15 +169,16 @@ def test_the_read_role_is_assumed_again_before_its_credentials_expire() -> None:
 
 
 @pytest.mark.parametrize(
-    ("operation", "code"),
+    ("operation", "code", "transient"),
     [
-        ("GetUserId", "AccessDeniedException"),
-        ("GetGroupId", "ThrottlingException"),
-        ("IsMemberInGroups", "InternalServerException"),
-        ("IsMemberInGroups", "ResourceNotFoundException"),
+        ("GetUserId", "AccessDeniedException", False),
+        ("GetGroupId", "ThrottlingException", True),
+        ("IsMemberInGroups", "InternalServerException", True),
+        ("IsMemberInGroups", "ResourceNotFoundException", False),
     ],
 )
-def test_every_store_error_fails_closed_and_is_not_cached(operation: str, code: str) -> None:
+def test_every_store_error_fails_closed_and_is_not_cached(operation: str, code: str, transient: bool) -> None:
+    """Every failure refuses; those a later try can clear (throttling, 5xx) say so (the grant retries)."""
     clock = ManualClock(START)
     store = directory_store()
     groups, _, _ = adapter(store, clock)
@@ -185,6 +187,7 @@ def test_every_store_error_fails_closed_and_is_not_cached(operation: str, code: 
         groups.is_member("alice@example.com", ["Platform-Leads"])
     assert code in err.value.message
     assert err.value.code == "identity_store_unavailable"
+    assert err.value.transient is transient
     del store.fail[operation]
     assert groups.is_member("alice@example.com", ["Platform-Leads"])
 
@@ -201,6 +204,8 @@ def test_a_group_the_store_does_not_have_and_an_unassumable_role_fail_closed() -
         other.is_member("alice@example.com", ["Platform-Leads"])
     assert "cannot assume" in denied.value.message
     assert "AccessDenied" in denied.value.message
+    assert not missing.value.transient
+    assert not denied.value.transient
 
 
 # ------------------------------------------------------------------------------------------ the API
@@ -307,18 +312,38 @@ def test_the_grant_is_denied_when_the_group_no_longer_holds_the_approver() -> No
     assert [d["code"] for d in outcome.detail["denials"]] == ["approval_insufficient"]
 
 
-def test_the_grant_is_denied_when_the_identity_store_cannot_answer() -> None:
+@pytest.mark.parametrize("code", ["ThrottlingException", "InternalServerException"])
+def test_the_grant_is_retried_while_the_identity_store_is_throttled_or_unavailable(code: str) -> None:
+    """A lookup a later try can clear is no decision: the grant raises (its event is retried, then
+    alarmed), records nothing and never grants; once the store answers, the retry grants."""
     store = directory_store()
     w = api_world(store)
     request_id = create(w, ALICE_IAM)
     w.service.approve(caller(BOB_LEAD), request_id, None)
     w.clock.advance(CACHE)
-    store.fail["GetUserId"] = "ThrottlingException"
+    store.fail["GetUserId"] = code
+    with pytest.raises(TransientError, match=code):
+        w.grant()
+    assert w.grant_status(request_id) is None  # no record: nothing denied, nothing granted
+
+    del store.fail["GetUserId"]
+    assert w.grant().result == "granted"
+
+
+def test_the_grant_is_denied_when_the_identity_store_refuses_the_lookup() -> None:
+    """Access denied (a read role without the permission) is a configuration answer a retry would get
+    again: denied, as before (fail closed)."""
+    store = directory_store()
+    w = api_world(store)
+    request_id = create(w, ALICE_IAM)
+    w.service.approve(caller(BOB_LEAD), request_id, None)
+    w.clock.advance(CACHE)
+    store.fail["GetUserId"] = "AccessDeniedException"
     outcome = w.grant()
     assert outcome.result == "denied"
     [denial] = outcome.detail["denials"]
     assert denial["code"] == "approval_insufficient"
-    assert "ThrottlingException" in denial["message"]
+    assert "AccessDeniedException" in denial["message"]
 
 
 def test_a_requester_group_admits_its_members_only() -> None:

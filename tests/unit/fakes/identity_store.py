@@ -41,9 +41,15 @@ def _model() -> Any:
 
 
 def _error(code: str, operation: str, message: str) -> ClientError:
+    """The error as botocore raises it, with the HTTP status the Identity Store API Reference gives each
+    (e.g. "GetUserId", Errors: InternalServerException 500, every other one 400)."""
     declared = {s.name for s in _model().operation_model(operation).error_shapes}
     assert code in declared, f"{operation} does not declare {code}"
-    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+    status = 500 if code == "InternalServerException" else 400
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
 
 
 def _check_request(operation: str, params: dict[str, Any]) -> None:

@@ -40,15 +40,21 @@ GROUP_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 
 class GroupLookupFailed(Unavailable):
-    """The identity store did not answer whether a caller is in a group: refuse (fail closed)."""
+    """The identity store did not answer whether a caller is in a group: refuse (fail closed).
 
-    def __init__(self, problem: str) -> None:
+    ``transient``: the failure is one a later try can clear (throttling, a 5xx, a timeout:
+    :func:`sessiongate.adapters.aws.retryable`); the grant then raises for a retry of its event instead
+    of denying (the request API answers 503 either way). Anything else (access denied, no identity store
+    configured, a group the store does not have) is a configuration problem a retry would meet again."""
+
+    def __init__(self, problem: str, *, transient: bool = False) -> None:
         super().__init__(
             "identity_store_unavailable",
             f"SessionGate cannot check Identity Center group membership ({problem}): refused; "
             "tell the SessionGate admins",
         )
         self.problem = problem
+        self.transient = transient
 
 
 class Membership(Protocol):

@@ -18,6 +18,7 @@ from sessiongate.clock import parse_iso
 from sessiongate.core.guardrails import InstanceFacts
 from sessiongate.core.model import AccessApproved, Denial, disagreements
 from sessiongate.core.ports import Condition
+from sessiongate.errors import TransientError
 from sessiongate.settings import Settings
 
 
@@ -172,4 +173,7 @@ class NativeVerifier:
                 tags=dict(instance.tags),
             )
         except GroupLookupFailed as exc:  # approver groups re-checked now; unknown = not granted
+            if exc.transient:
+                # Throttled or unavailable now: the event is retried (then alarmed), never granted.
+                raise TransientError(f"request {record.request_id}: {exc.problem}") from exc
             return [Denial("approval_insufficient", exc.message[:500])]

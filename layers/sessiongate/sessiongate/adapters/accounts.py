@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sessiongate.adapters.aws import assumed_credentials, error_code, raises_service_failures
+from sessiongate.adapters.aws import (
+    REFRESH_BEFORE,
+    assumed_credentials,
+    error_code,
+    raises_service_failures,
+)
 from sessiongate.adapters.directory import Directory
 from sessiongate.adapters.inventory import Inventory
 from sessiongate.adapters.sessions import Sessions
@@ -30,7 +35,6 @@ UNAVAILABLE = {
     "InvalidClientTokenId",
     "RegionDisabledException",
 }
-REFRESH_BEFORE = timedelta(minutes=5)
 
 # The request API acts in member accounts only to look up (instance tags, the principal) and to revoke
 # early. The member role may also *tag*, so the request API narrows its session to reads and untagging:

@@ -152,6 +152,10 @@ def _retry_delay(
     return float(min(MAX_DELAY, BASE_DELAY * 2 ** (attempts - 1)) * (0.5 + random.random() / 2))  # noqa: S311
 
 
+# Assumed-role credentials are renewed this long before they expire (member accounts, the identity store).
+REFRESH_BEFORE = timedelta(minutes=5)
+
+
 def assumed_credentials(credentials: Mapping[str, Any], now: datetime) -> tuple[dict[str, str], datetime]:
     """An AssumeRole answer's ``Credentials`` as client keyword arguments, and when they expire (an hour
     from ``now``, AssumeRole's default duration, if the answer carries no time)."""
@@ -172,6 +176,40 @@ def error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether botocore's standard retry mode counts ``exc`` (the error left after the client's own
+    retries) as transient or throttling: a connection error or timeout, HTTP 500/502/503/504, 429, or a
+    throttling error code (``botocore/retries/standard.py``: ``TransientRetryableChecker``,
+    ``ThrottledRetryableChecker``, ``ThrottlingStatusCodeChecker``). Anything else (access denied, not
+    found, validation) is an answer that a later try would repeat."""
+    from botocore.retries import standard
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        context = standard.RetryContext(
+            attempt_number=1, parsed_response=exc.response, http_response=_Status(status)
+        )
+    elif isinstance(exc, BotoCoreError):
+        context = standard.RetryContext(attempt_number=1, caught_exception=exc)
+    else:
+        return False
+    checkers = standard.OrRetryChecker(
+        [
+            standard.TransientRetryableChecker(),
+            standard.ThrottledRetryableChecker(),
+            standard.ThrottlingStatusCodeChecker(),
+        ]
+    )
+    return bool(checkers.is_retryable(context))
+
+
+class _Status:
+    """The one attribute of an HTTP response botocore's retry checkers read."""
+
+    def __init__(self, status_code: object) -> None:
+        self.status_code = status_code if isinstance(status_code, int) else None
 
 
 P = ParamSpec("P")

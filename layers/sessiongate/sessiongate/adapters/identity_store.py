@@ -9,7 +9,8 @@ actions on one identity store), assumed on first use and again before they expir
 Answers are cached per process for :data:`CACHE` (60 s on the injected clock): a user removed from a
 group can still approve for up to a minute. Nothing that failed is cached. Every failure (the role
 cannot be assumed, access denied, throttling, a group that does not exist)
-raises :class:`GroupLookupFailed`: the caller refuses (fail closed). A user name the store does not know
+raises :class:`GroupLookupFailed`: the caller refuses (fail closed); throttling, 5xx and timeouts are
+marked ``transient`` (the grant retries its event instead of denying). A user name the store does not know
 (``ResourceNotFoundException`` from GetUserId) is an answer: that person is in no group; so is a group
 IsMemberInGroups reports no ``MembershipExists: true`` for.
 """
@@ -24,11 +25,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sessiongate.access_requests.groups import GroupLookupFailed
-from sessiongate.adapters.aws import assumed_credentials, error_code
+from sessiongate.adapters.aws import REFRESH_BEFORE, assumed_credentials, error_code, retryable
 from sessiongate.clock import Clock
 
 CACHE = timedelta(seconds=60)
-REFRESH_BEFORE = timedelta(minutes=5)
 SESSION_NAME = "sessiongate-identity-store"
 MAX_GROUP_IDS = 100  # IsMemberInGroups: GroupIds has 1..100 members
 NOT_FOUND = "ResourceNotFoundException"
@@ -147,10 +147,13 @@ class IdentityStoreGroups:
             if error_code(exc) == NOT_FOUND and operation != "IsMemberInGroups":
                 raise _NotFound from None
             raise GroupLookupFailed(
-                f"identitystore:{operation} answered {error_code(exc) or 'an error'}"
+                f"identitystore:{operation} answered {error_code(exc) or 'an error'}",
+                transient=retryable(exc),
             ) from None
         except BotoCoreError as exc:
-            raise GroupLookupFailed(f"identitystore:{operation} failed: {type(exc).__name__}") from None
+            raise GroupLookupFailed(
+                f"identitystore:{operation} failed: {type(exc).__name__}", transient=retryable(exc)
+            ) from None
 
     def _identity_store(self, now: datetime) -> Any:
         if self._client is not None and self._client.expires - REFRESH_BEFORE > now:
@@ -160,9 +163,13 @@ class IdentityStoreGroups:
                 "Credentials"
             ]
         except ClientError as exc:
-            raise GroupLookupFailed(f"cannot assume {self._role_arn}: {error_code(exc) or 'error'}") from None
+            raise GroupLookupFailed(
+                f"cannot assume {self._role_arn}: {error_code(exc) or 'error'}", transient=retryable(exc)
+            ) from None
         except BotoCoreError as exc:
-            raise GroupLookupFailed(f"cannot assume {self._role_arn}: {type(exc).__name__}") from None
+            raise GroupLookupFailed(
+                f"cannot assume {self._role_arn}: {type(exc).__name__}", transient=retryable(exc)
+            ) from None
         creds, expires = assumed_credentials(credentials, now)
         if self._region:
             creds["region_name"] = self._region
