@@ -237,6 +237,18 @@ def cmd_doctor(ctx: Context) -> Any:
     return result
 
 
+def cmd_outbox(ctx: Context) -> Any:
+    """Operators: publish again what PublishFailuresQueue points at (:mod:`sessiongate_cli.outbox`)."""
+    from botocore.exceptions import ClientError
+
+    from . import outbox
+
+    try:
+        return outbox.command(ctx.boto_session(), ctx.aws_region(), ctx.args.stack_name)
+    except ClientError as exc:
+        raise CliError(f"cannot redrive for stack {ctx.args.stack_name!r}: {exc}", "redrive_failed") from None
+
+
 def cmd_policy(ctx: Context) -> Any:
     """Deployers: validate an approval policy with the API's own parser, sign it with the stack's
     ApprovalPolicyKey (only DeployerArns may GenerateMac with it) and optionally write the parameter."""
@@ -345,6 +357,11 @@ def render(result: Any, fmt: str) -> str:
         text = report.pop("text")
         report.pop("exit_code")
         return json.dumps({"policy_test": report}, indent=2, sort_keys=True) if fmt == "json" else text
+    if "outbox_redrive" in result:
+        report = dict(result["outbox_redrive"])
+        text = report.pop("text")
+        report.pop("exit_code")
+        return json.dumps({"outbox_redrive": report}, indent=2, sort_keys=True) if fmt == "json" else text
     if "doctor" in result:
         report = dict(result["doctor"])
         text = report.pop("text")
@@ -529,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stack-name", default="sessiongate", help="SessionGate's stack (default: sessiongate)")
     p = add(
+        "outbox",
+        "operators: publish again the lifecycle notifications PublishFailuresQueue points at, from the "
+        "streams (exit 1 when a message is left in the queue)",
+        cmd_outbox,
+        api=False,
+    )
+    p.add_argument("action", choices=["redrive"], help="redrive: republish, then delete each message")
+    p.add_argument("--stack-name", default="sessiongate", help="SessionGate's stack (default: sessiongate)")
+    p = add(
         "policy",
         "deployers: sign the approval policy (and write its parameter), or test it offline against cases "
         "(exit 1 when a case's decision differs)",
@@ -586,6 +612,8 @@ def main(
     print(render(result, args.output), file=out)
     if isinstance(result, dict) and "doctor" in result:
         return int(result["doctor"]["exit_code"])
+    if isinstance(result, dict) and "outbox_redrive" in result:
+        return int(result["outbox_redrive"]["exit_code"])
     if isinstance(result, dict) and "policy_test" in result:
         return int(result["policy_test"]["exit_code"])
     return 0

@@ -1,0 +1,193 @@
+"""`sessiongate outbox redrive` on moto: the PublishFailuresQueue message points at stream records; the
+command reads them again from the stream, publishes their events with the publisher's own code (same
+deterministic event ids) and deletes the message only after that."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sessiongate_cli import outbox
+from sessiongate_cli.main import main
+from tests.support.stack import NATIVE_SETTINGS, Stack, _stream_reader
+from tests.support.values import ACCOUNT, REGION
+
+
+def _failure_queue(stack: Stack) -> str:
+    return str(stack.client("sqs").create_queue(QueueName="PublishFailuresQueue")["QueueUrl"])
+
+
+def _resources(stack: Stack, queue: str) -> dict[str, str]:
+    return {
+        outbox.QUEUE: queue,
+        outbox.TOPIC: stack.settings.topic_arn,
+        outbox.LEDGER_TABLE: stack.settings.table_name,
+        outbox.REQUESTS_TABLE: NATIVE_SETTINGS["requests_table"],
+    }
+
+
+def _stream_records(stack: Stack, table: str) -> tuple[str, str, list[dict[str, Any]]]:
+    reader = _stream_reader()
+    stream = stack.client("dynamodb").describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    [shard] = reader.describe_stream(StreamArn=stream)["StreamDescription"]["Shards"]
+    iterator = reader.get_shard_iterator(
+        StreamArn=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = reader.get_records(ShardIterator=iterator)["Records"]
+    return stream, shard["ShardId"], records
+
+
+def _report_failed_batch(stack: Stack, queue: str, table: str, records: slice = slice(None)) -> None:
+    """What Lambda sends to the on-failure destination after the retries ("Retaining discarded records
+    for a DynamoDB event source", Lambda developer guide): pointers to the batch, not its records."""
+    stream, shard, found = _stream_records(stack, table)
+    batch = found[records]
+    body = {
+        "requestContext": {
+            "requestId": "316aa6d0-8154-4b9e-9af7-85d5f4a6bc81",
+            "functionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:sessiongate-publish-events",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 11,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": "2026-11-24T09:13:49.717Z",
+        "DDBStreamBatchInfo": {
+            "shardId": shard,
+            "startSequenceNumber": batch[0]["dynamodb"]["SequenceNumber"],
+            "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"],
+            "approximateArrivalOfFirstRecord": "2026-11-24T09:13:19Z",
+            "approximateArrivalOfLastRecord": "2026-11-24T09:13:19Z",
+            "batchSize": len(batch),
+            "streamArn": stream,
+        },
+    }
+    stack.client("sqs").send_message(QueueUrl=queue, MessageBody=json.dumps(body))
+
+
+def _granted(stack: Stack) -> str:
+    stack.user("alice")
+    request = stack.approved(instance_id=stack.instance(), principal="alice")
+    assert stack.engine().grant(request.to_detail()).result == "granted"
+    return request.grant_id
+
+
+def _redrive(stack: Stack, queue: str, sns: Any = None) -> dict[str, Any]:
+    publisher = outbox.build_publisher(sns or stack.client("sns"), _resources(stack, queue))
+    result: dict[str, Any] = outbox.redrive(stack.client("sqs"), _stream_reader(), publisher, queue)
+    return result["outbox_redrive"]
+
+
+def _received(stack: Stack) -> list[dict[str, Any]]:
+    """The notifications subscribers got (not ``stack.notifications()``: that runs the publisher)."""
+    return [json.loads(body["Message"]) for body in stack._drain(stack.notification_queue)]
+
+
+def _waiting(stack: Stack, queue: str) -> int:
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_redrive_publishes_the_events_the_failed_batch_held_then_deletes_the_message(stack: Stack) -> None:
+    queue = _failure_queue(stack)
+    grant_id = _granted(stack)
+    _report_failed_batch(stack, queue, stack.settings.table_name)
+
+    report = _redrive(stack, queue)
+
+    [done] = report["redriven"]
+    assert done["event_ids"] == [f"AccessGranted/{grant_id}"]
+    assert (report["left"], report["exit_code"]) == ([], 0)
+    [note] = _received(stack)
+    assert note["event_type"] == "AccessGranted"
+    assert note["grant_id"] == grant_id
+    assert note["event_id"] == f"AccessGranted/{grant_id}"  # subscribers drop a repeat by it
+    assert _waiting(stack, queue) == 0
+
+
+def test_a_message_whose_events_still_cannot_be_published_is_kept(stack: Stack) -> None:
+    """Fail safe: nothing is deleted before its events are out."""
+    queue = _failure_queue(stack)
+    _granted(stack)
+    _report_failed_batch(stack, queue, stack.settings.table_name)
+
+    class Down:
+        def publish(self, **_: Any) -> None:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "down"}}, "Publish")
+
+    report = _redrive(stack, queue, sns=Down())
+
+    assert report["redriven"] == []
+    [left] = report["left"]
+    assert "was not published" in left["why"]
+    assert report["exit_code"] == 1
+    assert _waiting(stack, queue) == 1  # still there (invisible for this run), for the next one
+
+
+class _Trimmed:
+    """The stream after its 24 hours: GetShardIterator at a sequence number it no longer holds answers
+    TrimmedDataAccessException (DynamoDB Streams API Reference, "GetShardIterator", Errors: "The
+    operation attempted to read past the oldest stream record in a shard"). moto asserts instead of
+    answering (its shard read requires start >= the shard's first number), so this plays the service."""
+
+    def get_shard_iterator(self, **params: Any) -> dict[str, Any]:
+        raise ClientError(
+            {"Error": {"Code": "TrimmedDataAccessException", "Message": "trimmed"}}, "GetShardIterator"
+        )
+
+
+def test_messages_the_stream_cannot_answer_are_kept_with_the_reason(stack: Stack) -> None:
+    queue = _failure_queue(stack)
+    _granted(stack)
+    _report_failed_batch(stack, queue, stack.settings.table_name)
+    stack.client("sqs").send_message(QueueUrl=queue, MessageBody="not an invocation record")
+    publisher = outbox.build_publisher(stack.client("sns"), _resources(stack, queue))
+
+    report = outbox.redrive(stack.client("sqs"), _Trimmed(), publisher, queue)["outbox_redrive"]
+
+    reasons = sorted(m["why"] for m in report["left"])
+    assert reasons[0].startswith("not a Lambda invocation record")
+    assert "the stream no longer holds records" in reasons[1]
+    assert "TrimmedDataAccessException" in reasons[1]
+    assert (report["redriven"], report["exit_code"]) == ([], 1)
+    assert _received(stack) == []
+    assert _waiting(stack, queue) == 2
+
+
+def test_the_command_finds_the_stack_resources_and_exits_1_when_a_message_is_left(stack: Stack) -> None:
+    queue = _failure_queue(stack)
+    grant_id = _granted(stack)
+    _report_failed_batch(stack, queue, stack.settings.table_name)
+    stack.client("sqs").send_message(QueueUrl=queue, MessageBody="{}")
+    resources = _resources(stack, queue)
+
+    class CloudFormation:
+        def describe_stack_resource(self, StackName: str, LogicalResourceId: str) -> dict[str, Any]:
+            assert StackName == "sessiongate"
+            return {"StackResourceDetail": {"PhysicalResourceId": resources[LogicalResourceId]}}
+
+    class Session:
+        def client(self, service: str, region_name: str | None = None) -> Any:
+            assert region_name == REGION
+            if service == "cloudformation":
+                return CloudFormation()
+            return _stream_reader() if service == "dynamodbstreams" else stack.client(service)
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["outbox", "redrive", "--region", REGION, "--output", "json"], session=Session(), out=out, err=err
+    )
+
+    assert code == 1  # the "{}" message is left
+    report = json.loads(out.getvalue())["outbox_redrive"]
+    assert [m["event_ids"] for m in report["redriven"]] == [[f"AccessGranted/{grant_id}"]]
+    assert report["left"][0]["why"] == "not a DynamoDB stream failure record (no DDBStreamBatchInfo)"
+    assert [n["grant_id"] for n in _received(stack)] == [grant_id]
