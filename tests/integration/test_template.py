@@ -250,8 +250,16 @@ def test_engine_roles_live_under_the_sessiongate_path(function: str) -> None:
     assert "Role" not in resource(function)["Properties"]
 
 
-@pytest.mark.parametrize("function", ["GrantAccessFunction", "RevokeAccessFunction"])
+@pytest.mark.parametrize(
+    "function",
+    ["GrantAccessFunction", "RevokeAccessFunction", "ReconcileGrantsFunction", "RequestApiFunction"],
+)
 def test_engine_may_touch_only_slot_tag_keys_and_never_its_own_roles(function: str) -> None:
+    """Every role that tags or untags (ec2:DeleteTags included) names the slot keys only. DeleteTags can
+    be scoped by the keys (aws:TagKeys) but not by the value it deletes: it takes no aws:RequestTag, only
+    the resource's current tags (aws:ResourceTag, ec2:ResourceTag), which cover all of an instance's
+    tags, not the one deleted (Service Authorization Reference, "Actions, resources, and condition keys
+    for Amazon EC2"); the value goes in the request (``Inventory.untag_instance``)."""
     statements = function_statements(function)
     # "tag" in any case: the revoke role's only tagging actions are iam:Untag* (List*Tags are gone).
     tagging = [
