@@ -108,12 +108,15 @@ def test_operator_policy_allows_the_person_whose_userid_the_instance_carries(rea
 
 def test_guard_denies_slot_keys_on_instances_groups_and_managed_nodes(real: dict[str, Any]) -> None:
     """The guard's denials as real IAM evaluates them: slot keys in any letter case on EC2 CreateTags
-    (also at RunInstances), Auto Scaling group tags and SSM resource tags (issue 15, review A)."""
+    (also at RunInstances), on the launch calls RunInstances and CreateFleet, Auto Scaling group tags and
+    SSM resource tags (issue 15, review A)."""
     guard = real["stack"].resources["SessionGateTagKeyGuard"].properties["PolicyDocument"]
     allow_all = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
     region, account = real["region"], real["account"]
     cases = [
         ("ec2:CreateTags", f"arn:aws:ec2:{region}:{account}:instance/i-0123456789abcdef0"),
+        ("ec2:RunInstances", f"arn:aws:ec2:{region}:{account}:instance/*"),
+        ("ec2:CreateFleet", f"arn:aws:ec2:{region}:{account}:instance/*"),
         ("autoscaling:CreateOrUpdateTags", f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*"),
         ("ssm:AddTagsToResource", f"arn:aws:ssm:{region}:{account}:managed-instance/mi-0123456789abcdef0"),
     ]

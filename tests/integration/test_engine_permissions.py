@@ -1002,12 +1002,16 @@ def test_tag_key_guard_stops_everyone_else_on_instances(iam: tuple[World, Sessio
         ("ec2:CreateTags", {}),
         ("ec2:DeleteTags", {}),
         ("ec2:CreateTags", {"ec2:CreateAction": "RunInstances"}),
+        ("ec2:CreateTags", {"ec2:CreateAction": "CreateFleet"}),
+        ("ec2:RunInstances", {}),
+        ("ec2:CreateFleet", {}),
     ):
         assert not checker.authorized("user", admin, action, INSTANCE_ARN, {**context, **extra}), (
             action,
             key,
         )
     assert checker.authorized("user", admin, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
+    assert checker.authorized("user", admin, "ec2:CreateFleet", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
 
 
 def test_guard_keeps_the_engine_exempt_on_instances(iam: tuple[World, SessionChecker]) -> None:
@@ -1031,11 +1035,15 @@ def test_scp_sample_denies_instance_slot_keys_in_any_case() -> None:
             ("ec2:CreateTags", {}),
             ("ec2:DeleteTags", {}),
             ("ec2:CreateTags", {"ec2:CreateAction": "RunInstances"}),
+            ("ec2:CreateTags", {"ec2:CreateAction": "CreateFleet"}),
+            ("ec2:RunInstances", {}),
+            ("ec2:CreateFleet", {}),
         ):
             context = {"aws:TagKeys": [key], **extra}
             assert not _scp_allows(scp, someone, action, INSTANCE_ARN, context), (action, key)
             assert _scp_allows(scp, engine, action, INSTANCE_ARN, context), (action, key)
     assert _scp_allows(scp, someone, "ec2:CreateTags", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
+    assert _scp_allows(scp, someone, "ec2:RunInstances", INSTANCE_ARN, {"aws:TagKeys": ["Name"]})
 
 
 @pytest.mark.parametrize(

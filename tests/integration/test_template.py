@@ -337,6 +337,9 @@ GUARDED_ACTIONS = {
     # Instance binding: the instance slot keys, also when given at creation (RunInstances).
     "ec2:CreateTags",
     "ec2:DeleteTags",
+    # ... and on the launch calls themselves, which take aws:TagKeys on the instances they launch.
+    "ec2:RunInstances",
+    "ec2:CreateFleet",
     # Auto Scaling group tags reach instances at launch through its service-linked role (REVIEW-A F3);
     # SSM resource tags (hybrid managed instances): defense in depth (REVIEW-A L4).
     "autoscaling:CreateOrUpdateTags",
