@@ -34,7 +34,8 @@ TEMPLATES = [ROOT / "template.yaml", ROOT / "member" / "template.yaml"]
 SCP = ROOT / "docs" / "scp-deny-slot-tags.json"
 SCP_SID = "OnlySessionGateSetsSessionSlotTagsAnyCase"
 # The actions the SCP sample's two slot-key statements deny (as the guard policies in template.yaml and
-# member/template.yaml): IAM and STS tags, EC2 tags (also at creation), Auto Scaling group tags (propagated
+# member/template.yaml): IAM and STS tags, EC2 tags (also at creation, and on the launch calls RunInstances
+# and CreateFleet, which take aws:TagKeys on the instances they launch), Auto Scaling group tags (propagated
 # at launch by Auto Scaling's service-linked role, which no SCP binds), SSM resource tags (REVIEW-A F3, L4).
 GUARDED_ACTIONS = [
     "iam:TagUser",
@@ -47,6 +48,8 @@ GUARDED_ACTIONS = [
     "sts:GetFederationToken",
     "ec2:CreateTags",
     "ec2:DeleteTags",
+    "ec2:RunInstances",
+    "ec2:CreateFleet",
     "autoscaling:CreateOrUpdateTags",
     "autoscaling:CreateAutoScalingGroup",
     "ssm:AddTagsToResource",
