@@ -14,18 +14,27 @@ For each message this command reads the batch's records again from the stream (`
 new record are exactly those the publisher saw, turns them into their events with the publisher's own
 code (:class:`sessiongate.outbox.Publisher`: same payloads, subjects and deterministic ``event_id``s,
 so subscribers that already got one drop the repeat), publishes them, and only then deletes the
-message. A message whose records the stream no longer holds (streams keep records 24 hours:
-``TrimmedDataAccessException``), or whose events still cannot be published, is left in the queue
-(it becomes visible again after ``VISIBILITY``) and reported; the command then exits 1.
+message.
+
+The stream keeps records 24 hours (``TrimmedDataAccessException`` after that). For a batch of the
+ledger's stream that is gone, the command re-reads the current grant records from the table instead
+(one consistent Scan): every grant that entered ACTIVE, DENIED or REVOKED within the batch's arrival
+window (``approximateArrivalOfFirstRecord`` .. ``LastRecord``, ``WINDOW_SLACK`` either side) has that
+event published again, from its record as it is now (its status set to the one it entered), under the
+same deterministic ``event_id`` (``AccessGranted/<grant id>``...): subscribers that got it drop it. A
+request's events name its record's version, which the current record no longer holds: a gone batch of
+the requests table's stream is left in the queue, as is any message whose events still cannot be
+published (it becomes visible again after ``VISIBILITY``); both are reported and the command exits 1.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from sessiongate.outbox import Publisher
+from sessiongate.outbox import LEDGER, REQUESTS, Publisher
 
 # How long a message this run received (and left, if it failed) stays invisible: one run sees each once.
 VISIBILITY = 300
@@ -33,6 +42,10 @@ VISIBILITY = 300
 GET_RECORDS_LIMIT = 1000
 # A stream gives up to this many empty pages of an open shard before the batch counts as read.
 EMPTY_PAGES = 3
+# A record's own time (activated_at, denied_at, revoked_at) is taken before its write reaches the stream.
+WINDOW_SLACK = timedelta(minutes=2)
+# The record times of each status a grant enters (the ledger's record of it).
+_ENTERED = (("ACTIVE", "activated_at"), ("DENIED", "denied_at"), ("REVOKED", "revoked_at"))
 # The stack's resources the command needs (CloudFormation logical ids -> physical ids).
 QUEUE, TOPIC, LEDGER_TABLE, REQUESTS_TABLE = (
     "PublishFailuresQueue",
@@ -46,8 +59,11 @@ class RecordsGone(Exception):
     """The stream no longer holds the batch's records (or never did): nothing to publish from."""
 
 
-def redrive(sqs: Any, streams: Any, publisher: Publisher, queue_url: str) -> dict[str, Any]:
-    """Redrive every message in the queue once; what was published and what was left (with why)."""
+def redrive(
+    sqs: Any, streams: Any, publisher: Publisher, queue_url: str, *, dynamodb: Any = None
+) -> dict[str, Any]:
+    """Redrive every message in the queue once; what was published and what was left (with why).
+    ``dynamodb``: reads the ledger when the stream no longer holds a batch (None: no such fallback)."""
     redriven: list[dict[str, Any]] = []
     left: list[dict[str, Any]] = []
     while True:
@@ -57,9 +73,15 @@ def redrive(sqs: Any, streams: Any, publisher: Publisher, queue_url: str) -> dic
         if not messages:
             break
         for message in messages:
+            source = "stream"
             try:
                 info = batch_info(message["Body"])
-                published = _publish_batch(streams, publisher, info)
+                try:
+                    published = _publish_batch(streams, publisher, info)
+                except RecordsGone:
+                    if dynamodb is None or publisher.source_of(info["streamArn"]) != LEDGER:
+                        raise
+                    published, source = _publish_from_ledger(dynamodb, publisher, info), "table"
             except (RecordsGone, ValueError) as exc:
                 left.append({"message_id": message["MessageId"], "why": str(exc)})
                 continue
@@ -72,6 +94,7 @@ def redrive(sqs: Any, streams: Any, publisher: Publisher, queue_url: str) -> dic
                     "message_id": message["MessageId"],
                     "stream": info["streamArn"],
                     "records": f"{info['startSequenceNumber']}..{info['endSequenceNumber']}",
+                    "source": source,
                     "event_ids": published,
                 }
             )
@@ -80,7 +103,10 @@ def redrive(sqs: Any, streams: Any, publisher: Publisher, queue_url: str) -> dic
 
 
 def as_text(redriven: list[dict[str, Any]], left: list[dict[str, Any]]) -> str:
-    lines = [f"redriven {m['message_id']}: {len(m['event_ids'])} event(s) {m['records']}" for m in redriven]
+    lines = [
+        f"redriven {m['message_id']}: {len(m['event_ids'])} event(s) from the {m['source']} ({m['records']})"
+        for m in redriven
+    ]
     lines += [f"LEFT     {m['message_id']}: {m['why']}" for m in left]
     lines.append(f"{len(redriven)} message(s) redriven and deleted, {len(left)} left in the queue")
     return "\n".join(lines)
@@ -89,11 +115,13 @@ def as_text(redriven: list[dict[str, Any]], left: list[dict[str, Any]]) -> str:
 def command(session: Any, region: str, stack_name: str) -> dict[str, Any]:
     """``sessiongate outbox redrive``: with the caller's credentials (sqs:ReceiveMessage and
     DeleteMessage on the queue, dynamodb:GetShardIterator and GetRecords on the two streams, sns:Publish
-    on the topic with its key, cloudformation:DescribeStackResource)."""
+    on the topic with its key, cloudformation:DescribeStackResource; dynamodb:Scan on the grants table
+    for batches the stream no longer holds)."""
     resources = stack_resources(session.client("cloudformation", region_name=region), stack_name)
     publisher = build_publisher(session.client("sns", region_name=region), resources)
     streams = session.client("dynamodbstreams", region_name=region)
-    return redrive(session.client("sqs", region_name=region), streams, publisher, resources[QUEUE])
+    sqs, dynamodb = session.client("sqs", region_name=region), session.client("dynamodb", region_name=region)
+    return redrive(sqs, streams, publisher, resources[QUEUE], dynamodb=dynamodb)
 
 
 def batch_info(body: str) -> dict[str, str]:
@@ -106,7 +134,39 @@ def batch_info(body: str) -> dict[str, str]:
     needed = ("streamArn", "shardId", "startSequenceNumber", "endSequenceNumber")
     if not isinstance(info, Mapping) or not all(isinstance(info.get(k), str) and info[k] for k in needed):
         raise ValueError("not a DynamoDB stream failure record (no DDBStreamBatchInfo)")
-    return {k: str(info[k]) for k in needed}
+    times = ("approximateArrivalOfFirstRecord", "approximateArrivalOfLastRecord")
+    return {k: str(info[k]) for k in (*needed, *times) if isinstance(info.get(k), str)}
+
+
+def _publish_from_ledger(dynamodb: Any, publisher: Publisher, info: Mapping[str, str]) -> list[str]:
+    """The events of the grants that entered a status within the batch's arrival window, from their
+    current records (see the module's docstring)."""
+    try:
+        first = _instant(info["approximateArrivalOfFirstRecord"]) - WINDOW_SLACK
+        last = _instant(info["approximateArrivalOfLastRecord"]) + WINDOW_SLACK
+    except (KeyError, ValueError):
+        raise RecordsGone("the stream no longer holds the records, and the message gives no time") from None
+    table = info["streamArn"].split(":", 5)[-1].split("/")[1]
+    published: list[str] = []
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table,
+        ConsistentRead=True,
+        FilterExpression="kind = :grant AND attribute_exists(#s)",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":grant": {"S": "grant"}},
+    )
+    for page in pages:
+        for item in page.get("Items", []):
+            for status, field in _ENTERED:
+                at = item.get(field, {}).get("S")
+                if isinstance(at, str) and first <= _instant(at) <= last:
+                    image = {**item, "status": {"S": status}}
+                    published += publisher.publish(info["streamArn"], {"NewImage": image})
+    return published
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _publish_batch(streams: Any, publisher: Publisher, info: Mapping[str, str]) -> list[str]:
@@ -169,7 +229,6 @@ def stack_resources(cloudformation: Any, stack_name: str) -> dict[str, str]:
 def build_publisher(sns: Any, resources: Mapping[str, str]) -> Publisher:
     """The publisher's own event code and SNS adapter, for this stack's topic and tables."""
     from sessiongate.adapters.notifier import Notifier
-    from sessiongate.outbox import LEDGER, REQUESTS
 
     tables = {resources[LEDGER_TABLE]: LEDGER, resources[REQUESTS_TABLE]: REQUESTS}
     # Notifier.publish answers False when SNS refused: Publisher raises then, and the message is kept.

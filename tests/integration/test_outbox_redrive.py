@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -40,7 +41,9 @@ def _stream_records(stack: Stack, table: str) -> tuple[str, str, list[dict[str, 
     return stream, shard["ShardId"], records
 
 
-def _report_failed_batch(stack: Stack, queue: str, table: str, records: slice = slice(None)) -> None:
+def _report_failed_batch(
+    stack: Stack, queue: str, table: str, records: slice = slice(None), arrived: str = "2026-11-24T09:13:19Z"
+) -> None:
     """What Lambda sends to the on-failure destination after the retries ("Retaining discarded records
     for a DynamoDB event source", Lambda developer guide): pointers to the batch, not its records."""
     stream, shard, found = _stream_records(stack, table)
@@ -59,8 +62,8 @@ def _report_failed_batch(stack: Stack, queue: str, table: str, records: slice = 
             "shardId": shard,
             "startSequenceNumber": batch[0]["dynamodb"]["SequenceNumber"],
             "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"],
-            "approximateArrivalOfFirstRecord": "2026-11-24T09:13:19Z",
-            "approximateArrivalOfLastRecord": "2026-11-24T09:13:19Z",
+            "approximateArrivalOfFirstRecord": arrived,
+            "approximateArrivalOfLastRecord": arrived,
             "batchSize": len(batch),
             "streamArn": stream,
         },
@@ -160,6 +163,38 @@ def test_messages_the_stream_cannot_answer_are_kept_with_the_reason(stack: Stack
     assert (report["redriven"], report["exit_code"]) == ([], 1)
     assert _received(stack) == []
     assert _waiting(stack, queue) == 2
+
+
+def test_a_ledger_batch_the_stream_no_longer_holds_is_redriven_from_the_current_records(stack: Stack) -> None:
+    """After the stream's 24 hours: the grants that entered a status within the batch's arrival window
+    get that event again, from the table, under the same event id; others do not."""
+    queue = _failure_queue(stack)
+    stack.user("bob")
+    earlier = stack.approved(instance_id=stack.instance(), principal="bob")
+    assert stack.engine().grant(earlier.to_detail()).result == "granted"  # an hour before the batch
+    stack.clock.advance(timedelta(hours=1))
+    grant_id = _granted(stack)
+    # The write's time (moto streams carry no arrival time: the stack's clock is the write's).
+    arrived = stack.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    _report_failed_batch(stack, queue, stack.settings.table_name, slice(-2, None), arrived)
+    sqs = stack.client("sqs")
+    [message] = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=0)["Messages"]
+    body = json.loads(message["Body"])
+    requests_stream = stack.client("dynamodb").describe_table(TableName=NATIVE_SETTINGS["requests_table"])
+    gone_request = {**body["DDBStreamBatchInfo"], "streamArn": requests_stream["Table"]["LatestStreamArn"]}
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"DDBStreamBatchInfo": gone_request}))
+    publisher = outbox.build_publisher(stack.client("sns"), _resources(stack, queue))
+
+    report = outbox.redrive(sqs, _Trimmed(), publisher, queue, dynamodb=stack.client("dynamodb"))
+
+    [done] = report["outbox_redrive"]["redriven"]
+    assert (done["source"], done["event_ids"]) == ("table", [f"AccessGranted/{grant_id}"])
+    [note] = _received(stack)
+    assert (note["event_type"], note["grant_id"], note["status"]) == ("AccessGranted", grant_id, "ACTIVE")
+    # A request's events name its record's version, which the current record does not hold: left.
+    [left] = report["outbox_redrive"]["left"]
+    assert "the stream no longer holds records" in left["why"]
+    assert _waiting(stack, queue) == 1
 
 
 def test_the_command_finds_the_stack_resources_and_exits_1_when_a_message_is_left(stack: Stack) -> None:
