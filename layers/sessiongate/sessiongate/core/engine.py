@@ -12,9 +12,10 @@ from sessiongate.core import denials as denying
 from sessiongate.core import grant as granting
 from sessiongate.core import reconcile as reconciling
 from sessiongate.core import revoke as revoking
+from sessiongate.core import usage
 from sessiongate.core.context import Context
 from sessiongate.core.grant import START_TOLERANCE
-from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE, Denial, Grant, Outcome
+from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE, Denial, Grant, Outcome, Result
 from sessiongate.core.ports import AccountNotAllowed, OriginVerifier
 from sessiongate.core.reconcile import RECONCILE_TOLERANCE
 from sessiongate.core.revoke import PROVISIONING_GRACE, REASON_EXPIRED, REASON_EXTENDED
@@ -73,6 +74,11 @@ class Engine(Context):
     def sweep(self) -> Outcome:
         """The full (daily) sweep of every principal and slot lock."""
         return reconciling.sweep(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
+
+    def usage_report(self) -> Outcome:
+        """The weekly usage report (core/usage.py), published to the notification topic."""
+        report = usage.weekly_report(self, self.clock.now())
+        return Outcome(Result.EMITTED, None, {"report": report})
 
     def reject(self, what: str, exc: InvalidInput) -> Outcome:
         return denying.reject(self, what, exc)
