@@ -12,6 +12,7 @@ import pytest
 from sessiongate.core.model import GrantStatus, Result
 from sessiongate.core.ports import ServiceFailure
 from sessiongate.core.session_logging import Preferences, PreferencesUnreadable
+from sessiongate.errors import TransientError
 from sessiongate.outbox import grant_events
 from tests.unit.fakes.core import MEMBER, CoreWorld
 
@@ -188,3 +189,66 @@ def test_booleans_may_be_json_booleans_or_strings(value: object, expected: bool)
 def test_content_that_is_no_object_is_unreadable() -> None:
     with pytest.raises(PreferencesUnreadable):
         Preferences.from_content("[]")
+
+
+# -- the reconciler re-checks: logging turned off after the grant ends the account's grants ---------
+def test_turning_logging_off_revokes_the_active_grants_at_the_next_run(world: CoreWorld) -> None:
+    world.sessions.set_logging(**S3, s3EncryptionEnabled=True)
+    request = world.approved(minutes=30)
+    world.grant(request)
+    world.clock.advance(timedelta(minutes=1))
+    assert world.engine.reconcile().detail["revoked_logging_off"] == []
+    assert world.status(request.grant_id) is GrantStatus.ACTIVE
+
+    world.sessions.set_logging()  # an administrator turns logging off
+    world.clock.advance(timedelta(minutes=1))
+    outcome = world.engine.reconcile()
+
+    assert outcome.detail["revoked_logging_off"] == [request.grant_id]
+    grant = world.ledger.get_grant(request.grant_id)
+    assert grant is not None
+    assert (grant.status, grant.revoke_reason, grant.revoked_by) == (
+        GrantStatus.REVOKED,
+        "session_logging_off",
+        "reconciler",
+    )
+    assert world.directory.tags_of("user", "alice") == {}
+    revoked = [p for t, p, _ in world.notifier.published if t == "AccessRevoked"]
+    assert revoked[0]["reason"] == "session_logging_off"
+
+
+def test_deleting_the_preferences_document_revokes_too(world: CoreWorld) -> None:
+    world.sessions.set_logging(**CW, cloudWatchEncryptionEnabled=True)
+    request = world.approved(minutes=30)
+    world.grant(request)
+    world.sessions.preferences_content = None
+    world.clock.advance(timedelta(minutes=1))
+    assert world.engine.reconcile().detail["revoked_logging_off"] == [request.grant_id]
+
+
+def test_the_recheck_reads_fresh_preferences_even_within_the_cache_minute(world: CoreWorld) -> None:
+    world.sessions.set_logging(**S3, s3EncryptionEnabled=True)
+    request = world.approved(minutes=30)
+    world.grant(request)
+    world.sessions.set_logging()
+    world.clock.advance(timedelta(seconds=20))  # the grant's cached answer is still young
+    assert world.engine.reconcile().detail["revoked_logging_off"] == [request.grant_id]
+
+
+def test_a_failed_recheck_revokes_nothing_and_fails_the_run(world: CoreWorld) -> None:
+    world.sessions.set_logging(**S3, s3EncryptionEnabled=True)
+    request = world.approved(minutes=30)
+    world.grant(request)
+    world.sessions.failure = ServiceFailure("Rate exceeded", code="ThrottlingException")
+    world.clock.advance(timedelta(minutes=1))
+    with pytest.raises(TransientError):
+        world.engine.reconcile()
+    assert world.status(request.grant_id) is GrantStatus.ACTIVE
+
+
+def test_with_the_option_off_the_reconciler_reads_no_preferences() -> None:
+    world = CoreWorld()
+    world.grant(world.approved(minutes=30))
+    world.clock.advance(timedelta(minutes=1))
+    assert "revoked_logging_off" not in world.engine.reconcile().detail
+    assert world.sessions.preference_reads == 0

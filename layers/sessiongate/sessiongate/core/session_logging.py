@@ -19,13 +19,14 @@ preferences takes effect on grants within ``CACHE_FOR``; an absent or unreadable
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sessiongate.core.model import Denial
-from sessiongate.observability import bind, metrics
+from sessiongate.core.model import Denial, GrantStatus, Outcome, Result
+from sessiongate.errors import TransientError
+from sessiongate.observability import bind, logger, metrics
 
 if TYPE_CHECKING:
     from sessiongate.core.context import Context
@@ -140,3 +141,56 @@ def cached_at(ctx: Context, account: str) -> datetime | None:
     """When the preferences of ``account`` were last read (tests and the bench look)."""
     cached = ctx.logging_cache.get(account)
     return cached[0] if cached else None
+
+
+# The revocation reason of a grant whose account stopped logging sessions (``recheck``).
+REVOKE_REASON = "session_logging_off"
+
+
+def recheck(ctx: Context, revoke: Callable[[str], Outcome]) -> tuple[list[str], list[str]]:
+    """The reconciler's steady run, with the option on: re-read the preferences of every account with
+    an ACTIVE grant and revoke its grants when its sessions are not logged any more (preferences
+    changed or deleted after the grant). Answers (revoked grant ids, failures).
+
+    Cost: the live grants (one query per index partition, one read per live grant) and one GetDocument
+    per account holding one, per run. An account whose member role cannot be used is skipped (nothing
+    there can be revoked without it; the reconciler's overdue check covers its grants at expiry)."""
+    from sessiongate.core.ports import (  # ports imports us
+        AccountNotAllowed,
+        MemberUnavailable,
+        ServiceFailure,
+    )
+
+    revoked: list[str] = []
+    failures: list[str] = []
+    by_account: dict[str, list[str]] = {}
+    for grant in ctx.ledger.live_grants():
+        if grant.status is GrantStatus.ACTIVE:
+            by_account.setdefault(grant.account, []).append(grant.grant_id)
+    for account, grant_ids in sorted(by_account.items()):
+        ctx.logging_cache.pop(account, None)  # a fresh answer: this is the check of a change
+        try:
+            sessions = ctx.adapters_in(account).sessions
+            logging_off, _ = check(ctx, account, sessions)
+        except (MemberUnavailable, AccountNotAllowed) as exc:
+            logger().warning("session logging not rechecked", extra={"account": account, "problem": str(exc)})
+            continue
+        except (ServiceFailure, TransientError) as exc:
+            failures.append(f"session logging of {account}: {exc}")
+            continue
+        if logging_off is None:
+            continue
+        bind(account=account).warning(
+            "session logging is off: revoking the account's grants",
+            extra={"problem": logging_off.message, "grants": grant_ids},
+        )
+        for grant_id in grant_ids:
+            try:
+                outcome = revoke(grant_id)
+            except (ServiceFailure, TransientError) as exc:
+                failures.append(f"{grant_id}: {exc}")
+                continue
+            if outcome.result is Result.REVOKED:
+                revoked.append(grant_id)
+                metrics().add("RevokedLoggingOff")
+    return revoked, failures
