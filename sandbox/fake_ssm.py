@@ -13,7 +13,7 @@ import copy
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import botocore.session
@@ -62,6 +62,8 @@ RAISED_ERRORS = (
     "IdempotentParameterMismatch",
     "InvalidAutomationExecutionParametersException",
     "InvalidAutomationSignalException",
+    "InvalidDocument",
+    "InvalidDocumentVersion",
     "InvalidFilterKey",
     "InvalidFilterValue",
     "InvalidInstanceId",
@@ -76,7 +78,10 @@ _AUTOMATION_FILTERS = {
     "ExecutionStatus",
     "DocumentNamePrefix",
 }
-_SESSION_FILTERS = {"Target", "Owner", "Status", "SessionId"}
+_SESSION_FILTERS = {"Target", "Owner", "Status", "SessionId", "InvokedAfter", "InvokedBefore"}
+# The timestamp filters of DescribeSessions compare a session's StartDate ("InvokedAfter: ... sessions
+# that started August 29, 2024, and later"; "InvokedBefore: ... that started before", botocore's model).
+_STARTED = {"InvokedAfter", "InvokedBefore"}
 # Identity Center role names (their session name is the IdC user name).
 _SSO_ROLE_PREFIX = "AWSReservedSSO_"
 
@@ -254,26 +259,88 @@ class FakeSsm:
         op = "DescribeSessions"
         self._validate(op, params)
         active = params["State"] == "Active"
-        wanted = {}
+        wanted, started = {}, {}
         for f in params.get("Filters", []):
             if f["key"] not in _MODEL.shape_for("SessionFilterKey").enum:
                 self._error(op, "InvalidFilterKey", f"{f['key']} is not a valid filter key")
             assert f["key"] in _SESSION_FILTERS, f"the fake does not implement the {f['key']} filter"
-            wanted[f["key"]] = f["value"]
+            if f["key"] in _STARTED:
+                # e.g. 2024-08-29T00:00:00Z (the model's example); the fake refuses anything else loudly.
+                started[f["key"]] = datetime.strptime(f["value"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            else:
+                wanted[f["key"]] = f["value"]
         found = [
             copy.deepcopy(s)
             for s in self.sessions.values()
             if (s["Status"] in ("Connected", "Connecting")) == active
             and all(s.get(k) == v for k, v in wanted.items())
+            and ("InvokedAfter" not in started or s["StartDate"] >= started["InvokedAfter"])
+            and ("InvokedBefore" not in started or s["StartDate"] < started["InvokedBefore"])
         ]
         page, token = self._page(op, found, params, default=20)
         return self._respond(op, {"Sessions": page, **token})
 
+    def close_session(self, session_id: str, *, now: datetime) -> None:
+        """The user ends a session (``exit``): it moves to the history, ``Terminated`` with its end."""
+        session = self.sessions[session_id]
+        session["Status"], session["EndDate"] = "Terminated", now
+
+    def get_document(self, **params: Any) -> dict[str, Any]:
+        """The stack's documents (and the preferences set with :meth:`set_preferences`); any other
+        goes to the fallback (moto) when there is one. Versions count from 1, one per change;
+        ``$LATEST`` is the last, ``$DEFAULT`` (and no version) the default, which changes move only
+        when asked (UpdateDocumentDefaultVersion, which the fake does not implement: the first)."""
+        op = "GetDocument"
+        self._validate(op, params)
+        name = params["Name"]
+        document = self.documents.get(name)
+        if document is None:
+            if self.fallback is not None:
+                return self.fallback.get_document(**params)  # type: ignore[no-any-return]
+            self._error(op, "InvalidDocument", "The specified document does not exist.")
+        assert params.get("DocumentFormat", "JSON") == "JSON", "the fake answers JSON content only"
+        assert "VersionName" not in params, "the fake does not implement version names"
+        versions = document.setdefault("versions", [document["content"]])
+        asked = params.get("DocumentVersion", "$DEFAULT")
+        number = {"$LATEST": len(versions), "$DEFAULT": 1}.get(asked) or (
+            int(asked) if asked.isdigit() else 0
+        )
+        if not 1 <= number <= len(versions):
+            self._error(op, "InvalidDocumentVersion", "The document version is not valid or does not exist.")
+        return self._respond(
+            op,
+            {
+                "Name": name,
+                "DocumentVersion": str(number),
+                "Status": "Active",
+                "Content": json.dumps(versions[number - 1]),
+                "DocumentType": document["type"],
+                "DocumentFormat": "JSON",
+            },
+        )
+
+    def set_preferences(self, inputs: dict[str, Any] | None) -> None:
+        """An administrator sets the Session Manager preferences (a new version of
+        ``SSM-SessionManagerRunShell``, as "Update Session Manager preferences (command line)" does
+        with ``--document-version '$LATEST'``); ``None``: deletes the document (DeleteDocument)."""
+        name = "SSM-SessionManagerRunShell"
+        if inputs is None:
+            self.documents.pop(name, None)
+            return
+        content = {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": inputs}
+        document = self.documents.get(name)
+        if document is None:
+            self.documents[name] = {"type": "Session", "content": content, "versions": [content]}
+        else:
+            document.setdefault("versions", [document["content"]]).append(content)
+
     def terminate_session(self, **params: Any) -> dict[str, Any]:
         self._validate("TerminateSession", params)
         session = self.sessions.get(params["SessionId"])
-        if session is not None:
+        if session is not None and session["Status"] != "Terminated":
             session["Status"] = "Terminated"
+            if self.clock is not None:
+                session["EndDate"] = self.clock.now()
         return self._respond("TerminateSession", {"SessionId": params["SessionId"]})
 
     # -- Change Manager: what the console / CLI and approvers do -------------------------------

@@ -1,6 +1,7 @@
 """Reconciler Lambda: revoke overdue grants (schedule), repair one principal's slot tags (its IAM tag
 event from CloudTrail) or instances' (their EC2 tag event, or a launch's state-change event), sweep
-every principal and slot lock (daily schedule with ``{"sweep": "full"}``)."""
+every principal and slot lock (daily schedule with ``{"sweep": "full"}``), publish the usage
+report (weekly schedule with ``{"report": "usage"}``)."""
 
 from __future__ import annotations
 
@@ -26,4 +27,6 @@ def lambda_handler(event: dict[str, Any], context: Any, deps: Engine | None = No
         return engine.on_tag_event(event).as_dict()
     if event.get("sweep") == "full":
         return engine.sweep().as_dict()
+    if event.get("report") == "usage":
+        return engine.usage_report().as_dict()
     return engine.reconcile().as_dict()

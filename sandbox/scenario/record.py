@@ -42,6 +42,13 @@ def finish(play: Play) -> None:
             grant = {k: plain.get(k) for k in ("grant_id", "principal_arn", "instance_id", "expires_at")}
             grant["slot"] = int(plain["slot"]) if plain.get("slot") is not None else None
             report.grants.append(grant)
+    shown = ("grant_id", "principal_arn", "instance_id", "log_destination", "sessions", "usage_unknown")
+    report.usage = [
+        {k: plain[k] for k in shown if plain.get(k) is not None}
+        for plain in readback.ledger_items(world)
+        if plain.get("kind") == "grant"
+        and (plain.get("log_destination") or plain.get("sessions") is not None)
+    ]
     report.schedules = readback.schedules(world)
     report.revocations = [
         {

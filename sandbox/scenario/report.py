@@ -20,6 +20,15 @@ EVENT_KEYS = (
     "repairs",
     "digest",
     "source",
+    # Issue 17: where a grant's sessions' logs went, the sessions recorded, the weekly report's counts.
+    "log_destination",
+    "sessions",
+    "usage_unknown",
+    "grants",
+    "used_grants",
+    "unused_grants",
+    "per_person",
+    "unused",
 )
 
 
@@ -62,6 +71,8 @@ class Report:
     expect_failed_invocations: bool = False
     # IAM Identity Center, read back: each type: sso principal's role, session and groups (if any).
     identity_center: dict[str, Any] = field(default_factory=dict)
+    # Issue 17, read back: each grant's log destination and recorded sessions (when any has them).
+    usage: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -72,7 +83,9 @@ class Report:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        extra = {"identity_center": self.identity_center} if self.identity_center else {}
+        extra: dict[str, Any] = {"identity_center": self.identity_center} if self.identity_center else {}
+        if self.usage:
+            extra["usage"] = self.usage
         return {
             "scenario": self.scenario,
             "description": self.description,
@@ -122,6 +135,12 @@ def describe(event: dict[str, Any], instances: dict[str, str]) -> str:
         return "RECONCILER repaired " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in done.items())
     if kind == "PolicyChanged":
         return f"POLICY in effect: {str(event.get('digest', '?'))[:12]} from {event.get('source', '?')}"
+    if kind == "SessionsRecorded":
+        sessions = event.get("sessions")
+        count = "unknown" if sessions is None else len(sessions)
+        return f"SESSIONS of {principal} on {instance} recorded: {count}"
+    if kind == "UsageReport":
+        return f"USAGE REPORT: {event.get('grants', 0)} grants, {event.get('unused_grants', 0)} never used"
     if event.get("problem"):
         return f"{kind}: {event['problem']}"
     return f"{kind} {principal or '?'} -> {instance or '?'}"  # the request API's lifecycle

@@ -83,6 +83,10 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "grant": frozenset({"request", "expect", "denial"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type", "request", "expect", "count"}),
+    # Issue 17: Session Manager preferences, a grant's recorded usage, the weekly usage report.
+    "session_preferences": frozenset({"inputs", "delete"}),
+    "usage": frozenset({"request", "expect", "destination"}),
+    "usage_report": frozenset({"expect"}),
 }
 STEP_KINDS = tuple(STEP_FIELDS)
 # The fields a step cannot do without (a kind not listed needs none).
@@ -107,6 +111,8 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "grant": frozenset({"request", "expect"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type"}),
+    "usage": frozenset({"request", "expect"}),
+    "usage_report": frozenset({"expect"}),
 }
 # What an insider step's action needs besides by and action.
 INSIDER_ACTIONS: dict[str, frozenset[str]] = {
@@ -133,6 +139,8 @@ CHECK_STEPS = frozenset(
         "grant",
         "schedules",
         "notified",
+        "usage",
+        "usage_report",
     }
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")

@@ -127,6 +127,11 @@ ERRORS: dict[str, dict[str, Situation | str]] = {
         "InvalidNextToken": lambda f: f.describe_sessions(State="Active", NextToken="forged"),
         "InternalServerError": "a server fault; the fake never fails on its own",
     },
+    "GetDocument": {
+        "InvalidDocument": lambda f: f.get_document(Name="NoSuchDocument"),
+        "InvalidDocumentVersion": lambda f: f.get_document(Name="Template", DocumentVersion="7"),
+        "InternalServerError": "a server fault; the fake never fails on its own",
+    },
     "TerminateSession": {
         "InternalServerError": "a server fault; ending an unknown or ended session succeeds",
     },
@@ -309,3 +314,48 @@ def test_an_approval_ssm_shows_late_is_read_as_pending_until_then() -> None:
     fake.clock.advance(timedelta(minutes=2))
     read = fake.get_automation_execution(AutomationExecutionId=execution_id)["AutomationExecution"]
     assert read["AutomationExecutionStatus"] == "Approved"
+
+
+# -- Session Manager: preferences and session history (issue 17) -----------------------------------
+def test_preferences_are_versioned_and_latest_is_the_last_change() -> None:
+    fake = _fake()
+    fake.set_preferences({"s3BucketName": "logs", "s3EncryptionEnabled": True})
+    fake.set_preferences({})
+    latest = fake.get_document(
+        Name="SSM-SessionManagerRunShell", DocumentVersion="$LATEST", DocumentFormat="JSON"
+    )
+    assert (latest["DocumentType"], latest["DocumentVersion"]) == ("Session", "2")
+    assert '"inputs": {}' in latest["Content"]
+    first = fake.get_document(Name="SSM-SessionManagerRunShell")  # the default version: the first
+    assert "logs" in first["Content"]
+    fake.set_preferences(None)
+    with pytest.raises(ClientError) as caught:
+        fake.get_document(Name="SSM-SessionManagerRunShell")
+    assert caught.value.response["Error"]["Code"] == "InvalidDocument"
+
+
+def test_session_history_by_start_time_with_end_dates() -> None:
+    fake = _fake()
+    clock = fake.clock
+    early = fake.open_session(owner_arn=ALICE, user_id="AIDAALICE", target="i-0123456789abcdef0", now=NOW)
+    later = fake.open_session(
+        owner_arn=ALICE, user_id="AIDAALICE", target="i-0123456789abcdef0", now=NOW + timedelta(minutes=5)
+    )
+    clock.advance(timedelta(minutes=7))
+    fake.terminate_session(SessionId=later)
+    fake.close_session(early, now=NOW + timedelta(minutes=6))
+
+    def ids(state: str, **window: str) -> list[str]:
+        filters = [{"key": k, "value": v} for k, v in window.items()]
+        params: dict[str, Any] = {"State": state, **({"Filters": filters} if filters else {})}
+        return [s["SessionId"] for s in fake.describe_sessions(**params)["Sessions"]]
+
+    assert ids("History") == [early, later]
+    assert ids("Active") == []
+    assert ids("History", InvokedAfter="2026-11-24T09:01:00Z") == [later]
+    assert ids("History", InvokedBefore="2026-11-24T09:05:00Z") == [early]
+    assert ids("History", InvokedAfter="2026-11-24T09:05:00Z", InvokedBefore="2026-11-24T09:05:01Z") == [
+        later
+    ]
+    ended = {s["SessionId"]: s["EndDate"] for s in fake.describe_sessions(State="History")["Sessions"]}
+    assert ended == {early: NOW + timedelta(minutes=6), later: NOW + timedelta(minutes=7)}

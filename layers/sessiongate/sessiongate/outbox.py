@@ -84,11 +84,36 @@ def denied(grant: Grant, at: str) -> Lifecycle:
 
 
 def revoked(grant: Grant, at: str, reason: str, by: str) -> Lifecycle:
+    payload = {**grant_payload(grant, at), "reason": reason, "revoked_by": by}
+    if grant.log_destination:
+        # Where the grant's sessions' logs went (RequireSessionLogging; core/session_logging.py).
+        payload["log_destination"] = grant.log_destination
     return _grant_event(
         "AccessRevoked",
         grant,
-        {**grant_payload(grant, at), "reason": reason, "revoked_by": by},
+        payload,
         f"SessionGate: access of {grant.principal_name} to {grant.instance_id} revoked",
+    )
+
+
+def sessions_recorded(grant: Grant) -> Lifecycle:
+    """The sessions a revoked grant's principal opened (core/usage.py), recorded after the revocation."""
+    payload = {
+        **grant_payload(grant, grant.usage_recorded_at or grant.revoked_at or grant.created_at),
+        "revoked_at": grant.revoked_at,
+        "sessions": grant.sessions,
+        "used": bool(grant.sessions),
+    }
+    if grant.usage_unknown:
+        payload["usage_unknown"] = grant.usage_unknown
+    if grant.log_destination:
+        payload["log_destination"] = grant.log_destination
+    count = "unknown" if grant.sessions is None else str(len(grant.sessions))
+    return _grant_event(
+        "SessionsRecorded",
+        grant,
+        payload,
+        f"SessionGate: {grant.principal_name} opened {count} session(s) on {grant.instance_id}",
     )
 
 
@@ -99,9 +124,14 @@ def _grant_event(event_type: str, grant: Grant, payload: dict[str, Any], subject
 
 def grant_events(old: Grant | None, new: Grant | None) -> list[Lifecycle]:
     """The lifecycle events of one ledger change: the grant record's move into ACTIVE, DENIED or
-    REVOKED (created in it, or moved from another status). Other changes (slot claims, tombstones,
-    the schedule name, a record written again unchanged) are none."""
-    if new is None or (old is not None and old.status is new.status):
+    REVOKED (created in it, or moved from another status), and a revoked grant's sessions recorded
+    (``SessionsRecorded``, once: ``usage_recorded_at`` is written once). Other changes (slot claims,
+    tombstones, the schedule name, a record written again unchanged) are none."""
+    if new is None:
+        return []
+    if old is not None and old.status is new.status:
+        if new.status is GrantStatus.REVOKED and old.usage_recorded_at is None and new.usage_recorded_at:
+            return [sessions_recorded(new)]
         return []
     if new.status is GrantStatus.ACTIVE:
         return [granted(new, new.activated_at or new.created_at)]

@@ -48,6 +48,9 @@ class Settings:
     instance_denied_tag: tuple[str, str] | None = None
     require_ssm_managed: bool = True
     terminate_sessions_on_expiry: bool = False
+    # Deny a grant unless the target account's Session Manager preferences log sessions, encrypted, to
+    # S3 and/or CloudWatch Logs (core/session_logging.py).
+    require_session_logging: bool = False
     shared_role_patterns: tuple[str, ...] = ("AWSReservedSSO_*",)
     bind_shared_role_sessions: bool = False
     # Where slot tags live (BindingMode): principal | instance | auto (README "Identity Center"). The
@@ -102,6 +105,7 @@ class Settings:
         "instance_denied_tag": "SESSIONGATE_INSTANCE_DENIED_TAG",
         "require_ssm_managed": "SESSIONGATE_REQUIRE_SSM_MANAGED",
         "terminate_sessions_on_expiry": "SESSIONGATE_TERMINATE_SESSIONS_ON_EXPIRY",
+        "require_session_logging": "SESSIONGATE_REQUIRE_SESSION_LOGGING",
         "shared_role_patterns": "SESSIONGATE_SHARED_ROLE_PATTERNS",
         "bind_shared_role_sessions": "SESSIONGATE_BIND_SHARED_ROLE_SESSIONS",
         "binding_mode": "SESSIONGATE_BINDING_MODE",

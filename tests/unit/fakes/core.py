@@ -14,13 +14,14 @@ They keep the real adapters' rules, checked against moto by ``tests/integration/
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sessiongate.clock import ManualClock
+from sessiongate.clock import ManualClock, to_iso
 from sessiongate.core import slots
 from sessiongate.core.binding import lock_scope
 from sessiongate.core.engine import Engine
@@ -38,6 +39,7 @@ from sessiongate.core.ports import (
     ServiceFailure,
     TagLimitExceeded,
 )
+from sessiongate.core.session_logging import Preferences, PreferencesUnreadable
 from sessiongate.errors import TransientError
 from sessiongate.outbox import grant_events
 from sessiongate.settings import Settings
@@ -66,6 +68,9 @@ class FakeLedger:
         self.outbox: FakeNotifier | None = None
         # Other tables a ConditionCheck may name: table -> (key -> the item's string attributes or None).
         self.tables: dict[str, Callable[[Mapping[str, str]], Mapping[str, str] | None]] = {}
+        # The index partition of revoked grants (adapters/ledger.py): "USAGE" until their sessions are
+        # recorded, then "DAY#<revocation date>".
+        self.usage: dict[str, str] = {}
 
     def _changed(self, grant_id: str, before: Grant | None) -> None:
         if self.outbox is not None:
@@ -202,9 +207,39 @@ class FakeLedger:
         )
         if frees:
             del self.slots[(lock_scope(grant), grant.slot or 0)]
+        self.usage[grant.grant_id] = "USAGE"
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
         self._changed(grant.grant_id, before)
         return True
+
+    # -- usage ------------------------------------------------------------------------------
+    def usage_pending(self, *, limit: int) -> list[Grant]:
+        pending = [gid for gid, state in self.usage.items() if state == "USAGE"]
+        pending.sort(key=lambda gid: self.grants[gid].expires_at or "")  # the index's sort key
+        found = self.get_grants(pending[:limit]).values()
+        return sorted(
+            (g for g in found if g.status is GrantStatus.REVOKED),
+            key=lambda g: (g.revoked_at or "", g.grant_id),
+        )
+
+    def record_usage(
+        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+    ) -> bool:
+        if self.usage.get(grant.grant_id) != "USAGE":
+            return False
+        record = self.grants[grant.grant_id]
+        before = copy.deepcopy(record)
+        assert record.revoked_at is not None
+        self.usage[grant.grant_id] = f"DAY#{record.revoked_at[:10]}"
+        record.sessions = copy.deepcopy(sessions)
+        record.usage_recorded_at, record.usage_unknown = at, unknown
+        grant.sessions, grant.usage_recorded_at, grant.usage_unknown = sessions, at, unknown
+        self._changed(grant.grant_id, before)
+        return True
+
+    def ended_between(self, start: str, end: str) -> list[Grant]:
+        wanted = [gid for gid in self.usage if start <= (self.grants[gid].revoked_at or "") < end]
+        return sorted(self.get_grants(wanted).values(), key=lambda g: (g.revoked_at or "", g.grant_id))
 
 
 @dataclass
@@ -422,15 +457,72 @@ class Session:
     session_id: str
     instance_id: str
     owner_arn: str  # as DescribeSessions reports it: the assumed-role ARN (with session) or the user
+    started_at: str = ""
+    ended_at: str = ""
 
 
 class FakeSessions:
+    """Session Manager of one account: open sessions, their history, and the preferences document
+    (``preferences_content``: the document's JSON, None: no document, ``unreadable``: AccessDenied;
+    ``failure``: a ServiceFailure the next read raises, as throttling after retries does)."""
+
     def __init__(self) -> None:
         self.active: list[Session] = []
         self.terminated: list[str] = []
+        self.history: list[Session] = []
+        self.preferences_content: str | None = None
+        self.unreadable = False
+        self.failure: ServiceFailure | None = None
+        self.preference_reads = 0
+        self.describe_calls = 0
 
-    def start(self, session_id: str, instance_id: str, owner_arn: str) -> None:
-        self.active.append(Session(session_id, instance_id, owner_arn))
+    def start(self, session_id: str, instance_id: str, owner_arn: str, started_at: str = "") -> None:
+        self.active.append(Session(session_id, instance_id, owner_arn, started_at))
+
+    def end(self, session_id: str, ended_at: str) -> None:
+        session = next(s for s in self.active if s.session_id == session_id)
+        self.active.remove(session)
+        self.history.append(replace(session, ended_at=ended_at))
+
+    def set_logging(self, **inputs: Any) -> None:
+        """The preferences document with these inputs (as in "Session document schema")."""
+        self.preferences_content = json.dumps(
+            {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": inputs}
+        )
+
+    def preferences(self) -> Preferences:
+        self.preference_reads += 1
+        if self.failure is not None:
+            raise self.failure
+        if self.unreadable:
+            raise PreferencesUnreadable("SSM-SessionManagerRunShell: AccessDeniedException")
+        if self.preferences_content is None:
+            raise PreferencesUnreadable("SSM-SessionManagerRunShell: InvalidDocument")
+        return Preferences.from_content(self.preferences_content)
+
+    def opened(
+        self, instance_id: str, owner: Identity, session_name: str | None, start: datetime, end: datetime
+    ) -> list[dict[str, str]]:
+        self.describe_calls += 2  # Active, then History
+        if self.failure is not None:
+            raise self.failure
+        found = []
+        for session in [*self.active, *self.history]:
+            started_by = parse_identity(session.owner_arn)
+            if session.instance_id != instance_id or started_by is None:
+                continue
+            if not same_principal(owner, started_by) or (
+                session_name is not None and started_by.session != session_name
+            ):
+                continue
+            if not session.started_at or not to_iso(start) <= session.started_at < to_iso(end):
+                continue
+            status = "Terminated" if session.ended_at else "Connected"
+            use = {"session_id": session.session_id, "status": status, "started_at": session.started_at}
+            if session.ended_at:
+                use["ended_at"] = session.ended_at
+            found.append(use)
+        return sorted(found, key=lambda s: (s["started_at"], s["session_id"]))
 
     def terminate(self, instance_id: str, owner: Identity, session_name: str | None = None) -> list[str]:
         ended = []

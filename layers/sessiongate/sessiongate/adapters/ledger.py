@@ -17,6 +17,11 @@ Items (single table, partition key ``pk``):
   lock, one transaction: :meth:`Ledger.open`) only while no item of its id exists, and rebound (resumed)
   only while no tombstone is there. Records of earlier releases may still be PROVISIONING (the
   reconciler ends them).
+- Usage (issue 17, ``core/usage.py``): the revocation's write moves ``live`` to ``USAGE`` (sessions not
+  recorded yet; the same ``live-by-expiry`` index, a partition the live queries never read), and the
+  reconciler, once it has recorded the grant's sessions, to ``DAY#<revocation date>``: the weekly
+  report reads a week's revoked grants with one query per day, not a scan. Records revoked by earlier
+  releases have no ``live`` (no usage, not in any report).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
+from datetime import timedelta
 from typing import Any
 
 from sessiongate.adapters.aws import raises_service_failures
+from sessiongate.clock import parse_iso
 from sessiongate.core.binding import lock_scope
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.core.ports import Condition, Opened, RevokeRequest
@@ -47,6 +54,9 @@ _BATCH_BACKOFF_BASE = 0.05
 _BATCH_BACKOFF_CAP = 2.0
 _GRANT_FIELDS = {f.name for f in fields(Grant)}
 TOMBSTONE = "revoke_requested"
+# The index partitions of revoked grants (see the module doc).
+USAGE_PENDING = "USAGE"
+DAY_PREFIX = "DAY#"
 
 
 def _ser(value: Any) -> dict[str, Any]:
@@ -430,7 +440,7 @@ class Ledger:
                     "TableName": self._table,
                     "Key": grant_key(grant.grant_id),
                     "UpdateExpression": "SET #s = :revoked, revoked_at = :at, revoke_reason = :why, "
-                    "revoked_by = :by REMOVE live",
+                    "revoked_by = :by, live = :usage",
                     "ConditionExpression": f"#s IN (:active, :prov) AND {seen}",
                     "ExpressionAttributeNames": {"#s": "status"},
                     "ExpressionAttributeValues": {
@@ -441,6 +451,7 @@ class Ledger:
                         ":at": {"S": at},
                         ":why": {"S": reason},
                         ":by": {"S": by},
+                        ":usage": {"S": USAGE_PENDING},
                     },
                 }
             }
@@ -465,6 +476,79 @@ class Ledger:
             raise TransientError(f"revoke of {grant.grant_id} cancelled: {reasons}") from exc
         grant.status, grant.revoked_at, grant.revoke_reason = GrantStatus.REVOKED, at, reason
         return True
+
+    # -- usage (core/usage.py) ---------------------------------------------------------------
+    def usage_pending(self, *, limit: int) -> list[Grant]:
+        """Up to ``limit`` revoked grants whose sessions are not recorded yet (oldest expiry first)."""
+        answer = self._db.query(
+            TableName=self._table,
+            IndexName=LIVE_INDEX,
+            KeyConditionExpression="live = :usage",
+            ExpressionAttributeValues={":usage": {"S": USAGE_PENDING}},
+            Limit=limit,
+        )
+        grants = self.get_grants(item["grant_id"]["S"] for item in answer.get("Items", []))
+        return sorted(
+            (g for g in grants.values() if g.status is GrantStatus.REVOKED),
+            key=lambda g: (g.revoked_at or "", g.grant_id),
+        )
+
+    def record_usage(
+        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+    ) -> bool:
+        """Write the grant's sessions (or why they are unknown) and move it to its revocation day's
+        partition; ``False`` when it is not pending any more (recorded by a concurrent run)."""
+        assert grant.revoked_at is not None
+        values: dict[str, Any] = {
+            ":usage": {"S": USAGE_PENDING},
+            ":day": {"S": DAY_PREFIX + grant.revoked_at[:10]},
+            ":at": {"S": at},
+        }
+        update = "SET live = :day, usage_recorded_at = :at"
+        if sessions is not None:
+            update += ", sessions = :sessions"
+            values[":sessions"] = _ser(sessions)
+        if unknown is not None:
+            update += ", usage_unknown = :unknown"
+            values[":unknown"] = {"S": unknown[:1000]}
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=grant_key(grant.grant_id),
+                UpdateExpression=update,
+                ConditionExpression="live = :usage",
+                ExpressionAttributeValues=values,
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        grant.sessions, grant.usage_recorded_at, grant.usage_unknown = sessions, at, unknown
+        return True
+
+    def ended_between(self, start: str, end: str) -> list[Grant]:
+        """The grants revoked in [start, end): one query per day of the range (and one of the pending
+        partition), then the records (BatchGetItem, 100 per call). Cost: proportional to the grants
+        revoked in the range, whatever the table's size."""
+        first, last = parse_iso(start).date(), parse_iso(end).date()
+        partitions = [USAGE_PENDING]
+        day = first
+        while day <= last:
+            partitions.append(DAY_PREFIX + day.isoformat())
+            day += timedelta(days=1)
+        grant_ids: list[str] = []
+        paginator = self._db.get_paginator("query")
+        for partition in partitions:
+            for page in paginator.paginate(
+                TableName=self._table,
+                IndexName=LIVE_INDEX,
+                KeyConditionExpression="live = :p",
+                ExpressionAttributeValues={":p": {"S": partition}},
+            ):
+                grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
+        grants = self.get_grants(grant_ids).values()
+        return sorted(
+            (g for g in grants if g.status is GrantStatus.REVOKED and start <= (g.revoked_at or "") < end),
+            key=lambda g: (g.revoked_at or "", g.grant_id),
+        )
 
 
 def _condition_check(condition: Condition) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from sessiongate.clock import Clock
 from sessiongate.core.model import Origin
@@ -36,6 +38,8 @@ class Context:
     verifiers: Mapping[Origin, OriginVerifier] | None = None
     sessions: Sessions | None = None
     accounts: MemberAccounts | None = None
+    # Session Manager preferences read per account (core/session_logging.py): account -> (when, what).
+    logging_cache: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
 
     def adapters_in(self, account: str) -> AccountAdapters:
         """The IAM/EC2/SSM adapters of ``account``: this one's, or a member's through its role.

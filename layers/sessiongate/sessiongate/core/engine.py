@@ -12,14 +12,15 @@ from sessiongate.core import denials as denying
 from sessiongate.core import grant as granting
 from sessiongate.core import reconcile as reconciling
 from sessiongate.core import revoke as revoking
+from sessiongate.core import session_logging, usage
 from sessiongate.core.context import Context
 from sessiongate.core.grant import START_TOLERANCE
-from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE, Denial, Grant, Outcome
+from sessiongate.core.model import ACCESS_APPROVED, EVENT_SOURCE, Denial, Grant, Outcome, Result
 from sessiongate.core.ports import AccountNotAllowed, OriginVerifier
 from sessiongate.core.reconcile import RECONCILE_TOLERANCE
 from sessiongate.core.revoke import PROVISIONING_GRACE, REASON_EXPIRED, REASON_EXTENDED
 from sessiongate.core.slots import REPAIR_HOLDER
-from sessiongate.errors import InvalidInput
+from sessiongate.errors import InvalidInput, TransientError
 
 __all__ = [
     "PROVISIONING_GRACE",
@@ -61,7 +62,20 @@ class Engine(Context):
 
     def reconcile(self) -> Outcome:
         # Through self.revoke, looked up per call: the reconciler revokes exactly as the scheduler does.
-        return reconciling.reconcile(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
+        logging_revoked: list[str] = []
+        failures: list[str] = []
+        if self.settings.require_session_logging:
+            # Session logging turned off after a grant: its grants end (core/session_logging.py).
+            logging_revoked, failures = session_logging.recheck(
+                self,
+                lambda grant_id: self.revoke(grant_id, reason=session_logging.REVOKE_REASON, by="reconciler"),
+            )
+        outcome = reconciling.reconcile(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
+        if failures:
+            raise TransientError(f"session logging recheck left {len(failures)} item(s): {failures[:5]}")
+        if not self.settings.require_session_logging:
+            return outcome
+        return Outcome(outcome.result, None, {**outcome.detail, "revoked_logging_off": logging_revoked})
 
     def on_tag_event(self, event: Mapping[str, Any]) -> Outcome:
         """EventBridge delivery of an IAM or EC2 tag call recorded by CloudTrail: repair that principal,
@@ -73,6 +87,11 @@ class Engine(Context):
     def sweep(self) -> Outcome:
         """The full (daily) sweep of every principal and slot lock."""
         return reconciling.sweep(self, lambda grant_id: self.revoke(grant_id, by="reconciler"))
+
+    def usage_report(self) -> Outcome:
+        """The weekly usage report (core/usage.py), published to the notification topic."""
+        report = usage.weekly_report(self, self.clock.now())
+        return Outcome(Result.EMITTED, None, {"report": report})
 
     def reject(self, what: str, exc: InvalidInput) -> Outcome:
         return denying.reject(self, what, exc)

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
-from sessiongate.core import binding, denials, guardrails, revoke
+from sessiongate.core import binding, denials, guardrails, revoke, session_logging
 from sessiongate.core.binding import Binding
 from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
@@ -78,6 +78,8 @@ class Checked:
     inventory: Inventory | None = None
     # What the origin needs to still hold when the grant opens (checked in the one transaction).
     conditions: tuple[Condition, ...] = ()
+    # Where the grant's sessions' logs go (RequireSessionLogging: core/session_logging.py).
+    log_destination: dict[str, Any] | None = None
 
 
 def grant(ctx: Context, detail: object) -> Outcome:
@@ -122,6 +124,7 @@ def grant(ctx: Context, detail: object) -> Outcome:
             expires_at=to_iso(expires),
             schedule_name=revoke.schedule_name(request.grant_id),
             activated_at=to_iso(activated),
+            log_destination=checked.log_destination,
         )
         opened = ctx.ledger.open(record, checked.conditions)
         if opened.created:
@@ -194,7 +197,7 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
     on a node that is not managed opens nothing, and the node becoming managed later is exactly the
     case the check could not have prevented anyway (it was a point-in-time read)."""
     try:
-        directory, inventory, _ = ctx.adapters_in(request.account)
+        directory, inventory, sessions = ctx.adapters_in(request.account)
     except MemberUnavailable as exc:
         return _deny_early(ctx, request, now, Denial("member_role_unavailable", str(exc)))
     except AccountNotAllowed:
@@ -208,10 +211,15 @@ def _check(ctx: Context, request: AccessApproved, now: datetime) -> Checked | Ou
     instance = inventory.describe(request.instance_id, check_managed=False)
     found = guardrails.evaluate(request, principal, instance, ctx.settings, now)
     conditions: tuple[Condition, ...] = ()
+    destination = None
+    if not found and ctx.settings.require_session_logging:
+        # The target account's Session Manager preferences (one GetDocument, cached per account).
+        logging_off, destination = session_logging.check(ctx, request.account, sessions)
+        found = [logging_off] if logging_off else []
     if not found:
         found, conditions = _verify_origin(ctx, request, instance)
     mode = guardrails.binding_mode(principal, ctx.settings)
-    return Checked(request, principal, directory, found, mode, instance, inventory, conditions)
+    return Checked(request, principal, directory, found, mode, instance, inventory, conditions, destination)
 
 
 def _redelivered(ctx: Context, existing: Grant, checked: Checked, now: datetime, log: Any) -> Outcome:

@@ -167,6 +167,15 @@ class Grant:
     # Where the slot tag lives (core/slots.py BindingMode): "principal" (records of earlier releases
     # have no value: principal) or "instance".
     binding: str = "principal"
+    # Where the grant's sessions' logs go (RequireSessionLogging on: read from the target account's
+    # Session Manager preferences when the grant was checked): s3_bucket/s3_prefix and/or log_group.
+    log_destination: dict[str, Any] | None = None
+    # The Session Manager sessions the principal opened on the instance during the grant (recorded after
+    # the revocation, out of band: core/usage.py); None until recorded.
+    sessions: list[dict[str, Any]] | None = None
+    # When the sessions were recorded, and why they could not be (then ``sessions`` stays None).
+    usage_recorded_at: str | None = None
+    usage_unknown: str | None = None
 
     @property
     def expires(self) -> datetime | None:

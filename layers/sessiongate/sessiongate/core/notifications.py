@@ -35,6 +35,9 @@ _TITLES = {
     # The approval policy (checked before the native branch below).
     "PolicyChanged": "Approval policy changed",
     "PolicyRejected": "Approval policy REJECTED - every request refused",
+    # Usage (issue 17: core/usage.py).
+    "SessionsRecorded": "Sessions of a grant recorded",
+    "UsageReport": "Weekly usage report",
 }
 _NATIVE = frozenset(list(_TITLES)[5:])
 
@@ -107,7 +110,54 @@ def _revoked(payload: Mapping[str, Any], instance: str) -> list[str]:
         f"({payload.get('reason')}, by {payload.get('revoked_by')}).",
         "New sessions are refused; open sessions end at the Session Manager limits"
         " (or now, if SessionGate terminates them).",
+        *_log_lines(payload),
     ]
+
+
+def _log_lines(payload: Mapping[str, Any]) -> list[str]:
+    where = payload.get("log_destination") or {}
+    lines = []
+    if where.get("s3_bucket"):
+        lines.append(f"Session logs: s3://{where['s3_bucket']}/{where.get('s3_prefix') or ''}")
+    if where.get("log_group"):
+        lines.append(f"Session logs: CloudWatch Logs group {where['log_group']}")
+    return lines
+
+
+def _sessions_recorded(payload: Mapping[str, Any], instance: str) -> list[str]:
+    sessions = payload.get("sessions")
+    if sessions is None:
+        return [f"The sessions of {_who(payload)} on {instance} are unknown: {payload.get('usage_unknown')}."]
+    lines = [f"{_who(payload)} opened {len(sessions)} session(s) on {instance} during the grant."]
+    lines += [
+        f"  - {s.get('session_id')}: {s.get('started_at', '?')} - {s.get('ended_at', 'open')}"
+        f" ({s.get('status')})"
+        for s in sessions
+        if isinstance(s, Mapping)
+    ]
+    return lines + _log_lines(payload)
+
+
+def _usage_report(payload: Mapping[str, Any], instance: str) -> list[str]:
+    lines = [
+        f"From {payload.get('from')} to {payload.get('to')}: {payload.get('grants')} grants,"
+        f" {payload.get('unused_grants')} approved but never used"
+        f" ({payload.get('usage_pending', 0) + payload.get('usage_unknown', 0)} not known yet).",
+        "Grants per person:",
+    ]
+    lines += [
+        f"  - {p.get('principal_arn')}: {p.get('grants')} grants, {p.get('sessions')} sessions,"
+        f" {p.get('unused')} unused"
+        for p in payload.get("per_person") or []
+    ]
+    if payload.get("unused"):
+        lines.append("Approved but never used:")
+        lines += [
+            f"  - {u.get('grant_id')}: {u.get('principal_arn')} on {u.get('instance_id')}"
+            f" ({u.get('granted_at')} - {u.get('revoked_at')})"
+            for u in payload["unused"]
+        ]
+    return lines
 
 
 def _denied(payload: Mapping[str, Any], instance: str) -> list[str]:
@@ -158,6 +208,8 @@ _BODIES: dict[str, Callable[[Mapping[str, Any], str], list[str]]] = {
     "ReconcilerRepaired": _repaired,
     "PolicyChanged": _policy_changed,
     "PolicyRejected": _policy_rejected,
+    "SessionsRecorded": _sessions_recorded,
+    "UsageReport": _usage_report,
 }
 
 

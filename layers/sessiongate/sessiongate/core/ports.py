@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Protocol
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
 from sessiongate.core.identity import Identity, PrincipalType
 from sessiongate.core.model import AccessApproved, Denial, Grant
+from sessiongate.core.session_logging import Preferences
 from sessiongate.errors import SessionGateError
 
 
@@ -112,6 +113,13 @@ class Ledger(Protocol):
     def mark_denied(self, grant: Grant, denials: list[dict[str, str]], *, at: str | None = None) -> bool: ...
     def lock_free_slot(self, principal_arn: str, slot: int, holder: str) -> bool: ...
     def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool: ...
+    # Usage (core/usage.py): revoked grants whose sessions are not recorded yet, recording them, and the
+    # grants revoked in a time range (bounded reads by day, not a scan).
+    def usage_pending(self, *, limit: int) -> list[Grant]: ...
+    def record_usage(
+        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+    ) -> bool: ...
+    def ended_between(self, start: str, end: str) -> list[Grant]: ...
 
 
 class Directory(Protocol):
@@ -142,7 +150,15 @@ class Inventory(InstanceTags, Protocol):
 
 
 class Sessions(Protocol):
+    """Session Manager of one account. ``preferences`` raises PreferencesUnreadable (absent, not
+    readable, not a Session document); ``opened`` answers the sessions an owner started on an instance
+    in a time window, as ``{"session_id", "status", "started_at", "ended_at", ...}`` (strings)."""
+
     def terminate(self, instance_id: str, owner: Identity, session_name: str | None = None) -> list[str]: ...
+    def preferences(self) -> Preferences: ...
+    def opened(
+        self, instance_id: str, owner: Identity, session_name: str | None, start: datetime, end: datetime
+    ) -> list[dict[str, str]]: ...
 
 
 class Schedules(Protocol):

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sessiongate.clock import parse_iso, to_iso
-from sessiongate.core import denials, slots
+from sessiongate.core import denials, slots, usage
 from sessiongate.core.binding import instance_scope
 from sessiongate.core.context import Context
 from sessiongate.core.guardrails import InstanceFacts, PrincipalFacts
@@ -57,7 +57,10 @@ def reconcile(ctx: Context, revoke: Revoke) -> Outcome:
     failures: list[str] = []
     overdue = ctx.ledger.live_grants(expiring_before=to_iso(now - RECONCILE_TOLERANCE))
     _repair_grants(ctx, overdue, now, revoke, repairs, failures)
-    return _finish(ctx, repairs, failures, now, {"checked_grants": len(overdue)})
+    # The sessions of revoked grants (out of the revoke path: core/usage.py).
+    recorded, usage_failures = usage.record_pending(ctx, now)
+    failures += usage_failures
+    return _finish(ctx, repairs, failures, now, {"checked_grants": len(overdue), "usage_recorded": recorded})
 
 
 def repair_principal(ctx: Context, event: Mapping[str, Any]) -> Outcome:
