@@ -62,6 +62,8 @@ class Report:
     expect_failed_invocations: bool = False
     # IAM Identity Center, read back: each type: sso principal's role, session and groups (if any).
     identity_center: dict[str, Any] = field(default_factory=dict)
+    # The history export (issue 17): its records in the bucket at the end (key, transition, ids, at).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -73,6 +75,8 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         extra = {"identity_center": self.identity_center} if self.identity_center else {}
+        if self.history:
+            extra["history"] = self.history
         return {
             "scenario": self.scenario,
             "description": self.description,

@@ -43,6 +43,7 @@ STEPS: dict[str, Callable[[Play, int, Any], None]] = {
     "grant": checks.grant,
     "schedules": checks.schedules,
     "notified": checks.notified,
+    "history_exported": checks.history_exported,
 }
 # Steps that collect what happened themselves (advance: before it says how much time passed).
 COLLECTS_ITSELF = frozenset({"advance"})

@@ -83,6 +83,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "grant": frozenset({"request", "expect", "denial"}),
     "schedules": frozenset({"expect"}),
     "notified": frozenset({"event_type", "request", "expect", "count"}),
+    "history_exported": frozenset({"request", "transition", "expect", "count"}),
 }
 STEP_KINDS = tuple(STEP_FIELDS)
 # The fields a step cannot do without (a kind not listed needs none).
@@ -133,6 +134,7 @@ CHECK_STEPS = frozenset(
         "grant",
         "schedules",
         "notified",
+        "history_exported",
     }
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
