@@ -24,7 +24,11 @@ class HistoryStore:
     def put(self, key: str, body: bytes) -> None:
         extra: dict[str, Any] = {}
         if self._key_arn:
-            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._key_arn, "BucketKeyEnabled": True}
+            extra = {
+                "ServerSideEncryption": "aws:kms",
+                "SSEKMSKeyId": self._key_arn,
+                "BucketKeyEnabled": True,
+            }
         self._s3.put_object(
             Bucket=self._bucket,
             Key=key,
