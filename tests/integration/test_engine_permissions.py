@@ -948,7 +948,7 @@ def test_the_auditor_policy_reads_the_history_and_writes_nothing(iam: tuple[Worl
     assert checker.authorized("role", name, "s3:ListBucket", bucket, put, resource_policy=policy)
     assert not checker.authorized("role", name, "s3:PutObject", key, put, resource_policy=policy)
     assert not checker.authorized("role", name, "s3:GetObject", "arn:aws:s3:::payroll/x", put)
-    key_arn = world.stack.resources["HistoryKey"].arn
+    key_arn = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{world.stack.resources['HistoryKey'].physical_id}"
     via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
     assert checker.authorized("role", name, "kms:Decrypt", key_arn, via_s3)
     assert not checker.authorized("role", name, "kms:Decrypt", key_arn)  # only through S3
