@@ -74,7 +74,7 @@ class Report:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        extra = {"identity_center": self.identity_center} if self.identity_center else {}
+        extra: dict[str, Any] = {"identity_center": self.identity_center} if self.identity_center else {}
         if self.history:
             extra["history"] = self.history
         return {
