@@ -712,6 +712,12 @@ PROTECTED = [
     ("sns:Unsubscribe", f"arn:aws:sns:{REGION}:{ENGINE}:sessiongate-AlarmTopic-A", {}),
     # The member accounts' session-tag forwarder.
     ("events:DisableRule", f"arn:aws:events:{REGION}:222222222222:rule/sessiongate-session-tag-forward", {}),
+    # The history export (issue 17): its records and its bucket's policy, lifecycle and lock.
+    ("s3:PutObject", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}/history/v1/dt=2026-01-05/x.jsonl", {}),
+    ("s3:DeleteObjectVersion", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}/history/v1/x.jsonl", {}),
+    ("s3:PutBucketPolicy", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}", {}),
+    ("s3:PutLifecycleConfiguration", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}", {}),
+    ("s3:PutBucketObjectLockConfiguration", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}", {}),
 ]
 
 
