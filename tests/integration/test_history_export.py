@@ -193,3 +193,89 @@ def test_the_auditor_policy_reads_and_never_writes() -> None:
     assert not [a for a in actions if a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List"))]
     assert [a for a in actions if a.startswith("kms:")] == ["kms:Decrypt"]
     assert not [a for a in actions if a.startswith("glue:") and not a.startswith("glue:Get")]
+
+
+# -- sessiongate audit on S3 (moto) ----------------------------------------------------------------
+def _record(**fields: Any) -> dict[str, Any]:
+    base = {k: None for k in SCHEMA["required"]}
+    base.update(
+        schema="sessiongate.history.v1",
+        approver_arns=[],
+        denials=[],
+        sessions=[],
+        account="123456789012",
+        instance_id="i-0123456789abcdef0",
+        principal_arn="arn:aws:iam::123456789012:user/alice",
+        principal_name="alice",
+        requester_arn="arn:aws:iam::123456789012:user/alice",
+        origin="native",
+        origin_ref="r1",
+        via="stream",
+        grant_id="rq-r1",
+        request_id="r1",
+    )
+    return {**base, **fields}
+
+
+def test_sessiongate_audit_reads_the_day_partitions_from_s3() -> None:
+    import io
+
+    import boto3
+    from moto import mock_aws
+
+    from sessiongate.history import object_key
+    from sessiongate_cli.main import main
+
+    bob = "arn:aws:iam::123456789012:user/bob"
+    records = [
+        _record(
+            record_id="grant/rq-r1/grant", transition="grant", at="2026-01-05T23:50:00Z", approver_arns=[bob]
+        ),
+        _record(
+            record_id="grant/rq-r1/revocation",
+            transition="revocation",
+            at="2026-01-06T00:20:00Z",
+            revoke_reason="expired",
+            sessions=[{"session_id": "alice-0a", "started_at": None, "ended_at": None}],
+        ),
+        # Another day, outside the range asked for.
+        _record(
+            record_id="grant/rq-r2/grant", transition="grant", at="2026-01-09T10:00:00Z", grant_id="rq-r2"
+        ),
+    ]
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="history")
+        for r in records:
+            s3.put_object(
+                Bucket="history", Key=object_key(r["record_id"], r["at"]), Body=json.dumps(r) + "\n"
+            )
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["audit", "--bucket", "history", "--since", "2026-01-05", "--until", "2026-01-05"]
+        code = main([*argv, "--format", "json", "--region", "us-east-1"], session=session, out=out, err=err)
+        assert code == 0, err.getvalue()
+        [row] = json.loads(out.getvalue())["access"]
+        # The revocation is read from the next day's partition: the grant ended after midnight.
+        assert (row["person"], row["minutes"], row["end_reason"], row["sessions"]) == (
+            "alice",
+            30,
+            "expired",
+            ["alice-0a"],
+        )
+        assert row["approved_by"] == [bob]
+        out = io.StringIO()
+        assert (
+            main([*argv, "--person", "bob", "--region", "us-east-1"], session=session, out=out, err=err) == 0
+        )
+        assert out.getvalue().strip() == "no access in this range"
+        # A bucket the caller cannot read: one line, no traceback.
+        err = io.StringIO()
+        code = main(
+            ["audit", "--bucket", "nope", "--since", "2026-01-05", "--region", "us-east-1"],
+            session=session,
+            out=io.StringIO(),
+            err=err,
+        )
+        assert code == 1
+        assert "history_unreadable" in err.getvalue()
