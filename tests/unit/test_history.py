@@ -459,3 +459,36 @@ def test_audit_renders_a_table_json_and_csv() -> None:
     assert parsed[0]["approved_by"] == f"{BOB};{CAROL}"
     assert list(parsed[0]) == list(audit.COLUMNS)
     assert audit.render([], "table") == "no access in this range"
+
+
+class _Lambda:
+    def __init__(self, answer: dict[str, Any], error: str | None = None) -> None:
+        self.answer, self.error, self.calls = answer, error, []
+
+    def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        out: dict[str, Any] = {"Payload": io.BytesIO(json.dumps(self.answer).encode())}
+        if self.error:
+            out["FunctionError"] = self.error
+        return out
+
+
+class _Session:
+    def __init__(self, client: _Lambda) -> None:
+        self.lambda_client = client
+
+    def client(self, service: str, region_name: str) -> _Lambda:
+        assert service == "lambda"
+        return self.lambda_client
+
+
+def test_audit_backfill_invokes_the_export_function_with_the_days_and_reports_failures() -> None:
+    ok = _Lambda({"backfill": {"since": "2026-01-01", "until": "2026-01-31", "written": 42}})
+    text = audit.backfill(_Session(ok), "us-east-1", "sg-export-history", date(2026, 1, 1), date(2026, 1, 31))
+    assert text.startswith("backfilled 2026-01-01..2026-01-31: 42 records written")
+    [call] = ok.calls
+    assert call["FunctionName"] == "sg-export-history"
+    assert json.loads(call["Payload"]) == {"backfill": {"since": "2026-01-01", "until": "2026-01-31"}}
+    failed = _Lambda({"errorMessage": "boom"}, error="Unhandled")
+    with pytest.raises(audit.CliError, match="the backfill failed"):
+        audit.backfill(_Session(failed), "us-east-1", "f", date(2026, 1, 1), date(2026, 1, 1))
