@@ -279,3 +279,35 @@ def test_sessiongate_audit_reads_the_day_partitions_from_s3() -> None:
         )
         assert code == 1
         assert "history_unreadable" in err.getvalue()
+
+
+def test_the_named_queries_use_the_tables_columns_and_are_the_readmes() -> None:
+    import re
+
+    from tests.support.template import template
+
+    table = resource("HistoryTable")["Properties"]["TableInput"]
+    columns = {c["Name"] for c in table["StorageDescriptor"]["Columns"]} | {"dt"}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    queries = {k: r for k, r in template()["Resources"].items() if r["Type"] == "AWS::Athena::NamedQuery"}
+    assert len(queries) == 3
+    for logical_id, query in queries.items():
+        p = query["Properties"]
+        assert p["Database"] == {"Ref": "HistoryDatabase"}
+        assert p["WorkGroup"] == {"Ref": "AuditWorkGroup"}
+        sql = p["QueryString"]
+        assert "FROM history_v1" in sql, logical_id
+        qualified = {m.group(2) for m in re.finditer(r'\b[grh]\.("?)(\w+)\1', sql)}
+        # Unqualified: every snake_case word but the functions, the table and the result's aliases.
+        words = set(re.findall(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", sql)) - {
+            "date_diff",
+            "from_iso8601_timestamp",
+            "count_if",
+            "history_v1",
+            "granted_at",
+            "ended_at",
+            "minutes_granted",
+        }
+        assert qualified | words, logical_id
+        assert qualified | words <= columns, (logical_id, (qualified | words) - columns)
+        assert sql.strip().rstrip(";") in readme, f"README shows {logical_id} as the template has it"
