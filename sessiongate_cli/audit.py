@@ -220,7 +220,9 @@ def access_rows(
                 "requester_arn": start.get("requester_arn"),
                 "reason": start.get("reason"),
                 "ticket": (approval or {}).get("ticket") or start.get("ticket"),
-                "sessions": [s.get("session_id") for s in (end or {}).get("sessions") or []],
+                "sessions": [
+                    s.get("session_id") for s in (seen.get("sessions") or end or {}).get("sessions") or []
+                ],
                 "grant_id": grant_id,
                 "request_id": start.get("request_id"),
                 "denials": [d.get("code") for d in (seen.get("denial") or {}).get("denials") or []],

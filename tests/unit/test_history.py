@@ -492,3 +492,46 @@ def test_audit_backfill_invokes_the_export_function_with_the_days_and_reports_fa
     failed = _Lambda({"errorMessage": "boom"}, error="Unhandled")
     with pytest.raises(audit.CliError, match="the backfill failed"):
         audit.backfill(_Session(failed), "us-east-1", "f", date(2026, 1, 1), date(2026, 1, 1))
+
+
+def test_sessions_recorded_after_the_revocation_is_a_sessions_record() -> None:
+    """The usage part of issue 17 records the sessions after the revocation (``SessionsRecorded``): its
+    record carries them, and where the grant's sessions' logs went."""
+    from sessiongate.outbox import Lifecycle, grant_payload
+
+    _, _, revoked = approved_and_revoked()
+    payload = {
+        **grant_payload(revoked, "2026-01-05T09:25:00Z"),
+        "sessions": [
+            {"session_id": "alice-0a1b", "status": "Terminated", "started_at": "2026-01-05T09:07:00Z"},
+            {
+                "session_id": "alice-0c2d",
+                "started_at": "2026-01-05T09:08:00Z",
+                "ended_at": "2026-01-05T09:19:00Z",
+            },
+        ],
+        "log_destination": {"s3_bucket": "session-logs", "log_group": "/ssm/sessions"},
+        "event_id": f"SessionsRecorded/{revoked.grant_id}",
+    }
+    event = Lifecycle("SessionsRecorded", payload, "", f"SessionsRecorded/{revoked.grant_id}")
+    from sessiongate.history import to_record
+
+    record = to_record(event, grant=revoked, via="stream")
+    assert record is not None
+    validator().validate(record.record)
+    assert record.record["record_id"] == "grant/rq-r1/sessions"
+    assert record.record["sessions"] == [
+        {"session_id": "alice-0a1b", "started_at": "2026-01-05T09:07:00Z", "ended_at": None},
+        {
+            "session_id": "alice-0c2d",
+            "started_at": "2026-01-05T09:08:00Z",
+            "ended_at": "2026-01-05T09:19:00Z",
+        },
+    ]
+    assert record.record["log_destination"] == {
+        "s3_bucket": "session-logs",
+        "s3_prefix": None,
+        "log_group": "/ssm/sessions",
+    }
+    rows = audit.access_rows([*_history(), record.record], date(2026, 1, 5), date(2026, 1, 5))
+    assert rows[0]["sessions"] == ["alice-0a1b", "alice-0c2d"]

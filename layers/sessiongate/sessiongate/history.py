@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, Protocol
 
+from sessiongate import outbox
 from sessiongate.access_requests.records import Request, RequestStatus
 from sessiongate.core.model import Grant, GrantStatus
 from sessiongate.observability import logger
@@ -60,6 +61,9 @@ TRANSITIONS: dict[str, str] = {
     "AccessGranted": "grant",
     "AccessDenied": "denial",
     "AccessRevoked": "revocation",
+    # The sessions a revoked grant's person opened, recorded after the revocation (issue 17, usage:
+    # ``outbox.sessions_recorded`` where the release has it).
+    "SessionsRecorded": "sessions",
 }
 _APPROVAL_KINDS = {"AccessApproved": "approvers", "AutoApproved": "auto", "BreakGlassUsed": "break_glass"}
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
@@ -158,6 +162,8 @@ def to_record(
         "revoke_reason": _text(p.get("reason")) if event.event_type == "AccessRevoked" else None,
         "revoked_by": _text(p.get("revoked_by")),
         "sessions": _sessions(p.get("sessions")),
+        "usage_unknown": _text(p.get("usage_unknown")),
+        "log_destination": _destination(p.get("log_destination")),
     }
     if grant is not None:
         # A grant's payload has no request facts of its own: the request id of a native grant is its
@@ -171,6 +177,13 @@ def to_record(
         if request.auto_approval and event.event_type == "AutoApproved":
             record["approver_arns"] = []  # issue 18: an auto-approval is nobody's approval
     return HistoryRecord(object_key(record_id, at), record)
+
+
+def _destination(value: Any) -> dict[str, str | None] | None:
+    """Where the grant's sessions' logs go (RequireSessionLogging), when the record says."""
+    if not isinstance(value, Mapping) or not value:
+        return None
+    return {k: _text(value.get(k)) for k in ("s3_bucket", "s3_prefix", "log_group")}
 
 
 def _sessions(value: Any) -> list[dict[str, str | None]]:
@@ -235,6 +248,10 @@ def grant_history(grant: Grant) -> list[tuple[Lifecycle, Grant]]:
     if grant.status is GrantStatus.REVOKED:
         at = grant.revoked_at or grant.created_at
         out.append((revoked(grant, at, grant.revoke_reason or "", grant.revoked_by or ""), grant))
+        # The sessions recorded after the revocation, where this release records them.
+        recorded = getattr(outbox, "sessions_recorded", None)
+        if recorded is not None and getattr(grant, "usage_recorded_at", None):
+            out.append((recorded(grant), grant))
     return out
 
 
