@@ -161,6 +161,7 @@ class _Resolver:
             "AWS::SSM::Document": "Name",
             "AWS::SSM::Parameter": "Name",
             "AWS::Lambda::LayerVersion": "LayerName",
+            "AWS::S3::Bucket": "BucketName",
         }.get(type_)
         if key and key in props:
             return str(self.resolve(copy.deepcopy(props[key])))
@@ -201,6 +202,7 @@ class _Resolver:
             "AWS::Lambda::LayerVersion": lambda: f"arn:aws:lambda:{region}:{account}:layer:{name}:1",
             # moto picks key ids: the sandbox names each key by an alias of its logical name.
             "AWS::KMS::Key": lambda: f"arn:aws:kms:{region}:{account}:alias/{name}",
+            "AWS::S3::Bucket": lambda: f"arn:aws:s3:::{name}",
         }.get(type_, lambda: name)()
 
     # -- intrinsics ---------------------------------------------------------------------------

@@ -222,6 +222,7 @@ class World:
         """Create what the template declares, in dependency order (moto), then the functions and rules."""
         self._build_messaging()
         self._build_tables()
+        self._build_buckets()
         self._build_iam()
         self._build_keys_and_parameters()
         self._build_functions()
@@ -260,6 +261,16 @@ class World:
             ]
             if "LatestStreamArn" in table:
                 self._streams[f"{r.arn}/stream/{cfn.STREAM_LABEL}"] = table["LatestStreamArn"]
+
+    def _build_buckets(self) -> None:
+        """The buckets (the history export's), versioned as the template says. Not created: their
+        policies, lifecycle and Object Lock (moto evaluates no bucket policy; the template tests and
+        tests/integration/test_history_export.py check them)."""
+        s3 = self.client("s3")
+        for r in self.stack.of_type("AWS::S3::Bucket"):
+            s3.create_bucket(Bucket=r.physical_id)
+            if r.properties.get("VersioningConfiguration", {}).get("Status") == "Enabled":
+                s3.put_bucket_versioning(Bucket=r.physical_id, VersioningConfiguration={"Status": "Enabled"})
 
     def _build_iam(self) -> None:
         iam = self.client("iam")

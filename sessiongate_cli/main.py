@@ -9,6 +9,7 @@
     sessiongate doctor [--stack-name sessiongate]   # is the deployment protected? (read-only)
     sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER    # deployers only
     sessiongate policy test POLICY.json CASES.yaml    # offline: exit 1 when a case's decision differs
+    sessiongate audit --since 2026-11-01 [--person alice] [--format csv]   # auditors (history export)
 
 Credentials are the user's normal AWS credentials (``--profile``, environment, SSO); the endpoint comes
 from ``--endpoint`` or ``SESSIONGATE_ENDPOINT`` (the stack output ``RequestApiEndpoint``).
@@ -352,6 +353,8 @@ def _policy_test(document: Any, cases_file: str | None) -> Any:
 
 # ------------------------------------------------------------------------------------------ output
 def render(result: Any, fmt: str) -> str:
+    if "audit" in result:  # rendered by the command in its own --format
+        return str(result["audit"])
     if "policy_test" in result:
         report = dict(result["policy_test"])
         text = report.pop("text")
@@ -571,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--put", metavar="PARAMETER", help="write the signed envelope to this SSM parameter")
     p.add_argument("--parameter", help="without --put: the parameter the envelope is for")
     p.add_argument("--version", type=_positive, help="without --put: the parameter version it is for")
+    from . import audit  # sessiongate audit (issue 17): its own module
+
+    audit.add_parser(add)
     return parser
 
 

@@ -29,7 +29,7 @@ ALLOWED = [
     ),
     (
         "RESOURCE_MISMATCH",
-        r"PublishEventsFunctionRole\..*",
+        r"(PublishEvents|ExportHistory)FunctionRole\..*",
         r".*table/\*/stream/\*.*",
         "The two streams' ARNs (GetAtt <table>.StreamArn) end in the stream label, a timestamp with colons "
         "(arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/2026-01-01T00:00:00.000, DynamoDB API "

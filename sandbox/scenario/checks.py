@@ -118,3 +118,21 @@ def notified(play: Play, index: int, spec: dict[str, Any]) -> None:
         play.check(index, f"{label} count", spec["count"], len(matching))
         return
     play.check(index, label, spec.get("expect", True), bool(matching))
+
+
+def history_exported(play: Play, index: int, spec: dict[str, Any]) -> None:
+    """Whether (``expect``, default true) or how often (``count``) the history export holds a record
+    of the ``transition`` (optional) for the ``request`` (optional: its grant's or its own records)."""
+    records = readback.history_records(play.world)
+    label = "history " + (spec.get("transition") or "record")
+    if "request" in spec:
+        request = play.request_of(spec, index)
+        ids = {request.get("grant_id"), request.get("api_id")} - {None}
+        records = [r for r in records if r.get("grant_id") in ids or r.get("request_id") in ids]
+        label += f" of [{spec['request']}]"
+    if "transition" in spec:
+        records = [r for r in records if r.get("transition") == spec["transition"]]
+    if "count" in spec:
+        play.check(index, f"{label} count", spec["count"], len(records))
+        return
+    play.check(index, label, spec.get("expect", True), bool(records))

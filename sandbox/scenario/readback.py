@@ -84,6 +84,21 @@ def ledger_items(world: World) -> list[dict[str, Any]]:
     return items
 
 
+def history_records(world: World) -> list[dict[str, Any]]:
+    """The history export's records in its bucket (every object under history/, in key order)."""
+    from sessiongate.history import PREFIX, parse_lines
+
+    resource = world.stack.resources.get("HistoryBucket")
+    if resource is None:
+        return []
+    s3, records = world.client("s3"), []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=resource.physical_id, Prefix=PREFIX):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=resource.physical_id, Key=obj["Key"])["Body"].read()
+            records += [{**r, "key": obj["Key"]} for r in parse_lines(body)]
+    return records
+
+
 def grant_item(world: World, grant_id: str) -> dict[str, Any] | None:
     table = world.stack.resources["GrantsTable"].physical_id
     item = (

@@ -66,6 +66,10 @@ def finish(play: Play) -> None:
     ]
     report.aws_calls = dict(sorted(world.calls.items()))
     report.identity_center = readback.identity_center(play)  # (read after counting SessionGate's calls)
+    report.history = [
+        {k: r.get(k) for k in ("key", "transition", "at", "grant_id", "request_id", "principal_arn", "via")}
+        for r in readback.history_records(world)
+    ]
     for record, fault in zip(report.faults, play.faults, strict=True):
         record["injected"] = fault.injected
     report.timeline.sort(key=lambda line: line["at"])  # stable: same-time lines keep their order

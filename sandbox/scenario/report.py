@@ -73,6 +73,8 @@ class Report:
     identity_center: dict[str, Any] = field(default_factory=dict)
     # Issue 17, read back: each grant's log destination and recorded sessions (when any has them).
     usage: list[dict[str, Any]] = field(default_factory=list)
+    # The history export (issue 17): its records in the bucket at the end (key, transition, ids, at).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -86,6 +88,8 @@ class Report:
         extra: dict[str, Any] = {"identity_center": self.identity_center} if self.identity_center else {}
         if self.usage:
             extra["usage"] = self.usage
+        if self.history:
+            extra["history"] = self.history
         return {
             "scenario": self.scenario,
             "description": self.description,

@@ -46,6 +46,7 @@ STEPS: dict[str, Callable[[Play, int, Any], None]] = {
     "session_preferences": usage.session_preferences,
     "usage": usage.usage,
     "usage_report": usage.usage_report,
+    "history_exported": checks.history_exported,
 }
 # Steps that collect what happened themselves (advance: before it says how much time passed).
 COLLECTS_ITSELF = frozenset({"advance"})

@@ -87,6 +87,7 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "session_preferences": frozenset({"inputs", "delete"}),
     "usage": frozenset({"request", "expect", "destination"}),
     "usage_report": frozenset({"expect"}),
+    "history_exported": frozenset({"request", "transition", "expect", "count"}),
 }
 STEP_KINDS = tuple(STEP_FIELDS)
 # The fields a step cannot do without (a kind not listed needs none).
@@ -141,6 +142,7 @@ CHECK_STEPS = frozenset(
         "notified",
         "usage",
         "usage_report",
+        "history_exported",
     }
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")

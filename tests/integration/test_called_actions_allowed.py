@@ -173,6 +173,29 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
         return [(action, arn.format("ssm", f"document/{params['Name']}"), {})]
     if service == "sqs" and "QueueUrl" in params:
         return [(action, arn.format("sqs", params["QueueUrl"].rsplit("/", 1)[-1]), {})]
+    if service == "s3" and "Bucket" in params:
+        # The bucket's policy (template.yaml, HistoryBucketPolicy) binds the call as well, with the TLS
+        # and encryption-key condition keys the PutObject carries; the SSE-KMS data key is S3's
+        # kms:GenerateDataKey on the caller's behalf (kms:ViaService s3), which the key policy allows.
+        res = world.stack.resources
+        policy = res["HistoryBucketPolicy"].properties["PolicyDocument"]
+        target = f"arn:aws:s3:::{params['Bucket']}" + (f"/{params['Key']}" if "Key" in params else "")
+        context: dict[str, Any] = {"aws:SecureTransport": "true", "__resource_policy__": policy}
+        out = [(action, target, context)]
+        if params.get("SSEKMSKeyId"):
+            context["s3:x-amz-server-side-encryption-aws-kms-key-id"] = params["SSEKMSKeyId"]
+            key_id = world.client("kms").describe_key(KeyId=params["SSEKMSKeyId"])["KeyMetadata"]["KeyId"]
+            key_policy = json.loads(
+                world.client("kms").get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]
+            )
+            out.append(
+                (
+                    "kms:GenerateDataKey",
+                    arn.format("kms", f"key/{key_id}"),
+                    {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "__resource_policy__": key_policy},
+                )
+            )
+        return out
     if service == "events":
         bus = (
             params.get("EventBusName") or (params.get("Entries") or [{}])[0].get("EventBusName") or "default"
@@ -184,6 +207,59 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
 
 def _role_name(world: World, function: str) -> str:
     return world.stack.resources[f"{function}Role"].physical_id
+
+
+def test_the_history_backfill_is_allowed_by_the_export_role() -> None:
+    """The backfill (a deployer invokes the export function): it scans the two tables and writes the
+    history objects; no scenario runs it, so it is invoked here and its calls checked the same way."""
+    calls: list[Call] = []
+    with World() as world:
+        function = world.function("ExportHistoryFunction")
+
+        def record(service: str) -> Any:
+            def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
+                calls.append((function.logical_id, f"{service}:{model.name}", model.name, dict(params)))
+
+            return hook
+
+        # One grant in the ledger (as the engine leaves a revoked one): two records to write.
+        table = world.stack.resources["GrantsTable"].physical_id
+        item = {
+            "pk": {"S": "GRANT#rq-1"},
+            "kind": {"S": "grant"},
+            "grant_id": {"S": "rq-1"},
+            "status": {"S": "REVOKED"},
+            "origin": {"S": "native"},
+            "origin_ref": {"S": "1"},
+            "account": {"S": ACCOUNT},
+            "instance_id": {"S": "i-0123456789abcdef0"},
+            "principal_type": {"S": "user"},
+            "principal_name": {"S": "alice"},
+            "principal_arn": {"S": f"arn:aws:iam::{ACCOUNT}:user/alice"},
+            "requester_arn": {"S": f"arn:aws:iam::{ACCOUNT}:user/alice"},
+            "approver_arns": {"L": [{"S": f"arn:aws:iam::{ACCOUNT}:user/bob"}]},
+            "duration_minutes": {"N": "10"},
+            "created_at": {"S": "2026-01-05T09:00:00Z"},
+            "activated_at": {"S": "2026-01-05T09:00:01Z"},
+            "revoked_at": {"S": "2026-01-05T09:10:00Z"},
+            "revoke_reason": {"S": "expired"},
+        }
+        world.client("dynamodb").put_item(TableName=table, Item=item)
+        for service in ("s3", "dynamodb"):
+            world.client(service).meta.events.register("provide-client-params.*.*", record(service))
+        answer = world.invoke(
+            function.arn, {"backfill": {"since": "2026-01-01", "until": "2026-01-31"}}, trigger="t", sync=True
+        )
+        assert answer.error is None, answer.error
+        checker = SessionChecker(world.client("iam"), REGION, ACCOUNT)
+        role = _role_name(world, function.logical_id)
+        checked = set()
+        for _, action, operation, params in calls:
+            for act, resource, context in _requests(world, action, operation, params):
+                policy = context.pop("__resource_policy__", None)
+                assert checker.authorized("role", role, act, resource, context, resource_policy=policy), act
+                checked.add(act)
+    assert checked == {"dynamodb:Scan", "s3:PutObject", "kms:GenerateDataKey"}
 
 
 @pytest.mark.parametrize("name", PLAYED)

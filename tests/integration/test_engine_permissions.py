@@ -523,6 +523,7 @@ def test_guard_denies_changing_or_passing_sessiongate_roles(
         "RevokeAccessFunction",
         "ReconcileGrantsFunction",
         "PublishEventsFunction",
+        "ExportHistoryFunction",
     ],
 )
 def test_guard_denies_invoking_sessiongate_functions(
@@ -711,6 +712,12 @@ PROTECTED = [
     ("sns:Unsubscribe", f"arn:aws:sns:{REGION}:{ENGINE}:sessiongate-AlarmTopic-A", {}),
     # The member accounts' session-tag forwarder.
     ("events:DisableRule", f"arn:aws:events:{REGION}:222222222222:rule/sessiongate-session-tag-forward", {}),
+    # The history export (issue 17): its records and its bucket's policy, lifecycle and lock.
+    ("s3:PutObject", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}/history/v1/dt=2026-01-05/x.jsonl", {}),
+    ("s3:DeleteObjectVersion", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}/history/v1/x.jsonl", {}),
+    ("s3:PutBucketPolicy", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}", {}),
+    ("s3:PutLifecycleConfiguration", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}", {}),
+    ("s3:PutBucketObjectLockConfiguration", f"arn:aws:s3:::sessiongate-history-{STACK_UUID}", {}),
 ]
 
 
@@ -867,6 +874,91 @@ def test_the_publisher_reads_the_two_streams_and_publishes_to_the_topic_only(
     assert not checker.authorized("role", role, "iam:TagUser", USER)
     assert not checker.authorized("role", role, "iam:UntagUser", USER)
     assert not checker.authorized("role", role, "events:PutEvents", res["EventBus"].arn)
+
+
+# ---------------------------------------------------------------- history export (issue 17)
+def _history(world: World) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The bucket's ARN, its policy, and what a PutObject of the export carries (TLS, the key)."""
+    res = world.stack.resources
+    policy = res["HistoryBucketPolicy"].properties["PolicyDocument"]
+    put = {
+        "aws:SecureTransport": "true",
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": res["HistoryKey"].arn,
+    }
+    return res["HistoryBucket"].arn, policy, put
+
+
+def test_the_export_writes_history_objects_and_reads_the_tables_only(
+    iam: tuple[World, SessionChecker],
+) -> None:
+    world, checker = iam
+    role = _role(world, "ExportHistoryFunctionRole")
+    res = world.stack.resources
+    bucket, policy, put = _history(world)
+    key = f"{bucket}/history/v1/dt=2026-01-05/grant.rq-1.grant.jsonl"
+    assert checker.authorized("role", role, "s3:PutObject", key, put, resource_policy=policy)
+    # ...only under the history key, over TLS, only below history/v1/, never read or delete.
+    other_key = {**put, "s3:x-amz-server-side-encryption-aws-kms-key-id": "arn:aws:kms:us-east-1:1:key/x"}
+    assert not checker.authorized("role", role, "s3:PutObject", key, other_key, resource_policy=policy)
+    plain = {**put, "aws:SecureTransport": "false"}
+    assert not checker.authorized("role", role, "s3:PutObject", key, plain, resource_policy=policy)
+    assert not checker.authorized("role", role, "s3:PutObject", f"{bucket}/elsewhere", put)
+    for action in (
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+    ):
+        assert not checker.authorized("role", role, action, key, put, resource_policy=policy), action
+    for table in ("GrantsTable", "RequestsTable"):
+        assert checker.authorized("role", role, "dynamodb:Scan", res[table].arn)
+        for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+            assert not checker.authorized("role", role, action, res[table].arn), (table, action)
+    assert checker.authorized("role", role, "sqs:SendMessage", res["HistoryExportFailuresQueue"].arn)
+    assert not checker.authorized("role", role, "sqs:SendMessage", res["PublishFailuresQueue"].arn)
+    assert not checker.authorized("role", role, "sns:Publish", res["NotificationTopic"].arn)
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_an_admin_cannot_rewrite_or_delete_history(iam: tuple[World, SessionChecker], guarded: bool) -> None:
+    """Issue 17: the bucket policy alone stops an account admin (no IAM needed) from writing or deleting
+    a record; the guard also stops changing the bucket itself (its policy, lifecycle, lock)."""
+    world, checker = iam
+    name = f"history-admin-{guarded}"
+    _admin(world, name, *(["SessionGateTagKeyGuard"] if guarded else []))
+    bucket, policy, put = _history(world)
+    key = f"{bucket}/history/v1/dt=2026-01-05/grant.rq-1.grant.jsonl"
+    for action in (
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+    ):
+        assert not checker.authorized("role", name, action, key, put, resource_policy=policy), action
+    assert checker.authorized("role", name, "s3:GetObject", key, put, resource_policy=policy)
+    for action in ("s3:PutBucketPolicy", "s3:PutLifecycleConfiguration", "s3:DeleteBucket"):
+        allowed = checker.authorized("role", name, action, bucket, put, resource_policy=policy)
+        assert allowed is not guarded, action
+
+
+def test_the_auditor_policy_reads_the_history_and_writes_nothing(iam: tuple[World, SessionChecker]) -> None:
+    world, checker = iam
+    name = "history-auditor"
+    world.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument="{}")
+    world.client("iam").attach_role_policy(
+        RoleName=name, PolicyArn=world.stack.resources["HistoryAuditorPolicy"].arn
+    )
+    bucket, policy, put = _history(world)
+    key = f"{bucket}/history/v1/dt=2026-01-05/grant.rq-1.grant.jsonl"
+    assert checker.authorized("role", name, "s3:GetObject", key, put, resource_policy=policy)
+    assert checker.authorized("role", name, "s3:ListBucket", bucket, put, resource_policy=policy)
+    assert not checker.authorized("role", name, "s3:PutObject", key, put, resource_policy=policy)
+    assert not checker.authorized("role", name, "s3:GetObject", "arn:aws:s3:::payroll/x", put)
+    key_arn = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{world.stack.resources['HistoryKey'].physical_id}"
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    assert checker.authorized("role", name, "kms:Decrypt", key_arn, via_s3)
+    assert not checker.authorized("role", name, "kms:Decrypt", key_arn)  # only through S3
+    assert not checker.authorized("role", name, "kms:GenerateDataKey", key_arn, via_s3)
 
 
 # ---------------------------------------------------------------- instance binding (issue 15)

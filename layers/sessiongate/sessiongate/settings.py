@@ -75,6 +75,9 @@ class Settings:
     identity_store_id: str = ""
     identity_store_role_arn: str = ""
     identity_store_region: str = ""
+    # The history export (issue 17): its bucket and the bucket's KMS key.
+    history_bucket: str = ""
+    history_key_arn: str = ""
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -122,6 +125,8 @@ class Settings:
         "identity_store_id": "SESSIONGATE_IDENTITY_STORE_ID",
         "identity_store_role_arn": "SESSIONGATE_IDENTITY_STORE_ROLE_ARN",
         "identity_store_region": "SESSIONGATE_IDENTITY_STORE_REGION",
+        "history_bucket": "SESSIONGATE_HISTORY_BUCKET",
+        "history_key_arn": "SESSIONGATE_HISTORY_KEY_ARN",
     }
 
     @classmethod

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sessiongate.adapters.inventory import Inventory
     from sessiongate.adapters.notifier import Notifier
     from sessiongate.adapters.scheduler import Schedules
+    from sessiongate.history import Exporter
     from sessiongate.outbox import Publisher
 
 ClientFactory = Callable[[str], Any]
@@ -42,6 +43,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     # Native front door: the request API also revokes early through the engine (same path as expiry).
     # The stream consumer publishes what the ledger's and the requests table's changes stand for.
     "publish": ("account_id", "table_name", "topic_arn"),
+    # The history export writes the same changes to S3 (and rebuilds them from the tables: backfill).
+    "export": ("account_id", "table_name", "history_bucket", "history_key_arn"),
     "requests": (
         *_COMMON,
         "requests_table",
@@ -323,6 +326,21 @@ def build_publisher(settings: Settings, *, client: ClientFactory | None = None) 
     return Publisher(Notifier(make("sns"), settings.topic_arn), tables)
 
 
+def build_exporter(settings: Settings, *, client: ClientFactory | None = None) -> Exporter:
+    """The history export: the ledger's and the requests table's transitions -> S3 (and the backfill)."""
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.history_store import HistoryStore, TableScanner
+    from sessiongate.history import Exporter
+    from sessiongate.outbox import LEDGER, REQUESTS
+
+    make = client or aws.LazyClient
+    tables = {settings.table_name: LEDGER}
+    if settings.requests_table:
+        tables[settings.requests_table] = REQUESTS
+    store = HistoryStore(make("s3"), settings.history_bucket, settings.history_key_arn)
+    return Exporter(store, tables, scanner=TableScanner(make("dynamodb")))
+
+
 def build(
     role: str,
     environ: Mapping[str, str],
@@ -341,6 +359,8 @@ def build(
         return build_change_request_adapter(settings, clock=clock, client=client, member_client=member_client)
     if role == "publish":
         return build_publisher(settings, client=client)
+    if role == "export":
+        return build_exporter(settings, client=client)
     return build_engine(settings, clock=clock, client=client, member_client=member_client)
 
 
@@ -362,6 +382,12 @@ def change_request_adapter() -> ChangeRequestAdapter:
 def publisher() -> Publisher:
     """The process-wide stream consumer (role ``publish``)."""
     return build_publisher(Settings.from_env(os.environ, require=REQUIRED["publish"]))
+
+
+@functools.cache
+def exporter() -> Exporter:
+    """The process-wide history export (role ``export``)."""
+    return build_exporter(Settings.from_env(os.environ, require=REQUIRED["export"]))
 
 
 @functools.cache
