@@ -72,6 +72,11 @@ class Settings:
     identity_store_id: str = ""
     identity_store_role_arn: str = ""
     identity_store_region: str = ""
+    # Chat approvals (issue 19): the chat state and links tables, the Slack app's secrets (ARNs).
+    chat_state_table: str = ""
+    chat_links_table: str = ""
+    slack_signing_secret_arn: str = ""
+    slack_bot_token_arn: str = ""
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -118,6 +123,10 @@ class Settings:
         "identity_store_id": "SESSIONGATE_IDENTITY_STORE_ID",
         "identity_store_role_arn": "SESSIONGATE_IDENTITY_STORE_ROLE_ARN",
         "identity_store_region": "SESSIONGATE_IDENTITY_STORE_REGION",
+        "chat_state_table": "SESSIONGATE_CHAT_STATE_TABLE",
+        "chat_links_table": "SESSIONGATE_CHAT_LINKS_TABLE",
+        "slack_signing_secret_arn": "SESSIONGATE_SLACK_SIGNING_SECRET",
+        "slack_bot_token_arn": "SESSIONGATE_SLACK_BOT_TOKEN",
     }
 
     @classmethod
