@@ -161,6 +161,7 @@ class _Resolver:
             "AWS::SSM::Document": "Name",
             "AWS::SSM::Parameter": "Name",
             "AWS::Lambda::LayerVersion": "LayerName",
+            "AWS::SecretsManager::Secret": "Name",
         }.get(type_)
         if key and key in props:
             return str(self.resolve(copy.deepcopy(props[key])))
@@ -172,7 +173,7 @@ class _Resolver:
 
     def physical_id(self, logical_id: str) -> str:
         type_ = self.cfn["Resources"][logical_id]["Type"]
-        if type_ in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy"):
+        if type_ in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy", "AWS::SecretsManager::Secret"):
             return self.arn(logical_id)
         if type_ == "AWS::SQS::Queue":
             return (
@@ -201,6 +202,9 @@ class _Resolver:
             "AWS::Lambda::LayerVersion": lambda: f"arn:aws:lambda:{region}:{account}:layer:{name}:1",
             # moto picks key ids: the sandbox names each key by an alias of its logical name.
             "AWS::KMS::Key": lambda: f"arn:aws:kms:{region}:{account}:alias/{name}",
+            # A secret's Ref is its ARN, which ends in a random suffix AWS picks ("-AbCdEf"); the partial
+            # ARN (without it) names the same secret in every Secrets Manager call.
+            "AWS::SecretsManager::Secret": lambda: f"arn:aws:secretsmanager:{region}:{account}:secret:{name}",
         }.get(type_, lambda: name)()
 
     # -- intrinsics ---------------------------------------------------------------------------

@@ -122,6 +122,9 @@ def describe(event: dict[str, Any], instances: dict[str, str]) -> str:
         return "RECONCILER repaired " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in done.items())
     if kind == "PolicyChanged":
         return f"POLICY in effect: {str(event.get('digest', '?'))[:12]} from {event.get('source', '?')}"
+    if kind in ("ChatLinked", "ChatUnlinked"):  # issue 19
+        verb = "linked to" if kind == "ChatLinked" else "unlinked from"
+        return f"CHAT {event.get('chat')} user {event.get('user_id')} {verb} {principal}"
     if event.get("problem"):
         return f"{kind}: {event['problem']}"
     return f"{kind} {principal or '?'} -> {instance or '?'}"  # the request API's lifecycle

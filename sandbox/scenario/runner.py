@@ -10,7 +10,7 @@ from typing import Any
 
 from ..policy import SessionChecker
 from ..world import ACCOUNT, REGION, World
-from . import api, checks, steps
+from . import api, chat, checks, steps
 from .insider import insider
 from .invariants import Invariants
 from .play import Play
@@ -43,6 +43,10 @@ STEPS: dict[str, Callable[[Play, int, Any], None]] = {
     "grant": checks.grant,
     "schedules": checks.schedules,
     "notified": checks.notified,
+    "chat_link": chat.link,
+    "chat_approve": chat.approve,
+    "chat_reject": chat.reject,
+    "chat_message": chat.message,
 }
 # Steps that collect what happened themselves (advance: before it says how much time passed).
 COLLECTS_ITSELF = frozenset({"advance"})

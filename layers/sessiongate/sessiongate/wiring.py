@@ -448,6 +448,7 @@ def build(
     clock: Clock | None = None,
     client: ClientFactory | None = None,
     member_client: MemberClientFactory | None = None,
+    slack: tuple[Any, Any] | None = None,
 ) -> Any:
     """The dependency a handler of ``role`` is given, built from ``environ`` (its settings) and the
     given clock and client factories: an engine, or for ``adapter`` the Change Manager adapter, for
@@ -459,10 +460,12 @@ def build(
         return build_change_request_adapter(settings, clock=clock, client=client, member_client=member_client)
     if role == "publish":
         return build_publisher(settings, client=client)
-    if role == "chat":
-        return build_chat_interactions(settings, clock=clock, client=client, member_client=member_client)
+    if role == "chat":  # (``slack``: the chat's web and webhook clients, e.g. the sandbox's fake Slack)
+        return build_chat_interactions(
+            settings, clock=clock, client=client, member_client=member_client, slack=slack
+        )
     if role == "chat_notify":
-        return build_chat_messages(settings, clock=clock, client=client)
+        return build_chat_messages(settings, clock=clock, client=client, slack=slack)
     return build_engine(settings, clock=clock, client=client, member_client=member_client)
 
 
