@@ -22,6 +22,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 SIGNING_SECRET = "sandbox-signing-secret-0123456789abcdef"  # noqa: S105 - the sandbox's own, not a secret
+BOT_TOKEN = "xoxb-sandbox"  # noqa: S105 - the sandbox's own, not a secret
+# What the deployers put in the stack's secrets after creating the Slack app (README, "Setting up the
+# Slack app"); the sandbox's world is deployed with them in place.
+SECRETS = {"SlackSigningSecret": SIGNING_SECRET, "SlackBotToken": BOT_TOKEN}
 TEAM = "T0SANDBOX1"
 RESPONSE_URL = "https://hooks.slack.com/actions/T0SANDBOX1/1/sandbox"
 BLOCK_TYPES = frozenset({"section", "context", "actions", "header", "divider"})
@@ -177,6 +181,12 @@ class FakeSlack:
     private: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _ts: int = 0
 
+    token: str = BOT_TOKEN  # the bot token the app was installed with
+
+    def web(self, token: str) -> Any:
+        """slack-sdk's ``WebClient(token=...)``: Slack refuses a wrong token on every call."""
+        return self if token == self.token else _Refusing()
+
     # -- slack-sdk's WebClient, the two methods SessionGate calls ----------------------------------
     def chat_postMessage(
         self, *, channel: str, text: str = "", blocks: Any = None, **extra: Any
@@ -229,3 +239,13 @@ class _Webhook:
             raise SlackError("invalid_payload")
         self.slack.private.append((self.url, {"text": text, "response_type": response_type, **extra}))
         return {"status_code": 200, "body": "ok"}
+
+
+class _Refusing:
+    """A client with a token Slack does not know ("invalid_auth" on every method)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def call(**_: Any) -> Any:
+            raise SlackError("invalid_auth")
+
+        return call

@@ -30,7 +30,7 @@ from sessiongate import wiring
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
-from . import cfn, fake_iam
+from . import cfn, fake_iam, fake_slack
 from .fake_slack import FakeSlack
 from .fake_ssm import FakeSsm
 from .faults import FaultInjector
@@ -317,11 +317,11 @@ class World:
             self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])
         for r in s.of_type("AWS::SSM::Document"):
             self.ssm.register_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
-        # Secrets hold a random placeholder until a deployer puts the real value (the chat steps do).
+        # The template creates secrets with a random placeholder; the deployers put the real values (the
+        # Slack app's: the sandbox's Slack, sandbox/fake_slack.py).
         for r in s.of_type("AWS::SecretsManager::Secret"):
-            self.client("secretsmanager").create_secret(
-                Name=r.properties["Name"], SecretString=f"placeholder-{r.logical_id}"
-            )
+            value = fake_slack.SECRETS.get(r.logical_id, f"placeholder-{r.logical_id}")
+            self.client("secretsmanager").create_secret(Name=r.properties["Name"], SecretString=value)
         # Not created: AWS::Lambda::CodeSigningConfig (optional; the sandbox runs each handler from its
         # CodeUri, there is no deployment package to sign) and the alarms (no CloudWatch evaluation).
 
@@ -417,8 +417,13 @@ class World:
             self._draining = False
 
     def _deliver_sns(self) -> None:
-        """SNS invokes its Lambda subscribers (asynchronously) with each message that passes the filter."""
-        sqs = self.client("sqs")
+        """SNS invokes its Lambda subscribers (asynchronously) with each message that passes the filter.
+        Read with a client of its own (uncounted, unrecorded: SNS delivers, not SessionGate)."""
+        if not self._sns_lambda:
+            return
+        import boto3
+
+        sqs = boto3.client("sqs", region_name=REGION)
         for url, function_arn in self._sns_lambda.items():
             for message in self._receive(sqs, url):
                 body = json.loads(message["Body"])
@@ -471,13 +476,9 @@ class World:
         if function.deps is None:
             with self._environment(function):
                 # The chat functions talk to the sandbox's Slack (slack-sdk's clients otherwise).
-                chat = (
-                    {"slack": (lambda: self.slack, self.slack.webhook)}
-                    if function.role.startswith("chat")
-                    else {}
-                )
+                slack = (self.slack.web, self.slack.webhook) if function.role.startswith("chat") else None
                 function.deps = wiring.build(
-                    function.role, os.environ, clock=self.clock, client=self.client, **chat
+                    function.role, os.environ, clock=self.clock, client=self.client, slack=slack
                 )
         return function.deps
 

@@ -21,22 +21,8 @@ PATH = "/slack/interactions"
 SIGNATURES = ("good", "bad", "stale", "replayed")
 
 
-def _deployed(play: Play) -> None:
-    """The deployers' setup step (README "Setting up the Slack app"): the app's secrets in place."""
-    if getattr(play, "_slack_secrets", False):
-        return
-    secrets = play.world.client("secretsmanager")
-    stack = play.world.stack.resources
-    secrets.put_secret_value(
-        SecretId=stack["SlackSigningSecret"].physical_id, SecretString=fake_slack.SIGNING_SECRET
-    )
-    secrets.put_secret_value(SecretId=stack["SlackBotToken"].physical_id, SecretString="xoxb-sandbox")
-    play._slack_secrets = True  # type: ignore[attr-defined]
-
-
 def _send(play: Play, body: str, signature: str = "good") -> dict[str, Any]:
     """Slack POSTs ``body`` to the chat API (API Gateway: a REST proxy event, no IAM identity)."""
-    _deployed(play)
     now = int(play.now().timestamp())
     if signature == "stale":
         headers = fake_slack.sign(body, now - 6 * 60)

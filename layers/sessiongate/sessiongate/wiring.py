@@ -367,8 +367,8 @@ def build_chat_interactions(
     slack: tuple[Any, Any] | None = None,
 ) -> ChatInteractions:
     """The chat interactions endpoint (issue 19): Slack's signed requests -> link codes and decisions
-    through the request API's own service. ``slack``: (web client factory, webhook factory) to use
-    instead of slack-sdk's (the sandbox's fake Slack)."""
+    through the request API's own service. ``slack``: (web client factory of a bot token, webhook
+    factory of a response_url) to use instead of slack-sdk's (the sandbox's fake Slack)."""
     from sessiongate.adapters import aws
     from sessiongate.adapters.chat import ChatStateTable, LinksTable, Secret
     from sessiongate.chat.interactions import ChatInteractions
@@ -379,11 +379,11 @@ def build_chat_interactions(
     state = ChatStateTable(make("dynamodb"), settings.chat_state_table)
     links = LinksTable(make("dynamodb"), settings.chat_links_table)
     signing = Secret(make("secretsmanager"), settings.slack_signing_secret_arn, clock)
-    web, webhook = slack or (None, None)
+    webhook = slack[1] if slack else None
     link = linking(settings, clock, make)
     return ChatInteractions(
         inbound=SlackInbound(signing, clock),
-        outbound=SlackOutbound(web or _no_web, webhook),
+        outbound=SlackOutbound(_no_web, webhook),
         state=state,
         links=links,
         linking=link,
@@ -412,18 +412,17 @@ def build_chat_messages(
     make = client or aws.LazyClient
     clock = clock or SystemClock()
     token = Secret(make("secretsmanager"), settings.slack_bot_token_arn, clock)
-    web, webhook = slack or (None, None)
+    make_web, webhook = slack or (web_client, None)
 
-    @functools.cache
-    def own_web() -> Any:  # built on the first post (the token is read then), kept with the process
-        return web_client(token())
+    def web() -> Any:  # built when a message is posted: the token is read then (cached a few minutes)
+        return make_web(token())
 
     def tags_of(account: str, instance_id: str) -> dict[str, str]:
         return instance_tags(make("ec2"), account, settings.account_id, instance_id)
 
     return RequestMessages(
         ChatStateTable(make("dynamodb"), settings.chat_state_table),
-        SlackOutbound(web or own_web, webhook),
+        SlackOutbound(web, webhook),
         tags_of,
     )
 
