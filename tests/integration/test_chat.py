@@ -114,3 +114,37 @@ def test_the_handler_refuses_what_slack_did_not_sign_and_reads_base64_bodies(wor
     assert _slack(world, body, headers=fake_slack.sign(body, now - 301))["statusCode"] == 401
     assert _slack(world, body, headers={})["statusCode"] == 401
     assert _slack(world, body, b64=True)["statusCode"] == 200  # API Gateway may pass the body in base64
+
+
+def test_the_chat_tables_on_dynamodb_behave_like_the_unit_fakes(world: World) -> None:
+    """adapters/chat.py on moto: a code is taken once and not after its expiry, a signature is seen once,
+    a message is saved only over the version it was read at (tests/unit/fakes/chat.py does the same)."""
+    from sessiongate.adapters.chat import ChatStateTable, LinksTable
+    from sessiongate.chat.ports import ChatUser, Link, RequestCard, StoredMessage
+    from tests.unit.fakes.chat import FakeChatState, FakeLinks
+
+    db = world.client("dynamodb")
+    real_state = ChatStateTable(db, world.stack.resources["ChatStateTable"].physical_id)
+    real_links = LinksTable(db, world.stack.resources["ChatLinksTable"].physical_id)
+    user = ChatUser("slack", "T1", "U1")
+    card = RequestCard("r" * 32, "alice", "arn:a", "arn:a", "123456789012", "i-0123456789abcdef0", 5, "why")
+    for state, links in ((real_state, real_links), (FakeChatState(), FakeLinks())):
+        state.put_code("h1", user, expires_at=1000)
+        state.put_code("h2", user, expires_at=1000)
+        assert state.take_code("h1", now=999) == user
+        assert state.take_code("h1", now=999) is None  # once
+        assert state.take_code("h2", now=1000) is None  # expired (TTL deletes later)
+        assert state.first_seen("sig-a", now=1, keep_until=2) is True
+        assert state.first_seen("sig-a", now=1, keep_until=2) is False
+        assert state.save_message("r1", StoredMessage("C1", "1.1", card, 1, ("e1",))) is True
+        assert state.save_message("r1", StoredMessage("C1", "1.1", card, 1, ("e1",))) is False
+        assert state.save_message("r1", StoredMessage("C1", "1.1", card, 3)) is False
+        assert state.save_message("r1", StoredMessage("C1", "1.1", card, 2, ("e1", "e2"))) is True
+        stored = state.message_of("r1")
+        assert stored is not None
+        assert (stored.version, stored.seen, stored.card) == (2, ("e1", "e2"), card)
+        assert links.put(Link(user, "arn:x", "t0")) is None
+        assert links.put(Link(user, "arn:y", "t1")) == Link(user, "arn:x", "t0")
+        assert links.of_identity("arn:y") == [Link(user, "arn:y", "")]  # (a keys-only index)
+        assert links.delete(user) == Link(user, "arn:y", "t1")
+        assert links.get(user) is None

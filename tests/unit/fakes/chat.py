@@ -67,7 +67,12 @@ class FakeLinks:
         return self.links.pop(user.key, None)
 
     def of_identity(self, identity_arn: str) -> list[Link]:
-        return [lk for lk in self.links.values() if lk.identity_arn == identity_arn]
+        # The by-identity index projects the keys only: no linked_at.
+        return [
+            Link(lk.user, lk.identity_arn, "")
+            for lk in self.links.values()
+            if lk.identity_arn == identity_arn
+        ]
 
 
 @dataclass
