@@ -620,15 +620,27 @@ def test_only_the_engine_writes_its_tables(
     assert checker.authorized("role", writer_role, "dynamodb:PutItem", arn, resource_policy=policy)
 
 
+def _as_admin(arn: str, action: str, resource: str, policy: dict[str, Any]) -> bool:
+    """Whether ``arn``, were its IAM policies to allow everything, may do ``action`` under ``policy``
+    (the resource's own policy: what it alone refuses)."""
+    node = principal_node(arn, "AROAEXAMPLE", [Policy(arn, "admin", ADMIN_DOCUMENT)], trust={})
+    return bool(
+        local_check_authorization_full(
+            node, action, resource, {}, resource_policy=policy, resource_owner=ACCOUNT
+        )
+    )
+
+
 def test_only_the_request_api_writes_chat_links(iam: tuple[World, SessionChecker]) -> None:
-    """Issue 19: a link says whose approval a Slack click is. The chat functions read it; only the request
-    API (a SigV4-signed ``sessiongate chat link``) writes it."""
+    """Issue 19: a link says whose approval a Slack click is. Only the request API (a SigV4-signed
+    ``sessiongate chat link``) writes it: the table's policy refuses even the chat functions' roles."""
     world, checker = iam
     arn, policy = _table(world, "ChatLinksTable")
+    res = world.stack.resources
     for role in ("ChatInteractionsFunctionRole", "ChatNotifyFunctionRole"):
-        assert not checker.authorized(
-            "role", _role(world, role), "dynamodb:PutItem", arn, resource_policy=policy
-        )
+        for action in TABLE_WRITES:
+            assert not _as_admin(res[role].arn, action, arn, policy), (role, action)
+    assert _as_admin(res["RequestApiFunctionRole"].arn, "dynamodb:PutItem", arn, policy)
     interactions = _role(world, "ChatInteractionsFunctionRole")
     assert checker.authorized("role", interactions, "dynamodb:GetItem", arn, resource_policy=policy)
 
@@ -652,10 +664,9 @@ def test_only_its_function_reads_a_slack_secret_and_the_guard_keeps_admins_off(
     assert checker.authorized(
         "role", _role(world, reader), "secretsmanager:GetSecretValue", arn, resource_policy=policy
     )
-    other = next(r for r in ("ChatInteractionsFunctionRole", "ChatNotifyFunctionRole") if r != reader)
-    assert not checker.authorized(
-        "role", _role(world, other), "secretsmanager:GetSecretValue", arn, resource_policy=policy
-    )
+    for role in ("ChatInteractionsFunctionRole", "ChatNotifyFunctionRole", "RequestApiFunctionRole"):
+        if role != reader:  # even with every IAM right, the secret's policy refuses the others
+            assert not _as_admin(res[role].arn, "secretsmanager:GetSecretValue", arn, policy), role
     world.client("iam").attach_role_policy(RoleName=admin, PolicyArn=res["SessionGateTagKeyGuard"].arn)
     for action in (
         "secretsmanager:PutSecretValue",
