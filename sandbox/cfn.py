@@ -162,6 +162,7 @@ class _Resolver:
             "AWS::SSM::Parameter": "Name",
             "AWS::Lambda::LayerVersion": "LayerName",
             "AWS::S3::Bucket": "BucketName",
+            "AWS::SecretsManager::Secret": "Name",
         }.get(type_)
         if key and key in props:
             return str(self.resolve(copy.deepcopy(props[key])))
@@ -173,7 +174,7 @@ class _Resolver:
 
     def physical_id(self, logical_id: str) -> str:
         type_ = self.cfn["Resources"][logical_id]["Type"]
-        if type_ in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy"):
+        if type_ in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy", "AWS::SecretsManager::Secret"):
             return self.arn(logical_id)
         if type_ == "AWS::SQS::Queue":
             return (
@@ -203,6 +204,9 @@ class _Resolver:
             # moto picks key ids: the sandbox names each key by an alias of its logical name.
             "AWS::KMS::Key": lambda: f"arn:aws:kms:{region}:{account}:alias/{name}",
             "AWS::S3::Bucket": lambda: f"arn:aws:s3:::{name}",
+            # A secret's Ref is its ARN, which ends in a random suffix AWS picks ("-AbCdEf"); the partial
+            # ARN (without it) names the same secret in every Secrets Manager call.
+            "AWS::SecretsManager::Secret": lambda: f"arn:aws:secretsmanager:{region}:{account}:secret:{name}",
         }.get(type_, lambda: name)()
 
     # -- intrinsics ---------------------------------------------------------------------------

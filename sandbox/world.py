@@ -30,7 +30,8 @@ from sessiongate import wiring
 from sessiongate.adapters import aws
 from sessiongate.clock import ManualClock, to_iso
 
-from . import cfn, fake_iam
+from . import cfn, fake_iam, fake_slack
+from .fake_slack import FakeSlack
 from .fake_ssm import FakeSsm
 from .faults import FaultInjector
 
@@ -141,6 +142,8 @@ class World:
         self._streams: dict[str, str] = {}  # the template's stream ARN -> moto's
         self._pollers: list[StreamPoller] = []  # Lambda's event source mappings on those streams
         self._draining = False
+        self._sns_lambda: dict[str, str] = {}  # SNS -> Lambda subscriptions: queue url -> function arn
+        self.slack = FakeSlack()  # the workspace the chat functions talk to (issue 19)
         self._clients: dict[str, Any] = {}
         fake_iam.install()  # IAM's refusals moto lacks (protected roles, tag value pattern)
         self._mock = mock_aws()
@@ -239,6 +242,21 @@ class World:
         topic = s.resources["NotificationTopic"].arn
         self.notification_tap = sqs.create_queue(QueueName="sandbox-tap-notifications")["QueueUrl"]
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=self._queue_arn(self.notification_tap))
+        # SNS -> Lambda subscriptions (the chat notifier): an SQS queue with the subscription's filter
+        # policy stands in for each; its messages are delivered to the function as SNS events.
+        for r in s.of_type("AWS::SNS::Subscription"):
+            p = r.properties
+            if p.get("Protocol") != "lambda":
+                continue
+            url = sqs.create_queue(QueueName=f"sandbox-sns-{r.logical_id}"[:80])["QueueUrl"]
+            attributes = {}
+            if "FilterPolicy" in p:
+                attributes["FilterPolicy"] = json.dumps(p["FilterPolicy"])
+                attributes["FilterPolicyScope"] = p.get("FilterPolicyScope", "MessageAttributes")
+            sns.subscribe(
+                TopicArn=p["TopicArn"], Protocol="sqs", Endpoint=self._queue_arn(url), Attributes=attributes
+            )
+            self._sns_lambda[url] = p["Endpoint"]
         for r in s.of_type("AWS::Events::EventBus"):
             self.client("events").create_event_bus(Name=r.physical_id)
         for r in s.of_type("AWS::Scheduler::ScheduleGroup"):
@@ -310,6 +328,11 @@ class World:
             self.client("ssm").put_parameter(Name=r.physical_id, Value=str(p["Value"]), Type=p["Type"])
         for r in s.of_type("AWS::SSM::Document"):
             self.ssm.register_document(r.physical_id, r.properties["DocumentType"], r.properties["Content"])
+        # The template creates secrets with a random placeholder; the deployers put the real values (the
+        # Slack app's: the sandbox's Slack, sandbox/fake_slack.py).
+        for r in s.of_type("AWS::SecretsManager::Secret"):
+            value = fake_slack.SECRETS.get(r.logical_id, f"placeholder-{r.logical_id}")
+            self.client("secretsmanager").create_secret(Name=r.properties["Name"], SecretString=value)
         # Not created: AWS::Lambda::CodeSigningConfig (optional; the sandbox runs each handler from its
         # CodeUri, there is no deployment package to sign) and the alarms (no CloudWatch evaluation).
 
@@ -400,8 +423,39 @@ class World:
         try:
             for poller in self._pollers:
                 poller.poll(self)
+            self._deliver_sns()
         finally:
             self._draining = False
+
+    def _deliver_sns(self) -> None:
+        """SNS invokes its Lambda subscribers (asynchronously) with each message that passes the filter.
+        Read with a client of its own (uncounted, unrecorded: SNS delivers, not SessionGate)."""
+        if not self._sns_lambda:
+            return
+        import boto3
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        for url, function_arn in self._sns_lambda.items():
+            for message in self._receive(sqs, url):
+                body = json.loads(message["Body"])
+                record = {
+                    "EventSource": "aws:sns",
+                    "EventVersion": "1.0",
+                    "EventSubscriptionArn": f"{body['TopicArn']}:sandbox",
+                    "Sns": {
+                        "Type": body["Type"],
+                        "MessageId": body["MessageId"],
+                        "TopicArn": body["TopicArn"],
+                        "Subject": body.get("Subject"),
+                        "Message": body["Message"],
+                        "Timestamp": body["Timestamp"],
+                        "MessageAttributes": {
+                            k: {"Type": v["Type"], "Value": v["Value"]}
+                            for k, v in body.get("MessageAttributes", {}).items()
+                        },
+                    },
+                }
+                self.invoke(function_arn, {"Records": [record]}, trigger="sns")
 
     @contextlib.contextmanager
     def _environment(self, function: Function) -> Iterator[None]:
@@ -432,7 +486,11 @@ class World:
         invocation: from its own environment, but with the world's clock and (moto) clients; then kept."""
         if function.deps is None:
             with self._environment(function):
-                function.deps = wiring.build(function.role, os.environ, clock=self.clock, client=self.client)
+                # The chat functions talk to the sandbox's Slack (slack-sdk's clients otherwise).
+                slack = (self.slack.web, self.slack.webhook) if function.role.startswith("chat") else None
+                function.deps = wiring.build(
+                    function.role, os.environ, clock=self.clock, client=self.client, slack=slack
+                )
         return function.deps
 
     def engine(self, role: str) -> Any:

@@ -370,6 +370,10 @@ def render(result: Any, fmt: str) -> str:
         text = report.pop("text")
         report.pop("exit_code")
         return json.dumps({"doctor": report}, indent=2, sort_keys=True) if fmt == "json" else text
+    if "chat" in result:  # sessiongate chat (issue 19)
+        from . import chat
+
+        return chat.render(result["chat"], fmt)
     if fmt == "json":
         return json.dumps(result, indent=2, sort_keys=True)
     if "requests" in result:
@@ -530,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the grant (default 120)")
     p.add_argument("--interval", type=float, default=3.0, help="seconds between checks (default 3)")
     p.add_argument("--wait-for-approval", action="store_true", help="also wait while the request is PENDING")
+    from . import chat
+
+    chat.register(add)
     p = add(
         "change-request",
         f"create a Change Manager request ({CHANGE_TEMPLATE}) instead of a native one",

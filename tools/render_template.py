@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         elif resource.type in ("AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy"):
             documents = [("resource-policy", resource.properties["PolicyDocument"])]
         elif resource.type == "AWS::ApiGateway::RestApi" and "Body" in resource.properties:
-            documents = [("resource-policy", resource.properties["Body"]["x-amazon-apigateway-policy"])]
+            # (the chat API has none: Slack's signature is checked by its function, issue 19)
+            policy = resource.properties["Body"].get("x-amazon-apigateway-policy")
+            documents = [("resource-policy", policy)] if policy else []
+        elif resource.type == "AWS::SecretsManager::ResourcePolicy":
+            documents = [("resource-policy", resource.properties["ResourcePolicy"])]
         elif resource.type == "AWS::DynamoDB::Table" and "ResourcePolicy" in resource.properties:
             documents = [("resource-policy", resource.properties["ResourcePolicy"]["PolicyDocument"])]
         for name, document in documents:

@@ -145,6 +145,9 @@ def describe(event: dict[str, Any], instances: dict[str, str]) -> str:
         return f"SESSIONS of {principal} on {instance} recorded: {count}"
     if kind == "UsageReport":
         return f"USAGE REPORT: {event.get('grants', 0)} grants, {event.get('unused_grants', 0)} never used"
+    if kind in ("ChatLinked", "ChatUnlinked"):  # issue 19
+        verb = "linked to" if kind == "ChatLinked" else "unlinked from"
+        return f"CHAT {event.get('chat')} user {event.get('user_id')} {verb} {principal}"
     if event.get("problem"):
         return f"{kind}: {event['problem']}"
     return f"{kind} {principal or '?'} -> {instance or '?'}"  # the request API's lifecycle

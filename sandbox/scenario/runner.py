@@ -10,7 +10,7 @@ from typing import Any
 
 from ..policy import SessionChecker
 from ..world import ACCOUNT, REGION, World
-from . import api, checks, steps, usage
+from . import api, chat, checks, steps, usage
 from .insider import insider
 from .invariants import Invariants
 from .play import Play
@@ -47,6 +47,10 @@ STEPS: dict[str, Callable[[Play, int, Any], None]] = {
     "usage": usage.usage,
     "usage_report": usage.usage_report,
     "history_exported": checks.history_exported,
+    "chat_link": chat.link,
+    "chat_approve": chat.approve,
+    "chat_reject": chat.reject,
+    "chat_message": chat.message,
 }
 # Steps that collect what happened themselves (advance: before it says how much time passed).
 COLLECTS_ITSELF = frozenset({"advance"})

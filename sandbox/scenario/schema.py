@@ -88,6 +88,11 @@ STEP_FIELDS: dict[str, frozenset[str] | None] = {
     "usage": frozenset({"request", "expect", "destination"}),
     "usage_report": frozenset({"expect"}),
     "history_exported": frozenset({"request", "transition", "expect", "count"}),
+    # Slack (issue 19: sandbox/scenario/chat.py)
+    "chat_link": frozenset({"by", "slack_user", "code", "expect_error"}),
+    "chat_approve": frozenset({"request", "slack_user", "signature", "expect_error"}),
+    "chat_reject": frozenset({"request", "slack_user", "signature", "expect_error"}),
+    "chat_message": frozenset({"request", "channel", "expect", "buttons"}),
 }
 STEP_KINDS = tuple(STEP_FIELDS)
 # The fields a step cannot do without (a kind not listed needs none).
@@ -114,6 +119,10 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "notified": frozenset({"event_type"}),
     "usage": frozenset({"request", "expect"}),
     "usage_report": frozenset({"expect"}),
+    "chat_link": frozenset({"by", "slack_user"}),
+    "chat_approve": frozenset({"request", "slack_user"}),
+    "chat_reject": frozenset({"request", "slack_user"}),
+    "chat_message": frozenset({"request"}),
 }
 # What an insider step's action needs besides by and action.
 INSIDER_ACTIONS: dict[str, frozenset[str]] = {
@@ -126,6 +135,9 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("request", "via"): ("change_manager", "api"),
     ("redeliver", "what"): ("approval", "revoke"),
     ("insider", "action"): tuple(INSIDER_ACTIONS),
+    ("chat_approve", "signature"): ("good", "bad", "stale", "replayed"),
+    ("chat_reject", "signature"): ("good", "bad", "stale", "replayed"),
+    ("chat_link", "code"): ("new", "last"),
 }
 DURATION_FIELDS = ("start_in", "ssm_lag")
 # Steps that check something (so does any step with expect_error): a scenario needs at least one.
@@ -143,6 +155,9 @@ CHECK_STEPS = frozenset(
         "usage",
         "usage_report",
         "history_exported",
+        "chat_approve",
+        "chat_reject",
+        "chat_message",
     }
 )
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")

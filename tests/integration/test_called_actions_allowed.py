@@ -24,8 +24,16 @@ from sandbox.world import ACCOUNT, REGION, World
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 # Together: grant in both bindings, scheduled and API revokes, the reconciler's three triggers, the API,
-# and (session-logging) the preferences read, the usage recorded and the weekly usage report.
-PLAYED = ["walkthrough.yaml", "instance-binding.yaml", "drift.yaml", "native-api.yaml", "session-logging.yaml"]
+# (session-logging) the preferences read, the usage recorded and the weekly usage report, and
+# (slack-approval) the chat interactions endpoint, the chat notifier and the request API's link route.
+PLAYED = [
+    "walkthrough.yaml",
+    "instance-binding.yaml",
+    "drift.yaml",
+    "native-api.yaml",
+    "session-logging.yaml",
+    "slack-approval.yaml",
+]
 
 Call = tuple[str, str, str, dict[str, Any]]  # (function, "service:Operation", operation, params)
 Request = tuple[str, str, dict[str, Any]]  # (action, resource ARN, condition context)
@@ -202,6 +210,9 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
         )
         bus_arn = bus if str(bus).startswith("arn:") else arn.format("events", f"event-bus/{bus}")
         return [(action, bus_arn, {})]
+    if service == "secretsmanager" and "SecretId" in params:
+        # The secret's ARN as the function names it (the template's Ref; the sandbox's partial ARN).
+        return [(action, str(params["SecretId"]), {})]
     return [(action, "*", {})]
 
 

@@ -524,6 +524,8 @@ def test_guard_denies_changing_or_passing_sessiongate_roles(
         "ReconcileGrantsFunction",
         "PublishEventsFunction",
         "ExportHistoryFunction",
+        "ChatInteractionsFunction",
+        "ChatNotifyFunction",
     ],
 )
 def test_guard_denies_invoking_sessiongate_functions(
@@ -594,7 +596,13 @@ TABLE_WRITES = [
 
 @pytest.mark.parametrize(
     ("table", "writer"),
-    [("GrantsTable", "GrantAccessFunctionRole"), ("RequestsTable", "RequestApiFunctionRole")],
+    [
+        ("GrantsTable", "GrantAccessFunctionRole"),
+        ("RequestsTable", "RequestApiFunctionRole"),
+        # Issue 19: who approves as whom in chat, and the codes and signatures behind it.
+        ("ChatLinksTable", "RequestApiFunctionRole"),
+        ("ChatStateTable", "ChatInteractionsFunctionRole"),
+    ],
 )
 def test_only_the_engine_writes_its_tables(
     iam: tuple[World, SessionChecker], table: str, writer: str
@@ -613,6 +621,77 @@ def test_only_the_engine_writes_its_tables(
     assert checker.authorized("role", writer_role, "dynamodb:PutItem", arn, resource_policy=policy)
 
 
+def _as_admin(arn: str, action: str, resource: str, policy: dict[str, Any]) -> bool:
+    """Whether ``arn``, were its IAM policies to allow everything, may do ``action`` under ``policy``
+    (the resource's own policy: what it alone refuses)."""
+    node = principal_node(arn, "AROAEXAMPLE", [Policy(arn, "admin", ADMIN_DOCUMENT)], trust={})
+    return bool(
+        local_check_authorization_full(
+            node, action, resource, {}, resource_policy=policy, resource_owner=ACCOUNT
+        )
+    )
+
+
+def test_only_the_request_api_writes_chat_links(iam: tuple[World, SessionChecker]) -> None:
+    """Issue 19: a link says whose approval a Slack click is. Only the request API (a SigV4-signed
+    ``sessiongate chat link``) writes it: the table's policy refuses even the chat functions' roles."""
+    world, checker = iam
+    arn, policy = _table(world, "ChatLinksTable")
+    res = world.stack.resources
+    for role in ("ChatInteractionsFunctionRole", "ChatNotifyFunctionRole"):
+        for action in TABLE_WRITES:
+            assert not _as_admin(res[role].arn, action, arn, policy), (role, action)
+    assert _as_admin(res["RequestApiFunctionRole"].arn, "dynamodb:PutItem", arn, policy)
+    interactions = _role(world, "ChatInteractionsFunctionRole")
+    assert checker.authorized("role", interactions, "dynamodb:GetItem", arn, resource_policy=policy)
+
+
+@pytest.mark.parametrize(
+    ("secret", "reader"),
+    [("SlackSigningSecret", "ChatInteractionsFunctionRole"), ("SlackBotToken", "ChatNotifyFunctionRole")],
+)
+def test_only_its_function_reads_a_slack_secret_and_the_guard_keeps_admins_off(
+    iam: tuple[World, SessionChecker], secret: str, reader: str
+) -> None:
+    """Issue 19: whoever reads or rewrites the signing secret can sign clicks as any linked Slack user.
+    The secret's own policy lets only its function read it; the guard keeps guarded admins off both."""
+    world, checker = iam
+    res = world.stack.resources
+    arn = res[secret].physical_id
+    policy = res[f"{secret}Policy"].properties["ResourcePolicy"]
+    admin = _admin(world, f"secrets-admin-{secret}")
+    assert checker.authorized("role", admin, "secretsmanager:PutSecretValue", arn, resource_policy=policy)
+    assert not checker.authorized("role", admin, "secretsmanager:GetSecretValue", arn, resource_policy=policy)
+    assert checker.authorized(
+        "role", _role(world, reader), "secretsmanager:GetSecretValue", arn, resource_policy=policy
+    )
+    for role in ("ChatInteractionsFunctionRole", "ChatNotifyFunctionRole", "RequestApiFunctionRole"):
+        if role != reader:  # even with every IAM right, the secret's policy refuses the others
+            assert not _as_admin(res[role].arn, "secretsmanager:GetSecretValue", arn, policy), role
+    world.client("iam").attach_role_policy(RoleName=admin, PolicyArn=res["SessionGateTagKeyGuard"].arn)
+    for action in (
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteResourcePolicy",
+        "secretsmanager:UpdateSecret",
+    ):
+        assert not checker.authorized("role", admin, action, arn, resource_policy=policy), action
+
+
+def test_only_deployers_change_the_slack_secrets() -> None:
+    deployer = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
+    stack = cfn.load("sessiongate", ACCOUNT, REGION, {"DeployerArns": deployer})
+    for logical_id in ("SlackSigningSecret", "SlackBotToken"):
+        arn = stack.resources[logical_id].physical_id
+        policy = stack.resources[f"{logical_id}Policy"].properties["ResourcePolicy"]
+        for who, expected in ((deployer, True), (f"arn:aws:iam::{ACCOUNT}:role/secrets-admin", False)):
+            node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", ADMIN_DOCUMENT)], trust={})
+            for action in ("secretsmanager:PutSecretValue", "secretsmanager:DeleteResourcePolicy"):
+                decision = local_check_authorization_full(
+                    node, action, arn, {}, resource_policy=policy, resource_owner=ACCOUNT
+                )
+                assert decision is expected, (logical_id, who, action)
+
+
 def test_grant_role_cannot_write_requests(iam: tuple[World, SessionChecker]) -> None:
     world, checker = iam
     arn, policy = _table(world, "RequestsTable")
@@ -625,7 +704,7 @@ def test_only_deployers_change_the_tables() -> None:
     """With DeployerArns, only they change table settings and policies (others: Deny in the policy)."""
     deployer = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
     stack = cfn.load("sessiongate", ACCOUNT, REGION, {"DeployerArns": deployer})
-    for logical_id in ("GrantsTable", "RequestsTable"):
+    for logical_id in ("GrantsTable", "RequestsTable", "ChatLinksTable", "ChatStateTable"):
         table = stack.resources[logical_id]
         policy = table.properties["ResourcePolicy"]["PolicyDocument"]
         for who, expected in ((deployer, True), (f"arn:aws:iam::{ACCOUNT}:role/dynamodb-admin", False)):
@@ -783,6 +862,16 @@ FRONT_DOORS = [
     ("apigateway:PATCH", f"{REQUEST_API}/resources/a/methods/POST"),
     ("apigateway:POST", f"{REQUEST_API}/deployments"),
     ("apigateway:UpdateRestApiPolicy", REQUEST_API),
+    # The chat API and the Slack app's secrets (issue 19): a rewritten signing secret signs any click.
+    ("apigateway:PATCH", f"arn:aws:apigateway:{REGION}::/restapis/EDIT-chat-api-id/stages/v1"),
+    (
+        "secretsmanager:PutSecretValue",
+        f"arn:aws:secretsmanager:{REGION}:{ENGINE}:secret:sessiongate/slack/signing-secret-AbCdEf",
+    ),
+    (
+        "secretsmanager:DeleteResourcePolicy",
+        f"arn:aws:secretsmanager:{REGION}:{ENGINE}:secret:sessiongate/slack/bot-token-AbCdEf",
+    ),
 ]
 
 
@@ -796,7 +885,7 @@ def test_scp_sample_protects_the_front_doors(action: str, resource: str) -> None
     assert not _scp_allows(scp, admin, action, resource, {})
     assert _scp_allows(scp, deployer, action, resource, {})
     elsewhere = re.sub(
-        r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter|EDIT-request-api-id",
+        r"sessiongate|AllowSsmSessionStart|EDIT-approval-policy-parameter|EDIT-request-api-id|EDIT-chat-api-id",
         "app",
         resource,
     )

@@ -46,7 +46,7 @@ def test_every_route_is_a_rest_api_method_with_iam_authorization() -> None:
     events = {
         name: e for name, e in resource("RequestApiFunction")["Properties"]["Events"].items() if name != SWEEP
     }
-    assert len(events) == len(declared_routes()) == 9
+    assert len(events) == len(declared_routes()) == 11  # (two: chat identity links, issue 19)
     for event in events.values():
         assert event["Type"] == "Api"
         props = event["Properties"]
@@ -268,6 +268,7 @@ DEPLOYERS_OR_ROOT = {
 }
 API_ROLE = {"Fn::GetAtt": ["RequestApiFunctionRole", "Arn"]}
 GRANT_ROLE = {"Fn::GetAtt": ["GrantAccessFunctionRole", "Arn"]}
+CHAT_ROLE = {"Fn::GetAtt": ["ChatInteractionsFunctionRole", "Arn"]}
 
 
 def test_only_the_deployers_sign_the_policy_and_sessiongate_only_verifies_it() -> None:
@@ -276,14 +277,15 @@ def test_only_the_deployers_sign_the_policy_and_sessiongate_only_verifies_it() -
     signers = [_who(s, "kms:GenerateMac") for s in statements.values() if _who(s, "kms:GenerateMac")]
     assert signers == [DEPLOYERS_OR_ROOT]
     verifiers = [_who(s, "kms:VerifyMac") for s in statements.values() if _who(s, "kms:VerifyMac")]
-    assert verifiers == [DEPLOYERS_OR_ROOT, [API_ROLE, GRANT_ROLE]]
+    # (the chat interactions function approves through the request API's code: issue 19)
+    assert verifiers == [DEPLOYERS_OR_ROOT, [API_ROLE, GRANT_ROLE, CHAT_ROLE]]
     assert statements["SessionGateOnlyVerifies"]["Action"] == "kms:VerifyMac"
 
 
 def test_only_the_request_api_signs_approvals_and_only_the_grant_verifies_them() -> None:
     statements = _key_statements("ApprovalKey")
     assert [_who(s, "kms:GenerateMac") for s in statements.values() if _who(s, "kms:GenerateMac")] == [
-        API_ROLE
+        [API_ROLE, CHAT_ROLE]  # a Slack click approves through the request API's code (issue 19)
     ]
     assert [_who(s, "kms:VerifyMac") for s in statements.values() if _who(s, "kms:VerifyMac")] == [GRANT_ROLE]
     admin = statements["DeployersAdminister"]

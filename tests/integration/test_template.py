@@ -394,12 +394,14 @@ def test_member_guard_is_the_engine_guard() -> None:
     member = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
     engine = dict(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
     # A member account runs no SessionGate function and serves no request API: nothing to keep from
-    # being invoked or rewired there, and no history export (its bucket and key are the engine's).
+    # being invoked or rewired there, no history export (its bucket and key are the engine's) and no
+    # Slack secrets (issue 19).
     engine_only = {
         "DenyInvokingSessionGateFunctions",
         "DenyChangingTheRequestApi",
         "DenyRewritingHistory",
         "DenyChangingTheHistoryKey",
+        "DenyTouchingTheChatSecrets",
     }
     engine["Statement"] = [s for s in engine["Statement"] if s["Sid"] not in engine_only]
     assert _without_exemptions(member) == _without_exemptions(engine)

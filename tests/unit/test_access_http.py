@@ -33,7 +33,7 @@ class Raising:
 
 
 def answer(service: Any, route: str, caller: str | None = ALICE, **kwargs: Any) -> tuple[int, dict[str, Any]]:
-    response = RequestApi(service).handle(api_event(route, caller, **kwargs))
+    response = RequestApi(service, linking=service).handle(api_event(route, caller, **kwargs))
     assert response["headers"] == {"content-type": "application/json", "cache-control": "no-store"}
     return response["statusCode"], json.loads(response["body"])
 
@@ -70,6 +70,12 @@ def test_every_route_is_served_with_its_status(route: str) -> None:
         201 if route in ("POST /requests", "POST /requests/{id}/extend") else 200,
         {"ok": True},
     )
+
+
+def test_the_chat_routes_are_404_without_a_chat() -> None:
+    for route in ("POST /chat/link", "POST /chat/unlink"):
+        response = RequestApi(Raising()).handle(api_event(route, ALICE, body={"code": "X"}))  # type: ignore[arg-type]
+        assert (response["statusCode"], json.loads(response["body"])["error"]) == (404, "no_chat")
 
 
 def test_an_unknown_route_and_an_unsigned_call_and_bad_bodies() -> None:

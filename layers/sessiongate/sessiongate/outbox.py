@@ -191,6 +191,8 @@ def rule_snapshot(rule: Rule) -> dict[str, Any]:
         snapshot["documents"] = [d.as_dict() for d in rule.documents]
     if rule.reminders is not None:
         snapshot["escalate_to"] = list(rule.reminders.escalate_to)
+    if rule.slack_channel:  # issue 19: where the request's message is posted (only when set)
+        snapshot["slack_channel"] = rule.slack_channel
     return snapshot
 
 
@@ -234,7 +236,14 @@ def rule_from_snapshot(snapshot: Mapping[str, Any] | None, accepted: Sequence[st
         if "escalate_to" in snapshot
         else None
     )
-    return Rule(str(snapshot["name"]), levels, documents=documents or None, reminders=reminders)
+    channel = snapshot.get("slack_channel")
+    return Rule(
+        str(snapshot["name"]),
+        levels,
+        documents=documents or None,
+        reminders=reminders,
+        slack_channel=str(channel) if channel else None,
+    )
 
 
 def request_payload(
@@ -283,6 +292,8 @@ def request_payload(
             payload["next_approvers"] = [*next_level.approvers, *group_names(next_level.groups)]
         if escalation and rule.reminders is not None:
             payload["escalate_to"] = list(rule.reminders.escalate_to)
+        if rule.slack_channel:  # issue 19 (added only when the rule names a channel)
+            payload["slack_channel"] = rule.slack_channel
         if request.break_glass or request.auto_approval:
             arns = sorted({p for lv in rule.levels for p in lv.approvers})
             groups = sorted({g for lv in rule.levels for g in lv.groups})

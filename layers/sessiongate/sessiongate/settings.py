@@ -78,6 +78,11 @@ class Settings:
     # The history export (issue 17): its bucket and the bucket's KMS key.
     history_bucket: str = ""
     history_key_arn: str = ""
+    # Chat approvals (issue 19): the chat state and links tables, the Slack app's secrets (ARNs).
+    chat_state_table: str = ""
+    chat_links_table: str = ""
+    slack_signing_secret_arn: str = ""
+    slack_bot_token_arn: str = ""
 
     # Environment variable of each field.
     ENV: ClassVar[dict[str, str]] = {
@@ -127,6 +132,10 @@ class Settings:
         "identity_store_region": "SESSIONGATE_IDENTITY_STORE_REGION",
         "history_bucket": "SESSIONGATE_HISTORY_BUCKET",
         "history_key_arn": "SESSIONGATE_HISTORY_KEY_ARN",
+        "chat_state_table": "SESSIONGATE_CHAT_STATE_TABLE",
+        "chat_links_table": "SESSIONGATE_CHAT_LINKS_TABLE",
+        "slack_signing_secret_arn": "SESSIONGATE_SLACK_SIGNING_SECRET",
+        "slack_bot_token_arn": "SESSIONGATE_SLACK_BOT_TOKEN",
     }
 
     @classmethod

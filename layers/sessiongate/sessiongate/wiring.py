@@ -19,12 +19,15 @@ from sessiongate.settings import Settings
 
 if TYPE_CHECKING:
     from sessiongate.access_requests.http import RequestApi
+    from sessiongate.access_requests.service import NativeService
     from sessiongate.adapters.bus import Bus
     from sessiongate.adapters.directory import Directory
     from sessiongate.adapters.inventory import Inventory
     from sessiongate.adapters.notifier import Notifier
     from sessiongate.adapters.scheduler import Schedules
     from sessiongate.history import Exporter
+    from sessiongate.chat.interactions import ChatInteractions
+    from sessiongate.chat.messages import RequestMessages
     from sessiongate.outbox import Publisher
 
 ClientFactory = Callable[[str], Any]
@@ -53,6 +56,20 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "approval_policy_key_id",
         "approval_key_id",
     ),
+    # Chat approvals (issue 19): the interactions endpoint decides through the request API's service;
+    # the chat notifier keeps the request messages up to date from the lifecycle topic.
+    "chat": (
+        *_COMMON,
+        "requests_table",
+        "event_bus_name",
+        "break_glass_approver_arn",
+        "approval_policy_key_id",
+        "approval_key_id",
+        "chat_state_table",
+        "chat_links_table",
+        "slack_signing_secret_arn",
+    ),
+    "chat_notify": ("account_id", "chat_state_table", "slack_bot_token_arn"),
 }
 
 
@@ -278,14 +295,47 @@ def build_request_api(
 ) -> RequestApi:
     """The native front door: request API over the request store, the policy and the engine."""
     from sessiongate.access_requests.http import RequestApi
+    from sessiongate.adapters import aws
+
+    make = client or aws.LazyClient
+    clock = clock or SystemClock()
+    return RequestApi(
+        native_service(settings, clock=clock, client=client, member_client=member_client),
+        linking=linking(settings, clock, make),
+    )
+
+
+def linking(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
+    """Chat identity links (issue 19), when the chat tables are configured; otherwise None."""
+    if not (settings.chat_state_table and settings.chat_links_table):
+        return None
+    from sessiongate.adapters.chat import ChatStateTable, LinksTable
+    from sessiongate.adapters.notifier import Notifier
+    from sessiongate.chat.links import Linking
+
+    return Linking(
+        ChatStateTable(make("dynamodb"), settings.chat_state_table),
+        LinksTable(make("dynamodb"), settings.chat_links_table),
+        clock,
+        Notifier(make("sns"), settings.topic_arn),
+    )
+
+
+def native_service(
+    settings: Settings,
+    *,
+    clock: Clock,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
+) -> NativeService:
+    """The native front door's service (the request API's, and the chat interactions')."""
     from sessiongate.access_requests.service import NativeService
     from sessiongate.adapters import aws
+    from sessiongate.adapters.accounts import READ_AND_UNTAG_ONLY
     from sessiongate.adapters.kms import Macs
     from sessiongate.adapters.request_store import RequestStore
 
     make = client or aws.LazyClient
-    clock = clock or SystemClock()
-    from sessiongate.adapters.accounts import READ_AND_UNTAG_ONLY
 
     shared = shared_adapters(settings, make)
     # In member accounts the request API only reads and revokes: its role session there cannot tag.
@@ -297,19 +347,86 @@ def build_request_api(
         member_session=("sessiongate-requests", READ_AND_UNTAG_ONLY),
         shared=shared,
     )
-    return RequestApi(
-        NativeService(
-            settings=settings,
-            store=RequestStore(make("dynamodb"), settings.requests_table),
-            policies=policy_source(settings, clock, make),
-            macs=Macs(make("kms")),
-            inventory=shared.inventory,
-            directory=shared.directory,
-            bus=shared.bus,
-            notifier=shared.notifier,
-            engine=core,
-            clock=clock,
-        )
+    return NativeService(
+        settings=settings,
+        store=RequestStore(make("dynamodb"), settings.requests_table),
+        policies=policy_source(settings, clock, make),
+        macs=Macs(make("kms")),
+        inventory=shared.inventory,
+        directory=shared.directory,
+        bus=shared.bus,
+        notifier=shared.notifier,
+        engine=core,
+        clock=clock,
+    )
+
+
+def build_chat_interactions(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    member_client: MemberClientFactory | None = None,
+    slack: tuple[Any, Any] | None = None,
+) -> ChatInteractions:
+    """The chat interactions endpoint (issue 19): Slack's signed requests -> link codes and decisions
+    through the request API's own service. ``slack``: (web client factory of a bot token, webhook
+    factory of a response_url) to use instead of slack-sdk's (the sandbox's fake Slack)."""
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.chat import ChatStateTable, LinksTable, Secret
+    from sessiongate.chat.interactions import ChatInteractions
+    from sessiongate.chat.slack import SlackInbound, SlackOutbound
+
+    make = client or aws.LazyClient
+    clock = clock or SystemClock()
+    state = ChatStateTable(make("dynamodb"), settings.chat_state_table)
+    links = LinksTable(make("dynamodb"), settings.chat_links_table)
+    signing = Secret(make("secretsmanager"), settings.slack_signing_secret_arn, clock)
+    webhook = slack[1] if slack else None
+    link = linking(settings, clock, make)
+    return ChatInteractions(
+        inbound=SlackInbound(signing, clock),
+        outbound=SlackOutbound(_no_web, webhook),
+        state=state,
+        links=links,
+        linking=link,
+        decisions=native_service(settings, clock=clock, client=client, member_client=member_client),
+        clock=clock,
+    )
+
+
+def _no_web() -> Any:
+    raise RuntimeError("the interactions endpoint answers through response_url only")
+
+
+def build_chat_messages(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    client: ClientFactory | None = None,
+    slack: tuple[Any, Any] | None = None,
+) -> RequestMessages:
+    """The chat notifier (issue 19): lifecycle events -> the request messages in the rules' channels."""
+    from sessiongate.adapters import aws
+    from sessiongate.adapters.chat import ChatStateTable, Secret, instance_tags
+    from sessiongate.chat.messages import RequestMessages
+    from sessiongate.chat.slack import SlackOutbound, web_client
+
+    make = client or aws.LazyClient
+    clock = clock or SystemClock()
+    token = Secret(make("secretsmanager"), settings.slack_bot_token_arn, clock)
+    make_web, webhook = slack or (web_client, None)
+
+    def web() -> Any:  # built when a message is posted: the token is read then (cached a few minutes)
+        return make_web(token())
+
+    def tags_of(account: str, instance_id: str) -> dict[str, str]:
+        return instance_tags(make("ec2"), account, settings.account_id, instance_id)
+
+    return RequestMessages(
+        ChatStateTable(make("dynamodb"), settings.chat_state_table),
+        SlackOutbound(web, webhook),
+        tags_of,
     )
 
 
@@ -348,6 +465,7 @@ def build(
     clock: Clock | None = None,
     client: ClientFactory | None = None,
     member_client: MemberClientFactory | None = None,
+    slack: tuple[Any, Any] | None = None,
 ) -> Any:
     """The dependency a handler of ``role`` is given, built from ``environ`` (its settings) and the
     given clock and client factories: an engine, or for ``adapter`` the Change Manager adapter, for
@@ -361,6 +479,12 @@ def build(
         return build_publisher(settings, client=client)
     if role == "export":
         return build_exporter(settings, client=client)
+    if role == "chat":  # (``slack``: the chat's web and webhook clients, e.g. the sandbox's fake Slack)
+        return build_chat_interactions(
+            settings, clock=clock, client=client, member_client=member_client, slack=slack
+        )
+    if role == "chat_notify":
+        return build_chat_messages(settings, clock=clock, client=client, slack=slack)
     return build_engine(settings, clock=clock, client=client, member_client=member_client)
 
 
@@ -394,3 +518,15 @@ def exporter() -> Exporter:
 def request_api() -> RequestApi:
     """The process-wide native request API (role ``requests``)."""
     return build_request_api(Settings.from_env(os.environ, require=REQUIRED["requests"]))
+
+
+@functools.cache
+def chat_interactions() -> ChatInteractions:
+    """The process-wide chat interactions endpoint (role ``chat``)."""
+    return build_chat_interactions(Settings.from_env(os.environ, require=REQUIRED["chat"]))
+
+
+@functools.cache
+def chat_messages() -> RequestMessages:
+    """The process-wide chat notifier (role ``chat_notify``)."""
+    return build_chat_messages(Settings.from_env(os.environ, require=REQUIRED["chat_notify"]))

@@ -163,7 +163,9 @@ class FakePolicies:
 class FakeNotifier:
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def publish(self, event_type: str, payload: dict[str, Any], *, subject: str = "") -> None:
+    def publish(
+        self, event_type: str, payload: dict[str, Any], *, subject: str = "", event_id: str | None = None
+    ) -> None:
         self.sent.append((event_type, payload))
 
     @property

@@ -29,13 +29,20 @@ from sessiongate.outbox import rule_snapshot
 
 
 class Deciding(Status):
-    def approve(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+    def approve(self, caller: Caller, request_id: str, body: object, *, via: str = "api") -> dict[str, Any]:
+        """``via``: ``api`` (the signed request API) or ``chat`` (a click of a linked chat user, issue 19,
+        refused under a rule with ``approve_in_chat: false``); everything else is the same path."""
         comment = parse_comment(body, required=False)
         rule: Rule | None = None
 
         def approved(request: Request) -> Request:
             nonlocal rule
             rule = self._approving_rule(request)
+            if via == "chat" and not rule.approve_in_chat:
+                raise NotAllowed(
+                    "chat_approval_forbidden",
+                    f"rule {rule.name!r} allows no approval from chat: use the sessiongate CLI",
+                )
             return self._with_approval(caller, request, rule, comment)
 
         self._note_policy()
@@ -99,7 +106,8 @@ class Deciding(Status):
             )
         )
 
-    def reject(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:
+    def reject(self, caller: Caller, request_id: str, body: object, *, via: str = "api") -> dict[str, Any]:
+        """``via``: as for :meth:`approve` (a rejection is allowed from chat under every rule)."""
         comment = parse_comment(body, required=True)
         rule: Rule | None = None
 
@@ -123,7 +131,7 @@ class Deciding(Status):
 
         self._note_policy()
         updated = self._write(lambda: self._pending(request_id), rejected)
-        bind(request_id=request_id).info("request rejected")
+        bind(request_id=request_id, via=via).info("request rejected")
         return self._view(updated, rule)
 
     def cancel(self, caller: Caller, request_id: str, body: object) -> dict[str, Any]:

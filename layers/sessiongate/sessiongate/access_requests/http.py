@@ -13,6 +13,8 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
     POST /requests/{id}/cancel      {reason?}
     POST /requests/{id}/revoke      {reason?}        early revoke / "I'm done"
     POST /requests/{id}/extend      {duration_minutes?, reason}
+    POST /chat/link                 {code}           link the chat user of a one-time code to the caller
+    POST /chat/unlink                                end the caller's chat links (issue 19)
 
 Routing is Powertools' ``APIGatewayRestResolver`` on ``httpMethod`` and ``path`` (the path without the
 stage: ``requestContext.path`` carries ``/v1/...``; AWS doc "Lambda proxy integrations in API Gateway",
@@ -49,6 +51,7 @@ from sessiongate.access_requests.errors import (
     invalid,
 )
 from sessiongate.access_requests.service import NativeService
+from sessiongate.chat.links import Linking
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
@@ -73,6 +76,8 @@ ROUTES = (
     "POST /requests/{id}/cancel",
     "POST /requests/{id}/revoke",
     "POST /requests/{id}/extend",
+    "POST /chat/link",
+    "POST /chat/unlink",
 )
 
 
@@ -83,10 +88,11 @@ def status_of(refusal: Refused) -> int:
 @dataclass
 class RequestApi:
     service: NativeService
+    linking: Linking | None = None  # chat identity links (issue 19); None: the chat routes answer 404
     app: APIGatewayRestResolver = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.app = resolver(self.service)
+        self.app = resolver(self.service, self.linking)
 
     def on_schedule(self, event: object) -> dict[str, Any]:
         """EventBridge's scheduled rule: the sweep (pending expiry, failed hand-overs, settled grants;
@@ -168,7 +174,7 @@ class _Call:
         return _answer_refused(NotFound("no_route", f"no route {str(route_key)[:80]!r}"))
 
 
-def resolver(service: NativeService) -> APIGatewayRestResolver:
+def resolver(service: NativeService, linking: Linking | None = None) -> APIGatewayRestResolver:
     """The routes, each a plain function of the signed caller and the request's parts."""
     # debug=False whatever POWERTOOLS_DEV says: in debug mode Powertools answers an unhandled error with
     # its traceback and logs every event (with its SigV4 Authorization header); anyone who may change
@@ -216,6 +222,18 @@ def resolver(service: NativeService) -> APIGatewayRestResolver:
     @app.post("/requests/<id>/extend")
     def extend(**_: str) -> Response[str]:
         return _answer(201, service.extend(caller(), request_id(), body()))
+
+    @app.post("/chat/link")
+    def chat_link() -> Response[str]:
+        if linking is None:
+            raise NotFound("no_chat", "no chat is configured")
+        return _answer(200, linking.link(caller(), body()))
+
+    @app.post("/chat/unlink")
+    def chat_unlink() -> Response[str]:
+        if linking is None:
+            raise NotFound("no_chat", "no chat is configured")
+        return _answer(200, linking.unlink(caller()))
 
     return app
 

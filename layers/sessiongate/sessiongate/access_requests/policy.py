@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,10 @@ class Rule:
     max_lead_minutes: int | None = None  # how far ahead ``start_at`` may be (unset: no scheduled start)
     reminders: Reminders | None = None  # re-notify and escalate pending requests (the sweep)
     documents: tuple[SessionDocument, ...] | None = None  # Session Manager documents (None: the shell)
+    # Issue 19: whether a click in a chat may approve under this rule, and the Slack channel its
+    # requests are posted in (:mod:`sessiongate.chat`).
+    approve_in_chat: bool = True
+    slack_channel: str | None = None
 
     def matches(self, instance_id: str, tags: Mapping[str, str]) -> bool:
         if self.instance_ids and instance_id not in self.instance_ids:
@@ -508,6 +513,8 @@ def _rule(value: object, index: int) -> Rule:
             "max_lead_minutes",
             "reminders",
             "documents",
+            "approve_in_chat",
+            "slack_channel",
         },
     )
     name = data.get("name")
@@ -531,7 +538,30 @@ def _rule(value: object, index: int) -> Rule:
         max_lead_minutes=rule_limits.parse_max_lead(data.get("max_lead_minutes"), where),
         reminders=rule_limits.parse_reminders(data.get("reminders"), where),
         documents=rule_limits.parse_documents(data.get("documents"), where),
+        approve_in_chat=_flag(data.get("approve_in_chat"), f"{where}.approve_in_chat", default=True),
+        slack_channel=_slack_channel(data.get("slack_channel"), f"{where}.slack_channel"),
     )
+
+
+# A channel id (C..., G...) or a channel name ("#ops-approvals"): Slack's names are lower case letters,
+# digits, hyphens and underscores, at most 80 characters ("Create a channel", Slack help).
+SLACK_CHANNEL_RE = re.compile(r"^(#?[a-z0-9][a-z0-9_-]{0,79}|[CG][A-Z0-9]{8,20})$")
+
+
+def _flag(value: object, where: str, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise PolicyError(f"{where} must be true or false")
+    return value
+
+
+def _slack_channel(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SLACK_CHANNEL_RE.fullmatch(value):
+        raise PolicyError(f"{where} must be a Slack channel id (C0123456789) or name (#ops-approvals)")
+    return value
 
 
 def _instances(value: object, where: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
