@@ -7,6 +7,7 @@
     sessiongate connect ID          # waits for the grant, then runs `aws ssm start-session`
     sessiongate change-request ...  # accounts that use Change Manager
     sessiongate doctor [--stack-name sessiongate]   # is the deployment protected? (read-only)
+    sessiongate console [--port N] [--no-browser]   # a web page on this machine, signed as you
     sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER    # deployers only
     sessiongate policy test POLICY.json CASES.yaml    # offline: exit 1 when a case's decision differs
 
@@ -545,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--put", metavar="PARAMETER", help="write the signed envelope to this SSM parameter")
     p.add_argument("--parameter", help="without --put: the parameter the envelope is for")
     p.add_argument("--version", type=_positive, help="without --put: the parameter version it is for")
+    from . import console  # the local web page (sessiongate_cli/console.py)
+
+    console.add_command(add)
     return parser
 
 

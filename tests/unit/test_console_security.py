@@ -1,0 +1,184 @@
+"""`sessiongate console`'s own defences, over real HTTP on 127.0.0.1: the launch token and its cookie,
+the Host check (DNS rebinding), the token header and Origin on API calls (CSRF), the headers (CSP, no
+CORS), and that only the request API's routes are forwarded."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sessiongate_cli.client import CliError
+from sessiongate_cli.console import CSP, TOKEN_HEADER, ConsoleServer, Guard, route
+
+TOKEN = "t0ken-of-this-launch"
+
+
+class Recorder:
+    """A backend that records the calls the proxy forwards."""
+
+    identity = "arn:aws:iam::123456789012:user/alice"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, Any]] = []
+
+    def call(
+        self, method: str, path: str, body: Mapping[str, Any] | None, query: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        self.calls.append((method, path, body, query))
+        if path == "/requests/bad/approve":
+            raise CliError("you cannot approve or reject your own request", "self_approval", 403)
+        return {"ok": True}
+
+    def now(self) -> datetime:
+        return datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ConsoleServer]:
+    console = ConsoleServer(Recorder(), token=TOKEN)
+    console.start()
+    yield console
+    console.shutdown()
+    console.server_close()
+
+
+@pytest.fixture
+def backend(server: ConsoleServer) -> Recorder:
+    recorder = server.backend
+    assert isinstance(recorder, Recorder)
+    recorder.calls.clear()
+    return recorder
+
+
+def send(
+    server: ConsoleServer,
+    method: str,
+    path: str,
+    *,
+    host: str | None = None,
+    cookie: bool = True,
+    token: str | None = TOKEN,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    sent = {"Host": host or f"127.0.0.1:{server.port}"}
+    if cookie:
+        sent["Cookie"] = f"other=1; sessiongate_console_{server.port}={TOKEN}"
+    if token is not None:
+        sent[TOKEN_HEADER] = token
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    sent.update(headers or {})
+    connection.request(method, path, body=data, headers=sent)
+    response = connection.getresponse()
+    answer = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    connection.close()
+    return answer
+
+
+def test_the_launch_token_becomes_a_strict_httponly_cookie_and_leaves_the_url(server: ConsoleServer) -> None:
+    status, headers, _ = send(server, "GET", f"/?token={TOKEN}", cookie=False, token=None)
+    assert status == 303
+    assert headers["location"] == "/"
+    assert (
+        headers["set-cookie"]
+        == f"sessiongate_console_{server.port}={TOKEN}; HttpOnly; SameSite=Strict; Path=/"
+    )
+    assert send(server, "GET", "/?token=guess", cookie=False, token=None)[0] == 403
+
+
+def test_nothing_is_served_without_the_cookie(server: ConsoleServer, backend: Recorder) -> None:
+    for path in ("/", "/console.js", "/api/requests"):
+        assert send(server, "GET", path, cookie=False)[0] == 401, path
+    status, _, _ = send(
+        server, "GET", "/", cookie=False, headers={"Cookie": f"sessiongate_console_1={TOKEN}"}
+    )
+    assert status == 401  # another console's cookie name
+    assert backend.calls == []
+
+
+def test_the_page_carries_the_token_and_strict_headers(server: ConsoleServer) -> None:
+    status, headers, body = send(server, "GET", "/")
+    assert status == 200
+    assert f'content="{TOKEN}"'.encode() in body
+    assert headers["content-security-policy"] == CSP
+    assert "'unsafe-inline'" not in CSP
+    assert (headers["x-frame-options"], headers["cache-control"]) == ("DENY", "no-store")
+    assert not [h for h in headers if h.startswith("access-control-")]
+    assert b"http://" not in body  # nothing fetched from elsewhere
+    assert b"https://" not in body
+
+
+@pytest.mark.parametrize("host", ["attacker.test:{port}", "evil.example:80", "127.0.0.1", "127.0.0.1:1", ""])
+def test_another_host_name_is_refused_dns_rebinding(
+    server: ConsoleServer, backend: Recorder, host: str
+) -> None:
+    assert send(server, "GET", "/api/requests", host=host.format(port=server.port) or " ")[0] == 421
+    assert backend.calls == []
+
+
+def test_localhost_is_the_same_console(server: ConsoleServer, backend: Recorder) -> None:
+    assert send(server, "GET", "/api/requests", host=f"localhost:{server.port}")[0] == 200
+    assert backend.calls == [("GET", "/requests", None, {"limit": "50"})]
+
+
+def test_api_calls_need_the_token_header_and_a_json_post_of_the_same_origin(
+    server: ConsoleServer, backend: Recorder
+) -> None:
+    approve = "/api/requests/r1/approve"
+    assert send(server, "POST", approve, token=None, body={})[0] == 403
+    assert send(server, "POST", approve, token="wrong", body={})[0] == 403
+    assert send(server, "GET", "/api/requests", token=None)[0] == 403
+    cross = {"Origin": "https://evil.example"}
+    assert send(server, "POST", approve, body={}, headers=cross)[0] == 403
+    assert send(server, "POST", approve, body={}, headers={"Sec-Fetch-Site": "cross-site"})[0] == 403
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert send(server, "POST", approve, body={}, headers=form)[0] == 403
+    assert backend.calls == []
+    own = {"Origin": f"http://127.0.0.1:{server.port}", "Sec-Fetch-Site": "same-origin"}
+    status, _, body = send(server, "POST", approve, body={"comment": "ok"}, headers=own)
+    assert (status, json.loads(body)) == (200, {"data": {"ok": True}, "now": "2026-11-30T09:00:00Z"})
+    assert backend.calls == [("POST", "/requests/r1/approve", {"comment": "ok"}, None)]
+
+
+def test_only_the_request_apis_routes_are_forwarded(server: ConsoleServer, backend: Recorder) -> None:
+    assert send(server, "GET", "/api/../requests")[0] == 404
+    assert send(server, "POST", "/api/requests/r1/delete", body={})[0] == 404
+    assert send(server, "POST", "/api/requests/a%2Fb/approve", body={})[0] == 404
+    assert send(server, "GET", "/api/requests/r1/approve")[0] == 404  # a state change is a POST
+    assert send(server, "POST", "/api/requests", body=["not", "an", "object"])[0] == 400
+    for method in ("PUT", "DELETE", "OPTIONS"):
+        status, headers, _ = send(server, method, "/api/requests")
+        assert status == 405
+        assert not [h for h in headers if h.startswith("access-control-")]
+    assert backend.calls == []
+
+
+def test_an_api_refusal_keeps_its_status_and_code(server: ConsoleServer) -> None:
+    status, _, body = send(server, "POST", "/api/requests/bad/approve", body={})
+    assert status == 403
+    assert json.loads(body)["error"] == "self_approval"
+
+
+def test_the_routes_map_to_the_request_api() -> None:
+    assert route("GET", "/api/instances") == "/instances"
+    assert route("POST", "/api/requests/abc-1/extend") == "/requests/abc-1/extend"
+    assert route("POST", "/api/requests/abc/approve/x") is None
+    assert route("GET", "/api/requests/") is None
+
+
+def test_the_guard_compares_the_whole_token() -> None:
+    guard = Guard("abc", 8000)
+    assert guard.token_ok("abc")
+    assert not guard.token_ok("ab")
+    assert not guard.token_ok(None)
+    assert not guard.cookie_ok('sessiongate_console_8000="ab')
+    assert guard.cookie_ok("sessiongate_console_8000=abc")
