@@ -33,6 +33,8 @@ _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)"
     r"/aws4_request, SignedHeaders=(?P<signed>[^,]+), Signature=(?P<signature>[0-9a-f]{64})$"
 )
+# A grant expires at most this late in the demo (and its countdown is this much behind, at most).
+SYNC_EVERY = timedelta(seconds=3)
 _FORBIDDEN = b'{"message": "Missing Authentication Token"}'
 
 
@@ -97,14 +99,14 @@ class Demo:
         return str(self.play.principals[name]["arn"])
 
     def sync(self) -> None:
-        """The virtual clock catches up with the wall clock (schedules due meanwhile fire)."""
+        """The virtual clock catches up with the wall clock (schedules due meanwhile fire); at most every
+        ``SYNC_EVERY`` (a clock step reads every queue, stream and schedule of the world)."""
         target = self._virtual0 + timedelta(seconds=time.monotonic() - self._wall0)
-        if target > self.world.clock.now():
+        if target - self.world.clock.now() >= SYNC_EVERY:
             self.world.advance(target - self.world.clock.now())
 
     def now(self) -> datetime:
         with self.lock:
-            self.sync()
             return self.world.clock.now()
 
     def backend(self, name: str) -> SandboxBackend:

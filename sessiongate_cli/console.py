@@ -268,6 +268,9 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/api/"):
             self._api(method, url.path)
             return
+        if method == "GET" and url.path == "/favicon.ico":
+            self._send(204, b"", "image/x-icon")  # none: the browser asks anyway
+            return
         if method != "GET" or url.path not in STATIC:
             self._plain(404, "not found")
             return
