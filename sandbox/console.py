@@ -45,7 +45,7 @@ class Demo:
         from .policy import SessionChecker
         from .scenario.play import Play
         from .scenario.report import Report
-        from .scenario.runner import COLLECTS_ITSELF, STEPS
+        from .scenario.runner import STEPS
         from .scenario.schema import load, parse_duration, validate
         from .scenario.setup import setup
 
@@ -73,10 +73,6 @@ class Demo:
             for index, step in enumerate(scenario["steps"], start=1):
                 ((kind, spec),) = step.items()
                 STEPS[kind](self.play, index, spec)
-                if kind not in COLLECTS_ITSELF:
-                    from .scenario.record import collect
-
-                    collect(self.play)
             failed = [c.as_dict() for c in self.play.report.checks if not c.passed]
             if failed:
                 raise RuntimeError(f"the demo world did not come out as {path.name} says: {failed}")
