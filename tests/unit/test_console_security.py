@@ -182,3 +182,38 @@ def test_the_guard_compares_the_whole_token() -> None:
     assert not guard.token_ok(None)
     assert not guard.cookie_ok('sessiongate_console_8000="ab')
     assert guard.cookie_ok("sessiongate_console_8000=abc")
+
+
+def test_each_call_is_signed_with_the_credentials_of_the_moment() -> None:
+    """SSO and role credentials refresh while the console runs: each call asks the session again."""
+    from botocore.credentials import Credentials
+
+    from sessiongate_cli.client import Response
+    from sessiongate_cli.console import SignedBackend
+
+    class Session:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def get_credentials(self) -> Credentials:
+            self.n += 1
+            return Credentials(f"AKIAEXAMPLE{self.n:05d}", "secret", "token")
+
+    class Seen:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def send(self, request: Any) -> Response:
+            authorization = request.headers["Authorization"]
+            if isinstance(authorization, bytes):
+                authorization = authorization.decode()
+            self.keys.append(authorization.split("Credential=")[1].split("/")[0])
+            return Response(200, b'{"requests": []}')
+
+    seen = Seen()
+    backend = SignedBackend(
+        "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/v1", "eu-west-1", Session(), seen
+    )
+    assert backend.call("GET", "/requests", None, None) == {"requests": []}
+    backend.call("GET", "/approvals", None, None)
+    assert seen.keys == ["AKIAEXAMPLE00001", "AKIAEXAMPLE00002"]
