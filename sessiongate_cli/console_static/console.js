@@ -10,6 +10,7 @@
   let skew = 0; // the server's clock minus this browser's (the sandbox runs its own clock)
   let current = "mine";
   let instances = [];
+  const seen = new Map(); // request id -> the status last shown
 
   // ---------------------------------------------------------------------------- the local API
   async function api(method, path, body) {
@@ -132,6 +133,11 @@
     const live = await Promise.all(
       open.map((r) => (r.status === "PENDING" ? r : api("GET", `/api/requests/${r.request_id}`).then((d) => d.request)))
     );
+    // Changes seen by a refresh are announced (the lists themselves are not live regions: a refresh
+    // every few seconds would read them out again and again).
+    const changed = live.filter((r) => seen.has(r.request_id) && seen.get(r.request_id) !== r.status);
+    for (const r of live) seen.set(r.request_id, r.status);
+    if (changed.length) announce(changed.map((r) => `${instanceLabel(r)}: ${r.status}`).join("; "));
     const list = $("mine-list");
     list.replaceChildren();
     if (!live.length) list.append(el("p", { text: "No open requests. Use “Request access” to ask for one." }));
@@ -317,7 +323,7 @@
   // Background refresh, but never under the user's fingers (a form being filled in stays as it is).
   function backgroundRefresh() {
     const active = document.activeElement;
-    if (current === "new" || (active && active.closest && active.closest("form, textarea, input"))) return;
+    if (current === "new" || (active && active.closest && active.closest("form, article, table"))) return;
     refresh();
   }
 

@@ -129,7 +129,7 @@ def test_request_approve_countdown_and_done_in_a_real_browser(
     expect(page.locator("#instance-help")).to_contain_text("At most 120 minutes")
     page.get_by_label("Duration (minutes)").fill("10")
     page.get_by_label("Reason (shown to approvers)").fill("restart the api workers")
-    page.get_by_role("button", name="Request access").last.click()
+    page.get_by_role("button", name="Send request").click()
     expect(page.locator("#announce")).to_have_text("Request sent for approval")
     card = page.locator("article", has_text="api-1")
     expect(card.locator(".status")).to_have_text("PENDING")
