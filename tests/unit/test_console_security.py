@@ -217,3 +217,60 @@ def test_each_call_is_signed_with_the_credentials_of_the_moment() -> None:
     assert backend.call("GET", "/requests", None, None) == {"requests": []}
     backend.call("GET", "/approvals", None, None)
     assert seen.keys == ["AKIAEXAMPLE00001", "AKIAEXAMPLE00002"]
+
+
+def test_sessiongate_console_serves_the_deployed_api_signed_as_the_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sessiongate console`: the endpoint and region of the other commands, the user's session, the
+    transport given; the page's calls reach the API signed (here: a recording transport)."""
+    import io
+
+    from botocore.credentials import Credentials
+
+    from sessiongate_cli import console
+    from sessiongate_cli.client import Response
+    from sessiongate_cli.main import main
+
+    class Session:
+        region_name = None
+
+        def get_credentials(self) -> Credentials:
+            return Credentials("AKIAEXAMPLE00001", "secret")
+
+        def client(self, service: str) -> Any:
+            raise RuntimeError("no STS here")
+
+    sent: list[Any] = []
+
+    class Transport:
+        def send(self, request: Any) -> Response:
+            sent.append(request)
+            return Response(200, b'{"requests": [], "count": 0}')
+
+    served: list[ConsoleServer] = []
+
+    def serve(server: ConsoleServer, out: Any = None, *, open_browser: bool) -> None:
+        assert open_browser is False
+        served.append(server)
+
+    monkeypatch.setattr(console, "serve", serve)
+    endpoint = "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/v1"
+    code = main(
+        ["--endpoint", endpoint, "console", "--no-browser"],
+        session=Session(),
+        transport=Transport(),
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    assert code == 0
+    [server] = served
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        backend = server.backend
+        assert backend.identity == "your AWS credentials"
+        assert backend.call("GET", "/requests", None, {"limit": "50"}) == {"requests": [], "count": 0}
+    finally:
+        server.server_close()
+    assert sent[0].url == f"{endpoint}/requests?limit=50"
+    assert "/eu-west-1/execute-api/aws4_request" in str(sent[0].headers["Authorization"])
