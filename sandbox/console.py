@@ -9,6 +9,7 @@ runs. The world's virtual clock follows the wall clock, so a grant counts down a
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import sys
@@ -234,6 +235,7 @@ def serve(
     import webbrowser
 
     out = out or sys.stdout
+    logging.getLogger("samtranslator").setLevel(logging.ERROR)  # (its feature-toggle chatter)
     print("building the sandbox world (moto, the real handlers) ...", file=out, flush=True)
     demo = Demo(path)
     unknown = [n for n in names if n not in demo.people]
