@@ -131,7 +131,8 @@
     const { requests } = await api("GET", "/api/requests");
     const open = requests.filter((r) => OPEN.has(r.status));
     const live = await Promise.all(
-      open.map((r) => (r.status === "PENDING" ? r : api("GET", `/api/requests/${r.request_id}`).then((d) => d.request)))
+      // One read each: the list has neither the grant's expiry nor the approval progress.
+      open.map((r) => api("GET", `/api/requests/${r.request_id}`).then((d) => d.request))
     );
     // Changes seen by a refresh are announced (the lists themselves are not live regions: a refresh
     // every few seconds would read them out again and again).
@@ -256,6 +257,7 @@
         el("h3", { id: heading, text: `${person(r.requester_arn)} on ${instanceLabel(r)}` }),
         details([["Requester", r.requester_arn], ["Reason", r.reason], ["Ticket", r.ticket],
           ["Minutes", String(r.duration_minutes)], ["Rule", r.rule], ["Requested", when(r.created_at)],
+          ["Approved so far", (r.approvals || []).map((a) => person(a.approver_arn)).join(", ")],
           ["Request", r.request_id]]),
         field("Comment (required to reject)", comment));
       const actions = el("div", { class: "actions" },
@@ -278,7 +280,7 @@
     const list = $("history-list");
     list.replaceChildren();
     if (!requests.length) {
-      list.append(el("p", { text: "No requests yet." }));
+      list.append(el("p", { text: "You have made no requests yet." }));
       return;
     }
     const body = el("tbody");
