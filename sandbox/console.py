@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sessiongate.access_requests.http import ROUTES
 from sessiongate_cli.client import Response
-from sessiongate_cli.console import ConsoleServer, SignedBackend
+from sessiongate_cli.console import ConsoleServer, SignedBackend, launch_browser
 
 from .apigw import STAGE, admitted, api_event, organization_of, resource_policy
 from .world import REGION, World
@@ -232,8 +232,6 @@ def serve(
     names: list[str], port: int = 0, *, open_browser: bool, out: TextIO | None = None, path: Path = DEMO
 ) -> int:
     """One console per person (ports ``port``, ``port + 1``, ... or free ones), until Ctrl-C."""
-    import webbrowser
-
     out = out or sys.stdout
     logging.getLogger("samtranslator").setLevel(logging.ERROR)  # (its feature-toggle chatter)
     print("building the sandbox world (moto, the real handlers) ...", file=out, flush=True)
@@ -262,7 +260,7 @@ def serve(
         )
         out.flush()
         if open_browser:
-            webbrowser.open(servers[0][1].url)
+            launch_browser(servers[0][1].url, out)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

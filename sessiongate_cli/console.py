@@ -362,6 +362,16 @@ def _whoami(session: Any) -> str:
         return "your AWS credentials"
 
 
+def launch_browser(url: str, out: Any) -> None:
+    """The user's browser, when there is a graphical one: without a display Python's ``webbrowser``
+    would start a text browser in this terminal, in front of the console."""
+    graphical = sys.platform in ("darwin", "win32") or any(
+        os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")
+    )
+    if not graphical or not webbrowser.open(url):
+        print("(no graphical browser here: open the URL in yours)", file=out, flush=True)
+
+
 def serve(server: ConsoleServer, out: Any = None, *, open_browser: bool) -> None:
     out = out or sys.stdout
     print(f"SessionGate console on {server.url}", file=out)
@@ -369,7 +379,7 @@ def serve(server: ConsoleServer, out: Any = None, *, open_browser: bool) -> None
         "(this URL signs a browser in; keep it to yourself. Ctrl-C stops the console)", file=out, flush=True
     )
     if open_browser:
-        webbrowser.open(server.url)
+        launch_browser(server.url, out)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

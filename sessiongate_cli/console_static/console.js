@@ -302,10 +302,17 @@
   async function refresh() {
     try {
       await VIEWS[current]();
-      if (current !== "approvals") {
-        const { requests } = await api("GET", "/api/approvals");
-        $("approvals-count").textContent = requests.length ? String(requests.length) : "";
-      }
+    } catch (e) {
+      showError(e);
+    }
+  }
+
+  // The count on the Approvals button, kept fresh in the background (the Approvals view sets it too).
+  async function countApprovals() {
+    if (current === "approvals") return;
+    try {
+      const { requests } = await api("GET", "/api/approvals");
+      $("approvals-count").textContent = requests.length ? String(requests.length) : "";
     } catch (e) {
       showError(e);
     }
@@ -325,6 +332,7 @@
   // Background refresh, but never under the user's fingers (a form being filled in stays as it is).
   function backgroundRefresh() {
     const active = document.activeElement;
+    countApprovals();
     if (current === "new" || (active && active.closest && active.closest("form, article, table"))) return;
     refresh();
   }
@@ -348,6 +356,7 @@
     window.setInterval(tick, 1000);
     window.setInterval(backgroundRefresh, REFRESH_MS);
     await show("mine");
+    await countApprovals();
   }
 
   start();
