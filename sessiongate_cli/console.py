@@ -38,7 +38,6 @@ import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
@@ -110,11 +109,18 @@ class SignedBackend:
     def call(
         self, method: str, path: str, body: Mapping[str, Any] | None, query: Mapping[str, str] | None
     ) -> dict[str, Any]:
-        credentials = self.session.get_credentials()
-        if credentials is None:
-            raise CliError("no AWS credentials found (sign in again: aws sso login)", "no_credentials")
-        client = ApiClient(self.endpoint, credentials.get_frozen_credentials(), self.region, self.transport)
-        return client.call(method, path, body, query)
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            credentials = self.session.get_credentials()
+            frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        except BotoCoreError as exc:  # an SSO token that expired, a role that cannot be assumed, ...
+            raise CliError(f"your AWS credentials cannot be used now: {exc}", "no_credentials", 401) from None
+        if frozen is None:
+            raise CliError(
+                "no AWS credentials found (sign in again, e.g. aws sso login)", "no_credentials", 401
+            )
+        return ApiClient(self.endpoint, frozen, self.region, self.transport).call(method, path, body, query)
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -144,14 +150,13 @@ class Guard:
         return presented is not None and hmac.compare_digest(presented.encode(), self.token.encode())
 
     def cookie_ok(self, cookie_header: str | None) -> bool:
-        if not cookie_header:
-            return False
-        try:
-            jar: SimpleCookie = SimpleCookie(cookie_header)
-        except CookieError:
-            return False
-        morsel = jar.get(self.cookie_name)
-        return morsel is not None and self.token_ok(morsel.value)
+        """The console's cookie among any others of 127.0.0.1 (split by hand: ``http.cookies`` stops at
+        the first cookie it finds malformed, and other local apps set cookies of every shape)."""
+        for pair in (cookie_header or "").split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name == self.cookie_name and self.token_ok(value):
+                return True
+        return False
 
     def set_cookie(self) -> str:
         return f"{self.cookie_name}={self.token}; HttpOnly; SameSite=Strict; Path=/"

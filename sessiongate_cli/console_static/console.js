@@ -19,12 +19,19 @@
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    let response, data;
+    let response;
     try {
       response = await fetch(path, init);
-      data = await response.json();
     } catch (e) {
       throw new Error("the console is not answering: is `sessiongate console` still running?");
+    }
+    const text = await response.text();
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch (e) {
+      // Not the proxy's JSON: the console's own refusal (e.g. a console started again has a new token).
+      data = { message: text.trim() || `HTTP ${response.status}` };
     }
     if (data.now) skew = Date.parse(data.now) - Date.now();
     if (!response.ok) {

@@ -181,7 +181,10 @@ def test_the_guard_compares_the_whole_token() -> None:
     assert not guard.token_ok("ab")
     assert not guard.token_ok(None)
     assert not guard.cookie_ok('sessiongate_console_8000="ab')
+    assert not guard.cookie_ok("sessiongate_console_8001=abc")
     assert guard.cookie_ok("sessiongate_console_8000=abc")
+    # Other apps' cookies of 127.0.0.1, malformed for http.cookies, do not hide the console's.
+    assert guard.cookie_ok('app={"a": 1}; x=a b; sessiongate_console_8000=abc')
 
 
 def test_each_call_is_signed_with_the_credentials_of_the_moment() -> None:
@@ -274,3 +277,24 @@ def test_sessiongate_console_serves_the_deployed_api_signed_as_the_user(
         server.server_close()
     assert sent[0].url == f"{endpoint}/requests?limit=50"
     assert "/eu-west-1/execute-api/aws4_request" in str(sent[0].headers["Authorization"])
+
+
+def test_credentials_that_cannot_be_used_are_one_line_for_the_page() -> None:
+    from botocore.exceptions import TokenRetrievalError
+
+    from sessiongate_cli.console import SignedBackend
+
+    class Expired:
+        def get_credentials(self) -> Any:
+            raise TokenRetrievalError(provider="sso", error_msg="Token has expired and refresh failed")
+
+    class Nothing:
+        def get_credentials(self) -> Any:
+            return None
+
+    endpoint = "https://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/v1"
+    for session, said in ((Expired(), "Token has expired"), (Nothing(), "no AWS credentials found")):
+        with pytest.raises(CliError) as refused:
+            SignedBackend(endpoint, "eu-west-1", session).call("GET", "/requests", None, None)
+        assert (refused.value.code, refused.value.status) == ("no_credentials", 401)
+        assert said in refused.value.message
