@@ -124,6 +124,14 @@ def test_request_approve_countdown_and_done_in_a_real_browser(
     page.get_by_role("button", name="Request access").click()
     picker = page.get_by_label("Instance")
     expect(picker.locator("option", has_text="api-1")).to_have_count(1)
+    # Every instance of the demo but the one InstanceDeniedTag puts out of scope, with its rule.
+    assert sorted(
+        o.split(" (")[0] + " " + o.split(", ")[1] for o in picker.locator("option").all_text_contents()
+    ) == [
+        "api-1 rule dev",
+        "db-1 rule prod",
+        "web-1 rule dev",
+    ]
     api1 = next(o for o in picker.locator("option").all_text_contents() if o.startswith("api-1"))
     picker.select_option(label=api1)
     expect(page.locator("#instance-help")).to_contain_text("At most 120 minutes")
