@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing \
             AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: setup setup-sam setup-scan scan lint typecheck validate slot-keys unit integration test demo scenarios bench bench-quick build deploy clean \
+.PHONY: setup setup-sam setup-scan scan lint typecheck validate slot-keys unit integration test demo console-demo scenarios bench bench-quick build deploy clean \
         smoke smoke-plan smoke-teardown
 
 setup: $(VENV)/.installed
@@ -78,6 +78,11 @@ integration: setup
 # The README's main job: the original walkthrough, offline (moto + virtual clock), as a timeline.
 demo: setup
 	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox demo
+
+# The web console (`sessiongate console`) on a sandbox world: one local URL per person (alice and dave
+# request, bob and carol approve); Ctrl-C stops it. `sandbox console --as bob` serves one person only.
+console-demo: setup
+	$(TEST_ENV) PYTHONPATH=layers/sessiongate:. $(BIN)/python -m sandbox console
 
 # Every shipped scenario (also part of `make integration`): one result line per file; fails if any failed.
 scenarios: setup

@@ -22,11 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--json", action="store_true", help="print the machine-readable report")
     demo = sub.add_parser("demo", help="play the walkthrough (scenarios/walkthrough.yaml) as a timeline")
     demo.add_argument("--json", action="store_true", help="print the machine-readable report")
+    console = sub.add_parser(
+        "console", help="the web console (sessiongate console) on a sandbox world, one per person"
+    )
+    console.add_argument("--as", dest="people", action="append", metavar="NAME", help="person (repeatable)")
+    console.add_argument("--port", type=int, default=0, help="first local port (default: free ones)")
+    console.add_argument("--no-browser", action="store_true", help="print the URLs, open no browser")
     args = parser.parse_args(argv)
 
     import warnings
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
+    if args.command == "console":
+        from .console import serve
+
+        return serve(args.people or [], args.port, open_browser=not args.no_browser)
     from .scenario import ScenarioError, run_file
 
     path = WALKTHROUGH if args.command == "demo" else args.scenario

@@ -7,6 +7,7 @@
     sessiongate connect ID          # waits for the grant, then runs `aws ssm start-session`
     sessiongate change-request ...  # accounts that use Change Manager
     sessiongate doctor [--stack-name sessiongate]   # is the deployment protected? (read-only)
+    sessiongate console [--port N] [--no-browser]   # a web page on this machine, signed as you
     sessiongate policy sign POLICY.json --key-id KEY_ARN --put PARAMETER    # deployers only
     sessiongate policy test POLICY.json CASES.yaml    # offline: exit 1 when a case's decision differs
     sessiongate audit --since 2026-11-01 [--person alice] [--format csv]   # auditors (history export)
@@ -584,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import audit  # sessiongate audit (issue 17): its own module
 
     audit.add_parser(add)
+    from . import console  # the local web page (sessiongate_cli/console.py)
+
+    console.add_command(add)
     return parser
 
 

@@ -46,7 +46,7 @@ def test_every_route_is_a_rest_api_method_with_iam_authorization() -> None:
     events = {
         name: e for name, e in resource("RequestApiFunction")["Properties"]["Events"].items() if name != SWEEP
     }
-    assert len(events) == len(declared_routes()) == 11  # (two: chat identity links, issue 19)
+    assert len(events) == len(declared_routes()) == 12  # (two: chat identity links, issue 19; GET /instances)
     for event in events.values():
         assert event["Type"] == "Api"
         props = event["Properties"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.unit.access_world import ALICE, BOB, caller, create, granted, new_world
-from tests.unit.fakes.access import World
+import pytest
+
+from sessiongate.access_requests.errors import NotAllowed
+from tests.unit.access_world import ALICE, BOB, CAROL, caller, create, granted, new_world
+from tests.unit.fakes.access import ACCOUNT, World, world
 
 
 def side_effects(w: World) -> tuple[object, ...]:
@@ -53,3 +56,65 @@ def test_approvers_see_what_they_may_approve_now_and_nothing_is_written() -> Non
     assert listed["request_id"] == request_id
     assert w.service.list_to_approve(caller(ALICE), 10)["requests"] == []
     assert side_effects(w) == before
+
+
+PICKER_POLICY: dict[str, object] = {
+    "version": 1,
+    "rules": [
+        {
+            "name": "db",
+            "instances": {"tags": {"Role": "db"}},
+            "requesters": [CAROL],
+            "levels": [{"approvers": [BOB]}],
+        },
+        {
+            "name": "web",
+            "instances": {"tags": {"Role": "web"}},
+            "levels": [{"approvers": [BOB]}],
+            "max_duration_minutes": 30,
+            "ticket": {"required": True},
+            "break_glass": {"enabled": True, "requesters": [ALICE]},
+        },
+    ],
+}
+
+
+def test_the_picker_lists_what_the_policy_lets_the_caller_request_and_nothing_is_written() -> None:
+    w = world(PICKER_POLICY, instance_required_tag=("Team", "ops"))  # denied: SessionGate=deny
+    w.instance("i-0000000000000000a", Name="web-1", Role="web", Team="ops", Secret="s3cr3t")
+    w.instance("i-0000000000000000b", Name="db-1", Role="db", Team="ops")  # rule db: Carol only
+    w.instance("i-0000000000000000c", Role="cache", Team="ops")  # no rule covers it
+    w.instance("i-0000000000000000d", Role="web", Team="ops", sessiongate="deny")  # denied, any case
+    w.instance("i-0000000000000000e", Role="web", Team="dev")  # outside InstanceRequiredTag
+    w.inventory.add("i-0000000000000000f", tags={"Role": "web", "team": "ops"}, state="terminated")
+    before = side_effects(w)
+    alice = w.service.list_requestable(caller(ALICE))
+    assert alice == {
+        "account": ACCOUNT,
+        "truncated": False,
+        "instances": [
+            {
+                "instance_id": "i-0000000000000000a",
+                "name": "web-1",
+                "state": "running",
+                "rule": "web",
+                "max_duration_minutes": 30,
+                "ticket_required": True,
+                "break_glass": {"max_duration_minutes": 15},
+                "scheduled_start": False,
+            }
+        ],
+    }
+    carol = w.service.list_requestable(caller(CAROL))["instances"]
+    assert [(i["instance_id"], i["break_glass"]) for i in carol] == [
+        ("i-0000000000000000a", None),  # break-glass is Alice's only
+        ("i-0000000000000000b", None),
+    ]
+    assert side_effects(w) == before
+
+
+def test_the_picker_refuses_an_account_outside_sessiongate() -> None:
+    w = world(PICKER_POLICY)
+    with pytest.raises(NotAllowed) as refused:
+        w.service.list_requestable(caller("arn:aws:iam::999999999999:user/alice"))
+    assert refused.value.code == "account_not_allowed"

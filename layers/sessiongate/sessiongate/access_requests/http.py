@@ -7,6 +7,7 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
                                                 account?}
     GET  /requests                  mine             ?limit=
     GET  /approvals                 pending for me   ?limit=
+    GET  /instances                 instances I may request (the policy's rules that let me request)
     GET  /requests/{id}             one request
     POST /requests/{id}/approve     {comment?}
     POST /requests/{id}/reject      {comment}
@@ -70,6 +71,7 @@ ROUTES = (
     "POST /requests",
     "GET /requests",
     "GET /approvals",
+    "GET /instances",
     "GET /requests/{id}",
     "POST /requests/{id}/approve",
     "POST /requests/{id}/reject",
@@ -198,6 +200,10 @@ def resolver(service: NativeService, linking: Linking | None = None) -> APIGatew
     @app.get("/approvals")
     def to_approve() -> Response[str]:
         return _answer(200, service.list_to_approve(caller(), limit()))
+
+    @app.get("/instances")
+    def requestable() -> Response[str]:
+        return _answer(200, service.list_requestable(caller()))
 
     @app.get("/requests/<id>")
     def one(**_: str) -> Response[str]:
