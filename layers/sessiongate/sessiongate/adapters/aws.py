@@ -91,6 +91,10 @@ def session() -> Any:
     # The process's AWS_DATA_PATH, if any, still applies, after the shipped models.
     configured = core.get_config_variable("data_path")
     core.set_config_variable("data_path", os.pathsep.join(p for p in (DATA_PATH, configured) if p))
+    # botocore's endpoints and service lists read for less (botocore_data.py: ~0.5x `import boto3`).
+    from sessiongate.adapters import botocore_data
+
+    botocore_data.install(core, DATA_PATH)
     return boto3.session.Session(botocore_session=core)
 
 
