@@ -55,7 +55,17 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "TransactWriteItems",
         "UpdateItem",
     ),
+    "scheduler": ("CreateSchedule", "DeleteSchedule", "GetSchedule"),
+    "sns": ("Publish",),
+    "kms": ("GenerateMac", "Verify", "VerifyMac"),  # Verify: a false match (``verify`` methods), kept
+    "sts": ("AssumeRole",),
+    "events": ("PutEvents",),
+    # Read through bound methods (``client.get_user_id``...), found as attribute references.
+    "identitystore": ("GetGroupId", "GetUserId", "IsMemberInGroups"),
 }
+# The endpoints data (botocore's endpoints.json) the layer ships: every partition, only these services
+# (``sessiongate.adapters.botocore_data``); key order as botocore's (it orders some of its answers).
+ENDPOINTS = Path("endpoints-trimmed.json")
 _DROPPED = frozenset({"documentation", "documentationUrl", "deprecatedMessage"})
 
 
@@ -116,9 +126,10 @@ def trim(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
 def missing_operations(source: Path = DATA.parent) -> dict[str, set[str]]:
     """Operations of a trimmed service the engine's code may call but its trimmed model lacks.
 
-    Every method call and paginator name in ``source`` whose name is one of the service's operations
-    (botocore's snake_case names, from its full model) counts as a call: a false match only keeps
-    one more operation, a missing one would be an ``AttributeError`` in production."""
+    Every attribute reference (method calls and bound methods alike) and paginator name in ``source``
+    whose name is one of the service's operations (botocore's snake_case names, from its full model)
+    counts as a call: a false match only keeps one more operation, a missing one would be an
+    ``AttributeError`` in production."""
     import ast
 
     from botocore import xform_name
@@ -127,12 +138,17 @@ def missing_operations(source: Path = DATA.parent) -> dict[str, set[str]]:
     used: set[str] = set()
     for path in sorted(source.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                used.add(node.func.attr)
-                if node.func.attr in ("get_paginator", "can_paginate", "get_waiter") and node.args:
-                    first = node.args[0]
-                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                        used.add(first.value)
+            if isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("get_paginator", "can_paginate", "get_waiter")
+                and node.args
+            ):
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                    used.add(first.value)
     missing: dict[str, set[str]] = {}
     for service, operations in OPERATIONS.items():
         version = loader.determine_latest_version(service, "service-2")
@@ -155,6 +171,23 @@ def models() -> dict[Path, str]:
     return out
 
 
+def endpoints() -> str:
+    """botocore's endpoints data with every partition whole and only the services of ``OPERATIONS``,
+    with the list of those services (the resolver answers any other from botocore's whole file)."""
+    full = _builtin_loader().load_data("endpoints")
+    partitions = [
+        {**partition, "services": {k: v for k, v in partition["services"].items() if k in OPERATIONS}}
+        for partition in full["partitions"]
+    ]
+    trimmed = {"services": sorted(OPERATIONS), "endpoints": {**full, "partitions": partitions}}
+    return json.dumps(trimmed, indent=None, separators=(",", ":")) + "\n"
+
+
+def files() -> dict[Path, str]:
+    """Every file the data directory ships: the trimmed models and endpoints."""
+    return {**models(), ENDPOINTS: endpoints()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -162,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     args = parser.parse_args(argv)
     stale = []
-    for relative, text in models().items():
+    for relative, text in files().items():
         path = DATA / relative
         current = path.read_text() if path.exists() else None
         if current == text:

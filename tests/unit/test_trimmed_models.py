@@ -41,7 +41,20 @@ def test_a_call_missing_from_the_trimmed_models_is_found(tmp_path: Path) -> None
         "    ssm.send_command(DocumentName='x')\n"
         "    return iam.get_paginator('list_users')\n"
     )
-    assert trim_models.missing_operations(tmp_path) == {"ssm": {"SendCommand"}, "iam": {"ListUsers"}}
+    # A name is matched against every trimmed service (identitystore has a ListUsers too): a false match
+    # only keeps one more operation.
+    assert trim_models.missing_operations(tmp_path) == {
+        "ssm": {"SendCommand"},
+        "iam": {"ListUsers"},
+        "identitystore": {"ListUsers"},
+    }
+
+
+def test_an_operation_read_as_a_bound_method_counts_as_called(tmp_path: Path) -> None:
+    """``identity_store.py`` reads ``client.get_user_id`` and calls it later: an attribute reference,
+    not a call, and still an operation the trimmed model must keep."""
+    (tmp_path / "adapter.py").write_text("def f(store):\n    return {'x': store.list_group_memberships}\n")
+    assert trim_models.missing_operations(tmp_path) == {"identitystore": {"ListGroupMemberships"}}
 
 
 def test_trimmed_operations_are_botocores_own() -> None:

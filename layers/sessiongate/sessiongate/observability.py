@@ -10,11 +10,14 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sessiongate.coldstart import long_lived
+
 SERVICE = "sessiongate"
 NAMESPACE = "SessionGate"
 
 
 @functools.cache
+@long_lived
 def logger() -> Any:
     from aws_lambda_powertools import Logger
 
@@ -47,6 +50,7 @@ def bind(**keys: Any) -> Any:
 
 
 @functools.cache
+@long_lived
 def _metrics() -> Any:
     from aws_lambda_powertools import Metrics
 
@@ -97,6 +101,7 @@ def lambda_entry(fn: H) -> H:
 
 
 @functools.cache
+@long_lived
 def _instrumented(fn: Handler) -> Handler:
     wrapped = logger().inject_lambda_context(fn, clear_state=True)
     return _metrics().log_metrics(wrapped)  # type: ignore[no-any-return]

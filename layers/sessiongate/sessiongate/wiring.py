@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sessiongate.change_manager.adapter import ChangeRequestAdapter
 from sessiongate.change_manager.verifier import ChangeManagerVerifier
 from sessiongate.clock import Clock, SystemClock
+from sessiongate.coldstart import long_lived
 from sessiongate.core.engine import Engine
 from sessiongate.core.model import Origin
 from sessiongate.errors import ConfigError
@@ -491,42 +492,49 @@ def build(
 # The process-wide dependencies of the Lambda handlers: built on the first invocation from the
 # function's environment, the system clock and boto3 clients, then kept for the process's life.
 @functools.cache
+@long_lived
 def engine(role: str) -> Engine:
     """The process-wide engine of a function role (``grant``, ``revoke``, ``reconcile``)."""
     return build_engine(Settings.from_env(os.environ, require=REQUIRED[role]))
 
 
 @functools.cache
+@long_lived
 def change_request_adapter() -> ChangeRequestAdapter:
     """The process-wide Change Manager adapter (role ``adapter``)."""
     return build_change_request_adapter(Settings.from_env(os.environ, require=REQUIRED["adapter"]))
 
 
 @functools.cache
+@long_lived
 def publisher() -> Publisher:
     """The process-wide stream consumer (role ``publish``)."""
     return build_publisher(Settings.from_env(os.environ, require=REQUIRED["publish"]))
 
 
 @functools.cache
+@long_lived
 def exporter() -> Exporter:
     """The process-wide history export (role ``export``)."""
     return build_exporter(Settings.from_env(os.environ, require=REQUIRED["export"]))
 
 
 @functools.cache
+@long_lived
 def request_api() -> RequestApi:
     """The process-wide native request API (role ``requests``)."""
     return build_request_api(Settings.from_env(os.environ, require=REQUIRED["requests"]))
 
 
 @functools.cache
+@long_lived
 def chat_interactions() -> ChatInteractions:
     """The process-wide chat interactions endpoint (role ``chat``)."""
     return build_chat_interactions(Settings.from_env(os.environ, require=REQUIRED["chat"]))
 
 
 @functools.cache
+@long_lived
 def chat_messages() -> RequestMessages:
     """The process-wide chat notifier (role ``chat_notify``)."""
     return build_chat_messages(Settings.from_env(os.environ, require=REQUIRED["chat_notify"]))

@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sessiongate.coldstart import long_lived
 from sessiongate.core.ports import ServiceFailure
 
 RETRY_CONFIG: dict[str, Any] = {"retries": {"mode": "standard", "max_attempts": 6}}
@@ -81,6 +82,7 @@ DATA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 @functools.cache
+@long_lived
 def session() -> Any:
     """The process's one boto3 Session, built on first use (Lambda handlers run one event at a time:
     boto3 Sessions are not meant to build clients from several threads at once)."""
@@ -91,6 +93,10 @@ def session() -> Any:
     # The process's AWS_DATA_PATH, if any, still applies, after the shipped models.
     configured = core.get_config_variable("data_path")
     core.set_config_variable("data_path", os.pathsep.join(p for p in (DATA_PATH, configured) if p))
+    # botocore's endpoints and service lists read for less (botocore_data.py: ~0.5x `import boto3`).
+    from sessiongate.adapters import botocore_data
+
+    botocore_data.install(core, DATA_PATH)
     return boto3.session.Session(botocore_session=core)
 
 
@@ -102,6 +108,7 @@ def _config() -> Any:
 
 
 @functools.cache
+@long_lived
 def client(service: str, region: str | None = None) -> Any:
     """The process's client for ``service`` (built on first use, then shared)."""
     made = session().client(service, region_name=region, config=_config())
@@ -117,6 +124,7 @@ def _tag_config() -> Any:
 
 
 @functools.cache
+@long_lived
 def tag_client(service: str = "iam") -> Any:
     """The process's IAM or EC2 client for the grant's tag calls (``TAG_CALL_CONFIG``), from the one
     Session."""
