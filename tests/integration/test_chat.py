@@ -148,3 +148,25 @@ def test_the_chat_tables_on_dynamodb_behave_like_the_unit_fakes(world: World) ->
         assert links.of_identity("arn:y") == [Link(user, "arn:y", "")]  # (a keys-only index)
         assert links.delete(user) == Link(user, "arn:y", "t1")
         assert links.get(user) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["chat", "link", "not a code"], "give the code /sessiongate link showed you"),
+        (["chat", "link"], "give the code /sessiongate link showed you"),
+        (["chat", "unlink", "ABCDE-FGH23"], "unlink takes no code"),
+    ],
+)
+def test_chat_usage_mistakes_are_refused_before_calling_the_api(argv: list[str], message: str) -> None:
+    err = io.StringIO()
+
+    class NoCalls:
+        def send(self, request: Any) -> Any:
+            raise AssertionError("the API was called")
+
+    session = boto3.Session(
+        aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key="x", region_name="us-east-1"
+    )
+    assert main(["--endpoint", ENDPOINT, *argv], transport=NoCalls(), session=session, err=err) == 1
+    assert message in err.getvalue()

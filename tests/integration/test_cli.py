@@ -161,6 +161,7 @@ def test_extend_and_cancel(deployed: Stack, gateway: Gateway) -> None:  # noqa: 
         ["connect"],
         ["change-request"],
         ["doctor"],
+        ["chat"],
     ],
 )
 def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:

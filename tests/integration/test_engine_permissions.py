@@ -559,14 +559,16 @@ REQUEST_API_WRITES = [
 ]
 
 
-def test_guard_denies_changing_the_request_api(iam: tuple[World, SessionChecker]) -> None:
+@pytest.mark.parametrize("api_id", ["RequestApi", "ChatApi"])
+def test_guard_denies_changing_the_request_api(iam: tuple[World, SessionChecker], api_id: str) -> None:
     """Review B, H2: a non-proxy integration's mapping template makes up requestContext.identity, so
     changing the request API (methods, integrations, stages, deployments, resource policy) would let
-    anyone approve "as" anyone: nobody holding the guard writes it; other APIs stay the admin's."""
+    anyone approve "as" anyone: nobody holding the guard writes it; other APIs stay the admin's. The
+    chat API (issue 19) likewise, though its function checks Slack's signature itself."""
     world, checker = iam
-    name = "guarded-apigateway"
+    name = f"guarded-apigateway-{api_id}"
     _admin(world, name)
-    api = world.stack.resources["RequestApi"].physical_id
+    api = world.stack.resources[api_id].physical_id
     base = f"arn:aws:apigateway:{REGION}::/restapis/{api}"
     [(action, path)] = REQUEST_API_WRITES[:1]
     assert checker.authorized("role", name, action, base + path)  # an admin without the guard

@@ -263,3 +263,18 @@ def test_the_policy_refuses_bad_chat_settings(field: str, value: Any) -> None:
     document["rules"][1][field] = value
     with pytest.raises(PolicyError, match=field):
         ApprovalPolicy.parse(document)
+
+
+def test_events_delivered_out_of_order_never_reopen_the_message() -> None:
+    """SNS invokes the notifier once per event, in no set order: the approval may come first."""
+    c = chat_world(policy())
+    request_id = create(c.w)
+    c.w.service.approve(caller(BOB), request_id, None)
+    requested, approved = [{"event_type": t, **p} for t, p in c.w.notifier.sent]
+    assert c.messages.on_event(approved) == "posted"
+    assert c.messages.on_event(requested) == "updated"
+    [message] = c.slack.in_channel(CHANNEL)
+    assert "*APPROVED*" in message.all_text
+    assert message.buttons == []
+    history = message.blocks[2]["elements"][0]["text"]
+    assert history.index("requested by") < history.index("approved by")

@@ -2,11 +2,12 @@
 topic; this module only reads the events' payloads, whose shapes it does not change).
 
 A request whose rule names a channel (``slack_channel``, recorded in the request's rule snapshot and so
-in its events) is posted when it appears (AccessRequested; BreakGlassUsed and AutoApproved, without
-buttons); every later event of that request, and the grant's (AccessGranted/Denied/Revoked, whose
-``origin_ref`` is the request id), updates the same message: its state and one history line. The card's
-facts are kept with the message (the grant's events do not carry the reason or the ticket). Events are
-delivered at least once: an event id already shown is skipped.
+in its events) is posted with the first of its events that arrives (AccessRequested; BreakGlassUsed
+and AutoApproved, without buttons); every other event of that request, and the grant's
+(AccessGranted/Denied/Revoked, whose ``origin_ref`` is the request id), updates the same message: its
+state and one history entry. The card's facts are kept with the message (the grant's events do not
+carry the reason or the ticket). Events are delivered at least once and in no set order: an event id
+already shown is skipped, a state never moves back, the history stays in time order.
 """
 
 from __future__ import annotations
@@ -16,50 +17,86 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sessiongate.chat.ports import ChatState, Outbound, RequestCard, StoredMessage
+from sessiongate.chat.ports import ChatState, Outbound, RequestCard, StoredMessage, history_entry
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger
 
-POSTED = frozenset({"AccessRequested", "BreakGlassUsed", "AutoApproved"})
 SAVE_ATTEMPTS = 3
+# SNS invokes the notifier once per event, in no particular order: a state never moves back (an
+# AccessRequested delivered after the AccessApproved does not reopen the message), and the history is
+# kept in time order.
+RANK = {"PENDING": 0, "APPROVED": 1, "ACTIVE": 2}
+FINAL = 3  # REJECTED, CANCELLED, EXPIRED, DENIED, REVOKED
+
+
+def _rank(state: str) -> int:
+    return RANK.get(state, FINAL)
+
+
+def _later(current: str, new: str | None) -> str:
+    return new if new is not None and _rank(new) >= _rank(current) else current
 
 
 def _approvers(payload: Mapping[str, Any]) -> str:
     return ", ".join(str(a) for a in payload.get("approver_arns") or []) or "-"
 
 
+# A move's place in a request's life (history entries of the same second sort by it).
+ORDER = {
+    "AccessRequested": 0,
+    "ApprovalRecorded": 1,
+    "AccessRequestReminder": 1,
+    "AccessRequestEscalated": 1,
+    "AccessApproved": 2,
+    "BreakGlassUsed": 2,
+    "AutoApproved": 2,
+    "AccessRejected": 3,
+    "AccessRequestCancelled": 3,
+    "AccessRequestExpired": 3,
+    "AccessGranted": 4,
+    "AccessDenied": 4,
+    "AccessRevoked": 5,
+}
+
+
 def _move(event_type: str, p: Mapping[str, Any]) -> tuple[str | None, str]:
-    """(the card's new state or None to keep it, the history line) of one event."""
-    at = str(p.get("at", ""))
+    """(the card's new state or None to keep it, the history entry) of one event."""
+    state, text = _what(event_type, p)
+    if not text:
+        return state, ""
+    return state, history_entry(str(p.get("at", "")), ORDER.get(event_type, 9), text)
+
+
+def _what(event_type: str, p: Mapping[str, Any]) -> tuple[str | None, str]:
     if event_type == "AccessRequested":
-        return "PENDING", f"{at} requested by {p.get('requester_arn')}"
+        return "PENDING", f"requested by {p.get('requester_arn')}"
     if event_type == "ApprovalRecorded":
-        return None, f"{at} approval recorded ({_approvers(p)}); more approvals needed"
+        return None, f"approval recorded ({_approvers(p)}); more approvals needed"
     if event_type == "AccessApproved":
-        return "APPROVED", f"{at} approved by {_approvers(p)}"
+        return "APPROVED", f"approved by {_approvers(p)}"
     if event_type == "BreakGlassUsed":
-        return "APPROVED", f"{at} BREAK-GLASS self-approval by {p.get('requester_arn')}"
+        return "APPROVED", f"BREAK-GLASS self-approval by {p.get('requester_arn')}"
     if event_type == "AutoApproved":
-        return "APPROVED", f"{at} auto-approved ({p.get('auto_approval', '')})"
+        return "APPROVED", f"auto-approved ({p.get('auto_approval', '')})"
     if event_type == "AccessRejected":
-        return "REJECTED", f"{at} rejected: {p.get('comment', '')}"
+        return "REJECTED", f"rejected: {p.get('comment', '')}"
     if event_type == "AccessRequestCancelled":
-        return "CANCELLED", f"{at} cancelled by the requester"
+        return "CANCELLED", "cancelled by the requester"
     if event_type == "AccessRequestExpired":
-        return "EXPIRED", f"{at} expired before anyone decided"
+        return "EXPIRED", "expired before anyone decided"
     if event_type in ("AccessRequestReminder", "AccessRequestEscalated"):
-        return None, f"{at} {'escalated' if event_type.endswith('Escalated') else 'reminder sent'}"
+        return None, f"{'escalated' if event_type.endswith('Escalated') else 'reminder sent'}"
     if event_type == "AccessGranted":
-        return "ACTIVE", f"{at} granted until {p.get('expires_at')}"
+        return "ACTIVE", f"granted until {p.get('expires_at')}"
     if event_type == "AccessDenied":
         codes = ", ".join(str(d.get("code")) for d in p.get("denials") or [] if isinstance(d, Mapping))
-        return "DENIED", f"{at} denied by the engine ({codes})"
+        return "DENIED", f"denied by the engine ({codes})"
     if event_type == "AccessRevoked":
         reason = str(p.get("reason", ""))
         state = "EXPIRED" if reason == "expired" else "REVOKED"
         return (
             state,
-            f"{at} {'expired' if state == 'EXPIRED' else 'revoked'} ({reason}) by {p.get('revoked_by')}",
+            f"{'expired' if state == 'EXPIRED' else 'revoked'} ({reason}) by {p.get('revoked_by')}",
         )
     return None, ""
 
@@ -112,9 +149,9 @@ class RequestMessages:
         for _ in range(SAVE_ATTEMPTS):
             stored = self.state.message_of(request_id)
             if stored is None:
-                channel = event.get("slack_channel")
-                if event_type not in POSTED or not isinstance(channel, str) or not channel:
-                    return "ignored"  # no channel for its rule, or its message was never posted
+                channel = event.get("slack_channel")  # (request events of a rule with a channel)
+                if not isinstance(channel, str) or not channel:
+                    return "ignored"  # no channel for its rule, or a grant's event before any request's
                 card = replace(
                     card_from(
                         event, self.tags_of(str(event.get("account", "")), str(event.get("instance_id")))
@@ -130,7 +167,9 @@ class RequestMessages:
             if event_id in stored.seen:
                 return "duplicate"
             card = replace(
-                stored.card, state=state or stored.card.state, history=(*stored.card.history, line)
+                stored.card,
+                state=_later(stored.card.state, state),
+                history=tuple(sorted((*stored.card.history, line))),
             )
             updated = StoredMessage(
                 stored.channel, stored.ref, card, stored.version + 1, (*stored.seen[-20:], event_id)

@@ -78,12 +78,24 @@ class RequestCard:
     rule: str = ""
     instance_tags: Mapping[str, str] = field(default_factory=dict)
     state: str = "PENDING"  # what the card says: PENDING, APPROVED, ACTIVE, REJECTED, REVOKED, EXPIRED, ...
-    history: tuple[str, ...] = ()  # one line per move ("approved by ...", "granted until ...")
+    history: tuple[str, ...] = ()  # one entry per move, in order (:func:`history_entry`, :func:`shown`)
 
     @property
     def open(self) -> bool:
         """Whether the buttons are shown (only while the request waits for a decision)."""
         return self.state == "PENDING"
+
+
+def history_entry(at: str, order: int, text: str) -> str:
+    """A history entry that sorts by time, then by the move's place in a request's life (``order``:
+    events of the same second arrive in any order)."""
+    return f"{at}\t{order}\t{text}"
+
+
+def shown(entry: str) -> str:
+    """How a history entry reads: ``<time> <text>``."""
+    at, _, rest = entry.partition("\t")
+    return f"{at} {rest.partition(chr(9))[2]}" if "\t" in rest else entry
 
 
 class Inbound(Protocol):

@@ -28,7 +28,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from sessiongate.chat.ports import ChatUser, Click, Interaction, LinkCommand, RequestCard, Unsupported
+from sessiongate.chat.ports import (
+    ChatUser,
+    Click,
+    Interaction,
+    LinkCommand,
+    RequestCard,
+    Unsupported,
+    shown,
+)
 
 CHAT = "slack"
 COMMAND = "/sessiongate"
@@ -160,7 +168,7 @@ def blocks(card: RequestCard) -> list[dict[str, Any]]:
         },
     ]
     if card.history:
-        text = "\n".join(escape(line) for line in card.history[-10:])
+        text = "\n".join(escape(shown(entry)) for entry in card.history[-10:])
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]})
     if card.open:
         out.append(
