@@ -168,6 +168,8 @@ class _Resolver:
             # CloudFormation names an unnamed table <stack>-<logical id>-<random suffix>; the engine
             # roles' policies rely on that form (the tables' resource policies name the roles).
             return f"{self.stack.name}-{logical_id}-SANDBOX0TABLE"
+        if type_ == "AWS::S3::Bucket":  # lowercase only (S3, "General purpose bucket naming rules")
+            return f"{self.stack.name}-{logical_id}".lower()[:63]
         return f"{self.stack.name}-{logical_id}"[:64]
 
     def physical_id(self, logical_id: str) -> str:
@@ -201,6 +203,7 @@ class _Resolver:
             "AWS::Lambda::LayerVersion": lambda: f"arn:aws:lambda:{region}:{account}:layer:{name}:1",
             # moto picks key ids: the sandbox names each key by an alias of its logical name.
             "AWS::KMS::Key": lambda: f"arn:aws:kms:{region}:{account}:alias/{name}",
+            "AWS::S3::Bucket": lambda: f"arn:aws:s3:::{name}",
         }.get(type_, lambda: name)()
 
     # -- intrinsics ---------------------------------------------------------------------------
