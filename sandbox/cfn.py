@@ -170,6 +170,8 @@ class _Resolver:
             # CloudFormation names an unnamed table <stack>-<logical id>-<random suffix>; the engine
             # roles' policies rely on that form (the tables' resource policies name the roles).
             return f"{self.stack.name}-{logical_id}-SANDBOX0TABLE"
+        if type_ == "AWS::S3::Bucket":  # lowercase only (S3, "General purpose bucket naming rules")
+            return f"{self.stack.name}-{logical_id}".lower()[:63]
         return f"{self.stack.name}-{logical_id}"[:64]
 
     def physical_id(self, logical_id: str) -> str:

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
             # Approver groups of IAM Identity Center: the identity-store statements are present too.
             "IdentityStoreId": "d-1234567890",
             "IdentityStoreRoleArn": f"arn:aws:iam::{ACCOUNT}:role/sessiongate/SessionGateIdentityStoreReader",
+            # Session logging (issue 17): the preferences reads, the log key and the log writer policy.
+            "RequireSessionLogging": "true",
+            "CreateSessionLogging": "true",
         },
     )
     count = 0
