@@ -272,11 +272,15 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
 
 def backfill(session: Any, region: str, function: str, since: date, until: date) -> str:
     """Invoke the export function's backfill for ``since``..``until``; what it wrote."""
+    from botocore.config import Config
     from botocore.exceptions import ClientError
 
     payload = {"backfill": {"since": since.isoformat(), "until": until.isoformat()}}
+    # The function may take its whole timeout (300 s, template.yaml): wait for it, and do not retry a
+    # call that timed out (it may still be running; a second run would only rewrite the same keys).
+    config = Config(read_timeout=330, retries={"max_attempts": 1})
     try:
-        answer = session.client("lambda", region_name=region).invoke(
+        answer = session.client("lambda", region_name=region, config=config).invoke(
             FunctionName=function, Payload=json.dumps(payload).encode()
         )
     except ClientError as exc:

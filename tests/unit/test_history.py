@@ -477,8 +477,9 @@ class _Session:
     def __init__(self, client: _Lambda) -> None:
         self.lambda_client = client
 
-    def client(self, service: str, region_name: str) -> _Lambda:
+    def client(self, service: str, region_name: str, config: Any) -> _Lambda:
         assert service == "lambda"
+        assert config.read_timeout > 300  # the function's timeout
         return self.lambda_client
 
 

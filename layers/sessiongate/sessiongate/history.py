@@ -15,6 +15,9 @@ a retried batch is not the same batch (bisection splits it, a partial-batch retr
 failed record), so a key per batch could not be idempotent; a key per record is: a redelivered record
 overwrites its own object, whichever batch carries it, and the backfill
 (:func:`backfill_records`, rebuilt from the tables) writes the same keys. No line is ever duplicated.
+One limit: a grant resumed after a crash moves its ``activated_at`` on (seconds later); should that
+cross midnight UTC, a backfill would date its grant record a day later than the stream did (two
+objects of one record id in two partitions; ``sessiongate audit`` keeps one per grant).
 """
 
 from __future__ import annotations
