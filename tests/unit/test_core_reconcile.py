@@ -373,3 +373,18 @@ def test_an_abandoned_instance_bound_grants_lock_is_kept_until_its_last_tag_call
     slot = other.detail["slot"]
     assert world.inventory.tags_of(INSTANCE) == {f"SecurityAllowSessionFor{slot}": bob.id}
     assert world.ledger.slot_holder(instance_scope(ACCOUNT, INSTANCE), slot) == other.grant_id
+
+
+def test_a_clock_that_does_not_move_leaves_an_unsettled_lock_and_raises(world: CoreWorld) -> None:
+    """The wait relies on the clock: if a wait did not move it, the run reports the slot unrepaired
+    (it is retried) instead of reading it again and again, and the lock stays (fail closed)."""
+    grant_id = _granted(world)
+    record = world.ledger.get_grant(grant_id)
+    assert record is not None
+    assert world.ledger.mark_denied(record, [{"code": "tag_limit", "message": "refused"}])
+    world.clock.sleep = lambda seconds: None  # type: ignore[method-assign]
+
+    with pytest.raises(TransientError, match="1 item"):
+        world.engine.on_tag_event(tag_event("alice", {"SecurityAllowSessionInstance": INSTANCE}))
+
+    assert world.ledger.slot_holder(world.alice, 1) == grant_id

@@ -453,6 +453,8 @@ def _wait_until_settled(ctx: Context, grant: Grant | None) -> bool:
         extra={"slot": grant.slot, "settled_at": to_iso(settled)},
     )
     ctx.clock.sleep((settled - now).total_seconds())
+    if ctx.clock.now() < settled:  # a clock that did not move: never read the slot again and again
+        raise TransientError(f"slot {grant.slot} of grant {grant.grant_id} is not settled yet")
     return True
 
 
