@@ -508,7 +508,8 @@ class Ledger:
                 ExpressionAttributeValues={":live": {"S": f"{USAGE_PENDING}#{shard}"}},
                 Limit=limit - len(grant_ids),
             )
-            grant_ids += [item["grant_id"]["S"] for item in next(iter(pages), {}).get("Items", [])]
+            page: dict[str, Any] = next(iter(pages), {})
+            grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
         grants = self.get_grants(grant_ids)
         return sorted(
             (g for g in grants.values() if g.status is GrantStatus.REVOKED),
