@@ -25,7 +25,13 @@ from sandbox.world import ACCOUNT, REGION, World
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 # Together: grant in both bindings, scheduled and API revokes, the reconciler's three triggers, the API,
 # and (session-logging) the preferences read, the usage recorded and the weekly usage report.
-PLAYED = ["walkthrough.yaml", "instance-binding.yaml", "drift.yaml", "native-api.yaml", "session-logging.yaml"]
+PLAYED = [
+    "walkthrough.yaml",
+    "instance-binding.yaml",
+    "drift.yaml",
+    "native-api.yaml",
+    "session-logging.yaml",
+]
 
 Call = tuple[str, str, str, dict[str, Any]]  # (function, "service:Operation", operation, params)
 Request = tuple[str, str, dict[str, Any]]  # (action, resource ARN, condition context)
