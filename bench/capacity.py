@@ -36,7 +36,10 @@ SCHEDULE_FIRED = "scheduler:(schedule invocation)"
 LIVE_INDEX_WRITE = "dynamodb:(live-by-expiry write)"
 # Writes to the live-by-expiry index per grant lifecycle, under one of LIVE_SHARDS partition key values
 # (adapters/ledger.py, by CRC-32 of the grant id): the grant's one transaction puts the record with live
-# + expires_at (1), revocation REMOVEs live (1). A resumed grant's rebind changes activated_at, neither a
+# + expires_at (1), revocation moves live off LIVE#<n> (1 there; issue 17: it moves it to USAGE#<n>, the
+# usage recording then to DAY#<date>#<n>: 2 writes on USAGE#<n>, 1 on DAY#<date>#<n>, other key values
+# with the same spread, so no key value takes more than these 2 per lifecycle).
+# A resumed grant's rebind changes activated_at, neither a
 # key nor projected (the index projects grant_id only): 0 ("If an update to the table changes the value of
 # an indexed key attribute ... two writes are required", DynamoDB Developer Guide, "Using Global
 # Secondary Indexes in DynamoDB", GSI.html#GSI.Writes). Each index item is a few dozen bytes: 1 write

@@ -32,6 +32,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "DescribeInstanceInformation",
         "DescribeSessions",
         "GetAutomationExecution",
+        "GetDocument",  # RequireSessionLogging: the Session Manager preferences (issue 17)
         "GetParameter",
         "PutParameter",
         "TerminateSession",

@@ -123,8 +123,8 @@ def test_the_moto_ledger_reads_days_with_queries_not_a_scan() -> None:
         operations: list[str] = []
         db.meta.events.register("before-call.dynamodb.*", lambda model, **_: operations.append(model.name))
         ledger.ended_between("2026-11-17T09:00:00Z", "2026-11-24T09:30:00Z")
-        # The pending partition and 8 days (17th..24th), then the records in one batch.
-        assert operations == ["Query"] * 9 + ["BatchGetItem"]
+        # The pending partition and 8 days (17th..24th), 16 shards each, then the records in one batch.
+        assert operations == ["Query"] * 9 * 16 + ["BatchGetItem"]
 
 
 # -- Session Manager ------------------------------------------------------------------------------
@@ -237,3 +237,21 @@ def test_sessions_opened_by_the_owner_in_the_window(ssm: FakeSsm) -> None:
 def test_describe_sessions_refuses_what_the_model_refuses(ssm: FakeSsm) -> None:
     with pytest.raises(ClientError):
         ssm.describe_sessions(State="Active", Filters=[{"key": "Colour", "value": "x"}])
+
+
+def test_revoked_grants_spread_over_the_index_shards() -> None:
+    """Every revocation writes its ``USAGE#<n>`` index value: one value for all would be the hot key
+    the live shards avoid (README "Reconciler scale and the live-grants index")."""
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name=REGION)
+        create_table(db, "GrantsTable", TABLE)
+        ledger = Ledger(db, TABLE)
+        for n in range(48):
+            _revoke(
+                ledger, replace(_active(f"g{n}"), slot=1, principal_arn=f"{ALICE}{n}"), "2026-11-24T09:10:00Z"
+            )
+        values = {item["live"]["S"] for item in db.scan(TableName=TABLE)["Items"] if "live" in item}
+        assert all(v.startswith("USAGE#") for v in values)
+        assert len(values) >= 12
+        assert len(ledger.usage_pending(limit=100)) == 48
+        assert len(ledger.usage_pending(limit=5)) == 5

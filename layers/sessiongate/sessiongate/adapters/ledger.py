@@ -17,11 +17,13 @@ Items (single table, partition key ``pk``):
   lock, one transaction: :meth:`Ledger.open`) only while no item of its id exists, and rebound (resumed)
   only while no tombstone is there. Records of earlier releases may still be PROVISIONING (the
   reconciler ends them).
-- Usage (issue 17, ``core/usage.py``): the revocation's write moves ``live`` to ``USAGE`` (sessions not
-  recorded yet; the same ``live-by-expiry`` index, a partition the live queries never read), and the
-  reconciler, once it has recorded the grant's sessions, to ``DAY#<revocation date>``: the weekly
-  report reads a week's revoked grants with one query per day, not a scan. Records revoked by earlier
-  releases have no ``live`` (no usage, not in any report).
+- Usage (issue 17, ``core/usage.py``): the revocation's write moves ``live`` to ``USAGE#<n>`` (sessions
+  not recorded yet; the same ``live-by-expiry`` index, partitions the live queries never read), and the
+  reconciler, once it has recorded the grant's sessions, to ``DAY#<revocation date>#<n>``: the weekly
+  report reads a week's revoked grants with queries per day, not a scan. ``n`` is the grant's live
+  shard: each revocation writes these index values as it wrote ``LIVE#<n>`` before, spread over 16
+  values (one value would take every revocation's index writes: the hot key of ``live_shard``).
+  Records revoked by earlier releases have no ``live`` (no usage, not in any report).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ _BATCH_BACKOFF_BASE = 0.05
 _BATCH_BACKOFF_CAP = 2.0
 _GRANT_FIELDS = {f.name for f in fields(Grant)}
 TOMBSTONE = "revoke_requested"
-# The index partitions of revoked grants (see the module doc).
+# The index partitions of revoked grants (see the module doc), sharded as the live ones.
 USAGE_PENDING = "USAGE"
 DAY_PREFIX = "DAY#"
 
@@ -78,7 +80,21 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 def live_shard(grant_id: str) -> str:
     """The index partition key value of a live grant: stable across processes (CRC-32, not hash())."""
-    return f"LIVE#{zlib.crc32(grant_id.encode()) % LIVE_SHARDS}"
+    return f"LIVE#{_shard(grant_id)}"
+
+
+def _shard(grant_id: str) -> int:
+    return zlib.crc32(grant_id.encode()) % LIVE_SHARDS
+
+
+def usage_partition(grant_id: str) -> str:
+    """The index value of a revoked grant whose sessions are not recorded yet."""
+    return f"{USAGE_PENDING}#{_shard(grant_id)}"
+
+
+def day_partition(grant_id: str, revoked_at: str) -> str:
+    """The index value of a revoked grant with its usage recorded: its revocation day, sharded."""
+    return f"{DAY_PREFIX}{revoked_at[:10]}#{_shard(grant_id)}"
 
 
 def live_partitions() -> list[str]:
@@ -451,7 +467,7 @@ class Ledger:
                         ":at": {"S": at},
                         ":why": {"S": reason},
                         ":by": {"S": by},
-                        ":usage": {"S": USAGE_PENDING},
+                        ":usage": {"S": usage_partition(grant.grant_id)},
                     },
                 }
             }
@@ -479,15 +495,22 @@ class Ledger:
 
     # -- usage (core/usage.py) ---------------------------------------------------------------
     def usage_pending(self, *, limit: int) -> list[Grant]:
-        """Up to ``limit`` revoked grants whose sessions are not recorded yet (oldest expiry first)."""
-        answer = self._db.query(
-            TableName=self._table,
-            IndexName=LIVE_INDEX,
-            KeyConditionExpression="live = :usage",
-            ExpressionAttributeValues={":usage": {"S": USAGE_PENDING}},
-            Limit=limit,
-        )
-        grants = self.get_grants(item["grant_id"]["S"] for item in answer.get("Items", []))
+        """Up to ``limit`` revoked grants whose sessions are not recorded yet: one query (a page of at
+        most ``limit``) per shard until ``limit`` are found; the rest waits for the next run."""
+        grant_ids: list[str] = []
+        for shard in range(LIVE_SHARDS):
+            if len(grant_ids) >= limit:
+                break
+            pages = self._db.get_paginator("query").paginate(
+                TableName=self._table,
+                IndexName=LIVE_INDEX,
+                KeyConditionExpression="live = :live",
+                ExpressionAttributeValues={":live": {"S": f"{USAGE_PENDING}#{shard}"}},
+                Limit=limit - len(grant_ids),
+            )
+            page: dict[str, Any] = next(iter(pages), {})
+            grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
+        grants = self.get_grants(grant_ids)
         return sorted(
             (g for g in grants.values() if g.status is GrantStatus.REVOKED),
             key=lambda g: (g.revoked_at or "", g.grant_id),
@@ -500,8 +523,8 @@ class Ledger:
         partition; ``False`` when it is not pending any more (recorded by a concurrent run)."""
         assert grant.revoked_at is not None
         values: dict[str, Any] = {
-            ":usage": {"S": USAGE_PENDING},
-            ":day": {"S": DAY_PREFIX + grant.revoked_at[:10]},
+            ":usage": {"S": usage_partition(grant.grant_id)},
+            ":day": {"S": day_partition(grant.grant_id, grant.revoked_at)},
             ":at": {"S": at},
         }
         update = "SET live = :day, usage_recorded_at = :at"
@@ -525,23 +548,24 @@ class Ledger:
         return True
 
     def ended_between(self, start: str, end: str) -> list[Grant]:
-        """The grants revoked in [start, end): one query per day of the range (and one of the pending
-        partition), then the records (BatchGetItem, 100 per call). Cost: proportional to the grants
-        revoked in the range, whatever the table's size."""
+        """The grants revoked in [start, end): one query per shard of each day of the range and of the
+        pending partition (16 x (days + 1) pages at least), then the records (BatchGetItem, 100 per
+        call). Cost: proportional to the grants revoked in the range, whatever the table's size."""
         first, last = parse_iso(start).date(), parse_iso(end).date()
-        partitions = [USAGE_PENDING]
+        days = [USAGE_PENDING]
         day = first
         while day <= last:
-            partitions.append(DAY_PREFIX + day.isoformat())
+            days.append(DAY_PREFIX + day.isoformat())
             day += timedelta(days=1)
+        partitions = [f"{value}#{shard}" for value in days for shard in range(LIVE_SHARDS)]
         grant_ids: list[str] = []
         paginator = self._db.get_paginator("query")
         for partition in partitions:
             for page in paginator.paginate(
                 TableName=self._table,
                 IndexName=LIVE_INDEX,
-                KeyConditionExpression="live = :p",
-                ExpressionAttributeValues={":p": {"S": partition}},
+                KeyConditionExpression="live = :live",
+                ExpressionAttributeValues={":live": {"S": partition}},
             ):
                 grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
         grants = self.get_grants(grant_ids).values()

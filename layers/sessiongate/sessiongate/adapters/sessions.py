@@ -71,8 +71,9 @@ class Sessions:
         self, instance_id: str, owner: Identity, session_name: str | None, start: datetime, end: datetime
     ) -> list[dict[str, str]]:
         """The sessions ``owner`` (one role session if named) started on ``instance_id`` between
-        ``start`` and ``end``: DescribeSessions, Active then History, filtered by Target and by start
-        time (``InvokedAfter``/``InvokedBefore``, timestamps as in botocore's SSM model). ``Owner`` is
+        ``start`` and ``end``: DescribeSessions, Active then History ("terminated sessions from the
+        past 30 days", SSM API Reference, DescribeSessions), filtered by Target and by start time
+        (``InvokedAfter``/``InvokedBefore``, timestamps as in botocore's SSM model). ``Owner`` is
         the caller's ARN (an assumed-role ARN for a role session): compared here, as ``terminate`` does,
         not by the API's ``Owner`` filter."""
         found: dict[str, dict[str, str]] = {}
