@@ -145,6 +145,7 @@ class World:
         self._sns_lambda: dict[str, str] = {}  # SNS -> Lambda subscriptions: queue url -> function arn
         self.slack = FakeSlack()  # the workspace the chat functions talk to (issue 19)
         self._clients: dict[str, Any] = {}
+        self.table_writes = 0  # DynamoDB calls that may add stream records (StreamPoller.poll)
         fake_iam.install()  # IAM's refusals moto lacks (protected roles, tag value pattern)
         self._mock = mock_aws()
         self._mock.start()
@@ -181,6 +182,8 @@ class World:
             c = boto3.client(service, region_name=REGION, config=Config(**aws.RETRY_CONFIG))
             aws.extend_retries(c, service)
             c.meta.events.register("before-call.*.*", self._before_call)
+            if service == "dynamodb":
+                c.meta.events.register("before-call.dynamodb.*", self._count_table_write)
             self.faults.attach(c)
             self._clients[service] = c
         return self._clients[service]
@@ -198,6 +201,12 @@ class World:
         except iam.exceptions.NoSuchEntityException:
             return set()
         return {u["Arn"] for u in users}
+
+    def _count_table_write(self, model: Any, **_: Any) -> None:
+        """Every DynamoDB call but a read may add stream records (every table access goes through this
+        world's one DynamoDB client): pollers read the streams again only after one."""
+        if not model.name.startswith(_TABLE_READS):
+            self.table_writes += 1
 
     def _before_call(self, model: Any, **_: Any) -> None:
         self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
@@ -696,6 +705,10 @@ class World:
         return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
 
 
+# DynamoDB operations that never add a stream record.
+_TABLE_READS = ("Get", "BatchGet", "TransactGet", "Query", "Scan", "Describe", "List")
+
+
 @dataclass
 class StreamPoller:
     """One event source mapping on a DynamoDB stream: reads the shards from where it left off and
@@ -714,9 +727,12 @@ class StreamPoller:
     failed_at: datetime | None = None  # when the last delivery failed: retried once time has moved on
     _read: set[str] = field(default_factory=set)  # eventIDs already read
     _last: dict[str, str] = field(default_factory=dict)  # shard -> the last sequence number read
+    _writes_read: int = -1  # world.table_writes when the streams were last read
 
     def poll(self, world: World) -> None:
-        self.pending += self._new_records()
+        if world.table_writes != self._writes_read:  # no table changed since: no new record to read
+            self._writes_read = world.table_writes
+            self.pending += self._new_records()
         if self.failed_at is not None and world.clock.now() <= self.failed_at:
             return  # Lambda backs off before retrying a failed batch: not within the same instant
         self.failed_at = None

@@ -30,7 +30,7 @@ def test_a_builder_runs_with_the_collector_off_and_freezes_what_it_built() -> No
         seen.append(gc.isenabled())
         return [object() for _ in range(10)]
 
-    built = build()
+    build()
     assert seen == [False]
     assert gc.isenabled()
     assert gc.get_freeze_count() > 0
