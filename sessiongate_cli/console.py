@@ -454,6 +454,13 @@ def launch_browser(url: str, out: Any) -> Path | None:
     if graphical:
         redirect = redirect_file(url)
         if webbrowser.open(redirect.as_uri()):
+            # Snap-packaged browsers (Ubuntu's Firefox, Chromium) have a /tmp of their own and cannot
+            # read the file (jupyter/notebook#5479): the printed URL still works (it was not used).
+            print(
+                "(opened in your browser; if it says the file is not found, open the URL above)",
+                file=out,
+                flush=True,
+            )
             return redirect
         shutil.rmtree(redirect.parent, ignore_errors=True)
     print("(no graphical browser here: open the URL above in yours)", file=out, flush=True)
