@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sessiongate.access_requests.http import ROUTES
 from sessiongate_cli.client import Response
-from sessiongate_cli.console import ConsoleServer, SignedBackend, launch_browser
+from sessiongate_cli.console import ConsoleServer, SignedBackend
 
 from .apigw import STAGE, admitted, api_event, organization_of, resource_policy
 from .world import REGION, World
@@ -251,7 +251,11 @@ def serve(
             )
             server.start()
             servers.append((name, server))
-        print("SessionGate console on the sandbox (Ctrl-C stops it). One URL per person:", file=out)
+        print(
+            "SessionGate console on the sandbox (Ctrl-C stops it). One URL per person "
+            "(each signs one browser tab in, once):",
+            file=out,
+        )
         for name, server in servers:
             print(f"  {name:<8} {server.url}", file=out)
         print(
@@ -260,7 +264,7 @@ def serve(
         )
         out.flush()
         if open_browser:
-            launch_browser(servers[0][1].url, out)
+            servers[0][1].open_browser(out)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

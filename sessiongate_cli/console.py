@@ -9,16 +9,25 @@ There is no new sign-in: whoever can use the credentials can use the CLI already
 not let anything *else* on this machine or on the web use them. Hence:
 
 - the server listens on 127.0.0.1 only, on a port chosen at launch;
-- a random token per launch is in the URL it prints and opens; that first visit trades it for an
-  ``HttpOnly; SameSite=Strict`` cookie (named after the port: two consoles do not share one) and is
-  redirected to a URL without it; nothing is served without the cookie;
+- no cookie: a cookie is scoped to the host, not the port, so a browser would send it to any other
+  local user's server on 127.0.0.1. The launch URL carries a one-time *launch* token in its fragment
+  (``/#launch=...``: never sent to a server, never in a request line); the page takes it out of the URL
+  (``history.replaceState``) and trades it, with a JSON POST to ``/api/session`` that answers once, for
+  the *session* token (another random one), kept in ``sessionStorage`` (scoped to the origin, port
+  included, and to the tab). The static files hold no secret, so they need no sign-in;
+- the browser is opened on a 0600 file in a 0700 temporary folder that redirects to the launch URL (as
+  Jupyter does), never on the URL itself: a command line (``xdg-open``, the browser's) is visible to
+  every local user in ``ps``;
 - the ``Host`` header must be ``127.0.0.1:PORT`` or ``localhost:PORT`` (a DNS-rebinding page has its
   own host name in it);
-- every ``/api/`` call carries the token in the ``X-SessionGate-Token`` header (a cross-site page can
+- every ``/api/`` call carries the session token in the ``X-SessionGate-Token`` header (a cross-site page can
   neither read it nor set a custom header without a CORS preflight, which is never answered), state
   changes are POSTs of ``application/json``, and a present ``Origin`` must be the console's own;
 - a strict Content-Security-Policy (scripts, styles and fetches from the console itself only), no
   CORS headers, ``no-store`` caching, no framing, no referrer.
+
+``GET /instances`` (EC2 ``DescribeInstances`` behind it, rate-limited per account) is cached for
+``INSTANCES_TTL`` seconds: a user clicking between views does not spend the account's EC2 budget.
 
 The server is the standard library's ``ThreadingHTTPServer``: one user, a few requests a minute, no
 dependency worth adding for that.
@@ -28,25 +37,32 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import html
 import json
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
+import time
 import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from .client import ApiClient, CliError, HttpTransport, Transport
 
 TOKEN_HEADER = "X-SessionGate-Token"  # noqa: S105 - a header name
 MAX_BODY = 16 * 1024
+SESSION_PATH = "/api/session"  # the one-time trade: launch token -> session token
+INSTANCES_TTL = 30.0  # seconds a GET /instances answer is reused
 LOCAL = "127.0.0.1"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
@@ -129,14 +145,11 @@ class SignedBackend:
 # ------------------------------------------------------------------------------------ local security
 @dataclass(frozen=True)
 class Guard:
-    """The console's own checks, before anything reaches the API (pure: unit-tested one by one)."""
+    """The console's own checks, before anything reaches the API (pure: unit-tested one by one).
+    ``token``: the session token, the one the page's API calls carry (never the launch token)."""
 
     token: str
     port: int
-
-    @property
-    def cookie_name(self) -> str:
-        return f"sessiongate_console_{self.port}"
 
     @property
     def origins(self) -> frozenset[str]:
@@ -147,23 +160,12 @@ class Guard:
         return host in (f"{LOCAL}:{self.port}", f"localhost:{self.port}")
 
     def token_ok(self, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(presented.encode(), self.token.encode())
+        return _same(presented, self.token)
 
-    def cookie_ok(self, cookie_header: str | None) -> bool:
-        """The console's cookie among any others of 127.0.0.1 (split by hand: ``http.cookies`` stops at
-        the first cookie it finds malformed, and other local apps set cookies of every shape)."""
-        for pair in (cookie_header or "").split(";"):
-            name, _, value = pair.strip().partition("=")
-            if name == self.cookie_name and self.token_ok(value):
-                return True
-        return False
-
-    def set_cookie(self) -> str:
-        return f"{self.cookie_name}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-
-    def api_call_ok(self, method: str, headers: Mapping[str, str]) -> str | None:
-        """Why an ``/api/`` call is refused (``None``: it may go on). ``headers``: lower-case names."""
-        if not self.token_ok(headers.get(TOKEN_HEADER.lower())):
+    def api_call_ok(self, method: str, headers: Mapping[str, str], *, signed_in: bool = True) -> str | None:
+        """Why an ``/api/`` call is refused (``None``: it may go on). ``headers``: lower-case names.
+        ``signed_in=False``: the launch trade, which has no session token yet (it asks for it)."""
+        if signed_in and not self.token_ok(headers.get(TOKEN_HEADER.lower())):
             return "missing or wrong console token header"
         origin = headers.get("origin")
         if origin is not None and origin not in self.origins:
@@ -173,6 +175,10 @@ class Guard:
         if method == "POST" and headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return "a state change is a JSON POST"
         return None
+
+
+def _same(presented: str | None, secret: str | None) -> bool:
+    return bool(presented and secret) and hmac.compare_digest(str(presented).encode(), str(secret).encode())
 
 
 def route(method: str, path: str) -> str | None:
@@ -192,11 +198,57 @@ def static_file(name: str) -> bytes:
 class ConsoleServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, backend: Backend, port: int = 0, token: str | None = None, demo: str = "") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        port: int = 0,
+        token: str | None = None,
+        demo: str = "",
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__((LOCAL, port), _Handler)
         self.backend = backend
+        # Two secrets, both random (32 bytes): the launch token, in the URL, usable once; the session
+        # token (``token``: given in tests), handed to the page that presents the launch token first.
         self.guard = Guard(token or secrets.token_urlsafe(32), self.server_address[1])
+        self._launch: str | None = secrets.token_urlsafe(32)
+        self.url = f"http://{LOCAL}:{self.port}/#launch={self._launch}"
+        """The launch URL (its fragment signs one browser tab in, once)."""
         self.demo = demo  # shown on the page: "sandbox demo" (never a deployment)
+        self._lock = threading.Lock()
+        self._monotonic = monotonic
+        self._instances: tuple[float, dict[str, Any]] | None = None
+        self._redirect: Path | None = None
+
+    def trade(self, launch: str | None) -> str | None:
+        """The session token for the launch token, once (``None``: wrong, or already traded)."""
+        with self._lock:
+            if not _same(launch, self._launch):
+                return None
+            self._launch = None
+            return self.guard.token
+
+    def instances(self) -> dict[str, Any]:
+        """``GET /instances``, reused for ``INSTANCES_TTL`` seconds (a failure is not kept)."""
+        with self._lock:
+            kept = self._instances
+        if kept is not None and self._monotonic() - kept[0] < INSTANCES_TTL:
+            return kept[1]
+        answer = self.backend.call("GET", "/instances", None, None)
+        with self._lock:
+            self._instances = (self._monotonic(), answer)
+        return answer
+
+    def open_browser(self, out: Any) -> None:
+        """The user's browser on the launch URL, through a private redirect file (removed on close)."""
+        self._redirect = launch_browser(self.url, out)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._redirect is not None:
+            shutil.rmtree(self._redirect.parent, ignore_errors=True)
+            self._redirect = None
 
     @property
     def port(self) -> int:
@@ -206,11 +258,6 @@ class ConsoleServer(ThreadingHTTPServer):
         """A browser that closed a connection early (a page left mid-fetch) is not worth a traceback."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
-
-    @property
-    def url(self) -> str:
-        """The launch URL (with the token: it signs the browser in once)."""
-        return f"http://{LOCAL}:{self.port}/?token={self.guard.token}"
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name=f"console-{self.port}", daemon=True)
@@ -224,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Silent: a request line may hold the launch token."""
+        """Silent: one line per request is noise in the terminal that shows the launch URL."""
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -264,17 +311,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._plain(421, "this console answers only as 127.0.0.1 or localhost on its own port")
             return
         url = urlsplit(self.path)
-        if method == "GET" and url.path == "/" and url.query:
-            token = parse_qs(url.query).get("token", [None])[0]
-            if not guard.token_ok(token):
-                self._plain(403, "wrong console token: open the URL `sessiongate console` printed")
-                return
-            # Trade the token for the cookie, and leave the URL (browser history) without it.
-            self._send(303, b"", "text/plain", {"Location": "/", "Set-Cookie": guard.set_cookie()})
-            return
-        if not guard.cookie_ok(self.headers.get("Cookie")):
-            self._plain(401, "not signed in to this console: open the URL `sessiongate console` printed")
-            return
         if url.path.startswith("/api/"):
             self._api(method, url.path)
             return
@@ -286,15 +322,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         name, content_type = STATIC[url.path]
         body = static_file(name)
-        if name == "index.html":
-            # The page carries the token for its own API calls: only a page served with the cookie has it.
-            body = body.replace(b"{{TOKEN}}", guard.token.encode()).replace(
-                b"{{DEMO}}", self.server.demo.encode()
-            )
+        if name == "index.html":  # (no secret in it: the page gets its token from the launch URL)
+            body = body.replace(b"{{DEMO}}", html.escape(self.server.demo).encode())
         self._send(200, body, content_type)
 
     def _api(self, method: str, path: str) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if method == "POST" and path == SESSION_PATH:
+            self._trade(headers)
+            return
         refused = self.server.guard.api_call_ok(method, headers)
         if refused:
             self._json(403, {"error": "console_refused", "message": refused})
@@ -313,7 +349,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         query = {"limit": "50"} if upstream in ("/requests", "/approvals") and method == "GET" else None
         try:
-            answer = self.server.backend.call(method, upstream, body, query)
+            if method == "GET" and upstream == "/instances":
+                answer = self.server.instances()
+            else:
+                answer = self.server.backend.call(method, upstream, body, query)
         except CliError as exc:
             self._json(exc.status or 502, {"error": exc.code, "message": exc.message})
             return
@@ -321,6 +360,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(502, {"error": "console_failed", "message": type(exc).__name__})
             return
         self._json(200, {"data": answer})
+
+    def _trade(self, headers: Mapping[str, str]) -> None:
+        refused = self.server.guard.api_call_ok("POST", headers, signed_in=False)
+        if refused:
+            self._json(403, {"error": "console_refused", "message": refused})
+            return
+        body = self._body()
+        if body is None:
+            return
+        token = self.server.trade(body.get("launch") if isinstance(body.get("launch"), str) else None)
+        if token is None:
+            message = (
+                "this launch URL is wrong or was used already (it works once): use the tab it opened, "
+                "or start `sessiongate console` again"
+            )
+            self._json(403, {"error": "launch_used", "message": message})
+            return
+        self._json(200, {"data": {"token": token}})
 
     def _body(self) -> dict[str, Any] | None:
         try:
@@ -367,24 +424,60 @@ def _whoami(session: Any) -> str:
         return "your AWS credentials"
 
 
-def launch_browser(url: str, out: Any) -> None:
-    """The user's browser, when there is a graphical one: without a display Python's ``webbrowser``
-    would start a text browser in this terminal, in front of the console."""
+REDIRECT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="0;url={url}">
+<meta name="referrer" content="no-referrer">
+<title>SessionGate console</title></head>
+<body><p><a href="{url}">Open the SessionGate console</a></p></body></html>
+"""
+
+
+def redirect_file(url: str) -> Path:
+    """A file that sends the browser on to ``url``, readable by this user only (``mkdtemp``: 0700,
+    ``mkstemp``: 0600): its path may be seen in ``ps``, its content (the launch token) may not."""
+    folder = tempfile.mkdtemp(prefix="sessiongate-console-")
+    handle, name = tempfile.mkstemp(suffix=".html", dir=folder)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(REDIRECT.format(url=html.escape(url, quote=True)))
+    return Path(name)
+
+
+def launch_browser(url: str, out: Any) -> Path | None:
+    """The user's browser, when there is a graphical one (without a display Python's ``webbrowser``
+    would start a text browser in this terminal, in front of the console), opened on a private redirect
+    file, never on ``url`` itself: a command line is public on this machine. Returns the file (the
+    caller removes its folder when done), ``None`` when no browser was opened."""
     graphical = sys.platform in ("darwin", "win32") or any(
         os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")
     )
-    if not graphical or not webbrowser.open(url):
-        print("(no graphical browser here: open the URL in yours)", file=out, flush=True)
+    if graphical:
+        redirect = redirect_file(url)
+        if webbrowser.open(redirect.as_uri()):
+            # Snap-packaged browsers (Ubuntu's Firefox, Chromium) have a /tmp of their own and cannot
+            # read the file (jupyter/notebook#5479): the printed URL still works (it was not used).
+            print(
+                "(opened in your browser; if it says the file is not found, open the URL above)",
+                file=out,
+                flush=True,
+            )
+            return redirect
+        shutil.rmtree(redirect.parent, ignore_errors=True)
+    print("(no graphical browser here: open the URL above in yours)", file=out, flush=True)
+    return None
 
 
 def serve(server: ConsoleServer, out: Any = None, *, open_browser: bool) -> None:
     out = out or sys.stdout
     print(f"SessionGate console on {server.url}", file=out)
     print(
-        "(this URL signs a browser in; keep it to yourself. Ctrl-C stops the console)", file=out, flush=True
+        "(this URL is secret: it signs one browser tab in, once; keep it to yourself. "
+        "Ctrl-C stops the console)",
+        file=out,
+        flush=True,
     )
     if open_browser:
-        launch_browser(server.url, out)
+        server.open_browser(out)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -2,7 +2,10 @@
 // the page with textContent (a reason or comment written by someone else is never markup).
 "use strict";
 (() => {
-  const TOKEN = document.querySelector('meta[name="sessiongate-token"]').content;
+  // The session token: traded once for the launch token of the URL's fragment, then kept in this tab's
+  // sessionStorage (scoped to this origin, port included: no other local server ever sees it).
+  const KEY = "sessiongate-console-token";
+  let token = window.sessionStorage.getItem(KEY) || "";
   const DEMO = document.querySelector('meta[name="sessiongate-demo"]').content;
   const OPEN = new Set(["PENDING", "APPROVED", "ACTIVE"]);
   const REFRESH_MS = 10000;
@@ -14,7 +17,8 @@
 
   // ---------------------------------------------------------------------------- the local API
   async function api(method, path, body) {
-    const init = { method, headers: { "X-SessionGate-Token": TOKEN }, credentials: "same-origin", cache: "no-store" };
+    const init = { method, headers: {}, credentials: "omit", cache: "no-store" };
+    if (token) init.headers["X-SessionGate-Token"] = token;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -40,6 +44,21 @@
       throw error;
     }
     return data.data;
+  }
+
+  // The launch URL's fragment (#launch=...) is taken out of the address bar and the history at once, then
+  // traded for the session token (the console answers that trade once).
+  async function signIn() {
+    const launch = new URLSearchParams(window.location.hash.slice(1)).get("launch");
+    if (launch) {
+      window.history.replaceState(null, "", window.location.pathname);
+      const answer = await api("POST", "/api/session", { launch });
+      token = answer.token;
+      window.sessionStorage.setItem(KEY, token);
+    }
+    if (!token) {
+      throw new Error("not signed in: open the URL `sessiongate console` printed (it works once, in one tab)");
+    }
   }
 
   // ---------------------------------------------------------------------------- DOM helpers
@@ -353,6 +372,12 @@
     if (DEMO) {
       $("demo-badge").textContent = DEMO;
       $("demo-badge").hidden = false;
+    }
+    try {
+      await signIn();
+    } catch (e) {
+      showError(e);
+      return;
     }
     try {
       const me = await api("GET", "/api/whoami");

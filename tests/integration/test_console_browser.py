@@ -1,6 +1,8 @@
 """`sessiongate console` in a real headless Chromium (Debian's package, driven by Playwright) on the
 sandbox: Alice asks for access from the page, Bob approves it from his own console, Alice sees the grant
-counting down, and ends it ("I'm done"). The world (moto, the real handlers) says what happened.
+counting down, and ends it ("I'm done"). The world (moto, the real handlers) says what happened. On the
+way: the launch URL's fragment signs one tab in, once (a second tab with it is refused), a reload keeps
+the tab signed in, and Bob's console is opened as `sessiongate console` opens it (its redirect file).
 
 CI installs Chromium (.ci/run): there (``CI=true`` or ``SESSIONGATE_REQUIRE_BROWSER=1``, which .ci/run
 sets) a missing browser fails this test; elsewhere it skips, saying why.
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from sandbox.console import Demo
-from sessiongate_cli.console import ConsoleServer
+from sessiongate_cli.console import ConsoleServer, redirect_file
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -88,7 +90,7 @@ def browser(consoles: dict[str, ConsoleServer]) -> Iterator[Any]:
 class Watched:
     """A page with every request it makes and every error it logs (CSP violations are errors)."""
 
-    def __init__(self, context: Any, server: ConsoleServer) -> None:
+    def __init__(self, context: Any, server: ConsoleServer, url: str | None = None) -> None:
         self.page = context.new_page()
         self.origin = f"http://127.0.0.1:{server.port}"
         self.urls: list[str] = []
@@ -96,11 +98,13 @@ class Watched:
         self.page.on("request", lambda request: self.urls.append(request.url))
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.goto(server.url)
+        self.entry = url or server.url
+        self.page.goto(self.entry)
 
     def check_clean(self) -> None:
         assert self.errors == []
-        assert [u for u in self.urls if not u.startswith(self.origin + "/")] == []
+        # (but the redirect file it was opened on, if any)
+        assert [u for u in self.urls if u != self.entry and not u.startswith(self.origin + "/")] == []
 
 
 def slot_tags(demo: Demo, user: str) -> dict[str, str]:
@@ -114,10 +118,27 @@ def test_request_approve_countdown_and_done_in_a_real_browser(
 ) -> None:
     from playwright.sync_api import expect
 
-    alice, bob = Watched(browser, consoles["alice"]), Watched(browser, consoles["bob"])
+    alice = Watched(browser, consoles["alice"])
+    redirect = redirect_file(consoles["bob"].url)
+    try:
+        bob = Watched(browser, consoles["bob"], redirect.as_uri())
+        expect(bob.page.locator("#identity")).to_contain_text("bob")
+    finally:
+        shutil.rmtree(redirect.parent)
     page = alice.page
-    # The launch URL signed the browser in and was replaced by one without the token.
+    expect(page.locator("#identity")).to_contain_text("alice")
+    # The launch URL signed the tab in and was replaced by one without the token; no cookie was set.
     assert page.url == f"{alice.origin}/"
+    assert browser.cookies() == []
+    assert bob.page.url == f"{bob.origin}/"
+    # Once only: the same launch URL in another tab signs nothing in.
+    again = browser.new_page()
+    again.goto(consoles["alice"].url)
+    expect(again.locator("#error")).to_contain_text("used already")
+    expect(again.locator("#identity")).to_have_text("…")
+    again.close()
+    # A reload keeps the tab signed in (sessionStorage).
+    page.reload()
     expect(page.locator("#identity")).to_contain_text("alice")
 
     # Alice asks for api-1 from the picker (the instances the policy lets her request).

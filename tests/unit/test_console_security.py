@@ -1,19 +1,25 @@
-"""`sessiongate console`'s own defences, over real HTTP on 127.0.0.1: the launch token and its cookie,
+"""`sessiongate console`'s own defences, over real HTTP on 127.0.0.1: the one-time launch token and the
+session token it is traded for (no cookie), the browser opened without the token in a command line,
 the Host check (DNS rebinding), the token header and Origin on API calls (CSRF), the headers (CSP, no
 CORS), and that only the request API's routes are forwarded."""
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import os
+import stat
+import webbrowser
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sessiongate_cli.client import CliError
-from sessiongate_cli.console import CSP, TOKEN_HEADER, ConsoleServer, Guard, route
+from sessiongate_cli.console import CSP, INSTANCES_TTL, TOKEN_HEADER, ConsoleServer, Guard, route
 
 TOKEN = "t0ken-of-this-launch"
 
@@ -61,15 +67,12 @@ def send(
     path: str,
     *,
     host: str | None = None,
-    cookie: bool = True,
     token: str | None = TOKEN,
     body: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     sent = {"Host": host or f"127.0.0.1:{server.port}"}
-    if cookie:
-        sent["Cookie"] = f"other=1; sessiongate_console_{server.port}={TOKEN}"
     if token is not None:
         sent[TOKEN_HEADER] = token
     data = None
@@ -84,37 +87,119 @@ def send(
     return answer
 
 
-def test_the_launch_token_becomes_a_strict_httponly_cookie_and_leaves_the_url(server: ConsoleServer) -> None:
-    status, headers, _ = send(server, "GET", f"/?token={TOKEN}", cookie=False, token=None)
-    assert status == 303
-    assert headers["location"] == "/"
-    assert (
-        headers["set-cookie"]
-        == f"sessiongate_console_{server.port}={TOKEN}; HttpOnly; SameSite=Strict; Path=/"
-    )
-    assert send(server, "GET", "/?token=guess", cookie=False, token=None)[0] == 403
+def launch_token(server: ConsoleServer) -> str:
+    prefix = f"http://127.0.0.1:{server.port}/#launch="
+    assert server.url.startswith(prefix)  # a fragment: never sent to a server, never in a request line
+    return server.url.removeprefix(prefix)
 
 
-def test_nothing_is_served_without_the_cookie(server: ConsoleServer, backend: Recorder) -> None:
-    for path in ("/", "/console.js", "/api/requests"):
-        assert send(server, "GET", path, cookie=False)[0] == 401, path
-    status, _, _ = send(
-        server, "GET", "/", cookie=False, headers={"Cookie": f"sessiongate_console_1={TOKEN}"}
-    )
-    assert status == 401  # another console's cookie name
+def test_the_launch_token_is_traded_once_for_a_different_session_token() -> None:
+    console = ConsoleServer(Recorder(), token=TOKEN)
+    console.start()
+    try:
+        launch = launch_token(console)
+        assert len(launch) >= 43  # 32 random bytes
+        assert launch != TOKEN  # not the session secret
+        own = {"Origin": f"http://127.0.0.1:{console.port}", "Sec-Fetch-Site": "same-origin"}
+        # The launch token is not a session token: the API refuses it.
+        assert send(console, "GET", "/api/requests", token=launch)[0] == 403
+        status, headers, body = send(console, "POST", "/api/session", token=None, body={"launch": "guess"})
+        assert (status, json.loads(body)["error"]) == (403, "launch_used")
+        cross = {"Origin": "http://127.0.0.1:9999"}  # another local server's page
+        assert (
+            send(console, "POST", "/api/session", token=None, body={"launch": launch}, headers=cross)[0]
+            == 403
+        )
+        status, headers, body = send(
+            console, "POST", "/api/session", token=None, body={"launch": launch}, headers=own
+        )
+        assert (status, json.loads(body)["data"]) == (200, {"token": TOKEN})
+        assert "set-cookie" not in headers
+        # Once only: whoever reads the launch URL later (a process list, a shell history) gets nothing.
+        status, _, body = send(
+            console, "POST", "/api/session", token=None, body={"launch": launch}, headers=own
+        )
+        assert (status, json.loads(body)["error"]) == (403, "launch_used")
+        assert send(console, "GET", "/api/requests", token=TOKEN)[0] == 200
+    finally:
+        console.shutdown()
+        console.server_close()
+
+
+def test_no_cookie_the_page_holds_no_secret_and_the_api_needs_the_header(
+    server: ConsoleServer, backend: Recorder
+) -> None:
+    """A cookie of 127.0.0.1 would go to every local port (another user's server too): there is none.
+    The static files need no sign-in since they hold no secret; the API needs the token header."""
+    for path in ("/", "/console.js", "/console.css", "/?token=" + TOKEN):
+        status, headers, body = send(server, "GET", path, token=None)
+        assert status == 200, path
+        assert "set-cookie" not in headers
+        assert TOKEN.encode() not in body
+    # The old launch URL's cookie signs nothing in.
+    cookie = {"Cookie": f"sessiongate_console_{server.port}={TOKEN}"}
+    assert send(server, "GET", "/api/requests", token=None, headers=cookie)[0] == 403
     assert backend.calls == []
 
 
-def test_the_page_carries_the_token_and_strict_headers(server: ConsoleServer) -> None:
+def test_the_page_has_strict_headers(server: ConsoleServer) -> None:
     status, headers, body = send(server, "GET", "/")
     assert status == 200
-    assert f'content="{TOKEN}"'.encode() in body
     assert headers["content-security-policy"] == CSP
     assert "'unsafe-inline'" not in CSP
     assert (headers["x-frame-options"], headers["cache-control"]) == ("DENY", "no-store")
     assert not [h for h in headers if h.startswith("access-control-")]
     assert b"http://" not in body  # nothing fetched from elsewhere
     assert b"https://" not in body
+
+
+def test_the_browser_is_opened_on_a_private_file_never_on_the_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`xdg-open URL` and the browser's own command line are in `ps` for every local user: the browser
+    gets the path of a 0600 file (in a 0700 folder) that redirects to the launch URL."""
+    opened: list[str] = []
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url) or True)
+    console = ConsoleServer(Recorder(), token=TOKEN)
+    launch = launch_token(console)
+    try:
+        said = io.StringIO()
+        console.open_browser(said)
+        assert "open the URL above" in said.getvalue()  # (a snap browser cannot read /tmp)
+        [url] = opened
+        assert launch not in url
+        assert TOKEN not in url
+        assert url.startswith("file://")
+        path = Path(url.removeprefix("file://"))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        assert f'content="0;url={console.url}"' in path.read_text()
+    finally:
+        console.server_close()
+    assert not path.parent.exists()  # removed with the console
+
+
+def test_instances_are_fetched_at_most_every_30_seconds() -> None:
+    """GET /instances is EC2 DescribeInstances in the account: clicking between views reuses it."""
+    now = [1000.0]
+    console = ConsoleServer(Recorder(), token=TOKEN, monotonic=lambda: now[0])
+    console.start()
+    recorder = console.backend
+    assert isinstance(recorder, Recorder)
+    try:
+        for _ in range(3):
+            assert send(console, "GET", "/api/instances")[0] == 200
+        assert recorder.calls == [("GET", "/instances", None, None)]
+        now[0] += INSTANCES_TTL - 1
+        send(console, "GET", "/api/instances")
+        assert len(recorder.calls) == 1
+        now[0] += 2
+        send(console, "GET", "/api/instances")
+        assert len(recorder.calls) == 2
+    finally:
+        console.shutdown()
+        console.server_close()
 
 
 @pytest.mark.parametrize("host", ["attacker.test:{port}", "evil.example:80", "127.0.0.1", "127.0.0.1:1", ""])
@@ -180,11 +265,8 @@ def test_the_guard_compares_the_whole_token() -> None:
     assert guard.token_ok("abc")
     assert not guard.token_ok("ab")
     assert not guard.token_ok(None)
-    assert not guard.cookie_ok('sessiongate_console_8000="ab')
-    assert not guard.cookie_ok("sessiongate_console_8001=abc")
-    assert guard.cookie_ok("sessiongate_console_8000=abc")
-    # Other apps' cookies of 127.0.0.1, malformed for http.cookies, do not hide the console's.
-    assert guard.cookie_ok('app={"a": 1}; x=a b; sessiongate_console_8000=abc')
+    assert not guard.token_ok("")
+    assert not Guard("", 8000).token_ok("")
 
 
 def test_each_call_is_signed_with_the_credentials_of_the_moment() -> None:
