@@ -70,11 +70,19 @@ def test_a_timestamp_outside_five_minutes_is_refused(age: int) -> None:
         {},
         {"X-Slack-Request-Timestamp": "abc", "X-Slack-Signature": "v0=00"},
         {"X-Slack-Request-Timestamp": "1767600000"},
+        # shapes that used to crash (TypeError / ValueError) instead of a 401:
+        {"X-Slack-Request-Timestamp": "NOW", "X-Slack-Signature": "v0=" + "\u00e9" * 64},
+        {"X-Slack-Request-Timestamp": "\u00b2", "X-Slack-Signature": "v0=" + "0" * 64},
+        {"X-Slack-Request-Timestamp": "NOW", "X-Slack-Signature": "v0=" + "A" * 64},
+        {"X-Slack-Request-Timestamp": "1" * 13, "X-Slack-Signature": "v0=" + "0" * 64},
     ],
 )
 def test_missing_or_malformed_signature_headers_are_refused(headers: dict[str, str]) -> None:
     c = chat_world(policy())
+    now = str(int(c.w.clock.now().timestamp()))  # (inside the window: the signature itself is checked)
+    headers = {k: now if v == "NOW" else v for k, v in headers.items()}
     assert c.chat.handle(headers, fake_slack.slash_command("U0BOB")).status == 401
+    assert c.state.seen == {}
 
 
 def test_the_same_signed_request_twice_is_a_replay() -> None:

@@ -24,6 +24,7 @@ What Slack documents (docs.slack.dev):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +46,10 @@ MAX_BODY = 64 * 1024
 # response_url is always a Slack webhook host ("Handling user interaction"); anything else is refused
 # (it is in the signed body, so only Slack could set it: a second line of defence, not the first).
 RESPONSE_HOSTS = frozenset({"hooks.slack.com"})
+# The headers' shapes, checked before anything compares them: ASCII only (``str.isdigit`` admits "²",
+# which ``int`` refuses; ``hmac.compare_digest`` raises TypeError on a non-ASCII str).
+SIGNATURE_RE = re.compile(r"v0=[0-9a-f]{64}", re.ASCII)
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
 class SlackInbound:
@@ -65,7 +70,13 @@ class SlackInbound:
 
         lower = {k.lower(): v for k, v in headers.items()}
         timestamp, signature = lower.get("x-slack-request-timestamp"), lower.get("x-slack-signature")
-        if not timestamp or not signature or not timestamp.isdigit() or len(body) > MAX_BODY:
+        if (
+            not isinstance(timestamp, str)
+            or not isinstance(signature, str)
+            or not TIMESTAMP_RE.fullmatch(timestamp)
+            or not SIGNATURE_RE.fullmatch(signature)
+            or len(body) > MAX_BODY
+        ):
             return None
         verifier = SignatureVerifier(self._secret(), clock=Seconds())
         return signature if verifier.is_valid(body=body, timestamp=timestamp, signature=signature) else None
