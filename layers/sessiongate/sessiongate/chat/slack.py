@@ -14,9 +14,9 @@ What Slack documents (docs.slack.dev):
   (``block_actions``), ``user`` (``id``, ``team_id``), ``team`` (``id``), ``actions[]`` (``action_id``,
   ``value``), ``response_url``; the app acknowledges with HTTP 200 within 3 seconds and may answer
   through ``response_url`` (``response_type: ephemeral``, ``replace_original: false``).
-- "Implementing slash commands": form fields ``command``, ``text``, ``team_id``, ``user_id``,
-  ``response_url``; the HTTP answer's JSON (``response_type: ephemeral``, ``text``) is shown to the
-  caller only.
+- "Implementing slash commands": form fields ``command``, ``text``, ``team_id``, ``team_domain``,
+  ``user_id``, ``user_name``, ``response_url``; the HTTP answer's JSON (``response_type: ephemeral``,
+  ``text``) is shown to the caller only.
 - Block Kit limits: a section's text at most 3000 characters, up to 10 fields of 2000; a button's
   ``value`` 2000, ``action_id`` 255, its text 75.
 """
@@ -93,7 +93,7 @@ class SlackInbound:
             words = form.get("text", "").split()
             user = ChatUser(CHAT, form.get("team_id", ""), form.get("user_id", ""))
             if words[:1] == ["link"] and user.team_id and user.user_id:
-                return LinkCommand(user)
+                return LinkCommand(user, form.get("user_name", "")[:80], form.get("team_domain", "")[:80])
             return Unsupported(f"command text {' '.join(words)[:40]!r}")
         return Unsupported("neither an interaction nor the /sessiongate command")
 
@@ -230,6 +230,11 @@ class SlackOutbound:
 
     def update(self, channel: str, ref: str, card: RequestCard) -> None:
         self._web().chat_update(channel=channel, ts=ref, text=summary(card), blocks=blocks(card))
+
+    def tell(self, user_id: str, text: str) -> None:
+        # chat.postMessage with a user's id as ``channel`` posts in the app's direct messages with them
+        # (docs.slack.dev, "chat.postMessage"; scope chat:write, which the app already has).
+        self._web().chat_postMessage(channel=user_id, text=escape(text)[:3000])
 
     def reply_privately(self, reply_to: str, text: str) -> None:
         if urlsplit(reply_to).hostname not in RESPONSE_HOSTS:
