@@ -14,7 +14,7 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
     POST /requests/{id}/cancel      {reason?}
     POST /requests/{id}/revoke      {reason?}        early revoke / "I'm done"
     POST /requests/{id}/extend      {duration_minutes?, reason}
-    POST /chat/link                 {code[, confirm]} whose code it is; with confirm: true, link it to the caller
+    POST /chat/link                 {code, confirm?} whose code it is; confirm: true links it to the caller
     POST /chat/unlink               [{slack_user, team}] end the caller's chat links (issue 19); a deployer
                                                      names any chat user
 
