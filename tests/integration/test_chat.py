@@ -185,3 +185,28 @@ def test_chat_usage_mistakes_are_refused_before_calling_the_api(argv: list[str],
     )
     assert main(["--endpoint", ENDPOINT, *argv], transport=NoCalls(), session=session, err=err) == 1
     assert message in err.getvalue()
+
+
+def test_the_request_api_wiring_passes_the_link_age_the_deployers_and_the_approval_key() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sessiongate import wiring
+    from sessiongate.clock import ManualClock
+    from sessiongate.settings import Settings
+
+    key = "arn:aws:kms:us-east-1:123456789012:key/0b0c0d0e-1111-2222-3333-444455556666"
+    deployer = "arn:aws:iam::123456789012:role/Deployers"
+    settings = Settings(
+        chat_state_table="state",
+        chat_links_table="links",
+        chat_link_max_age_days=7,
+        deployer_arns=(deployer,),
+        approval_key_id=key,
+    )
+    linking = wiring.linking(
+        settings, ManualClock(datetime(2026, 1, 5, tzinfo=UTC)), lambda _service: object()
+    )
+    assert linking is not None
+    assert (linking.max_age, linking.deployers) == (timedelta(days=7), (deployer,))
+    assert linking.seal is not None
+    assert linking.seal.key_id == key
