@@ -386,3 +386,6 @@ def test_chat_links_expire_and_the_request_api_knows_the_deployers() -> None:
     )
     assert settings.chat_link_max_age_days == 7
     assert settings.deployer_arns == ("arn:aws:iam::123456789012:role/A", "arn:aws:iam::123456789012:role/B")
+    # Review finding 2: the notifier receives ChatUnlinked, to tell a replaced Slack user.
+    events = resource("ChatNotifyFunction")["Properties"]["Events"]
+    assert "ChatUnlinked" in events["LifecycleEvents"]["Properties"]["FilterPolicy"]["event_type"]
