@@ -210,3 +210,28 @@ def test_the_request_api_wiring_passes_the_link_age_the_deployers_and_the_approv
     assert (linking.max_age, linking.deployers) == (timedelta(days=7), (deployer,))
     assert linking.seal is not None
     assert linking.seal.key_id == key
+
+
+@pytest.mark.parametrize(("answer", "linked"), [("n\n", False), ("\n", False), ("y\n", True)])
+def test_at_a_terminal_the_cli_asks_before_linking(
+    world: World, monkeypatch: pytest.MonkeyPatch, answer: str, linked: bool
+) -> None:
+    from sessiongate_cli import chat as cli_chat
+
+    asked: list[str] = []
+    monkeypatch.setattr(cli_chat, "_interactive", lambda: True)
+    monkeypatch.setattr(cli_chat, "_ask", lambda prompt: asked.append(prompt) or answer)
+    gateway = Gateway(
+        lambda event, _ctx: (
+            world.invoke(world.function_arn("RequestApiFunction"), event, trigger="api", sync=True).result
+        )
+    )
+    text = json.loads(_slack(world, fake_slack.slash_command("U0MALLORY"))["body"])["text"]
+    status, _, err = _cli(world, gateway, BOB, "chat", "link", text.split("`")[1])
+    assert "u0mallory (U0MALLORY)" in asked[0]
+    assert (status == 0) is linked, err
+    assert [lk["chat_user"]["S"] for lk in _links(world)] == (
+        [f"slack/{fake_slack.TEAM}/U0MALLORY"] if linked else []
+    )
+    if linked:
+        _cli(world, gateway, BOB, "chat", "unlink")
