@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -179,6 +180,7 @@ class FakeSlack:
     channels: dict[str, str] = field(default_factory=lambda: {"#approvals": "C0SANDBOX01"})
     messages: dict[tuple[str, str], Message] = field(default_factory=dict)
     private: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    direct: list[tuple[str, str]] = field(default_factory=list)  # (user id, text): the app's DMs
     _ts: int = 0
 
     token: str = BOT_TOKEN  # the bot token the app was installed with
@@ -191,6 +193,12 @@ class FakeSlack:
     def chat_postMessage(
         self, *, channel: str, text: str = "", blocks: Any = None, **extra: Any
     ) -> dict[str, Any]:
+        if re.fullmatch(r"[UW][A-Z0-9]{2,}", channel):  # a user's id: the app's DM with them
+            if not text:
+                raise SlackError("no_text")
+            self.direct.append((channel, text))
+            self._ts += 1
+            return {"ok": True, "channel": f"D{channel[1:]}", "ts": f"1700000000.{self._ts:06d}"}
         channel_id = self.channels.get(channel, channel if channel in self.channels.values() else "")
         if not channel_id:
             raise SlackError("channel_not_found")

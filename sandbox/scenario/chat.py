@@ -69,7 +69,10 @@ def link(play: Play, index: int, spec: dict[str, Any]) -> None:
         code = text.split("`")[1] if "`" in text else ""
         play._last_code = code  # type: ignore[attr-defined]
     label = f"links Slack user {user} with a one-time code"
-    api.call(play, index, spec, spec["by"], "POST /chat/link", body={"code": code}, label=label)
+    # (``sessiongate chat link CODE --yes``: the CLI's first call, which only shows whose code it is, is
+    # tests/unit/test_chat.py's and tests/integration/test_chat.py's business)
+    body = {"code": code, "confirm": True}
+    api.call(play, index, spec, spec["by"], "POST /chat/link", body=body, label=label)
 
 
 def _decide(play: Play, index: int, spec: dict[str, Any], action_id: str, verb: str) -> None:

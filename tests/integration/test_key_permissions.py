@@ -41,7 +41,7 @@ def stack(deployers: str) -> cfn.Stack:
 
 
 def node(s: cfn.Stack, who: str) -> Any:
-    if who in ("RequestApiFunctionRole", "GrantAccessFunctionRole"):
+    if who in ("RequestApiFunctionRole", "GrantAccessFunctionRole", "ChatInteractionsFunctionRole"):
         role = s.resources[who]
         policies = [
             Policy(role.arn, p["PolicyName"], {"Version": "2012-10-17", **p["PolicyDocument"]})
@@ -79,6 +79,9 @@ def may(deployers: str, who: str, action: str, key: str) -> bool:
         ("RequestApiFunctionRole", "kms:VerifyMac", "ApprovalKey", False),
         ("GrantAccessFunctionRole", "kms:GenerateMac", "ApprovalKey", False),
         ("GrantAccessFunctionRole", "kms:VerifyMac", "ApprovalKey", True),
+        # Chat links are sealed with it: the chat function verifies them (review finding 3).
+        ("ChatInteractionsFunctionRole", "kms:VerifyMac", "ApprovalKey", True),
+        (ADMIN, "kms:VerifyMac", "ApprovalKey", False),
         (ADMIN, "kms:GenerateMac", "ApprovalKey", False),  # a DynamoDB/KMS admin cannot sign an approval
         (ADMIN, "kms:CreateGrant", "ApprovalKey", False),
         (DEPLOYER, "kms:GenerateMac", "ApprovalKey", False),  # not even the deployers, without a change

@@ -287,7 +287,11 @@ def test_only_the_request_api_signs_approvals_and_only_the_grant_verifies_them()
     assert [_who(s, "kms:GenerateMac") for s in statements.values() if _who(s, "kms:GenerateMac")] == [
         [API_ROLE, CHAT_ROLE]  # a Slack click approves through the request API's code (issue 19)
     ]
-    assert [_who(s, "kms:VerifyMac") for s in statements.values() if _who(s, "kms:VerifyMac")] == [GRANT_ROLE]
+    # ... and the chat function verifies the seal of a chat link (review finding 3), nothing else does.
+    assert [_who(s, "kms:VerifyMac") for s in statements.values() if _who(s, "kms:VerifyMac")] == [
+        GRANT_ROLE,
+        CHAT_ROLE,
+    ]
     admin = statements["DeployersAdminister"]
     assert admin["Principal"]["AWS"] == DEPLOYERS_OR_ROOT
     assert not any(a in ("kms:*", "kms:GenerateMac", "kms:VerifyMac") for a in _actions(admin))
@@ -361,3 +365,27 @@ def test_native_approver_arns_cannot_carry_spaces(value: str, accepted: bool) ->
         settings = Settings.from_env({"SESSIONGATE_DEFAULT_APPROVERS": value})
         policy = ApprovalPolicy.parse(default_document(settings.default_approvers))
         assert list(policy.rules[0].levels[0].approvers) == value.split(",")
+
+
+def test_chat_links_expire_and_the_request_api_knows_the_deployers() -> None:
+    """Review finding 1: links have a maximum age (the table's TTL, and checked on read) and the
+    deployers, only they, remove anyone's link through the request API (POST /chat/unlink)."""
+    from sessiongate.settings import Settings
+
+    env = resource("RequestApiFunction")["Properties"]["Environment"]["Variables"]
+    assert env["SESSIONGATE_CHAT_LINK_MAX_AGE_DAYS"] == {"Ref": "ChatLinkMaxAgeDays"}
+    assert env["SESSIONGATE_DEPLOYER_ARNS"] == {"Fn::Join": [",", {"Ref": "DeployerArns"}]}
+    assert template()["Parameters"]["ChatLinkMaxAgeDays"]["Default"] == 30
+    ttl = resource("ChatLinksTable")["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "ttl", "Enabled": True}
+    settings = Settings.from_env(
+        {
+            "SESSIONGATE_CHAT_LINK_MAX_AGE_DAYS": "7",
+            "SESSIONGATE_DEPLOYER_ARNS": "arn:aws:iam::123456789012:role/A,arn:aws:iam::123456789012:role/B",
+        }
+    )
+    assert settings.chat_link_max_age_days == 7
+    assert settings.deployer_arns == ("arn:aws:iam::123456789012:role/A", "arn:aws:iam::123456789012:role/B")
+    # Review finding 2: the notifier receives ChatUnlinked, to tell a replaced Slack user.
+    events = resource("ChatNotifyFunction")["Properties"]["Events"]
+    assert "ChatUnlinked" in events["LifecycleEvents"]["Properties"]["FilterPolicy"]["event_type"]

@@ -5,20 +5,22 @@ approve/reject (separation of duties, approve_in_chat), and the request's messag
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from sandbox import fake_slack
-from sessiongate.access_requests.errors import NotFound
+from sessiongate.access_requests.errors import NotFound, Refused
 from sessiongate.access_requests.policy import ApprovalPolicy, PolicyError
 from sessiongate.access_requests.records import RequestStatus
 from sessiongate.chat.links import code_hash
+from sessiongate.chat.ports import ChatUser
 from sessiongate.chat.slack import APPROVE, REJECT
 from sessiongate.outbox import granted, request_events
 from tests.unit.access_world import ALICE, BOB, EVE, POLICY, caller, create
-from tests.unit.fakes.chat import ChatWorld, chat_world
+from tests.unit.fakes.chat import DEPLOYER, ChatWorld, chat_world
 
 CHANNEL = "#approvals"
 
@@ -70,11 +72,19 @@ def test_a_timestamp_outside_five_minutes_is_refused(age: int) -> None:
         {},
         {"X-Slack-Request-Timestamp": "abc", "X-Slack-Signature": "v0=00"},
         {"X-Slack-Request-Timestamp": "1767600000"},
+        # shapes that used to crash (TypeError / ValueError) instead of a 401:
+        {"X-Slack-Request-Timestamp": "NOW", "X-Slack-Signature": "v0=" + "\u00e9" * 64},
+        {"X-Slack-Request-Timestamp": "\u00b2", "X-Slack-Signature": "v0=" + "0" * 64},
+        {"X-Slack-Request-Timestamp": "NOW", "X-Slack-Signature": "v0=" + "A" * 64},
+        {"X-Slack-Request-Timestamp": "1" * 13, "X-Slack-Signature": "v0=" + "0" * 64},
     ],
 )
 def test_missing_or_malformed_signature_headers_are_refused(headers: dict[str, str]) -> None:
     c = chat_world(policy())
+    now = str(int(c.w.clock.now().timestamp()))  # (inside the window: the signature itself is checked)
+    headers = {k: now if v == "NOW" else v for k, v in headers.items()}
     assert c.chat.handle(headers, fake_slack.slash_command("U0BOB")).status == 401
+    assert c.state.seen == {}
 
 
 def test_the_same_signed_request_twice_is_a_replay() -> None:
@@ -99,16 +109,19 @@ def test_a_code_links_once_and_only_its_hash_is_stored() -> None:
     code = _code(c)
     assert code not in str(c.state.codes)
     assert code_hash(code) in c.state.codes
-    answer = c.linking.link(caller(BOB), {"code": code.lower()})
+    answer = c.linking.link(caller(BOB), {"code": code.lower(), "confirm": True})
     assert answer["link"] == {
         "chat": "slack",
         "team_id": fake_slack.TEAM,
         "user_id": "U0BOB",
+        "user_name": "u0bob",
+        "team_domain": "sandbox",
         "identity_arn": BOB,
         "linked_at": "2026-01-05T09:00:00Z",
+        "expires_at": "2026-02-04T09:00:00Z",
     }
     with pytest.raises(NotFound) as again:
-        c.linking.link(caller(EVE), {"code": code})
+        c.linking.link(caller(EVE), {"code": code, "confirm": True})
     assert again.value.code == "invalid_code"
     assert c.links.links[f"slack/{fake_slack.TEAM}/U0BOB"].identity_arn == BOB
 
@@ -117,8 +130,9 @@ def test_a_code_expires_after_ten_minutes() -> None:
     c = chat_world(policy())
     code = _code(c)
     c.w.clock.advance(timedelta(minutes=10))
-    with pytest.raises(NotFound):
-        c.linking.link(caller(BOB), {"code": code})
+    for confirm in (False, True):
+        with pytest.raises(NotFound):
+            c.linking.link(caller(BOB), {"code": code, "confirm": confirm})
     assert c.links.links == {}
 
 
@@ -142,6 +156,105 @@ def test_relink_and_unlink_are_audited() -> None:
     assert c.linking.unlink(caller(BOB))["unlinked"][0]["user_id"] == "U0BOB2"
     assert c.links.links == {}
     assert c.w.notifier.types[-1] == "ChatUnlinked"
+
+
+def test_a_code_first_shows_whose_it_is_and_links_only_when_confirmed() -> None:
+    """Review finding 2: Mallory sends Bob her code; Bob sees it is hers before anything is linked."""
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    code = _code(c, "U0MALLORY")
+    shown = c.linking.link(caller(BOB), {"code": code})
+    assert shown == {
+        "code_of": {
+            "chat": "slack",
+            "team_id": fake_slack.TEAM,
+            "user_id": "U0MALLORY",
+            "user_name": "u0mallory",
+            "team_domain": "sandbox",
+        },
+        "confirm_needed": True,
+    }
+    assert [lk.user.user_id for lk in c.links.links.values()] == ["U0BOB"]  # nothing changed
+    assert code_hash(code) in c.state.codes  # the code is still there for the confirmation
+    with pytest.raises(Refused):
+        c.linking.link(caller(BOB), {"code": code, "confirm": "yes"})
+
+
+def test_a_replaced_link_is_announced_to_the_slack_user_it_replaced() -> None:
+    """Review finding 2: if Bob confirms anyway, his own Slack user is told (the notifier DMs it)."""
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    c.deliver()
+    c.link("U0MALLORY", BOB)
+    [unlinked] = [p for t, p in c.w.notifier.sent if t == "ChatUnlinked"]
+    assert (unlinked["user_id"], unlinked["replaced_by"]) == ("U0BOB", "U0MALLORY")
+    linked = [p for t, p in c.w.notifier.sent if t == "ChatLinked"][-1]
+    assert linked["previous_slack_user"] == "U0BOB"
+    assert linked["user_name"] == "u0mallory"
+    assert c.deliver() == ["told U0BOB"]
+    [(channel, text)] = c.slack.direct
+    assert channel == "U0BOB"
+    assert "U0MALLORY" in text
+    assert BOB in text
+    assert "sessiongate chat unlink" in text
+
+
+# -- link lifetime, seal and removal (review findings 1 and 3) -----------------------------------------
+def test_a_link_expires_after_its_max_age_and_is_refused_privately() -> None:
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    [link] = c.links.links.values()
+    assert link.expires_at == int((c.w.clock.now() + timedelta(days=30)).timestamp())
+    c.w.clock.advance(timedelta(days=30))
+    request_id = approved_by_click(c)
+    assert c.w.store.get(request_id).status is RequestStatus.PENDING  # type: ignore[union-attr]
+    text = c.slack.private[-1][1]["text"]
+    assert "expired" in text
+    assert "/sessiongate link" in text
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda lk: replace(lk, mac=""),  # written without a MAC
+        lambda lk: replace(lk, mac="bm90IGEgbWFj"),  # a made-up MAC
+        lambda lk: replace(lk, identity_arn=BOB.replace("bob", "carol")),  # another identity, same MAC
+        lambda lk: replace(lk, expires_at=lk.expires_at + 86400 * 365),  # lengthened
+        lambda lk: replace(lk, user=ChatUser("slack", fake_slack.TEAM, "U0EVE")),  # moved to Eve
+    ],
+)
+def test_a_link_not_sealed_by_the_request_api_is_refused_as_tampering(forge: Any) -> None:
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    [link] = c.links.links.values()
+    forged = forge(link)
+    c.links.links = {forged.user.key: forged}
+    request_id = approved_by_click(c, who=forged.user.user_id)
+    assert c.w.store.get(request_id).status is RequestStatus.PENDING  # type: ignore[union-attr]
+    assert "not valid" in c.slack.private[-1][1]["text"]
+    assert c.w.bus.emitted == []
+
+
+def test_a_deployer_removes_any_link_and_it_is_audited() -> None:
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    with pytest.raises(Refused) as refused:
+        c.linking.unlink(caller(EVE), {"slack_user": "U0BOB", "team": fake_slack.TEAM})
+    assert refused.value.code == "not_a_deployer"
+    assert len(c.links.links) == 1
+    deployer = f"{DEPLOYER.replace(':iam::', ':sts::').replace(':role/', ':assumed-role/')}/incident"
+    answer = c.linking.unlink(caller(deployer), {"slack_user": "U0BOB", "team": fake_slack.TEAM})
+    assert answer == {"unlinked": [{"chat": "slack", "team_id": fake_slack.TEAM, "user_id": "U0BOB"}]}
+    assert c.links.links == {}
+    event_type, payload = c.w.notifier.sent[-1]
+    assert event_type == "ChatUnlinked"
+    assert (payload["by"], payload["reason"], payload["identity_arn"]) == (
+        deployer,
+        "removed by a deployer",
+        BOB,
+    )
+    with pytest.raises(Refused):
+        c.linking.unlink(caller(deployer), {"slack_user": "U0BOB", "team": "not a team"})
 
 
 # -- clicks: the request API's approve/reject as the linked identity ----------------------------------

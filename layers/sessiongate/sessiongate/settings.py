@@ -81,6 +81,9 @@ class Settings:
     # Chat approvals (issue 19): the chat state and links tables, the Slack app's secrets (ARNs).
     chat_state_table: str = ""
     chat_links_table: str = ""
+    # How long a chat identity link lasts (ChatLinkMaxAgeDays), and who may remove anyone's link.
+    chat_link_max_age_days: int = 30
+    deployer_arns: tuple[str, ...] = ()
     slack_signing_secret_arn: str = ""
     slack_bot_token_arn: str = ""
 
@@ -134,6 +137,8 @@ class Settings:
         "history_key_arn": "SESSIONGATE_HISTORY_KEY_ARN",
         "chat_state_table": "SESSIONGATE_CHAT_STATE_TABLE",
         "chat_links_table": "SESSIONGATE_CHAT_LINKS_TABLE",
+        "chat_link_max_age_days": "SESSIONGATE_CHAT_LINK_MAX_AGE_DAYS",
+        "deployer_arns": "SESSIONGATE_DEPLOYER_ARNS",
         "slack_signing_secret_arn": "SESSIONGATE_SLACK_SIGNING_SECRET",
         "slack_bot_token_arn": "SESSIONGATE_SLACK_BOT_TOKEN",
     }
@@ -191,6 +196,11 @@ class Settings:
                 r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[\w/-]{1,256}", value
             ):
                 problems.append(f"{self.ENV[name]} must be a KMS key (or alias) ARN")
+        if not 1 <= self.chat_link_max_age_days <= 365:
+            problems.append("chat link max age must be 1..365 days")
+        bad = [p for p in self.deployer_arns if not p.startswith("arn:")]
+        if bad:
+            problems.append(f"deployer ARNs must be ARNs, got {bad[:3]}")
         bad = [p for p in self.default_approvers if not p.startswith("arn:")]
         if bad:
             problems.append(f"default approvers must be ARN patterns, got {bad[:3]}")

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from sessiongate.adapters.inventory import Inventory
     from sessiongate.adapters.notifier import Notifier
     from sessiongate.adapters.scheduler import Schedules
-    from sessiongate.history import Exporter
     from sessiongate.chat.interactions import ChatInteractions
     from sessiongate.chat.messages import RequestMessages
+    from sessiongate.history import Exporter
     from sessiongate.outbox import Publisher
 
 ClientFactory = Callable[[str], Any]
@@ -310,15 +310,21 @@ def linking(settings: Settings, clock: Clock, make: ClientFactory) -> Any:
     """Chat identity links (issue 19), when the chat tables are configured; otherwise None."""
     if not (settings.chat_state_table and settings.chat_links_table):
         return None
+    from datetime import timedelta
+
     from sessiongate.adapters.chat import ChatStateTable, LinksTable
+    from sessiongate.adapters.kms import Macs
     from sessiongate.adapters.notifier import Notifier
-    from sessiongate.chat.links import Linking
+    from sessiongate.chat.links import Linking, LinkSeal
 
     return Linking(
         ChatStateTable(make("dynamodb"), settings.chat_state_table),
         LinksTable(make("dynamodb"), settings.chat_links_table),
         clock,
         Notifier(make("sns"), settings.topic_arn),
+        seal=LinkSeal(Macs(make("kms")), settings.approval_key_id),
+        max_age=timedelta(days=settings.chat_link_max_age_days),
+        deployers=settings.deployer_arns,
     )
 
 

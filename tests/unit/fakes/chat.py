@@ -10,24 +10,30 @@ from typing import Any
 
 from sandbox import fake_slack
 from sessiongate.chat.interactions import ChatInteractions
-from sessiongate.chat.links import Linking
+from sessiongate.chat.links import Linking, LinkSeal
 from sessiongate.chat.messages import RequestMessages
-from sessiongate.chat.ports import Answer, ChatUser, Link, StoredMessage
+from sessiongate.chat.ports import Answer, ChatUser, CodeOwner, Link, StoredMessage
 from sessiongate.chat.slack import SlackInbound, SlackOutbound
-from tests.unit.fakes.access import World, world
+from tests.unit.fakes.access import FakeMacs, World, world
+
+DEPLOYER = "arn:aws:iam::123456789012:role/Deployers"
 
 
 @dataclass
 class FakeChatState:
-    codes: dict[str, tuple[ChatUser, int]] = field(default_factory=dict)
+    codes: dict[str, tuple[CodeOwner, int]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     messages: dict[str, StoredMessage] = field(default_factory=dict)
 
-    def put_code(self, code_hash: str, user: ChatUser, *, expires_at: int) -> None:
+    def put_code(self, code_hash: str, owner: CodeOwner, *, expires_at: int) -> None:
         assert code_hash not in self.codes  # attribute_not_exists(pk)
-        self.codes[code_hash] = (user, expires_at)
+        self.codes[code_hash] = (owner, expires_at)
 
-    def take_code(self, code_hash: str, *, now: int) -> ChatUser | None:
+    def peek_code(self, code_hash: str, *, now: int) -> CodeOwner | None:
+        found = self.codes.get(code_hash)
+        return None if found is None or found[1] <= now else found[0]
+
+    def take_code(self, code_hash: str, *, now: int) -> CodeOwner | None:
         found = self.codes.get(code_hash)
         if found is None or found[1] <= now:
             return None
@@ -67,7 +73,7 @@ class FakeLinks:
         return self.links.pop(user.key, None)
 
     def of_identity(self, identity_arn: str) -> list[Link]:
-        # The by-identity index projects the keys only: no linked_at.
+        # The by-identity index projects the keys only: no linked_at, expiry or MAC.
         return [
             Link(lk.user, lk.identity_arn, "")
             for lk in self.links.values()
@@ -96,7 +102,7 @@ class ChatWorld:
 
         answer = self.send(fake_slack.slash_command(slack_user))
         code = str(answer.text).split("`")[1]
-        self.linking.link(caller(arn), {"code": code})
+        self.linking.link(caller(arn), {"code": code, "confirm": True})
 
     def deliver(self) -> list[str]:
         """The lifecycle events published so far (the topic) -> the chat notifier, once each: what it
@@ -114,7 +120,8 @@ def chat_world(policy: dict[str, Any]) -> ChatWorld:
     w = world(policy)
     slack = fake_slack.FakeSlack()
     state, links = FakeChatState(), FakeLinks()
-    linking = Linking(state, links, w.clock, w.notifier)  # type: ignore[arg-type]
+    seal = LinkSeal(FakeMacs(), "approval-key")
+    linking = Linking(state, links, w.clock, w.notifier, seal=seal, deployers=(DEPLOYER,))  # type: ignore[arg-type]
     outbound = SlackOutbound(lambda: slack, slack.webhook)
     chat = ChatInteractions(
         inbound=SlackInbound(lambda: fake_slack.SIGNING_SECRET, w.clock),

@@ -14,8 +14,9 @@ Routes (every one behind ``AWS_IAM`` in template.yaml; the caller is
     POST /requests/{id}/cancel      {reason?}
     POST /requests/{id}/revoke      {reason?}        early revoke / "I'm done"
     POST /requests/{id}/extend      {duration_minutes?, reason}
-    POST /chat/link                 {code}           link the chat user of a one-time code to the caller
-    POST /chat/unlink                                end the caller's chat links (issue 19)
+    POST /chat/link                 {code, confirm?} whose code it is; confirm: true links it to the caller
+    POST /chat/unlink               [{slack_user, team}] end the caller's chat links (issue 19); a deployer
+                                                     names any chat user
 
 Routing is Powertools' ``APIGatewayRestResolver`` on ``httpMethod`` and ``path`` (the path without the
 stage: ``requestContext.path`` carries ``/v1/...``; AWS doc "Lambda proxy integrations in API Gateway",
@@ -239,7 +240,7 @@ def resolver(service: NativeService, linking: Linking | None = None) -> APIGatew
     def chat_unlink() -> Response[str]:
         if linking is None:
             raise NotFound("no_chat", "no chat is configured")
-        return _answer(200, linking.unlink(caller()))
+        return _answer(200, linking.unlink(caller(), body()))
 
     return app
 

@@ -5,8 +5,9 @@
   (``msg#<request id>``). Codes and signatures are written conditionally and expire by TTL (DynamoDB
   deletes expired items within days, "Using time to live (TTL) in DynamoDB": so expiry is also checked
   on read).
-- :class:`LinksTable`: the links table (key ``chat_user``, index ``by-identity``); only the request API
-  writes it (its resource policy; README "Approving from Slack", security).
+- :class:`LinksTable`: the links table (key ``chat_user``, index ``by-identity``, TTL attribute ``ttl`` =
+  the link's ``expires_at``, also checked on read); only the request API writes it (its resource policy;
+  README "Approving from Slack", security), and each link carries its MAC (``mac``, :mod:`.chat.links`).
 - :class:`Secret`: a Secrets Manager string, cached for a few minutes (rotation reaches warm functions).
 - :func:`instance_tags`: an instance's tags in this account (EC2 DescribeInstances), for the message.
 """
@@ -20,36 +21,50 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sessiongate.chat.ports import ChatUser, Link, StoredMessage
+from sessiongate.chat.ports import ChatUser, CodeOwner, Link, StoredMessage
 from sessiongate.clock import Clock
 from sessiongate.observability import logger
 
 SECRET_CACHE = timedelta(minutes=5)
 
 
-def _user(item: Mapping[str, Any]) -> ChatUser:
-    return ChatUser(item["chat"]["S"], item["team_id"]["S"], item["user_id"]["S"])
+def _owner(item: Mapping[str, Any]) -> CodeOwner:
+    return CodeOwner(
+        ChatUser(item["chat"]["S"], item["team_id"]["S"], item["user_id"]["S"]),
+        item.get("user_name", {}).get("S", ""),
+        item.get("team_domain", {}).get("S", ""),
+    )
 
 
 class ChatStateTable:
     def __init__(self, db: Any, table: str) -> None:
         self._db, self._table = db, table
 
-    def put_code(self, code_hash: str, user: ChatUser, *, expires_at: int) -> None:
+    def put_code(self, code_hash: str, owner: CodeOwner, *, expires_at: int) -> None:
         self._db.put_item(
             TableName=self._table,
             Item={
                 "pk": {"S": f"code#{code_hash}"},
-                "chat": {"S": user.chat},
-                "team_id": {"S": user.team_id},
-                "user_id": {"S": user.user_id},
+                "chat": {"S": owner.user.chat},
+                "team_id": {"S": owner.user.team_id},
+                "user_id": {"S": owner.user.user_id},
+                "user_name": {"S": owner.user_name},
+                "team_domain": {"S": owner.team_domain},
                 "expires_at": {"N": str(expires_at)},
                 "ttl": {"N": str(expires_at)},
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
 
-    def take_code(self, code_hash: str, *, now: int) -> ChatUser | None:
+    def peek_code(self, code_hash: str, *, now: int) -> CodeOwner | None:
+        item = self._db.get_item(
+            TableName=self._table, Key={"pk": {"S": f"code#{code_hash}"}}, ConsistentRead=True
+        ).get("Item")
+        if not item or int(item["expires_at"]["N"]) <= now:
+            return None
+        return _owner(item)
+
+    def take_code(self, code_hash: str, *, now: int) -> CodeOwner | None:
         try:
             answer = self._db.delete_item(
                 TableName=self._table,
@@ -60,7 +75,7 @@ class ChatStateTable:
             )
         except self._db.exceptions.ConditionalCheckFailedException:
             return None
-        return _user(answer["Attributes"])
+        return _owner(answer["Attributes"])
 
     def first_seen(self, proof: str, *, now: int, keep_until: int) -> bool:
         try:
@@ -132,7 +147,11 @@ class LinksTable:
     def _link(item: Mapping[str, Any]) -> Link:
         chat, team, user = item["chat_user"]["S"].split("/", 2)
         return Link(
-            ChatUser(chat, team, user), item["identity_arn"]["S"], item.get("linked_at", {}).get("S", "")
+            ChatUser(chat, team, user),
+            item["identity_arn"]["S"],
+            item.get("linked_at", {}).get("S", ""),
+            int(item.get("expires_at", {}).get("N", "0")),
+            item.get("mac", {}).get("S", ""),
         )
 
     def get(self, user: ChatUser) -> Link | None:
@@ -148,6 +167,9 @@ class LinksTable:
                 "chat_user": {"S": link.user.key},
                 "identity_arn": {"S": link.identity_arn},
                 "linked_at": {"S": link.linked_at},
+                "expires_at": {"N": str(link.expires_at)},
+                "ttl": {"N": str(link.expires_at)},  # DynamoDB TTL (lazy: expiry is checked on read)
+                "mac": {"S": link.mac},
             },
             ReturnValues="ALL_OLD",
         )

@@ -23,6 +23,7 @@ from sessiongate.chat.ports import (
     ChatState,
     Click,
     Inbound,
+    Link,
     LinkCommand,
     Links,
     Outbound,
@@ -67,13 +68,14 @@ class ChatInteractions:
             return Answer(401)
         interaction = self.inbound.parse(headers, body)
         if isinstance(interaction, LinkCommand):
-            code = self.linking.issue_code(interaction.user)
+            code = self.linking.issue_code(interaction.user, interaction.user_name, interaction.team_domain)
             minutes = int(CODE_TTL.total_seconds() // 60)
             return Answer(
                 200,
                 f"Your one-time code: `{code}` (valid {minutes} minutes, once). Run "
                 f"`sessiongate chat link {code}` with your own AWS credentials to link this {self.chat_name} "
-                "user to your AWS identity.",
+                "user to your AWS identity. Never give this code to anyone else: whoever runs it lets you "
+                "approve as them.",
             )
         if isinstance(interaction, Click):
             self.outbound.reply_privately(interaction.reply_to, self._decide(interaction))
@@ -91,6 +93,9 @@ class ChatInteractions:
                 f"Not done: your {self.chat_name} user is not linked to an AWS identity. Run "
                 "`/sessiongate link`, then `sessiongate chat link CODE` with your AWS credentials."
             )
+        refused = self._unusable(link, log)
+        if refused:
+            return refused
         comment = f"{click.action}d in {self.chat_name} by {click.user.user_id} ({click.user.team_id})"
         try:
             caller = caller_from_context({"identity": {"userArn": link.identity_arn}})
@@ -103,3 +108,35 @@ class ChatInteractions:
         status = view.get("request", {}).get("status", "?")
         log.info("chat decision recorded", extra={"identity_arn": link.identity_arn, "status": status})
         return f"Done: you {click.action}d request {click.request_id} as {link.identity_arn}; it is {status}."
+
+    def _unusable(self, link: Link, log: Any) -> str | None:
+        """Why a stored link may not act (expired, or not sealed by the request API), else None."""
+        from sessiongate.adapters.kms import MacUnavailable
+
+        again = (
+            "Run `/sessiongate link`, then `sessiongate chat link CODE` with your AWS credentials, "
+            "to link again."
+        )
+        if link.expires_at <= int(self.clock.now().timestamp()):
+            # (DynamoDB TTL deletes an expired link only within days: checked here on every read.)
+            log.info(
+                "chat decision refused", extra={"error": "link_expired", "identity_arn": link.identity_arn}
+            )
+            metrics().add("ChatRefusals", reason="link_expired")
+            return f"Not done: your {self.chat_name} link to an AWS identity has expired. {again}"
+        seal = self.linking.seal
+        try:
+            valid = seal is not None and seal.valid(link)
+        except MacUnavailable as exc:
+            log.error("chat decision refused: approval key unusable", extra={"problem": str(exc)})
+            metrics().add("ApprovalKeyErrors")
+            return "Not done (approval_key_unavailable): SessionGate cannot check links; tell its admins."
+        if not valid:
+            log.error(
+                "chat link refused: its MAC does not verify (written outside SessionGate: tampering?)",
+                extra={"error": "link_tampered", "identity_arn": link.identity_arn},
+            )
+            metrics().add("ChatLinkTampering")
+            metrics().add("ChatRefusals", reason="link_invalid")
+            return f"Not done: your {self.chat_name} link is not valid. {again}"
+        return None

@@ -138,6 +138,10 @@ class RequestMessages:
     def on_event(self, event: Mapping[str, Any]) -> str:
         """One lifecycle event (the topic's ``lambda`` message: ``{"event_type": ..., **payload}``)."""
         event_type = str(event.get("event_type", ""))
+        if event_type == "ChatUnlinked":  # a replaced link: its chat user is told (chat/links.py)
+            from sessiongate.chat.links import tell_replaced
+
+            return tell_replaced(self.chat, event)
         request_id = self._request_id(event)
         if request_id is None:
             return "ignored"

@@ -38,9 +38,21 @@ class Click:
 
 @dataclass(frozen=True)
 class LinkCommand:
-    """Someone asked for a one-time code to link their chat user to their AWS identity."""
+    """Someone asked for a one-time code to link their chat user to their AWS identity (``user_name``,
+    ``team_domain``: their handle and workspace as the chat sent them, shown to whoever redeems the code)."""
 
     user: ChatUser
+    user_name: str = ""
+    team_domain: str = ""
+
+
+@dataclass(frozen=True)
+class CodeOwner:
+    """Who asked for a link code: the chat user, and their handle and workspace as the chat named them."""
+
+    user: ChatUser
+    user_name: str = ""
+    team_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,14 +136,22 @@ class Outbound(Protocol):
         """Answer the person who clicked, visible to them only."""
         ...
 
+    def tell(self, user_id: str, text: str) -> None:
+        """A direct message to one chat user (the app's conversation with them)."""
+        ...
+
 
 class ChatState(Protocol):
     """One-time link codes, the signatures already seen, and the messages posted (the chat state table)."""
 
-    def put_code(self, code_hash: str, user: ChatUser, *, expires_at: int) -> None: ...
+    def put_code(self, code_hash: str, owner: CodeOwner, *, expires_at: int) -> None: ...
 
-    def take_code(self, code_hash: str, *, now: int) -> ChatUser | None:
-        """Delete the code and answer its user, once (None: unknown, used or expired)."""
+    def peek_code(self, code_hash: str, *, now: int) -> CodeOwner | None:
+        """The code's owner, leaving the code in place (None: unknown, used or expired)."""
+        ...
+
+    def take_code(self, code_hash: str, *, now: int) -> CodeOwner | None:
+        """Delete the code and answer its owner, once (None: unknown, used or expired)."""
         ...
 
     def first_seen(self, proof: str, *, now: int, keep_until: int) -> bool:
@@ -159,9 +179,14 @@ class StoredMessage:
 
 @dataclass(frozen=True)
 class Link:
+    """A chat user acts as ``identity_arn`` until ``expires_at`` (epoch seconds; also the table's TTL),
+    sealed by ``mac`` (the approval key's MAC, made by the request API: :mod:`.links`)."""
+
     user: ChatUser
     identity_arn: str
     linked_at: str
+    expires_at: int = 0
+    mac: str = ""
 
 
 class Links(Protocol):

@@ -14,9 +14,9 @@ What Slack documents (docs.slack.dev):
   (``block_actions``), ``user`` (``id``, ``team_id``), ``team`` (``id``), ``actions[]`` (``action_id``,
   ``value``), ``response_url``; the app acknowledges with HTTP 200 within 3 seconds and may answer
   through ``response_url`` (``response_type: ephemeral``, ``replace_original: false``).
-- "Implementing slash commands": form fields ``command``, ``text``, ``team_id``, ``user_id``,
-  ``response_url``; the HTTP answer's JSON (``response_type: ephemeral``, ``text``) is shown to the
-  caller only.
+- "Implementing slash commands": form fields ``command``, ``text``, ``team_id``, ``team_domain``,
+  ``user_id``, ``user_name``, ``response_url``; the HTTP answer's JSON (``response_type: ephemeral``,
+  ``text``) is shown to the caller only.
 - Block Kit limits: a section's text at most 3000 characters, up to 10 fields of 2000; a button's
   ``value`` 2000, ``action_id`` 255, its text 75.
 """
@@ -24,6 +24,7 @@ What Slack documents (docs.slack.dev):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +46,10 @@ MAX_BODY = 64 * 1024
 # response_url is always a Slack webhook host ("Handling user interaction"); anything else is refused
 # (it is in the signed body, so only Slack could set it: a second line of defence, not the first).
 RESPONSE_HOSTS = frozenset({"hooks.slack.com"})
+# The headers' shapes, checked before anything compares them: ASCII only (``str.isdigit`` admits "²",
+# which ``int`` refuses; ``hmac.compare_digest`` raises TypeError on a non-ASCII str).
+SIGNATURE_RE = re.compile(r"v0=[0-9a-f]{64}", re.ASCII)
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
 class SlackInbound:
@@ -65,7 +70,13 @@ class SlackInbound:
 
         lower = {k.lower(): v for k, v in headers.items()}
         timestamp, signature = lower.get("x-slack-request-timestamp"), lower.get("x-slack-signature")
-        if not timestamp or not signature or not timestamp.isdigit() or len(body) > MAX_BODY:
+        if (
+            not isinstance(timestamp, str)
+            or not isinstance(signature, str)
+            or not TIMESTAMP_RE.fullmatch(timestamp)
+            or not SIGNATURE_RE.fullmatch(signature)
+            or len(body) > MAX_BODY
+        ):
             return None
         verifier = SignatureVerifier(self._secret(), clock=Seconds())
         return signature if verifier.is_valid(body=body, timestamp=timestamp, signature=signature) else None
@@ -82,7 +93,7 @@ class SlackInbound:
             words = form.get("text", "").split()
             user = ChatUser(CHAT, form.get("team_id", ""), form.get("user_id", ""))
             if words[:1] == ["link"] and user.team_id and user.user_id:
-                return LinkCommand(user)
+                return LinkCommand(user, form.get("user_name", "")[:80], form.get("team_domain", "")[:80])
             return Unsupported(f"command text {' '.join(words)[:40]!r}")
         return Unsupported("neither an interaction nor the /sessiongate command")
 
@@ -219,6 +230,11 @@ class SlackOutbound:
 
     def update(self, channel: str, ref: str, card: RequestCard) -> None:
         self._web().chat_update(channel=channel, ts=ref, text=summary(card), blocks=blocks(card))
+
+    def tell(self, user_id: str, text: str) -> None:
+        # chat.postMessage with a user's id as ``channel`` posts in the app's direct messages with them
+        # (docs.slack.dev, "chat.postMessage"; scope chat:write, which the app already has).
+        self._web().chat_postMessage(channel=user_id, text=escape(text)[:3000])
 
     def reply_privately(self, reply_to: str, text: str) -> None:
         if urlsplit(reply_to).hostname not in RESPONSE_HOSTS:
