@@ -243,6 +243,31 @@ def test_events_are_routed_only_when_the_template_pattern_matches() -> None:
         assert world.invocations == []
 
 
+def test_streams_are_read_again_only_after_a_table_write() -> None:
+    """The stream pollers skip reading when no DynamoDB call that may add a record was made since
+    their last read (the read would find nothing): the sandbox's calls, not its outcome."""
+    with World() as world:
+        reads: list[str] = []
+        for poller in world._pollers:
+            poller.reader.meta.events.register(
+                "before-call.dynamodbstreams.*",
+                lambda model, **_: reads.append(model.name),
+                unique_id="reads",
+            )
+        ddb = world.client("dynamodb")
+        world.drain_streams()
+        first = len(reads)
+        assert first > 0
+        ddb.list_tables()  # a read adds no record
+        world.drain_streams()
+        assert len(reads) == first
+        table = ddb.list_tables()["TableNames"][0]
+        keys = ddb.describe_table(TableName=table)["Table"]["KeySchema"]
+        ddb.put_item(TableName=table, Item={k["AttributeName"]: {"S": "probe"} for k in keys})
+        world.drain_streams()
+        assert len(reads) > first
+
+
 def test_a_handler_that_keeps_failing_lands_in_the_on_failure_queue() -> None:
     scenario = _scenario(
         [
