@@ -311,3 +311,52 @@ def test_the_named_queries_use_the_tables_columns_and_are_the_readmes() -> None:
         assert qualified | words, logical_id
         assert qualified | words <= columns, (logical_id, (qualified | words) - columns)
         assert sql.strip().rstrip(";") in readme, f"README shows {logical_id} as the template has it"
+
+
+def test_the_history_key_is_retained_with_the_bucket() -> None:
+    """A retained bucket whose key is deleted with the stack holds records nobody can decrypt."""
+    for logical_id in ("HistoryBucket", "HistoryKey"):
+        r = resource(logical_id)
+        assert (r.get("DeletionPolicy"), r.get("UpdateReplacePolicy")) == ("Retain", "Retain"), logical_id
+
+
+def test_nothing_replicates_into_the_history() -> None:
+    """A replication rule of another bucket would write, delete-mark or re-own records here: the bucket
+    policy, the guard and the SCP sample deny it to everyone (the export role included)."""
+    replication = {
+        "s3:ReplicateObject",
+        "s3:ReplicateDelete",
+        "s3:ReplicateTags",
+        "s3:ObjectOwnerOverrideToBucketOwner",
+    }
+    document = resource("HistoryBucketPolicy")["Properties"]["PolicyDocument"]
+    [deny] = [s for s in document["Statement"] if "Sid" in s and replication & set(s["Action"])]
+    assert set(deny["Action"]) == replication
+    assert (deny["Effect"], deny["Principal"], "Condition" in deny) == ("Deny", "*", False)
+    assert deny["Resource"] == {"Fn::Sub": "${HistoryBucket.Arn}/*"}
+    guard = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]["Statement"]
+    [rewriting] = [s for s in guard if s.get("Sid") == "DenyRewritingHistory"]
+    assert replication <= set(rewriting["Action"])
+    scp = json.loads((Path(__file__).resolve().parents[2] / "docs/scp-protect-sessiongate.json").read_text())
+    [history] = [s for s in scp["Statement"] if s["Sid"] == "OnlySessionGateWritesItsHistory"]
+    assert {"s3:Replicate*", "s3:ObjectOwnerOverrideToBucketOwner"} <= set(history["Action"])
+
+
+@pytest.mark.parametrize(
+    ("alarm", "function"),
+    [
+        ("ExportHistoryIteratorAgeAlarm", "ExportHistoryFunction"),
+        ("PublishEventsIteratorAgeAlarm", "PublishEventsFunction"),
+    ],
+)
+def test_a_stalled_stream_mapping_alarms_well_before_the_stream_drops_records(
+    alarm: str, function: str
+) -> None:
+    p = resource(alarm)["Properties"]
+    assert (p["Namespace"], p["MetricName"], p["Statistic"]) == ("AWS/Lambda", "IteratorAge", "Maximum")
+    assert p["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+    assert p["ComparisonOperator"] == "GreaterThanThreshold"
+    # In milliseconds: under the mappings' MaximumRecordAgeInSeconds (and the streams' 24 hours).
+    for event in resource(function)["Properties"]["Events"].values():
+        assert p["Threshold"] * 4 <= event["Properties"]["MaximumRecordAgeInSeconds"] * 1000
+    assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}]

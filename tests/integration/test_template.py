@@ -400,6 +400,7 @@ def test_member_guard_is_the_engine_guard() -> None:
     # RequireSessionLogging, a parameter the member stack does not have (the SCP sample covers members).
     engine_only = {
         "DenySessionPreferenceChanges",
+        "DenyChangingSessionGateEventSourceMappings",
         "DenyInvokingSessionGateFunctions",
         "DenyChangingTheRequestApi",
         "DenyRewritingHistory",
