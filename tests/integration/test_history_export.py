@@ -360,3 +360,58 @@ def test_a_stalled_stream_mapping_alarms_well_before_the_stream_drops_records(
     for event in resource(function)["Properties"]["Events"].values():
         assert p["Threshold"] * 4 <= event["Properties"]["MaximumRecordAgeInSeconds"] * 1000
     assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_sessiongate_audit_reads_back_for_grants_and_approvals_before_the_range() -> None:
+    """A break-glass grant approved days ahead (a scheduled start), begun at 23:50 the day before the
+    range and ended after midnight, is in the range, with its approval kind."""
+    import io
+
+    import boto3
+    from moto import mock_aws
+
+    from sessiongate.history import object_key
+    from sessiongate_cli.main import main
+
+    api_role = "arn:aws:iam::123456789012:role/sessiongate/sg-RequestApiFunctionRole-X"
+    records = [
+        _record(
+            record_id="request/r1/approved",
+            transition="approved",
+            grant_id=None,
+            at="2026-01-01T08:00:00Z",
+            approval_kind="break_glass",
+            ticket="INC-42",
+        ),
+        _record(
+            record_id="grant/rq-r1/grant",
+            transition="grant",
+            at="2026-01-04T23:50:00Z",
+            approver_arns=[api_role],
+        ),
+        _record(
+            record_id="grant/rq-r1/revocation",
+            transition="revocation",
+            at="2026-01-05T00:20:00Z",
+            revoke_reason="expired",
+        ),
+    ]
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="history")
+        for r in records:
+            s3.put_object(
+                Bucket="history", Key=object_key(r["record_id"], r["at"]), Body=json.dumps(r) + "\n"
+            )
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["audit", "--bucket", "history", "--since", "2026-01-05", "--until", "2026-01-05"]
+        code = main([*argv, "--format", "json", "--region", "us-east-1"], session=session, out=out, err=err)
+        assert code == 0, err.getvalue()
+        [row] = json.loads(out.getvalue())["access"]
+        assert (row["granted_at"], row["minutes"], row["approval_kind"], row["ticket"]) == (
+            "2026-01-04T23:50:00Z",
+            30,
+            "break_glass",
+            "INC-42",
+        )

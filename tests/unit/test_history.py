@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -536,3 +536,59 @@ def test_sessions_recorded_after_the_revocation_is_a_sessions_record() -> None:
     }
     rows = audit.access_rows([*_history(), record.record], date(2026, 1, 5), date(2026, 1, 5))
     assert rows[0]["sessions"] == ["alice-0a1b", "alice-0c2d"]
+
+
+def _shifted(record: dict[str, Any], grant_id: str, at: str, **fields: Any) -> dict[str, Any]:
+    return {
+        **record,
+        "grant_id": grant_id,
+        "record_id": f"grant/{grant_id}/{record['transition']}",
+        "at": at,
+        **fields,
+    }
+
+
+def test_audit_reports_a_grant_in_force_across_the_start_of_the_range() -> None:
+    """A grant from 23:50 on Jan 4 to 00:20 on Jan 5 is access on Jan 5; one that ended on Jan 4 is not,
+    nor is a denial of Jan 4."""
+    grant, revocation = (
+        r for r in _history() if r["grant_id"] == "rq-r1" and r["transition"] in ("grant", "revocation")
+    )
+    records = [
+        _shifted(grant, "g-across", "2026-01-04T23:50:00Z"),
+        _shifted(revocation, "g-across", "2026-01-05T00:20:00Z"),
+        _shifted(grant, "g-before", "2026-01-04T10:00:00Z"),
+        _shifted(revocation, "g-before", "2026-01-04T10:30:00Z"),
+        _shifted(grant, "g-open", "2026-01-04T22:00:00Z"),  # no end recorded (yet)
+        _shifted(grant, "g-stale", "2026-01-02T22:00:00Z"),  # no end recorded, long over
+        _shifted(
+            grant, "g-denied", "2026-01-04T23:00:00Z", transition="denial", record_id="grant/g-denied/denial"
+        ),
+    ]
+    rows = audit.access_rows(records, date(2026, 1, 5), date(2026, 1, 5))
+    assert [(r["grant_id"], r["status"], r["minutes"]) for r in rows] == [
+        ("g-open", "ACTIVE", None),
+        ("g-across", "REVOKED", 30),
+    ]
+
+
+def test_audit_reads_far_enough_back_for_the_approval_of_a_scheduled_start() -> None:
+    """The report reads the partitions LOOKBACK before --since: a grant in force on --since began at most
+    a validity before it, its approval at most a scheduled start's lead before that."""
+    from sessiongate.access_requests import rule_limits
+
+    max_validity = timedelta(hours=12)  # MaxValidityMinutes' largest value (template.yaml)
+    assert max_validity <= audit.STARTED_BEFORE
+    assert audit.STARTED_BEFORE + timedelta(minutes=rule_limits.MAX_LEAD_MINUTES) <= audit.LOOKBACK
+
+
+def test_audit_does_not_call_an_unknown_approval_of_a_native_grant_an_approvers_approval() -> None:
+    """A break-glass or auto-approved grant names the request API's role as its approver: without the
+    request's approved record its approval kind is unknown, not "approvers"."""
+    grant = next(r for r in _history() if r["grant_id"] == "rq-r1" and r["transition"] == "grant")
+    orphan = _shifted(grant, "g-orphan", "2026-01-05T10:00:00Z", request_id="r-gone")
+    [row] = audit.access_rows([orphan], date(2026, 1, 5), date(2026, 1, 5))
+    assert row["approved_by"] == grant["approver_arns"]
+    assert row["approval_kind"] is None
+    [row] = audit.access_rows([{**orphan, "origin": "change-manager"}], date(2026, 1, 5), date(2026, 1, 5))
+    assert row["approval_kind"] == "approvers"
