@@ -297,7 +297,7 @@ def test_the_named_queries_use_the_tables_columns_and_are_the_readmes() -> None:
         assert p["WorkGroup"] == {"Ref": "AuditWorkGroup"}
         sql = p["QueryString"]
         assert "FROM history_v1" in sql, logical_id
-        qualified = {m.group(2) for m in re.finditer(r'\b[grh]\.("?)(\w+)\1', sql)}
+        qualified = {m.group(2) for m in re.finditer(r'\b[grhsad]\.("?)(\w+)\1', sql)}
         # Unqualified: every snake_case word but the functions, the table and the result's aliases.
         words = set(re.findall(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", sql)) - {
             "date_diff",
@@ -415,3 +415,74 @@ def test_sessiongate_audit_reads_back_for_grants_and_approvals_before_the_range(
             "break_glass",
             "INC-42",
         )
+
+
+def _athena_like(sql: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run a named query on SQLite over ``records`` (Athena's two functions it uses defined alike)."""
+    import sqlite3
+    from datetime import datetime
+
+    from sessiongate.history import day_of
+
+    def minutes(unit: str, start: str, end: str) -> int:
+        assert unit == "minute"
+        return int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() // 60)
+
+    columns = [*SCHEMA["required"], "dt"]
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    db.create_function("from_iso8601_timestamp", 1, lambda at: at and at.replace("Z", "+00:00"))
+    db.create_function("date_diff", 3, minutes)
+    db.execute(f"CREATE TABLE history_v1 ({', '.join(f'{c!r}' for c in columns)})")
+    for r in records:
+        row = {**r, "dt": day_of(r["at"]).isoformat()}
+        values = [json.dumps(row[c]) if isinstance(row[c], list | dict) else row[c] for c in columns]
+        db.execute(f"INSERT INTO history_v1 VALUES ({', '.join('?' for _ in columns)})", values)  # noqa: S608 (placeholders only)
+    return [dict(row) for row in db.execute(sql)]
+
+
+def test_who_had_access_joins_the_sessions_and_the_approval_and_leaves_out_denied_grants() -> None:
+    """The sessions arrive in their own record after the revocation; the approval kind and the ticket
+    are on the request's approved record (a grant record has neither); a grant denied after it was
+    active (its binding checks failed) is no access."""
+    sql = resource("AuditQueryWhoHadAccess")["Properties"]["QueryString"]
+    records = [
+        _record(
+            record_id="request/r1/approved",
+            transition="approved",
+            grant_id=None,
+            at="2026-01-05T08:55:00Z",
+            approval_kind="break_glass",
+            ticket="INC-1",
+        ),
+        _record(record_id="grant/rq-r1/grant", transition="grant", at="2026-01-05T09:00:00Z"),
+        _record(record_id="grant/rq-r1/revocation", transition="revocation", at="2026-01-05T09:20:00Z"),
+        _record(
+            record_id="grant/rq-r1/sessions",
+            transition="sessions",
+            at="2026-01-05T09:25:00Z",
+            sessions=[{"session_id": "alice-0a", "started_at": None, "ended_at": None}],
+        ),
+        _record(
+            record_id="grant/rq-r2/grant",
+            transition="grant",
+            at="2026-01-05T10:00:00Z",
+            grant_id="rq-r2",
+            request_id="r2",
+        ),
+        _record(
+            record_id="grant/rq-r2/denial",
+            transition="denial",
+            at="2026-01-05T10:01:00Z",
+            grant_id="rq-r2",
+            request_id="r2",
+        ),
+    ]
+    [row] = _athena_like(sql, records)
+    assert (row["granted_at"], row["ended_at"], row["minutes"]) == (
+        "2026-01-05T09:00:00Z",
+        "2026-01-05T09:20:00Z",
+        20,
+    )
+    assert (row["approval_kind"], row["ticket"]) == ("break_glass", "INC-1")
+    assert [s["session_id"] for s in json.loads(row["sessions"])] == ["alice-0a"]
