@@ -289,30 +289,64 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def backfill(session: Any, region: str, function: str, since: date, until: date) -> str:
-    """Invoke the export function's backfill for ``since``..``until``; what it wrote."""
-    from botocore.config import Config
-    from botocore.exceptions import ClientError
+# The backfill scans both tables and writes the records of its days within one invocation (300 s): the
+# range is asked for in chunks of this many days, one invocation each, in order.
+BACKFILL_CHUNK_DAYS = 7
 
-    payload = {"backfill": {"since": since.isoformat(), "until": until.isoformat()}}
+
+def backfill(session: Any, region: str, function: str, since: date, until: date) -> str:
+    """Invoke the export function's backfill for ``since``..``until``, BACKFILL_CHUNK_DAYS at a time; what
+    it wrote. Stops at the first chunk that fails (the days before it are done); items the function
+    could not read are left out by it and reported here (an error after all chunks ran)."""
+    from botocore.config import Config
+
     # The function may take its whole timeout (300 s, template.yaml): wait for it, and do not retry a
     # call that timed out (it may still be running; a second run would only rewrite the same keys).
     config = Config(read_timeout=330, retries={"max_attempts": 1})
-    try:
-        answer = session.client("lambda", region_name=region, config=config).invoke(
-            FunctionName=function, Payload=json.dumps(payload).encode()
+    client = session.client("lambda", region_name=region, config=config)
+    written, failed, lines = 0, 0, []
+    items: list[str] = []
+    first = since
+    while first <= until:
+        last = min(first + timedelta(days=BACKFILL_CHUNK_DAYS - 1), until)
+        try:
+            done = _backfill_chunk(client, function, first, last)
+        except CliError as exc:
+            before = f"; {since}..{first - timedelta(days=1)} are done" if first > since else ""
+            raise CliError(
+                f"the backfill stopped at {first}..{last}: {exc}{before} (rerun with --since {first})",
+                "backfill_failed",
+            ) from None
+        written += int(done["written"])
+        failed += int(done.get("failed") or 0)
+        items += [str(i) for i in done.get("failed_items") or []]
+        lines.append(f"backfilled {done['since']}..{done['until']}: {done['written']} records written")
+        first = last + timedelta(days=1)
+    summary = f"backfilled {since}..{until}: {written} records written (existing keys overwritten)"
+    if failed:
+        raise CliError(
+            f"{summary}, but {failed} table items could not be read and were left out (see the export "
+            f"function's log): {', '.join(items)}",
+            "backfill_incomplete",
         )
+    return "\n".join([*lines, summary]) if len(lines) > 1 else summary
+
+
+def _backfill_chunk(client: Any, function: str, since: date, until: date) -> dict[str, Any]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    payload = {"backfill": {"since": since.isoformat(), "until": until.isoformat()}}
+    try:
+        answer = client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
     except ClientError as exc:
         error = exc.response["Error"]
         raise CliError(
             f"cannot invoke {function}: {error.get('Code')} {error.get('Message', '')}".strip(),
             "backfill_failed",
         ) from None
+    except BotoCoreError as exc:  # a read timeout: the function may still be running
+        raise CliError(f"no answer from {function}: {exc}", "backfill_failed") from None
     body = json.loads(answer["Payload"].read() or b"null")
     if answer.get("FunctionError") or not isinstance(body, dict) or "backfill" not in body:
         raise CliError(f"the backfill failed: {body}", "backfill_failed")
-    done = body["backfill"]
-    written = done["written"]
-    return (
-        f"backfilled {done['since']}..{done['until']}: {written} records written (existing keys overwritten)"
-    )
+    return dict(body["backfill"])

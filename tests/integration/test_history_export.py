@@ -106,7 +106,9 @@ def test_every_transition_lands_once_and_a_backfill_rewrites_the_same_keys(playe
     # The backfill (a deployer's `sessiongate audit backfill`): the same keys, no new one, no extra line.
     answer = _backfill(world)
     assert answer.error is None, answer.error
-    assert answer.result == {"backfill": {"since": DAY, "until": DAY, "written": 2}}
+    assert answer.result == {
+        "backfill": {"since": DAY, "until": DAY, "written": 2, "failed": 0, "failed_items": []}
+    }
     again = _objects(world)
     assert sorted(again) == sorted(objects)
     assert all(len(lines) == 1 and lines[0]["via"] == "backfill" for lines in again.values())
