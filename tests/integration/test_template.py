@@ -819,3 +819,18 @@ def test_instance_tagging_constrains_keys_and_values(where: str) -> None:
         "ForAllValues:StringEquals": {"aws:TagKeys": slots.all_for_keys(5)},
         "Null": {"aws:TagKeys": "false"},
     }
+
+
+def test_every_function_is_named_after_the_stack_as_the_mapping_guard_expects() -> None:
+    """DenyChangingSessionGateEventSourceMappings names SessionGate's functions as <stack name>-*."""
+    [statement] = [
+        s
+        for s in _guard_statements(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
+        if s["Sid"] == "DenyChangingSessionGateEventSourceMappings"
+    ]
+    [pattern] = statement["Condition"]["ArnLike"]["lambda:FunctionArn"]
+    assert pattern["Fn::Sub"].endswith(":function:${AWS::StackName}-*")
+    functions = {k: r for k, r in template()["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert len(functions) >= 8
+    for logical_id, function in functions.items():
+        assert function["Properties"]["FunctionName"]["Fn::Sub"].startswith("${AWS::StackName}-"), logical_id
