@@ -5,10 +5,12 @@
     sessiongate audit backfill --stack-name sessiongate --since 2026-11-01 --until 2026-11-30
 
 The report reads the history export's objects straight from S3 (``history/v1/dt=<day>/``, one prefix per
-day of the range, plus the days after ``--until`` that a grant of the range can still end in), with the
+day of the range, plus the days after ``--until`` that a grant of the range can still end in, and the
+``LOOKBACK`` days before ``--since`` that its grant or its approval can have started in), with the
 caller's credentials (the stack's ``HistoryAuditorPolicy``): no Athena needed; for long ranges or
 ad-hoc questions use the Athena workgroup and its named queries (README, "Audit evidence"). A row is one
-grant (or denial) that happened in the range, with its approval, its end and its sessions.
+grant whose access overlaps the range (granted before ``--since`` and ended in it included), or one
+denial of the range, with its approval, its end and its sessions.
 
 ``backfill`` asks the export function to rebuild the days from the ledger tables (the same object keys:
 nothing is duplicated); only the deployers may invoke it.
@@ -32,6 +34,12 @@ if TYPE_CHECKING:
 # A grant of the range may end this long after it (MaxValidityMinutes is at most 12 hours; an extension
 # ends its parent at once): its revocation is read from the partitions up to here past --until.
 END_LOOKAHEAD = timedelta(days=2)
+# ... and a grant in force on --since began at most that long before it (STARTED_BEFORE), its request
+# approved at most a scheduled start's lead before that (``rule_limits.MAX_LEAD_MINUTES``, a week):
+# the approval (approval kind, break-glass, ticket) is read from the partitions up to LOOKBACK before
+# --since, eight more day prefixes per report.
+STARTED_BEFORE = timedelta(days=1)
+LOOKBACK = STARTED_BEFORE + timedelta(days=7)
 MAX_DAYS = 3660
 COLUMNS = (
     "granted_at",
@@ -118,7 +126,7 @@ def run(ctx: Context) -> dict[str, Any]:
     records = read_records(
         session.client("s3", region_name=region),
         bucket,
-        a.since,
+        a.since - LOOKBACK,
         min(until + END_LOOKAHEAD, max(until, today)),
     )
     rows = access_rows(records, a.since, until, person=a.person, instance=a.instance, account=a.account)
@@ -177,8 +185,10 @@ def access_rows(
     instance: str | None = None,
     account: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per grant or denial dated ``since``..``until``: with its approval (the request's approved
-    record, else the grant's approvers), its end (the revocation) and its sessions."""
+    """One row per grant in force during ``since``..``until`` (granted in it, or granted before it and
+    ended in it or after: a grant without an end counts from at most STARTED_BEFORE before ``since``)
+    and per denial dated in it: with its approval (the request's approved record, else the grant's
+    approvers, approval kind unknown), its end (the revocation) and its sessions."""
     from sessiongate.history import day_of
 
     by_grant: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -191,7 +201,14 @@ def access_rows(
     rows = []
     for grant_id, seen in by_grant.items():
         start = seen.get("grant") or seen.get("denial")
-        if start is None or not since <= day_of(str(start["at"])) <= until:
+        if start is None or day_of(str(start["at"])) > until:
+            continue
+        began = day_of(str(start["at"]))
+        ending = seen.get("revocation") if "grant" in seen else None
+        if began < since and (
+            "grant" not in seen
+            or (day_of(str(ending["at"])) < since if ending else began < since - STARTED_BEFORE)
+        ):
             continue
         if person and not _matches_person(start, person):
             continue
@@ -215,8 +232,10 @@ def access_rows(
                 "ended_at": ended,
                 "end_reason": end.get("revoke_reason") if end and end is not start else None,
                 "approved_by": list(approvers),
+                # Without the request's approved record a native grant's approvers may be the request
+                # API's own role (break-glass, auto-approval): its kind is not known.
                 "approval_kind": (approval or {}).get("approval_kind")
-                or ("approvers" if approvers else None),
+                or ("approvers" if approvers and start.get("origin") != "native" else None),
                 "requester_arn": start.get("requester_arn"),
                 "reason": start.get("reason"),
                 "ticket": (approval or {}).get("ticket") or start.get("ticket"),
@@ -270,30 +289,64 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def backfill(session: Any, region: str, function: str, since: date, until: date) -> str:
-    """Invoke the export function's backfill for ``since``..``until``; what it wrote."""
-    from botocore.config import Config
-    from botocore.exceptions import ClientError
+# The backfill scans both tables and writes the records of its days within one invocation (300 s): the
+# range is asked for in chunks of this many days, one invocation each, in order.
+BACKFILL_CHUNK_DAYS = 7
 
-    payload = {"backfill": {"since": since.isoformat(), "until": until.isoformat()}}
+
+def backfill(session: Any, region: str, function: str, since: date, until: date) -> str:
+    """Invoke the export function's backfill for ``since``..``until``, BACKFILL_CHUNK_DAYS at a time; what
+    it wrote. Stops at the first chunk that fails (the days before it are done); items the function
+    could not read are left out by it and reported here (an error after all chunks ran)."""
+    from botocore.config import Config
+
     # The function may take its whole timeout (300 s, template.yaml): wait for it, and do not retry a
     # call that timed out (it may still be running; a second run would only rewrite the same keys).
     config = Config(read_timeout=330, retries={"max_attempts": 1})
-    try:
-        answer = session.client("lambda", region_name=region, config=config).invoke(
-            FunctionName=function, Payload=json.dumps(payload).encode()
+    client = session.client("lambda", region_name=region, config=config)
+    written, failed, lines = 0, 0, []
+    items: list[str] = []
+    first = since
+    while first <= until:
+        last = min(first + timedelta(days=BACKFILL_CHUNK_DAYS - 1), until)
+        try:
+            done = _backfill_chunk(client, function, first, last)
+        except CliError as exc:
+            before = f"; {since}..{first - timedelta(days=1)} are done" if first > since else ""
+            raise CliError(
+                f"the backfill stopped at {first}..{last}: {exc}{before} (rerun with --since {first})",
+                "backfill_failed",
+            ) from None
+        written += int(done["written"])
+        failed += int(done.get("failed") or 0)
+        items += [str(i) for i in done.get("failed_items") or []]
+        lines.append(f"backfilled {done['since']}..{done['until']}: {done['written']} records written")
+        first = last + timedelta(days=1)
+    summary = f"backfilled {since}..{until}: {written} records written (existing keys overwritten)"
+    if failed:
+        raise CliError(
+            f"{summary}, but {failed} table items could not be read and were left out (see the export "
+            f"function's log): {', '.join(items)}",
+            "backfill_incomplete",
         )
+    return "\n".join([*lines, summary]) if len(lines) > 1 else summary
+
+
+def _backfill_chunk(client: Any, function: str, since: date, until: date) -> dict[str, Any]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    payload = {"backfill": {"since": since.isoformat(), "until": until.isoformat()}}
+    try:
+        answer = client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
     except ClientError as exc:
         error = exc.response["Error"]
         raise CliError(
             f"cannot invoke {function}: {error.get('Code')} {error.get('Message', '')}".strip(),
             "backfill_failed",
         ) from None
+    except BotoCoreError as exc:  # a read timeout: the function may still be running
+        raise CliError(f"no answer from {function}: {exc}", "backfill_failed") from None
     body = json.loads(answer["Payload"].read() or b"null")
     if answer.get("FunctionError") or not isinstance(body, dict) or "backfill" not in body:
         raise CliError(f"the backfill failed: {body}", "backfill_failed")
-    done = body["backfill"]
-    written = done["written"]
-    return (
-        f"backfilled {done['since']}..{done['until']}: {written} records written (existing keys overwritten)"
-    )
+    return dict(body["backfill"])

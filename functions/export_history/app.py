@@ -8,7 +8,8 @@ own object (the key names the record, not the batch): no duplicate lines.
 
 The backfill (``sessiongate audit backfill``) invokes it with ``{"backfill": {"since": "YYYY-MM-DD",
 "until": "YYYY-MM-DD"}}``: it rebuilds those days from the tables (a scan), never from the event, so
-an invoker cannot write a record the tables do not hold. Only deployers may invoke it (the guard and
+an invoker cannot write a record the tables do not hold. An item it cannot read is left out and
+reported (``failed``, ``failed_items``); the others are written. Only deployers may invoke it (the guard and
 the SCP sample deny everyone else: a hand-made stream batch would write made-up history).
 """
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 ROLE = "export"  # what it needs: sessiongate.wiring.REQUIRED[ROLE], built by sessiongate.wiring.build
 MAX_BACKFILL_DAYS = 3660
+MAX_REPORTED = 50
 
 
 @lambda_entry
@@ -38,8 +40,17 @@ def lambda_handler(event: dict[str, Any], context: Any, deps: Exporter | None = 
     exporter = deps or wiring.exporter()
     if "backfill" in event:
         since, until = _days(event["backfill"])
-        keys = exporter.backfill(since, until)
-        return {"backfill": {"since": since.isoformat(), "until": until.isoformat(), "written": len(keys)}}
+        done = exporter.backfill(since, until)
+        return {
+            "backfill": {
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "written": len(done.keys),
+                # Items that could not be read (left out, logged); the first MAX_REPORTED of their keys.
+                "failed": len(done.failed),
+                "failed_items": done.failed[:MAX_REPORTED],
+            }
+        }
     failed: list[str] = []
 
     def export(record: DynamoDBRecord) -> list[str]:

@@ -548,6 +548,38 @@ def test_guard_denies_invoking_sessiongate_functions(
     assert checker.authorized("role", name, "lambda:InvokeFunction", other)
 
 
+MAPPING_ACTIONS = [
+    "lambda:CreateEventSourceMapping",
+    "lambda:UpdateEventSourceMapping",
+    "lambda:DeleteEventSourceMapping",
+]
+
+
+@pytest.mark.parametrize(
+    "function", ["PublishEventsFunction", "ExportHistoryFunction", "GrantAccessFunction"]
+)
+def test_guard_denies_changing_the_event_source_mappings_of_sessiongate_functions(
+    iam: tuple[World, SessionChecker], function: str
+) -> None:
+    """Mapping actions are authorized on the mapping, not the function: a filter added to (or a disabled)
+    stream mapping drops notifications and history silently, a new mapping feeds a function made-up
+    events. The guard names the function through lambda:FunctionArn."""
+    world, checker = iam
+    name = f"guarded-mapping-{function}"
+    _admin(world, name)
+    mapping = f"arn:aws:lambda:{REGION}:{ACCOUNT}:event-source-mapping:fa123456-14a1-4fd2-9fec-83de64ad683d"
+    ours = {"lambda:FunctionArn": world.stack.resources[function].arn}
+    theirs = {"lambda:FunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:app"}
+    assert checker.authorized("role", name, "lambda:UpdateEventSourceMapping", mapping, ours)
+    world.client("iam").attach_role_policy(
+        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
+    )
+    for action in MAPPING_ACTIONS:
+        resource = "*" if action == "lambda:CreateEventSourceMapping" else mapping
+        assert not checker.authorized("role", name, action, resource, ours), action
+        assert checker.authorized("role", name, action, resource, theirs), action
+
+
 REQUEST_API_WRITES = [
     ("apigateway:PATCH", "/resources/abc/methods/POST"),  # a method's integration type
     ("apigateway:PUT", "/resources/abc/methods/POST/integration"),  # a mapping template
@@ -817,6 +849,22 @@ def test_scp_sample_protects_sessiongate_resources(
     assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, context)
     assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/sessiongate/squatter", action, resource, context)
     assert _scp_allows(scp, deployer, action, resource, context)
+
+
+def test_scp_sample_protects_the_event_source_mappings_of_sessiongate_functions() -> None:
+    """A mapping feeds a function events (a front door) and unplugging one silences the export."""
+    scp = _scp("scp-protect-front-doors.json")
+    [deployer] = [
+        arn for arn in scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] if "deployer" in arn
+    ]
+    mapping = f"arn:aws:lambda:{REGION}:{ENGINE}:event-source-mapping:fa123456-14a1-4fd2-9fec-83de64ad683d"
+    ours = {"lambda:FunctionArn": f"arn:aws:lambda:{REGION}:{ENGINE}:function:sessiongate-export-history"}
+    theirs = {"lambda:FunctionArn": f"arn:aws:lambda:{REGION}:{ENGINE}:function:app"}
+    for action in MAPPING_ACTIONS:
+        resource = "*" if action == "lambda:CreateEventSourceMapping" else mapping
+        assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, ours), action
+        assert _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, theirs), action
+        assert _scp_allows(scp, deployer, action, resource, ours), action
 
 
 def test_scp_sample_lets_the_engine_run() -> None:

@@ -106,7 +106,9 @@ def test_every_transition_lands_once_and_a_backfill_rewrites_the_same_keys(playe
     # The backfill (a deployer's `sessiongate audit backfill`): the same keys, no new one, no extra line.
     answer = _backfill(world)
     assert answer.error is None, answer.error
-    assert answer.result == {"backfill": {"since": DAY, "until": DAY, "written": 2}}
+    assert answer.result == {
+        "backfill": {"since": DAY, "until": DAY, "written": 2, "failed": 0, "failed_items": []}
+    }
     again = _objects(world)
     assert sorted(again) == sorted(objects)
     assert all(len(lines) == 1 and lines[0]["via"] == "backfill" for lines in again.values())
@@ -297,7 +299,7 @@ def test_the_named_queries_use_the_tables_columns_and_are_the_readmes() -> None:
         assert p["WorkGroup"] == {"Ref": "AuditWorkGroup"}
         sql = p["QueryString"]
         assert "FROM history_v1" in sql, logical_id
-        qualified = {m.group(2) for m in re.finditer(r'\b[grh]\.("?)(\w+)\1', sql)}
+        qualified = {m.group(2) for m in re.finditer(r'\b[grhsad]\.("?)(\w+)\1', sql)}
         # Unqualified: every snake_case word but the functions, the table and the result's aliases.
         words = set(re.findall(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", sql)) - {
             "date_diff",
@@ -311,3 +313,178 @@ def test_the_named_queries_use_the_tables_columns_and_are_the_readmes() -> None:
         assert qualified | words, logical_id
         assert qualified | words <= columns, (logical_id, (qualified | words) - columns)
         assert sql.strip().rstrip(";") in readme, f"README shows {logical_id} as the template has it"
+
+
+def test_the_history_key_is_retained_with_the_bucket() -> None:
+    """A retained bucket whose key is deleted with the stack holds records nobody can decrypt."""
+    for logical_id in ("HistoryBucket", "HistoryKey"):
+        r = resource(logical_id)
+        assert (r.get("DeletionPolicy"), r.get("UpdateReplacePolicy")) == ("Retain", "Retain"), logical_id
+
+
+def test_nothing_replicates_into_the_history() -> None:
+    """A replication rule of another bucket would write, delete-mark or re-own records here: the bucket
+    policy, the guard and the SCP sample deny it to everyone (the export role included)."""
+    replication = {
+        "s3:ReplicateObject",
+        "s3:ReplicateDelete",
+        "s3:ReplicateTags",
+        "s3:ObjectOwnerOverrideToBucketOwner",
+    }
+    document = resource("HistoryBucketPolicy")["Properties"]["PolicyDocument"]
+    [deny] = [s for s in document["Statement"] if "Sid" in s and replication & set(s["Action"])]
+    assert set(deny["Action"]) == replication
+    assert (deny["Effect"], deny["Principal"], "Condition" in deny) == ("Deny", "*", False)
+    assert deny["Resource"] == {"Fn::Sub": "${HistoryBucket.Arn}/*"}
+    guard = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]["Statement"]
+    [rewriting] = [s for s in guard if s.get("Sid") == "DenyRewritingHistory"]
+    assert replication <= set(rewriting["Action"])
+    scp = json.loads((Path(__file__).resolve().parents[2] / "docs/scp-protect-sessiongate.json").read_text())
+    [history] = [s for s in scp["Statement"] if s["Sid"] == "OnlySessionGateWritesItsHistory"]
+    assert {"s3:Replicate*", "s3:ObjectOwnerOverrideToBucketOwner"} <= set(history["Action"])
+
+
+@pytest.mark.parametrize(
+    ("alarm", "function"),
+    [
+        ("ExportHistoryIteratorAgeAlarm", "ExportHistoryFunction"),
+        ("PublishEventsIteratorAgeAlarm", "PublishEventsFunction"),
+    ],
+)
+def test_a_stalled_stream_mapping_alarms_well_before_the_stream_drops_records(
+    alarm: str, function: str
+) -> None:
+    p = resource(alarm)["Properties"]
+    assert (p["Namespace"], p["MetricName"], p["Statistic"]) == ("AWS/Lambda", "IteratorAge", "Maximum")
+    assert p["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+    assert p["ComparisonOperator"] == "GreaterThanThreshold"
+    # In milliseconds: under the mappings' MaximumRecordAgeInSeconds (and the streams' 24 hours).
+    for event in resource(function)["Properties"]["Events"].values():
+        assert p["Threshold"] * 4 <= event["Properties"]["MaximumRecordAgeInSeconds"] * 1000
+    assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_sessiongate_audit_reads_back_for_grants_and_approvals_before_the_range() -> None:
+    """A break-glass grant approved days ahead (a scheduled start), begun at 23:50 the day before the
+    range and ended after midnight, is in the range, with its approval kind."""
+    import io
+
+    import boto3
+    from moto import mock_aws
+
+    from sessiongate.history import object_key
+    from sessiongate_cli.main import main
+
+    api_role = "arn:aws:iam::123456789012:role/sessiongate/sg-RequestApiFunctionRole-X"
+    records = [
+        _record(
+            record_id="request/r1/approved",
+            transition="approved",
+            grant_id=None,
+            at="2026-01-01T08:00:00Z",
+            approval_kind="break_glass",
+            ticket="INC-42",
+        ),
+        _record(
+            record_id="grant/rq-r1/grant",
+            transition="grant",
+            at="2026-01-04T23:50:00Z",
+            approver_arns=[api_role],
+        ),
+        _record(
+            record_id="grant/rq-r1/revocation",
+            transition="revocation",
+            at="2026-01-05T00:20:00Z",
+            revoke_reason="expired",
+        ),
+    ]
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="history")
+        for r in records:
+            s3.put_object(
+                Bucket="history", Key=object_key(r["record_id"], r["at"]), Body=json.dumps(r) + "\n"
+            )
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["audit", "--bucket", "history", "--since", "2026-01-05", "--until", "2026-01-05"]
+        code = main([*argv, "--format", "json", "--region", "us-east-1"], session=session, out=out, err=err)
+        assert code == 0, err.getvalue()
+        [row] = json.loads(out.getvalue())["access"]
+        assert (row["granted_at"], row["minutes"], row["approval_kind"], row["ticket"]) == (
+            "2026-01-04T23:50:00Z",
+            30,
+            "break_glass",
+            "INC-42",
+        )
+
+
+def _athena_like(sql: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run a named query on SQLite over ``records`` (Athena's two functions it uses defined alike)."""
+    import sqlite3
+    from datetime import datetime
+
+    from sessiongate.history import day_of
+
+    def minutes(unit: str, start: str, end: str) -> int:
+        assert unit == "minute"
+        return int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() // 60)
+
+    columns = [*SCHEMA["required"], "dt"]
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    db.create_function("from_iso8601_timestamp", 1, lambda at: at and at.replace("Z", "+00:00"))
+    db.create_function("date_diff", 3, minutes)
+    db.execute(f"CREATE TABLE history_v1 ({', '.join(f'{c!r}' for c in columns)})")
+    for r in records:
+        row = {**r, "dt": day_of(r["at"]).isoformat()}
+        values = [json.dumps(row[c]) if isinstance(row[c], list | dict) else row[c] for c in columns]
+        db.execute(f"INSERT INTO history_v1 VALUES ({', '.join('?' for _ in columns)})", values)  # noqa: S608 (placeholders only)
+    return [dict(row) for row in db.execute(sql)]
+
+
+def test_who_had_access_joins_the_sessions_and_the_approval_and_leaves_out_denied_grants() -> None:
+    """The sessions arrive in their own record after the revocation; the approval kind and the ticket
+    are on the request's approved record (a grant record has neither); a grant denied after it was
+    active (its binding checks failed) is no access."""
+    sql = resource("AuditQueryWhoHadAccess")["Properties"]["QueryString"]
+    records = [
+        _record(
+            record_id="request/r1/approved",
+            transition="approved",
+            grant_id=None,
+            at="2026-01-05T08:55:00Z",
+            approval_kind="break_glass",
+            ticket="INC-1",
+        ),
+        _record(record_id="grant/rq-r1/grant", transition="grant", at="2026-01-05T09:00:00Z"),
+        _record(record_id="grant/rq-r1/revocation", transition="revocation", at="2026-01-05T09:20:00Z"),
+        _record(
+            record_id="grant/rq-r1/sessions",
+            transition="sessions",
+            at="2026-01-05T09:25:00Z",
+            sessions=[{"session_id": "alice-0a", "started_at": None, "ended_at": None}],
+        ),
+        _record(
+            record_id="grant/rq-r2/grant",
+            transition="grant",
+            at="2026-01-05T10:00:00Z",
+            grant_id="rq-r2",
+            request_id="r2",
+        ),
+        _record(
+            record_id="grant/rq-r2/denial",
+            transition="denial",
+            at="2026-01-05T10:01:00Z",
+            grant_id="rq-r2",
+            request_id="r2",
+        ),
+    ]
+    [row] = _athena_like(sql, records)
+    assert (row["granted_at"], row["ended_at"], row["minutes"]) == (
+        "2026-01-05T09:00:00Z",
+        "2026-01-05T09:20:00Z",
+        20,
+    )
+    assert (row["approval_kind"], row["ticket"]) == ("break_glass", "INC-1")
+    assert [s["session_id"] for s in json.loads(row["sessions"])] == ["alice-0a"]

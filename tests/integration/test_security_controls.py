@@ -304,6 +304,17 @@ def _engine_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
         ("lambda.amazonaws.com", "CreateFunction20150331", {"functionName": "mine", "role": grant_role.arn}),
         ("iam.amazonaws.com", "PutRolePolicy", {"roleName": grant_role.physical_id, "policyName": "x"}),
         ("iam.amazonaws.com", "CreateRole", {"roleName": "mine", "path": "/sessiongate/"}),
+        # The stream workers' roles too.
+        (
+            "iam.amazonaws.com",
+            "PutRolePolicy",
+            {"roleName": stack.resources["ExportHistoryFunctionRole"].physical_id, "policyName": "x"},
+        ),
+        (
+            "iam.amazonaws.com",
+            "AttachRolePolicy",
+            {"roleName": stack.resources["PublishEventsFunctionRole"].physical_id, "policyArn": "x"},
+        ),
     ]
 
 
@@ -403,6 +414,61 @@ def test_unrelated_changes_do_not_alert(stack: Stack) -> None:
         ),
     ):
         assert not _matches(stack, rule, _cloudtrail(source, name, parameters, ADMIN)), (rule, name)
+
+
+def _mapping_change(event_name: str, function: str, who: dict[str, Any]) -> dict[str, Any]:
+    """An event source mapping change as CloudTrail records it: Update and Delete name only the mapping's
+    UUID; the response (the mapping's configuration) names the function."""
+    event = _cloudtrail("lambda.amazonaws.com", event_name, {"uUID": "fa123456-14a1"}, who)
+    event["detail"]["responseElements"] = {
+        "uUID": "fa123456-14a1",
+        "functionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function}",
+        "state": "Disabling",
+    }
+    return event
+
+
+@pytest.mark.parametrize(
+    "event_name",
+    [
+        "UpdateEventSourceMapping20150331",
+        "DeleteEventSourceMapping20150331",
+        "CreateEventSourceMapping20150331",
+    ],
+)
+def test_a_changed_event_source_mapping_of_a_sessiongate_function_alerts(
+    stack: Stack, event_name: str
+) -> None:
+    ours = stack.resources["ExportHistoryFunction"].physical_id
+    assert _matches(stack, "EngineChangeAlertRule", _mapping_change(event_name, ours, ADMIN))
+    assert not _matches(stack, "EngineChangeAlertRule", _mapping_change(event_name, "app", ADMIN))
+    assert not _matches(stack, "EngineChangeAlertRule", _mapping_change(event_name, ours, _assumed(DEPLOYER)))
+
+
+def test_history_key_and_bucket_configuration_changes_alert(stack: Stack) -> None:
+    key = stack.resources["HistoryKey"]
+    bucket = stack.resources["HistoryBucket"].physical_id
+    for source, name, parameters in (
+        ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": key.physical_id}),
+        ("kms.amazonaws.com", "DisableKey", {"keyId": key.arn}),
+        ("s3.amazonaws.com", "PutBucketPolicy", {"bucketName": bucket}),
+        ("s3.amazonaws.com", "PutBucketLifecycle", {"bucketName": bucket}),
+        ("s3.amazonaws.com", "PutBucketReplication", {"bucketName": bucket}),
+        ("s3.amazonaws.com", "PutObjectLockConfiguration", {"bucketName": bucket}),
+        ("s3.amazonaws.com", "DeleteBucketPolicy", {"bucketName": bucket}),
+    ):
+        assert _matches(stack, "StateChangeAlertRule", _cloudtrail(source, name, parameters, ADMIN)), name
+        event = _cloudtrail(source, name, parameters, _assumed(DEPLOYER))
+        assert not _matches(stack, "StateChangeAlertRule", event), name
+    # Not another bucket, and not the export's own writes (object-level data events).
+    assert not _matches(
+        stack,
+        "StateChangeAlertRule",
+        _cloudtrail("s3.amazonaws.com", "PutBucketPolicy", {"bucketName": "app"}, ADMIN),
+    )
+    export = _assumed(stack.resources["ExportHistoryFunctionRole"].arn)
+    put = _cloudtrail("s3.amazonaws.com", "PutObject", {"bucketName": bucket, "key": "history/v1/x"}, export)
+    assert not _matches(stack, "StateChangeAlertRule", put)
 
 
 SECURITY_RULES = ["SessionTagAlertRule", "EngineChangeAlertRule", "StateChangeAlertRule"]

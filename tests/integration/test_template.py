@@ -350,7 +350,8 @@ GUARDED_ACTIONS = {
 
 
 def _guard_statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(doc["Statement"])
+    """The guard's statements, those behind ``Fn::If`` (RequiresSessionLogging) taken as if it held."""
+    return [unwrap(s) for s in doc["Statement"]]
 
 
 @pytest.mark.parametrize("source", ["engine", "member", "scp"])
@@ -383,7 +384,7 @@ def test_tag_key_guard_covers_every_slot_key_in_any_case_and_tags_at_creation(so
 def _without_exemptions(doc: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """The guard's statements as (Sid, Action, Condition minus the exempt principals)."""
     out = []
-    for s in doc["Statement"]:
+    for s in _guard_statements(doc):
         condition = {k: v for k, v in s.get("Condition", {}).items() if k != "ArnNotEquals"}
         out.append((s["Sid"], s["Action"], condition))
     return out
@@ -395,15 +396,18 @@ def test_member_guard_is_the_engine_guard() -> None:
     engine = dict(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
     # A member account runs no SessionGate function and serves no request API: nothing to keep from
     # being invoked or rewired there, no history export (its bucket and key are the engine's) and no
-    # Slack secrets (issue 19).
+    # Slack secrets (issue 19). The Session Manager preferences guard hangs on the engine stack's
+    # RequireSessionLogging, a parameter the member stack does not have (the SCP sample covers members).
     engine_only = {
+        "DenySessionPreferenceChanges",
+        "DenyChangingSessionGateEventSourceMappings",
         "DenyInvokingSessionGateFunctions",
         "DenyChangingTheRequestApi",
         "DenyRewritingHistory",
         "DenyChangingTheHistoryKey",
         "DenyTouchingTheChatSecrets",
     }
-    engine["Statement"] = [s for s in engine["Statement"] if s["Sid"] not in engine_only]
+    engine["Statement"] = [s for s in _guard_statements(engine) if s["Sid"] not in engine_only]
     assert _without_exemptions(member) == _without_exemptions(engine)
     for s in member["Statement"]:
         if "ArnNotEquals" in s.get("Condition", {}):
@@ -815,3 +819,18 @@ def test_instance_tagging_constrains_keys_and_values(where: str) -> None:
         "ForAllValues:StringEquals": {"aws:TagKeys": slots.all_for_keys(5)},
         "Null": {"aws:TagKeys": "false"},
     }
+
+
+def test_every_function_is_named_after_the_stack_as_the_mapping_guard_expects() -> None:
+    """DenyChangingSessionGateEventSourceMappings names SessionGate's functions as <stack name>-*."""
+    [statement] = [
+        s
+        for s in _guard_statements(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
+        if s["Sid"] == "DenyChangingSessionGateEventSourceMappings"
+    ]
+    [pattern] = statement["Condition"]["ArnLike"]["lambda:FunctionArn"]
+    assert pattern["Fn::Sub"].endswith(":function:${AWS::StackName}-*")
+    functions = {k: r for k, r in template()["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    assert len(functions) >= 8
+    for logical_id, function in functions.items():
+        assert function["Properties"]["FunctionName"]["Fn::Sub"].startswith("${AWS::StackName}-"), logical_id

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +385,15 @@ def test_the_backfill_event_is_checked_and_reads_only_the_tables() -> None:
     answer = app.lambda_handler(
         {"backfill": {"since": "2026-01-05", "until": "2026-01-05"}}, Context(), deps=exporter
     )
-    assert answer == {"backfill": {"since": "2026-01-05", "until": "2026-01-05", "written": 5}}
+    assert answer == {
+        "backfill": {
+            "since": "2026-01-05",
+            "until": "2026-01-05",
+            "written": 5,
+            "failed": 0,
+            "failed_items": [],
+        }
+    }
     assert sorted(store.objects) == sorted(r.key for r in _stream_records(writes))
     for bad in ({}, {"since": "2026-01-06", "until": "2026-01-05"}, {"since": "x", "until": "2026-01-05"}):
         with pytest.raises(InvalidInput):
@@ -462,14 +470,21 @@ def test_audit_renders_a_table_json_and_csv() -> None:
 
 
 class _Lambda:
-    def __init__(self, answer: dict[str, Any], error: str | None = None) -> None:
-        self.answer, self.error, self.calls = answer, error, []
+    """The export function's backfill: answers each chunk with its days (``answer`` overrides)."""
+
+    def __init__(
+        self, answer: dict[str, Any] | None = None, error: str | None = None, *, fail_call: int = 1
+    ) -> None:
+        self.answer, self.error, self.calls, self.fail_call = answer, error, [], fail_call
 
     def invoke(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(kwargs)
-        out: dict[str, Any] = {"Payload": io.BytesIO(json.dumps(self.answer).encode())}
-        if self.error:
+        days = json.loads(kwargs["Payload"])["backfill"]
+        answer = self.answer or {"backfill": {**days, "written": 3, "failed": 0, "failed_items": []}}
+        out: dict[str, Any] = {"Payload": io.BytesIO(json.dumps(answer).encode())}
+        if self.error and len(self.calls) == self.fail_call:
             out["FunctionError"] = self.error
+            out["Payload"] = io.BytesIO(b'{"errorMessage": "boom"}')
         return out
 
 
@@ -484,15 +499,78 @@ class _Session:
 
 
 def test_audit_backfill_invokes_the_export_function_with_the_days_and_reports_failures() -> None:
-    ok = _Lambda({"backfill": {"since": "2026-01-01", "until": "2026-01-31", "written": 42}})
-    text = audit.backfill(_Session(ok), "us-east-1", "sg-export-history", date(2026, 1, 1), date(2026, 1, 31))
-    assert text.startswith("backfilled 2026-01-01..2026-01-31: 42 records written")
+    ok = _Lambda()
+    text = audit.backfill(_Session(ok), "us-east-1", "sg-export-history", date(2026, 1, 1), date(2026, 1, 5))
+    assert text.startswith("backfilled 2026-01-01..2026-01-05: 3 records written")
     [call] = ok.calls
     assert call["FunctionName"] == "sg-export-history"
-    assert json.loads(call["Payload"]) == {"backfill": {"since": "2026-01-01", "until": "2026-01-31"}}
-    failed = _Lambda({"errorMessage": "boom"}, error="Unhandled")
+    assert json.loads(call["Payload"]) == {"backfill": {"since": "2026-01-01", "until": "2026-01-05"}}
+    failed = _Lambda(error="Unhandled")
     with pytest.raises(audit.CliError, match="the backfill failed"):
         audit.backfill(_Session(failed), "us-east-1", "f", date(2026, 1, 1), date(2026, 1, 1))
+
+
+def test_audit_backfill_asks_a_week_at_a_time() -> None:
+    """One invocation scans both tables within 300 s: a long range is asked for in chunks, in order."""
+    ok = _Lambda()
+    text = audit.backfill(_Session(ok), "us-east-1", "f", date(2026, 1, 1), date(2026, 1, 31))
+    assert [tuple(json.loads(c["Payload"])["backfill"].values()) for c in ok.calls] == [
+        ("2026-01-01", "2026-01-07"),
+        ("2026-01-08", "2026-01-14"),
+        ("2026-01-15", "2026-01-21"),
+        ("2026-01-22", "2026-01-28"),
+        ("2026-01-29", "2026-01-31"),
+    ]
+    assert text.splitlines()[-1].startswith("backfilled 2026-01-01..2026-01-31: 15 records written")
+
+
+def test_audit_backfill_stops_at_the_first_failing_chunk_and_says_where_to_resume() -> None:
+    failing = _Lambda(error="Unhandled", fail_call=2)
+    with pytest.raises(audit.CliError) as raised:
+        audit.backfill(_Session(failing), "us-east-1", "f", date(2026, 1, 1), date(2026, 1, 31))
+    assert len(failing.calls) == 2
+    message = raised.value.message
+    assert "stopped at 2026-01-08..2026-01-14" in message
+    assert "2026-01-01..2026-01-07 are done" in message
+    assert "--since 2026-01-08" in message
+
+
+def test_audit_backfill_reports_the_items_the_function_left_out() -> None:
+    answer = {
+        "backfill": {
+            "since": "2026-01-01",
+            "until": "2026-01-02",
+            "written": 4,
+            "failed": 1,
+            "failed_items": ["GRANT#g-bad/GRANT"],
+        }
+    }
+    with pytest.raises(audit.CliError) as raised:
+        audit.backfill(_Session(_Lambda(answer)), "us-east-1", "f", date(2026, 1, 1), date(2026, 1, 2))
+    assert raised.value.code == "backfill_incomplete"
+    assert "4 records written" in raised.value.message
+    assert "1 table items could not be read" in raised.value.message
+    assert "GRANT#g-bad/GRANT" in raised.value.message
+
+
+def test_one_unreadable_item_does_not_stop_the_backfill() -> None:
+    """An item the code cannot read (a broken or foreign record) is left out and named; the others are
+    still written."""
+    writes, _, _ = approved_and_revoked()
+    good_grant, good_request = writes[-1][2], writes[2][2]
+    bad = {**good_grant, "pk": {"S": "GRANT#g-bad"}, "status": {"S": "NOT-A-STATUS"}}
+    with pytest.raises(ValueError, match="NOT-A-STATUS"):
+        backfill_records([bad], [], date(2026, 1, 5), date(2026, 1, 5))
+    items = {"sg-GrantsTable-X": [bad, good_grant], "sg-RequestsTable-X": [good_request]}
+    store = Store()
+    exporter = Exporter(store, TABLES, scanner=lambda table: iter(items[table]))
+    answer = app.lambda_handler(
+        {"backfill": {"since": "2026-01-05", "until": "2026-01-05"}}, Context(), deps=exporter
+    )
+    [failed] = answer["backfill"]["failed_items"]
+    assert failed.startswith("GRANT#g-bad")
+    assert (answer["backfill"]["written"], answer["backfill"]["failed"]) == (5, 1)
+    assert sorted(store.objects) == sorted(r.key for r in _stream_records(writes))
 
 
 def test_sessions_recorded_after_the_revocation_is_a_sessions_record() -> None:
@@ -536,3 +614,59 @@ def test_sessions_recorded_after_the_revocation_is_a_sessions_record() -> None:
     }
     rows = audit.access_rows([*_history(), record.record], date(2026, 1, 5), date(2026, 1, 5))
     assert rows[0]["sessions"] == ["alice-0a1b", "alice-0c2d"]
+
+
+def _shifted(record: dict[str, Any], grant_id: str, at: str, **fields: Any) -> dict[str, Any]:
+    return {
+        **record,
+        "grant_id": grant_id,
+        "record_id": f"grant/{grant_id}/{record['transition']}",
+        "at": at,
+        **fields,
+    }
+
+
+def test_audit_reports_a_grant_in_force_across_the_start_of_the_range() -> None:
+    """A grant from 23:50 on Jan 4 to 00:20 on Jan 5 is access on Jan 5; one that ended on Jan 4 is not,
+    nor is a denial of Jan 4."""
+    grant, revocation = (
+        r for r in _history() if r["grant_id"] == "rq-r1" and r["transition"] in ("grant", "revocation")
+    )
+    records = [
+        _shifted(grant, "g-across", "2026-01-04T23:50:00Z"),
+        _shifted(revocation, "g-across", "2026-01-05T00:20:00Z"),
+        _shifted(grant, "g-before", "2026-01-04T10:00:00Z"),
+        _shifted(revocation, "g-before", "2026-01-04T10:30:00Z"),
+        _shifted(grant, "g-open", "2026-01-04T22:00:00Z"),  # no end recorded (yet)
+        _shifted(grant, "g-stale", "2026-01-02T22:00:00Z"),  # no end recorded, long over
+        _shifted(
+            grant, "g-denied", "2026-01-04T23:00:00Z", transition="denial", record_id="grant/g-denied/denial"
+        ),
+    ]
+    rows = audit.access_rows(records, date(2026, 1, 5), date(2026, 1, 5))
+    assert [(r["grant_id"], r["status"], r["minutes"]) for r in rows] == [
+        ("g-open", "ACTIVE", None),
+        ("g-across", "REVOKED", 30),
+    ]
+
+
+def test_audit_reads_far_enough_back_for_the_approval_of_a_scheduled_start() -> None:
+    """The report reads the partitions LOOKBACK before --since: a grant in force on --since began at most
+    a validity before it, its approval at most a scheduled start's lead before that."""
+    from sessiongate.access_requests import rule_limits
+
+    max_validity = timedelta(hours=12)  # MaxValidityMinutes' largest value (template.yaml)
+    assert max_validity <= audit.STARTED_BEFORE
+    assert audit.STARTED_BEFORE + timedelta(minutes=rule_limits.MAX_LEAD_MINUTES) <= audit.LOOKBACK
+
+
+def test_audit_does_not_call_an_unknown_approval_of_a_native_grant_an_approvers_approval() -> None:
+    """A break-glass or auto-approved grant names the request API's role as its approver: without the
+    request's approved record its approval kind is unknown, not "approvers"."""
+    grant = next(r for r in _history() if r["grant_id"] == "rq-r1" and r["transition"] == "grant")
+    orphan = _shifted(grant, "g-orphan", "2026-01-05T10:00:00Z", request_id="r-gone")
+    [row] = audit.access_rows([orphan], date(2026, 1, 5), date(2026, 1, 5))
+    assert row["approved_by"] == grant["approver_arns"]
+    assert row["approval_kind"] is None
+    [row] = audit.access_rows([{**orphan, "origin": "change-manager"}], date(2026, 1, 5), date(2026, 1, 5))
+    assert row["approval_kind"] == "approvers"

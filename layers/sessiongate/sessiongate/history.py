@@ -309,27 +309,60 @@ def backfill_records(
     request_items: Iterable[Mapping[str, Any]],
     since: date,
     until: date,
+    *,
+    failed: list[str] | None = None,
 ) -> list[HistoryRecord]:
     """The records of the transitions dated ``since``..``until`` (inclusive) that the tables' items (a
-    scan, typed JSON) prove: the same keys the stream export writes for them."""
+    scan, typed JSON) prove: the same keys the stream export writes for them.
+
+    ``failed``: where to list the items that cannot be read (their keys, :func:`item_id`), which are
+    then left out (the others are still exported); without it such an item raises."""
     out: list[HistoryRecord] = []
     for item in grant_items:
-        grant = _grant(item)
-        if grant is None:
+        try:
+            grant = _grant(item)
+            if grant is None:
+                continue
+            records = [to_record(e, grant=g, via="backfill") for e, g in grant_history(grant)]
+        except Exception:
+            if failed is None:
+                raise
+            failed.append(item_id(item))
+            logger().exception("backfill: unreadable ledger item", extra={"item": item_id(item)})
             continue
-        for event, then_grant in grant_history(grant):
-            record = to_record(event, grant=then_grant, via="backfill")
-            if record is not None:
-                out.append(record)
+        out += [r for r in records if r is not None]
     for item in request_items:
-        request = _request(item)
-        if request is None:
+        try:
+            request = _request(item)
+            if request is None:
+                continue
+            records = [to_record(e, request=q, via="backfill") for e, q in request_history(request)]
+        except Exception:
+            if failed is None:
+                raise
+            failed.append(item_id(item))
+            logger().exception("backfill: unreadable request item", extra={"item": item_id(item)})
             continue
-        for event, then in request_history(request):
-            record = to_record(event, request=then, via="backfill")
-            if record is not None:
-                out.append(record)
+        out += [r for r in records if r is not None]
     return [r for r in out if since <= day_of(r.record["at"]) <= until]
+
+
+def item_id(item: Mapping[str, Any]) -> str:
+    """An item's key attributes (``pk``, ``sk``) as ``pk/sk``, for reports of items left out."""
+    parts = []
+    for name in ("pk", "sk"):
+        value = item.get(name)
+        if isinstance(value, Mapping) and value:
+            parts.append(str(next(iter(value.values()))))
+    return "/".join(parts) or "?"
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    """What a backfill wrote (``keys``) and the items it could not read (``failed``, :func:`item_id`)."""
+
+    keys: list[str]
+    failed: list[str]
 
 
 # -- the stream consumer -------------------------------------------------------------------------------
@@ -362,21 +395,28 @@ class Exporter:
             logger().info("history record exported", extra={"key": record.key})
         return [r.key for r in records]
 
-    def backfill(self, since: date, until: date) -> list[str]:
-        """Rebuild ``since``..``until`` from the tables (a scan of each): the keys written."""
+    def backfill(self, since: date, until: date) -> Backfilled:
+        """Rebuild ``since``..``until`` from the tables (a scan of each): the keys written, and the items
+        that could not be read (left out; one bad item does not stop the others)."""
         if self._scanner is None:
             raise ValueError("no table reader configured for the backfill")
         by_source: dict[str, list[Mapping[str, Any]]] = {LEDGER: [], REQUESTS: []}
         for table, source in self._tables.items():
             by_source[source] += list(self._scanner(table))
-        records = backfill_records(by_source[LEDGER], by_source[REQUESTS], since, until)
+        failed: list[str] = []
+        records = backfill_records(by_source[LEDGER], by_source[REQUESTS], since, until, failed=failed)
         for record in records:
             self._store.put(record.key, record.line())
         logger().info(
             "history backfilled",
-            extra={"since": since.isoformat(), "until": until.isoformat(), "records": len(records)},
+            extra={
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "records": len(records),
+                "failed_items": len(failed),
+            },
         )
-        return [r.key for r in records]
+        return Backfilled([r.key for r in records], failed)
 
 
 def parse_lines(body: bytes | str) -> list[dict[str, Any]]:
