@@ -53,16 +53,20 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "GetItem",
         "PutItem",
         "Query",
+        "Scan",  # the history backfill reads both tables (issue 17)
         "TransactWriteItems",
         "UpdateItem",
     ),
     "scheduler": ("CreateSchedule", "DeleteSchedule", "GetSchedule"),
     "sns": ("Publish",),
-    "kms": ("GenerateMac", "Verify", "VerifyMac"),  # Verify: a false match (``verify`` methods), kept
+    # Verify, Sign: false matches (``verify``/``sign`` methods of our own), kept
+    "kms": ("GenerateMac", "Sign", "Verify", "VerifyMac"),
     "sts": ("AssumeRole",),
     "events": ("PutEvents",),
     # Read through bound methods (``client.get_user_id``...), found as attribute references.
     "identitystore": ("GetGroupId", "GetUserId", "IsMemberInGroups"),
+    "s3": ("PutObject",),  # the history export (issue 17)
+    "secretsmanager": ("GetSecretValue",),  # the Slack app's secrets (issue 19)
 }
 # The endpoints data (botocore's endpoints.json) the layer ships: every partition, only these services
 # (``sessiongate.adapters.botocore_data``); key order as botocore's (it orders some of its answers).

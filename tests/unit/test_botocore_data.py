@@ -108,16 +108,16 @@ def test_partitions_are_kept_whole() -> None:
 
 def test_another_service_is_answered_from_botocores_whole_file() -> None:
     builtin, shipped = _builtin(), _shipped()
-    assert "s3" not in shipped.services
+    assert "sqs" not in shipped.services
     for region in ("us-east-1", "aws-global", "cn-north-1", "us-gov-west-1"):
-        for service in ("s3", "cloudfront", "lambda"):
+        for service in ("sqs", "cloudfront", "lambda"):
             for fips in (False, True):
                 expected = _answer(builtin.construct_endpoint, service, region, use_fips_endpoint=fips)
                 assert (
                     _answer(shipped.construct_endpoint, service, region, use_fips_endpoint=fips) == expected
                 )
-    assert shipped.get_available_endpoints("s3", "aws") == builtin.get_available_endpoints("s3", "aws")
-    assert shipped.get_service_endpoints_data("s3") == builtin.get_service_endpoints_data("s3")
+    assert shipped.get_available_endpoints("sqs", "aws") == builtin.get_available_endpoints("sqs", "aws")
+    assert shipped.get_service_endpoints_data("sqs") == builtin.get_service_endpoints_data("sqs")
 
 
 class _Sent(Exception):
