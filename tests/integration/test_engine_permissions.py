@@ -732,13 +732,80 @@ def test_only_the_emitting_roles_put_events_on_the_bus(iam: tuple[World, Session
     squatter = _admin(world, "events-squatter", path="/sessiongate/")
     assert checker.authorized("role", squatter, "events:PutEvents", bus)
     assert not checker.authorized("role", squatter, "events:PutEvents", bus, resource_policy=policy)
-    for emitter in ("RequestApiFunctionRole", "AdaptChangeRequestFunctionRole"):
+    # ChatInteractionsFunctionRole: a final approval from Slack emits AccessApproved (review, finding 2).
+    for emitter in (
+        "RequestApiFunctionRole",
+        "AdaptChangeRequestFunctionRole",
+        "ChatInteractionsFunctionRole",
+    ):
         assert checker.authorized(
             "role", _role(world, emitter), "events:PutEvents", bus, resource_policy=policy
         )
     assert not checker.authorized(
         "role", _role(world, "GrantAccessFunctionRole"), "events:PutEvents", bus, resource_policy=policy
     )
+
+
+NOTIFICATION_PUBLISHERS = [
+    "PublishEventsFunctionRole",
+    "GrantAccessFunctionRole",
+    "RevokeAccessFunctionRole",
+    "ReconcileGrantsFunctionRole",
+    "RequestApiFunctionRole",
+    "AdaptChangeRequestFunctionRole",
+]
+
+
+def test_only_sessiongate_publishes_lifecycle_events(iam: tuple[World, SessionChecker]) -> None:
+    """Review of issue 19, finding 1: an AccessRequested published by anyone else reached the chat
+    notifier (and every subscriber). The topic's policy refuses every publisher but SessionGate's roles;
+    the guard refuses guarded admins publishing or changing the topic's policy."""
+    world, checker = iam
+    res = world.stack.resources
+    topic = res["NotificationTopic"].physical_id
+    policy = res["NotificationTopicPolicy"].properties["PolicyDocument"]
+    squatter = _admin(world, "sns-squatter", path="/sessiongate/")
+    assert checker.authorized("role", squatter, "sns:Publish", topic)
+    assert not checker.authorized("role", squatter, "sns:Publish", topic, resource_policy=policy)
+    for publisher in NOTIFICATION_PUBLISHERS:
+        assert checker.authorized(
+            "role", _role(world, publisher), "sns:Publish", topic, resource_policy=policy
+        ), publisher
+    for role in ("ChatNotifyFunctionRole", "ChatInteractionsFunctionRole", "ExportHistoryFunctionRole"):
+        assert not _as_admin(res[role].arn, "sns:Publish", topic, policy), role
+    # Subscribing stays open (approvers subscribe themselves).
+    assert checker.authorized("role", squatter, "sns:Subscribe", topic, resource_policy=policy)
+    world.client("iam").attach_role_policy(RoleName=squatter, PolicyArn=res["SessionGateTagKeyGuard"].arn)
+    for action in ("sns:Publish", "sns:SetTopicAttributes", "sns:AddPermission", "sns:DeleteTopic"):
+        assert not checker.authorized("role", squatter, action, topic), action
+    assert checker.authorized("role", squatter, "sns:Subscribe", topic)
+
+
+def test_change_manager_publishes_only_when_on_and_deployers_alone_change_the_topic() -> None:
+    deployer = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
+    for enabled in ("true", "false"):
+        stack = cfn.load(
+            "sessiongate", ACCOUNT, REGION, {"DeployerArns": deployer, "EnableChangeManager": enabled}
+        )
+        topic = stack.resources["NotificationTopic"].physical_id
+        policy = stack.resources["NotificationTopicPolicy"].properties["PolicyDocument"]
+        denied = [s for s in policy["Statement"] if s["Effect"] == "Deny" and s["Action"] == "sns:Publish"]
+        [deny] = denied
+        # The service principal carries no aws:PrincipalArn: only the service-name exemption lets it by.
+        exempt = "StringNotEquals" in deny["Condition"]
+        assert exempt is (enabled == "true")
+        if exempt:
+            assert deny["Condition"]["StringNotEquals"] == {"aws:PrincipalServiceName": "ssm.amazonaws.com"}
+        assert any(s.get("Principal") == {"Service": "ssm.amazonaws.com"} for s in policy["Statement"]) is (
+            enabled == "true"
+        )
+        for who, expected in ((deployer, True), (f"arn:aws:iam::{ACCOUNT}:role/sns-admin", False)):
+            node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", ADMIN_DOCUMENT)], trust={})
+            for action in ("sns:SetTopicAttributes", "sns:RemovePermission", "sns:DeleteTopic"):
+                decision = local_check_authorization_full(
+                    node, action, topic, {}, resource_policy=policy, resource_owner=ACCOUNT
+                )
+                assert decision is expected, (enabled, who, action)
 
 
 def _scp(name: str) -> dict[str, Any]:

@@ -265,6 +265,56 @@ def test_the_policy_refuses_bad_chat_settings(field: str, value: Any) -> None:
         ApprovalPolicy.parse(document)
 
 
+def forged(request_id: str, channel: str = CHANNEL) -> dict[str, Any]:
+    """An AccessRequested published by someone else than SessionGate: harmless facts, real request id."""
+    return {
+        "event_type": "AccessRequested",
+        "event_id": "forged-1",
+        "request_id": request_id,
+        "requester_arn": ALICE,
+        "principal_name": "readonly",
+        "account": "111111111111",
+        "instance_id": "i-0fffffffffffffff0",
+        "reason": "read the build logs",
+        "ticket": "HARMLESS-1",
+        "duration_minutes": 5,
+        "rule": "sandbox",
+        "slack_channel": channel,
+        "at": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_a_forged_event_shows_the_records_facts_in_the_records_channel_only() -> None:
+    """Review finding 1: the event is a trigger; what an approver judges comes from the record."""
+    c = chat_world(policy())
+    request_id = create(c.w)
+    assert c.messages.on_event(forged(request_id, channel="#elsewhere")) == "posted"
+    assert c.slack.in_channel("#elsewhere") == []
+    [message] = c.slack.in_channel(CHANNEL)
+    for fact in ("restart nginx", "i-0123456789abcdef0", "Environment=dev"):
+        assert fact in message.all_text
+    for fake in ("read the build logs", "HARMLESS-1", "readonly", "i-0fffffffffffffff0", "sandbox"):
+        assert fake not in message.all_text
+
+
+def test_a_forged_event_for_a_request_without_a_channel_or_record_posts_nothing() -> None:
+    c = chat_world(POLICY)  # the default rule names no channel
+    request_id = create(c.w)
+    assert c.messages.on_event(forged(request_id)) == "ignored"
+    assert c.messages.on_event(forged("rq-does-not-exist")) == "ignored"
+    assert c.slack.messages == {}
+
+
+def test_a_forged_request_event_for_a_decided_request_shows_no_buttons() -> None:
+    c = chat_world(policy())
+    request_id = create(c.w)
+    c.w.service.reject(caller(BOB), request_id, {"comment": "no"})
+    assert c.messages.on_event(forged(request_id)) == "posted"
+    [message] = c.slack.in_channel(CHANNEL)
+    assert message.buttons == []
+    assert "REJECTED" in message.all_text
+
+
 def test_events_delivered_out_of_order_never_reopen_the_message() -> None:
     """SNS invokes the notifier once per event, in no set order: the approval may come first."""
     c = chat_world(policy())
