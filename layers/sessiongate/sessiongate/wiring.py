@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from sessiongate.adapters.inventory import Inventory
     from sessiongate.adapters.notifier import Notifier
     from sessiongate.adapters.scheduler import Schedules
-    from sessiongate.history import Exporter
     from sessiongate.chat.interactions import ChatInteractions
     from sessiongate.chat.messages import RequestMessages
+    from sessiongate.history import Exporter
     from sessiongate.outbox import Publisher
 
 ClientFactory = Callable[[str], Any]
