@@ -886,6 +886,20 @@ def test_scp_sample_protects_sessiongate_resources(
     assert _scp_allows(scp, deployer, action, resource, context)
 
 
+def test_scp_sample_lets_only_sessiongate_publish_lifecycle_events() -> None:
+    """Review of issue 19, finding 1, organization-wide: nobody but SessionGate's publishing roles
+    publishes to the notification topic (its default name)."""
+    scp = _scp("scp-protect-sessiongate.json")
+    [statement] = [s for s in scp["Statement"] if s["Sid"] == "OnlySessionGateChangesItsState"]
+    publishers = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    topic = f"arn:aws:sns:{REGION}:{ENGINE}:change-manager-ssm-approval"
+    assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", "sns:Publish", topic, {})
+    assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/sessiongate/squatter", "sns:Publish", topic, {})
+    assert any("NotificationPublisherRoleArn" in arn for arn in publishers)
+    for publisher in publishers:
+        assert _scp_allows(scp, publisher, "sns:Publish", topic, {}), publisher
+
+
 def test_scp_sample_lets_the_engine_run() -> None:
     scp = _scp("scp-protect-sessiongate.json")
     engine = scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"][1]
