@@ -212,6 +212,35 @@ def test_other_interactions_and_commands_do_nothing() -> None:
     assert c.w.store.get(request_id).status is RequestStatus.PENDING  # type: ignore[union-attr]
 
 
+def test_a_private_answer_slack_refuses_is_logged_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of issue 19, finding 6: WebhookClient.send answers an HTTP error, it does not raise."""
+    from sessiongate.chat import slack
+
+    errors: list[tuple[str, dict[str, Any]]] = []
+    counted: list[str] = []
+
+    class Log:
+        def error(self, message: str, extra: dict[str, Any]) -> None:
+            errors.append((message, extra))
+
+    class Metrics:
+        def add(self, name: str, *_: Any, **__: Any) -> None:
+            counted.append(name)
+
+    monkeypatch.setattr(slack, "logger", Log, raising=False)
+    monkeypatch.setattr(slack, "metrics", Metrics, raising=False)
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    request_id = create(c.w)
+    url = "https://hooks.slack.com/actions/T0SANDBOX1/1/expired"
+    c.slack.expired_urls.add(url)
+    assert c.send(fake_slack.click("U0BOB", APPROVE, request_id, response_url=url)).status == 200
+    assert c.w.store.get(request_id).status is RequestStatus.APPROVED  # type: ignore[union-attr]
+    assert c.slack.private == []
+    assert errors == [("chat private answer not delivered", {"status": 404, "slack_error": "expired_url"})]
+    assert counted == ["ChatReplyFailures"]
+
+
 # -- the request's message ---------------------------------------------------------------------------
 def test_the_message_is_posted_with_the_facts_and_updated_as_the_request_moves() -> None:
     c = chat_world(policy())
