@@ -135,6 +135,11 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
         table = f"table/{params['TableName']}"
         if params.get("IndexName"):
             table += f"/index/{params['IndexName']}"
+        # The chat roles may touch only their own items of the chat state table (dynamodb:LeadingKeys:
+        # the partition key value of the item the call names).
+        item = params.get("Key") or params.get("Item") or {}
+        if "ChatStateTable" in params["TableName"] and "pk" in item:
+            return [(action, arn.format("dynamodb", table), {"dynamodb:LeadingKeys": [item["pk"]["S"]]})]
         return [(action, arn.format("dynamodb", table), {})]
     if service == "iam":
         if "UserName" in params:

@@ -649,6 +649,31 @@ def test_only_the_request_api_writes_chat_links(iam: tuple[World, SessionChecker
 
 
 @pytest.mark.parametrize(
+    ("role", "action", "own", "others"),
+    [
+        ("ChatNotifyFunctionRole", "dynamodb:PutItem", ["msg#r-1"], ["code#x", "sig#x"]),
+        ("ChatNotifyFunctionRole", "dynamodb:GetItem", ["msg#r-1"], ["code#x"]),
+        ("ChatInteractionsFunctionRole", "dynamodb:PutItem", ["code#x", "sig#x"], ["msg#r-1"]),
+        ("RequestApiFunctionRole", "dynamodb:DeleteItem", ["code#x"], ["msg#r-1", "sig#x"]),
+    ],
+)
+def test_each_chat_writer_touches_only_its_own_chat_state_items(
+    iam: tuple[World, SessionChecker], role: str, action: str, own: list[str], others: list[str]
+) -> None:
+    """Review of issue 19, finding 7: the notifier cannot plant link codes or forget signatures seen
+    (replays), the interactions function cannot rewrite request messages (dynamodb:LeadingKeys)."""
+    world, checker = iam
+    arn, policy = _table(world, "ChatStateTable")
+    name = _role(world, role)
+    for key in own:
+        context = {"dynamodb:LeadingKeys": [key]}
+        assert checker.authorized("role", name, action, arn, context, resource_policy=policy), key
+    for key in others:
+        context = {"dynamodb:LeadingKeys": [key]}
+        assert not checker.authorized("role", name, action, arn, context, resource_policy=policy), key
+
+
+@pytest.mark.parametrize(
     ("secret", "reader"),
     [("SlackSigningSecret", "ChatInteractionsFunctionRole"), ("SlackBotToken", "ChatNotifyFunctionRole")],
 )
