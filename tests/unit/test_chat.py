@@ -241,6 +241,25 @@ def test_a_private_answer_slack_refuses_is_logged_not_dropped(monkeypatch: pytes
     assert counted == ["ChatReplyFailures"]
 
 
+def test_clicks_and_commands_from_another_workspace_are_refused() -> None:
+    """Review of issue 19, finding 7: with SlackTeamIds set, another workspace the app is installed in
+    (same signing secret) neither links nor decides."""
+    from dataclasses import replace
+
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    c.chat = replace(c.chat, team_ids=frozenset({"T0OTHER01"}))
+    request_id = create(c.w)
+    answer = c.send(fake_slack.click("U0BOB", APPROVE, request_id))
+    assert answer.status == 200
+    assert c.w.store.get(request_id).status is RequestStatus.PENDING  # type: ignore[union-attr]
+    assert c.slack.private == []
+    assert "`" not in str(c.send(fake_slack.slash_command("U0EVE")).text)  # no code issued
+    c.chat = replace(c.chat, team_ids=frozenset({fake_slack.TEAM}))
+    c.send(fake_slack.click("U0BOB", APPROVE, request_id))
+    assert c.w.store.get(request_id).status is RequestStatus.APPROVED  # type: ignore[union-attr]
+
+
 # -- the request's message ---------------------------------------------------------------------------
 def test_the_message_is_posted_with_the_facts_and_updated_as_the_request_moves() -> None:
     c = chat_world(policy())

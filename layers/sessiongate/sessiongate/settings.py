@@ -82,6 +82,9 @@ class Settings:
     chat_state_table: str = ""
     chat_links_table: str = ""
     slack_signing_secret_arn: str = ""
+    # The Slack workspaces (team ids) whose clicks and commands are acted on; empty: any workspace the
+    # app's signing secret signs for (security review of issue 19, finding 7).
+    slack_team_ids: tuple[str, ...] = ()
     slack_bot_token_arn: str = ""
 
     # Environment variable of each field.
@@ -135,6 +138,7 @@ class Settings:
         "chat_state_table": "SESSIONGATE_CHAT_STATE_TABLE",
         "chat_links_table": "SESSIONGATE_CHAT_LINKS_TABLE",
         "slack_signing_secret_arn": "SESSIONGATE_SLACK_SIGNING_SECRET",
+        "slack_team_ids": "SESSIONGATE_SLACK_TEAM_IDS",
         "slack_bot_token_arn": "SESSIONGATE_SLACK_BOT_TOKEN",
     }
 

@@ -393,6 +393,7 @@ def build_chat_interactions(
         linking=link,
         decisions=native_service(settings, clock=clock, client=client, member_client=member_client),
         clock=clock,
+        team_ids=frozenset(settings.slack_team_ids),
     )
 
 
