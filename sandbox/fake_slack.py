@@ -181,6 +181,7 @@ class FakeSlack:
     messages: dict[tuple[str, str], Message] = field(default_factory=dict)
     private: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     direct: list[tuple[str, str]] = field(default_factory=list)  # (user id, text): the app's DMs
+    expired_urls: set[str] = field(default_factory=set)  # response_urls past their 30 minutes / 5 uses
     _ts: int = 0
 
     token: str = BOT_TOKEN  # the bot token the app was installed with
@@ -235,18 +236,28 @@ class FakeSlack:
 
 @dataclass
 class _Webhook:
+    """slack_sdk's WebhookClient: ``send`` answers a WebhookResponse and never raises for an HTTP
+    error (slack_sdk/webhook/client.py: an HTTPError becomes the response's status_code and body);
+    Slack answers 400 ``invalid_payload``, and 404 ``expired_url``/``used_url`` for a response_url past
+    its 30 minutes or 5 uses ("Handling user interaction in your Slack apps")."""
+
     slack: FakeSlack
     url: str
 
-    def send(
-        self, *, text: str | None = None, response_type: str | None = None, **extra: Any
-    ) -> dict[str, Any]:
+    def send(self, *, text: str | None = None, response_type: str | None = None, **extra: Any) -> Any:
+        from slack_sdk.webhook import WebhookResponse
+
+        def answer(status: int, body: str) -> WebhookResponse:
+            return WebhookResponse(url=self.url, status_code=status, body=body, headers={})
+
+        if self.url in self.slack.expired_urls:
+            return answer(404, "expired_url")
         if not self.url.startswith("https://hooks.slack.com/") or not text or len(text) > 3000:
-            raise SlackError("invalid_payload")
+            return answer(400, "invalid_payload")
         if response_type not in (None, "ephemeral", "in_channel"):
-            raise SlackError("invalid_payload")
+            return answer(400, "invalid_payload")
         self.slack.private.append((self.url, {"text": text, "response_type": response_type, **extra}))
-        return {"status_code": 200, "body": "ok"}
+        return answer(200, "ok")
 
 
 class _Refusing:

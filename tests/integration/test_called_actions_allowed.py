@@ -135,6 +135,11 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
         table = f"table/{params['TableName']}"
         if params.get("IndexName"):
             table += f"/index/{params['IndexName']}"
+        # The chat roles may touch only their own items of the chat state table (dynamodb:LeadingKeys:
+        # the partition key value of the item the call names).
+        item = params.get("Key") or params.get("Item") or {}
+        if "ChatStateTable" in params["TableName"] and "pk" in item:
+            return [(action, arn.format("dynamodb", table), {"dynamodb:LeadingKeys": [item["pk"]["S"]]})]
         return [(action, arn.format("dynamodb", table), {})]
     if service == "iam":
         if "UserName" in params:
@@ -156,6 +161,11 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
             out.append(("iam:PassRole", role, {"iam:PassedToService": "scheduler.amazonaws.com"}))
         return out
     if service == "sns":
+        # The notification topic's policy refuses publishers other than SessionGate's roles.
+        res = world.stack.resources
+        if params["TopicArn"] == res["NotificationTopic"].physical_id:
+            topic_policy = res["NotificationTopicPolicy"].properties["PolicyDocument"]
+            return [(action, params["TopicArn"], {"__resource_policy__": topic_policy})]
         return [(action, params["TopicArn"], {})]
     if service == "sts":
         return [(action, params["RoleArn"], {})]
@@ -209,6 +219,12 @@ def _requests(world: World, action: str, operation: str, params: dict[str, Any])
             params.get("EventBusName") or (params.get("Entries") or [{}])[0].get("EventBusName") or "default"
         )
         bus_arn = bus if str(bus).startswith("arn:") else arn.format("events", f"event-bus/{bus}")
+        # The bus's own policy (template.yaml, EventBusPutGuard) refuses every role but the emitters:
+        # IAM evaluates it with the role's policies (the sandbox's EventBridge does not enforce it).
+        res = world.stack.resources
+        if bus_arn == res["EventBus"].arn:
+            guard = {"Version": "2012-10-17", "Statement": [res["EventBusPutGuard"].properties["Statement"]]}
+            return [(action, bus_arn, {"__resource_policy__": guard})]
         return [(action, bus_arn, {})]
     if service == "secretsmanager" and "SecretId" in params:
         # The secret's ARN as the function names it (the template's Ref; the sandbox's partial ARN).

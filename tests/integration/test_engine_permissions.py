@@ -681,6 +681,31 @@ def test_only_the_request_api_writes_chat_links(iam: tuple[World, SessionChecker
 
 
 @pytest.mark.parametrize(
+    ("role", "action", "own", "others"),
+    [
+        ("ChatNotifyFunctionRole", "dynamodb:PutItem", ["msg#r-1"], ["code#x", "sig#x"]),
+        ("ChatNotifyFunctionRole", "dynamodb:GetItem", ["msg#r-1"], ["code#x"]),
+        ("ChatInteractionsFunctionRole", "dynamodb:PutItem", ["code#x", "sig#x"], ["msg#r-1"]),
+        ("RequestApiFunctionRole", "dynamodb:DeleteItem", ["code#x"], ["msg#r-1", "sig#x"]),
+    ],
+)
+def test_each_chat_writer_touches_only_its_own_chat_state_items(
+    iam: tuple[World, SessionChecker], role: str, action: str, own: list[str], others: list[str]
+) -> None:
+    """Review of issue 19, finding 7: the notifier cannot plant link codes or forget signatures seen
+    (replays), the interactions function cannot rewrite request messages (dynamodb:LeadingKeys)."""
+    world, checker = iam
+    arn, policy = _table(world, "ChatStateTable")
+    name = _role(world, role)
+    for key in own:
+        context = {"dynamodb:LeadingKeys": [key]}
+        assert checker.authorized("role", name, action, arn, context, resource_policy=policy), key
+    for key in others:
+        context = {"dynamodb:LeadingKeys": [key]}
+        assert not checker.authorized("role", name, action, arn, context, resource_policy=policy), key
+
+
+@pytest.mark.parametrize(
     ("secret", "reader"),
     [("SlackSigningSecret", "ChatInteractionsFunctionRole"), ("SlackBotToken", "ChatNotifyFunctionRole")],
 )
@@ -764,13 +789,80 @@ def test_only_the_emitting_roles_put_events_on_the_bus(iam: tuple[World, Session
     squatter = _admin(world, "events-squatter", path="/sessiongate/")
     assert checker.authorized("role", squatter, "events:PutEvents", bus)
     assert not checker.authorized("role", squatter, "events:PutEvents", bus, resource_policy=policy)
-    for emitter in ("RequestApiFunctionRole", "AdaptChangeRequestFunctionRole"):
+    # ChatInteractionsFunctionRole: a final approval from Slack emits AccessApproved (review, finding 2).
+    for emitter in (
+        "RequestApiFunctionRole",
+        "AdaptChangeRequestFunctionRole",
+        "ChatInteractionsFunctionRole",
+    ):
         assert checker.authorized(
             "role", _role(world, emitter), "events:PutEvents", bus, resource_policy=policy
         )
     assert not checker.authorized(
         "role", _role(world, "GrantAccessFunctionRole"), "events:PutEvents", bus, resource_policy=policy
     )
+
+
+NOTIFICATION_PUBLISHERS = [
+    "PublishEventsFunctionRole",
+    "GrantAccessFunctionRole",
+    "RevokeAccessFunctionRole",
+    "ReconcileGrantsFunctionRole",
+    "RequestApiFunctionRole",
+    "AdaptChangeRequestFunctionRole",
+]
+
+
+def test_only_sessiongate_publishes_lifecycle_events(iam: tuple[World, SessionChecker]) -> None:
+    """Review of issue 19, finding 1: an AccessRequested published by anyone else reached the chat
+    notifier (and every subscriber). The topic's policy refuses every publisher but SessionGate's roles;
+    the guard refuses guarded admins publishing or changing the topic's policy."""
+    world, checker = iam
+    res = world.stack.resources
+    topic = res["NotificationTopic"].physical_id
+    policy = res["NotificationTopicPolicy"].properties["PolicyDocument"]
+    squatter = _admin(world, "sns-squatter", path="/sessiongate/")
+    assert checker.authorized("role", squatter, "sns:Publish", topic)
+    assert not checker.authorized("role", squatter, "sns:Publish", topic, resource_policy=policy)
+    for publisher in NOTIFICATION_PUBLISHERS:
+        assert checker.authorized(
+            "role", _role(world, publisher), "sns:Publish", topic, resource_policy=policy
+        ), publisher
+    for role in ("ChatNotifyFunctionRole", "ChatInteractionsFunctionRole", "ExportHistoryFunctionRole"):
+        assert not _as_admin(res[role].arn, "sns:Publish", topic, policy), role
+    # Subscribing stays open (approvers subscribe themselves).
+    assert checker.authorized("role", squatter, "sns:Subscribe", topic, resource_policy=policy)
+    world.client("iam").attach_role_policy(RoleName=squatter, PolicyArn=res["SessionGateTagKeyGuard"].arn)
+    for action in ("sns:Publish", "sns:SetTopicAttributes", "sns:AddPermission", "sns:DeleteTopic"):
+        assert not checker.authorized("role", squatter, action, topic), action
+    assert checker.authorized("role", squatter, "sns:Subscribe", topic)
+
+
+def test_change_manager_publishes_only_when_on_and_deployers_alone_change_the_topic() -> None:
+    deployer = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
+    for enabled in ("true", "false"):
+        stack = cfn.load(
+            "sessiongate", ACCOUNT, REGION, {"DeployerArns": deployer, "EnableChangeManager": enabled}
+        )
+        topic = stack.resources["NotificationTopic"].physical_id
+        policy = stack.resources["NotificationTopicPolicy"].properties["PolicyDocument"]
+        denied = [s for s in policy["Statement"] if s["Effect"] == "Deny" and s["Action"] == "sns:Publish"]
+        [deny] = denied
+        # The service principal carries no aws:PrincipalArn: only the service-name exemption lets it by.
+        exempt = "StringNotEquals" in deny["Condition"]
+        assert exempt is (enabled == "true")
+        if exempt:
+            assert deny["Condition"]["StringNotEquals"] == {"aws:PrincipalServiceName": "ssm.amazonaws.com"}
+        assert any(s.get("Principal") == {"Service": "ssm.amazonaws.com"} for s in policy["Statement"]) is (
+            enabled == "true"
+        )
+        for who, expected in ((deployer, True), (f"arn:aws:iam::{ACCOUNT}:role/sns-admin", False)):
+            node = principal_node(who, "AROAEXAMPLE", [Policy(who, "admin", ADMIN_DOCUMENT)], trust={})
+            for action in ("sns:SetTopicAttributes", "sns:RemovePermission", "sns:DeleteTopic"):
+                decision = local_check_authorization_full(
+                    node, action, topic, {}, resource_policy=policy, resource_owner=ACCOUNT
+                )
+                assert decision is expected, (enabled, who, action)
 
 
 def _scp(name: str) -> dict[str, Any]:
@@ -865,6 +957,18 @@ def test_scp_sample_protects_the_event_source_mappings_of_sessiongate_functions(
         assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, ours), action
         assert _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, theirs), action
         assert _scp_allows(scp, deployer, action, resource, ours), action
+def test_scp_sample_lets_only_sessiongate_publish_lifecycle_events() -> None:
+    """Review of issue 19, finding 1, organization-wide: nobody but SessionGate's publishing roles
+    publishes to the notification topic (its default name)."""
+    scp = _scp("scp-protect-sessiongate.json")
+    [statement] = [s for s in scp["Statement"] if s["Sid"] == "OnlySessionGateChangesItsState"]
+    publishers = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    topic = f"arn:aws:sns:{REGION}:{ENGINE}:change-manager-ssm-approval"
+    assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", "sns:Publish", topic, {})
+    assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/sessiongate/squatter", "sns:Publish", topic, {})
+    assert any("NotificationPublisherRoleArn" in arn for arn in publishers)
+    for publisher in publishers:
+        assert _scp_allows(scp, publisher, "sns:Publish", topic, {}), publisher
 
 
 def test_scp_sample_lets_the_engine_run() -> None:

@@ -21,6 +21,8 @@ STORE_ID = "d-1234567890"
 FUNCTIONS = {
     "GrantAccessFunctionRole": True,
     "RequestApiFunctionRole": True,
+    "ChatInteractionsFunctionRole": True,  # approves through the request API's code (issue 19)
+    "ChatNotifyFunctionRole": False,
     "RevokeAccessFunctionRole": False,
     "ReconcileGrantsFunctionRole": False,
 }
@@ -65,6 +67,16 @@ def test_without_the_parameters_no_role_may_assume_anything_for_groups() -> None
         ]
         assert conditional[0]["Fn::If"][0] == "HasIdentityStore"
         assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_every_role_that_reads_groups_is_in_the_trusted_roles_output() -> None:
+    """Review of issue 19, finding 4: a role left out of IdentityStoreReaderTrustedRoleArns (the reader
+    role's trust) fails closed, so group approvers were always refused in chat."""
+    value = template()["Outputs"]["IdentityStoreReaderTrustedRoleArns"]["Value"]["Fn::Join"]
+    assert value[0] == ","
+    trusted = {arn["Fn::GetAtt"][0] for arn in value[1]}
+    readers = {role for role, reads in FUNCTIONS.items() if reads}
+    assert trusted == readers
 
 
 def test_the_store_parameters_are_set_together() -> None:

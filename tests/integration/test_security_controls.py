@@ -356,6 +356,41 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
             {"restApiId": api, "resourceId": "abc", "httpMethod": "POST"},
         ),
         ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": api}),
+        # Chat approvals (issue 19): the links and state tables, the chat API, the Slack secrets.
+        (
+            "dynamodb.amazonaws.com",
+            "UpdateTable",
+            {"tableName": stack.resources["ChatLinksTable"].physical_id},
+        ),
+        (
+            "dynamodb.amazonaws.com",
+            "DeleteResourcePolicy",
+            {"resourceArn": stack.resources["ChatLinksTable"].arn},
+        ),
+        (
+            "dynamodb.amazonaws.com",
+            "PutResourcePolicy",
+            {"resourceArn": stack.resources["ChatStateTable"].arn},
+        ),
+        (
+            "apigateway.amazonaws.com",
+            "CreateDeployment",
+            {"restApiId": stack.resources["ChatApi"].physical_id},
+        ),
+        (
+            "secretsmanager.amazonaws.com",
+            "PutSecretValue",
+            {"secretId": stack.resources["SlackSigningSecret"].physical_id},
+        ),
+        ("secretsmanager.amazonaws.com", "DeleteResourcePolicy", {"secretId": "sessiongate/slack/bot-token"}),
+        (
+            "secretsmanager.amazonaws.com",
+            "UpdateSecret",
+            {
+                "secretId": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sessiongate/slack/"
+                "signing-secret"
+            },
+        ),
         ("kms.amazonaws.com", "DisableKey", {"keyId": stack.resources["AlarmTopicKey"].arn}),
         ("kms.amazonaws.com", "ScheduleKeyDeletion", {"keyId": stack.resources["AlarmTopicKey"].physical_id}),
     ]
@@ -408,6 +443,7 @@ def test_unrelated_changes_do_not_alert(stack: Stack) -> None:
         ("EngineChangeAlertRule", ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app-role"})),
         ("StateChangeAlertRule", ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"})),
         ("StateChangeAlertRule", ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": "app123"})),
+        ("StateChangeAlertRule", ("secretsmanager.amazonaws.com", "PutSecretValue", {"secretId": "app/db"})),
         (
             "StateChangeAlertRule",
             ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "x", "groupName": "default"}),

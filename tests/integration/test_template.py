@@ -406,6 +406,7 @@ def test_member_guard_is_the_engine_guard() -> None:
         "DenyRewritingHistory",
         "DenyChangingTheHistoryKey",
         "DenyTouchingTheChatSecrets",
+        "DenyForgingLifecycleEvents",  # the notification topic is the engine's
     }
     engine["Statement"] = [s for s in _guard_statements(engine) if s["Sid"] not in engine_only]
     assert _without_exemptions(member) == _without_exemptions(engine)
@@ -607,14 +608,18 @@ def test_notification_topic_has_a_customer_managed_key_change_manager_may_use() 
 def test_notification_topic_policy_lets_change_manager_publish() -> None:
     policy = resource("NotificationTopicPolicy")
     assert policy["Type"] == "AWS::SNS::TopicPolicy"
-    assert policy["Condition"] == "ChangeManagerEnabled"
+    assert "Condition" not in policy  # always: it also refuses publishers other than SessionGate
     assert policy["Properties"]["Topics"] == [{"Ref": "NotificationTopic"}]
-    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Effect"] == "Allow"
-    assert statement["Principal"] == {"Service": "ssm.amazonaws.com"}
-    assert statement["Action"] == "sns:Publish"
-    assert statement["Resource"] == {"Ref": "NotificationTopic"}
-    assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    [ssm] = [s["Fn::If"][1] for s in statements if "Fn::If" in s and s["Fn::If"][0] == "ChangeManagerEnabled"]
+    assert ssm["Effect"] == "Allow"
+    assert ssm["Principal"] == {"Service": "ssm.amazonaws.com"}
+    assert ssm["Action"] == "sns:Publish"
+    assert ssm["Resource"] == {"Ref": "NotificationTopic"}
+    assert ssm["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    [deny] = [s for s in statements if s.get("Sid") == "OnlySessionGatePublishes"]
+    assert deny["Effect"] == "Deny"
+    assert deny["Principal"] == "*"
 
 
 @pytest.mark.parametrize("function", PUBLISHERS)

@@ -325,6 +325,54 @@ def test_other_interactions_and_commands_do_nothing() -> None:
     assert c.w.store.get(request_id).status is RequestStatus.PENDING  # type: ignore[union-attr]
 
 
+def test_a_private_answer_slack_refuses_is_logged_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of issue 19, finding 6: WebhookClient.send answers an HTTP error, it does not raise."""
+    from sessiongate.chat import slack
+
+    errors: list[tuple[str, dict[str, Any]]] = []
+    counted: list[str] = []
+
+    class Log:
+        def error(self, message: str, extra: dict[str, Any]) -> None:
+            errors.append((message, extra))
+
+    class Metrics:
+        def add(self, name: str, *_: Any, **__: Any) -> None:
+            counted.append(name)
+
+    monkeypatch.setattr(slack, "logger", Log, raising=False)
+    monkeypatch.setattr(slack, "metrics", Metrics, raising=False)
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    request_id = create(c.w)
+    url = "https://hooks.slack.com/actions/T0SANDBOX1/1/expired"
+    c.slack.expired_urls.add(url)
+    assert c.send(fake_slack.click("U0BOB", APPROVE, request_id, response_url=url)).status == 200
+    assert c.w.store.get(request_id).status is RequestStatus.APPROVED  # type: ignore[union-attr]
+    assert c.slack.private == []
+    assert errors == [("chat private answer not delivered", {"status": 404, "slack_error": "expired_url"})]
+    assert counted == ["ChatReplyFailures"]
+
+
+def test_clicks_and_commands_from_another_workspace_are_refused() -> None:
+    """Review of issue 19, finding 7: with SlackTeamIds set, another workspace the app is installed in
+    (same signing secret) neither links nor decides."""
+    from dataclasses import replace
+
+    c = chat_world(policy())
+    c.link("U0BOB", BOB)
+    c.chat = replace(c.chat, team_ids=frozenset({"T0OTHER01"}))
+    request_id = create(c.w)
+    answer = c.send(fake_slack.click("U0BOB", APPROVE, request_id))
+    assert answer.status == 200
+    assert c.w.store.get(request_id).status is RequestStatus.PENDING  # type: ignore[union-attr]
+    assert c.slack.private == []
+    assert "`" not in str(c.send(fake_slack.slash_command("U0EVE")).text)  # no code issued
+    c.chat = replace(c.chat, team_ids=frozenset({fake_slack.TEAM}))
+    c.send(fake_slack.click("U0BOB", APPROVE, request_id))
+    assert c.w.store.get(request_id).status is RequestStatus.APPROVED  # type: ignore[union-attr]
+
+
 # -- the request's message ---------------------------------------------------------------------------
 def test_the_message_is_posted_with_the_facts_and_updated_as_the_request_moves() -> None:
     c = chat_world(policy())
@@ -376,6 +424,56 @@ def test_the_policy_refuses_bad_chat_settings(field: str, value: Any) -> None:
     document["rules"][1][field] = value
     with pytest.raises(PolicyError, match=field):
         ApprovalPolicy.parse(document)
+
+
+def forged(request_id: str, channel: str = CHANNEL) -> dict[str, Any]:
+    """An AccessRequested published by someone else than SessionGate: harmless facts, real request id."""
+    return {
+        "event_type": "AccessRequested",
+        "event_id": "forged-1",
+        "request_id": request_id,
+        "requester_arn": ALICE,
+        "principal_name": "readonly",
+        "account": "111111111111",
+        "instance_id": "i-0fffffffffffffff0",
+        "reason": "read the build logs",
+        "ticket": "HARMLESS-1",
+        "duration_minutes": 5,
+        "rule": "sandbox",
+        "slack_channel": channel,
+        "at": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_a_forged_event_shows_the_records_facts_in_the_records_channel_only() -> None:
+    """Review finding 1: the event is a trigger; what an approver judges comes from the record."""
+    c = chat_world(policy())
+    request_id = create(c.w)
+    assert c.messages.on_event(forged(request_id, channel="#elsewhere")) == "posted"
+    assert c.slack.in_channel("#elsewhere") == []
+    [message] = c.slack.in_channel(CHANNEL)
+    for fact in ("restart nginx", "i-0123456789abcdef0", "Environment=dev"):
+        assert fact in message.all_text
+    for fake in ("read the build logs", "HARMLESS-1", "readonly", "i-0fffffffffffffff0", "sandbox"):
+        assert fake not in message.all_text
+
+
+def test_a_forged_event_for_a_request_without_a_channel_or_record_posts_nothing() -> None:
+    c = chat_world(POLICY)  # the default rule names no channel
+    request_id = create(c.w)
+    assert c.messages.on_event(forged(request_id)) == "ignored"
+    assert c.messages.on_event(forged("rq-does-not-exist")) == "ignored"
+    assert c.slack.messages == {}
+
+
+def test_a_forged_request_event_for_a_decided_request_shows_no_buttons() -> None:
+    c = chat_world(policy())
+    request_id = create(c.w)
+    c.w.service.reject(caller(BOB), request_id, {"comment": "no"})
+    assert c.messages.on_event(forged(request_id)) == "posted"
+    [message] = c.slack.in_channel(CHANNEL)
+    assert message.buttons == []
+    assert "REJECTED" in message.all_text
 
 
 def test_events_delivered_out_of_order_never_reopen_the_message() -> None:

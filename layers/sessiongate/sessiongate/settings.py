@@ -85,6 +85,9 @@ class Settings:
     chat_link_max_age_days: int = 30
     deployer_arns: tuple[str, ...] = ()
     slack_signing_secret_arn: str = ""
+    # The Slack workspaces (team ids) whose clicks and commands are acted on; empty: any workspace the
+    # app's signing secret signs for (security review of issue 19, finding 7).
+    slack_team_ids: tuple[str, ...] = ()
     slack_bot_token_arn: str = ""
 
     # Environment variable of each field.
@@ -140,6 +143,7 @@ class Settings:
         "chat_link_max_age_days": "SESSIONGATE_CHAT_LINK_MAX_AGE_DAYS",
         "deployer_arns": "SESSIONGATE_DEPLOYER_ARNS",
         "slack_signing_secret_arn": "SESSIONGATE_SLACK_SIGNING_SECRET",
+        "slack_team_ids": "SESSIONGATE_SLACK_TEAM_IDS",
         "slack_bot_token_arn": "SESSIONGATE_SLACK_BOT_TOKEN",
     }
 

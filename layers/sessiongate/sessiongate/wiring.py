@@ -70,7 +70,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "chat_links_table",
         "slack_signing_secret_arn",
     ),
-    "chat_notify": ("account_id", "chat_state_table", "slack_bot_token_arn"),
+    "chat_notify": ("account_id", "chat_state_table", "slack_bot_token_arn", "requests_table"),
 }
 
 
@@ -399,6 +399,7 @@ def build_chat_interactions(
         linking=link,
         decisions=native_service(settings, clock=clock, client=client, member_client=member_client),
         clock=clock,
+        team_ids=frozenset(settings.slack_team_ids),
     )
 
 
@@ -416,6 +417,7 @@ def build_chat_messages(
     """The chat notifier (issue 19): lifecycle events -> the request messages in the rules' channels."""
     from sessiongate.adapters import aws
     from sessiongate.adapters.chat import ChatStateTable, Secret, instance_tags
+    from sessiongate.adapters.request_store import RequestStore
     from sessiongate.chat.messages import RequestMessages
     from sessiongate.chat.slack import SlackOutbound, web_client
 
@@ -434,6 +436,8 @@ def build_chat_messages(
         ChatStateTable(make("dynamodb"), settings.chat_state_table),
         SlackOutbound(web, webhook),
         tags_of,
+        # The card's facts and channel come from the request's record, never the event (a trigger).
+        RequestStore(make("dynamodb"), settings.requests_table).get,
     )
 
 

@@ -133,5 +133,7 @@ def chat_world(policy: dict[str, Any]) -> ChatWorld:
         clock=w.clock,
     )
     tags = {"i-0123456789abcdef0": {"Environment": "dev", "Name": "web-1"}}
-    messages = RequestMessages(state, outbound, lambda _account, instance: tags.get(instance, {}))
+    messages = RequestMessages(
+        state, outbound, lambda _account, instance: tags.get(instance, {}), w.store.get
+    )
     return ChatWorld(w, slack, state, links, linking, chat, messages)

@@ -54,6 +54,9 @@ class ChatInteractions:
     decisions: Decisions
     clock: Clock
     chat_name: str = "Slack"
+    # The workspaces acted on (empty: any). A Slack app distributed to several workspaces signs for
+    # each of them with the same secret: a click from another workspace is refused, privately.
+    team_ids: frozenset[str] = frozenset()
 
     def handle(self, headers: Mapping[str, str], body: str) -> Answer:
         proof = self.inbound.verify(headers, body)
@@ -67,6 +70,12 @@ class ChatInteractions:
             metrics().add("ChatReplays")
             return Answer(401)
         interaction = self.inbound.parse(headers, body)
+        if isinstance(interaction, (LinkCommand, Click)) and not self._team_allowed(interaction.user.team_id):
+            logger().warning(
+                "chat request refused: another workspace", extra={"team": interaction.user.team_id}
+            )
+            metrics().add("ChatRefusals", reason="other_workspace")
+            return Answer(200, f"SessionGate does not take requests from this {self.chat_name} workspace.")
         if isinstance(interaction, LinkCommand):
             code = self.linking.issue_code(interaction.user, interaction.user_name, interaction.team_domain)
             minutes = int(CODE_TTL.total_seconds() // 60)
@@ -82,6 +91,9 @@ class ChatInteractions:
             return Answer(200)
         logger().info("chat interaction ignored", extra={"what": interaction.what})
         return Answer(200, HELP)
+
+    def _team_allowed(self, team_id: str) -> bool:
+        return not self.team_ids or team_id in self.team_ids
 
     def _decide(self, click: Click) -> str:
         log = bind(chat_user=click.user.key, request_id=click.request_id, action=click.action)

@@ -8,6 +8,13 @@ and AutoApproved, without buttons); every other event of that request, and the g
 state and one history entry. The card's facts are kept with the message (the grant's events do not
 carry the reason or the ticket). Events are delivered at least once and in no set order: an event id
 already shown is skipped, a state never moves back, the history stays in time order.
+
+An event is only a trigger: the topic may be published to by others than SessionGate (an IAM user with
+sns:Publish, before the topic policy is deployed), and a forged AccessRequested showing harmless facts
+next to real Approve buttons would get a real request approved. So the card's facts and its channel
+come from the request's record (the requests table, which only SessionGate's roles may write: its
+resource policy), read by the event's request id; an event whose request has no record, or whose
+record's rule names no channel, posts nothing; the buttons are shown only while the record is PENDING.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from sessiongate.access_requests.records import Request
 from sessiongate.chat.ports import ChatState, Outbound, RequestCard, StoredMessage, history_entry
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger
@@ -101,21 +109,28 @@ def _what(event_type: str, p: Mapping[str, Any]) -> tuple[str | None, str]:
     return None, ""
 
 
-def card_from(payload: Mapping[str, Any], tags: Mapping[str, str]) -> RequestCard:
+def card_of(record: Request, tags: Mapping[str, str]) -> RequestCard:
+    """The card's facts, from the request's record only (never from an event's payload)."""
     return RequestCard(
-        request_id=str(payload["request_id"]),
-        principal_name=str(payload.get("principal_name", "")),
-        principal_arn=str(payload.get("principal_arn", "")),
-        requester_arn=str(payload.get("requester_arn", "")),
-        account=str(payload.get("account", "")),
-        instance_id=str(payload.get("instance_id", "")),
-        duration_minutes=int(payload.get("duration_minutes") or 0),
-        reason=str(payload.get("reason", "")),
-        ticket=str(payload.get("ticket") or ""),
-        break_glass=bool(payload.get("break_glass")),
-        rule=str(payload.get("rule", "")),
+        request_id=record.request_id,
+        principal_name=record.principal_name,
+        principal_arn=record.principal_arn,
+        requester_arn=record.requester_arn,
+        account=record.account,
+        instance_id=record.instance_id,
+        duration_minutes=record.duration_minutes,
+        reason=record.reason,
+        ticket=record.ticket,
+        break_glass=record.break_glass,
+        rule=record.rule,
         instance_tags=dict(tags),
     )
+
+
+def channel_of(record: Request) -> str | None:
+    """The channel of the record's rule (its rule snapshot, written by the request API), if any."""
+    channel = (record.notice_rule or {}).get("slack_channel")
+    return channel if isinstance(channel, str) and channel else None
 
 
 def card_to_json(card: RequestCard) -> str:
@@ -134,6 +149,7 @@ class RequestMessages:
     state: ChatState
     chat: Outbound
     tags_of: Callable[[str, str], Mapping[str, str]]  # (account, instance id) -> its tags ({}: unknown)
+    record_of: Callable[[str], Request | None]  # request id -> its record (the requests table)
 
     def on_event(self, event: Mapping[str, Any]) -> str:
         """One lifecycle event (the topic's ``lambda`` message: ``{"event_type": ..., **payload}``)."""
@@ -153,14 +169,17 @@ class RequestMessages:
         for _ in range(SAVE_ATTEMPTS):
             stored = self.state.message_of(request_id)
             if stored is None:
-                channel = event.get("slack_channel")  # (request events of a rule with a channel)
-                if not isinstance(channel, str) or not channel:
-                    return "ignored"  # no channel for its rule, or a grant's event before any request's
+                if not event.get("request_id"):
+                    return "ignored"  # a grant's event before any request's
+                record = self.record_of(request_id)
+                channel = channel_of(record) if record is not None else None
+                if record is None or channel is None:
+                    return "ignored"  # no such request (a forged event), or no channel for its rule
+                # Buttons only while the record itself is PENDING (a state never moves back).
+                first = _later(state or "PENDING", str(record.status))
                 card = replace(
-                    card_from(
-                        event, self.tags_of(str(event.get("account", "")), str(event.get("instance_id")))
-                    ),
-                    state=state or "PENDING",
+                    card_of(record, self.tags_of(record.account, record.instance_id)),
+                    state=first,
                     history=(line,),
                 )
                 channel_id, ref = self.chat.post(channel, card)

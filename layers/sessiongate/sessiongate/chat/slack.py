@@ -38,6 +38,7 @@ from sessiongate.chat.ports import (
     Unsupported,
     shown,
 )
+from sessiongate.observability import logger, metrics
 
 CHAT = "slack"
 COMMAND = "/sessiongate"
@@ -239,7 +240,19 @@ class SlackOutbound:
     def reply_privately(self, reply_to: str, text: str) -> None:
         if urlsplit(reply_to).hostname not in RESPONSE_HOSTS:
             raise ValueError("not a Slack response_url")
-        self._webhook(reply_to).send(text=text[:3000], response_type="ephemeral", replace_original=False)
+        # WebhookClient.send does not raise for an HTTP error: it answers the status and Slack's body
+        # (404 expired_url after 30 minutes or 5 uses). The decision itself is recorded and shown on
+        # the request's message; a lost private answer is logged and counted, not dropped silently.
+        response = self._webhook(reply_to).send(
+            text=text[:3000], response_type="ephemeral", replace_original=False
+        )
+        status = getattr(response, "status_code", None)
+        if status != 200:
+            logger().error(
+                "chat private answer not delivered",
+                extra={"status": status, "slack_error": str(getattr(response, "body", ""))[:200]},
+            )
+            metrics().add("ChatReplyFailures")
 
 
 def _webhook(url: str) -> Any:
