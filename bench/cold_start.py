@@ -32,6 +32,8 @@ commit, with this benchmark's scenarios. Goals (issue 16): <= 2.5x ``import boto
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import statistics
@@ -42,6 +44,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).resolve().parent / "cold_start_child.py"
@@ -52,6 +55,9 @@ HANDLERS = {
     "reconcile_grants": "ReconcileGrantsFunction",
     "request_api": "RequestApiFunction",
     "publish_events": "PublishEventsFunction",
+    "chat_interactions": "ChatInteractionsFunction",
+    "chat_notify": "ChatNotifyFunction",
+    "export_history": "ExportHistoryFunction",
 }
 GOAL_RATIO = 2.5
 # The engine layer's third-party packages (layers/sessiongate/requirements.txt and what it pulls in).
@@ -63,6 +69,8 @@ PLAUSIBLE = {"NativeApproverArns": f"arn:aws:iam::{ACCOUNT}:user/carol"}
 EXECUTION = "d0585556-80f6-4522-8dad-dada6d45b67d"
 INSTANCE = "i-0a1b2c3d4e5f60718"
 ALICE, BOB = f"arn:aws:iam::{ACCOUNT}:user/alice", f"arn:aws:iam::{ACCOUNT}:user/bob"
+REQUEST_ID = "req-01JDCOLDSTART0000000000000"
+SLACK_TEAM, SLACK_SIGNING = "T0COLDSTART", "cold-start-signing-secret"  # noqa: S105 - offline only
 
 
 # -- the function's environment from template.yaml ------------------------------------------------
@@ -351,11 +359,67 @@ def _active_grant(now: datetime, table: str) -> dict[str, Any]:
     }
 
 
+def _secret(arn: str) -> dict[str, Any]:
+    """GetSecretValue's answer: the Slack signing secret or bot token (offline values)."""
+    value = SLACK_SIGNING if "Signing" in arn else "xoxb-cold-start"
+    return {
+        "json": {
+            "ARN": arn if arn.startswith("arn:") else f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{arn}",
+            "Name": arn.rsplit(":", 1)[-1],
+            "VersionId": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
+            "SecretString": value,
+            "VersionStages": ["AWSCURRENT"],
+            "CreatedDate": 1767225600.0,
+        }
+    }
+
+
+def _slack_signed(body: str, timestamp: int) -> dict[str, str]:
+    """The headers Slack sends with ``body`` ("Verifying requests from Slack", as sandbox/fake_slack.py)."""
+    digest = hmac.new(SLACK_SIGNING.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": str(timestamp),
+        "X-Slack-Signature": f"v0={digest}",
+        "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+    }
+
+
+def _pending_request(now: datetime) -> dict[str, Any]:
+    """A PENDING request's item in the requests table (adapters/request_store.py's ``to_item``) whose
+    rule snapshot names a Slack channel."""
+    return {
+        "request_id": {"S": REQUEST_ID},
+        "status": {"S": "PENDING"},
+        "pending": {"S": "PENDING"},
+        "account": {"S": ACCOUNT},
+        "instance_id": {"S": INSTANCE},
+        "principal_type": {"S": "user"},
+        "principal_name": {"S": "alice"},
+        "principal_arn": {"S": ALICE},
+        "requester_arn": {"S": ALICE},
+        "duration_minutes": {"N": "30"},
+        "reason": {"S": "INC-1234 disk full on web-1"},
+        "created_at": {"S": _iso(now - timedelta(seconds=2))},
+        "pending_expires_at": {"S": _iso(now + timedelta(hours=1))},
+        "rule": {"S": "web"},
+        "ticket": {"S": "INC-1234"},
+        "break_glass": {"BOOL": False},
+        "extension_count": {"N": "0"},
+        "version": {"N": "1"},
+        "reminders_sent": {"N": "0"},
+        "instance_tags": {"M": {"Name": {"S": "web-1"}}},
+        "history": {"L": [{"M": {"at": {"S": _iso(now)}, "what": {"S": "requested"}}}]},
+        "notice_rule": {"M": {"name": {"S": "web"}, "slack_channel": {"S": "#approvals"}}},
+    }
+
+
 def scenario(repo: Path, handler: str) -> dict[str, Any]:
     """Environment, event and canned answers of ``handler``'s first invocation (times relative to now)."""
     now = datetime.now(UTC).replace(microsecond=0)
     env = environment(repo, HANDLERS[handler])
     responses, items = _common(now), {}
+    slack: dict[str, Any] = {}  # Slack Web API method -> its JSON answer (cold_start_child.SlackCanned)
     table = env["SESSIONGATE_TABLE"]
     detail = {
         "schema_version": "1",
@@ -406,8 +470,9 @@ def scenario(repo: Path, handler: str) -> dict[str, Any]:
         responses["iam:GetUser"] = _xml(
             "GetUser", IAM_NS, f"<User>{_user('alice', {'SecurityAllowSessionInstance': INSTANCE})}</User>"
         )
-    elif handler == "publish_events":
-        # The ledger's stream record of a grant going ACTIVE: one AccessGranted published.
+    elif handler in ("publish_events", "export_history"):
+        # The ledger's stream record of a grant going ACTIVE: one AccessGranted published, or (export)
+        # one JSON Lines object written to the history bucket.
         record = _active_grant(now, table)[f"{table}|GRANT#cm-{EXECUTION}"]
         stream = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}/stream/2026-01-01T00:00:00.000"
         change = {"Keys": {"pk": record["pk"]}, "NewImage": record, "SequenceNumber": "100", "SizeBytes": 1}
@@ -427,13 +492,82 @@ def scenario(repo: Path, handler: str) -> dict[str, Any]:
     elif handler == "request_api":
         event = json.loads((ROOT / "events" / "api_create_request.json").read_text())
         event["requestContext"] = {**event["requestContext"], "requestTimeEpoch": int(now.timestamp() * 1000)}
+    elif handler == "chat_interactions":
+        # A signed ``/sessiongate link`` slash command: secret read, replay check, a one-time code.
+        responses["secrets-manager:GetSecretValue"] = _secret(env["SESSIONGATE_SLACK_SIGNING_SECRET"])
+        body = urlencode(
+            {
+                "team_id": SLACK_TEAM,
+                "team_domain": "example",
+                "channel_id": "D0COLDSTART",
+                "user_id": "U0ALICE",
+                "user_name": "alice",
+                "command": "/sessiongate",
+                "text": "link",
+                "api_app_id": "A0COLDSTART",
+                "response_url": f"https://hooks.slack.com/commands/{SLACK_TEAM}/1/cold-start",
+                "trigger_id": "1.2.cold-start",
+            }
+        )
+        event = {
+            "resource": "/slack/interactions",
+            "path": "/slack/interactions",
+            "httpMethod": "POST",
+            "headers": _slack_signed(body, int(now.timestamp())),
+            "body": body,
+            "isBase64Encoded": False,
+            "requestContext": {"requestTimeEpoch": int(now.timestamp() * 1000), "stage": "prod"},
+        }
+    elif handler == "chat_notify":
+        # AccessRequested of a request whose rule names a channel: the record read, the instance's
+        # tags, the bot token, chat.postMessage (answered in the child, not over the network), saved.
+        responses["secrets-manager:GetSecretValue"] = _secret(env["SESSIONGATE_SLACK_BOT_TOKEN"])
+        request = _pending_request(now)
+        items = {f"{env['SESSIONGATE_REQUESTS_TABLE']}|{REQUEST_ID}": request}
+        slack["chat.postMessage"] = {"ok": True, "channel": "C0APPROVALS", "ts": "1767225600.000100"}
+        message = {
+            "event_type": "AccessRequested",
+            "request_id": REQUEST_ID,
+            "event_id": f"AccessRequested/{REQUEST_ID}",
+            "at": _iso(now),
+            "requester_arn": ALICE,
+            "instance_id": INSTANCE,
+        }
+        topic = env.get("SESSIONGATE_TOPIC_ARN") or f"arn:aws:sns:{REGION}:{ACCOUNT}:{STACK}-lifecycle"
+        event = {
+            "Records": [
+                {
+                    "EventSource": "aws:sns",
+                    "EventVersion": "1.0",
+                    "EventSubscriptionArn": f"{topic}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55",
+                    "Sns": {
+                        "Type": "Notification",
+                        "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+                        "TopicArn": topic,
+                        "Subject": None,
+                        "Message": json.dumps(message),
+                        "Timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                        "MessageAttributes": {},
+                    },
+                }
+            ]
+        }
+    if handler == "export_history":
+        responses["s3:PutObject"] = {"xml": ""}  # (PutObject's answer is its headers; the body is empty)
     template = _load_template(repo / "template.yaml")
     keys = {
         _physical(template, logical): [k["AttributeName"] for k in r["Properties"]["KeySchema"]]
         for logical, r in template["Resources"].items()
         if r["Type"] == "AWS::DynamoDB::Table"
     }
-    return {"environment": env, "event": event, "responses": responses, "items": items, "keys": keys}
+    return {
+        "environment": env,
+        "event": event,
+        "responses": responses,
+        "items": items,
+        "keys": keys,
+        "slack": slack,
+    }
 
 
 # -- measurement ----------------------------------------------------------------------------------

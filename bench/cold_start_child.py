@@ -117,6 +117,42 @@ class Canned:
         return {"json": {"Item": item} if item else {}}
 
 
+class SlackCanned:
+    """Answers slack-sdk's HTTPS calls (``WebClient``/``WebhookClient`` call ``urllib.request.urlopen``,
+    not botocore) with the scenario's JSON, by Web API method (``chat.postMessage``) or, for a
+    ``response_url`` on hooks.slack.com, ``webhook`` (Slack answers a webhook with ``ok`` as text).
+    Installed as ``urllib.request.urlopen`` before the handler is imported: slack-sdk binds the name
+    when the chat adapter first imports it. Any other URL, or a method without an answer, fails."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+
+    def __call__(self, request: Any, *_: Any, **__: Any) -> Any:
+        from email.message import Message
+        from urllib.parse import urlsplit
+        from urllib.response import addinfourl
+
+        url = request.full_url if hasattr(request, "full_url") else str(request)
+        parts = urlsplit(url)
+        if parts.hostname == "slack.com" and parts.path.startswith("/api/"):
+            method = parts.path.removeprefix("/api/")
+            body, kind = json.dumps(self.answers.get(method)).encode(), "application/json; charset=utf-8"
+            answered = method in self.answers
+        elif parts.hostname == "hooks.slack.com":
+            method, body, kind, answered = "webhook", b"ok", "text/plain; charset=utf-8", True
+        else:
+            method, body, kind, answered = url, b"", "text/plain", False
+        CALLS.append(f"slack:{method}")
+        if not answered:
+            raise RuntimeError(f"cold_start: no canned Slack response for {url}")
+        headers = Message()
+        headers["Content-Type"] = kind
+        headers["Content-Length"] = str(len(body))
+        import io
+
+        return addinfourl(io.BytesIO(body), headers, url, 200)
+
+
 def main() -> None:
     what, scenario_path = sys.argv[1], sys.argv[2]
     result: Any = None
@@ -136,6 +172,10 @@ def main() -> None:
         botocore.handlers.BUILTIN_HANDLERS.append(
             ("before-send", Canned(scenario["responses"], scenario["items"], scenario["keys"]))
         )
+        # (boto3 imports urllib.request already: patching it adds nothing to the measured imports.)
+        import urllib.request
+
+        urllib.request.urlopen = SlackCanned(scenario.get("slack", {}))  # type: ignore[assignment]
         module = importlib.import_module(f"functions.{what}.app")  # init
         init = time.perf_counter() - T0
         result = module.lambda_handler(scenario["event"], _Context(what))  # first invocation

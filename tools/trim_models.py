@@ -125,7 +125,12 @@ def trim(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
     trimmed = {k: v for k, v in model.items() if k not in ("operations", "shapes")}
     trimmed["operations"] = kept_ops
     trimmed["shapes"] = {name: model["shapes"][name] for name in sorted(shapes)}
-    return dict(_strip(trimmed))
+    stripped = dict(_strip(trimmed))
+    if "clientContextParams" in model:
+        # botocore reads each one's ``documentation`` when it resolves an endpoint (S3's rule set):
+        # without it every call fails with KeyError (model.py, ``client_context_parameters``).
+        stripped["clientContextParams"] = model["clientContextParams"]
+    return stripped
 
 
 def missing_operations(source: Path = DATA.parent) -> dict[str, set[str]]:

@@ -84,6 +84,19 @@ def test_the_session_builds_clients_from_the_trimmed_models(
     assert ec2.can_paginate("describe_instances")
 
 
+@pytest.mark.usefixtures("fresh_clients")
+def test_a_call_on_the_shipped_s3_model_resolves_its_endpoint() -> None:
+    """S3's endpoint rule set reads the model's client context parameters, documentation included
+    (botocore's ``client_context_parameters``): the history export's PutObject, answered by a stub
+    after the endpoint is resolved."""
+    from botocore.stub import Stubber
+
+    s3 = aws.session().client("s3", region_name="us-east-1")
+    with Stubber(s3) as stub:
+        stub.add_response("put_object", {"ETag": '"0"'}, {"Bucket": "history", "Key": "k", "Body": b"{}"})
+        assert s3.put_object(Bucket="history", Key="k", Body=b"{}")["ETag"] == '"0"'
+
+
 def test_every_modeled_error_of_a_trimmed_service_is_kept() -> None:
     """botocore builds ``client.exceptions`` from every error shape of the model; the adapters catch
     errors that none of the operations they call declares (IAM's UnmodifiableEntityException)."""
