@@ -601,7 +601,12 @@ def run_child(repo: Path, what: str, scenario_file: str, layer_bytecode: str = "
     marker = [line for line in out.stdout.splitlines() if line.startswith("COLD_START ")]
     if out.returncode != 0 or not marker:
         raise RuntimeError(f"cold start of {what} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    return dict(json.loads(marker[-1].removeprefix("COLD_START ")))
+    sample = dict(json.loads(marker[-1].removeprefix("COLD_START ")))
+    result = sample.get("result")
+    if isinstance(result, dict) and (result.get("batchItemFailures") or result.get("statusCode", 200) >= 400):
+        # A first invocation that failed measures a shorter path than the real one: refused.
+        raise RuntimeError(f"cold start of {what} did not succeed: {json.dumps(result)[:600]}")
+    return sample
 
 
 def _summary(samples: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, Any]:
