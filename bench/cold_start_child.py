@@ -68,7 +68,8 @@ class Canned:
 
     A response is ``{"status": 200, "json": {...}}`` (JSON protocols), ``{"xml": "..."}`` (query/EC2
     protocols) or a list of those (one per call, the last repeated). DynamoDB items written with
-    PutItem are kept and read back by GetItem, so a record the handler writes is the one it reads.
+    PutItem are kept and read back by GetItem and BatchGetItem, so a record the handler writes is the
+    one it reads.
     """
 
     def __init__(self, responses: dict[str, Any], items: dict[str, Any], keys: dict[str, list[str]]) -> None:
@@ -101,14 +102,21 @@ class Canned:
         return AWSResponse(request.url, status, headers, _Raw(body))
 
     def _dynamodb(self, operation: str, request: Any) -> dict[str, Any] | None:
-        if operation not in ("GetItem", "PutItem"):
+        if operation not in ("GetItem", "PutItem", "BatchGetItem"):
             return None
         params = json.loads(request.body or b"{}")
         table = params.get("TableName", "")
 
-        def key(values: dict[str, Any]) -> str:
+        def key(values: dict[str, Any], table: str = table) -> str:
             parts = [str(next(iter(values[k].values()))) for k in self.keys.get(table, ["pk"])]
             return "|".join([table, *parts])
+
+        if operation == "BatchGetItem":  # every key answered (no UnprocessedKeys), missing ones left out
+            found = {
+                name: [self.items[key(k, name)] for k in spec["Keys"] if key(k, name) in self.items]
+                for name, spec in params["RequestItems"].items()
+            }
+            return {"json": {"Responses": found, "UnprocessedKeys": {}}}
 
         if operation == "PutItem":
             self.items[key(params["Item"])] = params["Item"]
