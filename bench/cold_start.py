@@ -70,7 +70,7 @@ EXECUTION = "d0585556-80f6-4522-8dad-dada6d45b67d"
 INSTANCE = "i-0a1b2c3d4e5f60718"
 ALICE, BOB = f"arn:aws:iam::{ACCOUNT}:user/alice", f"arn:aws:iam::{ACCOUNT}:user/bob"
 REQUEST_ID = "req-01JDCOLDSTART0000000000000"
-SLACK_TEAM, SLACK_SIGNING = "T0COLDSTART", "cold-start-signing-secret"  # noqa: S105 - offline only
+SLACK_TEAM, SLACK_SIGNING = "T0COLDSTART", "cold-start-signing-secret"  # offline only
 
 
 # -- the function's environment from template.yaml ------------------------------------------------
@@ -115,6 +115,7 @@ def _arn(template: dict[str, Any], logical: str) -> str:
         "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{abs(hash(name)) % 10**12:012d}-cold-start",
         "AWS::SNS::Topic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}",
         "AWS::IAM::ManagedPolicy": f"arn:aws:iam::{ACCOUNT}:policy/{name}",
+        "AWS::SecretsManager::Secret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf",
     }.get(kind, f"arn:aws:{kind.split('::')[1].lower()}:{REGION}:{ACCOUNT}:{name}")
 
 
@@ -138,7 +139,7 @@ def _resolve(template: dict[str, Any], value: Any) -> str:
         kind = template["Resources"].get(ref, {}).get("Type", "")
         return (
             _arn(template, ref)
-            if kind in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy")
+            if kind in ("AWS::SNS::Topic", "AWS::IAM::ManagedPolicy", "AWS::SecretsManager::Secret")
             else _physical(template, ref)
         )
     if "Fn::GetAtt" in value:
@@ -364,7 +365,7 @@ def _secret(arn: str) -> dict[str, Any]:
     value = SLACK_SIGNING if "Signing" in arn else "xoxb-cold-start"
     return {
         "json": {
-            "ARN": arn if arn.startswith("arn:") else f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{arn}",
+            "ARN": arn,
             "Name": arn.rsplit(":", 1)[-1],
             "VersionId": "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111",
             "SecretString": value,
