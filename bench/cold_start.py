@@ -6,7 +6,10 @@ one fresh process (``bench/cold_start_child.py``) that imports the handler and i
 realistic event and the function's environment (template.yaml's Globals + the function's variables,
 intrinsics resolved to plausible values); AWS calls are answered in-process by a botocore
 ``before-send`` handler with canned HTTP responses (no network, no moto), e.g. the grant handler
-completes a whole grant. Measured: wall and CPU time from the start of the measured code to the end of
+completes a whole grant; the chat notifier's Slack Web API calls (slack-sdk over ``urllib``, not
+botocore) by a stand-in for ``urllib.request.urlopen`` (``cold_start_child.SlackCanned``). A call with
+no canned answer, or a first invocation that fails (HTTP >= 400, batch item failures), fails the run.
+Measured: wall and CPU time from the start of the measured code to the end of
 the first invocation (``init ms``: the handler module's import alone, the old ``bench.cold_import``
 figure), peak RSS, the AWS calls made, and in the same run ``import boto3`` alone.
 
