@@ -23,12 +23,8 @@ What Slack documents (docs.slack.dev):
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
-import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -65,9 +61,9 @@ class SlackInbound:
         self._clock = clock
 
     def verify(self, headers: Mapping[str, str], body: str) -> str | None:
-        slack_signature = _slack_signature()  # slack_sdk.signature (see there)
+        from slack_sdk.signature import Clock, SignatureVerifier
 
-        class Seconds(slack_signature.Clock):  # type: ignore[misc,name-defined]
+        class Seconds(Clock):
             """slack-sdk's clock (``now() -> float``) over SessionGate's injectable clock."""
 
             def now(inner) -> float:  # (self: the enclosing adapter, whose clock it reads)
@@ -83,7 +79,7 @@ class SlackInbound:
             or len(body) > MAX_BODY
         ):
             return None
-        verifier = slack_signature.SignatureVerifier(self._secret(), clock=Seconds())
+        verifier = SignatureVerifier(self._secret(), clock=Seconds())
         return signature if verifier.is_valid(body=body, timestamp=timestamp, signature=signature) else None
 
     def parse(self, headers: Mapping[str, str], body: str) -> Interaction:
@@ -101,31 +97,6 @@ class SlackInbound:
                 return LinkCommand(user, form.get("user_name", "")[:80], form.get("team_domain", "")[:80])
             return Unsupported(f"command text {' '.join(words)[:40]!r}")
         return Unsupported("neither an interaction nor the /sessiongate command")
-
-
-@functools.cache
-def _slack_signature() -> Any:
-    """slack-sdk's ``slack_sdk.signature`` module (``SignatureVerifier``, ``Clock``).
-
-    Importing it by name runs ``slack_sdk/__init__.py`` first, which imports ``WebClient`` and
-    ``WebhookClient`` (asyncio, http.client...: ~70 ms of a cold start) that a signature check does not
-    use. When nothing has imported the package yet (the interactions endpoint: it verifies before
-    anything else), the module is executed from slack-sdk's own file under a private name: the same
-    code, importing only the standard library (hashlib, hmac, time, typing). Already imported: that
-    one. ``tests/unit/test_chat_slack_signature.py`` checks it is slack-sdk's file and verifies alike."""
-    loaded = sys.modules.get("slack_sdk.signature")
-    if loaded is not None:
-        return loaded
-    package = importlib.util.find_spec("slack_sdk")  # (a top-level name: found, not imported)
-    if package is None or not package.submodule_search_locations:
-        raise ModuleNotFoundError("slack_sdk")
-    path = os.path.join(next(iter(package.submodule_search_locations)), "signature", "__init__.py")
-    spec = importlib.util.spec_from_file_location(f"{__name__}._slack_sdk_signature", path)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _interaction(payload: Mapping[str, Any]) -> Interaction:
