@@ -64,6 +64,7 @@ class FakeLedger:
         self.tombstones: dict[str, RevokeRequest] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.batch_gets = 0  # BatchGetItem calls the real adapter would make
+        self.live_reads = 0  # live_grants() calls (each: a Query per index partition)
         # The table's stream consumer: each landed change's lifecycle events (sessiongate.outbox) go here.
         self.outbox: FakeNotifier | None = None
         # Other tables a ConditionCheck may name: table -> (key -> the item's string attributes or None).
@@ -102,6 +103,7 @@ class FakeLedger:
         return {g: copy.deepcopy(self.grants[g]) for g in wanted if g in self.grants}
 
     def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
+        self.live_reads += 1
         live = [g for g in self.grants.values() if g.status in LIVE]
         if expiring_before is not None:
             live = [g for g in live if (g.expires_at or g.created_at) < expiring_before]

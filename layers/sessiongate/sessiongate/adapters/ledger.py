@@ -176,7 +176,8 @@ class Ledger:
     def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
         """Live grants (PROVISIONING/ACTIVE), optionally only those expiring before a timestamp.
 
-        One query (page) per index partition: the shards and the legacy ``LIVE`` value."""
+        One query (page) per index partition: the shards and the legacy ``LIVE`` value; then the
+        records, BatchGetItem (100 per call)."""
         grant_ids: list[str] = []
         paginator = self._db.get_paginator("query")
         for partition in live_partitions():
@@ -191,11 +192,10 @@ class Ledger:
                 kwargs["ExpressionAttributeValues"][":before"] = {"S": expiring_before}
             for page in paginator.paginate(**kwargs):
                 grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
-        # The index is eventually consistent: re-read each record before acting on it.
-        grants = [self.get_grant(gid) for gid in grant_ids]
-        live = [
-            g for g in grants if g is not None and g.status in (GrantStatus.ACTIVE, GrantStatus.PROVISIONING)
-        ]
+        # The index is eventually consistent: re-read each record (strongly consistent BatchGetItem,
+        # 100 per call) before acting on it.
+        grants = self.get_grants(grant_ids).values()
+        live = [g for g in grants if g.status in (GrantStatus.ACTIVE, GrantStatus.PROVISIONING)]
         return sorted(live, key=lambda g: (g.expires_at or g.created_at, g.grant_id))
 
     def slot_holders(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
