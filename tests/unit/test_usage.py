@@ -40,8 +40,15 @@ def _granted_and_expired(world: CoreWorld, *, sessions: int = 1, principal: str 
 
 
 def _record(world: CoreWorld) -> None:
+    """The steady runs after the history settled, one every 5 minutes, until one records usage: each
+    reads one USAGE shard (review M5), so it takes at most 16 runs."""
     world.clock.advance(usage.SETTLE)
-    assert world.engine.reconcile().result is Result.RECONCILED
+    for _ in range(16):
+        outcome = world.engine.reconcile()
+        assert outcome.result is Result.RECONCILED
+        if outcome.detail["usage_recorded"]:
+            return
+        world.clock.advance(timedelta(minutes=5))
 
 
 def test_the_sessions_of_the_grant_are_recorded_after_the_revocation(world: CoreWorld) -> None:
@@ -122,7 +129,7 @@ def test_throttling_leaves_the_usage_pending_and_fails_the_run(world: CoreWorld)
     world.sessions.failure = ServiceFailure("Rate exceeded", code="ThrottlingException")
     world.clock.advance(usage.SETTLE)
     with pytest.raises(TransientError):
-        world.engine.reconcile()
+        world.engine.sweep()  # reads every shard
     assert [g.grant_id for g in world.ledger.usage_pending(limit=10)] == [grant_id]
 
     world.sessions.failure = None
@@ -158,7 +165,8 @@ def test_the_weekly_report_counts_grants_per_person_and_unused_ones(world: CoreW
     used = _granted_and_expired(world, sessions=2)
     unused = _granted_and_expired(world, sessions=0)
     bobs = _granted_and_expired(world, sessions=1, principal="bob")
-    _record(world)
+    world.clock.advance(usage.SETTLE)
+    assert world.engine.sweep().detail["usage_recorded"] == 3  # the daily sweep reads every shard
     pending = _granted_and_expired(world, sessions=0)  # revoked, usage not recorded yet
     world.clock.advance(timedelta(seconds=1))
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sessiongate.adapters.ledger import LIVE_SHARDS, usage_partition
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.core import slots
 from sessiongate.core.binding import lock_scope
@@ -215,8 +216,10 @@ class FakeLedger:
         return True
 
     # -- usage ------------------------------------------------------------------------------
-    def usage_pending(self, *, limit: int) -> list[Grant]:
+    def usage_pending(self, *, limit: int, rotation: int | None = None) -> list[Grant]:
         pending = [gid for gid, state in self.usage.items() if state == "USAGE"]
+        if rotation is not None:  # the real ledger's USAGE#<n> shards: read one
+            pending = [gid for gid in pending if usage_partition(gid) == f"USAGE#{rotation % LIVE_SHARDS}"]
         pending.sort(key=lambda gid: self.grants[gid].expires_at or "")  # the index's sort key
         found = self.get_grants(pending[:limit]).values()
         return sorted(

@@ -494,11 +494,14 @@ class Ledger:
         return True
 
     # -- usage (core/usage.py) ---------------------------------------------------------------
-    def usage_pending(self, *, limit: int) -> list[Grant]:
+    def usage_pending(self, *, limit: int, rotation: int | None = None) -> list[Grant]:
         """Up to ``limit`` revoked grants whose sessions are not recorded yet: one query (a page of at
-        most ``limit``) per shard until ``limit`` are found; the rest waits for the next run."""
+        most ``limit``) per shard until ``limit`` are found; the rest waits for the next run. With
+        ``rotation`` (the steady run's number) only shard ``rotation % 16`` is read: one query per run,
+        every shard once in 16 consecutive runs; without it (the daily sweep) every shard."""
         grant_ids: list[str] = []
-        for shard in range(LIVE_SHARDS):
+        shards = range(LIVE_SHARDS) if rotation is None else [rotation % LIVE_SHARDS]
+        for shard in shards:
             if len(grant_ids) >= limit:
                 break
             pages = self._db.get_paginator("query").paginate(

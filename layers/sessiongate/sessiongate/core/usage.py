@@ -41,14 +41,23 @@ REPORT_VERSION = 1
 REPORT_LIST_LIMIT = 100
 
 
-def record_pending(ctx: Context, now: datetime) -> tuple[int, list[str]]:
+def run_number(ctx: Context, now: datetime) -> int:
+    """The steady run's number: consecutive runs (``ReconcilerRateMinutes`` apart) get consecutive
+    numbers, so the ledger's rotation reads every ``USAGE#<n>`` shard once in 16 runs (80 minutes at
+    the default 5; the daily sweep reads them all)."""
+    return int(now.timestamp() // (max(1, ctx.settings.reconciler_rate_minutes) * 60))
+
+
+def record_pending(ctx: Context, now: datetime, *, every_shard: bool = False) -> tuple[int, list[str]]:
     """Record the sessions of revoked grants whose usage is pending: (how many recorded, failures).
+    The steady run reads one shard of the pending grants (``run_number``), the sweep every shard.
 
     A member account that cannot be reached records the usage as unknown (``usage_unknown``), so the
     grant leaves the pending state; a failure that is no answer (throttling) leaves it pending for the
     next run and is a failure of this one."""
     recorded, failures = 0, []
-    for grant in ctx.ledger.usage_pending(limit=BATCH):
+    rotation = None if every_shard else run_number(ctx, now)
+    for grant in ctx.ledger.usage_pending(limit=BATCH, rotation=rotation):
         if grant.revoked_at is None or parse_iso(grant.revoked_at) + SETTLE > now:
             continue
         log = bind(grant_id=grant.grant_id, instance_id=grant.instance_id)
