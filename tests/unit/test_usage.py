@@ -3,6 +3,7 @@ reconciler (never in the revoke path), and the weekly usage report."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -239,3 +240,70 @@ def test_a_grant_revoked_before_it_opened_has_no_usage_to_record(world: CoreWorl
     world.grant(request)
     assert world.status(request.grant_id) is GrantStatus.REVOKED
     assert world.ledger.usage_pending(limit=10) == []
+
+
+def test_a_refusal_a_retry_would_repeat_records_usage_unknown(world: CoreWorld) -> None:
+    """Review M3: an SCP denying ssm:DescribeSessions must not leave the usage pending forever."""
+    grant_id = _granted_and_expired(world)
+    world.sessions.failure = ServiceFailure("denied by an SCP", code="AccessDeniedException", retryable=False)
+    world.clock.advance(usage.SETTLE)
+    assert world.engine.sweep().detail["usage_recorded"] == 1
+    grant = world.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.sessions is None
+    assert grant.usage_unknown == "Session Manager refused: AccessDeniedException"
+    assert world.ledger.usage_pending(limit=10) == []
+
+
+def test_usage_pending_past_the_30_day_history_records_unknown(world: CoreWorld) -> None:
+    grant_id = _granted_and_expired(world)
+    world.sessions.failure = ServiceFailure("Rate exceeded", code="ThrottlingException")
+    world.clock.advance(timedelta(days=30, minutes=1))
+    calls = world.sessions.describe_calls
+    world.engine.sweep()
+    grant = world.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.usage_unknown is not None
+    assert "30 days" in grant.usage_unknown
+    assert world.sessions.describe_calls == calls  # not asked: its answer would miss ended sessions
+
+
+def test_many_sessions_are_capped_on_the_record_and_in_the_event(world: CoreWorld) -> None:
+    request = world.approved()
+    assert world.grant(request).result is Result.GRANTED
+    for n in range(150):
+        world.sessions.start(f"s-{n:03d}", INSTANCE, ALICE, started_at=_at(world, 1 + n / 60))
+    world.clock.advance(timedelta(minutes=10))
+    world.engine.revoke(request.grant_id)
+    grant_id = request.grant_id
+    world.clock.advance(usage.SETTLE)
+    world.engine.sweep()
+    grant = world.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.sessions is not None
+    assert (len(grant.sessions), grant.session_count) == (usage.MAX_SESSIONS, 150)
+    [event] = [p for t, p, _ in world.notifier.published if t == "SessionsRecorded"]
+    assert (len(event["sessions"]), event["session_count"], event["sessions_truncated"]) == (20, 150, True)
+    assert len(json.dumps(event)) < 20_000
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [
+        ("AccessDeniedException", 400, False),
+        ("ValidationException", 400, False),
+        ("ThrottlingException", 400, True),
+        ("InternalServerError", 500, True),
+    ],
+)
+def test_the_adapters_tell_a_refusal_from_a_retryable_failure(
+    code: str, status: int, retryable: bool
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from sessiongate.adapters.aws import ServiceCallFailed
+
+    error = ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeSessions"
+    )
+    assert ServiceCallFailed(error).retryable is retryable

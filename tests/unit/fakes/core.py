@@ -228,7 +228,13 @@ class FakeLedger:
         )
 
     def record_usage(
-        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+        self,
+        grant: Grant,
+        *,
+        sessions: list[dict[str, str]] | None,
+        at: str,
+        unknown: str | None = None,
+        session_count: int | None = None,
     ) -> bool:
         if self.usage.get(grant.grant_id) != "USAGE":
             return False
@@ -239,6 +245,7 @@ class FakeLedger:
         record.sessions = copy.deepcopy(sessions)
         record.usage_recorded_at, record.usage_unknown = at, unknown
         grant.sessions, grant.usage_recorded_at, grant.usage_unknown = sessions, at, unknown
+        record.session_count = grant.session_count = session_count
         self._changed(grant.grant_id, before)
         return True
 

@@ -113,7 +113,7 @@ def to_grant(item: dict[str, Any]) -> Grant:
     plain = _plain(item)
     values = {k: v for k, v in plain.items() if k in _GRANT_FIELDS}
     values["status"] = GrantStatus(values["status"])
-    for name in ("duration_minutes", "slot"):
+    for name in ("duration_minutes", "slot", "session_count"):
         if values.get(name) is not None:
             values[name] = int(values[name])
     return Grant(**values)
@@ -520,7 +520,13 @@ class Ledger:
         )
 
     def record_usage(
-        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+        self,
+        grant: Grant,
+        *,
+        sessions: list[dict[str, str]] | None,
+        at: str,
+        unknown: str | None = None,
+        session_count: int | None = None,
     ) -> bool:
         """Write the grant's sessions (or why they are unknown) and move it to its revocation day's
         partition; ``False`` when it is not pending any more (recorded by a concurrent run)."""
@@ -534,6 +540,9 @@ class Ledger:
         if sessions is not None:
             update += ", sessions = :sessions"
             values[":sessions"] = _ser(sessions)
+        if session_count is not None:
+            update += ", session_count = :count"
+            values[":count"] = {"N": str(session_count)}
         if unknown is not None:
             update += ", usage_unknown = :unknown"
             values[":unknown"] = {"S": unknown[:1000]}
@@ -548,6 +557,7 @@ class Ledger:
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
         grant.sessions, grant.usage_recorded_at, grant.usage_unknown = sessions, at, unknown
+        grant.session_count = session_count
         return True
 
     def ended_between(self, start: str, end: str) -> list[Grant]:

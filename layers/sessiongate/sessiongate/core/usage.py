@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 # after the revocation before reading it (a judgment, not a documented bound; a session missed is one
 # that started within the grant and is not found: the record says so only by its absence).
 SETTLE = timedelta(seconds=60)
+# DescribeSessions lists "terminated sessions from the past 30 days" (SSM API Reference,
+# DescribeSessions): a grant revoked longer ago than that cannot be recorded any more: usage unknown.
+HISTORY = timedelta(days=30)
+# The sessions kept on a record (DynamoDB items are at most 400 KB; a session is ~0.5 KB); more are
+# counted (``session_count``) and the record says it is truncated. SessionsRecorded carries fewer.
+MAX_SESSIONS = 100
 # Grants recorded per reconciler run (each costs two DescribeSessions calls, more when paged).
 BATCH = 50
 REPORT_DAYS = 7
@@ -52,9 +58,11 @@ def record_pending(ctx: Context, now: datetime, *, every_shard: bool = False) ->
     """Record the sessions of revoked grants whose usage is pending: (how many recorded, failures).
     The steady run reads one shard of the pending grants (``run_number``), the sweep every shard.
 
-    A member account that cannot be reached records the usage as unknown (``usage_unknown``), so the
-    grant leaves the pending state; a failure that is no answer (throttling) leaves it pending for the
-    next run and is a failure of this one."""
+    A member account that cannot be reached, a refusal a retry would repeat (an SCP denying
+    ssm:DescribeSessions: ``ServiceFailure.retryable`` False) and a grant revoked more than ``HISTORY``
+    ago record the usage as unknown (``usage_unknown``), so the grant leaves the pending state; a
+    failure that is no answer (throttling) leaves it pending for the next run and is a failure of this
+    one. More than ``MAX_SESSIONS`` sessions: the first ones are kept, ``session_count`` says how many."""
     recorded, failures = 0, []
     rotation = None if every_shard else run_number(ctx, now)
     for grant in ctx.ledger.usage_pending(limit=BATCH, rotation=rotation):
@@ -62,8 +70,24 @@ def record_pending(ctx: Context, now: datetime, *, every_shard: bool = False) ->
             continue
         log = bind(grant_id=grant.grant_id, instance_id=grant.instance_id)
         try:
-            sessions, unknown = _sessions_of(ctx, grant)
-            if ctx.ledger.record_usage(grant, sessions=sessions, at=to_iso(now), unknown=unknown):
+            if parse_iso(grant.revoked_at) + HISTORY < now:
+                sessions, unknown = (
+                    None,
+                    f"revoked more than {HISTORY.days} days ago: past Session Manager's history",
+                )
+            else:
+                try:
+                    sessions, unknown = _sessions_of(ctx, grant)
+                except ServiceFailure as exc:
+                    if exc.retryable:
+                        raise
+                    sessions, unknown = None, f"Session Manager refused: {exc.code or exc}"
+            count = None
+            if sessions is not None and len(sessions) > MAX_SESSIONS:
+                sessions, count = sessions[:MAX_SESSIONS], len(sessions)
+            if ctx.ledger.record_usage(
+                grant, sessions=sessions, at=to_iso(now), unknown=unknown, session_count=count
+            ):
                 recorded += 1
                 log.info(
                     "grant usage recorded",
