@@ -186,6 +186,28 @@ def test_booleans_may_be_json_booleans_or_strings(value: object, expected: bool)
     assert (Preferences.from_content(content).destination() is not None) is expected
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"s3BucketName": "{{ bucket }}", "s3EncryptionEnabled": True},
+        {"s3BucketName": "logs-bucket", "s3EncryptionEnabled": "{{ encrypt }}"},
+        {"cloudWatchLogGroupName": "{{ssm:/logging/group}}", "cloudWatchEncryptionEnabled": True},
+        {"s3BucketName": "logs-bucket", "s3KeyPrefix": "{{prefix}}", "s3EncryptionEnabled": True},
+    ],
+)
+def test_a_logging_input_taken_from_a_parameter_is_denied(world: CoreWorld, inputs: dict[str, Any]) -> None:
+    """Review M1: a parameterized preferences document lets the session's starter choose its logging
+    (start-session --parameters s3BucketName=""): fail closed."""
+    content = {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": inputs}
+    content["parameters"] = {
+        name: {"type": "String", "default": "x"} for name in ("bucket", "encrypt", "prefix")
+    }
+    world.sessions.preferences_content = json.dumps(content)
+    request = world.approved()
+    assert world.grant(request).result is Result.DENIED
+    assert _codes(world, request.grant_id) == ["session_logging_off"]
+
+
 def test_content_that_is_no_object_is_unreadable() -> None:
     with pytest.raises(PreferencesUnreadable):
         Preferences.from_content("[]")
@@ -272,7 +294,10 @@ def test_the_recheck_reads_no_live_grant_while_every_account_logs() -> None:
     world.ledger.live_reads = 0
     assert world.engine.reconcile().detail["revoked_logging_off"] == []
     assert world.ledger.live_reads == 1  # the overdue query only
-    assert (world.sessions.preference_reads, member_sessions.preference_reads) == (reads + 1, member_reads + 1)
+    assert (world.sessions.preference_reads, member_sessions.preference_reads) == (
+        reads + 1,
+        member_reads + 1,
+    )
 
     member_sessions.set_logging()  # the member account stops logging: only its grant ends
     world.clock.advance(timedelta(minutes=1))

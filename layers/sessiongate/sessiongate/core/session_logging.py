@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 PREFERENCES_DOCUMENT = "SSM-SessionManagerRunShell"
 DENIAL = "session_logging_off"
 CACHE_FOR = timedelta(seconds=60)
+# The inputs that decide where session logs go (and their key).
+LOGGING_INPUTS = (
+    "s3BucketName",
+    "s3KeyPrefix",
+    "s3EncryptionEnabled",
+    "cloudWatchLogGroupName",
+    "cloudWatchEncryptionEnabled",
+    "cloudWatchStreamingEnabled",
+    "kmsKeyId",
+)
 
 
 class PreferencesUnreadable(Exception):
@@ -64,6 +74,18 @@ class Preferences:
         inputs = document.get("inputs") if isinstance(document, Mapping) else None
         if not isinstance(inputs, Mapping):
             raise PreferencesUnreadable(f"{PREFERENCES_DOCUMENT} has no inputs")
+        # A Session document may declare ``parameters`` and its inputs may reference them ("{{ name }}")
+        # or Parameter Store ("{{ssm:name}}") ("Session document schema"): the person starting the
+        # session could then pass its own value (``start-session --parameters s3BucketName=""``), or
+        # the parameter's value changes without the document. Fail closed: a logging input that is a
+        # reference is no logging SessionGate can vouch for.
+        referenced = sorted(
+            name for name in LOGGING_INPUTS if isinstance(inputs.get(name), str) and "{{" in inputs[name]
+        )
+        if referenced:
+            raise PreferencesUnreadable(
+                f"{PREFERENCES_DOCUMENT} takes {', '.join(referenced)} from a parameter or a reference"
+            )
         return cls(
             s3_bucket=_text(inputs.get("s3BucketName")),
             s3_prefix=_text(inputs.get("s3KeyPrefix")),
