@@ -18,9 +18,10 @@ message.
 
 The stream keeps records 24 hours (``TrimmedDataAccessException`` after that). For a batch of the
 ledger's stream that is gone, the command re-reads the current grant records from the table instead
-(one consistent Scan): every grant that entered ACTIVE, DENIED or REVOKED within the batch's arrival
-window (``approximateArrivalOfFirstRecord`` .. ``LastRecord``, ``WINDOW_SLACK`` either side) has that
-event published again, from its record as it is now (its status set to the one it entered), under the
+(one consistent Scan): every grant that entered ACTIVE, DENIED or REVOKED (or had its sessions
+recorded: ``SessionsRecorded``) within the batch's arrival window (``approximateArrivalOfFirstRecord``
+.. ``LastRecord``, ``WINDOW_SLACK`` either side) has that event published again, from its record as it
+is now (its status set to the one it entered), under the
 same deterministic ``event_id`` (``AccessGranted/<grant id>``...): subscribers that got it drop it. A
 request's events name its record's version, which the current record no longer holds: a gone batch of
 the requests table's stream is left in the queue, as is any message whose events still cannot be
@@ -170,6 +171,16 @@ def _publish_from_ledger(dynamodb: Any, publisher: Publisher, info: Mapping[str,
                 if isinstance(at, str) and first <= _instant(at) <= last:
                     image = {**item, "status": {"S": status}}
                     published += publisher.publish(info["streamArn"], {"NewImage": image})
+            # A revoked grant's sessions recorded within the window: SessionsRecorded again (the change
+            # that wrote usage_recorded_at, replayed from the current record).
+            at = item.get("usage_recorded_at", {}).get("S")
+            if (
+                item.get("status", {}).get("S") == "REVOKED"
+                and isinstance(at, str)
+                and first <= _instant(at) <= last
+            ):
+                before = {k: v for k, v in item.items() if k != "usage_recorded_at"}
+                published += publisher.publish(info["streamArn"], {"OldImage": before, "NewImage": item})
     return published
 
 

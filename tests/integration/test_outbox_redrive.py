@@ -270,3 +270,66 @@ def test_a_batch_the_stream_does_not_give_up_to_its_end_is_left() -> None:
     assert endless.calls == outbox.MAX_PAGES
     with pytest.raises(outbox.BatchIncomplete, match="skipped"):
         outbox.read_batch(_PagedStream([[100, 250, 400]]), info)
+
+
+class _Scan:
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def get_paginator(self, operation: str) -> Any:
+        assert operation == "scan"
+        items = self.items
+
+        class _Pages:
+            def paginate(self, **_: Any) -> list[dict[str, Any]]:
+                return [{"Items": items}]
+
+        return _Pages()
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, event_type: str, payload: Any, *, subject: str, event_id: str | None = None) -> bool:
+        self.sent.append((event_type, dict(payload)))
+        return True
+
+
+def test_the_table_fallback_publishes_sessions_recorded_again() -> None:
+    """Review L4: a gone ledger batch whose change recorded a grant's sessions gets SessionsRecorded."""
+    plain = {
+        "pk": "GRANT#g1",
+        "kind": "grant",
+        "grant_id": "g1",
+        "status": "REVOKED",
+        "origin": "native",
+        "origin_ref": "r1",
+        "account": ACCOUNT,
+        "instance_id": "i-0123456789abcdef0",
+        "principal_type": "user",
+        "principal_name": "alice",
+        "principal_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "requester_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "created_at": "2026-11-24T08:00:00Z",
+        "activated_at": "2026-11-24T08:00:00Z",
+        "expires_at": "2026-11-24T08:30:00Z",
+        "revoked_at": "2026-11-24T08:30:00Z",
+        "revoke_reason": "expired",
+        "usage_recorded_at": "2026-11-24T09:13:00Z",
+    }
+    item: dict[str, Any] = {k: {"S": v} for k, v in plain.items()}
+    item["sessions"] = {"L": []}
+    item["approver_arns"] = {"L": []}
+    item["duration_minutes"] = {"N": "30"}
+    notes = _Notes()
+    publisher = outbox.Publisher(notes, {"t": outbox.LEDGER})
+    info = {
+        **_BATCH,
+        "startSequenceNumber": "1",
+        "endSequenceNumber": "1",
+        "approximateArrivalOfFirstRecord": "2026-11-24T09:13:19Z",
+        "approximateArrivalOfLastRecord": "2026-11-24T09:13:19Z",
+    }
+    assert outbox._publish_from_ledger(_Scan([item]), publisher, info) == ["SessionsRecorded/g1"]
+    assert notes.sent[0][1]["used"] is False
