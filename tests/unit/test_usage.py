@@ -169,14 +169,16 @@ def test_the_weekly_report_counts_grants_per_person_and_unused_ones(world: CoreW
     world.clock.advance(usage.SETTLE)
     assert world.engine.sweep().detail["usage_recorded"] == 3  # the daily sweep reads every shard
     pending = _granted_and_expired(world, sessions=0)  # revoked, usage not recorded yet
-    world.clock.advance(timedelta(seconds=1))
+    # The window is the 7 whole UTC days before today: the report of the next day counts them.
+    world.clock.advance(timedelta(days=1))
 
     outcome = world.engine.usage_report()
     report = outcome.detail["report"]
     assert outcome.result is Result.EMITTED
     assert report["version"] == 1
     assert report["report"] == "usage"
-    assert report["to"] == to_iso(world.clock.now())
+    midnight = world.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (report["from"], report["to"]) == (to_iso(midnight - timedelta(days=7)), to_iso(midnight))
     assert (report["grants"], report["used_grants"], report["unused_grants"], report["usage_pending"]) == (
         4,
         2,

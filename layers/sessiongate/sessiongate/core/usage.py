@@ -120,10 +120,15 @@ def _sessions_of(ctx: Context, grant: Grant) -> tuple[list[dict[str, str]] | Non
 
 def weekly_report(ctx: Context, now: datetime) -> dict[str, Any]:
     """The usage of the grants revoked in the ``REPORT_DAYS`` days before ``now``, published to the
-    notification topic as ``UsageReport`` (best effort, as every notification) and returned."""
-    start = now - timedelta(days=REPORT_DAYS)
-    grants = ctx.ledger.ended_between(to_iso(start), to_iso(now))
-    report = summarize(grants, start, now)
+    notification topic as ``UsageReport`` (best effort, as every notification) and returned.
+
+    The window is whole UTC days: [midnight ``REPORT_DAYS`` days ago, today's midnight), so reports
+    of successive weeks neither overlap nor leave gaps when the schedule fires at a different time of
+    day (a schedule's ``rate(7 days)`` counts from its creation)."""
+    end = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=REPORT_DAYS)
+    grants = ctx.ledger.ended_between(to_iso(start), to_iso(end))
+    report = summarize(grants, start, end)
     ctx.notifier.publish(
         "UsageReport",
         report,
