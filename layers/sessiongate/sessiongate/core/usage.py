@@ -69,12 +69,12 @@ def record_pending(ctx: Context, now: datetime, *, every_shard: bool = False) ->
         if grant.revoked_at is None or parse_iso(grant.revoked_at) + SETTLE > now:
             continue
         log = bind(grant_id=grant.grant_id, instance_id=grant.instance_id)
+        sessions: list[dict[str, str]] | None
+        unknown: str | None
         try:
             if parse_iso(grant.revoked_at) + HISTORY < now:
-                sessions, unknown = (
-                    None,
-                    f"revoked more than {HISTORY.days} days ago: past Session Manager's history",
-                )
+                sessions = None
+                unknown = f"revoked more than {HISTORY.days} days ago: past Session Manager's history"
             else:
                 try:
                     sessions, unknown = _sessions_of(ctx, grant)
