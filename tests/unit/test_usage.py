@@ -309,3 +309,32 @@ def test_the_adapters_tell_a_refusal_from_a_retryable_failure(
         {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeSessions"
     )
     assert ServiceCallFailed(error).retryable is retryable
+
+
+def test_an_extensions_overlap_counts_its_sessions_once() -> None:
+    """Review L5: the parent and its extension are both live from the extension's grant until the
+    request API revokes the parent (reason extended): a session of that overlap counts for the
+    extension only."""
+    world = CoreWorld(slot_count=2)
+    root = "0123456789abcdef0123456789abcdef"
+    parent = world.approved(grant_id=f"rq-{root}", minutes=30)
+    assert world.grant(parent).result is Result.GRANTED
+    world.sessions.start("before", INSTANCE, ALICE, started_at=_at(world, 1))
+    world.clock.advance(timedelta(minutes=20))
+    child = world.approved(grant_id=f"rq-{root}-x1", minutes=30)
+    assert world.grant(child).result is Result.GRANTED
+    world.sessions.start("overlap", INSTANCE, ALICE, started_at=_at(world, 1))
+    world.clock.advance(timedelta(minutes=2))
+    assert (
+        world.engine.revoke(parent.grant_id, reason="extended", by=f"sessiongate:{root}-x1").result
+        is Result.REVOKED
+    )
+    world.clock.advance(timedelta(minutes=30))  # the extension expires
+    assert world.engine.revoke(child.grant_id).result is Result.REVOKED
+    world.clock.advance(usage.SETTLE)
+    world.engine.sweep()
+    sessions = {
+        g: [s["session_id"] for s in world.ledger.get_grant(g).sessions or []]
+        for g in (parent.grant_id, child.grant_id)
+    }  # type: ignore[union-attr]
+    assert sessions == {parent.grant_id: ["before"], child.grant_id: ["overlap"]}

@@ -23,6 +23,7 @@ from sessiongate.clock import parse_iso, to_iso
 from sessiongate.core.identity import Identity
 from sessiongate.core.model import Grant
 from sessiongate.core.ports import AccountNotAllowed, MemberUnavailable, ServiceFailure
+from sessiongate.core.revoke import REASON_EXTENDED
 from sessiongate.errors import TransientError
 from sessiongate.observability import bind, logger, metrics
 
@@ -115,7 +116,29 @@ def _sessions_of(ctx: Context, grant: Grant) -> tuple[list[dict[str, str]] | Non
     start = parse_iso(grant.activated_at or grant.created_at)
     # A grant resumed after a crash moved activated_at on: its window starts at its creation.
     start = min(start, parse_iso(grant.created_at))
-    return sessions.opened(grant.instance_id, owner, session_name, start, parse_iso(grant.revoked_at)), None
+    end = parse_iso(grant.revoked_at)
+    successor = _extended_by(ctx, grant)
+    if successor is not None:
+        # An extension replaced this grant: both were live from the successor's creation until this
+        # one's revocation; sessions of that overlap count once, for the successor (its window starts
+        # at its creation).
+        end = max(start, min(end, parse_iso(successor.created_at)))
+    return sessions.opened(grant.instance_id, owner, session_name, start, end), None
+
+
+def _extended_by(ctx: Context, grant: Grant) -> Grant | None:
+    """The grant of the extension that replaced ``grant`` (revoked ``extended`` by the request API,
+    ``revoked_by`` = ``sessiongate:<the extension's request id>``), if the ledger holds it."""
+    by = grant.revoked_by or ""
+    if grant.revoke_reason != REASON_EXTENDED or not by.startswith("sessiongate:"):
+        return None
+    # The request API's grant id of a request (access_requests/ids.py ``grant_id_for``: ``rq-<id>``).
+    successor = ctx.ledger.get_grant(f"rq-{by.removeprefix('sessiongate:')}")
+    same = successor is not None and (successor.principal_arn, successor.instance_id) == (
+        grant.principal_arn,
+        grant.instance_id,
+    )
+    return successor if same else None
 
 
 def weekly_report(ctx: Context, now: datetime) -> dict[str, Any]:
