@@ -57,6 +57,7 @@ class StubDynamoDB:
     def __init__(self, calls: Counter[str]) -> None:
         self.items: dict[str, dict[str, Any]] = {}
         self.calls = calls
+        self.last_usage_partition = ""
 
     def get_paginator(self, operation: str) -> _Pages:
         return _Pages(self, operation)
@@ -76,6 +77,8 @@ class StubDynamoDB:
     def _pages_query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
         values = kwargs["ExpressionAttributeValues"]
         live, before = values[":live"]["S"], values.get(":before", {}).get("S")
+        if live.startswith("USAGE#"):
+            self.last_usage_partition = live
         matches = sorted(
             (i for i in self.items.values() if i.get("live", {}).get("S") == live),
             key=lambda i: i["expires_at"]["S"],
@@ -110,6 +113,30 @@ class StubIAM:
             yield {"UserDetailList": users[start : start + size], "RoleDetailList": []}
 
 
+class StubSSM:
+    """Session Manager preferences that log to an encrypted bucket (RequireSessionLogging)."""
+
+    def __init__(self, calls: Counter[str]) -> None:
+        self.calls = calls
+
+    def get_document(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["ssm:GetDocument"] += 1
+        content = '{"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": '
+        content += '{"s3BucketName": "logs", "s3EncryptionEnabled": true}}'
+        return {"Name": kwargs["Name"], "DocumentType": "Session", "DocumentVersion": "1", "Content": content}
+
+
+class _Inventory:
+    """No instance carries a slot tag (principal binding): one DescribeInstances page."""
+
+    def __init__(self, calls: Counter[str]) -> None:
+        self._calls = calls
+
+    def tagged_instances(self) -> list[Any]:
+        self._calls["ec2:DescribeInstances"] += 1
+        return []
+
+
 class _Nothing:
     """Schedules, inventory, notifier: the steady state calls none of them (counted if it did)."""
 
@@ -124,10 +151,13 @@ class _Nothing:
         return call
 
 
-def build(principals: int, live_grants: int) -> tuple[Any, Counter[str]]:
+def build(
+    principals: int, live_grants: int, *, require_session_logging: bool = False
+) -> tuple[Any, Counter[str]]:
     """An engine over stubbed clients, with ``principals`` users of which ``live_grants`` hold a grant."""
     from sessiongate.adapters.directory import Directory
     from sessiongate.adapters.ledger import Ledger, live_shard
+    from sessiongate.adapters.sessions import Sessions
     from sessiongate.clock import ManualClock, to_iso
     from sessiongate.core.engine import Engine
     from sessiongate.settings import Settings
@@ -145,13 +175,16 @@ def build(principals: int, live_grants: int) -> tuple[Any, Counter[str]]:
             db.items[f"SLOT#{arn}#1"] = {"pk": {"S": f"SLOT#{arn}#1"}, "grant_id": {"S": gid}}
         iam.users[name] = {"UserName": name, "UserId": f"AIDA{n:017d}", "Arn": arn, "Path": "/", "Tags": tags}
     settings = Settings(
-        account_id=ACCOUNT, revoke_target_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:x"
+        account_id=ACCOUNT,
+        revoke_target_arn=f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:x",
+        require_session_logging=require_session_logging,
     )
     engine = Engine(
         settings=settings,
         ledger=Ledger(db, TABLE),
         directory=Directory(iam),
-        inventory=_Nothing(calls, "ec2"),  # type: ignore[arg-type]
+        inventory=_Inventory(calls),  # type: ignore[arg-type]
+        sessions=Sessions(StubSSM(calls)),
         schedules=_Nothing(calls, "scheduler"),  # type: ignore[arg-type]
         notifier=_Nothing(calls, "sns"),  # type: ignore[arg-type]
         clock=ManualClock(START),
@@ -201,12 +234,14 @@ def _tag_event(name: str) -> dict[str, Any]:
     }
 
 
-def measure(principals: int, live_grants: int) -> dict[str, tuple[int, float, Counter[str]]]:
+def measure(
+    principals: int, live_grants: int, *, require_session_logging: bool = False
+) -> dict[str, tuple[int, float, Counter[str]]]:
     """Calls (and local CPU seconds, stubs included) of a steady run, a tag event, a full sweep."""
     import logging
 
     logging.disable(logging.WARNING)
-    engine, calls = build(principals, live_grants)
+    engine, calls = build(principals, live_grants, require_session_logging=require_session_logging)
     runs = {
         "steady": engine.reconcile,
         "event": lambda: engine.on_tag_event(_tag_event("user00000")),
@@ -231,6 +266,7 @@ def before(principals: int, live_grants: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000", help="principals = live grants, comma-separated")
+    parser.add_argument("--require-session-logging", action="store_true", help="RequireSessionLogging on")
     args = parser.parse_args(argv)
     print(
         "| principals = live grants | before (per run) | steady run | tag event | full sweep | sweep CPU s |"
@@ -238,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---:|---:|---:|---:|---:|---:|")
     ok = True
     for size in (int(s) for s in args.sizes.split(",")):
-        found = measure(size, size)
+        found = measure(size, size, require_session_logging=args.require_session_logging)
         steady, event, sweep = (found[k][0] for k in ("steady", "event", "sweep"))
         ok &= steady <= GOALS["steady"] and sweep <= GOALS["sweep"]
         print(

@@ -18,9 +18,10 @@ message.
 
 The stream keeps records 24 hours (``TrimmedDataAccessException`` after that). For a batch of the
 ledger's stream that is gone, the command re-reads the current grant records from the table instead
-(one consistent Scan): every grant that entered ACTIVE, DENIED or REVOKED within the batch's arrival
-window (``approximateArrivalOfFirstRecord`` .. ``LastRecord``, ``WINDOW_SLACK`` either side) has that
-event published again, from its record as it is now (its status set to the one it entered), under the
+(one consistent Scan): every grant that entered ACTIVE, DENIED or REVOKED (or had its sessions
+recorded: ``SessionsRecorded``) within the batch's arrival window (``approximateArrivalOfFirstRecord``
+.. ``LastRecord``, ``WINDOW_SLACK`` either side) has that event published again, from its record as it
+is now (its status set to the one it entered), under the
 same deterministic ``event_id`` (``AccessGranted/<grant id>``...): subscribers that got it drop it. A
 request's events name its record's version, which the current record no longer holds: a gone batch of
 the requests table's stream is left in the queue, as is any message whose events still cannot be
@@ -40,8 +41,11 @@ from sessiongate.outbox import LEDGER, REQUESTS, Publisher
 VISIBILITY = 300
 # GetRecords returns at most 1,000 records per call (DynamoDB Streams API Reference, "GetRecords").
 GET_RECORDS_LIMIT = 1000
-# A stream gives up to this many empty pages of an open shard before the batch counts as read.
-EMPTY_PAGES = 3
+# GetRecords may answer empty pages before a shard's later records (DynamoDB Streams API Reference,
+# "GetRecords": "it might take multiple calls to get to a portion of the shard that contains stream
+# records"; a null NextShardIterator: the shard is closed): the batch is read page after page until
+# its end sequence number, at most this many pages.
+MAX_PAGES = 100
 # A record's own time (activated_at, denied_at, revoked_at) is taken before its write reaches the stream.
 WINDOW_SLACK = timedelta(minutes=2)
 # The record times of each status a grant enters (the ledger's record of it).
@@ -57,6 +61,11 @@ QUEUE, TOPIC, LEDGER_TABLE, REQUESTS_TABLE = (
 
 class RecordsGone(Exception):
     """The stream no longer holds the batch's records (or never did): nothing to publish from."""
+
+
+class BatchIncomplete(Exception):
+    """The stream did not give the batch up to its end sequence number (within ``MAX_PAGES`` pages,
+    or the shard ended first): nothing is published, the message is left."""
 
 
 def redrive(
@@ -82,7 +91,7 @@ def redrive(
                     if dynamodb is None or publisher.source_of(info["streamArn"]) != LEDGER:
                         raise
                     published, source = _publish_from_ledger(dynamodb, publisher, info), "table"
-            except (RecordsGone, ValueError) as exc:
+            except (RecordsGone, BatchIncomplete, ValueError) as exc:
                 left.append({"message_id": message["MessageId"], "why": str(exc)})
                 continue
             except Exception as exc:  # noqa: BLE001  (SNS, streams: left for the next run, reported)
@@ -162,6 +171,16 @@ def _publish_from_ledger(dynamodb: Any, publisher: Publisher, info: Mapping[str,
                 if isinstance(at, str) and first <= _instant(at) <= last:
                     image = {**item, "status": {"S": status}}
                     published += publisher.publish(info["streamArn"], {"NewImage": image})
+            # A revoked grant's sessions recorded within the window: SessionsRecorded again (the change
+            # that wrote usage_recorded_at, replayed from the current record).
+            at = item.get("usage_recorded_at", {}).get("S")
+            if (
+                item.get("status", {}).get("S") == "REVOKED"
+                and isinstance(at, str)
+                and first <= _instant(at) <= last
+            ):
+                before = {k: v for k, v in item.items() if k != "usage_recorded_at"}
+                published += publisher.publish(info["streamArn"], {"OldImage": before, "NewImage": item})
     return published
 
 
@@ -189,17 +208,18 @@ def read_batch(streams: Any, info: Mapping[str, str]) -> list[dict[str, Any]]:
             ShardIteratorType="AT_SEQUENCE_NUMBER",
             SequenceNumber=info["startSequenceNumber"],
         )["ShardIterator"]
-        empty = 0
-        while iterator and empty < EMPTY_PAGES:
+        pages = 0
+        while iterator and pages < MAX_PAGES:
+            pages += 1
             answer = streams.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
-            page = answer.get("Records", [])
-            empty = 0 if page else empty + 1
-            for record in page:
+            for record in answer.get("Records", []):
                 number = int(record["dynamodb"]["SequenceNumber"])
                 if number > end:
-                    return _checked(records, start)
+                    return _checked(records, start, end)
                 if number >= start:
                     records.append(record)
+                if number == end:
+                    return _checked(records, start, end)
             iterator = answer.get("NextShardIterator")
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
@@ -208,12 +228,23 @@ def read_batch(streams: Any, info: Mapping[str, str]) -> list[dict[str, Any]]:
                 f"the stream no longer holds records {start}..{end} ({code}); the changes are in the tables"
             ) from None
         raise
-    return _checked(records, start)
-
-
-def _checked(records: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
     if not records or int(records[0]["dynamodb"]["SequenceNumber"]) != start:
         raise RecordsGone(f"the stream no longer holds record {start}; the changes are in the tables")
+    raise BatchIncomplete(
+        f"the stream gave records {start}..{records[-1]['dynamodb']['SequenceNumber']} of {start}..{end} "
+        f"({'shard ended' if not iterator else f'{MAX_PAGES} pages'}); nothing published, message left"
+    )
+
+
+def _checked(records: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
+    """The batch's records if they run from ``start`` to ``end``; RecordsGone when the first is not
+    there, BatchIncomplete when the last is not ``end``."""
+    if not records or int(records[0]["dynamodb"]["SequenceNumber"]) != start:
+        raise RecordsGone(f"the stream no longer holds record {start}; the changes are in the tables")
+    if int(records[-1]["dynamodb"]["SequenceNumber"]) != end:
+        raise BatchIncomplete(
+            f"the stream skipped from record {records[-1]['dynamodb']['SequenceNumber']} past {end}"
+        )
     return records
 
 

@@ -9,6 +9,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 from sessiongate_cli import outbox
@@ -226,3 +227,109 @@ def test_the_command_finds_the_stack_resources_and_exits_1_when_a_message_is_lef
     assert [m["event_ids"] for m in report["redriven"]] == [[f"AccessGranted/{grant_id}"]]
     assert report["left"][0]["why"] == "not a DynamoDB stream failure record (no DDBStreamBatchInfo)"
     assert [n["grant_id"] for n in _received(stack)] == [grant_id]
+
+
+class _PagedStream:
+    """GetShardIterator/GetRecords answering the given pages in turn (DynamoDB Streams may answer empty
+    pages mid-shard, API Reference "GetRecords"); None as the next iterator once the pages end when
+    ``closed`` (the shard is closed)."""
+
+    def __init__(self, pages: list[list[int]], *, closed: bool = False) -> None:
+        self.pages, self.closed, self.calls = pages, closed, 0
+
+    def get_shard_iterator(self, **_: Any) -> dict[str, str]:
+        return {"ShardIterator": "it-0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        n = int(ShardIterator.removeprefix("it-"))
+        self.calls += 1
+        page = self.pages[n] if n < len(self.pages) else []
+        records = [{"dynamodb": {"SequenceNumber": str(number)}} for number in page]
+        last = n + 1 >= len(self.pages)
+        return {"Records": records, "NextShardIterator": None if last and self.closed else f"it-{n + 1}"}
+
+
+_BATCH = {"streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x", "shardId": "s"}
+
+
+def test_empty_pages_mid_shard_do_not_cut_the_batch_short() -> None:
+    """Review M4: pages [100], three empty, [300]: the batch 100..300 is read whole, not published
+    as [100] (which deleted the message with the change of 300 unpublished)."""
+    stream = _PagedStream([[100], [], [], [], [300, 400]])
+    info = {**_BATCH, "startSequenceNumber": "100", "endSequenceNumber": "300"}
+    assert [r["dynamodb"]["SequenceNumber"] for r in outbox.read_batch(stream, info)] == ["100", "300"]
+
+
+def test_a_batch_the_stream_does_not_give_up_to_its_end_is_left() -> None:
+    info = {**_BATCH, "startSequenceNumber": "100", "endSequenceNumber": "300"}
+    with pytest.raises(outbox.BatchIncomplete, match="shard ended"):
+        outbox.read_batch(_PagedStream([[100], [200]], closed=True), info)
+    endless = _PagedStream([[100]])  # an open shard answering empty pages
+    with pytest.raises(outbox.BatchIncomplete, match="pages"):
+        outbox.read_batch(endless, info)
+    assert endless.calls == outbox.MAX_PAGES
+    with pytest.raises(outbox.BatchIncomplete, match="skipped"):
+        outbox.read_batch(_PagedStream([[100, 250, 400]]), info)
+
+
+class _Scan:
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    def get_paginator(self, operation: str) -> Any:
+        assert operation == "scan"
+        items = self.items
+
+        class _Pages:
+            def paginate(self, **_: Any) -> list[dict[str, Any]]:
+                return [{"Items": items}]
+
+        return _Pages()
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, event_type: str, payload: Any, *, subject: str, event_id: str | None = None) -> bool:
+        self.sent.append((event_type, dict(payload)))
+        return True
+
+
+def test_the_table_fallback_publishes_sessions_recorded_again() -> None:
+    """Review L4: a gone ledger batch whose change recorded a grant's sessions gets SessionsRecorded."""
+    plain = {
+        "pk": "GRANT#g1",
+        "kind": "grant",
+        "grant_id": "g1",
+        "status": "REVOKED",
+        "origin": "native",
+        "origin_ref": "r1",
+        "account": ACCOUNT,
+        "instance_id": "i-0123456789abcdef0",
+        "principal_type": "user",
+        "principal_name": "alice",
+        "principal_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "requester_arn": f"arn:aws:iam::{ACCOUNT}:user/alice",
+        "created_at": "2026-11-24T08:00:00Z",
+        "activated_at": "2026-11-24T08:00:00Z",
+        "expires_at": "2026-11-24T08:30:00Z",
+        "revoked_at": "2026-11-24T08:30:00Z",
+        "revoke_reason": "expired",
+        "usage_recorded_at": "2026-11-24T09:13:00Z",
+    }
+    item: dict[str, Any] = {k: {"S": v} for k, v in plain.items()}
+    item["sessions"] = {"L": []}
+    item["approver_arns"] = {"L": []}
+    item["duration_minutes"] = {"N": "30"}
+    notes = _Notes()
+    publisher = outbox.Publisher(notes, {"t": outbox.LEDGER})
+    info = {
+        **_BATCH,
+        "startSequenceNumber": "1",
+        "endSequenceNumber": "1",
+        "approximateArrivalOfFirstRecord": "2026-11-24T09:13:19Z",
+        "approximateArrivalOfLastRecord": "2026-11-24T09:13:19Z",
+    }
+    assert outbox._publish_from_ledger(_Scan([item]), publisher, info) == ["SessionsRecorded/g1"]
+    assert notes.sent[0][1]["used"] is False

@@ -255,3 +255,25 @@ def test_revoked_grants_spread_over_the_index_shards() -> None:
         assert len(values) >= 12
         assert len(ledger.usage_pending(limit=100)) == 48
         assert len(ledger.usage_pending(limit=5)) == 5
+
+
+def test_the_session_count_of_a_capped_record_round_trips(ledger: Any) -> None:
+    grant = _active("g1")
+    _revoke(ledger, grant, "2026-11-24T09:10:00Z")
+    sessions = [{"session_id": f"s-{n}", "status": "Terminated"} for n in range(3)]
+    assert ledger.record_usage(grant, sessions=sessions, at="2026-11-24T09:12:00Z", session_count=150)
+    stored = ledger.get_grant("g1")
+    assert (len(stored.sessions), stored.session_count) == (3, 150)
+
+
+def test_one_rotation_reads_one_usage_shard(ledger: Any) -> None:
+    from sessiongate.adapters.ledger import LIVE_SHARDS, usage_partition
+
+    for n in range(8):
+        _revoke(ledger, _active(f"g{n}"), "2026-11-24T09:10:00Z")
+    found: set[str] = set()
+    for rotation in range(LIVE_SHARDS):
+        pending = ledger.usage_pending(limit=10, rotation=rotation)
+        assert {usage_partition(g.grant_id) for g in pending} <= {f"USAGE#{rotation}"}
+        found |= {g.grant_id for g in pending}
+    assert found == {f"g{n}" for n in range(8)}

@@ -186,6 +186,28 @@ def test_booleans_may_be_json_booleans_or_strings(value: object, expected: bool)
     assert (Preferences.from_content(content).destination() is not None) is expected
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"s3BucketName": "{{ bucket }}", "s3EncryptionEnabled": True},
+        {"s3BucketName": "logs-bucket", "s3EncryptionEnabled": "{{ encrypt }}"},
+        {"cloudWatchLogGroupName": "{{ssm:/logging/group}}", "cloudWatchEncryptionEnabled": True},
+        {"s3BucketName": "logs-bucket", "s3KeyPrefix": "{{prefix}}", "s3EncryptionEnabled": True},
+    ],
+)
+def test_a_logging_input_taken_from_a_parameter_is_denied(world: CoreWorld, inputs: dict[str, Any]) -> None:
+    """Review M1: a parameterized preferences document lets the session's starter choose its logging
+    (start-session --parameters s3BucketName=""): fail closed."""
+    content = {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": inputs}
+    content["parameters"] = {
+        name: {"type": "String", "default": "x"} for name in ("bucket", "encrypt", "prefix")
+    }
+    world.sessions.preferences_content = json.dumps(content)
+    request = world.approved()
+    assert world.grant(request).result is Result.DENIED
+    assert _codes(world, request.grant_id) == ["session_logging_off"]
+
+
 def test_content_that_is_no_object_is_unreadable() -> None:
     with pytest.raises(PreferencesUnreadable):
         Preferences.from_content("[]")
@@ -252,3 +274,32 @@ def test_with_the_option_off_the_reconciler_reads_no_preferences() -> None:
     world.clock.advance(timedelta(minutes=1))
     assert "revoked_logging_off" not in world.engine.reconcile().detail
     assert world.sessions.preference_reads == 0
+
+
+def test_the_recheck_reads_no_live_grant_while_every_account_logs() -> None:
+    """Review M2: the steady run's cost must not grow with the live grants: one GetDocument per
+    configured account; the live grants are read only for an account whose logging is off."""
+    world = CoreWorld(require_session_logging=True, member_accounts=(MEMBER,))
+    directory, inventory, member_sessions = world.accounts.add(MEMBER)
+    directory.add("user", "alice")
+    inventory.add("i-0123456789abcdef0")
+    world.sessions.set_logging(**S3, s3EncryptionEnabled=True)
+    member_sessions.set_logging(**CW, cloudWatchEncryptionEnabled=True)
+    granted = [world.approved(minutes=30), world.approved(minutes=30, account=MEMBER)]
+    for request in granted:
+        assert world.grant(request).result is Result.GRANTED
+    world.clock.advance(timedelta(minutes=1))
+    reads, member_reads = world.sessions.preference_reads, member_sessions.preference_reads
+
+    world.ledger.live_reads = 0
+    assert world.engine.reconcile().detail["revoked_logging_off"] == []
+    assert world.ledger.live_reads == 1  # the overdue query only
+    assert (world.sessions.preference_reads, member_sessions.preference_reads) == (
+        reads + 1,
+        member_reads + 1,
+    )
+
+    member_sessions.set_logging()  # the member account stops logging: only its grant ends
+    world.clock.advance(timedelta(minutes=1))
+    assert world.engine.reconcile().detail["revoked_logging_off"] == [granted[1].grant_id]
+    assert world.status(granted[0].grant_id) is GrantStatus.ACTIVE

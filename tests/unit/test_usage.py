@@ -3,6 +3,7 @@ reconciler (never in the revoke path), and the weekly usage report."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,8 +41,15 @@ def _granted_and_expired(world: CoreWorld, *, sessions: int = 1, principal: str 
 
 
 def _record(world: CoreWorld) -> None:
+    """The steady runs after the history settled, one every 5 minutes, until one records usage: each
+    reads one USAGE shard (review M5), so it takes at most 16 runs."""
     world.clock.advance(usage.SETTLE)
-    assert world.engine.reconcile().result is Result.RECONCILED
+    for _ in range(16):
+        outcome = world.engine.reconcile()
+        assert outcome.result is Result.RECONCILED
+        if outcome.detail["usage_recorded"]:
+            return
+        world.clock.advance(timedelta(minutes=5))
 
 
 def test_the_sessions_of_the_grant_are_recorded_after_the_revocation(world: CoreWorld) -> None:
@@ -122,7 +130,7 @@ def test_throttling_leaves_the_usage_pending_and_fails_the_run(world: CoreWorld)
     world.sessions.failure = ServiceFailure("Rate exceeded", code="ThrottlingException")
     world.clock.advance(usage.SETTLE)
     with pytest.raises(TransientError):
-        world.engine.reconcile()
+        world.engine.sweep()  # reads every shard
     assert [g.grant_id for g in world.ledger.usage_pending(limit=10)] == [grant_id]
 
     world.sessions.failure = None
@@ -158,16 +166,19 @@ def test_the_weekly_report_counts_grants_per_person_and_unused_ones(world: CoreW
     used = _granted_and_expired(world, sessions=2)
     unused = _granted_and_expired(world, sessions=0)
     bobs = _granted_and_expired(world, sessions=1, principal="bob")
-    _record(world)
+    world.clock.advance(usage.SETTLE)
+    assert world.engine.sweep().detail["usage_recorded"] == 3  # the daily sweep reads every shard
     pending = _granted_and_expired(world, sessions=0)  # revoked, usage not recorded yet
-    world.clock.advance(timedelta(seconds=1))
+    # The window is the 7 whole UTC days before today: the report of the next day counts them.
+    world.clock.advance(timedelta(days=1))
 
     outcome = world.engine.usage_report()
     report = outcome.detail["report"]
     assert outcome.result is Result.EMITTED
     assert report["version"] == 1
     assert report["report"] == "usage"
-    assert report["to"] == to_iso(world.clock.now())
+    midnight = world.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (report["from"], report["to"]) == (to_iso(midnight - timedelta(days=7)), to_iso(midnight))
     assert (report["grants"], report["used_grants"], report["unused_grants"], report["usage_pending"]) == (
         4,
         2,
@@ -231,3 +242,99 @@ def test_a_grant_revoked_before_it_opened_has_no_usage_to_record(world: CoreWorl
     world.grant(request)
     assert world.status(request.grant_id) is GrantStatus.REVOKED
     assert world.ledger.usage_pending(limit=10) == []
+
+
+def test_a_refusal_a_retry_would_repeat_records_usage_unknown(world: CoreWorld) -> None:
+    """Review M3: an SCP denying ssm:DescribeSessions must not leave the usage pending forever."""
+    grant_id = _granted_and_expired(world)
+    world.sessions.failure = ServiceFailure("denied by an SCP", code="AccessDeniedException", retryable=False)
+    world.clock.advance(usage.SETTLE)
+    assert world.engine.sweep().detail["usage_recorded"] == 1
+    grant = world.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.sessions is None
+    assert grant.usage_unknown == "Session Manager refused: AccessDeniedException"
+    assert world.ledger.usage_pending(limit=10) == []
+
+
+def test_usage_pending_past_the_30_day_history_records_unknown(world: CoreWorld) -> None:
+    grant_id = _granted_and_expired(world)
+    world.sessions.failure = ServiceFailure("Rate exceeded", code="ThrottlingException")
+    world.clock.advance(timedelta(days=30, minutes=1))
+    calls = world.sessions.describe_calls
+    world.engine.sweep()
+    grant = world.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.usage_unknown is not None
+    assert "30 days" in grant.usage_unknown
+    assert world.sessions.describe_calls == calls  # not asked: its answer would miss ended sessions
+
+
+def test_many_sessions_are_capped_on_the_record_and_in_the_event(world: CoreWorld) -> None:
+    request = world.approved()
+    assert world.grant(request).result is Result.GRANTED
+    for n in range(150):
+        world.sessions.start(f"s-{n:03d}", INSTANCE, ALICE, started_at=_at(world, 1 + n / 60))
+    world.clock.advance(timedelta(minutes=10))
+    world.engine.revoke(request.grant_id)
+    grant_id = request.grant_id
+    world.clock.advance(usage.SETTLE)
+    world.engine.sweep()
+    grant = world.ledger.get_grant(grant_id)
+    assert grant is not None
+    assert grant.sessions is not None
+    assert (len(grant.sessions), grant.session_count) == (usage.MAX_SESSIONS, 150)
+    [event] = [p for t, p, _ in world.notifier.published if t == "SessionsRecorded"]
+    assert (len(event["sessions"]), event["session_count"], event["sessions_truncated"]) == (20, 150, True)
+    assert len(json.dumps(event)) < 20_000
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [
+        ("AccessDeniedException", 400, False),
+        ("ValidationException", 400, False),
+        ("ThrottlingException", 400, True),
+        ("InternalServerError", 500, True),
+    ],
+)
+def test_the_adapters_tell_a_refusal_from_a_retryable_failure(
+    code: str, status: int, retryable: bool
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from sessiongate.adapters.aws import ServiceCallFailed
+
+    error = ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeSessions"
+    )
+    assert ServiceCallFailed(error).retryable is retryable
+
+
+def test_an_extensions_overlap_counts_its_sessions_once() -> None:
+    """Review L5: the parent and its extension are both live from the extension's grant until the
+    request API revokes the parent (reason extended): a session of that overlap counts for the
+    extension only."""
+    world = CoreWorld(slot_count=2)
+    root = "0123456789abcdef0123456789abcdef"
+    parent = world.approved(grant_id=f"rq-{root}", minutes=30)
+    assert world.grant(parent).result is Result.GRANTED
+    world.sessions.start("before", INSTANCE, ALICE, started_at=_at(world, 1))
+    world.clock.advance(timedelta(minutes=20))
+    child = world.approved(grant_id=f"rq-{root}-x1", minutes=30)
+    assert world.grant(child).result is Result.GRANTED
+    world.sessions.start("overlap", INSTANCE, ALICE, started_at=_at(world, 1))
+    world.clock.advance(timedelta(minutes=2))
+    assert (
+        world.engine.revoke(parent.grant_id, reason="extended", by=f"sessiongate:{root}-x1").result
+        is Result.REVOKED
+    )
+    world.clock.advance(timedelta(minutes=30))  # the extension expires
+    assert world.engine.revoke(child.grant_id).result is Result.REVOKED
+    world.clock.advance(usage.SETTLE)
+    world.engine.sweep()
+    sessions = {
+        g: [s["session_id"] for s in world.ledger.get_grant(g).sessions or []]
+        for g in (parent.grant_id, child.grant_id)
+    }  # type: ignore[union-attr]
+    assert sessions == {parent.grant_id: ["before"], child.grant_id: ["overlap"]}

@@ -32,6 +32,8 @@ from sessiongate.observability import logger
 
 LEDGER = "ledger"
 REQUESTS = "requests"
+# The sessions a SessionsRecorded event lists (the record keeps up to core/usage.py MAX_SESSIONS).
+EVENT_SESSIONS = 20
 
 
 @dataclass(frozen=True)
@@ -101,14 +103,20 @@ def sessions_recorded(grant: Grant) -> Lifecycle:
     payload = {
         **grant_payload(grant, grant.usage_recorded_at or grant.revoked_at or grant.created_at),
         "revoked_at": grant.revoked_at,
-        "sessions": grant.sessions,
+        # At most EVENT_SESSIONS of them (an SNS message is at most 256 KB): ``session_count`` counts all.
+        "sessions": None if grant.sessions is None else grant.sessions[:EVENT_SESSIONS],
         "used": bool(grant.sessions),
     }
+    if grant.sessions is not None:
+        total = grant.session_count if grant.session_count is not None else len(grant.sessions)
+        payload["session_count"] = total
+        if total > EVENT_SESSIONS:
+            payload["sessions_truncated"] = True
     if grant.usage_unknown:
         payload["usage_unknown"] = grant.usage_unknown
     if grant.log_destination:
         payload["log_destination"] = grant.log_destination
-    count = "unknown" if grant.sessions is None else str(len(grant.sessions))
+    count = "unknown" if grant.sessions is None else str(payload["session_count"])
     return _grant_event(
         "SessionsRecorded",
         grant,

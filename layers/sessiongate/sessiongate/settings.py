@@ -60,6 +60,8 @@ class Settings:
     member_accounts: tuple[str, ...] = ()
     member_role_name: str = "SessionGateMember"
     member_external_id: str = ""
+    # The reconciler's steady-run period (ReconcilerRateMinutes): usage reads one USAGE shard per run.
+    reconciler_rate_minutes: int = 5
     # Native front door (request API).
     requests_table: str = ""
     approval_policy_parameter: str = ""
@@ -126,6 +128,7 @@ class Settings:
         "member_accounts": "SESSIONGATE_MEMBER_ACCOUNTS",
         "member_role_name": "SESSIONGATE_MEMBER_ROLE_NAME",
         "member_external_id": "SESSIONGATE_MEMBER_EXTERNAL_ID",
+        "reconciler_rate_minutes": "SESSIONGATE_RECONCILER_RATE_MINUTES",
         "requests_table": "SESSIONGATE_REQUESTS_TABLE",
         "approval_policy_parameter": "SESSIONGATE_APPROVAL_POLICY_PARAMETER",
         "pending_request_ttl_minutes": "SESSIONGATE_PENDING_REQUEST_TTL_MINUTES",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sessiongate.adapters.ledger import LIVE_SHARDS, usage_partition
 from sessiongate.clock import ManualClock, to_iso
 from sessiongate.core import slots
 from sessiongate.core.binding import lock_scope
@@ -64,6 +65,7 @@ class FakeLedger:
         self.tombstones: dict[str, RevokeRequest] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.batch_gets = 0  # BatchGetItem calls the real adapter would make
+        self.live_reads = 0  # live_grants() calls (each: a Query per index partition)
         # The table's stream consumer: each landed change's lifecycle events (sessiongate.outbox) go here.
         self.outbox: FakeNotifier | None = None
         # Other tables a ConditionCheck may name: table -> (key -> the item's string attributes or None).
@@ -102,6 +104,7 @@ class FakeLedger:
         return {g: copy.deepcopy(self.grants[g]) for g in wanted if g in self.grants}
 
     def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
+        self.live_reads += 1
         live = [g for g in self.grants.values() if g.status in LIVE]
         if expiring_before is not None:
             live = [g for g in live if (g.expires_at or g.created_at) < expiring_before]
@@ -213,8 +216,10 @@ class FakeLedger:
         return True
 
     # -- usage ------------------------------------------------------------------------------
-    def usage_pending(self, *, limit: int) -> list[Grant]:
+    def usage_pending(self, *, limit: int, rotation: int | None = None) -> list[Grant]:
         pending = [gid for gid, state in self.usage.items() if state == "USAGE"]
+        if rotation is not None:  # the real ledger's USAGE#<n> shards: read one
+            pending = [gid for gid in pending if usage_partition(gid) == f"USAGE#{rotation % LIVE_SHARDS}"]
         pending.sort(key=lambda gid: self.grants[gid].expires_at or "")  # the index's sort key
         found = self.get_grants(pending[:limit]).values()
         return sorted(
@@ -223,7 +228,13 @@ class FakeLedger:
         )
 
     def record_usage(
-        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+        self,
+        grant: Grant,
+        *,
+        sessions: list[dict[str, str]] | None,
+        at: str,
+        unknown: str | None = None,
+        session_count: int | None = None,
     ) -> bool:
         if self.usage.get(grant.grant_id) != "USAGE":
             return False
@@ -234,6 +245,7 @@ class FakeLedger:
         record.sessions = copy.deepcopy(sessions)
         record.usage_recorded_at, record.usage_unknown = at, unknown
         grant.sessions, grant.usage_recorded_at, grant.usage_unknown = sessions, at, unknown
+        record.session_count = grant.session_count = session_count
         self._changed(grant.grant_id, before)
         return True
 

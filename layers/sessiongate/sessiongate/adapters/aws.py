@@ -232,6 +232,7 @@ class ServiceCallFailed(ServiceFailure, ClientError):  # type: ignore[misc]  # b
     def __init__(self, original: ClientError) -> None:
         ClientError.__init__(self, original.response, original.operation_name)
         self.code = error_code(original)
+        self.retryable = retryable(original)
 
     def __reduce__(self) -> Any:
         return ClientError, (self.response, self.operation_name)
@@ -245,6 +246,7 @@ class ServiceUnreachable(ServiceFailure, BotoCoreError):  # type: ignore[misc]
     def __init__(self, original: BotoCoreError) -> None:
         BotoCoreError.__init__(self, message=str(original))
         self.code = ""
+        self.retryable = retryable(original)
 
 
 def raises_service_failures(cls: C) -> C:

@@ -113,7 +113,7 @@ def to_grant(item: dict[str, Any]) -> Grant:
     plain = _plain(item)
     values = {k: v for k, v in plain.items() if k in _GRANT_FIELDS}
     values["status"] = GrantStatus(values["status"])
-    for name in ("duration_minutes", "slot"):
+    for name in ("duration_minutes", "slot", "session_count"):
         if values.get(name) is not None:
             values[name] = int(values[name])
     return Grant(**values)
@@ -176,7 +176,8 @@ class Ledger:
     def live_grants(self, *, expiring_before: str | None = None) -> list[Grant]:
         """Live grants (PROVISIONING/ACTIVE), optionally only those expiring before a timestamp.
 
-        One query (page) per index partition: the shards and the legacy ``LIVE`` value."""
+        One query (page) per index partition: the shards and the legacy ``LIVE`` value; then the
+        records, BatchGetItem (100 per call)."""
         grant_ids: list[str] = []
         paginator = self._db.get_paginator("query")
         for partition in live_partitions():
@@ -191,11 +192,10 @@ class Ledger:
                 kwargs["ExpressionAttributeValues"][":before"] = {"S": expiring_before}
             for page in paginator.paginate(**kwargs):
                 grant_ids += [item["grant_id"]["S"] for item in page.get("Items", [])]
-        # The index is eventually consistent: re-read each record before acting on it.
-        grants = [self.get_grant(gid) for gid in grant_ids]
-        live = [
-            g for g in grants if g is not None and g.status in (GrantStatus.ACTIVE, GrantStatus.PROVISIONING)
-        ]
+        # The index is eventually consistent: re-read each record (strongly consistent BatchGetItem,
+        # 100 per call) before acting on it.
+        grants = self.get_grants(grant_ids).values()
+        live = [g for g in grants if g.status in (GrantStatus.ACTIVE, GrantStatus.PROVISIONING)]
         return sorted(live, key=lambda g: (g.expires_at or g.created_at, g.grant_id))
 
     def slot_holders(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
@@ -494,11 +494,14 @@ class Ledger:
         return True
 
     # -- usage (core/usage.py) ---------------------------------------------------------------
-    def usage_pending(self, *, limit: int) -> list[Grant]:
+    def usage_pending(self, *, limit: int, rotation: int | None = None) -> list[Grant]:
         """Up to ``limit`` revoked grants whose sessions are not recorded yet: one query (a page of at
-        most ``limit``) per shard until ``limit`` are found; the rest waits for the next run."""
+        most ``limit``) per shard until ``limit`` are found; the rest waits for the next run. With
+        ``rotation`` (the steady run's number) only shard ``rotation % 16`` is read: one query per run,
+        every shard once in 16 consecutive runs; without it (the daily sweep) every shard."""
         grant_ids: list[str] = []
-        for shard in range(LIVE_SHARDS):
+        shards = range(LIVE_SHARDS) if rotation is None else [rotation % LIVE_SHARDS]
+        for shard in shards:
             if len(grant_ids) >= limit:
                 break
             pages = self._db.get_paginator("query").paginate(
@@ -517,7 +520,13 @@ class Ledger:
         )
 
     def record_usage(
-        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+        self,
+        grant: Grant,
+        *,
+        sessions: list[dict[str, str]] | None,
+        at: str,
+        unknown: str | None = None,
+        session_count: int | None = None,
     ) -> bool:
         """Write the grant's sessions (or why they are unknown) and move it to its revocation day's
         partition; ``False`` when it is not pending any more (recorded by a concurrent run)."""
@@ -531,6 +540,9 @@ class Ledger:
         if sessions is not None:
             update += ", sessions = :sessions"
             values[":sessions"] = _ser(sessions)
+        if session_count is not None:
+            update += ", session_count = :count"
+            values[":count"] = {"N": str(session_count)}
         if unknown is not None:
             update += ", usage_unknown = :unknown"
             values[":unknown"] = {"S": unknown[:1000]}
@@ -545,6 +557,7 @@ class Ledger:
         except self._db.exceptions.ConditionalCheckFailedException:
             return False
         grant.sessions, grant.usage_recorded_at, grant.usage_unknown = sessions, at, unknown
+        grant.session_count = session_count
         return True
 
     def ended_between(self, start: str, end: str) -> list[Grant]:

@@ -176,6 +176,8 @@ class Grant:
     # When the sessions were recorded, and why they could not be (then ``sessions`` stays None).
     usage_recorded_at: str | None = None
     usage_unknown: str | None = None
+    # How many sessions were found, when more than ``sessions`` keeps (core/usage.py MAX_SESSIONS).
+    session_count: int | None = None
 
     @property
     def expires(self) -> datetime | None:

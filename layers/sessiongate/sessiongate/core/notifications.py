@@ -128,7 +128,10 @@ def _sessions_recorded(payload: Mapping[str, Any], instance: str) -> list[str]:
     sessions = payload.get("sessions")
     if sessions is None:
         return [f"The sessions of {_who(payload)} on {instance} are unknown: {payload.get('usage_unknown')}."]
-    lines = [f"{_who(payload)} opened {len(sessions)} session(s) on {instance} during the grant."]
+    count = payload.get("session_count", len(sessions))
+    lines = [f"{_who(payload)} opened {count} session(s) on {instance} during the grant."]
+    if payload.get("sessions_truncated"):
+        lines.append(f"The first {len(sessions)} (the ledger record keeps more):")
     lines += [
         f"  - {s.get('session_id')}: {s.get('started_at', '?')} - {s.get('ended_at', 'open')}"
         f" ({s.get('status')})"

@@ -48,9 +48,15 @@ class ServiceFailure(SessionGateError):
     counts it as an unrepaired item. ``code`` is AWS's error code when there is one. The adapters raise
     it as a botocore error too (``adapters/aws.py``), so code outside the core sees what it saw before."""
 
-    def __init__(self, message: str, *, code: str = "") -> None:
+    # Whether a later try may answer differently (throttling, 5xx, network: botocore's standard retry
+    # checks, ``adapters/aws.py`` ``retryable``); False for an answer a retry would repeat (AccessDenied,
+    # validation). The adapters set it; a failure of unknown kind counts as retryable.
+    retryable: bool = True
+
+    def __init__(self, message: str, *, code: str = "", retryable: bool = True) -> None:
         super().__init__(message)
         self.code = code
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,15 @@ class Ledger(Protocol):
     def complete_revoke(self, grant: Grant, *, at: str, reason: str, by: str, release_slot: bool) -> bool: ...
     # Usage (core/usage.py): revoked grants whose sessions are not recorded yet, recording them, and the
     # grants revoked in a time range (bounded reads by day, not a scan).
-    def usage_pending(self, *, limit: int) -> list[Grant]: ...
+    def usage_pending(self, *, limit: int, rotation: int | None = None) -> list[Grant]: ...
     def record_usage(
-        self, grant: Grant, *, sessions: list[dict[str, str]] | None, at: str, unknown: str | None = None
+        self,
+        grant: Grant,
+        *,
+        sessions: list[dict[str, str]] | None,
+        at: str,
+        unknown: str | None = None,
+        session_count: int | None = None,
     ) -> bool: ...
     def ended_between(self, start: str, end: str) -> list[Grant]: ...
 

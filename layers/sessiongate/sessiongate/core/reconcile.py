@@ -39,6 +39,8 @@ from sessiongate.observability import bind, logger, metrics
 
 # Scheduler fires at() schedules within a minute: the reconciler only steps in after that.
 RECONCILE_TOLERANCE = timedelta(seconds=90)
+# The daily sweep's usage rounds (usage.BATCH grants each): 1,000 grants a day beyond the steady runs'.
+SWEEP_USAGE_ROUNDS = 20
 
 Revoke = Callable[[str], Outcome]  # revoke(grant_id) by the reconciler
 Principal = tuple[str, PrincipalType, str]  # account, kind, name
@@ -137,8 +139,25 @@ def sweep(ctx: Context, revoke: Revoke) -> Outcome:
                     "reconciler could not check an instance", extra={"instance_id": instance.instance_id}
                 )
                 failures.append(f"{account}/{instance.instance_id}: {exc}")
+    # Usage pending in any USAGE shard (the steady run reads one shard per run): drain them all,
+    # ``usage.BATCH`` grants per round, while a round records any (at most SWEEP_USAGE_ROUNDS).
+    usage_recorded = 0
+    for _ in range(SWEEP_USAGE_ROUNDS):
+        recorded, usage_failures = usage.record_pending(ctx, now, every_shard=True)
+        usage_recorded += recorded
+        failures += usage_failures
+        if not recorded:
+            break
     return _finish(
-        ctx, repairs, failures, now, {"checked_principals": checked, "checked_instances": checked_instances}
+        ctx,
+        repairs,
+        failures,
+        now,
+        {
+            "checked_principals": checked,
+            "checked_instances": checked_instances,
+            "usage_recorded": usage_recorded,
+        },
     )
 
 

@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 PREFERENCES_DOCUMENT = "SSM-SessionManagerRunShell"
 DENIAL = "session_logging_off"
 CACHE_FOR = timedelta(seconds=60)
+# The inputs that decide where session logs go (and their key).
+LOGGING_INPUTS = (
+    "s3BucketName",
+    "s3KeyPrefix",
+    "s3EncryptionEnabled",
+    "cloudWatchLogGroupName",
+    "cloudWatchEncryptionEnabled",
+    "cloudWatchStreamingEnabled",
+    "kmsKeyId",
+)
 
 
 class PreferencesUnreadable(Exception):
@@ -64,6 +74,18 @@ class Preferences:
         inputs = document.get("inputs") if isinstance(document, Mapping) else None
         if not isinstance(inputs, Mapping):
             raise PreferencesUnreadable(f"{PREFERENCES_DOCUMENT} has no inputs")
+        # A Session document may declare ``parameters`` and its inputs may reference them ("{{ name }}")
+        # or Parameter Store ("{{ssm:name}}") ("Session document schema"): the person starting the
+        # session could then pass its own value (``start-session --parameters s3BucketName=""``), or
+        # the parameter's value changes without the document. Fail closed: a logging input that is a
+        # reference is no logging SessionGate can vouch for.
+        referenced = sorted(
+            name for name in LOGGING_INPUTS if isinstance(inputs.get(name), str) and "{{" in inputs[name]
+        )
+        if referenced:
+            raise PreferencesUnreadable(
+                f"{PREFERENCES_DOCUMENT} takes {', '.join(referenced)} from a parameter or a reference"
+            )
         return cls(
             s3_bucket=_text(inputs.get("s3BucketName")),
             s3_prefix=_text(inputs.get("s3KeyPrefix")),
@@ -148,13 +170,16 @@ REVOKE_REASON = "session_logging_off"
 
 
 def recheck(ctx: Context, revoke: Callable[[str], Outcome]) -> tuple[list[str], list[str]]:
-    """The reconciler's steady run, with the option on: re-read the preferences of every account with
-    an ACTIVE grant and revoke its grants when its sessions are not logged any more (preferences
-    changed or deleted after the grant). Answers (revoked grant ids, failures).
+    """The reconciler's steady run, with the option on: re-read the preferences of every configured
+    account (this one and ``MemberAccounts``) and revoke the ACTIVE grants of an account whose sessions
+    are not logged any more (preferences changed or deleted after the grant). Answers (revoked grant
+    ids, failures).
 
-    Cost: the live grants (one query per index partition, one read per live grant) and one GetDocument
-    per account holding one, per run. An account whose member role cannot be used is skipped (nothing
-    there can be revoked without it; the reconciler's overdue check covers its grants at expiry)."""
+    Cost: one GetDocument per configured account, per run, whatever the number of live grants; only
+    when an account's logging is off are the live grants read (one query per index partition, then
+    BatchGetItem, 100 records per call). An account whose member role cannot be used is skipped
+    (nothing there can be revoked without it; the reconciler's overdue check covers its grants at
+    expiry)."""
     from sessiongate.core.ports import (  # ports imports us
         AccountNotAllowed,
         MemberUnavailable,
@@ -163,11 +188,8 @@ def recheck(ctx: Context, revoke: Callable[[str], Outcome]) -> tuple[list[str], 
 
     revoked: list[str] = []
     failures: list[str] = []
-    by_account: dict[str, list[str]] = {}
-    for grant in ctx.ledger.live_grants():
-        if grant.status is GrantStatus.ACTIVE:
-            by_account.setdefault(grant.account, []).append(grant.grant_id)
-    for account, grant_ids in sorted(by_account.items()):
+    off: dict[str, Denial] = {}
+    for account in dict.fromkeys((ctx.settings.account_id, *ctx.settings.member_accounts)):
         ctx.logging_cache.pop(account, None)  # a fresh answer: this is the check of a change
         try:
             sessions = ctx.adapters_in(account).sessions
@@ -178,11 +200,18 @@ def recheck(ctx: Context, revoke: Callable[[str], Outcome]) -> tuple[list[str], 
         except (ServiceFailure, TransientError) as exc:
             failures.append(f"session logging of {account}: {exc}")
             continue
-        if logging_off is None:
-            continue
+        if logging_off is not None:
+            off[account] = logging_off
+    if not off:
+        return revoked, failures
+    by_account: dict[str, list[str]] = {}
+    for grant in ctx.ledger.live_grants():
+        if grant.status is GrantStatus.ACTIVE and grant.account in off:
+            by_account.setdefault(grant.account, []).append(grant.grant_id)
+    for account, grant_ids in sorted(by_account.items()):
         bind(account=account).warning(
             "session logging is off: revoking the account's grants",
-            extra={"problem": logging_off.message, "grants": grant_ids},
+            extra={"problem": off[account].message, "grants": grant_ids},
         )
         for grant_id in grant_ids:
             try:
