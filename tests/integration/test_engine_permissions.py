@@ -868,8 +868,15 @@ def test_change_manager_publishes_only_when_on_and_deployers_alone_change_the_to
                 assert decision is expected, (enabled, who, action)
 
 
-def _scp(name: str) -> dict[str, Any]:
-    return json.loads((cfn.ROOT / "docs" / name).read_text())  # type: ignore[no-any-return]
+def _scp(*names: str) -> dict[str, Any]:
+    """The SCP samples ``names`` as one document (deny-only samples: attaching them together is the same
+    as attaching their statements as one SCP)."""
+    documents = [json.loads((cfn.ROOT / "docs" / name).read_text()) for name in names]
+    return {**documents[0], "Statement": [s for d in documents for s in d["Statement"]]}
+
+
+# An SCP holds 5,120 characters (AWS Organizations quotas): the engine's protection is two samples.
+PROTECT_SESSIONGATE = ("scp-protect-sessiongate.json", "scp-protect-sessiongate-state.json")
 
 
 def _scp_allows(scp: dict[str, Any], who: str, action: str, resource: str, context: dict[str, Any]) -> bool:
@@ -934,7 +941,7 @@ def test_scp_sample_protects_sessiongate_resources(
     action: str, resource: str, context: dict[str, Any]
 ) -> None:
     """Finding 4: outside the deployers, nobody in the organization changes SessionGate's control plane."""
-    scp = _scp("scp-protect-sessiongate.json")
+    scp = _scp(*PROTECT_SESSIONGATE)
     [deployer] = [
         arn for arn in scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] if "deployer" in arn
     ]
@@ -965,7 +972,7 @@ def test_scp_sample_protects_the_event_source_mappings_of_sessiongate_functions(
 def test_scp_sample_lets_only_sessiongate_publish_lifecycle_events() -> None:
     """Review of issue 19, finding 1, organization-wide: nobody but SessionGate's publishing roles
     publishes to the notification topic (its default name)."""
-    scp = _scp("scp-protect-sessiongate.json")
+    scp = _scp(*PROTECT_SESSIONGATE)
     [statement] = [s for s in scp["Statement"] if s["Sid"] == "OnlySessionGateChangesItsState"]
     publishers = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     topic = f"arn:aws:sns:{REGION}:{ENGINE}:change-manager-ssm-approval"
@@ -977,7 +984,7 @@ def test_scp_sample_lets_only_sessiongate_publish_lifecycle_events() -> None:
 
 
 def test_scp_sample_lets_the_engine_run() -> None:
-    scp = _scp("scp-protect-sessiongate.json")
+    scp = _scp(*PROTECT_SESSIONGATE)
     engine = scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"][1]
     assert ":role/sessiongate/" in engine
     assert "*" not in engine
