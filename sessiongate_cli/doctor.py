@@ -62,6 +62,7 @@ def run(session: Any, stack_name: str, region: str | None) -> list[Check]:
     arn_parts = str(stack["StackId"]).split(":")  # arn:PARTITION:cloudformation:REGION:ACCOUNT:stack/...
     partition, stack_region, account = arn_parts[1], arn_parts[3], arn_parts[4]
     checks = [_guard(client, resources)]
+    checks += _control_plane_guard(client, resources)
     checks += _trust_policies(client)
     checks += _table_policies(client, resources, partition, stack_region, account)
     checks += _alarm_subscriptions(client, resources)
@@ -154,7 +155,7 @@ def _guard(client: _Clients, resources: list[Resource]) -> Check:
     )
     attached = 0
     guard_problem = ""
-    guards = _of(resources, "AWS::IAM::ManagedPolicy", "Guard")
+    guards = _of(resources, "AWS::IAM::ManagedPolicy", "TagKeyGuard")
     if not guards:
         guard_problem = "no guard policy in the stack"
     for guard in guards:
@@ -177,6 +178,30 @@ def _guard(client: _Clients, resources: list[Resource]) -> Check:
             name, MISSING, guard_problem or "guard policy attached to nobody; no SCP names the slot keys", fix
         )
     return Check(name, CANNOT, f"{guard_problem or 'guard policy attached to nobody'}; SCPs: {scp[1]}", fix)
+
+
+def _control_plane_guard(client: _Clients, resources: list[Resource]) -> list[Check]:
+    """The guard's engine-only half (its own managed policy: one cannot hold both) is attached to someone."""
+    name = "control-plane guard"
+    guards = _of(resources, "AWS::IAM::ManagedPolicy", "ControlPlaneGuard")
+    if not guards:  # a stack from before the split: its tag-key guard holds these statements
+        return []
+    attached = 0
+    try:
+        for guard in guards:
+            for page in (
+                client("iam").get_paginator("list_entities_for_policy").paginate(PolicyArn=guard.physical_id)
+            ):
+                attached += sum(len(page.get(k, [])) for k in ("PolicyGroups", "PolicyUsers", "PolicyRoles"))
+    except (ClientError, BotoCoreError) as exc:
+        return [_cannot(name, exc, "cannot list who holds the control-plane guard")]
+    if attached:
+        return [Check(name, OK, f"guard policy attached to {attached} user(s)/group(s)/role(s)")]
+    fix = (
+        "attach ControlPlaneGuardPolicyArn with TagKeyGuardPolicyArn, or attach the SCP "
+        "docs/scp-protect-front-doors.json"
+    )
+    return [Check(name, MISSING, "control-plane guard policy attached to nobody", fix)]
 
 
 def _scp_with_slot_keys(client: _Clients) -> str | tuple[None, str] | None:

@@ -240,14 +240,29 @@ def test_the_history_backfill_is_allowed_by_the_export_role() -> None:
     """The backfill (a deployer invokes the export function): it scans the two tables and writes the
     history objects; no scenario runs it, so it is invoked here and its calls checked the same way."""
     calls: list[Call] = []
+    current: list[str] = []  # the functions running, innermost last: each call is its maker's
     with World() as world:
         function = world.function("ExportHistoryFunction")
 
         def record(service: str) -> Any:
             def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
-                calls.append((function.logical_id, f"{service}:{model.name}", model.name, dict(params)))
+                if current:
+                    calls.append((current[-1], f"{service}:{model.name}", model.name, dict(params)))
 
             return hook
+
+        # The export's writes reach the stream consumers (the publisher, then the chat notifier) while
+        # it runs: their calls are theirs, checked against their own roles.
+        invoke = world.invoke
+
+        def recorded_invoke(function_arn: str, event: Any, **kwargs: Any) -> Any:
+            current.append(world.functions[function_arn].logical_id)
+            try:
+                return invoke(function_arn, event, **kwargs)
+            finally:
+                current.pop()
+
+        world.invoke = recorded_invoke  # type: ignore[method-assign]
 
         # One grant in the ledger (as the engine leaves a revoked one): two records to write.
         table = world.stack.resources["GrantsTable"].physical_id
@@ -279,14 +294,17 @@ def test_the_history_backfill_is_allowed_by_the_export_role() -> None:
         )
         assert answer.error is None, answer.error
         checker = SessionChecker(world.client("iam"), REGION, ACCOUNT)
-        role = _role_name(world, function.logical_id)
-        checked = set()
-        for _, action, operation, params in calls:
+        checked: dict[str, set[str]] = {}
+        for maker, action, operation, params in calls:
+            role = _role_name(world, maker)
             for act, resource, context in _requests(world, action, operation, params):
                 policy = context.pop("__resource_policy__", None)
-                assert checker.authorized("role", role, act, resource, context, resource_policy=policy), act
-                checked.add(act)
-    assert checked == {"dynamodb:Scan", "s3:PutObject", "kms:GenerateDataKey"}
+                assert checker.authorized("role", role, act, resource, context, resource_policy=policy), (
+                    maker,
+                    act,
+                )
+                checked.setdefault(maker, set()).add(act)
+    assert checked[function.logical_id] == {"dynamodb:Scan", "s3:PutObject", "kms:GenerateDataKey"}
 
 
 @pytest.mark.parametrize("name", PLAYED)

@@ -147,6 +147,10 @@ def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[StackSession]:
             PolicyName="sessiongate-deny-slot-tag-changes", PolicyDocument=json.dumps(GUARD)
         )
         s.resources["SessionGateTagKeyGuard"] = ("AWS::IAM::ManagedPolicy", guard["Policy"]["Arn"])
+        control = real.client("iam").create_policy(
+            PolicyName="sessiongate-deny-control-plane-changes", PolicyDocument=json.dumps(GUARD)
+        )
+        s.resources["SessionGateControlPlaneGuard"] = ("AWS::IAM::ManagedPolicy", control["Policy"]["Arn"])
         s.resources["RequestApiInvokePolicy"] = (
             "AWS::IAM::ManagedPolicy",
             "arn:aws:iam::123456789012:policy/x",
@@ -176,6 +180,7 @@ def test_a_bare_deployment_reports_every_missing_piece(session: Any) -> None:
     assert report["doctor"]["ok"] is False
     assert statuses(report) == {
         "tag-key guard": "MISSING",
+        "control-plane guard": "MISSING",
         "session-tag trust": "MISSING",
         "table policy GrantsTable": "MISSING",
         "table policy RequestsTable": "MISSING",
@@ -199,6 +204,7 @@ def test_a_protected_deployment_passes(session: Any) -> None:
     )
     iam.create_group(GroupName="admins")
     iam.attach_group_policy(GroupName="admins", PolicyArn=session.physical("SessionGateTagKeyGuard"))
+    iam.attach_group_policy(GroupName="admins", PolicyArn=session.physical("SessionGateControlPlaneGuard"))
     for logical in ("GrantsTable", "RequestsTable"):
         name = session.physical(logical)
         arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{name}"
@@ -311,3 +317,15 @@ def test_which_trust_conditions_keep_the_slot_keys_out(condition: dict[str, Any]
     assert doctor._tags_unrestricted(statement) is not restricted
     assert not doctor._tags_unrestricted({"Effect": "Allow", "Action": "sts:AssumeRole"})
     assert doctor._tags_unrestricted({"Effect": "Allow", "Action": "sts:*"})
+
+
+def test_the_tag_key_guard_alone_leaves_the_control_plane_unguarded(session: Any) -> None:
+    """The guard is two managed policies (one cannot hold both): attaching only the first is reported."""
+    iam = session.client("iam")
+    iam.create_group(GroupName="admins")
+    iam.attach_group_policy(GroupName="admins", PolicyArn=session.physical("SessionGateTagKeyGuard"))
+    _, report, _ = run(session)
+    assert statuses(report)["tag-key guard"] == "OK"
+    control = next(c for c in report["doctor"]["checks"] if c["check"] == "control-plane guard")
+    assert control["status"] == "MISSING"
+    assert "ControlPlaneGuardPolicyArn" in control["fix"]

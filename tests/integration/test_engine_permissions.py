@@ -432,6 +432,15 @@ def _admin(world: World, name: str, *extra_policies: str, path: str = "/") -> st
     return name
 
 
+# The guard is two managed policies (IAM's 6,144-character limit): deployers attach both to admins.
+GUARDS = ("SessionGateTagKeyGuard", "SessionGateControlPlaneGuard")
+
+
+def _attach_guards(world: World, role: str) -> None:
+    for guard in GUARDS:
+        world.client("iam").attach_role_policy(RoleName=role, PolicyArn=world.stack.resources[guard].arn)
+
+
 SESSION_TAG_KEYS = [
     "SecurityAllowSessionInstance",
     "securityallowsessioninstance",
@@ -502,7 +511,7 @@ def test_guard_denies_changing_or_passing_sessiongate_roles(
     """Finding 4/7: no IAM writes on SessionGate's roles, no passing them to a function of one's own."""
     world, checker = iam
     name = f"guarded-iam-{target}"
-    _admin(world, name, "SessionGateTagKeyGuard")
+    _admin(world, name, *GUARDS)
     arn = world.stack.resources[target].arn
     for action in ROLE_WRITES:
         context = {"iam:PassedToService": "lambda.amazonaws.com"} if action == "iam:PassRole" else {}
@@ -538,9 +547,7 @@ def test_guard_denies_invoking_sessiongate_functions(
     _admin(world, name)
     arn = world.stack.resources[function].arn
     assert checker.authorized("role", name, "lambda:InvokeFunction", arn)  # an admin without the guard
-    world.client("iam").attach_role_policy(
-        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
-    )
+    _attach_guards(world, name)
     for action in ("lambda:InvokeFunction", "lambda:InvokeAsync"):
         assert not checker.authorized("role", name, action, arn), action
         assert not checker.authorized("role", name, action, f"{arn}:$LATEST"), action
@@ -571,9 +578,7 @@ def test_guard_denies_changing_the_event_source_mappings_of_sessiongate_function
     ours = {"lambda:FunctionArn": world.stack.resources[function].arn}
     theirs = {"lambda:FunctionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:app"}
     assert checker.authorized("role", name, "lambda:UpdateEventSourceMapping", mapping, ours)
-    world.client("iam").attach_role_policy(
-        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
-    )
+    _attach_guards(world, name)
     for action in MAPPING_ACTIONS:
         resource = "*" if action == "lambda:CreateEventSourceMapping" else mapping
         assert not checker.authorized("role", name, action, resource, ours), action
@@ -604,9 +609,7 @@ def test_guard_denies_changing_the_request_api(iam: tuple[World, SessionChecker]
     base = f"arn:aws:apigateway:{REGION}::/restapis/{api}"
     [(action, path)] = REQUEST_API_WRITES[:1]
     assert checker.authorized("role", name, action, base + path)  # an admin without the guard
-    world.client("iam").attach_role_policy(
-        RoleName=name, PolicyArn=world.stack.resources["SessionGateTagKeyGuard"].arn
-    )
+    _attach_guards(world, name)
     for action, path in REQUEST_API_WRITES:
         assert not checker.authorized("role", name, action, base + path), (action, path)
     assert checker.authorized("role", name, "apigateway:GET", base)  # reading stays allowed
@@ -727,7 +730,7 @@ def test_only_its_function_reads_a_slack_secret_and_the_guard_keeps_admins_off(
     for role in ("ChatInteractionsFunctionRole", "ChatNotifyFunctionRole", "RequestApiFunctionRole"):
         if role != reader:  # even with every IAM right, the secret's policy refuses the others
             assert not _as_admin(res[role].arn, "secretsmanager:GetSecretValue", arn, policy), role
-    world.client("iam").attach_role_policy(RoleName=admin, PolicyArn=res["SessionGateTagKeyGuard"].arn)
+    _attach_guards(world, admin)
     for action in (
         "secretsmanager:PutSecretValue",
         "secretsmanager:DeleteResourcePolicy",
@@ -832,7 +835,7 @@ def test_only_sessiongate_publishes_lifecycle_events(iam: tuple[World, SessionCh
         assert not _as_admin(res[role].arn, "sns:Publish", topic, policy), role
     # Subscribing stays open (approvers subscribe themselves).
     assert checker.authorized("role", squatter, "sns:Subscribe", topic, resource_policy=policy)
-    world.client("iam").attach_role_policy(RoleName=squatter, PolicyArn=res["SessionGateTagKeyGuard"].arn)
+    _attach_guards(world, squatter)
     for action in ("sns:Publish", "sns:SetTopicAttributes", "sns:AddPermission", "sns:DeleteTopic"):
         assert not checker.authorized("role", squatter, action, topic), action
     assert checker.authorized("role", squatter, "sns:Subscribe", topic)
@@ -865,8 +868,15 @@ def test_change_manager_publishes_only_when_on_and_deployers_alone_change_the_to
                 assert decision is expected, (enabled, who, action)
 
 
-def _scp(name: str) -> dict[str, Any]:
-    return json.loads((cfn.ROOT / "docs" / name).read_text())  # type: ignore[no-any-return]
+def _scp(*names: str) -> dict[str, Any]:
+    """The SCP samples ``names`` as one document (deny-only samples: attaching them together is the same
+    as attaching their statements as one SCP)."""
+    documents = [json.loads((cfn.ROOT / "docs" / name).read_text()) for name in names]
+    return {**documents[0], "Statement": [s for d in documents for s in d["Statement"]]}
+
+
+# An SCP holds 5,120 characters (AWS Organizations quotas): the engine's protection is two samples.
+PROTECT_SESSIONGATE = ("scp-protect-sessiongate.json", "scp-protect-sessiongate-state.json")
 
 
 def _scp_allows(scp: dict[str, Any], who: str, action: str, resource: str, context: dict[str, Any]) -> bool:
@@ -931,7 +941,7 @@ def test_scp_sample_protects_sessiongate_resources(
     action: str, resource: str, context: dict[str, Any]
 ) -> None:
     """Finding 4: outside the deployers, nobody in the organization changes SessionGate's control plane."""
-    scp = _scp("scp-protect-sessiongate.json")
+    scp = _scp(*PROTECT_SESSIONGATE)
     [deployer] = [
         arn for arn in scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"] if "deployer" in arn
     ]
@@ -957,10 +967,12 @@ def test_scp_sample_protects_the_event_source_mappings_of_sessiongate_functions(
         assert not _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, ours), action
         assert _scp_allows(scp, f"arn:aws:iam::{ENGINE}:role/Admin", action, resource, theirs), action
         assert _scp_allows(scp, deployer, action, resource, ours), action
+
+
 def test_scp_sample_lets_only_sessiongate_publish_lifecycle_events() -> None:
     """Review of issue 19, finding 1, organization-wide: nobody but SessionGate's publishing roles
     publishes to the notification topic (its default name)."""
-    scp = _scp("scp-protect-sessiongate.json")
+    scp = _scp(*PROTECT_SESSIONGATE)
     [statement] = [s for s in scp["Statement"] if s["Sid"] == "OnlySessionGateChangesItsState"]
     publishers = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
     topic = f"arn:aws:sns:{REGION}:{ENGINE}:change-manager-ssm-approval"
@@ -972,7 +984,7 @@ def test_scp_sample_lets_only_sessiongate_publish_lifecycle_events() -> None:
 
 
 def test_scp_sample_lets_the_engine_run() -> None:
-    scp = _scp("scp-protect-sessiongate.json")
+    scp = _scp(*PROTECT_SESSIONGATE)
     engine = scp["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"][1]
     assert ":role/sessiongate/" in engine
     assert "*" not in engine
@@ -1168,7 +1180,7 @@ def test_an_admin_cannot_rewrite_or_delete_history(iam: tuple[World, SessionChec
     a record; the guard also stops changing the bucket itself (its policy, lifecycle, lock)."""
     world, checker = iam
     name = f"history-admin-{guarded}"
-    _admin(world, name, *(["SessionGateTagKeyGuard"] if guarded else []))
+    _admin(world, name, *(GUARDS if guarded else ()))
     bucket, policy, put = _history(world)
     key = f"{bucket}/history/v1/dt=2026-01-05/grant.rq-1.grant.jsonl"
     for action in (
@@ -1423,6 +1435,6 @@ def test_guard_denies_slot_keys_on_auto_scaling_groups_and_ssm_resources(
 ) -> None:
     world, checker = iam
     name = f"op-asg-{action.split(':')[1].lower()}-{key.lower()}"
-    _admin(world, name, "SessionGateTagKeyGuard")
+    _admin(world, name, *GUARDS)
     assert not checker.authorized("role", name, action, resource, {"aws:TagKeys": [key]})
     assert checker.authorized("role", name, action, resource, {"aws:TagKeys": ["Team"]})

@@ -336,7 +336,7 @@ def test_nothing_replicates_into_the_history() -> None:
     assert set(deny["Action"]) == replication
     assert (deny["Effect"], deny["Principal"], "Condition" in deny) == ("Deny", "*", False)
     assert deny["Resource"] == {"Fn::Sub": "${HistoryBucket.Arn}/*"}
-    guard = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]["Statement"]
+    guard = resource("SessionGateControlPlaneGuard")["Properties"]["PolicyDocument"]["Statement"]
     [rewriting] = [s for s in guard if s.get("Sid") == "DenyRewritingHistory"]
     assert replication <= set(rewriting["Action"])
     scp = json.loads((Path(__file__).resolve().parents[2] / "docs/scp-protect-sessiongate.json").read_text())

@@ -8,6 +8,7 @@ records of the attacks, code signing and the SCP samples' size.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -165,9 +166,25 @@ def _fields_of_array_elements(node: Any) -> Any:
     return node
 
 
-def _matches(stack: Stack, rule: str, event: dict[str, Any]) -> bool:
-    pattern = EventPattern.load(json.dumps(stack.resources[rule].properties["EventPattern"]))
-    return bool(pattern.matches_event(_fields_of_array_elements(event)))
+def _matches(stack: Stack, rule: str | list[str], event: dict[str, Any]) -> bool:
+    """Whether rule ``rule`` (or any of the rules ``rule``) matches ``event``."""
+    for name in [rule] if isinstance(rule, str) else rule:
+        pattern = EventPattern.load(json.dumps(stack.resources[name].properties["EventPattern"]))
+        if pattern.matches_event(_fields_of_array_elements(event)):
+            return True
+    return False
+
+
+# The change alerts, split by what they watch (an event pattern holds 2,048 characters by default:
+# "Amazon EventBridge quotas"); an event alerts when any of them matches it.
+ENGINE_RULES = ["EngineChangeAlertRule", "EngineRoleChangeAlertRule"]
+STATE_RULES = [
+    "StateChangeAlertRule",
+    "WatcherChangeAlertRule",
+    "FrontDoorChangeAlertRule",
+    "KeyChangeAlertRule",
+    "HistoryChangeAlertRule",
+]
 
 
 def _sts(event_name: str, **parameters: Any) -> dict[str, Any]:
@@ -315,6 +332,29 @@ def _engine_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
             "AttachRolePolicy",
             {"roleName": stack.resources["PublishEventsFunctionRole"].physical_id, "policyArn": "x"},
         ),
+        # The chat functions' roles (the guard keeps them as deployed too).
+        (
+            "iam.amazonaws.com",
+            "PutRolePolicy",
+            {"roleName": stack.resources["ChatNotifyFunctionRole"].physical_id, "policyName": "x"},
+        ),
+        # Every engine role passed to a function of one's own, not only the grant's.
+        *(
+            (
+                "lambda.amazonaws.com",
+                "UpdateFunctionConfiguration20150331v2",
+                {"functionName": "mine", "role": stack.resources[role].arn},
+            )
+            for role in (
+                "RevokeAccessFunctionRole",
+                "ReconcileGrantsFunctionRole",
+                "RequestApiFunctionRole",
+                "SchedulerRole",
+                "PublishEventsFunctionRole",
+                "ExportHistoryFunctionRole",
+                "ChatInteractionsFunctionRole",
+            )
+        ),
     ]
 
 
@@ -400,8 +440,8 @@ def _state_events(stack: Stack) -> list[tuple[str, str, dict[str, Any]]]:
 def test_engine_and_state_changes_by_others_alert(stack: Stack, who: dict[str, Any]) -> None:
     """Findings 4 and 5 (detective): changes to SessionGate's code, roles or state by others alert."""
     for rule, events in (
-        ("EngineChangeAlertRule", _engine_events(stack)),
-        ("StateChangeAlertRule", _state_events(stack)),
+        (ENGINE_RULES, _engine_events(stack)),
+        (STATE_RULES, _state_events(stack)),
     ):
         for source, name, parameters in events:
             assert _matches(stack, rule, _cloudtrail(source, name, parameters, who)), (
@@ -422,8 +462,8 @@ def test_the_engine_and_the_deployers_do_not_alert(stack: Stack) -> None:
         )
     ]
     for rule, events in (
-        ("EngineChangeAlertRule", _engine_events(stack)),
-        ("StateChangeAlertRule", _state_events(stack)),
+        (ENGINE_RULES, _engine_events(stack)),
+        (STATE_RULES, _state_events(stack)),
     ):
         for source, name, parameters in events:
             for role in [*engine_roles, DEPLOYER]:
@@ -431,21 +471,21 @@ def test_the_engine_and_the_deployers_do_not_alert(stack: Stack) -> None:
                 assert not _matches(stack, rule, event), (rule, name, role)
     # Scheduler deletes a fired one-time schedule itself (ActionAfterCompletion=DELETE).
     [schedule] = [e for e in _state_events(stack) if e[1] == "DeleteSchedule"]
-    assert not _matches(stack, "StateChangeAlertRule", _cloudtrail(*schedule, SCHEDULER_SERVICE))
+    assert not _matches(stack, STATE_RULES, _cloudtrail(*schedule, SCHEDULER_SERVICE))
 
 
 def test_unrelated_changes_do_not_alert(stack: Stack) -> None:
     for rule, (source, name, parameters) in (
         (
-            "EngineChangeAlertRule",
+            ENGINE_RULES,
             ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", {"functionName": "app"}),
         ),
-        ("EngineChangeAlertRule", ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app-role"})),
-        ("StateChangeAlertRule", ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"})),
-        ("StateChangeAlertRule", ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": "app123"})),
-        ("StateChangeAlertRule", ("secretsmanager.amazonaws.com", "PutSecretValue", {"secretId": "app/db"})),
+        (ENGINE_RULES, ("iam.amazonaws.com", "PutRolePolicy", {"roleName": "app-role"})),
+        (STATE_RULES, ("dynamodb.amazonaws.com", "UpdateTable", {"tableName": "orders"})),
+        (STATE_RULES, ("apigateway.amazonaws.com", "CreateDeployment", {"restApiId": "app123"})),
+        (STATE_RULES, ("secretsmanager.amazonaws.com", "PutSecretValue", {"secretId": "app/db"})),
         (
-            "StateChangeAlertRule",
+            STATE_RULES,
             ("scheduler.amazonaws.com", "DeleteSchedule", {"name": "x", "groupName": "default"}),
         ),
     ):
@@ -476,9 +516,9 @@ def test_a_changed_event_source_mapping_of_a_sessiongate_function_alerts(
     stack: Stack, event_name: str
 ) -> None:
     ours = stack.resources["ExportHistoryFunction"].physical_id
-    assert _matches(stack, "EngineChangeAlertRule", _mapping_change(event_name, ours, ADMIN))
-    assert not _matches(stack, "EngineChangeAlertRule", _mapping_change(event_name, "app", ADMIN))
-    assert not _matches(stack, "EngineChangeAlertRule", _mapping_change(event_name, ours, _assumed(DEPLOYER)))
+    assert _matches(stack, ENGINE_RULES, _mapping_change(event_name, ours, ADMIN))
+    assert not _matches(stack, ENGINE_RULES, _mapping_change(event_name, "app", ADMIN))
+    assert not _matches(stack, ENGINE_RULES, _mapping_change(event_name, ours, _assumed(DEPLOYER)))
 
 
 def test_history_key_and_bucket_configuration_changes_alert(stack: Stack) -> None:
@@ -493,21 +533,21 @@ def test_history_key_and_bucket_configuration_changes_alert(stack: Stack) -> Non
         ("s3.amazonaws.com", "PutObjectLockConfiguration", {"bucketName": bucket}),
         ("s3.amazonaws.com", "DeleteBucketPolicy", {"bucketName": bucket}),
     ):
-        assert _matches(stack, "StateChangeAlertRule", _cloudtrail(source, name, parameters, ADMIN)), name
+        assert _matches(stack, STATE_RULES, _cloudtrail(source, name, parameters, ADMIN)), name
         event = _cloudtrail(source, name, parameters, _assumed(DEPLOYER))
-        assert not _matches(stack, "StateChangeAlertRule", event), name
+        assert not _matches(stack, STATE_RULES, event), name
     # Not another bucket, and not the export's own writes (object-level data events).
     assert not _matches(
         stack,
-        "StateChangeAlertRule",
+        STATE_RULES,
         _cloudtrail("s3.amazonaws.com", "PutBucketPolicy", {"bucketName": "app"}, ADMIN),
     )
     export = _assumed(stack.resources["ExportHistoryFunctionRole"].arn)
     put = _cloudtrail("s3.amazonaws.com", "PutObject", {"bucketName": bucket, "key": "history/v1/x"}, export)
-    assert not _matches(stack, "StateChangeAlertRule", put)
+    assert not _matches(stack, STATE_RULES, put)
 
 
-SECURITY_RULES = ["SessionTagAlertRule", "EngineChangeAlertRule", "StateChangeAlertRule"]
+SECURITY_RULES = ["SessionTagAlertRule", *ENGINE_RULES, *STATE_RULES]
 
 
 @pytest.mark.parametrize("rule", SECURITY_RULES)
@@ -529,18 +569,21 @@ def test_security_rules_notify_the_alarm_topic_with_a_dead_letter_queue(stack: S
         m["MetricStat"]["Metric"]["Dimensions"][0]["Value"] for m in alarm["Metrics"] if "MetricStat" in m
     }
     assert stack.resources[rule].physical_id in rules
+    # An alarm on a metric math expression references at most 10 metrics (CloudWatch alarm "Limits").
+    assert len(rules) <= 10
 
 
 @pytest.mark.parametrize("rule", SECURITY_RULES)
 def test_security_rule_patterns_fit_eventbridge_limits(rule: str) -> None:
-    """An event pattern is at most 4096 characters (EventBridge API reference, PutRule/Rule)."""
+    """An event pattern is at most 2,048 characters by default ("Amazon EventBridge quotas", Event
+    pattern size; adjustable to 4,096): a deploy needs no quota increase."""
     deployers = ",".join(
         f"arn:aws:iam::{ACCOUNT}:role/deployer-with-a-long-role-name-{i:02d}" for i in range(4)
     )
     stack = cfn.load("sessiongate-production-eu", ACCOUNT, REGION, {"DeployerArns": deployers})
     pattern = json.dumps(stack.resources[rule].properties["EventPattern"], separators=(",", ":"))
     # Real role names carry CloudFormation's 13-character suffix the sandbox's names lack.
-    assert len(pattern) + 13 * pattern.count(":role/sessiongate/") <= 4096
+    assert len(pattern) + 13 * pattern.count(":role/sessiongate/") <= 2048
 
 
 # ---------------------------------------------------------------- code signing
@@ -564,14 +607,34 @@ def test_code_signing_enforced_on_every_function_when_configured() -> None:
 
 
 # ---------------------------------------------------------------- SCP samples
-@pytest.mark.parametrize(
-    "name", ["scp-deny-slot-tags.json", "scp-protect-sessiongate.json", "scp-protect-front-doors.json"]
-)
+SCP_SAMPLES = sorted(p.name for p in (cfn.ROOT / "docs").glob("scp-*.json"))
+
+
+def _edited(text: str) -> str:
+    """``text`` with every EDIT- placeholder replaced by the longest value it can realistically take:
+    a role name by IAM's longest (64 characters), anything else by 64 characters as well (API ids are 10,
+    tag keys and parameter names the deployer's own, usually shorter)."""
+    return re.sub(r"EDIT-[A-Za-z0-9-]+", "x" * 64, text)
+
+
+def test_every_scp_sample_is_checked() -> None:
+    assert SCP_SAMPLES == [
+        "scp-deny-slot-tags.json",
+        "scp-protect-front-doors.json",
+        "scp-protect-sessiongate-state.json",
+        "scp-protect-sessiongate.json",
+    ]
+
+
+@pytest.mark.parametrize("name", SCP_SAMPLES)
 def test_scp_samples_fit_the_scp_size_limit(name: str) -> None:
-    """An SCP is at most 5,120 characters (AWS Organizations quotas); the samples leave room to edit."""
-    document = json.loads((cfn.ROOT / "docs" / name).read_text())
-    assert len(json.dumps(document, separators=(",", ":"))) <= 4096
-    assert "EDIT" in json.dumps(document)  # the values to replace are marked
+    """An SCP is at most 5,120 characters, spaces and line breaks included when it is saved through the
+    API or the CLI ("Quotas and service limits for AWS Organizations"; the console strips them): each
+    sample fits as written, once its EDIT- values are filled in, and leaves room compact."""
+    text = (cfn.ROOT / "docs" / name).read_text()
+    assert "EDIT-" in text  # the values to replace are marked
+    assert len(_edited(text)) <= 5120
+    assert len(json.dumps(json.loads(text), separators=(",", ":"))) <= 4096
 
 
 # ---------------------------------------------------------------- dedicated engine account topology

@@ -393,11 +393,12 @@ def _without_exemptions(doc: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 def test_member_guard_is_the_engine_guard() -> None:
     """Same statements; each exempts its own account's SessionGate roles (exact ARNs)."""
     member = template(MEMBER_TEMPLATE)["Resources"]["SessionGateTagKeyGuard"]["Properties"]["PolicyDocument"]
-    engine = dict(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
+    engine = resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"]
+    assert _without_exemptions(member) == _without_exemptions(engine)
     # A member account runs no SessionGate function and serves no request API: nothing to keep from
     # being invoked or rewired there, no history export (its bucket and key are the engine's) and no
-    # Slack secrets (issue 19). The Session Manager preferences guard hangs on the engine stack's
-    # RequireSessionLogging, a parameter the member stack does not have (the SCP sample covers members).
+    # Slack secrets (issue 19). Those statements are the engine's second guard policy (one managed
+    # policy cannot hold both: IAM's 6,144 characters), which the member stack does not have.
     engine_only = {
         "DenySessionPreferenceChanges",
         "DenyChangingSessionGateEventSourceMappings",
@@ -408,8 +409,10 @@ def test_member_guard_is_the_engine_guard() -> None:
         "DenyTouchingTheChatSecrets",
         "DenyForgingLifecycleEvents",  # the notification topic is the engine's
     }
-    engine["Statement"] = [s for s in _guard_statements(engine) if s["Sid"] not in engine_only]
-    assert _without_exemptions(member) == _without_exemptions(engine)
+    control = resource("SessionGateControlPlaneGuard")["Properties"]["PolicyDocument"]
+    assert {s["Sid"] for s in _guard_statements(control)} <= engine_only
+    assert {s["Sid"] for s in _guard_statements(engine)}.isdisjoint(engine_only)
+    assert "SessionGateControlPlaneGuard" not in template(MEMBER_TEMPLATE)["Resources"]
     for s in member["Statement"]:
         if "ArnNotEquals" in s.get("Condition", {}):
             assert s["Condition"]["ArnNotEquals"] == {
@@ -830,7 +833,7 @@ def test_every_function_is_named_after_the_stack_as_the_mapping_guard_expects() 
     """DenyChangingSessionGateEventSourceMappings names SessionGate's functions as <stack name>-*."""
     [statement] = [
         s
-        for s in _guard_statements(resource("SessionGateTagKeyGuard")["Properties"]["PolicyDocument"])
+        for s in _guard_statements(resource("SessionGateControlPlaneGuard")["Properties"]["PolicyDocument"])
         if s["Sid"] == "DenyChangingSessionGateEventSourceMappings"
     ]
     [pattern] = statement["Condition"]["ArnLike"]["lambda:FunctionArn"]
