@@ -1438,3 +1438,24 @@ def test_guard_denies_slot_keys_on_auto_scaling_groups_and_ssm_resources(
     _admin(world, name, *GUARDS)
     assert not checker.authorized("role", name, action, resource, {"aws:TagKeys": [key]})
     assert checker.authorized("role", name, action, resource, {"aws:TagKeys": ["Team"]})
+
+
+@pytest.mark.parametrize("required", ["true", "false"])
+def test_guarded_admins_keep_the_session_manager_preferences_with_required_logging(required: str) -> None:
+    """RequireSessionLogging (issue 17): an admin holding the control-plane guard cannot point the session
+    logs elsewhere (the preferences document); without the option the guard leaves the document alone."""
+    stack = cfn.load("sessiongate", ACCOUNT, REGION, {"RequireSessionLogging": required})
+    guard = stack.resources["SessionGateControlPlaneGuard"].properties["PolicyDocument"]
+    admin = f"arn:aws:iam::{ACCOUNT}:role/Admin"
+    node = principal_node(
+        admin,
+        "AROAEXAMPLE",
+        [Policy(admin, "admin", ADMIN_DOCUMENT), Policy(admin, "guard", guard)],
+        trust={},
+    )
+    document = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/SSM-SessionManagerRunShell"
+    for action in ("ssm:UpdateDocument", "ssm:DeleteDocument", "ssm:UpdateDocumentDefaultVersion"):
+        allowed = local_check_authorization_full(node, action, document, {}, resource_owner=ACCOUNT)
+        assert bool(allowed) is (required == "false"), action
+    other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/team-runbook"
+    assert local_check_authorization_full(node, "ssm:UpdateDocument", other, {}, resource_owner=ACCOUNT)
