@@ -317,33 +317,36 @@ def backfill_records(
 
     ``failed``: where to list the items that cannot be read (their keys, :func:`item_id`), which are
     then left out (the others are still exported); without it such an item raises."""
+
+    def grant_records(item: Mapping[str, Any]) -> list[HistoryRecord | None]:
+        grant = _grant(item)
+        return (
+            [] if grant is None else [to_record(e, grant=g, via="backfill") for e, g in grant_history(grant)]
+        )
+
+    def request_records(item: Mapping[str, Any]) -> list[HistoryRecord | None]:
+        request = _request(item)
+        return (
+            []
+            if request is None
+            else [to_record(e, request=q, via="backfill") for e, q in request_history(request)]
+        )
+
     out: list[HistoryRecord] = []
-    for item in grant_items:
-        try:
-            grant = _grant(item)
-            if grant is None:
+    for items, records_of, kind in (
+        (grant_items, grant_records, "ledger"),
+        (request_items, request_records, "request"),
+    ):
+        for item in items:
+            try:
+                records = records_of(item)
+            except Exception:
+                if failed is None:
+                    raise
+                failed.append(item_id(item))
+                logger().exception(f"backfill: unreadable {kind} item", extra={"item": item_id(item)})
                 continue
-            records = [to_record(e, grant=g, via="backfill") for e, g in grant_history(grant)]
-        except Exception:
-            if failed is None:
-                raise
-            failed.append(item_id(item))
-            logger().exception("backfill: unreadable ledger item", extra={"item": item_id(item)})
-            continue
-        out += [r for r in records if r is not None]
-    for item in request_items:
-        try:
-            request = _request(item)
-            if request is None:
-                continue
-            records = [to_record(e, request=q, via="backfill") for e, q in request_history(request)]
-        except Exception:
-            if failed is None:
-                raise
-            failed.append(item_id(item))
-            logger().exception("backfill: unreadable request item", extra={"item": item_id(item)})
-            continue
-        out += [r for r in records if r is not None]
+            out += [r for r in records if r is not None]
     return [r for r in out if since <= day_of(r.record["at"]) <= until]
 
 

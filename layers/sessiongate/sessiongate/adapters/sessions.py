@@ -4,6 +4,7 @@ opened (usage, recorded after the revocation)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -29,23 +30,30 @@ class Sessions:
     def terminate(self, instance_id: str, owner: Identity, session_name: str | None = None) -> list[str]:
         """Terminate the active sessions on ``instance_id`` owned by ``owner`` (one role session if named)."""
         terminated = []
+        request = {"State": "Active", "Filters": [{"key": "Target", "value": instance_id}]}
+        for session in self._owned_by(request, owner, session_name):
+            self._ssm.terminate_session(SessionId=session["SessionId"])
+            terminated.append(str(session["SessionId"]))
+        return terminated
+
+    def _owned_by(
+        self, request: dict[str, Any], owner: Identity, session_name: str | None
+    ) -> Iterator[dict[str, Any]]:
+        """The sessions of every DescribeSessions page of ``request`` that ``owner`` started (one role
+        session if named), compared by ARN (``same_principal``), not by the API's ``Owner`` filter."""
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"State": "Active", "Filters": [{"key": "Target", "value": instance_id}]}
-            if token:
-                kwargs["NextToken"] = token
-            page = self._ssm.describe_sessions(**kwargs)
+            page = self._ssm.describe_sessions(**request, **({"NextToken": token} if token else {}))
             for session in page.get("Sessions", []):
                 started_by = parse_identity(str(session.get("Owner", "")))
                 if started_by is None or not same_principal(owner, started_by):
                     continue
                 if session_name is not None and started_by.session != session_name:
                     continue
-                self._ssm.terminate_session(SessionId=session["SessionId"])
-                terminated.append(str(session["SessionId"]))
+                yield session
             token = page.get("NextToken")
             if not token:
-                return terminated
+                return
 
     def preferences(self) -> Preferences:
         """The account's Session Manager preferences (one GetDocument of ``SSM-SessionManagerRunShell``).
@@ -78,30 +86,17 @@ class Sessions:
         not by the API's ``Owner`` filter."""
         found: dict[str, dict[str, str]] = {}
         for state in ("Active", "History"):
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {
-                    "State": state,
-                    "MaxResults": _PAGE,
-                    "Filters": [
-                        {"key": "Target", "value": instance_id},
-                        {"key": "InvokedAfter", "value": to_iso(start)},
-                        {"key": "InvokedBefore", "value": to_iso(end)},
-                    ],
-                }
-                if token:
-                    kwargs["NextToken"] = token
-                page = self._ssm.describe_sessions(**kwargs)
-                for session in page.get("Sessions", []):
-                    started_by = parse_identity(str(session.get("Owner", "")))
-                    if started_by is None or not same_principal(owner, started_by):
-                        continue
-                    if session_name is not None and started_by.session != session_name:
-                        continue
-                    found.setdefault(str(session["SessionId"]), _use(session))
-                token = page.get("NextToken")
-                if not token:
-                    break
+            request: dict[str, Any] = {
+                "State": state,
+                "MaxResults": _PAGE,
+                "Filters": [
+                    {"key": "Target", "value": instance_id},
+                    {"key": "InvokedAfter", "value": to_iso(start)},
+                    {"key": "InvokedBefore", "value": to_iso(end)},
+                ],
+            }
+            for session in self._owned_by(request, owner, session_name):
+                found.setdefault(str(session["SessionId"]), _use(session))
         return sorted(found.values(), key=lambda s: (s.get("started_at", ""), s["session_id"]))
 
 
